@@ -1,0 +1,520 @@
+//! The `unseen` command line. Kept in the library so end-to-end tests can
+//! drive every command in-process and inspect everything it prints.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::{Domain, Role, demo};
+
+/// Unseen: public data that is usable but invisible.
+#[derive(Debug, Parser)]
+#[command(name = "unseen", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DataDir {
+    /// Data directory (store, ledger, keys, encrypted data). Default: a per-user directory.
+    #[arg(long, global = true, env = "UNSEEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn path(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("unseen");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/unseen"),
+        None => PathBuf::from(".unseen"),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole flow on fresh synthetic data: generate, register, grant,
+    /// run guests, review, release, verify the ledger.
+    Demo {
+        /// Where to keep the demo's data directory (default: a new temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Rows of `residents` to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Generate, register and list datasets.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// Add and list users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Issue and show grants.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Upload and run jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Review quarantined outputs.
+    #[command(subcommand)]
+    Review(ReviewCommand),
+    /// Show a grant's privacy budget.
+    #[command(subcommand)]
+    Budget(BudgetCommand),
+    /// Verify the audit ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Write a deterministic synthetic dataset as Parquet.
+    Generate {
+        /// residents, health_visits, enterprises, tax_records or utility_usage.
+        name: String,
+        #[arg(long)]
+        rows: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Rows of the related dataset (residents for health_visits, enterprises for tax_records/utility_usage).
+        #[arg(long)]
+        related_rows: Option<u64>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the built-in manifest of a synthetic dataset.
+    Manifest { name: String },
+    /// Register a Parquet file with its manifest; stored encrypted.
+    Register {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        parquet: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Acting admin.
+        #[arg(long = "as")]
+        actor: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user (the first user of a new data directory must be an admin).
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// admin, developer, reviewer or auditor.
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "")]
+        org: String,
+        /// Acting admin (omit only for the first admin).
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantCommand {
+    /// Issue a grant over one dataset to one developer.
+    Issue {
+        #[arg(long)]
+        dataset: String,
+        #[arg(long)]
+        developer: String,
+        #[arg(long)]
+        purpose: String,
+        /// Total epsilon budget.
+        #[arg(long)]
+        epsilon: f64,
+        /// Epsilon charged per DP query.
+        #[arg(long, default_value_t = 0.5)]
+        query_epsilon: f64,
+        /// Validity in days (at most 5 years).
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long = "as")]
+        actor: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Upload a module and run it under a grant; outputs go to quarantine.
+    Submit {
+        #[arg(long)]
+        grant: String,
+        #[arg(long)]
+        module: PathBuf,
+        /// Job parameter, `name=value` (repeatable).
+        #[arg(long = "param")]
+        params: Vec<String>,
+        #[arg(long = "as")]
+        actor: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// Show a quarantined output.
+    Show {
+        output: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Approve an output; signs a release.
+    Approve {
+        output: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as")]
+        actor: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Reject an output.
+    Reject {
+        output: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as")]
+        actor: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetCommand {
+    /// Epsilon spent and left on a grant.
+    Show {
+        #[arg(long)]
+        grant: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Verify the ledger offline with only the public key.
+    Verify {
+        /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+/// Parses `args` (including the program name) and runs the command, writing
+/// everything a user reads to `out`.
+pub fn run(args: &[String], out: &mut dyn Write) -> Result<()> {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            write!(out, "{e}")?;
+            return Ok(());
+        }
+        Err(e) => bail!("{}", e.render().to_string().trim_end()),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    execute(cli.command, &runtime, out)
+}
+
+fn open(dir: &DataDir) -> Result<Arc<Domain>> {
+    let path = dir.path();
+    Ok(Arc::new(Domain::open(&path).with_context(|| {
+        format!("cannot open data directory {}", path.display())
+    })?))
+}
+
+fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Write) -> Result<()> {
+    match command {
+        Command::Demo {
+            data_dir,
+            rows,
+            seed,
+        } => demo::run(
+            demo::DemoOptions {
+                data_dir,
+                rows,
+                seed,
+            },
+            runtime,
+            out,
+        ),
+        Command::Dataset(DatasetCommand::Generate {
+            name,
+            rows,
+            seed,
+            related_rows,
+            out: path,
+        }) => {
+            let summary = demo::generate(&name, rows, seed, related_rows, &path)?;
+            writeln!(
+                out,
+                "wrote {} rows of `{name}` (seed {seed}) to {}",
+                summary,
+                path.display()
+            )?;
+            Ok(())
+        }
+        Command::Dataset(DatasetCommand::Manifest { name }) => {
+            let kind: unseen_datasets::DatasetKind =
+                name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            write!(out, "{}", unseen_datasets::manifest_toml(kind))?;
+            Ok(())
+        }
+        Command::Dataset(DatasetCommand::Register {
+            name,
+            parquet,
+            manifest,
+            actor,
+            dir,
+        }) => {
+            let domain = open(&dir)?;
+            let text = read_text(&manifest)?;
+            let ingested =
+                runtime.block_on(domain.register_dataset(&actor, &name, &parquet, &text))?;
+            writeln!(
+                out,
+                "registered `{name}`: {} rows, stored encrypted under {}",
+                ingested.rows,
+                domain.dir().join("data").display()
+            )?;
+            Ok(())
+        }
+        Command::User(UserCommand::Add {
+            id,
+            name,
+            role,
+            org,
+            actor,
+            dir,
+        }) => {
+            let domain = open(&dir)?;
+            domain.add_user(actor.as_deref(), &id, &name, Role::parse(&role)?, &org)?;
+            writeln!(out, "added {role} `{id}` ({name})")?;
+            Ok(())
+        }
+        Command::Grant(GrantCommand::Issue {
+            dataset,
+            developer,
+            purpose,
+            epsilon,
+            query_epsilon,
+            days,
+            actor,
+            json,
+            dir,
+        }) => {
+            let domain = open(&dir)?;
+            let request = crate::GrantRequest {
+                dataset: dataset.clone(),
+                developer: developer.clone(),
+                purpose: purpose.clone(),
+                epsilon_total: epsilon,
+                query_epsilon,
+                valid_days: days,
+            };
+            let id = domain.issue_grant(&actor, &request)?;
+            if json {
+                writeln!(out, "{}", json!({"grant": id}))?;
+            } else {
+                writeln!(
+                    out,
+                    "issued grant {id}: `{developer}` may spend epsilon {epsilon} on `{dataset}` for: {purpose}"
+                )?;
+            }
+            Ok(())
+        }
+        Command::Job(JobCommand::Submit {
+            grant,
+            module,
+            params,
+            actor,
+            json,
+            dir,
+        }) => {
+            let domain = open(&dir)?;
+            let bytes = std::fs::read(&module)
+                .with_context(|| format!("cannot read module {}", module.display()))?;
+            let sha = domain.upload_module(&actor, &bytes)?;
+            let params = parse_params(&params)?;
+            let handle = runtime.handle().clone();
+            let outcome = domain.run_job(&handle, &actor, &grant, &sha, params)?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({
+                        "job": outcome.job_id, "status": outcome.status, "error": outcome.error,
+                        "outputs": outcome.outputs, "refusals": outcome.refusals, "epsilon_spent": outcome.epsilon_spent,
+                    })
+                )?;
+            } else {
+                writeln!(out, "job {} {}", outcome.job_id, outcome.status)?;
+                for r in &outcome.refusals {
+                    writeln!(out, "  refused: {r}")?;
+                }
+                for o in &outcome.outputs {
+                    writeln!(out, "  output {o} quarantined for review")?;
+                }
+                if let Some(e) = &outcome.error {
+                    writeln!(out, "  error: {e}")?;
+                }
+            }
+            if outcome.status != "succeeded" {
+                bail!("job {} {}", outcome.job_id, outcome.status);
+            }
+            Ok(())
+        }
+        Command::Review(ReviewCommand::Show { output, dir }) => {
+            let domain = open(&dir)?;
+            let (name, status, table) = domain.output(&output)?;
+            writeln!(out, "output {output} `{name}` ({status})")?;
+            demo::print_table(out, &table)?;
+            Ok(())
+        }
+        Command::Review(ReviewCommand::Approve {
+            output,
+            reason,
+            actor,
+            dir,
+        }) => {
+            let domain = open(&dir)?;
+            let release = domain.review(&actor, &output, true, &reason)?;
+            if let Some(r) = release {
+                writeln!(
+                    out,
+                    "approved {output}; signed release {} written to {}",
+                    r.id,
+                    r.path.display()
+                )?;
+            }
+            Ok(())
+        }
+        Command::Review(ReviewCommand::Reject {
+            output,
+            reason,
+            actor,
+            dir,
+        }) => {
+            let domain = open(&dir)?;
+            domain.review(&actor, &output, false, &reason)?;
+            writeln!(out, "rejected {output}")?;
+            Ok(())
+        }
+        Command::Budget(BudgetCommand::Show { grant, json, dir }) => {
+            let domain = open(&dir)?;
+            let (spent, left) = domain.budget(&grant)?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"grant": grant, "epsilon_spent": spent, "epsilon_left": left})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "grant {grant}: epsilon spent {spent:.3}, left {left:.3}"
+                )?;
+            }
+            Ok(())
+        }
+        Command::Ledger(LedgerCommand::Verify {
+            public_key,
+            json,
+            dir,
+        }) => {
+            let report = verify_ledger(&dir.path(), public_key.as_deref())?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"ok": true, "entries": report.size, "root": report.root_hex})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "ledger OK: {} entries, chain and Merkle root verified, checkpoint signature valid",
+                    report.size
+                )?;
+                writeln!(out, "root {}", report.root_hex)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Verifies the ledger of a data directory with only its public key.
+pub fn verify_ledger(
+    data_dir: &Path,
+    public_key: Option<&Path>,
+) -> Result<unseen_ledger::VerifyReport> {
+    let ledger_dir = data_dir.join("ledger");
+    let key_path = public_key
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| ledger_dir.join("ledger.pub"));
+    let key_text = read_text(&key_path)?;
+    let key = unseen_ledger::PublicKey::from_hex(key_text.trim())
+        .with_context(|| format!("public key {} is not valid", key_path.display()))?;
+    let report =
+        unseen_ledger::verify_dir(&ledger_dir, &key).context("ledger verification FAILED")?;
+    Ok(report)
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    raw.iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("parameter `{p}` must look like name=value"),
+        })
+        .collect()
+}

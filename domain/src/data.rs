@@ -1,0 +1,177 @@
+//! Datasets at rest: registration into encrypted Parquet, and the session
+//! through which only the engine reads them.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatchReader;
+use datafusion::config::ConfigFileDecryptionProperties;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::encryption::encrypt::FileEncryptionProperties;
+use parquet::file::properties::WriterProperties;
+use unseen_policy::Manifest;
+
+use crate::DomainError;
+
+/// What registration learned about a file.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub rows: u64,
+    pub source_sha256: String,
+}
+
+fn parquet_err(path: &Path, e: impl std::fmt::Display) -> DomainError {
+    DomainError::Parquet(format!("{}: {e}", path.display()))
+}
+
+/// SHA-256 of a file, streamed.
+pub fn file_sha256(path: &Path) -> Result<String, DomainError> {
+    let mut f = File::open(path).map_err(|e| DomainError::io(path, e))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| DomainError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(hex::encode(ctx.finish()))
+}
+
+/// Reads the Arrow schema of a Parquet file and checks the manifest against it.
+pub fn check_file(path: &Path, manifest: &Manifest) -> Result<(), DomainError> {
+    let file = File::open(path).map_err(|e| DomainError::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_err(path, e))?;
+    manifest
+        .check_schema(builder.schema())
+        .map_err(DomainError::Manifest)
+}
+
+/// Copies `source` into `dest` as Parquet encrypted with `key` (footer and
+/// every column), streaming one row group at a time. Writes a temp file and
+/// renames it, so `dest` is never half-written.
+pub fn ingest(
+    source: &Path,
+    dest: &Path,
+    key: &[u8; 32],
+    dataset: &str,
+) -> Result<Ingested, DomainError> {
+    let source_sha256 = file_sha256(source)?;
+    let file = File::open(source).map_err(|e| DomainError::io(source, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| parquet_err(source, e))?
+        .with_batch_size(65_536)
+        .build()
+        .map_err(|e| parquet_err(source, e))?;
+    let schema = reader.schema();
+    let encryption = FileEncryptionProperties::builder(key.to_vec())
+        .with_aad_prefix(dataset.as_bytes().to_vec())
+        .build()
+        .map_err(|e| parquet_err(dest, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .with_file_encryption_properties(encryption)
+        .build();
+    let tmp = dest.with_extension("parquet.tmp");
+    let out = File::create(&tmp).map_err(|e| DomainError::io(&tmp, e))?;
+    let result = (|| {
+        let mut writer =
+            ArrowWriter::try_new(out, schema, Some(props)).map_err(|e| parquet_err(dest, e))?;
+        let mut rows = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(|e| parquet_err(source, e))?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(|e| parquet_err(dest, e))?;
+        }
+        let file = writer.into_inner().map_err(|e| parquet_err(dest, e))?;
+        file.sync_all().map_err(|e| DomainError::io(dest, e))?;
+        Ok(rows)
+    })();
+    match result {
+        Ok(rows) => {
+            std::fs::rename(&tmp, dest).map_err(|e| DomainError::io(dest, e))?;
+            Ok(Ingested {
+                rows,
+                source_sha256,
+            })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// One registered dataset made readable to the engine.
+#[derive(Debug, Clone)]
+pub struct OpenDataset {
+    pub name: String,
+    pub path: PathBuf,
+    pub key: [u8; 32],
+    pub manifest: Manifest,
+}
+
+/// A DataFusion session holding exactly the given datasets and nothing else:
+/// no information schema, no URL tables, no other catalogs.
+pub async fn session(
+    datasets: &[OpenDataset],
+) -> Result<(SessionContext, BTreeMap<String, Manifest>), DomainError> {
+    let config = SessionConfig::new()
+        .with_information_schema(false)
+        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let ctx = SessionContext::new_with_config(config);
+    let mut manifests = BTreeMap::new();
+    for d in datasets {
+        let decryption = ConfigFileDecryptionProperties {
+            footer_key_as_hex: hex::encode(d.key),
+            aad_prefix_as_hex: hex::encode(d.name.as_bytes()),
+            ..Default::default()
+        };
+        let options = ParquetReadOptions::default().file_decryption_properties(decryption);
+        let path = d
+            .path
+            .to_str()
+            .ok_or_else(|| DomainError::Parquet(format!("{} is not UTF-8", d.path.display())))?;
+        ctx.register_parquet(d.name.as_str(), path, options)
+            .await
+            .map_err(|e| DomainError::DatasetUnreadable {
+                dataset: d.name.clone(),
+                reason: e.strip_backtrace(),
+            })?;
+        manifests.insert(d.name.clone(), d.manifest.clone());
+    }
+    Ok((ctx, manifests))
+}
+
+/// Whether the privacy unit identifies rows uniquely (one row per person).
+pub async fn unit_is_unique(dataset: &OpenDataset) -> Result<bool, DomainError> {
+    let (ctx, _) = session(std::slice::from_ref(dataset)).await?;
+    let unit = &dataset.manifest.privacy_unit;
+    let sql = format!(
+        "SELECT COUNT(*) = COUNT(DISTINCT \"{unit}\") AND COUNT(*) = COUNT(\"{unit}\") FROM \"{}\"",
+        dataset.name
+    );
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| DomainError::Parquet(e.strip_backtrace()))?
+        .collect()
+        .await
+        .map_err(|e| DomainError::Parquet(e.strip_backtrace()))?;
+    use arrow::array::AsArray;
+    Ok(batches
+        .first()
+        .map(|b| b.column(0).as_boolean().value(0))
+        .unwrap_or(true))
+}
+
+/// Keeps an `Arc` of the open datasets handy for hosts.
+pub type SharedDatasets = Arc<Vec<OpenDataset>>;

@@ -1,0 +1,296 @@
+//! `unseen demo`: the whole product on fresh synthetic data, narrated.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use indicatif::{ProgressBar, ProgressStyle};
+use unseen_datasets::{DatasetKind, GenerateOptions};
+
+use crate::{Domain, Role, guests};
+
+/// What the demo runs on.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Data directory; a new temporary one when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Rows of `residents`.
+    pub rows: u64,
+    /// Generator seed.
+    pub seed: u64,
+}
+
+/// Generates a synthetic dataset with a progress bar; returns the rows written.
+pub fn generate(
+    name: &str,
+    rows: u64,
+    seed: u64,
+    related_rows: Option<u64>,
+    path: &Path,
+) -> Result<u64> {
+    let kind: DatasetKind = name.parse().map_err(|e| anyhow!("{e}"))?;
+    let mut opts = GenerateOptions::new(rows, seed);
+    if let Some(r) = related_rows {
+        opts = opts.with_related_rows(r);
+    }
+    let bar = ProgressBar::new(rows);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows ({eta})")
+            .map_err(|e| anyhow!("{e}"))?
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("generating {name}"));
+    let summary =
+        unseen_datasets::generate_to_path(kind, &opts, path, &mut |done| bar.set_position(done))
+            .with_context(|| format!("cannot generate {name} into {}", path.display()))?;
+    bar.finish_and_clear();
+    Ok(summary.rows)
+}
+
+/// Terminal columns a string takes: East Asian wide characters take two.
+fn display_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| {
+            if ('\u{1100}'..='\u{FFEF}').contains(&c) {
+                2
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// Prints a released table with its intervals.
+pub fn print_table(out: &mut dyn Write, table: &udf_sdk::Table) -> std::io::Result<()> {
+    let widths: Vec<usize> = table
+        .columns
+        .iter()
+        .map(|c| {
+            (0..table.rows())
+                .map(|r| display_width(&c.values.display(r)))
+                .chain([display_width(&c.name)])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w.saturating_sub(display_width(c)))))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    writeln!(
+        out,
+        "    {}",
+        line(table.columns.iter().map(|c| c.name.clone()).collect())
+    )?;
+    for r in 0..table.rows() {
+        writeln!(
+            out,
+            "    {}",
+            line(table.columns.iter().map(|c| c.values.display(r)).collect())
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs the demo end to end, writing the narration to `out`.
+pub fn run(
+    options: DemoOptions,
+    runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (dir, _keep) = match &options.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("unseen-demo-").tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    // Keep the temporary directory after exit so the user can inspect and verify it.
+    let _ = _keep.map(tempfile::TempDir::keep);
+    let staging = tempfile::Builder::new()
+        .prefix("unseen-staging-")
+        .tempdir()?;
+    writeln!(out, "Unseen demo — data directory {}", dir.display())?;
+    writeln!(out)?;
+
+    writeln!(out, "1. Platform admin 王敏 sets up the domain")?;
+    let domain = Arc::new(Domain::open(&dir)?);
+    domain.add_user(
+        None,
+        "wang.min",
+        "王敏",
+        Role::Admin,
+        "Municipal Data Bureau",
+    )?;
+    domain.add_user(
+        Some("wang.min"),
+        "li.qiang",
+        "李强",
+        Role::Developer,
+        "Housing Policy Research Centre",
+    )?;
+    domain.add_user(
+        Some("wang.min"),
+        "zhang.hua",
+        "张华",
+        Role::Reviewer,
+        "Municipal Data Bureau",
+    )?;
+    writeln!(
+        out,
+        "   users: wang.min (admin), li.qiang (developer), zhang.hua (reviewer)"
+    )?;
+
+    let parquet = staging.path().join("residents.parquet");
+    let rows = generate("residents", options.rows, options.seed, None, &parquet)?;
+    writeln!(
+        out,
+        "   generated {rows} synthetic residents (seed {}) outside the domain",
+        options.seed
+    )?;
+    let manifest = unseen_datasets::manifest_toml(DatasetKind::Residents);
+    let ingested =
+        runtime.block_on(domain.register_dataset("wang.min", "residents", &parquet, manifest))?;
+    drop(staging);
+    writeln!(
+        out,
+        "   registered `residents`: {} rows, encrypted at rest (AES-256-GCM, per-dataset key wrapped by the master key)",
+        ingested.rows
+    )?;
+    writeln!(
+        out,
+        "   prohibited: person_id, id_number, name, phone · conditional: birth_year, district, household_size, annual_income, chronic_condition · open: gender"
+    )?;
+    let grant = domain.issue_grant(
+        "wang.min",
+        &crate::GrantRequest {
+            dataset: "residents".into(),
+            developer: "li.qiang".into(),
+            purpose: "District income statistics for the affordable-housing plan".into(),
+            epsilon_total: 3.0,
+            query_epsilon: 1.0,
+            valid_days: 365,
+        },
+    )?;
+    writeln!(
+        out,
+        "   issued grant {grant} to li.qiang: epsilon budget 3.0, 1.0 per query, valid 365 days"
+    )?;
+    writeln!(out)?;
+
+    let handle = runtime.handle().clone();
+    writeln!(
+        out,
+        "2. Developer 李强 submits `district-income` (wasm, no WASI, host ABI only)"
+    )?;
+    let module = domain.upload_module("li.qiang", guests::DISTRICT_INCOME)?;
+    writeln!(out, "   module sha256 {module}")?;
+    let outcome = domain.run_job(&handle, "li.qiang", &grant, &module, BTreeMap::new())?;
+    for line in &outcome.logs {
+        writeln!(out, "   guest log: {line}")?;
+    }
+    if outcome.status != "succeeded" {
+        return Err(anyhow!(
+            "district-income job {}: {}",
+            outcome.status,
+            outcome.error.unwrap_or_default()
+        ));
+    }
+    let output = outcome
+        .outputs
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("district-income emitted nothing"))?;
+    let (spent, left) = domain.budget(&grant)?;
+    writeln!(
+        out,
+        "   job {} succeeded; output {output} is in quarantine",
+        outcome.job_id
+    )?;
+    writeln!(out, "   epsilon spent {spent:.3}, left {left:.3}")?;
+    writeln!(out)?;
+
+    writeln!(
+        out,
+        "3. Developer 李强 tries to read what the classification forbids"
+    )?;
+    for (label, bytes) in [
+        (
+            "refused-id-number  (SELECT id_number FROM residents)",
+            guests::REFUSED_ID_NUMBER,
+        ),
+        (
+            "refused-raw-income (SELECT district, annual_income FROM residents)",
+            guests::REFUSED_RAW_INCOME,
+        ),
+    ] {
+        let sha = domain.upload_module("li.qiang", bytes)?;
+        let o = domain.run_job(&handle, "li.qiang", &grant, &sha, BTreeMap::new())?;
+        writeln!(out, "   {label}: job {}", o.status)?;
+        for r in &o.refusals {
+            writeln!(out, "     {r}")?;
+        }
+        if o.refusals.is_empty() || !o.outputs.is_empty() {
+            return Err(anyhow!("the policy did not refuse {label}"));
+        }
+    }
+    let (spent, left) = domain.budget(&grant)?;
+    writeln!(
+        out,
+        "   nothing was spent on refusals: epsilon spent {spent:.3}, left {left:.3}"
+    )?;
+    writeln!(out)?;
+
+    writeln!(out, "4. Review")?;
+    match domain.review("li.qiang", &output, true, "looks fine to me") {
+        Err(e) => writeln!(
+            out,
+            "   li.qiang tries to approve his own output: refused — {e}"
+        )?,
+        Ok(_) => return Err(anyhow!("self-review was not refused")),
+    }
+    let (name, _, table) = domain.output(&output)?;
+    writeln!(
+        out,
+        "   reviewer 张华 inspects `{name}` (95% confidence intervals in brackets):"
+    )?;
+    print_table(out, &table)?;
+    let release = domain
+        .review(
+            "zhang.hua",
+            &output,
+            true,
+            "DP aggregates over public districts; no identifiers",
+        )?
+        .ok_or_else(|| anyhow!("approval produced no release"))?;
+    writeln!(
+        out,
+        "   zhang.hua approved; signed release {} at {}",
+        release.id,
+        release.path.display()
+    )?;
+    writeln!(out)?;
+
+    writeln!(
+        out,
+        "5. Auditor verifies the ledger offline with only the public key"
+    )?;
+    let report = crate::cli::verify_ledger(&dir, None)?;
+    writeln!(
+        out,
+        "   ledger OK: {} entries, root {}",
+        report.size, report.root_hex
+    )?;
+    writeln!(
+        out,
+        "   verify again any time: unseen ledger verify --data-dir {}",
+        dir.display()
+    )?;
+    Ok(())
+}

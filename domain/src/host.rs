@@ -1,0 +1,180 @@
+//! The job host: what a running guest's imports do in this domain.
+//!
+//! Every query goes through policy admission; an admitted DP query is
+//! charged to the grant and recorded in the ledger before any data is read,
+//! and only the noised result returns to the guest.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use unseen_policy::{Admitted, PolicyError};
+use unseen_sandbox::{JobHost, LogLevel};
+
+use crate::data::{self, OpenDataset};
+use crate::util::sha256_hex;
+use crate::{Domain, DomainError, Grant};
+
+/// Largest open extract a query may return, in rows.
+const MAX_OPEN_ROWS: usize = 100_000;
+
+/// What a run did, collected for the caller.
+#[derive(Debug, Default)]
+pub(crate) struct JobLog {
+    pub queries: u32,
+    pub outputs: Vec<String>,
+    pub refusals: Vec<String>,
+    pub lines: Vec<String>,
+    pub epsilon_spent: f64,
+}
+
+pub(crate) struct Host {
+    pub domain: Arc<Domain>,
+    pub runtime: tokio::runtime::Handle,
+    pub job_id: String,
+    pub submitter: String,
+    pub grant: Grant,
+    pub dataset: OpenDataset,
+    pub unit_unique: bool,
+    pub params: BTreeMap<String, String>,
+    pub log: Arc<Mutex<JobLog>>,
+}
+
+impl Host {
+    fn job_log(&self) -> std::sync::MutexGuard<'_, JobLog> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn refuse(&self, sql_sha: &str, sql: &str, error: &PolicyError) -> Result<String, DomainError> {
+        let (rule, column) = match error {
+            PolicyError::Refused(r) => (r.rule, r.column.clone()),
+            PolicyError::Sql(_) => ("sql-error", None),
+            PolicyError::Budget(_) => ("budget", None),
+            _ => ("execution", None),
+        };
+        let message = match error {
+            // Execution errors can quote the values the engine was reading
+            // (a failed cast names the string it could not cast), so the
+            // guest, the ledger and the logs get only the error's class.
+            PolicyError::Execution(_) => "refused: the query failed while the engine was reading data; the engine's message is withheld because it can quote data values. Check the types and casts in the query".to_string(),
+            other => other.to_string(),
+        };
+        self.domain.record(
+            &self.submitter,
+            "query.refused",
+            json!({
+                "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
+                "rule": rule, "column": column, "reason": message,
+            }),
+        )?;
+        self.job_log().refusals.push(message.clone());
+        Ok(message)
+    }
+
+    async fn run_query(&self, sql: &str) -> Result<Result<Vec<u8>, String>, DomainError> {
+        let sql_sha = sha256_hex(sql.as_bytes());
+        self.job_log().queries += 1;
+        let (ctx, manifests) = data::session(std::slice::from_ref(&self.dataset)).await?;
+        let admitted = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
+        };
+        match admitted {
+            Admitted::Open(plan) => {
+                let result = match unseen_policy::release_open(&ctx, plan, MAX_OPEN_ROWS).await {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
+                };
+                self.domain.record(&self.submitter, "query.admitted", json!({
+                    "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
+                    "release": "open columns", "epsilon": 0.0, "rows": result.table.rows(),
+                }))?;
+                Ok(Ok(udf_sdk::abi::encode_query_result(&result)))
+            }
+            Admitted::Aggregate(query) => {
+                if !self.unit_unique {
+                    let e = PolicyError::Refused(unseen_policy::Refusal {
+                        column: Some(format!(
+                            "{}.{}",
+                            self.dataset.name, self.dataset.manifest.privacy_unit
+                        )),
+                        rule: "contribution-bounding",
+                        message: format!(
+                            "dataset `{}` has several rows per privacy unit `{}`; DP aggregates over it need per-person contribution bounding, which this host does not yet apply",
+                            self.dataset.name, self.dataset.manifest.privacy_unit
+                        ),
+                    });
+                    return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
+                }
+                let plan = match unseen_policy::plan_release(
+                    &query,
+                    &self.dataset.manifest,
+                    self.grant.query_epsilon,
+                ) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
+                };
+                if !self
+                    .domain
+                    .charge(&self.job_id, &self.grant.id, plan.epsilon, &sql_sha)?
+                {
+                    let (spent, left) = self.domain.budget(&self.grant.id)?;
+                    let e = PolicyError::Budget(format!(
+                        "grant `{}` has epsilon {left:.3} left ({spent:.3} spent); this query needs {:.3}. Nothing was spent; ask the data provider for more budget",
+                        self.grant.id, plan.epsilon
+                    ));
+                    return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
+                }
+                self.domain.record(&self.submitter, "query.admitted", json!({
+                    "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
+                    "release": "differentially private aggregate", "epsilon": plan.epsilon,
+                    "mechanism": "opendp Laplace (discrete for integers)",
+                }))?;
+                self.job_log().epsilon_spent += plan.epsilon;
+                let state = ctx.state();
+                match unseen_policy::release_aggregate(&state, &query, &plan).await {
+                    Ok(release) => Ok(Ok(udf_sdk::abi::encode_query_result(&release.result))),
+                    // The spend stays recorded: the charge came first, by design.
+                    Err(e) => Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
+                }
+            }
+        }
+    }
+}
+
+impl JobHost for Host {
+    fn query(&mut self, sql: &str) -> Result<Vec<u8>, String> {
+        let runtime = self.runtime.clone();
+        match runtime.block_on(self.run_query(sql)) {
+            Ok(result) => result,
+            Err(e) => {
+                // Host errors (store, ledger, keys) carry no data values.
+                tracing::error!(job = %self.job_id, error = %e, "query failed inside the host");
+                Err(format!("the host could not run the query: {e}"))
+            }
+        }
+    }
+
+    fn emit(&mut self, name: &str, table: udf_sdk::Table) -> Result<(), String> {
+        match self
+            .domain
+            .quarantine(&self.submitter, &self.job_id, name, &table)
+        {
+            Ok(id) => {
+                self.job_log().outputs.push(id);
+                Ok(())
+            }
+            Err(e) => Err(format!("output `{name}` could not be quarantined: {e}")),
+        }
+    }
+
+    fn log(&mut self, level: LogLevel, message: &str) {
+        // Guests only ever hold released values, so their log text is safe to keep.
+        tracing::info!(job = %self.job_id, ?level, "guest: {message}");
+        self.job_log().lines.push(format!("{level:?}: {message}"));
+    }
+
+    fn param(&self, name: &str) -> Option<String> {
+        self.params.get(name).cloned()
+    }
+}

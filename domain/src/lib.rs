@@ -1,0 +1,920 @@
+//! The Unseen domain service: datasets, users, grants, jobs, review and
+//! releases over one data directory, and the `unseen` command line.
+//!
+//! This crate wires the rooms together and owns all IO: the SQLite store,
+//! the encrypted data files, the ledger files and the keys. It asks
+//! `unseen-policy` what a query may release, runs guests in
+//! `unseen-sandbox`, and appends every step to `unseen-ledger`.
+//!
+//! Invariants:
+//! - a query result reaches a guest only after its epsilon is recorded in
+//!   the store and in the ledger;
+//! - an output leaves quarantine only by the decision of a reviewer who did
+//!   not submit the job;
+//! - no raw prohibited or conditional value is written to the ledger, a log
+//!   line or an error message.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod data;
+pub mod demo;
+mod host;
+pub mod keys;
+pub mod logging;
+pub mod store;
+pub mod util;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+use unseen_ledger::{EntryDraft, Ledger};
+use unseen_policy::{Manifest, ManifestErrors, PolicyError};
+use unseen_sandbox::{Limits, ModuleKind, Sandbox, SandboxError};
+
+use crate::data::OpenDataset;
+use crate::keys::{KeyError, MasterKey};
+use crate::util::{new_id, now_rfc3339, random_bytes, sha256_hex};
+
+/// The example guests, built for wasm32 by `build.rs`.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// Version of the policy rules a release was made under.
+pub const POLICY_VERSION: &str = "unseen-policy/1";
+
+/// Why an action failed, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+    #[error("ledger: {0}")]
+    Ledger(#[from] unseen_ledger::LedgerError),
+    #[error("manifest has mistakes:\n{0}")]
+    Manifest(ManifestErrors),
+    #[error("parquet: {0}")]
+    Parquet(String),
+    #[error("dataset `{dataset}` cannot be read: {reason}")]
+    DatasetUnreadable { dataset: String, reason: String },
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    #[error("module refused: {0}")]
+    Sandbox(#[from] SandboxError),
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("{what} `{id}` does not exist; list them with `unseen {list}`")]
+    NotFound {
+        what: &'static str,
+        id: String,
+        list: &'static str,
+    },
+    #[error("{what} `{id}` already exists; choose another name")]
+    Exists { what: &'static str, id: String },
+    #[error("user `{actor}` ({role}) may not {action}; this needs the {needed} role")]
+    Forbidden {
+        actor: String,
+        role: String,
+        action: &'static str,
+        needed: &'static str,
+    },
+    #[error(
+        "user `{reviewer}` submitted job `{job}` and may not review its outputs; another reviewer must decide"
+    )]
+    SelfReview { reviewer: String, job: String },
+    #[error("grant `{grant}` {reason}")]
+    Grant { grant: String, reason: String },
+    #[error(
+        "output `{output}` is {status}, not quarantined; only quarantined outputs can be reviewed"
+    )]
+    NotQuarantined { output: String, status: String },
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+impl DomainError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        DomainError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// A role a user holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Developer,
+    Reviewer,
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Developer => "developer",
+            Role::Reviewer => "reviewer",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Role, DomainError> {
+        Ok(match s {
+            "admin" => Role::Admin,
+            "developer" => Role::Developer,
+            "reviewer" => Role::Reviewer,
+            "auditor" => Role::Auditor,
+            other => {
+                return Err(DomainError::Invalid(format!(
+                    "role `{other}` is unknown; use admin, developer, reviewer or auditor"
+                )));
+            }
+        })
+    }
+}
+
+/// A grant as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub id: String,
+    pub dataset: String,
+    pub developer: String,
+    pub purpose: String,
+    pub epsilon_total: f64,
+    pub epsilon_spent: f64,
+    pub query_epsilon: f64,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// What an admin asks for when issuing a grant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantRequest {
+    /// The one dataset the grant covers.
+    pub dataset: String,
+    /// The developer it is issued to.
+    pub developer: String,
+    /// The named scenario and purpose ("one scenario, one review").
+    pub purpose: String,
+    /// Total epsilon the grant may spend.
+    pub epsilon_total: f64,
+    /// Epsilon charged per DP query.
+    pub query_epsilon: f64,
+    /// Validity from now, in days (at most five years).
+    pub valid_days: u32,
+}
+
+/// How a job run ended.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    pub job_id: String,
+    /// `succeeded`, `failed` or `trapped`.
+    pub status: String,
+    pub error: Option<String>,
+    /// Output ids placed in quarantine.
+    pub outputs: Vec<String>,
+    /// Refusals the job met, as the guest saw them.
+    pub refusals: Vec<String>,
+    /// Guest log lines.
+    pub logs: Vec<String>,
+    pub epsilon_spent: f64,
+    pub fuel_used: u64,
+}
+
+/// A signed release.
+#[derive(Debug, Clone)]
+pub struct ReleaseRecord {
+    pub id: String,
+    pub path: PathBuf,
+    pub document: serde_json::Value,
+}
+
+/// One data directory: store, ledger, keys, data files and the sandbox.
+pub struct Domain {
+    dir: PathBuf,
+    db: Mutex<Connection>,
+    ledger: Mutex<Ledger>,
+    master: MasterKey,
+    sandbox: Sandbox,
+    /// Compiled modules by SHA-256, so a module is compiled once per process.
+    compiled: Mutex<std::collections::HashMap<String, unseen_sandbox::ValidatedModule>>,
+}
+
+impl std::fmt::Debug for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domain").field("dir", &self.dir).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave SQLite or the ledger
+    // half-written (both are transactional), so the data is still sound.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Domain {
+    /// Opens a data directory, creating it and its store, keys and ledger on first use.
+    pub fn open(dir: &Path) -> Result<Domain, DomainError> {
+        for sub in ["", "keys", "data", "ledger", "releases"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| DomainError::io(&p, e))?;
+        }
+        set_private(&dir.join("keys"))?;
+        let db = store::open(&dir.join("unseen.db"))?;
+        let ledger = Ledger::open(&dir.join("ledger"))?;
+        let master = MasterKey::load_or_create(&dir.join("keys/master.key"))?;
+        let sandbox = Sandbox::new(Limits::default())?;
+        Ok(Domain {
+            dir: dir.to_path_buf(),
+            db: Mutex::new(db),
+            ledger: Mutex::new(ledger),
+            master,
+            sandbox,
+            compiled: Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends a ledger entry; durable when this returns.
+    pub fn record(
+        &self,
+        actor: &str,
+        kind: &str,
+        body: serde_json::Value,
+    ) -> Result<u64, DomainError> {
+        let receipt = lock(&self.ledger).append(EntryDraft {
+            kind: kind.to_string(),
+            actor: actor.to_string(),
+            time: now_rfc3339(),
+            body,
+        })?;
+        Ok(receipt.index)
+    }
+
+    /// Size and root of the ledger.
+    pub fn ledger_head(&self) -> unseen_ledger::Head {
+        lock(&self.ledger).head()
+    }
+
+    fn role_of(&self, user: &str) -> Result<Role, DomainError> {
+        let row: Option<(String, i64)> = lock(&self.db)
+            .query_row(
+                "SELECT role, disabled FROM users WHERE id = ?1",
+                [user],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((role, 0)) => Role::parse(&role),
+            Some(_) => Err(DomainError::Invalid(format!("user `{user}` is disabled"))),
+            None => Err(DomainError::NotFound {
+                what: "user",
+                id: user.to_string(),
+                list: "user list",
+            }),
+        }
+    }
+
+    fn require(&self, actor: &str, needed: Role, action: &'static str) -> Result<(), DomainError> {
+        let role = self.role_of(actor)?;
+        if role != needed {
+            return Err(DomainError::Forbidden {
+                actor: actor.to_string(),
+                role: role.as_str().to_string(),
+                action,
+                needed: needed.as_str(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates a user. The first user of a fresh directory must be an admin
+    /// and creates itself; afterwards only admins add users.
+    pub fn add_user(
+        &self,
+        actor: Option<&str>,
+        id: &str,
+        name: &str,
+        role: Role,
+        org: &str,
+    ) -> Result<(), DomainError> {
+        let count: i64 =
+            lock(&self.db).query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+        let actor = match actor {
+            Some(a) => {
+                self.require(a, Role::Admin, "add users")?;
+                a.to_string()
+            }
+            None if count == 0 && role == Role::Admin => id.to_string(),
+            None => {
+                return Err(DomainError::Invalid(
+                    "only an admin may add users; pass the acting admin (the first user of a new data directory must be an admin)".into(),
+                ));
+            }
+        };
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(DomainError::Invalid(format!(
+                "user id `{id}` must be ASCII letters, digits, `.`, `_` or `-`"
+            )));
+        }
+        let inserted = lock(&self.db).execute(
+            "INSERT OR IGNORE INTO users(id, name, role, org, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, name, role.as_str(), org, now_rfc3339()],
+        )?;
+        if inserted == 0 {
+            return Err(DomainError::Exists {
+                what: "user",
+                id: id.to_string(),
+            });
+        }
+        self.record(
+            &actor,
+            "user.created",
+            json!({"user": id, "name": name, "role": role.as_str(), "org": org}),
+        )?;
+        Ok(())
+    }
+
+    /// Registers a Parquet file under a manifest: validates, encrypts at rest
+    /// with a fresh data key, records the registration.
+    pub async fn register_dataset(
+        &self,
+        actor: &str,
+        name: &str,
+        parquet: &Path,
+        manifest_text: &str,
+    ) -> Result<data::Ingested, DomainError> {
+        self.require(actor, Role::Admin, "register datasets")?;
+        let manifest = Manifest::parse(manifest_text).map_err(DomainError::Manifest)?;
+        if manifest.name != name {
+            return Err(DomainError::Invalid(format!(
+                "the manifest describes dataset `{}` but you are registering `{name}`; use the same name",
+                manifest.name
+            )));
+        }
+        let exists: Option<String> = lock(&self.db)
+            .query_row("SELECT name FROM datasets WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_some() {
+            return Err(DomainError::Exists {
+                what: "dataset",
+                id: name.to_string(),
+            });
+        }
+        data::check_file(parquet, &manifest)?;
+        let key = random_bytes::<32>();
+        let file = format!("data/{name}.parquet");
+        let ingested = data::ingest(parquet, &self.dir.join(&file), &key, name)?;
+        let open = OpenDataset {
+            name: name.to_string(),
+            path: self.dir.join(&file),
+            key,
+            manifest: manifest.clone(),
+        };
+        let unit_unique = data::unit_is_unique(&open).await?;
+        let wrapped = self.master.wrap(name, &key);
+        lock(&self.db).execute(
+            "INSERT INTO datasets(name, manifest, manifest_version, file, wrapped_key, rows, unit_unique, source_sha256, registered_by, registered_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![name, manifest_text, manifest.version, file, wrapped, ingested.rows as i64, unit_unique, ingested.source_sha256, actor, now_rfc3339()],
+        )?;
+        let by_class = |class: unseen_policy::Class| {
+            manifest
+                .columns
+                .iter()
+                .filter(|c| c.class == class)
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>()
+        };
+        self.record(
+            actor,
+            "dataset.registered",
+            json!({
+                "dataset": name,
+                "manifest_version": manifest.version,
+                "manifest_sha256": sha256_hex(manifest_text.as_bytes()),
+                "source_sha256": ingested.source_sha256,
+                "rows": ingested.rows,
+                "privacy_unit": manifest.privacy_unit,
+                "one_row_per_unit": unit_unique,
+                "prohibited": by_class(unseen_policy::Class::Prohibited),
+                "conditional": by_class(unseen_policy::Class::Conditional),
+                "open": by_class(unseen_policy::Class::Open),
+                "encryption": "parquet modular encryption, AES-256-GCM, per-dataset key wrapped by the master key",
+            }),
+        )?;
+        Ok(ingested)
+    }
+
+    /// Opens a registered dataset for the engine (unwraps its key).
+    fn open_dataset(&self, name: &str) -> Result<(OpenDataset, bool), DomainError> {
+        let row: Option<(String, String, Option<Vec<u8>>, bool)> = lock(&self.db)
+            .query_row(
+                "SELECT manifest, file, wrapped_key, unit_unique FROM datasets WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((manifest, file, wrapped, unit_unique)) = row else {
+            return Err(DomainError::NotFound {
+                what: "dataset",
+                id: name.to_string(),
+                list: "dataset list",
+            });
+        };
+        let wrapped = wrapped.ok_or_else(|| DomainError::DatasetUnreadable {
+            dataset: name.to_string(),
+            reason: "its data key was destroyed".into(),
+        })?;
+        let key = self.master.unwrap(name, &wrapped)?;
+        let manifest = Manifest::parse(&manifest).map_err(DomainError::Manifest)?;
+        Ok((
+            OpenDataset {
+                name: name.to_string(),
+                path: self.dir.join(file),
+                key,
+                manifest,
+            },
+            unit_unique,
+        ))
+    }
+
+    /// Issues a grant to a developer over one dataset with an epsilon budget.
+    pub fn issue_grant(&self, actor: &str, request: &GrantRequest) -> Result<String, DomainError> {
+        let GrantRequest {
+            dataset,
+            developer,
+            purpose,
+            epsilon_total,
+            query_epsilon,
+            valid_days,
+        } = request;
+        let (dataset, developer, purpose) =
+            (dataset.as_str(), developer.as_str(), purpose.as_str());
+        let (epsilon_total, query_epsilon, valid_days) =
+            (*epsilon_total, *query_epsilon, *valid_days);
+        self.require(actor, Role::Admin, "issue grants")?;
+        if self.role_of(developer)? != Role::Developer {
+            return Err(DomainError::Invalid(format!(
+                "user `{developer}` is not a developer; grants go to developers"
+            )));
+        }
+        self.open_dataset(dataset)?;
+        if !(epsilon_total.is_finite()
+            && epsilon_total > 0.0
+            && query_epsilon.is_finite()
+            && query_epsilon > 0.0
+            && query_epsilon <= epsilon_total)
+        {
+            return Err(DomainError::Invalid(format!(
+                "budget must satisfy 0 < query epsilon ({query_epsilon}) <= total epsilon ({epsilon_total})"
+            )));
+        }
+        if valid_days == 0 || valid_days > 5 * 366 {
+            return Err(DomainError::Invalid(format!(
+                "validity of {valid_days} days is outside 1..=1830 (at most 5 years)"
+            )));
+        }
+        let id = new_id("grant");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let expires_at = util::rfc3339(now + u64::from(valid_days) * 86_400);
+        lock(&self.db).execute(
+            "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, issued_by, issued_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![id, dataset, developer, purpose, epsilon_total, query_epsilon, actor, now_rfc3339(), expires_at],
+        )?;
+        self.record(actor, "grant.issued", json!({
+            "grant": id, "dataset": dataset, "developer": developer, "purpose": purpose,
+            "epsilon_total": epsilon_total, "query_epsilon": query_epsilon, "expires_at": expires_at,
+        }))?;
+        Ok(id)
+    }
+
+    /// Reads a grant.
+    pub fn grant(&self, id: &str) -> Result<Grant, DomainError> {
+        lock(&self.db)
+            .query_row(
+                "SELECT id, dataset, developer, purpose, epsilon_total, epsilon_spent, query_epsilon, expires_at, revoked_at FROM grants WHERE id = ?1",
+                [id],
+                |r| Ok(Grant {
+                    id: r.get(0)?, dataset: r.get(1)?, developer: r.get(2)?, purpose: r.get(3)?,
+                    epsilon_total: r.get(4)?, epsilon_spent: r.get(5)?, query_epsilon: r.get(6)?,
+                    expires_at: r.get(7)?, revoked_at: r.get(8)?,
+                }),
+            )
+            .optional()?
+            .ok_or_else(|| DomainError::NotFound { what: "grant", id: id.to_string(), list: "grant list" })
+    }
+
+    /// Validates and stores a module (content-addressed); refusals are ledger entries too.
+    pub fn upload_module(&self, actor: &str, bytes: &[u8]) -> Result<String, DomainError> {
+        self.require(actor, Role::Developer, "upload modules")?;
+        let sha = sha256_hex(bytes);
+        match self.validated(bytes) {
+            Ok(_) => {}
+            Err(DomainError::Sandbox(e)) => {
+                self.record(
+                    actor,
+                    "module.refused",
+                    json!({"sha256": sha, "size": bytes.len(), "reason": e.to_string()}),
+                )?;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e),
+        }
+        lock(&self.db).execute(
+            "INSERT OR IGNORE INTO modules(sha256, bytes, uploaded_by, uploaded_at) VALUES (?1, ?2, ?3, ?4)",
+            params![sha, bytes, actor, now_rfc3339()],
+        )?;
+        self.record(
+            actor,
+            "module.uploaded",
+            json!({"sha256": sha, "size": bytes.len(), "kind": "job"}),
+        )?;
+        Ok(sha)
+    }
+
+    /// Validates and compiles a job module, or returns it from the cache.
+    fn validated(&self, bytes: &[u8]) -> Result<unseen_sandbox::ValidatedModule, DomainError> {
+        let sha = sha256_hex(bytes);
+        if let Some(m) = lock(&self.compiled).get(&sha) {
+            return Ok(m.clone());
+        }
+        let module = self.sandbox.validate(bytes, ModuleKind::Job)?;
+        lock(&self.compiled).insert(sha, module.clone());
+        Ok(module)
+    }
+
+    fn check_grant_usable(&self, grant: &Grant, user: &str) -> Result<(), DomainError> {
+        let err = |reason: String| DomainError::Grant {
+            grant: grant.id.clone(),
+            reason,
+        };
+        if grant.developer != user {
+            return Err(err(format!(
+                "is issued to `{}`, not to `{user}`",
+                grant.developer
+            )));
+        }
+        if let Some(at) = &grant.revoked_at {
+            return Err(err(format!(
+                "was revoked at {at}; ask the data provider for a new grant"
+            )));
+        }
+        if grant.expires_at <= now_rfc3339() {
+            return Err(err(format!(
+                "expired at {}; ask the data provider to renew it",
+                grant.expires_at
+            )));
+        }
+        Ok(())
+    }
+
+    /// Submits and runs a job under a grant, to completion. Blocking: call
+    /// from a thread that may block (not from inside an async task).
+    pub fn run_job(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        submitter: &str,
+        grant_id: &str,
+        module_sha: &str,
+        params: BTreeMap<String, String>,
+    ) -> Result<JobOutcome, DomainError> {
+        self.require(submitter, Role::Developer, "submit jobs")?;
+        let grant = self.grant(grant_id)?;
+        self.check_grant_usable(&grant, submitter)?;
+        let bytes: Vec<u8> = lock(&self.db)
+            .query_row(
+                "SELECT bytes FROM modules WHERE sha256 = ?1",
+                [module_sha],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| DomainError::NotFound {
+                what: "module",
+                id: module_sha.to_string(),
+                list: "job modules",
+            })?;
+        let module = self.validated(&bytes)?;
+        let (dataset, unit_unique) = self.open_dataset(&grant.dataset)?;
+        let job_id = new_id("job");
+        lock(&self.db).execute(
+            "INSERT INTO jobs(id, grant_id, module, submitter, status, submitted_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+            params![job_id, grant_id, module_sha, submitter, now_rfc3339()],
+        )?;
+        self.record(
+            submitter,
+            "job.started",
+            json!({
+                "job": job_id, "grant": grant_id, "module_sha256": module_sha,
+                "params": params.keys().collect::<Vec<_>>(),
+            }),
+        )?;
+        let shared = Arc::new(Mutex::new(host::JobLog::default()));
+        let job_host = host::Host {
+            domain: Arc::clone(self),
+            runtime: runtime.clone(),
+            job_id: job_id.clone(),
+            submitter: submitter.to_string(),
+            grant: grant.clone(),
+            dataset,
+            unit_unique,
+            params,
+            log: Arc::clone(&shared),
+        };
+        let result = self.sandbox.run_job(&module, Box::new(job_host));
+        let log = std::mem::take(&mut *lock(&shared));
+        let (status, error, fuel) = match &result {
+            Ok(report) => ("succeeded", None, report.fuel_used),
+            Err(SandboxError::JobFailed { .. }) => (
+                "failed",
+                Some(
+                    result
+                        .as_ref()
+                        .err()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                ),
+                0,
+            ),
+            Err(e) => ("trapped", Some(e.to_string()), 0),
+        };
+        lock(&self.db).execute(
+            "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6 WHERE id = ?1",
+            params![job_id, status, error, now_rfc3339(), fuel as i64, log.queries as i64],
+        )?;
+        self.record(
+            submitter,
+            "job.ended",
+            json!({
+                "job": job_id, "status": status, "error": error, "fuel_used": fuel,
+                "queries": log.queries, "outputs": log.outputs, "epsilon_spent": log.epsilon_spent,
+            }),
+        )?;
+        Ok(JobOutcome {
+            job_id,
+            status: status.to_string(),
+            error,
+            outputs: log.outputs,
+            refusals: log.refusals,
+            logs: log.lines,
+            epsilon_spent: log.epsilon_spent,
+            fuel_used: fuel,
+        })
+    }
+
+    /// Charges `epsilon` to a grant atomically; false when the budget is short.
+    pub(crate) fn charge(
+        &self,
+        job_id: &str,
+        grant_id: &str,
+        epsilon: f64,
+        query_sha: &str,
+    ) -> Result<bool, DomainError> {
+        let mut db = lock(&self.db);
+        let tx = db.transaction()?;
+        let changed = tx.execute(
+            "UPDATE grants SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND epsilon_spent + ?2 <= epsilon_total + 1e-9 AND revoked_at IS NULL",
+            params![grant_id, epsilon],
+        )?;
+        if changed == 1 {
+            tx.execute(
+                "INSERT INTO spends(job_id, grant_id, epsilon, query_sha256, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![job_id, grant_id, epsilon, query_sha, now_rfc3339()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    /// Places an emitted output in quarantine.
+    pub(crate) fn quarantine(
+        &self,
+        actor: &str,
+        job_id: &str,
+        name: &str,
+        table: &udf_sdk::Table,
+    ) -> Result<String, DomainError> {
+        let bytes = udf_sdk::abi::encode_table(table);
+        let sha = sha256_hex(&bytes);
+        let id = new_id("out");
+        lock(&self.db).execute(
+            "INSERT INTO outputs(id, job_id, name, data, sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, job_id, name, bytes, sha, now_rfc3339()],
+        )?;
+        self.record(actor, "output.quarantined", json!({
+            "output": id, "job": job_id, "name": name, "sha256": sha,
+            "rows": table.rows(), "columns": table.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        }))?;
+        Ok(id)
+    }
+
+    /// Reads a quarantined or released output.
+    pub fn output(&self, id: &str) -> Result<(String, String, udf_sdk::Table), DomainError> {
+        let (name, status, data): (String, String, Vec<u8>) = lock(&self.db)
+            .query_row(
+                "SELECT name, status, data FROM outputs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+            .ok_or_else(|| DomainError::NotFound {
+                what: "output",
+                id: id.to_string(),
+                list: "review list",
+            })?;
+        let table = udf_sdk::abi::decode_table(&data)
+            .map_err(|e| DomainError::Invalid(format!("stored output `{id}` is damaged: {e}")))?;
+        Ok((name, status, table))
+    }
+
+    /// A reviewer approves or rejects a quarantined output. Approval signs a release.
+    pub fn review(
+        &self,
+        reviewer: &str,
+        output_id: &str,
+        approve: bool,
+        reason: &str,
+    ) -> Result<Option<ReleaseRecord>, DomainError> {
+        self.require(reviewer, Role::Reviewer, "review outputs")?;
+        if reason.trim().is_empty() {
+            return Err(DomainError::Invalid("a review needs a reason".into()));
+        }
+        let row: Option<(String, String, String, String, String, String, String)> = lock(&self.db)
+            .query_row(
+                "SELECT o.status, o.job_id, j.submitter, o.sha256, j.module, j.grant_id, o.name FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?1",
+                [output_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+            )
+            .optional()?;
+        let Some((status, job, submitter, output_sha, module_sha, grant_id, name)) = row else {
+            return Err(DomainError::NotFound {
+                what: "output",
+                id: output_id.to_string(),
+                list: "review list",
+            });
+        };
+        if submitter == reviewer {
+            self.record(
+                reviewer,
+                "review.refused",
+                json!({"output": output_id, "job": job, "reason": "reviewer submitted the job"}),
+            )?;
+            return Err(DomainError::SelfReview {
+                reviewer: reviewer.to_string(),
+                job,
+            });
+        }
+        if status != "quarantined" {
+            return Err(DomainError::NotQuarantined {
+                output: output_id.to_string(),
+                status,
+            });
+        }
+        let decision = if approve { "approved" } else { "rejected" };
+        let at = now_rfc3339();
+        {
+            let mut db = lock(&self.db);
+            let tx = db.transaction()?;
+            tx.execute(
+                "UPDATE outputs SET status = ?2 WHERE id = ?1",
+                params![output_id, decision],
+            )?;
+            tx.execute(
+                "INSERT INTO reviews(output_id, reviewer, decision, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![output_id, reviewer, decision, reason, at],
+            )?;
+            tx.commit()?;
+        }
+        let review_index = self.record(
+            reviewer,
+            &format!("review.{decision}"),
+            json!({"output": output_id, "job": job, "reason": reason}),
+        )?;
+        if !approve {
+            return Ok(None);
+        }
+        let grant = self.grant(&grant_id)?;
+        let (source_sha, manifest_version): (String, i64) = lock(&self.db).query_row(
+            "SELECT source_sha256, manifest_version FROM datasets WHERE name = ?1",
+            [&grant.dataset],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let job_epsilon: f64 = lock(&self.db).query_row(
+            "SELECT COALESCE(SUM(epsilon), 0) FROM spends WHERE job_id = ?1",
+            [&job],
+            |r| r.get(0),
+        )?;
+        let (_, _, table) = self.output(output_id)?;
+        let release_id = new_id("rel");
+        let document = json!({
+            "release": release_id,
+            "output": output_id,
+            "output_name": name,
+            "output_sha256": output_sha,
+            "job": job,
+            "grant": grant.id,
+            "dataset": grant.dataset,
+            "module_sha256": module_sha,
+            "input_snapshot": {"source_sha256": source_sha, "manifest_version": manifest_version},
+            "policy_version": POLICY_VERSION,
+            "epsilon_spent": job_epsilon,
+            "submitter": submitter,
+            "reviewer": reviewer,
+            "review_entry": review_index,
+            "approved_at": at,
+            "table": table_json(&table),
+        });
+        let canonical =
+            serde_json::to_vec(&document).map_err(|e| DomainError::Invalid(e.to_string()))?;
+        let signature = lock(&self.ledger).sign(&release_signing_message(&canonical));
+        let signature_b64 =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signature);
+        let release_file = json!({"document": document, "signature": signature_b64});
+        let path = self.dir.join("releases").join(format!("{release_id}.json"));
+        let pretty = serde_json::to_vec_pretty(&release_file)
+            .map_err(|e| DomainError::Invalid(e.to_string()))?;
+        util::write_private(&path, &pretty).map_err(|e| DomainError::io(&path, e))?;
+        lock(&self.db).execute(
+            "INSERT INTO releases(id, output_id, document, signature, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![release_id, output_id, String::from_utf8_lossy(&canonical), signature_b64, at],
+        )?;
+        self.record(reviewer, "release.signed", json!({
+            "release": release_id, "output": output_id, "output_sha256": output_sha,
+            "document_sha256": sha256_hex(&canonical), "module_sha256": module_sha,
+            "input_snapshot": {"source_sha256": source_sha, "manifest_version": manifest_version},
+            "policy_version": POLICY_VERSION, "epsilon_spent": job_epsilon, "reviewer": reviewer,
+        }))?;
+        Ok(Some(ReleaseRecord {
+            id: release_id,
+            path,
+            document,
+        }))
+    }
+
+    /// Epsilon spent and left on a grant.
+    pub fn budget(&self, grant_id: &str) -> Result<(f64, f64), DomainError> {
+        let g = self.grant(grant_id)?;
+        Ok((
+            g.epsilon_spent,
+            (g.epsilon_total - g.epsilon_spent).max(0.0),
+        ))
+    }
+}
+
+/// The bytes a release signature covers (domain-separated from checkpoints).
+pub fn release_signing_message(canonical_document: &[u8]) -> Vec<u8> {
+    let mut m = b"unseen release v1\n".to_vec();
+    m.extend_from_slice(canonical_document);
+    m
+}
+
+/// A table as JSON for release documents.
+pub fn table_json(table: &udf_sdk::Table) -> serde_json::Value {
+    use udf_sdk::ColumnValues;
+    let columns: Vec<serde_json::Value> = table
+        .columns
+        .iter()
+        .map(|c| {
+            let values = match &c.values {
+                ColumnValues::Text(v) => json!(v),
+                ColumnValues::Int(v) => json!(v),
+                ColumnValues::Float(v) => json!(v),
+                ColumnValues::Estimate(v) => json!(
+                    v.iter()
+                        .map(|e| json!({"value": e.value, "lower": e.lower, "upper": e.upper}))
+                        .collect::<Vec<_>>()
+                ),
+            };
+            json!({"name": c.name, "values": values})
+        })
+        .collect();
+    json!({"rows": table.rows(), "columns": columns})
+}
+
+fn set_private(dir: &Path) -> Result<(), DomainError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| DomainError::io(dir, e))
+}

@@ -1,0 +1,21 @@
+//! The `unseen` binary: parses arguments and prints errors readably.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+fn main() -> std::process::ExitCode {
+    let level = unseen::logging::level_from_env();
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(unseen::logging::filter(level))
+        .init();
+    let args: Vec<String> = std::env::args().collect();
+    let mut stdout = std::io::stdout().lock();
+    match unseen::cli::run(&args, &mut stdout) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The metadata store: SQLite in WAL mode under the data directory.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::DomainError;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS users(
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'developer', 'reviewer', 'auditor')),
+    org TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS datasets(
+    name TEXT PRIMARY KEY,
+    manifest TEXT NOT NULL,
+    manifest_version INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    wrapped_key BLOB,
+    rows INTEGER NOT NULL,
+    unit_unique INTEGER NOT NULL,
+    source_sha256 TEXT NOT NULL,
+    registered_by TEXT NOT NULL,
+    registered_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants(
+    id TEXT PRIMARY KEY,
+    dataset TEXT NOT NULL REFERENCES datasets(name),
+    developer TEXT NOT NULL REFERENCES users(id),
+    purpose TEXT NOT NULL,
+    epsilon_total REAL NOT NULL CHECK (epsilon_total > 0),
+    epsilon_spent REAL NOT NULL DEFAULT 0 CHECK (epsilon_spent <= epsilon_total + 1e-9),
+    query_epsilon REAL NOT NULL CHECK (query_epsilon > 0),
+    issued_by TEXT NOT NULL,
+    issued_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS modules(
+    sha256 TEXT PRIMARY KEY,
+    bytes BLOB NOT NULL,
+    uploaded_by TEXT NOT NULL,
+    uploaded_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs(
+    id TEXT PRIMARY KEY,
+    grant_id TEXT NOT NULL REFERENCES grants(id),
+    module TEXT NOT NULL REFERENCES modules(sha256),
+    submitter TEXT NOT NULL REFERENCES users(id),
+    status TEXT NOT NULL,
+    error TEXT,
+    submitted_at TEXT NOT NULL,
+    ended_at TEXT,
+    fuel INTEGER,
+    queries INTEGER
+);
+CREATE TABLE IF NOT EXISTS spends(
+    id INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    grant_id TEXT NOT NULL,
+    epsilon REAL NOT NULL,
+    query_sha256 TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outputs(
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    sha256 TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'quarantined',
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reviews(
+    id INTEGER PRIMARY KEY,
+    output_id TEXT NOT NULL REFERENCES outputs(id),
+    reviewer TEXT NOT NULL REFERENCES users(id),
+    decision TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS releases(
+    id TEXT PRIMARY KEY,
+    output_id TEXT NOT NULL UNIQUE REFERENCES outputs(id),
+    document TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+"#;
+
+/// Opens (creating on first run) the store in WAL mode.
+pub fn open(path: &Path) -> Result<Connection, DomainError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}

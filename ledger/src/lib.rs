@@ -1,0 +1,45 @@
+//! Hash-chained, Merkle-tree audit ledger with signed checkpoints.
+//!
+//! Every step Unseen takes (a dataset registered, a grant issued, a query
+//! admitted or refused, an output released) is written here as one entry, so
+//! that anyone holding only the ledger's public key can later check offline
+//! that nothing was altered, removed, inserted or reordered.
+//!
+//! The ledger never interprets entries. It stores each one as a line of
+//! canonical JSON carrying the hash of the previous line, hashes the lines
+//! into an RFC 6962 / RFC 9162 Merkle tree, proves inclusion and
+//! consistency, and signs the tree head as a C2SP `tlog-checkpoint` signed
+//! note with Ed25519.
+//!
+//! The core is pure functions over bytes: [`entry`] (canonical encoding and
+//! hashing), [`merkle`] (tree hashing and proofs), [`checkpoint`] (signed
+//! notes), [`verify()`] (offline verification). Files live only at the edge,
+//! in [`store`]: [`Ledger`] appends durably, [`verify_dir`] reads a data
+//! directory and checks it.
+//!
+//! # Data directory
+//!
+//! | file            | contents                                                        |
+//! |-----------------|-----------------------------------------------------------------|
+//! | `entries.jsonl` | one canonical JSON entry per line, each ending with `\n`        |
+//! | `checkpoint`    | the latest signed checkpoint (C2SP signed note), replaced atomically |
+//! | `ledger.key`    | the Ed25519 signing key as a PKCS#8 v2 document, mode 0600      |
+//! | `ledger.pub`    | the public key as 64 lowercase hex characters and a newline     |
+//!
+//! Give `ledger.pub` (kept somewhere the ledger's host cannot rewrite) to
+//! whoever verifies; never copy `ledger.key` off the host.
+#![forbid(unsafe_code)]
+
+pub mod checkpoint;
+pub mod entry;
+pub mod keys;
+pub mod merkle;
+pub mod store;
+pub mod verify;
+
+pub use checkpoint::{Checkpoint, CheckpointError, ORIGIN};
+pub use entry::{Entry, EntryDraft, EntryError, Hash, ZERO_HASH_HEX};
+pub use keys::{KeyError, PublicKey, SigningKey};
+pub use merkle::ProofError;
+pub use store::{Head, Ledger, LedgerError, Receipt, verify_dir};
+pub use verify::{VerifyError, VerifyReport, verify};

@@ -1,0 +1,24 @@
+//! The policy engine: what a query may compute and what of it may leave.
+//!
+//! Input: a DataFusion logical plan, the manifests of the datasets a grant
+//! exposes, and an epsilon to spend. Output: a refusal that names the column
+//! and the rule, or a release — DP estimates from `opendp` with confidence
+//! intervals, or open columns as they are.
+//!
+//! Invariants:
+//! - admission looks at plans, never at SQL text;
+//! - no function here returns a value of a prohibited column;
+//! - a conditional value leaves only inside a noised aggregate;
+//! - the cost of a release is known before any data is read, so the caller
+//!   can charge the budget first.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod dp;
+pub mod manifest;
+mod query;
+
+pub use admission::{Admitted, Refusal};
+pub use dp::{DpPlan, Release, plan_release, release_aggregate};
+pub use manifest::{Class, Manifest, ManifestError, ManifestErrors};
+pub use query::{PolicyError, plan_query, release_open, sql_options};

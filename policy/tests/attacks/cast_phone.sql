@@ -1,0 +1,2 @@
+-- expect: prohibited-column
+SELECT CAST(phone AS VARCHAR) FROM residents

@@ -1,0 +1,2 @@
+-- expect: prohibited-column
+SELECT district, COUNT(person_id) FROM residents GROUP BY district

@@ -1,0 +1,2 @@
+-- expect: sql-error
+CREATE TABLE x AS SELECT * FROM residents

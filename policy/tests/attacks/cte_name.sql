@@ -1,0 +1,2 @@
+-- expect: prohibited-column
+WITH t AS (SELECT name AS n FROM residents) SELECT n FROM t

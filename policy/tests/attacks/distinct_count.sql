@@ -1,0 +1,2 @@
+-- expect: aggregate-modifier
+SELECT COUNT(DISTINCT annual_income) FROM residents

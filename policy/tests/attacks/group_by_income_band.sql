@@ -1,0 +1,2 @@
+-- expect: group-key-expression
+SELECT annual_income / 10000, COUNT(*) FROM residents GROUP BY annual_income / 10000

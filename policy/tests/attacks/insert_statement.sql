@@ -1,0 +1,2 @@
+-- expect: sql-error
+INSERT INTO residents VALUES (1)

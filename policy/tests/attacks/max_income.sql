@@ -1,0 +1,2 @@
+-- expect: non-dp-aggregate
+SELECT MAX(annual_income) FROM residents

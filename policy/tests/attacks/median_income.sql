@@ -1,0 +1,2 @@
+-- expect: non-dp-aggregate
+SELECT median(annual_income) FROM residents

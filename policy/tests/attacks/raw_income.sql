@@ -1,0 +1,2 @@
+-- expect: conditional-raw
+SELECT district, annual_income FROM residents

@@ -1,0 +1,2 @@
+-- expect: conditional-raw
+SELECT annual_income AS salary FROM residents

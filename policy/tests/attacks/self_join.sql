@@ -1,0 +1,2 @@
+-- expect: aggregate-input
+SELECT a.district, COUNT(*) FROM residents a JOIN residents b ON a.district = b.district GROUP BY a.district

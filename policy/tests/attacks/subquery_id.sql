@@ -1,0 +1,2 @@
+-- expect: prohibited-column
+SELECT x FROM (SELECT id_number AS x FROM residents) s

@@ -1,0 +1,2 @@
+-- expect: derived-column
+SELECT SUM(annual_income * 1000) FROM residents

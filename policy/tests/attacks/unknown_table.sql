@@ -1,0 +1,2 @@
+-- expect: sql-error
+SELECT * FROM secrets

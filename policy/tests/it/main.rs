@@ -1,0 +1,6 @@
+//! Policy integration tests: the attack corpus, admissions, DP releases and manifests.
+
+mod attacks;
+mod dp;
+mod manifest;
+mod support;

@@ -1,0 +1,126 @@
+//! Static checks of a module's imports and exports, before it ever runs.
+
+use udf_sdk::abi;
+use wasmtime::{ExternType, FuncType, Module, ValType};
+
+use crate::SandboxError;
+
+/// What a module is for; decides which imports and exports it may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// An orchestrating job: may import the ABI's host functions only.
+    Job,
+    /// A UDF: sees raw conditional values, so it may import nothing at all.
+    Udf,
+}
+
+/// The ABI's host functions and their signatures (params, results), all i32.
+const HOST_FUNCTIONS: &[(&str, usize, usize)] = &[
+    ("query", 2, 1),
+    ("param", 2, 1),
+    ("response_read", 2, 1),
+    ("emit", 4, 1),
+    ("log", 3, 0),
+];
+
+pub(crate) fn check_imports(module: &Module, kind: ModuleKind) -> Result<(), SandboxError> {
+    for import in module.imports() {
+        let (m, name) = (import.module(), import.name());
+        let refuse = |reason: String| SandboxError::ForbiddenImport {
+            module: m.to_string(),
+            name: name.to_string(),
+            reason,
+        };
+        if kind == ModuleKind::Udf {
+            return Err(refuse(
+                "UDF modules see raw conditional values and may import nothing at all; remove every import".into(),
+            ));
+        }
+        if m.starts_with("wasi") {
+            return Err(refuse(
+                "WASI is not available to jobs (no clock, randomness, filesystem or network); build for wasm32-unknown-unknown without std I/O".into(),
+            ));
+        }
+        if m != abi::IMPORT_MODULE && m.starts_with(abi::IMPORT_MODULE_PREFIX) {
+            return Err(SandboxError::AbiVersion {
+                found: m.to_string(),
+                host: abi::ABI_VERSION,
+                expected: abi::IMPORT_MODULE,
+            });
+        }
+        if m != abi::IMPORT_MODULE {
+            return Err(refuse(format!(
+                "only host functions of `{}` may be imported",
+                abi::IMPORT_MODULE
+            )));
+        }
+        let Some(&(_, params, results)) = HOST_FUNCTIONS.iter().find(|(n, _, _)| *n == name) else {
+            let known: Vec<_> = HOST_FUNCTIONS.iter().map(|(n, _, _)| *n).collect();
+            return Err(refuse(format!(
+                "`{name}` is not a host function of ABI version {}; known: {}",
+                abi::ABI_VERSION,
+                known.join(", ")
+            )));
+        };
+        match import.ty() {
+            ExternType::Func(ty) if is_i32_sig(&ty, params, results) => {}
+            other => {
+                return Err(refuse(format!(
+                    "expected a function of {params} i32 parameters and {results} i32 results, found {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_i32_sig(ty: &FuncType, params: usize, results: usize) -> bool {
+    ty.params().len() == params
+        && ty.results().len() == results
+        && ty
+            .params()
+            .chain(ty.results())
+            .all(|t| matches!(t, ValType::I32))
+}
+
+pub(crate) fn check_exports(module: &Module, kind: ModuleKind) -> Result<(), SandboxError> {
+    let export = |name: &str| module.exports().find(|e| e.name() == name).map(|e| e.ty());
+    match export("memory") {
+        Some(ExternType::Memory(_)) => {}
+        Some(other) => {
+            return Err(SandboxError::MistypedExport {
+                name: "memory".into(),
+                expected: "a linear memory",
+                found: format!("{other:?}"),
+            });
+        }
+        None => {
+            return Err(SandboxError::MissingExport {
+                name: "memory".into(),
+                expected: "the guest's linear memory",
+            });
+        }
+    }
+    if kind == ModuleKind::Udf {
+        return Ok(());
+    }
+    for name in [abi::ENTRY_EXPORT, abi::VERSION_EXPORT] {
+        match export(name) {
+            Some(ExternType::Func(ty)) if is_i32_sig(&ty, 0, 1) => {}
+            Some(other) => {
+                return Err(SandboxError::MistypedExport {
+                    name: name.into(),
+                    expected: "a function () -> i32",
+                    found: format!("{other:?}"),
+                });
+            }
+            None => {
+                return Err(SandboxError::MissingExport {
+                    name: name.into(),
+                    expected: "a function () -> i32",
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Canaries: known values planted in prohibited columns must appear nowhere
+//! a user, a reviewer, an auditor or an attacker with the data directory
+//! could look — except the plaintext source file, which proves the search works.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use unseen_datasets::{DatasetKind, GenerateOptions};
+
+use crate::support::{all_files, capture_logs, contains, fails, logs, ok, unseen};
+
+const CANARY_NAME: &str = "金丝雀测";
+const CANARY_PHONE: &str = "19900001234";
+
+fn canary_id() -> String {
+    let first17 = "11010519770707951";
+    format!(
+        "{first17}{}",
+        unseen_datasets::resident_id_check_char(first17)
+    )
+}
+
+/// Writes `residents` with the canaries planted in row 0 of every prohibited text column.
+fn planted_residents(path: &Path, rows: u64) {
+    let clean = path.with_extension("clean.parquet");
+    unseen_datasets::generate_to_path(
+        DatasetKind::Residents,
+        &GenerateOptions::new(rows, 11),
+        &clean,
+        &mut |_| {},
+    )
+    .unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&clean).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut writer = None;
+    for (i, batch) in reader.enumerate() {
+        let batch = batch.unwrap();
+        let batch = if i == 0 { plant(&batch) } else { batch };
+        writer
+            .get_or_insert_with(|| {
+                ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None)
+                    .unwrap()
+            })
+            .write(&batch)
+            .unwrap();
+    }
+    writer.unwrap().close().unwrap();
+    std::fs::remove_file(clean).unwrap();
+}
+
+fn plant(batch: &RecordBatch) -> RecordBatch {
+    let schema = batch.schema();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| {
+            let canary = match field.name().as_str() {
+                "id_number" => canary_id(),
+                "name" => CANARY_NAME.to_string(),
+                "phone" => CANARY_PHONE.to_string(),
+                _ => return Arc::clone(column),
+            };
+            let strings = column.as_string::<i32>();
+            let replaced: StringArray = (0..strings.len())
+                .map(|i| {
+                    Some(if i == 0 {
+                        canary.clone()
+                    } else {
+                        strings.value(i).to_string()
+                    })
+                })
+                .collect();
+            Arc::new(replaced) as ArrayRef
+        })
+        .collect();
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+#[test]
+fn planted_prohibited_values_appear_in_no_output_log_ledger_or_stored_file() {
+    capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let source = staging.join("residents.parquet");
+    planted_residents(&source, 4_000);
+    let canaries = [
+        canary_id(),
+        CANARY_NAME.to_string(),
+        CANARY_PHONE.to_string(),
+    ];
+    let source_bytes = std::fs::read(&source).unwrap();
+    for c in &canaries {
+        assert!(
+            contains(&source_bytes, c.as_bytes()),
+            "positive control: `{c}` is in the plaintext source"
+        );
+    }
+
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let manifest = staging.join("residents.toml");
+    std::fs::write(&manifest, ok(&["dataset", "manifest", "residents"])).unwrap();
+    let mut printed = String::new();
+    printed += &ok(&[
+        "user",
+        "add",
+        "--id",
+        "admin",
+        "--name",
+        "A",
+        "--role",
+        "admin",
+        "--data-dir",
+        d,
+    ]);
+    printed += &ok(&[
+        "user",
+        "add",
+        "--id",
+        "dev",
+        "--name",
+        "D",
+        "--role",
+        "developer",
+        "--as",
+        "admin",
+        "--data-dir",
+        d,
+    ]);
+    printed += &ok(&[
+        "user",
+        "add",
+        "--id",
+        "rev",
+        "--name",
+        "R",
+        "--role",
+        "reviewer",
+        "--as",
+        "admin",
+        "--data-dir",
+        d,
+    ]);
+    printed += &ok(&[
+        "dataset",
+        "register",
+        "--name",
+        "residents",
+        "--parquet",
+        source.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--as",
+        "admin",
+        "--data-dir",
+        d,
+    ]);
+    let issued = ok(&[
+        "grant",
+        "issue",
+        "--dataset",
+        "residents",
+        "--developer",
+        "dev",
+        "--purpose",
+        "canary",
+        "--epsilon",
+        "5",
+        "--query-epsilon",
+        "1",
+        "--as",
+        "admin",
+        "--json",
+        "--data-dir",
+        d,
+    ]);
+    printed += &issued;
+    let grant = serde_json::from_str::<serde_json::Value>(&issued).unwrap()["grant"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut outputs = Vec::new();
+    for (name, bytes) in [
+        ("district_income", unseen::guests::DISTRICT_INCOME),
+        ("refused_id_number", unseen::guests::REFUSED_ID_NUMBER),
+        ("refused_raw_income", unseen::guests::REFUSED_RAW_INCOME),
+    ] {
+        let module = staging.join(format!("{name}.wasm"));
+        std::fs::write(&module, bytes).unwrap();
+        let (succeeded, text) = unseen(&[
+            "job",
+            "submit",
+            "--grant",
+            &grant,
+            "--module",
+            module.to_str().unwrap(),
+            "--as",
+            "dev",
+            "--json",
+            "--data-dir",
+            d,
+        ]);
+        assert_eq!(succeeded, name == "district_income", "{name}: {text}");
+        if succeeded {
+            let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            outputs.extend(
+                v["outputs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| o.as_str().unwrap().to_string()),
+            );
+        }
+        printed += &text;
+    }
+    assert_eq!(outputs.len(), 1);
+    printed += &ok(&["review", "show", &outputs[0], "--data-dir", d]);
+    printed += &fails(&[
+        "review",
+        "approve",
+        &outputs[0],
+        "--reason",
+        "mine",
+        "--as",
+        "dev",
+        "--data-dir",
+        d,
+    ]);
+    printed += &ok(&[
+        "review",
+        "approve",
+        &outputs[0],
+        "--reason",
+        "aggregates only",
+        "--as",
+        "rev",
+        "--data-dir",
+        d,
+    ]);
+    printed += &ok(&["budget", "show", "--grant", &grant, "--data-dir", d]);
+    printed += &ok(&["ledger", "verify", "--data-dir", d]);
+    assert!(
+        printed.contains("is prohibited"),
+        "the refusal was printed:\n{printed}"
+    );
+
+    let log_text = logs();
+    let stored = all_files(&data);
+    assert!(
+        stored.iter().any(|(p, _)| p.ends_with("residents.parquet")),
+        "the dataset is stored in the data directory"
+    );
+    for c in &canaries {
+        let needle = c.as_bytes();
+        assert!(
+            !contains(printed.as_bytes(), needle),
+            "`{c}` was printed:\n{printed}"
+        );
+        assert!(!contains(&log_text, needle), "`{c}` was logged");
+        for (path, bytes) in &stored {
+            assert!(
+                !contains(bytes, needle),
+                "`{c}` is stored in plaintext in {}",
+                path.display()
+            );
+        }
+    }
+}

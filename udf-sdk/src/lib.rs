@@ -1,0 +1,79 @@
+//! Guest SDK for Unseen: what a job author links into a `wasm32-unknown-unknown` module.
+//!
+//! A job never touches raw data. It sends SQL to the host through the
+//! [`Ctx`] handle, receives only what the policy released (differentially
+//! private estimates with confidence intervals), and emits named tables that
+//! go to quarantine for human review. The wire format in [`abi`] is shared
+//! with the host, so both sides encode and decode the same bytes.
+//!
+//! ```ignore
+//! use udf_sdk::{Ctx, JobResult, Table};
+//!
+//! fn run(ctx: &mut Ctx) -> JobResult {
+//!     let released = ctx.query("SELECT district, COUNT(*) AS n FROM residents GROUP BY district")?;
+//!     ctx.emit("per_district", &released.table)?;
+//!     Ok(())
+//! }
+//! udf_sdk::job!(run);
+//! ```
+#![deny(unsafe_code)]
+
+pub mod abi;
+mod table;
+
+pub use table::{Column, ColumnValues, Estimate, QueryResult, Table};
+
+#[cfg(target_arch = "wasm32")]
+mod guest;
+#[cfg(target_arch = "wasm32")]
+pub use guest::{__run_job, Ctx, JobResult, LogLevel};
+
+/// An error a job sees: a refusal by the policy, a limit, or a malformed reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Error {
+    /// What went wrong, as the host or the SDK explained it.
+    pub message: String,
+}
+
+impl Error {
+    /// Creates an error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Error {
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<abi::DecodeError> for Error {
+    fn from(e: abi::DecodeError) -> Self {
+        Error::new(e.to_string())
+    }
+}
+
+/// Declares the job's entry point and the ABI exports the host looks for.
+///
+/// `job!(run)` where `run: fn(&mut Ctx) -> JobResult`.
+#[macro_export]
+macro_rules! job {
+    ($run:path) => {
+        /// Entry point called by the host once per job run.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn unseen_main() -> i32 {
+            $crate::__run_job($run)
+        }
+
+        /// The ABI version this module was built against.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn unseen_abi_version() -> i32 {
+            $crate::abi::ABI_VERSION as i32
+        }
+    };
+}
