@@ -76,9 +76,43 @@ pub enum Command {
     /// Show a grant's privacy budget.
     #[command(subcommand)]
     Budget(BudgetCommand),
-    /// Verify the audit ledger.
+    /// Verify, query and prove the audit ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Verify downloaded releases.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Reports built from the ledger alone.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Prove a release file end to end: signature, content hash, ledger entry, inclusion under the signed checkpoint.
+    Verify {
+        file: PathBuf,
+        /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Grants issued and their use (jobs, queries, epsilon, releases), for publication.
+    Disclosure {
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +263,17 @@ pub enum BudgetCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
+    /// Read-only SQL over the verified ledger: a table `entries` with the entry
+    /// fields (index, prev, time, kind, actor, body) and one column per body field.
+    Query {
+        sql: String,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Verify the ledger offline with only the public key.
     Verify {
         /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
@@ -464,6 +509,99 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             }
             Ok(())
         }
+        Command::Ledger(LedgerCommand::Query {
+            sql,
+            public_key,
+            json,
+            dir,
+        }) => {
+            let (ledger, _) = verified(&dir, public_key.as_deref())?;
+            let batches = runtime.block_on(crate::audit::query(&ledger.entries, &sql))?;
+            if json {
+                writeln!(out, "{}", batches_json(&batches)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(&batches)?
+                )?;
+            }
+            Ok(())
+        }
+        Command::Report(ReportCommand::Disclosure {
+            public_key,
+            json,
+            dir,
+        }) => {
+            let (ledger, _) = verified(&dir, public_key.as_deref())?;
+            let report = crate::audit::disclosure(&ledger.entries);
+            if json {
+                writeln!(out, "{}", crate::audit::disclosure_json(&report))?;
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "Disclosure report: {} grants (ledger verified, {} entries)",
+                report.len(),
+                ledger.entries.len()
+            )?;
+            for g in &report {
+                writeln!(
+                    out,
+                    "- grant {} on `{}` to {} for: {}",
+                    g.grant, g.dataset, g.developer, g.purpose
+                )?;
+                writeln!(
+                    out,
+                    "  issued {} by {}, expires {}",
+                    g.issued_at, g.issued_by, g.expires_at
+                )?;
+                writeln!(
+                    out,
+                    "  jobs {}, queries admitted {} / refused {}, outputs {}, releases {}, epsilon {:.3} of {:.3}",
+                    g.jobs,
+                    g.queries_admitted,
+                    g.queries_refused,
+                    g.outputs,
+                    g.releases,
+                    g.epsilon_spent,
+                    g.epsilon_total
+                )?;
+            }
+            Ok(())
+        }
+        Command::Release(ReleaseCommand::Verify {
+            file,
+            public_key,
+            json,
+            dir,
+        }) => {
+            let (ledger, key) = verified(&dir, public_key.as_deref())?;
+            let text = read_text(&file)?;
+            let proof = crate::audit::verify_release(&text, &ledger, &key)
+                .context("release verification FAILED")?;
+            if json {
+                writeln!(out, "{}", serde_json::to_value(&proof)?)?;
+            } else {
+                writeln!(out, "release {} OK", proof.release)?;
+                writeln!(
+                    out,
+                    "  signature valid; table hashes to output {}",
+                    proof.output_sha256
+                )?;
+                writeln!(
+                    out,
+                    "  bound by ledger entry {} (module {}, epsilon {:.3}, reviewer {})",
+                    proof.ledger_index, proof.module_sha256, proof.epsilon_spent, proof.reviewer
+                )?;
+                writeln!(
+                    out,
+                    "  included under the signed checkpoint of size {} with root {}",
+                    proof.tree_size, proof.root
+                )?;
+            }
+            Ok(())
+        }
         Command::Ledger(LedgerCommand::Verify {
             public_key,
             json,
@@ -487,6 +625,73 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             Ok(())
         }
     }
+}
+
+fn public_key(data_dir: &Path, public_key: Option<&Path>) -> Result<unseen_ledger::PublicKey> {
+    let key_path = public_key
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| data_dir.join("ledger/ledger.pub"));
+    let key_text = read_text(&key_path)?;
+    unseen_ledger::PublicKey::from_hex(key_text.trim())
+        .with_context(|| format!("public key {} is not valid", key_path.display()))
+}
+
+fn verified(
+    dir: &DataDir,
+    key: Option<&Path>,
+) -> Result<(crate::audit::VerifiedLedger, unseen_ledger::PublicKey)> {
+    let path = dir.path();
+    let key = public_key(&path, key)?;
+    Ok((
+        crate::audit::load_verified(&path.join("ledger"), &key)?,
+        key,
+    ))
+}
+
+/// Renders record batches as JSON rows (numbers, booleans, text).
+fn batches_json(batches: &[arrow::array::RecordBatch]) -> Result<serde_json::Value> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::DataType;
+    let mut rows = Vec::new();
+    for batch in batches {
+        let schema = batch.schema();
+        let columns: Vec<(String, arrow::array::ArrayRef)> = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| {
+                let target = match c.data_type() {
+                    t if t.is_integer() => DataType::Int64,
+                    t if t.is_numeric() => DataType::Float64,
+                    DataType::Boolean => DataType::Boolean,
+                    _ => DataType::Utf8,
+                };
+                Ok((f.name().clone(), arrow::compute::cast(c, &target)?))
+            })
+            .collect::<Result<_, arrow::error::ArrowError>>()?;
+        for r in 0..batch.num_rows() {
+            let mut row = serde_json::Map::new();
+            for (name, c) in &columns {
+                let v = if c.is_null(r) {
+                    serde_json::Value::Null
+                } else {
+                    match c.data_type() {
+                        DataType::Int64 => {
+                            json!(c.as_primitive::<arrow::datatypes::Int64Type>().value(r))
+                        }
+                        DataType::Float64 => {
+                            json!(c.as_primitive::<arrow::datatypes::Float64Type>().value(r))
+                        }
+                        DataType::Boolean => json!(c.as_boolean().value(r)),
+                        _ => json!(c.as_string::<i32>().value(r)),
+                    }
+                };
+                row.insert(name.clone(), v);
+            }
+            rows.push(serde_json::Value::Object(row));
+        }
+    }
+    Ok(serde_json::Value::Array(rows))
 }
 
 /// Verifies the ledger of a data directory with only its public key.

@@ -15,6 +15,7 @@
 //!   line or an error message.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod data;
 pub mod demo;
