@@ -58,6 +58,22 @@ pub enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Run one SQL statement as a one-query job (admission, DP, quarantine,
+    /// review), or with --dry-run only print the verdict, cost and accuracy.
+    Query {
+        sql: String,
+        #[arg(long)]
+        grant: String,
+        /// Print the verdict, epsilon cost and expected accuracy without spending.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long = "as")]
+        actor: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Generate, register and list datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -412,6 +428,87 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                     out,
                     "issued grant {id}: `{developer}` may spend epsilon {epsilon} on `{dataset}` for: {purpose}"
                 )?;
+            }
+            Ok(())
+        }
+        Command::Query {
+            sql,
+            grant,
+            dry_run,
+            actor,
+            json,
+            dir,
+        } => {
+            let domain = open(&dir)?;
+            let handle = runtime.handle().clone();
+            if dry_run {
+                let verdict = domain.dry_run(&handle, &actor, &grant, &sql)?;
+                if json {
+                    writeln!(out, "{}", serde_json::to_value(&verdict)?)?;
+                } else if verdict.admitted {
+                    writeln!(
+                        out,
+                        "admitted: would cost epsilon {:.3}{} (grant has {:.3} left)",
+                        verdict.epsilon,
+                        if verdict.cached {
+                            ", an identical release is cached"
+                        } else {
+                            ""
+                        },
+                        verdict.epsilon_left
+                    )?;
+                    for (component, half_width) in &verdict.accuracy {
+                        writeln!(
+                            out,
+                            "  {component}: ± {half_width:.2} at {:.0}% confidence",
+                            verdict.confidence * 100.0
+                        )?;
+                    }
+                } else {
+                    writeln!(out, "{}", verdict.reason.as_deref().unwrap_or("refused"))?;
+                }
+                if !verdict.admitted {
+                    bail!(
+                        "the query would be refused ({})",
+                        verdict.rule.as_deref().unwrap_or("refused")
+                    );
+                }
+                return Ok(());
+            }
+            let outcome = domain.run_sql(&handle, &actor, &grant, &sql)?;
+            let (spent, left) = domain.budget(&grant)?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({
+                        "job": outcome.job_id, "status": outcome.status, "error": outcome.error,
+                        "outputs": outcome.outputs, "epsilon_spent": outcome.epsilon_spent,
+                        "grant_epsilon_spent": spent, "grant_epsilon_left": left,
+                    })
+                )?;
+            } else if let Some(output) = outcome.outputs.first() {
+                let (_, _, table) = domain.output(output)?;
+                writeln!(
+                    out,
+                    "job {} succeeded; output {output} is in quarantine for review (epsilon {:.3}, grant has {left:.3} left)",
+                    outcome.job_id, outcome.epsilon_spent
+                )?;
+                demo::print_table(out, &table)?;
+            } else {
+                writeln!(
+                    out,
+                    "job {} {}: {}",
+                    outcome.job_id,
+                    outcome.status,
+                    outcome.error.as_deref().unwrap_or("")
+                )?;
+            }
+            if outcome.status != "succeeded" {
+                bail!(
+                    "query refused or failed: {}",
+                    outcome.error.unwrap_or_default()
+                );
             }
             Ok(())
         }

@@ -92,28 +92,31 @@ impl Host {
                 Ok(Ok(udf_sdk::abi::encode_query_result(&result)))
             }
             Admitted::Aggregate(query) => {
-                if !self.unit_unique {
-                    let e = PolicyError::Refused(unseen_policy::Refusal {
-                        column: Some(format!(
-                            "{}.{}",
-                            self.dataset.name, self.dataset.manifest.privacy_unit
-                        )),
-                        rule: "contribution-bounding",
-                        message: format!(
-                            "dataset `{}` has several rows per privacy unit `{}`; DP aggregates over it need per-person contribution bounding, which this host does not yet apply",
-                            self.dataset.name, self.dataset.manifest.privacy_unit
-                        ),
-                    });
-                    return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
-                }
                 let plan = match unseen_policy::plan_release(
                     &query,
                     &self.dataset.manifest,
                     self.grant.query_epsilon,
+                    self.unit_unique,
                 ) {
                     Ok(p) => p,
                     Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
                 };
+                let state = ctx.state();
+                let fingerprint = match unseen_policy::fingerprint(&state, &query, &plan) {
+                    Ok(f) => sha256_hex(f.as_bytes()),
+                    Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
+                };
+                if let Some(mut cached) =
+                    self.domain.cached_release(&self.grant.id, &fingerprint)?
+                {
+                    self.domain.record(&self.submitter, "query.cached", json!({
+                        "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
+                        "fingerprint": fingerprint, "epsilon": 0.0,
+                    }))?;
+                    cached.cached = true;
+                    cached.epsilon_spent = 0.0;
+                    return Ok(Ok(udf_sdk::abi::encode_query_result(&cached)));
+                }
                 if !self
                     .domain
                     .charge(&self.job_id, &self.grant.id, plan.epsilon, &sql_sha)?
@@ -128,18 +131,107 @@ impl Host {
                 self.domain.record(&self.submitter, "query.admitted", json!({
                     "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
                     "release": "differentially private aggregate", "epsilon": plan.epsilon,
-                    "mechanism": "opendp Laplace (discrete for integers)",
+                    "mechanism": "opendp Laplace (discrete for integers)", "fingerprint": fingerprint,
                 }))?;
                 self.job_log().epsilon_spent += plan.epsilon;
-                let state = ctx.state();
                 match unseen_policy::release_aggregate(&state, &query, &plan).await {
-                    Ok(release) => Ok(Ok(udf_sdk::abi::encode_query_result(&release.result))),
+                    Ok(release) => {
+                        self.domain
+                            .cache_release(&self.grant.id, &fingerprint, &release.result)?;
+                        Ok(Ok(udf_sdk::abi::encode_query_result(&release.result)))
+                    }
                     // The spend stays recorded: the charge came first, by design.
                     Err(e) => Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
                 }
             }
         }
     }
+
+    /// What `sql` would cost and how accurate it would be, without reading
+    /// data or spending; recorded in the ledger as `query.dry_run`.
+    pub(crate) async fn dry_run(&self, sql: &str) -> Result<DryRun, DomainError> {
+        let sql_sha = sha256_hex(sql.as_bytes());
+        let (ctx, manifests) = data::session(std::slice::from_ref(&self.dataset)).await?;
+        let verdict = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
+            Err(e) => Err(e),
+            Ok(Admitted::Open(_)) => Ok((0.0, Vec::new(), false)),
+            Ok(Admitted::Aggregate(query)) => {
+                match unseen_policy::plan_release(
+                    &query,
+                    &self.dataset.manifest,
+                    self.grant.query_epsilon,
+                    self.unit_unique,
+                ) {
+                    Err(e) => Err(e),
+                    Ok(plan) => {
+                        let fingerprint = unseen_policy::fingerprint(&ctx.state(), &query, &plan)
+                            .map(|f| sha256_hex(f.as_bytes()))
+                            .ok();
+                        let cached = match fingerprint {
+                            Some(f) => self.domain.cached_release(&self.grant.id, &f)?.is_some(),
+                            None => false,
+                        };
+                        plan.expected_accuracy()
+                            .map(|acc| (if cached { 0.0 } else { plan.epsilon }, acc, cached))
+                    }
+                }
+            }
+        };
+        let (spent, left) = self.domain.budget(&self.grant.id)?;
+        let dry = match verdict {
+            Ok((epsilon, accuracy, cached)) => DryRun {
+                admitted: true,
+                reason: None,
+                rule: None,
+                epsilon,
+                confidence: unseen_policy::dp::CONFIDENCE,
+                accuracy,
+                cached,
+                epsilon_spent: spent,
+                epsilon_left: left,
+            },
+            Err(e) => {
+                let rule = match &e {
+                    PolicyError::Refused(r) => r.rule,
+                    PolicyError::Sql(_) => "sql-error",
+                    _ => "other",
+                };
+                DryRun {
+                    admitted: false,
+                    reason: Some(e.to_string()),
+                    rule: Some(rule.to_string()),
+                    epsilon: 0.0,
+                    confidence: unseen_policy::dp::CONFIDENCE,
+                    accuracy: Vec::new(),
+                    cached: false,
+                    epsilon_spent: spent,
+                    epsilon_left: left,
+                }
+            }
+        };
+        self.domain.record(&self.submitter, "query.dry_run", json!({
+            "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
+            "admitted": dry.admitted, "rule": dry.rule, "epsilon": 0.0, "would_cost": dry.epsilon,
+        }))?;
+        Ok(dry)
+    }
+}
+
+/// The verdict of a dry run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DryRun {
+    pub admitted: bool,
+    pub reason: Option<String>,
+    pub rule: Option<String>,
+    /// Epsilon the query would cost (0 when open or cached).
+    pub epsilon: f64,
+    pub confidence: f64,
+    /// Half-width of each noisy component's interval at `confidence`.
+    pub accuracy: Vec<(String, f64)>,
+    /// True when an identical release exists and a run would return it free.
+    pub cached: bool,
+    pub epsilon_spent: f64,
+    pub epsilon_left: f64,
 }
 
 impl JobHost for Host {

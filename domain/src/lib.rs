@@ -191,6 +191,15 @@ pub struct JobOutcome {
     pub fuel_used: u64,
 }
 
+/// What a job runs: an uploaded module or one SQL statement.
+#[derive(Debug, Clone, Copy)]
+enum JobBody<'a> {
+    Module(&'a str),
+    Sql(&'a str),
+}
+
+pub use host::DryRun;
+
 /// A signed release.
 #[derive(Debug, Clone)]
 pub struct ReleaseRecord {
@@ -592,75 +601,63 @@ impl Domain {
         Ok(())
     }
 
-    /// Submits and runs a job under a grant, to completion. Blocking: call
-    /// from a thread that may block (not from inside an async task).
-    pub fn run_job(
+    /// Checks the submitter and grant, records the job as started and builds
+    /// its host. `what` is the module hash or the SQL of a one-query job.
+    fn start_job(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         submitter: &str,
         grant_id: &str,
-        module_sha: &str,
+        what: JobBody<'_>,
         params: BTreeMap<String, String>,
-    ) -> Result<JobOutcome, DomainError> {
+    ) -> Result<(host::Host, Arc<Mutex<host::JobLog>>), DomainError> {
         self.require(submitter, Role::Developer, "submit jobs")?;
         let grant = self.grant(grant_id)?;
         self.check_grant_usable(&grant, submitter)?;
-        let bytes: Vec<u8> = lock(&self.db)
-            .query_row(
-                "SELECT bytes FROM modules WHERE sha256 = ?1",
-                [module_sha],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| DomainError::NotFound {
-                what: "module",
-                id: module_sha.to_string(),
-                list: "job modules",
-            })?;
-        let module = self.validated(&bytes)?;
         let (dataset, unit_unique) = self.open_dataset(&grant.dataset)?;
         let job_id = new_id("job");
+        let (module, sql) = match what {
+            JobBody::Module(m) => (Some(m), None),
+            JobBody::Sql(q) => (None, Some(q)),
+        };
         lock(&self.db).execute(
-            "INSERT INTO jobs(id, grant_id, module, submitter, status, submitted_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
-            params![job_id, grant_id, module_sha, submitter, now_rfc3339()],
+            "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+            params![job_id, grant_id, module, sql, submitter, now_rfc3339()],
         )?;
         self.record(
             submitter,
             "job.started",
             json!({
-                "job": job_id, "grant": grant_id, "module_sha256": module_sha,
+                "job": job_id, "grant": grant_id, "module_sha256": module, "sql": sql,
                 "params": params.keys().collect::<Vec<_>>(),
             }),
         )?;
-        let shared = Arc::new(Mutex::new(host::JobLog::default()));
+        let log = Arc::new(Mutex::new(host::JobLog::default()));
         let job_host = host::Host {
             domain: Arc::clone(self),
             runtime: runtime.clone(),
-            job_id: job_id.clone(),
+            job_id,
             submitter: submitter.to_string(),
-            grant: grant.clone(),
+            grant,
             dataset,
             unit_unique,
             params,
-            log: Arc::clone(&shared),
+            log: Arc::clone(&log),
         };
-        let result = self.sandbox.run_job(&module, Box::new(job_host));
-        let log = std::mem::take(&mut *lock(&shared));
-        let (status, error, fuel) = match &result {
-            Ok(report) => ("succeeded", None, report.fuel_used),
-            Err(SandboxError::JobFailed { .. }) => (
-                "failed",
-                Some(
-                    result
-                        .as_ref()
-                        .err()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                ),
-                0,
-            ),
-            Err(e) => ("trapped", Some(e.to_string()), 0),
-        };
+        Ok((job_host, log))
+    }
+
+    /// Records how a job ended and returns its outcome.
+    fn end_job(
+        &self,
+        job_id: String,
+        submitter: &str,
+        log: &Mutex<host::JobLog>,
+        status: &str,
+        error: Option<String>,
+        fuel: u64,
+    ) -> Result<JobOutcome, DomainError> {
+        let log = std::mem::take(&mut *lock(log));
         lock(&self.db).execute(
             "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6 WHERE id = ?1",
             params![job_id, status, error, now_rfc3339(), fuel as i64, log.queries as i64],
@@ -685,6 +682,107 @@ impl Domain {
         })
     }
 
+    /// Submits and runs a job under a grant, to completion. Blocking: call
+    /// from a thread that may block (not from inside an async task).
+    pub fn run_job(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        submitter: &str,
+        grant_id: &str,
+        module_sha: &str,
+        params: BTreeMap<String, String>,
+    ) -> Result<JobOutcome, DomainError> {
+        let bytes: Vec<u8> = lock(&self.db)
+            .query_row(
+                "SELECT bytes FROM modules WHERE sha256 = ?1",
+                [module_sha],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| DomainError::NotFound {
+                what: "module",
+                id: module_sha.to_string(),
+                list: "job modules",
+            })?;
+        let module = self.validated(&bytes)?;
+        let (job_host, log) = self.start_job(
+            runtime,
+            submitter,
+            grant_id,
+            JobBody::Module(module_sha),
+            params,
+        )?;
+        let job_id = job_host.job_id.clone();
+        let result = self.sandbox.run_job(&module, Box::new(job_host));
+        let (status, error, fuel) = match result {
+            Ok(report) => ("succeeded", None, report.fuel_used),
+            Err(e @ SandboxError::JobFailed { .. }) => ("failed", Some(e.to_string()), 0),
+            Err(e) => ("trapped", Some(e.to_string()), 0),
+        };
+        self.end_job(job_id, submitter, &log, status, error, fuel)
+    }
+
+    /// Runs one SQL statement as a one-query job: the same admission, DP,
+    /// budget, quarantine and review path as a wasm job. The released table
+    /// goes to quarantine as output `result`. Blocking, like [`Domain::run_job`].
+    pub fn run_sql(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        submitter: &str,
+        grant_id: &str,
+        sql: &str,
+    ) -> Result<JobOutcome, DomainError> {
+        use unseen_sandbox::JobHost;
+        let (mut job_host, log) = self.start_job(
+            runtime,
+            submitter,
+            grant_id,
+            JobBody::Sql(sql),
+            BTreeMap::new(),
+        )?;
+        let job_id = job_host.job_id.clone();
+        let (status, error) = match job_host.query(sql) {
+            Ok(bytes) => {
+                let released = udf_sdk::abi::decode_query_result(&bytes).map_err(|e| {
+                    DomainError::Invalid(format!("released result is malformed: {e}"))
+                })?;
+                match job_host.emit("result", released.table) {
+                    Ok(()) => ("succeeded", None),
+                    Err(e) => ("failed", Some(e)),
+                }
+            }
+            Err(refusal) => ("failed", Some(refusal)),
+        };
+        self.end_job(job_id, submitter, &log, status, error, 0)
+    }
+
+    /// The verdict, cost and expected accuracy of `sql` under a grant,
+    /// without reading data or spending.
+    pub fn dry_run(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        submitter: &str,
+        grant_id: &str,
+        sql: &str,
+    ) -> Result<DryRun, DomainError> {
+        self.require(submitter, Role::Developer, "dry-run queries")?;
+        let grant = self.grant(grant_id)?;
+        self.check_grant_usable(&grant, submitter)?;
+        let (dataset, unit_unique) = self.open_dataset(&grant.dataset)?;
+        let job_host = host::Host {
+            domain: Arc::clone(self),
+            runtime: runtime.clone(),
+            job_id: String::new(),
+            submitter: submitter.to_string(),
+            grant,
+            dataset,
+            unit_unique,
+            params: BTreeMap::new(),
+            log: Arc::new(Mutex::new(host::JobLog::default())),
+        };
+        runtime.block_on(job_host.dry_run(sql))
+    }
+
     /// Charges `epsilon` to a grant atomically; false when the budget is short.
     pub(crate) fn charge(
         &self,
@@ -707,6 +805,41 @@ impl Domain {
         }
         tx.commit()?;
         Ok(changed == 1)
+    }
+
+    /// A cached release of the same measurement under the same grant.
+    pub(crate) fn cached_release(
+        &self,
+        grant_id: &str,
+        fingerprint: &str,
+    ) -> Result<Option<udf_sdk::QueryResult>, DomainError> {
+        let bytes: Option<Vec<u8>> = lock(&self.db)
+            .query_row(
+                "SELECT result FROM release_cache WHERE grant_id = ?1 AND fingerprint = ?2",
+                params![grant_id, fingerprint],
+                |r| r.get(0),
+            )
+            .optional()?;
+        bytes
+            .map(|b| {
+                udf_sdk::abi::decode_query_result(&b)
+                    .map_err(|e| DomainError::Invalid(format!("cached release is damaged: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Remembers a release so an identical query returns it without spending.
+    pub(crate) fn cache_release(
+        &self,
+        grant_id: &str,
+        fingerprint: &str,
+        result: &udf_sdk::QueryResult,
+    ) -> Result<(), DomainError> {
+        lock(&self.db).execute(
+            "INSERT OR IGNORE INTO release_cache(grant_id, fingerprint, result, epsilon, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![grant_id, fingerprint, udf_sdk::abi::encode_query_result(result), result.epsilon_spent, now_rfc3339()],
+        )?;
+        Ok(())
     }
 
     /// Places an emitted output in quarantine.

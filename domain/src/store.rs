@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS modules(
 CREATE TABLE IF NOT EXISTS jobs(
     id TEXT PRIMARY KEY,
     grant_id TEXT NOT NULL REFERENCES grants(id),
-    module TEXT NOT NULL REFERENCES modules(sha256),
+    module TEXT REFERENCES modules(sha256),
+    sql TEXT,
     submitter TEXT NOT NULL REFERENCES users(id),
     status TEXT NOT NULL,
     error TEXT,
@@ -57,6 +58,14 @@ CREATE TABLE IF NOT EXISTS jobs(
     ended_at TEXT,
     fuel INTEGER,
     queries INTEGER
+);
+CREATE TABLE IF NOT EXISTS release_cache(
+    grant_id TEXT NOT NULL REFERENCES grants(id),
+    fingerprint TEXT NOT NULL,
+    result BLOB NOT NULL,
+    epsilon REAL NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (grant_id, fingerprint)
 );
 CREATE TABLE IF NOT EXISTS spends(
     id INTEGER PRIMARY KEY,
@@ -92,6 +101,9 @@ CREATE TABLE IF NOT EXISTS releases(
 );
 "#;
 
+/// Version of [`SCHEMA`], kept in SQLite's `user_version`.
+pub const SCHEMA_VERSION: i64 = 2;
+
 /// Opens (creating on first run) the store in WAL mode.
 pub fn open(path: &Path) -> Result<Connection, DomainError> {
     let conn = Connection::open(path)?;
@@ -99,6 +111,21 @@ pub fn open(path: &Path) -> Result<Connection, DomainError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch(SCHEMA)?;
+    let tables: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if tables > 0 && version != SCHEMA_VERSION {
+        return Err(DomainError::Invalid(format!(
+            "the store {} has schema version {version}, but this build uses version {SCHEMA_VERSION}; it was created by another build of unseen: use a new data directory (the ledger of the old one still verifies with `unseen ledger verify`)",
+            path.display()
+        )));
+    }
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(conn)
 }

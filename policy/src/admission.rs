@@ -254,6 +254,13 @@ fn admit_aggregate(
                 node = &s.input;
             }
             LogicalPlan::Limit(_) => return Err(limit_refusal()),
+            LogicalPlan::Filter(f) if matches!(f.input.as_ref(), LogicalPlan::Aggregate(_)) => {
+                return Err(Refusal::new(
+                    "having",
+                    None,
+                    "HAVING selects groups by their exact aggregate values, which reveals them before any noise; drop HAVING and filter the released table inside the job".into(),
+                ));
+            }
             LogicalPlan::Aggregate(a) => break a,
             other => return Err(raw_rows_refusal(plan, other, manifests)),
         }

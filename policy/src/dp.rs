@@ -12,10 +12,12 @@ use std::collections::HashMap;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::Column;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SessionState;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
-use datafusion::logical_expr::{Expr, lit, when};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, lit, when};
 use opendp::accuracy::{discrete_laplacian_scale_to_accuracy, laplacian_scale_to_accuracy};
 use opendp::core::Measurement;
 use opendp::domains::{AtomDomain, VectorDomain};
@@ -80,6 +82,9 @@ pub struct DpPlan {
     /// For each aggregate of the query: (component, optional count component for means).
     wiring: Vec<(usize, Option<usize>)>,
     cells: Vec<Vec<String>>,
+    /// Privacy unit column and rows each unit may contribute, when the
+    /// dataset has several rows per unit.
+    bound: Option<(String, u32)>,
     /// Total epsilon this release costs, from opendp's privacy maps.
     pub epsilon: f64,
 }
@@ -91,6 +96,25 @@ impl std::fmt::Debug for DpPlan {
             .field("cells", &self.cells.len())
             .field("epsilon", &self.epsilon)
             .finish()
+    }
+}
+
+impl DpPlan {
+    /// Half-width of each component's 95% interval, known before any data
+    /// is read (for dry runs). Means are at most sum ± this over count.
+    pub fn expected_accuracy(&self) -> Result<Vec<(String, f64)>, PolicyError> {
+        self.components
+            .iter()
+            .map(|c| Ok((component_name(&c.measure), c.accuracy(1.0 - CONFIDENCE)?)))
+            .collect()
+    }
+}
+
+fn component_name(measure: &Measure) -> String {
+    match measure {
+        Measure::Count(None) => "count(*)".to_string(),
+        Measure::Count(Some(col)) => format!("count({})", col.name),
+        Measure::Sum { column, .. } => format!("sum({})", column.name),
     }
 }
 
@@ -115,11 +139,14 @@ fn noise_err(e: impl std::fmt::Display) -> PolicyError {
 }
 
 /// Plans the release of `query` for `epsilon`: no data is read, so the
-/// returned cost can be charged before execution.
+/// returned cost can be charged before execution. `one_row_per_unit` says
+/// whether the dataset was found at registration to hold one row per privacy
+/// unit; otherwise each unit's rows are bounded to `max_contributions`.
 pub fn plan_release(
     query: &AggregateQuery,
     manifest: &Manifest,
     epsilon: f64,
+    one_row_per_unit: bool,
 ) -> Result<DpPlan, PolicyError> {
     if !(epsilon.is_finite() && epsilon > 0.0) {
         return Err(PolicyError::Budget(format!(
@@ -181,10 +208,13 @@ pub fn plan_release(
     }
     let domains: Vec<&[String]> = query.keys.iter().map(|k| k.domain.as_slice()).collect();
     let cells = cross_product(&domains)?;
+    let bound =
+        (!one_row_per_unit).then(|| (manifest.privacy_unit.clone(), manifest.max_contributions));
     Ok(DpPlan {
         components,
         wiring,
         cells,
+        bound,
         epsilon: total,
     })
 }
@@ -261,13 +291,62 @@ fn clamp(column: &Column, ty: ColumnType, (lo, hi): (f64, f64)) -> Expr {
         .expect("a CASE with WHEN branches always builds")
 }
 
-/// Exact per-cell values of every component, computed by DataFusion.
-async fn exact_values(
+/// Replaces every scan of `table` by the same scan keeping at most `k` rows
+/// per privacy unit, so that one person changes any count by at most `k`
+/// and any clamped sum by at most `k` times the larger bound. Filters above
+/// the scan run after bounding; that only lowers a person's contribution.
+fn bound_contributions(
+    input: &LogicalPlan,
+    table: &str,
+    unit: &str,
+    k: u32,
+) -> Result<LogicalPlan, PolicyError> {
+    let bounded = input.clone().transform_up(|node| {
+        let LogicalPlan::TableScan(scan) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        if scan.table_name.table() != table {
+            return Ok(Transformed::no(node));
+        }
+        let columns: Vec<Expr> = scan
+            .projected_schema
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        let unit_column = scan
+            .projected_schema
+            .qualified_field_with_unqualified_name(unit)
+            .map(|(q, f)| datafusion::common::Column::new(q.cloned(), f.name()))?;
+        let rank = row_number()
+            .partition_by(vec![Expr::Column(unit_column)])
+            .build()?
+            .alias("__unseen_row");
+        let plan = LogicalPlanBuilder::from(node)
+            .window(vec![rank])?
+            .filter(
+                Expr::Column(datafusion::common::Column::from_name("__unseen_row"))
+                    .lt_eq(lit(i64::from(k))),
+            )?
+            .project(columns)?
+            .build()?;
+        Ok(Transformed::yes(plan))
+    })?;
+    Ok(bounded.data)
+}
+
+/// The exact aggregation DataFusion runs: bounded input, domain filter,
+/// one column per component.
+fn exact_frame(
     state: &SessionState,
     query: &AggregateQuery,
     plan: &DpPlan,
-) -> Result<Vec<Vec<f64>>, PolicyError> {
-    let mut df = DataFrame::new(state.clone(), query.input.clone());
+) -> Result<DataFrame, PolicyError> {
+    let input = match &plan.bound {
+        Some((unit, k)) => bound_contributions(&query.input, &query.table, unit, *k)?,
+        None => query.input.clone(),
+    };
+    let mut df = DataFrame::new(state.clone(), input);
     for key in &query.keys {
         let domain = key.domain.iter().map(|v| lit(v.as_str())).collect();
         df = df.filter(Expr::Column(key.input.clone()).in_list(domain, false))?;
@@ -291,7 +370,34 @@ async fn exact_values(
             .alias(format!("__agg{i}"))
         })
         .collect();
-    let batches = df.aggregate(group, aggs)?.collect().await?;
+    Ok(df.aggregate(group, aggs)?)
+}
+
+/// A normalised description of what a release measures: the optimised exact
+/// plan and each component's noise. Two queries with the same fingerprint
+/// under one grant are the same release, so a repeat returns the cached
+/// result instead of spending again (no averaging attack).
+pub fn fingerprint(
+    state: &SessionState,
+    query: &AggregateQuery,
+    plan: &DpPlan,
+) -> Result<String, PolicyError> {
+    let optimized = exact_frame(state, query, plan)?.into_optimized_plan()?;
+    let mut text = optimized.display_indent().to_string();
+    for c in &plan.components {
+        text.push_str(&format!("\n{:?} scale={:e}", c.measure, c.scale));
+    }
+    text.push_str(&format!("\ncells={:?}", plan.cells));
+    Ok(text)
+}
+
+/// Exact per-cell values of every component, computed by DataFusion.
+async fn exact_values(
+    state: &SessionState,
+    query: &AggregateQuery,
+    plan: &DpPlan,
+) -> Result<Vec<Vec<f64>>, PolicyError> {
+    let batches = exact_frame(state, query, plan)?.collect().await?;
     let index: HashMap<&Vec<String>, usize> =
         plan.cells.iter().enumerate().map(|(i, c)| (c, i)).collect();
     let mut values = vec![vec![0.0; plan.cells.len()]; plan.components.len()];
@@ -393,11 +499,7 @@ pub async fn release_aggregate(
         .components
         .iter()
         .map(|c| NoiseNote {
-            component: match &c.measure {
-                Measure::Count(None) => "count(*)".to_string(),
-                Measure::Count(Some(col)) => format!("count({})", col.name),
-                Measure::Sum { column, .. } => format!("sum({})", column.name),
-            },
+            component: component_name(&c.measure),
             mechanism: match c.mechanism {
                 Mechanism::Int(_) => "discrete Laplace",
                 Mechanism::Float(_) => "Laplace",

@@ -19,6 +19,6 @@ pub mod manifest;
 mod query;
 
 pub use admission::{Admitted, Refusal};
-pub use dp::{DpPlan, Release, plan_release, release_aggregate};
+pub use dp::{DpPlan, Release, fingerprint, plan_release, release_aggregate};
 pub use manifest::{Class, Manifest, ManifestError, ManifestErrors};
 pub use query::{PolicyError, plan_query, release_open, sql_options};

@@ -5,4 +5,5 @@ mod audit;
 mod canary;
 mod cli_errors;
 mod demo;
+mod query;
 mod support;

@@ -13,7 +13,7 @@ async fn district_release_covers_every_public_district_with_intervals() {
     let Admitted::Aggregate(q) = plan_query(&ctx, sql, &manifests).await.unwrap() else {
         panic!("not an aggregate")
     };
-    let plan = plan_release(&q, &residents_manifest(), 1.0).unwrap();
+    let plan = plan_release(&q, &residents_manifest(), 1.0, true).unwrap();
     assert!(
         (plan.epsilon - 1.0).abs() < 1e-9,
         "count and sum share epsilon 1.0, got {}",
@@ -69,7 +69,7 @@ async fn count_noise_matches_the_claimed_scale_and_coverage() {
     let Admitted::Aggregate(q) = plan_query(&ctx, sql, &manifests).await.unwrap() else {
         panic!()
     };
-    let plan = plan_release(&q, &residents_manifest(), 1.0).unwrap();
+    let plan = plan_release(&q, &residents_manifest(), 1.0, true).unwrap();
     let (mut abs_err, mut covered, runs) = (0.0, 0, 300);
     for _ in 0..runs {
         let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
@@ -92,5 +92,95 @@ async fn count_noise_matches_the_claimed_scale_and_coverage() {
     assert!(
         covered as f64 / f64::from(runs) >= 0.93,
         "coverage {covered}/{runs}"
+    );
+}
+
+/// One person with 100 rows counts at most `max_contributions` times.
+#[tokio::test]
+async fn contributions_per_person_are_bounded_before_aggregating() {
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let manifest = unseen_policy::Manifest::parse(
+        r#"
+name = "visits"
+version = 1
+privacy_unit = "person_id"
+max_contributions = 2
+[[columns]]
+name = "person_id"
+type = "int64"
+class = "prohibited"
+[[columns]]
+name = "code"
+type = "utf8"
+class = "conditional"
+group_key = true
+domain = ["a", "b"]
+"#,
+    )
+    .unwrap();
+    let mut persons = vec![1i64; 100];
+    let mut codes = vec!["a"; 100];
+    persons.extend(2..=11);
+    codes.extend(["b"; 10]);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("person_id", DataType::Int64, false),
+        Field::new("code", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(persons)),
+            Arc::new(StringArray::from(codes)),
+        ],
+    )
+    .unwrap();
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table(
+        "visits",
+        Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
+    )
+    .unwrap();
+    let manifests = [("visits".to_string(), manifest.clone())]
+        .into_iter()
+        .collect();
+    let Admitted::Aggregate(q) = plan_query(
+        &ctx,
+        "SELECT code, COUNT(*) AS n FROM visits GROUP BY code ORDER BY code",
+        &manifests,
+    )
+    .await
+    .unwrap() else {
+        panic!("not an aggregate")
+    };
+    // A huge epsilon makes the noise negligible, so the bounded exact count shows.
+    let plan = plan_release(&q, &manifest, 1e6, false).unwrap();
+    let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
+    let ColumnValues::Estimate(n) = r.result.table.column("n").unwrap() else {
+        panic!()
+    };
+    assert!(
+        (n[0].value - 2.0).abs() < 0.5,
+        "person 1 counted {} times, bound is 2",
+        n[0].value
+    );
+    assert!(
+        (n[1].value - 10.0).abs() < 0.5,
+        "ten single-row people, got {}",
+        n[1].value
+    );
+    // Without bounding the same query would have counted 100.
+    let unbounded = plan_release(&q, &manifest, 1e6, true).unwrap();
+    let r = release_aggregate(&ctx.state(), &q, &unbounded)
+        .await
+        .unwrap();
+    let ColumnValues::Estimate(n) = r.result.table.column("n").unwrap() else {
+        panic!()
+    };
+    assert!(
+        n[0].value > 90.0,
+        "control: unbounded count is about 100, got {}",
+        n[0].value
     );
 }

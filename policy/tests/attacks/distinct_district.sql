@@ -1,0 +1,2 @@
+-- expect: conditional-rows
+SELECT DISTINCT district FROM residents

@@ -1,0 +1,2 @@
+-- expect: having
+SELECT district, COUNT(*) FROM residents GROUP BY district HAVING MAX(annual_income) > 900000

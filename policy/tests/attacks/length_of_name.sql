@@ -1,0 +1,2 @@
+-- expect: prohibited-column
+SELECT district, AVG(length(name)) FROM residents GROUP BY district

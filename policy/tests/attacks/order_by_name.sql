@@ -1,0 +1,2 @@
+-- expect: prohibited-column
+SELECT gender FROM residents ORDER BY name

@@ -1,0 +1,2 @@
+-- expect: conditional-rows
+SELECT (SELECT MAX(annual_income) FROM residents) AS top

@@ -1,0 +1,2 @@
+-- expect: non-dp-aggregate
+SELECT stddev(annual_income) FROM residents

@@ -1,0 +1,2 @@
+-- expect: conditional-rows
+SELECT annual_income FROM residents UNION SELECT annual_income FROM residents

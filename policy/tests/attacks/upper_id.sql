@@ -1,0 +1,2 @@
+-- expect: prohibited-column
+SELECT upper(id_number) FROM residents
