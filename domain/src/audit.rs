@@ -316,6 +316,7 @@ pub fn verify_release(
         "output",
         "output_sha256",
         "module_sha256",
+        "sql",
         "input_snapshot",
         "policy_version",
         "epsilon_spent",

@@ -558,6 +558,22 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             let (name, status, table) = domain.output(&output)?;
             writeln!(out, "output {output} `{name}` ({status})")?;
             demo::print_table(out, &table)?;
+            let findings = domain.findings(&output)?;
+            if findings.is_empty() {
+                writeln!(out, "automatic checks: no findings")?;
+            }
+            for f in findings {
+                let blocking = if f["blocking"] == true {
+                    "BLOCKING "
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "{blocking}finding: {}",
+                    f["detail"].as_str().unwrap_or_default()
+                )?;
+            }
             Ok(())
         }
         Command::Review(ReviewCommand::Approve {

@@ -24,6 +24,56 @@ use crate::DomainError;
 pub struct Ingested {
     pub rows: u64,
     pub source_sha256: String,
+    /// Keyed hashes of every value of the prohibited text columns.
+    pub prohibited: unseen_policy::checks::ProhibitedIndex,
+}
+
+/// The keyed hash under which prohibited values are indexed: HMAC-SHA256
+/// with a key derived from the dataset's data key, truncated to 8 bytes.
+/// Without the data key nobody can test a guess against the index, and
+/// destroying the key destroys the index's meaning too.
+#[derive(Debug, Clone)]
+pub struct ValueHasher(ring::hmac::Key);
+
+impl ValueHasher {
+    pub fn new(data_key: &[u8; 32]) -> Self {
+        let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, data_key);
+        let derived = ring::hmac::sign(&root, b"unseen prohibited-value index v1");
+        ValueHasher(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            derived.as_ref(),
+        ))
+    }
+
+    pub fn hash(&self, value: &str) -> [u8; 8] {
+        let tag = ring::hmac::sign(&self.0, value.as_bytes());
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&tag.as_ref()[..8]);
+        out
+    }
+}
+
+/// Reads a stored prohibited-value index.
+pub fn read_index(path: &Path) -> Result<unseen_policy::checks::ProhibitedIndex, DomainError> {
+    let bytes = std::fs::read(path).map_err(|e| DomainError::io(path, e))?;
+    let hashes = bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let mut h = [0u8; 8];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect();
+    Ok(unseen_policy::checks::ProhibitedIndex::from_hashes(hashes))
+}
+
+/// Writes a prohibited-value index (sorted hashes, no plaintext).
+pub fn write_index(
+    path: &Path,
+    index: &unseen_policy::checks::ProhibitedIndex,
+) -> Result<(), DomainError> {
+    let bytes: Vec<u8> = index.hashes().iter().flatten().copied().collect();
+    crate::util::write_private(path, &bytes).map_err(|e| DomainError::io(path, e))
 }
 
 fn parquet_err(path: &Path, e: impl std::fmt::Display) -> DomainError {
@@ -63,7 +113,10 @@ pub fn ingest(
     dest: &Path,
     key: &[u8; 32],
     dataset: &str,
+    prohibited_text: &[String],
 ) -> Result<Ingested, DomainError> {
+    let hasher = ValueHasher::new(key);
+    let mut hashes: Vec<[u8; 8]> = Vec::new();
     let source_sha256 = file_sha256(source)?;
     let file = File::open(source).map_err(|e| DomainError::io(source, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -89,6 +142,19 @@ pub fn ingest(
         for batch in reader {
             let batch = batch.map_err(|e| parquet_err(source, e))?;
             rows += batch.num_rows() as u64;
+            for name in prohibited_text {
+                if let Some(column) = batch.column_by_name(name) {
+                    let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)
+                        .map_err(|e| parquet_err(source, e))?;
+                    use arrow::array::AsArray;
+                    hashes.extend(
+                        text.as_string::<i32>()
+                            .iter()
+                            .flatten()
+                            .map(|v| hasher.hash(v)),
+                    );
+                }
+            }
             writer.write(&batch).map_err(|e| parquet_err(dest, e))?;
         }
         let file = writer.into_inner().map_err(|e| parquet_err(dest, e))?;
@@ -101,6 +167,7 @@ pub fn ingest(
             Ok(Ingested {
                 rows,
                 source_sha256,
+                prohibited: unseen_policy::checks::ProhibitedIndex::from_hashes(hashes),
             })
         }
         Err(e) => {

@@ -248,10 +248,14 @@ impl JobHost for Host {
     }
 
     fn emit(&mut self, name: &str, table: udf_sdk::Table) -> Result<(), String> {
-        match self
-            .domain
-            .quarantine(&self.submitter, &self.job_id, name, &table)
-        {
+        match self.domain.quarantine(
+            &self.submitter,
+            &self.job_id,
+            &self.grant.id,
+            &self.dataset,
+            name,
+            &table,
+        ) {
             Ok(id) => {
                 self.job_log().outputs.push(id);
                 Ok(())
@@ -264,6 +268,22 @@ impl JobHost for Host {
         // Guests only ever hold released values, so their log text is safe to keep.
         tracing::info!(job = %self.job_id, ?level, "guest: {message}");
         self.job_log().lines.push(format!("{level:?}: {message}"));
+    }
+
+    fn dry_run(&mut self, sql: &str) -> Result<Vec<u8>, String> {
+        let runtime = self.runtime.clone();
+        match runtime.block_on(Host::dry_run(self, sql)) {
+            Ok(d) => Ok(udf_sdk::abi::encode_dry_run(&udf_sdk::DryRun {
+                admitted: d.admitted,
+                reason: d.reason.unwrap_or_default(),
+                epsilon: d.epsilon,
+                confidence: d.confidence,
+            })),
+            Err(e) => {
+                tracing::error!(job = %self.job_id, error = %e, "dry run failed inside the host");
+                Err(format!("the host could not dry-run the query: {e}"))
+            }
+        }
     }
 
     fn param(&self, name: &str) -> Option<String> {

@@ -96,6 +96,8 @@ pub enum DomainError {
         "output `{output}` is {status}, not quarantined; only quarantined outputs can be reviewed"
     )]
     NotQuarantined { output: String, status: String },
+    #[error("output `{output}` cannot be approved: {findings}. Reject it with a reason")]
+    Blocked { output: String, findings: String },
     #[error("invalid argument: {0}")]
     Invalid(String),
 }
@@ -242,7 +244,9 @@ impl Domain {
         let db = store::open(&dir.join("unseen.db"))?;
         let ledger = Ledger::open(&dir.join("ledger"))?;
         let master = MasterKey::load_or_create(&dir.join("keys/master.key"))?;
-        let sandbox = Sandbox::new(Limits::default())?;
+        // Compiled modules are cached on disk, authenticated by a key only
+        // this data directory holds, so restarts skip compilation.
+        let sandbox = Sandbox::with_cache_dir(Limits::default(), dir.join("cache/modules"))?;
         Ok(Domain {
             dir: dir.to_path_buf(),
             db: Mutex::new(db),
@@ -393,7 +397,20 @@ impl Domain {
         data::check_file(parquet, &manifest)?;
         let key = random_bytes::<32>();
         let file = format!("data/{name}.parquet");
-        let ingested = data::ingest(parquet, &self.dir.join(&file), &key, name)?;
+        let prohibited_text: Vec<String> = manifest
+            .columns
+            .iter()
+            .filter(|c| {
+                c.class == unseen_policy::Class::Prohibited
+                    && c.ty == unseen_policy::manifest::ColumnType::Utf8
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        let ingested = data::ingest(parquet, &self.dir.join(&file), &key, name, &prohibited_text)?;
+        data::write_index(
+            &self.dir.join(format!("data/{name}.prohibited")),
+            &ingested.prohibited,
+        )?;
         let open = OpenDataset {
             name: name.to_string(),
             path: self.dir.join(&file),
@@ -847,21 +864,75 @@ impl Domain {
         &self,
         actor: &str,
         job_id: &str,
+        grant_id: &str,
+        dataset: &OpenDataset,
         name: &str,
         table: &udf_sdk::Table,
     ) -> Result<String, DomainError> {
         let bytes = udf_sdk::abi::encode_table(table);
         let sha = sha256_hex(&bytes);
         let id = new_id("out");
+        let findings = self.check_output(grant_id, dataset, table)?;
+        let findings_json =
+            serde_json::to_string(&findings).map_err(|e| DomainError::Invalid(e.to_string()))?;
         lock(&self.db).execute(
-            "INSERT INTO outputs(id, job_id, name, data, sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![id, job_id, name, bytes, sha, now_rfc3339()],
+            "INSERT INTO outputs(id, job_id, name, data, sha256, findings, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![id, job_id, name, bytes, sha, findings_json, now_rfc3339()],
         )?;
         self.record(actor, "output.quarantined", json!({
             "output": id, "job": job_id, "name": name, "sha256": sha,
             "rows": table.rows(), "columns": table.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+            "findings": findings.iter().map(|f| json!({"kind": f.kind, "column": f.column, "row": f.row, "blocking": f.blocking})).collect::<Vec<_>>(),
         }))?;
         Ok(id)
+    }
+
+    /// Runs the automatic output checks against the dataset's prohibited
+    /// values and the grant's earlier releases.
+    fn check_output(
+        &self,
+        grant_id: &str,
+        dataset: &OpenDataset,
+        table: &udf_sdk::Table,
+    ) -> Result<Vec<unseen_policy::checks::Finding>, DomainError> {
+        let index_path = self.dir.join(format!("data/{}.prohibited", dataset.name));
+        let index = data::read_index(&index_path)?;
+        let hasher = data::ValueHasher::new(&dataset.key);
+        let hash = |v: &str| hasher.hash(v);
+        let earlier: Vec<udf_sdk::Table> = {
+            let db = lock(&self.db);
+            let mut stmt = db.prepare(
+                "SELECT o.data FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE j.grant_id = ?1 AND o.status = 'approved'",
+            )?;
+            let rows = stmt.query_map([grant_id], |r| r.get::<_, Vec<u8>>(0))?;
+            rows.filter_map(|b| b.ok().and_then(|b| udf_sdk::abi::decode_table(&b).ok()))
+                .collect()
+        };
+        let ctx = unseen_policy::checks::CheckContext {
+            prohibited: Some((&index, &hash)),
+            min_group_size: dataset.manifest.min_group_size,
+            earlier: &earlier,
+        };
+        Ok(unseen_policy::checks::check_output(table, &ctx))
+    }
+
+    /// The automatic findings attached to an output.
+    pub fn findings(&self, output_id: &str) -> Result<Vec<serde_json::Value>, DomainError> {
+        let text: String = lock(&self.db)
+            .query_row(
+                "SELECT findings FROM outputs WHERE id = ?1",
+                [output_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| DomainError::NotFound {
+                what: "output",
+                id: output_id.to_string(),
+                list: "review list",
+            })?;
+        serde_json::from_str(&text).map_err(|e| {
+            DomainError::Invalid(format!("findings of `{output_id}` are damaged: {e}"))
+        })
     }
 
     /// Reads a quarantined or released output.
@@ -895,14 +966,25 @@ impl Domain {
         if reason.trim().is_empty() {
             return Err(DomainError::Invalid("a review needs a reason".into()));
         }
-        let row: Option<(String, String, String, String, String, String, String)> = lock(&self.db)
+        type ReviewRow = (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+        );
+        let row: Option<ReviewRow> = lock(&self.db)
             .query_row(
-                "SELECT o.status, o.job_id, j.submitter, o.sha256, j.module, j.grant_id, o.name FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?1",
+                "SELECT o.status, o.job_id, j.submitter, o.sha256, j.module, j.sql, j.grant_id, o.name FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?1",
                 [output_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
             )
             .optional()?;
-        let Some((status, job, submitter, output_sha, module_sha, grant_id, name)) = row else {
+        let Some((status, job, submitter, output_sha, module_sha, job_sql, grant_id, name)) = row
+        else {
             return Err(DomainError::NotFound {
                 what: "output",
                 id: output_id.to_string(),
@@ -925,6 +1007,30 @@ impl Domain {
                 output: output_id.to_string(),
                 status,
             });
+        }
+        if approve {
+            let blocking: Vec<String> = self
+                .findings(output_id)?
+                .iter()
+                .filter(|f| f["blocking"] == true)
+                .map(|f| {
+                    f["detail"]
+                        .as_str()
+                        .unwrap_or("blocking finding")
+                        .to_string()
+                })
+                .collect();
+            if !blocking.is_empty() {
+                self.record(
+                    reviewer,
+                    "review.blocked",
+                    json!({"output": output_id, "job": job, "blocking_findings": blocking.len()}),
+                )?;
+                return Err(DomainError::Blocked {
+                    output: output_id.to_string(),
+                    findings: blocking.join("; "),
+                });
+            }
         }
         let decision = if approve { "approved" } else { "rejected" };
         let at = now_rfc3339();
@@ -971,6 +1077,7 @@ impl Domain {
             "grant": grant.id,
             "dataset": grant.dataset,
             "module_sha256": module_sha,
+            "sql": job_sql,
             "input_snapshot": {"source_sha256": source_sha, "manifest_version": manifest_version},
             "policy_version": POLICY_VERSION,
             "epsilon_spent": job_epsilon,
@@ -996,7 +1103,7 @@ impl Domain {
         )?;
         self.record(reviewer, "release.signed", json!({
             "release": release_id, "output": output_id, "output_sha256": output_sha,
-            "document_sha256": sha256_hex(&canonical), "module_sha256": module_sha,
+            "document_sha256": sha256_hex(&canonical), "module_sha256": module_sha, "sql": job_sql,
             "input_snapshot": {"source_sha256": source_sha, "manifest_version": manifest_version},
             "policy_version": POLICY_VERSION, "epsilon_spent": job_epsilon, "reviewer": reviewer,
         }))?;
@@ -1051,4 +1158,109 @@ fn set_private(dir: &Path) -> Result<(), DomainError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| DomainError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An output carrying a value of a prohibited column cannot be approved,
+    /// and the finding never quotes the value.
+    #[test]
+    fn a_prohibited_value_in_an_output_blocks_approval() {
+        use arrow::array::AsArray;
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let domain = Arc::new(Domain::open(&dir.path().join("d")).unwrap());
+        let source = dir.path().join("r.parquet");
+        let kind = unseen_datasets::DatasetKind::Residents;
+        unseen_datasets::generate_to_path(
+            kind,
+            &unseen_datasets::GenerateOptions::new(500, 5),
+            &source,
+            &mut |_| {},
+        )
+        .unwrap();
+        let file = std::fs::File::open(&source).unwrap();
+        let mut reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap();
+        let batch = reader.next().unwrap().unwrap();
+        let name = batch
+            .column_by_name("name")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0)
+            .to_string();
+
+        domain
+            .add_user(None, "admin", "A", Role::Admin, "")
+            .unwrap();
+        domain
+            .add_user(Some("admin"), "dev", "D", Role::Developer, "")
+            .unwrap();
+        domain
+            .add_user(Some("admin"), "rev", "R", Role::Reviewer, "")
+            .unwrap();
+        runtime
+            .block_on(domain.register_dataset(
+                "admin",
+                "residents",
+                &source,
+                unseen_datasets::manifest_toml(kind),
+            ))
+            .unwrap();
+        let request = GrantRequest {
+            dataset: "residents".into(),
+            developer: "dev".into(),
+            purpose: "t".into(),
+            epsilon_total: 1.0,
+            query_epsilon: 1.0,
+            valid_days: 10,
+        };
+        let grant = domain.issue_grant("admin", &request).unwrap();
+        let job = domain
+            .run_sql(
+                runtime.handle(),
+                "dev",
+                &grant,
+                "SELECT gender FROM residents WHERE gender = 'F' LIMIT 1",
+            )
+            .unwrap();
+        let (dataset, _) = domain.open_dataset("residents").unwrap();
+        let leak =
+            udf_sdk::Table::default().with("who", udf_sdk::ColumnValues::Text(vec![name.clone()]));
+        let output = domain
+            .quarantine("dev", &job.job_id, &grant, &dataset, "leak", &leak)
+            .unwrap();
+
+        let findings = domain.findings(&output).unwrap();
+        assert!(
+            findings
+                .iter()
+                .any(|f| f["kind"] == "prohibited_value" && f["blocking"] == true),
+            "{findings:?}"
+        );
+        assert!(!serde_json::to_string(&findings).unwrap().contains(&name));
+        let err = domain
+            .review("rev", &output, true, "looks fine")
+            .unwrap_err();
+        assert!(matches!(err, DomainError::Blocked { .. }), "{err}");
+        assert!(
+            domain
+                .review("rev", &output, false, "carries a name")
+                .unwrap()
+                .is_none()
+        );
+        // The ordinary output of the same job has no findings and can be approved.
+        assert!(domain.findings(&job.outputs[0]).unwrap().is_empty());
+        assert!(
+            domain
+                .review("rev", &job.outputs[0], true, "open column only")
+                .unwrap()
+                .is_some()
+        );
+    }
 }

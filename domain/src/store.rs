@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS outputs(
     data BLOB NOT NULL,
     sha256 TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'quarantined',
+    findings TEXT NOT NULL DEFAULT '[]',
     created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS reviews(
@@ -102,7 +103,7 @@ CREATE TABLE IF NOT EXISTS releases(
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Opens (creating on first run) the store in WAL mode.
 pub fn open(path: &Path) -> Result<Connection, DomainError> {

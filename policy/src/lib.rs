@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod checks;
 pub mod dp;
 pub mod manifest;
 mod query;

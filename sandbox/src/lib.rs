@@ -3,21 +3,36 @@
 //! A job module may import only the host functions of the Unseen ABI
 //! (`udf_sdk::abi`, written down in `udf-sdk/ABI.md`): no WASI, no clock, no
 //! randomness, no filesystem, no network. The sandbox checks that at upload,
-//! runs each job in a fresh store with memory, table, stack, fuel, query and
-//! output limits, and turns every trap into a [`SandboxError`] naming the
-//! limit. It knows nothing of policy, data or storage: what a query returns
-//! and where an output goes is decided by the caller's [`JobHost`].
-#![forbid(unsafe_code)]
+//! runs each job in a fresh store with memory, table, stack, fuel, wall-clock
+//! deadline, query, dry-run and output limits, and turns every trap into a
+//! [`SandboxError`] naming the limit and by how much it was exceeded.
+//! Instances come from a fixed pool sized by [`Limits`]; compiled code may
+//! be cached on disk, authenticated so that only code this host compiled is
+//! ever loaded (see `README.md`). It knows nothing of policy, data or
+//! storage: what a query returns and where an output goes is decided by the
+//! caller's [`JobHost`].
+//!
+//! The only `unsafe` is loading an authenticated cache entry
+//! (`cache::deserialize_trusted`).
+#![deny(unsafe_code)]
 
+mod cache;
+mod engine;
 mod host;
 mod validate;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use udf_sdk::abi;
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap};
+use wasmtime::{Engine, InstancePre, Linker, Module, PoolConcurrencyLimitError, Store, Trap};
 
+use cache::ModuleCache;
+use engine::EpochTicker;
 use host::HostState;
+
+pub use cache::CompiledFrom;
 pub use host::{JobHost, LogLevel};
 pub use validate::ModuleKind;
 
@@ -30,18 +45,27 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Largest table, in elements.
     pub table_elements: usize,
-    /// Fuel (roughly, wasm instructions) a run may consume.
+    /// Fuel (roughly, wasm instructions) a run may consume. Deterministic:
+    /// the same module and inputs stop at the same instruction on every host.
     pub fuel: u64,
+    /// Wall-clock time a run may take, host calls included. Enforced by
+    /// epoch interruption, to a precision of about 10 ms.
+    pub deadline: Duration,
     /// Largest native stack the guest may use, in bytes.
     pub stack_bytes: usize,
     /// Queries a run may submit.
     pub max_queries: u32,
+    /// Dry runs (policy verdicts without spending) a run may ask for.
+    pub max_dry_runs: u32,
     /// Outputs a run may emit.
     pub max_emits: u32,
     /// Total bytes of emitted outputs.
     pub max_output_bytes: usize,
     /// Bytes of log text a run may write; the rest is dropped and counted.
     pub max_log_bytes: usize,
+    /// Jobs that may run at once on one [`Sandbox`]: the size of its
+    /// instance pool. A run beyond it fails with the `concurrent runs` limit.
+    pub max_concurrent_runs: u32,
 }
 
 impl Default for Limits {
@@ -51,11 +75,14 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             table_elements: 10_000,
             fuel: 2_000_000_000,
+            deadline: Duration::from_secs(30),
             stack_bytes: 512 << 10,
             max_queries: 64,
+            max_dry_runs: 64,
             max_emits: 16,
             max_output_bytes: 4 << 20,
             max_log_bytes: 64 << 10,
+            max_concurrent_runs: 64,
         }
     }
 }
@@ -104,6 +131,19 @@ pub enum SandboxError {
     LimitExceeded { limit: &'static str, detail: String },
     #[error("job trapped: {reason}")]
     Trap { reason: String },
+    #[error(
+        "the host failed while serving `{function}` ({message}); the run was stopped. This is a bug in the host, not in the job: report it"
+    )]
+    HostPanic {
+        function: &'static str,
+        message: String,
+    },
+    #[error(
+        "module was validated by another sandbox; validate it again with the sandbox that runs it"
+    )]
+    ForeignModule,
+    #[error("compiled-module cache at {}: {reason}", path.display())]
+    Cache { path: PathBuf, reason: String },
     #[error("job returned exit code {code}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
     JobFailed { code: i32, message: String },
     #[error("sandbox engine error: {0}")]
@@ -116,6 +156,7 @@ pub struct ValidatedModule {
     sha256: String,
     size: usize,
     kind: ModuleKind,
+    compiled_from: CompiledFrom,
     pre: Option<Arc<InstancePre<HostState>>>,
 }
 
@@ -125,6 +166,7 @@ impl std::fmt::Debug for ValidatedModule {
             .field("sha256", &self.sha256)
             .field("size", &self.size)
             .field("kind", &self.kind)
+            .field("compiled_from", &self.compiled_from)
             .finish()
     }
 }
@@ -144,6 +186,11 @@ impl ValidatedModule {
     pub fn kind(&self) -> ModuleKind {
         self.kind
     }
+
+    /// Whether the code was compiled now or loaded from the on-disk cache.
+    pub fn compiled_from(&self) -> CompiledFrom {
+        self.compiled_from
+    }
 }
 
 /// What a finished run used.
@@ -153,24 +200,32 @@ pub struct RunReport {
     pub fuel_used: u64,
     /// Queries submitted.
     pub queries: u32,
+    /// Dry runs asked for.
+    pub dry_runs: u32,
     /// Outputs emitted.
     pub emits: u32,
     /// Log bytes dropped because the log limit was reached.
     pub log_bytes_dropped: usize,
 }
 
-/// The sandbox: one engine and linker shared by every run.
+/// The sandbox: one engine, linker, instance pool and epoch ticker shared
+/// by every run. Dropping it stops the ticker thread.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
+    pooling: bool,
+    cache: Option<ModuleCache>,
+    _ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
             .field("limits", &self.limits)
-            .finish()
+            .field("pooling", &self.pooling)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
     }
 }
 
@@ -180,30 +235,52 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Sandbox {
-    /// Creates an engine with the features the host enables (see `udf-sdk/ABI.md`).
+    /// Creates an engine with the features the host enables (see `udf-sdk/ABI.md`),
+    /// compiling every module afresh.
     pub fn new(limits: Limits) -> Result<Self, SandboxError> {
-        let mut config = Config::new();
-        // Threads and shared memory are not compiled into this host at all
-        // (wasmtime's `threads` feature is off), so they need no switch here.
-        config
-            .consume_fuel(true)
-            .max_wasm_stack(limits.stack_bytes)
-            .wasm_memory64(false)
-            .wasm_multi_memory(false)
-            .wasm_relaxed_simd(false);
-        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
-        let mut linker = Linker::new(&engine);
+        Self::build(limits, None)
+    }
+
+    /// Like [`Sandbox::new`], with compiled modules cached in `dir` (created
+    /// with mode 0700 on first use, with a random HMAC key in `dir/cache.key`).
+    /// Only artifacts whose HMAC verifies under that key are loaded; any
+    /// other file is recompiled and replaced.
+    pub fn with_cache_dir(limits: Limits, dir: impl AsRef<Path>) -> Result<Self, SandboxError> {
+        Self::build(limits, Some(dir.as_ref()))
+    }
+
+    fn build(limits: Limits, cache_dir: Option<&Path>) -> Result<Self, SandboxError> {
+        let setup = engine::build(&limits)?;
+        let cache = cache_dir
+            .map(|dir| ModuleCache::open(dir, setup.fingerprint.clone()))
+            .transpose()?;
+        let mut linker = Linker::new(&setup.engine);
         host::define_imports(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let ticker = EpochTicker::start(&setup.engine)?;
         Ok(Sandbox {
-            engine,
+            engine: setup.engine,
             linker,
             limits,
+            pooling: setup.pooling,
+            cache,
+            _ticker: ticker,
         })
     }
 
     /// The limits every run gets.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// True when instances come from the pre-reserved pool; false when the
+    /// host could not reserve it and allocates each instance on demand.
+    pub fn uses_pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// The file that caches `module_sha256`'s compiled code, when caching is on.
+    pub fn cache_path(&self, module_sha256: &str) -> Option<PathBuf> {
+        self.cache.as_ref().map(|c| c.path_of(module_sha256))
     }
 
     /// Validates and compiles a module: header, size, features, imports, exports.
@@ -221,11 +298,17 @@ impl Sandbox {
                 limit: self.limits.max_module_bytes,
             });
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| SandboxError::Invalid {
+        let sha256 = sha256_hex(bytes);
+        let (module, compiled_from) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes, &sha256),
+            None => Module::new(&self.engine, bytes).map(|m| (m, CompiledFrom::Compiled)),
+        }
+        .map_err(|e| SandboxError::Invalid {
             reason: format!("{e:#}"),
         })?;
         validate::check_imports(&module, kind)?;
         validate::check_exports(&module, kind)?;
+        validate::check_resources(&module, &self.limits)?;
         let pre = match kind {
             ModuleKind::Job => Some(Arc::new(self.linker.instantiate_pre(&module).map_err(
                 |e| SandboxError::ForbiddenImport {
@@ -237,14 +320,18 @@ impl Sandbox {
             ModuleKind::Udf => None,
         };
         Ok(ValidatedModule {
-            sha256: sha256_hex(bytes),
+            sha256,
             size: bytes.len(),
             kind,
+            compiled_from,
             pre,
         })
     }
 
     /// Runs a validated job module to completion in a fresh, dropped-after instance.
+    ///
+    /// Blocks the calling thread for at most about [`Limits::deadline`]
+    /// plus the time of a host call that is in progress when it passes.
     pub fn run_job(
         &self,
         module: &ValidatedModule,
@@ -254,11 +341,16 @@ impl Sandbox {
             name: abi::ENTRY_EXPORT.to_string(),
             expected: "a job module; UDF modules are not run as jobs",
         })?;
+        if !Engine::same(pre.module().engine(), &self.engine) {
+            return Err(SandboxError::ForeignModule);
+        }
         let mut store = Store::new(&self.engine, HostState::new(host, &self.limits));
         store.limiter(|state| &mut state.limiter);
         store
             .set_fuel(self.limits.fuel)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(engine::deadline_ticks(self.limits.deadline));
         let outcome = (|| {
             let instance = pre.instantiate(&mut store)?;
             let version = instance
@@ -279,6 +371,7 @@ impl Sandbox {
         let report = RunReport {
             fuel_used: self.limits.fuel.saturating_sub(fuel_left),
             queries: state.queries,
+            dry_runs: state.dry_runs,
             emits: state.emits,
             log_bytes_dropped: state.log_bytes_dropped,
         };
@@ -289,18 +382,33 @@ impl Sandbox {
                 message: state.last_error_log.unwrap_or_default(),
             }),
             Ok(Err(e)) => Err(e),
-            Err(e) => Err(classify_trap(e, state.limit_hit, &self.limits)),
+            Err(e) => Err(classify_trap(
+                e,
+                state.stopped.or(state.limiter.hit),
+                &self.limits,
+            )),
         }
     }
 }
 
+/// Names the limit behind a trap. `stopped` is what a host function or the
+/// memory limiter recorded before trapping; it wins over the trap itself.
 fn classify_trap(
     e: wasmtime::Error,
-    limit_hit: Option<SandboxError>,
+    stopped: Option<SandboxError>,
     limits: &Limits,
 ) -> SandboxError {
-    if let Some(hit) = limit_hit {
-        return hit;
+    if let Some(stopped) = stopped {
+        return stopped;
+    }
+    if let Some(pool) = e.downcast_ref::<PoolConcurrencyLimitError>() {
+        return SandboxError::LimitExceeded {
+            limit: "concurrent runs",
+            detail: format!(
+                "{} jobs are already running on this sandbox ({pool}); retry when one ends",
+                limits.max_concurrent_runs
+            ),
+        };
     }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => SandboxError::LimitExceeded {
@@ -310,6 +418,10 @@ fn classify_trap(
         Some(Trap::StackOverflow) => SandboxError::LimitExceeded {
             limit: "stack",
             detail: format!("guest stack exceeded {} bytes", limits.stack_bytes),
+        },
+        Some(Trap::Interrupt) => SandboxError::LimitExceeded {
+            limit: "deadline",
+            detail: format!("ran longer than {}", engine::human(limits.deadline)),
         },
         Some(trap) => SandboxError::Trap {
             reason: trap.to_string(),

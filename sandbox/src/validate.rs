@@ -3,7 +3,7 @@
 use udf_sdk::abi;
 use wasmtime::{ExternType, FuncType, Module, ValType};
 
-use crate::SandboxError;
+use crate::{Limits, SandboxError};
 
 /// What a module is for; decides which imports and exports it may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +17,7 @@ pub enum ModuleKind {
 /// The ABI's host functions and their signatures (params, results), all i32.
 const HOST_FUNCTIONS: &[(&str, usize, usize)] = &[
     ("query", 2, 1),
+    ("dry_run", 2, 1),
     ("param", 2, 1),
     ("response_read", 2, 1),
     ("emit", 4, 1),
@@ -54,6 +55,18 @@ pub(crate) fn check_imports(module: &Module, kind: ModuleKind) -> Result<(), San
                 abi::IMPORT_MODULE
             )));
         }
+        let what = match import.ty() {
+            ExternType::Func(_) => None,
+            ExternType::Memory(_) => Some("a memory; a job defines and exports its own memory"),
+            ExternType::Table(_) => Some("a table; a job defines its own tables"),
+            ExternType::Global(_) => Some("a global; the host shares no globals"),
+            ExternType::Tag(_) => Some("an exception tag; the host defines none"),
+        };
+        if let Some(what) = what {
+            return Err(refuse(format!(
+                "the import is {what}; only host functions may be imported"
+            )));
+        }
         let Some(&(_, params, results)) = HOST_FUNCTIONS.iter().find(|(n, _, _)| *n == name) else {
             let known: Vec<_> = HOST_FUNCTIONS.iter().map(|(n, _, _)| *n).collect();
             return Err(refuse(format!(
@@ -81,6 +94,53 @@ fn is_i32_sig(ty: &FuncType, params: usize, results: usize) -> bool {
             .params()
             .chain(ty.results())
             .all(|t| matches!(t, ValType::I32))
+}
+
+/// Refuses, at upload, a module whose declared sizes could never be instantiated.
+pub(crate) fn check_resources(module: &Module, limits: &Limits) -> Result<(), SandboxError> {
+    let needs = module.resources_required();
+    if needs.num_memories > 1 {
+        return Err(SandboxError::Invalid {
+            reason: format!(
+                "module defines {} memories; only one is allowed (multi-memory is off)",
+                needs.num_memories
+            ),
+        });
+    }
+    if needs.num_tables > 1 {
+        return Err(SandboxError::Invalid {
+            reason: format!(
+                "module defines {} tables; only one is allowed",
+                needs.num_tables
+            ),
+        });
+    }
+    let initial_memory = needs
+        .max_initial_memory_size
+        .unwrap_or(0)
+        .saturating_mul(65_536);
+    if initial_memory > limits.memory_bytes as u64 {
+        return Err(SandboxError::LimitExceeded {
+            limit: "memory",
+            detail: format!(
+                "the module declares {initial_memory} bytes of initial memory, {} over the limit of {} bytes",
+                initial_memory - limits.memory_bytes as u64,
+                limits.memory_bytes
+            ),
+        });
+    }
+    let initial_table = needs.max_initial_table_size.unwrap_or(0);
+    if initial_table > limits.table_elements as u64 {
+        return Err(SandboxError::LimitExceeded {
+            limit: "table",
+            detail: format!(
+                "the module declares a table of {initial_table} elements, {} over the limit of {}",
+                initial_table - limits.table_elements as u64,
+                limits.table_elements
+            ),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn check_exports(module: &Module, kind: ModuleKind) -> Result<(), SandboxError> {

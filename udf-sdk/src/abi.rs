@@ -5,7 +5,7 @@
 //! Every decoder checks lengths before reading, so a hostile peer gets a
 //! [`DecodeError`], never a panic.
 
-use crate::{Column, ColumnValues, Estimate, QueryResult, Table};
+use crate::{Column, ColumnValues, DryRun, Estimate, QueryResult, Table};
 
 /// The ABI version this SDK and the host speak.
 pub const ABI_VERSION: u32 = 1;
@@ -20,6 +20,7 @@ pub const VERSION_EXPORT: &str = "unseen_abi_version";
 
 const TABLE_MAGIC: &[u8; 4] = b"UTB1";
 const RESULT_MAGIC: &[u8; 4] = b"UQR1";
+const DRY_RUN_MAGIC: &[u8; 4] = b"UDR1";
 
 const TAG_TEXT: u8 = 0;
 const TAG_INT: u8 = 1;
@@ -118,6 +119,34 @@ pub fn decode_query_result(bytes: &[u8]) -> Result<QueryResult, DecodeError> {
         epsilon_spent,
         cached,
         table,
+    })
+}
+
+/// Encodes a dry-run verdict.
+pub fn encode_dry_run(verdict: &DryRun) -> Vec<u8> {
+    let mut out = Vec::with_capacity(25 + 4 + verdict.reason.len());
+    out.extend_from_slice(DRY_RUN_MAGIC);
+    out.push(u8::from(verdict.admitted));
+    out.extend_from_slice(&verdict.epsilon.to_le_bytes());
+    out.extend_from_slice(&verdict.confidence.to_le_bytes());
+    write_str(&mut out, &verdict.reason);
+    out
+}
+
+/// Decodes a dry-run verdict, rejecting truncation and trailing bytes.
+pub fn decode_dry_run(bytes: &[u8]) -> Result<DryRun, DecodeError> {
+    let mut r = Reader { bytes, at: 0 };
+    r.magic(DRY_RUN_MAGIC, "dry-run magic")?;
+    let admitted = r.u8()? != 0;
+    let epsilon = r.f64()?;
+    let confidence = r.f64()?;
+    let reason = r.string()?;
+    r.finish()?;
+    Ok(DryRun {
+        admitted,
+        reason,
+        epsilon,
+        confidence,
     })
 }
 
@@ -335,6 +364,56 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode_table(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    fn sample_dry_run() -> DryRun {
+        DryRun {
+            admitted: true,
+            reason: "COUNT over public groups of `district`, Laplace noise".into(),
+            epsilon: 0.25,
+            confidence: 0.95,
+        }
+    }
+
+    #[test]
+    fn dry_run_round_trips() {
+        let d = sample_dry_run();
+        assert_eq!(decode_dry_run(&encode_dry_run(&d)).unwrap(), d);
+        let refused = DryRun {
+            admitted: false,
+            reason: "column `id_number` is prohibited".into(),
+            epsilon: 0.0,
+            confidence: 0.0,
+        };
+        assert_eq!(decode_dry_run(&encode_dry_run(&refused)).unwrap(), refused);
+    }
+
+    #[test]
+    fn every_dry_run_truncation_is_an_error_not_a_panic() {
+        let bytes = encode_dry_run(&sample_dry_run());
+        for cut in 0..bytes.len() {
+            assert!(decode_dry_run(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn dry_run_with_trailing_bytes_or_wrong_magic_is_refused() {
+        let mut bytes = encode_dry_run(&sample_dry_run());
+        bytes.push(7);
+        assert_eq!(
+            decode_dry_run(&bytes),
+            Err(DecodeError::Trailing { bytes: 1 })
+        );
+        let result = encode_query_result(&QueryResult {
+            confidence: 0.95,
+            epsilon_spent: 0.5,
+            cached: false,
+            table: sample(),
+        });
+        assert!(matches!(
+            decode_dry_run(&result),
+            Err(DecodeError::Unknown { .. })
+        ));
     }
 
     #[test]

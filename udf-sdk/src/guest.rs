@@ -4,13 +4,16 @@
 //! imports. Job authors use [`Ctx`] and never see a pointer.
 #![allow(unsafe_code)]
 
-use crate::{Error, QueryResult, Table, abi};
+use crate::{DryRun, Error, QueryResult, Table, abi};
 
 #[link(wasm_import_module = "unseen_v1")]
 unsafe extern "C" {
     /// Runs a query. Returns the byte length of the pending response:
     /// `n >= 0` a released result, `n < 0` a refusal message of `-n` bytes.
     fn query(sql_ptr: *const u8, sql_len: usize) -> i32;
+    /// Asks the policy for its verdict on a query without running it or
+    /// spending budget; same response protocol as `query`.
+    fn dry_run(sql_ptr: *const u8, sql_len: usize) -> i32;
     /// Reads a job parameter; same response protocol as `query`.
     fn param(name_ptr: *const u8, name_len: usize) -> i32;
     /// Copies the pending response into `dst`; returns the bytes copied.
@@ -71,6 +74,17 @@ impl Ctx {
         let len = unsafe { query(sql.as_ptr(), sql.len()) };
         let bytes = take_response(len)?;
         Ok(abi::decode_query_result(&bytes)?)
+    }
+
+    /// Asks the policy what `sql` would cost, without running it or spending:
+    /// whether it would be admitted, why, the epsilon and the confidence
+    /// level. An `Err` means the host could not judge it (for example, this
+    /// host does not offer dry runs); a refusal is `Ok` with `admitted: false`.
+    pub fn dry_run(&mut self, sql: &str) -> Result<DryRun, Error> {
+        // SAFETY: `sql` is a valid UTF-8 slice for the duration of the call.
+        let len = unsafe { dry_run(sql.as_ptr(), sql.len()) };
+        let bytes = take_response(len)?;
+        Ok(abi::decode_dry_run(&bytes)?)
     }
 
     /// Reads a job parameter given at submission, if present.

@@ -28,6 +28,23 @@ mod guest;
 #[cfg(target_arch = "wasm32")]
 pub use guest::{__run_job, Ctx, JobResult, LogLevel};
 
+/// The policy's verdict on a query, without running it or spending budget.
+///
+/// Returned by `Ctx::dry_run`: whether the query would be admitted, why
+/// (or why not), the epsilon it would cost and the confidence level at
+/// which its intervals would be stated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DryRun {
+    /// True when the policy would admit the query as written.
+    pub admitted: bool,
+    /// The policy's explanation: the rule that refuses it, or how it would be released.
+    pub reason: String,
+    /// Epsilon the query would spend if run now (0 for a cached repeat or a refusal).
+    pub epsilon: f64,
+    /// Confidence level of the intervals a real run would carry, e.g. `0.95`.
+    pub confidence: f64,
+}
+
 /// An error a job sees: a refusal by the policy, a limit, or a malformed reply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Error {

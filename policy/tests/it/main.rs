@@ -1,6 +1,7 @@
 //! Policy integration tests: the attack corpus, admissions, DP releases and manifests.
 
 mod attacks;
+mod checks;
 mod dp;
 mod manifest;
 mod support;

@@ -1,0 +1,7 @@
+//! Integration tests of the sandbox against real wasm32 guests (`guests/`).
+
+mod adversarial;
+mod cache;
+mod dry_run;
+mod pool;
+mod support;
