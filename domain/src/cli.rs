@@ -266,6 +266,24 @@ pub enum ReviewCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BudgetCommand {
+    /// Set the total epsilon of a dataset or a developer (every grant over
+    /// that dataset, or of that developer, draws from it too).
+    Set {
+        #[arg(
+            long,
+            conflicts_with = "developer",
+            required_unless_present = "developer"
+        )]
+        dataset: Option<String>,
+        #[arg(long)]
+        developer: Option<String>,
+        #[arg(long)]
+        epsilon: f64,
+        #[arg(long = "as")]
+        actor: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Epsilon spent and left on a grant.
     Show {
         #[arg(long)]
@@ -605,20 +623,56 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             writeln!(out, "rejected {output}")?;
             Ok(())
         }
+        Command::Budget(BudgetCommand::Set {
+            dataset,
+            developer,
+            epsilon,
+            actor,
+            dir,
+        }) => {
+            let domain = open(&dir)?;
+            let (layer, id) = match (dataset, developer) {
+                (Some(d), _) => (crate::BudgetLayer::Dataset, d),
+                (None, Some(u)) => (crate::BudgetLayer::Developer, u),
+                (None, None) => bail!("name a --dataset or a --developer"),
+            };
+            domain.set_budget(&actor, layer, &id, epsilon)?;
+            writeln!(out, "budget of `{id}` set to epsilon {epsilon}")?;
+            Ok(())
+        }
         Command::Budget(BudgetCommand::Show { grant, json, dir }) => {
             let domain = open(&dir)?;
+            let layers = domain.budget_layers(&grant)?;
             let (spent, left) = domain.budget(&grant)?;
             if json {
                 writeln!(
                     out,
                     "{}",
-                    json!({"grant": grant, "epsilon_spent": spent, "epsilon_left": left})
+                    json!({"grant": grant, "epsilon_spent": spent, "epsilon_left": left, "layers": layers})
                 )?;
             } else {
                 writeln!(
                     out,
                     "grant {grant}: epsilon spent {spent:.3}, left {left:.3}"
                 )?;
+                for l in &layers {
+                    match l.total {
+                        Some(t) => writeln!(
+                            out,
+                            "  {:<9} {:<24} spent {:.3} of {:.3}, left {:.3}",
+                            l.layer,
+                            l.id,
+                            l.spent,
+                            t,
+                            (t - l.spent).max(0.0)
+                        )?,
+                        None => writeln!(
+                            out,
+                            "  {:<9} {:<24} spent {:.3}, no limit set",
+                            l.layer, l.id, l.spent
+                        )?,
+                    }
+                }
             }
             Ok(())
         }

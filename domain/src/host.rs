@@ -117,14 +117,19 @@ impl Host {
                     cached.epsilon_spent = 0.0;
                     return Ok(Ok(udf_sdk::abi::encode_query_result(&cached)));
                 }
-                if !self
-                    .domain
-                    .charge(&self.job_id, &self.grant.id, plan.epsilon, &sql_sha)?
+                if let Some(layer) =
+                    self.domain
+                        .charge(&self.job_id, &self.grant.id, plan.epsilon, &sql_sha)?
                 {
-                    let (spent, left) = self.domain.budget(&self.grant.id)?;
+                    let status = self.domain.budget_layers(&self.grant.id)?;
+                    let short = status.iter().find(|s| s.layer == layer);
+                    let (id, spent, total) = short.map_or((String::new(), 0.0, None), |s| {
+                        (s.id.clone(), s.spent, s.total)
+                    });
+                    let left = total.map_or(f64::INFINITY, |t| (t - spent).max(0.0));
                     let e = PolicyError::Budget(format!(
-                        "grant `{}` has epsilon {left:.3} left ({spent:.3} spent); this query needs {:.3}. Nothing was spent; ask the data provider for more budget",
-                        self.grant.id, plan.epsilon
+                        "the {layer} budget of `{id}` has epsilon {left:.3} left ({spent:.3} spent); this query needs {:.3}. Nothing was spent; ask the data provider for more budget",
+                        plan.epsilon
                     ));
                     return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
                 }

@@ -193,6 +193,22 @@ pub struct JobOutcome {
     pub fuel_used: u64,
 }
 
+/// A budget layer above grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetLayer {
+    Dataset,
+    Developer,
+}
+
+/// Spent and total epsilon of one budget layer (`total: None` is unlimited).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BudgetStatus {
+    pub layer: &'static str,
+    pub id: String,
+    pub spent: f64,
+    pub total: Option<f64>,
+}
+
 /// What a job runs: an uploaded module or one SQL statement.
 #[derive(Debug, Clone, Copy)]
 enum JobBody<'a> {
@@ -247,14 +263,42 @@ impl Domain {
         // Compiled modules are cached on disk, authenticated by a key only
         // this data directory holds, so restarts skip compilation.
         let sandbox = Sandbox::with_cache_dir(Limits::default(), dir.join("cache/modules"))?;
-        Ok(Domain {
+        let domain = Domain {
             dir: dir.to_path_buf(),
             db: Mutex::new(db),
             ledger: Mutex::new(ledger),
             master,
             sandbox,
             compiled: Mutex::new(std::collections::HashMap::new()),
-        })
+        };
+        domain.recover_interrupted_jobs()?;
+        Ok(domain)
+    }
+
+    /// Marks jobs left `running` by a stopped process as failed. Only one
+    /// process holds a data directory (the ledger is locked), so a job still
+    /// `running` at open can only have been interrupted. Its spends stay
+    /// recorded: they were committed before any result was released.
+    fn recover_interrupted_jobs(&self) -> Result<(), DomainError> {
+        let interrupted: Vec<(String, String)> = {
+            let db = lock(&self.db);
+            let mut stmt = db.prepare("SELECT id, submitter FROM jobs WHERE status = 'running'")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (job, submitter) in interrupted {
+            let reason = "the service stopped while the job was running";
+            lock(&self.db).execute(
+                "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3 WHERE id = ?1",
+                params![job, reason, now_rfc3339()],
+            )?;
+            self.record(
+                "system",
+                "job.recovered",
+                json!({"job": job, "submitter": submitter, "status": "failed", "reason": reason}),
+            )?;
+        }
+        Ok(())
     }
 
     /// The data directory.
@@ -800,28 +844,129 @@ impl Domain {
         runtime.block_on(job_host.dry_run(sql))
     }
 
-    /// Charges `epsilon` to a grant atomically; false when the budget is short.
+    /// Charges `epsilon` to every budget layer — the grant, its dataset and
+    /// its developer — in one transaction: all or none. Returns the layer
+    /// that was short, if any (nothing is spent then).
     pub(crate) fn charge(
         &self,
         job_id: &str,
         grant_id: &str,
         epsilon: f64,
         query_sha: &str,
-    ) -> Result<bool, DomainError> {
+    ) -> Result<Option<&'static str>, DomainError> {
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
-        let changed = tx.execute(
-            "UPDATE grants SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND epsilon_spent + ?2 <= epsilon_total + 1e-9 AND revoked_at IS NULL",
-            params![grant_id, epsilon],
+        let (dataset, developer): (String, String) = tx.query_row(
+            "SELECT dataset, developer FROM grants WHERE id = ?1",
+            [grant_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        if changed == 1 {
-            tx.execute(
-                "INSERT INTO spends(job_id, grant_id, epsilon, query_sha256, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![job_id, grant_id, epsilon, query_sha, now_rfc3339()],
-            )?;
+        let layers: [(&'static str, &str, &str); 3] = [
+            (
+                "grant",
+                "UPDATE grants SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND epsilon_spent + ?2 <= epsilon_total + 1e-9 AND revoked_at IS NULL",
+                grant_id,
+            ),
+            (
+                "dataset",
+                "UPDATE datasets SET epsilon_spent = epsilon_spent + ?2 WHERE name = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
+                &dataset,
+            ),
+            (
+                "developer",
+                "UPDATE users SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
+                &developer,
+            ),
+        ];
+        for (layer, sql, key) in layers {
+            if tx.execute(sql, params![key, epsilon])? != 1 {
+                // Dropping the transaction rolls back the layers already charged.
+                return Ok(Some(layer));
+            }
         }
+        tx.execute(
+            "INSERT INTO spends(job_id, grant_id, epsilon, query_sha256, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job_id, grant_id, epsilon, query_sha, now_rfc3339()],
+        )?;
         tx.commit()?;
-        Ok(changed == 1)
+        Ok(None)
+    }
+
+    /// Sets the total epsilon of a dataset or developer layer (admins only).
+    pub fn set_budget(
+        &self,
+        actor: &str,
+        layer: BudgetLayer,
+        id: &str,
+        epsilon_total: f64,
+    ) -> Result<(), DomainError> {
+        self.require(actor, Role::Admin, "set budgets")?;
+        if !(epsilon_total.is_finite() && epsilon_total > 0.0) {
+            return Err(DomainError::Invalid(format!(
+                "epsilon {epsilon_total} must be a positive number"
+            )));
+        }
+        let (sql, what, list) = match layer {
+            BudgetLayer::Dataset => (
+                "UPDATE datasets SET epsilon_total = ?2 WHERE name = ?1",
+                "dataset",
+                "dataset list",
+            ),
+            BudgetLayer::Developer => (
+                "UPDATE users SET epsilon_total = ?2 WHERE id = ?1 AND role = 'developer'",
+                "developer",
+                "user list",
+            ),
+        };
+        if lock(&self.db).execute(sql, params![id, epsilon_total])? != 1 {
+            return Err(DomainError::NotFound {
+                what,
+                id: id.to_string(),
+                list,
+            });
+        }
+        self.record(
+            actor,
+            "budget.set",
+            json!({"layer": what, "id": id, "epsilon_total": epsilon_total}),
+        )?;
+        Ok(())
+    }
+
+    /// Spent and total epsilon at every layer above a grant.
+    pub fn budget_layers(&self, grant_id: &str) -> Result<Vec<BudgetStatus>, DomainError> {
+        let g = self.grant(grant_id)?;
+        let db = lock(&self.db);
+        let (ds_spent, ds_total): (f64, Option<f64>) = db.query_row(
+            "SELECT epsilon_spent, epsilon_total FROM datasets WHERE name = ?1",
+            [&g.dataset],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (dev_spent, dev_total): (f64, Option<f64>) = db.query_row(
+            "SELECT epsilon_spent, epsilon_total FROM users WHERE id = ?1",
+            [&g.developer],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(vec![
+            BudgetStatus {
+                layer: "grant",
+                id: g.id.clone(),
+                spent: g.epsilon_spent,
+                total: Some(g.epsilon_total),
+            },
+            BudgetStatus {
+                layer: "dataset",
+                id: g.dataset.clone(),
+                spent: ds_spent,
+                total: ds_total,
+            },
+            BudgetStatus {
+                layer: "developer",
+                id: g.developer.clone(),
+                spent: dev_spent,
+                total: dev_total,
+            },
+        ])
     }
 
     /// A cached release of the same measurement under the same grant.

@@ -13,7 +13,9 @@ CREATE TABLE IF NOT EXISTS users(
     role TEXT NOT NULL CHECK (role IN ('admin', 'developer', 'reviewer', 'auditor')),
     org TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0
+    disabled INTEGER NOT NULL DEFAULT 0,
+    epsilon_total REAL CHECK (epsilon_total IS NULL OR epsilon_total > 0),
+    epsilon_spent REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS datasets(
     name TEXT PRIMARY KEY,
@@ -25,7 +27,9 @@ CREATE TABLE IF NOT EXISTS datasets(
     unit_unique INTEGER NOT NULL,
     source_sha256 TEXT NOT NULL,
     registered_by TEXT NOT NULL,
-    registered_at TEXT NOT NULL
+    registered_at TEXT NOT NULL,
+    epsilon_total REAL CHECK (epsilon_total IS NULL OR epsilon_total > 0),
+    epsilon_spent REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS grants(
     id TEXT PRIMARY KEY,
@@ -103,7 +107,7 @@ CREATE TABLE IF NOT EXISTS releases(
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Opens (creating on first run) the store in WAL mode.
 pub fn open(path: &Path) -> Result<Connection, DomainError> {

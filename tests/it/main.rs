@@ -2,6 +2,7 @@
 //! what a user would read.
 
 mod audit;
+mod budget;
 mod canary;
 mod cli_errors;
 mod demo;
