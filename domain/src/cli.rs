@@ -74,6 +74,24 @@ pub enum Command {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// A sampled, masked, k-anonymised row extract for development, under a
+    /// grant that allows extracts; the extract goes to quarantine for review.
+    Extract {
+        #[arg(long)]
+        grant: String,
+        /// Columns to extract, comma-separated (each leaves through its mask rule).
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
+        /// Fraction of rows to sample, in (0, 1].
+        #[arg(long, default_value_t = 0.01)]
+        sample: f64,
+        #[arg(long = "as")]
+        actor: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Generate, register and list datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -205,6 +223,9 @@ pub enum GrantCommand {
         /// Validity in days (at most 5 years).
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Allow masked, k-anonymised row extracts for development.
+        #[arg(long)]
+        allow_extracts: bool,
         #[arg(long = "as")]
         actor: String,
         #[arg(long)]
@@ -425,6 +446,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             epsilon,
             query_epsilon,
             days,
+            allow_extracts,
             actor,
             json,
             dir,
@@ -437,6 +459,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 epsilon_total: epsilon,
                 query_epsilon,
                 valid_days: days,
+                allow_extracts,
             };
             let id = domain.issue_grant(&actor, &request)?;
             if json {
@@ -525,6 +548,77 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             if outcome.status != "succeeded" {
                 bail!(
                     "query refused or failed: {}",
+                    outcome.error.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Extract {
+            grant,
+            columns,
+            sample,
+            actor,
+            json,
+            dir,
+        } => {
+            let domain = open(&dir)?;
+            let handle = runtime.handle().clone();
+            let (outcome, report) =
+                domain.run_extract(&handle, &actor, &grant, &columns, sample)?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({
+                        "job": outcome.job_id, "status": outcome.status, "error": outcome.error,
+                        "outputs": outcome.outputs, "suppression": report,
+                    })
+                )?;
+            } else if let (Some(output), Some(r)) = (outcome.outputs.first(), &report) {
+                writeln!(
+                    out,
+                    "job {} succeeded; extract {output} is in quarantine for review",
+                    outcome.job_id
+                )?;
+                writeln!(
+                    out,
+                    "sampled {} rows, released {}, suppressed {} in {} classes smaller than k={} over ({})",
+                    r.rows_sampled,
+                    r.rows_released,
+                    r.rows_suppressed,
+                    r.classes_suppressed,
+                    r.k,
+                    r.quasi_identifiers.join(", ")
+                )?;
+                let (_, _, table) = domain.output(output)?;
+                let preview = udf_sdk::Table {
+                    columns: table
+                        .columns
+                        .iter()
+                        .map(|c| udf_sdk::Column {
+                            name: c.name.clone(),
+                            values: match &c.values {
+                                udf_sdk::ColumnValues::Text(v) => {
+                                    udf_sdk::ColumnValues::Text(v.iter().take(5).cloned().collect())
+                                }
+                                other => other.clone(),
+                            },
+                        })
+                        .collect(),
+                };
+                demo::print_table(out, &preview)?;
+            } else {
+                writeln!(
+                    out,
+                    "job {} {}: {}",
+                    outcome.job_id,
+                    outcome.status,
+                    outcome.error.as_deref().unwrap_or("")
+                )?;
+            }
+            if outcome.status != "succeeded" {
+                bail!(
+                    "extract refused or failed: {}",
                     outcome.error.unwrap_or_default()
                 );
             }

@@ -45,6 +45,22 @@ impl ValueHasher {
         ))
     }
 
+    /// A second derived key for keyed pseudonyms in extracts (so join keys
+    /// stay joinable inside one dataset's extracts without revealing them).
+    pub fn pseudonyms(data_key: &[u8; 32]) -> Self {
+        let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, data_key);
+        let derived = ring::hmac::sign(&root, b"unseen extract pseudonym v1");
+        ValueHasher(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            derived.as_ref(),
+        ))
+    }
+
+    /// A 16-hex-digit pseudonym of `value`.
+    pub fn pseudonym(&self, value: &str) -> String {
+        hex::encode(&ring::hmac::sign(&self.0, value.as_bytes()).as_ref()[..8])
+    }
+
     pub fn hash(&self, value: &str) -> [u8; 8] {
         let tag = ring::hmac::sign(&self.0, value.as_bytes());
         let mut out = [0u8; 8];

@@ -176,6 +176,7 @@ pub fn run(
             epsilon_total: 3.0,
             query_epsilon: 1.0,
             valid_days: 365,
+            allow_extracts: true,
         },
     )?;
     writeln!(

@@ -19,6 +19,7 @@ pub mod audit;
 pub mod cli;
 pub mod data;
 pub mod demo;
+mod extract;
 mod host;
 pub mod keys;
 pub mod logging;
@@ -174,6 +175,8 @@ pub struct GrantRequest {
     pub query_epsilon: f64,
     /// Validity from now, in days (at most five years).
     pub valid_days: u32,
+    /// Whether masked, k-anonymised row extracts are allowed.
+    pub allow_extracts: bool,
 }
 
 /// How a job run ended.
@@ -538,6 +541,7 @@ impl Domain {
             epsilon_total,
             query_epsilon,
             valid_days,
+            allow_extracts,
         } = request;
         let (dataset, developer, purpose) =
             (dataset.as_str(), developer.as_str(), purpose.as_str());
@@ -571,13 +575,14 @@ impl Domain {
             .map_or(0, |d| d.as_secs());
         let expires_at = util::rfc3339(now + u64::from(valid_days) * 86_400);
         lock(&self.db).execute(
-            "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, issued_by, issued_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![id, dataset, developer, purpose, epsilon_total, query_epsilon, actor, now_rfc3339(), expires_at],
+            "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, actor, now_rfc3339(), expires_at],
         )?;
         self.record(actor, "grant.issued", json!({
             "grant": id, "dataset": dataset, "developer": developer, "purpose": purpose,
             "epsilon_total": epsilon_total, "query_epsilon": query_epsilon, "expires_at": expires_at,
+                "allow_extracts": allow_extracts,
         }))?;
         Ok(id)
     }
@@ -1364,6 +1369,7 @@ mod tests {
             epsilon_total: 1.0,
             query_epsilon: 1.0,
             valid_days: 10,
+            allow_extracts: false,
         };
         let grant = domain.issue_grant("admin", &request).unwrap();
         let job = domain

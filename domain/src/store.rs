@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS grants(
     epsilon_total REAL NOT NULL CHECK (epsilon_total > 0),
     epsilon_spent REAL NOT NULL DEFAULT 0 CHECK (epsilon_spent <= epsilon_total + 1e-9),
     query_epsilon REAL NOT NULL CHECK (query_epsilon > 0),
+    allow_extracts INTEGER NOT NULL DEFAULT 0,
     issued_by TEXT NOT NULL,
     issued_at TEXT NOT NULL,
     expires_at TEXT NOT NULL,
@@ -107,7 +108,7 @@ CREATE TABLE IF NOT EXISTS releases(
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Opens (creating on first run) the store in WAL mode.
 pub fn open(path: &Path) -> Result<Connection, DomainError> {

@@ -17,6 +17,7 @@ pub mod admission;
 pub mod checks;
 pub mod dp;
 pub mod manifest;
+pub mod mask;
 mod query;
 
 pub use admission::{Admitted, Refusal};

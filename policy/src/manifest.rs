@@ -95,6 +95,10 @@ pub enum MaskRule {
     Hash,
     /// Drop the value.
     Suppress,
+    /// Release the value as it is (coarse public categories such as a
+    /// district); it still counts towards k-anonymity when it is a
+    /// quasi-identifier.
+    Keep,
 }
 
 /// One declared column.
@@ -491,9 +495,10 @@ fn parse_mask(
         },
         "hash" => Some(MaskRule::Hash),
         "suppress" => Some(MaskRule::Suppress),
+        "keep" => Some(MaskRule::Keep),
         other => {
             errors.push(err(format!(
-                "rule `{other}` is unknown; use keep_prefix_suffix, range, hash or suppress"
+                "rule `{other}` is unknown; use keep_prefix_suffix, range, hash, suppress or keep"
             )));
             None
         }

@@ -6,5 +6,6 @@ mod budget;
 mod canary;
 mod cli_errors;
 mod demo;
+mod extract;
 mod query;
 mod support;

@@ -132,7 +132,7 @@ fn manifest_classes_keys_and_masks_are_consistent() {
                         assert_eq!(keys, ["rule", "width"], "{what}");
                         assert!(mask["width"].as_integer().unwrap() > 0);
                     }
-                    "hash" | "suppress" => assert_eq!(keys, ["rule"], "{what}"),
+                    "hash" | "suppress" | "keep" => assert_eq!(keys, ["rule"], "{what}"),
                     other => panic!("{what}: unknown mask rule {other}"),
                 }
             }
