@@ -116,6 +116,9 @@ pub enum Command {
     /// Verify downloaded releases.
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// Benchmarks, each against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Reports built from the ledger alone.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -133,6 +136,27 @@ pub enum ReleaseCommand {
         json: bool,
         #[command(flatten)]
         dir: DataDir,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Durable appends with group commit vs raw write+fsync, full
+    /// verification speed, inclusion proofs at ten million entries.
+    Ledger {
+        #[arg(long, default_value_t = 200_000)]
+        entries: u64,
+        #[arg(long, default_value_t = 64)]
+        threads: usize,
+        #[arg(long, default_value_t = 10_000_000)]
+        proof_size: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        verify_entries: u64,
+        /// Write NAME.json and NAME.svg here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -318,6 +342,57 @@ pub enum BudgetCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
+    /// Print (or write with --out) the ledger's Ed25519 public key as hex:
+    /// the only thing an auditor needs to verify offline.
+    PublicKey {
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Print an inclusion proof of entry INDEX (or, with --consistency OLD, a
+    /// consistency proof) against the current signed tree, as JSON.
+    Proof {
+        /// Entry to prove included.
+        #[arg(long, required_unless_present = "consistency")]
+        index: Option<u64>,
+        /// Prove that the tree of this many entries is a prefix of the current one.
+        #[arg(long, conflicts_with = "index")]
+        consistency: Option<u64>,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Check a proof without the ledger; with --checkpoint and --public-key,
+    /// also that its root is the signed one.
+    CheckProof {
+        file: PathBuf,
+        #[arg(long, requires = "public_key")]
+        checkpoint: Option<PathBuf>,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Write entries [FROM, TO) with the signed checkpoint and proofs to one
+    /// JSON file for an outside auditor.
+    Export {
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Verify an exported segment with only the public key.
+    VerifySegment {
+        file: PathBuf,
+        #[arg(long)]
+        public_key: PathBuf,
+    },
     /// Read-only SQL over the verified ledger: a table `entries` with the entry
     /// fields (index, prev, time, kind, actor, body) and one column per body field.
     Query {
@@ -334,6 +409,10 @@ pub enum LedgerCommand {
         /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// A checkpoint saved earlier: also prove the ledger is a consistent
+        /// extension of it (detects rollback and forks).
+        #[arg(long)]
+        since: Option<PathBuf>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -789,6 +868,40 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             }
             Ok(())
         }
+        Command::Bench(BenchCommand::Ledger {
+            entries,
+            threads,
+            proof_size,
+            verify_entries,
+            out: dir,
+            json,
+        }) => {
+            let scratch = tempfile::Builder::new()
+                .prefix("unseen-bench-ledger-")
+                .tempdir()?;
+            let measures =
+                crate::bench::ledger(scratch.path(), entries, threads, proof_size, verify_entries)?;
+            let command = format!(
+                "unseen bench ledger --entries {entries} --threads {threads} --proof-size {proof_size} --verify-entries {verify_entries}"
+            );
+            if let Some(dir) = &dir {
+                crate::bench::write(dir, "ledger", &crate::bench::machine(), &command, &measures)?;
+            }
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"bench": "ledger", "command": command, "machine": crate::bench::machine(), "measures": measures})
+                )?;
+            } else {
+                crate::bench::print(
+                    out,
+                    &format!("ledger ({})", crate::bench::machine()),
+                    &measures,
+                )?;
+            }
+            Ok(())
+        }
         Command::Report(ReportCommand::Disclosure {
             public_key,
             json,
@@ -863,11 +976,110 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             }
             Ok(())
         }
+        Command::Ledger(LedgerCommand::Proof {
+            index,
+            consistency,
+            public_key,
+            dir,
+        }) => {
+            let (ledger, _) = verified(&dir, public_key.as_deref())?;
+            let tree = unseen_ledger::Tree::from_leaves(ledger.leaves.clone());
+            let size = ledger.checkpoint.size;
+            let proof = match (index, consistency) {
+                (Some(i), _) => unseen_ledger::Proof::Inclusion(
+                    unseen_ledger::InclusionProof::build(&tree, i, size).with_context(|| {
+                        format!("no inclusion proof for entry {i} in a tree of {size}")
+                    })?,
+                ),
+                (None, Some(old)) => unseen_ledger::Proof::Consistency(
+                    unseen_ledger::ConsistencyProof::build(&tree, old, size).with_context(
+                        || format!("no consistency proof from size {old} to {size}"),
+                    )?,
+                ),
+                (None, None) => bail!("give --index or --consistency"),
+            };
+            writeln!(out, "{}", proof.to_json())?;
+            Ok(())
+        }
+        Command::Ledger(LedgerCommand::PublicKey { out: path, dir }) => {
+            let key = public_key(&dir.path(), None)?;
+            match path {
+                Some(p) => {
+                    std::fs::write(&p, format!("{}\n", key.to_hex()))
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    writeln!(out, "wrote the ledger public key to {}", p.display())?;
+                }
+                None => writeln!(out, "{}", key.to_hex())?,
+            }
+            Ok(())
+        }
+        Command::Ledger(LedgerCommand::CheckProof {
+            file,
+            checkpoint,
+            public_key,
+        }) => {
+            let text = read_text(&file)?;
+            let note = checkpoint.as_deref().map(read_text).transpose()?;
+            let key = match &public_key {
+                Some(p) => Some(
+                    unseen_ledger::PublicKey::from_hex(read_text(p)?.trim())
+                        .with_context(|| format!("public key {} is not valid", p.display()))?,
+                ),
+                None => None,
+            };
+            let report = unseen_ledger::check_proof(&text, note.as_deref(), key.as_ref())
+                .context("proof check FAILED")?;
+            writeln!(out, "{report}")?;
+            Ok(())
+        }
+        Command::Ledger(LedgerCommand::Export {
+            from,
+            to,
+            out: path,
+            public_key,
+            dir,
+        }) => {
+            let data = dir.path();
+            let key = self::public_key(&data, public_key.as_deref())?;
+            let segment = unseen_ledger::export_segment(&data.join("ledger"), &key, from, to)
+                .context("cannot export the segment")?;
+            std::fs::write(&path, segment.to_json())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            writeln!(
+                out,
+                "exported entries {from}..{to} with the signed checkpoint and proofs to {}",
+                path.display()
+            )?;
+            Ok(())
+        }
+        Command::Ledger(LedgerCommand::VerifySegment { file, public_key }) => {
+            let key = unseen_ledger::PublicKey::from_hex(read_text(&public_key)?.trim())
+                .with_context(|| format!("public key {} is not valid", public_key.display()))?;
+            let report = unseen_ledger::verify_segment(&read_text(&file)?, &key)
+                .context("segment verification FAILED")?;
+            writeln!(out, "{report}")?;
+            Ok(())
+        }
         Command::Ledger(LedgerCommand::Verify {
             public_key,
+            since,
             json,
             dir,
         }) => {
+            if let Some(previous) = &since {
+                let data = dir.path();
+                let key = self::public_key(&data, public_key.as_deref())?;
+                let note = read_text(previous)?;
+                let report = unseen_ledger::verify_since(&data.join("ledger"), &note, &key)
+                    .context(
+                        "ledger verification FAILED: it does not extend the saved checkpoint",
+                    )?;
+                writeln!(
+                    out,
+                    "the ledger of {} entries consistently extends the saved checkpoint of {} entries",
+                    report.size, report.previous_size
+                )?;
+            }
             let report = verify_ledger(&dir.path(), public_key.as_deref())?;
             if json {
                 writeln!(

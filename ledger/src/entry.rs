@@ -200,9 +200,281 @@ impl Entry {
             return Err(EntryError::EmptyKind);
         }
         let bytes = self.canonical_bytes();
+        // Lines the fast reader accepts hold only strings, integers,
+        // booleans, nulls, arrays and objects, which read back exactly.
+        if fast_index_and_prev(&bytes).is_some() {
+            return Ok(bytes);
+        }
         match Entry::parse_line(&bytes) {
             Ok(back) if back == *self => Ok(bytes),
             _ => Err(EntryError::NumberNotStable),
+        }
+    }
+}
+
+/// A draft checked and encoded ahead of time, so that giving it its place
+/// in the ledger (index and `prev`) only splices two fields into bytes.
+///
+/// The canonical encoding sorts keys, so the line is always
+/// `{"actor":…,"body":…,"index":N,"kind":…,"prev":"…","time":…}`: the
+/// parts before `index`, between `index` and `prev`, and after `prev` do not
+/// depend on the entry's place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedDraft {
+    /// `{"actor":…,"body":…,"index":`
+    head: Vec<u8>,
+    /// `,"kind":…,"prev":"`
+    middle: Vec<u8>,
+    /// `","time":…}`
+    tail: Vec<u8>,
+}
+
+impl PreparedDraft {
+    /// Checks `draft` as [`Entry::encode_checked`] does and splits its
+    /// canonical encoding around `index` and `prev`.
+    pub fn new(draft: EntryDraft) -> Result<PreparedDraft, EntryError> {
+        let probe = Entry::from_draft(0, &[0; 32], draft);
+        // Only `kind`, `prev` and `time` (strings, whose quotes inside are
+        // escaped) follow the top-level `index`, so the last match is it.
+        let bytes = probe.encode_checked()?;
+        let index_at = rfind(&bytes, b",\"index\":0,\"kind\":").ok_or(EntryError::NotCanonical)?;
+        let head = bytes[..index_at + b",\"index\":".len()].to_vec();
+        let after_index = index_at + b",\"index\":0".len();
+        let prev_key = format!(",\"prev\":\"{ZERO_HASH_HEX}\",\"time\":");
+        let prev_at = rfind(&bytes, prev_key.as_bytes()).ok_or(EntryError::NotCanonical)?;
+        let middle = bytes[after_index..prev_at + b",\"prev\":\"".len()].to_vec();
+        let tail = bytes[prev_at + b",\"prev\":\"".len() + 64..].to_vec();
+        Ok(PreparedDraft { head, middle, tail })
+    }
+
+    /// Length of the line this draft becomes at `index`, without newline.
+    pub fn line_len(&self, index: u64) -> usize {
+        self.head.len() + decimal_len(index) + self.middle.len() + 64 + self.tail.len()
+    }
+
+    /// Appends the canonical line of this draft at `index` after `prev`
+    /// (no newline) to `out`.
+    pub fn write_line(&self, index: u64, prev: &Hash, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.head);
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = index;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
+        out.extend_from_slice(&self.middle);
+        let mut hex_buf = [0u8; 64];
+        // Encoding 32 bytes into 64 cannot fail.
+        hex::encode_to_slice(prev, &mut hex_buf).unwrap_or_default();
+        out.extend_from_slice(&hex_buf);
+        out.extend_from_slice(&self.tail);
+    }
+}
+
+fn decimal_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
+}
+
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// Reads `index` and `prev` from a line that is certainly a canonical
+/// entry, without building a JSON tree: `Some` only when
+/// [`Entry::parse_line`] would accept the line with these values. Anything
+/// unusual (floats, escaped object keys, non-`\u00xx` escapes, deep
+/// nesting) gives `None`, and the caller falls back to `parse_line`, which
+/// then decides. So the fast path never accepts what the full one refuses.
+pub(crate) fn fast_index_and_prev(line: &[u8]) -> Option<(u64, Hash)> {
+    std::str::from_utf8(line).ok()?;
+    let mut p = Scan { b: line, i: 0 };
+    p.lit(b"{\"actor\":")?;
+    p.string()?;
+    p.lit(b",\"body\":")?;
+    p.value(0)?;
+    p.lit(b",\"index\":")?;
+    let index = p.unsigned()?;
+    p.lit(b",\"kind\":")?;
+    p.string()?;
+    p.lit(b",\"prev\":\"")?;
+    let hex_at = p.i;
+    let hex_text = line.get(hex_at..hex_at + 64)?;
+    if !hex_text
+        .iter()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    let mut prev = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut prev).ok()?;
+    p.i += 64;
+    p.lit(b"\",\"time\":")?;
+    p.string()?;
+    p.lit(b"}")?;
+    (p.i == line.len()).then_some((index, prev))
+}
+
+/// Nesting deeper than this goes to the full parser (whose limit is 128).
+const FAST_MAX_DEPTH: usize = 64;
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn lit(&mut self, text: &[u8]) -> Option<()> {
+        if self.b.get(self.i..self.i + text.len())? == text {
+            self.i += text.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A string in canonical escaping; returns its raw bytes between the
+    /// quotes and whether it held an escape.
+    fn string(&mut self) -> Option<(usize, usize, bool)> {
+        self.lit(b"\"")?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            let c = self.peek()?;
+            self.i += 1;
+            match c {
+                b'"' => return Some((start, self.i - 1, escaped)),
+                b'\\' => {
+                    escaped = true;
+                    let e = self.peek()?;
+                    self.i += 1;
+                    match e {
+                        b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        b'u' => {
+                            let digits = self.b.get(self.i..self.i + 4)?;
+                            self.i += 4;
+                            let hexd = |d: u8| match d {
+                                b'0'..=b'9' => Some(d - b'0'),
+                                b'a'..=b'f' => Some(d - b'a' + 10),
+                                _ => None,
+                            };
+                            if digits[0] != b'0' || digits[1] != b'0' {
+                                return None;
+                            }
+                            let v = hexd(digits[2])? * 16 + hexd(digits[3])?;
+                            // Only control characters without a short form.
+                            if v >= 0x20 || matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                                return None;
+                            }
+                        }
+                        _ => return None,
+                    }
+                }
+                0x00..=0x1f => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// A non-negative integer without leading zeros that fits in u64.
+    fn unsigned(&mut self) -> Option<u64> {
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        let digits = &self.b[start..self.i];
+        if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+            return None;
+        }
+        if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let mut n: u64 = 0;
+        for &d in digits {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
+        Some(n)
+    }
+
+    fn value(&mut self, depth: usize) -> Option<()> {
+        if depth > FAST_MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b't' => self.lit(b"true"),
+            b'f' => self.lit(b"false"),
+            b'n' => self.lit(b"null"),
+            b'0'..=b'9' => self.unsigned().map(|_| ()),
+            b'-' => {
+                self.i += 1;
+                let n = self.unsigned()?;
+                // "-0" prints back as "0"; below i64::MIN becomes a float.
+                (n != 0 && n <= 1 << 63).then_some(())
+            }
+            b'[' => {
+                self.i += 1;
+                if self.peek()? == b']' {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.value(depth + 1)?;
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'{' => {
+                self.i += 1;
+                if self.peek()? == b'}' {
+                    self.i += 1;
+                    return Some(());
+                }
+                let mut last: Option<(usize, usize)> = None;
+                loop {
+                    let (s, e, escaped) = self.string()?;
+                    if escaped {
+                        return None;
+                    }
+                    if let Some((ls, le)) = last
+                        && self.b[ls..le] >= self.b[s..e]
+                    {
+                        return None;
+                    }
+                    last = Some((s, e));
+                    self.lit(b":")?;
+                    self.value(depth + 1)?;
+                    match self.peek()? {
+                        b',' => self.i += 1,
+                        b'}' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            _ => None,
         }
     }
 }
@@ -395,6 +667,76 @@ mod tests {
         assert_eq!(
             Entry::from_draft(0, &[0; 32], d).encode_checked(),
             Err(EntryError::EmptyKind)
+        );
+    }
+
+    #[test]
+    fn prepared_draft_splices_to_the_canonical_line() {
+        let d = draft(
+            json!({"a": 1, "index": 0, "kind": {"a": 1, "index": 0, "kind": 2, "prev": ZERO_HASH_HEX, "time": 1}, "x": ",\"index\":0,\"kind\":"}),
+        );
+        let p = PreparedDraft::new(d.clone()).unwrap();
+        for (index, prev) in [
+            (0u64, [0u8; 32]),
+            (9, [0xff; 32]),
+            (10, [1; 32]),
+            (u64::MAX, [0x5a; 32]),
+        ] {
+            let mut out = Vec::new();
+            p.write_line(index, &prev, &mut out);
+            let want = Entry::from_draft(index, &prev, d.clone()).canonical_bytes();
+            assert_eq!(out, want);
+            assert_eq!(p.line_len(index), want.len());
+        }
+        let mut bad = d;
+        bad.kind.clear();
+        assert_eq!(PreparedDraft::new(bad), Err(EntryError::EmptyKind));
+    }
+
+    #[test]
+    fn fast_reader_agrees_with_the_full_parser_or_defers_to_it() {
+        let bodies = [
+            json!(null),
+            json!({"a": [1, -2, 0, true, false, null, "x\u{1}\u{7f}\"\\\n\té"], "b": {}, "c": []}),
+            json!({"max": u64::MAX, "min": i64::MIN, "f": 0.5, "deep": [[[[{"k": "v"}]]]]}),
+            json!("\u{0}\u{8}\u{c}\u{1f}"),
+            json!({"a\nb": 1}),
+            json!({"\u{e9}": 1, "z": 2}),
+        ];
+        let mut lines = Vec::new();
+        for (i, body) in bodies.into_iter().enumerate() {
+            let e = Entry::from_draft(i as u64 * 1000, &[i as u8 * 17; 32], draft(body));
+            lines.push(e.canonical_bytes());
+        }
+        let mut accepted = 0;
+        for line in &lines {
+            let full = Entry::parse_line(line).unwrap();
+            if let Some((index, prev)) = fast_index_and_prev(line) {
+                accepted += 1;
+                assert_eq!((index, hex::encode(prev)), (full.index, full.prev));
+            }
+            // Every single-byte change: the fast reader may only accept
+            // what the full parser accepts, with the same values.
+            let mut copy = line.clone();
+            for pos in 0..copy.len() {
+                for mask in [0x01u8, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80] {
+                    copy[pos] ^= mask;
+                    if let Some((index, prev)) = fast_index_and_prev(&copy) {
+                        let full = Entry::parse_line(&copy).unwrap_or_else(|e| {
+                            panic!(
+                                "fast accepted, full refused ({e}): {}",
+                                String::from_utf8_lossy(&copy)
+                            )
+                        });
+                        assert_eq!((index, hex::encode(prev)), (full.index, full.prev));
+                    }
+                    copy[pos] ^= mask;
+                }
+            }
+        }
+        assert!(
+            accepted >= 4,
+            "the fast reader should accept ordinary lines"
         );
     }
 }

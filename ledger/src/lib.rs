@@ -13,9 +13,13 @@
 //!
 //! The core is pure functions over bytes: [`entry`] (canonical encoding and
 //! hashing), [`merkle`] (tree hashing and proofs), [`checkpoint`] (signed
-//! notes), [`verify()`] (offline verification). Files live only at the edge,
-//! in [`store`]: [`Ledger`] appends durably, [`verify_dir`] reads a data
-//! directory and checks it.
+//! notes), [`verify()`] (offline verification), [`proof`] (proof documents,
+//! exported segments, rollback, fork and equivocation checks an auditor
+//! runs without the ledger). Files live only at the edge, in [`store`]:
+//! [`Ledger`] appends durably, [`verify_dir`] and [`verify_since`] read a
+//! data directory and check it. [`SharedLedger`] lets many threads append
+//! at once with group commit (one `fdatasync` and one signed checkpoint per
+//! group). [`bench`] times the hot paths.
 //!
 //! # Data directory
 //!
@@ -25,21 +29,32 @@
 //! | `checkpoint`    | the latest signed checkpoint (C2SP signed note), replaced atomically |
 //! | `ledger.key`    | the Ed25519 signing key as a PKCS#8 v2 document, mode 0600      |
 //! | `ledger.pub`    | the public key as 64 lowercase hex characters and a newline     |
+//! | `recovery.pending` | only while a torn last line is being cut off and recorded: what was cut |
 //!
 //! Give `ledger.pub` (kept somewhere the ledger's host cannot rewrite) to
 //! whoever verifies; never copy `ledger.key` off the host.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod checkpoint;
 pub mod entry;
 pub mod keys;
 pub mod merkle;
+pub mod proof;
+pub mod shared;
 pub mod store;
 pub mod verify;
 
 pub use checkpoint::{Checkpoint, CheckpointError, ORIGIN};
+pub use entry::PreparedDraft;
 pub use entry::{Entry, EntryDraft, EntryError, Hash, ZERO_HASH_HEX};
 pub use keys::{KeyError, PublicKey, SigningKey};
-pub use merkle::ProofError;
-pub use store::{Head, Ledger, LedgerError, Receipt, verify_dir};
+pub use merkle::{ProofError, Tree};
+pub use proof::{
+    ConsistencyProof, Equivocation, InclusionProof, Proof, ProofCheckError, ProofReport, Segment,
+    SegmentError, SegmentReport, SinceError, SinceReport, check_proof, detect_equivocation,
+    verify_extends, verify_segment,
+};
+pub use shared::{GroupStats, SharedLedger};
+pub use store::{Head, Ledger, LedgerError, Receipt, export_segment, verify_dir, verify_since};
 pub use verify::{VerifyError, VerifyReport, verify};

@@ -1,8 +1,9 @@
 //! RFC 6962 / RFC 9162 Merkle tree hashing, inclusion and consistency proofs.
 //!
-//! Leaves are given as leaf hashes (see [`leaf_hash`]). Proof generation
-//! recomputes the subtree hashes it needs, which costs O(n) hashes per proof;
-//! verification costs O(log n).
+//! Leaves are given as leaf hashes (see [`leaf_hash`]). The free functions
+//! [`root`], [`inclusion_proof`] and [`consistency_proof`] recompute the
+//! subtree hashes they need (O(n) hashes per call); [`Tree`] keeps subtree
+//! hashes so the same answers cost O(log² n). Verification costs O(log n).
 
 use crate::entry::{Hash, sha256};
 use ring::digest;
@@ -85,6 +86,24 @@ pub fn root(leaves: &[Hash]) -> Hash {
             let k = split(n);
             node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
         }
+    }
+}
+
+/// [`root`], with the left and right subtrees of large trees hashed on
+/// two threads.
+pub fn root_parallel(leaves: &[Hash]) -> Hash {
+    if leaves.len() < 1 << 16 || std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        return root(leaves);
+    }
+    let k = split(leaves.len());
+    let (left, right) = std::thread::scope(|s| {
+        let left = s.spawn(|| root(&leaves[..k]));
+        let right = root(&leaves[k..]);
+        (left.join(), right)
+    });
+    match left {
+        Ok(left) => node_hash(&left, &right),
+        Err(_) => root(leaves),
     }
 }
 
@@ -316,6 +335,204 @@ impl CompactTree {
         }
         acc
     }
+}
+
+/// Heights of complete subtrees below this are recomputed from the leaves
+/// when needed (at most 15 hashes); those at this height and above are kept.
+const KEPT_FROM: u32 = 4;
+
+/// A Merkle tree that keeps every leaf hash and the hashes of its complete
+/// subtrees of 16 leaves or more, so that appending costs O(1) hashes
+/// amortised, and roots of any earlier size, inclusion proofs and
+/// consistency proofs cost O(log² n) hashes. Memory: about 36 bytes a leaf.
+#[derive(Debug, Clone, Default)]
+pub struct Tree {
+    leaves: Vec<Hash>,
+    /// `levels[k][i]`: root of the complete subtree of height
+    /// `KEPT_FROM + k` covering leaves `i << h .. (i + 1) << h`.
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Tree {
+    /// An empty tree.
+    pub fn new() -> Tree {
+        Tree::default()
+    }
+
+    /// A tree of the given leaf hashes.
+    pub fn from_leaves(leaves: Vec<Hash>) -> Tree {
+        let mut tree = Tree {
+            leaves: Vec::with_capacity(leaves.len()),
+            levels: Vec::new(),
+        };
+        tree.extend(leaves);
+        tree
+    }
+
+    /// Appends leaf hashes.
+    pub fn extend(&mut self, leaves: impl IntoIterator<Item = Hash>) {
+        for leaf in leaves {
+            self.push(leaf);
+        }
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.leaves.len() as u64
+    }
+
+    /// All leaf hashes, in order.
+    pub fn leaves(&self) -> &[Hash] {
+        &self.leaves
+    }
+
+    /// Appends one leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        self.leaves.push(leaf);
+        let chunk = 1usize << KEPT_FROM;
+        let n = self.leaves.len();
+        if !n.is_multiple_of(chunk) {
+            return;
+        }
+        let mut hash = root(&self.leaves[n - chunk..]);
+        let mut level = 0;
+        loop {
+            if self.levels.len() == level {
+                self.levels.push(Vec::new());
+            }
+            let row = &mut self.levels[level];
+            row.push(hash);
+            let len = row.len();
+            if len % 2 == 1 {
+                break;
+            }
+            hash = node_hash(&row[len - 2], &row[len - 1]);
+            level += 1;
+        }
+    }
+
+    /// Root of the complete subtree of height `h` at position `i`.
+    fn complete(&self, h: u32, i: u64) -> Hash {
+        if h >= KEPT_FROM {
+            // Every complete subtree inside the tree was stored by `push`.
+            self.levels[(h - KEPT_FROM) as usize][i as usize]
+        } else {
+            let start = (i << h) as usize;
+            root(&self.leaves[start..start + (1 << h)])
+        }
+    }
+
+    /// Merkle tree hash of leaves `start .. start + len`, where `start` is a
+    /// multiple of the largest power of two not above `len` (true of every
+    /// subtree the RFC 9162 algorithms visit).
+    fn range_root(&self, start: u64, len: u64) -> Hash {
+        if len == 0 {
+            return empty_root();
+        }
+        let mut chunks = [(0u32, 0u64); 64];
+        let mut count = 0;
+        let mut at = start;
+        for h in (0..64).rev() {
+            if len & (1 << h) != 0 {
+                chunks[count] = (h, at >> h);
+                count += 1;
+                at += 1 << h;
+            }
+        }
+        let (h, i) = chunks[count - 1];
+        let mut acc = self.complete(h, i);
+        for &(h, i) in chunks[..count - 1].iter().rev() {
+            acc = node_hash(&self.complete(h, i), &acc);
+        }
+        acc
+    }
+
+    /// The Merkle tree hash of all leaves.
+    pub fn root(&self) -> Hash {
+        self.range_root(0, self.size())
+    }
+
+    /// The Merkle tree hash of the first `size` leaves.
+    pub fn root_at(&self, size: u64) -> Result<Hash, ProofError> {
+        if size > self.size() {
+            return Err(ProofError::SizeTooLarge {
+                size,
+                available: self.size(),
+            });
+        }
+        Ok(self.range_root(0, size))
+    }
+
+    /// Same as [`inclusion_proof`] over [`Tree::leaves`], in O(log² n) hashes.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        if size > self.size() {
+            return Err(ProofError::SizeTooLarge {
+                size,
+                available: self.size(),
+            });
+        }
+        if index >= size {
+            return Err(ProofError::IndexOutOfRange { index, size });
+        }
+        let mut proof = Vec::new();
+        self.path(index, 0, size, &mut proof);
+        Ok(proof)
+    }
+
+    fn path(&self, m: u64, start: u64, n: u64, proof: &mut Vec<Hash>) {
+        if n <= 1 {
+            return;
+        }
+        let k = split_u64(n);
+        if m < k {
+            self.path(m, start, k, proof);
+            proof.push(self.range_root(start + k, n - k));
+        } else {
+            self.path(m - k, start + k, n - k, proof);
+            proof.push(self.range_root(start, k));
+        }
+    }
+
+    /// Same as [`consistency_proof`] over [`Tree::leaves`], in O(log² n) hashes.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, ProofError> {
+        if new > self.size() {
+            return Err(ProofError::SizeTooLarge {
+                size: new,
+                available: self.size(),
+            });
+        }
+        if old > new {
+            return Err(ProofError::OldLargerThanNew { old, new });
+        }
+        let mut proof = Vec::new();
+        if old > 0 && old < new {
+            self.subproof(old, 0, new, true, &mut proof);
+        }
+        Ok(proof)
+    }
+
+    fn subproof(&self, m: u64, start: u64, n: u64, complete: bool, proof: &mut Vec<Hash>) {
+        if m == n {
+            if !complete {
+                proof.push(self.range_root(start, n));
+            }
+            return;
+        }
+        let k = split_u64(n);
+        if m <= k {
+            self.subproof(m, start, k, complete, proof);
+            proof.push(self.range_root(start + k, n - k));
+        } else {
+            self.subproof(m - k, start + k, n - k, false, proof);
+            proof.push(self.range_root(start, k));
+        }
+    }
+}
+
+/// The largest power of two smaller than `n` (n >= 2).
+fn split_u64(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }
 
 #[cfg(test)]

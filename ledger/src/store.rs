@@ -2,20 +2,25 @@
 //!
 //! Durability: an append returns only after the new lines are on disk
 //! (`fdatasync`); the checkpoint is then replaced atomically (temporary file,
-//! `fsync`, rename, `fsync` of the directory). A crash can therefore leave at
+//! `fdatasync`, rename; the directory is synced when the ledger is opened). A crash can therefore leave at
 //! most a partial last line that was never acknowledged, and a checkpoint
 //! that lags the entries; [`Ledger::open`] repairs both.
 
 use crate::checkpoint::{Checkpoint, CheckpointError, ORIGIN};
-use crate::entry::{Entry, EntryDraft, EntryError, Hash};
+use crate::entry::{Entry, EntryDraft, EntryError, Hash, PreparedDraft, sha256};
 use crate::keys::{KeyError, PublicKey, SigningKey};
-use crate::merkle::{self, CompactTree, ProofError};
+use crate::merkle::{self, ProofError, Tree};
+use crate::proof::{
+    ConsistencyProof, InclusionProof, Segment, SegmentError, SinceError, SinceReport,
+    verify_extends,
+};
 use crate::verify::{VerifyError, VerifyReport, check_chain, verify};
 use serde_json::json;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// File name of the entries, one canonical JSON line each.
@@ -29,6 +34,10 @@ pub const PUBLIC_KEY_FILE: &str = "ledger.pub";
 
 /// Kind of the entry [`Ledger::open`] appends after cutting off a torn line.
 pub const RECOVERED_KIND: &str = "ledger.recovered";
+/// File name of the note [`Ledger::open`] writes before cutting off a torn
+/// line and removes once the [`RECOVERED_KIND`] entry is durable, so that a
+/// crash during recovery cannot lose the record of what was cut.
+pub const RECOVERY_FILE: &str = "recovery.pending";
 
 /// Why the ledger could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +125,46 @@ pub enum LedgerError {
     /// A proof was asked for sizes or indices the ledger does not have.
     #[error(transparent)]
     Proof(#[from] ProofError),
+    /// The next checkpoint would not be a consistent extension of the last
+    /// one signed; nothing was signed and the ledger refuses further writes.
+    #[error(
+        "refusing to sign a checkpoint of size {size}: it is not a consistent extension of the checkpoint of size {signed_size} signed before ({source}); the in-memory state is wrong, reopen the ledger with Ledger::open"
+    )]
+    WouldFork {
+        /// Size of the last signed checkpoint.
+        signed_size: u64,
+        /// Size of the checkpoint that was about to be signed.
+        size: u64,
+        /// Why the consistency proof failed.
+        source: ProofError,
+    },
+    /// The group commit this append was part of failed; every append in the
+    /// group gets the same error.
+    #[error("the group commit this append was part of failed: {0}")]
+    Group(Arc<LedgerError>),
+    /// A range of entries that is empty or not in the ledger.
+    #[error(
+        "entries {from}..{to} are not a non-empty range inside the {size} entries of the ledger; ask for from < to <= {size}"
+    )]
+    BadRange {
+        /// First entry asked for.
+        from: u64,
+        /// One past the last entry asked for.
+        to: u64,
+        /// Number of entries in the ledger.
+        size: u64,
+    },
+    /// A segment could not be built.
+    #[error("could not export the segment: {0}")]
+    Segment(Box<SegmentError>),
+    /// The recovery note is not readable.
+    #[error(
+        "{path} is not a recovery note written by this ledger; inspect it, and remove it only if entries.jsonl already records the recovery"
+    )]
+    BadRecoveryNote {
+        /// The note file.
+        path: PathBuf,
+    },
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LedgerError {
@@ -153,11 +202,11 @@ pub struct Ledger {
     dir: PathBuf,
     file: File,
     key: SigningKey,
-    leaves: Vec<Hash>,
-    tree: CompactTree,
+    tree: Tree,
     last_hash: Hash,
     file_len: u64,
     checkpoint: String,
+    signed: Option<Checkpoint>,
     poisoned: bool,
 }
 
@@ -274,6 +323,26 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_parent(path)
 }
 
+/// Replaces `path` with `bytes` (temporary file, fsync, rename) without
+/// waiting for the rename itself to be durable: used for the checkpoint,
+/// where losing the rename in a power cut leaves the previous, valid
+/// checkpoint, which [`Ledger::open`] brings up to date. Saves one `fsync`
+/// of the directory per group commit.
+fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    drop(f);
+    fs::rename(&tmp, path)
+}
+
 impl Ledger {
     /// Opens the ledger in `dir`, creating the directory, `entries.jsonl`,
     /// the key pair and the first checkpoint if they do not exist.
@@ -311,7 +380,21 @@ impl Ledger {
             .map_err(io_err("read", &path))?;
         let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let dropped = bytes.len() - keep;
+        let note_path = dir.join(RECOVERY_FILE);
+        let mut pending = RecoveryNote::load(&note_path)?;
         if dropped > 0 {
+            // Record what is cut before cutting it. A note left by an
+            // earlier, interrupted recovery already says so (the bytes now
+            // torn are then its own unacknowledged recovery line).
+            if pending.is_none() {
+                let note = RecoveryNote {
+                    dropped_bytes: dropped as u64,
+                    kept_len: keep as u64,
+                };
+                write_atomic(&note_path, note.to_json().as_bytes())
+                    .map_err(io_err("write", &note_path))?;
+                pending = Some(note);
+            }
             file.set_len(keep as u64)
                 .map_err(io_err("truncate the torn last line of", &path))?;
             file.sync_all().map_err(io_err("sync", &path))?;
@@ -321,19 +404,30 @@ impl Ledger {
             path: path.clone(),
             source,
         })?;
-        let mut tree = CompactTree::new();
-        for leaf in &chain.leaves {
-            tree.push(*leaf);
-        }
+        // Where a pending recovery's entry is (or is to be).
+        let recovery_index = pending.map(|note| {
+            let kept = usize::try_from(note.kept_len).unwrap_or(usize::MAX);
+            bytes[..kept.min(bytes.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64
+        });
+        let recorded = match recovery_index {
+            Some(i) => line_at(&bytes, i)
+                .and_then(|line| Entry::parse_line(line).ok())
+                .is_some_and(|e| e.kind == RECOVERED_KIND),
+            None => false,
+        };
+        let file_len = bytes.len() as u64;
         let mut ledger = Ledger {
             dir: dir.to_path_buf(),
             file,
             key,
-            leaves: chain.leaves,
-            tree,
+            tree: Tree::from_leaves(chain.leaves),
             last_hash: chain.last_hash,
-            file_len: keep as u64,
+            file_len,
             checkpoint: String::new(),
+            signed: None,
             poisoned: false,
         };
 
@@ -359,26 +453,32 @@ impl Ledger {
                     entries,
                 });
             }
-            // cp.size <= leaves.len(), so the cast is lossless.
-            if merkle::root(&ledger.leaves[..cp.size as usize]) != cp.root {
+            if ledger.tree.root_at(cp.size)? != cp.root {
                 return Err(LedgerError::CheckpointMismatch { size: cp.size });
             }
             up_to_date = cp.size == entries;
             ledger.checkpoint = text.into_owned();
+            ledger.signed = Some(cp);
         }
 
-        if dropped > 0 {
-            ledger.append(EntryDraft {
-                kind: RECOVERED_KIND.into(),
-                actor: "unseen-ledger".into(),
-                time: rfc3339_now(),
-                body: json!({
-                    "dropped_bytes": dropped,
-                    "reason": "entries.jsonl ended with a partial line (no newline) left by an interrupted write; it was never acknowledged and was cut off",
-                }),
-            })?;
-        } else if !up_to_date {
-            ledger.write_checkpoint()?;
+        match pending {
+            Some(note) if !recorded => {
+                ledger.append(EntryDraft {
+                    kind: RECOVERED_KIND.into(),
+                    actor: "unseen-ledger".into(),
+                    time: rfc3339_now(),
+                    body: json!({
+                        "dropped_bytes": note.dropped_bytes,
+                        "reason": "entries.jsonl ended with a partial line (no newline) left by an interrupted write; it was never acknowledged and was cut off",
+                    }),
+                })?;
+            }
+            _ if !up_to_date => ledger.write_checkpoint()?,
+            _ => {}
+        }
+        if pending.is_some() {
+            fs::remove_file(&note_path).map_err(io_err("remove", &note_path))?;
+            sync_parent(&note_path).map_err(io_err("sync the directory of", &note_path))?;
         }
         Ok(ledger)
     }
@@ -390,7 +490,7 @@ impl Ledger {
 
     /// Number of entries.
     pub fn size(&self) -> u64 {
-        self.leaves.len() as u64
+        self.tree.size()
     }
 
     /// Appends one entry and returns once it is on disk; then replaces the
@@ -405,24 +505,61 @@ impl Ledger {
     /// or a failed write leaves the ledger as it was. An empty batch does
     /// nothing.
     pub fn append_batch(&mut self, drafts: Vec<EntryDraft>) -> Result<Vec<Receipt>, LedgerError> {
+        let prepared = drafts
+            .into_iter()
+            .enumerate()
+            .map(|(position, draft)| {
+                PreparedDraft::new(draft)
+                    .map_err(|source| LedgerError::BadDraft { position, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.append_prepared(&prepared)
+    }
+
+    /// Appends drafts already checked by [`PreparedDraft::new`] (e.g. by the
+    /// threads that made them) with one write, one `fdatasync` and one
+    /// checkpoint. All or none are written.
+    pub fn append_prepared(
+        &mut self,
+        drafts: &[PreparedDraft],
+    ) -> Result<Vec<Receipt>, LedgerError> {
+        let (receipts, pending) = self.append_prepared_signed(drafts)?;
+        if let Some(pending) = pending {
+            pending.write(&mut 0)?;
+        }
+        Ok(receipts)
+    }
+
+    /// [`Ledger::append_prepared`] up to and including signing the new
+    /// checkpoint (which [`Ledger::checkpoint_text`] then returns); writing
+    /// it to the `checkpoint` file is left to the caller, so that it can be
+    /// done without holding the ledger.
+    pub(crate) fn append_prepared_signed(
+        &mut self,
+        drafts: &[PreparedDraft],
+    ) -> Result<(Vec<Receipt>, Option<CheckpointWrite>), LedgerError> {
         if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
         if drafts.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let first = self.size();
-        let mut buf = Vec::new();
+        let total: usize = drafts
+            .iter()
+            .enumerate()
+            .map(|(i, d)| d.line_len(first + i as u64) + 1)
+            .sum();
+        let mut buf = Vec::with_capacity(total);
         let mut prev = self.last_hash;
         let mut staged = Vec::with_capacity(drafts.len());
-        for (position, draft) in drafts.into_iter().enumerate() {
-            let entry = Entry::from_draft(first + position as u64, &prev, draft);
-            let line = entry
-                .encode_checked()
-                .map_err(|source| LedgerError::BadDraft { position, source })?;
-            prev = crate::entry::sha256(&line);
-            staged.push((entry.index, prev, merkle::leaf_hash(&line)));
-            buf.extend_from_slice(&line);
+        for (position, draft) in drafts.iter().enumerate() {
+            let index = first + position as u64;
+            let start = buf.len();
+            draft.write_line(index, &prev, &mut buf);
+            let line = &buf[start..];
+            prev = sha256(line);
+            staged.push((index, prev, merkle::leaf_hash(line)));
             buf.push(b'\n');
         }
 
@@ -446,7 +583,6 @@ impl Ledger {
         self.file_len += buf.len() as u64;
         let mut receipts = Vec::with_capacity(staged.len());
         for (index, hash, leaf) in staged {
-            self.leaves.push(leaf);
             self.tree.push(leaf);
             self.last_hash = hash;
             receipts.push(Receipt {
@@ -455,21 +591,49 @@ impl Ledger {
             });
         }
         let last = self.size() - 1;
-        self.write_checkpoint()
-            .map_err(|e| LedgerError::CheckpointNotWritten {
+        let pending = self.sign_checkpoint().map_err(|e| match e {
+            fork @ LedgerError::WouldFork { .. } => fork,
+            e => LedgerError::CheckpointNotWritten {
                 first,
                 last,
                 source: Box::new(e),
-            })?;
-        Ok(receipts)
+            },
+        })?;
+        Ok((receipts, Some(CheckpointWrite { first, ..pending })))
     }
 
+    /// Signs and writes a checkpoint of the current tree, after checking
+    /// that it is a consistent extension of the last one signed: a
+    /// consistency proof from that checkpoint to this one must verify.
     fn write_checkpoint(&mut self) -> Result<(), LedgerError> {
+        self.sign_checkpoint()?.write(&mut 0)
+    }
+
+    /// Signs a checkpoint of the current tree (after the consistency check
+    /// described at [`Ledger::write_checkpoint`]) and makes it current in
+    /// memory; returns the file write still to do.
+    fn sign_checkpoint(&mut self) -> Result<CheckpointWrite, LedgerError> {
         let cp = Checkpoint {
             origin: ORIGIN.to_owned(),
             size: self.size(),
             root: self.tree.root(),
         };
+        if let Some(signed) = &self.signed {
+            let consistent = self
+                .tree
+                .consistency_proof(signed.size, cp.size)
+                .and_then(|proof| {
+                    merkle::verify_consistency(signed.size, cp.size, &signed.root, &cp.root, &proof)
+                });
+            if let Err(source) = consistent {
+                self.poisoned = true;
+                return Err(LedgerError::WouldFork {
+                    signed_size: signed.size,
+                    size: cp.size,
+                    source,
+                });
+            }
+        }
         let path = self.dir.join(CHECKPOINT_FILE);
         let text = cp
             .sign(&self.key)
@@ -477,9 +641,15 @@ impl Ledger {
                 path: path.clone(),
                 source,
             })?;
-        write_atomic(&path, text.as_bytes()).map_err(io_err("write", &path))?;
-        self.checkpoint = text;
-        Ok(())
+        self.checkpoint = text.clone();
+        let size = cp.size;
+        self.signed = Some(cp);
+        Ok(CheckpointWrite {
+            path,
+            text,
+            size,
+            first: size,
+        })
     }
 
     /// The current tree head.
@@ -527,7 +697,7 @@ impl Ledger {
         };
         bytes
             .split(|&b| b == b'\n')
-            .take(self.leaves.len())
+            .take(self.tree.leaves().len())
             .enumerate()
             .map(|(index, line)| {
                 Entry::parse_line(line).map_err(|source| {
@@ -543,38 +713,186 @@ impl Ledger {
     /// The inclusion proof of entry `index` in the tree of the first `size`
     /// entries (RFC 9162), checked with [`merkle::verify_inclusion`].
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LedgerError> {
-        Ok(merkle::inclusion_proof(index, size, &self.leaves)?)
+        Ok(self.tree.inclusion_proof(index, size)?)
     }
 
     /// The consistency proof from the tree of `old` entries to the tree of
     /// `new` entries (RFC 9162), checked with [`merkle::verify_consistency`].
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, LedgerError> {
-        Ok(merkle::consistency_proof(old, new, &self.leaves)?)
+        Ok(self.tree.consistency_proof(old, new)?)
+    }
+
+    /// The inclusion proof of entry `index` in the current signed tree, as
+    /// the document [`crate::check_proof`] reads.
+    pub fn inclusion_proof_doc(&self, index: u64) -> Result<InclusionProof, LedgerError> {
+        Ok(InclusionProof::build(&self.tree, index, self.size())?)
+    }
+
+    /// The consistency proof from the tree of `old` entries to the current
+    /// signed tree, as the document [`crate::check_proof`] reads.
+    pub fn consistency_proof_doc(&self, old: u64) -> Result<ConsistencyProof, LedgerError> {
+        Ok(ConsistencyProof::build(&self.tree, old, self.size())?)
+    }
+
+    /// The Merkle tree of all entries.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// Exports entries `from..to` with the current signed checkpoint and
+    /// inclusion proofs of the first and last of them (see [`Segment`]).
+    pub fn export_segment(&self, from: u64, to: u64) -> Result<Segment, LedgerError> {
+        let size = self.size();
+        if from >= to || to > size {
+            return Err(LedgerError::BadRange { from, to, size });
+        }
+        let path = self.dir.join(ENTRIES_FILE);
+        let mut bytes = fs::read(&path).map_err(io_err("read", &path))?;
+        bytes.truncate(usize::try_from(self.file_len).unwrap_or(usize::MAX));
+        let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+        let cp = self.signed.clone().ok_or(LedgerError::Poisoned)?;
+        Segment::from_tree(&self.tree, &lines, &self.checkpoint, &cp, from, to).map_err(|e| match e
+        {
+            SegmentError::BadRange { from, to, size } => LedgerError::BadRange { from, to, size },
+            other => LedgerError::Segment(Box::new(other)),
+        })
     }
 
     /// RFC 6962 leaf hash of entry `index`, for use with inclusion proofs.
     pub fn leaf_hash(&self, index: u64) -> Option<Hash> {
         usize::try_from(index)
             .ok()
-            .and_then(|i| self.leaves.get(i))
+            .and_then(|i| self.tree.leaves().get(i))
             .copied()
     }
+}
+
+/// A signed checkpoint still to be written to the `checkpoint` file.
+#[derive(Debug)]
+pub(crate) struct CheckpointWrite {
+    path: PathBuf,
+    text: String,
+    size: u64,
+    /// First entry of the group it covers, for error messages.
+    first: u64,
+}
+
+impl CheckpointWrite {
+    /// Writes the checkpoint unless one at least as large was written
+    /// already (`written` is the size last written; writers of one ledger
+    /// must hold one lock around it).
+    pub(crate) fn write(self, written: &mut u64) -> Result<(), LedgerError> {
+        if self.size < *written {
+            return Ok(());
+        }
+        write_replacing(&self.path, self.text.as_bytes()).map_err(|e| {
+            let source = Box::new(io_err("write", &self.path)(e));
+            if self.first < self.size {
+                LedgerError::CheckpointNotWritten {
+                    first: self.first,
+                    last: self.size - 1,
+                    source,
+                }
+            } else {
+                *source
+            }
+        })?;
+        *written = self.size;
+        Ok(())
+    }
+}
+
+/// What [`Ledger::open`] writes to [`RECOVERY_FILE`] before cutting a torn line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecoveryNote {
+    dropped_bytes: u64,
+    kept_len: u64,
+}
+
+impl RecoveryNote {
+    fn to_json(self) -> String {
+        format!(
+            "{{\"dropped_bytes\":{},\"kept_len\":{}}}\n",
+            self.dropped_bytes, self.kept_len
+        )
+    }
+
+    fn load(path: &Path) -> Result<Option<RecoveryNote>, LedgerError> {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", path)(e)),
+        };
+        let bad = || LedgerError::BadRecoveryNote {
+            path: path.to_path_buf(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad())?;
+        let field = |name: &str| {
+            v.get(name)
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(bad)
+        };
+        Ok(Some(RecoveryNote {
+            dropped_bytes: field("dropped_bytes")?,
+            kept_len: field("kept_len")?,
+        }))
+    }
+}
+
+/// Line `index` of `bytes` (without its newline), if it is complete.
+fn line_at(bytes: &[u8], index: u64) -> Option<&[u8]> {
+    let mut lines = bytes.split_inclusive(|&b| b == b'\n');
+    let line = lines.nth(usize::try_from(index).ok()?)?;
+    line.strip_suffix(b"\n")
 }
 
 /// Reads `entries.jsonl` and `checkpoint` from `dir` and [`verify`]s them
 /// with `public_key` (which should come from a trusted copy of `ledger.pub`,
 /// not from the directory being checked).
 pub fn verify_dir(dir: &Path, public_key: &PublicKey) -> Result<VerifyReport, VerifyError> {
+    let (entries, checkpoint) = read_dir_files(dir)?;
+    verify(&entries, &checkpoint, public_key)
+}
+
+/// Reads the ledger in `dir` and checks, with `public_key`, that it
+/// verifies and is a consistent extension of `previous_checkpoint_note`, a
+/// checkpoint the auditor saved from this ledger earlier. Detects rollback
+/// (fewer entries than signed before) and forks (signed history rewritten).
+pub fn verify_since(
+    dir: &Path,
+    previous_checkpoint_note: &str,
+    public_key: &PublicKey,
+) -> Result<SinceReport, SinceError> {
+    let (entries, checkpoint) = read_dir_files(dir)?;
+    verify_extends(&entries, &checkpoint, previous_checkpoint_note, public_key)
+}
+
+/// Exports entries `from..to` of the ledger in `dir` (which may be open in
+/// another process) as a [`Segment`], after verifying the ledger with
+/// `public_key`.
+pub fn export_segment(
+    dir: &Path,
+    public_key: &PublicKey,
+    from: u64,
+    to: u64,
+) -> Result<Segment, SegmentError> {
+    let (entries, checkpoint) = read_dir_files(dir)?;
+    Segment::build(&entries, &checkpoint, public_key, from, to)
+}
+
+fn read_dir_files(dir: &Path) -> Result<(Vec<u8>, String), VerifyError> {
     let read = |name: &str| {
         let path = dir.join(name);
         fs::read(&path).map_err(|source| VerifyError::Read { path, source })
     };
-    let entries = read(ENTRIES_FILE)?;
+    // The checkpoint first: entries are written before the checkpoint that
+    // covers them, so entries read afterwards hold at least what it covers.
     let checkpoint = read(CHECKPOINT_FILE)?;
+    let entries = read(ENTRIES_FILE)?;
     let checkpoint = String::from_utf8(checkpoint).map_err(|_| VerifyError::CheckpointNotText {
         path: dir.join(CHECKPOINT_FILE),
     })?;
-    verify(&entries, &checkpoint, public_key)
+    Ok((entries, checkpoint))
 }
 
 /// The current UTC time as RFC 3339 with seconds, e.g. `2025-01-02T03:04:05Z`.

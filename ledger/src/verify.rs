@@ -1,7 +1,7 @@
 //! Offline verification of a ledger from its bytes and the public key alone.
 
 use crate::checkpoint::{Checkpoint, CheckpointError, ORIGIN};
-use crate::entry::{Entry, EntryError, Hash, sha256};
+use crate::entry::{Entry, EntryError, Hash, fast_index_and_prev, sha256};
 use crate::keys::PublicKey;
 use crate::merkle;
 use std::path::PathBuf;
@@ -107,9 +107,114 @@ pub(crate) struct Chain {
     pub last_hash: Hash,
 }
 
+/// Inputs larger than this are checked on several threads.
+const PARALLEL_FROM: usize = 4 << 20;
+
 /// Checks that `bytes` is a well-formed hash chain of canonical entries,
 /// each line ending with `\n`, and returns the hashes the tree needs.
+///
+/// Large inputs are cut at line ends into one piece per CPU; each piece is
+/// checked on its own thread (every line, and every link inside the
+/// piece), then the links between pieces are checked here. If any piece
+/// finds a problem, the whole input is checked again in order, so the
+/// error reported is the first one, exactly as without threads.
 pub(crate) fn check_chain(bytes: &[u8]) -> Result<Chain, VerifyError> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads < 2 || bytes.len() < PARALLEL_FROM {
+        return check_chain_in_order(bytes);
+    }
+    let mut pieces = Vec::with_capacity(threads);
+    let mut start = 0;
+    for t in 1..=threads {
+        let want = bytes.len() * t / threads;
+        let end = if t == threads {
+            bytes.len()
+        } else {
+            match bytes[want.max(start)..].iter().position(|&b| b == b'\n') {
+                Some(nl) => want.max(start) + nl + 1,
+                None => bytes.len(),
+            }
+        };
+        pieces.push(&bytes[start..end]);
+        start = end;
+        if start == bytes.len() {
+            break;
+        }
+    }
+    let results: Vec<Option<Piece>> = std::thread::scope(|s| {
+        let handles: Vec<_> = pieces
+            .iter()
+            .map(|piece| s.spawn(move || check_piece(piece)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
+    });
+    let mut leaves = Vec::with_capacity(results.iter().flatten().map(|p| p.leaves.len()).sum());
+    let mut last_hash = [0u8; 32];
+    for piece in results {
+        let Some(piece) = piece else {
+            return check_chain_in_order(bytes);
+        };
+        if let Some((first_index, first_prev)) = piece.first {
+            if first_index != leaves.len() as u64 || first_prev != last_hash {
+                return check_chain_in_order(bytes);
+            }
+            last_hash = piece.last_hash;
+        }
+        leaves.extend_from_slice(&piece.leaves);
+    }
+    Ok(Chain { leaves, last_hash })
+}
+
+/// A piece of the entries checked on its own.
+struct Piece {
+    /// Index and `prev` of its first line, if it has lines.
+    first: Option<(u64, Hash)>,
+    leaves: Vec<Hash>,
+    last_hash: Hash,
+}
+
+/// Checks every line of `bytes` and the links between them; `None` on
+/// any problem (the caller then finds and reports it in order).
+fn check_piece(bytes: &[u8]) -> Option<Piece> {
+    let mut leaves = Vec::new();
+    let mut first = None;
+    let mut last_hash = [0u8; 32];
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        let line = &rest[..end];
+        rest = &rest[end + 1..];
+        let (index, prev) = match fast_index_and_prev(line) {
+            Some(read) => read,
+            None => {
+                let entry = Entry::parse_line(line).ok()?;
+                let mut prev = [0u8; 32];
+                hex::decode_to_slice(&entry.prev, &mut prev).ok()?;
+                (entry.index, prev)
+            }
+        };
+        match first {
+            None => first = Some((index, prev)),
+            Some((first_index, _)) => {
+                if index != first_index + leaves.len() as u64 || prev != last_hash {
+                    return None;
+                }
+            }
+        }
+        last_hash = sha256(line);
+        leaves.push(merkle::leaf_hash(line));
+    }
+    Some(Piece {
+        first,
+        leaves,
+        last_hash,
+    })
+}
+
+fn check_chain_in_order(bytes: &[u8]) -> Result<Chain, VerifyError> {
     let mut leaves = Vec::new();
     let mut last_hash = [0u8; 32];
     let mut rest = bytes;
@@ -120,15 +225,21 @@ pub(crate) fn check_chain(bytes: &[u8]) -> Result<Chain, VerifyError> {
         };
         let line = &rest[..end];
         rest = &rest[end + 1..];
-        let entry =
-            Entry::parse_line(line).map_err(|source| VerifyError::BadEntry { index, source })?;
-        if entry.index != index {
-            return Err(VerifyError::WrongIndex {
-                index,
-                found: entry.index,
-            });
+        let (found, prev) = match fast_index_and_prev(line) {
+            Some(read) => read,
+            None => {
+                let entry = Entry::parse_line(line)
+                    .map_err(|source| VerifyError::BadEntry { index, source })?;
+                let mut prev = [0u8; 32];
+                // `parse_line` checked `prev` is 64 lowercase hex digits.
+                hex::decode_to_slice(&entry.prev, &mut prev).unwrap_or_default();
+                (entry.index, prev)
+            }
+        };
+        if found != index {
+            return Err(VerifyError::WrongIndex { index, found });
         }
-        if entry.prev != hex::encode(last_hash) {
+        if prev != last_hash {
             return Err(match index {
                 0 => VerifyError::FirstPrevNotZero,
                 _ => VerifyError::PrevMismatch {
@@ -157,6 +268,15 @@ pub fn verify(
     checkpoint_text: &str,
     public_key: &PublicKey,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_keeping_leaves(entries_bytes, checkpoint_text, public_key).map(|(report, _)| report)
+}
+
+/// [`verify`], also returning the leaf hashes.
+pub(crate) fn verify_keeping_leaves(
+    entries_bytes: &[u8],
+    checkpoint_text: &str,
+    public_key: &PublicKey,
+) -> Result<(VerifyReport, Vec<Hash>), VerifyError> {
     let chain = check_chain(entries_bytes)?;
     let cp = Checkpoint::open(checkpoint_text, ORIGIN, public_key)?;
     let size = chain.leaves.len() as u64;
@@ -166,12 +286,15 @@ pub fn verify(
             entries: size,
         });
     }
-    let root = merkle::root(&chain.leaves);
+    let root = merkle::root_parallel(&chain.leaves);
     if root != cp.root {
         return Err(VerifyError::RootMismatch { size });
     }
-    Ok(VerifyReport {
-        size,
-        root_hex: hex::encode(root),
-    })
+    Ok((
+        VerifyReport {
+            size,
+            root_hex: hex::encode(root),
+        },
+        chain.leaves,
+    ))
 }

@@ -1,0 +1,217 @@
+//! `unseen bench`: runs a crate's timing functions, prints the results with
+//! their targets, and can write them as JSON plus an SVG chart.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+/// One measured quantity with its target.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measure {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    /// The target as text, e.g. ">= 50000" or "<= 1.10".
+    pub target: String,
+    pub met: bool,
+}
+
+impl Measure {
+    /// A measure that should be at least `target`.
+    pub fn at_least(name: &str, value: f64, unit: &str, target: f64) -> Measure {
+        Measure {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            target: format!(">= {target}"),
+            met: value >= target,
+        }
+    }
+
+    /// A measure that should be at most `target`.
+    pub fn at_most(name: &str, value: f64, unit: &str, target: f64) -> Measure {
+        Measure {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            target: format!("<= {target}"),
+            met: value <= target,
+        }
+    }
+
+    /// A measure without a target (a baseline).
+    pub fn baseline(name: &str, value: f64, unit: &str) -> Measure {
+        Measure {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            target: "baseline".into(),
+            met: true,
+        }
+    }
+}
+
+/// Prints measures as a table.
+pub fn print(out: &mut dyn Write, title: &str, measures: &[Measure]) -> std::io::Result<()> {
+    writeln!(out, "{title}")?;
+    for m in measures {
+        let verdict = if m.target == "baseline" {
+            ""
+        } else if m.met {
+            "  met"
+        } else {
+            "  MISSED"
+        };
+        writeln!(
+            out,
+            "  {:<48} {:>14.3} {:<10} target {}{verdict}",
+            m.name, m.value, m.unit, m.target
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes `NAME.json` and `NAME.svg` (a bar per measure, scaled to its
+/// target so 1.0 is the line to beat) into `dir`.
+pub fn write(
+    dir: &Path,
+    name: &str,
+    machine: &str,
+    command: &str,
+    measures: &[Measure],
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let doc: Value =
+        json!({"bench": name, "machine": machine, "command": command, "measures": measures});
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(&doc)?,
+    )?;
+    std::fs::write(dir.join(format!("{name}.svg")), svg(name, measures))?;
+    Ok(())
+}
+
+/// Value over target (for "at least") or target over value (for "at most"):
+/// above 1.0 means the target is met, whatever its direction.
+fn score(m: &Measure) -> Option<f64> {
+    let (op, t) = m.target.split_once(' ')?;
+    let t: f64 = t.parse().ok()?;
+    match op {
+        ">=" if t > 0.0 => Some(m.value / t),
+        "<=" if m.value > 0.0 => Some(t / m.value),
+        _ => None,
+    }
+}
+
+fn svg(name: &str, measures: &[Measure]) -> String {
+    let scored: Vec<(&Measure, f64)> = measures
+        .iter()
+        .filter_map(|m| score(m).map(|s| (m, s)))
+        .collect();
+    let (width, row, left) = (760.0, 34.0, 300.0);
+    let height = 60.0 + row * scored.len() as f64;
+    let max = scored
+        .iter()
+        .map(|(_, s)| *s)
+        .fold(1.5_f64, f64::max)
+        .min(20.0);
+    let x = |v: f64| left + (width - left - 40.0) * (v.min(max) / max);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\">unseen bench {name}: measured / target (right of the line = target met)</text>\n"
+    );
+    for (i, (m, s)) in scored.iter().enumerate() {
+        let y = 40.0 + row * i as f64;
+        let colour = if m.met { "#3a7" } else { "#c44" };
+        out.push_str(&format!(
+            "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"{left}\" y=\"{:.0}\" width=\"{:.1}\" height=\"18\" fill=\"{colour}\"/>\
+             <text x=\"{:.1}\" y=\"{:.0}\">{:.2}x ({:.3} {})</text>\n",
+            y + 13.0,
+            xml(&m.name),
+            y,
+            x(*s) - left,
+            x(*s) + 4.0,
+            y + 13.0,
+            s,
+            m.value,
+            xml(&m.unit)
+        ));
+    }
+    out.push_str(&format!(
+        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"30\" y2=\"{1:.0}\" stroke=\"#000\" stroke-dasharray=\"4 3\"/>\n</svg>\n",
+        x(1.0),
+        height - 10.0
+    ));
+    out
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A one-line description of this machine for result files.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!(
+        "{cores} cores, {cpu}, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+/// The ledger benchmarks against a raw write+fsync baseline in the same run.
+pub fn ledger(
+    scratch: &Path,
+    entries: u64,
+    threads: usize,
+    proof_size: u64,
+    verify_entries: u64,
+) -> Result<Vec<Measure>> {
+    let appends = unseen_ledger::bench::bench_appends(scratch, entries, 200, threads)
+        .context("append benchmark failed")?;
+    let verify = unseen_ledger::bench::bench_verify(verify_entries);
+    let proof = unseen_ledger::bench::bench_inclusion_proof(proof_size);
+    Ok(vec![
+        Measure::at_least(
+            &format!("durable appends/s, group commit, {threads} threads"),
+            appends.appends_per_sec,
+            "entries/s",
+            50_000.0,
+        ),
+        Measure::baseline(
+            "raw write+fdatasync per batch of the same size",
+            appends.raw_batched_per_sec,
+            "entries/s",
+        ),
+        Measure::baseline(
+            "raw write+fdatasync per entry",
+            appends.raw_single_per_sec,
+            "entries/s",
+        ),
+        Measure::baseline("mean commit group", appends.mean_group, "entries"),
+        Measure::at_least(
+            "full verification",
+            verify.entries_per_sec,
+            "entries/s",
+            1_000_000.0,
+        ),
+        Measure::at_most(
+            &format!("inclusion proof at {proof_size} entries"),
+            proof.per_proof.as_secs_f64() * 1e3,
+            "ms",
+            1.0,
+        ),
+    ])
+}

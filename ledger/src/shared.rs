@@ -1,0 +1,239 @@
+//! A ledger many threads append to at once, with group commit.
+//!
+//! Each caller checks and encodes its draft on its own thread, then puts it
+//! in a queue. If no write is under way the caller becomes the leader: it
+//! takes everything queued, writes it with one `write`, one `fdatasync` and
+//! one signed checkpoint ([`Ledger::append_prepared`]), hands every caller
+//! in the group its receipt and wakes them, and only then writes the
+//! checkpoint file, while the next group's leader may already be writing
+//! entries. Callers that arrive while a
+//! leader writes wait; when it is done, one of them leads the next group,
+//! which holds everything that queued up meanwhile. So the busier the
+//! ledger, the larger the groups, and an append still returns only after
+//! its entry is on disk.
+
+use crate::entry::{EntryDraft, Hash, PreparedDraft};
+use crate::keys::PublicKey;
+use crate::store::{Head, Ledger, LedgerError, Receipt};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+/// A [`Ledger`] that any number of threads may append to at the same time
+/// (share it with `Arc<SharedLedger>`). Entries are written in groups: one
+/// write, one `fdatasync` and one checkpoint per group.
+#[derive(Debug)]
+pub struct SharedLedger {
+    ledger: Mutex<Ledger>,
+    queue: Mutex<Queue>,
+    done: Condvar,
+    /// Size of the checkpoint last written to the file. Leaders write the
+    /// checkpoint after releasing the ledger, so that the next group's
+    /// entries are written while this group's checkpoint is.
+    checkpoint_written: Mutex<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Drafts not yet taken by a leader, with their tickets.
+    waiting: Vec<(u64, PreparedDraft)>,
+    next_ticket: u64,
+    /// Whether a leader is writing a group now.
+    leading: bool,
+    /// Outcomes of written groups, until their callers collect them.
+    results: HashMap<u64, Result<Receipt, LedgerError>>,
+    stats: GroupStats,
+}
+
+/// How appends were grouped since the ledger was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Group commits made (each one write, one `fdatasync`, one checkpoint).
+    pub groups: u64,
+    /// Entries written by them.
+    pub entries: u64,
+    /// Entries in the largest group.
+    pub largest: u64,
+}
+
+impl GroupStats {
+    /// Mean entries per group (0 if none).
+    pub fn mean_group(&self) -> f64 {
+        if self.groups == 0 {
+            0.0
+        } else {
+            self.entries as f64 / self.groups as f64
+        }
+    }
+}
+
+/// Delivers an error to the group if the leader unwinds before finishing.
+struct LeaderGuard<'a> {
+    shared: &'a SharedLedger,
+    tickets: Vec<u64>,
+    finished: bool,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut q = self.shared.lock_queue();
+        for &t in &self.tickets {
+            q.results.insert(t, Err(LedgerError::Poisoned));
+        }
+        q.leading = false;
+        self.shared.done.notify_all();
+    }
+}
+
+impl SharedLedger {
+    /// Opens (or creates) the ledger in `dir`; see [`Ledger::open`].
+    pub fn open(dir: &Path) -> Result<SharedLedger, LedgerError> {
+        Ok(SharedLedger::new(Ledger::open(dir)?))
+    }
+
+    /// Wraps an open ledger.
+    pub fn new(ledger: Ledger) -> SharedLedger {
+        SharedLedger {
+            checkpoint_written: Mutex::new(ledger.size()),
+            ledger: Mutex::new(ledger),
+            queue: Mutex::new(Queue::default()),
+            done: Condvar::new(),
+        }
+    }
+
+    /// Gives back the ledger (once no other thread holds this one).
+    pub fn into_inner(self) -> Result<Ledger, LedgerError> {
+        self.ledger.into_inner().map_err(|_| LedgerError::Poisoned)
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        // The queue is left consistent at every unlock, so a panic elsewhere
+        // does not make it unusable.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_ledger(&self) -> Result<MutexGuard<'_, Ledger>, LedgerError> {
+        self.ledger.lock().map_err(|_| LedgerError::Poisoned)
+    }
+
+    /// Appends one entry and returns once it is on disk and covered by a
+    /// signed checkpoint. Callable from many threads at once; concurrent
+    /// appends are written together. A refused draft fails alone
+    /// ([`LedgerError::BadDraft`] with position 0); a failed write fails
+    /// its whole group ([`LedgerError::Group`]).
+    pub fn append(&self, draft: EntryDraft) -> Result<Receipt, LedgerError> {
+        let prepared = PreparedDraft::new(draft).map_err(|source| LedgerError::BadDraft {
+            position: 0,
+            source,
+        })?;
+        let mut q = self.lock_queue();
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.waiting.push((ticket, prepared));
+        loop {
+            if let Some(outcome) = q.results.remove(&ticket) {
+                return outcome;
+            }
+            if q.leading {
+                q = self.done.wait(q).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            // No leader and no result: this draft is still waiting (a
+            // leader takes drafts and sets `leading` under one lock, and
+            // posts results before clearing it). Lead the next group.
+            q.leading = true;
+            let group = std::mem::take(&mut q.waiting);
+            drop(q);
+            let (tickets, drafts): (Vec<u64>, Vec<PreparedDraft>) = group.into_iter().unzip();
+            let mut guard = LeaderGuard {
+                shared: self,
+                tickets,
+                finished: false,
+            };
+            let outcome = self
+                .lock_ledger()
+                .and_then(|mut ledger| ledger.append_prepared_signed(&drafts));
+            let mut checkpoint = None;
+            q = self.lock_queue();
+            let n = guard.tickets.len() as u64;
+            match outcome {
+                Ok((receipts, pending)) => {
+                    checkpoint = pending;
+                    for (&t, r) in guard.tickets.iter().zip(receipts) {
+                        q.results.insert(t, Ok(r));
+                    }
+                    q.stats.groups += 1;
+                    q.stats.entries += n;
+                    q.stats.largest = q.stats.largest.max(n);
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for &t in &guard.tickets {
+                        q.results.insert(t, Err(LedgerError::Group(Arc::clone(&e))));
+                    }
+                }
+            }
+            q.leading = false;
+            guard.finished = true;
+            self.done.notify_all();
+            drop(q);
+            // The group's entries are durable and its checkpoint signed;
+            // its callers are already woken. Now the checkpoint file.
+            if let Some(pending) = checkpoint {
+                let mut written = self
+                    .checkpoint_written
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Err(e) = pending.write(&mut written) {
+                    drop(written);
+                    self.lock_queue().results.remove(&ticket);
+                    return Err(e);
+                }
+            }
+            q = self.lock_queue();
+        }
+    }
+
+    /// How appends were grouped so far.
+    pub fn stats(&self) -> GroupStats {
+        self.lock_queue().stats
+    }
+
+    /// Runs `f` with the ledger locked (appends wait meanwhile).
+    pub fn with<R>(&self, f: impl FnOnce(&Ledger) -> R) -> Result<R, LedgerError> {
+        Ok(f(&*self.lock_ledger()?))
+    }
+
+    /// The current tree head.
+    pub fn head(&self) -> Result<Head, LedgerError> {
+        self.with(Ledger::head)
+    }
+
+    /// The latest signed checkpoint.
+    pub fn checkpoint_text(&self) -> Result<String, LedgerError> {
+        self.with(|l| l.checkpoint_text().to_owned())
+    }
+
+    /// The public key that verifies this ledger's checkpoints.
+    pub fn public_key(&self) -> Result<PublicKey, LedgerError> {
+        self.with(Ledger::public_key)
+    }
+
+    /// Signs `message` with the ledger key; see [`Ledger::sign`].
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, LedgerError> {
+        self.with(|l| l.sign(message))
+    }
+
+    /// See [`Ledger::inclusion_proof`].
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LedgerError> {
+        self.with(|l| l.inclusion_proof(index, size))?
+    }
+
+    /// See [`Ledger::consistency_proof`].
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, LedgerError> {
+        self.with(|l| l.consistency_proof(old, new))?
+    }
+}
