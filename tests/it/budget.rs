@@ -2,92 +2,13 @@
 
 use std::sync::Arc;
 
-use crate::support::{fails, ok};
+use crate::support::{fails, issue_grant, ok, residents_dir};
 
 /// A data directory with residents, an admin, developer `dev` and a grant.
 fn setup(rows: &str, epsilon: &str) -> (tempfile::TempDir, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("d").to_str().unwrap().to_string();
-    let parquet = dir.path().join("r.parquet");
-    let manifest = dir.path().join("r.toml");
-    ok(&[
-        "dataset",
-        "generate",
-        "residents",
-        "--rows",
-        rows,
-        "--out",
-        parquet.to_str().unwrap(),
-    ]);
-    std::fs::write(&manifest, ok(&["dataset", "manifest", "residents"])).unwrap();
-    ok(&[
-        "user",
-        "add",
-        "--id",
-        "admin",
-        "--name",
-        "A",
-        "--role",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
-    ok(&[
-        "user",
-        "add",
-        "--id",
-        "dev",
-        "--name",
-        "D",
-        "--role",
-        "developer",
-        "--as",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
-    ok(&[
-        "dataset",
-        "register",
-        "--name",
-        "residents",
-        "--parquet",
-        parquet.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--as",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
-    let grant = issue(&data, epsilon);
+    let (dir, data) = residents_dir(rows);
+    let grant = issue_grant(&data, epsilon, &[]);
     (dir, data, grant)
-}
-
-fn issue(data: &str, epsilon: &str) -> String {
-    let issued = ok(&[
-        "grant",
-        "issue",
-        "--dataset",
-        "residents",
-        "--developer",
-        "dev",
-        "--purpose",
-        "t",
-        "--epsilon",
-        epsilon,
-        "--query-epsilon",
-        "1",
-        "--as",
-        "admin",
-        "--json",
-        "--data-dir",
-        data,
-    ]);
-    serde_json::from_str::<serde_json::Value>(&issued).unwrap()["grant"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// A distinct query per `i`, so no two share a cached release.
@@ -125,7 +46,7 @@ fn every_layer_limits_spending_and_a_short_layer_spends_nothing() {
         "--data-dir",
         &data,
     ]);
-    let second = issue(&data, "5");
+    let second = issue_grant(&data, "5", &[]);
     ok(&[
         "query",
         "--grant",

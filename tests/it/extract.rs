@@ -1,88 +1,12 @@
 //! Masked extracts: masks from the manifest, k-anonymity with a report,
 //! only under grants that allow them.
 
-use crate::support::{fails, ok};
+use crate::support::{fails, issue_grant, ok, residents_dir};
 
 fn setup(allow: bool) -> (tempfile::TempDir, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("d").to_str().unwrap().to_string();
-    let parquet = dir.path().join("r.parquet");
-    let manifest = dir.path().join("r.toml");
-    ok(&[
-        "dataset",
-        "generate",
-        "residents",
-        "--rows",
-        "5000",
-        "--out",
-        parquet.to_str().unwrap(),
-    ]);
-    std::fs::write(&manifest, ok(&["dataset", "manifest", "residents"])).unwrap();
-    ok(&[
-        "user",
-        "add",
-        "--id",
-        "admin",
-        "--name",
-        "A",
-        "--role",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
-    ok(&[
-        "user",
-        "add",
-        "--id",
-        "dev",
-        "--name",
-        "D",
-        "--role",
-        "developer",
-        "--as",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
-    ok(&[
-        "dataset",
-        "register",
-        "--name",
-        "residents",
-        "--parquet",
-        parquet.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--as",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
-    let mut args = vec![
-        "grant",
-        "issue",
-        "--dataset",
-        "residents",
-        "--developer",
-        "dev",
-        "--purpose",
-        "dev sample",
-        "--epsilon",
-        "1",
-        "--as",
-        "admin",
-        "--json",
-        "--data-dir",
-        &data,
-    ];
-    if allow {
-        args.push("--allow-extracts");
-    }
-    let issued = ok(&args);
-    let grant = serde_json::from_str::<serde_json::Value>(&issued).unwrap()["grant"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (dir, data) = residents_dir("5000");
+    let extra: &[&str] = if allow { &["--allow-extracts"] } else { &[] };
+    let grant = issue_grant(&data, "1", extra);
     (dir, data, grant)
 }
 

@@ -1,87 +1,12 @@
 //! `unseen query`: one SQL statement through the same admission, DP, budget,
 //! quarantine and review path as a wasm job.
 
-use crate::support::{fails, ok};
+use crate::support::{fails, issue_grant, ok, residents_dir};
 
 /// A data directory with residents registered and a grant of epsilon 2 (1 per query).
 fn setup() -> (tempfile::TempDir, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("d").to_str().unwrap().to_string();
-    let parquet = dir.path().join("r.parquet");
-    let manifest = dir.path().join("r.toml");
-    ok(&[
-        "dataset",
-        "generate",
-        "residents",
-        "--rows",
-        "3000",
-        "--out",
-        parquet.to_str().unwrap(),
-    ]);
-    std::fs::write(&manifest, ok(&["dataset", "manifest", "residents"])).unwrap();
-    ok(&[
-        "user",
-        "add",
-        "--id",
-        "admin",
-        "--name",
-        "A",
-        "--role",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
-    ok(&[
-        "user",
-        "add",
-        "--id",
-        "dev",
-        "--name",
-        "D",
-        "--role",
-        "developer",
-        "--as",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
-    ok(&[
-        "dataset",
-        "register",
-        "--name",
-        "residents",
-        "--parquet",
-        parquet.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--as",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
-    let issued = ok(&[
-        "grant",
-        "issue",
-        "--dataset",
-        "residents",
-        "--developer",
-        "dev",
-        "--purpose",
-        "t",
-        "--epsilon",
-        "2",
-        "--query-epsilon",
-        "1",
-        "--as",
-        "admin",
-        "--json",
-        "--data-dir",
-        &data,
-    ]);
-    let grant = serde_json::from_str::<serde_json::Value>(&issued).unwrap()["grant"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (dir, data) = residents_dir("3000");
+    let grant = issue_grant(&data, "2", &[]);
     (dir, data, grant)
 }
 

@@ -99,3 +99,93 @@ pub fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A data directory with `rows` synthetic residents registered, an admin
+/// `admin` and a developer `dev`.
+pub fn residents_dir(rows: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d").to_str().unwrap().to_string();
+    let parquet = dir.path().join("r.parquet");
+    let manifest = dir.path().join("r.toml");
+    ok(&[
+        "dataset",
+        "generate",
+        "residents",
+        "--rows",
+        rows,
+        "--out",
+        parquet.to_str().unwrap(),
+    ]);
+    std::fs::write(&manifest, ok(&["dataset", "manifest", "residents"])).unwrap();
+    ok(&[
+        "user",
+        "add",
+        "--id",
+        "admin",
+        "--name",
+        "A",
+        "--role",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    ok(&[
+        "user",
+        "add",
+        "--id",
+        "dev",
+        "--name",
+        "D",
+        "--role",
+        "developer",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    ok(&[
+        "dataset",
+        "register",
+        "--name",
+        "residents",
+        "--parquet",
+        parquet.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    (dir, data)
+}
+
+/// Issues a grant over `residents` to `dev` with total `epsilon` and 1 per
+/// query; `extra` flags are passed on (e.g. `--allow-extracts`).
+pub fn issue_grant(data: &str, epsilon: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "grant",
+        "issue",
+        "--dataset",
+        "residents",
+        "--developer",
+        "dev",
+        "--purpose",
+        "t",
+        "--epsilon",
+        epsilon,
+        "--query-epsilon",
+        "1",
+        "--as",
+        "admin",
+        "--json",
+        "--data-dir",
+        data,
+    ];
+    args.extend_from_slice(extra);
+    let issued = ok(&args);
+    serde_json::from_str::<serde_json::Value>(&issued).unwrap()["grant"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
