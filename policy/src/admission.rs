@@ -44,6 +44,17 @@ pub enum AggregateKind {
     Count,
     Sum,
     Mean,
+    /// VAR/VAR_SAMP (`sample`) or VAR_POP; a standard deviation when
+    /// `root` (STDDEV, STDDEV_SAMP, STDDEV_POP).
+    Variance {
+        sample: bool,
+        root: bool,
+    },
+    /// MEDIAN, APPROX_MEDIAN or a percentile: the value with a fraction
+    /// `millionths / 1_000_000` of the values below it.
+    Quantile {
+        millionths: u32,
+    },
 }
 
 /// One GROUP BY key with its public domain.
@@ -549,7 +560,17 @@ fn dp_aggregate(
             found
         })
     };
-    if params.distinct || params.filter.is_some() || !params.order_by.is_empty() {
+    // Ordered-set aggregates carry their ordering column in WITHIN GROUP;
+    // that ORDER BY is part of the function, not a modifier.
+    let ordered_set = matches!(
+        name.as_str(),
+        "approx_percentile_cont" | "percentile_cont" | "quantile_cont"
+    );
+    if params.distinct
+        || params.filter.is_some()
+        || (!params.order_by.is_empty() && !ordered_set)
+        || params.order_by.len() > 1
+    {
         return Err(Refusal::new(
             "aggregate-modifier",
             named_source().map(|(t, c)| format!("{t}.{c}")),
@@ -562,6 +583,65 @@ fn dp_aggregate(
         "count" => AggregateKind::Count,
         "sum" => AggregateKind::Sum,
         "avg" | "mean" => AggregateKind::Mean,
+        "var" | "var_samp" | "var_sample" | "variance" | "variance_samp" => {
+            AggregateKind::Variance {
+                sample: true,
+                root: false,
+            }
+        }
+        "var_pop" | "var_population" | "variance_pop" => AggregateKind::Variance {
+            sample: false,
+            root: false,
+        },
+        "stddev" | "stddev_samp" => AggregateKind::Variance {
+            sample: true,
+            root: true,
+        },
+        "stddev_pop" => AggregateKind::Variance {
+            sample: false,
+            root: true,
+        },
+        "median" | "approx_median" => AggregateKind::Quantile {
+            millionths: 500_000,
+        },
+        _ if ordered_set => {
+            let q = params
+                .args
+                .get(1)
+                .map(strip_alias)
+                .and_then(|e| match e {
+                    Expr::Literal(v, _) => v
+                        .cast_to(&datafusion::arrow::datatypes::DataType::Float64)
+                        .ok(),
+                    Expr::Cast(c) => match strip_alias(&c.expr) {
+                        Expr::Literal(v, _) => v
+                            .cast_to(&datafusion::arrow::datatypes::DataType::Float64)
+                            .ok(),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .and_then(|v| match v {
+                    datafusion::common::ScalarValue::Float64(Some(q)) => Some(q),
+                    _ => None,
+                })
+                .filter(|q| (0.0..=1.0).contains(q));
+            let Some(q) = q else {
+                return Err(Refusal::new(
+                    "quantile-argument",
+                    named_source().map(|(t, c)| format!("{t}.{c}")),
+                    format!(
+                        "`{expr}`: the percentile must be a literal number between 0 and 1, for example `approx_percentile_cont(0.9) WITHIN GROUP (ORDER BY x)`"
+                    ),
+                ));
+            };
+            // ORDER BY x DESC asks for the percentile counted from the top.
+            let descending = params.order_by.first().is_some_and(|s| !s.asc);
+            let q = if descending { 1.0 - q } else { q };
+            AggregateKind::Quantile {
+                millionths: (q * 1e6).round() as u32,
+            }
+        }
         other => {
             let column = named_source();
             let about = column
@@ -572,7 +652,7 @@ fn dp_aggregate(
                 "non-dp-aggregate",
                 column.map(|(t, c)| format!("{t}.{c}")),
                 format!(
-                    "aggregate `{other}`{about} is not differentially private (MIN, MAX and exact quantiles reveal single values); use COUNT, SUM or AVG"
+                    "aggregate `{other}`{about} is not differentially private (MIN, MAX and exact single values reveal one person's value); use COUNT, SUM, AVG, VAR, STDDEV, MEDIAN or approx_percentile_cont, which are released with noise"
                 ),
             ));
         }
@@ -619,7 +699,7 @@ fn dp_aggregate(
             "non-numeric",
             Some(format!("{table}.{source}")),
             format!(
-                "column `{source}` of `{table}` is {}; SUM and AVG need an int64 or float64 column",
+                "column `{source}` of `{table}` is {}; SUM, AVG, VAR, STDDEV and quantiles need an int64 or float64 column",
                 spec.ty.as_str()
             ),
         ));
@@ -629,7 +709,7 @@ fn dp_aggregate(
             "no-bounds",
             Some(format!("{table}.{source}")),
             format!(
-                "column `{source}` of `{table}` has no bounds in the manifest, so its sum has unbounded sensitivity; ask the data provider to declare bounds"
+                "column `{source}` of `{table}` has no bounds in the manifest, so its sum, spread or quantile has unbounded sensitivity; ask the data provider to declare bounds"
             ),
         ));
     };

@@ -1,48 +1,99 @@
 //! Differentially private release of an admitted aggregate, with `opendp`.
 //!
-//! Every aggregate is built from noisy components: one count vector and one
-//! sum vector per aggregated column, each over all cells of the public group
-//! domain. A mean is post-processing of a noisy sum and the noisy count, so
-//! `COUNT(*)` next to `AVG(x)` costs nothing extra. Noise comes from opendp's
-//! (discrete) Laplace mechanism, whose privacy map also gives the epsilon that
-//! is charged; the cost is known before any data is read.
+//! Every aggregate is built from noisy components over all cells of the
+//! public group domain:
+//!
+//! - a count vector (COUNT, and the denominator of AVG, VAR and STDDEV);
+//! - a sum vector of the column clamped to its manifest bounds (SUM, AVG,
+//!   VAR, STDDEV);
+//! - a sum of squared deviations from the bounds' midpoint (VAR, STDDEV);
+//!   variance is post-processing of the noisy count, sum and squares;
+//! - a private quantile per cell (MEDIAN, percentiles), from opendp's
+//!   `make_private_quantile` over [`QUANTILE_CANDIDATES`] candidates spanning
+//!   the bounds, with a noisy histogram of [`HISTOGRAM_BINS`] bins that gives
+//!   the quantile's confidence interval.
+//!
+//! Shared components are measured once, so `COUNT(*)` next to `AVG(x)` costs
+//! nothing extra. Noise comes from opendp: under pure DP (the default) the
+//! (discrete) Laplace mechanism, under zCDP ([`Accounting::Zcdp`]) the
+//! (discrete) Gaussian mechanism; the private quantile is opendp's noisy max
+//! under either measure. Each component's cost comes from its opendp privacy
+//! map and the components are composed with opendp's `CompositionMeasure`
+//! (zCDP then converted to (epsilon, delta) with its `ConcentratedMeasure`
+//! conversion), so the cost is known before any data is read.
+//!
+//! # Sums are exact before noise
+//!
+//! Integer columns are summed by DataFusion in `i64` and handed to opendp's
+//! integer mechanism as `i64`, never through `f64`, so sums above 2^53 keep
+//! every unit. DataFusion's `i64` SUM wraps on overflow; a wrapped sum is
+//! still exact whenever the true sum fits in `i64` (wrapping addition is
+//! arithmetic modulo 2^64). The guard: every release also counts the rows of
+//! each cell, and if `rows * max(|lower|, |upper|)` could exceed `i64::MAX`
+//! in any cell, the integer sums are recomputed as `Decimal128(38, 0)`
+//! (exact up to 10^38) and then saturated into `i64` before noise.
+//! Saturation is a 1-Lipschitz map, so the sensitivity (and the epsilon) is
+//! unchanged, and the choice between the two paths changes no released
+//! value, so it reveals nothing. Float sums are DataFusion's `f64` sums.
+//!
+//! # Quantiles
+//!
+//! DataFusion groups each cell's clamped values (with their multiplicity)
+//! and opendp's `make_private_quantile` scores the candidates on them, so a
+//! quantile holds one cell's values in memory while it is noised. Its
+//! interval comes from the noisy histogram (see `quantile_estimate`): it is
+//! conservative, at least one histogram bin wide, and always contains the
+//! released candidate. [`DpPlan::expected_accuracy`] states the
+//! mechanism's own utility bound in rank units.
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type};
 use datafusion::common::Column;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SessionState;
+use datafusion::functions::expr_fn::{floor, greatest, least};
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, lit, when};
-use opendp::accuracy::{discrete_laplacian_scale_to_accuracy, laplacian_scale_to_accuracy};
-use opendp::core::Measurement;
+use datafusion::logical_expr::{
+    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, cast, lit, when,
+};
+use opendp::accuracy::{
+    discrete_gaussian_scale_to_accuracy, discrete_laplacian_scale_to_accuracy,
+    gaussian_scale_to_accuracy, laplacian_scale_to_accuracy,
+};
+use opendp::combinators::{CompositionMeasure, ConcentratedMeasure};
+use opendp::core::{Function, Measure as OpendpMeasure, Measurement, Metric, MetricSpace};
 use opendp::domains::{AtomDomain, VectorDomain};
-use opendp::measurements::make_laplace;
-use opendp::measures::MaxDivergence;
-use opendp::metrics::L1Distance;
+use opendp::measurements::{TopKMeasure, make_gaussian, make_laplace, make_private_quantile};
+use opendp::measures::{MaxDivergence, ZeroConcentratedDivergence};
+use opendp::metrics::{L1Distance, L2Distance, SymmetricDistance};
 use udf_sdk::{ColumnValues, Estimate, QueryResult, Table};
 
 use crate::PolicyError;
-use crate::admission::{AggregateKind, AggregateQuery, OutputSource};
+use crate::admission::{AggregateKind, AggregateQuery, DpAggregate, OutputSource};
 use crate::manifest::{ColumnType, Manifest};
 
 /// Confidence level of every released interval.
 pub const CONFIDENCE: f64 = 0.95;
 /// Largest number of cells (product of group domains) one query may release.
 pub const MAX_CELLS: usize = 100_000;
+/// Candidates of the private quantile, evenly spaced over the bounds
+/// (every integer when an integer column's bounds are narrower).
+pub const QUANTILE_CANDIDATES: usize = 1_000;
+/// Bins of the noisy histogram from which a quantile's interval is computed.
+pub const HISTOGRAM_BINS: usize = 20;
 
-type IntMeasurement =
-    Measurement<VectorDomain<AtomDomain<i64>>, L1Distance<i64>, MaxDivergence, Vec<i64>>;
-type FloatMeasurement =
-    Measurement<VectorDomain<AtomDomain<f64>>, L1Distance<f64>, MaxDivergence, Vec<f64>>;
-
-enum Mechanism {
-    Int(IntMeasurement),
-    Float(FloatMeasurement),
+/// How the privacy loss of a release is measured and composed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Accounting {
+    /// Pure epsilon-DP: Laplace noise, costs add up (the default).
+    Pure { epsilon: f64 },
+    /// Zero-concentrated DP with budget `rho`: Gaussian noise, costs add up
+    /// in rho, and the release is reported as (epsilon, delta)-DP at `delta`.
+    Zcdp { rho: f64, delta: f64 },
 }
 
 /// What one noisy component measures.
@@ -56,37 +107,133 @@ enum Measure {
         ty: ColumnType,
         bounds: (f64, f64),
     },
+    /// Sum of squared deviations of the clamped column from the bounds'
+    /// midpoint (nulls as the lower bound), in `f64`.
+    SquaredDeviations {
+        column: Column,
+        ty: ColumnType,
+        bounds: (f64, f64),
+    },
+    /// Counts of the clamped column in `HISTOGRAM_BINS` equal bins of its
+    /// bounds, per cell (cell-major).
+    Histogram {
+        column: Column,
+        ty: ColumnType,
+        bounds: (f64, f64),
+    },
+    /// The `q`-quantile of the clamped column, per cell.
+    Quantile {
+        column: Column,
+        ty: ColumnType,
+        bounds: (f64, f64),
+        q: f64,
+    },
+}
+
+/// Which opendp noise a component draws.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Family {
+    Laplace,
+    DiscreteLaplace,
+    Gaussian,
+    DiscreteGaussian,
+    /// opendp's noisy max over quantile scores (an exponential mechanism).
+    NoisyMax {
+        candidates: usize,
+    },
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::Laplace => "Laplace",
+            Family::DiscreteLaplace => "discrete Laplace",
+            Family::Gaussian => "Gaussian",
+            Family::DiscreteGaussian => "discrete Gaussian",
+            Family::NoisyMax { .. } => "private quantile (noisy max)",
+        }
+    }
+}
+
+type IntNoise = Function<Vec<i64>, Vec<i64>>;
+
+/// The noise function of a component, with opendp's types erased to what
+/// the release needs.
+enum Noise {
+    Int(IntNoise),
+    Float(Function<Vec<f64>, Vec<f64>>),
+    QuantileInt(Function<Vec<i64>, i64>),
+    QuantileFloat(Function<Vec<f64>, f64>),
 }
 
 struct Component {
     measure: Measure,
+    family: Family,
     scale: f64,
-    epsilon: f64,
-    mechanism: Mechanism,
+    /// Cost from the opendp privacy map: epsilon (pure) or rho (zCDP).
+    spent: f64,
+    noise: Noise,
 }
 
 impl Component {
-    /// Half-width of the interval holding the noise with probability `1 - alpha`.
+    /// Half-width of the interval holding the noise with probability
+    /// `1 - alpha`. For a quantile it is in rank units: with probability
+    /// `1 - alpha` the released candidate's score
+    /// `|(1 - q) * #below - q * #above|` exceeds the best candidate's by at
+    /// most `scale * ln(candidates / alpha)` (each candidate `t` worse than
+    /// the best is selected with probability at most `exp(-t / scale)`).
     fn accuracy(&self, alpha: f64) -> Result<f64, PolicyError> {
-        let a = match self.mechanism {
-            Mechanism::Int(_) => discrete_laplacian_scale_to_accuracy(self.scale, alpha),
-            Mechanism::Float(_) => laplacian_scale_to_accuracy(self.scale, alpha),
+        let a = match self.family {
+            Family::Laplace => laplacian_scale_to_accuracy(self.scale, alpha),
+            Family::DiscreteLaplace => discrete_laplacian_scale_to_accuracy(self.scale, alpha),
+            Family::Gaussian => gaussian_scale_to_accuracy(self.scale, alpha),
+            Family::DiscreteGaussian => discrete_gaussian_scale_to_accuracy(self.scale, alpha),
+            Family::NoisyMax { candidates } => {
+                return Ok(self.scale * (candidates as f64 / alpha).ln());
+            }
         };
-        a.map_err(|e| PolicyError::Noise(e.to_string()))
+        a.map_err(noise_err)
     }
+}
+
+/// How the components of one aggregate make its estimate.
+#[derive(Debug, Clone, Copy)]
+enum Wire {
+    Plain(usize),
+    Mean {
+        sum: usize,
+        count: usize,
+    },
+    Variance {
+        count: usize,
+        sum: usize,
+        squares: usize,
+        sample: bool,
+        root: bool,
+    },
+    Quantile {
+        quantile: usize,
+        histogram: usize,
+    },
 }
 
 /// A DP plan: components with their noise, and the total cost.
 pub struct DpPlan {
     components: Vec<Component>,
-    /// For each aggregate of the query: (component, optional count component for means).
-    wiring: Vec<(usize, Option<usize>)>,
+    /// For each aggregate of the query, the components it is made of.
+    wiring: Vec<Wire>,
     cells: Vec<Vec<String>>,
     /// Privacy unit column and rows each unit may contribute, when the
     /// dataset has several rows per unit.
     bound: Option<(String, u32)>,
-    /// Total epsilon this release costs, from opendp's privacy maps.
+    accounting: Accounting,
+    /// Total epsilon this release costs, from opendp's privacy maps (under
+    /// zCDP: the epsilon of the (epsilon, `delta`)-DP guarantee).
     pub epsilon: f64,
+    /// Delta of the guarantee: 0 under pure DP.
+    pub delta: f64,
+    /// Total rho under zCDP accounting.
+    pub rho: Option<f64>,
 }
 
 impl std::fmt::Debug for DpPlan {
@@ -95,18 +242,26 @@ impl std::fmt::Debug for DpPlan {
             .field("components", &self.components.len())
             .field("cells", &self.cells.len())
             .field("epsilon", &self.epsilon)
+            .field("delta", &self.delta)
+            .field("rho", &self.rho)
             .finish()
     }
 }
 
 impl DpPlan {
     /// Half-width of each component's 95% interval, known before any data
-    /// is read (for dry runs). Means are at most sum ± this over count.
+    /// is read (for dry runs). Means are at most sum ± this over count;
+    /// quantiles are in rank units (see the module documentation).
     pub fn expected_accuracy(&self) -> Result<Vec<(String, f64)>, PolicyError> {
         self.components
             .iter()
             .map(|c| Ok((component_name(&c.measure), c.accuracy(1.0 - CONFIDENCE)?)))
             .collect()
+    }
+
+    /// The accounting this plan was made under.
+    pub fn accounting(&self) -> Accounting {
+        self.accounting
     }
 }
 
@@ -115,6 +270,11 @@ fn component_name(measure: &Measure) -> String {
         Measure::Count(None) => "count(*)".to_string(),
         Measure::Count(Some(col)) => format!("count({})", col.name),
         Measure::Sum { column, .. } => format!("sum({})", column.name),
+        Measure::SquaredDeviations { column, .. } => {
+            format!("sum of squared deviations({})", column.name)
+        }
+        Measure::Histogram { column, .. } => format!("histogram({})", column.name),
+        Measure::Quantile { column, q, .. } => format!("quantile({}, {q}) rank", column.name),
     }
 }
 
@@ -124,7 +284,10 @@ pub struct NoiseNote {
     pub component: String,
     pub mechanism: &'static str,
     pub scale: f64,
+    /// The component's epsilon under pure DP (0 under zCDP).
     pub epsilon: f64,
+    /// The component's rho under zCDP (0 under pure DP).
+    pub rho: f64,
 }
 
 /// A released result and how it was noised.
@@ -138,21 +301,61 @@ fn noise_err(e: impl std::fmt::Display) -> PolicyError {
     PolicyError::Noise(e.to_string())
 }
 
-/// Plans the release of `query` for `epsilon`: no data is read, so the
-/// returned cost can be charged before execution. `one_row_per_unit` says
-/// whether the dataset was found at registration to hold one row per privacy
-/// unit; otherwise each unit's rows are bounded to `max_contributions`.
+/// Plans the release of `query` for `epsilon` under pure DP: no data is
+/// read, so the returned cost can be charged before execution.
+/// `one_row_per_unit` says whether the dataset was found at registration to
+/// hold one row per privacy unit; otherwise each unit's rows are bounded to
+/// `max_contributions`.
 pub fn plan_release(
     query: &AggregateQuery,
     manifest: &Manifest,
     epsilon: f64,
     one_row_per_unit: bool,
 ) -> Result<DpPlan, PolicyError> {
-    if !(epsilon.is_finite() && epsilon > 0.0) {
-        return Err(PolicyError::Budget(format!(
-            "epsilon must be a positive number, got {epsilon}"
-        )));
-    }
+    plan_release_with(
+        query,
+        manifest,
+        Accounting::Pure { epsilon },
+        one_row_per_unit,
+    )
+}
+
+/// Plans the release of `query` under zCDP with budget `rho`, reported as
+/// (epsilon, `delta`)-DP in [`DpPlan::epsilon`] and [`DpPlan::delta`].
+pub fn plan_release_zcdp(
+    query: &AggregateQuery,
+    manifest: &Manifest,
+    rho: f64,
+    delta: f64,
+    one_row_per_unit: bool,
+) -> Result<DpPlan, PolicyError> {
+    plan_release_with(
+        query,
+        manifest,
+        Accounting::Zcdp { rho, delta },
+        one_row_per_unit,
+    )
+}
+
+/// Plans the release of `query` under `accounting`. The budget is split
+/// evenly over the distinct components.
+pub fn plan_release_with(
+    query: &AggregateQuery,
+    manifest: &Manifest,
+    accounting: Accounting,
+    one_row_per_unit: bool,
+) -> Result<DpPlan, PolicyError> {
+    let budget = match accounting {
+        Accounting::Pure { epsilon } => positive("epsilon", epsilon)?,
+        Accounting::Zcdp { rho, delta } => {
+            if !(delta > 0.0 && delta < 1.0) {
+                return Err(PolicyError::Budget(format!(
+                    "delta must be between 0 and 1 (exclusive), got {delta}"
+                )));
+            }
+            positive("rho", rho)?
+        }
+    };
     let mut measures: Vec<Measure> = Vec::new();
     let mut intern = |m: Measure| match measures.iter().position(|x| *x == m) {
         Some(i) => i,
@@ -163,49 +366,86 @@ pub fn plan_release(
     };
     let mut wiring = Vec::new();
     for agg in &query.aggregates {
-        let sum_of = |a: &crate::admission::DpAggregate| {
-            let (_, ty, bounds) = a
-                .source
-                .clone()
-                .expect("sum and mean are admitted with a source");
-            Measure::Sum {
-                column: a
-                    .input
-                    .clone()
-                    .expect("sum and mean are admitted with an input column"),
-                ty,
-                bounds,
-            }
-        };
         wiring.push(match agg.kind {
-            AggregateKind::Count => (intern(Measure::Count(agg.input.clone())), None),
-            AggregateKind::Sum => (intern(sum_of(agg)), None),
-            AggregateKind::Mean => (intern(sum_of(agg)), Some(intern(Measure::Count(None)))),
+            AggregateKind::Count => Wire::Plain(intern(Measure::Count(agg.input.clone()))),
+            AggregateKind::Sum => {
+                let (column, ty, bounds) = numeric_source(agg);
+                Wire::Plain(intern(Measure::Sum { column, ty, bounds }))
+            }
+            AggregateKind::Mean => {
+                let (column, ty, bounds) = numeric_source(agg);
+                Wire::Mean {
+                    sum: intern(Measure::Sum { column, ty, bounds }),
+                    count: intern(Measure::Count(None)),
+                }
+            }
+            AggregateKind::Variance { sample, root } => {
+                let (column, ty, bounds) = numeric_source(agg);
+                Wire::Variance {
+                    count: intern(Measure::Count(None)),
+                    sum: intern(Measure::Sum {
+                        column: column.clone(),
+                        ty,
+                        bounds,
+                    }),
+                    squares: intern(Measure::SquaredDeviations { column, ty, bounds }),
+                    sample,
+                    root,
+                }
+            }
+            AggregateKind::Quantile { millionths } => {
+                let (column, ty, bounds) = numeric_source(agg);
+                Wire::Quantile {
+                    quantile: intern(Measure::Quantile {
+                        column: column.clone(),
+                        ty,
+                        bounds,
+                        q: f64::from(millionths) / 1e6,
+                    }),
+                    histogram: intern(Measure::Histogram { column, ty, bounds }),
+                }
+            }
         });
     }
-    let k = f64::from(manifest.max_contributions);
-    let share = epsilon / measures.len().max(1) as f64;
+    let k = manifest.max_contributions;
+    let share = budget / measures.len().max(1) as f64;
+    let zcdp = matches!(accounting, Accounting::Zcdp { .. });
     let mut components = Vec::new();
-    let mut total = 0.0;
     for measure in measures {
-        let (mechanism, scale, spent) = match &measure {
-            Measure::Count(_) => int_mechanism(k, share)?,
+        let kf = f64::from(k);
+        components.push(match &measure {
+            Measure::Count(_) | Measure::Histogram { .. } => {
+                int_component(measure.clone(), kf, share, zcdp)?
+            }
             Measure::Sum { ty, bounds, .. } => {
                 let magnitude = bounds.0.abs().max(bounds.1.abs());
                 match ty {
-                    ColumnType::Int64 => int_mechanism(k * magnitude, share)?,
-                    _ => float_mechanism(k * magnitude, share)?,
+                    ColumnType::Int64 => {
+                        int_component(measure.clone(), kf * magnitude, share, zcdp)?
+                    }
+                    _ => float_component(measure.clone(), kf * magnitude, share, zcdp)?,
                 }
             }
-        };
-        total += spent;
-        components.push(Component {
-            measure,
-            scale,
-            epsilon: spent,
-            mechanism,
+            Measure::SquaredDeviations { bounds, .. } => {
+                let half = (bounds.1 - bounds.0) / 2.0;
+                float_component(measure.clone(), kf * half * half, share, zcdp)?
+            }
+            Measure::Quantile { .. } => quantile_component(measure.clone(), k, share, zcdp)?,
         });
     }
+    let spent: Vec<f64> = components.iter().map(|c| c.spent).collect();
+    let (epsilon, delta, rho) = match accounting {
+        Accounting::Pure { .. } => (MaxDivergence.compose(spent).map_err(noise_err)?, 0.0, None),
+        Accounting::Zcdp { delta, .. } => {
+            let rho = ZeroConcentratedDivergence
+                .compose(spent)
+                .map_err(noise_err)?;
+            let epsilon = <ZeroConcentratedDivergence as ConcentratedMeasure>::convert(rho)
+                .and_then(|profile| profile.epsilon(delta))
+                .map_err(noise_err)?;
+            (epsilon, delta, Some(rho))
+        }
+    };
     let domains: Vec<&[String]> = query.keys.iter().map(|k| k.domain.as_slice()).collect();
     let cells = cross_product(&domains)?;
     let bound =
@@ -215,35 +455,217 @@ pub fn plan_release(
         wiring,
         cells,
         bound,
-        epsilon: total,
+        accounting,
+        epsilon,
+        delta,
+        rho,
     })
 }
 
-fn int_mechanism(sensitivity: f64, epsilon: f64) -> Result<(Mechanism, f64, f64), PolicyError> {
-    let d_in = sensitivity.ceil() as i64;
-    let scale = d_in as f64 / epsilon;
-    let m = make_laplace::<_, _, MaxDivergence>(
-        VectorDomain::new(AtomDomain::<i64>::default()),
-        L1Distance::default(),
-        scale,
-        None,
-    )
-    .map_err(noise_err)?;
-    let spent = m.map(&d_in).map_err(noise_err)?;
-    Ok((Mechanism::Int(m), scale, spent))
+fn positive(name: &str, v: f64) -> Result<f64, PolicyError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(PolicyError::Budget(format!(
+            "{name} must be a positive number, got {v}"
+        )))
+    }
 }
 
-fn float_mechanism(sensitivity: f64, epsilon: f64) -> Result<(Mechanism, f64, f64), PolicyError> {
-    let scale = sensitivity / epsilon;
-    let m = make_laplace::<_, _, MaxDivergence>(
-        VectorDomain::new(AtomDomain::<f64>::new_non_nan()),
-        L1Distance::default(),
+fn numeric_source(agg: &DpAggregate) -> (Column, ColumnType, (f64, f64)) {
+    let (_, ty, bounds) = agg
+        .source
+        .clone()
+        .expect("numeric aggregates are admitted with a source");
+    let column = agg
+        .input
+        .clone()
+        .expect("numeric aggregates are admitted with an input column");
+    (column, ty, bounds)
+}
+
+/// An integer vector component with L1 (pure) or L2 (zCDP) sensitivity
+/// `sensitivity`: one person changes the vector by at most that much in
+/// either norm, since the L2 norm is at most the L1 norm.
+fn int_component(
+    measure: Measure,
+    sensitivity: f64,
+    share: f64,
+    zcdp: bool,
+) -> Result<Component, PolicyError> {
+    let d_in = sensitivity.ceil() as i64;
+    let (scale, family) = if zcdp {
+        (d_in as f64 / (2.0 * share).sqrt(), Family::DiscreteGaussian)
+    } else {
+        (d_in as f64 / share, Family::DiscreteLaplace)
+    };
+    let (noise, spent) = int_noise(d_in, scale, zcdp)?;
+    Ok(Component {
+        measure,
+        family,
         scale,
-        None,
-    )
-    .map_err(noise_err)?;
-    let spent = m.map(&sensitivity).map_err(noise_err)?;
-    Ok((Mechanism::Float(m), scale, spent))
+        spent,
+        noise: Noise::Int(noise),
+    })
+}
+
+/// opendp's integer noise at `scale` and its cost for sensitivity `d_in`.
+fn int_noise(d_in: i64, scale: f64, zcdp: bool) -> Result<(IntNoise, f64), PolicyError> {
+    let domain = VectorDomain::new(AtomDomain::<i64>::default());
+    if zcdp {
+        let m = make_gaussian::<_, _, ZeroConcentratedDivergence>(
+            domain,
+            L2Distance::default(),
+            scale,
+            None,
+        )
+        .map_err(noise_err)?;
+        Ok((m.function.clone(), m.map(&d_in).map_err(noise_err)?))
+    } else {
+        let m = make_laplace::<_, _, MaxDivergence>(domain, L1Distance::default(), scale, None)
+            .map_err(noise_err)?;
+        Ok((m.function.clone(), m.map(&d_in).map_err(noise_err)?))
+    }
+}
+
+fn float_component(
+    measure: Measure,
+    sensitivity: f64,
+    share: f64,
+    zcdp: bool,
+) -> Result<Component, PolicyError> {
+    let domain = VectorDomain::new(AtomDomain::<f64>::new_non_nan());
+    let (scale, family, noise, spent) = if zcdp {
+        let scale = sensitivity / (2.0 * share).sqrt();
+        let m = make_gaussian::<_, _, ZeroConcentratedDivergence>(
+            domain,
+            L2Distance::default(),
+            scale,
+            None,
+        )
+        .map_err(noise_err)?;
+        let spent = m.map(&sensitivity).map_err(noise_err)?;
+        (scale, Family::Gaussian, m.function.clone(), spent)
+    } else {
+        let scale = sensitivity / share;
+        let m = make_laplace::<_, _, MaxDivergence>(domain, L1Distance::default(), scale, None)
+            .map_err(noise_err)?;
+        let spent = m.map(&sensitivity).map_err(noise_err)?;
+        (scale, Family::Laplace, m.function.clone(), spent)
+    };
+    Ok(Component {
+        measure,
+        family,
+        scale,
+        spent,
+        noise: Noise::Float(noise),
+    })
+}
+
+/// Candidates of the private quantile: evenly spaced over the bounds,
+/// strictly increasing.
+fn quantile_candidates((lo, hi): (f64, f64), integer: bool) -> Vec<f64> {
+    let n = QUANTILE_CANDIDATES;
+    if integer && hi - lo < n as f64 {
+        return (lo as i64..=hi as i64).map(|v| v as f64).collect();
+    }
+    let mut c: Vec<f64> = (0..n)
+        .map(|i| lo + (hi - lo) * i as f64 / (n - 1) as f64)
+        .map(|v| if integer { v.round() } else { v })
+        .collect();
+    c.dedup();
+    c
+}
+
+/// A private quantile applied to each cell's values. A person's `k` rows
+/// change the cells' vectors by a total symmetric distance of at most `k`;
+/// the noisy max privacy map grows at least linearly in that distance, so
+/// charging `map(k)` covers any split of those rows over cells.
+fn quantile_component(
+    measure: Measure,
+    k: u32,
+    share: f64,
+    zcdp: bool,
+) -> Result<Component, PolicyError> {
+    let Measure::Quantile { ty, bounds, q, .. } = &measure else {
+        unreachable!("called with a quantile measure")
+    };
+    let integer = *ty == ColumnType::Int64;
+    let candidates = quantile_candidates(*bounds, integer);
+    let count = candidates.len();
+    // The cost is proportional to 1/scale (pure) or 1/scale^2 (zCDP):
+    // calibrate from the cost at scale 1, then check with the map itself.
+    let unit = quantile_noise(&candidates, integer, *q, 1.0, k, zcdp)?.1;
+    let mut scale = if zcdp {
+        (unit / share).sqrt()
+    } else {
+        unit / share
+    };
+    for _ in 0..8 {
+        let (noise, spent) = quantile_noise(&candidates, integer, *q, scale, k, zcdp)?;
+        if spent <= share * (1.0 + 1e-9) {
+            return Ok(Component {
+                measure,
+                family: Family::NoisyMax { candidates: count },
+                scale,
+                spent,
+                noise,
+            });
+        }
+        scale *= 1.0 + 1e-6;
+    }
+    Err(PolicyError::Noise(format!(
+        "could not calibrate the private quantile to a budget of {share}"
+    )))
+}
+
+fn quantile_noise(
+    candidates: &[f64],
+    integer: bool,
+    q: f64,
+    scale: f64,
+    k: u32,
+    zcdp: bool,
+) -> Result<(Noise, f64), PolicyError> {
+    fn build<T, MO>(
+        domain: VectorDomain<AtomDomain<T>>,
+        measure: MO,
+        candidates: Vec<T>,
+        q: f64,
+        scale: f64,
+        k: u32,
+    ) -> Result<(Function<Vec<T>, T>, f64), PolicyError>
+    where
+        T: opendp::traits::Number,
+        MO: TopKMeasure + OpendpMeasure<Distance = f64>,
+        (VectorDomain<AtomDomain<T>>, SymmetricDistance): MetricSpace,
+        SymmetricDistance: Metric<Distance = u32>,
+    {
+        let m: Measurement<_, SymmetricDistance, MO, T> =
+            make_private_quantile(domain, SymmetricDistance, measure, candidates, q, scale)
+                .map_err(noise_err)?;
+        let spent = m.map(&k).map_err(noise_err)?;
+        Ok((m.function.clone(), spent))
+    }
+    Ok(if integer {
+        let c: Vec<i64> = candidates.iter().map(|&v| v as i64).collect();
+        let d = VectorDomain::new(AtomDomain::<i64>::default());
+        let (f, spent) = if zcdp {
+            build(d, ZeroConcentratedDivergence, c, q, scale, k)?
+        } else {
+            build(d, MaxDivergence, c, q, scale, k)?
+        };
+        (Noise::QuantileInt(f), spent)
+    } else {
+        let c = candidates.to_vec();
+        let d = VectorDomain::new(AtomDomain::<f64>::new_non_nan());
+        let (f, spent) = if zcdp {
+            build(d, ZeroConcentratedDivergence, c, q, scale, k)?
+        } else {
+            build(d, MaxDivergence, c, q, scale, k)?
+        };
+        (Noise::QuantileFloat(f), spent)
+    })
 }
 
 fn cross_product(domains: &[&[String]]) -> Result<Vec<Vec<String>>, PolicyError> {
@@ -278,17 +700,15 @@ fn cross_product(domains: &[&[String]]) -> Result<Vec<Vec<String>>, PolicyError>
     Ok(cells)
 }
 
+/// The column clamped to its bounds, nulls as the lower bound.
 fn clamp(column: &Column, ty: ColumnType, (lo, hi): (f64, f64)) -> Expr {
     let c = Expr::Column(column.clone());
     let (lo, hi) = match ty {
         ColumnType::Int64 => (lit(lo as i64), lit(hi as i64)),
         _ => (lit(lo), lit(hi)),
     };
-    when(c.clone().is_null(), lo.clone())
-        .when(c.clone().lt(lo.clone()), lo)
-        .when(c.clone().gt(hi.clone()), hi)
-        .otherwise(c)
-        .expect("a CASE with WHEN branches always builds")
+    // GREATEST skips nulls, so a null becomes the lower bound.
+    least(vec![greatest(vec![c, lo]), hi])
 }
 
 /// Replaces every scan of `table` by the same scan keeping at most `k` rows
@@ -335,42 +755,116 @@ fn bound_contributions(
     Ok(bounded.data)
 }
 
-/// The exact aggregation DataFusion runs: bounded input, domain filter,
-/// one column per component.
-fn exact_frame(
+/// The bounded input and the group keys.
+fn bounded_input(
     state: &SessionState,
     query: &AggregateQuery,
     plan: &DpPlan,
-) -> Result<DataFrame, PolicyError> {
+) -> Result<(DataFrame, Vec<Expr>), PolicyError> {
     let input = match &plan.bound {
         Some((unit, k)) => bound_contributions(&query.input, &query.table, unit, *k)?,
         None => query.input.clone(),
     };
-    let mut df = DataFrame::new(state.clone(), input);
-    for key in &query.keys {
-        let domain = key.domain.iter().map(|v| lit(v.as_str())).collect();
-        df = df.filter(Expr::Column(key.input.clone()).in_list(domain, false))?;
-    }
+    // Rows whose keys are outside the public domain form groups that match
+    // no cell and are dropped when the result is read; filtering them here
+    // would cost a comparison per row.
+    let df = DataFrame::new(state.clone(), input);
     let group: Vec<Expr> = query
         .keys
         .iter()
         .enumerate()
         .map(|(i, k)| Expr::Column(k.input.clone()).alias(format!("__key{i}")))
         .collect();
-    let aggs: Vec<Expr> = plan
+    Ok((df, group))
+}
+
+fn is_vector_sum(measure: &Measure) -> bool {
+    matches!(
+        measure,
+        Measure::Count(_) | Measure::Sum { .. } | Measure::SquaredDeviations { .. }
+    )
+}
+
+const ROWS: &str = "__rows";
+
+/// The exact aggregation DataFusion runs for the count and sum components:
+/// bounded input, domain filter, one column per component and the rows of
+/// each cell (for the overflow guard). With `wide`, integer sums are
+/// computed as `Decimal128(38, 0)`.
+fn exact_frame(
+    state: &SessionState,
+    query: &AggregateQuery,
+    plan: &DpPlan,
+    wide: bool,
+) -> Result<DataFrame, PolicyError> {
+    let (df, group) = bounded_input(state, query, plan)?;
+    let mut aggs: Vec<Expr> = plan
         .components
         .iter()
         .enumerate()
+        .filter(|(_, c)| is_vector_sum(&c.measure))
         .map(|(i, c)| {
             match &c.measure {
                 Measure::Count(None) => count(lit(1i64)),
                 Measure::Count(Some(col)) => count(Expr::Column(col.clone())),
-                Measure::Sum { column, ty, bounds } => sum(clamp(column, *ty, *bounds)),
+                Measure::Sum { column, ty, bounds } => {
+                    let clamped = clamp(column, *ty, *bounds);
+                    if wide && *ty == ColumnType::Int64 {
+                        sum(cast(clamped, DataType::Decimal128(38, 0)))
+                    } else {
+                        sum(clamped)
+                    }
+                }
+                Measure::SquaredDeviations { column, ty, bounds } => {
+                    let mid = (bounds.0 + bounds.1) / 2.0;
+                    let d = cast(clamp(column, *ty, *bounds), DataType::Float64) - lit(mid);
+                    sum(d.clone() * d)
+                }
+                Measure::Histogram { .. } | Measure::Quantile { .. } => {
+                    unreachable!("filtered out")
+                }
             }
             .alias(format!("__agg{i}"))
         })
         .collect();
+    aggs.push(count(lit(1i64)).alias(ROWS));
     Ok(df.aggregate(group, aggs)?)
+}
+
+/// Per cell, the counts of one column's clamped values in equal bins.
+fn histogram_frame(
+    state: &SessionState,
+    query: &AggregateQuery,
+    plan: &DpPlan,
+    (column, ty, bounds): (&Column, ColumnType, (f64, f64)),
+) -> Result<DataFrame, PolicyError> {
+    let (df, mut group) = bounded_input(state, query, plan)?;
+    let width = (bounds.1 - bounds.0) / HISTOGRAM_BINS as f64;
+    let bin = if width > 0.0 {
+        let position =
+            (cast(clamp(column, ty, bounds), DataType::Float64) - lit(bounds.0)) / lit(width);
+        let bin = cast(floor(position), DataType::Int64);
+        let last = lit((HISTOGRAM_BINS - 1) as i64);
+        when(bin.clone().gt(last.clone()), last)
+            .otherwise(bin)
+            .expect("a CASE with a WHEN branch always builds")
+    } else {
+        lit(0i64)
+    };
+    group.push(bin.alias("__bin"));
+    Ok(df.aggregate(group, vec![count(lit(1i64)).alias(ROWS)])?)
+}
+
+/// Per cell, each distinct clamped value of one column and how often it occurs.
+fn values_frame(
+    state: &SessionState,
+    query: &AggregateQuery,
+    plan: &DpPlan,
+    (column, ty, bounds): (&Column, ColumnType, (f64, f64)),
+) -> Result<DataFrame, PolicyError> {
+    let (df, mut group) = bounded_input(state, query, plan)?;
+    group.push(clamp(column, ty, bounds).alias("__value"));
+    Ok(df.aggregate(group, vec![count(lit(1i64)).alias(ROWS)])?)
 }
 
 /// A normalised description of what a release measures: the optimised exact
@@ -382,13 +876,154 @@ pub fn fingerprint(
     query: &AggregateQuery,
     plan: &DpPlan,
 ) -> Result<String, PolicyError> {
-    let optimized = exact_frame(state, query, plan)?.into_optimized_plan()?;
+    let optimized = exact_frame(state, query, plan, false)?.into_optimized_plan()?;
     let mut text = optimized.display_indent().to_string();
     for c in &plan.components {
-        text.push_str(&format!("\n{:?} scale={:e}", c.measure, c.scale));
+        text.push_str(&format!(
+            "\n{:?} {} scale={:e}",
+            c.measure,
+            c.family.name(),
+            c.scale
+        ));
     }
+    text.push_str(&format!("\naccounting={:?}", plan.accounting));
     text.push_str(&format!("\ncells={:?}", plan.cells));
     Ok(text)
+}
+
+/// Exact per-cell values of one component.
+#[derive(Debug, Clone, PartialEq)]
+enum Exact {
+    Int(Vec<i64>),
+    Float(Vec<f64>),
+    /// Each cell's clamped values (quantiles).
+    IntValues(Vec<Vec<i64>>),
+    FloatValues(Vec<Vec<f64>>),
+}
+
+/// The cell each row of `batch` belongs to (its first `n_keys` columns).
+fn row_cells(
+    batch: &arrow::array::RecordBatch,
+    n_keys: usize,
+    index: &HashMap<&Vec<String>, usize>,
+) -> Result<Vec<Option<usize>>, PolicyError> {
+    let keys = (0..n_keys)
+        .map(|i| arrow::compute::cast(batch.column(i), &DataType::Utf8))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((0..batch.num_rows())
+        .map(|row| {
+            let cell: Vec<String> = keys
+                .iter()
+                .map(|k| k.as_string::<i32>().value(row).to_string())
+                .collect();
+            index.get(&cell).copied()
+        })
+        .collect())
+}
+
+fn int_at(column: &ArrayRef, row: usize) -> Result<i64, PolicyError> {
+    if column.is_null(row) {
+        return Ok(0);
+    }
+    Ok(match column.data_type() {
+        DataType::Int64 => column.as_primitive::<Int64Type>().value(row),
+        // Exact wide sum, saturated into i64 (1-Lipschitz, see module docs).
+        DataType::Decimal128(_, 0) => {
+            let v = column.as_primitive::<Decimal128Type>().value(row);
+            v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        }
+        other => {
+            return Err(PolicyError::Execution(format!(
+                "an integer aggregate came back as {other}"
+            )));
+        }
+    })
+}
+
+fn float_at(column: &ArrayRef, row: usize) -> Result<f64, PolicyError> {
+    if column.is_null(row) {
+        return Ok(0.0);
+    }
+    Ok(match column.data_type() {
+        DataType::Float64 => column.as_primitive::<Float64Type>().value(row),
+        _ => {
+            let c = arrow::compute::cast(column, &DataType::Float64)?;
+            c.as_primitive::<Float64Type>().value(row)
+        }
+    })
+}
+
+/// Whether a component's noise works on integers.
+fn is_int(c: &Component) -> bool {
+    matches!(c.noise, Noise::Int(_) | Noise::QuantileInt(_))
+}
+
+/// Exact per-cell values of the count and sum components, computed by
+/// DataFusion, with the overflow guard of the module documentation.
+async fn exact_sums(
+    state: &SessionState,
+    query: &AggregateQuery,
+    plan: &DpPlan,
+    index: &HashMap<&Vec<String>, usize>,
+    values: &mut [Option<Exact>],
+) -> Result<(), PolicyError> {
+    let n_keys = query.keys.len();
+    let n_cells = plan.cells.len();
+    let sums: Vec<usize> = (0..plan.components.len())
+        .filter(|&i| is_vector_sum(&plan.components[i].measure))
+        .collect();
+    if sums.is_empty() {
+        return Ok(());
+    }
+    let widest = sums
+        .iter()
+        .filter_map(|&i| match &plan.components[i].measure {
+            Measure::Sum {
+                ty: ColumnType::Int64,
+                bounds,
+                ..
+            } => Some(bounds.0.abs().max(bounds.1.abs()).ceil() as i128),
+            _ => None,
+        })
+        .max();
+    let mut wide = false;
+    loop {
+        let batches = exact_frame(state, query, plan, wide)?.collect().await?;
+        let mut ints = vec![vec![0i64; n_cells]; sums.len()];
+        let mut floats = vec![vec![0f64; n_cells]; sums.len()];
+        let mut may_overflow = false;
+        for batch in &batches {
+            let cells = row_cells(batch, n_keys, index)?;
+            let rows = batch.column(batch.num_columns() - 1);
+            for (row, cell) in cells.into_iter().enumerate() {
+                let Some(at) = cell else { continue };
+                if let Some(widest) = widest {
+                    let n = i128::from(int_at(rows, row)?);
+                    may_overflow |= n.saturating_mul(widest) > i128::from(i64::MAX);
+                }
+                for (j, &ci) in sums.iter().enumerate() {
+                    let column = batch.column(n_keys + j);
+                    if is_int(&plan.components[ci]) {
+                        ints[j][at] = int_at(column, row)?;
+                    } else {
+                        floats[j][at] = float_at(column, row)?;
+                    }
+                }
+            }
+        }
+        if may_overflow && !wide {
+            wide = true;
+            continue;
+        }
+        for (j, &ci) in sums.iter().enumerate() {
+            values[ci] = Some(if is_int(&plan.components[ci]) {
+                Exact::Int(std::mem::take(&mut ints[j]))
+            } else {
+                Exact::Float(std::mem::take(&mut floats[j]))
+            });
+        }
+        return Ok(());
+    }
 }
 
 /// Exact per-cell values of every component, computed by DataFusion.
@@ -396,40 +1031,93 @@ async fn exact_values(
     state: &SessionState,
     query: &AggregateQuery,
     plan: &DpPlan,
-) -> Result<Vec<Vec<f64>>, PolicyError> {
-    let batches = exact_frame(state, query, plan)?.collect().await?;
+) -> Result<Vec<Exact>, PolicyError> {
     let index: HashMap<&Vec<String>, usize> =
         plan.cells.iter().enumerate().map(|(i, c)| (c, i)).collect();
-    let mut values = vec![vec![0.0; plan.cells.len()]; plan.components.len()];
     let n_keys = query.keys.len();
-    for batch in batches {
-        let keys = (0..n_keys)
-            .map(|i| arrow::compute::cast(batch.column(i), &DataType::Utf8))
-            .collect::<Result<Vec<_>, _>>()?;
-        for row in 0..batch.num_rows() {
-            let cell: Vec<String> = keys
-                .iter()
-                .map(|k| k.as_string::<i32>().value(row).to_string())
-                .collect();
-            let Some(&at) = index.get(&cell) else {
-                continue;
-            };
-            for (ci, column) in batch.columns()[n_keys..].iter().enumerate() {
-                if column.is_null(row) {
-                    continue;
-                }
-                values[ci][at] = match column.data_type() {
-                    DataType::Int64 => column.as_primitive::<Int64Type>().value(row) as f64,
-                    DataType::Float64 => column.as_primitive::<Float64Type>().value(row),
-                    _ => {
-                        let c = arrow::compute::cast(column, &DataType::Float64)?;
-                        c.as_primitive::<Float64Type>().value(row)
+    let n_cells = plan.cells.len();
+    let mut values: Vec<Option<Exact>> = vec![None; plan.components.len()];
+    exact_sums(state, query, plan, &index, &mut values).await?;
+    for (ci, component) in plan.components.iter().enumerate() {
+        match &component.measure {
+            Measure::Histogram { column, ty, bounds } => {
+                let frame = histogram_frame(state, query, plan, (column, *ty, *bounds))?;
+                let mut counts = vec![0i64; n_cells * HISTOGRAM_BINS];
+                for batch in frame.collect().await? {
+                    let cells = row_cells(&batch, n_keys, &index)?;
+                    for (row, cell) in cells.into_iter().enumerate() {
+                        let Some(at) = cell else { continue };
+                        let bin = int_at(batch.column(n_keys), row)?
+                            .clamp(0, HISTOGRAM_BINS as i64 - 1)
+                            as usize;
+                        counts[at * HISTOGRAM_BINS + bin] += int_at(batch.column(n_keys + 1), row)?;
                     }
-                };
+                }
+                values[ci] = Some(Exact::Int(counts));
             }
+            Measure::Quantile {
+                column, ty, bounds, ..
+            } => {
+                let frame = values_frame(state, query, plan, (column, *ty, *bounds))?;
+                let batches = frame.collect().await?;
+                let integer = is_int(component);
+                let mut ints = vec![Vec::new(); if integer { n_cells } else { 0 }];
+                let mut floats = vec![Vec::new(); if integer { 0 } else { n_cells }];
+                for batch in batches {
+                    let cells = row_cells(&batch, n_keys, &index)?;
+                    let value = batch.column(n_keys);
+                    let times = batch.column(n_keys + 1);
+                    for (row, cell) in cells.into_iter().enumerate() {
+                        let Some(at) = cell else { continue };
+                        let n = int_at(times, row)?.max(0) as usize;
+                        if integer {
+                            ints[at].extend(std::iter::repeat_n(int_at(value, row)?, n));
+                        } else {
+                            floats[at].extend(std::iter::repeat_n(float_at(value, row)?, n));
+                        }
+                    }
+                }
+                values[ci] = Some(if integer {
+                    Exact::IntValues(ints)
+                } else {
+                    Exact::FloatValues(floats)
+                });
+            }
+            _ => {}
         }
     }
-    Ok(values)
+    Ok(values
+        .into_iter()
+        .map(|v| v.expect("every component was computed"))
+        .collect())
+}
+
+/// Adds each component's noise to its exact values.
+fn add_noise(plan: &DpPlan, exact: Vec<Exact>) -> Result<Vec<Vec<f64>>, PolicyError> {
+    plan.components
+        .iter()
+        .zip(exact)
+        .map(|(component, values)| {
+            Ok(match (&component.noise, values) {
+                (Noise::Int(f), Exact::Int(v)) => f
+                    .eval(&v)
+                    .map_err(noise_err)?
+                    .into_iter()
+                    .map(|v| v as f64)
+                    .collect(),
+                (Noise::Float(f), Exact::Float(v)) => f.eval(&v).map_err(noise_err)?,
+                (Noise::QuantileInt(f), Exact::IntValues(cells)) => cells
+                    .iter()
+                    .map(|v| f.eval(v).map(|x| x as f64).map_err(noise_err))
+                    .collect::<Result<_, _>>()?,
+                (Noise::QuantileFloat(f), Exact::FloatValues(cells)) => cells
+                    .iter()
+                    .map(|v| f.eval(v).map_err(noise_err))
+                    .collect::<Result<_, _>>()?,
+                _ => unreachable!("exact values match their component's noise"),
+            })
+        })
+        .collect()
 }
 
 /// Reads the data, adds noise and builds the released table. Call only after
@@ -440,18 +1128,7 @@ pub async fn release_aggregate(
     plan: &DpPlan,
 ) -> Result<Release, PolicyError> {
     let exact = exact_values(state, query, plan).await?;
-    let mut noisy = Vec::with_capacity(exact.len());
-    for (component, values) in plan.components.iter().zip(exact) {
-        noisy.push(match &component.mechanism {
-            Mechanism::Int(m) => m
-                .invoke(&values.iter().map(|v| *v as i64).collect())
-                .map_err(noise_err)?
-                .into_iter()
-                .map(|v| v as f64)
-                .collect::<Vec<f64>>(),
-            Mechanism::Float(m) => m.invoke(&values).map_err(noise_err)?,
-        });
-    }
+    let noisy = add_noise(plan, exact)?;
     let alpha = 1.0 - CONFIDENCE;
     let mut table = Table::default();
     for (name, source) in &query.outputs {
@@ -460,52 +1137,22 @@ pub async fn release_aggregate(
                 ColumnValues::Text(plan.cells.iter().map(|c| c[i].clone()).collect())
             }
             OutputSource::Aggregate(j) => {
-                let (ci, count_ci) = plan.wiring[j];
-                let component = &plan.components[ci];
-                ColumnValues::Estimate(match count_ci {
-                    None => {
-                        let acc = component.accuracy(alpha)?;
-                        noisy[ci]
-                            .iter()
-                            .map(|&v| Estimate {
-                                value: v,
-                                lower: v - acc,
-                                upper: v + acc,
-                            })
-                            .collect()
-                    }
-                    Some(cc) => {
-                        let Measure::Sum { bounds, .. } = component.measure else {
-                            unreachable!("means are wired to a sum component")
-                        };
-                        // Each of the two intervals at alpha/2: the ratio interval holds at 1 - alpha.
-                        let (sum_acc, count_acc) = (
-                            component.accuracy(alpha / 2.0)?,
-                            plan.components[cc].accuracy(alpha / 2.0)?,
-                        );
-                        noisy[ci]
-                            .iter()
-                            .zip(&noisy[cc])
-                            .map(|(&s, &n)| mean_estimate(s, n, sum_acc, count_acc, bounds))
-                            .collect()
-                    }
-                })
+                ColumnValues::Estimate(estimates(plan, plan.wiring[j], &noisy, alpha)?)
             }
         };
         table = table.with(name.clone(), values);
     }
     sort_table(&mut table, &query.order);
+    let zcdp = matches!(plan.accounting, Accounting::Zcdp { .. });
     let noise = plan
         .components
         .iter()
         .map(|c| NoiseNote {
             component: component_name(&c.measure),
-            mechanism: match c.mechanism {
-                Mechanism::Int(_) => "discrete Laplace",
-                Mechanism::Float(_) => "Laplace",
-            },
+            mechanism: c.family.name(),
             scale: c.scale,
-            epsilon: c.epsilon,
+            epsilon: if zcdp { 0.0 } else { c.spent },
+            rho: if zcdp { c.spent } else { 0.0 },
         })
         .collect();
     Ok(Release {
@@ -517,6 +1164,103 @@ pub async fn release_aggregate(
         },
         noise,
     })
+}
+
+/// The released estimates of one aggregate, each with its interval at
+/// `1 - alpha` (a union bound over the components it is made of).
+fn estimates(
+    plan: &DpPlan,
+    wire: Wire,
+    noisy: &[Vec<f64>],
+    alpha: f64,
+) -> Result<Vec<Estimate>, PolicyError> {
+    let c = &plan.components;
+    Ok(match wire {
+        Wire::Plain(ci) => {
+            let acc = c[ci].accuracy(alpha)?;
+            noisy[ci]
+                .iter()
+                .map(|&v| Estimate {
+                    value: v,
+                    lower: v - acc,
+                    upper: v + acc,
+                })
+                .collect()
+        }
+        Wire::Mean { sum, count } => {
+            let bounds = bounds_of(&c[sum].measure);
+            // Each of the two intervals at alpha/2: the ratio interval holds at 1 - alpha.
+            let (sum_acc, count_acc) = (
+                c[sum].accuracy(alpha / 2.0)?,
+                c[count].accuracy(alpha / 2.0)?,
+            );
+            noisy[sum]
+                .iter()
+                .zip(&noisy[count])
+                .map(|(&s, &n)| mean_estimate(s, n, sum_acc, count_acc, bounds))
+                .collect()
+        }
+        Wire::Variance {
+            count,
+            sum,
+            squares,
+            sample,
+            root,
+        } => {
+            let bounds = bounds_of(&c[sum].measure);
+            let acc = Accuracies {
+                count: c[count].accuracy(alpha / 3.0)?,
+                sum: c[sum].accuracy(alpha / 3.0)?,
+                squares: c[squares].accuracy(alpha / 3.0)?,
+            };
+            (0..plan.cells.len())
+                .map(|i| {
+                    let v = variance_estimate(
+                        noisy[count][i],
+                        noisy[sum][i],
+                        noisy[squares][i],
+                        &acc,
+                        bounds,
+                        sample,
+                    );
+                    if root {
+                        Estimate {
+                            value: v.value.sqrt(),
+                            lower: v.lower.sqrt(),
+                            upper: v.upper.sqrt(),
+                        }
+                    } else {
+                        v
+                    }
+                })
+                .collect()
+        }
+        Wire::Quantile {
+            quantile,
+            histogram,
+        } => {
+            let Measure::Quantile { bounds, q, .. } = c[quantile].measure else {
+                unreachable!("quantiles are wired to a quantile component")
+            };
+            // Every bin's noise within `a` at once (union bound over the bins).
+            let a = c[histogram].accuracy(alpha / HISTOGRAM_BINS as f64)?;
+            noisy[quantile]
+                .iter()
+                .zip(noisy[histogram].chunks(HISTOGRAM_BINS))
+                .map(|(&value, bins)| quantile_estimate(value, bins, a, q, bounds))
+                .collect()
+        }
+    })
+}
+
+fn bounds_of(measure: &Measure) -> (f64, f64) {
+    match measure {
+        Measure::Sum { bounds, .. }
+        | Measure::SquaredDeviations { bounds, .. }
+        | Measure::Histogram { bounds, .. }
+        | Measure::Quantile { bounds, .. } => *bounds,
+        Measure::Count(_) => unreachable!("counts have no bounds"),
+    }
 }
 
 fn mean_estimate(
@@ -559,6 +1303,111 @@ fn mean_estimate(
     }
 }
 
+/// Half-widths of the three components of a variance, each at `alpha / 3`.
+struct Accuracies {
+    count: f64,
+    sum: f64,
+    squares: f64,
+}
+
+/// Variance from a noisy count `n`, sum `s` and sum of squared deviations
+/// from the midpoint `m2` (post-processing). With `c` the midpoint,
+/// `var_pop = m2 / n - (s / n - c)^2`; its interval combines the intervals
+/// of `m2 / n` and of the centred mean by interval arithmetic, clamped to
+/// the largest variance possible within the bounds, `((hi - lo) / 2)^2`.
+/// The sample variance multiplies by `n / (n - 1)`.
+fn variance_estimate(
+    n: f64,
+    s: f64,
+    m2: f64,
+    acc: &Accuracies,
+    (lo, hi): (f64, f64),
+    sample: bool,
+) -> Estimate {
+    let mid = (lo + hi) / 2.0;
+    let max_pop = ((hi - lo) / 2.0).powi(2);
+    let correction = |n: f64| if n >= 2.0 { n / (n - 1.0) } else { 2.0 };
+    let cap = if sample { 2.0 * max_pop } else { max_pop };
+    let mean = mean_estimate(s, n, acc.sum, acc.count, (lo, hi));
+    let centred = mean.value - mid;
+    let mut value = (m2.max(0.0) / n.max(1.0) - centred * centred).clamp(0.0, max_pop);
+    if sample {
+        value = (value * correction(n.max(1.0))).min(cap);
+    }
+    let n_lo = n - acc.count;
+    if n_lo < 1.0 {
+        return Estimate {
+            value,
+            lower: 0.0,
+            upper: cap,
+        };
+    }
+    let n_hi = n + acc.count;
+    let (second_lo, second_hi) = (
+        (m2 - acc.squares).max(0.0) / n_hi,
+        ((m2 + acc.squares) / n_lo).min(max_pop),
+    );
+    let (d_lo, d_hi) = (mean.lower - mid, mean.upper - mid);
+    let (sq_lo, sq_hi) = if d_lo <= 0.0 && d_hi >= 0.0 {
+        (0.0, d_lo.powi(2).max(d_hi.powi(2)))
+    } else {
+        (
+            d_lo.powi(2).min(d_hi.powi(2)),
+            d_lo.powi(2).max(d_hi.powi(2)),
+        )
+    };
+    let mut lower = (second_lo - sq_hi).clamp(0.0, max_pop);
+    let mut upper = (second_hi - sq_lo).clamp(0.0, max_pop);
+    if sample {
+        upper = (upper * correction(n_lo)).min(cap);
+        lower *= correction(n_hi);
+    }
+    Estimate {
+        value,
+        lower: lower.min(value),
+        upper: upper.max(value),
+    }
+}
+
+/// A quantile's estimate: the private quantile's candidate, with an interval
+/// from the noisy histogram of the same cell. With `F(j)` the rows in bins
+/// `0..=j` and `N` all rows, the true quantile lies in the first bin `j`
+/// with `G(j) = F(j) - q * N >= 0`. When every bin's noise is within `a`,
+/// the noisy `G` is within `E = (1 + q) * bins * a` of the true one, so the
+/// true quantile's bin lies between the first bin with noisy `G >= -E` and
+/// the first with noisy `G >= E`; the interval spans those bins' edges. It
+/// is widened to contain the released candidate, which only adds coverage.
+fn quantile_estimate(value: f64, bins: &[f64], a: f64, q: f64, (lo, hi): (f64, f64)) -> Estimate {
+    let total: f64 = bins.iter().sum();
+    let slack = (1.0 + q) * bins.len() as f64 * a;
+    let width = (hi - lo) / bins.len() as f64;
+    let mut cumulative = 0.0;
+    let (mut first_lo, mut first_hi) = (None, None);
+    for (j, h) in bins.iter().enumerate() {
+        cumulative += h;
+        let g = cumulative - q * total;
+        if first_lo.is_none() && g >= -slack {
+            first_lo = Some(j);
+        }
+        if first_hi.is_none() && g >= slack {
+            first_hi = Some(j);
+        }
+    }
+    let j_lo = first_lo.unwrap_or(0);
+    let j_hi = first_hi.unwrap_or(bins.len() - 1);
+    let lower = lo + width * j_lo as f64;
+    let upper = if j_hi + 1 >= bins.len() {
+        hi
+    } else {
+        lo + width * (j_hi + 1) as f64
+    };
+    Estimate {
+        value,
+        lower: lower.min(value),
+        upper: upper.max(value),
+    }
+}
+
 /// Sorts released rows by the query's ORDER BY (post-processing).
 fn sort_table(table: &mut Table, order: &[(usize, bool)]) {
     if order.is_empty() {
@@ -592,4 +1441,50 @@ fn sort_table(table: &mut Table, order: &[(usize, bool)]) {
             }
         };
     }
+}
+
+/// The integer count mechanism exactly as releases build it, exposed so the
+/// audit tests can sample it on neighbouring datasets.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct AuditMechanism {
+    /// The epsilon the honest mechanism's privacy map claims.
+    pub claimed_epsilon: f64,
+    /// The noise scale actually used.
+    pub scale: f64,
+}
+
+impl AuditMechanism {
+    /// One noisy release of `counts`, from opendp's discrete Laplace at `self.scale`.
+    pub fn release(&self, counts: &[i64]) -> Result<Vec<i64>, PolicyError> {
+        let (noise, _) = int_noise(1, self.scale, false)?;
+        noise.eval(&counts.to_vec()).map_err(noise_err)
+    }
+
+    /// `draws` noisy releases of the one-cell count `count`.
+    pub fn sample(&self, count: i64, draws: usize) -> Result<Vec<i64>, PolicyError> {
+        let (noise, _) = int_noise(1, self.scale, false)?;
+        noise.eval(&vec![count; draws]).map_err(noise_err)
+    }
+}
+
+/// The COUNT(*) mechanism of a one-row-per-person dataset at `epsilon`, as
+/// [`plan_release`] builds it; with `scale_divisor > 1` a deliberately broken
+/// one that uses less noise while claiming the same epsilon, so that an
+/// audit can show it catches such a bug.
+#[doc(hidden)]
+pub fn count_mechanism_for_audit(
+    epsilon: f64,
+    scale_divisor: f64,
+) -> Result<AuditMechanism, PolicyError> {
+    let honest = int_component(
+        Measure::Count(None),
+        1.0,
+        positive("epsilon", epsilon)?,
+        false,
+    )?;
+    Ok(AuditMechanism {
+        claimed_epsilon: honest.spent,
+        scale: honest.scale / scale_divisor,
+    })
 }

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod bench;
 pub mod checks;
 pub mod dp;
 pub mod manifest;
@@ -21,6 +22,9 @@ pub mod mask;
 mod query;
 
 pub use admission::{Admitted, Refusal};
-pub use dp::{DpPlan, Release, fingerprint, plan_release, release_aggregate};
+pub use dp::{
+    Accounting, DpPlan, Release, fingerprint, plan_release, plan_release_with, plan_release_zcdp,
+    release_aggregate,
+};
 pub use manifest::{Class, Manifest, ManifestError, ManifestErrors};
 pub use query::{PolicyError, plan_query, release_open, sql_options};

@@ -12,6 +12,10 @@
 //! storage: what a query returns and where an output goes is decided by the
 //! caller's [`JobHost`].
 //!
+//! UDF modules (no imports at all) run inside DataFusion queries through
+//! [`udf::WasmScalarUdf`], which checks every array a module returns before
+//! the plan sees it.
+//!
 //! The only `unsafe` is loading an authenticated cache entry
 //! (`cache::deserialize_trusted`).
 #![deny(unsafe_code)]
@@ -19,6 +23,7 @@
 mod cache;
 mod engine;
 mod host;
+pub mod udf;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +39,7 @@ use host::HostState;
 
 pub use cache::CompiledFrom;
 pub use host::{JobHost, LogLevel};
+pub use udf::{ScalarUdfDecl, UdfError, UdfModule, WasmScalarUdf};
 pub use validate::ModuleKind;
 
 /// Per-instance resource limits.
@@ -114,9 +120,7 @@ pub enum SandboxError {
         host: u32,
         expected: &'static str,
     },
-    #[error(
-        "module lacks the export `{name}` ({expected}); declare the job with `udf_sdk::job!(run)`"
-    )]
+    #[error("module lacks the export `{name}` ({expected})")]
     MissingExport {
         name: String,
         expected: &'static str,
@@ -158,6 +162,8 @@ pub struct ValidatedModule {
     kind: ModuleKind,
     compiled_from: CompiledFrom,
     pre: Option<Arc<InstancePre<HostState>>>,
+    /// The compiled code; UDF modules are instantiated from it by `udf`.
+    module: Module,
 }
 
 impl std::fmt::Debug for ValidatedModule {
@@ -325,6 +331,7 @@ impl Sandbox {
             kind,
             compiled_from,
             pre,
+            module,
         })
     }
 

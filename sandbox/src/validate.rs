@@ -1,6 +1,6 @@
 //! Static checks of a module's imports and exports, before it ever runs.
 
-use udf_sdk::abi;
+use udf_sdk::{abi, udf};
 use wasmtime::{ExternType, FuncType, Module, ValType};
 
 use crate::{Limits, SandboxError};
@@ -162,7 +162,7 @@ pub(crate) fn check_exports(module: &Module, kind: ModuleKind) -> Result<(), San
         }
     }
     if kind == ModuleKind::Udf {
-        return Ok(());
+        return check_udf_exports(module);
     }
     for name in [abi::ENTRY_EXPORT, abi::VERSION_EXPORT] {
         match export(name) {
@@ -177,10 +177,68 @@ pub(crate) fn check_exports(module: &Module, kind: ModuleKind) -> Result<(), San
             None => {
                 return Err(SandboxError::MissingExport {
                     name: name.into(),
-                    expected: "a function () -> i32",
+                    expected: "a function () -> i32; declare the job with `udf_sdk::job!(run)`",
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// A UDF module exports the version, the allocator and at least one
+/// `udf_<name>: (rows, frame) -> header`; see `udf-sdk/ABI.md`.
+fn check_udf_exports(module: &Module) -> Result<(), SandboxError> {
+    let required: [(&str, usize, &'static str); 2] = [
+        (
+            udf::VERSION_EXPORT,
+            0,
+            "a function () -> i32; add `udf_sdk::udf_module!()` to the crate",
+        ),
+        (
+            udf::ALLOC_EXPORT,
+            1,
+            "a function (i32) -> i32; add `udf_sdk::udf_module!()` to the crate",
+        ),
+    ];
+    for (name, params, expected) in required {
+        match module.get_export(name) {
+            Some(ExternType::Func(ty)) if is_i32_sig(&ty, params, 1) => {}
+            Some(other) => {
+                return Err(SandboxError::MistypedExport {
+                    name: name.into(),
+                    expected,
+                    found: format!("{other:?}"),
+                });
+            }
+            None => {
+                return Err(SandboxError::MissingExport {
+                    name: name.into(),
+                    expected,
+                });
+            }
+        }
+    }
+    let mut functions = 0;
+    for export in module.exports() {
+        if !export.name().starts_with(udf::SCALAR_EXPORT_PREFIX) {
+            continue;
+        }
+        match export.ty() {
+            ExternType::Func(ty) if is_i32_sig(&ty, 2, 1) => functions += 1,
+            other => {
+                return Err(SandboxError::MistypedExport {
+                    name: export.name().into(),
+                    expected: "a scalar UDF (rows: i32, frame: i32) -> i32; declare it with `udf_sdk::scalar_udf!`",
+                    found: format!("{other:?}"),
+                });
+            }
+        }
+    }
+    if functions == 0 {
+        return Err(SandboxError::MissingExport {
+            name: format!("{}<name>", udf::SCALAR_EXPORT_PREFIX),
+            expected: "at least one scalar UDF (rows: i32, frame: i32) -> i32; declare it with `udf_sdk::scalar_udf!`",
+        });
     }
     Ok(())
 }

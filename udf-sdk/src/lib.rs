@@ -16,12 +16,18 @@
 //! }
 //! udf_sdk::job!(run);
 //! ```
+//!
+//! A UDF module is different: it runs inside a query, sees raw values and
+//! may import nothing. [`udf_module!`] and [`scalar_udf!`] generate its
+//! exports; the batch layout is in [`udf`].
 #![deny(unsafe_code)]
 
 pub mod abi;
 mod table;
+pub mod udf;
 
 pub use table::{Column, ColumnValues, Estimate, QueryResult, Table};
+pub use udf::{OutputHeader, UdfType};
 
 #[cfg(target_arch = "wasm32")]
 mod guest;

@@ -3,5 +3,7 @@
 mod attacks;
 mod checks;
 mod dp;
+mod dp_audit;
+mod dp_more;
 mod manifest;
 mod support;

@@ -5,3 +5,4 @@ mod cache;
 mod dry_run;
 mod pool;
 mod support;
+mod udf;

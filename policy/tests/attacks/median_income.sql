@@ -1,2 +1,0 @@
--- expect: non-dp-aggregate
-SELECT median(annual_income) FROM residents

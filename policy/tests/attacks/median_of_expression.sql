@@ -1,0 +1,2 @@
+-- expect: derived-column
+SELECT median(annual_income * 2) FROM residents

@@ -1,0 +1,2 @@
+-- expect: aggregate-modifier
+SELECT stddev(DISTINCT annual_income) FROM residents

@@ -1,2 +1,0 @@
--- expect: non-dp-aggregate
-SELECT stddev(annual_income) FROM residents

@@ -1,0 +1,816 @@
+//! WebAssembly UDFs inside DataFusion queries.
+//!
+//! A UDF module sees raw conditional values, so it imports nothing (checked
+//! at upload by [`Sandbox::validate`] with [`ModuleKind::Udf`]). Per batch,
+//! the host copies the argument columns' Arrow buffers straight into guest
+//! memory, calls `udf_<name>(rows, frame)` under the sandbox's fuel, memory
+//! and deadline limits, and copies the result column back out only after
+//! checking its header: row count, type, every pointer and length inside the
+//! guest's memory, and the validity bitmap against its null count. Nothing
+//! the guest returns reaches DataFusion unchecked, and nothing it does can
+//! panic the host: every violation is a [`UdfError`] naming the function.
+//! The layout is in `udf-sdk/ABI.md`, "UDF modules".
+//!
+//! **Instances.** A [`UdfModule`] keeps a small stack of idle instances.
+//! Each batch takes one (or instantiates a new one from the pre-linked
+//! module, a pool slot of the sandbox's allocator), and gives it back when
+//! the batch succeeded, so each partition that DataFusion runs at once ends
+//! up reusing one instance, and its input buffers, batch after batch. An
+//! instance that trapped or returned an invalid result is dropped, never
+//! reused. Guest memory persists between the batches an instance serves, so
+//! one [`UdfModule`] should serve one query or one grant, not several users.
+//! Instantiating from the pool is cheap (a p50 of about 1.2 µs for
+//! `guests/udf-light` in a release build, see [`bench`]), so per-batch
+//! instances would also do; reuse additionally keeps the guest's input
+//! buffers allocated and warm, and bounds pool slots to one per partition.
+//!
+//! **Limits.** Fuel and the wall-clock deadline of [`Limits`] apply to each
+//! batch; memory and table limits to each instance. The deadline needs the
+//! [`Sandbox`] the module came from to stay alive (its ticker thread drives
+//! the epochs); fuel bounds every batch regardless.
+
+pub mod bench;
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, PrimitiveArray, StringArray,
+};
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, ScalarBuffer};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, Int64Type};
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use udf_sdk::udf::{self as abi, ArgDesc, OutputHeader, UdfType};
+use wasmtime::{
+    Engine, ExternType, Instance, InstancePre, Linker, Memory, ResourceLimiter, Store, TypedFunc,
+};
+
+use crate::{Limits, ModuleKind, Sandbox, SandboxError, ValidatedModule, engine};
+
+// Guest memory is little-endian and the host copies Arrow buffers into it
+// byte for byte.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "WebAssembly UDFs need a little-endian host"
+);
+
+/// Smallest input buffer the host asks the guest for; buffers then grow by
+/// doubling, so a run of equal batches allocates once.
+const MIN_BUFFER: usize = 64 << 10;
+
+/// Why a UDF could not be declared or a batch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UdfError {
+    #[error(
+        "UDF `{udf}`: the module has no export `{export}`; declare it with `udf_sdk::scalar_udf!(fn {udf}(...) -> ...)`"
+    )]
+    MissingExport { udf: String, export: String },
+    #[error("UDF `{udf}`: {problem}")]
+    Declaration { udf: String, problem: String },
+    #[error(
+        "UDF `{udf}` refused its arguments ({declared}): the module's `{export}` was written for other types or another number of arguments; fix the declaration"
+    )]
+    SignatureMismatch {
+        udf: String,
+        export: String,
+        declared: String,
+    },
+    #[error(
+        "UDF `{udf}` stopped: {limit} limit exceeded in one batch ({detail}); its instance was dropped"
+    )]
+    LimitExceeded {
+        udf: String,
+        limit: &'static str,
+        detail: String,
+    },
+    #[error("UDF `{udf}` trapped: {reason}; its instance was dropped")]
+    Trap { udf: String, reason: String },
+    #[error(
+        "UDF `{udf}` returned an invalid result: {problem}; the batch was discarded and its instance dropped"
+    )]
+    BadOutput { udf: String, problem: String },
+    #[error("UDF `{udf}`: {source}")]
+    Sandbox {
+        udf: String,
+        #[source]
+        source: SandboxError,
+    },
+}
+
+impl UdfError {
+    fn from_sandbox(udf: &str, e: SandboxError) -> Self {
+        let udf = udf.to_string();
+        match e {
+            SandboxError::LimitExceeded { limit, detail } => {
+                UdfError::LimitExceeded { udf, limit, detail }
+            }
+            SandboxError::Trap { reason } => UdfError::Trap { udf, reason },
+            source => UdfError::Sandbox { udf, source },
+        }
+    }
+}
+
+impl From<UdfError> for DataFusionError {
+    fn from(e: UdfError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
+/// What a scalar UDF is called in SQL and the types it takes and returns.
+///
+/// The module must export `udf_<name>`. Arguments may be `Int64`,
+/// `Float64` or `Utf8`; the result `Int64` or `Float64`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScalarUdfDecl {
+    /// The SQL name, and the export's name after `udf_`.
+    pub name: String,
+    /// Argument types, in order.
+    pub args: Vec<DataType>,
+    /// Result type.
+    pub returns: DataType,
+}
+
+impl ScalarUdfDecl {
+    /// A declaration of `name(args...) -> returns`.
+    pub fn new(name: impl Into<String>, args: Vec<DataType>, returns: DataType) -> Self {
+        ScalarUdfDecl {
+            name: name.into(),
+            args,
+            returns,
+        }
+    }
+}
+
+fn udf_type(ty: &DataType) -> Option<UdfType> {
+    match ty {
+        DataType::Int64 => Some(UdfType::Int64),
+        DataType::Float64 => Some(UdfType::Float64),
+        DataType::Utf8 => Some(UdfType::Utf8),
+        _ => None,
+    }
+}
+
+struct UdfLimiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    hit: Option<SandboxError>,
+}
+
+impl ResourceLimiter for UdfLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.hit = Some(SandboxError::LimitExceeded {
+                limit: "memory",
+                detail: format!(
+                    "tried to grow linear memory from {current} to {desired} bytes; the limit is {} bytes",
+                    self.memory_bytes
+                ),
+            });
+            return Err(wasmtime::Error::msg("memory limit exceeded"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            self.hit = Some(SandboxError::LimitExceeded {
+                limit: "table",
+                detail: format!(
+                    "tried to grow a table from {current} to {desired} elements; the limit is {}",
+                    self.table_elements
+                ),
+            });
+            return Err(wasmtime::Error::msg("table limit exceeded"));
+        }
+        Ok(true)
+    }
+}
+
+/// A buffer the guest allocated for the host, reused while it is big enough.
+#[derive(Clone, Copy, Default)]
+struct GuestBuf {
+    ptr: usize,
+    cap: usize,
+}
+
+/// One instance of a UDF module with its store and input buffers.
+struct UdfInstance {
+    store: Store<UdfLimiter>,
+    instance: Instance,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    /// Slot 0 the call frame; for argument `i`, slots `1 + 3i` (values or
+    /// offsets), `2 + 3i` (string bytes) and `3 + 3i` (validity).
+    buffers: Vec<GuestBuf>,
+}
+
+impl UdfInstance {
+    /// A buffer of at least `len` bytes in slot `slot`, allocated by the
+    /// guest when the current one is too small, and checked to lie inside
+    /// the guest's memory.
+    fn buffer(&mut self, slot: usize, len: usize) -> Result<usize, String> {
+        if self.buffers.len() <= slot {
+            self.buffers.resize(slot + 1, GuestBuf::default());
+        }
+        let current = self.buffers[slot];
+        if current.cap >= len && current.ptr != 0 {
+            return Ok(current.ptr);
+        }
+        let cap = len.max(MIN_BUFFER).next_power_of_two();
+        let request = i32::try_from(cap)
+            .map_err(|_| format!("a batch needs a buffer of {len} bytes, over 2 GiB"))?;
+        let ptr = self
+            .alloc
+            .call(&mut self.store, request)
+            .map_err(|e| format!("`{}` failed: {e:#}", abi::ALLOC_EXPORT))?;
+        let ptr = ptr as u32 as usize;
+        let size = self.memory.data_size(&self.store);
+        if ptr == 0 || !ptr.is_multiple_of(abi::ALLOC_ALIGN) || ptr.saturating_add(cap) > size {
+            return Err(format!(
+                "`{}({cap})` returned {ptr}, not an {}-byte aligned buffer inside its {size}-byte memory",
+                abi::ALLOC_EXPORT,
+                abi::ALLOC_ALIGN
+            ));
+        }
+        self.buffers[slot] = GuestBuf { ptr, cap };
+        Ok(ptr)
+    }
+
+    /// Copies `bytes` into guest memory at `ptr`.
+    fn write(&mut self, ptr: usize, bytes: &[u8]) -> Result<(), String> {
+        let data = self.memory.data_mut(&mut self.store);
+        match ptr
+            .checked_add(bytes.len())
+            .and_then(|end| data.get_mut(ptr..end))
+        {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(format!(
+                "an input buffer at {ptr} of {} bytes left the guest's memory",
+                bytes.len()
+            )),
+        }
+    }
+}
+
+/// A compiled UDF module ready to serve [`WasmScalarUdf`]s: the pre-linked
+/// module and its idle instances. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct UdfModule {
+    inner: Arc<ModuleInner>,
+}
+
+struct ModuleInner {
+    engine: Engine,
+    pre: InstancePre<UdfLimiter>,
+    limits: Limits,
+    sha256: String,
+    idle: Mutex<Vec<UdfInstance>>,
+    max_idle: usize,
+}
+
+impl std::fmt::Debug for UdfModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdfModule")
+            .field("sha256", &self.inner.sha256)
+            .field("idle_instances", &self.idle_instances())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UdfModule {
+    /// Prepares a module that `sandbox` validated as [`ModuleKind::Udf`],
+    /// instantiating it once to check its UDF ABI version.
+    pub fn new(sandbox: &Sandbox, module: &ValidatedModule) -> Result<Self, SandboxError> {
+        if module.kind != ModuleKind::Udf {
+            return Err(SandboxError::MissingExport {
+                name: abi::VERSION_EXPORT.into(),
+                expected: "a UDF module; validate it with `ModuleKind::Udf`",
+            });
+        }
+        if !Engine::same(module.module.engine(), &sandbox.engine) {
+            return Err(SandboxError::ForeignModule);
+        }
+        let pre = Linker::new(&sandbox.engine)
+            .instantiate_pre(&module.module)
+            .map_err(|e| SandboxError::Invalid {
+                reason: format!("{e:#}"),
+            })?;
+        let max_idle = std::thread::available_parallelism()
+            .map_or(4, |n| n.get())
+            .min(sandbox.limits.max_concurrent_runs.max(1) as usize);
+        let udf = UdfModule {
+            inner: Arc::new(ModuleInner {
+                engine: sandbox.engine.clone(),
+                pre,
+                limits: sandbox.limits.clone(),
+                sha256: module.sha256.clone(),
+                idle: Mutex::new(Vec::new()),
+                max_idle,
+            }),
+        };
+        let mut first = udf.inner.instantiate()?;
+        let version = first
+            .instance
+            .get_typed_func::<(), i32>(&mut first.store, abi::VERSION_EXPORT)
+            .and_then(|f| f.call(&mut first.store, ()))
+            .map_err(|e| {
+                let hit = first.store.data_mut().hit.take();
+                crate::classify_trap(e, hit, &udf.inner.limits)
+            })?;
+        if version != abi::UDF_ABI_VERSION as i32 {
+            return Err(SandboxError::AbiVersion {
+                found: format!("UDF ABI version {version}"),
+                host: abi::UDF_ABI_VERSION,
+                expected: abi::VERSION_EXPORT,
+            });
+        }
+        udf.inner.give_back(first);
+        Ok(udf)
+    }
+
+    /// Hex SHA-256 of the module bytes.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// Instances waiting for the next batch.
+    pub fn idle_instances(&self) -> usize {
+        self.inner.lock_idle().len()
+    }
+
+    /// Declares a scalar UDF backed by the module's `udf_<name>` export.
+    pub fn scalar(&self, decl: ScalarUdfDecl) -> Result<WasmScalarUdf, UdfError> {
+        let udf = decl.name.clone();
+        let export = format!("{}{}", abi::SCALAR_EXPORT_PREFIX, decl.name);
+        match self.inner.pre.module().get_export(&export) {
+            Some(ExternType::Func(_)) => {}
+            _ => return Err(UdfError::MissingExport { udf, export }),
+        }
+        let mut args = Vec::with_capacity(decl.args.len());
+        for ty in &decl.args {
+            args.push(udf_type(ty).ok_or_else(|| UdfError::Declaration {
+                udf: udf.clone(),
+                problem: format!("argument type {ty} is not supported; use Int64, Float64 or Utf8"),
+            })?);
+        }
+        if args.is_empty() {
+            return Err(UdfError::Declaration {
+                udf,
+                problem: "a UDF takes at least one argument".into(),
+            });
+        }
+        let returns = match udf_type(&decl.returns) {
+            Some(t @ (UdfType::Int64 | UdfType::Float64)) => t,
+            _ => {
+                return Err(UdfError::Declaration {
+                    udf,
+                    problem: format!(
+                        "result type {} is not supported; use Int64 or Float64",
+                        decl.returns
+                    ),
+                });
+            }
+        };
+        let signature = Signature::exact(decl.args.clone(), Volatility::Immutable);
+        Ok(WasmScalarUdf {
+            decl,
+            export,
+            args,
+            returns,
+            signature,
+            module: self.clone(),
+        })
+    }
+}
+
+impl ModuleInner {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<UdfInstance>> {
+        // Instances are pushed and popped whole; a poisoned lock holds no
+        // half-made state.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn instantiate(&self) -> Result<UdfInstance, SandboxError> {
+        let mut store = Store::new(
+            &self.engine,
+            UdfLimiter {
+                memory_bytes: self.limits.memory_bytes,
+                table_elements: self.limits.table_elements,
+                hit: None,
+            },
+        );
+        store.limiter(|l| l);
+        self.arm(&mut store)?;
+        let made = (|| {
+            let instance = self.pre.instantiate(&mut store)?;
+            let memory = instance
+                .get_memory(&mut store, "memory")
+                .ok_or_else(|| wasmtime::Error::msg("the module exports no memory"))?;
+            let alloc = instance.get_typed_func::<i32, i32>(&mut store, abi::ALLOC_EXPORT)?;
+            Ok::<_, wasmtime::Error>((instance, memory, alloc))
+        })();
+        match made {
+            Ok((instance, memory, alloc)) => Ok(UdfInstance {
+                store,
+                instance,
+                memory,
+                alloc,
+                buffers: Vec::new(),
+            }),
+            Err(e) => {
+                let hit = store.data_mut().hit.take();
+                Err(crate::classify_trap(e, hit, &self.limits))
+            }
+        }
+    }
+
+    /// Gives the store a full tank of fuel and a fresh deadline.
+    fn arm(&self, store: &mut Store<UdfLimiter>) -> Result<(), SandboxError> {
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(engine::deadline_ticks(self.limits.deadline));
+        Ok(())
+    }
+
+    fn take(&self) -> Result<UdfInstance, SandboxError> {
+        let idle = self.lock_idle().pop();
+        match idle {
+            Some(instance) => Ok(instance),
+            None => self.instantiate(),
+        }
+    }
+
+    fn give_back(&self, instance: UdfInstance) {
+        let mut idle = self.lock_idle();
+        if idle.len() < self.max_idle {
+            idle.push(instance);
+        }
+    }
+}
+
+/// A DataFusion scalar UDF whose body is a WebAssembly export.
+///
+/// `Volatility::Immutable`, with the exact signature of its
+/// [`ScalarUdfDecl`]. Register it with
+/// `ctx.register_udf(ScalarUDF::from(udf))`.
+#[derive(Debug, Clone)]
+pub struct WasmScalarUdf {
+    decl: ScalarUdfDecl,
+    export: String,
+    args: Vec<UdfType>,
+    returns: UdfType,
+    signature: Signature,
+    module: UdfModule,
+}
+
+impl PartialEq for WasmScalarUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.decl == other.decl && self.module.sha256() == other.module.sha256()
+    }
+}
+
+impl Eq for WasmScalarUdf {}
+
+impl Hash for WasmScalarUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.decl.hash(state);
+        self.module.sha256().hash(state);
+    }
+}
+
+impl WasmScalarUdf {
+    /// The declaration it was made from.
+    pub fn decl(&self) -> &ScalarUdfDecl {
+        &self.decl
+    }
+
+    /// The module serving it.
+    pub fn module(&self) -> &UdfModule {
+        &self.module
+    }
+
+    fn declared(&self) -> String {
+        let args: Vec<_> = self.args.iter().map(|t| t.name()).collect();
+        format!("({}) -> {}", args.join(", "), self.returns.name())
+    }
+
+    fn bad_output(&self, problem: impl Into<String>) -> UdfError {
+        UdfError::BadOutput {
+            udf: self.decl.name.clone(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Runs the export over one batch of equally long argument arrays.
+    pub fn evaluate(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef, UdfError> {
+        if arrays.len() != self.args.len() || arrays.iter().any(|a| a.len() != rows) {
+            return Err(UdfError::Declaration {
+                udf: self.decl.name.clone(),
+                problem: format!(
+                    "called with {} arguments of lengths {:?} for {rows} rows; declared {}",
+                    arrays.len(),
+                    arrays.iter().map(|a| a.len()).collect::<Vec<_>>(),
+                    self.declared()
+                ),
+            });
+        }
+        if rows == 0 {
+            return Ok(match self.returns {
+                UdfType::Int64 => Arc::new(Int64Array::from(Vec::<i64>::new())),
+                _ => Arc::new(Float64Array::from(Vec::<f64>::new())),
+            });
+        }
+        let inner = &self.module.inner;
+        let mut instance = inner
+            .take()
+            .map_err(|e| UdfError::from_sandbox(&self.decl.name, e))?;
+        // On any error the instance is dropped here, never given back.
+        let out = self.run(&mut instance, arrays, rows)?;
+        inner.give_back(instance);
+        Ok(out)
+    }
+
+    fn run(
+        &self,
+        inst: &mut UdfInstance,
+        arrays: &[ArrayRef],
+        rows: usize,
+    ) -> Result<ArrayRef, UdfError> {
+        let rows_i32 = i32::try_from(rows)
+            .map_err(|_| self.bad_input(format!("a batch of {rows} rows is too large")))?;
+        let mut descs = Vec::with_capacity(arrays.len());
+        for (i, (array, ty)) in arrays.iter().zip(&self.args).enumerate() {
+            descs.push(self.copy_in(inst, i, array, *ty, rows)?);
+        }
+        let mut frame = Vec::with_capacity(abi::frame_bytes(descs.len()));
+        abi::encode_frame(&descs, &mut frame);
+        let frame_ptr = inst.buffer(0, frame.len()).map_err(|p| self.bad_input(p))?;
+        inst.write(frame_ptr, &frame)
+            .map_err(|p| self.bad_input(p))?;
+
+        let inner = &self.module.inner;
+        inner
+            .arm(&mut inst.store)
+            .map_err(|e| UdfError::from_sandbox(&self.decl.name, e))?;
+        let called = inst
+            .instance
+            .get_typed_func::<(i32, i32), i32>(&mut inst.store, &self.export)
+            .and_then(|f| f.call(&mut inst.store, (rows_i32, frame_ptr as i32)));
+        let header_ptr = match called {
+            Ok(ptr) => ptr as u32 as usize,
+            Err(e) => {
+                let hit = inst.store.data_mut().hit.take();
+                let e = crate::classify_trap(e, hit, &inner.limits);
+                return Err(UdfError::from_sandbox(&self.decl.name, e));
+            }
+        };
+        if header_ptr == 0 {
+            return Err(UdfError::SignatureMismatch {
+                udf: self.decl.name.clone(),
+                export: self.export.clone(),
+                declared: self.declared(),
+            });
+        }
+        self.copy_out(inst.memory.data(&inst.store), header_ptr, rows)
+    }
+
+    fn bad_input(&self, problem: String) -> UdfError {
+        UdfError::Declaration {
+            udf: self.decl.name.clone(),
+            problem,
+        }
+    }
+
+    /// Copies one argument's buffers into guest memory and describes them.
+    fn copy_in(
+        &self,
+        inst: &mut UdfInstance,
+        index: usize,
+        array: &ArrayRef,
+        ty: UdfType,
+        rows: usize,
+    ) -> Result<ArgDesc, UdfError> {
+        let slot = 1 + 3 * index;
+        let wrong_type = || {
+            self.bad_input(format!(
+                "argument {} is {}, declared {}",
+                index + 1,
+                array.data_type(),
+                ty.name()
+            ))
+        };
+        let (data, aux) = match ty {
+            UdfType::Int64 | UdfType::Float64 => {
+                let values: &[u8] = match ty {
+                    UdfType::Int64 => array
+                        .as_primitive_opt::<Int64Type>()
+                        .ok_or_else(wrong_type)?
+                        .values()
+                        .inner()
+                        .as_slice(),
+                    _ => array
+                        .as_primitive_opt::<Float64Type>()
+                        .ok_or_else(wrong_type)?
+                        .values()
+                        .inner()
+                        .as_slice(),
+                };
+                let ptr = inst
+                    .buffer(slot, values.len())
+                    .map_err(|p| self.bad_input(p))?;
+                inst.write(ptr, values).map_err(|p| self.bad_input(p))?;
+                (ptr, 0)
+            }
+            UdfType::Utf8 => {
+                let strings: &StringArray = array.as_string_opt::<i32>().ok_or_else(wrong_type)?;
+                let offsets = strings.value_offsets();
+                let (first, last) = (offsets[0] as usize, offsets[rows] as usize);
+                let bytes = strings
+                    .values()
+                    .as_slice()
+                    .get(first..last)
+                    .ok_or_else(|| {
+                        self.bad_input(format!(
+                            "argument {} has offsets outside its bytes",
+                            index + 1
+                        ))
+                    })?;
+                let offsets_ptr = inst
+                    .buffer(slot, (rows + 1) * 4)
+                    .map_err(|p| self.bad_input(p))?;
+                if first == 0 {
+                    let raw = strings.offsets().inner().inner().as_slice();
+                    inst.write(offsets_ptr, raw)
+                        .map_err(|p| self.bad_input(p))?;
+                } else {
+                    let rebased: Vec<u8> = offsets
+                        .iter()
+                        .flat_map(|o| (o - offsets[0]).to_le_bytes())
+                        .collect();
+                    inst.write(offsets_ptr, &rebased)
+                        .map_err(|p| self.bad_input(p))?;
+                }
+                let bytes_ptr = inst
+                    .buffer(slot + 1, bytes.len())
+                    .map_err(|p| self.bad_input(p))?;
+                inst.write(bytes_ptr, bytes)
+                    .map_err(|p| self.bad_input(p))?;
+                (offsets_ptr, bytes_ptr)
+            }
+        };
+        let validity = match array.nulls().filter(|n| n.null_count() > 0) {
+            None => 0,
+            Some(nulls) => {
+                // Realigned to bit 0 (copied only when the array is a
+                // slice starting mid-byte).
+                let bits = nulls.inner().sliced();
+                let bits = bits
+                    .as_slice()
+                    .get(..abi::validity_bytes(rows))
+                    .ok_or_else(|| {
+                        self.bad_input(format!(
+                            "argument {} has a short validity bitmap",
+                            index + 1
+                        ))
+                    })?;
+                let ptr = inst
+                    .buffer(slot + 2, bits.len())
+                    .map_err(|p| self.bad_input(p))?;
+                inst.write(ptr, bits).map_err(|p| self.bad_input(p))?;
+                ptr
+            }
+        };
+        Ok(ArgDesc {
+            ty: ty.tag(),
+            data: data as u32,
+            aux: aux as u32,
+            validity: validity as u32,
+        })
+    }
+
+    /// Checks the header at `header_ptr` and copies the column it describes
+    /// out of guest memory.
+    fn copy_out(
+        &self,
+        memory: &[u8],
+        header_ptr: usize,
+        rows: usize,
+    ) -> Result<ArrayRef, UdfError> {
+        let region = |what: &str, ptr: usize, len: usize| -> Result<&[u8], UdfError> {
+            ptr.checked_add(len)
+                .and_then(|end| memory.get(ptr..end))
+                .ok_or_else(|| {
+                    self.bad_output(format!(
+                        "its {what} ({len} bytes at {ptr}) lies outside its {}-byte memory",
+                        memory.len()
+                    ))
+                })
+        };
+        let header_bytes = region("result header", header_ptr, abi::OUTPUT_HEADER_BYTES)?;
+        let mut raw = [0u8; abi::OUTPUT_HEADER_BYTES];
+        raw.copy_from_slice(header_bytes);
+        let header = OutputHeader::decode(&raw);
+        if header.rows as usize != rows {
+            return Err(self.bad_output(format!("{} rows for a batch of {rows}", header.rows)));
+        }
+        if header.ty != self.returns.tag() {
+            let found = UdfType::from_tag(header.ty).map_or_else(
+                || format!("unknown type tag {}", header.ty),
+                |t| t.name().to_string(),
+            );
+            return Err(self.bad_output(format!(
+                "a column of {found}, declared {}",
+                self.returns.name()
+            )));
+        }
+        let values = region("values", header.values as usize, rows * 8)?;
+        let nulls = match header.validity {
+            0 if header.null_count != 0 => {
+                return Err(self.bad_output(format!(
+                    "a null count of {} without a validity bitmap",
+                    header.null_count
+                )));
+            }
+            0 => None,
+            ptr => {
+                let bits = region("validity bitmap", ptr as usize, abi::validity_bytes(rows))?;
+                let nulls =
+                    NullBuffer::new(BooleanBuffer::new(Buffer::from_slice_ref(bits), 0, rows));
+                if nulls.null_count() != header.null_count as usize {
+                    return Err(self.bad_output(format!(
+                        "a validity bitmap with {} nulls but a null count of {}",
+                        nulls.null_count(),
+                        header.null_count
+                    )));
+                }
+                (nulls.null_count() > 0).then_some(nulls)
+            }
+        };
+        let values = Buffer::from_slice_ref(values);
+        Ok(match self.returns {
+            UdfType::Int64 => primitive::<Int64Type>(values, rows, nulls),
+            _ => primitive::<Float64Type>(values, rows, nulls),
+        })
+    }
+}
+
+fn primitive<T: ArrowPrimitiveType>(
+    values: Buffer,
+    rows: usize,
+    nulls: Option<NullBuffer>,
+) -> ArrayRef {
+    // Lengths were checked above: `values` holds `rows` 8-byte values and
+    // `nulls` covers `rows` bits, so construction cannot fail.
+    Arc::new(PrimitiveArray::<T>::new(
+        ScalarBuffer::new(values, 0, rows),
+        nulls,
+    ))
+}
+
+impl ScalarUDFImpl for WasmScalarUdf {
+    fn name(&self) -> &str {
+        &self.decl.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(self.decl.returns.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let rows = arrays.first().map_or(0, |a| a.len());
+        let out = self.evaluate(&arrays, rows)?;
+        if all_scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(out))
+        }
+    }
+}

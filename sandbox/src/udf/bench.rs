@@ -1,0 +1,400 @@
+//! Timings of wasm UDFs against the same functions as native Rust UDFs,
+//! each inside a DataFusion query `SELECT SUM(f(a, b)) FROM t` over an
+//! in-memory table, and of instantiating a cached UDF module.
+//!
+//! Plain `std::time::Instant` measurements: each query runs once to warm
+//! up, then [`UdfBenchConfig::repeats`] times; the median is reported. The
+//! native baselines use Arrow's `binary` kernel, the way a well-written
+//! native UDF would.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch};
+use arrow::compute::binary;
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use super::{ScalarUdfDecl, UdfModule};
+use crate::{ModuleKind, Sandbox};
+
+/// `ln(1 + a) * 0.7 + sqrt(b) * 0.3`, as `guests/udf-light` computes it.
+pub fn light(a: f64, b: f64) -> f64 {
+    (1.0 + a).ln() * 0.7 + b.sqrt() * 0.3
+}
+
+/// Euclid's algorithm, dividing in 32 bits once both operands fit: the
+/// same source as the guest's. (LLVM does this on its own for native
+/// x86-64; Cranelift does not, and a 64-bit division is several times
+/// slower, so the guest spells it out and the baseline matches it.)
+fn gcd_u64(mut x: u64, mut y: u64) -> u64 {
+    while y != 0 {
+        let r = if (x | y) >> 32 == 0 {
+            u64::from(x as u32 % y as u32)
+        } else {
+            x % y
+        };
+        (x, y) = (y, r);
+    }
+    x
+}
+
+/// `gcd(|a|, |b|)`, as `guests/udf-gcd` computes it: `None` when the
+/// result does not fit an `i64` (2⁶³).
+pub fn gcd(a: i64, b: i64) -> Option<i64> {
+    i64::try_from(gcd_u64(a.unsigned_abs(), b.unsigned_abs())).ok()
+}
+
+/// Which native function a [`NativeScalarUdf`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NativeFn {
+    /// [`light`] over `(Float64, Float64) -> Float64`.
+    Light,
+    /// [`gcd`] over `(Int64, Int64) -> Int64`.
+    Gcd,
+}
+
+/// The baseline: [`light`] or [`gcd`] as a native DataFusion UDF.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NativeScalarUdf {
+    name: String,
+    function: NativeFn,
+    signature: Signature,
+}
+
+impl NativeScalarUdf {
+    /// A native UDF called `name` in SQL.
+    pub fn new(name: impl Into<String>, function: NativeFn) -> Self {
+        let ty = match function {
+            NativeFn::Light => DataType::Float64,
+            NativeFn::Gcd => DataType::Int64,
+        };
+        NativeScalarUdf {
+            name: name.into(),
+            function,
+            signature: Signature::exact(vec![ty.clone(), ty], Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for NativeScalarUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(match self.function {
+            NativeFn::Light => DataType::Float64,
+            NativeFn::Gcd => DataType::Int64,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [a, b] = arrays.as_slice() else {
+            return Err(DataFusionError::Plan(format!(
+                "{} takes two arguments",
+                self.name
+            )));
+        };
+        let out: ArrayRef = match self.function {
+            NativeFn::Light => {
+                let out: Float64Array = binary(
+                    a.as_primitive::<Float64Type>(),
+                    b.as_primitive::<Float64Type>(),
+                    light,
+                )?;
+                Arc::new(out)
+            }
+            NativeFn::Gcd => {
+                let (a, b) = (a.as_primitive::<Int64Type>(), b.as_primitive::<Int64Type>());
+                let fast: Int64Array = binary(a, b, |x, y| {
+                    gcd_u64(x.unsigned_abs(), y.unsigned_abs()) as i64
+                })?;
+                // Only 2⁶³ wraps negative; such a batch takes the slow path.
+                if fast.values().iter().any(|v| *v < 0) {
+                    Arc::new(
+                        a.iter()
+                            .zip(b.iter())
+                            .map(|(x, y)| gcd(x?, y?))
+                            .collect::<Int64Array>(),
+                    )
+                } else {
+                    Arc::new(fast)
+                }
+            }
+        };
+        if all_scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(out))
+        }
+    }
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct UdfBenchConfig {
+    /// Rows in the table.
+    pub rows: usize,
+    /// Rows per record batch.
+    pub batch_rows: usize,
+    /// Table partitions, and DataFusion's target partitions.
+    pub partitions: usize,
+    /// Timed runs of each query, after one warm-up run.
+    pub repeats: usize,
+    /// Instantiations timed for the p50/p99.
+    pub instantiations: usize,
+}
+
+impl Default for UdfBenchConfig {
+    fn default() -> Self {
+        UdfBenchConfig {
+            rows: 10_000_000,
+            batch_rows: 8_192,
+            partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            repeats: 3,
+            instantiations: 1_000,
+        }
+    }
+}
+
+/// Measured times (medians) and their ratios to native.
+#[derive(Debug, Clone)]
+pub struct UdfBenchReport {
+    pub config: UdfBenchConfig,
+    /// `SELECT SUM(light(a, b))` with the wasm UDF.
+    pub light_wasm: Duration,
+    /// The same with the native UDF.
+    pub light_native: Duration,
+    /// `light_wasm / light_native`.
+    pub light_ratio: f64,
+    /// `SELECT SUM(gcd(x, y))` with the wasm UDF.
+    pub gcd_wasm: Duration,
+    /// The same with the native UDF.
+    pub gcd_native: Duration,
+    /// `gcd_wasm / gcd_native`.
+    pub gcd_ratio: f64,
+    /// Median time to instantiate the cached light module from its `InstancePre`.
+    pub instantiate_p50: Duration,
+    /// 99th percentile of the same.
+    pub instantiate_p99: Duration,
+    /// The sums each query returned, wasm then native, as a sanity check.
+    pub light_sums: (f64, f64),
+    pub gcd_sums: (i64, i64),
+}
+
+impl fmt::Display for UdfBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        writeln!(
+            f,
+            "{} rows, batches of {}, {} partitions, median of {} runs",
+            c.rows, c.batch_rows, c.partitions, c.repeats
+        )?;
+        writeln!(
+            f,
+            "light: wasm {:?}, native {:?}, ratio {:.3}",
+            self.light_wasm, self.light_native, self.light_ratio
+        )?;
+        writeln!(
+            f,
+            "gcd:   wasm {:?}, native {:?}, ratio {:.3}",
+            self.gcd_wasm, self.gcd_native, self.gcd_ratio
+        )?;
+        write!(
+            f,
+            "instantiation of a cached module ({} runs): p50 {:?}, p99 {:?}",
+            c.instantiations, self.instantiate_p50, self.instantiate_p99
+        )
+    }
+}
+
+/// A deterministic stream of numbers (SplitMix64).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Table `t(a, b: Float64; x, y: Int64)` of `rows` deterministic rows:
+/// `a` in [0, 10⁶), `b` in [0, 10⁴), `x` and `y` in [1, 2³¹).
+pub fn bench_table(rows: usize, batch_rows: usize, partitions: usize) -> Result<MemTable> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Float64, true),
+        Field::new("b", DataType::Float64, true),
+        Field::new("x", DataType::Int64, true),
+        Field::new("y", DataType::Int64, true),
+    ]));
+    let partitions = partitions.max(1);
+    let batch_rows = batch_rows.max(1);
+    let mut parts = vec![Vec::new(); partitions];
+    let mut rng = SplitMix(0x5eed);
+    let mut start = 0;
+    let mut index = 0;
+    while start < rows {
+        let n = batch_rows.min(rows - start);
+        let a: Float64Array = (0..n).map(|_| rng.unit() * 1e6).collect();
+        let b: Float64Array = (0..n).map(|_| rng.unit() * 1e4).collect();
+        let x: Int64Array = (0..n).map(|_| (rng.next() >> 33) as i64 + 1).collect();
+        let y: Int64Array = (0..n).map(|_| (rng.next() >> 33) as i64 + 1).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(a), Arc::new(b), Arc::new(x), Arc::new(y)],
+        )?;
+        parts[index % partitions].push(batch);
+        start += n;
+        index += 1;
+    }
+    MemTable::try_new(schema, parts)
+}
+
+fn sandbox_error(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+async fn timed_sum(
+    ctx: &SessionContext,
+    sql: &str,
+    repeats: usize,
+) -> Result<(Duration, ScalarValue)> {
+    let mut times = Vec::with_capacity(repeats);
+    let mut value = ScalarValue::Null;
+    for run in 0..=repeats {
+        let started = Instant::now();
+        let batches = ctx.sql(sql).await?.collect().await?;
+        let elapsed = started.elapsed();
+        value = ScalarValue::try_from_array(batches[0].column(0), 0)?;
+        if run > 0 {
+            times.push(elapsed);
+        }
+    }
+    times.sort();
+    Ok((times[times.len() / 2], value))
+}
+
+fn as_f64(v: &ScalarValue) -> f64 {
+    match v {
+        ScalarValue::Float64(Some(x)) => *x,
+        _ => f64::NAN,
+    }
+}
+
+fn as_i64(v: &ScalarValue) -> i64 {
+    match v {
+        ScalarValue::Int64(Some(x)) => *x,
+        _ => i64::MIN,
+    }
+}
+
+/// Runs the benchmark. `light_wasm` and `gcd_wasm` are the modules of
+/// `guests/udf-light` and `guests/udf-gcd`.
+pub fn run(
+    sandbox: &Sandbox,
+    light_wasm: &[u8],
+    gcd_wasm: &[u8],
+    config: &UdfBenchConfig,
+) -> Result<UdfBenchReport> {
+    let light_module = sandbox
+        .validate(light_wasm, ModuleKind::Udf)
+        .and_then(|m| UdfModule::new(sandbox, &m))
+        .map_err(sandbox_error)?;
+    let gcd_module = sandbox
+        .validate(gcd_wasm, ModuleKind::Udf)
+        .and_then(|m| UdfModule::new(sandbox, &m))
+        .map_err(sandbox_error)?;
+
+    let ctx = SessionContext::new_with_config(
+        SessionConfig::new().with_target_partitions(config.partitions.max(1)),
+    );
+    ctx.register_table(
+        "t",
+        Arc::new(bench_table(
+            config.rows,
+            config.batch_rows,
+            config.partitions,
+        )?),
+    )?;
+    ctx.register_udf(ScalarUDF::from(light_module.scalar(ScalarUdfDecl::new(
+        "light",
+        vec![DataType::Float64, DataType::Float64],
+        DataType::Float64,
+    ))?));
+    ctx.register_udf(ScalarUDF::from(gcd_module.scalar(ScalarUdfDecl::new(
+        "gcd",
+        vec![DataType::Int64, DataType::Int64],
+        DataType::Int64,
+    ))?));
+    ctx.register_udf(ScalarUDF::from(NativeScalarUdf::new(
+        "light_native",
+        NativeFn::Light,
+    )));
+    ctx.register_udf(ScalarUDF::from(NativeScalarUdf::new(
+        "gcd_native",
+        NativeFn::Gcd,
+    )));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.partitions.max(1))
+        .build()
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let repeats = config.repeats.max(1);
+    let (light_wasm, light_native, gcd_wasm, gcd_native) = runtime.block_on(async {
+        Ok::<_, DataFusionError>((
+            timed_sum(&ctx, "SELECT SUM(light(a, b)) FROM t", repeats).await?,
+            timed_sum(&ctx, "SELECT SUM(light_native(a, b)) FROM t", repeats).await?,
+            timed_sum(&ctx, "SELECT SUM(gcd(x, y)) FROM t", repeats).await?,
+            timed_sum(&ctx, "SELECT SUM(gcd_native(x, y)) FROM t", repeats).await?,
+        ))
+    })?;
+
+    let mut times = Vec::with_capacity(config.instantiations.max(1));
+    for _ in 0..config.instantiations.max(1) {
+        let started = Instant::now();
+        let instance = light_module.inner.instantiate().map_err(sandbox_error)?;
+        times.push(started.elapsed());
+        drop(instance);
+    }
+    times.sort();
+    let percentile = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
+
+    let ratio = |w: Duration, n: Duration| w.as_secs_f64() / n.as_secs_f64().max(f64::MIN_POSITIVE);
+    Ok(UdfBenchReport {
+        config: config.clone(),
+        light_ratio: ratio(light_wasm.0, light_native.0),
+        gcd_ratio: ratio(gcd_wasm.0, gcd_native.0),
+        light_sums: (as_f64(&light_wasm.1), as_f64(&light_native.1)),
+        gcd_sums: (as_i64(&gcd_wasm.1), as_i64(&gcd_native.1)),
+        light_wasm: light_wasm.0,
+        light_native: light_native.0,
+        gcd_wasm: gcd_wasm.0,
+        gcd_native: gcd_native.0,
+        instantiate_p50: percentile(50),
+        instantiate_p99: percentile(99),
+    })
+}

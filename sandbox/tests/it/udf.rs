@@ -1,0 +1,543 @@
+//! WebAssembly UDFs inside real DataFusion queries: results equal native
+//! Rust, nulls propagate, every malformed result and every trap is stopped
+//! with its own error, and the session keeps working afterwards.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use unseen_sandbox::udf::bench::{self, NativeFn, NativeScalarUdf, UdfBenchConfig};
+use unseen_sandbox::{ModuleKind, SandboxError, ScalarUdfDecl, UdfError, UdfModule};
+
+use crate::support::{shared, wasm};
+
+use DataType::{Float64, Int64, Utf8};
+
+/// A UDF module of the shared sandbox, validated and prepared once per test.
+fn module(crate_name: &str) -> UdfModule {
+    let sandbox = shared();
+    let validated = sandbox
+        .validate(&wasm(crate_name), ModuleKind::Udf)
+        .unwrap_or_else(|e| panic!("{crate_name} should pass validation as a UDF: {e}"));
+    UdfModule::new(sandbox, &validated).expect("UDF module")
+}
+
+fn light_ref(a: f64, b: f64) -> f64 {
+    (1.0 + a).ln() * 0.7 + b.sqrt() * 0.3
+}
+
+fn gcd_ref(a: i64, b: i64) -> Option<i64> {
+    let (mut x, mut y) = (a.unsigned_abs(), b.unsigned_abs());
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    i64::try_from(x).ok()
+}
+
+/// `t(a, b: Float64; x, y: Int64; s: Utf8)`, `rows` rows in batches of
+/// 1,000 over three partitions, with nulls in every column, edge values of
+/// gcd, and string batches that are slices (offsets not starting at 0).
+fn table(rows: usize) -> MemTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", Float64, true),
+        Field::new("b", Float64, true),
+        Field::new("x", Int64, true),
+        Field::new("y", Int64, true),
+        Field::new("s", Utf8, true),
+    ]));
+    let industries = [
+        "Manufacturing",
+        "retail",
+        "software",
+        "fishing",
+        "Construction",
+    ];
+    let mut parts = vec![Vec::new(); 3];
+    for (index, start) in (0..rows).step_by(1000).enumerate() {
+        let n = 1000.min(rows - start);
+        let row = |i: usize| start + i;
+        let a: Float64Array = (0..n)
+            .map(|i| (row(i) % 7 != 3).then(|| row(i) as f64 * 13.7))
+            .collect();
+        let b: Float64Array = (0..n)
+            .map(|i| (row(i) % 11 != 5).then(|| (row(i) % 9973) as f64 / 3.0))
+            .collect();
+        let edge = [0, -12, i64::MIN, i64::MAX, 1];
+        let x: Int64Array = (0..n)
+            .map(|i| match row(i) {
+                r if r < edge.len() => Some(edge[r]),
+                r if r % 13 == 0 => None,
+                r => Some((r as i64 * 7919) % 1_000_003 - 500_000),
+            })
+            .collect();
+        let y: Int64Array = (0..n)
+            .map(|i| match row(i) {
+                0 => Some(0),
+                1 => Some(18),
+                2 => Some(0),
+                3 => Some(i64::MAX),
+                r if r % 17 == 0 => None,
+                r => Some((r as i64 * 104_729) % 999_983),
+            })
+            .collect();
+        let s_full: StringArray = (0..n + 3)
+            .map(|i| (i % 5 != 4).then(|| industries[(start + i) % industries.len()]))
+            .collect();
+        let s = s_full.slice(3, n);
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(a),
+                Arc::new(b),
+                Arc::new(x),
+                Arc::new(y),
+                Arc::new(s),
+            ],
+        )
+        .unwrap();
+        parts[index % 3].push(batch);
+    }
+    MemTable::try_new(schema, parts).unwrap()
+}
+
+fn session(partitions: usize) -> SessionContext {
+    let ctx =
+        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
+    ctx.register_table("t", Arc::new(table(10_000))).unwrap();
+    ctx
+}
+
+fn register(
+    ctx: &SessionContext,
+    module: &UdfModule,
+    name: &str,
+    args: Vec<DataType>,
+    returns: DataType,
+) {
+    let udf = module
+        .scalar(ScalarUdfDecl::new(name, args, returns))
+        .unwrap_or_else(|e| panic!("declare {name}: {e}"));
+    ctx.register_udf(ScalarUDF::from(udf));
+}
+
+async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<ArrayRef>, DataFusionError> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let schema = batches.first().map(|b| b.schema());
+    let columns = schema.map_or(0, |s| s.fields().len());
+    Ok((0..columns)
+        .map(|c| {
+            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
+            arrow::compute::concat(&parts).unwrap()
+        })
+        .collect())
+}
+
+/// The [`UdfError`] somewhere in a query error's chain of causes.
+fn udf_error(e: &DataFusionError) -> &UdfError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(found) = err.downcast_ref::<UdfError>() {
+            return found;
+        }
+        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>()
+            && let Some(found) = inner.downcast_ref::<UdfError>()
+        {
+            return found;
+        }
+        cause = err.source();
+    }
+    panic!("no UdfError in {e}");
+}
+
+async fn assert_light_still_works(ctx: &SessionContext) {
+    let cols = query(ctx, "SELECT a, b, light(a, b) FROM t ORDER BY a LIMIT 5")
+        .await
+        .expect("the session keeps working");
+    let (a, b, w) = (
+        cols[0].as_primitive::<Float64Type>(),
+        cols[1].as_primitive::<Float64Type>(),
+        cols[2].as_primitive::<Float64Type>(),
+    );
+    for i in 0..w.len() {
+        if a.is_valid(i) && b.is_valid(i) {
+            assert_eq!(w.value(i), light_ref(a.value(i), b.value(i)));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_equals_native_rust_inside_a_query() {
+    let ctx = session(3);
+    register(
+        &ctx,
+        &module("udf-light"),
+        "light",
+        vec![Float64, Float64],
+        Float64,
+    );
+    ctx.register_udf(ScalarUDF::from(NativeScalarUdf::new(
+        "light_native",
+        NativeFn::Light,
+    )));
+    let cols = query(&ctx, "SELECT a, b, light(a, b), light_native(a, b) FROM t")
+        .await
+        .unwrap();
+    let [a, b, w, n] = [0, 1, 2, 3].map(|i| cols[i].as_primitive::<Float64Type>());
+    assert_eq!(w.len(), 10_000);
+    let mut nulls = 0;
+    for i in 0..w.len() {
+        if a.is_null(i) || b.is_null(i) {
+            assert!(w.is_null(i), "row {i}: a null argument gives a null result");
+            assert!(n.is_null(i));
+            nulls += 1;
+            continue;
+        }
+        let expected = light_ref(a.value(i), b.value(i));
+        let got = w.value(i);
+        assert!(
+            (got - expected).abs() <= 1e-12 * expected.abs().max(1.0),
+            "row {i}: wasm {got}, native {expected}"
+        );
+        assert!((n.value(i) - expected).abs() <= 1e-12 * expected.abs().max(1.0));
+    }
+    assert_eq!(w.null_count(), nulls);
+    assert!(nulls > 1000, "the table has nulls to propagate");
+
+    let sums = query(
+        &ctx,
+        "SELECT SUM(light(a, b)), SUM(light_native(a, b)) FROM t",
+    )
+    .await
+    .unwrap();
+    let (sw, sn) = (
+        sums[0].as_primitive::<Float64Type>().value(0),
+        sums[1].as_primitive::<Float64Type>().value(0),
+    );
+    assert!((sw - sn).abs() <= 1e-9 * sn.abs(), "{sw} vs {sn}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcd_equals_native_rust_exactly() {
+    let ctx = session(3);
+    let gcd = module("udf-gcd");
+    register(&ctx, &gcd, "gcd", vec![Int64, Int64], Int64);
+    ctx.register_udf(ScalarUDF::from(NativeScalarUdf::new(
+        "gcd_native",
+        NativeFn::Gcd,
+    )));
+    let cols = query(
+        &ctx,
+        "SELECT x, y, gcd(x, y), gcd_native(x, y) FROM t ORDER BY x, y",
+    )
+    .await
+    .unwrap();
+    let [x, y, g, n] = [0, 1, 2, 3].map(|i| cols[i].as_primitive::<Int64Type>());
+    let mut checked = 0;
+    for i in 0..g.len() {
+        let expected = match (x.is_valid(i), y.is_valid(i)) {
+            (true, true) => gcd_ref(x.value(i), y.value(i)),
+            _ => None,
+        };
+        let got = g.is_valid(i).then(|| g.value(i));
+        assert_eq!(
+            got,
+            expected,
+            "row {i}: gcd({:?}, {:?})",
+            x.value(i),
+            y.value(i)
+        );
+        assert_eq!(n.is_valid(i).then(|| n.value(i)), expected);
+        checked += 1;
+    }
+    assert_eq!(checked, 10_000);
+
+    // The edge cases by value, through literals too (all-scalar arguments).
+    let cols = query(
+        &ctx,
+        "SELECT gcd(0, 0), gcd(-12, 18), gcd(CAST(-9223372036854775808 AS BIGINT), 0), \
+         gcd(9223372036854775807, 9223372036854775807), gcd(NULL, 4)",
+    )
+    .await
+    .unwrap();
+    let values: Vec<Option<i64>> = cols
+        .iter()
+        .map(|c| {
+            let c = c.as_primitive::<Int64Type>();
+            c.is_valid(0).then(|| c.value(0))
+        })
+        .collect();
+    assert_eq!(values, [Some(0), Some(6), None, Some(i64::MAX), None]);
+    assert!(
+        gcd.idle_instances() >= 1,
+        "instances are kept for the next batch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn string_arguments_and_several_functions_of_one_module() {
+    let ctx = session(2);
+    let sme = module("udf-sme-score");
+    register(&ctx, &sme, "industry_risk", vec![Utf8], Float64);
+    register(&ctx, &sme, "sme_score", vec![Float64, Float64], Float64);
+    let cols = query(&ctx, "SELECT s, industry_risk(s), sme_score(a, b) FROM t")
+        .await
+        .unwrap();
+    let s = cols[0].as_string::<i32>();
+    let risk = cols[1].as_primitive::<Float64Type>();
+    let score = cols[2].as_primitive::<Float64Type>();
+    for i in 0..s.len() {
+        if s.is_null(i) {
+            assert!(risk.is_null(i));
+            continue;
+        }
+        let expected = match s.value(i).to_ascii_lowercase().as_str() {
+            "manufacturing" => 1.1,
+            "construction" => 1.4,
+            "retail" => 1.2,
+            "software" => 0.8,
+            _ => 1.0,
+        };
+        assert_eq!(risk.value(i), expected, "row {i}: {}", s.value(i));
+    }
+    assert!(s.null_count() > 0);
+    for i in 0..score.len() {
+        if score.is_valid(i) {
+            assert!((300.0..=850.0).contains(&score.value(i)));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_results_are_stopped_with_their_own_error() {
+    let ctx = session(2);
+    register(
+        &ctx,
+        &module("udf-light"),
+        "light",
+        vec![Float64, Float64],
+        Float64,
+    );
+    let wrong = module("adv-udf-wrong-length");
+    let bad = module("adv-udf-bad-pointer");
+    for name in ["short", "wrong_type"] {
+        register(&ctx, &wrong, name, vec![Float64], Float64);
+    }
+    for name in [
+        "header_outside",
+        "values_outside",
+        "validity_outside",
+        "lying_nulls",
+    ] {
+        register(&ctx, &bad, name, vec![Float64], Float64);
+    }
+    let cases = [
+        ("short", "999 rows for a batch of 1000"),
+        ("wrong_type", "a column of Int64, declared Float64"),
+        (
+            "header_outside",
+            "its result header (20 bytes at 2147483632) lies outside",
+        ),
+        (
+            "values_outside",
+            "its values (8000 bytes at 4294967288) lies outside",
+        ),
+        (
+            "validity_outside",
+            "its validity bitmap (125 bytes at 4294967040) lies outside",
+        ),
+        (
+            "lying_nulls",
+            "a validity bitmap with 1000 nulls but a null count of 0",
+        ),
+    ];
+    for (name, problem) in cases {
+        let e = query(&ctx, &format!("SELECT {name}(a) FROM t"))
+            .await
+            .expect_err(name);
+        match udf_error(&e) {
+            UdfError::BadOutput { udf, problem: p } => {
+                assert_eq!(udf, name);
+                assert!(p.contains(problem), "{name}: {p}");
+            }
+            other => panic!("{name}: expected a bad output error, got {other}"),
+        }
+        let shown = e.to_string();
+        assert!(shown.contains(&format!("UDF `{name}`")), "{shown}");
+        assert_light_still_works(&ctx).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traps_name_their_limit_and_drop_the_instance() {
+    // One partition, so the idle instances can be counted exactly.
+    let ctx = session(1);
+    register(
+        &ctx,
+        &module("udf-light"),
+        "light",
+        vec![Float64, Float64],
+        Float64,
+    );
+    let traps = module("adv-udf-traps");
+    for name in ["spin", "hoard", "fussy"] {
+        register(&ctx, &traps, name, vec![Int64], Int64);
+    }
+
+    query(&ctx, "SELECT fussy(ABS(y)) FROM t WHERE y IS NOT NULL")
+        .await
+        .expect("fussy accepts non-negative values");
+    assert_eq!(
+        traps.idle_instances(),
+        1,
+        "one partition reuses one instance"
+    );
+
+    let e = query(&ctx, "SELECT fussy(x) FROM t").await.unwrap_err();
+    match udf_error(&e) {
+        UdfError::Trap { udf, reason } => {
+            assert_eq!(udf, "fussy");
+            assert!(reason.contains("unreachable"), "{reason}");
+        }
+        other => panic!("expected a trap, got {other}"),
+    }
+    assert_eq!(
+        traps.idle_instances(),
+        0,
+        "the trapped instance was dropped"
+    );
+
+    for (name, limit) in [("spin", "fuel"), ("hoard", "memory")] {
+        let e = query(&ctx, &format!("SELECT {name}(x) FROM t"))
+            .await
+            .unwrap_err();
+        match udf_error(&e) {
+            UdfError::LimitExceeded {
+                udf, limit: hit, ..
+            } => {
+                assert_eq!(udf, name);
+                assert_eq!(*hit, limit);
+            }
+            other => panic!("{name}: expected the {limit} limit, got {other}"),
+        }
+        assert!(
+            e.to_string().contains(&format!("{limit} limit exceeded")),
+            "{e}"
+        );
+        assert_eq!(traps.idle_instances(), 0);
+        assert_light_still_works(&ctx).await;
+    }
+
+    query(&ctx, "SELECT fussy(ABS(y)) FROM t WHERE y IS NOT NULL")
+        .await
+        .expect("a fresh instance serves after the traps");
+    assert_eq!(traps.idle_instances(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declaration_that_does_not_match_the_module_is_refused() {
+    let ctx = session(2);
+    let light = module("udf-light");
+    match light.scalar(ScalarUdfDecl::new("heavy", vec![Float64], Float64)) {
+        Err(UdfError::MissingExport { export, .. }) => assert_eq!(export, "udf_heavy"),
+        other => panic!("expected a missing export, got {other:?}"),
+    }
+    match light.scalar(ScalarUdfDecl::new("light", vec![Float64, Float64], Utf8)) {
+        Err(UdfError::Declaration { problem, .. }) => {
+            assert!(problem.contains("result type Utf8"), "{problem}")
+        }
+        other => panic!("expected a refused declaration, got {other:?}"),
+    }
+    // The export exists but was written for two doubles: the guest refuses
+    // the frame and the host says so.
+    register(&ctx, &light, "light", vec![Int64, Int64], Float64);
+    let e = query(&ctx, "SELECT light(x, y) FROM t").await.unwrap_err();
+    assert!(
+        matches!(udf_error(&e), UdfError::SignatureMismatch { udf, .. } if udf == "light"),
+        "{e}"
+    );
+}
+
+#[test]
+fn udf_that_imports_anything_is_refused_at_upload() {
+    match shared().validate(&wasm("adv-udf-import"), ModuleKind::Udf) {
+        Err(SandboxError::ForbiddenImport {
+            module,
+            name,
+            reason,
+        }) => {
+            assert_eq!((module.as_str(), name.as_str()), ("unseen_v1", "log"));
+            assert!(reason.contains("may import nothing"), "{reason}");
+        }
+        other => panic!("expected the import to be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn udf_and_job_modules_are_not_interchangeable() {
+    match shared().validate(&wasm("udf-light"), ModuleKind::Job) {
+        Err(SandboxError::MissingExport { name, .. }) => assert_eq!(name, "unseen_main"),
+        other => panic!("a UDF module is not a job: {other:?}"),
+    }
+    let job = shared()
+        .validate(&wasm("dry-run-probe"), ModuleKind::Job)
+        .expect("a job module");
+    assert!(UdfModule::new(shared(), &job).is_err());
+}
+
+#[test]
+fn udf_module_without_the_udf_exports_is_refused() {
+    // A module with memory but neither the version nor the allocator.
+    use crate::support::asm::{HEADER, name, section};
+    let mut m = HEADER.to_vec();
+    section(5, &[1, 0, 1], &mut m); // one memory, min 1 page
+    let mut exports = vec![1];
+    name("memory", &mut exports);
+    exports.extend_from_slice(&[2, 0]);
+    section(7, &exports, &mut m);
+    match shared().validate(&m, ModuleKind::Udf) {
+        Err(SandboxError::MissingExport { name, expected }) => {
+            assert_eq!(name, "unseen_udf_abi_version");
+            assert!(expected.contains("udf_module!"), "{expected}");
+        }
+        other => panic!("expected a missing export, got {other:?}"),
+    }
+}
+
+/// A small run of the benchmark, always on: the wasm and native sums agree.
+#[test]
+fn bench_small_run_agrees_with_native() {
+    let config = UdfBenchConfig {
+        rows: 50_000,
+        repeats: 1,
+        instantiations: 20,
+        ..UdfBenchConfig::default()
+    };
+    let report = bench::run(shared(), &wasm("udf-light"), &wasm("udf-gcd"), &config).unwrap();
+    let (w, n) = report.light_sums;
+    assert!((w - n).abs() <= 1e-9 * n.abs(), "{w} vs {n}");
+    assert_eq!(report.gcd_sums.0, report.gcd_sums.1);
+    assert!(report.instantiate_p50 > std::time::Duration::ZERO);
+}
+
+/// The full benchmark: `cargo test --release -p unseen-sandbox -- --ignored bench --nocapture`.
+/// Rows from `UNSEEN_UDF_BENCH_ROWS` (default 10,000,000).
+#[test]
+#[ignore = "slow; run in release"]
+fn bench_udf_against_native() {
+    let rows = std::env::var("UNSEEN_UDF_BENCH_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10_000_000);
+    let config = UdfBenchConfig {
+        rows,
+        ..UdfBenchConfig::default()
+    };
+    let sandbox = unseen_sandbox::Sandbox::new(unseen_sandbox::Limits::default()).unwrap();
+    let report = bench::run(&sandbox, &wasm("udf-light"), &wasm("udf-gcd"), &config).unwrap();
+    println!("{report}");
+    assert_eq!(report.gcd_sums.0, report.gcd_sums.1);
+}
