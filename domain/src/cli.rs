@@ -16,8 +16,21 @@ use crate::{Domain, Role, demo};
 #[derive(Debug, Parser)]
 #[command(name = "unseen", version, about, long_about = None)]
 pub struct Cli {
+    #[command(flatten)]
+    pub remote: Remote,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Act against a running server instead of a local data directory.
+#[derive(Debug, Args, Clone)]
+pub struct Remote {
+    /// Server URL, like http://127.0.0.1:8787 (then --token says who you are).
+    #[arg(long, global = true, env = "UNSEEN_SERVER")]
+    pub server: Option<String>,
+    /// Bearer token for --server.
+    #[arg(long, global = true, env = "UNSEEN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -68,7 +81,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         #[arg(long = "as")]
-        actor: String,
+        actor: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -86,9 +99,20 @@ pub enum Command {
         #[arg(long, default_value_t = 0.01)]
         sample: f64,
         #[arg(long = "as")]
-        actor: String,
+        actor: Option<String>,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Serve the HTTP API (JSON, bearer tokens, role checks) on the loopback by default.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: String,
+        /// Jobs that run at once; more wait in the queue.
+        #[arg(long, default_value_t = 4)]
+        max_jobs: usize,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -126,6 +150,17 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ReleaseCommand {
+    /// Download a signed release (designated users, within the grant's limit).
+    Download {
+        id: String,
+        /// Write the release here (default: print it).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Prove a release file end to end: signature, content hash, ledger entry, inclusion under the signed checkpoint.
     Verify {
         file: PathBuf,
@@ -201,7 +236,27 @@ pub enum DatasetCommand {
         manifest: PathBuf,
         /// Acting admin.
         #[arg(long = "as")]
-        actor: String,
+        actor: Option<String>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// List registered datasets.
+    List {
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Destroy a dataset's data key (crypto-shredding): its data becomes
+    /// unreadable, its grants are revoked; the ledger keeps the record.
+    Destroy {
+        name: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as")]
+        actor: Option<String>,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -223,6 +278,37 @@ pub enum UserCommand {
         /// Acting admin (omit only for the first admin).
         #[arg(long = "as")]
         actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// List users (admins and auditors).
+    List {
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Disable a user and void their token.
+    Disable {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Issue a new bearer token for a user (the old one stops working); printed once.
+    Token {
+        id: String,
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -247,11 +333,78 @@ pub enum GrantCommand {
         /// Validity in days (at most 5 years).
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Allow validity beyond 3 years (never more than 5).
+        #[arg(long)]
+        extended_validity: bool,
         /// Allow masked, k-anonymised row extracts for development.
         #[arg(long)]
         allow_extracts: bool,
+        /// Refuse wasm module jobs under this grant.
+        #[arg(long)]
+        no_modules: bool,
+        /// Refuse one-statement SQL jobs under this grant.
+        #[arg(long)]
+        no_sql: bool,
+        /// The named scenario ("one scenario, one review").
+        #[arg(long, default_value = "")]
+        scenario: String,
+        /// UTC time window HH:MM-HH:MM in which jobs may start (repeatable).
+        #[arg(long = "window")]
+        windows: Vec<String>,
+        /// Another developer who may run jobs and download releases (repeatable).
+        #[arg(long = "designate")]
+        designated: Vec<String>,
+        #[arg(long)]
+        max_runs: Option<u32>,
+        #[arg(long)]
+        max_downloads: Option<u32>,
+        /// Released outputs may be reused as inputs of later work.
+        #[arg(long)]
+        derived_reuse: bool,
+        /// Independent approvals a release needs (1 or 2).
+        #[arg(long, default_value_t = 1)]
+        approvals: u32,
         #[arg(long = "as")]
-        actor: String,
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// List grants (a developer sees those they are designated on).
+    List {
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Show one grant with its controls.
+    Show {
+        id: String,
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Revoke a grant at once; its running jobs are stopped.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Usage of a grant for pricing: runs, queries, fuel, rows read, time, epsilon, downloads.
+    Usage {
+        id: String,
+        #[arg(long = "as")]
+        actor: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -270,10 +423,44 @@ pub enum JobCommand {
         /// Job parameter, `name=value` (repeatable).
         #[arg(long = "param")]
         params: Vec<String>,
+        /// With --server: return once the job is queued instead of waiting for it.
+        #[arg(long)]
+        no_wait: bool,
         #[arg(long = "as")]
-        actor: String,
+        actor: Option<String>,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// A job's status and metering.
+    Status {
+        id: String,
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Jobs, newest first (a developer sees their own).
+    List {
+        #[arg(long)]
+        grant: Option<String>,
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Cancel a queued or running job.
+    Cancel {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long = "as")]
+        actor: Option<String>,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -281,9 +468,23 @@ pub enum JobCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ReviewCommand {
+    /// The queue of quarantined outputs with findings, spend and a diff
+    /// against the grant's earlier releases.
+    List {
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Show a quarantined output.
     Show {
         output: String,
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -293,7 +494,7 @@ pub enum ReviewCommand {
         #[arg(long)]
         reason: String,
         #[arg(long = "as")]
-        actor: String,
+        actor: Option<String>,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -303,7 +504,7 @@ pub enum ReviewCommand {
         #[arg(long)]
         reason: String,
         #[arg(long = "as")]
-        actor: String,
+        actor: Option<String>,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -325,7 +526,7 @@ pub enum BudgetCommand {
         #[arg(long)]
         epsilon: f64,
         #[arg(long = "as")]
-        actor: String,
+        actor: Option<String>,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -436,10 +637,157 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<()> {
         }
         Err(e) => bail!("{}", e.render().to_string().trim_end()),
     };
+    if let Some(server) = &cli.remote.server {
+        let token = cli.remote.token.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("--server needs --token TOKEN (or UNSEEN_TOKEN) to say who you are")
+        })?;
+        let client = crate::client::Client::new(server, Some(token));
+        if remote(&cli.command, &client, out)? {
+            return Ok(());
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     execute(cli.command, &runtime, out)
+}
+
+/// Percent-encodes a path segment (ids are plain, but never trust that).
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Runs a command against a server. Returns false for commands that only
+/// work on local files (they then run locally).
+fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write) -> Result<bool> {
+    use crate::client::ClientError;
+    let s = segment;
+    let answer: Result<serde_json::Value, ClientError> = match command {
+        Command::Query { sql, grant, dry_run, .. } => client.post(
+            "/v1/queries",
+            &json!({"grant": grant, "sql": sql, "dry_run": dry_run}),
+        ),
+        Command::Extract { grant, columns, sample, .. } => client.post(
+            "/v1/extracts",
+            &json!({"grant": grant, "columns": columns, "sample": sample}),
+        ),
+        Command::Dataset(DatasetCommand::Register { name, parquet, manifest, .. }) => {
+            let bytes = std::fs::read(parquet)
+                .with_context(|| format!("cannot read {}", parquet.display()))?;
+            let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+            client.post(
+                "/v1/datasets",
+                &json!({"name": name, "manifest": read_text(manifest)?, "parquet_base64": encoded}),
+            )
+        }
+        Command::Dataset(DatasetCommand::List { .. }) => client.get("/v1/datasets"),
+        Command::Dataset(DatasetCommand::Destroy { name, reason, .. }) => client.post(
+            &format!("/v1/datasets/{}/destroy", s(name)),
+            &json!({"reason": reason}),
+        ),
+        Command::User(UserCommand::Add { id, name, role, org, .. }) => client.post(
+            "/v1/users",
+            &json!({"id": id, "name": name, "role": role, "org": org}),
+        ),
+        Command::User(UserCommand::List { .. }) => client.get("/v1/users"),
+        Command::User(UserCommand::Disable { id, reason, .. }) => client.post(
+            &format!("/v1/users/{}/disable", s(id)),
+            &json!({"reason": reason}),
+        ),
+        Command::User(UserCommand::Token { id, .. }) => {
+            client.post(&format!("/v1/users/{}/token", s(id)), &json!({}))
+        }
+        Command::Grant(GrantCommand::Issue {
+            dataset, developer, purpose, epsilon, query_epsilon, days, extended_validity,
+            allow_extracts, no_modules, no_sql, scenario, windows, designated, max_runs,
+            max_downloads, derived_reuse, approvals, ..
+        }) => client.post(
+            "/v1/grants",
+            &json!({
+                "dataset": dataset, "developer": developer, "purpose": purpose, "scenario": scenario,
+                "epsilon_total": epsilon, "query_epsilon": query_epsilon, "valid_days": days,
+                "extended_validity": extended_validity, "allow_extracts": allow_extracts,
+                "allow_modules": !no_modules, "allow_sql": !no_sql, "windows": windows,
+                "designated": designated, "max_runs": max_runs, "max_downloads": max_downloads,
+                "derived_reuse": derived_reuse, "approvals_required": approvals,
+            }),
+        ),
+        Command::Grant(GrantCommand::List { .. }) => client.get("/v1/grants"),
+        Command::Grant(GrantCommand::Show { id, .. }) => client.get(&format!("/v1/grants/{}", s(id))),
+        Command::Grant(GrantCommand::Revoke { id, reason, .. }) => client.post(
+            &format!("/v1/grants/{}/revoke", s(id)),
+            &json!({"reason": reason}),
+        ),
+        Command::Grant(GrantCommand::Usage { id, .. }) => {
+            client.get(&format!("/v1/grants/{}/usage", s(id)))
+        }
+        Command::Budget(BudgetCommand::Show { grant, .. }) => {
+            client.get(&format!("/v1/grants/{}/budget", s(grant)))
+        }
+        Command::Budget(BudgetCommand::Set { dataset, developer, epsilon, .. }) => client.post(
+            "/v1/budgets",
+            &json!({"dataset": dataset, "developer": developer, "epsilon": epsilon}),
+        ),
+        Command::Job(JobCommand::Submit { grant, module, params, no_wait, .. }) => {
+            let bytes = std::fs::read(module)
+                .with_context(|| format!("cannot read module {}", module.display()))?;
+            let uploaded = client.post_bytes("/v1/modules", &bytes, "application/wasm")?;
+            let sha = uploaded["module"].as_str().unwrap_or_default().to_string();
+            client.post(
+                "/v1/jobs",
+                &json!({"grant": grant, "module": sha, "params": parse_params(params)?, "wait": !no_wait}),
+            )
+        }
+        Command::Job(JobCommand::Status { id, .. }) => client.get(&format!("/v1/jobs/{}", s(id))),
+        Command::Job(JobCommand::List { grant, .. }) => client.get(&match grant {
+            Some(g) => format!("/v1/jobs?grant={}", s(g)),
+            None => "/v1/jobs".to_string(),
+        }),
+        Command::Job(JobCommand::Cancel { id, reason, .. }) => client.post(
+            &format!("/v1/jobs/{}/cancel", s(id)),
+            &json!({"reason": reason}),
+        ),
+        Command::Review(ReviewCommand::List { .. }) => client.get("/v1/reviews"),
+        Command::Review(ReviewCommand::Show { output, .. }) => {
+            client.get(&format!("/v1/outputs/{}", s(output)))
+        }
+        Command::Review(ReviewCommand::Approve { output, reason, .. }) => client.post(
+            &format!("/v1/outputs/{}/approve", s(output)),
+            &json!({"reason": reason}),
+        ),
+        Command::Review(ReviewCommand::Reject { output, reason, .. }) => client.post(
+            &format!("/v1/outputs/{}/reject", s(output)),
+            &json!({"reason": reason}),
+        ),
+        Command::Release(ReleaseCommand::Download { id, out: path, .. }) => {
+            let file = client.get(&format!("/v1/releases/{}", s(id)))?;
+            write_download(out, id, &serde_json::to_string_pretty(&file)?, path.as_deref())?;
+            return Ok(true);
+        }
+        Command::Ledger(LedgerCommand::Verify { .. }) => client.get("/v1/ledger/verify"),
+        Command::Ledger(LedgerCommand::Query { sql, .. }) => {
+            client.post("/v1/ledger/query", &json!({"sql": sql}))
+        }
+        Command::Report(ReportCommand::Disclosure { .. }) => client.get("/v1/reports/disclosure"),
+        _ => return Ok(false),
+    };
+    let value = answer?;
+    writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+    // A job or query that ended badly is a failure for scripts, as locally.
+    if let Some(status) = value.get("status").and_then(|s| s.as_str())
+        && matches!(status, "failed" | "trapped" | "cancelled")
+    {
+        bail!("job {} {status}", value["job"].as_str().unwrap_or_default());
+    }
+    Ok(true)
 }
 
 fn open(dir: &DataDir) -> Result<Arc<Domain>> {
@@ -493,6 +841,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
+            let actor = who(actor)?;
             let domain = open(&dir)?;
             let text = read_text(&manifest)?;
             let ingested =
@@ -511,11 +860,17 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             role,
             org,
             actor,
+            json,
             dir,
         }) => {
             let domain = open(&dir)?;
-            domain.add_user(actor.as_deref(), &id, &name, Role::parse(&role)?, &org)?;
-            writeln!(out, "added {role} `{id}` ({name})")?;
+            let token = domain.add_user(actor.as_deref(), &id, &name, Role::parse(&role)?, &org)?;
+            if json {
+                writeln!(out, "{}", json!({"user": id, "token": token}))?;
+            } else {
+                writeln!(out, "added {role} `{id}` ({name})")?;
+                writeln!(out, "token (shown once, keep it secret): {token}")?;
+            }
             Ok(())
         }
         Command::Grant(GrantCommand::Issue {
@@ -525,20 +880,41 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             epsilon,
             query_epsilon,
             days,
+            extended_validity,
             allow_extracts,
+            no_modules,
+            no_sql,
+            scenario,
+            windows,
+            designated,
+            max_runs,
+            max_downloads,
+            derived_reuse,
+            approvals,
             actor,
             json,
             dir,
         }) => {
+            let actor = who(actor)?;
             let domain = open(&dir)?;
             let request = crate::GrantRequest {
                 dataset: dataset.clone(),
                 developer: developer.clone(),
+                scenario,
                 purpose: purpose.clone(),
                 epsilon_total: epsilon,
                 query_epsilon,
                 valid_days: days,
+                extended_validity,
+                allow_modules: !no_modules,
+                allow_sql: !no_sql,
                 allow_extracts,
+                windows,
+                designated,
+                max_runs,
+                max_downloads,
+                derived_reuse,
+                approvals_required: approvals,
             };
             let id = domain.issue_grant(&actor, &request)?;
             if json {
@@ -559,6 +935,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         } => {
+            let actor = who(actor)?;
             let domain = open(&dir)?;
             let handle = runtime.handle().clone();
             if dry_run {
@@ -640,6 +1017,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         } => {
+            let actor = who(actor)?;
             let domain = open(&dir)?;
             let handle = runtime.handle().clone();
             let (outcome, report) =
@@ -707,10 +1085,12 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             grant,
             module,
             params,
+            no_wait: _,
             actor,
             json,
             dir,
         }) => {
+            let actor = who(actor)?;
             let domain = open(&dir)?;
             let bytes = std::fs::read(&module)
                 .with_context(|| format!("cannot read module {}", module.display()))?;
@@ -744,9 +1124,25 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             }
             Ok(())
         }
-        Command::Review(ReviewCommand::Show { output, dir }) => {
+        Command::Review(ReviewCommand::Show {
+            output,
+            actor,
+            json,
+            dir,
+        }) => {
+            let actor = who(actor)?;
             let domain = open(&dir)?;
+            domain.require(&actor, Role::Reviewer, "read quarantined outputs")?;
             let (name, status, table) = domain.output(&output)?;
+            if json {
+                let findings = domain.findings(&output)?;
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"name": name, "status": status, "table": crate::table_json(&table), "findings": findings})
+                )?;
+                return Ok(());
+            }
             writeln!(out, "output {output} `{name}` ({status})")?;
             demo::print_table(out, &table)?;
             let findings = domain.findings(&output)?;
@@ -773,15 +1169,20 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
+            let actor = who(actor)?;
             let domain = open(&dir)?;
             let release = domain.review(&actor, &output, true, &reason)?;
-            if let Some(r) = release {
-                writeln!(
+            match release {
+                Some(r) => writeln!(
                     out,
                     "approved {output}; signed release {} written to {}",
                     r.id,
                     r.path.display()
-                )?;
+                )?,
+                None => writeln!(
+                    out,
+                    "approved {output}; its grant needs a second approval by another reviewer"
+                )?,
             }
             Ok(())
         }
@@ -791,6 +1192,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
+            let actor = who(actor)?;
             let domain = open(&dir)?;
             domain.review(&actor, &output, false, &reason)?;
             writeln!(out, "rejected {output}")?;
@@ -803,6 +1205,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
+            let actor = who(actor)?;
             let domain = open(&dir)?;
             let (layer, id) = match (dataset, developer) {
                 (Some(d), _) => (crate::BudgetLayer::Dataset, d),
@@ -1097,7 +1500,362 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             }
             Ok(())
         }
+        Command::Serve {
+            listen,
+            max_jobs,
+            dir,
+        } => {
+            let addr: std::net::SocketAddr = listen.parse().with_context(|| {
+                format!("--listen `{listen}` is not an address like 127.0.0.1:8787")
+            })?;
+            let domain = open(&dir)?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let local = listener.local_addr()?;
+                writeln!(out, "listening on http://{local}")?;
+                out.flush()?;
+                tracing::info!(%local, "serving the HTTP API");
+                let options = crate::server::ServerOptions {
+                    max_running_jobs: max_jobs,
+                };
+                crate::server::serve(domain, listener, options, shutdown_signal()).await?;
+                Ok::<_, anyhow::Error>(())
+            })
+        }
+        Command::Dataset(DatasetCommand::List { actor, json, dir }) => {
+            let actor = who(actor)?;
+            let datasets = open(&dir)?.datasets(&actor)?;
+            if json {
+                writeln!(out, "{}", json!({"datasets": datasets}))?;
+            }
+            for d in datasets.iter().filter(|_| !json) {
+                let state = d
+                    .destroyed_at
+                    .as_ref()
+                    .map_or(String::new(), |at| format!(" (destroyed {at})"));
+                writeln!(
+                    out,
+                    "{:<16} {:>10} rows, manifest v{}, registered {} by {}{state}",
+                    d.name, d.rows, d.manifest_version, d.registered_at, d.registered_by
+                )?;
+            }
+            Ok(())
+        }
+        Command::Dataset(DatasetCommand::Destroy {
+            name,
+            reason,
+            actor,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            open(&dir)?.destroy_dataset(&actor, &name, &reason)?;
+            writeln!(
+                out,
+                "destroyed the data key of `{name}`: its data is unreadable and its grants are revoked; the ledger keeps the record"
+            )?;
+            Ok(())
+        }
+        Command::User(UserCommand::List { actor, json, dir }) => {
+            let actor = who(actor)?;
+            let users = open(&dir)?.users(&actor)?;
+            if json {
+                writeln!(out, "{}", json!({"users": users}))?;
+            }
+            for u in users.iter().filter(|_| !json) {
+                writeln!(
+                    out,
+                    "{:<16} {:<9} {} ({}){}",
+                    u.id,
+                    u.role,
+                    u.name,
+                    u.org,
+                    if u.disabled { " DISABLED" } else { "" }
+                )?;
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Disable {
+            id,
+            reason,
+            actor,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            open(&dir)?.disable_user(&actor, &id, &reason)?;
+            writeln!(out, "disabled `{id}`; their token no longer works")?;
+            Ok(())
+        }
+        Command::User(UserCommand::Token {
+            id,
+            actor,
+            json,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            let token = open(&dir)?.rotate_token(&actor, &id)?;
+            if json {
+                writeln!(out, "{}", json!({"user": id, "token": token}))?;
+            } else {
+                writeln!(
+                    out,
+                    "new token for `{id}` (shown once; the old one no longer works): {token}"
+                )?;
+            }
+            Ok(())
+        }
+        Command::Grant(GrantCommand::List { actor, json, dir }) => {
+            let actor = who(actor)?;
+            let grants = open(&dir)?.grants(&actor)?;
+            if json {
+                writeln!(out, "{}", json!({"grants": grants}))?;
+            }
+            for g in grants.iter().filter(|_| !json) {
+                let state = match &g.revoked_at {
+                    Some(at) => format!("revoked {at}"),
+                    None => format!("expires {}", g.expires_at),
+                };
+                writeln!(
+                    out,
+                    "{} `{}` to {}: epsilon {:.3} of {:.3}, runs {}, {state} — {}",
+                    g.id,
+                    g.dataset,
+                    g.developer,
+                    g.epsilon_spent,
+                    g.epsilon_total,
+                    g.runs,
+                    g.purpose
+                )?;
+            }
+            Ok(())
+        }
+        Command::Grant(GrantCommand::Show {
+            id,
+            actor,
+            json,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            let domain = open(&dir)?;
+            let role = domain.role(&actor)?;
+            let grant = domain.grant(&id)?;
+            if role == Role::Developer && !grant.designates(&actor) {
+                bail!("user `{actor}` is not designated on grant `{id}`");
+            }
+            let value = serde_json::to_value(&grant)?;
+            if json {
+                writeln!(out, "{value}")?;
+            } else {
+                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+            }
+            Ok(())
+        }
+        Command::Grant(GrantCommand::Revoke {
+            id,
+            reason,
+            actor,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            let stopped = open(&dir)?.revoke_grant(&actor, &id, &reason)?;
+            writeln!(
+                out,
+                "revoked grant {id}; {stopped} running or queued jobs stopped"
+            )?;
+            Ok(())
+        }
+        Command::Grant(GrantCommand::Usage {
+            id,
+            actor,
+            json,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            let usage = open(&dir)?.grant_usage(&actor, &id)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_value(&usage)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "grant {id}: runs {}{}, jobs {:?}, queries {}, fuel {}, rows read {}, run time {} ms, epsilon {:.3}, outputs {}, releases {}, downloads {}{}",
+                    usage.runs,
+                    usage.max_runs.map_or(String::new(), |m| format!(" of {m}")),
+                    usage.jobs_by_status,
+                    usage.queries,
+                    usage.fuel_used,
+                    usage.rows_read,
+                    usage.run_ms,
+                    usage.epsilon_spent,
+                    usage.outputs,
+                    usage.releases,
+                    usage.downloads,
+                    usage
+                        .max_downloads
+                        .map_or(String::new(), |m| format!(" of {m}")),
+                )?;
+            }
+            Ok(())
+        }
+        Command::Job(JobCommand::Status {
+            id,
+            actor,
+            json,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            let job = open(&dir)?.job(&actor, &id)?;
+            print_job(out, &job, json)
+        }
+        Command::Job(JobCommand::List {
+            grant,
+            actor,
+            json,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            let jobs = open(&dir)?.jobs(&actor, grant.as_deref())?;
+            if json {
+                writeln!(out, "{}", json!({"jobs": jobs}))?;
+            }
+            for j in jobs.iter().filter(|_| !json) {
+                writeln!(
+                    out,
+                    "{} {:<9} grant {} by {} at {}",
+                    j.id, j.status, j.grant, j.submitter, j.submitted_at
+                )?;
+            }
+            Ok(())
+        }
+        Command::Job(JobCommand::Cancel {
+            id,
+            reason,
+            actor,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            let state = open(&dir)?.cancel_job(&actor, &id, &reason)?;
+            writeln!(out, "job {id}: {state}")?;
+            Ok(())
+        }
+        Command::Review(ReviewCommand::List { actor, json, dir }) => {
+            let actor = who(actor)?;
+            let queue = open(&dir)?.review_queue(&actor)?;
+            if json {
+                writeln!(out, "{}", json!({"outputs": queue}))?;
+                return Ok(());
+            }
+            if queue.is_empty() {
+                writeln!(out, "the review queue is empty")?;
+            }
+            for o in &queue {
+                let blocking = o["findings"]
+                    .as_array()
+                    .map_or(0, |f| f.iter().filter(|f| f["blocking"] == true).count());
+                writeln!(
+                    out,
+                    "{} `{}` job {} by {} (grant {}): {} rows, epsilon {}, findings {} ({blocking} blocking), approvals {} of {}",
+                    o["output"].as_str().unwrap_or_default(),
+                    o["name"].as_str().unwrap_or_default(),
+                    o["job"].as_str().unwrap_or_default(),
+                    o["submitter"].as_str().unwrap_or_default(),
+                    o["grant"].as_str().unwrap_or_default(),
+                    o["rows"],
+                    o["epsilon_spent"],
+                    o["findings"].as_array().map_or(0, Vec::len),
+                    o["approvals"],
+                    o["approvals_required"],
+                )?;
+                if !o["diff"].is_null() {
+                    writeln!(out, "  diff against the last release: {}", o["diff"])?;
+                }
+            }
+            Ok(())
+        }
+        Command::Release(ReleaseCommand::Download {
+            id,
+            out: path,
+            actor,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            let file = open(&dir)?.download_release(&actor, &id)?;
+            write_download(out, &id, &file, path.as_deref())
+        }
     }
+}
+
+fn print_job(out: &mut dyn Write, job: &crate::jobs::JobView, json: bool) -> Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_value(job)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "job {} {} (grant {}, by {})",
+        job.id, job.status, job.grant, job.submitter
+    )?;
+    if let Some(e) = &job.error {
+        writeln!(out, "  error: {e}")?;
+    }
+    writeln!(
+        out,
+        "  fuel {}, queries {}, rows read {}, run {} ms, epsilon {:.3}",
+        job.fuel_used.unwrap_or(0),
+        job.queries.unwrap_or(0),
+        job.rows_read.unwrap_or(0),
+        job.run_ms.unwrap_or(0),
+        job.epsilon_spent
+    )?;
+    for o in &job.outputs {
+        writeln!(out, "  output {o}")?;
+    }
+    Ok(())
+}
+
+fn write_download(out: &mut dyn Write, id: &str, file: &str, path: Option<&Path>) -> Result<()> {
+    match path {
+        Some(p) => {
+            crate::util::write_private(p, file.as_bytes())
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            writeln!(out, "downloaded release {id} to {}", p.display())?;
+        }
+        None => writeln!(out, "{file}")?,
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, for a graceful stop of `serve`.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// The acting user of a local command.
+fn who(actor: Option<String>) -> Result<String> {
+    actor.ok_or_else(|| {
+        anyhow::anyhow!(
+            "say who is acting with --as USER (local data directory), or use --server URL --token TOKEN"
+        )
+    })
 }
 
 fn public_key(data_dir: &Path, public_key: Option<&Path>) -> Result<unseen_ledger::PublicKey> {
@@ -1122,7 +1880,7 @@ fn verified(
 }
 
 /// Renders record batches as JSON rows (numbers, booleans, text).
-fn batches_json(batches: &[arrow::array::RecordBatch]) -> Result<serde_json::Value> {
+pub(crate) fn batches_json(batches: &[arrow::array::RecordBatch]) -> Result<serde_json::Value> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::DataType;
     let mut rows = Vec::new();

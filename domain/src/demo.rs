@@ -170,13 +170,15 @@ pub fn run(
     let grant = domain.issue_grant(
         "wang.min",
         &crate::GrantRequest {
-            dataset: "residents".into(),
-            developer: "li.qiang".into(),
-            purpose: "District income statistics for the affordable-housing plan".into(),
-            epsilon_total: 3.0,
+            scenario: "affordable-housing plan".into(),
             query_epsilon: 1.0,
-            valid_days: 365,
             allow_extracts: true,
+            ..crate::GrantRequest::new(
+                "residents",
+                "li.qiang",
+                "District income statistics for the affordable-housing plan",
+                3.0,
+            )
         },
     )?;
     writeln!(

@@ -2,7 +2,6 @@
 //! through its manifest mask, k-anonymity over the quasi-identifiers, then
 //! quarantine and review like any other output.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
@@ -32,31 +31,12 @@ impl Domain {
                 "sample fraction {fraction} must be in (0, 1]"
             )));
         }
-        let allowed: bool = crate::lock(&self.db)
-            .query_row(
-                "SELECT allow_extracts FROM grants WHERE id = ?1",
-                [grant_id],
-                |r| r.get(0),
-            )
-            .map_err(|_| DomainError::NotFound {
-                what: "grant",
-                id: grant_id.to_string(),
-                list: "grant list",
-            })?;
-        if !allowed {
-            return Err(DomainError::Grant {
-                grant: grant_id.to_string(),
-                reason: "does not allow masked extracts; use DP aggregates, or ask the data provider for a grant with extracts".into(),
-            });
-        }
         let description = format!("EXTRACT {} SAMPLE {fraction}", columns.join(", "));
-        let (mut job_host, log) = self.start_job(
-            runtime,
-            submitter,
-            grant_id,
-            JobBody::Sql(&description),
-            BTreeMap::new(),
-        )?;
+        let (mut job_host, log) =
+            match self.begin_job(runtime, submitter, grant_id, JobBody::Extract(&description))? {
+                Ok(started) => started,
+                Err(ended) => return Ok((ended, None)),
+            };
         let job_id = job_host.job_id.clone();
         let dataset = job_host.dataset.clone();
         let specs =

@@ -26,6 +26,10 @@ pub(crate) struct JobLog {
     pub refusals: Vec<String>,
     pub lines: Vec<String>,
     pub epsilon_spent: f64,
+    /// Rows the engine read for the job's queries (the table's rows for
+    /// every query that read data).
+    pub rows_read: u64,
+    pub started: Option<std::time::Instant>,
 }
 
 pub(crate) struct Host {
@@ -36,8 +40,11 @@ pub(crate) struct Host {
     pub grant: Grant,
     pub dataset: OpenDataset,
     pub unit_unique: bool,
+    pub dataset_rows: u64,
     pub params: BTreeMap<String, String>,
     pub log: Arc<Mutex<JobLog>>,
+    /// Triggered by cancellation or revocation; checked before each query.
+    pub cancel: unseen_sandbox::Cancel,
 }
 
 impl Host {
@@ -73,6 +80,9 @@ impl Host {
 
     async fn run_query(&self, sql: &str) -> Result<Result<Vec<u8>, String>, DomainError> {
         let sql_sha = sha256_hex(sql.as_bytes());
+        if let Some(reason) = self.cancel.reason() {
+            return Ok(Err(format!("refused: the job was stopped ({reason})")));
+        }
         self.job_log().queries += 1;
         let (ctx, manifests) = data::session(std::slice::from_ref(&self.dataset)).await?;
         let admitted = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
@@ -81,6 +91,7 @@ impl Host {
         };
         match admitted {
             Admitted::Open(plan) => {
+                self.job_log().rows_read += self.dataset_rows;
                 let result = match unseen_policy::release_open(&ctx, plan, MAX_OPEN_ROWS).await {
                     Ok(r) => r,
                     Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
@@ -139,6 +150,7 @@ impl Host {
                     "mechanism": "opendp Laplace (discrete for integers)", "fingerprint": fingerprint,
                 }))?;
                 self.job_log().epsilon_spent += plan.epsilon;
+                self.job_log().rows_read += self.dataset_rows;
                 match unseen_policy::release_aggregate(&state, &query, &plan).await {
                     Ok(release) => {
                         self.domain

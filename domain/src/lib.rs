@@ -15,15 +15,19 @@
 //!   line or an error message.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod audit;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod data;
 pub mod demo;
 mod extract;
 mod host;
+pub mod jobs;
 pub mod keys;
 pub mod logging;
+pub mod server;
 pub mod store;
 pub mod util;
 
@@ -102,6 +106,8 @@ pub enum DomainError {
     Blocked { output: String, findings: String },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
 }
 
 impl DomainError {
@@ -148,36 +154,127 @@ impl Role {
 }
 
 /// A grant as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Grant {
     pub id: String,
     pub dataset: String,
     pub developer: String,
+    pub scenario: String,
     pub purpose: String,
     pub epsilon_total: f64,
     pub epsilon_spent: f64,
     pub query_epsilon: f64,
+    pub issued_at: String,
     pub expires_at: String,
     pub revoked_at: Option<String>,
+    pub allow_modules: bool,
+    pub allow_sql: bool,
+    pub allow_extracts: bool,
+    /// UTC windows `HH:MM-HH:MM` in which jobs may start; empty is any time.
+    pub windows: Vec<String>,
+    /// Users besides the developer who may run jobs and download releases.
+    pub designated: Vec<String>,
+    pub max_runs: Option<u32>,
+    pub runs: u32,
+    pub max_downloads: Option<u32>,
+    pub downloads: u32,
+    /// Whether released outputs may be reused as inputs of later work.
+    pub derived_reuse: bool,
+    /// Independent approvals a release needs (1 or 2).
+    pub approvals_required: u32,
 }
 
-/// What an admin asks for when issuing a grant.
-#[derive(Debug, Clone, PartialEq)]
+impl Grant {
+    /// Whether `user` may run jobs under this grant and download its releases.
+    pub fn designates(&self, user: &str) -> bool {
+        self.developer == user || self.designated.iter().any(|d| d == user)
+    }
+}
+
+fn default_query_epsilon() -> f64 {
+    0.5
+}
+fn default_valid_days() -> u32 {
+    365
+}
+fn default_true() -> bool {
+    true
+}
+fn default_approvals() -> u32 {
+    1
+}
+
+/// What an admin asks for when issuing a grant (the authorization agreement).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GrantRequest {
     /// The one dataset the grant covers.
     pub dataset: String,
     /// The developer it is issued to.
     pub developer: String,
-    /// The named scenario and purpose ("one scenario, one review").
+    /// The one named scenario ("one scenario, one review").
+    #[serde(default)]
+    pub scenario: String,
+    /// The purpose within that scenario.
     pub purpose: String,
     /// Total epsilon the grant may spend.
     pub epsilon_total: f64,
     /// Epsilon charged per DP query.
+    #[serde(default = "default_query_epsilon")]
     pub query_epsilon: f64,
-    /// Validity from now, in days (at most five years).
+    /// Validity from now, in days (default 365, at most 3 years unless
+    /// `extended_validity`, never more than 5).
+    #[serde(default = "default_valid_days")]
     pub valid_days: u32,
+    /// Allows a validity beyond 3 years (up to 5).
+    #[serde(default)]
+    pub extended_validity: bool,
+    /// Whether uploaded wasm modules may run.
+    #[serde(default = "default_true")]
+    pub allow_modules: bool,
+    /// Whether one-statement SQL jobs may run.
+    #[serde(default = "default_true")]
+    pub allow_sql: bool,
     /// Whether masked, k-anonymised row extracts are allowed.
+    #[serde(default)]
     pub allow_extracts: bool,
+    #[serde(default)]
+    pub windows: Vec<String>,
+    #[serde(default)]
+    pub designated: Vec<String>,
+    #[serde(default)]
+    pub max_runs: Option<u32>,
+    #[serde(default)]
+    pub max_downloads: Option<u32>,
+    #[serde(default)]
+    pub derived_reuse: bool,
+    #[serde(default = "default_approvals")]
+    pub approvals_required: u32,
+}
+
+impl GrantRequest {
+    /// A request with the defaults for everything but the essentials.
+    pub fn new(dataset: &str, developer: &str, purpose: &str, epsilon_total: f64) -> Self {
+        GrantRequest {
+            dataset: dataset.to_string(),
+            developer: developer.to_string(),
+            scenario: String::new(),
+            purpose: purpose.to_string(),
+            epsilon_total,
+            query_epsilon: default_query_epsilon(),
+            valid_days: default_valid_days(),
+            extended_validity: false,
+            allow_modules: true,
+            allow_sql: true,
+            allow_extracts: false,
+            windows: Vec::new(),
+            designated: Vec::new(),
+            max_runs: None,
+            max_downloads: None,
+            derived_reuse: false,
+            approvals_required: 1,
+        }
+    }
 }
 
 /// How a job run ended.
@@ -218,6 +315,8 @@ pub struct BudgetStatus {
 enum JobBody<'a> {
     Module(&'a str),
     Sql(&'a str),
+    /// A masked extract, described for the record.
+    Extract(&'a str),
 }
 
 pub use host::DryRun;
@@ -240,6 +339,8 @@ pub struct Domain {
     sandbox: Sandbox,
     /// Compiled modules by SHA-256, so a module is compiled once per process.
     compiled: Mutex<std::collections::HashMap<String, unseen_sandbox::ValidatedModule>>,
+    /// Running jobs by id, with their grant and the handle that stops them.
+    running: Mutex<std::collections::HashMap<String, (String, unseen_sandbox::Cancel)>>,
 }
 
 impl std::fmt::Debug for Domain {
@@ -275,24 +376,31 @@ impl Domain {
             master,
             sandbox,
             compiled: Mutex::new(std::collections::HashMap::new()),
+            running: Mutex::new(std::collections::HashMap::new()),
         };
         domain.recover_interrupted_jobs()?;
         Ok(domain)
     }
 
-    /// Marks jobs left `running` by a stopped process as failed. Only one
-    /// process holds a data directory (the ledger is locked), so a job still
-    /// `running` at open can only have been interrupted. Its spends stay
-    /// recorded: they were committed before any result was released.
+    /// Marks jobs left `running` or `queued` by a stopped process as failed.
+    /// Only one process holds a data directory (the ledger is locked), so
+    /// such a job can only have been interrupted. Its spends stay recorded:
+    /// they were committed before any result was released.
     fn recover_interrupted_jobs(&self) -> Result<(), DomainError> {
-        let interrupted: Vec<(String, String)> = {
+        let interrupted: Vec<(String, String, String)> = {
             let db = lock(&self.db);
-            let mut stmt = db.prepare("SELECT id, submitter FROM jobs WHERE status = 'running'")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut stmt = db.prepare(
+                "SELECT id, submitter, status FROM jobs WHERE status IN ('running', 'queued')",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<Result<_, _>>()?
         };
-        for (job, submitter) in interrupted {
-            let reason = "the service stopped while the job was running";
+        for (job, submitter, status) in interrupted {
+            let reason = if status == "running" {
+                "the service stopped while the job was running"
+            } else {
+                "the service stopped before the job started; submit it again"
+            };
             lock(&self.db).execute(
                 "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3 WHERE id = ?1",
                 params![job, reason, now_rfc3339()],
@@ -351,7 +459,12 @@ impl Domain {
         }
     }
 
-    fn require(&self, actor: &str, needed: Role, action: &'static str) -> Result<(), DomainError> {
+    pub(crate) fn require(
+        &self,
+        actor: &str,
+        needed: Role,
+        action: &'static str,
+    ) -> Result<(), DomainError> {
         let role = self.role_of(actor)?;
         if role != needed {
             return Err(DomainError::Forbidden {
@@ -364,8 +477,37 @@ impl Domain {
         Ok(())
     }
 
-    /// Creates a user. The first user of a fresh directory must be an admin
-    /// and creates itself; afterwards only admins add users.
+    fn require_any(
+        &self,
+        actor: &str,
+        allowed: &[Role],
+        action: &'static str,
+    ) -> Result<Role, DomainError> {
+        let role = self.role_of(actor)?;
+        if !allowed.contains(&role) {
+            return Err(DomainError::Forbidden {
+                actor: actor.to_string(),
+                role: role.as_str().to_string(),
+                action,
+                needed: match allowed {
+                    [Role::Admin, Role::Auditor] => "admin or auditor",
+                    [Role::Admin, Role::Reviewer, Role::Auditor] => "admin, reviewer or auditor",
+                    _ => "another",
+                },
+            });
+        }
+        Ok(role)
+    }
+
+    /// The role of a user (fails for unknown and disabled users).
+    pub fn role(&self, user: &str) -> Result<Role, DomainError> {
+        self.role_of(user)
+    }
+
+    /// Creates a user with a real name and an organisation, and returns
+    /// their first bearer token (shown once; only its hash is kept). The
+    /// first user of a fresh directory must be an admin and creates itself;
+    /// afterwards only admins add users.
     pub fn add_user(
         &self,
         actor: Option<&str>,
@@ -373,7 +515,7 @@ impl Domain {
         name: &str,
         role: Role,
         org: &str,
-    ) -> Result<(), DomainError> {
+    ) -> Result<String, DomainError> {
         let count: i64 =
             lock(&self.db).query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
         let actor = match actor {
@@ -388,7 +530,13 @@ impl Domain {
                 ));
             }
         };
+        if name.trim().is_empty() {
+            return Err(DomainError::Invalid(format!(
+                "user `{id}` needs a real name"
+            )));
+        }
         if id.is_empty()
+            || id.len() > 64
             || !id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
@@ -412,7 +560,7 @@ impl Domain {
             "user.created",
             json!({"user": id, "name": name, "role": role.as_str(), "org": org}),
         )?;
-        Ok(())
+        self.issue_token(&actor, id)
     }
 
     /// Registers a Parquet file under a manifest: validates, encrypts at rest
@@ -534,57 +682,92 @@ impl Domain {
         ))
     }
 
-    /// Issues a grant to a developer over one dataset with an epsilon budget.
+    /// Issues a grant to a developer over one dataset with an epsilon budget
+    /// and the usage controls of the authorization agreement.
     pub fn issue_grant(&self, actor: &str, request: &GrantRequest) -> Result<String, DomainError> {
-        let GrantRequest {
-            dataset,
-            developer,
-            purpose,
-            epsilon_total,
-            query_epsilon,
-            valid_days,
-            allow_extracts,
-        } = request;
-        let (dataset, developer, purpose) =
-            (dataset.as_str(), developer.as_str(), purpose.as_str());
-        let (epsilon_total, query_epsilon, valid_days) =
-            (*epsilon_total, *query_epsilon, *valid_days);
         self.require(actor, Role::Admin, "issue grants")?;
-        if self.role_of(developer)? != Role::Developer {
+        let r = request;
+        if self.role_of(&r.developer)? != Role::Developer {
             return Err(DomainError::Invalid(format!(
-                "user `{developer}` is not a developer; grants go to developers"
+                "user `{}` is not a developer; grants go to developers",
+                r.developer
             )));
         }
-        self.open_dataset(dataset)?;
-        if !(epsilon_total.is_finite()
-            && epsilon_total > 0.0
-            && query_epsilon.is_finite()
-            && query_epsilon > 0.0
-            && query_epsilon <= epsilon_total)
+        for user in &r.designated {
+            if self.role_of(user)? != Role::Developer {
+                return Err(DomainError::Invalid(format!(
+                    "designated user `{user}` is not a developer; only developers run jobs and download releases"
+                )));
+            }
+        }
+        self.open_dataset(&r.dataset)?;
+        if r.purpose.trim().is_empty() {
+            return Err(DomainError::Invalid(
+                "a grant needs a purpose: the one scenario it serves".into(),
+            ));
+        }
+        if !(r.epsilon_total.is_finite()
+            && r.epsilon_total > 0.0
+            && r.query_epsilon.is_finite()
+            && r.query_epsilon > 0.0
+            && r.query_epsilon <= r.epsilon_total)
         {
             return Err(DomainError::Invalid(format!(
-                "budget must satisfy 0 < query epsilon ({query_epsilon}) <= total epsilon ({epsilon_total})"
+                "budget must satisfy 0 < query epsilon ({}) <= total epsilon ({})",
+                r.query_epsilon, r.epsilon_total
             )));
         }
-        if valid_days == 0 || valid_days > 5 * 366 {
+        let max_days = if r.extended_validity {
+            5 * 366
+        } else {
+            3 * 366
+        };
+        if r.valid_days == 0 || r.valid_days > max_days {
             return Err(DomainError::Invalid(format!(
-                "validity of {valid_days} days is outside 1..=1830 (at most 5 years)"
+                "validity of {} days is outside 1..={max_days}: grants last at most 3 years, or 5 with extended validity",
+                r.valid_days
             )));
+        }
+        for w in &r.windows {
+            access::parse_window(w)?;
+        }
+        if !(1..=2).contains(&r.approvals_required) {
+            return Err(DomainError::Invalid(format!(
+                "approvals_required is {}; a release needs 1 or 2 independent approvals",
+                r.approvals_required
+            )));
+        }
+        if r.max_runs == Some(0) || r.max_downloads == Some(0) {
+            return Err(DomainError::Invalid(
+                "run and download limits must be at least 1 (omit them for no limit)".into(),
+            ));
+        }
+        if !(r.allow_modules || r.allow_sql || r.allow_extracts) {
+            return Err(DomainError::Invalid(
+                "the grant allows no operation; allow modules, SQL or extracts".into(),
+            ));
         }
         let id = new_id("grant");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let expires_at = util::rfc3339(now + u64::from(valid_days) * 86_400);
+        let expires_at = util::rfc3339(now + u64::from(r.valid_days) * 86_400);
+        let windows = serde_json::to_string(&r.windows).unwrap_or_else(|_| "[]".into());
+        let designated = serde_json::to_string(&r.designated).unwrap_or_else(|_| "[]".into());
         lock(&self.db).execute(
-            "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, actor, now_rfc3339(), expires_at],
+            "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
+                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, now_rfc3339(), expires_at,
+                r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required],
         )?;
         self.record(actor, "grant.issued", json!({
-            "grant": id, "dataset": dataset, "developer": developer, "purpose": purpose,
-            "epsilon_total": epsilon_total, "query_epsilon": query_epsilon, "expires_at": expires_at,
-                "allow_extracts": allow_extracts,
+            "grant": id, "dataset": r.dataset, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
+            "epsilon_total": r.epsilon_total, "query_epsilon": r.query_epsilon, "expires_at": expires_at,
+            "allow_modules": r.allow_modules, "allow_sql": r.allow_sql, "allow_extracts": r.allow_extracts,
+            "windows": r.windows, "designated": r.designated, "max_runs": r.max_runs,
+            "max_downloads": r.max_downloads, "derived_reuse": r.derived_reuse,
+            "approvals_required": r.approvals_required,
         }))?;
         Ok(id)
     }
@@ -593,16 +776,16 @@ impl Domain {
     pub fn grant(&self, id: &str) -> Result<Grant, DomainError> {
         lock(&self.db)
             .query_row(
-                "SELECT id, dataset, developer, purpose, epsilon_total, epsilon_spent, query_epsilon, expires_at, revoked_at FROM grants WHERE id = ?1",
+                &format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?1"),
                 [id],
-                |r| Ok(Grant {
-                    id: r.get(0)?, dataset: r.get(1)?, developer: r.get(2)?, purpose: r.get(3)?,
-                    epsilon_total: r.get(4)?, epsilon_spent: r.get(5)?, query_epsilon: r.get(6)?,
-                    expires_at: r.get(7)?, revoked_at: r.get(8)?,
-                }),
+                grant_from_row,
             )
             .optional()?
-            .ok_or_else(|| DomainError::NotFound { what: "grant", id: id.to_string(), list: "grant list" })
+            .ok_or_else(|| DomainError::NotFound {
+                what: "grant",
+                id: id.to_string(),
+                list: "grant list",
+            })
     }
 
     /// Validates and stores a module (content-addressed); refusals are ledger entries too.
@@ -644,186 +827,6 @@ impl Domain {
         Ok(module)
     }
 
-    fn check_grant_usable(&self, grant: &Grant, user: &str) -> Result<(), DomainError> {
-        let err = |reason: String| DomainError::Grant {
-            grant: grant.id.clone(),
-            reason,
-        };
-        if grant.developer != user {
-            return Err(err(format!(
-                "is issued to `{}`, not to `{user}`",
-                grant.developer
-            )));
-        }
-        if let Some(at) = &grant.revoked_at {
-            return Err(err(format!(
-                "was revoked at {at}; ask the data provider for a new grant"
-            )));
-        }
-        if grant.expires_at <= now_rfc3339() {
-            return Err(err(format!(
-                "expired at {}; ask the data provider to renew it",
-                grant.expires_at
-            )));
-        }
-        Ok(())
-    }
-
-    /// Checks the submitter and grant, records the job as started and builds
-    /// its host. `what` is the module hash or the SQL of a one-query job.
-    fn start_job(
-        self: &Arc<Self>,
-        runtime: &tokio::runtime::Handle,
-        submitter: &str,
-        grant_id: &str,
-        what: JobBody<'_>,
-        params: BTreeMap<String, String>,
-    ) -> Result<(host::Host, Arc<Mutex<host::JobLog>>), DomainError> {
-        self.require(submitter, Role::Developer, "submit jobs")?;
-        let grant = self.grant(grant_id)?;
-        self.check_grant_usable(&grant, submitter)?;
-        let (dataset, unit_unique) = self.open_dataset(&grant.dataset)?;
-        let job_id = new_id("job");
-        let (module, sql) = match what {
-            JobBody::Module(m) => (Some(m), None),
-            JobBody::Sql(q) => (None, Some(q)),
-        };
-        lock(&self.db).execute(
-            "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
-            params![job_id, grant_id, module, sql, submitter, now_rfc3339()],
-        )?;
-        self.record(
-            submitter,
-            "job.started",
-            json!({
-                "job": job_id, "grant": grant_id, "module_sha256": module, "sql": sql,
-                "params": params.keys().collect::<Vec<_>>(),
-            }),
-        )?;
-        let log = Arc::new(Mutex::new(host::JobLog::default()));
-        let job_host = host::Host {
-            domain: Arc::clone(self),
-            runtime: runtime.clone(),
-            job_id,
-            submitter: submitter.to_string(),
-            grant,
-            dataset,
-            unit_unique,
-            params,
-            log: Arc::clone(&log),
-        };
-        Ok((job_host, log))
-    }
-
-    /// Records how a job ended and returns its outcome.
-    fn end_job(
-        &self,
-        job_id: String,
-        submitter: &str,
-        log: &Mutex<host::JobLog>,
-        status: &str,
-        error: Option<String>,
-        fuel: u64,
-    ) -> Result<JobOutcome, DomainError> {
-        let log = std::mem::take(&mut *lock(log));
-        lock(&self.db).execute(
-            "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6 WHERE id = ?1",
-            params![job_id, status, error, now_rfc3339(), fuel as i64, log.queries as i64],
-        )?;
-        self.record(
-            submitter,
-            "job.ended",
-            json!({
-                "job": job_id, "status": status, "error": error, "fuel_used": fuel,
-                "queries": log.queries, "outputs": log.outputs, "epsilon_spent": log.epsilon_spent,
-            }),
-        )?;
-        Ok(JobOutcome {
-            job_id,
-            status: status.to_string(),
-            error,
-            outputs: log.outputs,
-            refusals: log.refusals,
-            logs: log.lines,
-            epsilon_spent: log.epsilon_spent,
-            fuel_used: fuel,
-        })
-    }
-
-    /// Submits and runs a job under a grant, to completion. Blocking: call
-    /// from a thread that may block (not from inside an async task).
-    pub fn run_job(
-        self: &Arc<Self>,
-        runtime: &tokio::runtime::Handle,
-        submitter: &str,
-        grant_id: &str,
-        module_sha: &str,
-        params: BTreeMap<String, String>,
-    ) -> Result<JobOutcome, DomainError> {
-        let bytes: Vec<u8> = lock(&self.db)
-            .query_row(
-                "SELECT bytes FROM modules WHERE sha256 = ?1",
-                [module_sha],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| DomainError::NotFound {
-                what: "module",
-                id: module_sha.to_string(),
-                list: "job modules",
-            })?;
-        let module = self.validated(&bytes)?;
-        let (job_host, log) = self.start_job(
-            runtime,
-            submitter,
-            grant_id,
-            JobBody::Module(module_sha),
-            params,
-        )?;
-        let job_id = job_host.job_id.clone();
-        let result = self.sandbox.run_job(&module, Box::new(job_host));
-        let (status, error, fuel) = match result {
-            Ok(report) => ("succeeded", None, report.fuel_used),
-            Err(e @ SandboxError::JobFailed { .. }) => ("failed", Some(e.to_string()), 0),
-            Err(e) => ("trapped", Some(e.to_string()), 0),
-        };
-        self.end_job(job_id, submitter, &log, status, error, fuel)
-    }
-
-    /// Runs one SQL statement as a one-query job: the same admission, DP,
-    /// budget, quarantine and review path as a wasm job. The released table
-    /// goes to quarantine as output `result`. Blocking, like [`Domain::run_job`].
-    pub fn run_sql(
-        self: &Arc<Self>,
-        runtime: &tokio::runtime::Handle,
-        submitter: &str,
-        grant_id: &str,
-        sql: &str,
-    ) -> Result<JobOutcome, DomainError> {
-        use unseen_sandbox::JobHost;
-        let (mut job_host, log) = self.start_job(
-            runtime,
-            submitter,
-            grant_id,
-            JobBody::Sql(sql),
-            BTreeMap::new(),
-        )?;
-        let job_id = job_host.job_id.clone();
-        let (status, error) = match job_host.query(sql) {
-            Ok(bytes) => {
-                let released = udf_sdk::abi::decode_query_result(&bytes).map_err(|e| {
-                    DomainError::Invalid(format!("released result is malformed: {e}"))
-                })?;
-                match job_host.emit("result", released.table) {
-                    Ok(()) => ("succeeded", None),
-                    Err(e) => ("failed", Some(e)),
-                }
-            }
-            Err(refusal) => ("failed", Some(refusal)),
-        };
-        self.end_job(job_id, submitter, &log, status, error, 0)
-    }
-
     /// The verdict, cost and expected accuracy of `sql` under a grant,
     /// without reading data or spending.
     pub fn dry_run(
@@ -845,8 +848,10 @@ impl Domain {
             grant,
             dataset,
             unit_unique,
+            dataset_rows: 0,
             params: BTreeMap::new(),
             log: Arc::new(Mutex::new(host::JobLog::default())),
+            cancel: unseen_sandbox::Cancel::new(),
         };
         runtime.block_on(job_host.dry_run(sql))
     }
@@ -1087,6 +1092,77 @@ impl Domain {
         })
     }
 
+    /// The review queue: every quarantined output with its automatic
+    /// findings, the job's module hash or SQL, queries and spend, approvals
+    /// so far, and a diff against the grant's latest release of the same name.
+    pub fn review_queue(&self, actor: &str) -> Result<Vec<serde_json::Value>, DomainError> {
+        self.require(actor, Role::Reviewer, "read the review queue")?;
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            Option<i64>,
+            f64,
+        );
+        let rows: Vec<Row> = {
+            let db = lock(&self.db);
+            let mut stmt = db.prepare(
+                "SELECT o.id, o.name, o.job_id, j.submitter, j.module, j.sql, j.grant_id, j.queries,
+                        COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0)
+                 FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.status = 'quarantined' ORDER BY o.created_at, o.id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut queue = Vec::with_capacity(rows.len());
+        for (output, name, job, submitter, module, sql, grant, queries, epsilon) in rows {
+            let (_, _, table) = self.output(&output)?;
+            let earlier: Option<(String, Vec<u8>)> = lock(&self.db)
+                .query_row(
+                    "SELECT o.id, o.data FROM outputs o JOIN jobs j ON j.id = o.job_id
+                     WHERE j.grant_id = ?1 AND o.name = ?2 AND o.status = 'approved' ORDER BY o.created_at DESC LIMIT 1",
+                    params![grant, name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let diff = earlier.and_then(|(id, bytes)| {
+                udf_sdk::abi::decode_table(&bytes)
+                    .ok()
+                    .map(|before| table_diff(&id, &before, &table))
+            });
+            let approvals: i64 = lock(&self.db).query_row(
+                "SELECT COUNT(*) FROM reviews WHERE output_id = ?1 AND decision = 'approved'",
+                [&output],
+                |r| r.get(0),
+            )?;
+            let required = self.grant(&grant)?.approvals_required;
+            queue.push(json!({
+                "output": output, "name": name, "job": job, "grant": grant, "submitter": submitter,
+                "module_sha256": module, "sql": sql, "queries": queries, "epsilon_spent": epsilon,
+                "rows": table.rows(), "columns": table.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+                "findings": self.findings(&output)?, "approvals": approvals, "approvals_required": required,
+                "diff": diff,
+            }));
+        }
+        Ok(queue)
+    }
+
     /// Reads a quarantined or released output.
     pub fn output(&self, id: &str) -> Result<(String, String, udf_sdk::Table), DomainError> {
         let (name, status, data): (String, String, Vec<u8>) = lock(&self.db)
@@ -1186,25 +1262,58 @@ impl Domain {
         }
         let decision = if approve { "approved" } else { "rejected" };
         let at = now_rfc3339();
-        {
+        let required = self.grant(&grant_id)?.approvals_required;
+        // Checked and written under one lock and transaction, so two
+        // reviewers approving at once are counted exactly.
+        let (approvers, complete) = {
             let mut db = lock(&self.db);
             let tx = db.transaction()?;
-            tx.execute(
-                "UPDATE outputs SET status = ?2 WHERE id = ?1",
-                params![output_id, decision],
+            let status: String = tx.query_row(
+                "SELECT status FROM outputs WHERE id = ?1",
+                [output_id],
+                |r| r.get(0),
             )?;
+            if status != "quarantined" {
+                return Err(DomainError::NotQuarantined {
+                    output: output_id.to_string(),
+                    status,
+                });
+            }
+            let mut approvers: Vec<String> = {
+                let mut stmt = tx.prepare(
+                    "SELECT reviewer FROM reviews WHERE output_id = ?1 AND decision = 'approved' ORDER BY id",
+                )?;
+                let rows = stmt.query_map([output_id], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            if approve && approvers.iter().any(|a| a == reviewer) {
+                return Err(DomainError::Invalid(format!(
+                    "`{reviewer}` already approved output `{output_id}`; its grant needs {required} approvals by different reviewers"
+                )));
+            }
+            if approve {
+                approvers.push(reviewer.to_string());
+            }
+            let complete = !approve || approvers.len() >= required as usize;
+            if complete {
+                tx.execute(
+                    "UPDATE outputs SET status = ?2 WHERE id = ?1",
+                    params![output_id, decision],
+                )?;
+            }
             tx.execute(
                 "INSERT INTO reviews(output_id, reviewer, decision, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![output_id, reviewer, decision, reason, at],
             )?;
             tx.commit()?;
-        }
+            (approvers, complete)
+        };
         let review_index = self.record(
             reviewer,
             &format!("review.{decision}"),
-            json!({"output": output_id, "job": job, "reason": reason}),
+            json!({"output": output_id, "job": job, "reason": reason, "approvals": approvers.len(), "approvals_required": required}),
         )?;
-        if !approve {
+        if !approve || !complete {
             return Ok(None);
         }
         let grant = self.grant(&grant_id)?;
@@ -1235,6 +1344,8 @@ impl Domain {
             "epsilon_spent": job_epsilon,
             "submitter": submitter,
             "reviewer": reviewer,
+            "approvers": approvers,
+            "derived_reuse": grant.derived_reuse,
             "review_entry": review_index,
             "approved_at": at,
             "table": table_json(&table),
@@ -1276,6 +1387,39 @@ impl Domain {
     }
 }
 
+const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required";
+
+fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
+    let list = |i: usize| -> rusqlite::Result<Vec<String>> {
+        let text: String = r.get(i)?;
+        Ok(serde_json::from_str(&text).unwrap_or_default())
+    };
+    Ok(Grant {
+        id: r.get(0)?,
+        dataset: r.get(1)?,
+        developer: r.get(2)?,
+        scenario: r.get(3)?,
+        purpose: r.get(4)?,
+        epsilon_total: r.get(5)?,
+        epsilon_spent: r.get(6)?,
+        query_epsilon: r.get(7)?,
+        issued_at: r.get(8)?,
+        expires_at: r.get(9)?,
+        revoked_at: r.get(10)?,
+        allow_modules: r.get(11)?,
+        allow_sql: r.get(12)?,
+        allow_extracts: r.get(13)?,
+        windows: list(14)?,
+        designated: list(15)?,
+        max_runs: r.get(16)?,
+        runs: r.get(17)?,
+        max_downloads: r.get(18)?,
+        downloads: r.get(19)?,
+        derived_reuse: r.get(20)?,
+        approvals_required: r.get(21)?,
+    })
+}
+
 /// The bytes a release signature covers (domain-separated from checkpoints).
 pub fn release_signing_message(canonical_document: &[u8]) -> Vec<u8> {
     let mut m = b"unseen release v1\n".to_vec();
@@ -1304,6 +1448,46 @@ pub fn table_json(table: &udf_sdk::Table) -> serde_json::Value {
         })
         .collect();
     json!({"rows": table.rows(), "columns": columns})
+}
+
+/// How an output differs from an earlier release of the same name.
+fn table_diff(
+    earlier_output: &str,
+    before: &udf_sdk::Table,
+    after: &udf_sdk::Table,
+) -> serde_json::Value {
+    let names = |t: &udf_sdk::Table| t.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    let (was, now) = (names(before), names(after));
+    let before_json = table_json(before);
+    let after_json = table_json(after);
+    let mut changed_cells = 0usize;
+    let mut compared_cells = 0usize;
+    for (i, column) in now.iter().enumerate() {
+        let Some(j) = was.iter().position(|c| c == column) else {
+            continue;
+        };
+        let old = before_json["columns"][j]["values"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let new = after_json["columns"][i]["values"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for (a, b) in old.iter().zip(new.iter()) {
+            compared_cells += 1;
+            if a != b {
+                changed_cells += 1;
+            }
+        }
+    }
+    json!({
+        "against_output": earlier_output,
+        "rows_before": before.rows(), "rows_after": after.rows(),
+        "columns_added": now.iter().filter(|c| !was.contains(c)).collect::<Vec<_>>(),
+        "columns_removed": was.iter().filter(|c| !now.contains(c)).collect::<Vec<_>>(),
+        "cells_compared": compared_cells, "cells_changed": changed_cells,
+    })
 }
 
 fn set_private(dir: &Path) -> Result<(), DomainError> {
@@ -1365,13 +1549,9 @@ mod tests {
             ))
             .unwrap();
         let request = GrantRequest {
-            dataset: "residents".into(),
-            developer: "dev".into(),
-            purpose: "t".into(),
-            epsilon_total: 1.0,
             query_epsilon: 1.0,
             valid_days: 10,
-            allow_extracts: false,
+            ..GrantRequest::new("residents", "dev", "t", 1.0)
         };
         let grant = domain.issue_grant("admin", &request).unwrap();
         let job = domain

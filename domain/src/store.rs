@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS users(
     created_at TEXT NOT NULL,
     disabled INTEGER NOT NULL DEFAULT 0,
     epsilon_total REAL CHECK (epsilon_total IS NULL OR epsilon_total > 0),
-    epsilon_spent REAL NOT NULL DEFAULT 0
+    epsilon_spent REAL NOT NULL DEFAULT 0,
+    token_sha256 TEXT UNIQUE,
+    token_issued_at TEXT
 );
 CREATE TABLE IF NOT EXISTS datasets(
     name TEXT PRIMARY KEY,
@@ -29,7 +31,8 @@ CREATE TABLE IF NOT EXISTS datasets(
     registered_by TEXT NOT NULL,
     registered_at TEXT NOT NULL,
     epsilon_total REAL CHECK (epsilon_total IS NULL OR epsilon_total > 0),
-    epsilon_spent REAL NOT NULL DEFAULT 0
+    epsilon_spent REAL NOT NULL DEFAULT 0,
+    destroyed_at TEXT
 );
 CREATE TABLE IF NOT EXISTS grants(
     id TEXT PRIMARY KEY,
@@ -43,7 +46,18 @@ CREATE TABLE IF NOT EXISTS grants(
     issued_by TEXT NOT NULL,
     issued_at TEXT NOT NULL,
     expires_at TEXT NOT NULL,
-    revoked_at TEXT
+    revoked_at TEXT,
+    scenario TEXT NOT NULL DEFAULT '',
+    allow_modules INTEGER NOT NULL DEFAULT 1,
+    allow_sql INTEGER NOT NULL DEFAULT 1,
+    windows TEXT NOT NULL DEFAULT '[]',
+    designated TEXT NOT NULL DEFAULT '[]',
+    max_runs INTEGER CHECK (max_runs IS NULL OR max_runs > 0),
+    runs INTEGER NOT NULL DEFAULT 0,
+    max_downloads INTEGER CHECK (max_downloads IS NULL OR max_downloads > 0),
+    downloads INTEGER NOT NULL DEFAULT 0,
+    derived_reuse INTEGER NOT NULL DEFAULT 0,
+    approvals_required INTEGER NOT NULL DEFAULT 1 CHECK (approvals_required IN (1, 2))
 );
 CREATE TABLE IF NOT EXISTS modules(
     sha256 TEXT PRIMARY KEY,
@@ -62,7 +76,13 @@ CREATE TABLE IF NOT EXISTS jobs(
     submitted_at TEXT NOT NULL,
     ended_at TEXT,
     fuel INTEGER,
-    queries INTEGER
+    queries INTEGER,
+    params TEXT NOT NULL DEFAULT '{}',
+    started_at TEXT,
+    run_ms INTEGER,
+    rows_scanned INTEGER,
+    epsilon REAL,
+    logs TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS release_cache(
     grant_id TEXT NOT NULL REFERENCES grants(id),
@@ -105,10 +125,18 @@ CREATE TABLE IF NOT EXISTS releases(
     signature TEXT NOT NULL,
     at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS downloads(
+    id INTEGER PRIMARY KEY,
+    release_id TEXT NOT NULL REFERENCES releases(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_grant ON jobs(grant_id);
+CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Opens (creating on first run) the store in WAL mode.
 pub fn open(path: &Path) -> Result<Connection, DomainError> {
@@ -116,6 +144,8 @@ pub fn open(path: &Path) -> Result<Connection, DomainError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted content (a destroyed data key) is overwritten, not left in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let tables: i64 = conn.query_row(
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",

@@ -150,8 +150,34 @@ pub enum SandboxError {
     Cache { path: PathBuf, reason: String },
     #[error("job returned exit code {code}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
     JobFailed { code: i32, message: String },
+    #[error("job cancelled: {reason}")]
+    Cancelled { reason: String },
     #[error("sandbox engine error: {0}")]
     Engine(String),
+}
+
+/// A handle that stops a running job from another thread: the guest is
+/// interrupted at the next epoch tick (about 10 ms), even in a tight loop.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Cancel::default()
+    }
+
+    /// Asks the job to stop; the first reason given is the one reported.
+    pub fn cancel(&self, reason: &str) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason.to_string());
+        }
+    }
+
+    /// Why the job was asked to stop, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// A module that passed validation, compiled and ready to instantiate.
@@ -344,6 +370,19 @@ impl Sandbox {
         module: &ValidatedModule,
         host: Box<dyn JobHost>,
     ) -> Result<RunReport, SandboxError> {
+        self.run_job_cancellable(module, host, &Cancel::new())
+    }
+
+    /// [`Sandbox::run_job`] that also stops when `cancel` is triggered.
+    pub fn run_job_cancellable(
+        &self,
+        module: &ValidatedModule,
+        host: Box<dyn JobHost>,
+        cancel: &Cancel,
+    ) -> Result<RunReport, SandboxError> {
+        if let Some(reason) = cancel.reason() {
+            return Err(SandboxError::Cancelled { reason });
+        }
         let pre = module.pre.as_ref().ok_or(SandboxError::MissingExport {
             name: abi::ENTRY_EXPORT.to_string(),
             expected: "a job module; UDF modules are not run as jobs",
@@ -356,8 +395,21 @@ impl Sandbox {
         store
             .set_fuel(self.limits.fuel)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(engine::deadline_ticks(self.limits.deadline));
+        // Every tick checks the cancel handle, then counts down the deadline.
+        let mut ticks_left = engine::deadline_ticks(self.limits.deadline);
+        let watched = cancel.clone();
+        store.epoch_deadline_callback(move |mut ctx| {
+            if let Some(reason) = watched.reason() {
+                ctx.data_mut().stopped = Some(SandboxError::Cancelled { reason });
+                return Err(Trap::Interrupt.into());
+            }
+            ticks_left = ticks_left.saturating_sub(1);
+            if ticks_left == 0 {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
+        store.set_epoch_deadline(1);
         let outcome = (|| {
             let instance = pre.instantiate(&mut store)?;
             let version = instance

@@ -222,7 +222,15 @@ fn planted_prohibited_values_appear_in_no_output_log_ledger_or_stored_file() {
         printed += &text;
     }
     assert_eq!(outputs.len(), 1);
-    printed += &ok(&["review", "show", &outputs[0], "--data-dir", d]);
+    printed += &ok(&[
+        "review",
+        "show",
+        &outputs[0],
+        "--as",
+        "rev",
+        "--data-dir",
+        d,
+    ]);
     printed += &fails(&[
         "review",
         "approve",

@@ -35,7 +35,7 @@ fn extracts_are_masked_and_k_anonymous() {
         serde_json::json!(["gender", "district", "birth_year"])
     );
     let output = v["outputs"][0].as_str().unwrap();
-    let shown = ok(&["review", "show", output, "--data-dir", &data]);
+    let shown = ok(&["review", "show", output, "--as", "rev", "--data-dir", &data]);
     let rows: Vec<Vec<&str>> = shown
         .lines()
         .skip(2)

@@ -8,4 +8,5 @@ mod cli_errors;
 mod demo;
 mod extract;
 mod query;
+mod server;
 mod support;

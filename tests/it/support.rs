@@ -101,7 +101,7 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// A data directory with `rows` synthetic residents registered, an admin
-/// `admin` and a developer `dev`.
+/// `admin`, a developer `dev` and a reviewer `rev`.
 pub fn residents_dir(rows: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d").to_str().unwrap().to_string();
@@ -138,6 +138,20 @@ pub fn residents_dir(rows: &str) -> (tempfile::TempDir, String) {
         "D",
         "--role",
         "developer",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    ok(&[
+        "user",
+        "add",
+        "--id",
+        "rev",
+        "--name",
+        "R",
+        "--role",
+        "reviewer",
         "--as",
         "admin",
         "--data-dir",
@@ -188,4 +202,67 @@ pub fn issue_grant(data: &str, epsilon: &str, extra: &[&str]) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// A guest module built from `guests/` for wasm32 (built once per test run).
+pub fn guest(crate_name: &str) -> Vec<u8> {
+    use std::path::PathBuf;
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests");
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests-target");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.current_dir(&guests)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--target-dir",
+            ])
+            .arg(&target);
+        // The outer build's flags and wrappers are for the host, not for wasm32.
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+        ] {
+            cmd.env_remove(var);
+        }
+        let status = cmd.status().expect("run cargo for the guests");
+        assert!(status.success(), "building the guests for wasm32 failed");
+        target.join("wasm32-unknown-unknown/release")
+    });
+    let path = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// A server on a loopback port over an opened data directory; stopped on drop.
+pub struct TestServer {
+    pub base: String,
+    pub domain: std::sync::Arc<unseen::Domain>,
+    _server: unseen::server::Background,
+}
+
+impl TestServer {
+    pub fn start(data: &str, max_running_jobs: usize) -> TestServer {
+        let domain = std::sync::Arc::new(unseen::Domain::open(Path::new(data)).unwrap());
+        let options = unseen::server::ServerOptions { max_running_jobs };
+        let server = unseen::server::Background::start(std::sync::Arc::clone(&domain), options)
+            .expect("start the server");
+        TestServer {
+            base: server.url(),
+            domain,
+            _server: server,
+        }
+    }
+
+    /// A client acting with `token`.
+    pub fn client(&self, token: &str) -> unseen::client::Client {
+        unseen::client::Client::new(&self.base, Some(token))
+    }
 }

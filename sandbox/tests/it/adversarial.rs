@@ -34,6 +34,34 @@ fn infinite_loop_with_unlimited_fuel_is_stopped_by_the_deadline() {
 }
 
 #[test]
+fn a_spinning_job_is_stopped_by_its_cancel_handle_with_the_reason() {
+    let sandbox = Sandbox::new(deadline_limits(Duration::from_secs(60))).unwrap();
+    let module = sandbox
+        .validate(&wasm("adv-infinite-loop"), ModuleKind::Job)
+        .unwrap();
+    let cancel = unseen_sandbox::Cancel::new();
+    let remote = cancel.clone();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        remote.cancel("grant revoked");
+        remote.cancel("a later reason is ignored");
+    });
+    let result = sandbox.run_job_cancellable(&module, Box::new(MockHost::new()), &cancel);
+    stopper.join().unwrap();
+    match result {
+        Err(SandboxError::Cancelled { reason }) => assert_eq!(reason, "grant revoked"),
+        other => panic!("expected a cancellation, got {other:?}"),
+    }
+    // Already cancelled: refused before instantiation.
+    let again = sandbox.run_job_cancellable(&module, Box::new(MockHost::new()), &cancel);
+    assert!(
+        matches!(again, Err(SandboxError::Cancelled { .. })),
+        "{again:?}"
+    );
+    assert_still_serves(&sandbox);
+}
+
+#[test]
 fn default_deadline_is_reported_in_seconds() {
     let sandbox = Sandbox::new(deadline_limits(Duration::from_secs(1))).unwrap();
     let detail = assert_limit(run(&sandbox, "adv-infinite-loop").0, "deadline");

@@ -1,0 +1,419 @@
+//! Who may do what: bearer tokens (stored only as SHA-256), user listing
+//! and disabling, grant time windows, metered downloads of releases, and
+//! crypto-shredding of datasets.
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::json;
+
+use crate::util::{now_rfc3339, random_bytes, sha256_hex};
+use crate::{Domain, DomainError, Role, lock};
+
+/// Prefix that makes a leaked token easy to recognise and scan for.
+pub const TOKEN_PREFIX: &str = "unseen_";
+
+/// A user as listed (no token, only when it was issued).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub org: String,
+    pub created_at: String,
+    pub disabled: bool,
+    pub token_issued_at: Option<String>,
+}
+
+/// A registered dataset as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DatasetView {
+    pub name: String,
+    pub manifest_version: i64,
+    pub rows: i64,
+    pub registered_by: String,
+    pub registered_at: String,
+    pub epsilon_total: Option<f64>,
+    pub epsilon_spent: f64,
+    pub destroyed_at: Option<String>,
+}
+
+/// Parses `HH:MM-HH:MM` (UTC) into minutes of the day. A window may wrap
+/// past midnight (`22:00-06:00`).
+pub fn parse_window(window: &str) -> Result<(u32, u32), DomainError> {
+    let bad = || {
+        DomainError::Invalid(format!(
+            "time window `{window}` must look like HH:MM-HH:MM in UTC, for example 08:00-18:00"
+        ))
+    };
+    let minutes = |t: &str| -> Option<u32> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (from, to) = window.split_once('-').ok_or_else(bad)?;
+    let (from, to) = (minutes(from).ok_or_else(bad)?, minutes(to).ok_or_else(bad)?);
+    if from == to {
+        return Err(bad());
+    }
+    Ok((from, to))
+}
+
+/// Whether `now` (RFC 3339 UTC) falls in one of the windows; none means any time.
+pub fn check_windows(grant: &str, windows: &[String], now: &str) -> Result<(), DomainError> {
+    if windows.is_empty() {
+        return Ok(());
+    }
+    let minute = now
+        .get(11..16)
+        .and_then(|hm| hm.split_once(':'))
+        .and_then(|(h, m)| Some(h.parse::<u32>().ok()? * 60 + m.parse::<u32>().ok()?))
+        .unwrap_or(0);
+    for w in windows {
+        let (from, to) = parse_window(w)?;
+        let inside = if from < to {
+            (from..to).contains(&minute)
+        } else {
+            minute >= from || minute < to
+        };
+        if inside {
+            return Ok(());
+        }
+    }
+    Err(DomainError::Grant {
+        grant: grant.to_string(),
+        reason: format!(
+            "may be used only in the windows {} (UTC); it is {} UTC now. Try again inside a window",
+            windows.join(", "),
+            now.get(11..16).unwrap_or(now)
+        ),
+    })
+}
+
+fn new_token() -> String {
+    format!(
+        "{TOKEN_PREFIX}{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            random_bytes::<32>()
+        )
+    )
+}
+
+impl Domain {
+    /// Issues a fresh bearer token for `user`, replacing any earlier one.
+    /// Only its SHA-256 is stored; the token is returned once.
+    pub(crate) fn issue_token(&self, actor: &str, user: &str) -> Result<String, DomainError> {
+        let token = new_token();
+        let changed = lock(&self.db).execute(
+            "UPDATE users SET token_sha256 = ?2, token_issued_at = ?3 WHERE id = ?1",
+            params![user, sha256_hex(token.as_bytes()), now_rfc3339()],
+        )?;
+        if changed != 1 {
+            return Err(DomainError::NotFound {
+                what: "user",
+                id: user.to_string(),
+                list: "user list",
+            });
+        }
+        self.record(actor, "user.token_issued", json!({"user": user}))?;
+        Ok(token)
+    }
+
+    /// Rotates a user's token: admins for anyone, any user for themselves.
+    pub fn rotate_token(&self, actor: &str, user: &str) -> Result<String, DomainError> {
+        if actor != user {
+            self.require(actor, Role::Admin, "rotate other users' tokens")?;
+        } else {
+            self.role_of(actor)?;
+        }
+        self.issue_token(actor, user)
+    }
+
+    /// The user a bearer token belongs to, if it is current and the user
+    /// is enabled.
+    pub fn authenticate(&self, token: &str) -> Result<(String, Role), DomainError> {
+        let row: Option<(String, String, i64)> = lock(&self.db)
+            .query_row(
+                "SELECT id, role, disabled FROM users WHERE token_sha256 = ?1",
+                [sha256_hex(token.as_bytes())],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        match row {
+            Some((id, role, 0)) => Ok((id, Role::parse(&role)?)),
+            Some((id, _, _)) => Err(DomainError::Unauthenticated(format!(
+                "user `{id}` is disabled; ask an admin"
+            ))),
+            None => Err(DomainError::Unauthenticated(
+                "the bearer token is unknown or was rotated; ask an admin for a new one".into(),
+            )),
+        }
+    }
+
+    /// All users (admins and auditors).
+    pub fn users(&self, actor: &str) -> Result<Vec<UserView>, DomainError> {
+        self.require_any(actor, &[Role::Admin, Role::Auditor], "list users")?;
+        let db = lock(&self.db);
+        let mut stmt = db.prepare(
+            "SELECT id, name, role, org, created_at, disabled, token_issued_at FROM users ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(UserView {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                role: r.get(2)?,
+                org: r.get(3)?,
+                created_at: r.get(4)?,
+                disabled: r.get::<_, i64>(5)? != 0,
+                token_issued_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Disables a user and voids their token. The last enabled admin cannot
+    /// be disabled.
+    pub fn disable_user(&self, actor: &str, user: &str, reason: &str) -> Result<(), DomainError> {
+        self.require(actor, Role::Admin, "disable users")?;
+        let role = match self.role_of(user) {
+            Ok(r) => r,
+            Err(DomainError::Invalid(_)) => {
+                return Err(DomainError::Invalid(format!(
+                    "user `{user}` is already disabled"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        if role == Role::Admin {
+            let admins: i64 = lock(&self.db).query_row(
+                "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0",
+                [],
+                |r| r.get(0),
+            )?;
+            if admins <= 1 {
+                return Err(DomainError::Invalid(format!(
+                    "`{user}` is the last enabled admin; add another admin first"
+                )));
+            }
+        }
+        lock(&self.db).execute(
+            "UPDATE users SET disabled = 1, token_sha256 = NULL WHERE id = ?1",
+            [user],
+        )?;
+        self.record(
+            actor,
+            "user.disabled",
+            json!({"user": user, "reason": reason}),
+        )?;
+        Ok(())
+    }
+
+    /// Registered datasets (any user: names and sizes only).
+    pub fn datasets(&self, actor: &str) -> Result<Vec<DatasetView>, DomainError> {
+        self.role_of(actor)?;
+        let db = lock(&self.db);
+        let mut stmt = db.prepare(
+            "SELECT name, manifest_version, rows, registered_by, registered_at, epsilon_total, epsilon_spent, destroyed_at FROM datasets ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DatasetView {
+                name: r.get(0)?,
+                manifest_version: r.get(1)?,
+                rows: r.get(2)?,
+                registered_by: r.get(3)?,
+                registered_at: r.get(4)?,
+                epsilon_total: r.get(5)?,
+                epsilon_spent: r.get(6)?,
+                destroyed_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Grants: admins, reviewers and auditors see all, a developer those
+    /// they are designated on.
+    pub fn grants(&self, actor: &str) -> Result<Vec<crate::Grant>, DomainError> {
+        let role = self.role_of(actor)?;
+        let all: Vec<crate::Grant> = {
+            let db = lock(&self.db);
+            let mut stmt = db.prepare(&format!(
+                "SELECT {} FROM grants ORDER BY issued_at, id",
+                crate::GRANT_COLUMNS
+            ))?;
+            let rows = stmt.query_map([], crate::grant_from_row)?;
+            rows.collect::<Result<_, _>>()?
+        };
+        Ok(all
+            .into_iter()
+            .filter(|g| role != Role::Developer || g.designates(actor))
+            .collect())
+    }
+
+    /// Destroys a dataset's data key (crypto-shredding): the encrypted file
+    /// becomes unreadable, its grants are revoked and running jobs stopped.
+    /// The ledger keeps the record; job metadata and logs are kept.
+    pub fn destroy_dataset(
+        &self,
+        actor: &str,
+        name: &str,
+        reason: &str,
+    ) -> Result<(), DomainError> {
+        self.require(actor, Role::Admin, "destroy datasets")?;
+        if reason.trim().is_empty() {
+            return Err(DomainError::Invalid(
+                "destroying a dataset needs a reason (exit, withdrawal, end of grant)".into(),
+            ));
+        }
+        let row: Option<(String, Option<String>)> = lock(&self.db)
+            .query_row(
+                "SELECT file, destroyed_at FROM datasets WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((file, destroyed)) = row else {
+            return Err(DomainError::NotFound {
+                what: "dataset",
+                id: name.to_string(),
+                list: "dataset list",
+            });
+        };
+        if let Some(at) = destroyed {
+            return Err(DomainError::Invalid(format!(
+                "dataset `{name}` was already destroyed at {at}"
+            )));
+        }
+        let grants: Vec<String> = {
+            let db = lock(&self.db);
+            let mut stmt =
+                db.prepare("SELECT id FROM grants WHERE dataset = ?1 AND revoked_at IS NULL")?;
+            let rows = stmt.query_map([name], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for grant in &grants {
+            self.revoke_grant(
+                actor,
+                grant,
+                &format!("dataset `{name}` destroyed: {reason}"),
+            )?;
+        }
+        {
+            let db = lock(&self.db);
+            // secure_delete zeroes the freed pages, and the checkpoint
+            // removes the old page images from the WAL, so the wrapped key
+            // survives nowhere in the store's files.
+            db.execute(
+                "UPDATE datasets SET wrapped_key = NULL, destroyed_at = ?2 WHERE name = ?1",
+                params![name, now_rfc3339()],
+            )?;
+            db.execute("DELETE FROM release_cache WHERE grant_id IN (SELECT id FROM grants WHERE dataset = ?1)", [name])?;
+            db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        for path in [
+            self.dir.join(&file),
+            self.dir.join(format!("data/{name}.prohibited")),
+        ] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(DomainError::io(&path, e)),
+            }
+        }
+        self.record(
+            actor,
+            "dataset.destroyed",
+            json!({"dataset": name, "reason": reason, "grants_revoked": grants, "method": "data key destroyed; encrypted file and value index deleted"}),
+        )?;
+        Ok(())
+    }
+
+    /// Hands a signed release to a designated user of its grant, within the
+    /// grant's download limit; each download is a ledger entry.
+    pub fn download_release(&self, actor: &str, release_id: &str) -> Result<String, DomainError> {
+        self.require(actor, Role::Developer, "download releases")?;
+        let row: Option<(String, String, String)> = lock(&self.db)
+            .query_row(
+                "SELECT r.document, r.signature, j.grant_id FROM releases r JOIN outputs o ON o.id = r.output_id JOIN jobs j ON j.id = o.job_id WHERE r.id = ?1",
+                [release_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((document, signature, grant_id)) = row else {
+            return Err(DomainError::NotFound {
+                what: "release",
+                id: release_id.to_string(),
+                list: "grant usage",
+            });
+        };
+        let grant = self.grant(&grant_id)?;
+        if !grant.designates(actor) {
+            return Err(DomainError::Forbidden {
+                actor: actor.to_string(),
+                role: "developer".into(),
+                action: "download this release",
+                needed: "designation on its grant",
+            });
+        }
+        {
+            let mut db = lock(&self.db);
+            let tx = db.transaction()?;
+            let counted = tx.execute(
+                "UPDATE grants SET downloads = downloads + 1 WHERE id = ?1 AND (max_downloads IS NULL OR downloads < max_downloads)",
+                [&grant_id],
+            )?;
+            if counted != 1 {
+                return Err(DomainError::Grant {
+                    grant: grant_id,
+                    reason: format!(
+                        "has used all {} of its downloads; ask the data provider for more",
+                        grant.max_downloads.unwrap_or(0)
+                    ),
+                });
+            }
+            tx.execute(
+                "INSERT INTO downloads(release_id, user_id, at) VALUES (?1, ?2, ?3)",
+                params![release_id, actor, now_rfc3339()],
+            )?;
+            tx.commit()?;
+        }
+        self.record(
+            actor,
+            "release.downloaded",
+            json!({"release": release_id, "grant": grant_id, "downloads": grant.downloads + 1, "max_downloads": grant.max_downloads}),
+        )?;
+        let document: serde_json::Value = serde_json::from_str(&document).map_err(|e| {
+            DomainError::Invalid(format!("stored release `{release_id}` is damaged: {e}"))
+        })?;
+        serde_json::to_string_pretty(&json!({"document": document, "signature": signature}))
+            .map_err(|e| DomainError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse_and_wrap_midnight() {
+        assert_eq!(parse_window("08:00-18:30").unwrap(), (480, 1110));
+        for bad in ["8-18", "25:00-01:00", "08:00", "08:00-08:00", "aa:bb-cc:dd"] {
+            let e = parse_window(bad).unwrap_err().to_string();
+            assert!(e.contains("HH:MM-HH:MM"), "{bad}: {e}");
+        }
+        let day = vec!["08:00-18:00".to_string()];
+        assert!(check_windows("g", &day, "2026-11-23T09:15:00Z").is_ok());
+        let e = check_windows("g", &day, "2026-11-23T19:00:00Z").unwrap_err();
+        assert!(e.to_string().contains("19:00 UTC"), "{e}");
+        let night = vec!["22:00-06:00".to_string()];
+        assert!(check_windows("g", &night, "2026-11-23T23:30:00Z").is_ok());
+        assert!(check_windows("g", &night, "2026-11-23T05:59:00Z").is_ok());
+        assert!(check_windows("g", &night, "2026-11-23T06:00:00Z").is_err());
+        assert!(check_windows("g", &[], "2026-11-23T06:00:00Z").is_ok());
+    }
+
+    #[test]
+    fn tokens_are_prefixed_and_random() {
+        let (a, b) = (new_token(), new_token());
+        assert!(a.starts_with(TOKEN_PREFIX) && a.len() > 40);
+        assert_ne!(a, b);
+    }
+}

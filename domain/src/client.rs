@@ -1,0 +1,148 @@
+//! A blocking client of the HTTP API, used by the command line's
+//! `--server URL --token TOKEN` mode, the end-to-end tests and the service
+//! benchmark.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Why a call to the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status and its message.
+    #[error("the server refused ({status}): {message}")]
+    Refused { status: u16, message: String },
+    #[error("cannot reach the server at {url}: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("the server's answer is not JSON: {0}")]
+    Malformed(String),
+}
+
+impl ClientError {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one server as one user.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+/// A raw answer: status and body, for tests that look at every status.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Client {
+    /// `base` is like `http://127.0.0.1:8787`.
+    pub fn new(base: &str, token: Option<&str>) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build()
+            .into();
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.map(str::to_string),
+            agent,
+        }
+    }
+
+    /// The same server as another user.
+    pub fn with_token(&self, token: &str) -> Self {
+        Client {
+            base: self.base.clone(),
+            token: Some(token.to_string()),
+            agent: self.agent.clone(),
+        }
+    }
+
+    /// Sends a request and returns the status and JSON body, whatever the status.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: &str,
+    ) -> Result<Answer, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let transport = |e: ureq::Error| ClientError::Transport {
+            url: url.clone(),
+            reason: e.to_string(),
+        };
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(t) = &self.token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        let response = match body {
+            Some(bytes) => {
+                let request = request
+                    .header("Content-Type", content_type)
+                    .body(bytes.to_vec())
+                    .map_err(|e| ClientError::Malformed(e.to_string()))?;
+                self.agent.run(request).map_err(transport)?
+            }
+            None => {
+                let request = request
+                    .body(())
+                    .map_err(|e| ClientError::Malformed(e.to_string()))?;
+                self.agent.run(request).map_err(transport)?
+            }
+        };
+        let status = response.status().as_u16();
+        let text = response
+            .into_body()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+            .map_err(transport)?;
+        let body = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .map_err(|_| ClientError::Malformed(text.chars().take(200).collect()))?
+        };
+        Ok(Answer { status, body })
+    }
+
+    fn checked(answer: Answer) -> Result<Value, ClientError> {
+        if (200..300).contains(&answer.status) {
+            return Ok(answer.body);
+        }
+        let message = answer.body["error"]["message"]
+            .as_str()
+            .map_or_else(|| answer.body.to_string(), str::to_string);
+        Err(ClientError::Refused {
+            status: answer.status,
+            message,
+        })
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        Self::checked(self.send("GET", path, None, "")?)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Malformed(e.to_string()))?;
+        Self::checked(self.send("POST", path, Some(&bytes), "application/json")?)
+    }
+
+    pub fn post_bytes(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        content_type: &str,
+    ) -> Result<Value, ClientError> {
+        Self::checked(self.send("POST", path, Some(bytes), content_type)?)
+    }
+}

@@ -1,0 +1,657 @@
+//! The job lifecycle: admission under a grant's usage controls, the queue,
+//! runs with metering, cancellation and revocation, status and usage.
+//!
+//! A job is `queued` once admitted (its run counted against the grant),
+//! `running` while a sandbox executes it, and ends `succeeded`, `failed`,
+//! `trapped` or `cancelled`. Every transition is a ledger entry.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::json;
+use unseen_sandbox::{Cancel, SandboxError};
+
+use crate::util::{new_id, now_rfc3339};
+use crate::{Domain, DomainError, Grant, JobBody, JobOutcome, Role, access, host, lock};
+
+/// A job as a user or an auditor sees it: metadata and metering, never data.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub grant: String,
+    pub submitter: String,
+    pub module_sha256: Option<String>,
+    pub sql: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub submitted_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub fuel_used: Option<i64>,
+    pub queries: Option<i64>,
+    pub rows_read: Option<i64>,
+    pub run_ms: Option<i64>,
+    pub epsilon_spent: f64,
+    pub outputs: Vec<String>,
+    pub logs: Vec<String>,
+}
+
+/// Use of one grant, for pricing by calls and volume.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GrantUsage {
+    pub grant: String,
+    pub runs: u32,
+    pub max_runs: Option<u32>,
+    pub jobs_by_status: BTreeMap<String, u64>,
+    pub queries: i64,
+    pub fuel_used: i64,
+    pub rows_read: i64,
+    pub run_ms: i64,
+    pub epsilon_spent: f64,
+    pub outputs: i64,
+    pub releases: i64,
+    pub downloads: u32,
+    pub max_downloads: Option<u32>,
+}
+
+/// A job that started (its host and log), or the outcome of one that
+/// could not start.
+pub(crate) type Started = Result<(host::Host, Arc<Mutex<host::JobLog>>), JobOutcome>;
+
+const JOB_COLUMNS: &str = "j.id, j.grant_id, j.submitter, j.module, j.sql, j.status, j.error, j.submitted_at, j.started_at, j.ended_at, j.fuel, j.queries, j.rows_scanned, j.run_ms, COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0), j.logs";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
+    let logs: String = r.get(15)?;
+    Ok(JobView {
+        id: r.get(0)?,
+        grant: r.get(1)?,
+        submitter: r.get(2)?,
+        module_sha256: r.get(3)?,
+        sql: r.get(4)?,
+        status: r.get(5)?,
+        error: r.get(6)?,
+        submitted_at: r.get(7)?,
+        started_at: r.get(8)?,
+        ended_at: r.get(9)?,
+        fuel_used: r.get(10)?,
+        queries: r.get(11)?,
+        rows_read: r.get(12)?,
+        run_ms: r.get(13)?,
+        epsilon_spent: r.get(14)?,
+        outputs: Vec::new(),
+        logs: serde_json::from_str(&logs).unwrap_or_default(),
+    })
+}
+
+impl Domain {
+    /// Whether `user` may use `grant` now: designated, not revoked, not
+    /// expired, inside an allowed time window.
+    pub(crate) fn check_grant_usable(&self, grant: &Grant, user: &str) -> Result<(), DomainError> {
+        let err = |reason: String| DomainError::Grant {
+            grant: grant.id.clone(),
+            reason,
+        };
+        if !grant.designates(user) {
+            return Err(err(format!(
+                "is issued to `{}`, and `{user}` is not one of its designated users",
+                grant.developer
+            )));
+        }
+        if let Some(at) = &grant.revoked_at {
+            return Err(err(format!(
+                "was revoked at {at}; ask the data provider for a new grant"
+            )));
+        }
+        if grant.expires_at <= now_rfc3339() {
+            return Err(err(format!(
+                "expired at {}; ask the data provider to renew it",
+                grant.expires_at
+            )));
+        }
+        access::check_windows(&grant.id, &grant.windows, &now_rfc3339())
+    }
+
+    /// Checks the submitter, the grant's controls and the run limit, and
+    /// records the job as queued. The run is counted here, atomically with
+    /// the job row, so concurrent submissions cannot exceed the limit.
+    pub(crate) fn admit_job(
+        &self,
+        submitter: &str,
+        grant_id: &str,
+        body: JobBody<'_>,
+        params: &BTreeMap<String, String>,
+    ) -> Result<String, DomainError> {
+        self.require(submitter, Role::Developer, "submit jobs")?;
+        let grant = self.grant(grant_id)?;
+        self.check_grant_usable(&grant, submitter)?;
+        let (module, sql, allowed, operation) = match body {
+            JobBody::Module(m) => (Some(m), None, grant.allow_modules, "wasm modules"),
+            JobBody::Sql(q) => (None, Some(q), grant.allow_sql, "SQL jobs"),
+            JobBody::Extract(d) => (None, Some(d), grant.allow_extracts, "masked extracts"),
+        };
+        if !allowed {
+            return Err(DomainError::Grant {
+                grant: grant.id.clone(),
+                reason: format!(
+                    "does not allow {operation}; use an operation it allows, or ask the data provider to extend it"
+                ),
+            });
+        }
+        let job_id = new_id("job");
+        let params_json = serde_json::to_string(params).unwrap_or_else(|_| "{}".into());
+        {
+            let mut db = lock(&self.db);
+            let tx = db.transaction()?;
+            let counted = tx.execute(
+                "UPDATE grants SET runs = runs + 1 WHERE id = ?1 AND (max_runs IS NULL OR runs < max_runs)",
+                [grant_id],
+            )?;
+            if counted != 1 {
+                return Err(DomainError::Grant {
+                    grant: grant.id.clone(),
+                    reason: format!(
+                        "has used all {} of its runs; ask the data provider for more",
+                        grant.max_runs.unwrap_or(0)
+                    ),
+                });
+            }
+            tx.execute(
+                "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at, params) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
+                params![job_id, grant_id, module, sql, submitter, now_rfc3339(), params_json],
+            )?;
+            tx.commit()?;
+        }
+        self.record(
+            submitter,
+            "job.submitted",
+            json!({
+                "job": job_id, "grant": grant_id, "module_sha256": module, "sql": sql,
+                "params": params.keys().collect::<Vec<_>>(),
+            }),
+        )?;
+        Ok(job_id)
+    }
+
+    /// Admits a stored module as a queued job; run it with [`Domain::execute_job`].
+    pub fn submit_job(
+        &self,
+        submitter: &str,
+        grant_id: &str,
+        module_sha: &str,
+        params: BTreeMap<String, String>,
+    ) -> Result<String, DomainError> {
+        self.require(submitter, Role::Developer, "submit jobs")?;
+        let known: Option<i64> = lock(&self.db)
+            .query_row(
+                "SELECT 1 FROM modules WHERE sha256 = ?1",
+                [module_sha],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if known.is_none() {
+            return Err(DomainError::NotFound {
+                what: "module",
+                id: module_sha.to_string(),
+                list: "job upload",
+            });
+        }
+        self.admit_job(submitter, grant_id, JobBody::Module(module_sha), &params)
+    }
+
+    /// Moves a queued job to running and builds its host; a job whose grant
+    /// or dataset became unusable while it waited ends failed instead.
+    pub(crate) fn start_job(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        job_id: &str,
+    ) -> Result<Started, DomainError> {
+        type Row = (String, String, String, String);
+        let row: Option<Row> = lock(&self.db)
+            .query_row(
+                "SELECT grant_id, submitter, status, params FROM jobs WHERE id = ?1",
+                [job_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((grant_id, submitter, status, params)) = row else {
+            return Err(DomainError::NotFound {
+                what: "job",
+                id: job_id.to_string(),
+                list: "job list",
+            });
+        };
+        let log = Arc::new(Mutex::new(host::JobLog::default()));
+        if status != "queued" {
+            return Ok(Err(self.job_outcome(job_id)?));
+        }
+        let grant = self.grant(&grant_id)?;
+        let opened = self
+            .check_grant_usable(&grant, &submitter)
+            .and_then(|()| self.open_dataset(&grant.dataset));
+        let (dataset, unit_unique) = match opened {
+            Ok(d) => d,
+            Err(e) => {
+                let outcome = self.end_job(
+                    job_id.to_string(),
+                    &submitter,
+                    &log,
+                    "failed",
+                    Some(format!("the job could not start: {e}")),
+                    0,
+                )?;
+                return Ok(Err(outcome));
+            }
+        };
+        let dataset_rows: i64 = lock(&self.db).query_row(
+            "SELECT rows FROM datasets WHERE name = ?1",
+            [&grant.dataset],
+            |r| r.get(0),
+        )?;
+        let cancel = Cancel::new();
+        lock(&self.running).insert(job_id.to_string(), (grant_id.clone(), cancel.clone()));
+        let moved = lock(&self.db).execute(
+            "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
+            params![job_id, now_rfc3339()],
+        )?;
+        if moved != 1 {
+            // Cancelled between the read above and now.
+            lock(&self.running).remove(job_id);
+            return Ok(Err(self.job_outcome(job_id)?));
+        }
+        self.record(
+            &submitter,
+            "job.started",
+            json!({"job": job_id, "grant": grant_id}),
+        )?;
+        lock(&log).started = Some(Instant::now());
+        let params: BTreeMap<String, String> = serde_json::from_str(&params).unwrap_or_default();
+        let job_host = host::Host {
+            domain: Arc::clone(self),
+            runtime: runtime.clone(),
+            job_id: job_id.to_string(),
+            submitter,
+            grant,
+            dataset,
+            unit_unique,
+            dataset_rows: u64::try_from(dataset_rows).unwrap_or(0),
+            params,
+            log: Arc::clone(&log),
+            cancel,
+        };
+        Ok(Ok((job_host, log)))
+    }
+
+    /// Admits and starts a job in one step (SQL jobs and extracts).
+    pub(crate) fn begin_job(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        submitter: &str,
+        grant_id: &str,
+        body: JobBody<'_>,
+    ) -> Result<Started, DomainError> {
+        let job_id = self.admit_job(submitter, grant_id, body, &BTreeMap::new())?;
+        self.start_job(runtime, &job_id)
+    }
+
+    /// Records how a job ended and returns its outcome.
+    pub(crate) fn end_job(
+        &self,
+        job_id: String,
+        submitter: &str,
+        log: &Mutex<host::JobLog>,
+        status: &str,
+        error: Option<String>,
+        fuel: u64,
+    ) -> Result<JobOutcome, DomainError> {
+        lock(&self.running).remove(&job_id);
+        let log = std::mem::take(&mut *lock(log));
+        let run_ms = log
+            .started
+            .map(|s| i64::try_from(s.elapsed().as_millis()).unwrap_or(i64::MAX));
+        let logs = serde_json::to_string(&log.lines).unwrap_or_else(|_| "[]".into());
+        lock(&self.db).execute(
+            "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10 WHERE id = ?1",
+            params![job_id, status, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs],
+        )?;
+        self.record(
+            submitter,
+            "job.ended",
+            json!({
+                "job": job_id, "status": status, "error": error, "fuel_used": fuel,
+                "queries": log.queries, "rows_read": log.rows_read, "run_ms": run_ms,
+                "outputs": log.outputs, "epsilon_spent": log.epsilon_spent,
+            }),
+        )?;
+        Ok(JobOutcome {
+            job_id,
+            status: status.to_string(),
+            error,
+            outputs: log.outputs,
+            refusals: log.refusals,
+            logs: log.lines,
+            epsilon_spent: log.epsilon_spent,
+            fuel_used: fuel,
+        })
+    }
+
+    /// The outcome of a job that already ended.
+    fn job_outcome(&self, job_id: &str) -> Result<JobOutcome, DomainError> {
+        let view = self.job_record(job_id)?;
+        Ok(JobOutcome {
+            job_id: view.id,
+            status: view.status,
+            error: view.error,
+            outputs: view.outputs,
+            refusals: Vec::new(),
+            logs: view.logs,
+            epsilon_spent: view.epsilon_spent,
+            fuel_used: view.fuel_used.map_or(0, |f| u64::try_from(f).unwrap_or(0)),
+        })
+    }
+
+    /// Runs a queued module job to completion. Blocking: call from a thread
+    /// that may block (not from inside an async task).
+    pub fn execute_job(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        job_id: &str,
+    ) -> Result<JobOutcome, DomainError> {
+        let module_sha: Option<String> = lock(&self.db)
+            .query_row("SELECT module FROM jobs WHERE id = ?1", [job_id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .flatten();
+        let Some(module_sha) = module_sha else {
+            return Err(DomainError::Invalid(format!(
+                "job `{job_id}` is not a module job"
+            )));
+        };
+        let (job_host, log) = match self.start_job(runtime, job_id)? {
+            Ok(started) => started,
+            Err(ended) => return Ok(ended),
+        };
+        let submitter = job_host.submitter.clone();
+        let cancel = job_host.cancel.clone();
+        let bytes: Vec<u8> = lock(&self.db).query_row(
+            "SELECT bytes FROM modules WHERE sha256 = ?1",
+            [&module_sha],
+            |r| r.get(0),
+        )?;
+        let module = match self.validated(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                return self.end_job(
+                    job_id.to_string(),
+                    &submitter,
+                    &log,
+                    "failed",
+                    Some(e.to_string()),
+                    0,
+                );
+            }
+        };
+        let result = self
+            .sandbox
+            .run_job_cancellable(&module, Box::new(job_host), &cancel);
+        let (status, error, fuel) = match result {
+            Ok(report) => ("succeeded", None, report.fuel_used),
+            Err(e @ SandboxError::JobFailed { .. }) => ("failed", Some(e.to_string()), 0),
+            Err(e @ SandboxError::Cancelled { .. }) => ("cancelled", Some(e.to_string()), 0),
+            Err(e) => ("trapped", Some(e.to_string()), 0),
+        };
+        self.end_job(job_id.to_string(), &submitter, &log, status, error, fuel)
+    }
+
+    /// Submits and runs a job under a grant, to completion. Blocking, like
+    /// [`Domain::execute_job`].
+    pub fn run_job(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        submitter: &str,
+        grant_id: &str,
+        module_sha: &str,
+        params: BTreeMap<String, String>,
+    ) -> Result<JobOutcome, DomainError> {
+        let job_id = self.submit_job(submitter, grant_id, module_sha, params)?;
+        self.execute_job(runtime, &job_id)
+    }
+
+    /// Runs one SQL statement as a one-query job: the same admission, DP,
+    /// budget, quarantine and review path as a wasm job. The released table
+    /// goes to quarantine as output `result`. Blocking, like [`Domain::run_job`].
+    pub fn run_sql(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        submitter: &str,
+        grant_id: &str,
+        sql: &str,
+    ) -> Result<JobOutcome, DomainError> {
+        use unseen_sandbox::JobHost;
+        let (mut job_host, log) =
+            match self.begin_job(runtime, submitter, grant_id, JobBody::Sql(sql))? {
+                Ok(started) => started,
+                Err(ended) => return Ok(ended),
+            };
+        let job_id = job_host.job_id.clone();
+        let (status, error) = match job_host.query(sql) {
+            Ok(bytes) => {
+                let released = udf_sdk::abi::decode_query_result(&bytes).map_err(|e| {
+                    DomainError::Invalid(format!("released result is malformed: {e}"))
+                })?;
+                match job_host.emit("result", released.table) {
+                    Ok(()) => ("succeeded", None),
+                    Err(e) => ("failed", Some(e)),
+                }
+            }
+            Err(refusal) => ("failed", Some(refusal)),
+        };
+        self.end_job(job_id, submitter, &log, status, error, 0)
+    }
+
+    /// Cancels a queued or running job: its submitter or an admin may.
+    pub fn cancel_job(
+        &self,
+        actor: &str,
+        job_id: &str,
+        reason: &str,
+    ) -> Result<String, DomainError> {
+        let role = self.role_of(actor)?;
+        let job = self.job_record(job_id)?;
+        if role != Role::Admin && job.submitter != actor {
+            return Err(DomainError::Forbidden {
+                actor: actor.to_string(),
+                role: role.as_str().to_string(),
+                action: "cancel another user's job",
+                needed: "admin",
+            });
+        }
+        let reason = if reason.trim().is_empty() {
+            format!("cancelled by {actor}")
+        } else {
+            format!("cancelled by {actor}: {reason}")
+        };
+        let state = self.stop_job(actor, job_id, &reason)?;
+        Ok(state)
+    }
+
+    /// Stops one job: a queued job ends `cancelled` at once, a running one
+    /// at its next epoch tick. Returns what happened.
+    fn stop_job(&self, actor: &str, job_id: &str, reason: &str) -> Result<String, DomainError> {
+        let was_queued = lock(&self.db).execute(
+            "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3 WHERE id = ?1 AND status = 'queued'",
+            params![job_id, reason, now_rfc3339()],
+        )? == 1;
+        let state = if was_queued {
+            "cancelled"
+        } else if let Some((_, cancel)) = lock(&self.running).get(job_id) {
+            cancel.cancel(reason);
+            "stopping"
+        } else {
+            return Err(DomainError::Invalid(format!(
+                "job `{job_id}` already ended; only queued or running jobs can be cancelled"
+            )));
+        };
+        self.record(
+            actor,
+            "job.cancelled",
+            json!({"job": job_id, "reason": reason, "state": state}),
+        )?;
+        Ok(state.to_string())
+    }
+
+    /// Revokes a grant at once: no new job starts under it and its running
+    /// jobs are stopped. Returns how many jobs were stopped.
+    pub fn revoke_grant(
+        &self,
+        actor: &str,
+        grant_id: &str,
+        reason: &str,
+    ) -> Result<usize, DomainError> {
+        self.require(actor, Role::Admin, "revoke grants")?;
+        if reason.trim().is_empty() {
+            return Err(DomainError::Invalid("a revocation needs a reason".into()));
+        }
+        let grant = self.grant(grant_id)?;
+        if let Some(at) = grant.revoked_at {
+            return Err(DomainError::Grant {
+                grant: grant_id.to_string(),
+                reason: format!("was already revoked at {at}"),
+            });
+        }
+        lock(&self.db).execute(
+            "UPDATE grants SET revoked_at = ?2 WHERE id = ?1",
+            params![grant_id, now_rfc3339()],
+        )?;
+        let jobs: Vec<String> = {
+            let db = lock(&self.db);
+            let mut stmt = db.prepare(
+                "SELECT id FROM jobs WHERE grant_id = ?1 AND status IN ('queued', 'running')",
+            )?;
+            let rows = stmt.query_map([grant_id], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        self.record(
+            actor,
+            "grant.revoked",
+            json!({"grant": grant_id, "reason": reason, "jobs_stopped": jobs.len()}),
+        )?;
+        let why = format!("grant `{grant_id}` was revoked: {reason}");
+        let mut stopped = 0;
+        for job in &jobs {
+            if self.stop_job(actor, job, &why).is_ok() {
+                stopped += 1;
+            }
+        }
+        Ok(stopped)
+    }
+
+    fn job_record(&self, job_id: &str) -> Result<JobView, DomainError> {
+        let db = lock(&self.db);
+        let mut view = db
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?1"),
+                [job_id],
+                job_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| DomainError::NotFound {
+                what: "job",
+                id: job_id.to_string(),
+                list: "job list",
+            })?;
+        let mut stmt =
+            db.prepare("SELECT id FROM outputs WHERE job_id = ?1 ORDER BY created_at")?;
+        view.outputs = stmt
+            .query_map([job_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(view)
+    }
+
+    /// A job's status and metering. Its submitter, admins, reviewers and
+    /// auditors may read it (it carries no data).
+    pub fn job(&self, actor: &str, job_id: &str) -> Result<JobView, DomainError> {
+        let role = self.role_of(actor)?;
+        let view = self.job_record(job_id)?;
+        if role == Role::Developer && view.submitter != actor {
+            return Err(DomainError::Forbidden {
+                actor: actor.to_string(),
+                role: role.as_str().to_string(),
+                action: "read another developer's job",
+                needed: "admin, reviewer or auditor",
+            });
+        }
+        Ok(view)
+    }
+
+    /// Jobs, newest first: a developer sees their own, other roles all.
+    pub fn jobs(&self, actor: &str, grant: Option<&str>) -> Result<Vec<JobView>, DomainError> {
+        let role = self.role_of(actor)?;
+        let mine = (role == Role::Developer).then_some(actor);
+        let ids: Vec<String> = {
+            let db = lock(&self.db);
+            let mut stmt = db.prepare(
+                "SELECT id FROM jobs WHERE (?1 IS NULL OR submitter = ?1) AND (?2 IS NULL OR grant_id = ?2) ORDER BY submitted_at DESC, id LIMIT 1000",
+            )?;
+            let rows = stmt.query_map(params![mine, grant], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        ids.iter().map(|id| self.job_record(id)).collect()
+    }
+
+    /// Use of a grant for pricing: runs, jobs, queries, fuel, rows read,
+    /// time, epsilon, outputs, releases, downloads. Admins, auditors and the
+    /// grant's designated users may read it.
+    pub fn grant_usage(&self, actor: &str, grant_id: &str) -> Result<GrantUsage, DomainError> {
+        let role = self.role_of(actor)?;
+        let grant = self.grant(grant_id)?;
+        if !(matches!(role, Role::Admin | Role::Auditor) || grant.designates(actor)) {
+            return Err(DomainError::Forbidden {
+                actor: actor.to_string(),
+                role: role.as_str().to_string(),
+                action: "read the usage of this grant",
+                needed: "admin or auditor (or be designated on the grant)",
+            });
+        }
+        let db = lock(&self.db);
+        let mut jobs_by_status = BTreeMap::new();
+        {
+            let mut stmt = db
+                .prepare("SELECT status, COUNT(*) FROM jobs WHERE grant_id = ?1 GROUP BY status")?;
+            let rows = stmt.query_map([grant_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (status, n) = row?;
+                jobs_by_status.insert(status, u64::try_from(n).unwrap_or(0));
+            }
+        }
+        let (queries, fuel, rows_read, run_ms): (i64, i64, i64, i64) = db.query_row(
+            "SELECT COALESCE(SUM(queries), 0), COALESCE(SUM(fuel), 0), COALESCE(SUM(rows_scanned), 0), COALESCE(SUM(run_ms), 0) FROM jobs WHERE grant_id = ?1",
+            [grant_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        let (outputs, releases): (i64, i64) = db.query_row(
+            "SELECT COUNT(o.id), COUNT(r.id) FROM outputs o JOIN jobs j ON j.id = o.job_id LEFT JOIN releases r ON r.output_id = o.id WHERE j.grant_id = ?1",
+            [grant_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(GrantUsage {
+            grant: grant.id,
+            runs: grant.runs,
+            max_runs: grant.max_runs,
+            jobs_by_status,
+            queries,
+            fuel_used: fuel,
+            rows_read,
+            run_ms,
+            epsilon_spent: grant.epsilon_spent,
+            outputs,
+            releases,
+            downloads: grant.downloads,
+            max_downloads: grant.max_downloads,
+        })
+    }
+}

@@ -1,0 +1,970 @@
+//! The HTTP API (`unseen serve`): every capability of the command line as
+//! JSON over HTTP, behind bearer tokens, with a role check on every route,
+//! bounded request bodies, a bounded job queue, and errors as JSON.
+//!
+//! Handlers check the caller's role before they read the body, run domain
+//! calls on blocking threads (SQLite and fsync must not stall the async
+//! workers), and map every [`DomainError`] to a 4xx with its message; only a
+//! failure of the store itself is a 5xx, and it never carries a backtrace.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::{StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::{Domain, DomainError, GrantRequest, JobOutcome, Role};
+
+/// Largest JSON body, in bytes.
+pub const JSON_LIMIT: usize = 1 << 20;
+/// Largest module upload, in bytes.
+pub const MODULE_LIMIT: usize = 32 << 20;
+/// Largest dataset upload (Parquet, base64 in JSON), in bytes.
+pub const DATASET_LIMIT: usize = 512 << 20;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Jobs that run at once; more wait in the queue.
+    pub max_running_jobs: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_running_jobs: 4,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    domain: Arc<Domain>,
+    jobs: Arc<Semaphore>,
+}
+
+/// An error as the API returns it: a status and a message saying what was
+/// wrong and what to do.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"status": self.status.as_u16(), "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let status = match &e {
+            DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
+            DomainError::Exists { .. }
+            | DomainError::NotQuarantined { .. }
+            | DomainError::Blocked { .. } => StatusCode::CONFLICT,
+            DomainError::Forbidden { .. }
+            | DomainError::SelfReview { .. }
+            | DomainError::Grant { .. } => StatusCode::FORBIDDEN,
+            DomainError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            DomainError::Invalid(_) | DomainError::Parquet(_) => StatusCode::BAD_REQUEST,
+            DomainError::Manifest(_) | DomainError::Sandbox(_) | DomainError::Policy(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            DomainError::DatasetUnreadable { .. } => StatusCode::GONE,
+            DomainError::Io { .. }
+            | DomainError::Store(_)
+            | DomainError::Ledger(_)
+            | DomainError::Key(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(value: Value) -> ApiResult {
+    Ok(Json(value).into_response())
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+struct Actor {
+    id: String,
+    role: Role,
+}
+
+impl Actor {
+    /// Refuses the request unless the caller holds one of `roles`.
+    fn require(&self, roles: &[Role], action: &str) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            return Ok(());
+        }
+        let needed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "user `{}` ({}) may not {action}; this needs the {} role",
+                self.id,
+                self.role.as_str(),
+                needed.join(" or ")
+            ),
+        ))
+    }
+}
+
+impl FromRequestParts<AppState> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing bearer token: send `Authorization: Bearer TOKEN` (admins issue tokens with `unseen user add` and `unseen user token`)",
+                )
+            })?
+            .to_str()
+            .map_err(|_| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "the Authorization header is not text")
+            })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "the Authorization header must be `Bearer TOKEN`",
+                )
+            })?
+            .trim()
+            .to_string();
+        let (id, role) = blocking(state, move |d| d.authenticate(&token)).await?;
+        Ok(Actor { id, role })
+    }
+}
+
+/// Runs a domain call on a blocking thread.
+async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Arc<Domain>) -> Result<T, DomainError> + Send + 'static,
+{
+    let domain = Arc::clone(&state.domain);
+    tokio::task::spawn_blocking(move || f(&domain))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error while serving the request; nothing was released. The ledger records what was done; report this",
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+/// Parses a JSON body after the role check, with a clear message.
+fn body<T: serde::de::DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes =
+        raw.map_err(|e| ApiError::new(e.status(), format!("request body: {}", e.body_text())))?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "request body is empty; send a JSON object (see docs/api.md)",
+        ));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body is not the expected JSON: {e}")))
+}
+
+/// Builds the router over a domain.
+pub fn router(domain: Arc<Domain>, options: &ServerOptions) -> Router {
+    let state = AppState {
+        domain,
+        jobs: Arc::new(Semaphore::new(options.max_running_jobs.max(1))),
+    };
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/me", get(me))
+        .route("/v1/users", get(list_users).post(add_user))
+        .route("/v1/users/{id}/disable", post(disable_user))
+        .route("/v1/users/{id}/token", post(rotate_token))
+        .route(
+            "/v1/datasets",
+            get(list_datasets)
+                .post(register_dataset)
+                .layer(DefaultBodyLimit::max(DATASET_LIMIT)),
+        )
+        .route("/v1/datasets/{name}/destroy", post(destroy_dataset))
+        .route("/v1/budgets", post(set_budget))
+        .route("/v1/grants", get(list_grants).post(issue_grant))
+        .route("/v1/grants/{id}", get(show_grant))
+        .route("/v1/grants/{id}/revoke", post(revoke_grant))
+        .route("/v1/grants/{id}/budget", get(grant_budget))
+        .route("/v1/grants/{id}/usage", get(grant_usage))
+        .route(
+            "/v1/modules",
+            post(upload_module).layer(DefaultBodyLimit::max(MODULE_LIMIT)),
+        )
+        .route("/v1/jobs", get(list_jobs).post(submit_job))
+        .route("/v1/jobs/{id}", get(show_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/queries", post(run_query))
+        .route("/v1/extracts", post(run_extract))
+        .route("/v1/reviews", get(review_queue))
+        .route("/v1/outputs/{id}", get(show_output))
+        .route("/v1/outputs/{id}/approve", post(approve_output))
+        .route("/v1/outputs/{id}/reject", post(reject_output))
+        .route("/v1/releases/{id}", get(download_release))
+        .route("/v1/ledger/verify", get(verify_ledger))
+        .route("/v1/ledger/public-key", get(public_key))
+        .route("/v1/ledger/query", post(query_ledger))
+        .route("/v1/reports/disclosure", get(disclosure))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    domain: Arc<Domain>,
+    listener: tokio::net::TcpListener,
+    options: ServerOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(domain, &options);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such route; the routes are listed in docs/api.md",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route does not take that method; see docs/api.md",
+    )
+}
+
+async fn health(State(state): State<AppState>) -> ApiResult {
+    let head = blocking(&state, |d| d.ledger_head()).await?;
+    ok(json!({"ok": true, "ledger_entries": head.size}))
+}
+
+async fn me(actor: Actor) -> ApiResult {
+    ok(json!({"user": actor.id, "role": actor.role.as_str()}))
+}
+
+const ALL: &[Role] = &[Role::Admin, Role::Developer, Role::Reviewer, Role::Auditor];
+const ADMIN: &[Role] = &[Role::Admin];
+const DEVELOPER: &[Role] = &[Role::Developer];
+const REVIEWER: &[Role] = &[Role::Reviewer];
+const OVERSIGHT: &[Role] = &[Role::Admin, Role::Auditor];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    id: String,
+    name: String,
+    role: String,
+    #[serde(default)]
+    org: String,
+}
+
+async fn add_user(
+    State(state): State<AppState>,
+    actor: Actor,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(ADMIN, "add users")?;
+    let user: NewUser = body(raw)?;
+    let role = Role::parse(&user.role)?;
+    let token = blocking(&state, move |d| {
+        d.add_user(Some(&actor.id), &user.id, &user.name, role, &user.org)
+            .map(|t| (user.id, t))
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user": token.0, "token": token.1})),
+    )
+        .into_response())
+}
+
+async fn list_users(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(OVERSIGHT, "list users")?;
+    let users = blocking(&state, move |d| d.users(&actor.id)).await?;
+    ok(json!({"users": users}))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    #[serde(default)]
+    reason: String,
+}
+
+fn optional_reason(raw: Result<Bytes, BytesRejection>) -> Result<Reason, ApiError> {
+    match &raw {
+        Ok(b) if b.is_empty() => Ok(Reason::default()),
+        _ => body(raw),
+    }
+}
+
+async fn disable_user(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(ADMIN, "disable users")?;
+    let reason = optional_reason(raw)?;
+    let user = id.clone();
+    blocking(&state, move |d| {
+        d.disable_user(&actor.id, &user, &reason.reason)
+    })
+    .await?;
+    ok(json!({"user": id, "disabled": true}))
+}
+
+async fn rotate_token(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    if actor.id != id {
+        actor.require(ADMIN, "rotate other users' tokens")?;
+    }
+    let user = id.clone();
+    let token = blocking(&state, move |d| d.rotate_token(&actor.id, &user)).await?;
+    ok(json!({"user": id, "token": token}))
+}
+
+async fn list_datasets(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(ALL, "list datasets")?;
+    let datasets = blocking(&state, move |d| d.datasets(&actor.id)).await?;
+    ok(json!({"datasets": datasets}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDataset {
+    name: String,
+    /// The manifest, as TOML text.
+    manifest: String,
+    /// The Parquet file, base64.
+    parquet_base64: String,
+}
+
+async fn register_dataset(
+    State(state): State<AppState>,
+    actor: Actor,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(ADMIN, "register datasets")?;
+    let request: NewDataset = body(raw)?;
+    let parquet = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        request.parquet_base64.as_bytes(),
+    )
+    .map_err(|e| ApiError::bad_request(format!("`parquet_base64` is not base64: {e}")))?;
+    let runtime = tokio::runtime::Handle::current();
+    let name = request.name.clone();
+    let rows = blocking(&state, move |d| {
+        let staging = tempfile::Builder::new()
+            .prefix("upload-")
+            .suffix(".parquet")
+            .tempfile_in(d.dir().join("data"))
+            .map_err(|e| DomainError::io(&d.dir().join("data"), e))?;
+        std::fs::write(staging.path(), &parquet).map_err(|e| DomainError::io(staging.path(), e))?;
+        runtime
+            .block_on(d.register_dataset(
+                &actor.id,
+                &request.name,
+                staging.path(),
+                &request.manifest,
+            ))
+            .map(|i| i.rows)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"dataset": name, "rows": rows})),
+    )
+        .into_response())
+}
+
+async fn destroy_dataset(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(ADMIN, "destroy datasets")?;
+    let reason: Reason = body(raw)?;
+    let dataset = name.clone();
+    blocking(&state, move |d| {
+        d.destroy_dataset(&actor.id, &dataset, &reason.reason)
+    })
+    .await?;
+    ok(json!({"dataset": name, "destroyed": true}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetRequest {
+    #[serde(default)]
+    dataset: Option<String>,
+    #[serde(default)]
+    developer: Option<String>,
+    epsilon: f64,
+}
+
+async fn set_budget(
+    State(state): State<AppState>,
+    actor: Actor,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(ADMIN, "set budgets")?;
+    let request: BudgetRequest = body(raw)?;
+    let (layer, id) = match (request.dataset, request.developer) {
+        (Some(d), None) => (crate::BudgetLayer::Dataset, d),
+        (None, Some(u)) => (crate::BudgetLayer::Developer, u),
+        _ => {
+            return Err(ApiError::bad_request(
+                "name exactly one of `dataset` or `developer`",
+            ));
+        }
+    };
+    let epsilon = request.epsilon;
+    let target = id.clone();
+    blocking(&state, move |d| {
+        d.set_budget(&actor.id, layer, &target, epsilon)
+    })
+    .await?;
+    ok(json!({"id": id, "epsilon_total": epsilon}))
+}
+
+async fn issue_grant(
+    State(state): State<AppState>,
+    actor: Actor,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(ADMIN, "issue grants")?;
+    let request: GrantRequest = body(raw)?;
+    let grant = blocking(&state, move |d| {
+        let id = d.issue_grant(&actor.id, &request)?;
+        d.grant(&id)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"grant": grant.id, "details": grant})),
+    )
+        .into_response())
+}
+
+async fn list_grants(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(ALL, "list grants")?;
+    let grants = blocking(&state, move |d| d.grants(&actor.id)).await?;
+    ok(json!({"grants": grants}))
+}
+
+/// Reads a grant the caller may see: oversight roles any, developers
+/// those they are designated on.
+async fn visible_grant(
+    state: &AppState,
+    actor: &Actor,
+    id: String,
+) -> Result<crate::Grant, ApiError> {
+    let grant = blocking(state, move |d| d.grant(&id)).await?;
+    if actor.role == Role::Developer && !grant.designates(&actor.id) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "user `{}` is not designated on grant `{}`",
+                actor.id, grant.id
+            ),
+        ));
+    }
+    Ok(grant)
+}
+
+async fn show_grant(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    actor.require(ALL, "read grants")?;
+    let grant = visible_grant(&state, &actor, id).await?;
+    ok(json!({"grant": grant}))
+}
+
+async fn revoke_grant(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(ADMIN, "revoke grants")?;
+    let reason: Reason = body(raw)?;
+    let grant = id.clone();
+    let stopped = blocking(&state, move |d| {
+        d.revoke_grant(&actor.id, &grant, &reason.reason)
+    })
+    .await?;
+    ok(json!({"grant": id, "revoked": true, "jobs_stopped": stopped}))
+}
+
+async fn grant_budget(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    actor.require(ALL, "read budgets")?;
+    let grant = visible_grant(&state, &actor, id).await?;
+    let gid = grant.id.clone();
+    let layers = blocking(&state, move |d| d.budget_layers(&gid)).await?;
+    ok(json!({
+        "grant": grant.id, "epsilon_spent": grant.epsilon_spent,
+        "epsilon_left": (grant.epsilon_total - grant.epsilon_spent).max(0.0), "layers": layers,
+    }))
+}
+
+async fn grant_usage(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    actor.require(
+        &[Role::Admin, Role::Auditor, Role::Developer],
+        "read grant usage",
+    )?;
+    let usage = blocking(&state, move |d| d.grant_usage(&actor.id, &id)).await?;
+    ok(json!({"usage": usage}))
+}
+
+async fn upload_module(
+    State(state): State<AppState>,
+    actor: Actor,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(DEVELOPER, "upload modules")?;
+    let bytes =
+        raw.map_err(|e| ApiError::new(e.status(), format!("module upload: {}", e.body_text())))?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "the body is empty; send the module's wasm bytes",
+        ));
+    }
+    let sha = blocking(&state, move |d| d.upload_module(&actor.id, &bytes)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"module": sha}))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRequest {
+    grant: String,
+    module: String,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    /// Wait for the job to end and return its outcome.
+    #[serde(default)]
+    wait: bool,
+}
+
+pub(crate) fn outcome_json(o: &JobOutcome) -> Value {
+    json!({
+        "job": o.job_id, "status": o.status, "error": o.error, "outputs": o.outputs,
+        "refusals": o.refusals, "logs": o.logs, "epsilon_spent": o.epsilon_spent,
+        "fuel_used": o.fuel_used,
+    })
+}
+
+async fn submit_job(
+    State(state): State<AppState>,
+    actor: Actor,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(DEVELOPER, "submit jobs")?;
+    let request: JobRequest = body(raw)?;
+    let wait = request.wait;
+    let job_id = blocking(&state, move |d| {
+        d.submit_job(&actor.id, &request.grant, &request.module, request.params)
+    })
+    .await?;
+    let runtime = tokio::runtime::Handle::current();
+    let queue = Arc::clone(&state.jobs);
+    let domain = Arc::clone(&state.domain);
+    let id = job_id.clone();
+    let run = tokio::spawn(async move {
+        // The permit bounds how many jobs run at once; the rest wait here, queued.
+        let _permit = queue.acquire_owned().await;
+        tokio::task::spawn_blocking(move || domain.execute_job(&runtime, &id)).await
+    });
+    if !wait {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"job": job_id, "status": "queued"})),
+        )
+            .into_response());
+    }
+    match run.await {
+        Ok(Ok(Ok(outcome))) => ok(outcome_json(&outcome)),
+        Ok(Ok(Err(e))) => Err(e.into()),
+        _ => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("job `{job_id}` stopped unexpectedly; its status says how it ended"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct JobFilter {
+    grant: Option<String>,
+}
+
+async fn list_jobs(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(filter): Query<JobFilter>,
+) -> ApiResult {
+    actor.require(ALL, "list jobs")?;
+    let jobs = blocking(&state, move |d| d.jobs(&actor.id, filter.grant.as_deref())).await?;
+    ok(json!({"jobs": jobs}))
+}
+
+async fn show_job(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    actor.require(ALL, "read jobs")?;
+    let job = blocking(&state, move |d| d.job(&actor.id, &id)).await?;
+    ok(json!({"job": job}))
+}
+
+async fn cancel_job(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(&[Role::Admin, Role::Developer], "cancel jobs")?;
+    let reason = optional_reason(raw)?;
+    let job = id.clone();
+    let state_now = blocking(&state, move |d| {
+        d.cancel_job(&actor.id, &job, &reason.reason)
+    })
+    .await?;
+    ok(json!({"job": id, "state": state_now}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    grant: String,
+    sql: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn run_query(
+    State(state): State<AppState>,
+    actor: Actor,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(DEVELOPER, "run queries")?;
+    let request: QueryRequest = body(raw)?;
+    let runtime = tokio::runtime::Handle::current();
+    if request.dry_run {
+        let verdict = blocking(&state, move |d| {
+            d.dry_run(&runtime, &actor.id, &request.grant, &request.sql)
+        })
+        .await?;
+        return ok(serde_json::to_value(&verdict).unwrap_or(Value::Null));
+    }
+    let outcome = blocking(&state, move |d| {
+        d.run_sql(&runtime, &actor.id, &request.grant, &request.sql)
+    })
+    .await?;
+    ok(outcome_json(&outcome))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtractRequest {
+    grant: String,
+    columns: Vec<String>,
+    #[serde(default = "default_sample")]
+    sample: f64,
+}
+
+fn default_sample() -> f64 {
+    0.01
+}
+
+async fn run_extract(
+    State(state): State<AppState>,
+    actor: Actor,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(DEVELOPER, "run extracts")?;
+    let request: ExtractRequest = body(raw)?;
+    let runtime = tokio::runtime::Handle::current();
+    let (outcome, report) = blocking(&state, move |d| {
+        d.run_extract(
+            &runtime,
+            &actor.id,
+            &request.grant,
+            &request.columns,
+            request.sample,
+        )
+    })
+    .await?;
+    let mut value = outcome_json(&outcome);
+    value["suppression"] = serde_json::to_value(&report).unwrap_or(Value::Null);
+    ok(value)
+}
+
+async fn review_queue(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(REVIEWER, "read the review queue")?;
+    let queue = blocking(&state, move |d| d.review_queue(&actor.id)).await?;
+    ok(json!({"outputs": queue}))
+}
+
+async fn show_output(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    actor.require(REVIEWER, "read quarantined outputs")?;
+    let (name, status, table, findings) = blocking(&state, move |d| {
+        let (name, status, table) = d.output(&id)?;
+        Ok((name, status, table, d.findings(&id)?))
+    })
+    .await?;
+    ok(json!({
+        "name": name, "status": status, "table": crate::table_json(&table), "findings": findings,
+    }))
+}
+
+async fn decide(
+    state: AppState,
+    actor: Actor,
+    id: String,
+    raw: Result<Bytes, BytesRejection>,
+    approve: bool,
+) -> ApiResult {
+    actor.require(REVIEWER, "review outputs")?;
+    let reason: Reason = body(raw)?;
+    let output = id.clone();
+    let release = blocking(&state, move |d| {
+        d.review(&actor.id, &output, approve, &reason.reason)
+    })
+    .await?;
+    let status = match (&release, approve) {
+        (Some(_), _) => "approved",
+        (None, true) => "awaiting a second approval",
+        (None, false) => "rejected",
+    };
+    ok(json!({
+        "output": id, "status": status,
+        "release": release.as_ref().map(|r| r.id.clone()),
+        "document": release.map(|r| r.document),
+    }))
+}
+
+async fn approve_output(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    decide(state, actor, id, raw, true).await
+}
+
+async fn reject_output(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    decide(state, actor, id, raw, false).await
+}
+
+async fn download_release(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    actor.require(DEVELOPER, "download releases")?;
+    let file = blocking(&state, move |d| d.download_release(&actor.id, &id)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], file).into_response())
+}
+
+fn ledger_key(domain: &Domain) -> Result<(PathBuf, unseen_ledger::PublicKey), DomainError> {
+    let path = domain.dir().join("ledger/ledger.pub");
+    let text = std::fs::read_to_string(&path).map_err(|e| DomainError::io(&path, e))?;
+    let key = unseen_ledger::PublicKey::from_hex(text.trim())
+        .map_err(|e| DomainError::Invalid(format!("ledger public key: {e}")))?;
+    Ok((domain.dir().join("ledger"), key))
+}
+
+async fn verify_ledger(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(OVERSIGHT, "verify the ledger")?;
+    let report = blocking(&state, |d| {
+        let (dir, key) = ledger_key(d)?;
+        unseen_ledger::verify_dir(&dir, &key)
+            .map_err(|e| DomainError::Invalid(format!("ledger verification FAILED: {e}")))
+    })
+    .await?;
+    ok(json!({"ok": true, "entries": report.size, "root": report.root_hex}))
+}
+
+async fn public_key(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(ALL, "read the ledger public key")?;
+    let key = blocking(&state, |d| ledger_key(d).map(|(_, k)| k.to_hex())).await?;
+    ok(json!({"public_key": key}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerQuery {
+    sql: String,
+}
+
+async fn query_ledger(
+    State(state): State<AppState>,
+    actor: Actor,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(OVERSIGHT, "query the ledger")?;
+    let request: LedgerQuery = body(raw)?;
+    let runtime = tokio::runtime::Handle::current();
+    let rows = blocking(&state, move |d| {
+        let (dir, key) = ledger_key(d)?;
+        let ledger = crate::audit::load_verified(&dir, &key)?;
+        let batches = runtime.block_on(crate::audit::query(&ledger.entries, &request.sql))?;
+        crate::cli::batches_json(&batches).map_err(|e| DomainError::Invalid(e.to_string()))
+    })
+    .await?;
+    ok(json!({"rows": rows}))
+}
+
+async fn disclosure(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(OVERSIGHT, "read the disclosure report")?;
+    let report = blocking(&state, |d| {
+        let (dir, key) = ledger_key(d)?;
+        let ledger = crate::audit::load_verified(&dir, &key)?;
+        Ok(crate::audit::disclosure_json(&crate::audit::disclosure(
+            &ledger.entries,
+        )))
+    })
+    .await?;
+    ok(report)
+}
+
+/// The address the server listens on by default: loopback only.
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8787))
+}
+
+/// A server on its own thread and runtime, on a free loopback port; it
+/// stops when dropped. For tests, benchmarks and embedding.
+#[derive(Debug)]
+pub struct Background {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn start(domain: Arc<Domain>, options: ServerOptions) -> std::io::Result<Background> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, address) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready.send(listener.local_addr());
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = serve(domain, listener, options, shutdown).await {
+                    tracing::error!(error = %e, "the background server stopped");
+                }
+            });
+        });
+        let addr = address
+            .recv()
+            .map_err(|_| std::io::Error::other("the server thread ended before listening"))??;
+        Ok(Background {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The base URL, like `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
