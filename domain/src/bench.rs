@@ -215,3 +215,152 @@ pub fn ledger(
         ),
     ])
 }
+
+/// Latency percentiles of `samples` (seconds), in milliseconds.
+fn percentile_ms(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[rank.min(samples.len() - 1)] * 1e3
+}
+
+/// End-to-end small jobs over HTTP on the loopback (submit, run in the
+/// sandbox, quarantine), against the same jobs called in-process on the
+/// same data directory in the same run.
+pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result<Vec<Measure>> {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let parquet = scratch.join("residents.parquet");
+    unseen_datasets::generate_to_path(
+        unseen_datasets::DatasetKind::Residents,
+        &unseen_datasets::GenerateOptions::new(rows, 7),
+        &parquet,
+        &mut |_| {},
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let domain = Arc::new(crate::Domain::open(&scratch.join("data"))?);
+    domain.add_user(None, "admin", "Bench Admin", crate::Role::Admin, "bench")?;
+    let token = domain.add_user(
+        Some("admin"),
+        "dev",
+        "Bench Developer",
+        crate::Role::Developer,
+        "bench",
+    )?;
+    let manifest = unseen_datasets::manifest_toml(unseen_datasets::DatasetKind::Residents);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(domain.register_dataset("admin", "residents", &parquet, manifest))?;
+    let grant = domain.issue_grant(
+        "admin",
+        &crate::GrantRequest::new("residents", "dev", "service benchmark", 10.0),
+    )?;
+    let module = domain.upload_module("dev", crate::guests::DISTRICT_INCOME)?;
+    // The first run pays for the release; later runs are served from the
+    // release cache, like a dashboard refreshing a published statistic.
+    domain.run_job(runtime.handle(), "dev", &grant, &module, Default::default())?;
+
+    let per_client = jobs.div_ceil(clients.max(1));
+    let total = per_client * clients.max(1);
+    let in_process = {
+        let started = Instant::now();
+        std::thread::scope(|scope| -> Result<()> {
+            let handles: Vec<_> = (0..clients.max(1))
+                .map(|_| {
+                    let (domain, handle, grant, module) = (
+                        Arc::clone(&domain),
+                        runtime.handle().clone(),
+                        &grant,
+                        &module,
+                    );
+                    scope.spawn(move || -> Result<()> {
+                        for _ in 0..per_client {
+                            let o = domain.run_job(
+                                &handle,
+                                "dev",
+                                grant,
+                                module,
+                                Default::default(),
+                            )?;
+                            anyhow::ensure!(
+                                o.status == "succeeded",
+                                "job {} {}",
+                                o.job_id,
+                                o.status
+                            );
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a bench thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        total as f64 / started.elapsed().as_secs_f64()
+    };
+
+    let server = crate::server::Background::start(
+        Arc::clone(&domain),
+        crate::server::ServerOptions {
+            max_running_jobs: clients.max(1),
+        },
+    )?;
+    let client = crate::client::Client::new(&server.url(), Some(&token));
+    let body = json!({"grant": grant, "module": module, "wait": true});
+    let started = Instant::now();
+    let mut latencies: Vec<f64> = std::thread::scope(|scope| -> Result<Vec<f64>> {
+        let handles: Vec<_> = (0..clients.max(1))
+            .map(|_| {
+                let (client, body) = (client.clone(), &body);
+                scope.spawn(move || -> Result<Vec<f64>> {
+                    let mut seen = Vec::with_capacity(per_client);
+                    for _ in 0..per_client {
+                        let t = Instant::now();
+                        let o = client.post("/v1/jobs", body)?;
+                        seen.push(t.elapsed().as_secs_f64());
+                        anyhow::ensure!(o["status"] == "succeeded", "job {o}");
+                    }
+                    Ok(seen)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a bench client panicked"))??,
+            );
+        }
+        Ok(all)
+    })?;
+    let over_http = total as f64 / started.elapsed().as_secs_f64();
+    drop(server);
+    Ok(vec![
+        Measure::at_least(
+            &format!("small jobs over HTTP, {clients} clients (submit, run, quarantine)"),
+            over_http,
+            "jobs/s",
+            200.0,
+        ),
+        Measure::baseline(
+            &format!("the same jobs in-process, {clients} threads"),
+            in_process,
+            "jobs/s",
+        ),
+        Measure::baseline("HTTP throughput / in-process", over_http / in_process, "x"),
+        Measure::baseline("latency p50", percentile_ms(&mut latencies, 50.0), "ms"),
+        Measure::at_most(
+            "latency p99",
+            percentile_ms(&mut latencies, 99.0),
+            "ms",
+            50.0,
+        ),
+    ])
+}

@@ -116,6 +116,9 @@ pub enum Command {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Develop without seeing data: run a guest locally against mock data.
+    #[command(subcommand)]
+    Dev(DevCommand),
     /// Generate, register and list datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -146,6 +149,31 @@ pub enum Command {
     /// Reports built from the ledger alone.
     #[command(subcommand)]
     Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Run GUEST.wasm against mock data made from a manifest alone (types,
+    /// category domains, bounds; never real rows), through the same sandbox
+    /// and policy as the service, in a throwaway data directory.
+    Run {
+        module: PathBuf,
+        /// The dataset's manifest (TOML).
+        #[arg(long, conflicts_with = "dataset", required_unless_present = "dataset")]
+        manifest: Option<PathBuf>,
+        /// Use the built-in manifest of a synthetic dataset (residents, …).
+        #[arg(long)]
+        dataset: Option<String>,
+        #[arg(long, default_value_t = 2000)]
+        rows: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Job parameter, `name=value` (repeatable).
+        #[arg(long = "param")]
+        params: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +216,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         verify_entries: u64,
         /// Write NAME.json and NAME.svg here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End-to-end small jobs over HTTP on the loopback (submit, run,
+    /// quarantine) with p50/p99 latency, against the same jobs in-process.
+    Service {
+        #[arg(long, default_value_t = 2000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Rows of the residents table the jobs read.
+        #[arg(long, default_value_t = 10_000)]
+        rows: u64,
+        /// Write service.json and service.svg here.
         #[arg(long)]
         out: Option<PathBuf>,
         #[arg(long)]
@@ -1287,23 +1331,22 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             let command = format!(
                 "unseen bench ledger --entries {entries} --threads {threads} --proof-size {proof_size} --verify-entries {verify_entries}"
             );
-            if let Some(dir) = &dir {
-                crate::bench::write(dir, "ledger", &crate::bench::machine(), &command, &measures)?;
-            }
-            if json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"bench": "ledger", "command": command, "machine": crate::bench::machine(), "measures": measures})
-                )?;
-            } else {
-                crate::bench::print(
-                    out,
-                    &format!("ledger ({})", crate::bench::machine()),
-                    &measures,
-                )?;
-            }
-            Ok(())
+            report_bench(out, "ledger", &command, dir.as_deref(), &measures, json)
+        }
+        Command::Bench(BenchCommand::Service {
+            jobs,
+            clients,
+            rows,
+            out: dir,
+            json,
+        }) => {
+            let scratch = tempfile::Builder::new()
+                .prefix("unseen-bench-service-")
+                .tempdir()?;
+            let measures = crate::bench::service(scratch.path(), jobs, clients, rows)?;
+            let command =
+                format!("unseen bench service --jobs {jobs} --clients {clients} --rows {rows}");
+            report_bench(out, "service", &command, dir.as_deref(), &measures, json)
         }
         Command::Report(ReportCommand::Disclosure {
             public_key,
@@ -1523,6 +1566,76 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 crate::server::serve(domain, listener, options, shutdown_signal()).await?;
                 Ok::<_, anyhow::Error>(())
             })
+        }
+        Command::Dev(DevCommand::Run {
+            module,
+            manifest,
+            dataset,
+            rows,
+            seed,
+            params,
+            json,
+        }) => {
+            let bytes = std::fs::read(&module)
+                .with_context(|| format!("cannot read module {}", module.display()))?;
+            let manifest_text = match (&manifest, &dataset) {
+                (Some(path), _) => read_text(path)?,
+                (None, Some(name)) => {
+                    let kind: unseen_datasets::DatasetKind =
+                        name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    unseen_datasets::manifest_toml(kind).to_string()
+                }
+                (None, None) => bail!("give --manifest FILE or --dataset NAME"),
+            };
+            let scratch = tempfile::Builder::new().prefix("unseen-dev-").tempdir()?;
+            let run = crate::dev::run(
+                scratch.path(),
+                runtime.handle(),
+                &bytes,
+                &manifest_text,
+                rows,
+                seed,
+                parse_params(&params)?,
+            )?;
+            if json {
+                let outputs: Vec<_> = run
+                    .outputs
+                    .iter()
+                    .map(|(name, t)| json!({"name": name, "table": crate::table_json(t)}))
+                    .collect();
+                let mut value = crate::server::outcome_json(&run.outcome);
+                value["outputs"] = json!(outputs);
+                value["mock_rows"] = json!(run.rows);
+                writeln!(out, "{value}")?;
+            } else {
+                writeln!(
+                    out,
+                    "ran {} against {} mock rows (made from the manifest, not from data): {}",
+                    module.display(),
+                    run.rows,
+                    run.outcome.status
+                )?;
+                for line in &run.outcome.logs {
+                    writeln!(out, "  log: {line}")?;
+                }
+                for r in &run.outcome.refusals {
+                    writeln!(out, "  refused: {r}")?;
+                }
+                if let Some(e) = &run.outcome.error {
+                    writeln!(out, "  error: {e}")?;
+                }
+                for (name, table) in &run.outputs {
+                    writeln!(
+                        out,
+                        "  output `{name}` (on the service it would go to review):"
+                    )?;
+                    demo::print_table(out, table)?;
+                }
+            }
+            if run.outcome.status != "succeeded" {
+                bail!("the guest {}", run.outcome.status);
+            }
+            Ok(())
         }
         Command::Dataset(DatasetCommand::List { actor, json, dir }) => {
             let actor = who(actor)?;
@@ -1783,6 +1896,31 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             write_download(out, &id, &file, path.as_deref())
         }
     }
+}
+
+/// Prints a benchmark's measures and writes them with a chart when asked.
+fn report_bench(
+    out: &mut dyn Write,
+    name: &str,
+    command: &str,
+    dir: Option<&Path>,
+    measures: &[crate::bench::Measure],
+    json: bool,
+) -> Result<()> {
+    let machine = crate::bench::machine();
+    if let Some(dir) = dir {
+        crate::bench::write(dir, name, &machine, command, measures)?;
+    }
+    if json {
+        writeln!(
+            out,
+            "{}",
+            json!({"bench": name, "command": command, "machine": machine, "measures": measures})
+        )?;
+    } else {
+        crate::bench::print(out, &format!("{name} ({machine})"), measures)?;
+    }
+    Ok(())
 }
 
 fn print_job(out: &mut dyn Write, job: &crate::jobs::JobView, json: bool) -> Result<()> {

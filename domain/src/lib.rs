@@ -22,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod data;
 pub mod demo;
+pub mod dev;
 mod extract;
 mod host;
 pub mod jobs;

@@ -6,6 +6,7 @@ mod budget;
 mod canary;
 mod cli_errors;
 mod demo;
+mod dev;
 mod extract;
 mod query;
 mod server;

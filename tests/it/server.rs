@@ -863,3 +863,50 @@ fn kill_dash_nine_of_the_server_leaves_a_consistent_store() {
     assert!(out.contains("ledger OK"), "{out}");
     let _ = tokens.1;
 }
+
+/// The command line acts against a server with a token, printing the
+/// server's JSON; refusals come back with the server's message.
+#[test]
+fn the_cli_acts_against_a_server_with_a_token() {
+    let (dir, data) = residents_dir("1000");
+    let grant = issue_grant(&data, "5", &[]);
+    let server = TestServer::start(&data, 2);
+    let p = people(&server);
+    let remote = |token: &str, args: &[&str]| {
+        let mut all = vec!["--server", server.base.as_str(), "--token", token];
+        all.extend_from_slice(args);
+        crate::support::unseen(&all)
+    };
+    let (ok_list, listed) = remote(&p.dev, &["grant", "list"]);
+    assert!(ok_list, "{listed}");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["grants"][0]["id"], grant.as_str());
+    let module = dir.path().join("district_income.wasm");
+    std::fs::write(&module, unseen::guests::DISTRICT_INCOME).unwrap();
+    let (submitted, done) = remote(
+        &p.dev,
+        &[
+            "job",
+            "submit",
+            "--grant",
+            &grant,
+            "--module",
+            module.to_str().unwrap(),
+        ],
+    );
+    assert!(submitted, "{done}");
+    let done: Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let output = done["outputs"][0].as_str().unwrap();
+    let (shown_ok, shown) = remote(&p.rev, &["review", "show", output]);
+    assert!(shown_ok, "{shown}");
+    assert!(shown.contains("\"findings\""), "{shown}");
+    let (refused_ok, refused) = remote(&p.dev, &["user", "list"]);
+    assert!(!refused_ok);
+    assert!(
+        refused.contains("(403)") && refused.contains("needs the admin or auditor role"),
+        "{refused}"
+    );
+    let (_, no_token) = crate::support::unseen(&["--server", &server.base, "grant", "list"]);
+    assert!(no_token.contains("--server needs --token"), "{no_token}");
+}

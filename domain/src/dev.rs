@@ -1,0 +1,156 @@
+//! `unseen dev run`: test a guest before submitting it, against mock data
+//! made from a manifest alone (types, category domains, bounds), never
+//! from real rows. The guest runs through the same sandbox, admission, DP,
+//! budget and output checks as on the service, in a throwaway data
+//! directory, so a refusal there is a refusal on the service.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use rand::{Rng, SeedableRng};
+use unseen_policy::Manifest;
+use unseen_policy::manifest::ColumnType;
+
+use crate::{Domain, DomainError, GrantRequest, JobOutcome, Role};
+
+/// What a development run produced: the job's outcome and its outputs, in
+/// full (they come from mock data).
+#[derive(Debug)]
+pub struct DevRun {
+    pub outcome: JobOutcome,
+    pub outputs: Vec<(String, udf_sdk::Table)>,
+    pub rows: usize,
+}
+
+/// Mock rows for `manifest`: uniform over each column's declared domain or
+/// bounds; identifiers are synthetic (`mock-id_number-17`); the privacy
+/// unit is 1..=rows.
+pub fn mock_batch(manifest: &Manifest, rows: usize, seed: u64) -> Result<RecordBatch, DomainError> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for c in &manifest.columns {
+        let (lo, hi) = c.bounds.unwrap_or((0.0, 1000.0));
+        let is_unit = c.name == manifest.privacy_unit;
+        let (ty, array): (DataType, ArrayRef) = match c.ty {
+            ColumnType::Int64 => {
+                let v: Vec<i64> = (0..rows)
+                    .map(|i| {
+                        if is_unit {
+                            i as i64 + 1
+                        } else {
+                            rng.random_range(lo.ceil() as i64..=hi.floor().max(lo.ceil()) as i64)
+                        }
+                    })
+                    .collect();
+                (DataType::Int64, Arc::new(Int64Array::from(v)))
+            }
+            ColumnType::Float64 => {
+                let v: Vec<f64> = (0..rows)
+                    .map(|_| {
+                        if hi > lo {
+                            rng.random_range(lo..hi)
+                        } else {
+                            lo
+                        }
+                    })
+                    .collect();
+                (DataType::Float64, Arc::new(Float64Array::from(v)))
+            }
+            ColumnType::Utf8 => {
+                let v: Vec<String> = (0..rows)
+                    .map(|i| match &c.domain {
+                        Some(d) if !d.is_empty() => d[rng.random_range(0..d.len())].clone(),
+                        _ if is_unit => format!("mock-{}-{}", c.name, i + 1),
+                        _ => format!("mock-{}-{}", c.name, rng.random_range(0..rows.max(1))),
+                    })
+                    .collect();
+                (DataType::Utf8, Arc::new(StringArray::from(v)))
+            }
+            ColumnType::Date32 => {
+                // 2015-01-01 .. 2024-12-31, or the declared bounds (days since 1970).
+                let (a, b) = c
+                    .bounds
+                    .map_or((16_436, 20_088), |(l, h)| (l as i32, h as i32));
+                let v: Vec<i32> = (0..rows).map(|_| rng.random_range(a..=b.max(a))).collect();
+                (DataType::Date32, Arc::new(Date32Array::from(v)))
+            }
+            ColumnType::Bool => {
+                let v: Vec<bool> = (0..rows).map(|_| rng.random_bool(0.5)).collect();
+                (DataType::Boolean, Arc::new(BooleanArray::from(v)))
+            }
+        };
+        fields.push(Field::new(&c.name, ty, false));
+        columns.push(array);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| DomainError::Invalid(format!("mock data: {e}")))
+}
+
+/// Runs `module` against mock data for `manifest_text` in a throwaway data
+/// directory under `scratch`.
+pub fn run(
+    scratch: &Path,
+    runtime: &tokio::runtime::Handle,
+    module: &[u8],
+    manifest_text: &str,
+    rows: usize,
+    seed: u64,
+    params: BTreeMap<String, String>,
+) -> Result<DevRun, DomainError> {
+    let manifest = Manifest::parse(manifest_text).map_err(DomainError::Manifest)?;
+    let batch = mock_batch(&manifest, rows, seed)?;
+    let parquet = scratch.join("mock.parquet");
+    {
+        let file = std::fs::File::create(&parquet).map_err(|e| DomainError::io(&parquet, e))?;
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+            .map_err(|e| DomainError::Parquet(e.to_string()))?;
+        writer
+            .write(&batch)
+            .and_then(|()| writer.close().map(|_| ()))
+            .map_err(|e| DomainError::Parquet(e.to_string()))?;
+    }
+    let domain = Arc::new(Domain::open(&scratch.join("data"))?);
+    domain.add_user(None, "dev-admin", "Local admin", Role::Admin, "local")?;
+    domain.add_user(
+        Some("dev-admin"),
+        "author",
+        "Guest author",
+        Role::Developer,
+        "local",
+    )?;
+    runtime.block_on(domain.register_dataset(
+        "dev-admin",
+        &manifest.name,
+        &parquet,
+        manifest_text,
+    ))?;
+    let grant = domain.issue_grant(
+        "dev-admin",
+        &GrantRequest {
+            query_epsilon: 1.0,
+            ..GrantRequest::new(
+                &manifest.name,
+                "author",
+                "local development on mock data",
+                1000.0,
+            )
+        },
+    )?;
+    let sha = domain.upload_module("author", module)?;
+    let outcome = domain.run_job(runtime, "author", &grant, &sha, params)?;
+    let outputs = outcome
+        .outputs
+        .iter()
+        .map(|id| domain.output(id).map(|(name, _, table)| (name, table)))
+        .collect::<Result<_, _>>()?;
+    Ok(DevRun {
+        outcome,
+        outputs,
+        rows,
+    })
+}
