@@ -4,7 +4,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: &[&str] = &["district_income", "refused_id_number", "refused_raw_income"];
+const GUESTS: &[&str] = &[
+    "district_income",
+    "refused_id_number",
+    "refused_raw_income",
+    "udf_light",
+    "udf_gcd",
+];
 
 fn main() {
     let manifest_dir =

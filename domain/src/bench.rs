@@ -364,3 +364,93 @@ pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result
         ),
     ])
 }
+
+/// Policy admission latency and the cost of a DP release over the same
+/// exact aggregate in DataFusion, in the same run.
+pub fn policy(
+    runtime: &tokio::runtime::Runtime,
+    runs: usize,
+    rows: u64,
+    repeats: usize,
+) -> Result<Vec<Measure>> {
+    let admission = runtime
+        .block_on(unseen_policy::bench::admission(runs))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dp = runtime
+        .block_on(unseen_policy::bench::dp_overhead(rows, repeats))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    Ok(vec![
+        Measure::at_most(
+            "admission p50 (planned query to verdict)",
+            ms(admission.admit_p50),
+            "ms",
+            1.0,
+        ),
+        Measure::baseline("admission p99", ms(admission.admit_p99), "ms"),
+        Measure::baseline(
+            "SQL text to verdict p50 (DataFusion planning included)",
+            ms(admission.sql_to_verdict_p50),
+            "ms",
+        ),
+        Measure::baseline(
+            &format!("exact aggregate in DataFusion, {rows} rows"),
+            ms(dp.exact),
+            "ms",
+        ),
+        Measure::baseline("the same as a DP release", ms(dp.dp), "ms"),
+        Measure::at_most("DP release / exact aggregate", dp.ratio, "x", 1.05),
+    ])
+}
+
+/// Wasm scalar UDFs inside DataFusion against the same functions as native
+/// `ScalarUDFImpl`s, and instantiation of a cached module.
+pub fn udf(rows: usize) -> Result<Vec<Measure>> {
+    use unseen_sandbox::udf::bench::{UdfBenchConfig, run};
+    let sandbox = unseen_sandbox::Sandbox::new(unseen_sandbox::Limits::default())?;
+    let config = UdfBenchConfig {
+        rows,
+        ..UdfBenchConfig::default()
+    };
+    let report = run(
+        &sandbox,
+        crate::guests::UDF_LIGHT,
+        crate::guests::UDF_GCD,
+        &config,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(
+        report.gcd_sums.0 == report.gcd_sums.1,
+        "the wasm and native gcd disagree: {:?}",
+        report.gcd_sums
+    );
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    Ok(vec![
+        Measure::baseline(
+            "native light(a, b), SUM over the table",
+            ms(report.light_native),
+            "ms",
+        ),
+        Measure::baseline("wasm light(a, b)", ms(report.light_wasm), "ms"),
+        Measure::at_most(
+            "wasm / native, light arithmetic",
+            report.light_ratio,
+            "x",
+            1.5,
+        ),
+        Measure::baseline("native gcd(x, y)", ms(report.gcd_native), "ms"),
+        Measure::baseline("wasm gcd(x, y)", ms(report.gcd_wasm), "ms"),
+        Measure::at_most("wasm / native, gcd", report.gcd_ratio, "x", 1.05),
+        Measure::at_most(
+            "instantiation of a cached module p50",
+            report.instantiate_p50.as_secs_f64() * 1e6,
+            "µs",
+            50.0,
+        ),
+        Measure::baseline(
+            "instantiation p99",
+            report.instantiate_p99.as_secs_f64() * 1e6,
+            "µs",
+        ),
+    ])
+}

@@ -116,6 +116,9 @@ pub enum Command {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Job log retention.
+    #[command(subcommand)]
+    Logs(LogsCommand),
     /// Develop without seeing data: run a guest locally against mock data.
     #[command(subcommand)]
     Dev(DevCommand),
@@ -149,6 +152,21 @@ pub enum Command {
     /// Reports built from the ledger alone.
     #[command(subcommand)]
     Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogsCommand {
+    /// Clear guest logs of jobs that ended more than N days ago (never
+    /// younger than the retention period, default 183 days); job records,
+    /// metering and the ledger stay.
+    Prune {
+        #[arg(long)]
+        older_than_days: u32,
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +234,29 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         verify_entries: u64,
         /// Write NAME.json and NAME.svg here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Policy admission latency, and a DP release against the same exact
+    /// aggregate in DataFusion.
+    Policy {
+        #[arg(long, default_value_t = 2000)]
+        runs: usize,
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wasm scalar UDFs in DataFusion against native UDFs, and instantiation.
+    Udf {
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
         #[arg(long)]
         out: Option<PathBuf>,
         #[arg(long)]
@@ -1333,6 +1374,27 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             );
             report_bench(out, "ledger", &command, dir.as_deref(), &measures, json)
         }
+        Command::Bench(BenchCommand::Policy {
+            runs,
+            rows,
+            repeats,
+            out: dir,
+            json,
+        }) => {
+            let measures = crate::bench::policy(runtime, runs, rows, repeats)?;
+            let command =
+                format!("unseen bench policy --runs {runs} --rows {rows} --repeats {repeats}");
+            report_bench(out, "policy", &command, dir.as_deref(), &measures, json)
+        }
+        Command::Bench(BenchCommand::Udf {
+            rows,
+            out: dir,
+            json,
+        }) => {
+            let measures = crate::bench::udf(rows)?;
+            let command = format!("unseen bench udf --rows {rows}");
+            report_bench(out, "udf", &command, dir.as_deref(), &measures, json)
+        }
         Command::Bench(BenchCommand::Service {
             jobs,
             clients,
@@ -1635,6 +1697,19 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             if run.outcome.status != "succeeded" {
                 bail!("the guest {}", run.outcome.status);
             }
+            Ok(())
+        }
+        Command::Logs(LogsCommand::Prune {
+            older_than_days,
+            actor,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            let pruned = open(&dir)?.prune_job_logs(&actor, older_than_days)?;
+            writeln!(
+                out,
+                "cleared the logs of {pruned} jobs that ended more than {older_than_days} days ago"
+            )?;
             Ok(())
         }
         Command::Dataset(DatasetCommand::List { actor, json, dir }) => {

@@ -655,3 +655,41 @@ impl Domain {
         })
     }
 }
+
+/// Days job logs are kept at least: `UNSEEN_LOG_RETENTION_DAYS`, default
+/// 183 (six months).
+pub fn log_retention_days() -> u32 {
+    std::env::var("UNSEEN_LOG_RETENTION_DAYS")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(183)
+}
+
+impl Domain {
+    /// Clears the guest logs of jobs that ended more than `older_than_days`
+    /// ago; refuses to touch anything younger than the retention period.
+    /// Job records, metering and the ledger are never pruned.
+    pub fn prune_job_logs(&self, actor: &str, older_than_days: u32) -> Result<usize, DomainError> {
+        self.require(actor, Role::Admin, "prune logs")?;
+        let retention = log_retention_days();
+        if older_than_days < retention {
+            return Err(DomainError::Invalid(format!(
+                "logs are kept at least {retention} days (UNSEEN_LOG_RETENTION_DAYS); prune only logs older than that"
+            )));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let cutoff = crate::util::rfc3339(now.saturating_sub(u64::from(older_than_days) * 86_400));
+        let pruned = lock(&self.db).execute(
+            "UPDATE jobs SET logs = '[]' WHERE ended_at IS NOT NULL AND ended_at < ?1 AND logs != '[]'",
+            [&cutoff],
+        )?;
+        self.record(
+            actor,
+            "logs.pruned",
+            json!({"older_than": cutoff, "jobs": pruned, "retention_days": retention}),
+        )?;
+        Ok(pruned)
+    }
+}

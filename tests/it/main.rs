@@ -2,6 +2,7 @@
 //! what a user would read.
 
 mod audit;
+mod bench;
 mod budget;
 mod canary;
 mod cli_errors;

@@ -170,3 +170,66 @@ fn engine_errors_are_withheld_because_they_can_quote_values() {
         );
     }
 }
+
+/// Job logs are kept for the retention period; pruning older ones keeps the
+/// job records and the ledger.
+#[test]
+fn job_logs_are_kept_for_the_retention_period() {
+    let (_dir, data) = residents_dir("1000");
+    let grant = issue_grant(&data, "5", &[]);
+    ok(&[
+        "query",
+        "--grant",
+        &grant,
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+        "SELECT district, COUNT(*) FROM residents GROUP BY district",
+    ]);
+    let early = fails(&[
+        "logs",
+        "prune",
+        "--older-than-days",
+        "30",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(early.contains("kept at least 183 days"), "{early}");
+    let refused = fails(&[
+        "logs",
+        "prune",
+        "--older-than-days",
+        "400",
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(refused.contains("may not prune logs"), "{refused}");
+    let pruned = ok(&[
+        "logs",
+        "prune",
+        "--older-than-days",
+        "400",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(pruned.contains("cleared the logs of 0 jobs"), "{pruned}");
+    let jobs = ok(&[
+        "job",
+        "list",
+        "--as",
+        "admin",
+        "--json",
+        "--data-dir",
+        &data,
+    ]);
+    let jobs: serde_json::Value = serde_json::from_str(&jobs).unwrap();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);
+    ok(&["ledger", "verify", "--data-dir", &data]);
+}

@@ -1,0 +1,50 @@
+//! `unseen bench` commands run end to end at small sizes and report every
+//! measure with its target (numbers are not asserted: machines are noisy).
+
+use crate::support::ok;
+
+fn measures(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = ok(args);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let measures = report["measures"].as_array().unwrap().clone();
+    for m in &measures {
+        let value = m["value"].as_f64().unwrap();
+        assert!(value.is_finite() && value >= 0.0, "{m}");
+        assert!(m["target"].is_string(), "{m}");
+    }
+    measures
+}
+
+#[test]
+fn bench_service_udf_and_policy_report_against_their_baselines() {
+    let service = measures(&[
+        "bench",
+        "service",
+        "--jobs",
+        "12",
+        "--clients",
+        "3",
+        "--rows",
+        "1000",
+        "--json",
+    ]);
+    assert!(service[0]["name"].as_str().unwrap().contains("over HTTP"));
+    assert!(service[0]["value"].as_f64().unwrap() > 0.0);
+    let udf = measures(&["bench", "udf", "--rows", "20000", "--json"]);
+    assert!(
+        udf.iter()
+            .any(|m| m["name"].as_str().unwrap().contains("gcd"))
+    );
+    let policy = measures(&[
+        "bench",
+        "policy",
+        "--runs",
+        "20",
+        "--rows",
+        "20000",
+        "--repeats",
+        "1",
+        "--json",
+    ]);
+    assert!(policy.iter().any(|m| m["target"] == "<= 1.05"));
+}
