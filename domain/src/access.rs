@@ -308,6 +308,7 @@ impl Domain {
             db.execute("DELETE FROM release_cache WHERE grant_id IN (SELECT id FROM grants WHERE dataset = ?1)", [name])?;
             db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
+        lock(&self.indexes).remove(name);
         for path in [
             self.dir.join(&file),
             self.dir.join(format!("data/{name}.prohibited")),

@@ -267,7 +267,7 @@ pub enum BenchCommand {
     Service {
         #[arg(long, default_value_t = 2000)]
         jobs: usize,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 8)]
         clients: usize,
         /// Rows of the residents table the jobs read.
         #[arg(long, default_value_t = 10_000)]

@@ -340,6 +340,8 @@ pub struct Domain {
     sandbox: Sandbox,
     /// Compiled modules by SHA-256, so a module is compiled once per process.
     compiled: Mutex<std::collections::HashMap<String, unseen_sandbox::ValidatedModule>>,
+    /// Prohibited-value indexes by dataset, read once (they can be large).
+    indexes: Mutex<std::collections::HashMap<String, Arc<unseen_policy::checks::ProhibitedIndex>>>,
     /// Running jobs by id, with their grant and the handle that stops them.
     running: Mutex<std::collections::HashMap<String, (String, unseen_sandbox::Cancel)>>,
 }
@@ -378,6 +380,7 @@ impl Domain {
             sandbox,
             compiled: Mutex::new(std::collections::HashMap::new()),
             running: Mutex::new(std::collections::HashMap::new()),
+            indexes: Mutex::new(std::collections::HashMap::new()),
         };
         domain.recover_interrupted_jobs()?;
         Ok(domain)
@@ -1053,8 +1056,16 @@ impl Domain {
         dataset: &OpenDataset,
         table: &udf_sdk::Table,
     ) -> Result<Vec<unseen_policy::checks::Finding>, DomainError> {
-        let index_path = self.dir.join(format!("data/{}.prohibited", dataset.name));
-        let index = data::read_index(&index_path)?;
+        let cached = lock(&self.indexes).get(&dataset.name).cloned();
+        let index = match cached {
+            Some(index) => index,
+            None => {
+                let path = self.dir.join(format!("data/{}.prohibited", dataset.name));
+                let index = Arc::new(data::read_index(&path)?);
+                lock(&self.indexes).insert(dataset.name.clone(), Arc::clone(&index));
+                index
+            }
+        };
         let hasher = data::ValueHasher::new(&dataset.key);
         let hash = |v: &str| hasher.hash(v);
         let earlier: Vec<udf_sdk::Table> = {
@@ -1067,7 +1078,7 @@ impl Domain {
                 .collect()
         };
         let ctx = unseen_policy::checks::CheckContext {
-            prohibited: Some((&index, &hash)),
+            prohibited: Some((index.as_ref(), &hash)),
             min_group_size: dataset.manifest.min_group_size,
             earlier: &earlier,
         };
