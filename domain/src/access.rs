@@ -183,22 +183,20 @@ impl Domain {
             }
             Err(e) => return Err(e),
         };
-        if role == Role::Admin {
-            let admins: i64 = lock(&self.db).query_row(
-                "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0",
-                [],
-                |r| r.get(0),
-            )?;
-            if admins <= 1 {
-                return Err(DomainError::Invalid(format!(
-                    "`{user}` is the last enabled admin; add another admin first"
-                )));
-            }
-        }
-        lock(&self.db).execute(
-            "UPDATE users SET disabled = 1, token_sha256 = NULL WHERE id = ?1",
+        // One statement under the store's lock: two admins disabling each
+        // other at once cannot leave no admin.
+        let disabled = lock(&self.db).execute(
+            "UPDATE users SET disabled = 1, token_sha256 = NULL WHERE id = ?1 AND disabled = 0
+             AND (role != 'admin' OR (SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0) > 1)",
             [user],
         )?;
+        if disabled != 1 {
+            return Err(DomainError::Invalid(if role == Role::Admin {
+                format!("`{user}` is the last enabled admin; add another admin first")
+            } else {
+                format!("user `{user}` is already disabled")
+            }));
+        }
         self.record(
             actor,
             "user.disabled",
@@ -346,6 +344,12 @@ impl Domain {
             });
         };
         let grant = self.grant(&grant_id)?;
+        if let Some(at) = &grant.revoked_at {
+            return Err(DomainError::Grant {
+                grant: grant_id,
+                reason: format!("was revoked at {at}; its releases can no longer be downloaded"),
+            });
+        }
         if !grant.designates(actor) {
             return Err(DomainError::Forbidden {
                 actor: actor.to_string(),

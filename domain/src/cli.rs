@@ -439,6 +439,9 @@ pub enum GrantCommand {
         /// Another developer who may run jobs and download releases (repeatable).
         #[arg(long = "designate")]
         designated: Vec<String>,
+        /// Columns the grant covers, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
         #[arg(long)]
         max_runs: Option<u32>,
         #[arg(long)]
@@ -792,7 +795,7 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         }
         Command::Grant(GrantCommand::Issue {
             dataset, developer, purpose, epsilon, query_epsilon, days, extended_validity,
-            allow_extracts, no_modules, no_sql, scenario, windows, designated, max_runs,
+            allow_extracts, no_modules, no_sql, scenario, windows, designated, columns, max_runs,
             max_downloads, derived_reuse, approvals, ..
         }) => client.post(
             "/v1/grants",
@@ -801,7 +804,7 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
                 "epsilon_total": epsilon, "query_epsilon": query_epsilon, "valid_days": days,
                 "extended_validity": extended_validity, "allow_extracts": allow_extracts,
                 "allow_modules": !no_modules, "allow_sql": !no_sql, "windows": windows,
-                "designated": designated, "max_runs": max_runs, "max_downloads": max_downloads,
+                "designated": designated, "columns": columns, "max_runs": max_runs, "max_downloads": max_downloads,
                 "derived_reuse": derived_reuse, "approvals_required": approvals,
             }),
         ),
@@ -862,7 +865,20 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             client.post("/v1/ledger/query", &json!({"sql": sql}))
         }
         Command::Report(ReportCommand::Disclosure { .. }) => client.get("/v1/reports/disclosure"),
-        _ => return Ok(false),
+        Command::Ledger(LedgerCommand::PublicKey { out: None, .. }) => {
+            client.get("/v1/ledger/public-key")
+        }
+        // Tools on local files only; they touch no data directory.
+        Command::Demo { .. }
+        | Command::Dev(_)
+        | Command::Bench(_)
+        | Command::Dataset(DatasetCommand::Generate { .. } | DatasetCommand::Manifest { .. })
+        | Command::Ledger(LedgerCommand::CheckProof { .. } | LedgerCommand::VerifySegment { .. }) => {
+            return Ok(false);
+        }
+        _ => bail!(
+            "this command works on a data directory and is not available over --server; run it where the data directory is, without --server"
+        ),
     };
     let value = answer?;
     writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
@@ -972,6 +988,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             scenario,
             windows,
             designated,
+            columns,
             max_runs,
             max_downloads,
             derived_reuse,
@@ -996,6 +1013,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 allow_extracts,
                 windows,
                 designated,
+                columns,
                 max_runs,
                 max_downloads,
                 derived_reuse,

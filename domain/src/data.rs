@@ -200,6 +200,30 @@ pub struct OpenDataset {
     pub path: PathBuf,
     pub key: [u8; 32],
     pub manifest: Manifest,
+    /// The grant's column scope: the engine sees only these columns (and
+    /// the privacy unit, for contribution bounding). `None` is every column.
+    pub scope: Option<Vec<String>>,
+}
+
+impl OpenDataset {
+    /// Restricts the dataset to a grant's column scope (empty: no restriction).
+    pub fn restrict(mut self, columns: &[String]) -> OpenDataset {
+        if columns.is_empty() {
+            return self;
+        }
+        let unit = self.manifest.privacy_unit.clone();
+        self.manifest
+            .columns
+            .retain(|c| c.name == unit || columns.contains(&c.name));
+        self.scope = Some(
+            self.manifest
+                .columns
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+        );
+        self
+    }
 }
 
 /// A DataFusion session holding exactly the given datasets and nothing else:
@@ -223,12 +247,30 @@ pub async fn session(
             .path
             .to_str()
             .ok_or_else(|| DomainError::Parquet(format!("{} is not UTF-8", d.path.display())))?;
-        ctx.register_parquet(d.name.as_str(), path, options)
+        let unreadable = |e: datafusion::error::DataFusionError| DomainError::DatasetUnreadable {
+            dataset: d.name.clone(),
+            reason: e.strip_backtrace(),
+        };
+        ctx.register_parquet(d.name.as_str(), path, options.clone())
             .await
-            .map_err(|e| DomainError::DatasetUnreadable {
-                dataset: d.name.clone(),
-                reason: e.strip_backtrace(),
-            })?;
+            .map_err(unreadable)?;
+        if let Some(scope) = &d.scope {
+            // Re-register with only the granted columns: any other column
+            // does not exist for the query.
+            let full = ctx.table(d.name.as_str()).await.map_err(unreadable)?;
+            let fields: Vec<_> = full
+                .schema()
+                .fields()
+                .iter()
+                .filter(|f| scope.contains(f.name()))
+                .cloned()
+                .collect();
+            let projected = arrow::datatypes::Schema::new(fields);
+            ctx.deregister_table(d.name.as_str()).map_err(unreadable)?;
+            ctx.register_parquet(d.name.as_str(), path, options.schema(&projected))
+                .await
+                .map_err(unreadable)?;
+        }
         manifests.insert(d.name.clone(), d.manifest.clone());
     }
     Ok((ctx, manifests))

@@ -34,7 +34,11 @@ pub fn mock_batch(manifest: &Manifest, rows: usize, seed: u64) -> Result<RecordB
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
     for c in &manifest.columns {
-        let (lo, hi) = c.bounds.unwrap_or((0.0, 1000.0));
+        // Bounds too wide to sample uniformly fall back to a small range.
+        let (lo, hi) = c
+            .bounds
+            .filter(|(l, h)| (h - l).is_finite() && h >= l && l.abs() < 1e15 && h.abs() < 1e15)
+            .unwrap_or((0.0, 1000.0));
         let is_unit = c.name == manifest.privacy_unit;
         let (ty, array): (DataType, ArrayRef) = match c.ty {
             ColumnType::Int64 => {

@@ -74,9 +74,13 @@ impl Domain {
             }),
         )?;
         use unseen_sandbox::JobHost;
-        let (status, error) = match job_host.emit("extract", table) {
-            Ok(()) => ("succeeded", None),
-            Err(e) => ("failed", Some(e)),
+        let (status, error) = if let Some(reason) = job_host.cancel.reason() {
+            ("cancelled", Some(format!("job cancelled: {reason}")))
+        } else {
+            match job_host.emit("extract", table) {
+                Ok(()) => ("succeeded", None),
+                Err(e) => ("failed", Some(e)),
+            }
         };
         let outcome = self.end_job(job_id, submitter, &log, status, error, 0)?;
         Ok((outcome, Some(report)))

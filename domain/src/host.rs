@@ -64,6 +64,11 @@ impl Host {
             // (a failed cast names the string it could not cast), so the
             // guest, the ledger and the logs get only the error's class.
             PolicyError::Execution(_) => "refused: the query failed while the engine was reading data; the engine's message is withheld because it can quote data values. Check the types and casts in the query".to_string(),
+            PolicyError::Sql(_) if !self.grant.columns.is_empty() => format!(
+                "{error} (grant `{}` covers only the columns {}; other columns do not exist for it)",
+                self.grant.id,
+                self.grant.columns.join(", ")
+            ),
             other => other.to_string(),
         };
         self.domain.record(

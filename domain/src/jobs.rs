@@ -38,6 +38,19 @@ pub struct JobView {
     pub logs: Vec<String>,
 }
 
+/// A job's error as its developer may read it over the service: the
+/// guest's own failure text is cut off (it goes to reviewers), the host's
+/// reasons (limits, traps, refusals, cancellation) are kept.
+pub fn public_error(error: &str) -> String {
+    match error.strip_prefix("job returned exit code ") {
+        Some(rest) => {
+            let code = rest.split(':').next().unwrap_or(rest);
+            format!("job returned exit code {code}; the guest's message is kept for the reviewer")
+        }
+        None => error.to_string(),
+    }
+}
+
 /// Use of one grant, for pricing by calls and volume.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GrantUsage {
@@ -59,6 +72,14 @@ pub struct GrantUsage {
 /// A job that started (its host and log), or the outcome of one that
 /// could not start.
 pub(crate) type Started = Result<(host::Host, Arc<Mutex<host::JobLog>>), JobOutcome>;
+
+/// Guest-written text (logs, failure message) stays with reviewers: it
+/// could carry released values past review.
+fn developer_view(mut view: JobView) -> JobView {
+    view.logs.clear();
+    view.error = view.error.as_deref().map(public_error);
+    view
+}
 
 const JOB_COLUMNS: &str = "j.id, j.grant_id, j.submitter, j.module, j.sql, j.status, j.error, j.submitted_at, j.started_at, j.ended_at, j.fuel, j.queries, j.rows_scanned, j.run_ms, COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0), j.logs";
 
@@ -231,7 +252,7 @@ impl Domain {
             .check_grant_usable(&grant, &submitter)
             .and_then(|()| self.open_dataset(&grant.dataset));
         let (dataset, unit_unique) = match opened {
-            Ok(d) => d,
+            Ok((d, unique)) => (d.restrict(&grant.columns), unique),
             Err(e) => {
                 let outcome = self.end_job(
                     job_id.to_string(),
@@ -312,7 +333,7 @@ impl Domain {
             .map(|s| i64::try_from(s.elapsed().as_millis()).unwrap_or(i64::MAX));
         let logs = serde_json::to_string(&log.lines).unwrap_or_else(|_| "[]".into());
         lock(&self.db).execute(
-            "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10 WHERE id = ?1",
+            "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10 WHERE id = ?1 AND status IN ('queued', 'running')",
             params![job_id, status, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs],
         )?;
         self.record(
@@ -375,12 +396,14 @@ impl Domain {
         };
         let submitter = job_host.submitter.clone();
         let cancel = job_host.cancel.clone();
-        let bytes: Vec<u8> = lock(&self.db).query_row(
-            "SELECT bytes FROM modules WHERE sha256 = ?1",
-            [&module_sha],
-            |r| r.get(0),
-        )?;
-        let module = match self.validated(&bytes) {
+        let bytes: Result<Vec<u8>, DomainError> = lock(&self.db)
+            .query_row(
+                "SELECT bytes FROM modules WHERE sha256 = ?1",
+                [&module_sha],
+                |r| r.get(0),
+            )
+            .map_err(DomainError::from);
+        let module = match bytes.and_then(|b| self.validated(&b)) {
             Ok(m) => m,
             Err(e) => {
                 return self.end_job(
@@ -437,15 +460,13 @@ impl Domain {
             };
         let job_id = job_host.job_id.clone();
         let (status, error) = match job_host.query(sql) {
-            Ok(bytes) => {
-                let released = udf_sdk::abi::decode_query_result(&bytes).map_err(|e| {
-                    DomainError::Invalid(format!("released result is malformed: {e}"))
-                })?;
-                match job_host.emit("result", released.table) {
+            Ok(bytes) => match udf_sdk::abi::decode_query_result(&bytes) {
+                Ok(released) => match job_host.emit("result", released.table) {
                     Ok(()) => ("succeeded", None),
                     Err(e) => ("failed", Some(e)),
-                }
-            }
+                },
+                Err(e) => ("failed", Some(format!("released result is malformed: {e}"))),
+            },
             Err(refusal) => ("failed", Some(refusal)),
         };
         self.end_job(job_id, submitter, &log, status, error, 0)
@@ -583,7 +604,11 @@ impl Domain {
                 needed: "admin, reviewer or auditor",
             });
         }
-        Ok(view)
+        Ok(if role == Role::Developer {
+            developer_view(view)
+        } else {
+            view
+        })
     }
 
     /// Jobs, newest first: a developer sees their own, other roles all.
@@ -598,7 +623,17 @@ impl Domain {
             let rows = stmt.query_map(params![mine, grant], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
-        ids.iter().map(|id| self.job_record(id)).collect()
+        ids.iter()
+            .map(|id| {
+                self.job_record(id).map(|v| {
+                    if role == Role::Developer {
+                        developer_view(v)
+                    } else {
+                        v
+                    }
+                })
+            })
+            .collect()
     }
 
     /// Use of a grant for pricing: runs, jobs, queries, fuel, rows read,

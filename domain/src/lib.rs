@@ -175,6 +175,8 @@ pub struct Grant {
     pub windows: Vec<String>,
     /// Users besides the developer who may run jobs and download releases.
     pub designated: Vec<String>,
+    /// Columns the grant covers; empty is every column of the dataset.
+    pub columns: Vec<String>,
     pub max_runs: Option<u32>,
     pub runs: u32,
     pub max_downloads: Option<u32>,
@@ -243,6 +245,9 @@ pub struct GrantRequest {
     pub windows: Vec<String>,
     #[serde(default)]
     pub designated: Vec<String>,
+    /// Columns the grant covers (empty: all); queries see no other column.
+    #[serde(default)]
+    pub columns: Vec<String>,
     #[serde(default)]
     pub max_runs: Option<u32>,
     #[serde(default)]
@@ -270,6 +275,7 @@ impl GrantRequest {
             allow_extracts: false,
             windows: Vec::new(),
             designated: Vec::new(),
+            columns: Vec::new(),
             max_runs: None,
             max_downloads: None,
             derived_reuse: false,
@@ -383,6 +389,7 @@ impl Domain {
             indexes: Mutex::new(std::collections::HashMap::new()),
         };
         domain.recover_interrupted_jobs()?;
+        domain.remove_stale_uploads()?;
         Ok(domain)
     }
 
@@ -414,6 +421,20 @@ impl Domain {
                 "job.recovered",
                 json!({"job": job, "submitter": submitter, "status": "failed", "reason": reason}),
             )?;
+        }
+        Ok(())
+    }
+
+    /// Deletes plaintext uploads (`data/upload-*`) a killed process left
+    /// behind before encrypting them.
+    fn remove_stale_uploads(&self) -> Result<(), DomainError> {
+        let data = self.dir.join("data");
+        let entries = std::fs::read_dir(&data).map_err(|e| DomainError::io(&data, e))?;
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("upload-") {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(|e| DomainError::io(&path, e))?;
+            }
         }
         Ok(())
     }
@@ -617,6 +638,7 @@ impl Domain {
             path: self.dir.join(&file),
             key,
             manifest: manifest.clone(),
+            scope: None,
         };
         let unit_unique = data::unit_is_unique(&open).await?;
         let wrapped = self.master.wrap(name, &key);
@@ -681,6 +703,7 @@ impl Domain {
                 path: self.dir.join(file),
                 key,
                 manifest,
+                scope: None,
             },
             unit_unique,
         ))
@@ -704,7 +727,22 @@ impl Domain {
                 )));
             }
         }
-        self.open_dataset(&r.dataset)?;
+        let (dataset, _) = self.open_dataset(&r.dataset)?;
+        let known: Vec<&str> = dataset
+            .manifest
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        for column in &r.columns {
+            if !known.contains(&column.as_str()) {
+                return Err(DomainError::Invalid(format!(
+                    "column `{column}` is not in dataset `{}`; its columns are {}",
+                    r.dataset,
+                    known.join(", ")
+                )));
+            }
+        }
         if r.purpose.trim().is_empty() {
             return Err(DomainError::Invalid(
                 "a grant needs a purpose: the one scenario it serves".into(),
@@ -758,18 +796,19 @@ impl Domain {
         let expires_at = util::rfc3339(now + u64::from(r.valid_days) * 86_400);
         let windows = serde_json::to_string(&r.windows).unwrap_or_else(|_| "[]".into());
         let designated = serde_json::to_string(&r.designated).unwrap_or_else(|_| "[]".into());
+        let columns = serde_json::to_string(&r.columns).unwrap_or_else(|_| "[]".into());
         lock(&self.db).execute(
             "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
-                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, now_rfc3339(), expires_at,
-                r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required],
+                r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns],
         )?;
         self.record(actor, "grant.issued", json!({
             "grant": id, "dataset": r.dataset, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
             "epsilon_total": r.epsilon_total, "query_epsilon": r.query_epsilon, "expires_at": expires_at,
             "allow_modules": r.allow_modules, "allow_sql": r.allow_sql, "allow_extracts": r.allow_extracts,
-            "windows": r.windows, "designated": r.designated, "max_runs": r.max_runs,
+            "windows": r.windows, "designated": r.designated, "columns": r.columns, "max_runs": r.max_runs,
             "max_downloads": r.max_downloads, "derived_reuse": r.derived_reuse,
             "approvals_required": r.approvals_required,
         }))?;
@@ -844,6 +883,7 @@ impl Domain {
         let grant = self.grant(grant_id)?;
         self.check_grant_usable(&grant, submitter)?;
         let (dataset, unit_unique) = self.open_dataset(&grant.dataset)?;
+        let dataset = dataset.restrict(&grant.columns);
         let job_host = host::Host {
             domain: Arc::clone(self),
             runtime: runtime.clone(),
@@ -1164,12 +1204,16 @@ impl Domain {
                 |r| r.get(0),
             )?;
             let required = self.grant(&grant)?.approvals_required;
+            let logs: String =
+                lock(&self.db)
+                    .query_row("SELECT logs FROM jobs WHERE id = ?1", [&job], |r| r.get(0))?;
+            let logs: Vec<String> = serde_json::from_str(&logs).unwrap_or_default();
             queue.push(json!({
                 "output": output, "name": name, "job": job, "grant": grant, "submitter": submitter,
                 "module_sha256": module, "sql": sql, "queries": queries, "epsilon_spent": epsilon,
                 "rows": table.rows(), "columns": table.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
                 "findings": self.findings(&output)?, "approvals": approvals, "approvals_required": required,
-                "diff": diff,
+                "diff": diff, "guest_logs": logs,
             }));
         }
         Ok(queue)
@@ -1274,7 +1318,14 @@ impl Domain {
         }
         let decision = if approve { "approved" } else { "rejected" };
         let at = now_rfc3339();
-        let required = self.grant(&grant_id)?.approvals_required;
+        let grant_now = self.grant(&grant_id)?;
+        if approve && let Some(at) = &grant_now.revoked_at {
+            return Err(DomainError::Grant {
+                grant: grant_id.clone(),
+                reason: format!("was revoked at {at}; its outputs can only be rejected"),
+            });
+        }
+        let required = grant_now.approvals_required;
         // Checked and written under one lock and transaction, so two
         // reviewers approving at once are counted exactly.
         let (approvers, complete) = {
@@ -1399,7 +1450,7 @@ impl Domain {
     }
 }
 
-const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required";
+const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns";
 
 fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
@@ -1429,6 +1480,7 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
         downloads: r.get(19)?,
         derived_reuse: r.get(20)?,
         approvals_required: r.get(21)?,
+        columns: list(22)?,
     })
 }
 

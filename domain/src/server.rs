@@ -50,7 +50,40 @@ impl Default for ServerOptions {
 #[derive(Clone)]
 struct AppState {
     domain: Arc<Domain>,
+    /// Permits for running jobs, queries and extracts.
     jobs: Arc<Semaphore>,
+    /// Jobs admitted and not yet ended; bounded so a client cannot queue
+    /// without limit.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Jobs that may wait in the queue at once; more get 503 and may retry.
+pub const MAX_WAITING_JOBS: usize = 1024;
+
+/// Holds one place in the queue until dropped.
+struct QueuePlace(Arc<std::sync::atomic::AtomicUsize>);
+
+impl QueuePlace {
+    fn take(waiting: &Arc<std::sync::atomic::AtomicUsize>) -> Result<QueuePlace, ApiError> {
+        use std::sync::atomic::Ordering;
+        let before = waiting.fetch_add(1, Ordering::SeqCst);
+        let place = QueuePlace(Arc::clone(waiting));
+        if before >= MAX_WAITING_JOBS {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the job queue is full ({MAX_WAITING_JOBS} jobs waiting or running); retry in a moment"
+                ),
+            ));
+        }
+        Ok(place)
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// An error as the API returns it: a status and a message saying what was
@@ -206,6 +239,7 @@ pub fn router(domain: Arc<Domain>, options: &ServerOptions) -> Router {
     let state = AppState {
         domain,
         jobs: Arc::new(Semaphore::new(options.max_running_jobs.max(1))),
+        waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
     Router::new()
         .route("/v1/health", get(health))
@@ -247,7 +281,34 @@ pub fn router(domain: Arc<Domain>, options: &ServerOptions) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Turns any error answer that is not JSON yet (a malformed path or query
+/// string rejected by an extractor) into the API's JSON error.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, message).into_response()
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
@@ -261,6 +322,10 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+fn stopping() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the service is stopping")
 }
 
 async fn not_found() -> ApiError {
@@ -387,18 +452,40 @@ struct NewDataset {
     parquet_base64: String,
 }
 
+/// Reads a large body only after the role check, up to `limit`.
+async fn read_large(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over the {limit}-byte limit of this route (or was cut off)"),
+        )
+    })
+}
+
 async fn register_dataset(
     State(state): State<AppState>,
     actor: Actor,
-    raw: Result<Bytes, BytesRejection>,
+    raw: axum::body::Body,
 ) -> ApiResult {
     actor.require(ADMIN, "register datasets")?;
-    let request: NewDataset = body(raw)?;
-    let parquet = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        request.parquet_base64.as_bytes(),
-    )
-    .map_err(|e| ApiError::bad_request(format!("`parquet_base64` is not base64: {e}")))?;
+    let bytes = read_large(raw, DATASET_LIMIT).await?;
+    // Parsing and decoding up to 512 MiB is CPU work: off the async workers.
+    let (request, parquet) = tokio::task::spawn_blocking(move || {
+        let request: NewDataset = body(Ok(bytes))?;
+        let parquet = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            request.parquet_base64.as_bytes(),
+        )
+        .map_err(|e| ApiError::bad_request(format!("`parquet_base64` is not base64: {e}")))?;
+        Ok::<_, ApiError>((request, parquet))
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error while reading the upload",
+        )
+    })??;
     let runtime = tokio::runtime::Handle::current();
     let name = request.name.clone();
     let rows = blocking(&state, move |d| {
@@ -578,11 +665,10 @@ async fn grant_usage(
 async fn upload_module(
     State(state): State<AppState>,
     actor: Actor,
-    raw: Result<Bytes, BytesRejection>,
+    raw: axum::body::Body,
 ) -> ApiResult {
     actor.require(DEVELOPER, "upload modules")?;
-    let bytes =
-        raw.map_err(|e| ApiError::new(e.status(), format!("module upload: {}", e.body_text())))?;
+    let bytes = read_large(raw, MODULE_LIMIT).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "the body is empty; send the module's wasm bytes",
@@ -612,6 +698,17 @@ pub(crate) fn outcome_json(o: &JobOutcome) -> Value {
     })
 }
 
+/// An outcome as its developer sees it over the service: text the guest
+/// wrote (logs, its failure message) could carry released values past
+/// review, so it goes to reviewers only.
+fn developer_outcome(o: &JobOutcome) -> Value {
+    let mut value = outcome_json(o);
+    value["logs"] = json!([]);
+    value["logs_withheld"] = json!(o.logs.len());
+    value["error"] = json!(o.error.as_deref().map(crate::jobs::public_error));
+    value
+}
+
 async fn submit_job(
     State(state): State<AppState>,
     actor: Actor,
@@ -620,6 +717,7 @@ async fn submit_job(
     actor.require(DEVELOPER, "submit jobs")?;
     let request: JobRequest = body(raw)?;
     let wait = request.wait;
+    let place = QueuePlace::take(&state.waiting)?;
     let job_id = blocking(&state, move |d| {
         d.submit_job(&actor.id, &request.grant, &request.module, request.params)
     })
@@ -630,8 +728,13 @@ async fn submit_job(
     let id = job_id.clone();
     let run = tokio::spawn(async move {
         // The permit bounds how many jobs run at once; the rest wait here, queued.
+        let _place = place;
         let _permit = queue.acquire_owned().await;
-        tokio::task::spawn_blocking(move || domain.execute_job(&runtime, &id)).await
+        let ran = tokio::task::spawn_blocking(move || domain.execute_job(&runtime, &id)).await;
+        if let Ok(Err(e)) = &ran {
+            tracing::warn!(error = %e, "a queued job could not run");
+        }
+        ran
     });
     if !wait {
         return Ok((
@@ -641,7 +744,7 @@ async fn submit_job(
             .into_response());
     }
     match run.await {
-        Ok(Ok(Ok(outcome))) => ok(outcome_json(&outcome)),
+        Ok(Ok(Ok(outcome))) => ok(developer_outcome(&outcome)),
         Ok(Ok(Err(e))) => Err(e.into()),
         _ => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -715,11 +818,13 @@ async fn run_query(
         .await?;
         return ok(serde_json::to_value(&verdict).unwrap_or(Value::Null));
     }
+    let _place = QueuePlace::take(&state.waiting)?;
+    let _permit = state.jobs.acquire().await.map_err(|_| stopping())?;
     let outcome = blocking(&state, move |d| {
         d.run_sql(&runtime, &actor.id, &request.grant, &request.sql)
     })
     .await?;
-    ok(outcome_json(&outcome))
+    ok(developer_outcome(&outcome))
 }
 
 #[derive(Deserialize)]
@@ -743,6 +848,8 @@ async fn run_extract(
     actor.require(DEVELOPER, "run extracts")?;
     let request: ExtractRequest = body(raw)?;
     let runtime = tokio::runtime::Handle::current();
+    let _place = QueuePlace::take(&state.waiting)?;
+    let _permit = state.jobs.acquire().await.map_err(|_| stopping())?;
     let (outcome, report) = blocking(&state, move |d| {
         d.run_extract(
             &runtime,
@@ -753,7 +860,7 @@ async fn run_extract(
         )
     })
     .await?;
-    let mut value = outcome_json(&outcome);
+    let mut value = developer_outcome(&outcome);
     value["suppression"] = serde_json::to_value(&report).unwrap_or(Value::Null);
     ok(value)
 }

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS grants(
     max_downloads INTEGER CHECK (max_downloads IS NULL OR max_downloads > 0),
     downloads INTEGER NOT NULL DEFAULT 0,
     derived_reuse INTEGER NOT NULL DEFAULT 0,
-    approvals_required INTEGER NOT NULL DEFAULT 1 CHECK (approvals_required IN (1, 2))
+    approvals_required INTEGER NOT NULL DEFAULT 1 CHECK (approvals_required IN (1, 2)),
+    columns TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS modules(
     sha256 TEXT PRIMARY KEY,
@@ -136,7 +137,7 @@ CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Opens (creating on first run) the store in WAL mode.
 pub fn open(path: &Path) -> Result<Connection, DomainError> {

@@ -233,3 +233,71 @@ fn job_logs_are_kept_for_the_retention_period() {
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);
     ok(&["ledger", "verify", "--data-dir", &data]);
 }
+
+/// A grant's column scope: columns outside it do not exist for its queries.
+#[test]
+fn a_grant_covers_only_its_columns() {
+    let (_dir, data) = residents_dir("1000");
+    let unknown = fails(&[
+        "grant",
+        "issue",
+        "--dataset",
+        "residents",
+        "--developer",
+        "dev",
+        "--purpose",
+        "p",
+        "--epsilon",
+        "5",
+        "--columns",
+        "district,salary",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(
+        unknown.contains("column `salary` is not in dataset `residents`"),
+        "{unknown}"
+    );
+    let grant = issue_grant(&data, "5", &["--columns", "district,household_size"]);
+    ok(&[
+        "query",
+        "--grant",
+        &grant,
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+        "SELECT district, COUNT(*) FROM residents GROUP BY district",
+    ]);
+    let outside = fails(&[
+        "query",
+        "--grant",
+        &grant,
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+        "SELECT district, AVG(annual_income) FROM residents GROUP BY district",
+    ]);
+    assert!(
+        outside.contains("covers only the columns district, household_size"),
+        "{outside}"
+    );
+    let shown = ok(&[
+        "grant",
+        "show",
+        &grant,
+        "--as",
+        "admin",
+        "--json",
+        "--data-dir",
+        &data,
+    ]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        shown["columns"],
+        serde_json::json!(["district", "household_size"])
+    );
+}

@@ -251,6 +251,72 @@ fn role_matrix_every_route_every_role() {
     let (status, body) = status_of(&dev, "DELETE", "/v1/jobs", None);
     assert_eq!(status, 405, "{body}");
     assert!(body["error"]["message"].is_string());
+    // A path the extractor cannot decode is still a JSON error.
+    let (status, body) = status_of(&dev, "GET", "/v1/jobs/%FF%FE", None);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+/// Text a guest writes (logs, its failure message) could carry released
+/// values past review: developers get counts, reviewers the text.
+#[test]
+fn guest_text_reaches_reviewers_not_developers() {
+    let (_dir, data) = residents_dir("1000");
+    let grant = issue_grant(&data, "5", &[]);
+    let server = TestServer::start(&data, 2);
+    let p = people(&server);
+    let dev = server.client(&p.dev);
+    let module = dev
+        .post_bytes(
+            "/v1/modules",
+            unseen::guests::DISTRICT_INCOME,
+            "application/wasm",
+        )
+        .unwrap()["module"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = dev
+        .post(
+            "/v1/jobs",
+            &json!({"grant": grant, "module": module, "wait": true}),
+        )
+        .unwrap();
+    assert_eq!(done["logs"], json!([]), "{done}");
+    assert_eq!(done["logs_withheld"], 1, "{done}");
+    let job = done["job"].as_str().unwrap();
+    let seen = dev.get(&format!("/v1/jobs/{job}")).unwrap();
+    assert_eq!(seen["job"]["logs"], json!([]), "{seen}");
+    let queue = server.client(&p.rev).get("/v1/reviews").unwrap();
+    let logs = queue["outputs"][0]["guest_logs"].as_array().unwrap();
+    assert!(
+        logs[0].as_str().unwrap().contains("released 12 districts"),
+        "{queue}"
+    );
+    // After revocation nothing of the grant is approved or downloaded.
+    server
+        .client(&p.admin)
+        .post(
+            &format!("/v1/grants/{grant}/revoke"),
+            &json!({"reason": "ended"}),
+        )
+        .unwrap();
+    let output = done["outputs"][0].as_str().unwrap();
+    let refused = server
+        .client(&p.rev)
+        .post(
+            &format!("/v1/outputs/{output}/approve"),
+            &json!({"reason": "ok"}),
+        )
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("can only be rejected"),
+        "{refused}"
+    );
+    assert_eq!(
+        unseen::jobs::public_error("job returned exit code 3: income was 81234.5"),
+        "job returned exit code 3; the guest's message is kept for the reviewer"
+    );
 }
 
 /// Bad JSON, wrong types, unknown fields, empty and huge bodies, unknown
@@ -906,6 +972,12 @@ fn the_cli_acts_against_a_server_with_a_token() {
     assert!(
         refused.contains("(403)") && refused.contains("needs the admin or auditor role"),
         "{refused}"
+    );
+    let (pruned, local_only) = remote(&p.admin, &["logs", "prune", "--older-than-days", "400"]);
+    assert!(!pruned);
+    assert!(
+        local_only.contains("not available over --server"),
+        "{local_only}"
     );
     let (_, no_token) = crate::support::unseen(&["--server", &server.base, "grant", "list"]);
     assert!(no_token.contains("--server needs --token"), "{no_token}");
