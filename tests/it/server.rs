@@ -43,6 +43,15 @@ fn dp_sql(i: usize) -> String {
     )
 }
 
+/// Uploads a module as a developer and returns its hash.
+fn upload(dev: &Client, wasm: &[u8]) -> String {
+    dev.post_bytes("/v1/modules", wasm, "application/wasm")
+        .unwrap()["module"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn status_of(client: &Client, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
     let answer = client
@@ -60,16 +69,7 @@ fn role_matrix_every_route_every_role() {
     let server = TestServer::start(&data, 2);
     let p = people(&server);
     let dev = server.client(&p.dev);
-    let module = dev
-        .post_bytes(
-            "/v1/modules",
-            unseen::guests::DISTRICT_INCOME,
-            "application/wasm",
-        )
-        .unwrap()["module"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let module = upload(&dev, unseen::guests::DISTRICT_INCOME);
     let done = dev
         .post(
             "/v1/jobs",
@@ -266,16 +266,7 @@ fn guest_text_reaches_reviewers_not_developers() {
     let server = TestServer::start(&data, 2);
     let p = people(&server);
     let dev = server.client(&p.dev);
-    let module = dev
-        .post_bytes(
-            "/v1/modules",
-            unseen::guests::DISTRICT_INCOME,
-            "application/wasm",
-        )
-        .unwrap()["module"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let module = upload(&dev, unseen::guests::DISTRICT_INCOME);
     let done = dev
         .post(
             "/v1/jobs",
@@ -556,16 +547,7 @@ fn revocation_stops_a_running_job_and_later_submissions() {
     let server = TestServer::start(&data, 2);
     let p = people(&server);
     let dev = server.client(&p.dev);
-    let spin = dev
-        .post_bytes(
-            "/v1/modules",
-            &guest("adv-infinite-loop"),
-            "application/wasm",
-        )
-        .unwrap()["module"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let spin = upload(&dev, &guest("adv-infinite-loop"));
     let queued = dev
         .post("/v1/jobs", &json!({"grant": grant, "module": spin}))
         .unwrap();
@@ -860,16 +842,7 @@ fn kill_dash_nine_of_the_server_leaves_a_consistent_store() {
         }
     };
     let dev = Client::new(&base, Some(&tokens.0));
-    let module = dev
-        .post_bytes(
-            "/v1/modules",
-            unseen::guests::DISTRICT_INCOME,
-            "application/wasm",
-        )
-        .unwrap()["module"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let module = upload(&dev, unseen::guests::DISTRICT_INCOME);
     let mut jobs = Vec::new();
     for i in 0..12 {
         let mut params = BTreeMap::new();
