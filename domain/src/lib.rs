@@ -328,6 +328,44 @@ enum JobBody<'a> {
 
 pub use host::DryRun;
 
+/// An output being decided, released when dropped. Only one process holds
+/// a data directory, so an in-memory claim is exclusive.
+struct ReviewClaim {
+    set: Arc<Mutex<std::collections::HashSet<String>>>,
+    output: String,
+}
+
+impl ReviewClaim {
+    fn take(set: &Arc<Mutex<std::collections::HashSet<String>>>, output: &str) -> Option<Self> {
+        lock(set).insert(output.to_string()).then(|| ReviewClaim {
+            set: Arc::clone(set),
+            output: output.to_string(),
+        })
+    }
+}
+
+impl Drop for ReviewClaim {
+    fn drop(&mut self) {
+        lock(&self.set).remove(&self.output);
+    }
+}
+
+/// What signing a release needs to know about the approved output.
+struct SignRequest<'a> {
+    reviewer: &'a str,
+    output_id: &'a str,
+    job: &'a str,
+    submitter: &'a str,
+    output_sha: &'a str,
+    module_sha: Option<&'a str>,
+    job_sql: Option<&'a str>,
+    grant_id: &'a str,
+    name: &'a str,
+    approvers: &'a [String],
+    review_index: u64,
+    at: &'a str,
+}
+
 /// A signed release.
 #[derive(Debug, Clone)]
 pub struct ReleaseRecord {
@@ -348,6 +386,8 @@ pub struct Domain {
     compiled: Mutex<std::collections::HashMap<String, unseen_sandbox::ValidatedModule>>,
     /// Prohibited-value indexes by dataset, read once (they can be large).
     indexes: Mutex<std::collections::HashMap<String, Arc<unseen_policy::checks::ProhibitedIndex>>>,
+    /// Outputs a reviewer is deciding right now (see [`ReviewClaim`]).
+    reviewing: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Running jobs by id, with their grant and the handle that stops them.
     running: Mutex<std::collections::HashMap<String, (String, unseen_sandbox::Cancel)>>,
 }
@@ -387,6 +427,7 @@ impl Domain {
             compiled: Mutex::new(std::collections::HashMap::new()),
             running: Mutex::new(std::collections::HashMap::new()),
             indexes: Mutex::new(std::collections::HashMap::new()),
+            reviewing: Arc::new(Mutex::new(std::collections::HashSet::new())),
         };
         domain.recover_interrupted_jobs()?;
         domain.remove_stale_uploads()?;
@@ -1250,6 +1291,14 @@ impl Domain {
         if reason.trim().is_empty() {
             return Err(DomainError::Invalid("a review needs a reason".into()));
         }
+        // One decision per output at a time: a second reviewer deciding the
+        // same output meanwhile is told to look again (it may be released).
+        let _claim = ReviewClaim::take(&self.reviewing, output_id).ok_or_else(|| {
+            DomainError::NotQuarantined {
+                output: output_id.to_string(),
+                status: "being decided by another reviewer right now".into(),
+            }
+        })?;
         type ReviewRow = (
             String,
             String,
@@ -1286,7 +1335,10 @@ impl Domain {
                 job,
             });
         }
-        if status != "quarantined" {
+        // An approval whose signing failed (a full disk, say) left the
+        // output approved without a release: approving again finishes it.
+        let resuming = approve && status == "approved" && !self.has_release(output_id)?;
+        if status != "quarantined" && !resuming {
             return Err(DomainError::NotQuarantined {
                 output: output_id.to_string(),
                 status,
@@ -1316,7 +1368,6 @@ impl Domain {
                 });
             }
         }
-        let decision = if approve { "approved" } else { "rejected" };
         let at = now_rfc3339();
         let grant_now = self.grant(&grant_id)?;
         if approve && let Some(at) = &grant_now.revoked_at {
@@ -1328,6 +1379,70 @@ impl Domain {
         let required = grant_now.approvals_required;
         // Checked and written under one lock and transaction, so two
         // reviewers approving at once are counted exactly.
+        let (approvers, complete, review_index) = if resuming {
+            let approvers: Vec<String> = {
+                let db = lock(&self.db);
+                let mut stmt = db.prepare(
+                    "SELECT reviewer FROM reviews WHERE output_id = ?1 AND decision = 'approved' ORDER BY id",
+                )?;
+                let rows = stmt.query_map([output_id], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let index = self.record(
+                reviewer,
+                "review.release_resumed",
+                json!({"output": output_id, "job": job, "reason": reason}),
+            )?;
+            (approvers, true, index)
+        } else {
+            self.decide(reviewer, output_id, &job, approve, reason, required, &at)?
+        };
+        if !approve || !complete {
+            return Ok(None);
+        }
+        self.sign_release(SignRequest {
+            reviewer,
+            output_id,
+            job: &job,
+            submitter: &submitter,
+            output_sha: &output_sha,
+            module_sha: module_sha.as_deref(),
+            job_sql: job_sql.as_deref(),
+            grant_id: &grant_id,
+            name: &name,
+            approvers: &approvers,
+            review_index,
+            at: &at,
+        })
+        .map(Some)
+    }
+
+    fn has_release(&self, output_id: &str) -> Result<bool, DomainError> {
+        Ok(lock(&self.db)
+            .query_row(
+                "SELECT 1 FROM releases WHERE output_id = ?1",
+                [output_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Records one reviewer's decision under one lock and transaction, so
+    /// two reviewers approving at once are counted exactly. Returns the
+    /// approvers so far, whether the decision is final, and its ledger index.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        reviewer: &str,
+        output_id: &str,
+        job: &str,
+        approve: bool,
+        reason: &str,
+        required: u32,
+        at: &str,
+    ) -> Result<(Vec<String>, bool, u64), DomainError> {
+        let decision = if approve { "approved" } else { "rejected" };
         let (approvers, complete) = {
             let mut db = lock(&self.db);
             let tx = db.transaction()?;
@@ -1376,10 +1491,26 @@ impl Domain {
             &format!("review.{decision}"),
             json!({"output": output_id, "job": job, "reason": reason, "approvals": approvers.len(), "approvals_required": required}),
         )?;
-        if !approve || !complete {
-            return Ok(None);
-        }
-        let grant = self.grant(&grant_id)?;
+        Ok((approvers, complete, review_index))
+    }
+
+    /// Signs the release of an approved output, writes its file and records it.
+    fn sign_release(&self, r: SignRequest<'_>) -> Result<ReleaseRecord, DomainError> {
+        let SignRequest {
+            reviewer,
+            output_id,
+            job,
+            submitter,
+            output_sha,
+            module_sha,
+            job_sql,
+            grant_id,
+            name,
+            approvers,
+            review_index,
+            at,
+        } = r;
+        let grant = self.grant(grant_id)?;
         let (source_sha, manifest_version): (String, i64) = lock(&self.db).query_row(
             "SELECT source_sha256, manifest_version FROM datasets WHERE name = ?1",
             [&grant.dataset],
@@ -1387,7 +1518,7 @@ impl Domain {
         )?;
         let job_epsilon: f64 = lock(&self.db).query_row(
             "SELECT COALESCE(SUM(epsilon), 0) FROM spends WHERE job_id = ?1",
-            [&job],
+            [job],
             |r| r.get(0),
         )?;
         let (_, _, table) = self.output(output_id)?;
@@ -1433,11 +1564,11 @@ impl Domain {
             "input_snapshot": {"source_sha256": source_sha, "manifest_version": manifest_version},
             "policy_version": POLICY_VERSION, "epsilon_spent": job_epsilon, "reviewer": reviewer,
         }))?;
-        Ok(Some(ReleaseRecord {
+        Ok(ReleaseRecord {
             id: release_id,
             path,
             document,
-        }))
+        })
     }
 
     /// Epsilon spent and left on a grant.

@@ -301,3 +301,61 @@ fn a_grant_covers_only_its_columns() {
         serde_json::json!(["district", "household_size"])
     );
 }
+
+/// An approval whose release could not be written (here the releases
+/// directory is a file) is finished by approving again.
+#[test]
+fn an_approval_whose_signing_failed_is_finished_by_approving_again() {
+    let (_dir, data) = residents_dir("1000");
+    let grant = issue_grant(&data, "5", &[]);
+    let out = ok(&[
+        "query",
+        "--grant",
+        &grant,
+        "--as",
+        "dev",
+        "--json",
+        "--data-dir",
+        &data,
+        "SELECT district, COUNT(*) FROM residents GROUP BY district",
+    ]);
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let output = out["outputs"][0].as_str().unwrap().to_string();
+    let releases = std::path::Path::new(&data).join("releases");
+    std::fs::remove_dir(&releases).unwrap();
+    std::fs::write(&releases, b"not a directory").unwrap();
+    let approve = [
+        "review",
+        "approve",
+        &output,
+        "--reason",
+        "district counts",
+        "--as",
+        "rev",
+        "--data-dir",
+        &data,
+    ];
+    let failed = fails(&approve);
+    assert!(failed.contains("releases"), "{failed}");
+    std::fs::remove_file(&releases).unwrap();
+    std::fs::create_dir(&releases).unwrap();
+    let done = ok(&approve);
+    assert!(done.contains("signed release"), "{done}");
+    let file = std::fs::read_dir(&releases)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let verified = ok(&[
+        "release",
+        "verify",
+        file.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]);
+    assert!(verified.contains("OK"), "{verified}");
+    // Once released, approving again is refused.
+    let again = fails(&approve);
+    assert!(again.contains("not quarantined"), "{again}");
+}
