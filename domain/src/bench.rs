@@ -454,3 +454,172 @@ pub fn udf(rows: usize) -> Result<Vec<Measure>> {
         ),
     ])
 }
+
+/// A host that answers every query with one canned release: the sandbox's
+/// own cost per job, without data or policy.
+struct CannedHost {
+    answer: Vec<u8>,
+    started: std::time::Instant,
+    first_query: std::sync::Arc<std::sync::Mutex<Option<std::time::Duration>>>,
+}
+
+impl unseen_sandbox::JobHost for CannedHost {
+    fn query(&mut self, _sql: &str) -> std::result::Result<Vec<u8>, String> {
+        let mut first = self.first_query.lock().unwrap_or_else(|p| p.into_inner());
+        first.get_or_insert_with(|| self.started.elapsed());
+        Ok(self.answer.clone())
+    }
+    fn emit(&mut self, _name: &str, _table: udf_sdk::Table) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    fn log(&mut self, _level: unseen_sandbox::LogLevel, _message: &str) {}
+    fn param(&self, _name: &str) -> Option<String> {
+        None
+    }
+}
+
+/// The job sandbox: bare jobs per second and submit-to-first-query with a
+/// canned host, and a DP job through sandbox, policy and encrypted storage
+/// against the same aggregate run natively by DataFusion on the plaintext
+/// Parquet, in the same run.
+pub fn sandbox(jobs: usize, rows: u64, repeats: usize) -> Result<Vec<Measure>> {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    use udf_sdk::{ColumnValues, Estimate, QueryResult, Table};
+
+    let sandbox = unseen_sandbox::Sandbox::new(unseen_sandbox::Limits::default())?;
+    let module = sandbox.validate(
+        crate::guests::DISTRICT_INCOME,
+        unseen_sandbox::ModuleKind::Job,
+    )?;
+    let estimate = |v: f64| Estimate {
+        value: v,
+        lower: v - 1.0,
+        upper: v + 1.0,
+    };
+    let districts: Vec<String> = (0..12).map(|i| format!("district-{i}")).collect();
+    let answer = udf_sdk::abi::encode_query_result(&QueryResult {
+        confidence: 0.95,
+        epsilon_spent: 1.0,
+        cached: false,
+        table: Table::default()
+            .with("district", ColumnValues::Text(districts))
+            .with(
+                "residents",
+                ColumnValues::Estimate((0..12).map(|i| estimate(f64::from(i))).collect()),
+            )
+            .with(
+                "mean_income",
+                ColumnValues::Estimate((0..12).map(|i| estimate(f64::from(i) * 1e3)).collect()),
+            ),
+    });
+    let mut to_first_query = Vec::with_capacity(jobs);
+    let started = Instant::now();
+    for _ in 0..jobs {
+        let first = Arc::new(Mutex::new(None));
+        let host = CannedHost {
+            answer: answer.clone(),
+            started: Instant::now(),
+            first_query: Arc::clone(&first),
+        };
+        sandbox.run_job(&module, Box::new(host))?;
+        let at = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        to_first_query.push(at.map_or(0.0, |d| d.as_secs_f64()));
+    }
+    let bare = jobs as f64 / started.elapsed().as_secs_f64();
+
+    // A real DP job: fresh grants so no release is served from the cache.
+    let scratch = tempfile::Builder::new()
+        .prefix("unseen-bench-sandbox-")
+        .tempdir()?;
+    let parquet = scratch.path().join("residents.parquet");
+    unseen_datasets::generate_to_path(
+        unseen_datasets::DatasetKind::Residents,
+        &unseen_datasets::GenerateOptions::new(rows, 11),
+        &parquet,
+        &mut |_| {},
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let domain = Arc::new(crate::Domain::open(&scratch.path().join("data"))?);
+    domain.add_user(None, "admin", "Bench Admin", crate::Role::Admin, "bench")?;
+    domain.add_user(
+        Some("admin"),
+        "dev",
+        "Bench Developer",
+        crate::Role::Developer,
+        "bench",
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let manifest = unseen_datasets::manifest_toml(unseen_datasets::DatasetKind::Residents);
+    runtime.block_on(domain.register_dataset("admin", "residents", &parquet, manifest))?;
+    let sha = domain.upload_module("dev", crate::guests::DISTRICT_INCOME)?;
+    let native_ctx = datafusion::prelude::SessionContext::new();
+    runtime.block_on(native_ctx.register_parquet(
+        "residents",
+        parquet.to_str().unwrap_or_default(),
+        datafusion::prelude::ParquetReadOptions::default(),
+    ))?;
+    let sql = "SELECT district, COUNT(*) AS residents, AVG(annual_income) AS mean_income \
+               FROM residents GROUP BY district ORDER BY district";
+    let mut through_sandbox = Vec::new();
+    let mut native = Vec::new();
+    for round in 0..=repeats {
+        let grant = domain.issue_grant(
+            "admin",
+            &crate::GrantRequest {
+                query_epsilon: 1.0,
+                ..crate::GrantRequest::new("residents", "dev", "sandbox benchmark", 1.0)
+            },
+        )?;
+        let t = Instant::now();
+        let o = domain.run_job(runtime.handle(), "dev", &grant, &sha, Default::default())?;
+        anyhow::ensure!(o.status == "succeeded", "job {} {}", o.job_id, o.status);
+        let dp = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let batches = runtime.block_on(async { native_ctx.sql(sql).await?.collect().await })?;
+        let exact = t.elapsed().as_secs_f64();
+        anyhow::ensure!(!batches.is_empty(), "the native query returned nothing");
+        // The first round warms caches on both sides.
+        if round > 0 {
+            through_sandbox.push(dp);
+            native.push(exact);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let (dp, exact) = (median(&mut through_sandbox), median(&mut native));
+    Ok(vec![
+        Measure::at_least(
+            "bare jobs/s (district-income, canned host, 1 thread)",
+            bare,
+            "jobs/s",
+            500.0,
+        ),
+        Measure::at_most(
+            "submit to first query p50",
+            percentile_ms(&mut to_first_query, 50.0),
+            "ms",
+            1.0,
+        ),
+        Measure::baseline(
+            "submit to first query p99",
+            percentile_ms(&mut to_first_query, 99.0),
+            "ms",
+        ),
+        Measure::baseline(
+            &format!("native DataFusion, exact aggregate, {rows} rows, plaintext"),
+            exact * 1e3,
+            "ms",
+        ),
+        Measure::baseline(
+            "the same as a DP job: sandbox, admission, charge, ledger, decryption",
+            dp * 1e3,
+            "ms",
+        ),
+        Measure::at_most("DP job / native", dp / exact, "x", 1.10),
+    ])
+}

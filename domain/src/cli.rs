@@ -253,6 +253,20 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The job sandbox: bare jobs/s, submit-to-first-query, and a DP job
+    /// against the same aggregate in native DataFusion.
+    Sandbox {
+        #[arg(long, default_value_t = 2000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Wasm scalar UDFs in DataFusion against native UDFs, and instantiation.
     Udf {
         #[arg(long, default_value_t = 10_000_000)]
@@ -1403,6 +1417,18 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             let command =
                 format!("unseen bench policy --runs {runs} --rows {rows} --repeats {repeats}");
             report_bench(out, "policy", &command, dir.as_deref(), &measures, json)
+        }
+        Command::Bench(BenchCommand::Sandbox {
+            jobs,
+            rows,
+            repeats,
+            out: dir,
+            json,
+        }) => {
+            let measures = crate::bench::sandbox(jobs, rows, repeats)?;
+            let command =
+                format!("unseen bench sandbox --jobs {jobs} --rows {rows} --repeats {repeats}");
+            report_bench(out, "sandbox", &command, dir.as_deref(), &measures, json)
         }
         Command::Bench(BenchCommand::Udf {
             rows,

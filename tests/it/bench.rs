@@ -30,6 +30,18 @@ fn bench_service_udf_and_policy_report_against_their_baselines() {
     ]);
     assert!(service[0]["name"].as_str().unwrap().contains("over HTTP"));
     assert!(service[0]["value"].as_f64().unwrap() > 0.0);
+    let sandbox = measures(&[
+        "bench",
+        "sandbox",
+        "--jobs",
+        "20",
+        "--rows",
+        "5000",
+        "--repeats",
+        "1",
+        "--json",
+    ]);
+    assert!(sandbox.iter().any(|m| m["target"] == "<= 1.1"));
     let udf = measures(&["bench", "udf", "--rows", "20000", "--json"]);
     assert!(
         udf.iter()
