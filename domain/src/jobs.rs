@@ -357,6 +357,24 @@ impl Domain {
         })
     }
 
+    /// Ends a job that stopped outside the normal path (its thread
+    /// panicked): failed, with the reason, and recorded.
+    pub fn end_abandoned_job(&self, job_id: &str, reason: &str) -> Result<(), DomainError> {
+        lock(&self.running).remove(job_id);
+        let ended = lock(&self.db).execute(
+            "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3 WHERE id = ?1 AND status IN ('queued', 'running')",
+            params![job_id, reason, now_rfc3339()],
+        )?;
+        if ended == 1 {
+            self.record(
+                "system",
+                "job.ended",
+                json!({"job": job_id, "status": "failed", "error": reason}),
+            )?;
+        }
+        Ok(())
+    }
+
     /// The outcome of a job that already ended.
     fn job_outcome(&self, job_id: &str) -> Result<JobOutcome, DomainError> {
         let view = self.job_record(job_id)?;

@@ -730,9 +730,21 @@ async fn submit_job(
         // The permit bounds how many jobs run at once; the rest wait here, queued.
         let _place = place;
         let _permit = queue.acquire_owned().await;
-        let ran = tokio::task::spawn_blocking(move || domain.execute_job(&runtime, &id)).await;
-        if let Ok(Err(e)) = &ran {
-            tracing::warn!(error = %e, "a queued job could not run");
+        let runner = Arc::clone(&domain);
+        let job = id.clone();
+        let ran = tokio::task::spawn_blocking(move || runner.execute_job(&runtime, &job)).await;
+        match &ran {
+            Ok(Err(e)) => tracing::warn!(error = %e, "a queued job could not run"),
+            Err(_) => {
+                // The run panicked: the job must not stay running.
+                let reason = "the job stopped on an internal error; nothing was released";
+                let cleanup =
+                    tokio::task::spawn_blocking(move || domain.end_abandoned_job(&id, reason));
+                if let Ok(Err(e)) = cleanup.await {
+                    tracing::error!(error = %e, "could not record an abandoned job");
+                }
+            }
+            Ok(Ok(_)) => {}
         }
         ran
     });

@@ -359,3 +359,25 @@ fn an_approval_whose_signing_failed_is_finished_by_approving_again() {
     let again = fails(&approve);
     assert!(again.contains("not quarantined"), "{again}");
 }
+
+/// A job whose run stopped outside the normal path is ended failed, once.
+#[test]
+fn an_abandoned_job_is_ended_failed_with_its_reason() {
+    let (_dir, data) = residents_dir("1000");
+    let grant = issue_grant(&data, "5", &[]);
+    let domain = unseen::Domain::open(std::path::Path::new(&data)).unwrap();
+    let module = domain
+        .upload_module("dev", unseen::guests::DISTRICT_INCOME)
+        .unwrap();
+    let job = domain
+        .submit_job("dev", &grant, &module, Default::default())
+        .unwrap();
+    assert_eq!(domain.job("admin", &job).unwrap().status, "queued");
+    domain.end_abandoned_job(&job, "internal error").unwrap();
+    domain.end_abandoned_job(&job, "a second time").unwrap();
+    let view = domain.job("admin", &job).unwrap();
+    assert_eq!(view.status, "failed");
+    assert_eq!(view.error.as_deref(), Some("internal error"));
+    drop(domain);
+    ok(&["ledger", "verify", "--data-dir", &data]);
+}
