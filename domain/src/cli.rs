@@ -597,6 +597,8 @@ pub enum ReviewCommand {
         reason: String,
         #[arg(long = "as")]
         actor: Option<String>,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -1284,11 +1286,29 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             output,
             reason,
             actor,
+            json,
             dir,
         }) => {
             let actor = who(actor)?;
             let domain = open(&dir)?;
             let release = domain.review(&actor, &output, true, &reason)?;
+            if json {
+                let status = if release.is_some() {
+                    "approved"
+                } else {
+                    "awaiting a second approval"
+                };
+                writeln!(
+                    out,
+                    "{}",
+                    json!({
+                        "output": output, "status": status,
+                        "release": release.as_ref().map(|r| r.id.clone()),
+                        "path": release.as_ref().map(|r| r.path.display().to_string()),
+                    })
+                )?;
+                return Ok(());
+            }
             match release {
                 Some(r) => writeln!(
                     out,

@@ -339,14 +339,12 @@ fn an_approval_whose_signing_failed_is_finished_by_approving_again() {
     assert!(failed.contains("releases"), "{failed}");
     std::fs::remove_file(&releases).unwrap();
     std::fs::create_dir(&releases).unwrap();
-    let done = ok(&approve);
-    assert!(done.contains("signed release"), "{done}");
-    let file = std::fs::read_dir(&releases)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let mut approve_json = approve.to_vec();
+    approve_json.push("--json");
+    let done: serde_json::Value = serde_json::from_str(&ok(&approve_json)).unwrap();
+    assert_eq!(done["status"], "approved", "{done}");
+    let file = std::path::PathBuf::from(done["path"].as_str().unwrap());
+    assert!(file.starts_with(&releases), "{done}");
     let verified = ok(&[
         "release",
         "verify",
