@@ -246,6 +246,23 @@ impl Domain {
             .collect())
     }
 
+    /// One grant, if `actor` may see it: admins, reviewers and auditors any,
+    /// a developer those they are designated on (as [`Domain::grants`] lists).
+    pub fn visible_grant(&self, actor: &str, id: &str) -> Result<crate::Grant, DomainError> {
+        let role = self.role_of(actor)?;
+        let grant = self.grant(id)?;
+        if role == Role::Developer && !grant.designates(actor) {
+            return Err(DomainError::Grant {
+                reason: format!(
+                    "is issued to `{}`, and `{actor}` is not one of its designated users",
+                    grant.developer
+                ),
+                grant: grant.id,
+            });
+        }
+        Ok(grant)
+    }
+
     /// Destroys a dataset's data key (crypto-shredding): the encrypted file
     /// becomes unreadable, its grants are revoked and running jobs stopped.
     /// The ledger keeps the record; job metadata and logs are kept.
@@ -355,7 +372,7 @@ impl Domain {
                 actor: actor.to_string(),
                 role: "developer".into(),
                 action: "download this release",
-                needed: "designation on its grant",
+                needed: "designation on its grant".into(),
             });
         }
         {

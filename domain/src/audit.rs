@@ -20,6 +20,16 @@ use unseen_ledger::{Checkpoint, Entry, Hash, PublicKey, merkle};
 use crate::DomainError;
 use crate::util::sha256_hex;
 
+/// The ledger's public key from `file`, or from `DATA_DIR/ledger/ledger.pub`.
+pub fn read_public_key(data_dir: &Path, file: Option<&Path>) -> Result<PublicKey, DomainError> {
+    let path = file
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| data_dir.join("ledger/ledger.pub"));
+    let text = std::fs::read_to_string(&path).map_err(|e| DomainError::io(&path, e))?;
+    PublicKey::from_hex(text.trim())
+        .map_err(|e| invalid(format!("public key {} is not valid: {e}", path.display())))
+}
+
 /// A verified ledger, read without its private key.
 #[derive(Debug, Clone)]
 pub struct VerifiedLedger {

@@ -216,6 +216,32 @@ pub fn ledger(
     ])
 }
 
+/// `rows` generated residents registered in a throwaway data directory
+/// (`scratch/residents.parquet` keeps the plaintext for native baselines).
+fn residents_domain(
+    scratch: &Path,
+    rows: u64,
+    seed: u64,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(std::sync::Arc<crate::Domain>, String)> {
+    let kind = unseen_datasets::DatasetKind::Residents;
+    let parquet = scratch.join("residents.parquet");
+    unseen_datasets::generate_to_path(
+        kind,
+        &unseen_datasets::GenerateOptions::new(rows, seed),
+        &parquet,
+        &mut |_| {},
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let manifest = unseen_datasets::manifest_toml(kind);
+    Ok(crate::dev::throwaway_domain(
+        scratch,
+        runtime.handle(),
+        &parquet,
+        manifest,
+    )?)
+}
+
 /// Latency percentiles of `samples` (seconds), in milliseconds.
 fn percentile_ms(samples: &mut [f64], p: f64) -> f64 {
     if samples.is_empty() {
@@ -233,28 +259,10 @@ pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result
     use std::sync::Arc;
     use std::time::Instant;
 
-    let parquet = scratch.join("residents.parquet");
-    unseen_datasets::generate_to_path(
-        unseen_datasets::DatasetKind::Residents,
-        &unseen_datasets::GenerateOptions::new(rows, 7),
-        &parquet,
-        &mut |_| {},
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let domain = Arc::new(crate::Domain::open(&scratch.join("data"))?);
-    domain.add_user(None, "admin", "Bench Admin", crate::Role::Admin, "bench")?;
-    let token = domain.add_user(
-        Some("admin"),
-        "dev",
-        "Bench Developer",
-        crate::Role::Developer,
-        "bench",
-    )?;
-    let manifest = unseen_datasets::manifest_toml(unseen_datasets::DatasetKind::Residents);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(domain.register_dataset("admin", "residents", &parquet, manifest))?;
+    let (domain, token) = residents_domain(scratch, rows, 7, &runtime)?;
     let grant = domain.issue_grant(
         "admin",
         &crate::GrantRequest::new("residents", "dev", "service benchmark", 10.0),
@@ -532,28 +540,11 @@ pub fn sandbox(jobs: usize, rows: u64, repeats: usize) -> Result<Vec<Measure>> {
     let scratch = tempfile::Builder::new()
         .prefix("unseen-bench-sandbox-")
         .tempdir()?;
-    let parquet = scratch.path().join("residents.parquet");
-    unseen_datasets::generate_to_path(
-        unseen_datasets::DatasetKind::Residents,
-        &unseen_datasets::GenerateOptions::new(rows, 11),
-        &parquet,
-        &mut |_| {},
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let domain = Arc::new(crate::Domain::open(&scratch.path().join("data"))?);
-    domain.add_user(None, "admin", "Bench Admin", crate::Role::Admin, "bench")?;
-    domain.add_user(
-        Some("admin"),
-        "dev",
-        "Bench Developer",
-        crate::Role::Developer,
-        "bench",
-    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let manifest = unseen_datasets::manifest_toml(unseen_datasets::DatasetKind::Residents);
-    runtime.block_on(domain.register_dataset("admin", "residents", &parquet, manifest))?;
+    let (domain, _) = residents_domain(scratch.path(), rows, 11, &runtime)?;
+    let parquet = scratch.path().join("residents.parquet");
     let sha = domain.upload_module("dev", crate::guests::DISTRICT_INCOME)?;
     let native_ctx = datafusion::prelude::SessionContext::new();
     runtime.block_on(native_ctx.register_parquet(

@@ -1889,12 +1889,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             dir,
         }) => {
             let actor = who(actor)?;
-            let domain = open(&dir)?;
-            let role = domain.role(&actor)?;
-            let grant = domain.grant(&id)?;
-            if role == Role::Developer && !grant.designates(&actor) {
-                bail!("user `{actor}` is not designated on grant `{id}`");
-            }
+            let grant = open(&dir)?.visible_grant(&actor, &id)?;
             let value = serde_json::to_value(&grant)?;
             if json {
                 writeln!(out, "{value}")?;
@@ -2136,12 +2131,7 @@ fn who(actor: Option<String>) -> Result<String> {
 }
 
 fn public_key(data_dir: &Path, public_key: Option<&Path>) -> Result<unseen_ledger::PublicKey> {
-    let key_path = public_key
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| data_dir.join("ledger/ledger.pub"));
-    let key_text = read_text(&key_path)?;
-    unseen_ledger::PublicKey::from_hex(key_text.trim())
-        .with_context(|| format!("public key {} is not valid", key_path.display()))
+    crate::audit::read_public_key(data_dir, public_key).context("cannot read the ledger public key")
 }
 
 fn verified(
@@ -2207,15 +2197,9 @@ pub fn verify_ledger(
     data_dir: &Path,
     public_key: Option<&Path>,
 ) -> Result<unseen_ledger::VerifyReport> {
-    let ledger_dir = data_dir.join("ledger");
-    let key_path = public_key
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| ledger_dir.join("ledger.pub"));
-    let key_text = read_text(&key_path)?;
-    let key = unseen_ledger::PublicKey::from_hex(key_text.trim())
-        .with_context(|| format!("public key {} is not valid", key_path.display()))?;
-    let report =
-        unseen_ledger::verify_dir(&ledger_dir, &key).context("ledger verification FAILED")?;
+    let key = self::public_key(data_dir, public_key)?;
+    let report = unseen_ledger::verify_dir(&data_dir.join("ledger"), &key)
+        .context("ledger verification FAILED")?;
     Ok(report)
 }
 

@@ -95,6 +95,30 @@ pub fn mock_batch(manifest: &Manifest, rows: usize, seed: u64) -> Result<RecordB
         .map_err(|e| DomainError::Invalid(format!("mock data: {e}")))
 }
 
+/// A fresh data directory `scratch/data` with an admin `admin`, a developer
+/// `dev` and one dataset registered from `parquet` under its manifest's
+/// name: where `dev run` and the benchmarks work. Returns the domain and
+/// the developer's token.
+pub fn throwaway_domain(
+    scratch: &Path,
+    runtime: &tokio::runtime::Handle,
+    parquet: &Path,
+    manifest_text: &str,
+) -> Result<(Arc<Domain>, String), DomainError> {
+    let manifest = Manifest::parse(manifest_text).map_err(DomainError::Manifest)?;
+    let domain = Arc::new(Domain::open(&scratch.join("data"))?);
+    domain.add_user(None, "admin", "Local admin", Role::Admin, "local")?;
+    let token = domain.add_user(
+        Some("admin"),
+        "dev",
+        "Local developer",
+        Role::Developer,
+        "local",
+    )?;
+    runtime.block_on(domain.register_dataset("admin", &manifest.name, parquet, manifest_text))?;
+    Ok((domain, token))
+}
+
 /// Runs `module` against mock data for `manifest_text` in a throwaway data
 /// directory under `scratch`.
 pub fn run(
@@ -118,35 +142,21 @@ pub fn run(
             .and_then(|()| writer.close().map(|_| ()))
             .map_err(|e| DomainError::Parquet(e.to_string()))?;
     }
-    let domain = Arc::new(Domain::open(&scratch.join("data"))?);
-    domain.add_user(None, "dev-admin", "Local admin", Role::Admin, "local")?;
-    domain.add_user(
-        Some("dev-admin"),
-        "author",
-        "Guest author",
-        Role::Developer,
-        "local",
-    )?;
-    runtime.block_on(domain.register_dataset(
-        "dev-admin",
-        &manifest.name,
-        &parquet,
-        manifest_text,
-    ))?;
+    let (domain, _) = throwaway_domain(scratch, runtime, &parquet, manifest_text)?;
     let grant = domain.issue_grant(
-        "dev-admin",
+        "admin",
         &GrantRequest {
             query_epsilon: 1.0,
             ..GrantRequest::new(
                 &manifest.name,
-                "author",
+                "dev",
                 "local development on mock data",
                 1000.0,
             )
         },
     )?;
-    let sha = domain.upload_module("author", module)?;
-    let outcome = domain.run_job(runtime, "author", &grant, &sha, params)?;
+    let sha = domain.upload_module("dev", module)?;
+    let outcome = domain.run_job(runtime, "dev", &grant, &sha, params)?;
     let outputs = outcome
         .outputs
         .iter()

@@ -152,6 +152,20 @@ impl Domain {
             JobBody::Sql(q) => (None, Some(q), grant.allow_sql, "SQL jobs"),
             JobBody::Extract(d) => (None, Some(d), grant.allow_extracts, "masked extracts"),
         };
+        if let Some(sha) = module {
+            let known: Option<i64> = lock(&self.db)
+                .query_row("SELECT 1 FROM modules WHERE sha256 = ?1", [sha], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if known.is_none() {
+                return Err(DomainError::NotFound {
+                    what: "module",
+                    id: sha.to_string(),
+                    list: "job upload",
+                });
+            }
+        }
         if !allowed {
             return Err(DomainError::Grant {
                 grant: grant.id.clone(),
@@ -203,21 +217,6 @@ impl Domain {
         module_sha: &str,
         params: BTreeMap<String, String>,
     ) -> Result<String, DomainError> {
-        self.require(submitter, Role::Developer, "submit jobs")?;
-        let known: Option<i64> = lock(&self.db)
-            .query_row(
-                "SELECT 1 FROM modules WHERE sha256 = ?1",
-                [module_sha],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if known.is_none() {
-            return Err(DomainError::NotFound {
-                what: "module",
-                id: module_sha.to_string(),
-                list: "job upload",
-            });
-        }
         self.admit_job(submitter, grant_id, JobBody::Module(module_sha), &params)
     }
 
@@ -504,7 +503,7 @@ impl Domain {
                 actor: actor.to_string(),
                 role: role.as_str().to_string(),
                 action: "cancel another user's job",
-                needed: "admin",
+                needed: "admin".into(),
             });
         }
         let reason = if reason.trim().is_empty() {
@@ -619,7 +618,7 @@ impl Domain {
                 actor: actor.to_string(),
                 role: role.as_str().to_string(),
                 action: "read another developer's job",
-                needed: "admin, reviewer or auditor",
+                needed: "admin, reviewer or auditor".into(),
             });
         }
         Ok(if role == Role::Developer {
@@ -665,7 +664,7 @@ impl Domain {
                 actor: actor.to_string(),
                 role: role.as_str().to_string(),
                 action: "read the usage of this grant",
-                needed: "admin or auditor (or be designated on the grant)",
+                needed: "admin or auditor (or be designated on the grant)".into(),
             });
         }
         let db = lock(&self.db);

@@ -91,7 +91,7 @@ pub enum DomainError {
         actor: String,
         role: String,
         action: &'static str,
-        needed: &'static str,
+        needed: String,
     },
     #[error(
         "user `{reviewer}` submitted job `{job}` and may not review its outputs; another reviewer must decide"
@@ -152,6 +152,26 @@ impl Role {
             }
         })
     }
+}
+
+/// Refuses unless `role` is one of `allowed`; the error names the roles
+/// that would do. Shared by the domain and the HTTP layer.
+pub fn check_role(
+    actor: &str,
+    role: Role,
+    allowed: &[Role],
+    action: &'static str,
+) -> Result<(), DomainError> {
+    if allowed.contains(&role) {
+        return Ok(());
+    }
+    let needed: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+    Err(DomainError::Forbidden {
+        actor: actor.to_string(),
+        role: role.as_str().to_string(),
+        action,
+        needed: needed.join(" or "),
+    })
 }
 
 /// A grant as stored.
@@ -531,16 +551,7 @@ impl Domain {
         needed: Role,
         action: &'static str,
     ) -> Result<(), DomainError> {
-        let role = self.role_of(actor)?;
-        if role != needed {
-            return Err(DomainError::Forbidden {
-                actor: actor.to_string(),
-                role: role.as_str().to_string(),
-                action,
-                needed: needed.as_str(),
-            });
-        }
-        Ok(())
+        check_role(actor, self.role_of(actor)?, &[needed], action)
     }
 
     fn require_any(
@@ -550,24 +561,8 @@ impl Domain {
         action: &'static str,
     ) -> Result<Role, DomainError> {
         let role = self.role_of(actor)?;
-        if !allowed.contains(&role) {
-            return Err(DomainError::Forbidden {
-                actor: actor.to_string(),
-                role: role.as_str().to_string(),
-                action,
-                needed: match allowed {
-                    [Role::Admin, Role::Auditor] => "admin or auditor",
-                    [Role::Admin, Role::Reviewer, Role::Auditor] => "admin, reviewer or auditor",
-                    _ => "another",
-                },
-            });
-        }
+        check_role(actor, role, allowed, action)?;
         Ok(role)
-    }
-
-    /// The role of a user (fails for unknown and disabled users).
-    pub fn role(&self, user: &str) -> Result<Role, DomainError> {
-        self.role_of(user)
     }
 
     /// Creates a user with a real name and an organisation, and returns

@@ -154,20 +154,8 @@ struct Actor {
 
 impl Actor {
     /// Refuses the request unless the caller holds one of `roles`.
-    fn require(&self, roles: &[Role], action: &str) -> Result<(), ApiError> {
-        if roles.contains(&self.role) {
-            return Ok(());
-        }
-        let needed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "user `{}` ({}) may not {action}; this needs the {} role",
-                self.id,
-                self.role.as_str(),
-                needed.join(" or ")
-            ),
-        ))
+    fn require(&self, roles: &[Role], action: &'static str) -> Result<(), ApiError> {
+        Ok(crate::check_role(&self.id, self.role, roles, action)?)
     }
 }
 
@@ -588,33 +576,13 @@ async fn list_grants(State(state): State<AppState>, actor: Actor) -> ApiResult {
     ok(json!({"grants": grants}))
 }
 
-/// Reads a grant the caller may see: oversight roles any, developers
-/// those they are designated on.
-async fn visible_grant(
-    state: &AppState,
-    actor: &Actor,
-    id: String,
-) -> Result<crate::Grant, ApiError> {
-    let grant = blocking(state, move |d| d.grant(&id)).await?;
-    if actor.role == Role::Developer && !grant.designates(&actor.id) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "user `{}` is not designated on grant `{}`",
-                actor.id, grant.id
-            ),
-        ));
-    }
-    Ok(grant)
-}
-
 async fn show_grant(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> ApiResult {
     actor.require(ALL, "read grants")?;
-    let grant = visible_grant(&state, &actor, id).await?;
+    let grant = blocking(&state, move |d| d.visible_grant(&actor.id, &id)).await?;
     ok(json!({"grant": grant}))
 }
 
@@ -640,9 +608,12 @@ async fn grant_budget(
     Path(id): Path<String>,
 ) -> ApiResult {
     actor.require(ALL, "read budgets")?;
-    let grant = visible_grant(&state, &actor, id).await?;
-    let gid = grant.id.clone();
-    let layers = blocking(&state, move |d| d.budget_layers(&gid)).await?;
+    let (grant, layers) = blocking(&state, move |d| {
+        let grant = d.visible_grant(&actor.id, &id)?;
+        let layers = d.budget_layers(&grant.id)?;
+        Ok((grant, layers))
+    })
+    .await?;
     ok(json!({
         "grant": grant.id, "epsilon_spent": grant.epsilon_spent,
         "epsilon_left": (grant.epsilon_total - grant.epsilon_spent).max(0.0), "layers": layers,
@@ -954,10 +925,7 @@ async fn download_release(
 }
 
 fn ledger_key(domain: &Domain) -> Result<(PathBuf, unseen_ledger::PublicKey), DomainError> {
-    let path = domain.dir().join("ledger/ledger.pub");
-    let text = std::fs::read_to_string(&path).map_err(|e| DomainError::io(&path, e))?;
-    let key = unseen_ledger::PublicKey::from_hex(text.trim())
-        .map_err(|e| DomainError::Invalid(format!("ledger public key: {e}")))?;
+    let key = crate::audit::read_public_key(domain.dir(), None)?;
     Ok((domain.dir().join("ledger"), key))
 }
 
