@@ -82,6 +82,93 @@ fn plant(batch: &RecordBatch) -> RecordBatch {
     RecordBatch::try_new(schema, columns).unwrap()
 }
 
+/// Every read route of the HTTP API, as every role, and the refusals a
+/// developer meets over it: all the text the server answers with.
+fn served_answers(data: &str, grant: &str, output: &str) -> String {
+    let server = crate::support::TestServer::start(data, 2);
+    let domain = &server.domain;
+    let aud = domain
+        .add_user(Some("admin"), "aud", "Au", unseen::Role::Auditor, "")
+        .unwrap();
+    let tokens = [
+        domain.rotate_token("admin", "admin").unwrap(),
+        domain.rotate_token("admin", "dev").unwrap(),
+        domain.rotate_token("admin", "rev").unwrap(),
+        aud,
+    ];
+    let release = std::fs::read_dir(Path::new(data).join("releases"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let reads = [
+        "/v1/me".to_string(),
+        "/v1/users".into(),
+        "/v1/datasets".into(),
+        "/v1/grants".into(),
+        format!("/v1/grants/{grant}"),
+        format!("/v1/grants/{grant}/budget"),
+        format!("/v1/grants/{grant}/usage"),
+        "/v1/jobs".into(),
+        "/v1/reviews".into(),
+        format!("/v1/outputs/{output}"),
+        format!("/v1/releases/{release}"),
+        "/v1/reports/disclosure".into(),
+    ];
+    let mut answers = String::new();
+    for token in &tokens {
+        let client = server.client(token);
+        for path in &reads {
+            let answer = client.send("GET", path, None, "").unwrap();
+            answers += &answer.body.to_string();
+        }
+        let entries = client.send(
+            "POST",
+            "/v1/ledger/query",
+            Some(br#"{"sql": "SELECT * FROM entries"}"#),
+            "application/json",
+        );
+        answers += &entries.unwrap().body.to_string();
+    }
+    let dev = server.client(&tokens[1]);
+    for sql in [
+        "SELECT id_number FROM residents",
+        "SELECT name, COUNT(*) FROM residents GROUP BY name",
+        "SELECT CAST(phone AS BIGINT) FROM residents",
+    ] {
+        let body = serde_json::json!({"grant": grant, "sql": sql}).to_string();
+        let answer = dev
+            .send(
+                "POST",
+                "/v1/queries",
+                Some(body.as_bytes()),
+                "application/json",
+            )
+            .unwrap();
+        answers += &answer.body.to_string();
+    }
+    let extract = serde_json::json!({"grant": grant, "columns": ["id_number", "name", "phone"]});
+    let answer = dev
+        .send(
+            "POST",
+            "/v1/extracts",
+            Some(extract.to_string().as_bytes()),
+            "application/json",
+        )
+        .unwrap();
+    answers += &answer.body.to_string();
+    assert!(
+        answers.contains("prohibited") && answers.contains("\"table\""),
+        "the routes answered: {answers}"
+    );
+    answers
+}
+
 #[test]
 fn planted_prohibited_values_appear_in_no_output_log_ledger_or_stored_file() {
     capture_logs();
@@ -255,6 +342,7 @@ fn planted_prohibited_values_appear_in_no_output_log_ledger_or_stored_file() {
     ]);
     printed += &ok(&["budget", "show", "--grant", &grant, "--data-dir", d]);
     printed += &ok(&["ledger", "verify", "--data-dir", d]);
+    printed += &served_answers(d, &grant, &outputs[0]);
     assert!(
         printed.contains("is prohibited"),
         "the refusal was printed:\n{printed}"
