@@ -46,10 +46,22 @@ pub trait JobHost: Send {
     }
 }
 
+/// Bounds linear memory and tables of one store, and remembers which limit
+/// stopped it. Shared by job stores and UDF instances.
 pub(crate) struct MemoryLimiter {
     memory_bytes: usize,
     table_elements: usize,
     pub(crate) hit: Option<SandboxError>,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        MemoryLimiter {
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements,
+            hit: None,
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -112,11 +124,7 @@ impl HostState {
     pub(crate) fn new(host: Box<dyn JobHost>, limits: &Limits) -> Self {
         HostState {
             host,
-            limiter: MemoryLimiter {
-                memory_bytes: limits.memory_bytes,
-                table_elements: limits.table_elements,
-                hit: None,
-            },
+            limiter: MemoryLimiter::new(limits),
             limits: limits.clone(),
             pending: Vec::new(),
             queries: 0,

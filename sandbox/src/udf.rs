@@ -45,10 +45,9 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use udf_sdk::udf::{self as abi, ArgDesc, OutputHeader, UdfType};
-use wasmtime::{
-    Engine, ExternType, Instance, InstancePre, Linker, Memory, ResourceLimiter, Store, TypedFunc,
-};
+use wasmtime::{Engine, ExternType, Instance, InstancePre, Linker, Memory, Store, TypedFunc};
 
+use crate::host::MemoryLimiter;
 use crate::{Limits, ModuleKind, Sandbox, SandboxError, ValidatedModule, engine};
 
 // Guest memory is little-endian and the host copies Arrow buffers into it
@@ -154,52 +153,6 @@ fn udf_type(ty: &DataType) -> Option<UdfType> {
     }
 }
 
-struct UdfLimiter {
-    memory_bytes: usize,
-    table_elements: usize,
-    hit: Option<SandboxError>,
-}
-
-impl ResourceLimiter for UdfLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            self.hit = Some(SandboxError::LimitExceeded {
-                limit: "memory",
-                detail: format!(
-                    "tried to grow linear memory from {current} to {desired} bytes; the limit is {} bytes",
-                    self.memory_bytes
-                ),
-            });
-            return Err(wasmtime::Error::msg("memory limit exceeded"));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.table_elements {
-            self.hit = Some(SandboxError::LimitExceeded {
-                limit: "table",
-                detail: format!(
-                    "tried to grow a table from {current} to {desired} elements; the limit is {}",
-                    self.table_elements
-                ),
-            });
-            return Err(wasmtime::Error::msg("table limit exceeded"));
-        }
-        Ok(true)
-    }
-}
-
 /// A buffer the guest allocated for the host, reused while it is big enough.
 #[derive(Clone, Copy, Default)]
 struct GuestBuf {
@@ -209,7 +162,7 @@ struct GuestBuf {
 
 /// One instance of a UDF module with its store and input buffers.
 struct UdfInstance {
-    store: Store<UdfLimiter>,
+    store: Store<MemoryLimiter>,
     instance: Instance,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
@@ -278,7 +231,7 @@ pub struct UdfModule {
 
 struct ModuleInner {
     engine: Engine,
-    pre: InstancePre<UdfLimiter>,
+    pre: InstancePre<MemoryLimiter>,
     limits: Limits,
     sha256: String,
     idle: Mutex<Vec<UdfInstance>>,
@@ -408,14 +361,7 @@ impl ModuleInner {
     }
 
     fn instantiate(&self) -> Result<UdfInstance, SandboxError> {
-        let mut store = Store::new(
-            &self.engine,
-            UdfLimiter {
-                memory_bytes: self.limits.memory_bytes,
-                table_elements: self.limits.table_elements,
-                hit: None,
-            },
-        );
+        let mut store = Store::new(&self.engine, MemoryLimiter::new(&self.limits));
         store.limiter(|l| l);
         self.arm(&mut store)?;
         let made = (|| {
@@ -442,7 +388,7 @@ impl ModuleInner {
     }
 
     /// Gives the store a full tank of fuel and a fresh deadline.
-    fn arm(&self, store: &mut Store<UdfLimiter>) -> Result<(), SandboxError> {
+    fn arm(&self, store: &mut Store<MemoryLimiter>) -> Result<(), SandboxError> {
         store
             .set_fuel(self.limits.fuel)
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
