@@ -108,15 +108,13 @@ impl Host {
                 Ok(Ok(udf_sdk::abi::encode_query_result(&result)))
             }
             Admitted::Aggregate(query) => {
-                let plan = match unseen_policy::plan_release(
-                    &query,
-                    &self.dataset.manifest,
-                    self.grant.query_epsilon,
-                    self.unit_unique,
-                ) {
-                    Ok(p) => p,
-                    Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
-                };
+                let plan =
+                    match unseen_policy::plan_release(&query, self.grant.query_epsilon, |_| {
+                        self.unit_unique
+                    }) {
+                        Ok(p) => p,
+                        Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
+                    };
                 let state = ctx.state();
                 let fingerprint = match unseen_policy::fingerprint(&state, &query, &plan) {
                     Ok(f) => sha256_hex(f.as_bytes()),
@@ -178,12 +176,9 @@ impl Host {
             Err(e) => Err(e),
             Ok(Admitted::Open(_)) => Ok((0.0, Vec::new(), false)),
             Ok(Admitted::Aggregate(query)) => {
-                match unseen_policy::plan_release(
-                    &query,
-                    &self.dataset.manifest,
-                    self.grant.query_epsilon,
-                    self.unit_unique,
-                ) {
+                match unseen_policy::plan_release(&query, self.grant.query_epsilon, |_| {
+                    self.unit_unique
+                }) {
                     Err(e) => Err(e),
                     Ok(plan) => {
                         let fingerprint = unseen_policy::fingerprint(&ctx.state(), &query, &plan)

@@ -6,12 +6,21 @@
 //! is where prohibited columns are caught. The analysed plan gives the shape:
 //! a query over open columns only is released as is; anything touching a
 //! conditional column must be a DP aggregate over public group domains.
+//!
+//! **Joins.** A DP aggregate may read several datasets joined on their
+//! shared privacy unit (`health_visits JOIN residents ON h.person_id =
+//! r.person_id`). The unit is prohibited, so it may appear nowhere else: not
+//! in a select list, a filter, a group key, an aggregate or a computation,
+//! only passed through unchanged and compared in the join condition. Every
+//! scan is then bounded to its dataset's `max_contributions` rows per unit,
+//! so one unit contributes at most the product of those bounds to the joined
+//! rows, and the noise is calibrated to that product.
 
 use std::collections::BTreeMap;
 
 use datafusion::common::Column;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::logical_expr::{Expr, LogicalPlan, SortExpr};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, SortExpr};
 
 use crate::manifest::{Class, ColumnType, Manifest};
 
@@ -85,11 +94,23 @@ pub enum OutputSource {
     Aggregate(usize),
 }
 
+/// One scan below a DP aggregate and how many rows each privacy unit may
+/// contribute through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    pub table: String,
+    /// The dataset's privacy unit column.
+    pub unit: String,
+    /// The manifest's `max_contributions`.
+    pub max_contributions: u32,
+}
+
 /// An admitted DP aggregate query.
 #[derive(Debug, Clone)]
 pub struct AggregateQuery {
-    /// The dataset aggregated over.
-    pub table: String,
+    /// Every scan below the aggregate: one, or several joined on their
+    /// shared privacy unit (a self-join scans one dataset twice).
+    pub scans: Vec<Scan>,
     /// The plan below the aggregate (scan and filters).
     pub input: LogicalPlan,
     pub keys: Vec<GroupKey>,
@@ -120,10 +141,17 @@ pub fn admit(
     if scanned.iter().all(|(_, _, class)| *class == Class::Open) {
         return Ok(Admitted::Open(plan.clone()));
     }
-    admit_aggregate(plan, manifests)
+    // A privacy unit read for a join: the query must be a DP aggregate, and
+    // the key may appear only in join conditions (checked below).
+    let internal = scanned
+        .iter()
+        .find(|(_, _, class)| *class == Class::Prohibited)
+        .map(|(table, column, _)| prohibited(table, column, &manifests[table]));
+    admit_aggregate(plan, manifests, internal)
 }
 
-/// Every (table, column, class) read from storage, refusing prohibited ones.
+/// Every (table, column, class) read from storage, refusing prohibited
+/// columns other than privacy units and join keys.
 fn scanned_columns(
     optimized: &LogicalPlan,
     manifests: &BTreeMap<String, Manifest>,
@@ -151,7 +179,7 @@ fn scanned_columns(
                     ));
                     return Ok(TreeNodeRecursion::Stop);
                 };
-                if spec.class == Class::Prohibited {
+                if spec.class == Class::Prohibited && !manifest.is_internal_key(name) {
                     refusal = Some(prohibited(&table, name, manifest));
                     return Ok(TreeNodeRecursion::Stop);
                 }
@@ -168,7 +196,7 @@ fn scanned_columns(
 
 fn prohibited(table: &str, column: &str, manifest: &Manifest) -> Refusal {
     let internal = if manifest.is_internal_key(column) {
-        " It is the privacy unit or a join key: the engine uses it internally for contribution bounding and joins, but no query may read it."
+        " It is the privacy unit or a join key: it may appear only unchanged in a join condition below a DP aggregate, for example `... FROM a JOIN b ON a.{unit} = b.{unit}`, and the engine uses it to bound each unit's contribution."
     } else {
         ""
     };
@@ -176,7 +204,8 @@ fn prohibited(table: &str, column: &str, manifest: &Manifest) -> Refusal {
         "prohibited-column",
         Some(format!("{table}.{column}")),
         format!(
-            "column `{column}` of `{table}` is prohibited (不予开放): it never leaves storage in any form and may not appear in a select list, predicate, group key, UDF argument or join.{internal} Query open columns, or conditional columns through DP aggregates."
+            "column `{column}` of `{table}` is prohibited (不予开放): it never leaves storage in any form and may not appear in a select list, predicate, group key, UDF argument or computation.{} Query open columns, or conditional columns through DP aggregates.",
+            internal.replace("{unit}", &manifest.privacy_unit)
         ),
     )
 }
@@ -216,8 +245,24 @@ fn source_of(plan: &LogicalPlan, index: usize) -> Option<(String, String)> {
         LogicalPlan::Filter(f) => source_of(&f.input, index),
         LogicalPlan::SubqueryAlias(a) => source_of(&a.input, index),
         LogicalPlan::Sort(s) => source_of(&s.input, index),
+        LogicalPlan::Join(j) if joins_both_sides(j.join_type) => {
+            let left = j.left.schema().fields().len();
+            if index < left {
+                source_of(&j.left, index)
+            } else {
+                source_of(&j.right, index - left)
+            }
+        }
         _ => None,
     }
+}
+
+/// Join types whose output is the left columns followed by the right ones.
+fn joins_both_sides(t: JoinType) -> bool {
+    matches!(
+        t,
+        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+    )
 }
 
 fn strip_alias(e: &Expr) -> &Expr {
@@ -243,9 +288,12 @@ fn describe(plan: &LogicalPlan) -> &'static str {
     }
 }
 
+/// `internal` is the refusal to give if the query reads a privacy unit but
+/// is not a DP aggregate.
 fn admit_aggregate(
     plan: &LogicalPlan,
     manifests: &BTreeMap<String, Manifest>,
+    internal: Option<Refusal>,
 ) -> Result<Admitted, Refusal> {
     // Peel post-processing (projection of outputs, ORDER BY) down to the aggregate.
     let mut node = plan;
@@ -273,14 +321,25 @@ fn admit_aggregate(
                 ));
             }
             LogicalPlan::Aggregate(a) => break a,
-            other => return Err(raw_rows_refusal(plan, other, manifests)),
+            other => {
+                return Err(internal.unwrap_or_else(|| raw_rows_refusal(plan, other, manifests)));
+            }
         }
     };
     let input = aggregate.input.as_ref();
-    check_aggregate_input(input)?;
-    let table = single_table(input)?;
-    let manifest = &manifests[&table];
+    check_aggregate_input(input, manifests)?;
+    let scans = scans(input, manifests);
+    let manifest = scans.first().map(|s| &manifests[&s.table]).ok_or_else(|| {
+        Refusal::new(
+            "aggregate-input",
+            None,
+            "a DP aggregate must read at least one of the grant's datasets".into(),
+        )
+    })?;
 
+    for expr in aggregate.group_expr.iter().chain(&aggregate.aggr_expr) {
+        no_prohibited_refs(expr, input, manifests)?;
+    }
     let mut keys = Vec::new();
     for expr in &aggregate.group_expr {
         let Expr::Column(c) = expr else {
@@ -296,6 +355,9 @@ fn admit_aggregate(
         let spec = manifests[&src_table]
             .column(&src)
             .ok_or_else(|| conditional_raw(&src_table, &src))?;
+        if spec.class == Class::Prohibited {
+            return Err(prohibited(&src_table, &src, &manifests[&src_table]));
+        }
         if spec.class == Class::Conditional && !spec.group_key {
             return Err(Refusal::new(
                 "not-a-group-key",
@@ -374,7 +436,7 @@ fn admit_aggregate(
         order.push((index, sort.asc));
     }
     Ok(Admitted::Aggregate(AggregateQuery {
-        table,
+        scans,
         input: input.clone(),
         keys,
         aggregates,
@@ -457,30 +519,171 @@ fn raw_rows_refusal(
     )
 }
 
-/// Only scans, filters, projections and aliases may feed a DP aggregate.
-fn check_aggregate_input(input: &LogicalPlan) -> Result<(), Refusal> {
+/// Only scans, filters, projections, aliases and joins on the privacy unit
+/// may feed a DP aggregate, and no expression among them may read a
+/// prohibited column.
+fn check_aggregate_input(
+    input: &LogicalPlan,
+    manifests: &BTreeMap<String, Manifest>,
+) -> Result<(), Refusal> {
     let mut refusal = None;
     let _ = input.apply(|node| {
         let bad = match node {
-            LogicalPlan::TableScan(_)
-            | LogicalPlan::Projection(_)
-            | LogicalPlan::SubqueryAlias(_) => None,
+            LogicalPlan::TableScan(_) | LogicalPlan::SubqueryAlias(_) => None,
+            LogicalPlan::Projection(p) if p.expr.iter().any(has_subquery) => Some("a subquery"),
+            LogicalPlan::Projection(p) => {
+                // Passing a column through unchanged is not reading it.
+                let computed = p
+                    .expr
+                    .iter()
+                    .filter(|e| !matches!(strip_alias(e), Expr::Column(_)));
+                refusal = computed
+                    .map(|e| no_prohibited_refs(e, &p.input, manifests))
+                    .find_map(Result::err);
+                None
+            }
             LogicalPlan::Filter(f) if f.predicate.contains_outer() => Some("a correlated subquery"),
             LogicalPlan::Filter(f) if has_subquery(&f.predicate) => Some("a subquery in WHERE"),
-            LogicalPlan::Filter(_) => None,
+            LogicalPlan::Filter(f) => {
+                refusal = no_prohibited_refs(&f.predicate, &f.input, manifests).err();
+                None
+            }
+            LogicalPlan::Join(j) if !joins_both_sides(j.join_type) => Some("a semi or anti join"),
+            LogicalPlan::Join(j) => {
+                refusal = check_join(node, j, manifests).err();
+                None
+            }
             other => Some(describe(other)),
         };
         if let Some(what) = bad {
             refusal = Some(Refusal::new(
                 "aggregate-input",
                 None,
-                format!("{what} below a DP aggregate is not admitted: one person could then change many released cells. Aggregate directly over one dataset, with WHERE filters on its columns"),
+                format!("{what} below a DP aggregate is not admitted: one person could then change many released cells. Aggregate directly over the grant's datasets, joined on their privacy unit, with WHERE filters on their columns"),
             ));
-            return Ok(TreeNodeRecursion::Stop);
         }
-        Ok(TreeNodeRecursion::Continue)
+        Ok(if refusal.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
     });
     refusal.map_or(Ok(()), Err)
+}
+
+/// The dataset column `c` passes through from, if any.
+fn source_column(
+    c: &Column,
+    input: &LogicalPlan,
+    manifests: &BTreeMap<String, Manifest>,
+) -> Option<(String, String, Class)> {
+    let (table, column) = source_of(input, input.schema().index_of_column(c).ok()?)?;
+    let class = manifests.get(&table)?.column(&column)?.class;
+    Some((table, column, class))
+}
+
+/// Refuses if `expr`, evaluated over `input`, reads a prohibited column.
+/// A column computed from one is caught where it is computed, since there
+/// it is still a plain pass-through of the scan.
+fn no_prohibited_refs(
+    expr: &Expr,
+    input: &LogicalPlan,
+    manifests: &BTreeMap<String, Manifest>,
+) -> Result<(), Refusal> {
+    for c in expr.column_refs() {
+        if let Some((table, column, Class::Prohibited)) = source_column(c, input, manifests) {
+            return Err(prohibited(&table, &column, &manifests[&table]));
+        }
+    }
+    Ok(())
+}
+
+/// A join below a DP aggregate matches rows of the same privacy unit: at
+/// least one condition equates the unit of a left-side dataset with the
+/// same unit of a right-side dataset. Other conditions are filters and may
+/// not read prohibited columns.
+fn check_join(
+    node: &LogicalPlan,
+    join: &datafusion::logical_expr::Join,
+    manifests: &BTreeMap<String, Manifest>,
+) -> Result<(), Refusal> {
+    let left_width = join.left.schema().fields().len();
+    let schema = node.schema();
+    // A unit column of the join's output: (side is left, table, unit).
+    let unit_of = |e: &Expr| -> Option<(bool, String, String)> {
+        let Expr::Column(c) = strip_alias(e) else {
+            return None;
+        };
+        let index = schema.index_of_column(c).ok()?;
+        let (table, column) = source_of(node, index)?;
+        (manifests.get(&table)?.privacy_unit == column).then_some((
+            index < left_width,
+            table,
+            column,
+        ))
+    };
+    let mut conditions: Vec<Expr> = join
+        .on
+        .iter()
+        .map(|(l, r)| l.clone().eq(r.clone()))
+        .collect();
+    if let Some(filter) = &join.filter {
+        conditions.extend(
+            datafusion::logical_expr::utils::split_conjunction(filter)
+                .into_iter()
+                .cloned(),
+        );
+    }
+    let mut matched = false;
+    for condition in &conditions {
+        if let Expr::BinaryExpr(b) = condition
+            && b.op == datafusion::logical_expr::Operator::Eq
+            && let (Some(l), Some(r)) = (unit_of(&b.left), unit_of(&b.right))
+        {
+            if l.0 == r.0 || l.2 != r.2 {
+                return Err(join_refusal(
+                    Some(format!("{}.{}", r.1, r.2)),
+                    format!(
+                        "`{condition}` does not match one side's `{}` with the other side's: join two datasets on their shared privacy unit",
+                        l.2
+                    ),
+                ));
+            }
+            matched = true;
+            continue;
+        }
+        if let Some((table, column, Class::Prohibited)) = condition
+            .column_refs()
+            .into_iter()
+            .find_map(|c| source_column(c, node, manifests))
+            .filter(|(_, _, class)| *class == Class::Prohibited)
+        {
+            return Err(join_refusal(
+                Some(format!("{table}.{column}")),
+                format!(
+                    "`{condition}` uses `{column}` of `{table}` other than as `a.{column} = b.{column}`; a prohibited key may only be matched for equality with the same key of the other dataset"
+                ),
+            ));
+        }
+    }
+    if matched {
+        Ok(())
+    } else {
+        Err(join_refusal(
+            None,
+            "this join does not match rows of the same privacy unit, so one person's rows could multiply without bound".into(),
+        ))
+    }
+}
+
+fn join_refusal(column: Option<String>, why: String) -> Refusal {
+    Refusal::new(
+        "join-condition",
+        column,
+        format!(
+            "{why}. Below a DP aggregate, datasets may be joined only on their shared privacy unit, for example `health_visits h JOIN residents r ON h.person_id = r.person_id`; other conditions belong in WHERE"
+        ),
+    )
 }
 
 fn has_subquery(e: &Expr) -> bool {
@@ -493,25 +696,24 @@ fn has_subquery(e: &Expr) -> bool {
     .unwrap_or(true)
 }
 
-fn single_table(input: &LogicalPlan) -> Result<String, Refusal> {
-    let mut tables = Vec::new();
+/// Every scan below the aggregate, in plan order.
+fn scans(input: &LogicalPlan, manifests: &BTreeMap<String, Manifest>) -> Vec<Scan> {
+    let mut scans = Vec::new();
     let _ = input.apply(|node| {
         if let LogicalPlan::TableScan(s) = node {
-            tables.push(s.table_name.table().to_string());
+            let table = s.table_name.table().to_string();
+            // Every scanned table was found in `manifests` by `scanned_columns`.
+            if let Some(m) = manifests.get(&table) {
+                scans.push(Scan {
+                    table,
+                    unit: m.privacy_unit.clone(),
+                    max_contributions: m.max_contributions,
+                });
+            }
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    match tables.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => Err(Refusal::new(
-            "aggregate-input",
-            None,
-            format!(
-                "a DP aggregate must read exactly one dataset; this one reads {}",
-                tables.len()
-            ),
-        )),
-    }
+    scans
 }
 
 fn resolve(input: &LogicalPlan, c: &Column) -> Result<(String, String), Refusal> {
@@ -665,7 +867,10 @@ fn dp_aggregate(
                 source: None,
             }),
             Some(Expr::Column(c)) => {
-                resolve(input, c)?;
+                let (table, column) = resolve(input, c)?;
+                if manifests[&table].column(&column).map(|s| s.class) == Some(Class::Prohibited) {
+                    return Err(prohibited(&table, &column, &manifests[&table]));
+                }
                 Ok(DpAggregate {
                     kind,
                     input: Some(c.clone()),
@@ -694,6 +899,9 @@ fn dp_aggregate(
     let spec = manifests[&table]
         .column(&source)
         .ok_or_else(|| conditional_raw(&table, &source))?;
+    if spec.class == Class::Prohibited {
+        return Err(prohibited(&table, &source, &manifests[&table]));
+    }
     if !spec.ty.is_numeric() {
         return Err(Refusal::new(
             "non-numeric",

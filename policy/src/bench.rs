@@ -144,7 +144,6 @@ pub async fn admission(runs: usize) -> Result<AdmissionTiming, PolicyError> {
 pub async fn dp_overhead(rows: u64, runs: usize) -> Result<DpOverhead, PolicyError> {
     let runs = runs.max(1);
     let (ctx, manifests) = residents_session(rows)?;
-    let manifest = residents_manifest();
     let exact_once = || async {
         let start = Instant::now();
         ctx.sql(AGGREGATE_QUERY).await?.collect().await?;
@@ -158,7 +157,7 @@ pub async fn dp_overhead(rows: u64, runs: usize) -> Result<DpOverhead, PolicyErr
                 "the benchmark aggregate was admitted as open columns".into(),
             ));
         };
-        let plan = plan_release(&query, &manifest, 1.0, true)?;
+        let plan = plan_release(&query, 1.0, |_| true)?;
         release_aggregate(&ctx.state(), &query, &plan).await?;
         Ok(start.elapsed())
     };

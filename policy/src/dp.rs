@@ -73,8 +73,8 @@ use opendp::metrics::{L1Distance, L2Distance, SymmetricDistance};
 use udf_sdk::{ColumnValues, Estimate, QueryResult, Table};
 
 use crate::PolicyError;
-use crate::admission::{AggregateKind, AggregateQuery, DpAggregate, OutputSource};
-use crate::manifest::{ColumnType, Manifest};
+use crate::admission::{AggregateKind, AggregateQuery, DpAggregate, OutputSource, Scan};
+use crate::manifest::ColumnType;
 
 /// Confidence level of every released interval.
 pub const CONFIDENCE: f64 = 0.95;
@@ -223,9 +223,9 @@ pub struct DpPlan {
     /// For each aggregate of the query, the components it is made of.
     wiring: Vec<Wire>,
     cells: Vec<Vec<String>>,
-    /// Privacy unit column and rows each unit may contribute, when the
-    /// dataset has several rows per unit.
-    bound: Option<(String, u32)>,
+    /// The scans whose datasets may hold several rows per privacy unit:
+    /// each is cut to `max_contributions` rows per unit before anything else.
+    bound: Vec<Scan>,
     accounting: Accounting,
     /// Total epsilon this release costs, from opendp's privacy maps (under
     /// zCDP: the epsilon of the (epsilon, `delta`)-DP guarantee).
@@ -303,47 +303,49 @@ fn noise_err(e: impl std::fmt::Display) -> PolicyError {
 
 /// Plans the release of `query` for `epsilon` under pure DP: no data is
 /// read, so the returned cost can be charged before execution.
-/// `one_row_per_unit` says whether the dataset was found at registration to
-/// hold one row per privacy unit; otherwise each unit's rows are bounded to
-/// `max_contributions`.
+/// `one_row_per_unit` says of a dataset whether it was found at
+/// registration to hold at most one row per privacy unit, so that bounding
+/// its rows would change nothing; other datasets' rows are bounded to their
+/// `max_contributions` per unit. The noise covers every dataset's bound
+/// either way.
 pub fn plan_release(
     query: &AggregateQuery,
-    manifest: &Manifest,
     epsilon: f64,
-    one_row_per_unit: bool,
+    one_row_per_unit: impl Fn(&str) -> bool,
 ) -> Result<DpPlan, PolicyError> {
-    plan_release_with(
-        query,
-        manifest,
-        Accounting::Pure { epsilon },
-        one_row_per_unit,
-    )
+    plan_release_with(query, Accounting::Pure { epsilon }, one_row_per_unit)
 }
 
 /// Plans the release of `query` under zCDP with budget `rho`, reported as
 /// (epsilon, `delta`)-DP in [`DpPlan::epsilon`] and [`DpPlan::delta`].
 pub fn plan_release_zcdp(
     query: &AggregateQuery,
-    manifest: &Manifest,
     rho: f64,
     delta: f64,
-    one_row_per_unit: bool,
+    one_row_per_unit: impl Fn(&str) -> bool,
 ) -> Result<DpPlan, PolicyError> {
-    plan_release_with(
-        query,
-        manifest,
-        Accounting::Zcdp { rho, delta },
-        one_row_per_unit,
-    )
+    plan_release_with(query, Accounting::Zcdp { rho, delta }, one_row_per_unit)
+}
+
+/// Rows one privacy unit may contribute to the aggregate's input: the
+/// product of every scan's bound, since a join on the unit pairs each of a
+/// unit's rows on one side with each of its rows on the other.
+fn contributions(query: &AggregateQuery) -> Result<u32, PolicyError> {
+    query.scans.iter().try_fold(1u32, |k, scan| {
+        k.checked_mul(scan.max_contributions.max(1)).ok_or_else(|| {
+            PolicyError::Budget(
+                "the joined datasets let one privacy unit contribute more than 2^32 rows; join fewer datasets".into(),
+            )
+        })
+    })
 }
 
 /// Plans the release of `query` under `accounting`. The budget is split
 /// evenly over the distinct components.
 pub fn plan_release_with(
     query: &AggregateQuery,
-    manifest: &Manifest,
     accounting: Accounting,
-    one_row_per_unit: bool,
+    one_row_per_unit: impl Fn(&str) -> bool,
 ) -> Result<DpPlan, PolicyError> {
     let budget = match accounting {
         Accounting::Pure { epsilon } => positive("epsilon", epsilon)?,
@@ -407,7 +409,7 @@ pub fn plan_release_with(
             }
         });
     }
-    let k = manifest.max_contributions;
+    let k = contributions(query)?;
     let share = budget / measures.len().max(1) as f64;
     let zcdp = matches!(accounting, Accounting::Zcdp { .. });
     let mut components = Vec::new();
@@ -448,8 +450,13 @@ pub fn plan_release_with(
     };
     let domains: Vec<&[String]> = query.keys.iter().map(|k| k.domain.as_slice()).collect();
     let cells = cross_product(&domains)?;
-    let bound =
-        (!one_row_per_unit).then(|| (manifest.privacy_unit.clone(), manifest.max_contributions));
+    let mut bound: Vec<Scan> = query
+        .scans
+        .iter()
+        .filter(|s| !one_row_per_unit(&s.table))
+        .cloned()
+        .collect();
+    bound.dedup_by(|a, b| a.table == b.table);
     Ok(DpPlan {
         components,
         wiring,
@@ -715,19 +722,19 @@ fn clamp(column: &Column, ty: ColumnType, (lo, hi): (f64, f64)) -> Expr {
 /// per privacy unit, so that one person changes any count by at most `k`
 /// and any clamped sum by at most `k` times the larger bound. Filters above
 /// the scan run after bounding; that only lowers a person's contribution.
-fn bound_contributions(
-    input: &LogicalPlan,
-    table: &str,
-    unit: &str,
-    k: u32,
-) -> Result<LogicalPlan, PolicyError> {
+fn bound_contributions(input: &LogicalPlan, bounds: &[Scan]) -> Result<LogicalPlan, PolicyError> {
     let bounded = input.clone().transform_up(|node| {
         let LogicalPlan::TableScan(scan) = &node else {
             return Ok(Transformed::no(node));
         };
-        if scan.table_name.table() != table {
+        let Some(Scan {
+            unit,
+            max_contributions: k,
+            ..
+        }) = bounds.iter().find(|b| b.table == scan.table_name.table())
+        else {
             return Ok(Transformed::no(node));
-        }
+        };
         let columns: Vec<Expr> = scan
             .projected_schema
             .columns()
@@ -746,7 +753,7 @@ fn bound_contributions(
             .window(vec![rank])?
             .filter(
                 Expr::Column(datafusion::common::Column::from_name("__unseen_row"))
-                    .lt_eq(lit(i64::from(k))),
+                    .lt_eq(lit(i64::from(*k))),
             )?
             .project(columns)?
             .build()?;
@@ -761,9 +768,10 @@ fn bounded_input(
     query: &AggregateQuery,
     plan: &DpPlan,
 ) -> Result<(DataFrame, Vec<Expr>), PolicyError> {
-    let input = match &plan.bound {
-        Some((unit, k)) => bound_contributions(&query.input, &query.table, unit, *k)?,
-        None => query.input.clone(),
+    let input = if plan.bound.is_empty() {
+        query.input.clone()
+    } else {
+        bound_contributions(&query.input, &plan.bound)?
     };
     // Rows whose keys are outside the public domain form groups that match
     // no cell and are dropped when the result is read; filtering them here

@@ -1,2 +1,3 @@
 -- expect: prohibited-column
-SELECT a.gender, COUNT(*) FROM residents a JOIN residents b ON a.person_id = b.person_id GROUP BY a.gender
+-- A self-join on the unit is fine; filtering on the unit is not.
+SELECT a.gender, COUNT(*) FROM residents a JOIN residents b ON a.person_id = b.person_id WHERE b.person_id = 42 GROUP BY a.gender

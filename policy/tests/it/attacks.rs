@@ -3,7 +3,7 @@
 
 use unseen_policy::{PolicyError, plan_query};
 
-use crate::support::session;
+use crate::support::{joined_session, session};
 
 fn expected_rule(text: &str) -> &str {
     text.lines()
@@ -15,14 +15,14 @@ fn expected_rule(text: &str) -> &str {
 
 #[tokio::test]
 async fn every_attack_in_the_corpus_is_refused_with_its_rule() {
-    let (ctx, manifests) = session(200);
+    let (ctx, manifests) = joined_session(200, 600);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attacks");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    assert!(files.len() >= 25, "the corpus shrank to {}", files.len());
+    assert!(files.len() >= 40, "the corpus shrank to {}", files.len());
     let mut failures = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();

@@ -15,7 +15,7 @@ use unseen_policy::{
     release_aggregate,
 };
 
-use crate::support::{residents_manifest, session};
+use crate::support::session;
 
 async fn admit(
     ctx: &SessionContext,
@@ -105,7 +105,7 @@ async fn median_and_stddev_once_refused_are_admitted_as_dp_aggregates() {
     ] {
         let q = admit(&ctx, sql, &manifests).await;
         assert_eq!(q.aggregates[0].kind, kind, "{sql}");
-        let plan = plan_release(&q, &residents_manifest(), 1.0, true).unwrap();
+        let plan = plan_release(&q, 1.0, |_| true).unwrap();
         assert!((plan.epsilon - 1.0).abs() < 1e-9, "{sql}: {}", plan.epsilon);
         let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
         let t = &r.result.table;
@@ -125,7 +125,7 @@ async fn variance_and_stddev_are_near_exact_with_covering_intervals() {
     let (ctx, manifests) = session(5_000);
     let sql = "SELECT district, VAR_POP(annual_income) AS v, STDDEV(annual_income) AS sd, VAR(household_size) AS hv FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
-    let plan = plan_release(&q, &residents_manifest(), 200.0, true).unwrap();
+    let plan = plan_release(&q, 200.0, |_| true).unwrap();
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     let t = &r.result.table;
     let clamped = "LEAST(GREATEST(annual_income, 0), 1000000)";
@@ -169,7 +169,7 @@ async fn variance_intervals_cover_at_the_stated_level() {
     let sql = "SELECT district, VAR_POP(household_size) AS v FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
     let exact = exact_by_district(&ctx, "VAR_POP(household_size)").await["朝阳区"];
-    let plan = plan_release(&q, &residents_manifest(), 1.0, true).unwrap();
+    let plan = plan_release(&q, 1.0, |_| true).unwrap();
     let (mut covered, runs) = (0, 200);
     for _ in 0..runs {
         let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
@@ -194,7 +194,7 @@ async fn median_and_percentiles_are_released_per_group_near_the_exact_ones() {
     let (ctx, manifests) = session(5_000);
     let sql = "SELECT district, median(annual_income) AS med, approx_percentile_cont(0.9) WITHIN GROUP (ORDER BY annual_income) AS p90, median(household_size) AS hs FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
-    let plan = plan_release(&q, &residents_manifest(), 30.0, true).unwrap();
+    let plan = plan_release(&q, 30.0, |_| true).unwrap();
     let accuracy = plan.expected_accuracy().unwrap();
     assert!(
         accuracy
@@ -249,7 +249,7 @@ async fn zcdp_accounting_uses_gaussian_noise_and_reports_epsilon_delta() {
         "SELECT district, COUNT(*) AS n, AVG(annual_income) AS m FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
     let (rho, delta) = (0.5, 1e-6);
-    let plan = plan_release_zcdp(&q, &residents_manifest(), rho, delta, true).unwrap();
+    let plan = plan_release_zcdp(&q, rho, delta, |_| true).unwrap();
     assert!((plan.rho.unwrap() - rho).abs() < 1e-9, "{:?}", plan.rho);
     assert_eq!(plan.delta, delta);
     // The classic bound eps <= rho + 2 sqrt(rho ln(1/delta)); opendp's conversion is tighter.
@@ -259,16 +259,10 @@ async fn zcdp_accounting_uses_gaussian_noise_and_reports_epsilon_delta() {
         "epsilon {} for rho {rho}, classic bound {classic}",
         plan.epsilon
     );
-    let same = plan_release_with(
-        &q,
-        &residents_manifest(),
-        Accounting::Zcdp { rho, delta },
-        true,
-    )
-    .unwrap();
+    let same = plan_release_with(&q, Accounting::Zcdp { rho, delta }, |_| true).unwrap();
     assert_eq!(same.epsilon, plan.epsilon);
     // The default stays pure DP.
-    let pure = plan_release(&q, &residents_manifest(), 1.0, true).unwrap();
+    let pure = plan_release(&q, 1.0, |_| true).unwrap();
     assert_eq!((pure.delta, pure.rho), (0.0, None));
 
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
@@ -292,7 +286,7 @@ async fn zcdp_count_noise_has_the_claimed_sigma() {
     let sql = "SELECT district, COUNT(*) AS n FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
     let exact = exact_by_district(&ctx, "COUNT(*)").await;
-    let plan = plan_release_zcdp(&q, &residents_manifest(), 0.5, 1e-6, true).unwrap();
+    let plan = plan_release_zcdp(&q, 0.5, 1e-6, |_| true).unwrap();
     let runs = 100;
     let (mut square, mut draws) = (0.0, 0);
     for _ in 0..runs {
@@ -353,7 +347,7 @@ bounds = [{}, {}]
 async fn released_sum(ctx: &SessionContext, manifest: &Manifest, epsilon: f64) -> f64 {
     let manifests = [("t".to_string(), manifest.clone())].into_iter().collect();
     let q = admit(ctx, "SELECT SUM(amount) AS s FROM t", &manifests).await;
-    let plan = plan_release(&q, manifest, epsilon, true).unwrap();
+    let plan = plan_release(&q, epsilon, |_| true).unwrap();
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     estimates(&r.result.table, "s")[0].value
 }

@@ -5,5 +5,6 @@ mod checks;
 mod dp;
 mod dp_audit;
 mod dp_more;
+mod joins;
 mod manifest;
 mod support;
