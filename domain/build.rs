@@ -6,6 +6,7 @@ use std::process::Command;
 
 const GUESTS: &[&str] = &[
     "district_income",
+    "chronic_disease",
     "refused_id_number",
     "refused_raw_income",
     "udf_light",

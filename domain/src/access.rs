@@ -300,7 +300,7 @@ impl Domain {
         let grants: Vec<String> = {
             let db = lock(&self.db);
             let mut stmt =
-                db.prepare("SELECT id FROM grants WHERE dataset = ?1 AND revoked_at IS NULL")?;
+                db.prepare("SELECT id FROM grants WHERE (dataset = ?1 OR EXISTS (SELECT 1 FROM json_each(grants.join_datasets) WHERE value = ?1)) AND revoked_at IS NULL")?;
             let rows = stmt.query_map([name], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
@@ -320,7 +320,7 @@ impl Domain {
                 "UPDATE datasets SET wrapped_key = NULL, destroyed_at = ?2 WHERE name = ?1",
                 params![name, now_rfc3339()],
             )?;
-            db.execute("DELETE FROM release_cache WHERE grant_id IN (SELECT id FROM grants WHERE dataset = ?1)", [name])?;
+            db.execute("DELETE FROM release_cache WHERE grant_id IN (SELECT id FROM grants WHERE dataset = ?1 OR EXISTS (SELECT 1 FROM json_each(grants.join_datasets) WHERE value = ?1))", [name])?;
             db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
         lock(&self.indexes).remove(name);

@@ -415,64 +415,8 @@ pub enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum GrantCommand {
-    /// Issue a grant over one dataset to one developer.
-    Issue {
-        #[arg(long)]
-        dataset: String,
-        #[arg(long)]
-        developer: String,
-        #[arg(long)]
-        purpose: String,
-        /// Total epsilon budget.
-        #[arg(long)]
-        epsilon: f64,
-        /// Epsilon charged per DP query.
-        #[arg(long, default_value_t = 0.5)]
-        query_epsilon: f64,
-        /// Validity in days (at most 5 years).
-        #[arg(long, default_value_t = 365)]
-        days: u32,
-        /// Allow validity beyond 3 years (never more than 5).
-        #[arg(long)]
-        extended_validity: bool,
-        /// Allow masked, k-anonymised row extracts for development.
-        #[arg(long)]
-        allow_extracts: bool,
-        /// Refuse wasm module jobs under this grant.
-        #[arg(long)]
-        no_modules: bool,
-        /// Refuse one-statement SQL jobs under this grant.
-        #[arg(long)]
-        no_sql: bool,
-        /// The named scenario ("one scenario, one review").
-        #[arg(long, default_value = "")]
-        scenario: String,
-        /// UTC time window HH:MM-HH:MM in which jobs may start (repeatable).
-        #[arg(long = "window")]
-        windows: Vec<String>,
-        /// Another developer who may run jobs and download releases (repeatable).
-        #[arg(long = "designate")]
-        designated: Vec<String>,
-        /// Columns the grant covers, comma-separated (default: all).
-        #[arg(long, value_delimiter = ',')]
-        columns: Vec<String>,
-        #[arg(long)]
-        max_runs: Option<u32>,
-        #[arg(long)]
-        max_downloads: Option<u32>,
-        /// Released outputs may be reused as inputs of later work.
-        #[arg(long)]
-        derived_reuse: bool,
-        /// Independent approvals a release needs (1 or 2).
-        #[arg(long, default_value_t = 1)]
-        approvals: u32,
-        #[arg(long = "as")]
-        actor: Option<String>,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        dir: DataDir,
-    },
+    /// Issue a grant over a dataset (and datasets joined to it) to one developer.
+    Issue(GrantIssue),
     /// List grants (a developer sees those they are designated on).
     List {
         #[arg(long = "as")]
@@ -512,6 +456,70 @@ pub enum GrantCommand {
         #[command(flatten)]
         dir: DataDir,
     },
+}
+
+/// `unseen grant issue`: the authorization agreement's terms.
+#[derive(Debug, clap::Args)]
+pub struct GrantIssue {
+    #[arg(long)]
+    dataset: String,
+    /// Another dataset about the same privacy unit that DP queries may
+    /// join to `--dataset` on that unit (repeatable).
+    #[arg(long = "join")]
+    join_datasets: Vec<String>,
+    #[arg(long)]
+    developer: String,
+    #[arg(long)]
+    purpose: String,
+    /// Total epsilon budget.
+    #[arg(long)]
+    epsilon: f64,
+    /// Epsilon charged per DP query.
+    #[arg(long, default_value_t = 0.5)]
+    query_epsilon: f64,
+    /// Validity in days (at most 5 years).
+    #[arg(long, default_value_t = 365)]
+    days: u32,
+    /// Allow validity beyond 3 years (never more than 5).
+    #[arg(long)]
+    extended_validity: bool,
+    /// Allow masked, k-anonymised row extracts for development.
+    #[arg(long)]
+    allow_extracts: bool,
+    /// Refuse wasm module jobs under this grant.
+    #[arg(long)]
+    no_modules: bool,
+    /// Refuse one-statement SQL jobs under this grant.
+    #[arg(long)]
+    no_sql: bool,
+    /// The named scenario ("one scenario, one review").
+    #[arg(long, default_value = "")]
+    scenario: String,
+    /// UTC time window HH:MM-HH:MM in which jobs may start (repeatable).
+    #[arg(long = "window")]
+    windows: Vec<String>,
+    /// Another developer who may run jobs and download releases (repeatable).
+    #[arg(long = "designate")]
+    designated: Vec<String>,
+    /// Columns the grant covers, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    columns: Vec<String>,
+    #[arg(long)]
+    max_runs: Option<u32>,
+    #[arg(long)]
+    max_downloads: Option<u32>,
+    /// Released outputs may be reused as inputs of later work.
+    #[arg(long)]
+    derived_reuse: bool,
+    /// Independent approvals a release needs (1 or 2).
+    #[arg(long, default_value_t = 1)]
+    approvals: u32,
+    #[arg(long = "as")]
+    actor: Option<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    dir: DataDir,
 }
 
 #[derive(Debug, Subcommand)]
@@ -771,19 +779,61 @@ fn segment(s: &str) -> String {
 
 /// Runs a command against a server. Returns false for commands that only
 /// work on local files (they then run locally).
+impl GrantIssue {
+    /// The grant asked for, locally or over HTTP.
+    fn request(&self) -> crate::GrantRequest {
+        crate::GrantRequest {
+            dataset: self.dataset.clone(),
+            join_datasets: self.join_datasets.clone(),
+            developer: self.developer.clone(),
+            scenario: self.scenario.clone(),
+            purpose: self.purpose.clone(),
+            epsilon_total: self.epsilon,
+            query_epsilon: self.query_epsilon,
+            valid_days: self.days,
+            extended_validity: self.extended_validity,
+            allow_modules: !self.no_modules,
+            allow_sql: !self.no_sql,
+            allow_extracts: self.allow_extracts,
+            windows: self.windows.clone(),
+            designated: self.designated.clone(),
+            columns: self.columns.clone(),
+            max_runs: self.max_runs,
+            max_downloads: self.max_downloads,
+            derived_reuse: self.derived_reuse,
+            approvals_required: self.approvals,
+        }
+    }
+}
+
 fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write) -> Result<bool> {
     use crate::client::ClientError;
     let s = segment;
     let answer: Result<serde_json::Value, ClientError> = match command {
-        Command::Query { sql, grant, dry_run, .. } => client.post(
+        Command::Query {
+            sql,
+            grant,
+            dry_run,
+            ..
+        } => client.post(
             "/v1/queries",
             &json!({"grant": grant, "sql": sql, "dry_run": dry_run}),
         ),
-        Command::Extract { grant, columns, sample, .. } => client.post(
+        Command::Extract {
+            grant,
+            columns,
+            sample,
+            ..
+        } => client.post(
             "/v1/extracts",
             &json!({"grant": grant, "columns": columns, "sample": sample}),
         ),
-        Command::Dataset(DatasetCommand::Register { name, parquet, manifest, .. }) => {
+        Command::Dataset(DatasetCommand::Register {
+            name,
+            parquet,
+            manifest,
+            ..
+        }) => {
             let bytes = std::fs::read(parquet)
                 .with_context(|| format!("cannot read {}", parquet.display()))?;
             let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
@@ -797,7 +847,13 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             &format!("/v1/datasets/{}/destroy", s(name)),
             &json!({"reason": reason}),
         ),
-        Command::User(UserCommand::Add { id, name, role, org, .. }) => client.post(
+        Command::User(UserCommand::Add {
+            id,
+            name,
+            role,
+            org,
+            ..
+        }) => client.post(
             "/v1/users",
             &json!({"id": id, "name": name, "role": role, "org": org}),
         ),
@@ -809,23 +865,13 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         Command::User(UserCommand::Token { id, .. }) => {
             client.post(&format!("/v1/users/{}/token", s(id)), &json!({}))
         }
-        Command::Grant(GrantCommand::Issue {
-            dataset, developer, purpose, epsilon, query_epsilon, days, extended_validity,
-            allow_extracts, no_modules, no_sql, scenario, windows, designated, columns, max_runs,
-            max_downloads, derived_reuse, approvals, ..
-        }) => client.post(
-            "/v1/grants",
-            &json!({
-                "dataset": dataset, "developer": developer, "purpose": purpose, "scenario": scenario,
-                "epsilon_total": epsilon, "query_epsilon": query_epsilon, "valid_days": days,
-                "extended_validity": extended_validity, "allow_extracts": allow_extracts,
-                "allow_modules": !no_modules, "allow_sql": !no_sql, "windows": windows,
-                "designated": designated, "columns": columns, "max_runs": max_runs, "max_downloads": max_downloads,
-                "derived_reuse": derived_reuse, "approvals_required": approvals,
-            }),
-        ),
+        Command::Grant(GrantCommand::Issue(issue)) => {
+            client.post("/v1/grants", &json!(issue.request()))
+        }
         Command::Grant(GrantCommand::List { .. }) => client.get("/v1/grants"),
-        Command::Grant(GrantCommand::Show { id, .. }) => client.get(&format!("/v1/grants/{}", s(id))),
+        Command::Grant(GrantCommand::Show { id, .. }) => {
+            client.get(&format!("/v1/grants/{}", s(id)))
+        }
         Command::Grant(GrantCommand::Revoke { id, reason, .. }) => client.post(
             &format!("/v1/grants/{}/revoke", s(id)),
             &json!({"reason": reason}),
@@ -836,11 +882,22 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         Command::Budget(BudgetCommand::Show { grant, .. }) => {
             client.get(&format!("/v1/grants/{}/budget", s(grant)))
         }
-        Command::Budget(BudgetCommand::Set { dataset, developer, epsilon, .. }) => client.post(
+        Command::Budget(BudgetCommand::Set {
+            dataset,
+            developer,
+            epsilon,
+            ..
+        }) => client.post(
             "/v1/budgets",
             &json!({"dataset": dataset, "developer": developer, "epsilon": epsilon}),
         ),
-        Command::Job(JobCommand::Submit { grant, module, params, no_wait, .. }) => {
+        Command::Job(JobCommand::Submit {
+            grant,
+            module,
+            params,
+            no_wait,
+            ..
+        }) => {
             let bytes = std::fs::read(module)
                 .with_context(|| format!("cannot read module {}", module.display()))?;
             let uploaded = client.post_bytes("/v1/modules", &bytes, "application/wasm")?;
@@ -873,7 +930,12 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         ),
         Command::Release(ReleaseCommand::Download { id, out: path, .. }) => {
             let file = client.get(&format!("/v1/releases/{}", s(id)))?;
-            write_download(out, id, &serde_json::to_string_pretty(&file)?, path.as_deref())?;
+            write_download(
+                out,
+                id,
+                &serde_json::to_string_pretty(&file)?,
+                path.as_deref(),
+            )?;
             return Ok(true);
         }
         Command::Ledger(LedgerCommand::Verify { .. }) => client.get("/v1/ledger/verify"),
@@ -889,7 +951,8 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         | Command::Dev(_)
         | Command::Bench(_)
         | Command::Dataset(DatasetCommand::Generate { .. } | DatasetCommand::Manifest { .. })
-        | Command::Ledger(LedgerCommand::CheckProof { .. } | LedgerCommand::VerifySegment { .. }) => {
+        | Command::Ledger(LedgerCommand::CheckProof { .. } | LedgerCommand::VerifySegment { .. }) =>
+        {
             return Ok(false);
         }
         _ => bail!(
@@ -990,58 +1053,23 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             }
             Ok(())
         }
-        Command::Grant(GrantCommand::Issue {
-            dataset,
-            developer,
-            purpose,
-            epsilon,
-            query_epsilon,
-            days,
-            extended_validity,
-            allow_extracts,
-            no_modules,
-            no_sql,
-            scenario,
-            windows,
-            designated,
-            columns,
-            max_runs,
-            max_downloads,
-            derived_reuse,
-            approvals,
-            actor,
-            json,
-            dir,
-        }) => {
-            let actor = who(actor)?;
-            let domain = open(&dir)?;
-            let request = crate::GrantRequest {
-                dataset: dataset.clone(),
-                developer: developer.clone(),
-                scenario,
-                purpose: purpose.clone(),
-                epsilon_total: epsilon,
-                query_epsilon,
-                valid_days: days,
-                extended_validity,
-                allow_modules: !no_modules,
-                allow_sql: !no_sql,
-                allow_extracts,
-                windows,
-                designated,
-                columns,
-                max_runs,
-                max_downloads,
-                derived_reuse,
-                approvals_required: approvals,
-            };
+        Command::Grant(GrantCommand::Issue(issue)) => {
+            let actor = who(issue.actor.clone())?;
+            let domain = open(&issue.dir)?;
+            let request = issue.request();
             let id = domain.issue_grant(&actor, &request)?;
-            if json {
+            if issue.json {
                 writeln!(out, "{}", json!({"grant": id}))?;
             } else {
+                let joined: String = request
+                    .join_datasets
+                    .iter()
+                    .map(|d| format!(" joined to `{d}`"))
+                    .collect();
                 writeln!(
                     out,
-                    "issued grant {id}: `{developer}` may spend epsilon {epsilon} on `{dataset}` for: {purpose}"
+                    "issued grant {id}: `{}` may spend epsilon {} on `{}`{joined} for: {}",
+                    request.developer, request.epsilon_total, request.dataset, request.purpose
                 )?;
             }
             Ok(())
@@ -1872,7 +1900,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                     out,
                     "{} `{}` to {}: epsilon {:.3} of {:.3}, runs {}, {state} — {}",
                     g.id,
-                    g.dataset,
+                    g.datasets().collect::<Vec<_>>().join(" + "),
                     g.developer,
                     g.epsilon_spent,
                     g.epsilon_total,

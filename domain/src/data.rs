@@ -203,18 +203,46 @@ pub struct OpenDataset {
     /// The grant's column scope: the engine sees only these columns (and
     /// the privacy unit, for contribution bounding). `None` is every column.
     pub scope: Option<Vec<String>>,
+    /// Rows in the dataset (for metering).
+    pub rows: u64,
+    /// Whether registration found at most one row per privacy unit, so
+    /// bounding contributions would change nothing.
+    pub unit_unique: bool,
+    /// Bounded columns whose every value registration found present and
+    /// within the manifest bounds, so clamping would change nothing.
+    pub within_bounds: Vec<String>,
+}
+
+/// What registration found about a grant's datasets, for the release to
+/// skip steps that would change nothing.
+#[derive(Debug)]
+pub struct Facts<'a>(pub &'a [OpenDataset]);
+
+impl unseen_policy::DataFacts for Facts<'_> {
+    fn one_row_per_unit(&self, table: &str) -> bool {
+        self.0.iter().any(|d| d.name == table && d.unit_unique)
+    }
+
+    fn within_bounds(&self, table: &str, column: &str) -> bool {
+        self.0
+            .iter()
+            .any(|d| d.name == table && d.within_bounds.iter().any(|c| c == column))
+    }
 }
 
 impl OpenDataset {
-    /// Restricts the dataset to a grant's column scope (empty: no restriction).
+    /// Restricts the dataset to a grant's column scope (empty: no
+    /// restriction). A scope entry is `column` (that column of every
+    /// dataset of the grant) or `dataset.column`.
     pub fn restrict(mut self, columns: &[String]) -> OpenDataset {
         if columns.is_empty() {
             return self;
         }
         let unit = self.manifest.privacy_unit.clone();
+        let name = self.name.clone();
         self.manifest
             .columns
-            .retain(|c| c.name == unit || columns.contains(&c.name));
+            .retain(|c| c.name == unit || in_scope(columns, &name, &c.name));
         self.scope = Some(
             self.manifest
                 .columns
@@ -224,6 +252,14 @@ impl OpenDataset {
         );
         self
     }
+}
+
+/// Whether a grant's column scope names `column` of `dataset`.
+pub fn in_scope(scope: &[String], dataset: &str, column: &str) -> bool {
+    scope.iter().any(|entry| match entry.split_once('.') {
+        Some((d, c)) => d == dataset && c == column,
+        None => entry == column,
+    })
 }
 
 /// A DataFusion session holding exactly the given datasets and nothing else:
@@ -276,14 +312,28 @@ pub async fn session(
     Ok((ctx, manifests))
 }
 
-/// Whether the privacy unit identifies rows uniquely (one row per person).
-pub async fn unit_is_unique(dataset: &OpenDataset) -> Result<bool, DomainError> {
+/// What registration finds in a dataset: whether the privacy unit
+/// identifies rows uniquely (one row per person), and which bounded columns
+/// have every value present and within bounds. One scan answers both.
+pub async fn registration_facts(dataset: &OpenDataset) -> Result<(bool, Vec<String>), DomainError> {
     let (ctx, _) = session(std::slice::from_ref(dataset)).await?;
     let unit = &dataset.manifest.privacy_unit;
-    let sql = format!(
-        "SELECT COUNT(*) = COUNT(DISTINCT \"{unit}\") AND COUNT(*) = COUNT(\"{unit}\") FROM \"{}\"",
-        dataset.name
-    );
+    let bounded: Vec<(&str, (f64, f64))> = dataset
+        .manifest
+        .columns
+        .iter()
+        .filter(|c| c.ty.is_numeric())
+        .filter_map(|c| Some((c.name.as_str(), c.bounds?)))
+        .collect();
+    let mut checks = vec![format!(
+        "COUNT(*) = COUNT(DISTINCT \"{unit}\") AND COUNT(*) = COUNT(\"{unit}\")"
+    )];
+    checks.extend(bounded.iter().map(|(c, (lo, hi))| {
+        format!(
+            "COALESCE(MIN(\"{c}\") >= {lo} AND MAX(\"{c}\") <= {hi} AND COUNT(\"{c}\") = COUNT(*), FALSE)"
+        )
+    }));
+    let sql = format!("SELECT {} FROM \"{}\"", checks.join(", "), dataset.name);
     let batches = ctx
         .sql(&sql)
         .await
@@ -292,10 +342,19 @@ pub async fn unit_is_unique(dataset: &OpenDataset) -> Result<bool, DomainError> 
         .await
         .map_err(|e| DomainError::Parquet(e.strip_backtrace()))?;
     use arrow::array::AsArray;
-    Ok(batches
-        .first()
-        .map(|b| b.column(0).as_boolean().value(0))
-        .unwrap_or(true))
+    let fact = |i: usize| {
+        batches
+            .first()
+            .filter(|b| b.num_rows() > 0)
+            .is_some_and(|b| b.column(i).as_boolean().value(0))
+    };
+    let within = bounded
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| fact(i + 1))
+        .map(|(_, (c, _))| c.to_string())
+        .collect();
+    Ok((fact(0), within))
 }
 
 /// Keeps an `Arc` of the open datasets handy for hosts.

@@ -157,6 +157,21 @@ pub fn run(
     let manifest = unseen_datasets::manifest_toml(DatasetKind::Residents);
     let ingested =
         runtime.block_on(domain.register_dataset("wang.min", "residents", &parquet, manifest))?;
+    // Two visits per resident on average, of the same residents.
+    let visits_file = staging.path().join("health_visits.parquet");
+    let visits = generate(
+        "health_visits",
+        options.rows * 2,
+        options.seed + 1,
+        Some(options.rows),
+        &visits_file,
+    )?;
+    runtime.block_on(domain.register_dataset(
+        "wang.min",
+        "health_visits",
+        &visits_file,
+        unseen_datasets::manifest_toml(DatasetKind::HealthVisits),
+    ))?;
     drop(staging);
     writeln!(
         out,
@@ -166,6 +181,10 @@ pub fn run(
     writeln!(
         out,
         "   prohibited: person_id, id_number, name, phone · conditional: birth_year, district, household_size, annual_income, chronic_condition · open: gender"
+    )?;
+    writeln!(
+        out,
+        "   registered `health_visits`: {visits} visits of those residents (person_id prohibited; diagnosis, date and cost conditional)"
     )?;
     let grant = domain.issue_grant(
         "wang.min",
@@ -282,7 +301,59 @@ pub fn run(
 
     writeln!(
         out,
-        "5. Auditor verifies the ledger offline with only the public key"
+        "5. A second grant joins health visits to residents on the person"
+    )?;
+    let health = domain.issue_grant(
+        "wang.min",
+        &crate::GrantRequest {
+            scenario: "chronic-disease prevention".into(),
+            join_datasets: vec!["residents".into()],
+            query_epsilon: 1.0,
+            ..crate::GrantRequest::new(
+                "health_visits",
+                "li.qiang",
+                "Chronic-disease visit rates per district",
+                2.0,
+            )
+        },
+    )?;
+    writeln!(
+        out,
+        "   issued grant {health}: health_visits joined to residents on person_id, epsilon 2.0"
+    )?;
+    let module = domain.upload_module("li.qiang", guests::CHRONIC_DISEASE)?;
+    let outcome = domain.run_job(&handle, "li.qiang", &health, &module, BTreeMap::new())?;
+    let chronic = match (outcome.status.as_str(), outcome.outputs.first()) {
+        ("succeeded", Some(output)) => output.clone(),
+        _ => {
+            return Err(anyhow!(
+                "chronic-disease job {}: {}",
+                outcome.status,
+                outcome.error.unwrap_or_default()
+            ));
+        }
+    };
+    writeln!(
+        out,
+        "   `chronic-disease` ran two DP counts, one over the join (each person's visits cut to 10, noise scaled to 10 x 1); the person_id never left the engine"
+    )?;
+    let (name, _, table) = domain.output(&chronic)?;
+    writeln!(out, "   reviewer 张华 inspects `{name}`:")?;
+    print_table(out, &table)?;
+    let release = domain
+        .review(
+            "zhang.hua",
+            &chronic,
+            true,
+            "DP counts and rates over public districts",
+        )?
+        .ok_or_else(|| anyhow!("approval produced no release"))?;
+    writeln!(out, "   zhang.hua approved; signed release {}", release.id)?;
+    writeln!(out)?;
+
+    writeln!(
+        out,
+        "6. Auditor verifies the ledger offline with only the public key"
     )?;
     let report = crate::cli::verify_ledger(&dir, None)?;
     writeln!(

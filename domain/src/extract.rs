@@ -38,7 +38,8 @@ impl Domain {
                 Err(ended) => return Ok((ended, None)),
             };
         let job_id = job_host.job_id.clone();
-        let dataset = job_host.dataset.clone();
+        // Extracts read the grant's primary dataset only.
+        let dataset = job_host.datasets[0].clone();
         let specs =
             match mask::plan_extract(&dataset.manifest, columns) {
                 Ok(s) => s,

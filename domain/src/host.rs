@@ -4,7 +4,7 @@
 //! charged to the grant and recorded in the ledger before any data is read,
 //! and only the noised result returns to the guest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -32,15 +32,27 @@ pub(crate) struct JobLog {
     pub started: Option<std::time::Instant>,
 }
 
+/// The datasets a plan reads.
+fn scanned_tables(plan: &datafusion::logical_expr::LogicalPlan) -> BTreeSet<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut tables = BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
+            tables.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tables
+}
+
 pub(crate) struct Host {
     pub domain: Arc<Domain>,
     pub runtime: tokio::runtime::Handle,
     pub job_id: String,
     pub submitter: String,
     pub grant: Grant,
-    pub dataset: OpenDataset,
-    pub unit_unique: bool,
-    pub dataset_rows: u64,
+    /// The grant's datasets, the primary one first.
+    pub datasets: Vec<OpenDataset>,
     pub params: BTreeMap<String, String>,
     pub log: Arc<Mutex<JobLog>>,
     /// Triggered by cancellation or revocation; checked before each query.
@@ -48,6 +60,15 @@ pub(crate) struct Host {
 }
 
 impl Host {
+    /// Rows of the named datasets, for metering.
+    fn rows_of(&self, tables: BTreeSet<String>) -> u64 {
+        self.datasets
+            .iter()
+            .filter(|d| tables.contains(&d.name))
+            .map(|d| d.rows)
+            .sum()
+    }
+
     fn job_log(&self) -> std::sync::MutexGuard<'_, JobLog> {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -89,14 +110,14 @@ impl Host {
             return Ok(Err(format!("refused: the job was stopped ({reason})")));
         }
         self.job_log().queries += 1;
-        let (ctx, manifests) = data::session(std::slice::from_ref(&self.dataset)).await?;
+        let (ctx, manifests) = data::session(&self.datasets).await?;
         let admitted = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
             Ok(a) => a,
             Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
         };
         match admitted {
             Admitted::Open(plan) => {
-                self.job_log().rows_read += self.dataset_rows;
+                self.job_log().rows_read += self.rows_of(scanned_tables(&plan));
                 let result = match unseen_policy::release_open(&ctx, plan, MAX_OPEN_ROWS).await {
                     Ok(r) => r,
                     Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
@@ -108,13 +129,14 @@ impl Host {
                 Ok(Ok(udf_sdk::abi::encode_query_result(&result)))
             }
             Admitted::Aggregate(query) => {
-                let plan =
-                    match unseen_policy::plan_release(&query, self.grant.query_epsilon, |_| {
-                        self.unit_unique
-                    }) {
-                        Ok(p) => p,
-                        Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
-                    };
+                let plan = match unseen_policy::plan_release(
+                    &query,
+                    self.grant.query_epsilon,
+                    data::Facts(&self.datasets),
+                ) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
+                };
                 let state = ctx.state();
                 let fingerprint = match unseen_policy::fingerprint(&state, &query, &plan) {
                     Ok(f) => sha256_hex(f.as_bytes()),
@@ -131,12 +153,16 @@ impl Host {
                     cached.epsilon_spent = 0.0;
                     return Ok(Ok(udf_sdk::abi::encode_query_result(&cached)));
                 }
-                if let Some(layer) =
-                    self.domain
-                        .charge(&self.job_id, &self.grant.id, plan.epsilon, &sql_sha)?
-                {
+                let read: BTreeSet<String> = query.scans.iter().map(|s| s.table.clone()).collect();
+                if let Some((layer, short)) = self.domain.charge(
+                    &self.job_id,
+                    &self.grant.id,
+                    &read,
+                    plan.epsilon,
+                    &sql_sha,
+                )? {
                     let status = self.domain.budget_layers(&self.grant.id)?;
-                    let short = status.iter().find(|s| s.layer == layer);
+                    let short = status.iter().find(|s| s.layer == layer && s.id == short);
                     let (id, spent, total) = short.map_or((String::new(), 0.0, None), |s| {
                         (s.id.clone(), s.spent, s.total)
                     });
@@ -153,7 +179,7 @@ impl Host {
                     "mechanism": "opendp Laplace (discrete for integers)", "fingerprint": fingerprint,
                 }))?;
                 self.job_log().epsilon_spent += plan.epsilon;
-                self.job_log().rows_read += self.dataset_rows;
+                self.job_log().rows_read += self.rows_of(read);
                 match unseen_policy::release_aggregate(&state, &query, &plan).await {
                     Ok(release) => {
                         self.domain
@@ -171,14 +197,16 @@ impl Host {
     /// data or spending; recorded in the ledger as `query.dry_run`.
     pub(crate) async fn dry_run(&self, sql: &str) -> Result<DryRun, DomainError> {
         let sql_sha = sha256_hex(sql.as_bytes());
-        let (ctx, manifests) = data::session(std::slice::from_ref(&self.dataset)).await?;
+        let (ctx, manifests) = data::session(&self.datasets).await?;
         let verdict = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
             Err(e) => Err(e),
             Ok(Admitted::Open(_)) => Ok((0.0, Vec::new(), false)),
             Ok(Admitted::Aggregate(query)) => {
-                match unseen_policy::plan_release(&query, self.grant.query_epsilon, |_| {
-                    self.unit_unique
-                }) {
+                match unseen_policy::plan_release(
+                    &query,
+                    self.grant.query_epsilon,
+                    data::Facts(&self.datasets),
+                ) {
                     Err(e) => Err(e),
                     Ok(plan) => {
                         let fingerprint = unseen_policy::fingerprint(&ctx.state(), &query, &plan)
@@ -269,7 +297,7 @@ impl JobHost for Host {
             &self.submitter,
             &self.job_id,
             &self.grant.id,
-            &self.dataset,
+            &self.datasets,
             name,
             &table,
         ) {

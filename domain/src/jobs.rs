@@ -249,9 +249,9 @@ impl Domain {
         let grant = self.grant(&grant_id)?;
         let opened = self
             .check_grant_usable(&grant, &submitter)
-            .and_then(|()| self.open_dataset(&grant.dataset));
-        let (dataset, unit_unique) = match opened {
-            Ok((d, unique)) => (d.restrict(&grant.columns), unique),
+            .and_then(|()| self.open_grant_datasets(&grant));
+        let datasets = match opened {
+            Ok(datasets) => datasets,
             Err(e) => {
                 let outcome = self.end_job(
                     job_id.to_string(),
@@ -264,11 +264,6 @@ impl Domain {
                 return Ok(Err(outcome));
             }
         };
-        let dataset_rows: i64 = lock(&self.db).query_row(
-            "SELECT rows FROM datasets WHERE name = ?1",
-            [&grant.dataset],
-            |r| r.get(0),
-        )?;
         let cancel = Cancel::new();
         lock(&self.running).insert(job_id.to_string(), (grant_id.clone(), cancel.clone()));
         let moved = lock(&self.db).execute(
@@ -293,9 +288,7 @@ impl Domain {
             job_id: job_id.to_string(),
             submitter,
             grant,
-            dataset,
-            unit_unique,
-            dataset_rows: u64::try_from(dataset_rows).unwrap_or(0),
+            datasets,
             params,
             log: Arc::clone(&log),
             cancel,

@@ -32,7 +32,7 @@ pub mod server;
 pub mod store;
 pub mod util;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -178,7 +178,11 @@ pub fn check_role(
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Grant {
     pub id: String,
+    /// The primary dataset: extracts read it, and it names the grant.
     pub dataset: String,
+    /// Further datasets about the same privacy unit, which DP aggregates
+    /// may join to the primary one on that unit.
+    pub join_datasets: Vec<String>,
     pub developer: String,
     pub scenario: String,
     pub purpose: String,
@@ -208,6 +212,11 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Every dataset the grant covers, the primary one first.
+    pub fn datasets(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.dataset.as_str()).chain(self.join_datasets.iter().map(String::as_str))
+    }
+
     /// Whether `user` may run jobs under this grant and download its releases.
     pub fn designates(&self, user: &str) -> bool {
         self.developer == user || self.designated.iter().any(|d| d == user)
@@ -228,11 +237,15 @@ fn default_approvals() -> u32 {
 }
 
 /// What an admin asks for when issuing a grant (the authorization agreement).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantRequest {
-    /// The one dataset the grant covers.
+    /// The primary dataset the grant covers.
     pub dataset: String,
+    /// Further datasets with the same privacy unit that queries may join to
+    /// `dataset` on that unit (for example `residents` to `health_visits`).
+    #[serde(default)]
+    pub join_datasets: Vec<String>,
     /// The developer it is issued to.
     pub developer: String,
     /// The one named scenario ("one scenario, one review").
@@ -283,6 +296,7 @@ impl GrantRequest {
     pub fn new(dataset: &str, developer: &str, purpose: &str, epsilon_total: f64) -> Self {
         GrantRequest {
             dataset: dataset.to_string(),
+            join_datasets: Vec::new(),
             developer: developer.to_string(),
             scenario: String::new(),
             purpose: purpose.to_string(),
@@ -675,13 +689,17 @@ impl Domain {
             key,
             manifest: manifest.clone(),
             scope: None,
+            rows: ingested.rows,
+            unit_unique: false,
+            within_bounds: Vec::new(),
         };
-        let unit_unique = data::unit_is_unique(&open).await?;
+        let (unit_unique, within_bounds) = data::registration_facts(&open).await?;
+        let within_json = serde_json::to_string(&within_bounds).unwrap_or_else(|_| "[]".into());
         let wrapped = self.master.wrap(name, &key);
         lock(&self.db).execute(
-            "INSERT INTO datasets(name, manifest, manifest_version, file, wrapped_key, rows, unit_unique, source_sha256, registered_by, registered_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![name, manifest_text, manifest.version, file, wrapped, ingested.rows as i64, unit_unique, ingested.source_sha256, actor, now_rfc3339()],
+            "INSERT INTO datasets(name, manifest, manifest_version, file, wrapped_key, rows, unit_unique, source_sha256, registered_by, registered_at, within_bounds)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![name, manifest_text, manifest.version, file, wrapped, ingested.rows as i64, unit_unique, ingested.source_sha256, actor, now_rfc3339(), within_json],
         )?;
         let by_class = |class: unseen_policy::Class| {
             manifest
@@ -702,6 +720,7 @@ impl Domain {
                 "rows": ingested.rows,
                 "privacy_unit": manifest.privacy_unit,
                 "one_row_per_unit": unit_unique,
+                "within_bounds": within_bounds,
                 "prohibited": by_class(unseen_policy::Class::Prohibited),
                 "conditional": by_class(unseen_policy::Class::Conditional),
                 "open": by_class(unseen_policy::Class::Open),
@@ -712,15 +731,16 @@ impl Domain {
     }
 
     /// Opens a registered dataset for the engine (unwraps its key).
-    fn open_dataset(&self, name: &str) -> Result<(OpenDataset, bool), DomainError> {
-        let row: Option<(String, String, Option<Vec<u8>>, bool)> = lock(&self.db)
+    fn open_dataset(&self, name: &str) -> Result<OpenDataset, DomainError> {
+        type Row = (String, String, Option<Vec<u8>>, bool, i64, String);
+        let row: Option<Row> = lock(&self.db)
             .query_row(
-                "SELECT manifest, file, wrapped_key, unit_unique FROM datasets WHERE name = ?1",
+                "SELECT manifest, file, wrapped_key, unit_unique, rows, within_bounds FROM datasets WHERE name = ?1",
                 [name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()?;
-        let Some((manifest, file, wrapped, unit_unique)) = row else {
+        let Some((manifest, file, wrapped, unit_unique, rows, within_bounds)) = row else {
             return Err(DomainError::NotFound {
                 what: "dataset",
                 id: name.to_string(),
@@ -733,16 +753,28 @@ impl Domain {
         })?;
         let key = self.master.unwrap(name, &wrapped)?;
         let manifest = Manifest::parse(&manifest).map_err(DomainError::Manifest)?;
-        Ok((
-            OpenDataset {
-                name: name.to_string(),
-                path: self.dir.join(file),
-                key,
-                manifest,
-                scope: None,
-            },
+        Ok(OpenDataset {
+            name: name.to_string(),
+            path: self.dir.join(file),
+            key,
+            manifest,
+            scope: None,
+            rows: u64::try_from(rows).unwrap_or(0),
             unit_unique,
-        ))
+            within_bounds: serde_json::from_str(&within_bounds).unwrap_or_default(),
+        })
+    }
+
+    /// Opens every dataset a grant covers, its primary dataset first, each
+    /// restricted to the grant's column scope.
+    pub(crate) fn open_grant_datasets(
+        &self,
+        grant: &Grant,
+    ) -> Result<Vec<OpenDataset>, DomainError> {
+        grant
+            .datasets()
+            .map(|name| Ok(self.open_dataset(name)?.restrict(&grant.columns)))
+            .collect()
     }
 
     /// Issues a grant to a developer over one dataset with an epsilon budget
@@ -763,18 +795,43 @@ impl Domain {
                 )));
             }
         }
-        let (dataset, _) = self.open_dataset(&r.dataset)?;
-        let known: Vec<&str> = dataset
-            .manifest
-            .columns
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
-        for column in &r.columns {
-            if !known.contains(&column.as_str()) {
+        let primary = self.open_dataset(&r.dataset)?;
+        let mut datasets = vec![primary];
+        for name in &r.join_datasets {
+            if name == &r.dataset || datasets.iter().any(|d| &d.name == name) {
                 return Err(DomainError::Invalid(format!(
-                    "column `{column}` is not in dataset `{}`; its columns are {}",
-                    r.dataset,
+                    "dataset `{name}` is named twice; list each dataset of the grant once"
+                )));
+            }
+            let joined = self.open_dataset(name)?;
+            let unit = &datasets[0].manifest.privacy_unit;
+            if &joined.manifest.privacy_unit != unit {
+                return Err(DomainError::Invalid(format!(
+                    "dataset `{name}` has privacy unit `{}` but `{}` has `{unit}`; a grant joins only datasets about the same privacy unit",
+                    joined.manifest.privacy_unit, r.dataset
+                )));
+            }
+            datasets.push(joined);
+        }
+        for column in &r.columns {
+            let found = datasets.iter().any(|d| {
+                d.manifest
+                    .columns
+                    .iter()
+                    .any(|c| data::in_scope(std::slice::from_ref(column), &d.name, &c.name))
+            });
+            if !found {
+                let known: Vec<String> = datasets
+                    .iter()
+                    .flat_map(|d| {
+                        d.manifest
+                            .columns
+                            .iter()
+                            .map(move |c| format!("{}.{}", d.name, c.name))
+                    })
+                    .collect();
+                return Err(DomainError::Invalid(format!(
+                    "column `{column}` is in no dataset of the grant; name a column or `dataset.column` among {}",
                     known.join(", ")
                 )));
             }
@@ -833,15 +890,16 @@ impl Domain {
         let windows = serde_json::to_string(&r.windows).unwrap_or_else(|_| "[]".into());
         let designated = serde_json::to_string(&r.designated).unwrap_or_else(|_| "[]".into());
         let columns = serde_json::to_string(&r.columns).unwrap_or_else(|_| "[]".into());
+        let joined = serde_json::to_string(&r.join_datasets).unwrap_or_else(|_| "[]".into());
         lock(&self.db).execute(
             "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
-                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
             params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, now_rfc3339(), expires_at,
-                r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns],
+                r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined],
         )?;
         self.record(actor, "grant.issued", json!({
-            "grant": id, "dataset": r.dataset, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
+            "grant": id, "dataset": r.dataset, "join_datasets": r.join_datasets, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
             "epsilon_total": r.epsilon_total, "query_epsilon": r.query_epsilon, "expires_at": expires_at,
             "allow_modules": r.allow_modules, "allow_sql": r.allow_sql, "allow_extracts": r.allow_extracts,
             "windows": r.windows, "designated": r.designated, "columns": r.columns, "max_runs": r.max_runs,
@@ -918,17 +976,14 @@ impl Domain {
         self.require(submitter, Role::Developer, "dry-run queries")?;
         let grant = self.grant(grant_id)?;
         self.check_grant_usable(&grant, submitter)?;
-        let (dataset, unit_unique) = self.open_dataset(&grant.dataset)?;
-        let dataset = dataset.restrict(&grant.columns);
+        let datasets = self.open_grant_datasets(&grant)?;
         let job_host = host::Host {
             domain: Arc::clone(self),
             runtime: runtime.clone(),
             job_id: String::new(),
             submitter: submitter.to_string(),
             grant,
-            dataset,
-            unit_unique,
-            dataset_rows: 0,
+            datasets,
             params: BTreeMap::new(),
             log: Arc::new(Mutex::new(host::JobLog::default())),
             cancel: unseen_sandbox::Cancel::new(),
@@ -936,44 +991,46 @@ impl Domain {
         runtime.block_on(job_host.dry_run(sql))
     }
 
-    /// Charges `epsilon` to every budget layer — the grant, its dataset and
-    /// its developer — in one transaction: all or none. Returns the layer
-    /// that was short, if any (nothing is spent then).
+    /// Charges `epsilon` to every budget layer — the grant, each dataset
+    /// the query reads and the grant's developer — in one transaction: all
+    /// or none. Returns the layer that was short and its id, if any
+    /// (nothing is spent then).
     pub(crate) fn charge(
         &self,
         job_id: &str,
         grant_id: &str,
+        datasets: &BTreeSet<String>,
         epsilon: f64,
         query_sha: &str,
-    ) -> Result<Option<&'static str>, DomainError> {
+    ) -> Result<Option<(&'static str, String)>, DomainError> {
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
-        let (dataset, developer): (String, String) = tx.query_row(
-            "SELECT dataset, developer FROM grants WHERE id = ?1",
+        let developer: String = tx.query_row(
+            "SELECT developer FROM grants WHERE id = ?1",
             [grant_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )?;
-        let layers: [(&'static str, &str, &str); 3] = [
-            (
-                "grant",
-                "UPDATE grants SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND epsilon_spent + ?2 <= epsilon_total + 1e-9 AND revoked_at IS NULL",
-                grant_id,
-            ),
-            (
+        let mut layers: Vec<(&'static str, &str, &str)> = vec![(
+            "grant",
+            "UPDATE grants SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND epsilon_spent + ?2 <= epsilon_total + 1e-9 AND revoked_at IS NULL",
+            grant_id,
+        )];
+        for dataset in datasets {
+            layers.push((
                 "dataset",
                 "UPDATE datasets SET epsilon_spent = epsilon_spent + ?2 WHERE name = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
-                &dataset,
-            ),
-            (
-                "developer",
-                "UPDATE users SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
-                &developer,
-            ),
-        ];
+                dataset,
+            ));
+        }
+        layers.push((
+            "developer",
+            "UPDATE users SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
+            &developer,
+        ));
         for (layer, sql, key) in layers {
             if tx.execute(sql, params![key, epsilon])? != 1 {
                 // Dropping the transaction rolls back the layers already charged.
-                return Ok(Some(layer));
+                return Ok(Some((layer, key.to_string())));
             }
         }
         tx.execute(
@@ -1025,40 +1082,42 @@ impl Domain {
         Ok(())
     }
 
-    /// Spent and total epsilon at every layer above a grant.
+    /// Spent and total epsilon at every layer above a grant: the grant,
+    /// each of its datasets and its developer.
     pub fn budget_layers(&self, grant_id: &str) -> Result<Vec<BudgetStatus>, DomainError> {
         let g = self.grant(grant_id)?;
         let db = lock(&self.db);
-        let (ds_spent, ds_total): (f64, Option<f64>) = db.query_row(
-            "SELECT epsilon_spent, epsilon_total FROM datasets WHERE name = ?1",
-            [&g.dataset],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let (dev_spent, dev_total): (f64, Option<f64>) = db.query_row(
+        let mut layers = vec![BudgetStatus {
+            layer: "grant",
+            id: g.id.clone(),
+            spent: g.epsilon_spent,
+            total: Some(g.epsilon_total),
+        }];
+        for dataset in g.datasets() {
+            let (spent, total): (f64, Option<f64>) = db.query_row(
+                "SELECT epsilon_spent, epsilon_total FROM datasets WHERE name = ?1",
+                [dataset],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            layers.push(BudgetStatus {
+                layer: "dataset",
+                id: dataset.to_string(),
+                spent,
+                total,
+            });
+        }
+        let (spent, total): (f64, Option<f64>) = db.query_row(
             "SELECT epsilon_spent, epsilon_total FROM users WHERE id = ?1",
             [&g.developer],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        Ok(vec![
-            BudgetStatus {
-                layer: "grant",
-                id: g.id.clone(),
-                spent: g.epsilon_spent,
-                total: Some(g.epsilon_total),
-            },
-            BudgetStatus {
-                layer: "dataset",
-                id: g.dataset.clone(),
-                spent: ds_spent,
-                total: ds_total,
-            },
-            BudgetStatus {
-                layer: "developer",
-                id: g.developer.clone(),
-                spent: dev_spent,
-                total: dev_total,
-            },
-        ])
+        layers.push(BudgetStatus {
+            layer: "developer",
+            id: g.developer.clone(),
+            spent,
+            total,
+        });
+        Ok(layers)
     }
 
     /// A cached release of the same measurement under the same grant.
@@ -1102,14 +1161,14 @@ impl Domain {
         actor: &str,
         job_id: &str,
         grant_id: &str,
-        dataset: &OpenDataset,
+        datasets: &[OpenDataset],
         name: &str,
         table: &udf_sdk::Table,
     ) -> Result<String, DomainError> {
         let bytes = udf_sdk::abi::encode_table(table);
         let sha = sha256_hex(&bytes);
         let id = new_id("out");
-        let findings = self.check_output(grant_id, dataset, table)?;
+        let findings = self.check_output(grant_id, datasets, table)?;
         let findings_json =
             serde_json::to_string(&findings).map_err(|e| DomainError::Invalid(e.to_string()))?;
         lock(&self.db).execute(
@@ -1124,26 +1183,32 @@ impl Domain {
         Ok(id)
     }
 
-    /// Runs the automatic output checks against the dataset's prohibited
-    /// values and the grant's earlier releases.
+    /// Runs the automatic output checks against the prohibited values of
+    /// the grant's datasets and the grant's earlier releases.
     fn check_output(
         &self,
         grant_id: &str,
-        dataset: &OpenDataset,
+        datasets: &[OpenDataset],
         table: &udf_sdk::Table,
     ) -> Result<Vec<unseen_policy::checks::Finding>, DomainError> {
-        let cached = lock(&self.indexes).get(&dataset.name).cloned();
-        let index = match cached {
-            Some(index) => index,
-            None => {
-                let path = self.dir.join(format!("data/{}.prohibited", dataset.name));
-                let index = Arc::new(data::read_index(&path)?);
-                lock(&self.indexes).insert(dataset.name.clone(), Arc::clone(&index));
-                index
-            }
-        };
-        let hasher = data::ValueHasher::new(&dataset.key);
-        let hash = |v: &str| hasher.hash(v);
+        let mut indexes = Vec::new();
+        for dataset in datasets {
+            let cached = lock(&self.indexes).get(&dataset.name).cloned();
+            let index = match cached {
+                Some(index) => index,
+                None => {
+                    let path = self.dir.join(format!("data/{}.prohibited", dataset.name));
+                    let index = Arc::new(data::read_index(&path)?);
+                    lock(&self.indexes).insert(dataset.name.clone(), Arc::clone(&index));
+                    index
+                }
+            };
+            indexes.push((index, data::ValueHasher::new(&dataset.key)));
+        }
+        let hashes: Vec<_> = indexes
+            .iter()
+            .map(|(_, hasher)| move |v: &str| hasher.hash(v))
+            .collect();
         let earlier: Vec<udf_sdk::Table> = {
             let db = lock(&self.db);
             let mut stmt = db.prepare(
@@ -1154,8 +1219,16 @@ impl Domain {
                 .collect()
         };
         let ctx = unseen_policy::checks::CheckContext {
-            prohibited: Some((index.as_ref(), &hash)),
-            min_group_size: dataset.manifest.min_group_size,
+            prohibited: indexes
+                .iter()
+                .zip(&hashes)
+                .map(|((index, _), hash)| (index.as_ref(), hash as _))
+                .collect(),
+            min_group_size: datasets
+                .iter()
+                .map(|d| d.manifest.min_group_size)
+                .max()
+                .unwrap_or(0),
             earlier: &earlier,
         };
         Ok(unseen_policy::checks::check_output(table, &ctx))
@@ -1506,11 +1579,25 @@ impl Domain {
             at,
         } = r;
         let grant = self.grant(grant_id)?;
-        let (source_sha, manifest_version): (String, i64) = lock(&self.db).query_row(
-            "SELECT source_sha256, manifest_version FROM datasets WHERE name = ?1",
-            [&grant.dataset],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let snapshot_of = |name: &str| -> Result<serde_json::Value, DomainError> {
+            let (source_sha, manifest_version): (String, i64) = lock(&self.db).query_row(
+                "SELECT source_sha256, manifest_version FROM datasets WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(json!({"source_sha256": source_sha, "manifest_version": manifest_version}))
+        };
+        // The primary dataset's snapshot, with the joined ones' under `joined`.
+        let mut snapshot = snapshot_of(&grant.dataset)?;
+        if !grant.join_datasets.is_empty() {
+            let mut joined = Vec::new();
+            for name in &grant.join_datasets {
+                let mut s = snapshot_of(name)?;
+                s["dataset"] = json!(name);
+                joined.push(s);
+            }
+            snapshot["joined"] = json!(joined);
+        }
         let job_epsilon: f64 = lock(&self.db).query_row(
             "SELECT COALESCE(SUM(epsilon), 0) FROM spends WHERE job_id = ?1",
             [job],
@@ -1526,9 +1613,10 @@ impl Domain {
             "job": job,
             "grant": grant.id,
             "dataset": grant.dataset,
+            "join_datasets": grant.join_datasets,
             "module_sha256": module_sha,
             "sql": job_sql,
-            "input_snapshot": {"source_sha256": source_sha, "manifest_version": manifest_version},
+            "input_snapshot": snapshot,
             "policy_version": POLICY_VERSION,
             "epsilon_spent": job_epsilon,
             "submitter": submitter,
@@ -1556,7 +1644,7 @@ impl Domain {
         self.record(reviewer, "release.signed", json!({
             "release": release_id, "output": output_id, "output_sha256": output_sha,
             "document_sha256": sha256_hex(&canonical), "module_sha256": module_sha, "sql": job_sql,
-            "input_snapshot": {"source_sha256": source_sha, "manifest_version": manifest_version},
+            "input_snapshot": snapshot,
             "policy_version": POLICY_VERSION, "epsilon_spent": job_epsilon, "reviewer": reviewer,
         }))?;
         Ok(ReleaseRecord {
@@ -1576,7 +1664,7 @@ impl Domain {
     }
 }
 
-const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns";
+const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets";
 
 fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
@@ -1607,6 +1695,7 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
         derived_reuse: r.get(20)?,
         approvals_required: r.get(21)?,
         columns: list(22)?,
+        join_datasets: list(23)?,
     })
 }
 
@@ -1752,11 +1841,11 @@ mod tests {
                 "SELECT gender FROM residents WHERE gender = 'F' LIMIT 1",
             )
             .unwrap();
-        let (dataset, _) = domain.open_dataset("residents").unwrap();
+        let dataset = domain.open_dataset("residents").unwrap();
         let leak =
             udf_sdk::Table::default().with("who", udf_sdk::ColumnValues::Text(vec![name.clone()]));
         let output = domain
-            .quarantine("dev", &job.job_id, &grant, &dataset, "leak", &leak)
+            .quarantine("dev", &job.job_id, &grant, &[dataset], "leak", &leak)
             .unwrap();
 
         let findings = domain.findings(&output).unwrap();

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS datasets(
     wrapped_key BLOB,
     rows INTEGER NOT NULL,
     unit_unique INTEGER NOT NULL,
+    within_bounds TEXT NOT NULL DEFAULT '[]',
     source_sha256 TEXT NOT NULL,
     registered_by TEXT NOT NULL,
     registered_at TEXT NOT NULL,
@@ -58,7 +59,8 @@ CREATE TABLE IF NOT EXISTS grants(
     downloads INTEGER NOT NULL DEFAULT 0,
     derived_reuse INTEGER NOT NULL DEFAULT 0,
     approvals_required INTEGER NOT NULL DEFAULT 1 CHECK (approvals_required IN (1, 2)),
-    columns TEXT NOT NULL DEFAULT '[]'
+    columns TEXT NOT NULL DEFAULT '[]',
+    join_datasets TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS modules(
     sha256 TEXT PRIMARY KEY,
@@ -137,7 +139,7 @@ CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Opens (creating on first run) the store in WAL mode.
 pub fn open(path: &Path) -> Result<Connection, DomainError> {

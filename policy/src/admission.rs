@@ -83,8 +83,8 @@ pub struct DpAggregate {
     pub kind: AggregateKind,
     /// The aggregated column in the input plan (`None` for COUNT(*)).
     pub input: Option<Column>,
-    /// Source column name, its type and clamping bounds.
-    pub source: Option<(String, ColumnType, (f64, f64))>,
+    /// Source dataset and column, the column's type and clamping bounds.
+    pub source: Option<(String, String, ColumnType, (f64, f64))>,
 }
 
 /// Where an output column comes from.
@@ -924,6 +924,6 @@ fn dp_aggregate(
     Ok(DpAggregate {
         kind,
         input: Some(c),
-        source: Some((source, spec.ty, bounds)),
+        source: Some((table, source, spec.ty, bounds)),
     })
 }

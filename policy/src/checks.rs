@@ -72,8 +72,9 @@ pub type ValueHash<'a> = &'a dyn Fn(&str) -> [u8; 8];
 
 /// Everything the checks need besides the table.
 pub struct CheckContext<'a> {
-    /// Prohibited-value index and the keyed hash used to build it.
-    pub prohibited: Option<(&'a ProhibitedIndex, ValueHash<'a>)>,
+    /// For each dataset involved, its prohibited-value index and the keyed
+    /// hash used to build it.
+    pub prohibited: Vec<(&'a ProhibitedIndex, ValueHash<'a>)>,
     /// Smallest cell a non-DP output may describe.
     pub min_group_size: u32,
     /// Earlier approved releases under the same grant.
@@ -169,8 +170,10 @@ pub fn check_output(table: &Table, ctx: &CheckContext<'_>) -> Vec<Finding> {
         match &column.values {
             ColumnValues::Text(values) => {
                 for (row, v) in values.iter().enumerate() {
-                    if let Some((index, hash)) = &ctx.prohibited
-                        && index.contains(&hash(v))
+                    if ctx
+                        .prohibited
+                        .iter()
+                        .any(|(index, hash)| index.contains(&hash(v)))
                     {
                         findings.push(finding(FindingKind::ProhibitedValue, name, row));
                     }

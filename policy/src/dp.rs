@@ -101,11 +101,15 @@ pub enum Accounting {
 enum Measure {
     /// COUNT(*) when `None`, COUNT(column) otherwise.
     Count(Option<Column>),
-    /// Sum of a column clamped to its bounds (nulls count as the lower bound).
+    /// Sum of a column clamped to its bounds (nulls count as the lower
+    /// bound). `clamp` is false when registration found every value of the
+    /// column present and within its bounds: clamping would then change no
+    /// value, so the sum is the same without it.
     Sum {
         column: Column,
         ty: ColumnType,
         bounds: (f64, f64),
+        clamp: bool,
     },
     /// Sum of squared deviations of the clamped column from the bounds'
     /// midpoint (nulls as the lower bound), in `f64`.
@@ -303,17 +307,41 @@ fn noise_err(e: impl std::fmt::Display) -> PolicyError {
 
 /// Plans the release of `query` for `epsilon` under pure DP: no data is
 /// read, so the returned cost can be charged before execution.
-/// `one_row_per_unit` says of a dataset whether it was found at
-/// registration to hold at most one row per privacy unit, so that bounding
-/// its rows would change nothing; other datasets' rows are bounded to their
-/// `max_contributions` per unit. The noise covers every dataset's bound
-/// either way.
+/// `facts` say of a dataset whether it was found at registration to hold
+/// at most one row per privacy unit, so that bounding its rows would change
+/// nothing; other datasets' rows are bounded to their `max_contributions`
+/// per unit. The noise covers every dataset's bound either way.
 pub fn plan_release(
     query: &AggregateQuery,
     epsilon: f64,
-    one_row_per_unit: impl Fn(&str) -> bool,
+    facts: impl DataFacts,
 ) -> Result<DpPlan, PolicyError> {
-    plan_release_with(query, Accounting::Pure { epsilon }, one_row_per_unit)
+    plan_release_with(query, Accounting::Pure { epsilon }, facts)
+}
+
+/// What registration found about the data. A release uses these facts only
+/// to skip steps that would change no value on this data (bounding rows
+/// already within the bound, clamping values already within bounds), so
+/// the released distribution is exactly that of the full mechanism; the
+/// noise always covers the manifest's bounds.
+pub trait DataFacts {
+    /// `table` holds at most one row per privacy unit.
+    fn one_row_per_unit(&self, table: &str) -> bool;
+    /// Every value of `table.column` is present and within its manifest
+    /// bounds.
+    fn within_bounds(&self, table: &str, column: &str) -> bool;
+}
+
+/// A function saying which datasets hold one row per privacy unit, and no
+/// facts about values.
+impl<F: Fn(&str) -> bool> DataFacts for F {
+    fn one_row_per_unit(&self, table: &str) -> bool {
+        self(table)
+    }
+
+    fn within_bounds(&self, _table: &str, _column: &str) -> bool {
+        false
+    }
 }
 
 /// Plans the release of `query` under zCDP with budget `rho`, reported as
@@ -322,9 +350,9 @@ pub fn plan_release_zcdp(
     query: &AggregateQuery,
     rho: f64,
     delta: f64,
-    one_row_per_unit: impl Fn(&str) -> bool,
+    facts: impl DataFacts,
 ) -> Result<DpPlan, PolicyError> {
-    plan_release_with(query, Accounting::Zcdp { rho, delta }, one_row_per_unit)
+    plan_release_with(query, Accounting::Zcdp { rho, delta }, facts)
 }
 
 /// Rows one privacy unit may contribute to the aggregate's input: the
@@ -345,7 +373,7 @@ fn contributions(query: &AggregateQuery) -> Result<u32, PolicyError> {
 pub fn plan_release_with(
     query: &AggregateQuery,
     accounting: Accounting,
-    one_row_per_unit: impl Fn(&str) -> bool,
+    facts: impl DataFacts,
 ) -> Result<DpPlan, PolicyError> {
     let budget = match accounting {
         Accounting::Pure { epsilon } => positive("epsilon", epsilon)?,
@@ -370,26 +398,16 @@ pub fn plan_release_with(
     for agg in &query.aggregates {
         wiring.push(match agg.kind {
             AggregateKind::Count => Wire::Plain(intern(Measure::Count(agg.input.clone()))),
-            AggregateKind::Sum => {
-                let (column, ty, bounds) = numeric_source(agg);
-                Wire::Plain(intern(Measure::Sum { column, ty, bounds }))
-            }
-            AggregateKind::Mean => {
-                let (column, ty, bounds) = numeric_source(agg);
-                Wire::Mean {
-                    sum: intern(Measure::Sum { column, ty, bounds }),
-                    count: intern(Measure::Count(None)),
-                }
-            }
+            AggregateKind::Sum => Wire::Plain(intern(sum_measure(agg, &facts))),
+            AggregateKind::Mean => Wire::Mean {
+                sum: intern(sum_measure(agg, &facts)),
+                count: intern(Measure::Count(None)),
+            },
             AggregateKind::Variance { sample, root } => {
                 let (column, ty, bounds) = numeric_source(agg);
                 Wire::Variance {
                     count: intern(Measure::Count(None)),
-                    sum: intern(Measure::Sum {
-                        column: column.clone(),
-                        ty,
-                        bounds,
-                    }),
+                    sum: intern(sum_measure(agg, &facts)),
                     squares: intern(Measure::SquaredDeviations { column, ty, bounds }),
                     sample,
                     root,
@@ -453,7 +471,7 @@ pub fn plan_release_with(
     let mut bound: Vec<Scan> = query
         .scans
         .iter()
-        .filter(|s| !one_row_per_unit(&s.table))
+        .filter(|s| !facts.one_row_per_unit(&s.table))
         .cloned()
         .collect();
     bound.dedup_by(|a, b| a.table == b.table);
@@ -480,7 +498,7 @@ fn positive(name: &str, v: f64) -> Result<f64, PolicyError> {
 }
 
 fn numeric_source(agg: &DpAggregate) -> (Column, ColumnType, (f64, f64)) {
-    let (_, ty, bounds) = agg
+    let (_, _, ty, bounds) = agg
         .source
         .clone()
         .expect("numeric aggregates are admitted with a source");
@@ -489,6 +507,22 @@ fn numeric_source(agg: &DpAggregate) -> (Column, ColumnType, (f64, f64)) {
         .clone()
         .expect("numeric aggregates are admitted with an input column");
     (column, ty, bounds)
+}
+
+/// A clamped sum of `agg`'s column, unclamped where `facts` show clamping
+/// would change nothing.
+fn sum_measure(agg: &DpAggregate, facts: &impl DataFacts) -> Measure {
+    let (column, ty, bounds) = numeric_source(agg);
+    let clamp = !agg
+        .source
+        .as_ref()
+        .is_some_and(|(table, source, ..)| facts.within_bounds(table, source));
+    Measure::Sum {
+        column,
+        ty,
+        bounds,
+        clamp,
+    }
 }
 
 /// An integer vector component with L1 (pure) or L2 (zCDP) sensitivity
@@ -815,8 +849,17 @@ fn exact_frame(
             match &c.measure {
                 Measure::Count(None) => count(lit(1i64)),
                 Measure::Count(Some(col)) => count(Expr::Column(col.clone())),
-                Measure::Sum { column, ty, bounds } => {
-                    let clamped = clamp(column, *ty, *bounds);
+                Measure::Sum {
+                    column,
+                    ty,
+                    bounds,
+                    clamp: clamped,
+                } => {
+                    let clamped = if *clamped {
+                        clamp(column, *ty, *bounds)
+                    } else {
+                        Expr::Column(column.clone())
+                    };
                     if wide && *ty == ColumnType::Int64 {
                         sum(cast(clamped, DataType::Decimal128(38, 0)))
                     } else {
@@ -835,8 +878,20 @@ fn exact_frame(
             .alias(format!("__agg{i}"))
         })
         .collect();
-    aggs.push(count(lit(1i64)).alias(ROWS));
+    // The overflow guard needs each cell's row count; a COUNT(*) component
+    // already is one.
+    if rows_component(plan).is_none() {
+        aggs.push(count(lit(1i64)).alias(ROWS));
+    }
     Ok(df.aggregate(group, aggs)?)
+}
+
+/// Among the vector-sum components, the position of COUNT(*), if any.
+fn rows_component(plan: &DpPlan) -> Option<usize> {
+    plan.components
+        .iter()
+        .filter(|c| is_vector_sum(&c.measure))
+        .position(|c| c.measure == Measure::Count(None))
 }
 
 /// Per cell, the counts of one column's clamped values in equal bins.
@@ -997,12 +1052,13 @@ async fn exact_sums(
     let mut wide = false;
     loop {
         let batches = exact_frame(state, query, plan, wide)?.collect().await?;
+        let rows_at = n_keys + rows_component(plan).unwrap_or(sums.len());
         let mut ints = vec![vec![0i64; n_cells]; sums.len()];
         let mut floats = vec![vec![0f64; n_cells]; sums.len()];
         let mut may_overflow = false;
         for batch in &batches {
             let cells = row_cells(batch, n_keys, index)?;
-            let rows = batch.column(batch.num_columns() - 1);
+            let rows = batch.column(rows_at);
             for (row, cell) in cells.into_iter().enumerate() {
                 let Some(at) = cell else { continue };
                 if let Some(widest) = widest {

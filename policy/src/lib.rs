@@ -23,8 +23,8 @@ mod query;
 
 pub use admission::{Admitted, Refusal};
 pub use dp::{
-    Accounting, DpPlan, Release, fingerprint, plan_release, plan_release_with, plan_release_zcdp,
-    release_aggregate,
+    Accounting, DataFacts, DpPlan, Release, fingerprint, plan_release, plan_release_with,
+    plan_release_zcdp, release_aggregate,
 };
 pub use manifest::{Class, Manifest, ManifestError, ManifestErrors};
 pub use query::{PolicyError, plan_query, release_open, sql_options};

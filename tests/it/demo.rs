@@ -18,6 +18,9 @@ fn demo_runs_every_step_and_its_ledger_verifies() {
         "may not review outputs",
         "朝阳区",
         "signed release",
+        "registered `health_visits`: 40000 visits",
+        "health_visits joined to residents on person_id",
+        "per_1000_residents",
         "ledger OK",
     ] {
         assert!(

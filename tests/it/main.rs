@@ -9,6 +9,7 @@ mod cli_errors;
 mod demo;
 mod dev;
 mod extract;
+mod joins;
 mod query;
 mod server;
 mod support;

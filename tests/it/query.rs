@@ -257,7 +257,8 @@ fn a_grant_covers_only_its_columns() {
         &data,
     ]);
     assert!(
-        unknown.contains("column `salary` is not in dataset `residents`"),
+        unknown.contains("column `salary` is in no dataset of the grant")
+            && unknown.contains("residents.district"),
         "{unknown}"
     );
     let grant = issue_grant(&data, "5", &["--columns", "district,household_size"]);

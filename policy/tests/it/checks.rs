@@ -48,7 +48,7 @@ fn ctx<'a>(
     earlier: &'a [Table],
 ) -> CheckContext<'a> {
     CheckContext {
-        prohibited: Some((index, hasher)),
+        prohibited: vec![(index, hasher)],
         min_group_size: 8,
         earlier,
     }

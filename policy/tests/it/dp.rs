@@ -13,7 +13,7 @@ async fn district_release_covers_every_public_district_with_intervals() {
     let Admitted::Aggregate(q) = plan_query(&ctx, sql, &manifests).await.unwrap() else {
         panic!("not an aggregate")
     };
-    let plan = plan_release(&q, 1.0, |_| true).unwrap();
+    let plan = plan_release(&q, 1.0, |_: &str| true).unwrap();
     assert!(
         (plan.epsilon - 1.0).abs() < 1e-9,
         "count and sum share epsilon 1.0, got {}",
@@ -69,7 +69,7 @@ async fn count_noise_matches_the_claimed_scale_and_coverage() {
     let Admitted::Aggregate(q) = plan_query(&ctx, sql, &manifests).await.unwrap() else {
         panic!()
     };
-    let plan = plan_release(&q, 1.0, |_| true).unwrap();
+    let plan = plan_release(&q, 1.0, |_: &str| true).unwrap();
     let (mut abs_err, mut covered, runs) = (0.0, 0, 300);
     for _ in 0..runs {
         let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
@@ -155,7 +155,7 @@ domain = ["a", "b"]
         panic!("not an aggregate")
     };
     // A huge epsilon makes the noise negligible, so the bounded exact count shows.
-    let plan = plan_release(&q, 1e6, |_| false).unwrap();
+    let plan = plan_release(&q, 1e6, |_: &str| false).unwrap();
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     let ColumnValues::Estimate(n) = r.result.table.column("n").unwrap() else {
         panic!()
@@ -171,7 +171,7 @@ domain = ["a", "b"]
         n[1].value
     );
     // Without bounding the same query would have counted 100.
-    let unbounded = plan_release(&q, 1e6, |_| true).unwrap();
+    let unbounded = plan_release(&q, 1e6, |_: &str| true).unwrap();
     let r = release_aggregate(&ctx.state(), &q, &unbounded)
         .await
         .unwrap();

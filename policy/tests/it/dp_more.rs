@@ -105,7 +105,7 @@ async fn median_and_stddev_once_refused_are_admitted_as_dp_aggregates() {
     ] {
         let q = admit(&ctx, sql, &manifests).await;
         assert_eq!(q.aggregates[0].kind, kind, "{sql}");
-        let plan = plan_release(&q, 1.0, |_| true).unwrap();
+        let plan = plan_release(&q, 1.0, |_: &str| true).unwrap();
         assert!((plan.epsilon - 1.0).abs() < 1e-9, "{sql}: {}", plan.epsilon);
         let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
         let t = &r.result.table;
@@ -125,7 +125,9 @@ async fn variance_and_stddev_are_near_exact_with_covering_intervals() {
     let (ctx, manifests) = session(5_000);
     let sql = "SELECT district, VAR_POP(annual_income) AS v, STDDEV(annual_income) AS sd, VAR(household_size) AS hv FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
-    let plan = plan_release(&q, 200.0, |_| true).unwrap();
+    // Large enough that a small district's variance (which subtracts two
+    // large, noisy terms) is within the tolerance below but for a 1e-6 tail.
+    let plan = plan_release(&q, 2000.0, |_: &str| true).unwrap();
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     let t = &r.result.table;
     let clamped = "LEAST(GREATEST(annual_income, 0), 1000000)";
@@ -147,18 +149,22 @@ async fn variance_and_stddev_are_near_exact_with_covering_intervals() {
             );
         }
     }
+    // Each interval is a 95% interval: over 36 of them a miss or two is
+    // expected now and then (coverage itself is measured over many runs in
+    // the test below); more would mean intervals that are too narrow.
+    let mut misses = Vec::new();
     for (name, exact) in [("v", &v), ("sd", &sd), ("hv", &hv)] {
         for (i, d) in texts(t, "district").iter().enumerate() {
             let e = estimates(t, name)[i];
-            assert!(
-                e.lower <= exact[d] && exact[d] <= e.upper,
-                "{name} of {d}: exact {} outside [{}, {}]",
-                exact[d],
-                e.lower,
-                e.upper
-            );
+            if !(e.lower <= exact[d] && exact[d] <= e.upper) {
+                misses.push(format!(
+                    "{name} of {d}: exact {} outside [{}, {}]",
+                    exact[d], e.lower, e.upper
+                ));
+            }
         }
     }
+    assert!(misses.len() <= 2, "{misses:#?}");
 }
 
 /// At epsilon 1, over many runs, the variance interval of one district
@@ -169,7 +175,7 @@ async fn variance_intervals_cover_at_the_stated_level() {
     let sql = "SELECT district, VAR_POP(household_size) AS v FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
     let exact = exact_by_district(&ctx, "VAR_POP(household_size)").await["朝阳区"];
-    let plan = plan_release(&q, 1.0, |_| true).unwrap();
+    let plan = plan_release(&q, 1.0, |_: &str| true).unwrap();
     let (mut covered, runs) = (0, 200);
     for _ in 0..runs {
         let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
@@ -194,7 +200,7 @@ async fn median_and_percentiles_are_released_per_group_near_the_exact_ones() {
     let (ctx, manifests) = session(5_000);
     let sql = "SELECT district, median(annual_income) AS med, approx_percentile_cont(0.9) WITHIN GROUP (ORDER BY annual_income) AS p90, median(household_size) AS hs FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
-    let plan = plan_release(&q, 30.0, |_| true).unwrap();
+    let plan = plan_release(&q, 30.0, |_: &str| true).unwrap();
     let accuracy = plan.expected_accuracy().unwrap();
     assert!(
         accuracy
@@ -249,7 +255,7 @@ async fn zcdp_accounting_uses_gaussian_noise_and_reports_epsilon_delta() {
         "SELECT district, COUNT(*) AS n, AVG(annual_income) AS m FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
     let (rho, delta) = (0.5, 1e-6);
-    let plan = plan_release_zcdp(&q, rho, delta, |_| true).unwrap();
+    let plan = plan_release_zcdp(&q, rho, delta, |_: &str| true).unwrap();
     assert!((plan.rho.unwrap() - rho).abs() < 1e-9, "{:?}", plan.rho);
     assert_eq!(plan.delta, delta);
     // The classic bound eps <= rho + 2 sqrt(rho ln(1/delta)); opendp's conversion is tighter.
@@ -259,10 +265,10 @@ async fn zcdp_accounting_uses_gaussian_noise_and_reports_epsilon_delta() {
         "epsilon {} for rho {rho}, classic bound {classic}",
         plan.epsilon
     );
-    let same = plan_release_with(&q, Accounting::Zcdp { rho, delta }, |_| true).unwrap();
+    let same = plan_release_with(&q, Accounting::Zcdp { rho, delta }, |_: &str| true).unwrap();
     assert_eq!(same.epsilon, plan.epsilon);
     // The default stays pure DP.
-    let pure = plan_release(&q, 1.0, |_| true).unwrap();
+    let pure = plan_release(&q, 1.0, |_: &str| true).unwrap();
     assert_eq!((pure.delta, pure.rho), (0.0, None));
 
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
@@ -286,7 +292,7 @@ async fn zcdp_count_noise_has_the_claimed_sigma() {
     let sql = "SELECT district, COUNT(*) AS n FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
     let exact = exact_by_district(&ctx, "COUNT(*)").await;
-    let plan = plan_release_zcdp(&q, 0.5, 1e-6, |_| true).unwrap();
+    let plan = plan_release_zcdp(&q, 0.5, 1e-6, |_: &str| true).unwrap();
     let runs = 100;
     let (mut square, mut draws) = (0.0, 0);
     for _ in 0..runs {
@@ -347,7 +353,7 @@ bounds = [{}, {}]
 async fn released_sum(ctx: &SessionContext, manifest: &Manifest, epsilon: f64) -> f64 {
     let manifests = [("t".to_string(), manifest.clone())].into_iter().collect();
     let q = admit(ctx, "SELECT SUM(amount) AS s FROM t", &manifests).await;
-    let plan = plan_release(&q, epsilon, |_| true).unwrap();
+    let plan = plan_release(&q, epsilon, |_: &str| true).unwrap();
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     estimates(&r.result.table, "s")[0].value
 }
@@ -421,4 +427,48 @@ async fn bench_functions_time_admission_and_dp_overhead() {
     if rows.is_some() {
         println!("{t:?}\n{o:?}");
     }
+}
+
+/// Registration facts stating every value is within bounds.
+#[derive(Clone, Copy)]
+struct WithinBounds(bool);
+
+impl unseen_policy::DataFacts for WithinBounds {
+    fn one_row_per_unit(&self, _table: &str) -> bool {
+        true
+    }
+
+    fn within_bounds(&self, _table: &str, _column: &str) -> bool {
+        self.0
+    }
+}
+
+/// Values within bounds are summed without clamping, and the release is the
+/// same; the control shows the fact is really used (a false fact over values
+/// outside the bounds changes the sum), which is why only registration,
+/// having checked every value, may state it.
+#[tokio::test]
+async fn a_sum_skips_clamping_only_where_registration_found_values_within_bounds() {
+    let sum_with = |values: Vec<i64>, facts: WithinBounds| async move {
+        let (ctx, manifest) = amounts(values, (0, 100));
+        let manifests = [("t".to_string(), manifest)].into_iter().collect();
+        let q = admit(&ctx, "SELECT SUM(amount) AS s FROM t", &manifests).await;
+        let plan = plan_release(&q, 1e12, facts).unwrap();
+        let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
+        estimates(&r.result.table, "s")[0].value
+    };
+    let inside: Vec<i64> = (0..1000).map(|i| i % 101).collect();
+    let exact: i64 = inside.iter().sum();
+    for facts in [WithinBounds(true), WithinBounds(false)] {
+        let got = sum_with(inside.clone(), facts).await;
+        assert!((got - exact as f64).abs() < 0.5, "{got} vs {exact}");
+    }
+    let outside = vec![1_000i64; 10];
+    let clamped = sum_with(outside.clone(), WithinBounds(false)).await;
+    assert!(
+        (clamped - 1_000.0).abs() < 0.5,
+        "clamped to 100 each: {clamped}"
+    );
+    let unclamped = sum_with(outside, WithinBounds(true)).await;
+    assert!((unclamped - 10_000.0).abs() < 0.5, "control: {unclamped}");
 }

@@ -27,7 +27,7 @@ async fn a_join_on_the_privacy_unit_is_admitted_with_every_scan_bounded() {
         q.scans,
         vec![scan("health_visits", 10), scan("residents", 1)]
     );
-    let plan = plan_release(&q, 1.0, |_| false).unwrap();
+    let plan = plan_release(&q, 1.0, |_: &str| false).unwrap();
     assert!((plan.epsilon - 1.0).abs() < 1e-9, "{}", plan.epsilon);
     let release = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     assert_eq!(release.result.table.rows(), 12, "every public district");
@@ -46,9 +46,13 @@ async fn the_noise_covers_the_product_of_the_joined_bounds() {
             let Admitted::Aggregate(q) = plan_query(&ctx, sql, &manifests).await.unwrap() else {
                 panic!("not an aggregate")
             };
-            let r = release_aggregate(&ctx.state(), &q, &plan_release(&q, 1.0, |_| false).unwrap())
-                .await
-                .unwrap();
+            let r = release_aggregate(
+                &ctx.state(),
+                &q,
+                &plan_release(&q, 1.0, |_: &str| false).unwrap(),
+            )
+            .await
+            .unwrap();
             r.noise[0].scale
         }
     };
@@ -104,7 +108,7 @@ async fn each_units_rows_are_cut_before_the_join() {
         let (ctx, q) = (ctx.clone(), q.clone());
         async move {
             // A huge epsilon makes the noise negligible, so the exact count shows.
-            let plan = plan_release(&q, 1e6, |_| !bounded).unwrap();
+            let plan = plan_release(&q, 1e6, |_: &str| !bounded).unwrap();
             let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
             let ColumnValues::Text(codes) = r.result.table.column("diagnosis_code").unwrap() else {
                 panic!()
