@@ -416,7 +416,7 @@ pub enum UserCommand {
 #[derive(Debug, Subcommand)]
 pub enum GrantCommand {
     /// Issue a grant over a dataset (and datasets joined to it) to one developer.
-    Issue(GrantIssue),
+    Issue(Box<GrantIssue>),
     /// List grants (a developer sees those they are designated on).
     List {
         #[arg(long = "as")]
@@ -477,6 +477,14 @@ pub struct GrantIssue {
     /// Epsilon charged per DP query.
     #[arg(long, default_value_t = 0.5)]
     query_epsilon: f64,
+    /// Total delta for DP partition selection, which lets group keys without
+    /// a public domain release the groups that pass a noisy threshold
+    /// (default 0: group keys need a public domain).
+    #[arg(long, default_value_t = 0.0)]
+    delta: f64,
+    /// Delta charged per query that selects partitions.
+    #[arg(long, default_value_t = 1e-6)]
+    query_delta: f64,
     /// Validity in days (at most 5 years).
     #[arg(long, default_value_t = 365)]
     days: u32,
@@ -802,6 +810,8 @@ impl GrantIssue {
             max_downloads: self.max_downloads,
             derived_reuse: self.derived_reuse,
             approvals_required: self.approvals,
+            delta_total: self.delta,
+            query_delta: self.query_delta,
         }
     }
 }
@@ -1385,16 +1395,19 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             let domain = open(&dir)?;
             let layers = domain.budget_layers(&grant)?;
             let (spent, left) = domain.budget(&grant)?;
+            let g = domain.grant(&grant)?;
             if json {
                 writeln!(
                     out,
                     "{}",
-                    json!({"grant": grant, "epsilon_spent": spent, "epsilon_left": left, "layers": layers})
+                    json!({"grant": grant, "epsilon_spent": spent, "epsilon_left": left,
+                        "delta_spent": g.delta_spent, "delta_total": g.delta_total, "layers": layers})
                 )?;
             } else {
                 writeln!(
                     out,
-                    "grant {grant}: epsilon spent {spent:.3}, left {left:.3}"
+                    "grant {grant}: epsilon spent {spent:.3}, left {left:.3}; delta spent {:e} of {:e}",
+                    g.delta_spent, g.delta_total
                 )?;
                 for l in &layers {
                     match l.total {

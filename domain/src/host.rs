@@ -60,6 +60,20 @@ pub(crate) struct Host {
 }
 
 impl Host {
+    /// Pure epsilon per query; with a delta budget, also partition
+    /// selection for group keys without a public domain.
+    fn accounting(&self) -> unseen_policy::Accounting {
+        let epsilon = self.grant.query_epsilon;
+        if self.grant.delta_total > 0.0 {
+            unseen_policy::Accounting::Approximate {
+                epsilon,
+                delta: self.grant.query_delta,
+            }
+        } else {
+            unseen_policy::Accounting::Pure { epsilon }
+        }
+    }
+
     /// Rows of the named datasets, for metering.
     fn rows_of(&self, tables: BTreeSet<String>) -> u64 {
         self.datasets
@@ -129,9 +143,9 @@ impl Host {
                 Ok(Ok(udf_sdk::abi::encode_query_result(&result)))
             }
             Admitted::Aggregate(query) => {
-                let plan = match unseen_policy::plan_release(
+                let plan = match unseen_policy::plan_release_with(
                     &query,
-                    self.grant.query_epsilon,
+                    self.accounting(),
                     data::Facts(&self.datasets),
                 ) {
                     Ok(p) => p,
@@ -158,9 +172,16 @@ impl Host {
                     &self.job_id,
                     &self.grant.id,
                     &read,
-                    plan.epsilon,
+                    (plan.epsilon, plan.delta),
                     &sql_sha,
                 )? {
+                    if layer == "grant delta" {
+                        let e = PolicyError::Budget(format!(
+                            "grant `{short}` has not enough delta left for partition selection (this query needs {:e}). Nothing was spent; group by keys with a public domain, or ask for more delta",
+                            plan.delta
+                        ));
+                        return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
+                    }
                     let status = self.domain.budget_layers(&self.grant.id)?;
                     let short = status.iter().find(|s| s.layer == layer && s.id == short);
                     let (id, spent, total) = short.map_or((String::new(), 0.0, None), |s| {
@@ -175,7 +196,7 @@ impl Host {
                 }
                 self.domain.record(&self.submitter, "query.admitted", json!({
                     "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
-                    "release": "differentially private aggregate", "epsilon": plan.epsilon,
+                    "release": "differentially private aggregate", "epsilon": plan.epsilon, "delta": plan.delta,
                     "mechanism": "opendp Laplace (discrete for integers)", "fingerprint": fingerprint,
                 }))?;
                 self.job_log().epsilon_spent += plan.epsilon;
@@ -202,9 +223,9 @@ impl Host {
             Err(e) => Err(e),
             Ok(Admitted::Open(_)) => Ok((0.0, Vec::new(), false)),
             Ok(Admitted::Aggregate(query)) => {
-                match unseen_policy::plan_release(
+                match unseen_policy::plan_release_with(
                     &query,
-                    self.grant.query_epsilon,
+                    self.accounting(),
                     data::Facts(&self.datasets),
                 ) {
                     Err(e) => Err(e),

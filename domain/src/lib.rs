@@ -209,6 +209,12 @@ pub struct Grant {
     pub derived_reuse: bool,
     /// Independent approvals a release needs (1 or 2).
     pub approvals_required: u32,
+    /// Total delta the grant may spend on DP partition selection (0: none,
+    /// so group keys need a public domain).
+    pub delta_total: f64,
+    /// Delta charged per query that selects partitions.
+    pub query_delta: f64,
+    pub delta_spent: f64,
 }
 
 impl Grant {
@@ -221,6 +227,10 @@ impl Grant {
     pub fn designates(&self, user: &str) -> bool {
         self.developer == user || self.designated.iter().any(|d| d == user)
     }
+}
+
+fn default_query_delta() -> f64 {
+    1e-6
 }
 
 fn default_query_epsilon() -> f64 {
@@ -289,6 +299,12 @@ pub struct GrantRequest {
     pub derived_reuse: bool,
     #[serde(default = "default_approvals")]
     pub approvals_required: u32,
+    /// Total delta for DP partition selection (default 0: none).
+    #[serde(default)]
+    pub delta_total: f64,
+    /// Delta per query that selects partitions (default 1e-6).
+    #[serde(default = "default_query_delta")]
+    pub query_delta: f64,
 }
 
 impl GrantRequest {
@@ -297,6 +313,8 @@ impl GrantRequest {
         GrantRequest {
             dataset: dataset.to_string(),
             join_datasets: Vec::new(),
+            delta_total: 0.0,
+            query_delta: default_query_delta(),
             developer: developer.to_string(),
             scenario: String::new(),
             purpose: purpose.to_string(),
@@ -872,6 +890,14 @@ impl Domain {
                 r.approvals_required
             )));
         }
+        if !(0.0..1.0).contains(&r.delta_total)
+            || (r.delta_total > 0.0 && !(r.query_delta > 0.0 && r.query_delta <= r.delta_total))
+        {
+            return Err(DomainError::Invalid(format!(
+                "delta must satisfy 0 <= total delta ({}) < 1, and 0 < query delta ({}) <= total delta when the total is above 0",
+                r.delta_total, r.query_delta
+            )));
+        }
         if r.max_runs == Some(0) || r.max_downloads == Some(0) {
             return Err(DomainError::Invalid(
                 "run and download limits must be at least 1 (omit them for no limit)".into(),
@@ -893,10 +919,11 @@ impl Domain {
         let joined = serde_json::to_string(&r.join_datasets).unwrap_or_else(|_| "[]".into());
         lock(&self.db).execute(
             "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
-                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
             params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, now_rfc3339(), expires_at,
-                r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined],
+                r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined,
+                r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }],
         )?;
         self.record(actor, "grant.issued", json!({
             "grant": id, "dataset": r.dataset, "join_datasets": r.join_datasets, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
@@ -905,6 +932,7 @@ impl Domain {
             "windows": r.windows, "designated": r.designated, "columns": r.columns, "max_runs": r.max_runs,
             "max_downloads": r.max_downloads, "derived_reuse": r.derived_reuse,
             "approvals_required": r.approvals_required,
+            "delta_total": r.delta_total, "query_delta": if r.delta_total > 0.0 { r.query_delta } else { 0.0 },
         }))?;
         Ok(id)
     }
@@ -1000,7 +1028,7 @@ impl Domain {
         job_id: &str,
         grant_id: &str,
         datasets: &BTreeSet<String>,
-        epsilon: f64,
+        (epsilon, delta): (f64, f64),
         query_sha: &str,
     ) -> Result<Option<(&'static str, String)>, DomainError> {
         let mut db = lock(&self.db);
@@ -1033,9 +1061,18 @@ impl Domain {
                 return Ok(Some((layer, key.to_string())));
             }
         }
+        // Delta is budgeted at the grant only (partition selection).
+        if delta > 0.0
+            && tx.execute(
+                "UPDATE grants SET delta_spent = delta_spent + ?2 WHERE id = ?1 AND delta_spent + ?2 <= delta_total * (1 + 1e-9)",
+                params![grant_id, delta],
+            )? != 1
+        {
+            return Ok(Some(("grant delta", grant_id.to_string())));
+        }
         tx.execute(
-            "INSERT INTO spends(job_id, grant_id, epsilon, query_sha256, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job_id, grant_id, epsilon, query_sha, now_rfc3339()],
+            "INSERT INTO spends(job_id, grant_id, epsilon, delta, query_sha256, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![job_id, grant_id, epsilon, delta, query_sha, now_rfc3339()],
         )?;
         tx.commit()?;
         Ok(None)
@@ -1664,7 +1701,7 @@ impl Domain {
     }
 }
 
-const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets";
+const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, delta_spent";
 
 fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
@@ -1696,6 +1733,9 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
         approvals_required: r.get(21)?,
         columns: list(22)?,
         join_datasets: list(23)?,
+        delta_total: r.get(24)?,
+        query_delta: r.get(25)?,
+        delta_spent: r.get(26)?,
     })
 }
 

@@ -616,7 +616,8 @@ async fn grant_budget(
     .await?;
     ok(json!({
         "grant": grant.id, "epsilon_spent": grant.epsilon_spent,
-        "epsilon_left": (grant.epsilon_total - grant.epsilon_spent).max(0.0), "layers": layers,
+        "epsilon_left": (grant.epsilon_total - grant.epsilon_spent).max(0.0),
+        "delta_spent": grant.delta_spent, "delta_total": grant.delta_total, "layers": layers,
     }))
 }
 

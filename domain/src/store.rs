@@ -60,7 +60,10 @@ CREATE TABLE IF NOT EXISTS grants(
     derived_reuse INTEGER NOT NULL DEFAULT 0,
     approvals_required INTEGER NOT NULL DEFAULT 1 CHECK (approvals_required IN (1, 2)),
     columns TEXT NOT NULL DEFAULT '[]',
-    join_datasets TEXT NOT NULL DEFAULT '[]'
+    join_datasets TEXT NOT NULL DEFAULT '[]',
+    delta_total REAL NOT NULL DEFAULT 0 CHECK (delta_total >= 0 AND delta_total < 1),
+    query_delta REAL NOT NULL DEFAULT 0,
+    delta_spent REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS modules(
     sha256 TEXT PRIMARY KEY,
@@ -100,6 +103,7 @@ CREATE TABLE IF NOT EXISTS spends(
     job_id TEXT NOT NULL,
     grant_id TEXT NOT NULL,
     epsilon REAL NOT NULL,
+    delta REAL NOT NULL DEFAULT 0,
     query_sha256 TEXT NOT NULL,
     at TEXT NOT NULL
 );

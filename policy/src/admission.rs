@@ -73,8 +73,10 @@ pub struct GroupKey {
     pub input: Column,
     /// Source column name in the dataset.
     pub source: String,
-    /// Public categories; every one appears in the result.
-    pub domain: Vec<String>,
+    /// Public categories; every one appears in the result. `None`: the key
+    /// has no public domain, and its groups are chosen by DP partition
+    /// selection (which needs a delta).
+    pub domain: Option<Vec<String>>,
 }
 
 /// One aggregate to release with noise.
@@ -368,20 +370,10 @@ fn admit_aggregate(
                 ),
             ));
         }
-        let Some(domain) = spec.domain.clone() else {
-            return Err(Refusal::new(
-                "no-public-domain",
-                Some(format!("{src_table}.{src}")),
-                format!(
-                    "column `{src}` of `{src_table}` has no public domain in the manifest, so its groups cannot be released without DP partition selection; group by one of: {}",
-                    group_keys(manifest)
-                ),
-            ));
-        };
         keys.push(GroupKey {
             input: c.clone(),
             source: src,
-            domain,
+            domain: spec.domain.clone(),
         });
     }
 

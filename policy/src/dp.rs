@@ -66,10 +66,14 @@ use opendp::accuracy::{
 };
 use opendp::combinators::{CompositionMeasure, ConcentratedMeasure};
 use opendp::core::{Function, Measure as OpendpMeasure, Measurement, Metric, MetricSpace};
-use opendp::domains::{AtomDomain, VectorDomain};
-use opendp::measurements::{TopKMeasure, make_gaussian, make_laplace, make_private_quantile};
-use opendp::measures::{MaxDivergence, ZeroConcentratedDivergence};
-use opendp::metrics::{L1Distance, L2Distance, SymmetricDistance};
+use opendp::domains::{AtomDomain, MapDomain, VectorDomain};
+use opendp::measurements::{
+    TopKMeasure, make_gaussian, make_laplace, make_laplace_threshold, make_private_quantile,
+};
+use opendp::measures::{Approximate, MaxDivergence, ZeroConcentratedDivergence};
+use opendp::metrics::{
+    AbsoluteDistance, L0PInfDistance, L1Distance, L01InfDistance, L2Distance, SymmetricDistance,
+};
 use udf_sdk::{ColumnValues, Estimate, QueryResult, Table};
 
 use crate::PolicyError;
@@ -91,6 +95,9 @@ pub const HISTOGRAM_BINS: usize = 20;
 pub enum Accounting {
     /// Pure epsilon-DP: Laplace noise, costs add up (the default).
     Pure { epsilon: f64 },
+    /// As `Pure`, plus up to `delta` for DP partition selection when a group
+    /// key has no public domain: (epsilon, delta)-DP.
+    Approximate { epsilon: f64, delta: f64 },
     /// Zero-concentrated DP with budget `rho`: Gaussian noise, costs add up
     /// in rho, and the release is reported as (epsilon, delta)-DP at `delta`.
     Zcdp { rho: f64, delta: f64 },
@@ -226,7 +233,10 @@ pub struct DpPlan {
     components: Vec<Component>,
     /// For each aggregate of the query, the components it is made of.
     wiring: Vec<Wire>,
+    /// The released cells when every key has a public domain (their cross
+    /// product); empty when `selection` picks them from the data.
     cells: Vec<Vec<String>>,
+    selection: Option<Selection>,
     /// The scans whose datasets may hold several rows per privacy unit:
     /// each is cut to `max_contributions` rows per unit before anything else.
     bound: Vec<Scan>,
@@ -377,6 +387,14 @@ pub fn plan_release_with(
 ) -> Result<DpPlan, PolicyError> {
     let budget = match accounting {
         Accounting::Pure { epsilon } => positive("epsilon", epsilon)?,
+        Accounting::Approximate { epsilon, delta } => {
+            if !(delta > 0.0 && delta < 1.0) {
+                return Err(PolicyError::Budget(format!(
+                    "delta must be between 0 and 1 (exclusive), got {delta}"
+                )));
+            }
+            positive("epsilon", epsilon)?
+        }
         Accounting::Zcdp { rho, delta } => {
             if !(delta > 0.0 && delta < 1.0) {
                 return Err(PolicyError::Budget(format!(
@@ -428,7 +446,25 @@ pub fn plan_release_with(
         });
     }
     let k = contributions(query)?;
-    let share = budget / measures.len().max(1) as f64;
+    let selecting = query.keys.iter().any(|key| key.domain.is_none());
+    let shares = measures.len() + usize::from(selecting);
+    let share = budget / shares.max(1) as f64;
+    let selection = if selecting {
+        let Accounting::Approximate { delta, .. } = accounting else {
+            let key = query.keys.iter().find(|key| key.domain.is_none());
+            return Err(PolicyError::Refused(crate::Refusal {
+                column: key.map(|k| k.source.clone()),
+                rule: "no-public-domain",
+                message: format!(
+                    "group key `{}` has no public domain in the manifest, so its groups can be released only through DP partition selection, which needs a delta: ask for a grant with a delta budget, or group by keys with a public domain",
+                    key.map_or("", |k| k.source.as_str())
+                ),
+            }));
+        };
+        Some(selection(k, share, delta)?)
+    } else {
+        None
+    };
     let zcdp = matches!(accounting, Accounting::Zcdp { .. });
     let mut components = Vec::new();
     for measure in measures {
@@ -456,6 +492,13 @@ pub fn plan_release_with(
     let spent: Vec<f64> = components.iter().map(|c| c.spent).collect();
     let (epsilon, delta, rho) = match accounting {
         Accounting::Pure { .. } => (MaxDivergence.compose(spent).map_err(noise_err)?, 0.0, None),
+        Accounting::Approximate { .. } => {
+            let components = MaxDivergence.compose(spent).map_err(noise_err)?;
+            match &selection {
+                Some(s) => (components + s.epsilon, s.delta, None),
+                None => (components, 0.0, None),
+            }
+        }
         Accounting::Zcdp { delta, .. } => {
             let rho = ZeroConcentratedDivergence
                 .compose(spent)
@@ -466,8 +509,16 @@ pub fn plan_release_with(
             (epsilon, delta, Some(rho))
         }
     };
-    let domains: Vec<&[String]> = query.keys.iter().map(|k| k.domain.as_slice()).collect();
-    let cells = cross_product(&domains)?;
+    let cells = if selecting {
+        Vec::new()
+    } else {
+        let domains: Vec<&[String]> = query
+            .keys
+            .iter()
+            .filter_map(|k| k.domain.as_deref())
+            .collect();
+        cross_product(&domains)?
+    };
     let mut bound: Vec<Scan> = query
         .scans
         .iter()
@@ -479,6 +530,7 @@ pub fn plan_release_with(
         components,
         wiring,
         cells,
+        selection,
         bound,
         accounting,
         epsilon,
@@ -707,6 +759,128 @@ fn quantile_noise(
         };
         (Noise::QuantileFloat(f), spent)
     })
+}
+
+type SelectionNoise = Measurement<
+    MapDomain<AtomDomain<String>, AtomDomain<i64>>,
+    L01InfDistance<AbsoluteDistance<i64>>,
+    Approximate<MaxDivergence>,
+    HashMap<String, i64>,
+>;
+
+/// DP partition selection for group keys without a public domain: each
+/// observed cell's row count gets discrete Laplace noise, and only cells
+/// whose noisy count reaches `threshold` are released (opendp's
+/// `make_laplace_threshold`, Rogers 2023). One unit changes at most `k`
+/// cells by at most `k` rows each.
+struct Selection {
+    noise: SelectionNoise,
+    scale: f64,
+    threshold: i64,
+    epsilon: f64,
+    delta: f64,
+}
+
+/// Calibrates the selection to `share` epsilon and at most `delta`.
+fn selection(k: u32, share: f64, delta: f64) -> Result<Selection, PolicyError> {
+    let build = |scale: f64, threshold: i64| {
+        make_laplace_threshold::<_, _, Approximate<MaxDivergence>>(
+            MapDomain::new(
+                AtomDomain::<String>::default(),
+                AtomDomain::<i64>::new_non_nan(),
+            ),
+            L0PInfDistance(AbsoluteDistance::<i64>::default()),
+            scale,
+            threshold,
+            None,
+        )
+        .map_err(noise_err)
+    };
+    let k_rows = i64::from(k);
+    let d_in = (k, k_rows, k_rows);
+    let mut scale = f64::from(k) / share;
+    // The tail bound gives the starting threshold; the privacy map decides.
+    let mut threshold = k_rows + (scale * (f64::from(k) / (2.0 * delta)).ln()).ceil() as i64;
+    for _ in 0..10_000 {
+        let noise = build(scale, threshold)?;
+        let (epsilon, spent_delta) = noise.map(&d_in).map_err(noise_err)?;
+        if epsilon > share * (1.0 + 1e-9) {
+            scale *= 1.0 + 1e-6;
+            continue;
+        }
+        if spent_delta <= delta {
+            return Ok(Selection {
+                noise,
+                scale,
+                threshold,
+                epsilon,
+                delta: spent_delta,
+            });
+        }
+        threshold += (threshold / 100).max(1);
+    }
+    Err(PolicyError::Noise(format!(
+        "could not calibrate partition selection to epsilon {share} and delta {delta}"
+    )))
+}
+
+/// The cells partition selection releases: every observed combination of
+/// key values (within the public domains of the keys that have one), kept
+/// only if its noisy row count reaches the threshold.
+async fn select_cells(
+    state: &SessionState,
+    query: &AggregateQuery,
+    plan: &DpPlan,
+    selection: &Selection,
+) -> Result<Vec<Vec<String>>, PolicyError> {
+    const SEPARATOR: char = '\u{1f}';
+    let (df, group) = bounded_input(state, query, plan)?;
+    let n_keys = query.keys.len();
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    for batch in df
+        .aggregate(group, vec![count(lit(1i64)).alias(ROWS)])?
+        .collect()
+        .await?
+    {
+        let keys = (0..n_keys)
+            .map(|i| arrow::compute::cast(batch.column(i), &DataType::Utf8))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            if keys.iter().any(|k| k.is_null(row)) {
+                continue;
+            }
+            let cell: Vec<&str> = keys
+                .iter()
+                .map(|k| k.as_string::<i32>().value(row))
+                .collect();
+            let outside = query.keys.iter().zip(&cell).any(|(key, value)| {
+                key.domain
+                    .as_ref()
+                    .is_some_and(|d| !d.iter().any(|v| v == value))
+            });
+            if !outside {
+                let rows = int_at(batch.column(n_keys), row)?;
+                counts.insert(cell.join(&SEPARATOR.to_string()), rows);
+            }
+        }
+    }
+    let selected = selection.noise.invoke(&counts).map_err(noise_err)?;
+    let mut cells: Vec<Vec<String>> = selected
+        .into_keys()
+        .map(|k| k.split(SEPARATOR).map(String::from).collect())
+        .collect();
+    cells.sort();
+    if cells.len() > MAX_CELLS {
+        return Err(PolicyError::Refused(crate::Refusal {
+            column: None,
+            rule: "too-many-cells",
+            message: format!(
+                "partition selection kept {} groups, more than {MAX_CELLS}; group by fewer or coarser keys",
+                cells.len()
+            ),
+        }));
+    }
+    Ok(cells)
 }
 
 fn cross_product(domains: &[&[String]]) -> Result<Vec<Vec<String>>, PolicyError> {
@@ -951,6 +1125,12 @@ pub fn fingerprint(
     }
     text.push_str(&format!("\naccounting={:?}", plan.accounting));
     text.push_str(&format!("\ncells={:?}", plan.cells));
+    if let Some(s) = &plan.selection {
+        text.push_str(&format!(
+            "\nselection scale={:e} threshold={}",
+            s.scale, s.threshold
+        ));
+    }
     Ok(text)
 }
 
@@ -1031,7 +1211,7 @@ async fn exact_sums(
     values: &mut [Option<Exact>],
 ) -> Result<(), PolicyError> {
     let n_keys = query.keys.len();
-    let n_cells = plan.cells.len();
+    let n_cells = index.len();
     let sums: Vec<usize> = (0..plan.components.len())
         .filter(|&i| is_vector_sum(&plan.components[i].measure))
         .collect();
@@ -1095,11 +1275,12 @@ async fn exact_values(
     state: &SessionState,
     query: &AggregateQuery,
     plan: &DpPlan,
+    cells: &[Vec<String>],
 ) -> Result<Vec<Exact>, PolicyError> {
     let index: HashMap<&Vec<String>, usize> =
-        plan.cells.iter().enumerate().map(|(i, c)| (c, i)).collect();
+        cells.iter().enumerate().map(|(i, c)| (c, i)).collect();
     let n_keys = query.keys.len();
-    let n_cells = plan.cells.len();
+    let n_cells = cells.len();
     let mut values: Vec<Option<Exact>> = vec![None; plan.components.len()];
     exact_sums(state, query, plan, &index, &mut values).await?;
     for (ci, component) in plan.components.iter().enumerate() {
@@ -1191,14 +1372,18 @@ pub async fn release_aggregate(
     query: &AggregateQuery,
     plan: &DpPlan,
 ) -> Result<Release, PolicyError> {
-    let exact = exact_values(state, query, plan).await?;
+    let cells = match &plan.selection {
+        Some(selection) => select_cells(state, query, plan, selection).await?,
+        None => plan.cells.clone(),
+    };
+    let exact = exact_values(state, query, plan, &cells).await?;
     let noisy = add_noise(plan, exact)?;
     let alpha = 1.0 - CONFIDENCE;
     let mut table = Table::default();
     for (name, source) in &query.outputs {
         let values = match *source {
             OutputSource::Key(i) => {
-                ColumnValues::Text(plan.cells.iter().map(|c| c[i].clone()).collect())
+                ColumnValues::Text(cells.iter().map(|c| c[i].clone()).collect())
             }
             OutputSource::Aggregate(j) => {
                 ColumnValues::Estimate(estimates(plan, plan.wiring[j], &noisy, alpha)?)
@@ -1277,7 +1462,7 @@ fn estimates(
                 sum: c[sum].accuracy(alpha / 3.0)?,
                 squares: c[squares].accuracy(alpha / 3.0)?,
             };
-            (0..plan.cells.len())
+            (0..noisy[count].len())
                 .map(|i| {
                     let v = variance_estimate(
                         noisy[count][i],

@@ -334,3 +334,146 @@ fn the_chronic_disease_guest_runs_and_its_output_is_released() {
     ]);
     assert!(!succeeded, "{text}");
 }
+
+/// `tax_records.year` is a group key without a public domain: released
+/// only through DP partition selection, which needs the grant's delta.
+#[test]
+fn a_key_without_public_domain_needs_a_delta_budget() {
+    let (dir, data) = crate::support::residents_dir("10");
+    let parquet = dir.path().join("t.parquet");
+    let manifest = dir.path().join("t.toml");
+    ok(&[
+        "dataset",
+        "generate",
+        "tax_records",
+        "--rows",
+        "3000",
+        "--related-rows",
+        "600",
+        "--out",
+        parquet.to_str().unwrap(),
+    ]);
+    std::fs::write(&manifest, ok(&["dataset", "manifest", "tax_records"])).unwrap();
+    ok(&[
+        "dataset",
+        "register",
+        "--name",
+        "tax_records",
+        "--parquet",
+        parquet.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    let issue = |extra: &[&str]| {
+        let mut args = vec![
+            "grant",
+            "issue",
+            "--dataset",
+            "tax_records",
+            "--developer",
+            "dev",
+            "--purpose",
+            "tax by year",
+            "--epsilon",
+            "4",
+            "--query-epsilon",
+            "1",
+            "--as",
+            "admin",
+            "--json",
+            "--data-dir",
+            &data,
+        ];
+        args.extend_from_slice(extra);
+        let out = ok(&args);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["grant"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let sql =
+        "SELECT year, COUNT(*) AS n, AVG(tax_paid) AS mean_tax FROM tax_records GROUP BY year";
+    let pure = issue(&[]);
+    let (admitted, out) = query(&data, &pure, sql);
+    assert!(!admitted, "{out}");
+    assert!(
+        out.contains("no public domain") && out.contains("delta"),
+        "{out}"
+    );
+
+    let approximate = issue(&["--delta", "1e-5", "--query-delta", "1e-6"]);
+    let (admitted, out) = query(&data, &approximate, sql);
+    assert!(admitted, "{out}");
+    let budget: serde_json::Value = serde_json::from_str(&ok(&[
+        "budget",
+        "show",
+        "--grant",
+        &approximate,
+        "--json",
+        "--data-dir",
+        &data,
+    ]))
+    .unwrap();
+    let delta = budget["delta_spent"].as_f64().unwrap();
+    assert!(delta > 0.0 && delta <= 1e-6, "{budget}");
+    let outputs: serde_json::Value = serde_json::from_str(&ok(&[
+        "review",
+        "list",
+        "--json",
+        "--as",
+        "rev",
+        "--data-dir",
+        &data,
+    ]))
+    .unwrap();
+    let output = outputs["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["grant"] == approximate.as_str())
+        .unwrap()["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shown = ok(&[
+        "review",
+        "show",
+        &output,
+        "--json",
+        "--as",
+        "rev",
+        "--data-dir",
+        &data,
+    ]);
+    // 600 enterprises over 2019-2024: every year has hundreds of records.
+    for year in ["2019", "2024"] {
+        assert!(shown.contains(year), "{shown}");
+    }
+
+    // A per-query delta above the total is refused when the grant is issued.
+    let err = fails(&[
+        "grant",
+        "issue",
+        "--dataset",
+        "tax_records",
+        "--developer",
+        "dev",
+        "--purpose",
+        "p",
+        "--epsilon",
+        "1",
+        "--delta",
+        "1e-6",
+        "--query-delta",
+        "1e-5",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(err.contains("query delta"), "{err}");
+}

@@ -7,4 +7,5 @@ mod dp_audit;
 mod dp_more;
 mod joins;
 mod manifest;
+mod selection;
 mod support;
