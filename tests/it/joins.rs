@@ -2,69 +2,19 @@
 //! them on the privacy unit, spend is charged to every dataset read, and the
 //! unit itself never comes out.
 
-use crate::support::{fails, ok, residents_dir};
+use crate::support::{fails, issue_grant_on, ok, register_generated, residents_dir};
 
 /// Residents plus 6,000 health visits of those 2,000 residents, registered
 /// in the same data directory.
 fn with_visits() -> (tempfile::TempDir, String) {
     let (dir, data) = residents_dir("2000");
-    let parquet = dir.path().join("v.parquet");
-    let manifest = dir.path().join("v.toml");
-    ok(&[
-        "dataset",
-        "generate",
-        "health_visits",
-        "--rows",
-        "6000",
-        "--related-rows",
-        "2000",
-        "--out",
-        parquet.to_str().unwrap(),
-    ]);
-    std::fs::write(&manifest, ok(&["dataset", "manifest", "health_visits"])).unwrap();
-    ok(&[
-        "dataset",
-        "register",
-        "--name",
-        "health_visits",
-        "--parquet",
-        parquet.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--as",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
+    register_generated(dir.path(), &data, "health_visits", "6000", "2000");
     (dir, data)
 }
 
+/// A grant over `health_visits` with epsilon 3, 1 per query.
 fn grant(data: &str, extra: &[&str]) -> String {
-    let mut args = vec![
-        "grant",
-        "issue",
-        "--dataset",
-        "health_visits",
-        "--developer",
-        "dev",
-        "--purpose",
-        "chronic disease rates by district",
-        "--epsilon",
-        "3",
-        "--query-epsilon",
-        "1",
-        "--as",
-        "admin",
-        "--json",
-        "--data-dir",
-        data,
-    ];
-    args.extend_from_slice(extra);
-    let out = ok(&args);
-    serde_json::from_str::<serde_json::Value>(&out).unwrap()["grant"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    issue_grant_on(data, "health_visits", "3", extra)
 }
 
 const RATE: &str = "SELECT r.district, COUNT(*) AS visits FROM health_visits h \
@@ -94,25 +44,13 @@ fn a_join_grant_runs_a_joined_dp_aggregate_and_charges_both_datasets() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["status"], "succeeded", "{v}");
     assert_eq!(v["epsilon_spent"].as_f64(), Some(1.0), "{v}");
-    let budget: serde_json::Value = serde_json::from_str(&ok(&[
-        "budget",
-        "show",
-        "--grant",
-        &grant,
-        "--json",
-        "--data-dir",
-        &data,
-    ]))
-    .unwrap();
-    let layers = budget["layers"].as_array().unwrap();
-    let dataset_spend = |name: &str| {
-        layers
-            .iter()
-            .find(|l| l["layer"] == "dataset" && l["id"] == name)
-            .and_then(|l| l["spent"].as_f64())
-    };
-    assert_eq!(dataset_spend("health_visits"), Some(1.0), "{budget}");
-    assert_eq!(dataset_spend("residents"), Some(1.0), "{budget}");
+    assert_eq!(
+        dataset_spend(&data, &grant),
+        [
+            ("health_visits".to_string(), 1.0),
+            ("residents".to_string(), 1.0)
+        ]
+    );
 
     // A query reading one dataset charges only that one.
     let (admitted, out) = query(
@@ -121,27 +59,39 @@ fn a_join_grant_runs_a_joined_dp_aggregate_and_charges_both_datasets() {
         "SELECT diagnosis_code, COUNT(*) AS n FROM health_visits GROUP BY diagnosis_code",
     );
     assert!(admitted, "{out}");
+    assert_eq!(
+        dataset_spend(&data, &grant),
+        [
+            ("health_visits".to_string(), 2.0),
+            ("residents".to_string(), 1.0)
+        ]
+    );
+}
+
+/// Epsilon spent at each dataset layer of a grant, as `budget show` reports it.
+fn dataset_spend(data: &str, grant: &str) -> Vec<(String, f64)> {
     let budget: serde_json::Value = serde_json::from_str(&ok(&[
         "budget",
         "show",
         "--grant",
-        &grant,
+        grant,
         "--json",
         "--data-dir",
-        &data,
+        data,
     ]))
     .unwrap();
-    let layers = budget["layers"].as_array().unwrap();
-    let spent = |name: &str| {
-        layers
-            .iter()
-            .find(|l| l["layer"] == "dataset" && l["id"] == name)
-            .and_then(|l| l["spent"].as_f64())
-    };
-    assert_eq!(
-        (spent("health_visits"), spent("residents")),
-        (Some(2.0), Some(1.0))
-    );
+    budget["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["layer"] == "dataset")
+        .map(|l| {
+            (
+                l["id"].as_str().unwrap().to_string(),
+                l["spent"].as_f64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -176,32 +126,7 @@ fn the_unit_stays_inside_the_join() {
 #[test]
 fn a_grant_joins_only_datasets_about_the_same_unit() {
     let (dir, data) = with_visits();
-    let parquet = dir.path().join("e.parquet");
-    let manifest = dir.path().join("e.toml");
-    ok(&[
-        "dataset",
-        "generate",
-        "enterprises",
-        "--rows",
-        "100",
-        "--out",
-        parquet.to_str().unwrap(),
-    ]);
-    std::fs::write(&manifest, ok(&["dataset", "manifest", "enterprises"])).unwrap();
-    ok(&[
-        "dataset",
-        "register",
-        "--name",
-        "enterprises",
-        "--parquet",
-        parquet.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--as",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
+    register_generated(dir.path(), &data, "enterprises", "100", "100");
     let err = fails(&[
         "grant",
         "issue",
@@ -340,61 +265,8 @@ fn the_chronic_disease_guest_runs_and_its_output_is_released() {
 #[test]
 fn a_key_without_public_domain_needs_a_delta_budget() {
     let (dir, data) = crate::support::residents_dir("10");
-    let parquet = dir.path().join("t.parquet");
-    let manifest = dir.path().join("t.toml");
-    ok(&[
-        "dataset",
-        "generate",
-        "tax_records",
-        "--rows",
-        "3000",
-        "--related-rows",
-        "600",
-        "--out",
-        parquet.to_str().unwrap(),
-    ]);
-    std::fs::write(&manifest, ok(&["dataset", "manifest", "tax_records"])).unwrap();
-    ok(&[
-        "dataset",
-        "register",
-        "--name",
-        "tax_records",
-        "--parquet",
-        parquet.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--as",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
-    let issue = |extra: &[&str]| {
-        let mut args = vec![
-            "grant",
-            "issue",
-            "--dataset",
-            "tax_records",
-            "--developer",
-            "dev",
-            "--purpose",
-            "tax by year",
-            "--epsilon",
-            "4",
-            "--query-epsilon",
-            "1",
-            "--as",
-            "admin",
-            "--json",
-            "--data-dir",
-            &data,
-        ];
-        args.extend_from_slice(extra);
-        let out = ok(&args);
-        serde_json::from_str::<serde_json::Value>(&out).unwrap()["grant"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    register_generated(dir.path(), &data, "tax_records", "3000", "600");
+    let issue = |extra: &[&str]| issue_grant_on(&data, "tax_records", "4", extra);
     let sql =
         "SELECT year, COUNT(*) AS n, AVG(tax_paid) AS mean_tax FROM tax_records GROUP BY year";
     let pure = issue(&[]);

@@ -177,11 +177,17 @@ pub fn residents_dir(rows: &str) -> (tempfile::TempDir, String) {
 /// Issues a grant over `residents` to `dev` with total `epsilon` and 1 per
 /// query; `extra` flags are passed on (e.g. `--allow-extracts`).
 pub fn issue_grant(data: &str, epsilon: &str, extra: &[&str]) -> String {
+    issue_grant_on(data, "residents", epsilon, extra)
+}
+
+/// Issues a grant over `dataset` to `dev` with total `epsilon` and 1 per
+/// query; `extra` flags are passed on (e.g. `--join residents`).
+pub fn issue_grant_on(data: &str, dataset: &str, epsilon: &str, extra: &[&str]) -> String {
     let mut args = vec![
         "grant",
         "issue",
         "--dataset",
-        "residents",
+        dataset,
         "--developer",
         "dev",
         "--purpose",
@@ -202,6 +208,39 @@ pub fn issue_grant(data: &str, epsilon: &str, extra: &[&str]) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// Generates `rows` rows of the built-in dataset `name` (drawing on
+/// `related` rows of its parent) and registers it in `data` as admin.
+pub fn register_generated(dir: &Path, data: &str, name: &str, rows: &str, related: &str) {
+    let parquet = dir.join(format!("{name}.parquet"));
+    let manifest = dir.join(format!("{name}.toml"));
+    ok(&[
+        "dataset",
+        "generate",
+        name,
+        "--rows",
+        rows,
+        "--related-rows",
+        related,
+        "--out",
+        parquet.to_str().unwrap(),
+    ]);
+    std::fs::write(&manifest, ok(&["dataset", "manifest", name])).unwrap();
+    ok(&[
+        "dataset",
+        "register",
+        "--name",
+        name,
+        "--parquet",
+        parquet.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--as",
+        "admin",
+        "--data-dir",
+        data,
+    ]);
 }
 
 /// A guest module built from `guests/` for wasm32 (built once per test run).
