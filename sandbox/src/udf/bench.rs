@@ -52,15 +52,16 @@ pub fn light_std(a: f64, b: f64) -> f64 {
 /// business. Permission to use, copy, modify, and distribute this software
 /// is freely granted, provided that this notice is preserved.
 pub fn soft_ln(mut x: f64) -> f64 {
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1; // 3fe62e42 fee00000
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10; // 3dea39ef 35793c76
-    const LG1: f64 = 6.666_666_666_666_735_130e-1; // 3fe55555 55555593
-    const LG2: f64 = 3.999_999_999_940_941_908e-1; // 3fd99999 9997fa04
-    const LG3: f64 = 2.857_142_874_366_239_149e-1; // 3fd24924 94229359
-    const LG4: f64 = 2.222_219_843_214_978_396e-1; // 3fcc71c5 1d8e78af
-    const LG5: f64 = 1.818_357_216_161_805_012e-1; // 3fc74664 96cb03de
-    const LG6: f64 = 1.531_383_769_920_937_332e-1; // 3fc39a09 d078c69f
-    const LG7: f64 = 1.479_819_860_511_658_591e-1; // 3fc2f112 df3e5244
+    // The constants by their bits, as e_log.c gives them.
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
+    const LG1: f64 = f64::from_bits(0x3fe5_5555_5555_5593);
+    const LG2: f64 = f64::from_bits(0x3fd9_9999_9997_fa04);
+    const LG3: f64 = f64::from_bits(0x3fd2_4924_9422_9359);
+    const LG4: f64 = f64::from_bits(0x3fcc_71c5_1d8e_78af);
+    const LG5: f64 = f64::from_bits(0x3fc7_4664_96cb_03de);
+    const LG6: f64 = f64::from_bits(0x3fc3_9a09_d078_c69f);
+    const LG7: f64 = f64::from_bits(0x3fc2_f112_df3e_5244);
     let x1p54 = f64::from_bits(0x4350_0000_0000_0000); // 2^54
 
     let mut ui = x.to_bits();
@@ -71,7 +72,7 @@ pub fn soft_ln(mut x: f64) -> f64 {
             return -1. / (x * x); // log(±0) = -inf
         }
         if hx >> 31 != 0 {
-            return (x - x) / 0.0; // log(negative) = NaN
+            return f64::NAN; // log(negative) = NaN
         }
         // Subnormal: scale up.
         k -= 54;
