@@ -435,11 +435,21 @@ pub fn udf(rows: usize) -> Result<Vec<Measure>> {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     Ok(vec![
         Measure::baseline(
-            "native light(a, b), SUM over the table",
+            "native light(a, b), the guest's ln, SUM over the table",
             ms(report.light_native),
             "ms",
         ),
+        Measure::baseline(
+            "native light(a, b) with the platform's ln",
+            ms(report.light_native_std),
+            "ms",
+        ),
         Measure::baseline("wasm light(a, b)", ms(report.light_wasm), "ms"),
+        Measure::baseline(
+            "wasm / native with the platform's ln",
+            report.light_std_ratio,
+            "x",
+        ),
         Measure::at_most(
             "wasm / native, light arithmetic",
             report.light_ratio,

@@ -76,6 +76,16 @@ impl ModuleCache {
         })
     }
 
+    /// The same directory and key for another engine's code: entries of
+    /// one fingerprint are never keys of the other.
+    pub(crate) fn for_fingerprint(&self, fingerprint: String) -> Self {
+        ModuleCache {
+            dir: self.dir.clone(),
+            key: self.key.clone(),
+            fingerprint,
+        }
+    }
+
     /// The cache key of a module: SHA-256 over its hash and the engine fingerprint
     /// (which includes the wasmtime version and every setting that changes code).
     fn key_of(&self, module_sha256: &str) -> String {

@@ -1,8 +1,19 @@
-//! The wasmtime engine: features, fuel, epochs, stack and the instance pool.
+//! The wasmtime engines: features, fuel, epochs, stack and the instance pools.
 //!
 //! Everything that changes the machine code wasmtime emits is set here and
 //! nowhere else, and is written into [`EngineSetup::fingerprint`], so the
 //! compiled-module cache can never hand one configuration's code to another.
+//!
+//! A [`Sandbox`](crate::Sandbox) has two engines, one per [`Purpose`]. Jobs
+//! get fuel metering and NaN canonicalisation, so a job stops at the same
+//! instruction and sees the same float bits on every host. UDF modules run
+//! per batch inside a query, where both cost several times the function's
+//! own work (NaN canonicalisation alone made `ln(1+a)*0.7 + sqrt(b)*0.3`
+//! about five times slower): their engine has neither. A UDF batch is bounded by
+//! the epoch deadline instead, which stops an infinite loop just as surely,
+//! to a precision of [`EPOCH_TICK`]; and a UDF needs no determinism across
+//! machines beyond its result values, which IEEE 754 fixes for everything
+//! but the payload bits of a NaN.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -18,6 +29,27 @@ use crate::{Limits, SandboxError};
 /// How often the ticker thread advances the engine's epoch.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// What an engine compiles and runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Job modules: fuel, epoch deadline, canonical NaNs.
+    Job,
+    /// UDF modules: epoch deadline only, native NaNs.
+    Udf,
+}
+
+impl Purpose {
+    /// Fuel metering, which makes a run stop at the same instruction everywhere.
+    fn fuel(self) -> bool {
+        self == Purpose::Job
+    }
+
+    /// NaN canonicalisation, which makes float bits the same on every CPU.
+    fn canonical_nans(self) -> bool {
+        self == Purpose::Job
+    }
+}
+
 /// An engine together with a stable description of how it was configured.
 pub(crate) struct EngineSetup {
     pub(crate) engine: Engine,
@@ -27,27 +59,30 @@ pub(crate) struct EngineSetup {
     pub(crate) fingerprint: String,
 }
 
-/// Builds the engine for `limits`, preferring the pooling allocator.
+/// Builds the engine for `purpose` under `limits`, preferring the pooling
+/// allocator. Each engine has its own pool of
+/// [`Limits::max_concurrent_runs`] slots.
 ///
 /// The pool reserves its virtual address space up front. Where that is not
 /// possible (a low `RLIMIT_AS`, a 32-bit host) the engine falls back to
 /// allocating each instance on demand, which is slower but equally contained:
 /// the limits are enforced by the store's limiter in both cases.
-pub(crate) fn build(limits: &Limits) -> Result<EngineSetup, SandboxError> {
-    let pooled = Engine::new(&config(limits, Some(pool(limits))));
+pub(crate) fn build(limits: &Limits, purpose: Purpose) -> Result<EngineSetup, SandboxError> {
+    let pooled = Engine::new(&config(limits, purpose, Some(pool(limits))));
     let (engine, pooling) = match pooled {
         Ok(engine) => (engine, true),
         Err(e) => {
             tracing::warn!(
                 error = %format!("{e:#}"),
+                ?purpose,
                 "the pooling instance allocator is unavailable here; allocating instances on demand"
             );
-            let engine = Engine::new(&config(limits, None))
+            let engine = Engine::new(&config(limits, purpose, None))
                 .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
             (engine, false)
         }
     };
-    let fingerprint = fingerprint(&engine, &describe(limits, pooling));
+    let fingerprint = fingerprint(&engine, &describe(limits, purpose, pooling));
     Ok(EngineSetup {
         engine,
         pooling,
@@ -55,13 +90,14 @@ pub(crate) fn build(limits: &Limits) -> Result<EngineSetup, SandboxError> {
     })
 }
 
-fn config(limits: &Limits, pool: Option<PoolingAllocationConfig>) -> Config {
+fn config(limits: &Limits, purpose: Purpose, pool: Option<PoolingAllocationConfig>) -> Config {
     let mut config = Config::new();
     // Threads, shared memory, GC proposals, exceptions, stack switching and
     // the component model are not compiled into this host at all (those
     // wasmtime features are off), so they need no switch here.
     config
-        .consume_fuel(true)
+        .consume_fuel(purpose.fuel())
+        // Both engines: the wall-clock deadline (and, for jobs, cancellation).
         .epoch_interruption(true)
         .max_wasm_stack(limits.stack_bytes)
         .wasm_memory64(false)
@@ -69,9 +105,10 @@ fn config(limits: &Limits, pool: Option<PoolingAllocationConfig>) -> Config {
         .wasm_relaxed_simd(false)
         .wasm_custom_page_sizes(false)
         .wasm_wide_arithmetic(false)
-        // The same NaN bits on every CPU: a job's behaviour (and fuel use)
-        // does not depend on which machine it ran on.
-        .cranelift_nan_canonicalization(true);
+        // Jobs: the same NaN bits on every CPU, so a job's behaviour (and
+        // fuel use) does not depend on which machine it ran on. UDFs: off,
+        // see the module documentation.
+        .cranelift_nan_canonicalization(purpose.canonical_nans());
     if let Some(pool) = pool {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
@@ -93,14 +130,17 @@ fn pool(limits: &Limits) -> PoolingAllocationConfig {
 }
 
 /// Our settings, in a fixed order, as the cache key sees them.
-fn describe(limits: &Limits, pooling: bool) -> String {
+fn describe(limits: &Limits, purpose: Purpose, pooling: bool) -> String {
+    let on = |b: bool| if b { "on" } else { "off" };
     format!(
-        "unseen-sandbox engine v1; wasmtime {}; fuel on; epoch interruption on; \
+        "unseen-sandbox engine v1; wasmtime {}; fuel {}; epoch interruption on; \
          max wasm stack {} bytes; memory64 off; multi-memory off; relaxed-simd off; \
-         custom-page-sizes off; wide-arithmetic off; nan canonicalization on; \
+         custom-page-sizes off; wide-arithmetic off; nan canonicalization {}; \
          allocator {}; max memory {} bytes; table elements {}",
         ModuleVersionStrategy::default().as_str(),
+        on(purpose.fuel()),
         limits.stack_bytes,
+        on(purpose.canonical_nans()),
         if pooling { "pooling" } else { "on-demand" },
         limits.memory_bytes,
         limits.table_elements,
@@ -133,9 +173,9 @@ fn fingerprint(engine: &Engine, description: &str) -> String {
     hex::encode(hasher.0.finish())
 }
 
-/// A background thread advancing the engine's epoch every [`EPOCH_TICK`].
+/// A background thread advancing the engines' epochs every [`EPOCH_TICK`].
 ///
-/// Stopped and joined when dropped. It holds only a weak reference, so it
+/// Stopped and joined when dropped. It holds only weak references, so it
 /// never keeps an engine alive on its own.
 pub(crate) struct EpochTicker {
     stop: Option<mpsc::Sender<()>>,
@@ -143,17 +183,21 @@ pub(crate) struct EpochTicker {
 }
 
 impl EpochTicker {
-    pub(crate) fn start(engine: &Engine) -> Result<Self, SandboxError> {
+    pub(crate) fn start(engines: &[&Engine]) -> Result<Self, SandboxError> {
         let (stop, stopped) = mpsc::channel::<()>();
-        let weak: EngineWeak = engine.weak();
+        let weak: Vec<EngineWeak> = engines.iter().map(|e| e.weak()).collect();
         let thread = std::thread::Builder::new()
             .name("unseen-epoch".into())
             .spawn(move || {
-                // Any message or a dropped sender ends the loop.
+                // Any message, a dropped sender, or every engine gone ends the loop.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    let mut alive = false;
+                    for engine in weak.iter().filter_map(EngineWeak::upgrade) {
+                        engine.increment_epoch();
+                        alive = true;
+                    }
+                    if !alive {
+                        break;
                     }
                 }
             })
@@ -215,14 +259,28 @@ mod tests {
 
     #[test]
     fn fingerprint_changes_with_the_configuration() {
-        let a = build(&Limits::default()).unwrap();
-        let b = build(&Limits {
-            stack_bytes: 256 << 10,
-            ..Limits::default()
-        })
+        let a = build(&Limits::default(), Purpose::Job).unwrap();
+        let b = build(
+            &Limits {
+                stack_bytes: 256 << 10,
+                ..Limits::default()
+            },
+            Purpose::Job,
+        )
         .unwrap();
-        let a2 = build(&Limits::default()).unwrap();
+        let a2 = build(&Limits::default(), Purpose::Job).unwrap();
+        let udf = build(&Limits::default(), Purpose::Udf).unwrap();
         assert_eq!(a.fingerprint, a2.fingerprint);
         assert_ne!(a.fingerprint, b.fingerprint);
+        assert_ne!(a.fingerprint, udf.fingerprint);
+    }
+
+    #[test]
+    fn the_description_names_fuel_and_nan_canonicalisation() {
+        let job = describe(&Limits::default(), Purpose::Job, true);
+        let udf = describe(&Limits::default(), Purpose::Udf, true);
+        assert!(job.contains("fuel on") && job.contains("nan canonicalization on"));
+        assert!(udf.contains("fuel off") && udf.contains("nan canonicalization off"));
+        assert!(udf.contains("epoch interruption on"));
     }
 }

@@ -34,7 +34,7 @@ use udf_sdk::abi;
 use wasmtime::{Engine, InstancePre, Linker, Module, PoolConcurrencyLimitError, Store, Trap};
 
 use cache::ModuleCache;
-use engine::EpochTicker;
+use engine::{EpochTicker, Purpose};
 use host::HostState;
 
 pub use cache::CompiledFrom;
@@ -51,11 +51,14 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Largest table, in elements.
     pub table_elements: usize,
-    /// Fuel (roughly, wasm instructions) a run may consume. Deterministic:
+    /// Fuel (roughly, wasm instructions) a job run may consume. Deterministic:
     /// the same module and inputs stop at the same instruction on every host.
+    /// Jobs only: UDF modules are compiled without fuel metering and each
+    /// batch is bounded by [`Limits::deadline`] (see [`udf`]).
     pub fuel: u64,
-    /// Wall-clock time a run may take, host calls included. Enforced by
-    /// epoch interruption, to a precision of about 10 ms.
+    /// Wall-clock time a job run, or one batch of a UDF, may take, host
+    /// calls included. Enforced by epoch interruption, to a precision of
+    /// about 10 ms.
     pub deadline: Duration,
     /// Largest native stack the guest may use, in bytes.
     pub stack_bytes: usize,
@@ -71,6 +74,7 @@ pub struct Limits {
     pub max_log_bytes: usize,
     /// Jobs that may run at once on one [`Sandbox`]: the size of its
     /// instance pool. A run beyond it fails with the `concurrent runs` limit.
+    /// UDF instances have a pool of the same size of their own.
     pub max_concurrent_runs: u32,
 }
 
@@ -240,15 +244,23 @@ pub struct RunReport {
     pub log_bytes_dropped: usize,
 }
 
-/// The sandbox: one engine, linker, instance pool and epoch ticker shared
-/// by every run. Dropping it stops the ticker thread.
+/// The sandbox: the engines, linker, instance pools and epoch ticker shared
+/// by every run. Jobs and UDF modules have an engine (and pool) each; see
+/// `engine.rs` for how they differ. Dropping it stops the ticker thread.
 pub struct Sandbox {
     engine: Engine,
+    /// Compiles and runs [`ModuleKind::Udf`] modules: no fuel, native NaNs.
+    udf_engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
     pooling: bool,
     cache: Option<ModuleCache>,
-    _ticker: EpochTicker,
+    /// The same directory as `cache`, keyed by the UDF engine's fingerprint.
+    udf_cache: Option<ModuleCache>,
+    /// Shared with every [`UdfModule`]: a UDF batch has no fuel, so the
+    /// epochs must keep advancing while any module can still run one, even
+    /// after the sandbox is dropped.
+    ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -282,20 +294,26 @@ impl Sandbox {
     }
 
     fn build(limits: Limits, cache_dir: Option<&Path>) -> Result<Self, SandboxError> {
-        let setup = engine::build(&limits)?;
+        let setup = engine::build(&limits, Purpose::Job)?;
+        let udf = engine::build(&limits, Purpose::Udf)?;
         let cache = cache_dir
             .map(|dir| ModuleCache::open(dir, setup.fingerprint.clone()))
             .transpose()?;
+        let udf_cache = cache
+            .as_ref()
+            .map(|c| c.for_fingerprint(udf.fingerprint.clone()));
         let mut linker = Linker::new(&setup.engine);
         host::define_imports(&mut linker).map_err(|e| SandboxError::Engine(e.to_string()))?;
-        let ticker = EpochTicker::start(&setup.engine)?;
+        let ticker = Arc::new(EpochTicker::start(&[&setup.engine, &udf.engine])?);
         Ok(Sandbox {
             engine: setup.engine,
+            udf_engine: udf.engine,
             linker,
             limits,
-            pooling: setup.pooling,
+            pooling: setup.pooling && udf.pooling,
             cache,
-            _ticker: ticker,
+            udf_cache,
+            ticker,
         })
     }
 
@@ -304,15 +322,32 @@ impl Sandbox {
         &self.limits
     }
 
-    /// True when instances come from the pre-reserved pool; false when the
-    /// host could not reserve it and allocates each instance on demand.
+    /// True when instances come from the pre-reserved pools; false when the
+    /// host could not reserve them and allocates instances on demand.
     pub fn uses_pooling(&self) -> bool {
         self.pooling
     }
 
-    /// The file that caches `module_sha256`'s compiled code, when caching is on.
-    pub fn cache_path(&self, module_sha256: &str) -> Option<PathBuf> {
-        self.cache.as_ref().map(|c| c.path_of(module_sha256))
+    /// The file that caches `module_sha256`'s compiled code as a module of
+    /// `kind` (jobs and UDF modules are compiled by different engines),
+    /// when caching is on.
+    pub fn cache_path(&self, module_sha256: &str, kind: ModuleKind) -> Option<PathBuf> {
+        self.cache_for(kind).map(|c| c.path_of(module_sha256))
+    }
+
+    /// The engine that compiles and runs modules of `kind`.
+    fn engine_for(&self, kind: ModuleKind) -> &Engine {
+        match kind {
+            ModuleKind::Job => &self.engine,
+            ModuleKind::Udf => &self.udf_engine,
+        }
+    }
+
+    fn cache_for(&self, kind: ModuleKind) -> Option<&ModuleCache> {
+        match kind {
+            ModuleKind::Job => self.cache.as_ref(),
+            ModuleKind::Udf => self.udf_cache.as_ref(),
+        }
     }
 
     /// Validates and compiles a module: header, size, features, imports, exports.
@@ -331,9 +366,10 @@ impl Sandbox {
             });
         }
         let sha256 = sha256_hex(bytes);
-        let (module, compiled_from) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, bytes, &sha256),
-            None => Module::new(&self.engine, bytes).map(|m| (m, CompiledFrom::Compiled)),
+        let engine = self.engine_for(kind);
+        let (module, compiled_from) = match self.cache_for(kind) {
+            Some(cache) => cache.load_or_compile(engine, bytes, &sha256),
+            None => Module::new(engine, bytes).map(|m| (m, CompiledFrom::Compiled)),
         }
         .map_err(|e| SandboxError::Invalid {
             reason: format!("{e:#}"),

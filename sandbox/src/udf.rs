@@ -3,8 +3,8 @@
 //! A UDF module sees raw conditional values, so it imports nothing (checked
 //! at upload by [`Sandbox::validate`] with [`ModuleKind::Udf`]). Per batch,
 //! the host copies the argument columns' Arrow buffers straight into guest
-//! memory, calls `udf_<name>(rows, frame)` under the sandbox's fuel, memory
-//! and deadline limits, and copies the result column back out only after
+//! memory, calls `udf_<name>(rows, frame)` under the sandbox's memory and
+//! deadline limits, and copies the result column back out only after
 //! checking its header: row count, type, every pointer and length inside the
 //! guest's memory, and the validity bitmap against its null count. Nothing
 //! the guest returns reaches DataFusion unchecked, and nothing it does can
@@ -24,10 +24,16 @@
 //! instances would also do; reuse additionally keeps the guest's input
 //! buffers allocated and warm, and bounds pool slots to one per partition.
 //!
-//! **Limits.** Fuel and the wall-clock deadline of [`Limits`] apply to each
-//! batch; memory and table limits to each instance. The deadline needs the
-//! [`Sandbox`] the module came from to stay alive (its ticker thread drives
-//! the epochs); fuel bounds every batch regardless.
+//! **Limits.** The wall-clock deadline of [`Limits`] applies to each batch;
+//! memory and table limits to each instance. UDF modules are compiled by
+//! the sandbox's UDF engine, which has no fuel metering and no NaN
+//! canonicalisation (both cost several times a light function's own work;
+//! see `engine.rs`): [`Limits::fuel`] does not apply, and an infinite loop
+//! is stopped by the deadline, reported as the `deadline` limit. The
+//! ticker thread that drives the epochs lives as long as the [`Sandbox`] or
+//! any [`UdfModule`] made from it, so a batch still running after the
+//! sandbox was dropped is stopped too. Results are deterministic except for
+//! the payload bits of a NaN, which may differ between CPUs.
 
 pub mod bench;
 
@@ -47,6 +53,7 @@ use datafusion::logical_expr::{
 use udf_sdk::udf::{self as abi, ArgDesc, OutputHeader, UdfType};
 use wasmtime::{Engine, ExternType, Instance, InstancePre, Linker, Memory, Store, TypedFunc};
 
+use crate::engine::EpochTicker;
 use crate::host::MemoryLimiter;
 use crate::{Limits, ModuleKind, Sandbox, SandboxError, ValidatedModule, engine};
 
@@ -236,6 +243,9 @@ struct ModuleInner {
     sha256: String,
     idle: Mutex<Vec<UdfInstance>>,
     max_idle: usize,
+    /// Keeps the epochs advancing, and so the deadline armed, while this
+    /// module can run a batch.
+    _ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for UdfModule {
@@ -257,10 +267,10 @@ impl UdfModule {
                 expected: "a UDF module; validate it with `ModuleKind::Udf`",
             });
         }
-        if !Engine::same(module.module.engine(), &sandbox.engine) {
+        if !Engine::same(module.module.engine(), &sandbox.udf_engine) {
             return Err(SandboxError::ForeignModule);
         }
-        let pre = Linker::new(&sandbox.engine)
+        let pre = Linker::new(&sandbox.udf_engine)
             .instantiate_pre(&module.module)
             .map_err(|e| SandboxError::Invalid {
                 reason: format!("{e:#}"),
@@ -270,12 +280,13 @@ impl UdfModule {
             .min(sandbox.limits.max_concurrent_runs.max(1) as usize);
         let udf = UdfModule {
             inner: Arc::new(ModuleInner {
-                engine: sandbox.engine.clone(),
+                engine: sandbox.udf_engine.clone(),
                 pre,
                 limits: sandbox.limits.clone(),
                 sha256: module.sha256.clone(),
                 idle: Mutex::new(Vec::new()),
                 max_idle,
+                _ticker: sandbox.ticker.clone(),
             }),
         };
         let mut first = udf.inner.instantiate()?;
@@ -363,7 +374,7 @@ impl ModuleInner {
     fn instantiate(&self) -> Result<UdfInstance, SandboxError> {
         let mut store = Store::new(&self.engine, MemoryLimiter::new(&self.limits));
         store.limiter(|l| l);
-        self.arm(&mut store)?;
+        self.arm(&mut store);
         let made = (|| {
             let instance = self.pre.instantiate(&mut store)?;
             let memory = instance
@@ -387,14 +398,10 @@ impl ModuleInner {
         }
     }
 
-    /// Gives the store a full tank of fuel and a fresh deadline.
-    fn arm(&self, store: &mut Store<MemoryLimiter>) -> Result<(), SandboxError> {
-        store
-            .set_fuel(self.limits.fuel)
-            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+    /// Gives the store a fresh deadline (the UDF engine meters no fuel).
+    fn arm(&self, store: &mut Store<MemoryLimiter>) {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(engine::deadline_ticks(self.limits.deadline));
-        Ok(())
     }
 
     fn take(&self) -> Result<UdfInstance, SandboxError> {
@@ -503,6 +510,10 @@ impl WasmScalarUdf {
     ) -> Result<ArrayRef, UdfError> {
         let rows_i32 = i32::try_from(rows)
             .map_err(|_| self.bad_input(format!("a batch of {rows} rows is too large")))?;
+        // Armed before anything runs in the guest, `unseen_alloc` included:
+        // an instance may have been idle for longer than a deadline.
+        let inner = &self.module.inner;
+        inner.arm(&mut inst.store);
         let mut descs = Vec::with_capacity(arrays.len());
         for (i, (array, ty)) in arrays.iter().zip(&self.args).enumerate() {
             descs.push(self.copy_in(inst, i, array, *ty, rows)?);
@@ -513,10 +524,6 @@ impl WasmScalarUdf {
         inst.write(frame_ptr, &frame)
             .map_err(|p| self.bad_input(p))?;
 
-        let inner = &self.module.inner;
-        inner
-            .arm(&mut inst.store)
-            .map_err(|e| UdfError::from_sandbox(&self.decl.name, e))?;
         let called = inst
             .instance
             .get_typed_func::<(i32, i32), i32>(&mut inst.store, &self.export)

@@ -2,7 +2,7 @@
 udf_sdk::udf_module!();
 
 udf_sdk::scalar_udf!(
-    /// Never returns: the fuel limit stops it.
+    /// Never returns: the wall-clock deadline stops it.
     pub fn spin(a: i64) -> i64 {
         let mut x = a;
         loop {

@@ -1,19 +1,21 @@
 //! Greatest common divisor of two 64-bit integers, by Euclid's algorithm.
 udf_sdk::udf_module!();
 
-/// Euclid's algorithm, dividing in 32 bits once both operands fit (as
-/// optimising compilers do for native x86-64 code; a 64-bit division is
-/// several times slower).
+/// Euclid's algorithm: 64-bit divisions until both operands fit 32 bits,
+/// then a loop of 32-bit divisions (as optimising compilers do for native
+/// x86-64 code; a 64-bit division is several times slower).
 fn gcd_u64(mut x: u64, mut y: u64) -> u64 {
-    while y != 0 {
-        let r = if (x | y) >> 32 == 0 {
-            u64::from(x as u32 % y as u32)
-        } else {
-            x % y
-        };
-        (x, y) = (y, r);
+    while (x | y) >> 32 != 0 {
+        if y == 0 {
+            return x;
+        }
+        (x, y) = (y, x % y);
     }
-    x
+    let (mut x, mut y) = (x as u32, y as u32);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    u64::from(x)
 }
 
 udf_sdk::scalar_udf!(

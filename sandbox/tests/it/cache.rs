@@ -15,7 +15,9 @@ fn validate(sandbox: &Sandbox, guest: &str) -> CompiledFrom {
 
 fn entry_path(sandbox: &Sandbox, guest: &str) -> std::path::PathBuf {
     let sha = unseen_sandbox::sha256_hex(&wasm(guest));
-    sandbox.cache_path(&sha).expect("caching is on")
+    sandbox
+        .cache_path(&sha, ModuleKind::Job)
+        .expect("caching is on")
 }
 
 #[test]
@@ -28,6 +30,28 @@ fn second_sandbox_loads_what_the_first_compiled() {
     let second = Sandbox::with_cache_dir(test_limits(), dir.path()).unwrap();
     assert_eq!(validate(&second, "district-income"), CompiledFrom::Cache);
     assert_still_serves(&second);
+}
+
+#[test]
+fn udf_modules_are_cached_apart_from_jobs() {
+    // UDF modules are compiled by an engine without fuel metering or NaN
+    // canonicalisation: its code must never be served to the job engine.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = wasm("udf-light");
+    let sha = unseen_sandbox::sha256_hex(&bytes);
+    let first = Sandbox::with_cache_dir(test_limits(), dir.path()).unwrap();
+    let job_path = first.cache_path(&sha, ModuleKind::Job).unwrap();
+    let udf_path = first.cache_path(&sha, ModuleKind::Udf).unwrap();
+    assert_ne!(job_path, udf_path);
+    let udf = first.validate(&bytes, ModuleKind::Udf).unwrap();
+    assert_eq!(udf.compiled_from(), CompiledFrom::Compiled);
+    assert!(udf_path.is_file());
+    assert!(!job_path.exists());
+    drop(first);
+    let second = Sandbox::with_cache_dir(test_limits(), dir.path()).unwrap();
+    let udf = second.validate(&bytes, ModuleKind::Udf).unwrap();
+    assert_eq!(udf.compiled_from(), CompiledFrom::Cache);
+    unseen_sandbox::UdfModule::new(&second, &udf).expect("the cached UDF module instantiates");
 }
 
 #[test]

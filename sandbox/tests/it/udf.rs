@@ -11,15 +11,21 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use unseen_sandbox::udf::bench::{self, NativeFn, NativeScalarUdf, UdfBenchConfig};
-use unseen_sandbox::{ModuleKind, SandboxError, ScalarUdfDecl, UdfError, UdfModule};
+use unseen_sandbox::{
+    Limits, ModuleKind, Sandbox, SandboxError, ScalarUdfDecl, UdfError, UdfModule,
+};
 
-use crate::support::{shared, wasm};
+use crate::support::{shared, test_limits, wasm};
 
 use DataType::{Float64, Int64, Utf8};
 
 /// A UDF module of the shared sandbox, validated and prepared once per test.
 fn module(crate_name: &str) -> UdfModule {
-    let sandbox = shared();
+    module_of(shared(), crate_name)
+}
+
+/// A UDF module of `sandbox`.
+fn module_of(sandbox: &Sandbox, crate_name: &str) -> UdfModule {
     let validated = sandbox
         .validate(&wasm(crate_name), ModuleKind::Udf)
         .unwrap_or_else(|e| panic!("{crate_name} should pass validation as a UDF: {e}"));
@@ -203,6 +209,8 @@ async fn light_equals_native_rust_inside_a_query() {
             "row {i}: wasm {got}, native {expected}"
         );
         assert!((n.value(i) - expected).abs() <= 1e-12 * expected.abs().max(1.0));
+        // The baseline runs the guest's own logarithm: equal bit for bit.
+        assert_eq!(got.to_bits(), n.value(i).to_bits(), "row {i}");
     }
     assert_eq!(w.null_count(), nulls);
     assert!(nulls > 1000, "the table has nulls to propagate");
@@ -373,16 +381,24 @@ async fn malformed_results_are_stopped_with_their_own_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traps_name_their_limit_and_drop_the_instance() {
+    // UDFs meter no fuel: the wall-clock deadline stops an endless loop, so
+    // this sandbox has a short one.
+    let deadline = std::time::Duration::from_millis(500);
+    let sandbox = Sandbox::new(Limits {
+        deadline,
+        ..test_limits()
+    })
+    .unwrap();
     // One partition, so the idle instances can be counted exactly.
     let ctx = session(1);
     register(
         &ctx,
-        &module("udf-light"),
+        &module_of(&sandbox, "udf-light"),
         "light",
         vec![Float64, Float64],
         Float64,
     );
-    let traps = module("adv-udf-traps");
+    let traps = module_of(&sandbox, "adv-udf-traps");
     for name in ["spin", "hoard", "fussy"] {
         register(&ctx, &traps, name, vec![Int64], Int64);
     }
@@ -410,10 +426,16 @@ async fn traps_name_their_limit_and_drop_the_instance() {
         "the trapped instance was dropped"
     );
 
-    for (name, limit) in [("spin", "fuel"), ("hoard", "memory")] {
+    for (name, limit) in [("spin", "deadline"), ("hoard", "memory")] {
+        let started = std::time::Instant::now();
         let e = query(&ctx, &format!("SELECT {name}(x) FROM t"))
             .await
             .unwrap_err();
+        assert!(
+            started.elapsed() < deadline * 10,
+            "{name} ran for {:?}",
+            started.elapsed()
+        );
         match udf_error(&e) {
             UdfError::LimitExceeded {
                 udf, limit: hit, ..
