@@ -98,6 +98,11 @@ fn new_token() -> String {
     )
 }
 
+/// SQL condition: the grant covers dataset `?1`, as its primary dataset or
+/// one joined to it.
+const GRANT_COVERS_DATASET: &str =
+    "(dataset = ?1 OR EXISTS (SELECT 1 FROM json_each(grants.join_datasets) WHERE value = ?1))";
+
 impl Domain {
     /// Issues a fresh bearer token for `user`, replacing any earlier one.
     /// Only its SHA-256 is stored; the token is returned once.
@@ -299,8 +304,9 @@ impl Domain {
         }
         let grants: Vec<String> = {
             let db = lock(&self.db);
-            let mut stmt =
-                db.prepare("SELECT id FROM grants WHERE (dataset = ?1 OR EXISTS (SELECT 1 FROM json_each(grants.join_datasets) WHERE value = ?1)) AND revoked_at IS NULL")?;
+            let mut stmt = db.prepare(&format!(
+                "SELECT id FROM grants WHERE {GRANT_COVERS_DATASET} AND revoked_at IS NULL"
+            ))?;
             let rows = stmt.query_map([name], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
@@ -320,7 +326,10 @@ impl Domain {
                 "UPDATE datasets SET wrapped_key = NULL, destroyed_at = ?2 WHERE name = ?1",
                 params![name, now_rfc3339()],
             )?;
-            db.execute("DELETE FROM release_cache WHERE grant_id IN (SELECT id FROM grants WHERE dataset = ?1 OR EXISTS (SELECT 1 FROM json_each(grants.join_datasets) WHERE value = ?1))", [name])?;
+            db.execute(
+                &format!("DELETE FROM release_cache WHERE grant_id IN (SELECT id FROM grants WHERE {GRANT_COVERS_DATASET})"),
+                [name],
+            )?;
             db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
         lock(&self.indexes).remove(name);

@@ -312,49 +312,14 @@ pub async fn session(
     Ok((ctx, manifests))
 }
 
-/// What registration finds in a dataset: whether the privacy unit
-/// identifies rows uniquely (one row per person), and which bounded columns
-/// have every value present and within bounds. One scan answers both.
-pub async fn registration_facts(dataset: &OpenDataset) -> Result<(bool, Vec<String>), DomainError> {
+/// What registration finds in a dataset (see [`unseen_policy::TableFacts`]).
+pub async fn registration_facts(
+    dataset: &OpenDataset,
+) -> Result<unseen_policy::TableFacts, DomainError> {
     let (ctx, _) = session(std::slice::from_ref(dataset)).await?;
-    let unit = &dataset.manifest.privacy_unit;
-    let bounded: Vec<(&str, (f64, f64))> = dataset
-        .manifest
-        .columns
-        .iter()
-        .filter(|c| c.ty.is_numeric())
-        .filter_map(|c| Some((c.name.as_str(), c.bounds?)))
-        .collect();
-    let mut checks = vec![format!(
-        "COUNT(*) = COUNT(DISTINCT \"{unit}\") AND COUNT(*) = COUNT(\"{unit}\")"
-    )];
-    checks.extend(bounded.iter().map(|(c, (lo, hi))| {
-        format!(
-            "COALESCE(MIN(\"{c}\") >= {lo} AND MAX(\"{c}\") <= {hi} AND COUNT(\"{c}\") = COUNT(*), FALSE)"
-        )
-    }));
-    let sql = format!("SELECT {} FROM \"{}\"", checks.join(", "), dataset.name);
-    let batches = ctx
-        .sql(&sql)
+    unseen_policy::find_table_facts(&ctx, &dataset.name, &dataset.manifest)
         .await
-        .map_err(|e| DomainError::Parquet(e.strip_backtrace()))?
-        .collect()
-        .await
-        .map_err(|e| DomainError::Parquet(e.strip_backtrace()))?;
-    use arrow::array::AsArray;
-    let fact = |i: usize| {
-        batches
-            .first()
-            .filter(|b| b.num_rows() > 0)
-            .is_some_and(|b| b.column(i).as_boolean().value(0))
-    };
-    let within = bounded
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| fact(i + 1))
-        .map(|(_, (c, _))| c.to_string())
-        .collect();
-    Ok((fact(0), within))
+        .map_err(|e| DomainError::Parquet(e.to_string()))
 }
 
 /// Keeps an `Arc` of the open datasets handy for hosts.

@@ -711,7 +711,11 @@ impl Domain {
             unit_unique: false,
             within_bounds: Vec::new(),
         };
-        let (unit_unique, within_bounds) = data::registration_facts(&open).await?;
+        let unseen_policy::TableFacts {
+            one_row_per_unit: unit_unique,
+            within_bounds,
+            ..
+        } = data::registration_facts(&open).await?;
         let within_json = serde_json::to_string(&within_bounds).unwrap_or_else(|_| "[]".into());
         let wrapped = self.master.wrap(name, &key);
         lock(&self.db).execute(

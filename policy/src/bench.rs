@@ -10,13 +10,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::AsArray;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use unseen_datasets::{DatasetKind, GenerateOptions};
 
 use crate::admission::{self, Admitted};
-use crate::{DataFacts, Manifest, PolicyError, plan_query, plan_release, release_aggregate};
+use crate::{Manifest, PolicyError, find_table_facts, plan_query, plan_release, release_aggregate};
 
 /// A CTE, filters, GROUP BY two keys and three aggregates.
 pub const COMPLEX_QUERY: &str = "WITH adults AS (\
@@ -138,24 +137,6 @@ pub async fn admission(runs: usize) -> Result<AdmissionTiming, PolicyError> {
     })
 }
 
-/// What the domain's registration records about generated residents: one
-/// row per person, and whether every income is present and within bounds
-/// (checked once, as registration does, outside the timing).
-#[derive(Debug, Clone, Copy)]
-struct RegisteredResidents {
-    income_within_bounds: bool,
-}
-
-impl DataFacts for RegisteredResidents {
-    fn one_row_per_unit(&self, _table: &str) -> bool {
-        true
-    }
-
-    fn within_bounds(&self, table: &str, column: &str) -> bool {
-        self.income_within_bounds && table == "residents" && column == "annual_income"
-    }
-}
-
 /// Times [`AGGREGATE_QUERY`] over `rows` generated residents, exact in
 /// DataFusion and as a DP release at epsilon 1 (admission, planning,
 /// contribution bounding, noise and intervals included; clamping is skipped
@@ -164,19 +145,9 @@ impl DataFacts for RegisteredResidents {
 pub async fn dp_overhead(rows: u64, runs: usize) -> Result<DpOverhead, PolicyError> {
     let runs = runs.max(1);
     let (ctx, manifests) = residents_session(rows)?;
-    let (lo, hi) = manifests["residents"]
-        .column("annual_income")
-        .and_then(|c| c.bounds)
-        .ok_or_else(|| PolicyError::Execution("annual_income has no bounds".into()))?;
-    let check = format!(
-        "SELECT COALESCE(MIN(annual_income) >= {lo} AND MAX(annual_income) <= {hi} AND COUNT(annual_income) = COUNT(*), FALSE) FROM residents"
-    );
-    let batches = ctx.sql(&check).await?.collect().await?;
-    let facts = RegisteredResidents {
-        income_within_bounds: batches
-            .first()
-            .is_some_and(|b| b.num_rows() == 1 && b.column(0).as_boolean().value(0)),
-    };
+    // What registration would record, found once outside the timing.
+    let facts = find_table_facts(&ctx, "residents", &manifests["residents"]).await?;
+    let facts = &facts;
     let exact_once = || async {
         let start = Instant::now();
         ctx.sql(AGGREGATE_QUERY).await?.collect().await?;

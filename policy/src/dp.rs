@@ -78,6 +78,7 @@ use udf_sdk::{ColumnValues, Estimate, QueryResult, Table};
 
 use crate::PolicyError;
 use crate::admission::{AggregateKind, AggregateQuery, DpAggregate, OutputSource, Scan};
+use crate::facts::DataFacts;
 use crate::manifest::ColumnType;
 
 /// Confidence level of every released interval.
@@ -327,31 +328,6 @@ pub fn plan_release(
     facts: impl DataFacts,
 ) -> Result<DpPlan, PolicyError> {
     plan_release_with(query, Accounting::Pure { epsilon }, facts)
-}
-
-/// What registration found about the data. A release uses these facts only
-/// to skip steps that would change no value on this data (bounding rows
-/// already within the bound, clamping values already within bounds), so
-/// the released distribution is exactly that of the full mechanism; the
-/// noise always covers the manifest's bounds.
-pub trait DataFacts {
-    /// `table` holds at most one row per privacy unit.
-    fn one_row_per_unit(&self, table: &str) -> bool;
-    /// Every value of `table.column` is present and within its manifest
-    /// bounds.
-    fn within_bounds(&self, table: &str, column: &str) -> bool;
-}
-
-/// A function saying which datasets hold one row per privacy unit, and no
-/// facts about values.
-impl<F: Fn(&str) -> bool> DataFacts for F {
-    fn one_row_per_unit(&self, table: &str) -> bool {
-        self(table)
-    }
-
-    fn within_bounds(&self, _table: &str, _column: &str) -> bool {
-        false
-    }
 }
 
 /// Plans the release of `query` under zCDP with budget `rho`, reported as

@@ -17,14 +17,16 @@ pub mod admission;
 pub mod bench;
 pub mod checks;
 pub mod dp;
+pub mod facts;
 pub mod manifest;
 pub mod mask;
 mod query;
 
 pub use admission::{Admitted, Refusal};
 pub use dp::{
-    Accounting, DataFacts, DpPlan, Release, fingerprint, plan_release, plan_release_with,
-    plan_release_zcdp, release_aggregate,
+    Accounting, DpPlan, Release, fingerprint, plan_release, plan_release_with, plan_release_zcdp,
+    release_aggregate,
 };
+pub use facts::{DataFacts, TableFacts, find_table_facts};
 pub use manifest::{Class, Manifest, ManifestError, ManifestErrors};
 pub use query::{PolicyError, plan_query, release_open, sql_options};
