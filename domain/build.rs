@@ -11,6 +11,8 @@ const GUESTS: &[&str] = &[
     "refused_raw_income",
     "udf_light",
     "udf_gcd",
+    "sme_credit_risk",
+    "udf_sme_score",
 ];
 
 fn main() {

@@ -270,7 +270,14 @@ pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result
     let module = domain.upload_module("dev", crate::guests::DISTRICT_INCOME)?;
     // The first run pays for the release; later runs are served from the
     // release cache, like a dashboard refreshing a published statistic.
-    domain.run_job(runtime.handle(), "dev", &grant, &module, Default::default())?;
+    domain.run_job(
+        runtime.handle(),
+        "dev",
+        &grant,
+        &module,
+        Default::default(),
+        &[],
+    )?;
 
     let per_client = jobs.div_ceil(clients.max(1));
     let total = per_client * clients.max(1);
@@ -293,6 +300,7 @@ pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result
                                 grant,
                                 module,
                                 Default::default(),
+                                &[],
                             )?;
                             anyhow::ensure!(
                                 o.status == "succeeded",
@@ -575,7 +583,14 @@ pub fn sandbox(jobs: usize, rows: u64, repeats: usize) -> Result<Vec<Measure>> {
             },
         )?;
         let t = Instant::now();
-        let o = domain.run_job(runtime.handle(), "dev", &grant, &sha, Default::default())?;
+        let o = domain.run_job(
+            runtime.handle(),
+            "dev",
+            &grant,
+            &sha,
+            Default::default(),
+            &[],
+        )?;
         anyhow::ensure!(o.status == "succeeded", "job {} {}", o.job_id, o.status);
         let dp = t.elapsed().as_secs_f64();
         let t = Instant::now();

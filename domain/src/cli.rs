@@ -80,6 +80,10 @@ pub enum Command {
         /// Print the verdict, epsilon cost and expected accuracy without spending.
         #[arg(long)]
         dry_run: bool,
+        /// A UDF module (.wasm) whose functions the query may call
+        /// (repeatable); the grant must allow UDFs.
+        #[arg(long = "udf")]
+        udfs: Vec<PathBuf>,
         #[arg(long = "as")]
         actor: Option<String>,
         #[arg(long)]
@@ -189,6 +193,14 @@ pub enum DevCommand {
         /// Job parameter, `name=value` (repeatable).
         #[arg(long = "param")]
         params: Vec<String>,
+        /// A UDF module (.wasm) whose functions the job's queries may call
+        /// (repeatable).
+        #[arg(long = "udf")]
+        udfs: Vec<PathBuf>,
+        /// DP marginals from `unseen dataset marginals`: mock columns follow
+        /// them instead of being uniform.
+        #[arg(long)]
+        marginals: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -359,6 +371,22 @@ pub enum DatasetCommand {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Publish DP marginals of a dataset (noisy category counts and
+    /// quantiles per column, charged to its budget), for `dev run
+    /// --marginals` mock data that follows the real distribution.
+    Marginals {
+        name: String,
+        /// Total epsilon, split evenly over the columns.
+        #[arg(long, default_value_t = 1.0)]
+        epsilon: f64,
+        /// Write the marginals here (default: print them).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long = "as")]
+        actor: Option<String>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -494,6 +522,10 @@ pub struct GrantIssue {
     /// Allow masked, k-anonymised row extracts for development.
     #[arg(long)]
     allow_extracts: bool,
+    /// Allow jobs and queries to call UDF modules, which see conditional
+    /// values inside the engine (their results leave only through DP).
+    #[arg(long)]
+    allow_udfs: bool,
     /// Refuse wasm module jobs under this grant.
     #[arg(long)]
     no_modules: bool,
@@ -541,6 +573,10 @@ pub enum JobCommand {
         /// Job parameter, `name=value` (repeatable).
         #[arg(long = "param")]
         params: Vec<String>,
+        /// A UDF module (.wasm) whose functions the job's queries may call
+        /// (repeatable).
+        #[arg(long = "udf")]
+        udfs: Vec<PathBuf>,
         /// With --server: return once the job is queued instead of waiting for it.
         #[arg(long)]
         no_wait: bool,
@@ -803,6 +839,7 @@ impl GrantIssue {
             allow_modules: !self.no_modules,
             allow_sql: !self.no_sql,
             allow_extracts: self.allow_extracts,
+            allow_udfs: self.allow_udfs,
             windows: self.windows.clone(),
             designated: self.designated.clone(),
             columns: self.columns.clone(),
@@ -816,6 +853,32 @@ impl GrantIssue {
     }
 }
 
+/// Reads and uploads UDF modules to the server; their addresses.
+fn upload_udfs_remote(client: &crate::client::Client, paths: &[PathBuf]) -> Result<Vec<String>> {
+    paths
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read UDF module {}", path.display()))?;
+            let uploaded = client.post_bytes("/v1/modules?kind=udf", &bytes, "application/wasm")?;
+            Ok(uploaded["module"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// Reads and stores UDF modules in a local data directory; their addresses.
+fn upload_udfs_local(domain: &Domain, actor: &str, paths: &[PathBuf]) -> Result<Vec<String>> {
+    paths
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read UDF module {}", path.display()))?;
+            let (sha, _) = domain.upload_udf_module(actor, &bytes)?;
+            Ok(sha)
+        })
+        .collect()
+}
+
 fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write) -> Result<bool> {
     use crate::client::ClientError;
     let s = segment;
@@ -824,11 +887,15 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             sql,
             grant,
             dry_run,
+            udfs,
             ..
-        } => client.post(
-            "/v1/queries",
-            &json!({"grant": grant, "sql": sql, "dry_run": dry_run}),
-        ),
+        } => {
+            let udfs = upload_udfs_remote(client, udfs)?;
+            client.post(
+                "/v1/queries",
+                &json!({"grant": grant, "sql": sql, "dry_run": dry_run, "udf_modules": udfs}),
+            )
+        }
         Command::Extract {
             grant,
             columns,
@@ -857,6 +924,19 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             &format!("/v1/datasets/{}/destroy", s(name)),
             &json!({"reason": reason}),
         ),
+        Command::Dataset(DatasetCommand::Marginals {
+            name,
+            epsilon,
+            out: path,
+            ..
+        }) => {
+            let published = client.post(
+                &format!("/v1/datasets/{}/marginals", s(name)),
+                &json!({"epsilon": epsilon}),
+            )?;
+            write_marginals(out, &published["marginals"], path.as_deref())?;
+            return Ok(true);
+        }
         Command::User(UserCommand::Add {
             id,
             name,
@@ -905,16 +985,18 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             grant,
             module,
             params,
+            udfs,
             no_wait,
             ..
         }) => {
             let bytes = std::fs::read(module)
                 .with_context(|| format!("cannot read module {}", module.display()))?;
+            let udfs = upload_udfs_remote(client, udfs)?;
             let uploaded = client.post_bytes("/v1/modules", &bytes, "application/wasm")?;
             let sha = uploaded["module"].as_str().unwrap_or_default().to_string();
             client.post(
                 "/v1/jobs",
-                &json!({"grant": grant, "module": sha, "params": parse_params(params)?, "wait": !no_wait}),
+                &json!({"grant": grant, "module": sha, "params": parse_params(params)?, "udf_modules": udfs, "wait": !no_wait}),
             )
         }
         Command::Job(JobCommand::Status { id, .. }) => client.get(&format!("/v1/jobs/{}", s(id))),
@@ -1088,6 +1170,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             sql,
             grant,
             dry_run,
+            udfs,
             actor,
             json,
             dir,
@@ -1095,8 +1178,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             let actor = who(actor)?;
             let domain = open(&dir)?;
             let handle = runtime.handle().clone();
+            let udfs = upload_udfs_local(&domain, &actor, &udfs)?;
             if dry_run {
-                let verdict = domain.dry_run(&handle, &actor, &grant, &sql)?;
+                let verdict = domain.dry_run(&handle, &actor, &grant, &sql, &udfs)?;
                 if json {
                     writeln!(out, "{}", serde_json::to_value(&verdict)?)?;
                 } else if verdict.admitted {
@@ -1129,7 +1213,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 }
                 return Ok(());
             }
-            let outcome = domain.run_sql(&handle, &actor, &grant, &sql)?;
+            let outcome = domain.run_sql(&handle, &actor, &grant, &sql, &udfs)?;
             let (spent, left) = domain.budget(&grant)?;
             if json {
                 writeln!(
@@ -1242,6 +1326,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             grant,
             module,
             params,
+            udfs,
             no_wait: _,
             actor,
             json,
@@ -1251,10 +1336,11 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             let domain = open(&dir)?;
             let bytes = std::fs::read(&module)
                 .with_context(|| format!("cannot read module {}", module.display()))?;
+            let udfs = upload_udfs_local(&domain, &actor, &udfs)?;
             let sha = domain.upload_module(&actor, &bytes)?;
             let params = parse_params(&params)?;
             let handle = runtime.handle().clone();
-            let outcome = domain.run_job(&handle, &actor, &grant, &sha, params)?;
+            let outcome = domain.run_job(&handle, &actor, &grant, &sha, params, &udfs)?;
             if json {
                 writeln!(
                     out,
@@ -1741,10 +1827,19 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             rows,
             seed,
             params,
+            udfs,
+            marginals,
             json,
         }) => {
             let bytes = std::fs::read(&module)
                 .with_context(|| format!("cannot read module {}", module.display()))?;
+            let udfs = udfs
+                .iter()
+                .map(|path| {
+                    std::fs::read(path)
+                        .with_context(|| format!("cannot read UDF module {}", path.display()))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let manifest_text = match (&manifest, &dataset) {
                 (Some(path), _) => read_text(path)?,
                 (None, Some(name)) => {
@@ -1760,9 +1855,19 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 runtime.handle(),
                 &bytes,
                 &manifest_text,
-                rows,
-                seed,
-                parse_params(&params)?,
+                (rows, seed),
+                crate::dev::DevInputs {
+                    params: parse_params(&params)?,
+                    udfs,
+                    marginals: match &marginals {
+                        Some(path) => Some(crate::marginals::Marginals::for_manifest(
+                            &read_text(path)?,
+                            &unseen_policy::Manifest::parse(&manifest_text)
+                                .map_err(|e| anyhow::anyhow!("{e}"))?,
+                        )?),
+                        None => None,
+                    },
+                },
             )?;
             if json {
                 let outputs: Vec<_> = run
@@ -1835,6 +1940,18 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 )?;
             }
             Ok(())
+        }
+        Command::Dataset(DatasetCommand::Marginals {
+            name,
+            epsilon,
+            out: path,
+            actor,
+            dir,
+        }) => {
+            let actor = who(actor)?;
+            let domain = open(&dir)?;
+            let marginals = domain.publish_marginals(runtime.handle(), &actor, &name, epsilon)?;
+            write_marginals(out, &serde_json::to_value(&marginals)?, path.as_deref())
         }
         Command::Dataset(DatasetCommand::Destroy {
             name,
@@ -2242,6 +2359,30 @@ pub fn verify_ledger(
     let report = unseen_ledger::verify_dir(&data_dir.join("ledger"), &key)
         .context("ledger verification FAILED")?;
     Ok(report)
+}
+
+/// Writes published marginals to `path`, or prints them.
+fn write_marginals(
+    out: &mut dyn Write,
+    marginals: &serde_json::Value,
+    path: Option<&Path>,
+) -> Result<()> {
+    let text = serde_json::to_string_pretty(marginals)?;
+    match path {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            let columns = marginals["columns"].as_object().map_or(0, |c| c.len());
+            writeln!(
+                out,
+                "wrote DP marginals of {columns} columns (epsilon {}) to {}",
+                marginals["epsilon"],
+                path.display()
+            )?;
+        }
+        None => writeln!(out, "{text}")?,
+    }
+    Ok(())
 }
 
 fn read_text(path: &Path) -> Result<String> {

@@ -262,10 +262,11 @@ pub fn in_scope(scope: &[String], dataset: &str, column: &str) -> bool {
     })
 }
 
-/// A DataFusion session holding exactly the given datasets and nothing else:
-/// no information schema, no URL tables, no other catalogs.
+/// A DataFusion session holding exactly the given datasets and UDFs and
+/// nothing else: no information schema, no URL tables, no other catalogs.
 pub async fn session(
     datasets: &[OpenDataset],
+    udfs: &[unseen_sandbox::WasmScalarUdf],
 ) -> Result<(SessionContext, BTreeMap<String, Manifest>), DomainError> {
     let config = SessionConfig::new()
         .with_information_schema(false)
@@ -309,6 +310,9 @@ pub async fn session(
         }
         manifests.insert(d.name.clone(), d.manifest.clone());
     }
+    for udf in udfs {
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(udf.clone()));
+    }
     Ok((ctx, manifests))
 }
 
@@ -316,7 +320,7 @@ pub async fn session(
 pub async fn registration_facts(
     dataset: &OpenDataset,
 ) -> Result<unseen_policy::TableFacts, DomainError> {
-    let (ctx, _) = session(std::slice::from_ref(dataset)).await?;
+    let (ctx, _) = session(std::slice::from_ref(dataset), &[]).await?;
     unseen_policy::find_table_facts(&ctx, &dataset.name, &dataset.manifest)
         .await
         .map_err(|e| DomainError::Parquet(e.to_string()))

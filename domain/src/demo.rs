@@ -213,7 +213,7 @@ pub fn run(
     )?;
     let module = domain.upload_module("li.qiang", guests::DISTRICT_INCOME)?;
     writeln!(out, "   module sha256 {module}")?;
-    let outcome = domain.run_job(&handle, "li.qiang", &grant, &module, BTreeMap::new())?;
+    let outcome = domain.run_job(&handle, "li.qiang", &grant, &module, BTreeMap::new(), &[])?;
     for line in &outcome.logs {
         writeln!(out, "   guest log: {line}")?;
     }
@@ -253,7 +253,7 @@ pub fn run(
         ),
     ] {
         let sha = domain.upload_module("li.qiang", bytes)?;
-        let o = domain.run_job(&handle, "li.qiang", &grant, &sha, BTreeMap::new())?;
+        let o = domain.run_job(&handle, "li.qiang", &grant, &sha, BTreeMap::new(), &[])?;
         writeln!(out, "   {label}: job {}", o.status)?;
         for r in &o.refusals {
             writeln!(out, "     {r}")?;
@@ -322,7 +322,7 @@ pub fn run(
         "   issued grant {health}: health_visits joined to residents on person_id, epsilon 2.0"
     )?;
     let module = domain.upload_module("li.qiang", guests::CHRONIC_DISEASE)?;
-    let outcome = domain.run_job(&handle, "li.qiang", &health, &module, BTreeMap::new())?;
+    let outcome = domain.run_job(&handle, "li.qiang", &health, &module, BTreeMap::new(), &[])?;
     let chronic = match (outcome.status.as_str(), outcome.outputs.first()) {
         ("succeeded", Some(output)) => output.clone(),
         _ => {
@@ -351,9 +351,12 @@ pub fn run(
     writeln!(out, "   zhang.hua approved; signed release {}", release.id)?;
     writeln!(out)?;
 
+    sme_credit_risk(&domain, runtime, &options, out)?;
+    writeln!(out)?;
+
     writeln!(
         out,
-        "6. Auditor verifies the ledger offline with only the public key"
+        "7. Auditor verifies the ledger offline with only the public key"
     )?;
     let report = crate::cli::verify_ledger(&dir, None)?;
     writeln!(
@@ -366,5 +369,115 @@ pub fn run(
         "   verify again any time: unseen ledger verify --data-dir {}",
         dir.display()
     )?;
+    Ok(())
+}
+
+/// Step 6: the finance scenario. Enterprises joined to their tax and
+/// electricity records, each scored by a UDF inside the engine, and only
+/// the DP mean score per industry released.
+fn sme_credit_risk(
+    domain: &Arc<Domain>,
+    runtime: &tokio::runtime::Runtime,
+    options: &DemoOptions,
+    out: &mut dyn Write,
+) -> Result<()> {
+    writeln!(
+        out,
+        "6. SME credit risk: a UDF scores every enterprise inside the engine"
+    )?;
+    let staging = tempfile::Builder::new()
+        .prefix("unseen-staging-")
+        .tempdir()?;
+    let enterprises = (options.rows / 20).max(2_000);
+    let datasets = [
+        ("enterprises", DatasetKind::Enterprises, enterprises, None),
+        (
+            "tax_records",
+            DatasetKind::TaxRecords,
+            enterprises * 4,
+            Some(enterprises),
+        ),
+        (
+            "utility_usage",
+            DatasetKind::UtilityUsage,
+            enterprises * 10,
+            Some(enterprises),
+        ),
+    ];
+    for (i, (name, kind, rows, related)) in datasets.into_iter().enumerate() {
+        let path = staging.path().join(format!("{name}.parquet"));
+        let rows = generate(name, rows, options.seed + 10 + i as u64, related, &path)?;
+        runtime.block_on(domain.register_dataset(
+            "wang.min",
+            name,
+            &path,
+            unseen_datasets::manifest_toml(kind),
+        ))?;
+        writeln!(
+            out,
+            "   registered `{name}`: {rows} rows (credit_code prohibited)"
+        )?;
+    }
+    let grant = domain.issue_grant(
+        "wang.min",
+        &crate::GrantRequest {
+            scenario: "SME credit risk".into(),
+            join_datasets: vec!["tax_records".into(), "utility_usage".into()],
+            query_epsilon: 1.0,
+            allow_udfs: true,
+            ..crate::GrantRequest::new(
+                "enterprises",
+                "li.qiang",
+                "Credit risk of small and medium enterprises by industry",
+                2.0,
+            )
+        },
+    )?;
+    writeln!(
+        out,
+        "   issued grant {grant}: enterprises joined to tax_records and utility_usage on credit_code, UDFs allowed, epsilon 2.0"
+    )?;
+    let (udf, functions) = domain.upload_udf_module("li.qiang", guests::UDF_SME_SCORE)?;
+    writeln!(
+        out,
+        "   UDF module {} declares {} (no imports at all)",
+        &udf[..12],
+        functions.join(", ")
+    )?;
+    let module = domain.upload_module("li.qiang", guests::SME_CREDIT_RISK)?;
+    let outcome = domain.run_job(
+        runtime.handle(),
+        "li.qiang",
+        &grant,
+        &module,
+        BTreeMap::new(),
+        std::slice::from_ref(&udf),
+    )?;
+    let output = match (outcome.status.as_str(), outcome.outputs.first()) {
+        ("succeeded", Some(output)) => output.clone(),
+        _ => {
+            return Err(anyhow!(
+                "sme-credit-risk job {}: {}",
+                outcome.status,
+                outcome.error.unwrap_or_default()
+            ));
+        }
+    };
+    writeln!(
+        out,
+        "   `sme-credit-risk` ran one DP query: sme_score(tax, kWh) per enterprise-month, bounded to [300, 850], averaged per industry (noise scaled to 1 x 6 x 12 rows per enterprise)"
+    )?;
+    let (name, _, table) = domain.output(&output)?;
+    writeln!(out, "   reviewer 张华 inspects `{name}`:")?;
+    print_table(out, &table)?;
+    let release = domain
+        .review(
+            "zhang.hua",
+            &output,
+            true,
+            "DP means over public industries; scores never left the engine",
+        )?
+        .ok_or_else(|| anyhow!("approval produced no release"))?;
+    writeln!(out, "   zhang.hua approved; signed release {}", release.id)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `unseen dev run`: test a guest before submitting it, against mock data
-//! made from a manifest alone (types, category domains, bounds), never
-//! from real rows. The guest runs through the same sandbox, admission, DP,
+//! made from a manifest alone (types, category domains, bounds) and,
+//! when the provider published them, the dataset's DP marginals
+//! ([`crate::marginals`]), never from real rows. The guest runs through the same sandbox, admission, DP,
 //! budget and output checks as on the service, in a throwaway data
 //! directory, so a refusal there is a refusal on the service.
 
@@ -15,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use unseen_policy::Manifest;
 use unseen_policy::manifest::ColumnType;
 
+use crate::marginals::{Marginal, Marginals, sample_category, sample_quantiles};
 use crate::{Domain, DomainError, GrantRequest, JobOutcome, Role};
 
 /// What a development run produced: the job's outcome and its outputs, in
@@ -26,10 +28,16 @@ pub struct DevRun {
     pub rows: usize,
 }
 
-/// Mock rows for `manifest`: uniform over each column's declared domain or
-/// bounds; identifiers are synthetic (`mock-id_number-17`); the privacy
-/// unit is 1..=rows.
-pub fn mock_batch(manifest: &Manifest, rows: usize, seed: u64) -> Result<RecordBatch, DomainError> {
+/// Mock rows for `manifest`: each column drawn from its DP marginal when
+/// `marginals` has one, else uniform over its declared domain or bounds;
+/// identifiers are synthetic (`mock-id_number-17`); the privacy unit is
+/// 1..=rows. Columns are independent: joint distributions are not mimicked.
+pub fn mock_batch(
+    manifest: &Manifest,
+    rows: usize,
+    seed: u64,
+    marginals: Option<&Marginals>,
+) -> Result<RecordBatch, DomainError> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
@@ -40,12 +48,19 @@ pub fn mock_batch(manifest: &Manifest, rows: usize, seed: u64) -> Result<RecordB
             .filter(|(l, h)| (h - l).is_finite() && h >= l && l.abs() < 1e15 && h.abs() < 1e15)
             .unwrap_or((0.0, 1000.0));
         let is_unit = c.name == manifest.privacy_unit;
+        let marginal = marginals.and_then(|m| m.columns.get(&c.name));
+        let quantile = |rng: &mut rand_chacha::ChaCha8Rng| match marginal {
+            Some(Marginal::Quantiles { points }) => sample_quantiles(points, rng),
+            _ => None,
+        };
         let (ty, array): (DataType, ArrayRef) = match c.ty {
             ColumnType::Int64 => {
                 let v: Vec<i64> = (0..rows)
                     .map(|i| {
                         if is_unit {
                             i as i64 + 1
+                        } else if let Some(v) = quantile(&mut rng) {
+                            v.round() as i64
                         } else {
                             rng.random_range(lo.ceil() as i64..=hi.floor().max(lo.ceil()) as i64)
                         }
@@ -56,7 +71,9 @@ pub fn mock_batch(manifest: &Manifest, rows: usize, seed: u64) -> Result<RecordB
             ColumnType::Float64 => {
                 let v: Vec<f64> = (0..rows)
                     .map(|_| {
-                        if hi > lo {
+                        if let Some(v) = quantile(&mut rng) {
+                            v
+                        } else if hi > lo {
                             rng.random_range(lo..hi)
                         } else {
                             lo
@@ -67,10 +84,21 @@ pub fn mock_batch(manifest: &Manifest, rows: usize, seed: u64) -> Result<RecordB
             }
             ColumnType::Utf8 => {
                 let v: Vec<String> = (0..rows)
-                    .map(|i| match &c.domain {
-                        Some(d) if !d.is_empty() => d[rng.random_range(0..d.len())].clone(),
-                        _ if is_unit => format!("mock-{}-{}", c.name, i + 1),
-                        _ => format!("mock-{}-{}", c.name, rng.random_range(0..rows.max(1))),
+                    .map(|i| {
+                        let drawn = match (&c.domain, marginal) {
+                            (Some(_), Some(Marginal::Categories { counts })) => {
+                                sample_category(counts, &mut rng).map(str::to_string)
+                            }
+                            _ => None,
+                        };
+                        match (&c.domain, drawn) {
+                            (_, Some(value)) => value,
+                            (Some(d), None) if !d.is_empty() => {
+                                d[rng.random_range(0..d.len())].clone()
+                            }
+                            _ if is_unit => format!("mock-{}-{}", c.name, i + 1),
+                            _ => format!("mock-{}-{}", c.name, rng.random_range(0..rows.max(1))),
+                        }
                     })
                     .collect();
                 (DataType::Utf8, Arc::new(StringArray::from(v)))
@@ -119,6 +147,16 @@ pub fn throwaway_domain(
     Ok((domain, token))
 }
 
+/// What a development run is given besides the job module and the data.
+#[derive(Debug, Default)]
+pub struct DevInputs {
+    pub params: BTreeMap<String, String>,
+    /// UDF modules (their bytes) the job's queries may call.
+    pub udfs: Vec<Vec<u8>>,
+    /// The dataset's published DP marginals, to draw mock columns from.
+    pub marginals: Option<Marginals>,
+}
+
 /// Runs `module` against mock data for `manifest_text` in a throwaway data
 /// directory under `scratch`.
 pub fn run(
@@ -126,12 +164,11 @@ pub fn run(
     runtime: &tokio::runtime::Handle,
     module: &[u8],
     manifest_text: &str,
-    rows: usize,
-    seed: u64,
-    params: BTreeMap<String, String>,
+    (rows, seed): (usize, u64),
+    inputs: DevInputs,
 ) -> Result<DevRun, DomainError> {
     let manifest = Manifest::parse(manifest_text).map_err(DomainError::Manifest)?;
-    let batch = mock_batch(&manifest, rows, seed)?;
+    let batch = mock_batch(&manifest, rows, seed, inputs.marginals.as_ref())?;
     let parquet = scratch.join("mock.parquet");
     {
         let file = std::fs::File::create(&parquet).map_err(|e| DomainError::io(&parquet, e))?;
@@ -147,6 +184,7 @@ pub fn run(
         "admin",
         &GrantRequest {
             query_epsilon: 1.0,
+            allow_udfs: !inputs.udfs.is_empty(),
             ..GrantRequest::new(
                 &manifest.name,
                 "dev",
@@ -155,8 +193,13 @@ pub fn run(
             )
         },
     )?;
+    let udfs = inputs
+        .udfs
+        .iter()
+        .map(|bytes| domain.upload_udf_module("dev", bytes).map(|(sha, _)| sha))
+        .collect::<Result<Vec<_>, _>>()?;
     let sha = domain.upload_module("dev", module)?;
-    let outcome = domain.run_job(runtime, "dev", &grant, &sha, params)?;
+    let outcome = domain.run_job(runtime, "dev", &grant, &sha, inputs.params, &udfs)?;
     let outputs = outcome
         .outputs
         .iter()

@@ -32,11 +32,16 @@ impl Domain {
             )));
         }
         let description = format!("EXTRACT {} SAMPLE {fraction}", columns.join(", "));
-        let (mut job_host, log) =
-            match self.begin_job(runtime, submitter, grant_id, JobBody::Extract(&description))? {
-                Ok(started) => started,
-                Err(ended) => return Ok((ended, None)),
-            };
+        let (mut job_host, log) = match self.begin_job(
+            runtime,
+            submitter,
+            grant_id,
+            JobBody::Extract(&description),
+            &[],
+        )? {
+            Ok(started) => started,
+            Err(ended) => return Ok((ended, None)),
+        };
         let job_id = job_host.job_id.clone();
         // Extracts read the grant's primary dataset only.
         let dataset = job_host.datasets[0].clone();
@@ -95,7 +100,7 @@ async fn sample_rows(
     columns: &[String],
     fraction: f64,
 ) -> Result<Vec<Vec<String>>, DomainError> {
-    let (ctx, _) = data::session(std::slice::from_ref(dataset)).await?;
+    let (ctx, _) = data::session(std::slice::from_ref(dataset), &[]).await?;
     let select = columns
         .iter()
         .map(|c| format!("\"{c}\""))

@@ -53,6 +53,9 @@ pub(crate) struct Host {
     pub grant: Grant,
     /// The grant's datasets, the primary one first.
     pub datasets: Vec<OpenDataset>,
+    /// The UDFs the job's queries may call, from the modules it was
+    /// submitted with.
+    pub udfs: Vec<unseen_sandbox::WasmScalarUdf>,
     pub params: BTreeMap<String, String>,
     pub log: Arc<Mutex<JobLog>>,
     /// Triggered by cancellation or revocation; checked before each query.
@@ -124,7 +127,7 @@ impl Host {
             return Ok(Err(format!("refused: the job was stopped ({reason})")));
         }
         self.job_log().queries += 1;
-        let (ctx, manifests) = data::session(&self.datasets).await?;
+        let (ctx, manifests) = data::session(&self.datasets, &self.udfs).await?;
         let admitted = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
             Ok(a) => a,
             Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
@@ -218,7 +221,7 @@ impl Host {
     /// data or spending; recorded in the ledger as `query.dry_run`.
     pub(crate) async fn dry_run(&self, sql: &str) -> Result<DryRun, DomainError> {
         let sql_sha = sha256_hex(sql.as_bytes());
-        let (ctx, manifests) = data::session(&self.datasets).await?;
+        let (ctx, manifests) = data::session(&self.datasets, &self.udfs).await?;
         let verdict = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
             Err(e) => Err(e),
             Ok(Admitted::Open(_)) => Ok((0.0, Vec::new(), false)),

@@ -143,6 +143,7 @@ impl Domain {
         grant_id: &str,
         body: JobBody<'_>,
         params: &BTreeMap<String, String>,
+        udfs: &[String],
     ) -> Result<String, DomainError> {
         self.require(submitter, Role::Developer, "submit jobs")?;
         let grant = self.grant(grant_id)?;
@@ -154,9 +155,11 @@ impl Domain {
         };
         if let Some(sha) = module {
             let known: Option<i64> = lock(&self.db)
-                .query_row("SELECT 1 FROM modules WHERE sha256 = ?1", [sha], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT 1 FROM modules WHERE sha256 = ?1 AND kind = 'job'",
+                    [sha],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if known.is_none() {
                 return Err(DomainError::NotFound {
@@ -174,8 +177,18 @@ impl Domain {
                 ),
             });
         }
+        if !udfs.is_empty() {
+            if !grant.allow_udfs {
+                return Err(DomainError::Grant {
+                    grant: grant.id.clone(),
+                    reason: "does not allow UDF modules; run without them, or ask the data provider for a grant that allows UDFs".into(),
+                });
+            }
+            self.check_udf_names(udfs)?;
+        }
         let job_id = new_id("job");
         let params_json = serde_json::to_string(params).unwrap_or_else(|_| "{}".into());
+        let udfs_json = serde_json::to_string(udfs).unwrap_or_else(|_| "[]".into());
         {
             let mut db = lock(&self.db);
             let tx = db.transaction()?;
@@ -193,8 +206,8 @@ impl Domain {
                 });
             }
             tx.execute(
-                "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at, params) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
-                params![job_id, grant_id, module, sql, submitter, now_rfc3339(), params_json],
+                "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at, params, udf_modules) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)",
+                params![job_id, grant_id, module, sql, submitter, now_rfc3339(), params_json, udfs_json],
             )?;
             tx.commit()?;
         }
@@ -203,21 +216,71 @@ impl Domain {
             "job.submitted",
             json!({
                 "job": job_id, "grant": grant_id, "module_sha256": module, "sql": sql,
-                "params": params.keys().collect::<Vec<_>>(),
+                "params": params.keys().collect::<Vec<_>>(), "udf_modules": udfs,
             }),
         )?;
         Ok(job_id)
     }
 
-    /// Admits a stored module as a queued job; run it with [`Domain::execute_job`].
+    /// Every UDF module is a stored UDF module, and no two functions, nor a
+    /// function and a built-in, share a name (a UDF never silently replaces
+    /// another function).
+    pub(crate) fn check_udf_names(&self, udfs: &[String]) -> Result<(), DomainError> {
+        let builtins = datafusion::prelude::SessionContext::new().state();
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for sha in udfs {
+            let functions: Option<String> = lock(&self.db)
+                .query_row(
+                    "SELECT functions FROM modules WHERE sha256 = ?1 AND kind = 'udf'",
+                    [sha],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(functions) = functions else {
+                return Err(DomainError::NotFound {
+                    what: "UDF module",
+                    id: sha.clone(),
+                    list: "job submit --udf",
+                });
+            };
+            let functions: Vec<String> = serde_json::from_str(&functions).unwrap_or_default();
+            for f in functions {
+                let name = f.split('(').next().unwrap_or_default().to_string();
+                if builtins.scalar_functions().contains_key(&name)
+                    || builtins.aggregate_functions().contains_key(&name)
+                    || builtins.window_functions().contains_key(&name)
+                {
+                    return Err(DomainError::Invalid(format!(
+                        "UDF `{name}` of module {sha} has the name of a built-in SQL function; rename it"
+                    )));
+                }
+                if let Some(other) = seen.insert(name.clone(), sha.clone()) {
+                    return Err(DomainError::Invalid(format!(
+                        "UDF `{name}` is declared by both module {other} and module {sha}; use one of them"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Admits a stored module as a queued job, with the UDF modules its
+    /// queries may call; run it with [`Domain::execute_job`].
     pub fn submit_job(
         &self,
         submitter: &str,
         grant_id: &str,
         module_sha: &str,
         params: BTreeMap<String, String>,
+        udfs: &[String],
     ) -> Result<String, DomainError> {
-        self.admit_job(submitter, grant_id, JobBody::Module(module_sha), &params)
+        self.admit_job(
+            submitter,
+            grant_id,
+            JobBody::Module(module_sha),
+            &params,
+            udfs,
+        )
     }
 
     /// Moves a queued job to running and builds its host; a job whose grant
@@ -227,15 +290,15 @@ impl Domain {
         runtime: &tokio::runtime::Handle,
         job_id: &str,
     ) -> Result<Started, DomainError> {
-        type Row = (String, String, String, String);
+        type Row = (String, String, String, String, String);
         let row: Option<Row> = lock(&self.db)
             .query_row(
-                "SELECT grant_id, submitter, status, params FROM jobs WHERE id = ?1",
+                "SELECT grant_id, submitter, status, params, udf_modules FROM jobs WHERE id = ?1",
                 [job_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let Some((grant_id, submitter, status, params)) = row else {
+        let Some((grant_id, submitter, status, params, udf_modules)) = row else {
             return Err(DomainError::NotFound {
                 what: "job",
                 id: job_id.to_string(),
@@ -247,11 +310,13 @@ impl Domain {
             return Ok(Err(self.job_outcome(job_id)?));
         }
         let grant = self.grant(&grant_id)?;
+        let udf_modules: Vec<String> = serde_json::from_str(&udf_modules).unwrap_or_default();
         let opened = self
             .check_grant_usable(&grant, &submitter)
-            .and_then(|()| self.open_grant_datasets(&grant));
-        let datasets = match opened {
-            Ok(datasets) => datasets,
+            .and_then(|()| self.open_grant_datasets(&grant))
+            .and_then(|datasets| Ok((datasets, self.job_udfs(&udf_modules)?)));
+        let (datasets, udfs) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 let outcome = self.end_job(
                     job_id.to_string(),
@@ -289,6 +354,7 @@ impl Domain {
             submitter,
             grant,
             datasets,
+            udfs,
             params,
             log: Arc::clone(&log),
             cancel,
@@ -303,8 +369,9 @@ impl Domain {
         submitter: &str,
         grant_id: &str,
         body: JobBody<'_>,
+        udfs: &[String],
     ) -> Result<Started, DomainError> {
-        let job_id = self.admit_job(submitter, grant_id, body, &BTreeMap::new())?;
+        let job_id = self.admit_job(submitter, grant_id, body, &BTreeMap::new(), udfs)?;
         self.start_job(runtime, &job_id)
     }
 
@@ -413,7 +480,7 @@ impl Domain {
                 |r| r.get(0),
             )
             .map_err(DomainError::from);
-        let module = match bytes.and_then(|b| self.validated(&b)) {
+        let module = match bytes.and_then(|b| self.validated(&b, unseen_sandbox::ModuleKind::Job)) {
             Ok(m) => m,
             Err(e) => {
                 return self.end_job(
@@ -447,8 +514,9 @@ impl Domain {
         grant_id: &str,
         module_sha: &str,
         params: BTreeMap<String, String>,
+        udfs: &[String],
     ) -> Result<JobOutcome, DomainError> {
-        let job_id = self.submit_job(submitter, grant_id, module_sha, params)?;
+        let job_id = self.submit_job(submitter, grant_id, module_sha, params, udfs)?;
         self.execute_job(runtime, &job_id)
     }
 
@@ -461,10 +529,11 @@ impl Domain {
         submitter: &str,
         grant_id: &str,
         sql: &str,
+        udfs: &[String],
     ) -> Result<JobOutcome, DomainError> {
         use unseen_sandbox::JobHost;
         let (mut job_host, log) =
-            match self.begin_job(runtime, submitter, grant_id, JobBody::Sql(sql))? {
+            match self.begin_job(runtime, submitter, grant_id, JobBody::Sql(sql), udfs)? {
                 Ok(started) => started,
                 Err(ended) => return Ok(ended),
             };

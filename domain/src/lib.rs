@@ -28,6 +28,7 @@ mod host;
 pub mod jobs;
 pub mod keys;
 pub mod logging;
+pub mod marginals;
 pub mod server;
 pub mod store;
 pub mod util;
@@ -195,6 +196,9 @@ pub struct Grant {
     pub allow_modules: bool,
     pub allow_sql: bool,
     pub allow_extracts: bool,
+    /// Whether jobs and queries may call UDF modules (which see raw
+    /// conditional values inside the engine, never outside it).
+    pub allow_udfs: bool,
     /// UTC windows `HH:MM-HH:MM` in which jobs may start; empty is any time.
     pub windows: Vec<String>,
     /// Users besides the developer who may run jobs and download releases.
@@ -284,6 +288,9 @@ pub struct GrantRequest {
     /// Whether masked, k-anonymised row extracts are allowed.
     #[serde(default)]
     pub allow_extracts: bool,
+    /// Whether jobs and queries may call uploaded UDF modules.
+    #[serde(default)]
+    pub allow_udfs: bool,
     #[serde(default)]
     pub windows: Vec<String>,
     #[serde(default)]
@@ -325,6 +332,7 @@ impl GrantRequest {
             allow_modules: true,
             allow_sql: true,
             allow_extracts: false,
+            allow_udfs: false,
             windows: Vec::new(),
             designated: Vec::new(),
             columns: Vec::new(),
@@ -923,17 +931,17 @@ impl Domain {
         let joined = serde_json::to_string(&r.join_datasets).unwrap_or_else(|_| "[]".into());
         lock(&self.db).execute(
             "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
-                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
             params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, now_rfc3339(), expires_at,
                 r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined,
-                r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }],
+                r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }, r.allow_udfs],
         )?;
         self.record(actor, "grant.issued", json!({
             "grant": id, "dataset": r.dataset, "join_datasets": r.join_datasets, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
             "epsilon_total": r.epsilon_total, "query_epsilon": r.query_epsilon, "expires_at": expires_at,
             "allow_modules": r.allow_modules, "allow_sql": r.allow_sql, "allow_extracts": r.allow_extracts,
-            "windows": r.windows, "designated": r.designated, "columns": r.columns, "max_runs": r.max_runs,
+            "allow_udfs": r.allow_udfs, "windows": r.windows, "designated": r.designated, "columns": r.columns, "max_runs": r.max_runs,
             "max_downloads": r.max_downloads, "derived_reuse": r.derived_reuse,
             "approvals_required": r.approvals_required,
             "delta_total": r.delta_total, "query_delta": if r.delta_total > 0.0 { r.query_delta } else { 0.0 },
@@ -957,43 +965,114 @@ impl Domain {
             })
     }
 
-    /// Validates and stores a module (content-addressed); refusals are ledger entries too.
+    /// Validates and stores a job module (content-addressed); refusals are
+    /// ledger entries too.
     pub fn upload_module(&self, actor: &str, bytes: &[u8]) -> Result<String, DomainError> {
+        self.upload(actor, bytes, ModuleKind::Job)
+            .map(|(sha, _)| sha)
+    }
+
+    /// Validates and stores a UDF module; returns its address and its
+    /// declared functions as `name(Float64, Float64) -> Float64`.
+    pub fn upload_udf_module(
+        &self,
+        actor: &str,
+        bytes: &[u8],
+    ) -> Result<(String, Vec<String>), DomainError> {
+        self.upload(actor, bytes, ModuleKind::Udf)
+    }
+
+    fn upload(
+        &self,
+        actor: &str,
+        bytes: &[u8],
+        kind: ModuleKind,
+    ) -> Result<(String, Vec<String>), DomainError> {
         self.require(actor, Role::Developer, "upload modules")?;
         let sha = sha256_hex(bytes);
-        match self.validated(bytes) {
-            Ok(_) => {}
+        let kind_name = module_kind_name(kind);
+        let module = match self.validated(bytes, kind) {
+            Ok(m) => m,
             Err(DomainError::Sandbox(e)) => {
                 self.record(
                     actor,
                     "module.refused",
-                    json!({"sha256": sha, "size": bytes.len(), "reason": e.to_string()}),
+                    json!({"sha256": sha, "size": bytes.len(), "kind": kind_name, "reason": e.to_string()}),
                 )?;
                 return Err(e.into());
             }
             Err(e) => return Err(e),
+        };
+        let functions: Vec<String> = module.functions().iter().map(udf_signature).collect();
+        let stored_kind: Option<String> = {
+            let db = lock(&self.db);
+            db.execute(
+                "INSERT OR IGNORE INTO modules(sha256, bytes, uploaded_by, uploaded_at, kind, functions) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![sha, bytes, actor, now_rfc3339(), kind_name, serde_json::to_string(&functions).unwrap_or_else(|_| "[]".into())],
+            )?;
+            db.query_row("SELECT kind FROM modules WHERE sha256 = ?1", [&sha], |r| {
+                r.get(0)
+            })
+            .optional()?
+        };
+        if stored_kind.as_deref() != Some(kind_name) {
+            return Err(DomainError::Invalid(format!(
+                "module {sha} was uploaded before as a {} module; one module cannot be both",
+                stored_kind.unwrap_or_default()
+            )));
         }
-        lock(&self.db).execute(
-            "INSERT OR IGNORE INTO modules(sha256, bytes, uploaded_by, uploaded_at) VALUES (?1, ?2, ?3, ?4)",
-            params![sha, bytes, actor, now_rfc3339()],
-        )?;
         self.record(
             actor,
             "module.uploaded",
-            json!({"sha256": sha, "size": bytes.len(), "kind": "job"}),
+            json!({"sha256": sha, "size": bytes.len(), "kind": kind_name, "functions": functions}),
         )?;
-        Ok(sha)
+        Ok((sha, functions))
     }
 
-    /// Validates and compiles a job module, or returns it from the cache.
-    fn validated(&self, bytes: &[u8]) -> Result<unseen_sandbox::ValidatedModule, DomainError> {
-        let sha = sha256_hex(bytes);
-        if let Some(m) = lock(&self.compiled).get(&sha) {
+    /// Validates and compiles a module, or returns it from the cache.
+    fn validated(
+        &self,
+        bytes: &[u8],
+        kind: ModuleKind,
+    ) -> Result<unseen_sandbox::ValidatedModule, DomainError> {
+        let key = format!("{}:{}", module_kind_name(kind), sha256_hex(bytes));
+        if let Some(m) = lock(&self.compiled).get(&key) {
             return Ok(m.clone());
         }
-        let module = self.sandbox.validate(bytes, ModuleKind::Job)?;
-        lock(&self.compiled).insert(sha, module.clone());
+        let module = self.sandbox.validate(bytes, kind)?;
+        lock(&self.compiled).insert(key, module.clone());
         Ok(module)
+    }
+
+    /// The scalar UDFs of stored UDF modules, each module prepared for one
+    /// job (its instances serve that job only).
+    pub(crate) fn job_udfs(
+        &self,
+        modules: &[String],
+    ) -> Result<Vec<unseen_sandbox::WasmScalarUdf>, DomainError> {
+        let mut udfs = Vec::new();
+        for sha in modules {
+            let bytes: Vec<u8> = lock(&self.db)
+                .query_row(
+                    "SELECT bytes FROM modules WHERE sha256 = ?1 AND kind = 'udf'",
+                    [sha],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| DomainError::NotFound {
+                    what: "UDF module",
+                    id: sha.clone(),
+                    list: "job submit --udf",
+                })?;
+            let validated = self.validated(&bytes, ModuleKind::Udf)?;
+            let module = unseen_sandbox::UdfModule::new(&self.sandbox, &validated)?;
+            udfs.extend(
+                module
+                    .declared()
+                    .map_err(|e| DomainError::Invalid(e.to_string()))?,
+            );
+        }
+        Ok(udfs)
     }
 
     /// The verdict, cost and expected accuracy of `sql` under a grant,
@@ -1004,11 +1083,20 @@ impl Domain {
         submitter: &str,
         grant_id: &str,
         sql: &str,
+        udfs: &[String],
     ) -> Result<DryRun, DomainError> {
         self.require(submitter, Role::Developer, "dry-run queries")?;
         let grant = self.grant(grant_id)?;
         self.check_grant_usable(&grant, submitter)?;
+        if !udfs.is_empty() && !grant.allow_udfs {
+            return Err(DomainError::Grant {
+                grant: grant.id.clone(),
+                reason: "does not allow UDF modules; run without them, or ask the data provider for a grant that allows UDFs".into(),
+            });
+        }
+        self.check_udf_names(udfs)?;
         let datasets = self.open_grant_datasets(&grant)?;
+        let udfs = self.job_udfs(udfs)?;
         let job_host = host::Host {
             domain: Arc::clone(self),
             runtime: runtime.clone(),
@@ -1016,6 +1104,7 @@ impl Domain {
             submitter: submitter.to_string(),
             grant,
             datasets,
+            udfs,
             params: BTreeMap::new(),
             log: Arc::new(Mutex::new(host::JobLog::default())),
             cancel: unseen_sandbox::Cancel::new(),
@@ -1705,7 +1794,20 @@ impl Domain {
     }
 }
 
-const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, delta_spent";
+fn module_kind_name(kind: ModuleKind) -> &'static str {
+    match kind {
+        ModuleKind::Job => "job",
+        ModuleKind::Udf => "udf",
+    }
+}
+
+/// `name(Float64, Float64) -> Float64`, as users and the ledger see a UDF.
+fn udf_signature(d: &unseen_sandbox::ScalarUdfDecl) -> String {
+    let args: Vec<String> = d.args.iter().map(ToString::to_string).collect();
+    format!("{}({}) -> {}", d.name, args.join(", "), d.returns)
+}
+
+const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, delta_spent, allow_udfs";
 
 fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
@@ -1740,6 +1842,7 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
         delta_total: r.get(24)?,
         query_delta: r.get(25)?,
         delta_spent: r.get(26)?,
+        allow_udfs: r.get(27)?,
     })
 }
 
@@ -1883,6 +1986,7 @@ mod tests {
                 "dev",
                 &grant,
                 "SELECT gender FROM residents WHERE gender = 'F' LIMIT 1",
+                &[],
             )
             .unwrap();
         let dataset = domain.open_dataset("residents").unwrap();

@@ -242,6 +242,7 @@ pub fn router(domain: Arc<Domain>, options: &ServerOptions) -> Router {
                 .layer(DefaultBodyLimit::max(DATASET_LIMIT)),
         )
         .route("/v1/datasets/{name}/destroy", post(destroy_dataset))
+        .route("/v1/datasets/{name}/marginals", post(publish_marginals))
         .route("/v1/budgets", post(set_budget))
         .route("/v1/grants", get(list_grants).post(issue_grant))
         .route("/v1/grants/{id}", get(show_grant))
@@ -518,6 +519,28 @@ async fn destroy_dataset(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct MarginalsRequest {
+    epsilon: f64,
+}
+
+async fn publish_marginals(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(ADMIN, "publish dataset marginals")?;
+    let request: MarginalsRequest = body(raw)?;
+    let runtime = tokio::runtime::Handle::current();
+    let marginals = blocking(&state, move |d| {
+        d.publish_marginals(&runtime, &actor.id, &name, request.epsilon)
+    })
+    .await?;
+    ok(json!({"marginals": marginals}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BudgetRequest {
     #[serde(default)]
     dataset: Option<String>,
@@ -634,20 +657,47 @@ async fn grant_usage(
     ok(json!({"usage": usage}))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    /// `job` (default) or `udf`.
+    #[serde(default)]
+    kind: Option<String>,
+}
+
 async fn upload_module(
     State(state): State<AppState>,
     actor: Actor,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     raw: axum::body::Body,
 ) -> ApiResult {
     actor.require(DEVELOPER, "upload modules")?;
+    let query =
+        query.map_err(|e| ApiError::bad_request(format!("{e}; use ?kind=job or ?kind=udf")))?;
+    let udf = match query.kind.as_deref() {
+        None | Some("job") => false,
+        Some("udf") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown module kind `{other}`; use ?kind=job or ?kind=udf"
+            )));
+        }
+    };
     let bytes = read_large(raw, MODULE_LIMIT).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "the body is empty; send the module's wasm bytes",
         ));
     }
-    let sha = blocking(&state, move |d| d.upload_module(&actor.id, &bytes)).await?;
-    Ok((StatusCode::CREATED, Json(json!({"module": sha}))).into_response())
+    let body = if udf {
+        let (sha, functions) =
+            blocking(&state, move |d| d.upload_udf_module(&actor.id, &bytes)).await?;
+        json!({"module": sha, "kind": "udf", "functions": functions})
+    } else {
+        let sha = blocking(&state, move |d| d.upload_module(&actor.id, &bytes)).await?;
+        json!({"module": sha, "kind": "job"})
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -657,6 +707,9 @@ struct JobRequest {
     module: String,
     #[serde(default)]
     params: BTreeMap<String, String>,
+    /// UDF modules (uploaded with `?kind=udf`) the job's queries may call.
+    #[serde(default)]
+    udf_modules: Vec<String>,
     /// Wait for the job to end and return its outcome.
     #[serde(default)]
     wait: bool,
@@ -691,7 +744,13 @@ async fn submit_job(
     let wait = request.wait;
     let place = QueuePlace::take(&state.waiting)?;
     let job_id = blocking(&state, move |d| {
-        d.submit_job(&actor.id, &request.grant, &request.module, request.params)
+        d.submit_job(
+            &actor.id,
+            &request.grant,
+            &request.module,
+            request.params,
+            &request.udf_modules,
+        )
     })
     .await?;
     let runtime = tokio::runtime::Handle::current();
@@ -785,6 +844,9 @@ struct QueryRequest {
     sql: String,
     #[serde(default)]
     dry_run: bool,
+    /// UDF modules (uploaded with `?kind=udf`) the query may call.
+    #[serde(default)]
+    udf_modules: Vec<String>,
 }
 
 async fn run_query(
@@ -797,7 +859,13 @@ async fn run_query(
     let runtime = tokio::runtime::Handle::current();
     if request.dry_run {
         let verdict = blocking(&state, move |d| {
-            d.dry_run(&runtime, &actor.id, &request.grant, &request.sql)
+            d.dry_run(
+                &runtime,
+                &actor.id,
+                &request.grant,
+                &request.sql,
+                &request.udf_modules,
+            )
         })
         .await?;
         return ok(serde_json::to_value(&verdict).unwrap_or(Value::Null));
@@ -805,7 +873,13 @@ async fn run_query(
     let _place = QueuePlace::take(&state.waiting)?;
     let _permit = state.jobs.acquire().await.map_err(|_| stopping())?;
     let outcome = blocking(&state, move |d| {
-        d.run_sql(&runtime, &actor.id, &request.grant, &request.sql)
+        d.run_sql(
+            &runtime,
+            &actor.id,
+            &request.grant,
+            &request.sql,
+            &request.udf_modules,
+        )
     })
     .await?;
     ok(developer_outcome(&outcome))

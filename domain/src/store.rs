@@ -63,13 +63,16 @@ CREATE TABLE IF NOT EXISTS grants(
     join_datasets TEXT NOT NULL DEFAULT '[]',
     delta_total REAL NOT NULL DEFAULT 0 CHECK (delta_total >= 0 AND delta_total < 1),
     query_delta REAL NOT NULL DEFAULT 0,
-    delta_spent REAL NOT NULL DEFAULT 0
+    delta_spent REAL NOT NULL DEFAULT 0,
+    allow_udfs INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS modules(
     sha256 TEXT PRIMARY KEY,
     bytes BLOB NOT NULL,
     uploaded_by TEXT NOT NULL,
-    uploaded_at TEXT NOT NULL
+    uploaded_at TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'job' CHECK (kind IN ('job', 'udf')),
+    functions TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS jobs(
     id TEXT PRIMARY KEY,
@@ -88,7 +91,8 @@ CREATE TABLE IF NOT EXISTS jobs(
     run_ms INTEGER,
     rows_scanned INTEGER,
     epsilon REAL,
-    logs TEXT NOT NULL DEFAULT '[]'
+    logs TEXT NOT NULL DEFAULT '[]',
+    udf_modules TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS release_cache(
     grant_id TEXT NOT NULL REFERENCES grants(id),
@@ -143,7 +147,17 @@ CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
+
+/// How a store of an earlier version becomes the current one, in the same
+/// transaction as the version bump: `(from, statements)`.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    8,
+    "ALTER TABLE modules ADD COLUMN kind TEXT NOT NULL DEFAULT 'job' CHECK (kind IN ('job', 'udf'));
+     ALTER TABLE modules ADD COLUMN functions TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE grants ADD COLUMN allow_udfs INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN udf_modules TEXT NOT NULL DEFAULT '[]';",
+)];
 
 /// Opens (creating on first run) the store in WAL mode.
 pub fn open(path: &Path) -> Result<Connection, DomainError> {
@@ -159,16 +173,78 @@ pub fn open(path: &Path) -> Result<Connection, DomainError> {
         [],
         |r| r.get(0),
     )?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tx = conn.unchecked_transaction()?;
+    if tables > 0 {
+        for (from, statements) in MIGRATIONS {
+            if version == *from {
+                tx.execute_batch(statements)?;
+                version = from + 1;
+            }
+        }
+    }
     if tables > 0 && version != SCHEMA_VERSION {
         return Err(DomainError::Invalid(format!(
             "the store {} has schema version {version}, but this build uses version {SCHEMA_VERSION}; it was created by another build of unseen: use a new data directory (the ledger of the old one still verifies with `unseen ledger verify`)",
             path.display()
         )));
     }
-    let tx = conn.unchecked_transaction()?;
     tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 8 store (before UDF modules) opens as version 9 with its
+    /// rows kept: modules are job modules, grants allow no UDFs.
+    #[test]
+    fn a_version_8_store_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let conn = open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO modules(sha256, bytes, uploaded_by, uploaded_at) VALUES ('m', x'00', 'dev', 'now')",
+                [],
+            )
+            .unwrap();
+            // Back to the version 8 shape.
+            conn.execute_batch(
+                "ALTER TABLE modules DROP COLUMN functions;
+                 ALTER TABLE jobs DROP COLUMN udf_modules;
+                 ALTER TABLE grants DROP COLUMN allow_udfs;
+                 CREATE TABLE modules_v8(sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL, uploaded_by TEXT NOT NULL, uploaded_at TEXT NOT NULL);
+                 INSERT INTO modules_v8 SELECT sha256, bytes, uploaded_by, uploaded_at FROM modules;
+                 DROP TABLE modules;
+                 ALTER TABLE modules_v8 RENAME TO modules;
+                 PRAGMA user_version = 8;",
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let (kind, functions): (String, String) = conn
+            .query_row(
+                "SELECT kind, functions FROM modules WHERE sha256 = 'm'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((kind.as_str(), functions.as_str()), ("job", "[]"));
+        conn.prepare("SELECT allow_udfs FROM grants").unwrap();
+        let older = dir.path().join("older.db");
+        {
+            let conn = open(&older).unwrap();
+            conn.pragma_update(None, "user_version", 7).unwrap();
+        }
+        let refused = open(&older).unwrap_err().to_string();
+        assert!(refused.contains("schema version 7"), "{refused}");
+    }
 }

@@ -86,6 +86,9 @@ pub struct DpAggregate {
     /// The aggregated column in the input plan (`None` for COUNT(*)).
     pub input: Option<Column>,
     /// Source dataset and column, the column's type and clamping bounds.
+    /// For a value the query computes and bounds itself
+    /// (`LEAST(GREATEST(<expression>, lo), hi)`), the dataset is empty, the
+    /// column is the expression as written and the bounds are the query's.
     pub source: Option<(String, String, ColumnType, (f64, f64))>,
 }
 
@@ -378,9 +381,13 @@ fn admit_aggregate(
     }
 
     let mut aggregates = Vec::new();
+    let mut computed = Vec::new();
     for expr in &aggregate.aggr_expr {
-        aggregates.push(dp_aggregate(strip_alias(expr), input, manifests)?);
+        let (agg, value) = dp_aggregate(strip_alias(expr), input, manifests)?;
+        aggregates.push(agg);
+        computed.push(value);
     }
+    let bounded_input = project_computed(input, &mut aggregates, computed)?;
 
     // Map every output column to a key or an aggregate of the Aggregate node.
     let agg_schema = aggregate.schema.as_ref();
@@ -429,7 +436,7 @@ fn admit_aggregate(
     }
     Ok(Admitted::Aggregate(AggregateQuery {
         scans,
-        input: input.clone(),
+        input: bounded_input,
         keys,
         aggregates,
         outputs,
@@ -723,11 +730,13 @@ fn resolve(input: &LogicalPlan, c: &Column) -> Result<(String, String), Refusal>
         })
 }
 
+/// The DP aggregate `expr` computes, and for an explicitly bounded
+/// computation (see [`explicitly_bounded`]) the value to aggregate.
 fn dp_aggregate(
     expr: &Expr,
     input: &LogicalPlan,
     manifests: &BTreeMap<String, Manifest>,
-) -> Result<DpAggregate, Refusal> {
+) -> Result<(DpAggregate, Option<Computed>), Refusal> {
     let Expr::AggregateFunction(f) = expr else {
         return Err(Refusal::new(
             "aggregate-function",
@@ -853,21 +862,27 @@ fn dp_aggregate(
     };
     if kind == AggregateKind::Count {
         return match params.args.first().map(strip_alias) {
-            None | Some(Expr::Literal(..)) => Ok(DpAggregate {
-                kind,
-                input: None,
-                source: None,
-            }),
+            None | Some(Expr::Literal(..)) => Ok((
+                DpAggregate {
+                    kind,
+                    input: None,
+                    source: None,
+                },
+                None,
+            )),
             Some(Expr::Column(c)) => {
                 let (table, column) = resolve(input, c)?;
                 if manifests[&table].column(&column).map(|s| s.class) == Some(Class::Prohibited) {
                     return Err(prohibited(&table, &column, &manifests[&table]));
                 }
-                Ok(DpAggregate {
-                    kind,
-                    input: Some(c.clone()),
-                    source: None,
-                })
+                Ok((
+                    DpAggregate {
+                        kind,
+                        input: Some(c.clone()),
+                        source: None,
+                    },
+                    None,
+                ))
             }
             Some(other) => Err(Refusal::new(
                 "derived-column",
@@ -879,11 +894,23 @@ fn dp_aggregate(
         };
     }
     let Some(c) = arg_column(0) else {
+        if let Some(arg) = params.args.first().map(strip_alias)
+            && let Some(computed) = explicitly_bounded(arg, input)?
+        {
+            return Ok((
+                DpAggregate {
+                    kind,
+                    input: None,
+                    source: None,
+                },
+                Some(computed),
+            ));
+        }
         return Err(Refusal::new(
             "derived-column",
             named_source().map(|(t, c)| format!("{t}.{c}")),
             format!(
-                "`{expr}` aggregates a computed expression; aggregate a plain dataset column so its manifest bounds apply"
+                "`{expr}` aggregates a computed expression; aggregate a plain dataset column so its manifest bounds apply, or bound the expression in the query: `LEAST(GREATEST(<expression>, <lower>), <upper>)` with literal bounds"
             ),
         ));
     };
@@ -913,9 +940,151 @@ fn dp_aggregate(
             ),
         ));
     };
-    Ok(DpAggregate {
-        kind,
-        input: Some(c),
-        source: Some((table, source, spec.ty, bounds)),
-    })
+    Ok((
+        DpAggregate {
+            kind,
+            input: Some(c),
+            source: Some((table, source, spec.ty, bounds)),
+        },
+        None,
+    ))
+}
+
+/// A value computed per row (from dataset columns, built-in functions or
+/// UDFs) that the query bounds itself with literal bounds.
+#[derive(Debug, Clone)]
+struct Computed {
+    /// The expression inside the bounds, cast to `ty`.
+    expr: Expr,
+    ty: ColumnType,
+    bounds: (f64, f64),
+    /// How the query wrote it, for names and messages.
+    display: String,
+}
+
+/// `LEAST(GREATEST(e, lo), hi)` or `GREATEST(LEAST(e, hi), lo)` with
+/// literal `lo < hi`: the analyst bounds a computed value, so its
+/// sensitivity is known without manifest bounds. The DP layer clamps to
+/// the same bounds again, so a value outside them (a UDF that lies about
+/// its range) cannot widen the sensitivity. `None` when `arg` is not of
+/// that shape; a refusal when it is but the bounds or type do not work.
+fn explicitly_bounded(arg: &Expr, input: &LogicalPlan) -> Result<Option<Computed>, Refusal> {
+    use datafusion::logical_expr::ExprSchemable;
+
+    let two_args = |e: &Expr, name: &str| -> Option<(Expr, Expr)> {
+        let Expr::ScalarFunction(f) = strip_alias(e) else {
+            return None;
+        };
+        (f.func.name().eq_ignore_ascii_case(name) && f.args.len() == 2)
+            .then(|| (f.args[0].clone(), f.args[1].clone()))
+    };
+    // One argument a literal bound, the other the value.
+    let split = |(a, b): (Expr, Expr)| match (literal_f64(&a), literal_f64(&b)) {
+        (None, Some(bound)) => Some((a, bound)),
+        (Some(bound), None) => Some((b, bound)),
+        _ => None,
+    };
+    let outer_inner = two_args(arg, "least")
+        .and_then(split)
+        .and_then(|(inner, hi)| Some((two_args(&inner, "greatest").and_then(split)?, hi)))
+        .map(|((value, lo), hi)| (value, lo, hi))
+        .or_else(|| {
+            two_args(arg, "greatest")
+                .and_then(split)
+                .and_then(|(inner, lo)| Some((two_args(&inner, "least").and_then(split)?, lo)))
+                .map(|((value, hi), lo)| (value, lo, hi))
+        });
+    let Some((value, lo, hi)) = outer_inner else {
+        return Ok(None);
+    };
+    let value = strip_alias(&value).clone();
+    let display = format!("{value}");
+    let refuse = |rule: &'static str, why: String| Err(Refusal::new(rule, None, why));
+    if has_subquery(&value) {
+        return refuse(
+            "aggregate-input",
+            format!(
+                "`{display}` holds a subquery; compute per-row values from the row's own columns"
+            ),
+        );
+    }
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return refuse(
+            "bounds",
+            format!(
+                "the bounds [{lo}, {hi}] of `{display}` must be finite numbers with the lower below the upper"
+            ),
+        );
+    }
+    let ty = value
+        .get_type(input.schema())
+        .map_err(|e| Refusal::new("sql-error", None, e.strip_backtrace()))?;
+    let (expr, ty) = match ty {
+        datafusion::arrow::datatypes::DataType::Int64 => (value, ColumnType::Int64),
+        t if t.is_numeric() => (
+            Expr::Cast(datafusion::logical_expr::Cast::new(
+                Box::new(value),
+                datafusion::arrow::datatypes::DataType::Float64,
+            )),
+            ColumnType::Float64,
+        ),
+        t => {
+            return refuse(
+                "non-numeric",
+                format!("`{display}` is {t}; SUM, AVG, VAR, STDDEV and quantiles need a number"),
+            );
+        }
+    };
+    Ok(Some(Computed {
+        expr,
+        ty,
+        bounds: (lo, hi),
+        display,
+    }))
+}
+
+/// A literal number, possibly behind casts the analyser added.
+fn literal_f64(e: &Expr) -> Option<f64> {
+    match strip_alias(e) {
+        Expr::Literal(v, _) => match v
+            .cast_to(&datafusion::arrow::datatypes::DataType::Float64)
+            .ok()?
+        {
+            datafusion::common::ScalarValue::Float64(Some(x)) => Some(x),
+            _ => None,
+        },
+        Expr::Cast(c) => literal_f64(&c.expr),
+        Expr::TryCast(c) => literal_f64(&c.expr),
+        Expr::Negative(inner) => literal_f64(inner).map(|x| -x),
+        _ => None,
+    }
+}
+
+/// `input` with one more column per computed aggregate argument, and the
+/// aggregates pointed at them.
+fn project_computed(
+    input: &LogicalPlan,
+    aggregates: &mut [DpAggregate],
+    computed: Vec<Option<Computed>>,
+) -> Result<LogicalPlan, Refusal> {
+    if computed.iter().all(Option::is_none) {
+        return Ok(input.clone());
+    }
+    let mut exprs: Vec<Expr> = input
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    for (i, (agg, c)) in aggregates.iter_mut().zip(computed).enumerate() {
+        let Some(c) = c else { continue };
+        let name = format!("__unseen_computed{i}");
+        exprs.push(c.expr.alias(&name));
+        agg.input = Some(Column::new_unqualified(&name));
+        agg.source = Some((String::new(), c.display, c.ty, c.bounds));
+    }
+    datafusion::logical_expr::LogicalPlanBuilder::from(input.clone())
+        .project(exprs)
+        .and_then(|b| b.build())
+        .map_err(|e| Refusal::new("sql-error", None, e.strip_backtrace()))
 }

@@ -135,6 +135,10 @@ pub enum SandboxError {
         expected: &'static str,
         found: String,
     },
+    #[error(
+        "UDF module declarations: {reason}; declare every function with `udf_sdk::scalar_udf!` (see udf-sdk/ABI.md, \"Declarations\")"
+    )]
+    UdfDeclaration { reason: String },
     #[error("job stopped: {limit} limit exceeded ({detail})")]
     LimitExceeded { limit: &'static str, detail: String },
     #[error("job trapped: {reason}")]
@@ -194,6 +198,8 @@ pub struct ValidatedModule {
     pre: Option<Arc<InstancePre<HostState>>>,
     /// The compiled code; UDF modules are instantiated from it by `udf`.
     module: Module,
+    /// A UDF module's declared functions (empty for jobs).
+    functions: Vec<ScalarUdfDecl>,
 }
 
 impl std::fmt::Debug for ValidatedModule {
@@ -226,6 +232,12 @@ impl ValidatedModule {
     /// Whether the code was compiled now or loaded from the on-disk cache.
     pub fn compiled_from(&self) -> CompiledFrom {
         self.compiled_from
+    }
+
+    /// The scalar functions a UDF module declares (see `udf-sdk/ABI.md`,
+    /// "Declarations"), each checked against its export; empty for jobs.
+    pub fn functions(&self) -> &[ScalarUdfDecl] {
+        &self.functions
     }
 }
 
@@ -377,6 +389,10 @@ impl Sandbox {
         validate::check_imports(&module, kind)?;
         validate::check_exports(&module, kind)?;
         validate::check_resources(&module, &self.limits)?;
+        let functions = match kind {
+            ModuleKind::Job => Vec::new(),
+            ModuleKind::Udf => validate::udf_declarations(bytes, &module)?,
+        };
         let pre = match kind {
             ModuleKind::Job => Some(Arc::new(self.linker.instantiate_pre(&module).map_err(
                 |e| SandboxError::ForbiddenImport {
@@ -394,6 +410,7 @@ impl Sandbox {
             compiled_from,
             pre,
             module,
+            functions,
         })
     }
 

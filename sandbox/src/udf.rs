@@ -241,6 +241,7 @@ struct ModuleInner {
     pre: InstancePre<MemoryLimiter>,
     limits: Limits,
     sha256: String,
+    functions: Vec<ScalarUdfDecl>,
     idle: Mutex<Vec<UdfInstance>>,
     max_idle: usize,
     /// Keeps the epochs advancing, and so the deadline armed, while this
@@ -284,6 +285,7 @@ impl UdfModule {
                 pre,
                 limits: sandbox.limits.clone(),
                 sha256: module.sha256.clone(),
+                functions: module.functions.clone(),
                 idle: Mutex::new(Vec::new()),
                 max_idle,
                 _ticker: sandbox.ticker.clone(),
@@ -319,6 +321,16 @@ impl UdfModule {
         self.inner.lock_idle().len()
     }
 
+    /// Every function the module declares (see
+    /// [`ValidatedModule::functions`]), ready to register in a session.
+    pub fn declared(&self) -> Result<Vec<WasmScalarUdf>, UdfError> {
+        self.inner
+            .functions
+            .iter()
+            .map(|d| self.scalar(d.clone()))
+            .collect()
+    }
+
     /// Declares a scalar UDF backed by the module's `udf_<name>` export.
     pub fn scalar(&self, decl: ScalarUdfDecl) -> Result<WasmScalarUdf, UdfError> {
         let udf = decl.name.clone();
@@ -352,7 +364,8 @@ impl UdfModule {
                 });
             }
         };
-        let signature = Signature::exact(decl.args.clone(), Volatility::Immutable);
+        // Arguments are coerced to the declared types in `coerce_types`.
+        let signature = Signature::user_defined(Volatility::Immutable);
         Ok(WasmScalarUdf {
             decl,
             export,
@@ -422,8 +435,10 @@ impl ModuleInner {
 
 /// A DataFusion scalar UDF whose body is a WebAssembly export.
 ///
-/// `Volatility::Immutable`, with the exact signature of its
-/// [`ScalarUdfDecl`]. Register it with
+/// `Volatility::Immutable`, with the argument types of its
+/// [`ScalarUdfDecl`]: any integer or float becomes Float64 where Float64 is
+/// declared, any integer Int64, any string Utf8; anything else, or another
+/// number of arguments, is a planning error. Register it with
 /// `ctx.register_udf(ScalarUDF::from(udf))`.
 #[derive(Debug, Clone)]
 pub struct WasmScalarUdf {
@@ -750,6 +765,51 @@ impl ScalarUDFImpl for WasmScalarUdf {
 
     fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
         Ok(self.decl.returns.clone())
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        let declared = &self.decl.args;
+        let signature = || {
+            let types: Vec<String> = declared.iter().map(ToString::to_string).collect();
+            format!("{}({})", self.decl.name, types.join(", "))
+        };
+        if arg_types.len() != declared.len() {
+            return Err(DataFusionError::Plan(format!(
+                "UDF `{}` takes {} arguments ({}), not {}",
+                self.decl.name,
+                declared.len(),
+                signature(),
+                arg_types.len()
+            )));
+        }
+        arg_types
+            .iter()
+            .zip(declared)
+            .enumerate()
+            .map(|(i, (given, want))| {
+                let fits = given == want
+                    || given.is_null()
+                    || match want {
+                        DataType::Float64 => given.is_numeric(),
+                        DataType::Int64 => given.is_integer(),
+                        DataType::Utf8 => matches!(
+                            given,
+                            DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(..)
+                        ),
+                        _ => false,
+                    };
+                if fits {
+                    Ok(want.clone())
+                } else {
+                    Err(DataFusionError::Plan(format!(
+                        "UDF `{}`: argument {} is {given}, which does not convert to {want} ({}); cast it in the query",
+                        self.decl.name,
+                        i + 1,
+                        signature()
+                    )))
+                }
+            })
+            .collect()
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {

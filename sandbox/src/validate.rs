@@ -3,7 +3,7 @@
 use udf_sdk::{abi, udf};
 use wasmtime::{ExternType, FuncType, Module, ValType};
 
-use crate::{Limits, SandboxError};
+use crate::{Limits, SandboxError, ScalarUdfDecl};
 
 /// What a module is for; decides which imports and exports it may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,4 +241,92 @@ fn check_udf_exports(module: &Module) -> Result<(), SandboxError> {
         });
     }
     Ok(())
+}
+
+/// The functions a UDF module declares in its `unseen_udf` custom section,
+/// each matched one to one with a `udf_<name>` export (the exports' types
+/// were checked by [`check_exports`]).
+pub(crate) fn udf_declarations(
+    bytes: &[u8],
+    module: &Module,
+) -> Result<Vec<ScalarUdfDecl>, SandboxError> {
+    let refuse = |reason: String| SandboxError::UdfDeclaration { reason };
+    let mut section = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| refuse(format!("the module cannot be parsed: {e}")))?;
+        if let wasmparser::Payload::CustomSection(custom) = payload
+            && custom.name() == udf::DECLARATION_SECTION
+        {
+            section.extend_from_slice(custom.data());
+        }
+    }
+    if section.is_empty() {
+        return Err(refuse(format!(
+            "the module has no `{}` custom section, so the host cannot tell its functions' SQL names and types",
+            udf::DECLARATION_SECTION
+        )));
+    }
+    let declared = udf::decode_declarations(&section).map_err(refuse)?;
+    let mut functions: Vec<ScalarUdfDecl> = Vec::with_capacity(declared.len());
+    for d in declared {
+        let valid_name = d
+            .name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && d.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid_name {
+            return Err(refuse(format!(
+                "`{}` is not a lowercase SQL identifier ([a-z_][a-z0-9_]*)",
+                d.name
+            )));
+        }
+        if functions.iter().any(|f| f.name == d.name) {
+            return Err(refuse(format!("`{}` is declared twice", d.name)));
+        }
+        if d.args.is_empty() {
+            return Err(refuse(format!("`{}` declares no arguments", d.name)));
+        }
+        if d.returns == udf::UdfType::Utf8 {
+            return Err(refuse(format!(
+                "`{}` returns Utf8; version {} results are Int64 or Float64",
+                d.name,
+                udf::UDF_ABI_VERSION
+            )));
+        }
+        let export = format!("{}{}", udf::SCALAR_EXPORT_PREFIX, d.name);
+        if module.get_export(&export).is_none() {
+            return Err(refuse(format!(
+                "`{}` is declared but the module has no export `{export}`",
+                d.name
+            )));
+        }
+        functions.push(ScalarUdfDecl::new(
+            d.name,
+            d.args.into_iter().map(arrow_type).collect(),
+            arrow_type(d.returns),
+        ));
+    }
+    for export in module.exports() {
+        if let Some(name) = export.name().strip_prefix(udf::SCALAR_EXPORT_PREFIX)
+            && !functions.iter().any(|f| f.name == name)
+        {
+            return Err(refuse(format!(
+                "the export `{}` has no declaration",
+                export.name()
+            )));
+        }
+    }
+    Ok(functions)
+}
+
+fn arrow_type(ty: udf::UdfType) -> arrow::datatypes::DataType {
+    use arrow::datatypes::DataType;
+    match ty {
+        udf::UdfType::Int64 => DataType::Int64,
+        udf::UdfType::Float64 => DataType::Float64,
+        udf::UdfType::Utf8 => DataType::Utf8,
+    }
 }

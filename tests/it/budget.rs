@@ -130,7 +130,11 @@ fn thirty_two_concurrent_jobs_never_overspend_a_grant() {
         .map(|i| {
             let (domain, handle, grant) =
                 (Arc::clone(&domain), runtime.handle().clone(), grant.clone());
-            std::thread::spawn(move || domain.run_sql(&handle, "dev", &grant, &query(i)).unwrap())
+            std::thread::spawn(move || {
+                domain
+                    .run_sql(&handle, "dev", &grant, &query(i), &[])
+                    .unwrap()
+            })
         })
         .collect();
     let outcomes: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();

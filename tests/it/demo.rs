@@ -21,6 +21,8 @@ fn demo_runs_every_step_and_its_ledger_verifies() {
         "registered `health_visits`: 40000 visits",
         "health_visits joined to residents on person_id",
         "per_1000_residents",
+        "declares industry_risk(Utf8) -> Float64, sme_score(Float64, Float64) -> Float64",
+        "risk_adjusted_score",
         "ledger OK",
     ] {
         assert!(

@@ -51,3 +51,92 @@ fn a_guest_runs_against_mock_data_and_meets_the_same_policy() {
     ]);
     assert!(text.contains("manifest"), "{text}");
 }
+
+/// The provider publishes DP marginals; mock data drawn from them follows
+/// the real distribution (residents crowd into 朝阳区), where uniform mock
+/// data would not, and the marginals hold no prohibited column.
+#[test]
+fn mock_data_follows_the_published_dp_marginals() {
+    let (dir, data) = crate::support::residents_dir("3000");
+    let file = dir.path().join("residents.marginals.json");
+    let denied = fails(&[
+        "dataset",
+        "marginals",
+        "residents",
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(denied.contains("admin"), "{denied}");
+    ok(&[
+        "dataset",
+        "marginals",
+        "residents",
+        "--epsilon",
+        "2",
+        "--out",
+        file.to_str().unwrap(),
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    let marginals: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let columns = marginals["columns"].as_object().unwrap();
+    for prohibited in ["person_id", "id_number", "name", "phone"] {
+        assert!(!columns.contains_key(prohibited), "{prohibited} published");
+    }
+    let districts = columns["district"]["counts"].as_object().unwrap();
+    assert_eq!(districts.len(), 12, "every public district: {districts:?}");
+    let total: f64 = districts.values().map(|c| c.as_f64().unwrap()).sum();
+    assert!((total - 3000.0).abs() < 300.0, "noisy total {total}");
+    let points = columns["annual_income"]["points"].as_array().unwrap();
+    let values: Vec<f64> = points.iter().map(|p| p[1].as_f64().unwrap()).collect();
+    assert!(values.windows(2).all(|w| w[0] <= w[1]), "{values:?}");
+    let spent = ok(&[
+        "ledger",
+        "query",
+        "SELECT epsilon FROM entries WHERE kind = 'dataset.marginals'",
+        "--json",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(spent.contains("2.0"), "{spent}");
+
+    let module = dir.path().join("district_income.wasm");
+    std::fs::write(&module, guest("district-income")).unwrap();
+    let counts = |extra: &[&str]| {
+        let mut args = vec![
+            "dev",
+            "run",
+            module.to_str().unwrap(),
+            "--dataset",
+            "residents",
+            "--rows",
+            "4000",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let run: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        let table = &run["outputs"][0]["table"];
+        let names = table["columns"][0]["values"].as_array().unwrap().clone();
+        let n = table["columns"][1]["values"].as_array().unwrap().clone();
+        let of = |district: &str| {
+            let at = names.iter().position(|d| d == district).unwrap();
+            n[at]["value"].as_f64().unwrap()
+        };
+        (of("朝阳区"), of("门头沟区"))
+    };
+    let (chaoyang, mentougou) = counts(&["--marginals", file.to_str().unwrap()]);
+    assert!(
+        chaoyang > 5.0 * mentougou.max(1.0),
+        "{chaoyang} vs {mentougou}"
+    );
+    let (chaoyang, mentougou) = counts(&[]);
+    assert!(
+        chaoyang < 2.0 * mentougou,
+        "uniform: {chaoyang} vs {mentougou}"
+    );
+}

@@ -13,3 +13,4 @@ mod joins;
 mod query;
 mod server;
 mod support;
+mod udfs;

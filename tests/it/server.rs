@@ -118,6 +118,12 @@ fn role_matrix_every_route_every_role() {
         ),
         (
             "POST",
+            "/v1/datasets/nope/marginals".into(),
+            Some(json!({"epsilon": 1.0})),
+            vec![A],
+        ),
+        (
+            "POST",
             "/v1/budgets".into(),
             Some(json!({"dataset": "nope", "epsilon": 5.0})),
             vec![A],
@@ -158,6 +164,12 @@ fn role_matrix_every_route_every_role() {
         (
             "POST",
             "/v1/modules".into(),
+            Some(json!("not wasm")),
+            vec![D],
+        ),
+        (
+            "POST",
+            "/v1/modules?kind=udf".into(),
             Some(json!("not wasm")),
             vec![D],
         ),
@@ -238,6 +250,20 @@ fn role_matrix_every_route_every_role() {
         }
     }
     assert_eq!(checked, routes.len() * 4);
+    let (status, answer) = status_of(
+        &server.client(&p.dev),
+        "POST",
+        "/v1/modules?kind=plugin",
+        Some(&json!("not wasm")),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("use ?kind=job or ?kind=udf"),
+        "{answer}"
+    );
     // No token, a wrong token, an unknown route, a wrong method.
     let anonymous = Client::new(&server.base, None);
     assert_eq!(status_of(&anonymous, "GET", "/v1/me", None).0, 401);
@@ -327,6 +353,7 @@ fn malformed_input_on_every_route_is_a_clear_4xx_and_writes_nothing() {
         ("admin", "/v1/users"),
         ("admin", "/v1/datasets"),
         ("admin", "/v1/datasets/residents/destroy"),
+        ("admin", "/v1/datasets/residents/marginals"),
         ("admin", "/v1/budgets"),
         ("admin", "/v1/grants"),
         ("admin", "/v1/grants/x/revoke"),

@@ -27,6 +27,10 @@ pub const ALLOC_EXPORT: &str = "unseen_alloc";
 /// Prefix of every scalar entry point: `udf_<name>(rows: i32, frame: i32) -> i32`.
 pub const SCALAR_EXPORT_PREFIX: &str = "udf_";
 
+/// Custom section in which `scalar_udf!` declares each function's name and
+/// types, so the host registers them without being told (see `ABI.md`).
+pub const DECLARATION_SECTION: &str = "unseen_udf";
+
 /// Bytes of the call frame before the first argument descriptor (`n_args`).
 pub const FRAME_HEADER_BYTES: usize = 4;
 /// Bytes of one argument descriptor: `type, data, aux, validity`.
@@ -75,6 +79,95 @@ impl UdfType {
             UdfType::Utf8 => "Utf8",
         }
     }
+}
+
+/// One scalar function as a module declares it in [`DECLARATION_SECTION`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declaration {
+    /// The SQL name; the export is `udf_<name>`.
+    pub name: String,
+    /// Argument types, in order.
+    pub args: Vec<UdfType>,
+    /// Result type (`Int64` or `Float64`).
+    pub returns: UdfType,
+}
+
+/// Bytes of one declaration record: `name_len: u8`, the name, `n_args: u8`,
+/// one type tag byte per argument, the return type tag byte.
+pub const fn declaration_len(name: &str, n_args: usize) -> usize {
+    3 + name.len() + n_args
+}
+
+/// The declaration record of `name(args) -> returns`, at compile time (the
+/// `scalar_udf!` macro places it in [`DECLARATION_SECTION`]). `N` must be
+/// [`declaration_len`]; names and argument lists are under 256 bytes.
+pub const fn encode_declaration<const N: usize>(
+    name: &str,
+    args: &[UdfType],
+    returns: UdfType,
+) -> [u8; N] {
+    let name = name.as_bytes();
+    assert!(
+        N == 3 + name.len() + args.len(),
+        "N must be declaration_len"
+    );
+    assert!(
+        name.len() < 256 && args.len() < 256,
+        "name or argument list too long"
+    );
+    let mut out = [0u8; N];
+    out[0] = name.len() as u8;
+    let mut i = 0;
+    while i < name.len() {
+        out[1 + i] = name[i];
+        i += 1;
+    }
+    let mut at = 1 + name.len();
+    out[at] = args.len() as u8;
+    at += 1;
+    let mut j = 0;
+    while j < args.len() {
+        out[at] = args[j].tag() as u8;
+        at += 1;
+        j += 1;
+    }
+    out[at] = returns.tag() as u8;
+    out
+}
+
+/// Reads every declaration record of a [`DECLARATION_SECTION`]'s bytes (the
+/// linker concatenates the records of all functions), or says what is wrong.
+pub fn decode_declarations(mut bytes: &[u8]) -> Result<Vec<Declaration>, String> {
+    let mut out = Vec::new();
+    let take = |n: usize, what: &str, bytes: &mut &[u8]| -> Result<Vec<u8>, String> {
+        if bytes.len() < n {
+            return Err(format!("the declaration section ends inside {what}"));
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Ok(head.to_vec())
+    };
+    while !bytes.is_empty() {
+        let name_len = take(1, "a name length", &mut bytes)?[0] as usize;
+        let name = String::from_utf8(take(name_len, "a name", &mut bytes)?)
+            .map_err(|_| "a declared name is not UTF-8".to_string())?;
+        let n_args = take(1, "an argument count", &mut bytes)?[0] as usize;
+        let tag = |t: u8| {
+            UdfType::from_tag(u32::from(t))
+                .ok_or_else(|| format!("function `{name}` declares an unknown type tag {t}"))
+        };
+        let args = take(n_args, "argument types", &mut bytes)?
+            .into_iter()
+            .map(tag)
+            .collect::<Result<Vec<_>, _>>()?;
+        let returns = tag(take(1, "a return type", &mut bytes)?[0])?;
+        out.push(Declaration {
+            name,
+            args,
+            returns,
+        });
+    }
+    Ok(out)
 }
 
 /// Where one argument's Arrow buffers are in guest memory.
@@ -207,6 +300,11 @@ macro_rules! udf_module {
 /// (`None` is a null). A row where any argument is null is null in the
 /// result and the function is not called for it. Needs
 /// [`udf_module!`](crate::udf_module) once in the crate.
+///
+/// The function's name and types are also declared in the module's
+/// [`DECLARATION_SECTION`], which is how the host learns them at upload: a
+/// module's functions are callable from job SQL by name, with no further
+/// declaration.
 #[macro_export]
 macro_rules! scalar_udf {
     (
@@ -234,6 +332,34 @@ macro_rules! scalar_udf {
                     ::core::option::Option::Some(())
                 })
             }
+
+        };
+        $crate::declare_udf!($name($($t),+) -> $ret);
+    };
+}
+
+/// Declares a function in the module's [`DECLARATION_SECTION`] without
+/// defining it: for a `udf_<name>` export written by hand.
+/// [`scalar_udf!`](crate::scalar_udf) does this itself.
+///
+/// ```ignore
+/// udf_sdk::declare_udf!(short(f64) -> f64);
+/// ```
+#[macro_export]
+macro_rules! declare_udf {
+    ($name:ident ( $($t:ty),+ $(,)? ) -> $ret:ty) => {
+        const _: () = {
+            const __NAME: &str = stringify!($name);
+            const __ARGS: &[$crate::udf::UdfType] =
+                &[$(<$t as $crate::udf::ArgType<'static>>::TYPE),+];
+            const __LEN: usize = $crate::udf::declaration_len(__NAME, __ARGS.len());
+            #[used]
+            #[unsafe(link_section = "unseen_udf")]
+            static __DECLARATION: [u8; __LEN] = $crate::udf::encode_declaration::<__LEN>(
+                __NAME,
+                __ARGS,
+                <$ret as $crate::udf::UdfReturn>::TYPE,
+            );
         };
     };
 }
@@ -276,6 +402,44 @@ mod tests {
         assert_eq!(&frame[..4], &2u32.to_le_bytes());
         assert_eq!(&frame[4 + 16..4 + 20], &3u32.to_le_bytes());
         assert_eq!(&frame[4 + 28..4 + 32], &512u32.to_le_bytes());
+    }
+
+    #[test]
+    fn declarations_round_trip_and_reject_truncation() {
+        const A: [u8; declaration_len("gcd", 2)] =
+            encode_declaration("gcd", &[UdfType::Int64, UdfType::Int64], UdfType::Int64);
+        const B: [u8; declaration_len("risk", 1)] =
+            encode_declaration("risk", &[UdfType::Utf8], UdfType::Float64);
+        let bytes = [&A[..], &B[..]].concat();
+        let decoded = decode_declarations(&bytes).unwrap();
+        assert_eq!(
+            decoded,
+            vec![
+                Declaration {
+                    name: "gcd".into(),
+                    args: vec![UdfType::Int64, UdfType::Int64],
+                    returns: UdfType::Int64,
+                },
+                Declaration {
+                    name: "risk".into(),
+                    args: vec![UdfType::Utf8],
+                    returns: UdfType::Float64,
+                },
+            ]
+        );
+        for cut in 1..bytes.len() {
+            if cut == A.len() {
+                continue;
+            }
+            assert!(decode_declarations(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut bad = A;
+        bad[A.len() - 1] = 9;
+        assert!(
+            decode_declarations(&bad)
+                .unwrap_err()
+                .contains("unknown type tag 9")
+        );
     }
 
     #[test]

@@ -55,3 +55,9 @@ pub extern "C" fn udf_lying_nulls(rows: i32, _frame: i32) -> i32 {
         null_count: 0,
     })
 }
+
+// Declared like honest functions: the lies are in the results.
+udf_sdk::declare_udf!(header_outside(f64) -> f64);
+udf_sdk::declare_udf!(values_outside(f64) -> f64);
+udf_sdk::declare_udf!(validity_outside(f64) -> f64);
+udf_sdk::declare_udf!(lying_nulls(f64) -> f64);

@@ -28,3 +28,7 @@ pub extern "C" fn udf_short(rows: i32, _frame: i32) -> i32 {
 pub extern "C" fn udf_wrong_type(rows: i32, _frame: i32) -> i32 {
     answer(rows, rows as u32, UdfType::Int64)
 }
+
+// Declared like honest functions: the lies are in the results.
+udf_sdk::declare_udf!(short(f64) -> f64);
+udf_sdk::declare_udf!(wrong_type(f64) -> f64);

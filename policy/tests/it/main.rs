@@ -2,6 +2,7 @@
 
 mod attacks;
 mod checks;
+mod computed;
 mod dp;
 mod dp_audit;
 mod dp_more;

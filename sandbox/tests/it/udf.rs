@@ -45,9 +45,9 @@ fn gcd_ref(a: i64, b: i64) -> Option<i64> {
 }
 
 /// `t(a, b: Float64; x, y: Int64; s: Utf8)`, `rows` rows in batches of
-/// 1,000 over three partitions, with nulls in every column, edge values of
+/// 1,000 over `partitions` partitions, with nulls in every column, edge values of
 /// gcd, and string batches that are slices (offsets not starting at 0).
-fn table(rows: usize) -> MemTable {
+fn table(rows: usize, partitions: usize) -> MemTable {
     let schema = Arc::new(Schema::new(vec![
         Field::new("a", Float64, true),
         Field::new("b", Float64, true),
@@ -62,7 +62,7 @@ fn table(rows: usize) -> MemTable {
         "fishing",
         "Construction",
     ];
-    let mut parts = vec![Vec::new(); 3];
+    let mut parts = vec![Vec::new(); partitions];
     for (index, start) in (0..rows).step_by(1000).enumerate() {
         let n = 1000.min(rows - start);
         let row = |i: usize| start + i;
@@ -105,15 +105,19 @@ fn table(rows: usize) -> MemTable {
             ],
         )
         .unwrap();
-        parts[index % 3].push(batch);
+        parts[index % partitions].push(batch);
     }
     MemTable::try_new(schema, parts).unwrap()
 }
 
+/// A session over `t`; the table has three partitions, or one when the
+/// session runs one, so that then exactly one batch runs at a time.
 fn session(partitions: usize) -> SessionContext {
     let ctx =
         SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
-    ctx.register_table("t", Arc::new(table(10_000))).unwrap();
+    let parts = if partitions == 1 { 1 } else { 3 };
+    ctx.register_table("t", Arc::new(table(10_000, parts)))
+        .unwrap();
     ctx
 }
 
@@ -567,4 +571,150 @@ fn bench_udf_against_native() {
     let report = bench::run(&sandbox, &wasm("udf-light"), &wasm("udf-gcd"), &config).unwrap();
     println!("{report}");
     assert_eq!(report.gcd_sums.0, report.gcd_sums.1);
+}
+
+/// `bytes` with one more `unseen_udf` custom section holding `record`.
+fn with_declaration(mut bytes: Vec<u8>, record: &[u8]) -> Vec<u8> {
+    let name = udf_sdk::udf::DECLARATION_SECTION.as_bytes();
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(record);
+    assert!(body.len() < 128, "one-byte LEB128 size");
+    bytes.push(0);
+    bytes.push(body.len() as u8);
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// `bytes` without any `unseen_udf` custom section.
+fn without_declarations(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes[..8].to_vec();
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.unwrap();
+        let Some((id, range)) = payload.as_section() else {
+            continue;
+        };
+        if let wasmparser::Payload::CustomSection(c) = &payload
+            && c.name() == udf_sdk::udf::DECLARATION_SECTION
+        {
+            continue;
+        }
+        // Re-emit the section header: id, LEB128 size, then the body.
+        out.push(id);
+        let mut size = range.len();
+        loop {
+            let byte = (size & 0x7f) as u8;
+            size >>= 7;
+            out.push(if size == 0 { byte } else { byte | 0x80 });
+            if size == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&bytes[range]);
+    }
+    out
+}
+
+fn declaration_refusal(bytes: &[u8]) -> String {
+    match shared().validate(bytes, ModuleKind::Udf) {
+        Err(e @ SandboxError::UdfDeclaration { .. }) => e.to_string(),
+        other => panic!("expected a declaration refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn modules_declare_their_functions_names_and_types() {
+    let validated = shared()
+        .validate(&wasm("udf_sme_score"), ModuleKind::Udf)
+        .unwrap();
+    let mut functions = validated.functions().to_vec();
+    functions.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(
+        functions,
+        vec![
+            ScalarUdfDecl::new("industry_risk", vec![Utf8], Float64),
+            ScalarUdfDecl::new("sme_score", vec![Float64, Float64], Float64),
+        ]
+    );
+    let job = shared()
+        .validate(&wasm("district_income"), ModuleKind::Job)
+        .unwrap();
+    assert!(job.functions().is_empty());
+}
+
+#[test]
+fn declarations_must_match_the_exports_one_to_one() {
+    let gcd = wasm("udf_gcd");
+    let ghost: [u8; udf_sdk::udf::declaration_len("ghost", 1)] = udf_sdk::udf::encode_declaration(
+        "ghost",
+        &[udf_sdk::udf::UdfType::Int64],
+        udf_sdk::udf::UdfType::Int64,
+    );
+    let message = declaration_refusal(&with_declaration(gcd.clone(), &ghost));
+    assert!(
+        message.contains("`ghost` is declared but the module has no export `udf_ghost`"),
+        "{message}"
+    );
+
+    let twice: [u8; udf_sdk::udf::declaration_len("gcd", 2)] = udf_sdk::udf::encode_declaration(
+        "gcd",
+        &[udf_sdk::udf::UdfType::Int64; 2],
+        udf_sdk::udf::UdfType::Int64,
+    );
+    let message = declaration_refusal(&with_declaration(gcd.clone(), &twice));
+    assert!(message.contains("`gcd` is declared twice"), "{message}");
+
+    let upper: [u8; udf_sdk::udf::declaration_len("Gcd", 1)] = udf_sdk::udf::encode_declaration(
+        "Gcd",
+        &[udf_sdk::udf::UdfType::Int64],
+        udf_sdk::udf::UdfType::Int64,
+    );
+    let message = declaration_refusal(&with_declaration(gcd.clone(), &upper));
+    assert!(
+        message.contains("not a lowercase SQL identifier"),
+        "{message}"
+    );
+
+    let message = declaration_refusal(&with_declaration(gcd.clone(), &[3, b'g', b'c']));
+    assert!(message.contains("ends inside"), "{message}");
+
+    let stripped = without_declarations(&gcd);
+    assert!(stripped.len() < gcd.len());
+    let message = declaration_refusal(&stripped);
+    assert!(
+        message.contains("no `unseen_udf` custom section"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn declared_functions_register_and_coerce_their_arguments() {
+    let ctx = session(2);
+    for udf in module("udf_sme_score").declared().unwrap() {
+        ctx.register_udf(ScalarUDF::from(udf));
+    }
+    // Int64 columns and literals convert to the declared Float64, and a
+    // string column to Utf8, without casts in the query.
+    let columns = query(
+        &ctx,
+        "SELECT sme_score(x, 1000) AS s, industry_risk(s) AS r FROM t WHERE x IS NOT NULL AND s IS NOT NULL",
+    )
+    .await
+    .unwrap();
+    assert!(columns[0].len() > 1000);
+    let scores = columns[0].as_primitive::<Float64Type>();
+    assert!(scores.values().iter().all(|v| (300.0..=850.0).contains(v)));
+    let risks = columns[1].as_primitive::<Float64Type>();
+    assert!(risks.values().contains(&1.1) && risks.values().contains(&1.0));
+
+    let wrong = query(&ctx, "SELECT sme_score(s, a) FROM t")
+        .await
+        .unwrap_err();
+    assert!(
+        wrong.to_string().contains("argument 1 is")
+            && wrong.to_string().contains("sme_score(Float64, Float64)"),
+        "{wrong}"
+    );
+    let arity = query(&ctx, "SELECT sme_score(a) FROM t").await.unwrap_err();
+    assert!(arity.to_string().contains("takes 2 arguments"), "{arity}");
 }

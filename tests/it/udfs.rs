@@ -1,0 +1,294 @@
+//! UDF modules called from job SQL: the SME credit-risk worked example end
+//! to end, and every way a UDF could be misused refused with its reason.
+
+use crate::support::{fails, issue_grant_on, ok, residents_dir};
+
+/// Users, residents, and 1,000 enterprises with their tax and electricity
+/// records (and a guest file per name in `guests`), in one data directory.
+fn with_enterprises(guests: &[&str]) -> (tempfile::TempDir, String, Vec<String>) {
+    let (dir, data) = residents_dir("200");
+    for (name, rows, related) in [
+        ("enterprises", "1000", None),
+        ("tax_records", "4000", Some("1000")),
+        ("utility_usage", "10000", Some("1000")),
+    ] {
+        let parquet = dir.path().join(format!("{name}.parquet"));
+        let manifest = dir.path().join(format!("{name}.toml"));
+        let mut generate = vec!["dataset", "generate", name, "--rows", rows, "--out"];
+        generate.push(parquet.to_str().unwrap());
+        if let Some(related) = related {
+            generate.extend(["--related-rows", related]);
+        }
+        ok(&generate);
+        std::fs::write(&manifest, ok(&["dataset", "manifest", name])).unwrap();
+        ok(&[
+            "dataset",
+            "register",
+            "--name",
+            name,
+            "--parquet",
+            parquet.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--as",
+            "admin",
+            "--data-dir",
+            &data,
+        ]);
+    }
+    let paths = guests
+        .iter()
+        .map(|g| {
+            let path = dir.path().join(format!("{g}.wasm"));
+            std::fs::write(&path, crate::support::guest(g)).unwrap();
+            path.to_str().unwrap().to_string()
+        })
+        .collect();
+    (dir, data, paths)
+}
+
+fn sme_grant(data: &str, extra: &[&str]) -> String {
+    let mut flags = vec!["--join", "tax_records", "--join", "utility_usage"];
+    flags.extend_from_slice(extra);
+    issue_grant_on(data, "enterprises", "10", &flags)
+}
+
+fn query(data: &str, grant: &str, udf: &str, sql: &str) -> (bool, String) {
+    crate::support::unseen(&[
+        "query",
+        "--grant",
+        grant,
+        "--udf",
+        udf,
+        "--json",
+        "--as",
+        "dev",
+        "--data-dir",
+        data,
+        sql,
+    ])
+}
+
+/// The worked example: `guests/sme-credit-risk` with the UDF module
+/// `guests/udf-sme-score`, a DP mean score per industry that a reviewer
+/// releases; the ledger names the UDF module and its functions.
+#[test]
+fn the_sme_credit_risk_job_scores_inside_the_engine_and_releases_dp_means() {
+    let (dir, data, paths) = with_enterprises(&["sme-credit-risk", "udf-sme-score"]);
+    let grant = sme_grant(&data, &["--allow-udfs"]);
+    let out = ok(&[
+        "job",
+        "submit",
+        "--grant",
+        &grant,
+        "--module",
+        &paths[0],
+        "--udf",
+        &paths[1],
+        "--as",
+        "dev",
+        "--json",
+        "--data-dir",
+        &data,
+    ]);
+    let job: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let spent = job["epsilon_spent"].as_f64().unwrap();
+    assert!((spent - 1.0).abs() < 1e-9, "one query: {job}");
+    let output = job["outputs"][0].as_str().unwrap().to_string();
+    let shown: serde_json::Value = serde_json::from_str(&ok(&[
+        "review",
+        "show",
+        &output,
+        "--json",
+        "--as",
+        "rev",
+        "--data-dir",
+        &data,
+    ]))
+    .unwrap();
+    let table = shown["table"].to_string();
+    for column in [
+        "industry",
+        "firm_months",
+        "mean_score",
+        "risk_adjusted_score",
+    ] {
+        assert!(table.contains(column), "{column} missing: {table}");
+    }
+    assert!(
+        table.contains("software") && table.contains("retail"),
+        "{table}"
+    );
+    ok(&[
+        "review",
+        "approve",
+        &output,
+        "--reason",
+        "DP means",
+        "--as",
+        "rev",
+        "--data-dir",
+        &data,
+    ]);
+    let entries = std::fs::read_to_string(dir.path().join("d/ledger/entries.jsonl")).unwrap();
+    assert!(
+        entries.contains("\"kind\":\"udf\"")
+            && entries.contains("sme_score(Float64, Float64) -> Float64")
+            && entries.contains("\"udf_modules\":["),
+        "the ledger records the UDF module, its functions and the job's use of it"
+    );
+}
+
+#[test]
+fn a_grant_must_allow_udfs() {
+    let (_dir, data, paths) = with_enterprises(&["sme-credit-risk", "udf-sme-score"]);
+    let grant = sme_grant(&data, &[]);
+    let err = fails(&[
+        "job",
+        "submit",
+        "--grant",
+        &grant,
+        "--module",
+        &paths[0],
+        "--udf",
+        &paths[1],
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(err.contains("does not allow UDF modules"), "{err}");
+    let (admitted, err) = query(
+        &data,
+        &grant,
+        &paths[1],
+        "SELECT e.industry, AVG(LEAST(GREATEST(industry_risk(e.industry), 0), 2)) FROM enterprises e GROUP BY e.industry",
+    );
+    assert!(
+        !admitted && err.contains("does not allow UDF modules"),
+        "{err}"
+    );
+}
+
+#[test]
+fn udf_results_leave_only_through_dp_and_never_touch_prohibited_columns() {
+    let (dir, data, paths) = with_enterprises(&["udf-sme-score"]);
+    let grant = sme_grant(&data, &["--allow-udfs"]);
+    let udf = &paths[0];
+    // A score per row is conditional data: raw rows are refused.
+    let (admitted, err) = query(
+        &data,
+        &grant,
+        udf,
+        "SELECT sme_score(t.tax_paid, 1000) FROM tax_records t",
+    );
+    assert!(!admitted && err.contains("conditional"), "{err}");
+    // A prohibited column cannot be passed to a UDF, not even under DP.
+    let (admitted, err) = query(
+        &data,
+        &grant,
+        udf,
+        "SELECT e.industry, SUM(LEAST(GREATEST(industry_risk(e.name), 0), 2)) FROM enterprises e GROUP BY e.industry",
+    );
+    assert!(
+        !admitted && err.contains("`name` of `enterprises` is prohibited"),
+        "{err}"
+    );
+    // An unbounded UDF result has no sensitivity.
+    let (admitted, err) = query(
+        &data,
+        &grant,
+        udf,
+        "SELECT e.industry, AVG(sme_score(t.tax_paid, 0)) FROM enterprises e JOIN tax_records t ON e.credit_code = t.credit_code GROUP BY e.industry",
+    );
+    assert!(!admitted && err.contains("LEAST(GREATEST("), "{err}");
+    // Bounded, it is released with noise and costs epsilon.
+    let (admitted, out) = query(
+        &data,
+        &grant,
+        udf,
+        "SELECT e.industry, AVG(LEAST(GREATEST(sme_score(t.tax_paid, 0), 300), 850)) AS s FROM enterprises e JOIN tax_records t ON e.credit_code = t.credit_code GROUP BY e.industry",
+    );
+    assert!(admitted, "{out}");
+    let result: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let spent = result["epsilon_spent"].as_f64().unwrap();
+    assert!((spent - 1.0).abs() < 1e-9, "{result}");
+    // No enterprise name (prohibited) reached the store, logs or ledger.
+    let names: Vec<String> = {
+        let probe = dir.path().join("probe.parquet");
+        ok(&[
+            "dataset",
+            "generate",
+            "enterprises",
+            "--rows",
+            "1000",
+            "--out",
+            probe.to_str().unwrap(),
+        ]);
+        let file = std::fs::File::open(&probe).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut names = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch.column_by_name("name").unwrap();
+            let column = arrow::array::AsArray::as_string::<i32>(column);
+            names.extend(column.iter().flatten().take(50).map(str::to_string));
+        }
+        names
+    };
+    assert!(!names.is_empty());
+    for (path, bytes) in crate::support::all_files(&dir.path().join("d")) {
+        for name in &names {
+            assert!(
+                !crate::support::contains(&bytes, name.as_bytes()),
+                "enterprise name `{name}` found in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn udf_modules_are_checked_at_submission() {
+    let (_dir, data, paths) = with_enterprises(&["sme-credit-risk", "udf-gcd", "district-income"]);
+    let grant = sme_grant(&data, &["--allow-udfs"]);
+    // `gcd` is also a built-in SQL function: a UDF never silently replaces one.
+    let err = fails(&[
+        "job",
+        "submit",
+        "--grant",
+        &grant,
+        "--module",
+        &paths[0],
+        "--udf",
+        &paths[1],
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(
+        err.contains("has the name of a built-in SQL function"),
+        "{err}"
+    );
+    // A job module is not a UDF module: it imports host functions.
+    let err = fails(&[
+        "job",
+        "submit",
+        "--grant",
+        &grant,
+        "--module",
+        &paths[0],
+        "--udf",
+        &paths[2],
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(err.contains("may import nothing at all"), "{err}");
+}
