@@ -417,6 +417,59 @@ impl Domain {
         serde_json::to_string_pretty(&json!({"document": document, "signature": signature}))
             .map_err(|e| DomainError::Invalid(e.to_string()))
     }
+
+    /// Releases a job of `submitter` may read, as `(table name, table)`:
+    /// each must come from a grant that allows derived reuse, is not
+    /// revoked, and designates the submitter (who could download it).
+    pub(crate) fn release_inputs(
+        &self,
+        submitter: &str,
+        release_ids: &[String],
+    ) -> Result<Vec<(String, udf_sdk::Table)>, DomainError> {
+        let mut inputs = Vec::with_capacity(release_ids.len());
+        for release_id in release_ids {
+            let row: Option<(String, String)> = lock(&self.db)
+                .query_row(
+                    "SELECT r.output_id, j.grant_id FROM releases r JOIN outputs o ON o.id = r.output_id JOIN jobs j ON j.id = o.job_id WHERE r.id = ?1",
+                    [release_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((output_id, grant_id)) = row else {
+                return Err(DomainError::NotFound {
+                    what: "release",
+                    id: release_id.clone(),
+                    list: "grant usage",
+                });
+            };
+            let grant = self.grant(&grant_id)?;
+            let refuse = |reason: String| DomainError::Grant {
+                grant: grant_id.clone(),
+                reason,
+            };
+            if !grant.derived_reuse {
+                return Err(refuse(format!(
+                    "does not allow its releases to be reused in later jobs, so release `{release_id}` cannot be an input; ask the data provider for derived reuse"
+                )));
+            }
+            if let Some(at) = &grant.revoked_at {
+                return Err(refuse(format!(
+                    "was revoked at {at}; its releases can no longer be reused"
+                )));
+            }
+            if !grant.designates(submitter) {
+                return Err(DomainError::Forbidden {
+                    actor: submitter.to_string(),
+                    role: "developer".into(),
+                    action: "reuse this release",
+                    needed: "designation on its grant".into(),
+                });
+            }
+            let (_, _, table) = self.output(&output_id)?;
+            inputs.push((format!("release_{}", release_id.replace('-', "_")), table));
+        }
+        Ok(inputs)
+    }
 }
 
 #[cfg(test)]

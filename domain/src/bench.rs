@@ -276,7 +276,7 @@ pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result
         &grant,
         &module,
         Default::default(),
-        &[],
+        &Default::default(),
     )?;
 
     let per_client = jobs.div_ceil(clients.max(1));
@@ -300,7 +300,7 @@ pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result
                                 grant,
                                 module,
                                 Default::default(),
-                                &[],
+                                &Default::default(),
                             )?;
                             anyhow::ensure!(
                                 o.status == "succeeded",
@@ -589,7 +589,7 @@ pub fn sandbox(jobs: usize, rows: u64, repeats: usize) -> Result<Vec<Measure>> {
             &grant,
             &sha,
             Default::default(),
-            &[],
+            &Default::default(),
         )?;
         anyhow::ensure!(o.status == "succeeded", "job {} {}", o.job_id, o.status);
         let dp = t.elapsed().as_secs_f64();

@@ -84,6 +84,10 @@ pub enum Command {
         /// (repeatable); the grant must allow UDFs.
         #[arg(long = "udf")]
         udfs: Vec<PathBuf>,
+        /// An earlier release to read as table `release_<id>` (repeatable);
+        /// its grant must allow derived reuse.
+        #[arg(long = "input")]
+        inputs: Vec<String>,
         #[arg(long = "as")]
         actor: Option<String>,
         #[arg(long)]
@@ -577,6 +581,10 @@ pub enum JobCommand {
         /// (repeatable).
         #[arg(long = "udf")]
         udfs: Vec<PathBuf>,
+        /// An earlier release the job's queries may read as table
+        /// `release_<id>` (repeatable); its grant must allow derived reuse.
+        #[arg(long = "input")]
+        inputs: Vec<String>,
         /// With --server: return once the job is queued instead of waiting for it.
         #[arg(long)]
         no_wait: bool,
@@ -888,12 +896,13 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             grant,
             dry_run,
             udfs,
+            inputs,
             ..
         } => {
             let udfs = upload_udfs_remote(client, udfs)?;
             client.post(
                 "/v1/queries",
-                &json!({"grant": grant, "sql": sql, "dry_run": dry_run, "udf_modules": udfs}),
+                &json!({"grant": grant, "sql": sql, "dry_run": dry_run, "udf_modules": udfs, "inputs": inputs}),
             )
         }
         Command::Extract {
@@ -986,6 +995,7 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             module,
             params,
             udfs,
+            inputs,
             no_wait,
             ..
         }) => {
@@ -996,7 +1006,7 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             let sha = uploaded["module"].as_str().unwrap_or_default().to_string();
             client.post(
                 "/v1/jobs",
-                &json!({"grant": grant, "module": sha, "params": parse_params(params)?, "udf_modules": udfs, "wait": !no_wait}),
+                &json!({"grant": grant, "module": sha, "params": parse_params(params)?, "udf_modules": udfs, "inputs": inputs, "wait": !no_wait}),
             )
         }
         Command::Job(JobCommand::Status { id, .. }) => client.get(&format!("/v1/jobs/{}", s(id))),
@@ -1171,6 +1181,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             grant,
             dry_run,
             udfs,
+            inputs,
             actor,
             json,
             dir,
@@ -1178,9 +1189,12 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             let actor = who(actor)?;
             let domain = open(&dir)?;
             let handle = runtime.handle().clone();
-            let udfs = upload_udfs_local(&domain, &actor, &udfs)?;
+            let extras = crate::jobs::JobExtras {
+                udfs: upload_udfs_local(&domain, &actor, &udfs)?,
+                inputs,
+            };
             if dry_run {
-                let verdict = domain.dry_run(&handle, &actor, &grant, &sql, &udfs)?;
+                let verdict = domain.dry_run(&handle, &actor, &grant, &sql, &extras)?;
                 if json {
                     writeln!(out, "{}", serde_json::to_value(&verdict)?)?;
                 } else if verdict.admitted {
@@ -1213,7 +1227,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 }
                 return Ok(());
             }
-            let outcome = domain.run_sql(&handle, &actor, &grant, &sql, &udfs)?;
+            let outcome = domain.run_sql(&handle, &actor, &grant, &sql, &extras)?;
             let (spent, left) = domain.budget(&grant)?;
             if json {
                 writeln!(
@@ -1327,6 +1341,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             module,
             params,
             udfs,
+            inputs,
             no_wait: _,
             actor,
             json,
@@ -1336,11 +1351,14 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             let domain = open(&dir)?;
             let bytes = std::fs::read(&module)
                 .with_context(|| format!("cannot read module {}", module.display()))?;
-            let udfs = upload_udfs_local(&domain, &actor, &udfs)?;
+            let extras = crate::jobs::JobExtras {
+                udfs: upload_udfs_local(&domain, &actor, &udfs)?,
+                inputs,
+            };
             let sha = domain.upload_module(&actor, &bytes)?;
             let params = parse_params(&params)?;
             let handle = runtime.handle().clone();
-            let outcome = domain.run_job(&handle, &actor, &grant, &sha, params, &udfs)?;
+            let outcome = domain.run_job(&handle, &actor, &grant, &sha, params, &extras)?;
             if json {
                 writeln!(
                     out,

@@ -262,11 +262,13 @@ pub fn in_scope(scope: &[String], dataset: &str, column: &str) -> bool {
     })
 }
 
-/// A DataFusion session holding exactly the given datasets and UDFs and
-/// nothing else: no information schema, no URL tables, no other catalogs.
+/// A DataFusion session holding exactly the given datasets, UDFs and
+/// released tables and nothing else: no information schema, no URL tables,
+/// no other catalogs.
 pub async fn session(
     datasets: &[OpenDataset],
     udfs: &[unseen_sandbox::WasmScalarUdf],
+    releases: &[(String, udf_sdk::Table)],
 ) -> Result<(SessionContext, BTreeMap<String, Manifest>), DomainError> {
     let config = SessionConfig::new()
         .with_information_schema(false)
@@ -313,14 +315,107 @@ pub async fn session(
     for udf in udfs {
         ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(udf.clone()));
     }
+    for (name, table) in releases {
+        let (provider, manifest) = release_table(name, table)?;
+        ctx.register_table(name.as_str(), Arc::new(provider))
+            .map_err(|e| DomainError::Invalid(format!("release table `{name}`: {e}")))?;
+        manifests.insert(name.clone(), manifest);
+    }
     Ok((ctx, manifests))
+}
+
+/// A released table as an in-memory table whose columns are all open:
+/// released values are public once approved, and computing on them is
+/// post-processing. An estimate column `x` becomes `x`, `x_lower` and
+/// `x_upper`.
+fn release_table(
+    name: &str,
+    table: &udf_sdk::Table,
+) -> Result<(datafusion::datasource::MemTable, Manifest), DomainError> {
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use udf_sdk::ColumnValues;
+    use unseen_policy::manifest::{Class, ColumnSpec, ColumnType};
+
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    let mut specs = Vec::new();
+    let mut push = |column: String, ty: ColumnType, array: ArrayRef| {
+        fields.push(Field::new(&column, array.data_type().clone(), false));
+        arrays.push(array);
+        specs.push(ColumnSpec {
+            name: column,
+            ty,
+            class: Class::Open,
+            bounds: None,
+            domain: None,
+            group_key: true,
+            quasi_identifier: false,
+            mask: None,
+        });
+    };
+    for c in &table.columns {
+        match &c.values {
+            ColumnValues::Text(v) => push(
+                c.name.clone(),
+                ColumnType::Utf8,
+                Arc::new(StringArray::from(v.clone())),
+            ),
+            ColumnValues::Int(v) => push(
+                c.name.clone(),
+                ColumnType::Int64,
+                Arc::new(Int64Array::from(v.clone())),
+            ),
+            ColumnValues::Float(v) => push(
+                c.name.clone(),
+                ColumnType::Float64,
+                Arc::new(Float64Array::from(v.clone())),
+            ),
+            ColumnValues::Estimate(v) => {
+                for (suffix, pick) in [
+                    (
+                        "",
+                        (|e: &udf_sdk::Estimate| e.value) as fn(&udf_sdk::Estimate) -> f64,
+                    ),
+                    ("_lower", |e| e.lower),
+                    ("_upper", |e| e.upper),
+                ] {
+                    push(
+                        format!("{}{suffix}", c.name),
+                        ColumnType::Float64,
+                        Arc::new(Float64Array::from(v.iter().map(pick).collect::<Vec<_>>())),
+                    );
+                }
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let invalid = |e: &dyn std::fmt::Display| {
+        DomainError::Invalid(format!("release table `{name}` is malformed: {e}"))
+    };
+    let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(|e| invalid(&e))?;
+    let provider = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])
+        .map_err(|e| invalid(&e))?;
+    let manifest = Manifest {
+        name: name.to_string(),
+        version: 1,
+        description: "an approved release, read back as input".into(),
+        // No person behind a released row: nothing to bound or protect.
+        privacy_unit: String::new(),
+        max_contributions: 1,
+        min_group_size: 1,
+        join_keys: Vec::new(),
+        columns: specs,
+    };
+    Ok((provider, manifest))
 }
 
 /// What registration finds in a dataset (see [`unseen_policy::TableFacts`]).
 pub async fn registration_facts(
     dataset: &OpenDataset,
 ) -> Result<unseen_policy::TableFacts, DomainError> {
-    let (ctx, _) = session(std::slice::from_ref(dataset), &[]).await?;
+    let (ctx, _) = session(std::slice::from_ref(dataset), &[], &[]).await?;
     unseen_policy::find_table_facts(&ctx, &dataset.name, &dataset.manifest)
         .await
         .map_err(|e| DomainError::Parquet(e.to_string()))

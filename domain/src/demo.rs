@@ -213,7 +213,14 @@ pub fn run(
     )?;
     let module = domain.upload_module("li.qiang", guests::DISTRICT_INCOME)?;
     writeln!(out, "   module sha256 {module}")?;
-    let outcome = domain.run_job(&handle, "li.qiang", &grant, &module, BTreeMap::new(), &[])?;
+    let outcome = domain.run_job(
+        &handle,
+        "li.qiang",
+        &grant,
+        &module,
+        BTreeMap::new(),
+        &Default::default(),
+    )?;
     for line in &outcome.logs {
         writeln!(out, "   guest log: {line}")?;
     }
@@ -253,7 +260,14 @@ pub fn run(
         ),
     ] {
         let sha = domain.upload_module("li.qiang", bytes)?;
-        let o = domain.run_job(&handle, "li.qiang", &grant, &sha, BTreeMap::new(), &[])?;
+        let o = domain.run_job(
+            &handle,
+            "li.qiang",
+            &grant,
+            &sha,
+            BTreeMap::new(),
+            &Default::default(),
+        )?;
         writeln!(out, "   {label}: job {}", o.status)?;
         for r in &o.refusals {
             writeln!(out, "     {r}")?;
@@ -322,33 +336,25 @@ pub fn run(
         "   issued grant {health}: health_visits joined to residents on person_id, epsilon 2.0"
     )?;
     let module = domain.upload_module("li.qiang", guests::CHRONIC_DISEASE)?;
-    let outcome = domain.run_job(&handle, "li.qiang", &health, &module, BTreeMap::new(), &[])?;
-    let chronic = match (outcome.status.as_str(), outcome.outputs.first()) {
-        ("succeeded", Some(output)) => output.clone(),
-        _ => {
-            return Err(anyhow!(
-                "chronic-disease job {}: {}",
-                outcome.status,
-                outcome.error.unwrap_or_default()
-            ));
-        }
-    };
+    let outcome = domain.run_job(
+        &handle,
+        "li.qiang",
+        &health,
+        &module,
+        BTreeMap::new(),
+        &Default::default(),
+    )?;
+    let chronic = first_output("chronic-disease", outcome)?;
     writeln!(
         out,
         "   `chronic-disease` ran two DP counts, one over the join (each person's visits cut to 10, noise scaled to 10 x 1); the person_id never left the engine"
     )?;
-    let (name, _, table) = domain.output(&chronic)?;
-    writeln!(out, "   reviewer 张华 inspects `{name}`:")?;
-    print_table(out, &table)?;
-    let release = domain
-        .review(
-            "zhang.hua",
-            &chronic,
-            true,
-            "DP counts and rates over public districts",
-        )?
-        .ok_or_else(|| anyhow!("approval produced no release"))?;
-    writeln!(out, "   zhang.hua approved; signed release {}", release.id)?;
+    inspect_and_approve(
+        &domain,
+        &chronic,
+        "DP counts and rates over public districts",
+        out,
+    )?;
     writeln!(out)?;
 
     sme_credit_risk(&domain, runtime, &options, out)?;
@@ -451,32 +457,48 @@ fn sme_credit_risk(
         &grant,
         &module,
         BTreeMap::new(),
-        std::slice::from_ref(&udf),
+        &crate::jobs::JobExtras {
+            udfs: vec![udf.clone()],
+            inputs: Vec::new(),
+        },
     )?;
-    let output = match (outcome.status.as_str(), outcome.outputs.first()) {
-        ("succeeded", Some(output)) => output.clone(),
-        _ => {
-            return Err(anyhow!(
-                "sme-credit-risk job {}: {}",
-                outcome.status,
-                outcome.error.unwrap_or_default()
-            ));
-        }
-    };
+    let output = first_output("sme-credit-risk", outcome)?;
     writeln!(
         out,
         "   `sme-credit-risk` ran one DP query: sme_score(tax, kWh) per enterprise-month, bounded to [300, 850], averaged per industry (noise scaled to 1 x 6 x 12 rows per enterprise)"
     )?;
-    let (name, _, table) = domain.output(&output)?;
+    inspect_and_approve(
+        domain,
+        &output,
+        "DP means over public industries; scores never left the engine",
+        out,
+    )
+}
+
+/// The job's first output, or an error naming the job and how it ended.
+fn first_output(job: &str, outcome: crate::JobOutcome) -> Result<String> {
+    match (outcome.status.as_str(), outcome.outputs.first()) {
+        ("succeeded", Some(output)) => Ok(output.clone()),
+        _ => Err(anyhow!(
+            "{job} job {}: {}",
+            outcome.status,
+            outcome.error.unwrap_or_default()
+        )),
+    }
+}
+
+/// The reviewer shows the output and approves it into a signed release.
+fn inspect_and_approve(
+    domain: &Domain,
+    output: &str,
+    reason: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let (name, _, table) = domain.output(output)?;
     writeln!(out, "   reviewer 张华 inspects `{name}`:")?;
     print_table(out, &table)?;
     let release = domain
-        .review(
-            "zhang.hua",
-            &output,
-            true,
-            "DP means over public industries; scores never left the engine",
-        )?
+        .review("zhang.hua", output, true, reason)?
         .ok_or_else(|| anyhow!("approval produced no release"))?;
     writeln!(out, "   zhang.hua approved; signed release {}", release.id)?;
     Ok(())

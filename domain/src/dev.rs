@@ -199,7 +199,17 @@ pub fn run(
         .map(|bytes| domain.upload_udf_module("dev", bytes).map(|(sha, _)| sha))
         .collect::<Result<Vec<_>, _>>()?;
     let sha = domain.upload_module("dev", module)?;
-    let outcome = domain.run_job(runtime, "dev", &grant, &sha, inputs.params, &udfs)?;
+    let outcome = domain.run_job(
+        runtime,
+        "dev",
+        &grant,
+        &sha,
+        inputs.params,
+        &crate::jobs::JobExtras {
+            udfs,
+            inputs: Vec::new(),
+        },
+    )?;
     let outputs = outcome
         .outputs
         .iter()

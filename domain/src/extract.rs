@@ -37,7 +37,7 @@ impl Domain {
             submitter,
             grant_id,
             JobBody::Extract(&description),
-            &[],
+            &Default::default(),
         )? {
             Ok(started) => started,
             Err(ended) => return Ok((ended, None)),
@@ -100,7 +100,7 @@ async fn sample_rows(
     columns: &[String],
     fraction: f64,
 ) -> Result<Vec<Vec<String>>, DomainError> {
-    let (ctx, _) = data::session(std::slice::from_ref(dataset), &[]).await?;
+    let (ctx, _) = data::session(std::slice::from_ref(dataset), &[], &[]).await?;
     let select = columns
         .iter()
         .map(|c| format!("\"{c}\""))

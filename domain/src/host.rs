@@ -56,6 +56,8 @@ pub(crate) struct Host {
     /// The UDFs the job's queries may call, from the modules it was
     /// submitted with.
     pub udfs: Vec<unseen_sandbox::WasmScalarUdf>,
+    /// Earlier releases the job reads, as (table name, released table).
+    pub inputs: Vec<(String, udf_sdk::Table)>,
     pub params: BTreeMap<String, String>,
     pub log: Arc<Mutex<JobLog>>,
     /// Triggered by cancellation or revocation; checked before each query.
@@ -127,7 +129,7 @@ impl Host {
             return Ok(Err(format!("refused: the job was stopped ({reason})")));
         }
         self.job_log().queries += 1;
-        let (ctx, manifests) = data::session(&self.datasets, &self.udfs).await?;
+        let (ctx, manifests) = data::session(&self.datasets, &self.udfs, &self.inputs).await?;
         let admitted = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
             Ok(a) => a,
             Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
@@ -221,7 +223,7 @@ impl Host {
     /// data or spending; recorded in the ledger as `query.dry_run`.
     pub(crate) async fn dry_run(&self, sql: &str) -> Result<DryRun, DomainError> {
         let sql_sha = sha256_hex(sql.as_bytes());
-        let (ctx, manifests) = data::session(&self.datasets, &self.udfs).await?;
+        let (ctx, manifests) = data::session(&self.datasets, &self.udfs, &self.inputs).await?;
         let verdict = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
             Err(e) => Err(e),
             Ok(Admitted::Open(_)) => Ok((0.0, Vec::new(), false)),

@@ -16,6 +16,18 @@ use unseen_sandbox::{Cancel, SandboxError};
 use crate::util::{new_id, now_rfc3339};
 use crate::{Domain, DomainError, Grant, JobBody, JobOutcome, Role, access, host, lock};
 
+/// What a job may use besides its grant's datasets.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct JobExtras {
+    /// UDF modules (SHA-256) whose functions its queries may call.
+    #[serde(default)]
+    pub udfs: Vec<String>,
+    /// Earlier releases (ids) its queries may read as tables
+    /// `release_<id>`, where their grants allow derived reuse.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+}
+
 /// A job as a user or an auditor sees it: metadata and metering, never data.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct JobView {
@@ -143,8 +155,9 @@ impl Domain {
         grant_id: &str,
         body: JobBody<'_>,
         params: &BTreeMap<String, String>,
-        udfs: &[String],
+        extras: &JobExtras,
     ) -> Result<String, DomainError> {
+        let udfs = extras.udfs.as_slice();
         self.require(submitter, Role::Developer, "submit jobs")?;
         let grant = self.grant(grant_id)?;
         self.check_grant_usable(&grant, submitter)?;
@@ -188,7 +201,10 @@ impl Domain {
         }
         let job_id = new_id("job");
         let params_json = serde_json::to_string(params).unwrap_or_else(|_| "{}".into());
+        // Checked now, so a job that may not read them is never queued.
+        self.release_inputs(submitter, &extras.inputs)?;
         let udfs_json = serde_json::to_string(udfs).unwrap_or_else(|_| "[]".into());
+        let inputs_json = serde_json::to_string(&extras.inputs).unwrap_or_else(|_| "[]".into());
         {
             let mut db = lock(&self.db);
             let tx = db.transaction()?;
@@ -206,8 +222,8 @@ impl Domain {
                 });
             }
             tx.execute(
-                "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at, params, udf_modules) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)",
-                params![job_id, grant_id, module, sql, submitter, now_rfc3339(), params_json, udfs_json],
+                "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at, params, udf_modules, inputs) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9)",
+                params![job_id, grant_id, module, sql, submitter, now_rfc3339(), params_json, udfs_json, inputs_json],
             )?;
             tx.commit()?;
         }
@@ -216,7 +232,7 @@ impl Domain {
             "job.submitted",
             json!({
                 "job": job_id, "grant": grant_id, "module_sha256": module, "sql": sql,
-                "params": params.keys().collect::<Vec<_>>(), "udf_modules": udfs,
+                "params": params.keys().collect::<Vec<_>>(), "udf_modules": udfs, "inputs": extras.inputs,
             }),
         )?;
         Ok(job_id)
@@ -272,14 +288,14 @@ impl Domain {
         grant_id: &str,
         module_sha: &str,
         params: BTreeMap<String, String>,
-        udfs: &[String],
+        extras: &JobExtras,
     ) -> Result<String, DomainError> {
         self.admit_job(
             submitter,
             grant_id,
             JobBody::Module(module_sha),
             &params,
-            udfs,
+            extras,
         )
     }
 
@@ -290,15 +306,15 @@ impl Domain {
         runtime: &tokio::runtime::Handle,
         job_id: &str,
     ) -> Result<Started, DomainError> {
-        type Row = (String, String, String, String, String);
+        type Row = (String, String, String, String, String, String);
         let row: Option<Row> = lock(&self.db)
             .query_row(
-                "SELECT grant_id, submitter, status, params, udf_modules FROM jobs WHERE id = ?1",
+                "SELECT grant_id, submitter, status, params, udf_modules, inputs FROM jobs WHERE id = ?1",
                 [job_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()?;
-        let Some((grant_id, submitter, status, params, udf_modules)) = row else {
+        let Some((grant_id, submitter, status, params, udf_modules, inputs)) = row else {
             return Err(DomainError::NotFound {
                 what: "job",
                 id: job_id.to_string(),
@@ -311,11 +327,19 @@ impl Domain {
         }
         let grant = self.grant(&grant_id)?;
         let udf_modules: Vec<String> = serde_json::from_str(&udf_modules).unwrap_or_default();
+        let inputs: Vec<String> = serde_json::from_str(&inputs).unwrap_or_default();
+        // Rechecked at start: the input's grant may have been revoked since.
         let opened = self
             .check_grant_usable(&grant, &submitter)
             .and_then(|()| self.open_grant_datasets(&grant))
-            .and_then(|datasets| Ok((datasets, self.job_udfs(&udf_modules)?)));
-        let (datasets, udfs) = match opened {
+            .and_then(|datasets| {
+                Ok((
+                    datasets,
+                    self.job_udfs(&udf_modules)?,
+                    self.release_inputs(&submitter, &inputs)?,
+                ))
+            });
+        let (datasets, udfs, inputs) = match opened {
             Ok(opened) => opened,
             Err(e) => {
                 let outcome = self.end_job(
@@ -355,6 +379,7 @@ impl Domain {
             grant,
             datasets,
             udfs,
+            inputs,
             params,
             log: Arc::clone(&log),
             cancel,
@@ -369,9 +394,9 @@ impl Domain {
         submitter: &str,
         grant_id: &str,
         body: JobBody<'_>,
-        udfs: &[String],
+        extras: &JobExtras,
     ) -> Result<Started, DomainError> {
-        let job_id = self.admit_job(submitter, grant_id, body, &BTreeMap::new(), udfs)?;
+        let job_id = self.admit_job(submitter, grant_id, body, &BTreeMap::new(), extras)?;
         self.start_job(runtime, &job_id)
     }
 
@@ -514,9 +539,9 @@ impl Domain {
         grant_id: &str,
         module_sha: &str,
         params: BTreeMap<String, String>,
-        udfs: &[String],
+        extras: &JobExtras,
     ) -> Result<JobOutcome, DomainError> {
-        let job_id = self.submit_job(submitter, grant_id, module_sha, params, udfs)?;
+        let job_id = self.submit_job(submitter, grant_id, module_sha, params, extras)?;
         self.execute_job(runtime, &job_id)
     }
 
@@ -529,11 +554,11 @@ impl Domain {
         submitter: &str,
         grant_id: &str,
         sql: &str,
-        udfs: &[String],
+        extras: &JobExtras,
     ) -> Result<JobOutcome, DomainError> {
         use unseen_sandbox::JobHost;
         let (mut job_host, log) =
-            match self.begin_job(runtime, submitter, grant_id, JobBody::Sql(sql), udfs)? {
+            match self.begin_job(runtime, submitter, grant_id, JobBody::Sql(sql), extras)? {
                 Ok(started) => started,
                 Err(ended) => return Ok(ended),
             };

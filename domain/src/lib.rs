@@ -1083,11 +1083,12 @@ impl Domain {
         submitter: &str,
         grant_id: &str,
         sql: &str,
-        udfs: &[String],
+        extras: &jobs::JobExtras,
     ) -> Result<DryRun, DomainError> {
         self.require(submitter, Role::Developer, "dry-run queries")?;
         let grant = self.grant(grant_id)?;
         self.check_grant_usable(&grant, submitter)?;
+        let udfs = extras.udfs.as_slice();
         if !udfs.is_empty() && !grant.allow_udfs {
             return Err(DomainError::Grant {
                 grant: grant.id.clone(),
@@ -1097,6 +1098,7 @@ impl Domain {
         self.check_udf_names(udfs)?;
         let datasets = self.open_grant_datasets(&grant)?;
         let udfs = self.job_udfs(udfs)?;
+        let inputs = self.release_inputs(submitter, &extras.inputs)?;
         let job_host = host::Host {
             domain: Arc::clone(self),
             runtime: runtime.clone(),
@@ -1105,6 +1107,7 @@ impl Domain {
             grant,
             datasets,
             udfs,
+            inputs,
             params: BTreeMap::new(),
             log: Arc::new(Mutex::new(host::JobLog::default())),
             cancel: unseen_sandbox::Cancel::new(),
@@ -1986,7 +1989,7 @@ mod tests {
                 "dev",
                 &grant,
                 "SELECT gender FROM residents WHERE gender = 'F' LIMIT 1",
-                &[],
+                &Default::default(),
             )
             .unwrap();
         let dataset = domain.open_dataset("residents").unwrap();

@@ -157,7 +157,7 @@ async fn marginals_of(
     queries: &[(String, String)],
     epsilon: f64,
 ) -> Result<BTreeMap<String, Marginal>, DomainError> {
-    let (ctx, manifests) = data::session(std::slice::from_ref(dataset), &[]).await?;
+    let (ctx, manifests) = data::session(std::slice::from_ref(dataset), &[], &[]).await?;
     let mut out = BTreeMap::new();
     for (column, sql) in queries {
         let spec = dataset

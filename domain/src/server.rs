@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::{StatusCode, header, request::Parts};
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use crate::jobs::JobExtras;
 use crate::{Domain, DomainError, GrantRequest, JobOutcome, Role};
 
 /// Largest JSON body, in bytes.
@@ -710,6 +712,9 @@ struct JobRequest {
     /// UDF modules (uploaded with `?kind=udf`) the job's queries may call.
     #[serde(default)]
     udf_modules: Vec<String>,
+    /// Releases the job's queries may read as tables `release_<id>`.
+    #[serde(default)]
+    inputs: Vec<String>,
     /// Wait for the job to end and return its outcome.
     #[serde(default)]
     wait: bool,
@@ -749,7 +754,10 @@ async fn submit_job(
             &request.grant,
             &request.module,
             request.params,
-            &request.udf_modules,
+            &JobExtras {
+                udfs: request.udf_modules,
+                inputs: request.inputs,
+            },
         )
     })
     .await?;
@@ -847,6 +855,18 @@ struct QueryRequest {
     /// UDF modules (uploaded with `?kind=udf`) the query may call.
     #[serde(default)]
     udf_modules: Vec<String>,
+    /// Releases the query may read as tables `release_<id>`.
+    #[serde(default)]
+    inputs: Vec<String>,
+}
+
+impl QueryRequest {
+    fn extras(&self) -> JobExtras {
+        JobExtras {
+            udfs: self.udf_modules.clone(),
+            inputs: self.inputs.clone(),
+        }
+    }
 }
 
 async fn run_query(
@@ -864,7 +884,7 @@ async fn run_query(
                 &actor.id,
                 &request.grant,
                 &request.sql,
-                &request.udf_modules,
+                &request.extras(),
             )
         })
         .await?;
@@ -878,7 +898,7 @@ async fn run_query(
             &actor.id,
             &request.grant,
             &request.sql,
-            &request.udf_modules,
+            &request.extras(),
         )
     })
     .await?;

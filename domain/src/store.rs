@@ -92,7 +92,8 @@ CREATE TABLE IF NOT EXISTS jobs(
     rows_scanned INTEGER,
     epsilon REAL,
     logs TEXT NOT NULL DEFAULT '[]',
-    udf_modules TEXT NOT NULL DEFAULT '[]'
+    udf_modules TEXT NOT NULL DEFAULT '[]',
+    inputs TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS release_cache(
     grant_id TEXT NOT NULL REFERENCES grants(id),
@@ -147,17 +148,23 @@ CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// How a store of an earlier version becomes the current one, in the same
 /// transaction as the version bump: `(from, statements)`.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    8,
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        8,
     "ALTER TABLE modules ADD COLUMN kind TEXT NOT NULL DEFAULT 'job' CHECK (kind IN ('job', 'udf'));
      ALTER TABLE modules ADD COLUMN functions TEXT NOT NULL DEFAULT '[]';
      ALTER TABLE grants ADD COLUMN allow_udfs INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE jobs ADD COLUMN udf_modules TEXT NOT NULL DEFAULT '[]';",
-)];
+    ),
+    (
+        9,
+        "ALTER TABLE jobs ADD COLUMN inputs TEXT NOT NULL DEFAULT '[]';",
+    ),
+];
 
 /// Opens (creating on first run) the store in WAL mode.
 pub fn open(path: &Path) -> Result<Connection, DomainError> {
@@ -199,8 +206,9 @@ pub fn open(path: &Path) -> Result<Connection, DomainError> {
 mod tests {
     use super::*;
 
-    /// A version 8 store (before UDF modules) opens as version 9 with its
-    /// rows kept: modules are job modules, grants allow no UDFs.
+    /// A version 8 store (before UDF modules and release inputs) opens as
+    /// the current version with its rows kept: modules are job modules,
+    /// grants allow no UDFs, jobs read no releases.
     #[test]
     fn a_version_8_store_is_migrated_in_place() {
         let dir = tempfile::tempdir().unwrap();
@@ -216,6 +224,7 @@ mod tests {
             conn.execute_batch(
                 "ALTER TABLE modules DROP COLUMN functions;
                  ALTER TABLE jobs DROP COLUMN udf_modules;
+                 ALTER TABLE jobs DROP COLUMN inputs;
                  ALTER TABLE grants DROP COLUMN allow_udfs;
                  CREATE TABLE modules_v8(sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL, uploaded_by TEXT NOT NULL, uploaded_at TEXT NOT NULL);
                  INSERT INTO modules_v8 SELECT sha256, bytes, uploaded_by, uploaded_at FROM modules;
@@ -239,6 +248,8 @@ mod tests {
             .unwrap();
         assert_eq!((kind.as_str(), functions.as_str()), ("job", "[]"));
         conn.prepare("SELECT allow_udfs FROM grants").unwrap();
+        conn.prepare("SELECT udf_modules, inputs FROM jobs")
+            .unwrap();
         let older = dir.path().join("older.db");
         {
             let conn = open(&older).unwrap();

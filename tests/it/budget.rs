@@ -132,7 +132,7 @@ fn thirty_two_concurrent_jobs_never_overspend_a_grant() {
                 (Arc::clone(&domain), runtime.handle().clone(), grant.clone());
             std::thread::spawn(move || {
                 domain
-                    .run_sql(&handle, "dev", &grant, &query(i), &[])
+                    .run_sql(&handle, "dev", &grant, &query(i), &Default::default())
                     .unwrap()
             })
         })

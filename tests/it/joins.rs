@@ -22,17 +22,7 @@ const RATE: &str = "SELECT r.district, COUNT(*) AS visits FROM health_visits h \
      WHERE h.diagnosis_code = 'I10' GROUP BY r.district";
 
 fn query(data: &str, grant: &str, sql: &str) -> (bool, String) {
-    crate::support::unseen(&[
-        "query",
-        "--grant",
-        grant,
-        "--json",
-        "--as",
-        "dev",
-        "--data-dir",
-        data,
-        sql,
-    ])
+    crate::support::query_as_dev(data, grant, &[], sql)
 }
 
 #[test]

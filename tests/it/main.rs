@@ -11,6 +11,7 @@ mod dev;
 mod extract;
 mod joins;
 mod query;
+mod reuse;
 mod server;
 mod support;
 mod udfs;

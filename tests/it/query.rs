@@ -369,7 +369,13 @@ fn an_abandoned_job_is_ended_failed_with_its_reason() {
         .upload_module("dev", unseen::guests::DISTRICT_INCOME)
         .unwrap();
     let job = domain
-        .submit_job("dev", &grant, &module, Default::default(), &[])
+        .submit_job(
+            "dev",
+            &grant,
+            &module,
+            Default::default(),
+            &Default::default(),
+        )
         .unwrap();
     assert_eq!(domain.job("admin", &job).unwrap().status, "queued");
     domain.end_abandoned_job(&job, "internal error").unwrap();

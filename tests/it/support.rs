@@ -210,6 +210,15 @@ pub fn issue_grant_on(data: &str, dataset: &str, epsilon: &str, extra: &[&str]) 
         .to_string()
 }
 
+/// `unseen query --json` as `dev` under `grant`, with `extra` flags
+/// (`--udf`, `--input`, ...): whether it succeeded, and its output.
+pub fn query_as_dev(data: &str, grant: &str, extra: &[&str], sql: &str) -> (bool, String) {
+    let mut args = vec!["query", "--grant", grant];
+    args.extend_from_slice(extra);
+    args.extend(["--json", "--as", "dev", "--data-dir", data, sql]);
+    unseen(&args)
+}
+
 /// Generates `rows` rows of the built-in dataset `name` (drawing on
 /// `related` rows of its parent) and registers it in `data` as admin.
 pub fn register_generated(dir: &Path, data: &str, name: &str, rows: &str, related: &str) {

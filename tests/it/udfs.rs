@@ -1,40 +1,18 @@
 //! UDF modules called from job SQL: the SME credit-risk worked example end
 //! to end, and every way a UDF could be misused refused with its reason.
 
-use crate::support::{fails, issue_grant_on, ok, residents_dir};
+use crate::support::{issue_grant_on, ok, residents_dir};
 
 /// Users, residents, and 1,000 enterprises with their tax and electricity
 /// records (and a guest file per name in `guests`), in one data directory.
 fn with_enterprises(guests: &[&str]) -> (tempfile::TempDir, String, Vec<String>) {
     let (dir, data) = residents_dir("200");
-    for (name, rows, related) in [
-        ("enterprises", "1000", None),
-        ("tax_records", "4000", Some("1000")),
-        ("utility_usage", "10000", Some("1000")),
+    for (name, rows) in [
+        ("enterprises", "1000"),
+        ("tax_records", "4000"),
+        ("utility_usage", "10000"),
     ] {
-        let parquet = dir.path().join(format!("{name}.parquet"));
-        let manifest = dir.path().join(format!("{name}.toml"));
-        let mut generate = vec!["dataset", "generate", name, "--rows", rows, "--out"];
-        generate.push(parquet.to_str().unwrap());
-        if let Some(related) = related {
-            generate.extend(["--related-rows", related]);
-        }
-        ok(&generate);
-        std::fs::write(&manifest, ok(&["dataset", "manifest", name])).unwrap();
-        ok(&[
-            "dataset",
-            "register",
-            "--name",
-            name,
-            "--parquet",
-            parquet.to_str().unwrap(),
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--as",
-            "admin",
-            "--data-dir",
-            &data,
-        ]);
+        crate::support::register_generated(dir.path(), &data, name, rows, "1000");
     }
     let paths = guests
         .iter()
@@ -54,18 +32,25 @@ fn sme_grant(data: &str, extra: &[&str]) -> String {
 }
 
 fn query(data: &str, grant: &str, udf: &str, sql: &str) -> (bool, String) {
+    crate::support::query_as_dev(data, grant, &["--udf", udf], sql)
+}
+
+/// `job submit --json` of `module` with the UDF module `udf`, as `dev`.
+fn submit(data: &str, grant: &str, module: &str, udf: &str) -> (bool, String) {
     crate::support::unseen(&[
-        "query",
+        "job",
+        "submit",
         "--grant",
         grant,
+        "--module",
+        module,
         "--udf",
         udf,
-        "--json",
         "--as",
         "dev",
+        "--json",
         "--data-dir",
         data,
-        sql,
     ])
 }
 
@@ -76,21 +61,8 @@ fn query(data: &str, grant: &str, udf: &str, sql: &str) -> (bool, String) {
 fn the_sme_credit_risk_job_scores_inside_the_engine_and_releases_dp_means() {
     let (dir, data, paths) = with_enterprises(&["sme-credit-risk", "udf-sme-score"]);
     let grant = sme_grant(&data, &["--allow-udfs"]);
-    let out = ok(&[
-        "job",
-        "submit",
-        "--grant",
-        &grant,
-        "--module",
-        &paths[0],
-        "--udf",
-        &paths[1],
-        "--as",
-        "dev",
-        "--json",
-        "--data-dir",
-        &data,
-    ]);
+    let (done, out) = submit(&data, &grant, &paths[0], &paths[1]);
+    assert!(done, "{out}");
     let job: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(job["status"], "succeeded", "{job}");
     let spent = job["epsilon_spent"].as_f64().unwrap();
@@ -144,20 +116,8 @@ fn the_sme_credit_risk_job_scores_inside_the_engine_and_releases_dp_means() {
 fn a_grant_must_allow_udfs() {
     let (_dir, data, paths) = with_enterprises(&["sme-credit-risk", "udf-sme-score"]);
     let grant = sme_grant(&data, &[]);
-    let err = fails(&[
-        "job",
-        "submit",
-        "--grant",
-        &grant,
-        "--module",
-        &paths[0],
-        "--udf",
-        &paths[1],
-        "--as",
-        "dev",
-        "--data-dir",
-        &data,
-    ]);
+    let (done, err) = submit(&data, &grant, &paths[0], &paths[1]);
+    assert!(!done, "{err}");
     assert!(err.contains("does not allow UDF modules"), "{err}");
     let (admitted, err) = query(
         &data,
@@ -257,38 +217,14 @@ fn udf_modules_are_checked_at_submission() {
     let (_dir, data, paths) = with_enterprises(&["sme-credit-risk", "udf-gcd", "district-income"]);
     let grant = sme_grant(&data, &["--allow-udfs"]);
     // `gcd` is also a built-in SQL function: a UDF never silently replaces one.
-    let err = fails(&[
-        "job",
-        "submit",
-        "--grant",
-        &grant,
-        "--module",
-        &paths[0],
-        "--udf",
-        &paths[1],
-        "--as",
-        "dev",
-        "--data-dir",
-        &data,
-    ]);
+    let (done, err) = submit(&data, &grant, &paths[0], &paths[1]);
+    assert!(!done, "{err}");
     assert!(
         err.contains("has the name of a built-in SQL function"),
         "{err}"
     );
     // A job module is not a UDF module: it imports host functions.
-    let err = fails(&[
-        "job",
-        "submit",
-        "--grant",
-        &grant,
-        "--module",
-        &paths[0],
-        "--udf",
-        &paths[2],
-        "--as",
-        "dev",
-        "--data-dir",
-        &data,
-    ]);
+    let (done, err) = submit(&data, &grant, &paths[0], &paths[2]);
+    assert!(!done, "{err}");
     assert!(err.contains("may import nothing at all"), "{err}");
 }
