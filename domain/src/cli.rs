@@ -205,6 +205,11 @@ pub enum DevCommand {
         /// them instead of being uniform.
         #[arg(long)]
         marginals: Option<PathBuf>,
+        /// A downloaded release of a masked extract (`release download`):
+        /// one mock row per sample row, with the sample's columns (numbers
+        /// drawn within their masked bands); `--rows` is then ignored.
+        #[arg(long)]
+        sample: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -1847,6 +1852,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             params,
             udfs,
             marginals,
+            sample,
             json,
         }) => {
             let bytes = std::fs::read(&module)
@@ -1883,6 +1889,16 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                             &unseen_policy::Manifest::parse(&manifest_text)
                                 .map_err(|e| anyhow::anyhow!("{e}"))?,
                         )?),
+                        None => None,
+                    },
+                    sample: match &sample {
+                        Some(path) => {
+                            let file: serde_json::Value = serde_json::from_str(&read_text(path)?)
+                                .with_context(|| {
+                                format!("{} is not a release file", path.display())
+                            })?;
+                            Some(crate::audit::table_from_json(&file["document"]["table"])?)
+                        }
                         None => None,
                     },
                 },

@@ -155,6 +155,94 @@ pub struct DevInputs {
     pub udfs: Vec<Vec<u8>>,
     /// The dataset's published DP marginals, to draw mock columns from.
     pub marginals: Option<Marginals>,
+    /// A released masked extract of the dataset: one mock row per sample
+    /// row, its columns taken from the sample (see [`overlay_sample`]).
+    pub sample: Option<udf_sdk::Table>,
+}
+
+/// A number from a masked value: the value itself, or a uniform draw from
+/// a range band `lo-hi` (the `range` mask rule); `None` for a suppressed
+/// `*` or anything else.
+fn unmask_number(value: &str, rng: &mut impl Rng) -> Option<f64> {
+    if let Ok(v) = value.trim().parse::<f64>() {
+        return Some(v);
+    }
+    // The separator is the first `-` after the first character (a lower
+    // end may be negative).
+    let at = value.get(1..)?.find('-')? + 1;
+    let (lo, hi) = (
+        value[..at].trim().parse::<f64>().ok()?,
+        value[at + 1..].trim().parse::<f64>().ok()?,
+    );
+    (lo <= hi).then(|| {
+        if lo < hi {
+            rng.random_range(lo..=hi)
+        } else {
+            lo
+        }
+    })
+}
+
+/// Replaces the mock columns that `sample` (a released masked extract)
+/// holds by its values: text as released (masked strings stay masked),
+/// numbers as released or drawn from their range band. A suppressed value
+/// keeps the mock one; the privacy unit stays synthetic.
+pub fn overlay_sample(
+    batch: RecordBatch,
+    manifest: &Manifest,
+    sample: &udf_sdk::Table,
+    seed: u64,
+) -> Result<RecordBatch, DomainError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, Int64Type};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5a3e_11e5);
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for c in &sample.columns {
+        let Some(at) = manifest.columns.iter().position(|m| m.name == c.name) else {
+            return Err(DomainError::Invalid(format!(
+                "the sample's column `{}` is not a column of `{}`; use an extract of this dataset",
+                c.name, manifest.name
+            )));
+        };
+        if c.name == manifest.privacy_unit {
+            continue;
+        }
+        let udf_sdk::ColumnValues::Text(values) = &c.values else {
+            return Err(DomainError::Invalid(format!(
+                "the sample's column `{}` is not a masked extract column (text)",
+                c.name
+            )));
+        };
+        let mock = &columns[at];
+        columns[at] = match manifest.columns[at].ty {
+            ColumnType::Utf8 => Arc::new(StringArray::from(values.clone())),
+            ColumnType::Int64 => {
+                let mock = mock.as_primitive::<Int64Type>();
+                Arc::new(Int64Array::from(
+                    values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            unmask_number(v, &mut rng).map_or(mock.value(i), |x| x.round() as i64)
+                        })
+                        .collect::<Vec<_>>(),
+                ))
+            }
+            ColumnType::Float64 => {
+                let mock = mock.as_primitive::<Float64Type>();
+                Arc::new(Float64Array::from(
+                    values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| unmask_number(v, &mut rng).unwrap_or(mock.value(i)))
+                        .collect::<Vec<_>>(),
+                ))
+            }
+            ColumnType::Date32 | ColumnType::Bool => continue,
+        };
+    }
+    RecordBatch::try_new(batch.schema(), columns)
+        .map_err(|e| DomainError::Invalid(format!("mock data from the sample: {e}")))
 }
 
 /// Runs `module` against mock data for `manifest_text` in a throwaway data
@@ -168,7 +256,21 @@ pub fn run(
     inputs: DevInputs,
 ) -> Result<DevRun, DomainError> {
     let manifest = Manifest::parse(manifest_text).map_err(DomainError::Manifest)?;
-    let batch = mock_batch(&manifest, rows, seed, inputs.marginals.as_ref())?;
+    let batch = match &inputs.sample {
+        Some(sample) if sample.rows() == 0 => {
+            return Err(DomainError::Invalid(
+                "the sample has no rows; extract a larger fraction".into(),
+            ));
+        }
+        Some(sample) => overlay_sample(
+            mock_batch(&manifest, sample.rows(), seed, inputs.marginals.as_ref())?,
+            &manifest,
+            sample,
+            seed,
+        )?,
+        None => mock_batch(&manifest, rows, seed, inputs.marginals.as_ref())?,
+    };
+    let rows = batch.num_rows();
     let parquet = scratch.join("mock.parquet");
     {
         let file = std::fs::File::create(&parquet).map_err(|e| DomainError::io(&parquet, e))?;
@@ -220,4 +322,24 @@ pub fn run(
         outputs,
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_numbers_come_back_within_their_band() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..100 {
+            let v = unmask_number("100000-199999", &mut rng).unwrap();
+            assert!((100_000.0..=199_999.0).contains(&v), "{v}");
+            let v = unmask_number("-20--11", &mut rng).unwrap();
+            assert!((-20.0..=-11.0).contains(&v), "{v}");
+        }
+        assert_eq!(unmask_number("42", &mut rng), Some(42.0));
+        assert_eq!(unmask_number("*", &mut rng), None);
+        assert_eq!(unmask_number("9-3", &mut rng), None);
+        assert_eq!(unmask_number("张*", &mut rng), None);
+    }
 }
