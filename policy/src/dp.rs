@@ -24,17 +24,15 @@
 //!
 //! # Sums are exact before noise
 //!
-//! Integer columns are summed by DataFusion in `i64` and handed to opendp's
-//! integer mechanism as `i64`, never through `f64`, so sums above 2^53 keep
-//! every unit. DataFusion's `i64` SUM wraps on overflow; a wrapped sum is
-//! still exact whenever the true sum fits in `i64` (wrapping addition is
-//! arithmetic modulo 2^64). The guard: every release also counts the rows of
-//! each cell, and if `rows * max(|lower|, |upper|)` could exceed `i64::MAX`
-//! in any cell, the integer sums are recomputed as `Decimal128(38, 0)`
-//! (exact up to 10^38) and then saturated into `i64` before noise.
-//! Saturation is a 1-Lipschitz map, so the sensitivity (and the epsilon) is
-//! unchanged, and the choice between the two paths changes no released
-//! value, so it reveals nothing. Float sums are DataFusion's `f64` sums.
+//! Sums are computed by [`crate::clamped_sum`], one DataFusion aggregate
+//! that clamps each value inside its accumulation loop (no clamped column
+//! is materialised). Integer columns are summed in `i128`, exact for any
+//! table DataFusion can scan, come back as `Decimal128(38, 0)`, and are
+//! saturated into `i64` before opendp's integer mechanism, never through
+//! `f64`, so sums above 2^53 keep every unit and sums beyond `i64` neither
+//! wrap nor need a second pass. Saturation is a 1-Lipschitz map, so the
+//! sensitivity (and the epsilon) is unchanged. Float sums are `f64` sums,
+//! saturated at `±f64::MAX` for the same reason.
 //!
 //! # Quantiles
 //!
@@ -55,7 +53,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SessionState;
 use datafusion::functions::expr_fn::{floor, greatest, least};
-use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
     Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, cast, lit, when,
@@ -78,6 +76,7 @@ use udf_sdk::{ColumnValues, Estimate, QueryResult, Table};
 
 use crate::PolicyError;
 use crate::admission::{AggregateKind, AggregateQuery, DpAggregate, OutputSource, Scan};
+use crate::clamped_sum::{ClampedSum, Output};
 use crate::facts::DataFacts;
 use crate::manifest::ColumnType;
 
@@ -980,68 +979,42 @@ fn is_vector_sum(measure: &Measure) -> bool {
 const ROWS: &str = "__rows";
 
 /// The exact aggregation DataFusion runs for the count and sum components:
-/// bounded input, domain filter, one column per component and the rows of
-/// each cell (for the overflow guard). With `wide`, integer sums are
-/// computed as `Decimal128(38, 0)`.
+/// bounded input and one column per component, each sum clamped and summed
+/// in one pass (see [`crate::clamped_sum`]).
 fn exact_frame(
     state: &SessionState,
     query: &AggregateQuery,
     plan: &DpPlan,
-    wide: bool,
 ) -> Result<DataFrame, PolicyError> {
     let (df, group) = bounded_input(state, query, plan)?;
-    let mut aggs: Vec<Expr> = plan
+    let aggs: Vec<Expr> = plan
         .components
         .iter()
         .enumerate()
         .filter(|(_, c)| is_vector_sum(&c.measure))
         .map(|(i, c)| {
-            match &c.measure {
+            let agg = match &c.measure {
                 Measure::Count(None) => count(lit(1i64)),
                 Measure::Count(Some(col)) => count(Expr::Column(col.clone())),
                 Measure::Sum {
                     column,
                     ty,
                     bounds,
-                    clamp: clamped,
-                } => {
-                    let clamped = if *clamped {
-                        clamp(column, *ty, *bounds)
-                    } else {
-                        Expr::Column(column.clone())
-                    };
-                    if wide && *ty == ColumnType::Int64 {
-                        sum(cast(clamped, DataType::Decimal128(38, 0)))
-                    } else {
-                        sum(clamped)
-                    }
-                }
+                    clamp,
+                } => ClampedSum::new(Output::Sum, *ty, *bounds, *clamp)?
+                    .call(Expr::Column(column.clone())),
                 Measure::SquaredDeviations { column, ty, bounds } => {
-                    let mid = (bounds.0 + bounds.1) / 2.0;
-                    let d = cast(clamp(column, *ty, *bounds), DataType::Float64) - lit(mid);
-                    sum(d.clone() * d)
+                    ClampedSum::new(Output::SquaredDeviations, *ty, *bounds, true)?
+                        .call(Expr::Column(column.clone()))
                 }
                 Measure::Histogram { .. } | Measure::Quantile { .. } => {
                     unreachable!("filtered out")
                 }
-            }
-            .alias(format!("__agg{i}"))
+            };
+            Ok(agg.alias(format!("__agg{i}")))
         })
-        .collect();
-    // The overflow guard needs each cell's row count; a COUNT(*) component
-    // already is one.
-    if rows_component(plan).is_none() {
-        aggs.push(count(lit(1i64)).alias(ROWS));
-    }
+        .collect::<Result<_, PolicyError>>()?;
     Ok(df.aggregate(group, aggs)?)
-}
-
-/// Among the vector-sum components, the position of COUNT(*), if any.
-fn rows_component(plan: &DpPlan) -> Option<usize> {
-    plan.components
-        .iter()
-        .filter(|c| is_vector_sum(&c.measure))
-        .position(|c| c.measure == Measure::Count(None))
 }
 
 /// Per cell, the counts of one column's clamped values in equal bins.
@@ -1089,7 +1062,7 @@ pub fn fingerprint(
     query: &AggregateQuery,
     plan: &DpPlan,
 ) -> Result<String, PolicyError> {
-    let optimized = exact_frame(state, query, plan, false)?.into_optimized_plan()?;
+    let optimized = exact_frame(state, query, plan)?.into_optimized_plan()?;
     let mut text = optimized.display_indent().to_string();
     for c in &plan.components {
         text.push_str(&format!(
@@ -1178,7 +1151,7 @@ fn is_int(c: &Component) -> bool {
 }
 
 /// Exact per-cell values of the count and sum components, computed by
-/// DataFusion, with the overflow guard of the module documentation.
+/// DataFusion in one aggregation.
 async fn exact_sums(
     state: &SessionState,
     query: &AggregateQuery,
@@ -1194,56 +1167,31 @@ async fn exact_sums(
     if sums.is_empty() {
         return Ok(());
     }
-    let widest = sums
-        .iter()
-        .filter_map(|&i| match &plan.components[i].measure {
-            Measure::Sum {
-                ty: ColumnType::Int64,
-                bounds,
-                ..
-            } => Some(bounds.0.abs().max(bounds.1.abs()).ceil() as i128),
-            _ => None,
-        })
-        .max();
-    let mut wide = false;
-    loop {
-        let batches = exact_frame(state, query, plan, wide)?.collect().await?;
-        let rows_at = n_keys + rows_component(plan).unwrap_or(sums.len());
-        let mut ints = vec![vec![0i64; n_cells]; sums.len()];
-        let mut floats = vec![vec![0f64; n_cells]; sums.len()];
-        let mut may_overflow = false;
-        for batch in &batches {
-            let cells = row_cells(batch, n_keys, index)?;
-            let rows = batch.column(rows_at);
-            for (row, cell) in cells.into_iter().enumerate() {
-                let Some(at) = cell else { continue };
-                if let Some(widest) = widest {
-                    let n = i128::from(int_at(rows, row)?);
-                    may_overflow |= n.saturating_mul(widest) > i128::from(i64::MAX);
-                }
-                for (j, &ci) in sums.iter().enumerate() {
-                    let column = batch.column(n_keys + j);
-                    if is_int(&plan.components[ci]) {
-                        ints[j][at] = int_at(column, row)?;
-                    } else {
-                        floats[j][at] = float_at(column, row)?;
-                    }
+    let batches = exact_frame(state, query, plan)?.collect().await?;
+    let mut ints = vec![vec![0i64; n_cells]; sums.len()];
+    let mut floats = vec![vec![0f64; n_cells]; sums.len()];
+    for batch in &batches {
+        let cells = row_cells(batch, n_keys, index)?;
+        for (row, cell) in cells.into_iter().enumerate() {
+            let Some(at) = cell else { continue };
+            for (j, &ci) in sums.iter().enumerate() {
+                let column = batch.column(n_keys + j);
+                if is_int(&plan.components[ci]) {
+                    ints[j][at] = int_at(column, row)?;
+                } else {
+                    floats[j][at] = float_at(column, row)?;
                 }
             }
         }
-        if may_overflow && !wide {
-            wide = true;
-            continue;
-        }
-        for (j, &ci) in sums.iter().enumerate() {
-            values[ci] = Some(if is_int(&plan.components[ci]) {
-                Exact::Int(std::mem::take(&mut ints[j]))
-            } else {
-                Exact::Float(std::mem::take(&mut floats[j]))
-            });
-        }
-        return Ok(());
     }
+    for (j, &ci) in sums.iter().enumerate() {
+        values[ci] = Some(if is_int(&plan.components[ci]) {
+            Exact::Int(std::mem::take(&mut ints[j]))
+        } else {
+            Exact::Float(std::mem::take(&mut floats[j]))
+        });
+    }
+    Ok(())
 }
 
 /// Exact per-cell values of every component, computed by DataFusion.

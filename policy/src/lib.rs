@@ -16,6 +16,7 @@
 pub mod admission;
 pub mod bench;
 pub mod checks;
+pub mod clamped_sum;
 pub mod dp;
 pub mod facts;
 pub mod manifest;

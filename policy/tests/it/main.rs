@@ -2,6 +2,7 @@
 
 mod attacks;
 mod checks;
+mod clamped_sum;
 mod computed;
 mod dp;
 mod dp_audit;
