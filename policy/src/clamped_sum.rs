@@ -272,7 +272,7 @@ impl AggregateUDFImpl for ClampedSum {
 /// Arrow type, `State` the type of partial and final sums.
 trait Fold: Copy + Debug + Send + Sync + 'static {
     type In: ArrowPrimitiveType + Debug;
-    type State: ArrowPrimitiveType + Debug;
+    type State: SumState;
 
     /// What a present value adds; clamped when `CLAMP`.
     fn term<const CLAMP: bool>(
@@ -282,21 +282,20 @@ trait Fold: Copy + Debug + Send + Sync + 'static {
 
     /// What a null adds: the term of the lower bound.
     fn null_term(&self) -> <Self::State as ArrowPrimitiveType>::Native;
+}
 
-    fn add(
-        a: <Self::State as ArrowPrimitiveType>::Native,
-        b: <Self::State as ArrowPrimitiveType>::Native,
-    ) -> <Self::State as ArrowPrimitiveType>::Native;
+/// How sums of one state type add up and leave: `i128` in `Decimal128(38,
+/// 0)` for integer sums, `f64` for float sums and squared deviations.
+trait SumState: ArrowPrimitiveType + Debug {
+    fn add(a: Self::Native, b: Self::Native) -> Self::Native;
 
     /// The released form of a sum (saturated where it could overflow).
-    fn finish(
-        sum: <Self::State as ArrowPrimitiveType>::Native,
-    ) -> <Self::State as ArrowPrimitiveType>::Native;
+    fn finish(sum: Self::Native) -> Self::Native;
 
     /// An array of sums, with the state's full data type.
-    fn array(sums: Vec<<Self::State as ArrowPrimitiveType>::Native>) -> Result<ArrayRef>;
+    fn array(sums: Vec<Self::Native>) -> Result<ArrayRef>;
 
-    fn scalar(sum: <Self::State as ArrowPrimitiveType>::Native) -> ScalarValue;
+    fn scalar(sum: Self::Native) -> ScalarValue;
 }
 
 type Native<T> = <T as ArrowPrimitiveType>::Native;
@@ -327,30 +326,7 @@ fn f64_array(sums: Vec<f64>) -> Result<ArrayRef> {
     )))
 }
 
-#[derive(Debug, Clone, Copy)]
-struct IntSum {
-    lo: i64,
-    hi: i64,
-}
-
-impl Fold for IntSum {
-    type In = Int64Type;
-    type State = Decimal128Type;
-
-    #[inline(always)]
-    fn term<const CLAMP: bool>(&self, value: i64) -> i128 {
-        let v = if CLAMP {
-            value.max(self.lo).min(self.hi)
-        } else {
-            value
-        };
-        i128::from(v)
-    }
-
-    fn null_term(&self) -> i128 {
-        i128::from(self.lo)
-    }
-
+impl SumState for Decimal128Type {
     #[inline(always)]
     fn add(a: i128, b: i128) -> i128 {
         // Cannot wrap: fewer than 2^64 terms of magnitude at most 2^63 (see
@@ -375,6 +351,50 @@ impl Fold for IntSum {
     }
 }
 
+impl SumState for Float64Type {
+    #[inline(always)]
+    fn add(a: f64, b: f64) -> f64 {
+        a + b
+    }
+
+    fn finish(sum: f64) -> f64 {
+        saturate_f64(sum)
+    }
+
+    fn array(sums: Vec<f64>) -> Result<ArrayRef> {
+        f64_array(sums)
+    }
+
+    fn scalar(sum: f64) -> ScalarValue {
+        ScalarValue::Float64(Some(sum))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct IntSum {
+    lo: i64,
+    hi: i64,
+}
+
+impl Fold for IntSum {
+    type In = Int64Type;
+    type State = Decimal128Type;
+
+    #[inline(always)]
+    fn term<const CLAMP: bool>(&self, value: i64) -> i128 {
+        let v = if CLAMP {
+            value.max(self.lo).min(self.hi)
+        } else {
+            value
+        };
+        i128::from(v)
+    }
+
+    fn null_term(&self) -> i128 {
+        i128::from(self.lo)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct FloatSum {
     lo: f64,
@@ -396,23 +416,6 @@ impl Fold for FloatSum {
 
     fn null_term(&self) -> f64 {
         self.lo
-    }
-
-    #[inline(always)]
-    fn add(a: f64, b: f64) -> f64 {
-        a + b
-    }
-
-    fn finish(sum: f64) -> f64 {
-        saturate_f64(sum)
-    }
-
-    fn array(sums: Vec<f64>) -> Result<ArrayRef> {
-        f64_array(sums)
-    }
-
-    fn scalar(sum: f64) -> ScalarValue {
-        ScalarValue::Float64(Some(sum))
     }
 }
 
@@ -442,23 +445,6 @@ impl Fold for IntSquares {
         let d = self.lo as f64 - self.mid;
         d * d
     }
-
-    #[inline(always)]
-    fn add(a: f64, b: f64) -> f64 {
-        a + b
-    }
-
-    fn finish(sum: f64) -> f64 {
-        saturate_f64(sum)
-    }
-
-    fn array(sums: Vec<f64>) -> Result<ArrayRef> {
-        f64_array(sums)
-    }
-
-    fn scalar(sum: f64) -> ScalarValue {
-        ScalarValue::Float64(Some(sum))
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -486,23 +472,6 @@ impl Fold for FloatSquares {
     fn null_term(&self) -> f64 {
         let d = self.lo - self.mid;
         d * d
-    }
-
-    #[inline(always)]
-    fn add(a: f64, b: f64) -> f64 {
-        a + b
-    }
-
-    fn finish(sum: f64) -> f64 {
-        saturate_f64(sum)
-    }
-
-    fn array(sums: Vec<f64>) -> Result<ArrayRef> {
-        f64_array(sums)
-    }
-
-    fn scalar(sum: f64) -> ScalarValue {
-        ScalarValue::Float64(Some(sum))
     }
 }
 
@@ -563,7 +532,7 @@ impl<F: Fold> Groups<F> {
             let Some(sum) = self.sums.get_mut(g) else {
                 return out_of_range(g, self.sums.len());
             };
-            *sum = F::add(*sum, self.fold.term::<CLAMP>(v));
+            *sum = F::State::add(*sum, self.fold.term::<CLAMP>(v));
         }
         Ok(())
     }
@@ -590,7 +559,7 @@ impl<F: Fold> Groups<F> {
             let Some(sum) = self.sums.get_mut(g) else {
                 return out_of_range(g, self.sums.len());
             };
-            *sum = F::add(*sum, term);
+            *sum = F::State::add(*sum, term);
         }
         Ok(())
     }
@@ -631,13 +600,13 @@ impl<F: Fold> GroupsAccumulator for Groups<F> {
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let sums = emit_to.take_needed(&mut self.sums);
-        F::array(sums.into_iter().map(F::finish).collect())
+        F::State::array(sums.into_iter().map(F::State::finish).collect())
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         // Partial sums unsaturated: saturating before the merge would lose
         // exactness when partial sums of opposite signs cancel.
-        Ok(vec![F::array(emit_to.take_needed(&mut self.sums))?])
+        Ok(vec![F::State::array(emit_to.take_needed(&mut self.sums))?])
     }
 
     fn merge_batch(
@@ -658,7 +627,7 @@ impl<F: Fold> GroupsAccumulator for Groups<F> {
             let Some(sum) = self.sums.get_mut(g) else {
                 return out_of_range(g, self.sums.len());
             };
-            *sum = F::add(*sum, v);
+            *sum = F::State::add(*sum, v);
         }
         Ok(())
     }
@@ -685,7 +654,7 @@ impl<F: Fold> GroupsAccumulator for Groups<F> {
                 }
             })
             .collect();
-        Ok(vec![F::array(terms)?])
+        Ok(vec![F::State::array(terms)?])
     }
 
     fn size(&self) -> usize {
@@ -722,25 +691,24 @@ impl<F: Fold> Accumulator for Single<F> {
                     Some(v) if self.clamp => fold.term::<true>(v),
                     Some(v) => fold.term::<false>(v),
                 };
-                F::add(acc, term)
+                F::State::add(acc, term)
             })
         } else if self.clamp {
             values
                 .values()
                 .iter()
-                .fold(self.sum, |acc, &v| F::add(acc, fold.term::<true>(v)))
+                .fold(self.sum, |acc, &v| F::State::add(acc, fold.term::<true>(v)))
         } else {
-            values
-                .values()
-                .iter()
-                .fold(self.sum, |acc, &v| F::add(acc, fold.term::<false>(v)))
+            values.values().iter().fold(self.sum, |acc, &v| {
+                F::State::add(acc, fold.term::<false>(v))
+            })
         };
         self.sum = sum;
         Ok(())
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(F::scalar(F::finish(self.sum)))
+        Ok(F::State::scalar(F::State::finish(self.sum)))
     }
 
     fn size(&self) -> usize {
@@ -748,15 +716,12 @@ impl<F: Fold> Accumulator for Single<F> {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![F::scalar(self.sum)])
+        Ok(vec![F::State::scalar(self.sum)])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let partial = single_array::<F::State>(states, "state")?;
-        self.sum = partial
-            .iter()
-            .flatten()
-            .fold(self.sum, |acc, v| F::add(acc, v));
+        self.sum = partial.iter().flatten().fold(self.sum, F::State::add);
         Ok(())
     }
 }
