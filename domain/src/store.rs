@@ -145,6 +145,11 @@ CREATE TABLE IF NOT EXISTS downloads(
 );
 CREATE INDEX IF NOT EXISTS jobs_by_grant ON jobs(grant_id);
 CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
+-- The output checks read a grant's approved outputs, and job views sum a
+-- job's spends, once per job: without these both scan what every earlier
+-- job left, so a long run slows down as it goes.
+CREATE INDEX IF NOT EXISTS outputs_by_status ON outputs(status, job_id);
+CREATE INDEX IF NOT EXISTS spends_by_job ON spends(job_id);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
