@@ -133,6 +133,28 @@ impl ClampedSum {
         (self.bounds.0 + self.bounds.1) / 2.0
     }
 
+    /// The fold of this output and column type, as an accumulator of kind
+    /// `M`. Squared deviations always clamp, as they did before this
+    /// aggregate: only sums may skip the clamp on registration facts.
+    fn make<M: MakeAccumulator>(&self) -> M::Out {
+        let (lo, hi) = self.bounds;
+        let (ilo, ihi) = self.int_bounds();
+        let mid = self.midpoint();
+        match (self.output, self.integer()) {
+            (Output::Sum, true) => M::make(IntSum { lo: ilo, hi: ihi }, self.clamp),
+            (Output::Sum, false) => M::make(FloatSum { lo, hi }, self.clamp),
+            (Output::SquaredDeviations, true) => M::make(
+                IntSquares {
+                    lo: ilo,
+                    hi: ihi,
+                    mid,
+                },
+                true,
+            ),
+            (Output::SquaredDeviations, false) => M::make(FloatSquares { lo, hi, mid }, true),
+        }
+    }
+
     fn result_type(&self) -> DataType {
         match (self.output, self.integer()) {
             (Output::Sum, true) => DataType::Decimal128(38, 0),
@@ -210,24 +232,7 @@ impl AggregateUDFImpl for ClampedSum {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         self.check_input(&args)?;
-        let (lo, hi) = self.bounds;
-        let (ilo, ihi) = self.int_bounds();
-        let mid = self.midpoint();
-        Ok(match (self.output, self.integer()) {
-            (Output::Sum, true) => Box::new(Single::new(IntSum { lo: ilo, hi: ihi }, self.clamp)),
-            (Output::Sum, false) => Box::new(Single::new(FloatSum { lo, hi }, self.clamp)),
-            (Output::SquaredDeviations, true) => Box::new(Single::new(
-                IntSquares {
-                    lo: ilo,
-                    hi: ihi,
-                    mid,
-                },
-                true,
-            )),
-            (Output::SquaredDeviations, false) => {
-                Box::new(Single::new(FloatSquares { lo, hi, mid }, true))
-            }
-        })
+        Ok(self.make::<MakeSingle>())
     }
 
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
@@ -239,24 +244,7 @@ impl AggregateUDFImpl for ClampedSum {
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
         self.check_input(&args)?;
-        let (lo, hi) = self.bounds;
-        let (ilo, ihi) = self.int_bounds();
-        let mid = self.midpoint();
-        Ok(match (self.output, self.integer()) {
-            (Output::Sum, true) => Box::new(Groups::new(IntSum { lo: ilo, hi: ihi }, self.clamp)),
-            (Output::Sum, false) => Box::new(Groups::new(FloatSum { lo, hi }, self.clamp)),
-            (Output::SquaredDeviations, true) => Box::new(Groups::new(
-                IntSquares {
-                    lo: ilo,
-                    hi: ihi,
-                    mid,
-                },
-                true,
-            )),
-            (Output::SquaredDeviations, false) => {
-                Box::new(Groups::new(FloatSquares { lo, hi, mid }, true))
-            }
-        })
+        Ok(self.make::<MakeGroups>())
     }
 
     fn reverse_expr(&self) -> ReversedUDAF {
@@ -265,6 +253,31 @@ impl AggregateUDFImpl for ClampedSum {
 
     fn order_sensitivity(&self) -> AggregateOrderSensitivity {
         AggregateOrderSensitivity::Insensitive
+    }
+}
+
+/// Makes one kind of accumulator (plain or grouped) from any fold, so the
+/// choice of fold is made in one place ([`ClampedSum::make`]).
+trait MakeAccumulator {
+    type Out;
+    fn make<F: Fold>(fold: F, clamp: bool) -> Self::Out;
+}
+
+struct MakeSingle;
+
+impl MakeAccumulator for MakeSingle {
+    type Out = Box<dyn Accumulator>;
+    fn make<F: Fold>(fold: F, clamp: bool) -> Self::Out {
+        Box::new(Single::new(fold, clamp))
+    }
+}
+
+struct MakeGroups;
+
+impl MakeAccumulator for MakeGroups {
+    type Out = Box<dyn GroupsAccumulator>;
+    fn make<F: Fold>(fold: F, clamp: bool) -> Self::Out {
+        Box::new(Groups::new(fold, clamp))
     }
 }
 
