@@ -17,7 +17,7 @@ use udf_sdk::ColumnValues;
 use unseen_policy::admission::Admitted;
 use unseen_policy::clamped_sum::{ClampedSum, Output};
 use unseen_policy::manifest::ColumnType;
-use unseen_policy::{Manifest, plan_query, plan_release, release_aggregate};
+use unseen_policy::{plan_query, plan_release, release_aggregate};
 
 /// splitmix64: reproducible data without a dependency.
 struct Rng(u64);
@@ -510,44 +510,8 @@ async fn filtered_and_unaggregated_rows_match_a_reference() {
 /// the table split in two partitions.
 #[tokio::test]
 async fn a_release_sums_nulls_as_the_lower_bound_and_clamps() {
-    let manifest = Manifest::parse(
-        r#"
-name = "t"
-version = 1
-privacy_unit = "person_id"
-max_contributions = 1
-[[columns]]
-name = "person_id"
-type = "int64"
-class = "prohibited"
-[[columns]]
-name = "amount"
-type = "int64"
-class = "conditional"
-bounds = [-100, 1000]
-"#,
-    )
-    .unwrap();
     let values = vec![Some(5), None, Some(-1_000), Some(i64::MAX), Some(7), None];
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("person_id", DataType::Int64, false),
-        Field::new("amount", DataType::Int64, true),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from_iter_values(0..values.len() as i64)),
-            Arc::new(Int64Array::from(values)),
-        ],
-    )
-    .unwrap();
-    let ctx = SessionContext::new();
-    let (first, second) = (batch.slice(0, 3), batch.slice(3, 3));
-    ctx.register_table(
-        "t",
-        Arc::new(MemTable::try_new(schema, vec![vec![first], vec![second]]).unwrap()),
-    )
-    .unwrap();
+    let (ctx, manifest) = crate::support::amounts(values, (-100, 1000), 2);
     let manifests = [("t".to_string(), manifest)].into_iter().collect();
     let Admitted::Aggregate(q) = plan_query(&ctx, "SELECT SUM(amount) AS s FROM t", &manifests)
         .await

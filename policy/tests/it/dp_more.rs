@@ -2,11 +2,9 @@
 //! accounting; integer sums exact before noise, with the overflow guard.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use arrow::array::{AsArray, Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Float64Type, Schema};
-use datafusion::datasource::MemTable;
+use arrow::array::AsArray;
+use arrow::datatypes::{DataType, Float64Type};
 use datafusion::prelude::SessionContext;
 use udf_sdk::{ColumnValues, Estimate, Table};
 use unseen_policy::admission::{Admitted, AggregateKind, AggregateQuery};
@@ -309,45 +307,7 @@ async fn zcdp_count_noise_has_the_claimed_sigma() {
 
 /// A one-column table `t(person_id, amount)` with `amount` bounded as given.
 fn amounts(values: Vec<i64>, bounds: (i64, i64)) -> (SessionContext, Manifest) {
-    let manifest = Manifest::parse(&format!(
-        r#"
-name = "t"
-version = 1
-privacy_unit = "person_id"
-max_contributions = 1
-[[columns]]
-name = "person_id"
-type = "int64"
-class = "prohibited"
-[[columns]]
-name = "amount"
-type = "int64"
-class = "conditional"
-bounds = [{}, {}]
-"#,
-        bounds.0, bounds.1
-    ))
-    .unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("person_id", DataType::Int64, false),
-        Field::new("amount", DataType::Int64, false),
-    ]));
-    let ids: Vec<i64> = (0..values.len() as i64).collect();
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from(ids)),
-            Arc::new(Int64Array::from(values)),
-        ],
-    )
-    .unwrap();
-    let ctx = SessionContext::new();
-    ctx.register_table(
-        "t",
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
-    )
-    .unwrap();
-    (ctx, manifest)
+    crate::support::amounts(values.into_iter().map(Some).collect(), bounds, 1)
 }
 
 async fn released_sum(ctx: &SessionContext, manifest: &Manifest, epsilon: f64) -> f64 {

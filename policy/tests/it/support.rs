@@ -61,3 +61,55 @@ pub fn joined_session(rows: u64, visits: u64) -> (SessionContext, BTreeMap<Strin
     );
     (ctx, manifests)
 }
+
+/// `t(person_id, amount)` with `amount` conditional and bounded as given,
+/// one row per person, the rows dealt in turn into `partitions` partitions.
+pub fn amounts(
+    values: Vec<Option<i64>>,
+    bounds: (i64, i64),
+    partitions: usize,
+) -> (SessionContext, Manifest) {
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    let manifest = Manifest::parse(&format!(
+        r#"
+name = "t"
+version = 1
+privacy_unit = "person_id"
+max_contributions = 1
+[[columns]]
+name = "person_id"
+type = "int64"
+class = "prohibited"
+[[columns]]
+name = "amount"
+type = "int64"
+class = "conditional"
+bounds = [{}, {}]
+"#,
+        bounds.0, bounds.1
+    ))
+    .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("person_id", DataType::Int64, false),
+        Field::new("amount", DataType::Int64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..values.len() as i64)),
+            Arc::new(Int64Array::from(values)),
+        ],
+    )
+    .unwrap();
+    let per_part = batch.num_rows().div_ceil(partitions.max(1)).max(1);
+    let parts: Vec<Vec<RecordBatch>> = (0..batch.num_rows())
+        .step_by(per_part)
+        .map(|at| vec![batch.slice(at, per_part.min(batch.num_rows() - at))])
+        .collect();
+    let ctx = SessionContext::new();
+    ctx.register_table("t", Arc::new(MemTable::try_new(schema, parts).unwrap()))
+        .unwrap();
+    (ctx, manifest)
+}
