@@ -418,14 +418,27 @@ impl Domain {
             .map_err(|e| DomainError::Invalid(e.to_string()))
     }
 
-    /// Releases a job of `submitter` may read, as `(table name, table)`:
-    /// each must come from a grant that allows derived reuse, is not
-    /// revoked, and designates the submitter (who could download it).
+    /// Releases a job of `submitter` may read, as `(table name, table)`;
+    /// see [`Domain::reusable_releases`].
     pub(crate) fn release_inputs(
         &self,
         submitter: &str,
         release_ids: &[String],
     ) -> Result<Vec<(String, udf_sdk::Table)>, DomainError> {
+        self.reusable_releases(submitter, release_ids)?
+            .into_iter()
+            .map(|(name, output_id)| Ok((name, self.output(&output_id)?.2)))
+            .collect()
+    }
+
+    /// The table name and output of each release a job of `submitter` may
+    /// read: each must come from a grant that allows derived reuse, is not
+    /// revoked, and designates the submitter (who could download it).
+    pub(crate) fn reusable_releases(
+        &self,
+        submitter: &str,
+        release_ids: &[String],
+    ) -> Result<Vec<(String, String)>, DomainError> {
         let mut inputs = Vec::with_capacity(release_ids.len());
         for release_id in release_ids {
             let row: Option<(String, String)> = lock(&self.db)
@@ -465,8 +478,10 @@ impl Domain {
                     needed: "designation on its grant".into(),
                 });
             }
-            let (_, _, table) = self.output(&output_id)?;
-            inputs.push((format!("release_{}", release_id.replace('-', "_")), table));
+            inputs.push((
+                format!("release_{}", release_id.replace('-', "_")),
+                output_id,
+            ));
         }
         Ok(inputs)
     }

@@ -868,12 +868,10 @@ impl GrantIssue {
 
 /// Reads and uploads UDF modules to the server; their addresses.
 fn upload_udfs_remote(client: &crate::client::Client, paths: &[PathBuf]) -> Result<Vec<String>> {
-    paths
+    read_udf_modules(paths)?
         .iter()
-        .map(|path| {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read UDF module {}", path.display()))?;
-            let uploaded = client.post_bytes("/v1/modules?kind=udf", &bytes, "application/wasm")?;
+        .map(|bytes| {
+            let uploaded = client.post_bytes("/v1/modules?kind=udf", bytes, "application/wasm")?;
             Ok(uploaded["module"].as_str().unwrap_or_default().to_string())
         })
         .collect()
@@ -881,13 +879,19 @@ fn upload_udfs_remote(client: &crate::client::Client, paths: &[PathBuf]) -> Resu
 
 /// Reads and stores UDF modules in a local data directory; their addresses.
 fn upload_udfs_local(domain: &Domain, actor: &str, paths: &[PathBuf]) -> Result<Vec<String>> {
+    read_udf_modules(paths)?
+        .iter()
+        .map(|bytes| Ok(domain.upload_udf_module(actor, bytes)?.0))
+        .collect()
+}
+
+/// The bytes of each UDF module file, or which one could not be read.
+fn read_udf_modules(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
     paths
         .iter()
         .map(|path| {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read UDF module {}", path.display()))?;
-            let (sha, _) = domain.upload_udf_module(actor, &bytes)?;
-            Ok(sha)
+            std::fs::read(path)
+                .with_context(|| format!("cannot read UDF module {}", path.display()))
         })
         .collect()
 }
@@ -1857,13 +1861,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
         }) => {
             let bytes = std::fs::read(&module)
                 .with_context(|| format!("cannot read module {}", module.display()))?;
-            let udfs = udfs
-                .iter()
-                .map(|path| {
-                    std::fs::read(path)
-                        .with_context(|| format!("cannot read UDF module {}", path.display()))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let udfs = read_udf_modules(&udfs)?;
             let manifest_text = match (&manifest, &dataset) {
                 (Some(path), _) => read_text(path)?,
                 (None, Some(name)) => {

@@ -157,7 +157,6 @@ impl Domain {
         params: &BTreeMap<String, String>,
         extras: &JobExtras,
     ) -> Result<String, DomainError> {
-        let udfs = extras.udfs.as_slice();
         self.require(submitter, Role::Developer, "submit jobs")?;
         let grant = self.grant(grant_id)?;
         self.check_grant_usable(&grant, submitter)?;
@@ -190,20 +189,12 @@ impl Domain {
                 ),
             });
         }
-        if !udfs.is_empty() {
-            if !grant.allow_udfs {
-                return Err(DomainError::Grant {
-                    grant: grant.id.clone(),
-                    reason: "does not allow UDF modules; run without them, or ask the data provider for a grant that allows UDFs".into(),
-                });
-            }
-            self.check_udf_names(udfs)?;
-        }
+        self.check_udfs(&grant, &extras.udfs)?;
         let job_id = new_id("job");
         let params_json = serde_json::to_string(params).unwrap_or_else(|_| "{}".into());
         // Checked now, so a job that may not read them is never queued.
-        self.release_inputs(submitter, &extras.inputs)?;
-        let udfs_json = serde_json::to_string(udfs).unwrap_or_else(|_| "[]".into());
+        self.reusable_releases(submitter, &extras.inputs)?;
+        let udfs_json = serde_json::to_string(&extras.udfs).unwrap_or_else(|_| "[]".into());
         let inputs_json = serde_json::to_string(&extras.inputs).unwrap_or_else(|_| "[]".into());
         {
             let mut db = lock(&self.db);
@@ -232,16 +223,26 @@ impl Domain {
             "job.submitted",
             json!({
                 "job": job_id, "grant": grant_id, "module_sha256": module, "sql": sql,
-                "params": params.keys().collect::<Vec<_>>(), "udf_modules": udfs, "inputs": extras.inputs,
+                "params": params.keys().collect::<Vec<_>>(), "udf_modules": extras.udfs, "inputs": extras.inputs,
             }),
         )?;
         Ok(job_id)
     }
 
-    /// Every UDF module is a stored UDF module, and no two functions, nor a
-    /// function and a built-in, share a name (a UDF never silently replaces
+    /// UDF modules may be used only under a grant that allows them; every
+    /// one must be a stored UDF module, and no two functions, nor a function
+    /// and a built-in, may share a name (a UDF never silently replaces
     /// another function).
-    pub(crate) fn check_udf_names(&self, udfs: &[String]) -> Result<(), DomainError> {
+    pub(crate) fn check_udfs(&self, grant: &Grant, udfs: &[String]) -> Result<(), DomainError> {
+        if udfs.is_empty() {
+            return Ok(());
+        }
+        if !grant.allow_udfs {
+            return Err(DomainError::Grant {
+                grant: grant.id.clone(),
+                reason: "does not allow UDF modules; run without them, or ask the data provider for a grant that allows UDFs".into(),
+            });
+        }
         let builtins = datafusion::prelude::SessionContext::new().state();
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for sha in udfs {

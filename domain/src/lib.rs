@@ -1088,16 +1088,9 @@ impl Domain {
         self.require(submitter, Role::Developer, "dry-run queries")?;
         let grant = self.grant(grant_id)?;
         self.check_grant_usable(&grant, submitter)?;
-        let udfs = extras.udfs.as_slice();
-        if !udfs.is_empty() && !grant.allow_udfs {
-            return Err(DomainError::Grant {
-                grant: grant.id.clone(),
-                reason: "does not allow UDF modules; run without them, or ask the data provider for a grant that allows UDFs".into(),
-            });
-        }
-        self.check_udf_names(udfs)?;
+        self.check_udfs(&grant, &extras.udfs)?;
         let datasets = self.open_grant_datasets(&grant)?;
-        let udfs = self.job_udfs(udfs)?;
+        let udfs = self.job_udfs(&extras.udfs)?;
         let inputs = self.release_inputs(submitter, &extras.inputs)?;
         let job_host = host::Host {
             domain: Arc::clone(self),
