@@ -39,7 +39,9 @@ use host::HostState;
 
 pub use cache::CompiledFrom;
 pub use host::{JobHost, LogLevel};
-pub use udf::{ScalarUdfDecl, UdfError, UdfModule, WasmScalarUdf};
+pub use udf::{
+    AggregateUdfDecl, ScalarUdfDecl, UdfError, UdfModule, WasmAggregateUdf, WasmScalarUdf,
+};
 pub use validate::ModuleKind;
 
 /// Per-instance resource limits.
@@ -136,7 +138,7 @@ pub enum SandboxError {
         found: String,
     },
     #[error(
-        "UDF module declarations: {reason}; declare every function with `udf_sdk::scalar_udf!` (see udf-sdk/ABI.md, \"Declarations\")"
+        "UDF module declarations: {reason}; declare every function with `udf_sdk::scalar_udf!` or `udf_sdk::aggregate_udf!` (see udf-sdk/ABI.md, \"Declarations\")"
     )]
     UdfDeclaration { reason: String },
     #[error("job stopped: {limit} limit exceeded ({detail})")]
@@ -198,8 +200,10 @@ pub struct ValidatedModule {
     pre: Option<Arc<InstancePre<HostState>>>,
     /// The compiled code; UDF modules are instantiated from it by `udf`.
     module: Module,
-    /// A UDF module's declared functions (empty for jobs).
+    /// A UDF module's declared scalar functions (empty for jobs).
     functions: Vec<ScalarUdfDecl>,
+    /// A UDF module's declared aggregates (empty for jobs).
+    aggregates: Vec<AggregateUdfDecl>,
 }
 
 impl std::fmt::Debug for ValidatedModule {
@@ -238,6 +242,13 @@ impl ValidatedModule {
     /// "Declarations"), each checked against its export; empty for jobs.
     pub fn functions(&self) -> &[ScalarUdfDecl] {
         &self.functions
+    }
+
+    /// The aggregates a UDF module declares (see `udf-sdk/ABI.md`,
+    /// "Aggregate functions"), each checked against its four exports; empty
+    /// for jobs.
+    pub fn aggregates(&self) -> &[AggregateUdfDecl] {
+        &self.aggregates
     }
 }
 
@@ -389,8 +400,8 @@ impl Sandbox {
         validate::check_imports(&module, kind)?;
         validate::check_exports(&module, kind)?;
         validate::check_resources(&module, &self.limits)?;
-        let functions = match kind {
-            ModuleKind::Job => Vec::new(),
+        let (functions, aggregates) = match kind {
+            ModuleKind::Job => (Vec::new(), Vec::new()),
             ModuleKind::Udf => validate::udf_declarations(bytes, &module)?,
         };
         let pre = match kind {
@@ -411,6 +422,7 @@ impl Sandbox {
             pre,
             module,
             functions,
+            aggregates,
         })
     }
 

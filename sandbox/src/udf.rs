@@ -35,7 +35,10 @@
 //! sandbox was dropped is stopped too. Results are deterministic except for
 //! the payload bits of a NaN, which may differ between CPUs.
 
+mod aggregate;
 pub mod bench;
+
+pub use aggregate::{AggregateUdfDecl, WasmAggregateUdf};
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -67,6 +70,16 @@ const _: () = assert!(
 /// Smallest input buffer the host asks the guest for; buffers then grow by
 /// doubling, so a run of equal batches allocates once.
 const MIN_BUFFER: usize = 64 << 10;
+
+/// Guest buffer slots of an instance: the call frame, an aggregate's group
+/// indices, its states and the partial states it merges; argument `i` then
+/// uses `ARG_SLOTS + 3i` (values or offsets), `+ 1` (string bytes) and
+/// `+ 2` (validity).
+const FRAME_SLOT: usize = 0;
+const GROUPS_SLOT: usize = 1;
+const STATES_SLOT: usize = 2;
+const OTHERS_SLOT: usize = 3;
+const ARG_SLOTS: usize = 4;
 
 /// Why a UDF could not be declared or a batch failed.
 #[derive(Debug, thiserror::Error)]
@@ -173,8 +186,8 @@ struct UdfInstance {
     instance: Instance,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
-    /// Slot 0 the call frame; for argument `i`, slots `1 + 3i` (values or
-    /// offsets), `2 + 3i` (string bytes) and `3 + 3i` (validity).
+    /// See the `*_SLOT` constants: the call frame, an aggregate's group
+    /// indices, states and partial states, then three slots per argument.
     buffers: Vec<GuestBuf>,
 }
 
@@ -210,6 +223,33 @@ impl UdfInstance {
         Ok(ptr)
     }
 
+    /// Copies `bytes` into the buffer of `slot` (grown when too small); its
+    /// address.
+    fn put(&mut self, slot: usize, bytes: &[u8]) -> Result<usize, String> {
+        let ptr = self.buffer(slot, bytes.len())?;
+        self.write(ptr, bytes)?;
+        Ok(ptr)
+    }
+
+    /// Calls the export `export` with `params`, naming the limit or trap
+    /// that stopped it.
+    fn call<P: wasmtime::WasmParams>(
+        &mut self,
+        udf: &str,
+        export: &str,
+        params: P,
+        limits: &Limits,
+    ) -> Result<i32, UdfError> {
+        let called = self
+            .instance
+            .get_typed_func::<P, i32>(&mut self.store, export)
+            .and_then(|f| f.call(&mut self.store, params));
+        called.map_err(|e| {
+            let hit = self.store.data_mut().hit.take();
+            UdfError::from_sandbox(udf, crate::classify_trap(e, hit, limits))
+        })
+    }
+
     /// Copies `bytes` into guest memory at `ptr`.
     fn write(&mut self, ptr: usize, bytes: &[u8]) -> Result<(), String> {
         let data = self.memory.data_mut(&mut self.store);
@@ -242,6 +282,7 @@ struct ModuleInner {
     limits: Limits,
     sha256: String,
     functions: Vec<ScalarUdfDecl>,
+    aggregates: Vec<AggregateUdfDecl>,
     idle: Mutex<Vec<UdfInstance>>,
     max_idle: usize,
     /// Keeps the epochs advancing, and so the deadline armed, while this
@@ -286,6 +327,7 @@ impl UdfModule {
                 limits: sandbox.limits.clone(),
                 sha256: module.sha256.clone(),
                 functions: module.functions.clone(),
+                aggregates: module.aggregates.clone(),
                 idle: Mutex::new(Vec::new()),
                 max_idle,
                 _ticker: sandbox.ticker.clone(),
@@ -339,31 +381,7 @@ impl UdfModule {
             Some(ExternType::Func(_)) => {}
             _ => return Err(UdfError::MissingExport { udf, export }),
         }
-        let mut args = Vec::with_capacity(decl.args.len());
-        for ty in &decl.args {
-            args.push(udf_type(ty).ok_or_else(|| UdfError::Declaration {
-                udf: udf.clone(),
-                problem: format!("argument type {ty} is not supported; use Int64, Float64 or Utf8"),
-            })?);
-        }
-        if args.is_empty() {
-            return Err(UdfError::Declaration {
-                udf,
-                problem: "a UDF takes at least one argument".into(),
-            });
-        }
-        let returns = match udf_type(&decl.returns) {
-            Some(t @ (UdfType::Int64 | UdfType::Float64)) => t,
-            _ => {
-                return Err(UdfError::Declaration {
-                    udf,
-                    problem: format!(
-                        "result type {} is not supported; use Int64 or Float64",
-                        decl.returns
-                    ),
-                });
-            }
-        };
+        let (args, returns) = abi_types(&decl)?;
         // Arguments are coerced to the declared types in `coerce_types`.
         let signature = Signature::user_defined(Volatility::Immutable);
         Ok(WasmScalarUdf {
@@ -425,6 +443,22 @@ impl ModuleInner {
         }
     }
 
+    /// Runs `f` on an idle (or new) instance, armed with a fresh deadline
+    /// before anything runs in the guest (`unseen_alloc` included: an
+    /// instance may have been idle for longer than a deadline). The instance
+    /// is given back only when `f` succeeded; on any error it is dropped.
+    fn with_instance<T>(
+        &self,
+        udf: &str,
+        f: impl FnOnce(&mut UdfInstance) -> Result<T, UdfError>,
+    ) -> Result<T, UdfError> {
+        let mut instance = self.take().map_err(|e| UdfError::from_sandbox(udf, e))?;
+        self.arm(&mut instance.store);
+        let out = f(&mut instance)?;
+        self.give_back(instance);
+        Ok(out)
+    }
+
     fn give_back(&self, instance: UdfInstance) {
         let mut idle = self.lock_idle();
         if idle.len() < self.max_idle {
@@ -481,13 +515,6 @@ impl WasmScalarUdf {
         format!("({}) -> {}", args.join(", "), self.returns.name())
     }
 
-    fn bad_output(&self, problem: impl Into<String>) -> UdfError {
-        UdfError::BadOutput {
-            udf: self.decl.name.clone(),
-            problem: problem.into(),
-        }
-    }
-
     /// Runs the export over one batch of equally long argument arrays.
     pub fn evaluate(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef, UdfError> {
         if arrays.len() != self.args.len() || arrays.iter().any(|a| a.len() != rows) {
@@ -507,14 +534,9 @@ impl WasmScalarUdf {
                 _ => Arc::new(Float64Array::from(Vec::<f64>::new())),
             });
         }
-        let inner = &self.module.inner;
-        let mut instance = inner
-            .take()
-            .map_err(|e| UdfError::from_sandbox(&self.decl.name, e))?;
-        // On any error the instance is dropped here, never given back.
-        let out = self.run(&mut instance, arrays, rows)?;
-        inner.give_back(instance);
-        Ok(out)
+        self.module
+            .inner
+            .with_instance(&self.decl.name, |inst| self.run(inst, arrays, rows))
     }
 
     fn run(
@@ -523,34 +545,15 @@ impl WasmScalarUdf {
         arrays: &[ArrayRef],
         rows: usize,
     ) -> Result<ArrayRef, UdfError> {
-        let rows_i32 = i32::try_from(rows)
-            .map_err(|_| self.bad_input(format!("a batch of {rows} rows is too large")))?;
-        // Armed before anything runs in the guest, `unseen_alloc` included:
-        // an instance may have been idle for longer than a deadline.
+        let rows_i32 = batch_rows(&self.decl.name, rows)?;
         let inner = &self.module.inner;
-        inner.arm(&mut inst.store);
-        let mut descs = Vec::with_capacity(arrays.len());
-        for (i, (array, ty)) in arrays.iter().zip(&self.args).enumerate() {
-            descs.push(self.copy_in(inst, i, array, *ty, rows)?);
-        }
-        let mut frame = Vec::with_capacity(abi::frame_bytes(descs.len()));
-        abi::encode_frame(&descs, &mut frame);
-        let frame_ptr = inst.buffer(0, frame.len()).map_err(|p| self.bad_input(p))?;
-        inst.write(frame_ptr, &frame)
-            .map_err(|p| self.bad_input(p))?;
-
-        let called = inst
-            .instance
-            .get_typed_func::<(i32, i32), i32>(&mut inst.store, &self.export)
-            .and_then(|f| f.call(&mut inst.store, (rows_i32, frame_ptr as i32)));
-        let header_ptr = match called {
-            Ok(ptr) => ptr as u32 as usize,
-            Err(e) => {
-                let hit = inst.store.data_mut().hit.take();
-                let e = crate::classify_trap(e, hit, &inner.limits);
-                return Err(UdfError::from_sandbox(&self.decl.name, e));
-            }
-        };
+        let frame_ptr = write_frame(inst, &self.decl.name, arrays, &self.args, rows)?;
+        let header_ptr = inst.call::<(i32, i32)>(
+            &self.decl.name,
+            &self.export,
+            (rows_i32, frame_ptr as i32),
+            &inner.limits,
+        )? as u32 as usize;
         if header_ptr == 0 {
             return Err(UdfError::SignatureMismatch {
                 udf: self.decl.name.clone(),
@@ -558,187 +561,298 @@ impl WasmScalarUdf {
                 declared: self.declared(),
             });
         }
-        self.copy_out(inst.memory.data(&inst.store), header_ptr, rows)
+        read_column(
+            inst.memory.data(&inst.store),
+            &self.decl.name,
+            self.returns,
+            header_ptr,
+            rows,
+        )
     }
+}
 
-    fn bad_input(&self, problem: String) -> UdfError {
-        UdfError::Declaration {
-            udf: self.decl.name.clone(),
-            problem,
+/// The ABI types of a declaration's arguments and result, or why it cannot
+/// be served.
+fn abi_types(decl: &ScalarUdfDecl) -> Result<(Vec<UdfType>, UdfType), UdfError> {
+    let mut args = Vec::with_capacity(decl.args.len());
+    for ty in &decl.args {
+        args.push(udf_type(ty).ok_or_else(|| UdfError::Declaration {
+            udf: decl.name.clone(),
+            problem: format!("argument type {ty} is not supported; use Int64, Float64 or Utf8"),
+        })?);
+    }
+    if args.is_empty() {
+        return Err(UdfError::Declaration {
+            udf: decl.name.clone(),
+            problem: "a UDF takes at least one argument".into(),
+        });
+    }
+    let returns = match udf_type(&decl.returns) {
+        Some(t @ (UdfType::Int64 | UdfType::Float64)) => t,
+        _ => {
+            return Err(UdfError::Declaration {
+                udf: decl.name.clone(),
+                problem: format!(
+                    "result type {} is not supported; use Int64 or Float64",
+                    decl.returns
+                ),
+            });
         }
-    }
+    };
+    Ok((args, returns))
+}
 
-    /// Copies one argument's buffers into guest memory and describes them.
-    fn copy_in(
-        &self,
-        inst: &mut UdfInstance,
-        index: usize,
-        array: &ArrayRef,
-        ty: UdfType,
-        rows: usize,
-    ) -> Result<ArgDesc, UdfError> {
-        let slot = 1 + 3 * index;
-        let wrong_type = || {
-            self.bad_input(format!(
-                "argument {} is {}, declared {}",
-                index + 1,
-                array.data_type(),
-                ty.name()
-            ))
-        };
-        let (data, aux) = match ty {
-            UdfType::Int64 | UdfType::Float64 => {
-                let values: &[u8] = match ty {
-                    UdfType::Int64 => array
-                        .as_primitive_opt::<Int64Type>()
-                        .ok_or_else(wrong_type)?
-                        .values()
-                        .inner()
-                        .as_slice(),
-                    _ => array
-                        .as_primitive_opt::<Float64Type>()
-                        .ok_or_else(wrong_type)?
-                        .values()
-                        .inner()
-                        .as_slice(),
-                };
-                let ptr = inst
-                    .buffer(slot, values.len())
-                    .map_err(|p| self.bad_input(p))?;
-                inst.write(ptr, values).map_err(|p| self.bad_input(p))?;
-                (ptr, 0)
-            }
-            UdfType::Utf8 => {
-                let strings: &StringArray = array.as_string_opt::<i32>().ok_or_else(wrong_type)?;
-                let offsets = strings.value_offsets();
-                let (first, last) = (offsets[0] as usize, offsets[rows] as usize);
-                let bytes = strings
+/// `rows` as the ABI's `i32`.
+fn batch_rows(udf: &str, rows: usize) -> Result<i32, UdfError> {
+    i32::try_from(rows).map_err(|_| bad_input(udf, format!("a batch of {rows} rows is too large")))
+}
+
+fn bad_input(udf: &str, problem: String) -> UdfError {
+    UdfError::Declaration {
+        udf: udf.to_string(),
+        problem,
+    }
+}
+
+fn bad_output(udf: &str, problem: impl Into<String>) -> UdfError {
+    UdfError::BadOutput {
+        udf: udf.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// Copies every argument into guest memory and writes the call frame
+/// describing them; the frame's address.
+fn write_frame(
+    inst: &mut UdfInstance,
+    udf: &str,
+    arrays: &[ArrayRef],
+    types: &[UdfType],
+    rows: usize,
+) -> Result<usize, UdfError> {
+    let mut descs = Vec::with_capacity(arrays.len());
+    for (i, (array, ty)) in arrays.iter().zip(types).enumerate() {
+        descs.push(copy_arg(inst, udf, i, array, *ty, rows)?);
+    }
+    let mut frame = Vec::with_capacity(abi::frame_bytes(descs.len()));
+    abi::encode_frame(&descs, &mut frame);
+    inst.put(FRAME_SLOT, &frame).map_err(|p| bad_input(udf, p))
+}
+
+/// Copies one argument's buffers into guest memory and describes them.
+fn copy_arg(
+    inst: &mut UdfInstance,
+    udf: &str,
+    index: usize,
+    array: &ArrayRef,
+    ty: UdfType,
+    rows: usize,
+) -> Result<ArgDesc, UdfError> {
+    let slot = ARG_SLOTS + 3 * index;
+    let input = |p: String| bad_input(udf, p);
+    let wrong_type = || {
+        input(format!(
+            "argument {} is {}, declared {}",
+            index + 1,
+            array.data_type(),
+            ty.name()
+        ))
+    };
+    let (data, aux) = match ty {
+        UdfType::Int64 | UdfType::Float64 => {
+            let values: &[u8] = match ty {
+                UdfType::Int64 => array
+                    .as_primitive_opt::<Int64Type>()
+                    .ok_or_else(wrong_type)?
                     .values()
-                    .as_slice()
-                    .get(first..last)
-                    .ok_or_else(|| {
-                        self.bad_input(format!(
-                            "argument {} has offsets outside its bytes",
-                            index + 1
-                        ))
-                    })?;
-                let offsets_ptr = inst
-                    .buffer(slot, (rows + 1) * 4)
-                    .map_err(|p| self.bad_input(p))?;
-                if first == 0 {
-                    let raw = strings.offsets().inner().inner().as_slice();
-                    inst.write(offsets_ptr, raw)
-                        .map_err(|p| self.bad_input(p))?;
-                } else {
-                    let rebased: Vec<u8> = offsets
-                        .iter()
-                        .flat_map(|o| (o - offsets[0]).to_le_bytes())
-                        .collect();
-                    inst.write(offsets_ptr, &rebased)
-                        .map_err(|p| self.bad_input(p))?;
-                }
-                let bytes_ptr = inst
-                    .buffer(slot + 1, bytes.len())
-                    .map_err(|p| self.bad_input(p))?;
-                inst.write(bytes_ptr, bytes)
-                    .map_err(|p| self.bad_input(p))?;
-                (offsets_ptr, bytes_ptr)
-            }
-        };
-        let validity = match array.nulls().filter(|n| n.null_count() > 0) {
-            None => 0,
-            Some(nulls) => {
-                // Realigned to bit 0 (copied only when the array is a
-                // slice starting mid-byte).
-                let bits = nulls.inner().sliced();
-                let bits = bits
-                    .as_slice()
-                    .get(..abi::validity_bytes(rows))
-                    .ok_or_else(|| {
-                        self.bad_input(format!(
-                            "argument {} has a short validity bitmap",
-                            index + 1
-                        ))
-                    })?;
-                let ptr = inst
-                    .buffer(slot + 2, bits.len())
-                    .map_err(|p| self.bad_input(p))?;
-                inst.write(ptr, bits).map_err(|p| self.bad_input(p))?;
-                ptr
-            }
-        };
-        Ok(ArgDesc {
-            ty: ty.tag(),
-            data: data as u32,
-            aux: aux as u32,
-            validity: validity as u32,
-        })
-    }
-
-    /// Checks the header at `header_ptr` and copies the column it describes
-    /// out of guest memory.
-    fn copy_out(
-        &self,
-        memory: &[u8],
-        header_ptr: usize,
-        rows: usize,
-    ) -> Result<ArrayRef, UdfError> {
-        let region = |what: &str, ptr: usize, len: usize| -> Result<&[u8], UdfError> {
-            ptr.checked_add(len)
-                .and_then(|end| memory.get(ptr..end))
+                    .inner()
+                    .as_slice(),
+                _ => array
+                    .as_primitive_opt::<Float64Type>()
+                    .ok_or_else(wrong_type)?
+                    .values()
+                    .inner()
+                    .as_slice(),
+            };
+            (inst.put(slot, values).map_err(input)?, 0)
+        }
+        UdfType::Utf8 => {
+            let strings: &StringArray = array.as_string_opt::<i32>().ok_or_else(wrong_type)?;
+            let offsets = strings.value_offsets();
+            let (first, last) = (offsets[0] as usize, offsets[rows] as usize);
+            let bytes = strings
+                .values()
+                .as_slice()
+                .get(first..last)
                 .ok_or_else(|| {
-                    self.bad_output(format!(
+                    input(format!(
+                        "argument {} has offsets outside its bytes",
+                        index + 1
+                    ))
+                })?;
+            let offsets_ptr = if first == 0 {
+                let raw = strings.offsets().inner().inner().as_slice();
+                inst.put(slot, raw).map_err(input)?
+            } else {
+                let rebased: Vec<u8> = offsets
+                    .iter()
+                    .flat_map(|o| (o - offsets[0]).to_le_bytes())
+                    .collect();
+                inst.put(slot, &rebased).map_err(input)?
+            };
+            let bytes_ptr = inst.put(slot + 1, bytes).map_err(input)?;
+            (offsets_ptr, bytes_ptr)
+        }
+    };
+    let validity = match array.nulls().filter(|n| n.null_count() > 0) {
+        None => 0,
+        Some(nulls) => {
+            // Realigned to bit 0 (copied only when the array is a slice
+            // starting mid-byte).
+            let bits = nulls.inner().sliced();
+            let bits = bits
+                .as_slice()
+                .get(..abi::validity_bytes(rows))
+                .ok_or_else(|| {
+                    input(format!(
+                        "argument {} has a short validity bitmap",
+                        index + 1
+                    ))
+                })?;
+            inst.put(slot + 2, bits).map_err(input)?
+        }
+    };
+    Ok(ArgDesc {
+        ty: ty.tag(),
+        data: data as u32,
+        aux: aux as u32,
+        validity: validity as u32,
+    })
+}
+
+/// Checks the result header at `header_ptr` and copies the column of
+/// `rows` values of type `returns` it describes out of guest memory.
+fn read_column(
+    memory: &[u8],
+    udf: &str,
+    returns: UdfType,
+    header_ptr: usize,
+    rows: usize,
+) -> Result<ArrayRef, UdfError> {
+    let region = |what: &str, ptr: usize, len: usize| -> Result<&[u8], UdfError> {
+        ptr.checked_add(len)
+            .and_then(|end| memory.get(ptr..end))
+            .ok_or_else(|| {
+                bad_output(
+                    udf,
+                    format!(
                         "its {what} ({len} bytes at {ptr}) lies outside its {}-byte memory",
                         memory.len()
-                    ))
-                })
-        };
-        let header_bytes = region("result header", header_ptr, abi::OUTPUT_HEADER_BYTES)?;
-        let mut raw = [0u8; abi::OUTPUT_HEADER_BYTES];
-        raw.copy_from_slice(header_bytes);
-        let header = OutputHeader::decode(&raw);
-        if header.rows as usize != rows {
-            return Err(self.bad_output(format!("{} rows for a batch of {rows}", header.rows)));
-        }
-        if header.ty != self.returns.tag() {
-            let found = UdfType::from_tag(header.ty).map_or_else(
-                || format!("unknown type tag {}", header.ty),
-                |t| t.name().to_string(),
-            );
-            return Err(self.bad_output(format!(
-                "a column of {found}, declared {}",
-                self.returns.name()
-            )));
-        }
-        let values = region("values", header.values as usize, rows * 8)?;
-        let nulls = match header.validity {
-            0 if header.null_count != 0 => {
-                return Err(self.bad_output(format!(
+                    ),
+                )
+            })
+    };
+    let header_bytes = region("result header", header_ptr, abi::OUTPUT_HEADER_BYTES)?;
+    let mut raw = [0u8; abi::OUTPUT_HEADER_BYTES];
+    raw.copy_from_slice(header_bytes);
+    let header = OutputHeader::decode(&raw);
+    if header.rows as usize != rows {
+        return Err(bad_output(
+            udf,
+            format!("{} rows for a batch of {rows}", header.rows),
+        ));
+    }
+    if header.ty != returns.tag() {
+        let found = UdfType::from_tag(header.ty).map_or_else(
+            || format!("unknown type tag {}", header.ty),
+            |t| t.name().to_string(),
+        );
+        return Err(bad_output(
+            udf,
+            format!("a column of {found}, declared {}", returns.name()),
+        ));
+    }
+    let values = region("values", header.values as usize, rows * 8)?;
+    let nulls = match header.validity {
+        0 if header.null_count != 0 => {
+            return Err(bad_output(
+                udf,
+                format!(
                     "a null count of {} without a validity bitmap",
                     header.null_count
-                )));
-            }
-            0 => None,
-            ptr => {
-                let bits = region("validity bitmap", ptr as usize, abi::validity_bytes(rows))?;
-                let nulls =
-                    NullBuffer::new(BooleanBuffer::new(Buffer::from_slice_ref(bits), 0, rows));
-                if nulls.null_count() != header.null_count as usize {
-                    return Err(self.bad_output(format!(
+                ),
+            ));
+        }
+        0 => None,
+        ptr => {
+            let bits = region("validity bitmap", ptr as usize, abi::validity_bytes(rows))?;
+            let nulls = NullBuffer::new(BooleanBuffer::new(Buffer::from_slice_ref(bits), 0, rows));
+            if nulls.null_count() != header.null_count as usize {
+                return Err(bad_output(
+                    udf,
+                    format!(
                         "a validity bitmap with {} nulls but a null count of {}",
                         nulls.null_count(),
                         header.null_count
-                    )));
-                }
-                (nulls.null_count() > 0).then_some(nulls)
+                    ),
+                ));
             }
-        };
-        let values = Buffer::from_slice_ref(values);
-        Ok(match self.returns {
-            UdfType::Int64 => primitive::<Int64Type>(values, rows, nulls),
-            _ => primitive::<Float64Type>(values, rows, nulls),
-        })
+            (nulls.null_count() > 0).then_some(nulls)
+        }
+    };
+    let values = Buffer::from_slice_ref(values);
+    Ok(match returns {
+        UdfType::Int64 => primitive::<Int64Type>(values, rows, nulls),
+        _ => primitive::<Float64Type>(values, rows, nulls),
+    })
+}
+
+/// The declared argument types for `arg_types` where they convert without
+/// surprising a SQL user (see `ABI.md`, "Declarations"), else a planning
+/// error naming the signature.
+fn coerce_to_declared(decl: &ScalarUdfDecl, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+    let declared = &decl.args;
+    let signature = || {
+        let types: Vec<String> = declared.iter().map(ToString::to_string).collect();
+        format!("{}({})", decl.name, types.join(", "))
+    };
+    if arg_types.len() != declared.len() {
+        return Err(DataFusionError::Plan(format!(
+            "UDF `{}` takes {} arguments ({}), not {}",
+            decl.name,
+            declared.len(),
+            signature(),
+            arg_types.len()
+        )));
     }
+    arg_types
+        .iter()
+        .zip(declared)
+        .enumerate()
+        .map(|(i, (given, want))| {
+            let fits = given == want
+                || given.is_null()
+                || match want {
+                    DataType::Float64 => given.is_numeric(),
+                    DataType::Int64 => given.is_integer(),
+                    DataType::Utf8 => matches!(
+                        given,
+                        DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(..)
+                    ),
+                    _ => false,
+                };
+            if fits {
+                Ok(want.clone())
+            } else {
+                Err(DataFusionError::Plan(format!(
+                    "UDF `{}`: argument {} is {given}, which does not convert to {want} ({}); cast it in the query",
+                    decl.name,
+                    i + 1,
+                    signature()
+                )))
+            }
+        })
+        .collect()
 }
 
 fn primitive<T: ArrowPrimitiveType>(
@@ -768,48 +882,7 @@ impl ScalarUDFImpl for WasmScalarUdf {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
-        let declared = &self.decl.args;
-        let signature = || {
-            let types: Vec<String> = declared.iter().map(ToString::to_string).collect();
-            format!("{}({})", self.decl.name, types.join(", "))
-        };
-        if arg_types.len() != declared.len() {
-            return Err(DataFusionError::Plan(format!(
-                "UDF `{}` takes {} arguments ({}), not {}",
-                self.decl.name,
-                declared.len(),
-                signature(),
-                arg_types.len()
-            )));
-        }
-        arg_types
-            .iter()
-            .zip(declared)
-            .enumerate()
-            .map(|(i, (given, want))| {
-                let fits = given == want
-                    || given.is_null()
-                    || match want {
-                        DataType::Float64 => given.is_numeric(),
-                        DataType::Int64 => given.is_integer(),
-                        DataType::Utf8 => matches!(
-                            given,
-                            DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(..)
-                        ),
-                        _ => false,
-                    };
-                if fits {
-                    Ok(want.clone())
-                } else {
-                    Err(DataFusionError::Plan(format!(
-                        "UDF `{}`: argument {} is {given}, which does not convert to {want} ({}); cast it in the query",
-                        self.decl.name,
-                        i + 1,
-                        signature()
-                    )))
-                }
-            })
-            .collect()
+        coerce_to_declared(&self.decl, arg_types)
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {

@@ -3,6 +3,7 @@
 use udf_sdk::{abi, udf};
 use wasmtime::{ExternType, FuncType, Module, ValType};
 
+use crate::udf::AggregateUdfDecl;
 use crate::{Limits, SandboxError, ScalarUdfDecl};
 
 /// What a module is for; decides which imports and exports it may have.
@@ -220,15 +221,36 @@ fn check_udf_exports(module: &Module) -> Result<(), SandboxError> {
     }
     let mut functions = 0;
     for export in module.exports() {
-        if !export.name().starts_with(udf::SCALAR_EXPORT_PREFIX) {
+        let name = export.name();
+        let (params, expected) = if name.starts_with(udf::SCALAR_EXPORT_PREFIX) {
+            (
+                2,
+                "a scalar UDF (rows: i32, frame: i32) -> i32; declare it with `udf_sdk::scalar_udf!`",
+            )
+        } else if name.starts_with(udf::AGGREGATE_EXPORT_PREFIX) {
+            let Some(part) = udf::AggregateExport::ALL
+                .into_iter()
+                .find(|e| name.ends_with(e.suffix()))
+            else {
+                return Err(SandboxError::MistypedExport {
+                    name: name.into(),
+                    expected: "an aggregate export `udaf_<name>_init`, `_update`, `_merge` or `_finish`; declare it with `udf_sdk::aggregate_udf!`",
+                    found: "an export of another name".into(),
+                });
+            };
+            (
+                part.params(),
+                "an aggregate export of the ABI's type (all i32); declare it with `udf_sdk::aggregate_udf!`",
+            )
+        } else {
             continue;
-        }
+        };
         match export.ty() {
-            ExternType::Func(ty) if is_i32_sig(&ty, 2, 1) => functions += 1,
+            ExternType::Func(ty) if is_i32_sig(&ty, params, 1) => functions += 1,
             other => {
                 return Err(SandboxError::MistypedExport {
-                    name: export.name().into(),
-                    expected: "a scalar UDF (rows: i32, frame: i32) -> i32; declare it with `udf_sdk::scalar_udf!`",
+                    name: name.into(),
+                    expected,
                     found: format!("{other:?}"),
                 });
             }
@@ -237,65 +259,84 @@ fn check_udf_exports(module: &Module) -> Result<(), SandboxError> {
     if functions == 0 {
         return Err(SandboxError::MissingExport {
             name: format!("{}<name>", udf::SCALAR_EXPORT_PREFIX),
-            expected: "at least one scalar UDF (rows: i32, frame: i32) -> i32; declare it with `udf_sdk::scalar_udf!`",
+            expected: "at least one scalar UDF (rows: i32, frame: i32) -> i32 or aggregate UDF; declare them with `udf_sdk::scalar_udf!` or `udf_sdk::aggregate_udf!`",
         });
     }
     Ok(())
 }
 
-/// The functions a UDF module declares in its `unseen_udf` custom section,
-/// each matched one to one with a `udf_<name>` export (the exports' types
-/// were checked by [`check_exports`]).
-pub(crate) fn udf_declarations(
-    bytes: &[u8],
-    module: &Module,
-) -> Result<Vec<ScalarUdfDecl>, SandboxError> {
-    let refuse = |reason: String| SandboxError::UdfDeclaration { reason };
+/// The bytes of every custom section named `name`, concatenated in order.
+fn custom_section(bytes: &[u8], name: &str) -> Result<Vec<u8>, SandboxError> {
     let mut section = Vec::new();
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| refuse(format!("the module cannot be parsed: {e}")))?;
+        let payload = payload.map_err(|e| SandboxError::UdfDeclaration {
+            reason: format!("the module cannot be parsed: {e}"),
+        })?;
         if let wasmparser::Payload::CustomSection(custom) = payload
-            && custom.name() == udf::DECLARATION_SECTION
+            && custom.name() == name
         {
             section.extend_from_slice(custom.data());
         }
     }
-    if section.is_empty() {
+    Ok(section)
+}
+
+/// The checks every declared function passes, scalar or aggregate: a
+/// lowercase SQL identifier, declared once, with arguments and a numeric result.
+fn check_declaration(d: &udf::Declaration, seen: &[&str]) -> Result<(), String> {
+    let valid_name = d
+        .name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && d.name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid_name {
+        return Err(format!(
+            "`{}` is not a lowercase SQL identifier ([a-z_][a-z0-9_]*)",
+            d.name
+        ));
+    }
+    if seen.contains(&d.name.as_str()) {
+        return Err(format!("`{}` is declared twice", d.name));
+    }
+    if d.args.is_empty() {
+        return Err(format!("`{}` declares no arguments", d.name));
+    }
+    if d.returns == udf::UdfType::Utf8 {
+        return Err(format!(
+            "`{}` returns Utf8; version {} results are Int64 or Float64",
+            d.name,
+            udf::UDF_ABI_VERSION
+        ));
+    }
+    Ok(())
+}
+
+/// The functions a UDF module declares: scalar ones in its `unseen_udf`
+/// custom section, each matched one to one with a `udf_<name>` export, and
+/// aggregates in `unseen_udaf`, each with its four `udaf_<name>_*` exports
+/// and no other (the exports' types were checked by [`check_exports`]).
+pub(crate) fn udf_declarations(
+    bytes: &[u8],
+    module: &Module,
+) -> Result<(Vec<ScalarUdfDecl>, Vec<AggregateUdfDecl>), SandboxError> {
+    let refuse = |reason: String| SandboxError::UdfDeclaration { reason };
+    let scalar_section = custom_section(bytes, udf::DECLARATION_SECTION)?;
+    let aggregate_section = custom_section(bytes, udf::AGGREGATE_DECLARATION_SECTION)?;
+    if scalar_section.is_empty() && aggregate_section.is_empty() {
         return Err(refuse(format!(
-            "the module has no `{}` custom section, so the host cannot tell its functions' SQL names and types",
-            udf::DECLARATION_SECTION
+            "the module has no `{}` or `{}` custom section, so the host cannot tell its functions' SQL names and types",
+            udf::DECLARATION_SECTION,
+            udf::AGGREGATE_DECLARATION_SECTION
         )));
     }
-    let declared = udf::decode_declarations(&section).map_err(refuse)?;
-    let mut functions: Vec<ScalarUdfDecl> = Vec::with_capacity(declared.len());
-    for d in declared {
-        let valid_name = d
-            .name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && d.name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid_name {
-            return Err(refuse(format!(
-                "`{}` is not a lowercase SQL identifier ([a-z_][a-z0-9_]*)",
-                d.name
-            )));
-        }
-        if functions.iter().any(|f| f.name == d.name) {
-            return Err(refuse(format!("`{}` is declared twice", d.name)));
-        }
-        if d.args.is_empty() {
-            return Err(refuse(format!("`{}` declares no arguments", d.name)));
-        }
-        if d.returns == udf::UdfType::Utf8 {
-            return Err(refuse(format!(
-                "`{}` returns Utf8; version {} results are Int64 or Float64",
-                d.name,
-                udf::UDF_ABI_VERSION
-            )));
-        }
+    let mut seen: Vec<String> = Vec::new();
+    let mut functions: Vec<ScalarUdfDecl> = Vec::new();
+    for d in udf::decode_declarations(&scalar_section).map_err(refuse)? {
+        let names: Vec<&str> = seen.iter().map(String::as_str).collect();
+        check_declaration(&d, &names).map_err(refuse)?;
         let export = format!("{}{}", udf::SCALAR_EXPORT_PREFIX, d.name);
         if module.get_export(&export).is_none() {
             return Err(refuse(format!(
@@ -303,23 +344,55 @@ pub(crate) fn udf_declarations(
                 d.name
             )));
         }
+        seen.push(d.name.clone());
         functions.push(ScalarUdfDecl::new(
             d.name,
             d.args.into_iter().map(arrow_type).collect(),
             arrow_type(d.returns),
         ));
     }
+    let mut aggregates: Vec<AggregateUdfDecl> = Vec::new();
+    for a in udf::decode_aggregate_declarations(&aggregate_section).map_err(refuse)? {
+        let d = a.function;
+        let names: Vec<&str> = seen.iter().map(String::as_str).collect();
+        check_declaration(&d, &names).map_err(refuse)?;
+        for part in udf::AggregateExport::ALL {
+            let export = part.export(&d.name);
+            if module.get_export(&export).is_none() {
+                return Err(refuse(format!(
+                    "aggregate `{}` is declared but the module has no export `{export}`",
+                    d.name
+                )));
+            }
+        }
+        seen.push(d.name.clone());
+        aggregates.push(AggregateUdfDecl {
+            function: ScalarUdfDecl::new(
+                d.name,
+                d.args.into_iter().map(arrow_type).collect(),
+                arrow_type(d.returns),
+            ),
+            state_bytes: a.state_bytes,
+        });
+    }
     for export in module.exports() {
-        if let Some(name) = export.name().strip_prefix(udf::SCALAR_EXPORT_PREFIX)
-            && !functions.iter().any(|f| f.name == name)
-        {
-            return Err(refuse(format!(
-                "the export `{}` has no declaration",
-                export.name()
-            )));
+        let name = export.name();
+        let declared = if let Some(f) = name.strip_prefix(udf::SCALAR_EXPORT_PREFIX) {
+            functions.iter().any(|d| d.name == f)
+        } else if name.starts_with(udf::AGGREGATE_EXPORT_PREFIX) {
+            aggregates.iter().any(|a| {
+                udf::AggregateExport::ALL
+                    .iter()
+                    .any(|part| part.export(&a.function.name) == name)
+            })
+        } else {
+            true
+        };
+        if !declared {
+            return Err(refuse(format!("the export `{name}` has no declaration")));
         }
     }
-    Ok(functions)
+    Ok((functions, aggregates))
 }
 
 fn arrow_type(ty: udf::UdfType) -> arrow::datatypes::DataType {

@@ -106,16 +106,23 @@ pub const fn encode_declaration<const N: usize>(
     args: &[UdfType],
     returns: UdfType,
 ) -> [u8; N] {
-    let name = name.as_bytes();
     assert!(
-        N == 3 + name.len() + args.len(),
+        N == declaration_len(name, args.len()),
         "N must be declaration_len"
     );
+    let mut out = [0u8; N];
+    write_record(&mut out, name, args, returns);
+    out
+}
+
+/// Writes the record of `name(args) -> returns` at the start of `out`; the
+/// bytes written.
+const fn write_record(out: &mut [u8], name: &str, args: &[UdfType], returns: UdfType) -> usize {
+    let name = name.as_bytes();
     assert!(
         name.len() < 256 && args.len() < 256,
         "name or argument list too long"
     );
-    let mut out = [0u8; N];
     out[0] = name.len() as u8;
     let mut i = 0;
     while i < name.len() {
@@ -132,40 +139,47 @@ pub const fn encode_declaration<const N: usize>(
         j += 1;
     }
     out[at] = returns.tag() as u8;
-    out
+    at + 1
+}
+
+/// The first `n` bytes of `bytes`, advancing past them, or which field ends early.
+fn take<'a>(n: usize, what: &str, bytes: &mut &'a [u8]) -> Result<&'a [u8], String> {
+    if bytes.len() < n {
+        return Err(format!("the declaration section ends inside {what}"));
+    }
+    let (head, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Ok(head)
+}
+
+/// Reads one declaration record, advancing past it.
+fn read_record(bytes: &mut &[u8]) -> Result<Declaration, String> {
+    let name_len = take(1, "a name length", bytes)?[0] as usize;
+    let name = String::from_utf8(take(name_len, "a name", bytes)?.to_vec())
+        .map_err(|_| "a declared name is not UTF-8".to_string())?;
+    let n_args = take(1, "an argument count", bytes)?[0] as usize;
+    let tag = |t: u8| {
+        UdfType::from_tag(u32::from(t))
+            .ok_or_else(|| format!("function `{name}` declares an unknown type tag {t}"))
+    };
+    let args = take(n_args, "argument types", bytes)?
+        .iter()
+        .map(|&t| tag(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let returns = tag(take(1, "a return type", bytes)?[0])?;
+    Ok(Declaration {
+        name,
+        args,
+        returns,
+    })
 }
 
 /// Reads every declaration record of a [`DECLARATION_SECTION`]'s bytes (the
 /// linker concatenates the records of all functions), or says what is wrong.
 pub fn decode_declarations(mut bytes: &[u8]) -> Result<Vec<Declaration>, String> {
     let mut out = Vec::new();
-    let take = |n: usize, what: &str, bytes: &mut &[u8]| -> Result<Vec<u8>, String> {
-        if bytes.len() < n {
-            return Err(format!("the declaration section ends inside {what}"));
-        }
-        let (head, rest) = bytes.split_at(n);
-        *bytes = rest;
-        Ok(head.to_vec())
-    };
     while !bytes.is_empty() {
-        let name_len = take(1, "a name length", &mut bytes)?[0] as usize;
-        let name = String::from_utf8(take(name_len, "a name", &mut bytes)?)
-            .map_err(|_| "a declared name is not UTF-8".to_string())?;
-        let n_args = take(1, "an argument count", &mut bytes)?[0] as usize;
-        let tag = |t: u8| {
-            UdfType::from_tag(u32::from(t))
-                .ok_or_else(|| format!("function `{name}` declares an unknown type tag {t}"))
-        };
-        let args = take(n_args, "argument types", &mut bytes)?
-            .into_iter()
-            .map(tag)
-            .collect::<Result<Vec<_>, _>>()?;
-        let returns = tag(take(1, "a return type", &mut bytes)?[0])?;
-        out.push(Declaration {
-            name,
-            args,
-            returns,
-        });
+        out.push(read_record(&mut bytes)?);
     }
     Ok(out)
 }
@@ -262,11 +276,21 @@ impl OutputHeader {
     }
 }
 
+mod aggregate;
+pub use aggregate::{
+    AGGREGATE_DECLARATION_SECTION, AGGREGATE_EXPORT_PREFIX, AggState, AggregateDeclaration,
+    AggregateExport, MAX_STATE_BYTES, SKIP_ROW, STATUS_BAD_GROUP, STATUS_MISMATCH, STATUS_OK,
+    aggregate_declaration_len, decode_aggregate_declarations, encode_aggregate_declaration,
+};
+
 #[cfg(target_arch = "wasm32")]
 mod guest;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
-pub use guest::{__alloc, __call_scalar, Arg, ArgType, Args, Output, UdfReturn};
+pub use guest::{
+    __aggregate_finish, __aggregate_init, __aggregate_merge, __aggregate_update, __alloc,
+    __call_scalar, Arg, ArgType, Args, GroupStates, Output, UdfReturn,
+};
 
 /// Emits the exports every UDF module needs, once per module:
 /// `unseen_udf_abi_version` and the allocator `unseen_alloc`.

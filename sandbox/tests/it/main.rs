@@ -5,4 +5,5 @@ mod cache;
 mod dry_run;
 mod pool;
 mod support;
+mod udaf;
 mod udf;

@@ -20,12 +20,12 @@ use crate::support::{shared, test_limits, wasm};
 use DataType::{Float64, Int64, Utf8};
 
 /// A UDF module of the shared sandbox, validated and prepared once per test.
-fn module(crate_name: &str) -> UdfModule {
+pub(crate) fn module(crate_name: &str) -> UdfModule {
     module_of(shared(), crate_name)
 }
 
 /// A UDF module of `sandbox`.
-fn module_of(sandbox: &Sandbox, crate_name: &str) -> UdfModule {
+pub(crate) fn module_of(sandbox: &Sandbox, crate_name: &str) -> UdfModule {
     let validated = sandbox
         .validate(&wasm(crate_name), ModuleKind::Udf)
         .unwrap_or_else(|e| panic!("{crate_name} should pass validation as a UDF: {e}"));
@@ -112,7 +112,7 @@ fn table(rows: usize, partitions: usize) -> MemTable {
 
 /// A session over `t`; the table has three partitions, or one when the
 /// session runs one, so that then exactly one batch runs at a time.
-fn session(partitions: usize) -> SessionContext {
+pub(crate) fn session(partitions: usize) -> SessionContext {
     let ctx =
         SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
     let parts = if partitions == 1 { 1 } else { 3 };
@@ -134,7 +134,10 @@ fn register(
     ctx.register_udf(ScalarUDF::from(udf));
 }
 
-async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<ArrayRef>, DataFusionError> {
+pub(crate) async fn query(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<Vec<ArrayRef>, DataFusionError> {
     let batches = ctx.sql(sql).await?.collect().await?;
     let schema = batches.first().map(|b| b.schema());
     let columns = schema.map_or(0, |s| s.fields().len());
@@ -147,7 +150,7 @@ async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<ArrayRef>, DataFus
 }
 
 /// The [`UdfError`] somewhere in a query error's chain of causes.
-fn udf_error(e: &DataFusionError) -> &UdfError {
+pub(crate) fn udf_error(e: &DataFusionError) -> &UdfError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cause {
         if let Some(found) = err.downcast_ref::<UdfError>() {
@@ -574,8 +577,13 @@ fn bench_udf_against_native() {
 }
 
 /// `bytes` with one more `unseen_udf` custom section holding `record`.
-fn with_declaration(mut bytes: Vec<u8>, record: &[u8]) -> Vec<u8> {
-    let name = udf_sdk::udf::DECLARATION_SECTION.as_bytes();
+fn with_declaration(bytes: Vec<u8>, record: &[u8]) -> Vec<u8> {
+    with_section(bytes, udf_sdk::udf::DECLARATION_SECTION, record)
+}
+
+/// `bytes` with one more custom section `section` holding `record`.
+pub(crate) fn with_section(mut bytes: Vec<u8>, section: &str, record: &[u8]) -> Vec<u8> {
+    let name = section.as_bytes();
     let mut body = vec![name.len() as u8];
     body.extend_from_slice(name);
     body.extend_from_slice(record);
@@ -586,8 +594,9 @@ fn with_declaration(mut bytes: Vec<u8>, record: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// `bytes` without any `unseen_udf` custom section.
-fn without_declarations(bytes: &[u8]) -> Vec<u8> {
+/// `bytes` without any declaration section, scalar (`unseen_udf`) or
+/// aggregate (`unseen_udaf`).
+pub(crate) fn without_sections(bytes: &[u8]) -> Vec<u8> {
     let mut out = bytes[..8].to_vec();
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
         let payload = payload.unwrap();
@@ -595,7 +604,8 @@ fn without_declarations(bytes: &[u8]) -> Vec<u8> {
             continue;
         };
         if let wasmparser::Payload::CustomSection(c) = &payload
-            && c.name() == udf_sdk::udf::DECLARATION_SECTION
+            && (c.name() == udf_sdk::udf::DECLARATION_SECTION
+                || c.name() == udf_sdk::udf::AGGREGATE_DECLARATION_SECTION)
         {
             continue;
         }
@@ -678,11 +688,11 @@ fn declarations_must_match_the_exports_one_to_one() {
     let message = declaration_refusal(&with_declaration(gcd.clone(), &[3, b'g', b'c']));
     assert!(message.contains("ends inside"), "{message}");
 
-    let stripped = without_declarations(&gcd);
+    let stripped = without_sections(&gcd);
     assert!(stripped.len() < gcd.len());
     let message = declaration_refusal(&stripped);
     assert!(
-        message.contains("no `unseen_udf` custom section"),
+        message.contains("no `unseen_udf` or `unseen_udaf` custom section"),
         "{message}"
     );
 }

@@ -9,7 +9,10 @@
 use std::alloc::Layout;
 use std::sync::Mutex;
 
-use super::{ALLOC_ALIGN, FRAME_ARG_BYTES, FRAME_HEADER_BYTES, OutputHeader, UdfType};
+use super::{
+    ALLOC_ALIGN, AggState, FRAME_ARG_BYTES, FRAME_HEADER_BYTES, OutputHeader, SKIP_ROW,
+    STATUS_BAD_GROUP, STATUS_MISMATCH, STATUS_OK, UdfType,
+};
 
 /// `unseen_alloc`: `len` bytes aligned to [`ALLOC_ALIGN`], never freed (the
 /// host reuses them across batches); 0 when `len` is negative or memory is
@@ -284,19 +287,228 @@ pub fn __call_scalar<R: UdfReturn>(
     if body(&args, &mut out).is_none() {
         return 0;
     }
-    let header = OutputHeader {
-        rows: rows as u32,
-        ty: R::TYPE.tag(),
-        values: out.values.as_ptr() as usize as u32,
-        validity: if out.validity.is_empty() {
-            0
-        } else {
-            out.validity.as_ptr() as usize as u32
-        },
-        null_count: out.null_count as u32,
+    out.publish::<R>()
+}
+
+impl Output {
+    /// Writes the header describing the filled column and returns its
+    /// address. The header lives in a static, so the address stays valid
+    /// after the guard drops, until the next call rewrites it.
+    fn publish<R: UdfReturn>(&mut self) -> i32 {
+        let header = OutputHeader {
+            rows: self.rows as u32,
+            ty: R::TYPE.tag(),
+            values: self.values.as_ptr() as usize as u32,
+            validity: if self.validity.is_empty() {
+                0
+            } else {
+                self.validity.as_ptr() as usize as u32
+            },
+            null_count: self.null_count as u32,
+        };
+        self.header = header.encode();
+        self.header.as_ptr() as usize as i32
+    }
+}
+
+/// Turns a host-written address into a mutable slice of `len` bytes;
+/// `None` when the address is 0 and `len` is not.
+///
+/// # Safety
+/// When non-zero, `addr..addr + len` must lie inside the guest's memory in
+/// a buffer the host allocated with `unseen_alloc`, which no Rust value
+/// references (the ABI's promise for state buffers during a call).
+unsafe fn bytes_mut<'a>(addr: u32, len: usize) -> Option<&'a mut [u8]> {
+    if len == 0 {
+        return Some(&mut []);
+    }
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: non-null; length, exclusivity and lifetime by the caller's contract.
+    Some(unsafe { std::slice::from_raw_parts_mut(addr as usize as *mut u8, len) })
+}
+
+/// The states of every group of one call, decoded, and how the call's rows
+/// map to them.
+#[derive(Debug)]
+pub struct GroupStates<'a, S> {
+    states: Vec<S>,
+    groups: Option<&'a [u32]>,
+    rows: usize,
+    bad_group: bool,
+}
+
+impl<S: AggState> GroupStates<'_, S> {
+    /// Calls `f(row, state)` for every row that is not skipped, with the
+    /// state of the row's group.
+    #[inline(always)]
+    pub fn each(&mut self, mut f: impl FnMut(usize, &mut S)) {
+        match self.groups {
+            None => {
+                let Some(state) = self.states.first_mut() else {
+                    self.bad_group = true;
+                    return;
+                };
+                for row in 0..self.rows {
+                    f(row, state);
+                }
+            }
+            Some(groups) => {
+                for (row, &group) in groups.iter().enumerate() {
+                    if group == SKIP_ROW {
+                        continue;
+                    }
+                    match self.states.get_mut(group as usize) {
+                        Some(state) => f(row, state),
+                        None => {
+                            self.bad_group = true;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decodes the `n_groups` states at `states` and the `rows` group indices at
+/// `groups` (0: every row is in group 0), lets `body` change the states and
+/// writes them back; a status.
+fn with_states<S: AggState>(
+    rows: i32,
+    groups: i32,
+    states: i32,
+    n_groups: i32,
+    body: impl FnOnce(&mut GroupStates<'_, S>) -> Option<()>,
+) -> i32 {
+    let (Ok(rows), Ok(n_groups)) = (usize::try_from(rows), usize::try_from(n_groups)) else {
+        return STATUS_MISMATCH;
     };
-    out.header = header.encode();
-    // The header lives in a static, so the address stays valid after the
-    // guard drops, until the next call rewrites it.
-    out.header.as_ptr() as usize as i32
+    // SAFETY: the ABI promises `rows` u32 indices at a non-zero `groups`.
+    let Some(groups) = (match groups {
+        0 => Some(None),
+        g => unsafe { slice::<u32>(g as u32, rows) }.map(Some),
+    }) else {
+        return STATUS_MISMATCH;
+    };
+    let Some(len) = n_groups.checked_mul(S::BYTES) else {
+        return STATUS_MISMATCH;
+    };
+    // SAFETY: the ABI promises `n_groups` states in a host-allocated buffer
+    // at `states`, which nothing else references during the call.
+    let Some(bytes) = (unsafe { bytes_mut(states as u32, len) }) else {
+        return STATUS_MISMATCH;
+    };
+    let mut group_states = GroupStates {
+        states: bytes.chunks_exact(S::BYTES).map(S::read).collect(),
+        groups,
+        rows,
+        bad_group: false,
+    };
+    if body(&mut group_states).is_none() {
+        return STATUS_MISMATCH;
+    }
+    if group_states.bad_group {
+        return STATUS_BAD_GROUP;
+    }
+    for (state, out) in group_states
+        .states
+        .iter()
+        .zip(bytes.chunks_exact_mut(S::BYTES))
+    {
+        state.write(out);
+    }
+    STATUS_OK
+}
+
+/// `udaf_<name>_init`: writes the empty state at `state`.
+pub fn __aggregate_init<S: AggState>(state: i32, init: impl FnOnce() -> S) -> i32 {
+    // SAFETY: the ABI promises `S::BYTES` host-allocated bytes at `state`.
+    let Some(out) = (unsafe { bytes_mut(state as u32, S::BYTES) }) else {
+        return STATUS_MISMATCH;
+    };
+    init().write(out);
+    STATUS_OK
+}
+
+/// `udaf_<name>_update`: reads the frame and lets `body` fold its rows into
+/// the states of their groups.
+pub fn __aggregate_update<S: AggState>(
+    rows: i32,
+    frame: i32,
+    groups: i32,
+    states: i32,
+    n_groups: i32,
+    body: impl FnOnce(&Args, &mut GroupStates<'_, S>) -> Option<()>,
+) -> i32 {
+    let (Ok(row_count), Ok(frame)) = (usize::try_from(rows), usize::try_from(frame)) else {
+        return STATUS_MISMATCH;
+    };
+    if frame == 0 {
+        return STATUS_MISMATCH;
+    }
+    // SAFETY: the host wrote the frame header at `frame`.
+    let count = unsafe { read_u32(frame) } as usize;
+    let args = Args {
+        rows: row_count,
+        frame,
+        count,
+    };
+    with_states(rows, groups, states, n_groups, |g| body(&args, g))
+}
+
+/// `udaf_<name>_merge`: merges the `rows` states at `others` into the
+/// states of their groups with `merge`.
+pub fn __aggregate_merge<S: AggState>(
+    rows: i32,
+    others: i32,
+    groups: i32,
+    states: i32,
+    n_groups: i32,
+    mut merge: impl FnMut(&mut S, S),
+) -> i32 {
+    let Some(len) = usize::try_from(rows)
+        .ok()
+        .and_then(|r| r.checked_mul(S::BYTES))
+    else {
+        return STATUS_MISMATCH;
+    };
+    // SAFETY: the ABI promises `rows` states at `others`, read-only here.
+    let Some(others) = (unsafe { slice::<u8>(others as u32, len) }) else {
+        return STATUS_MISMATCH;
+    };
+    with_states(rows, groups, states, n_groups, |g| {
+        g.each(|row, state| {
+            merge(
+                state,
+                S::read(&others[row * S::BYTES..(row + 1) * S::BYTES]),
+            );
+        });
+        Some(())
+    })
+}
+
+/// `udaf_<name>_finish`: the result header of the `n` states at `states`
+/// finished by `finish`; 0 when the buffers do not match.
+pub fn __aggregate_finish<S: AggState, R: UdfReturn>(
+    n: i32,
+    states: i32,
+    mut finish: impl FnMut(&S) -> R,
+) -> i32 {
+    let Some((n, len)) = usize::try_from(n)
+        .ok()
+        .and_then(|n| Some((n, n.checked_mul(S::BYTES)?)))
+    else {
+        return 0;
+    };
+    // SAFETY: the ABI promises `n` states at `states`, read-only here.
+    let Some(bytes) = (unsafe { slice::<u8>(states as u32, len) }) else {
+        return 0;
+    };
+    let mut out = OUTPUT.lock().unwrap_or_else(|p| p.into_inner());
+    out.rows = n;
+    let mut states = bytes.chunks_exact(S::BYTES).map(S::read);
+    out.fill(|_| states.next().map(|s| finish(&s)));
+    out.publish::<R>()
 }
