@@ -267,7 +267,7 @@ pub fn in_scope(scope: &[String], dataset: &str, column: &str) -> bool {
 /// no other catalogs.
 pub async fn session(
     datasets: &[OpenDataset],
-    udfs: &[unseen_sandbox::WasmScalarUdf],
+    udfs: &[unseen_sandbox::WasmUdf],
     releases: &[(String, udf_sdk::Table)],
 ) -> Result<(SessionContext, BTreeMap<String, Manifest>), DomainError> {
     let config = SessionConfig::new()
@@ -313,7 +313,7 @@ pub async fn session(
         manifests.insert(d.name.clone(), d.manifest.clone());
     }
     for udf in udfs {
-        ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(udf.clone()));
+        udf.register(&ctx);
     }
     for (name, table) in releases {
         let (provider, manifest) = release_table(name, table)?;

@@ -55,7 +55,7 @@ pub(crate) struct Host {
     pub datasets: Vec<OpenDataset>,
     /// The UDFs the job's queries may call, from the modules it was
     /// submitted with.
-    pub udfs: Vec<unseen_sandbox::WasmScalarUdf>,
+    pub udfs: Vec<unseen_sandbox::WasmUdf>,
     /// Earlier releases the job reads, as (table name, released table).
     pub inputs: Vec<(String, udf_sdk::Table)>,
     pub params: BTreeMap<String, String>,

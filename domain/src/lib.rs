@@ -1003,7 +1003,17 @@ impl Domain {
             }
             Err(e) => return Err(e),
         };
-        let functions: Vec<String> = module.functions().iter().map(udf_signature).collect();
+        let functions: Vec<String> = module
+            .functions()
+            .iter()
+            .map(udf_signature)
+            .chain(
+                module
+                    .aggregates()
+                    .iter()
+                    .map(|a| format!("{} aggregate", udf_signature(&a.function))),
+            )
+            .collect();
         let stored_kind: Option<String> = {
             let db = lock(&self.db);
             db.execute(
@@ -1049,7 +1059,7 @@ impl Domain {
     pub(crate) fn job_udfs(
         &self,
         modules: &[String],
-    ) -> Result<Vec<unseen_sandbox::WasmScalarUdf>, DomainError> {
+    ) -> Result<Vec<unseen_sandbox::WasmUdf>, DomainError> {
         let mut udfs = Vec::new();
         for sha in modules {
             let bytes: Vec<u8> = lock(&self.db)
@@ -1068,7 +1078,7 @@ impl Domain {
             let module = unseen_sandbox::UdfModule::new(&self.sandbox, &validated)?;
             udfs.extend(
                 module
-                    .declared()
+                    .functions()
                     .map_err(|e| DomainError::Invalid(e.to_string()))?,
             );
         }

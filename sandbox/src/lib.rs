@@ -40,7 +40,7 @@ use host::HostState;
 pub use cache::CompiledFrom;
 pub use host::{JobHost, LogLevel};
 pub use udf::{
-    AggregateUdfDecl, ScalarUdfDecl, UdfError, UdfModule, WasmAggregateUdf, WasmScalarUdf,
+    AggregateUdfDecl, ScalarUdfDecl, UdfError, UdfModule, WasmAggregateUdf, WasmScalarUdf, WasmUdf,
 };
 pub use validate::ModuleKind;
 

@@ -373,6 +373,17 @@ impl UdfModule {
             .collect()
     }
 
+    /// Every scalar function and aggregate the module declares, ready to
+    /// register in a session.
+    pub fn functions(&self) -> Result<Vec<WasmUdf>, UdfError> {
+        let scalars = self.declared()?.into_iter().map(WasmUdf::Scalar);
+        let aggregates = self
+            .declared_aggregates()?
+            .into_iter()
+            .map(WasmUdf::Aggregate);
+        Ok(scalars.chain(aggregates).collect())
+    }
+
     /// Declares a scalar UDF backed by the module's `udf_<name>` export.
     pub fn scalar(&self, decl: ScalarUdfDecl) -> Result<WasmScalarUdf, UdfError> {
         let udf = decl.name.clone();
@@ -463,6 +474,37 @@ impl ModuleInner {
         let mut idle = self.lock_idle();
         if idle.len() < self.max_idle {
             idle.push(instance);
+        }
+    }
+}
+
+/// A function of a UDF module, scalar or aggregate.
+#[derive(Debug, Clone)]
+pub enum WasmUdf {
+    /// A scalar function: one value per row.
+    Scalar(WasmScalarUdf),
+    /// An aggregate: one value per group.
+    Aggregate(WasmAggregateUdf),
+}
+
+impl WasmUdf {
+    /// Its SQL name.
+    pub fn name(&self) -> &str {
+        match self {
+            WasmUdf::Scalar(f) => &f.decl.name,
+            WasmUdf::Aggregate(f) => &f.decl().function.name,
+        }
+    }
+
+    /// Makes it callable by name in `ctx`'s queries.
+    pub fn register(&self, ctx: &datafusion::prelude::SessionContext) {
+        match self {
+            WasmUdf::Scalar(f) => {
+                ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(f.clone()))
+            }
+            WasmUdf::Aggregate(f) => {
+                ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(f.clone()))
+            }
         }
     }
 }

@@ -109,3 +109,76 @@ fn a_release_is_an_input_only_where_its_grant_allows_derived_reuse() {
     let (admitted, err) = query_on(&data, &sealed, &open_release, "SELECT 1");
     assert!(!admitted && err.contains("was revoked"), "{err}");
 }
+
+/// Wasm aggregate UDFs are exact, so the policy admits them where exact
+/// answers are allowed (released tables, open columns) and refuses them
+/// over conditional data, where only DP aggregates are.
+#[test]
+fn wasm_aggregates_run_over_releases_and_never_over_conditional_columns() {
+    let (dir, data) = residents_dir("2000");
+    let grant = issue_grant(&data, "5", &["--derived-reuse", "--allow-udfs"]);
+    let release = released_counts(&data, &grant);
+    let table = format!("release_{}", release.replace('-', "_"));
+    let module = dir.path().join("udf_stats.wasm");
+    std::fs::write(&module, crate::support::guest("udf-stats")).unwrap();
+    let module = module.to_str().unwrap();
+
+    let (admitted, out) = crate::support::query_as_dev(
+        &data,
+        &grant,
+        &["--input", &release, "--udf", module],
+        &format!(
+            "SELECT precision_weighted_mean(n, n_lower, n_upper) AS pooled, geo_mean(n) AS geometric, \
+             AVG(n) AS arithmetic, MIN(n) AS least, MAX(n) AS most FROM {table}"
+        ),
+    );
+    assert!(admitted, "{out}");
+    let job: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["epsilon_spent"].as_f64(), Some(0.0), "{job}");
+    let output = job["outputs"][0].as_str().unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&ok(&[
+        "review",
+        "show",
+        output,
+        "--json",
+        "--as",
+        "rev",
+        "--data-dir",
+        &data,
+    ]))
+    .unwrap();
+    let text = shown.to_string();
+    let value = |name: &str| -> f64 {
+        let columns = shown["table"]["columns"]
+            .as_array()
+            .or_else(|| shown["output"]["table"]["columns"].as_array())
+            .unwrap_or_else(|| panic!("no table in {text}"));
+        let column = columns
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no column {name} in {text}"));
+        let v = &column["values"][0];
+        v.as_f64()
+            .or_else(|| v["value"].as_f64())
+            .unwrap_or_else(|| panic!("{name} is not a number in {text}"))
+    };
+    let (pooled, geometric) = (value("pooled"), value("geometric"));
+    let (arithmetic, least, most) = (value("arithmetic"), value("least"), value("most"));
+    assert!(least <= pooled && pooled <= most, "{text}");
+    assert!(
+        least <= geometric && geometric <= arithmetic + 1e-9,
+        "{text}"
+    );
+
+    // Over a conditional column a wasm aggregate is an exact aggregate of
+    // raw values: refused, and nothing is spent.
+    let (admitted, err) = crate::support::query_as_dev(
+        &data,
+        &grant,
+        &["--udf", module],
+        "SELECT district, geo_mean(annual_income) FROM residents GROUP BY district",
+    );
+    assert!(!admitted, "{err}");
+    assert!(err.contains("not differentially private"), "{err}");
+}
