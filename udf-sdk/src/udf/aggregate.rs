@@ -356,19 +356,11 @@ macro_rules! aggregate_udf {
                 })
             }
 
-            const __NAME: &str = stringify!($name);
-            const __ARGS: &[$crate::udf::UdfType] =
-                &[$(<$t as $crate::udf::ArgType<'static>>::TYPE),+];
-            const __LEN: usize = $crate::udf::aggregate_declaration_len(__NAME, __ARGS.len());
-            #[used]
-            #[unsafe(link_section = "unseen_udaf")]
-            static __DECLARATION: [u8; __LEN] = $crate::udf::encode_aggregate_declaration::<__LEN>(
-                __NAME,
-                __ARGS,
-                <$ret as $crate::udf::UdfReturn>::TYPE,
-                <$state as $crate::udf::AggState>::BYTES,
-            );
         };
+        $crate::declare_aggregate!(
+            $name($($t),+) -> $ret,
+            state <$state as $crate::udf::AggState>::BYTES
+        );
     };
 }
 
