@@ -351,18 +351,32 @@ impl Domain {
         Ok(())
     }
 
-    /// Hands a signed release to a designated user of its grant, within the
-    /// grant's download limit; each download is a ledger entry.
+    /// Hands a signed release, as an offline-verifiable bundle, to a
+    /// designated user of its grant, within the grant's download limit;
+    /// each download is a ledger entry. Over HTTP the response is the
+    /// delivery; locally use [`Domain::download_release_into`].
     pub fn download_release(&self, actor: &str, release_id: &str) -> Result<String, DomainError> {
+        self.download_release_into(actor, release_id, |_| Ok(()))
+    }
+
+    /// Like [`Domain::download_release`], but `deliver` writes the bundle
+    /// durably first: the download is counted, recorded and charged only
+    /// once it returns Ok, so a failed write leaves the count untouched.
+    pub fn download_release_into(
+        &self,
+        actor: &str,
+        release_id: &str,
+        deliver: impl FnOnce(&str) -> Result<(), DomainError>,
+    ) -> Result<String, DomainError> {
         self.require(actor, Role::Developer, "download releases")?;
-        let row: Option<(String, String, String)> = lock(&self.db)
+        let row: Option<(String, String)> = lock(&self.db)
             .query_row(
-                "SELECT r.document, r.signature, j.grant_id FROM releases r JOIN outputs o ON o.id = r.output_id JOIN jobs j ON j.id = o.job_id WHERE r.id = ?1",
+                "SELECT r.signature, j.grant_id FROM releases r JOIN outputs o ON o.id = r.output_id JOIN jobs j ON j.id = o.job_id WHERE r.id = ?1",
                 [release_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let Some((document, signature, grant_id)) = row else {
+        let Some((_, grant_id)) = row else {
             return Err(DomainError::NotFound {
                 what: "release",
                 id: release_id.to_string(),
@@ -384,7 +398,18 @@ impl Domain {
                 needed: "designation on its grant".into(),
             });
         }
-        {
+        let exhausted = || DomainError::Grant {
+            grant: grant_id.clone(),
+            reason: format!(
+                "has used all {} of its downloads; ask the data provider for more",
+                grant.max_downloads.unwrap_or(0)
+            ),
+        };
+        if grant.max_downloads.is_some_and(|m| grant.downloads >= m) {
+            return Err(exhausted());
+        }
+        let bundle = self.release_bundle(release_id)?;
+        let downloads = {
             let mut db = lock(&self.db);
             let tx = db.transaction()?;
             let counted = tx.execute(
@@ -392,30 +417,30 @@ impl Domain {
                 [&grant_id],
             )?;
             if counted != 1 {
-                return Err(DomainError::Grant {
-                    grant: grant_id,
-                    reason: format!(
-                        "has used all {} of its downloads; ask the data provider for more",
-                        grant.max_downloads.unwrap_or(0)
-                    ),
-                });
+                return Err(exhausted());
             }
             tx.execute(
                 "INSERT INTO downloads(release_id, user_id, at) VALUES (?1, ?2, ?3)",
                 params![release_id, actor, now_rfc3339()],
             )?;
+            let downloads: u32 = tx.query_row(
+                "SELECT downloads FROM grants WHERE id = ?1",
+                [&grant_id],
+                |r| r.get(0),
+            )?;
+            // Delivered inside the transaction: a failed write rolls the
+            // count back, and a concurrent download cannot take the last
+            // place meanwhile.
+            deliver(&bundle)?;
             tx.commit()?;
-        }
+            downloads
+        };
         self.record(
             actor,
             "release.downloaded",
-            json!({"release": release_id, "grant": grant_id, "downloads": grant.downloads + 1, "max_downloads": grant.max_downloads}),
+            json!({"release": release_id, "grant": grant_id, "downloads": downloads, "max_downloads": grant.max_downloads}),
         )?;
-        let document: serde_json::Value = serde_json::from_str(&document).map_err(|e| {
-            DomainError::Invalid(format!("stored release `{release_id}` is damaged: {e}"))
-        })?;
-        serde_json::to_string_pretty(&json!({"document": document, "signature": signature}))
-            .map_err(|e| DomainError::Invalid(e.to_string()))
+        Ok(bundle)
     }
 
     /// Releases a job of `submitter` may read, as `(table name, table)`;

@@ -278,6 +278,8 @@ pub struct ReleaseProof {
     pub module_sha256: String,
     pub epsilon_spent: f64,
     pub reviewer: String,
+    /// Everyone whose approval released it.
+    pub approvers: Vec<String>,
 }
 
 /// Proves a downloaded release end to end against a verified ledger: the
@@ -365,6 +367,15 @@ pub fn verify_release(
             .to_string(),
         epsilon_spent: field("epsilon_spent").as_f64().unwrap_or(0.0),
         reviewer: field("reviewer").as_str().unwrap_or_default().to_string(),
+        approvers: field("approvers")
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

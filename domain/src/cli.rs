@@ -217,18 +217,25 @@ pub enum DevCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ReleaseCommand {
-    /// Download a signed release (designated users, within the grant's limit).
+    /// Download a signed release as an offline-verifiable bundle
+    /// (designated users, within the grant's limit; counted only once the
+    /// file is written).
     Download {
         id: String,
-        /// Write the release here (default: print it).
+        /// Write the bundle here (default: print it).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace the --out file if it exists.
+        #[arg(long, requires = "out")]
+        force: bool,
         #[arg(long = "as")]
         actor: Option<String>,
         #[command(flatten)]
         dir: DataDir,
     },
-    /// Prove a release file end to end: signature, content hash, ledger entry, inclusion under the signed checkpoint.
+    /// Prove a release end to end: signature, content hash, ledger entries,
+    /// inclusion under the signed checkpoint. A downloaded bundle needs only
+    /// --public-key; a bare release file is checked against DATA_DIR's ledger.
     Verify {
         file: PathBuf,
         /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
@@ -720,6 +727,15 @@ pub enum LedgerCommand {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Print the current signed checkpoint (a C2SP signed note), checked
+    /// with the public key first; save it to check proofs against, or to
+    /// pass to `ledger verify --since` later.
+    Checkpoint {
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Print an inclusion proof of entry INDEX (or, with --consistency OLD, a
     /// consistency proof) against the current signed tree, as JSON.
     Proof {
@@ -818,7 +834,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    execute(cli.command, &runtime, out)
+    execute(cli.command, cli.remote.token.as_deref(), &runtime, out)
 }
 
 /// Percent-encodes a path segment (ids are plain, but never trust that).
@@ -1039,14 +1055,22 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             &format!("/v1/outputs/{}/reject", s(output)),
             &json!({"reason": reason}),
         ),
-        Command::Release(ReleaseCommand::Download { id, out: path, .. }) => {
+        Command::Release(ReleaseCommand::Download {
+            id,
+            out: path,
+            force,
+            ..
+        }) => {
+            // The destination is checked before the request, which counts.
+            let destination = prepare_download(path.as_deref(), *force)?;
             let file = client.get(&format!("/v1/releases/{}", s(id)))?;
-            write_download(
-                out,
-                id,
-                &serde_json::to_string_pretty(&file)?,
-                path.as_deref(),
-            )?;
+            let text = serde_json::to_string_pretty(&file)?;
+            finish_download(out, id, &text, path.as_deref(), destination)?;
+            return Ok(true);
+        }
+        Command::Ledger(LedgerCommand::Checkpoint { .. }) => {
+            let answer = client.get("/v1/ledger/checkpoint")?;
+            write!(out, "{}", answer["checkpoint"].as_str().unwrap_or_default())?;
             return Ok(true);
         }
         Command::Ledger(LedgerCommand::Verify { .. }) => client.get("/v1/ledger/verify"),
@@ -1062,8 +1086,8 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         | Command::Dev(_)
         | Command::Bench(_)
         | Command::Dataset(DatasetCommand::Generate { .. } | DatasetCommand::Manifest { .. })
-        | Command::Ledger(LedgerCommand::CheckProof { .. } | LedgerCommand::VerifySegment { .. }) =>
-        {
+        | Command::Ledger(LedgerCommand::CheckProof { .. } | LedgerCommand::VerifySegment { .. })
+        | Command::Release(ReleaseCommand::Verify { .. }) => {
             return Ok(false);
         }
         _ => bail!(
@@ -1088,7 +1112,14 @@ fn open(dir: &DataDir) -> Result<Arc<Domain>> {
     })?))
 }
 
-fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Write) -> Result<()> {
+/// Runs a command on a local data directory; `token` (from `--token` or
+/// `UNSEEN_TOKEN`) is how a non-admin user proves who they are.
+fn execute(
+    command: Command,
+    token: Option<&str>,
+    runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+) -> Result<()> {
     match command {
         Command::Demo {
             data_dir,
@@ -1132,8 +1163,8 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
-            let actor = who(actor)?;
             let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
             let text = read_text(&manifest)?;
             let ingested =
                 runtime.block_on(domain.register_dataset(&actor, &name, &parquet, &text))?;
@@ -1155,6 +1186,11 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             dir,
         }) => {
             let domain = open(&dir)?;
+            // The first admin of a new directory adds itself without a token.
+            let actor = match (actor, token) {
+                (None, None) => None,
+                (actor, token) => Some(who(&domain, actor, token)?),
+            };
             let token = domain.add_user(actor.as_deref(), &id, &name, Role::parse(&role)?, &org)?;
             if json {
                 writeln!(out, "{}", json!({"user": id, "token": token}))?;
@@ -1165,8 +1201,8 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             Ok(())
         }
         Command::Grant(GrantCommand::Issue(issue)) => {
-            let actor = who(issue.actor.clone())?;
             let domain = open(&issue.dir)?;
+            let actor = who(&domain, issue.actor.clone(), token)?;
             let request = issue.request();
             let id = domain.issue_grant(&actor, &request)?;
             if issue.json {
@@ -1195,8 +1231,8 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         } => {
-            let actor = who(actor)?;
             let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
             let handle = runtime.handle().clone();
             let extras = crate::jobs::JobExtras {
                 udfs: upload_udfs_local(&domain, &actor, &udfs)?,
@@ -1237,38 +1273,16 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 return Ok(());
             }
             let outcome = domain.run_sql(&handle, &actor, &grant, &sql, &extras)?;
-            let (spent, left) = domain.budget(&grant)?;
-            if json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "job": outcome.job_id, "status": outcome.status, "error": outcome.error,
-                        "outputs": outcome.outputs, "epsilon_spent": outcome.epsilon_spent,
-                        "grant_epsilon_spent": spent, "grant_epsilon_left": left,
-                    })
-                )?;
-            } else if let Some(output) = outcome.outputs.first() {
-                let (_, _, table) = domain.output(output)?;
-                writeln!(
-                    out,
-                    "job {} succeeded; output {output} is in quarantine for review (epsilon {:.3}, grant has {left:.3} left)",
-                    outcome.job_id, outcome.epsilon_spent
-                )?;
-                demo::print_table(out, &table)?;
-            } else {
-                writeln!(
-                    out,
-                    "job {} {}: {}",
-                    outcome.job_id,
-                    outcome.status,
-                    outcome.error.as_deref().unwrap_or("")
-                )?;
-            }
+            let (_, left) = domain.budget(&grant)?;
+            print_developer_outcome(out, &outcome, None, left, json)?;
             if outcome.status != "succeeded" {
                 bail!(
                     "query refused or failed: {}",
-                    outcome.error.unwrap_or_default()
+                    outcome
+                        .error
+                        .as_deref()
+                        .map(crate::jobs::public_error)
+                        .unwrap_or_default()
                 );
             }
             Ok(())
@@ -1281,66 +1295,21 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         } => {
-            let actor = who(actor)?;
             let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
             let handle = runtime.handle().clone();
             let (outcome, report) =
                 domain.run_extract(&handle, &actor, &grant, &columns, sample)?;
-            if json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "job": outcome.job_id, "status": outcome.status, "error": outcome.error,
-                        "outputs": outcome.outputs, "suppression": report,
-                    })
-                )?;
-            } else if let (Some(output), Some(r)) = (outcome.outputs.first(), &report) {
-                writeln!(
-                    out,
-                    "job {} succeeded; extract {output} is in quarantine for review",
-                    outcome.job_id
-                )?;
-                writeln!(
-                    out,
-                    "sampled {} rows, released {}, suppressed {} in {} classes smaller than k={} over ({})",
-                    r.rows_sampled,
-                    r.rows_released,
-                    r.rows_suppressed,
-                    r.classes_suppressed,
-                    r.k,
-                    r.quasi_identifiers.join(", ")
-                )?;
-                let (_, _, table) = domain.output(output)?;
-                let preview = udf_sdk::Table {
-                    columns: table
-                        .columns
-                        .iter()
-                        .map(|c| udf_sdk::Column {
-                            name: c.name.clone(),
-                            values: match &c.values {
-                                udf_sdk::ColumnValues::Text(v) => {
-                                    udf_sdk::ColumnValues::Text(v.iter().take(5).cloned().collect())
-                                }
-                                other => other.clone(),
-                            },
-                        })
-                        .collect(),
-                };
-                demo::print_table(out, &preview)?;
-            } else {
-                writeln!(
-                    out,
-                    "job {} {}: {}",
-                    outcome.job_id,
-                    outcome.status,
-                    outcome.error.as_deref().unwrap_or("")
-                )?;
-            }
+            let (_, left) = domain.budget(&grant)?;
+            print_developer_outcome(out, &outcome, Some(&report), left, json)?;
             if outcome.status != "succeeded" {
                 bail!(
                     "extract refused or failed: {}",
-                    outcome.error.unwrap_or_default()
+                    outcome
+                        .error
+                        .as_deref()
+                        .map(crate::jobs::public_error)
+                        .unwrap_or_default()
                 );
             }
             Ok(())
@@ -1356,8 +1325,8 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         }) => {
-            let actor = who(actor)?;
             let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
             let bytes = std::fs::read(&module)
                 .with_context(|| format!("cannot read module {}", module.display()))?;
             let extras = crate::jobs::JobExtras {
@@ -1400,8 +1369,8 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         }) => {
-            let actor = who(actor)?;
             let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
             domain.require(&actor, Role::Reviewer, "read quarantined outputs")?;
             let (name, status, table) = domain.output(&output)?;
             if json {
@@ -1440,8 +1409,8 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         }) => {
-            let actor = who(actor)?;
             let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
             let release = domain.review(&actor, &output, true, &reason)?;
             if json {
                 let status = if release.is_some() {
@@ -1480,8 +1449,8 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
-            let actor = who(actor)?;
             let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
             domain.review(&actor, &output, false, &reason)?;
             writeln!(out, "rejected {output}")?;
             Ok(())
@@ -1493,8 +1462,8 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
-            let actor = who(actor)?;
             let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
             let (layer, id) = match (dataset, developer) {
                 (Some(d), _) => (crate::BudgetLayer::Dataset, d),
                 (None, Some(u)) => (crate::BudgetLayer::Developer, u),
@@ -1676,10 +1645,16 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         }) => {
-            let (ledger, key) = verified(&dir, public_key.as_deref())?;
             let text = read_text(&file)?;
-            let proof = crate::audit::verify_release(&text, &ledger, &key)
-                .context("release verification FAILED")?;
+            let proof = if crate::bundle::is_bundle(&text) {
+                // A bundle carries its own evidence: only the key is needed.
+                let key = self::public_key(&dir.path(), public_key.as_deref())?;
+                crate::bundle::verify_bundle(&text, &key)?
+            } else {
+                let (ledger, key) = verified(&dir, public_key.as_deref())?;
+                crate::audit::verify_release(&text, &ledger, &key)
+                    .context("release verification FAILED")?
+            };
             if json {
                 writeln!(out, "{}", serde_json::to_value(&proof)?)?;
             } else {
@@ -1691,8 +1666,12 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 )?;
                 writeln!(
                     out,
-                    "  bound by ledger entry {} (module {}, epsilon {:.3}, reviewer {})",
-                    proof.ledger_index, proof.module_sha256, proof.epsilon_spent, proof.reviewer
+                    "  bound by ledger entry {} (module {}, epsilon {:.3}, reviewer {}, approved by {})",
+                    proof.ledger_index,
+                    proof.module_sha256,
+                    proof.epsilon_spent,
+                    proof.reviewer,
+                    proof.approvers.join(", ")
                 )?;
                 writeln!(
                     out,
@@ -1725,6 +1704,16 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 (None, None) => bail!("give --index or --consistency"),
             };
             writeln!(out, "{}", proof.to_json())?;
+            Ok(())
+        }
+        Command::Ledger(LedgerCommand::Checkpoint { public_key, dir }) => {
+            let data = dir.path();
+            let key = self::public_key(&data, public_key.as_deref())?;
+            let path = data.join("ledger/checkpoint");
+            let note = read_text(&path)?;
+            unseen_ledger::Checkpoint::open(&note, unseen_ledger::ORIGIN, &key)
+                .with_context(|| format!("the checkpoint in {} does not verify", path.display()))?;
+            write!(out, "{note}")?;
             Ok(())
         }
         Command::Ledger(LedgerCommand::PublicKey { out: path, dir }) => {
@@ -1946,8 +1935,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
-            let actor = who(actor)?;
-            let pruned = open(&dir)?.prune_job_logs(&actor, older_than_days)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let pruned = domain.prune_job_logs(&actor, older_than_days)?;
             writeln!(
                 out,
                 "cleared the logs of {pruned} jobs that ended more than {older_than_days} days ago"
@@ -1955,8 +1945,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             Ok(())
         }
         Command::Dataset(DatasetCommand::List { actor, json, dir }) => {
-            let actor = who(actor)?;
-            let datasets = open(&dir)?.datasets(&actor)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let datasets = domain.datasets(&actor)?;
             if json {
                 writeln!(out, "{}", json!({"datasets": datasets}))?;
             }
@@ -1980,8 +1971,8 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
-            let actor = who(actor)?;
             let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
             let marginals = domain.publish_marginals(runtime.handle(), &actor, &name, epsilon)?;
             write_marginals(out, &serde_json::to_value(&marginals)?, path.as_deref())
         }
@@ -1991,8 +1982,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
-            let actor = who(actor)?;
-            open(&dir)?.destroy_dataset(&actor, &name, &reason)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            domain.destroy_dataset(&actor, &name, &reason)?;
             writeln!(
                 out,
                 "destroyed the data key of `{name}`: its data is unreadable and its grants are revoked; the ledger keeps the record"
@@ -2000,8 +1992,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             Ok(())
         }
         Command::User(UserCommand::List { actor, json, dir }) => {
-            let actor = who(actor)?;
-            let users = open(&dir)?.users(&actor)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let users = domain.users(&actor)?;
             if json {
                 writeln!(out, "{}", json!({"users": users}))?;
             }
@@ -2024,8 +2017,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
-            let actor = who(actor)?;
-            open(&dir)?.disable_user(&actor, &id, &reason)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            domain.disable_user(&actor, &id, &reason)?;
             writeln!(out, "disabled `{id}`; their token no longer works")?;
             Ok(())
         }
@@ -2035,8 +2029,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         }) => {
-            let actor = who(actor)?;
-            let token = open(&dir)?.rotate_token(&actor, &id)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let token = domain.rotate_token(&actor, &id)?;
             if json {
                 writeln!(out, "{}", json!({"user": id, "token": token}))?;
             } else {
@@ -2048,8 +2043,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             Ok(())
         }
         Command::Grant(GrantCommand::List { actor, json, dir }) => {
-            let actor = who(actor)?;
-            let grants = open(&dir)?.grants(&actor)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let grants = domain.grants(&actor)?;
             if json {
                 writeln!(out, "{}", json!({"grants": grants}))?;
             }
@@ -2078,8 +2074,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         }) => {
-            let actor = who(actor)?;
-            let grant = open(&dir)?.visible_grant(&actor, &id)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let grant = domain.visible_grant(&actor, &id)?;
             let value = serde_json::to_value(&grant)?;
             if json {
                 writeln!(out, "{value}")?;
@@ -2094,8 +2091,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
-            let actor = who(actor)?;
-            let stopped = open(&dir)?.revoke_grant(&actor, &id, &reason)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let stopped = domain.revoke_grant(&actor, &id, &reason)?;
             writeln!(
                 out,
                 "revoked grant {id}; {stopped} running or queued jobs stopped"
@@ -2108,8 +2106,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         }) => {
-            let actor = who(actor)?;
-            let usage = open(&dir)?.grant_usage(&actor, &id)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let usage = domain.grant_usage(&actor, &id)?;
             if json {
                 writeln!(out, "{}", serde_json::to_value(&usage)?)?;
             } else {
@@ -2140,8 +2139,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         }) => {
-            let actor = who(actor)?;
-            let job = open(&dir)?.job(&actor, &id)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let job = domain.job(&actor, &id)?;
             print_job(out, &job, json)
         }
         Command::Job(JobCommand::List {
@@ -2150,8 +2150,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             json,
             dir,
         }) => {
-            let actor = who(actor)?;
-            let jobs = open(&dir)?.jobs(&actor, grant.as_deref())?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let jobs = domain.jobs(&actor, grant.as_deref())?;
             if json {
                 writeln!(out, "{}", json!({"jobs": jobs}))?;
             }
@@ -2170,14 +2171,16 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             actor,
             dir,
         }) => {
-            let actor = who(actor)?;
-            let state = open(&dir)?.cancel_job(&actor, &id, &reason)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let state = domain.cancel_job(&actor, &id, &reason)?;
             writeln!(out, "job {id}: {state}")?;
             Ok(())
         }
         Command::Review(ReviewCommand::List { actor, json, dir }) => {
-            let actor = who(actor)?;
-            let queue = open(&dir)?.review_queue(&actor)?;
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let queue = domain.review_queue(&actor)?;
             if json {
                 writeln!(out, "{}", json!({"outputs": queue}))?;
                 return Ok(());
@@ -2212,14 +2215,78 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
         Command::Release(ReleaseCommand::Download {
             id,
             out: path,
+            force,
             actor,
             dir,
         }) => {
-            let actor = who(actor)?;
-            let file = open(&dir)?.download_release(&actor, &id)?;
-            write_download(out, &id, &file, path.as_deref())
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let mut destination = prepare_download(path.as_deref(), force)?;
+            let file =
+                domain.download_release_into(&actor, &id, |text| match destination.take() {
+                    Some(d) => d
+                        .commit(text.as_bytes())
+                        .map_err(crate::DomainError::Invalid),
+                    None => Ok(()),
+                })?;
+            match &path {
+                Some(p) => writeln!(out, "downloaded release {id} to {}", p.display())?,
+                None => writeln!(out, "{file}")?,
+            }
+            Ok(())
         }
     }
+}
+
+/// What a developer sees of a query or extract they ran locally: exactly
+/// what the HTTP API returns (output ids, status, spend), never the output
+/// itself, which only a reviewer reads before it is released.
+fn print_developer_outcome(
+    out: &mut dyn Write,
+    outcome: &crate::JobOutcome,
+    suppression: Option<&Option<unseen_policy::mask::SuppressionReport>>,
+    grant_left: f64,
+    json: bool,
+) -> Result<()> {
+    if json {
+        let mut value = crate::server::developer_outcome(outcome);
+        if let Some(report) = suppression {
+            value["suppression"] = serde_json::to_value(report)?;
+        }
+        writeln!(out, "{value}")?;
+        return Ok(());
+    }
+    writeln!(out, "job {} {}", outcome.job_id, outcome.status)?;
+    for r in &outcome.refusals {
+        writeln!(out, "  refused: {r}")?;
+    }
+    for o in &outcome.outputs {
+        writeln!(
+            out,
+            "  output {o} is in quarantine for review; a reviewer must approve it before anyone sees it"
+        )?;
+    }
+    writeln!(
+        out,
+        "  epsilon spent {:.3}; the grant has {grant_left:.3} left",
+        outcome.epsilon_spent
+    )?;
+    if let Some(Some(r)) = suppression {
+        writeln!(
+            out,
+            "  sampled {} rows, released {}, suppressed {} in {} classes smaller than k={} over ({})",
+            r.rows_sampled,
+            r.rows_released,
+            r.rows_suppressed,
+            r.classes_suppressed,
+            r.k,
+            r.quasi_identifiers.join(", ")
+        )?;
+    }
+    if let Some(e) = &outcome.error {
+        writeln!(out, "  error: {}", crate::jobs::public_error(e))?;
+    }
+    Ok(())
 }
 
 /// Prints a benchmark's measures and writes them with a chart when asked.
@@ -2275,14 +2342,27 @@ fn print_job(out: &mut dyn Write, job: &crate::jobs::JobView, json: bool) -> Res
     Ok(())
 }
 
-fn write_download(out: &mut dyn Write, id: &str, file: &str, path: Option<&Path>) -> Result<()> {
-    match path {
-        Some(p) => {
-            crate::util::write_private(p, file.as_bytes())
-                .with_context(|| format!("cannot write {}", p.display()))?;
+/// Makes ready the file a download goes to, before anything is counted.
+fn prepare_download(path: Option<&Path>, force: bool) -> Result<Option<crate::util::Destination>> {
+    path.map(|p| crate::util::Destination::prepare(p, force))
+        .transpose()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Writes a downloaded bundle where it was asked for, or prints it.
+fn finish_download(
+    out: &mut dyn Write,
+    id: &str,
+    file: &str,
+    path: Option<&Path>,
+    destination: Option<crate::util::Destination>,
+) -> Result<()> {
+    match (path, destination) {
+        (Some(p), Some(d)) => {
+            d.commit(file.as_bytes()).map_err(anyhow::Error::msg)?;
             writeln!(out, "downloaded release {id} to {}", p.display())?;
         }
-        None => writeln!(out, "{file}")?,
+        _ => writeln!(out, "{file}")?,
     }
     Ok(())
 }
@@ -2311,13 +2391,35 @@ async fn shutdown_signal() {
     }
 }
 
-/// The acting user of a local command.
-fn who(actor: Option<String>) -> Result<String> {
-    actor.ok_or_else(|| {
-        anyhow::anyhow!(
-            "say who is acting with --as USER (local data directory), or use --server URL --token TOKEN"
-        )
-    })
+/// The acting user of a local command. Local mode is for the operator of
+/// the host, who owns the data directory and acts as an admin by naming
+/// one with `--as`; anyone else (developer, reviewer, auditor) must prove
+/// who they are with their token, exactly as over HTTP.
+fn who(domain: &Domain, actor: Option<String>, token: Option<&str>) -> Result<String> {
+    if let Some(token) = token {
+        let (id, _) = domain.authenticate(token)?;
+        if let Some(claimed) = actor
+            && claimed != id
+        {
+            bail!(
+                "the token given (--token or UNSEEN_TOKEN) is `{id}`'s, but --as names `{claimed}`; drop --as or give `{claimed}`'s token"
+            );
+        }
+        return Ok(id);
+    }
+    let Some(actor) = actor else {
+        bail!(
+            "say who is acting: --token TOKEN (or UNSEEN_TOKEN) for any user, or --as ADMIN for the operator of this data directory; with a server, --server URL --token TOKEN"
+        );
+    };
+    let role = domain.role_of(&actor)?;
+    if role != Role::Admin {
+        bail!(
+            "acting locally as `{actor}` ({}) needs their token: pass --token TOKEN or set UNSEEN_TOKEN (the token `user add` printed, or a new one from `unseen user token {actor} --as ADMIN`); without a token, local commands act only as an admin, for the operator of the host",
+            role.as_str()
+        );
+    }
+    Ok(actor)
 }
 
 fn public_key(data_dir: &Path, public_key: Option<&Path>) -> Result<unseen_ledger::PublicKey> {

@@ -150,7 +150,7 @@ pub fn ingest(
         .with_file_encryption_properties(encryption)
         .build();
     let tmp = dest.with_extension("parquet.tmp");
-    let out = File::create(&tmp).map_err(|e| DomainError::io(&tmp, e))?;
+    let out = crate::util::create_private(&tmp).map_err(|e| DomainError::io(&tmp, e))?;
     let result = (|| {
         let mut writer =
             ArrowWriter::try_new(out, schema, Some(props)).map_err(|e| parquet_err(dest, e))?;

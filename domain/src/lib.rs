@@ -18,6 +18,7 @@
 pub mod access;
 pub mod audit;
 pub mod bench;
+pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod data;
@@ -110,6 +111,14 @@ pub enum DomainError {
     Invalid(String),
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
+    #[error(
+        "{path} has mode {mode:03o}: its group or others may read it, but the data directory holds keys and quarantined outputs for its owner alone; if nobody else has read it, run `chmod {fix} {path}` (or `chmod -R go-rwx` on the data directory)"
+    )]
+    Exposed {
+        path: String,
+        mode: u32,
+        fix: &'static str,
+    },
 }
 
 impl DomainError {
@@ -467,11 +476,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Domain {
     /// Opens a data directory, creating it and its store, keys and ledger on first use.
     pub fn open(dir: &Path) -> Result<Domain, DomainError> {
-        for sub in ["", "keys", "data", "ledger", "releases"] {
-            let p = dir.join(sub);
-            std::fs::create_dir_all(&p).map_err(|e| DomainError::io(&p, e))?;
+        // Owner-only, set explicitly whatever the umask, and checked on
+        // every open: local mode must not let other accounts on the host
+        // read what only a token holder could read over HTTP.
+        util::private_dir(dir)?;
+        for sub in ["keys", "data", "ledger", "releases", "cache"] {
+            util::private_dir(&dir.join(sub))?;
         }
-        set_private(&dir.join("keys"))?;
+        for file in ["unseen.db", "keys/master.key", "ledger/ledger.key"] {
+            let path = dir.join(file);
+            if path.exists() {
+                util::check_private(&path)?;
+            }
+        }
         let db = store::open(&dir.join("unseen.db"))?;
         let ledger = SharedLedger::open(&dir.join("ledger"))?;
         let master = MasterKey::load_or_create(&dir.join("keys/master.key"))?;
@@ -561,12 +578,17 @@ impl Domain {
         Ok(receipt.index)
     }
 
+    /// The ledger's current signed checkpoint (C2SP signed note).
+    pub fn ledger_checkpoint(&self) -> Result<String, DomainError> {
+        Ok(self.ledger.checkpoint_text()?)
+    }
+
     /// Size and root of the ledger.
     pub fn ledger_head(&self) -> Result<unseen_ledger::Head, DomainError> {
         Ok(self.ledger.head()?)
     }
 
-    fn role_of(&self, user: &str) -> Result<Role, DomainError> {
+    pub(crate) fn role_of(&self, user: &str) -> Result<Role, DomainError> {
         let row: Option<(String, i64)> = lock(&self.db)
             .query_row(
                 "SELECT role, disabled FROM users WHERE id = ?1",
@@ -1920,12 +1942,6 @@ fn table_diff(
         "columns_removed": was.iter().filter(|c| !now.contains(c)).collect::<Vec<_>>(),
         "cells_compared": compared_cells, "cells_changed": changed_cells,
     })
-}
-
-fn set_private(dir: &Path) -> Result<(), DomainError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| DomainError::io(dir, e))
 }
 
 #[cfg(test)]

@@ -135,7 +135,8 @@ impl From<DomainError> for ApiError {
             DomainError::Io { .. }
             | DomainError::Store(_)
             | DomainError::Ledger(_)
-            | DomainError::Key(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | DomainError::Key(_)
+            | DomainError::Exposed { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
     }
@@ -267,6 +268,7 @@ pub fn router(domain: Arc<Domain>, options: &ServerOptions) -> Router {
         .route("/v1/releases/{id}", get(download_release))
         .route("/v1/ledger/verify", get(verify_ledger))
         .route("/v1/ledger/public-key", get(public_key))
+        .route("/v1/ledger/checkpoint", get(checkpoint))
         .route("/v1/ledger/query", post(query_ledger))
         .route("/v1/reports/disclosure", get(disclosure))
         .fallback(not_found)
@@ -731,7 +733,7 @@ pub(crate) fn outcome_json(o: &JobOutcome) -> Value {
 /// An outcome as its developer sees it over the service: text the guest
 /// wrote (logs, its failure message) could carry released values past
 /// review, so it goes to reviewers only.
-fn developer_outcome(o: &JobOutcome) -> Value {
+pub(crate) fn developer_outcome(o: &JobOutcome) -> Value {
     let mut value = outcome_json(o);
     value["logs"] = json!([]);
     value["logs_withheld"] = json!(o.logs.len());
@@ -1039,6 +1041,14 @@ async fn public_key(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(ALL, "read the ledger public key")?;
     let key = blocking(&state, |d| ledger_key(d).map(|(_, k)| k.to_hex())).await?;
     ok(json!({"public_key": key}))
+}
+
+/// The current signed checkpoint (C2SP signed note), for anyone who will
+/// later check proofs or `ledger verify --since` against it.
+async fn checkpoint(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(ALL, "read the ledger checkpoint")?;
+    let note = blocking(&state, |d| d.ledger_checkpoint()).await?;
+    ok(json!({"checkpoint": note}))
 }
 
 #[derive(Deserialize)]

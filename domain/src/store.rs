@@ -171,10 +171,25 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
-/// Opens (creating on first run) the store in WAL mode.
+/// Opens (creating on first run) the store in WAL mode. The store and its
+/// `-wal` and `-shm` files are owner-only: SQLite gives the side files the
+/// database file's mode, and the database file is created 0600 here first.
 pub fn open(path: &Path) -> Result<Connection, DomainError> {
+    if !path.exists() {
+        crate::util::create_private(path).map_err(|e| DomainError::io(path, e))?;
+    }
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    for side in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(side);
+        let side = std::path::PathBuf::from(name);
+        if side.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| DomainError::io(&side, e))?;
+        }
+    }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Deleted content (a destroyed data key) is overwritten, not left in free pages.

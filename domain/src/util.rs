@@ -57,21 +57,134 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Writes a file readable only by its owner, durably (temp file, fsync, rename).
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = create_private(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(parent_dir(path))
+}
+
+/// Creates (or truncates) a file with mode 0600, set explicitly so the
+/// umask cannot loosen or tighten it.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
+/// The directory a file path lives in; `.` for a bare file name (whose
+/// `parent()` is empty).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a rename or a new file in `dir` durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Makes `path` a directory only its owner can enter: created with mode
+/// 0700 if missing (set explicitly, whatever the umask), refused if it
+/// exists and its group or others have any access.
+pub fn private_dir(path: &Path) -> Result<(), crate::DomainError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e| crate::DomainError::io(path, e);
+    if path.exists() {
+        return check_private(path);
+    }
+    std::fs::create_dir_all(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+/// Refuses a file or directory that its group or others may access: the
+/// data directory holds keys and quarantined outputs, so only the account
+/// that runs the service may read it.
+pub fn check_private(path: &Path) -> Result<(), crate::DomainError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| crate::DomainError::io(path, e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        let fix = if path.is_dir() { "700" } else { "600" };
+        return Err(crate::DomainError::Exposed {
+            path: path.display().to_string(),
+            mode: mode & 0o777,
+            fix,
+        });
     }
     Ok(())
+}
+
+/// Where a download goes, made ready before anything is counted: a
+/// private temporary file next to the target (so the final rename stays on
+/// one file system), committed by writing, fsyncing and renaming.
+#[derive(Debug)]
+pub struct Destination {
+    target: std::path::PathBuf,
+    temp: tempfile::NamedTempFile,
+    replace: bool,
+}
+
+impl Destination {
+    /// Checks that `target` can be written: not a directory, not an
+    /// existing file unless `replace`, and its directory writable.
+    pub fn prepare(target: &Path, replace: bool) -> Result<Destination, String> {
+        use std::os::unix::fs::PermissionsExt;
+        if target.is_dir() {
+            return Err(format!(
+                "{} is a directory; give a file name, like {}/release.json",
+                target.display(),
+                target.display()
+            ));
+        }
+        if target.exists() && !replace {
+            return Err(format!(
+                "{} already exists; choose another name, or pass --force to replace it",
+                target.display()
+            ));
+        }
+        let dir = parent_dir(target);
+        let temp = tempfile::Builder::new()
+            .prefix(".unseen-download-")
+            .tempfile_in(dir)
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        Ok(Destination {
+            target: target.to_path_buf(),
+            temp,
+            replace,
+        })
+    }
+
+    /// Writes `bytes` durably at the target; on error nothing is left behind.
+    pub fn commit(mut self, bytes: &[u8]) -> Result<(), String> {
+        let fail =
+            |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", self.target.display());
+        self.temp.write_all(bytes).map_err(|e| fail(&e))?;
+        self.temp.as_file().sync_all().map_err(|e| fail(&e))?;
+        let target = self.target.clone();
+        let persisted = if self.replace {
+            self.temp.persist(&target)
+        } else {
+            // Refuses a file that appeared since `prepare`.
+            self.temp.persist_noclobber(&target)
+        };
+        persisted.map_err(|e| format!("cannot write {}: {}", target.display(), e.error))?;
+        sync_dir(parent_dir(&target)).map_err(|e| format!("cannot write {}: {e}", target.display()))
+    }
 }
 
 #[cfg(test)]

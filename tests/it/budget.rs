@@ -204,6 +204,8 @@ fn kill_during_queries_leaves_budgets_and_releases_consistent() {
             .env("UNSEEN_KILL_TEST_DIR", &data)
             .env("UNSEEN_KILL_TEST_GRANT", &grant)
             .env("UNSEEN_KILL_TEST_START", (round * 1000).to_string())
+            // The child proves it acts as `dev` with dev's token.
+            .env("UNSEEN_TOKEN", crate::support::token_of(&data, "dev"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

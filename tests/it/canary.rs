@@ -91,9 +91,9 @@ fn served_answers(data: &str, grant: &str, output: &str) -> String {
         .add_user(Some("admin"), "aud", "Au", unseen::Role::Auditor, "")
         .unwrap();
     let tokens = [
-        domain.rotate_token("admin", "admin").unwrap(),
-        domain.rotate_token("admin", "dev").unwrap(),
-        domain.rotate_token("admin", "rev").unwrap(),
+        crate::support::rotate(domain, "admin"),
+        crate::support::rotate(domain, "dev"),
+        crate::support::rotate(domain, "rev"),
         aud,
     ];
     let release = std::fs::read_dir(Path::new(data).join("releases"))

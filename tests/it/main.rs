@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod boundary;
 mod budget;
 mod canary;
 mod cli_errors;
@@ -11,6 +12,7 @@ mod dev;
 mod extract;
 mod joins;
 mod query;
+mod releases;
 mod reuse;
 mod server;
 mod support;

@@ -76,6 +76,7 @@ fn identical_queries_return_the_cached_release_without_spending_again() {
         "query",
         "--grant",
         &grant,
+        "--json",
         "--as",
         "dev",
         "--data-dir",
@@ -88,6 +89,7 @@ fn identical_queries_return_the_cached_release_without_spending_again() {
         "query",
         "--grant",
         &grant,
+        "--json",
         "--as",
         "dev",
         "--data-dir",
@@ -95,10 +97,26 @@ fn identical_queries_return_the_cached_release_without_spending_again() {
         "SELECT district,  COUNT(*) AS people, AVG(annual_income) AS mean FROM residents GROUP BY district",
     ]);
     assert_eq!(spent(&data, &grant), 1.0);
-    let numbers = |s: &str| {
-        s.lines()
-            .skip(2)
-            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+    // What the reviewer sees of each output: the numbers, whatever the names.
+    let numbers = |out: &str| {
+        let job: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let output = job["outputs"][0].as_str().unwrap();
+        let shown: serde_json::Value = serde_json::from_str(&ok(&[
+            "review",
+            "show",
+            output,
+            "--json",
+            "--as",
+            "rev",
+            "--data-dir",
+            &data,
+        ]))
+        .unwrap();
+        shown["table"]["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["values"].clone())
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -340,6 +358,12 @@ fn an_approval_whose_signing_failed_is_finished_by_approving_again() {
     assert!(failed.contains("releases"), "{failed}");
     std::fs::remove_file(&releases).unwrap();
     std::fs::create_dir(&releases).unwrap();
+    // Owner-only, as the data directory requires at open.
+    std::fs::set_permissions(
+        &releases,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let mut approve_json = approve.to_vec();
     approve_json.push("--json");
     let done: serde_json::Value = serde_json::from_str(&ok(&approve_json)).unwrap();

@@ -23,9 +23,9 @@ struct People {
 fn people(server: &TestServer) -> People {
     let d = &server.domain;
     People {
-        admin: d.rotate_token("admin", "admin").unwrap(),
-        dev: d.rotate_token("admin", "dev").unwrap(),
-        rev: d.rotate_token("admin", "rev").unwrap(),
+        admin: crate::support::rotate(d, "admin"),
+        dev: crate::support::rotate(d, "dev"),
+        rev: crate::support::rotate(d, "rev"),
         rev2: d
             .add_user(Some("admin"), "rev2", "R2", Role::Reviewer, "audit office")
             .unwrap(),
@@ -839,8 +839,8 @@ fn kill_dash_nine_of_the_server_leaves_a_consistent_store() {
     let tokens = {
         let domain = unseen::Domain::open(Path::new(&data)).unwrap();
         (
-            domain.rotate_token("admin", "dev").unwrap(),
-            domain.rotate_token("admin", "admin").unwrap(),
+            crate::support::rotate(&domain, "dev"),
+            crate::support::rotate(&domain, "admin"),
         )
     };
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())

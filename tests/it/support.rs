@@ -42,8 +42,86 @@ pub fn logs() -> Vec<u8> {
     LOGS.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// Runs `unseen ARGS...`; returns (succeeded, stdout + error text).
+/// Tokens the CLI printed (`user add`, `user token`) or a test issued,
+/// by (data directory, user).
+static TOKENS: Mutex<std::collections::BTreeMap<(String, String), String>> =
+    Mutex::new(std::collections::BTreeMap::new());
+
+/// Records `user`'s current token in `data`, for commands that act as them.
+pub fn remember_token(data: &str, user: &str, token: &str) {
+    TOKENS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((data.to_string(), user.to_string()), token.to_string());
+}
+
+/// `user`'s token in `data`, as last printed or remembered.
+pub fn token_of(data: &str, user: &str) -> String {
+    TOKENS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(data.to_string(), user.to_string()))
+        .cloned()
+        .unwrap_or_else(|| panic!("no token of `{user}` in {data} was printed"))
+}
+
+/// Issues `user` a new token directly through `domain` (as an admin
+/// would) and remembers it for later commands.
+pub fn rotate(domain: &unseen::Domain, user: &str) -> String {
+    let token = domain.rotate_token("admin", user).unwrap();
+    remember_token(domain.dir().to_str().unwrap(), user, &token);
+    token
+}
+
+fn flag<'a>(args: &[&'a str], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| *a == name)
+        .and_then(|i| args.get(i + 1))
+        .copied()
+}
+
+/// Runs `unseen ARGS...` as a user would: a local command acting `--as` a
+/// user carries that user's token (`--token`), as local mode requires of
+/// everyone but the operator's admin; tokens are the ones the CLI printed.
+/// Returns (succeeded, stdout + error text).
 pub fn unseen(args: &[&str]) -> (bool, String) {
+    let data = flag(args, "--data-dir").unwrap_or_default();
+    let token = match flag(args, "--as") {
+        Some(user) if !args.contains(&"--token") && !args.contains(&"--server") => TOKENS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(data.to_string(), user.to_string()))
+            .cloned(),
+        _ => None,
+    };
+    let mut argv: Vec<&str> = args.to_vec();
+    if let Some(token) = &token {
+        argv.extend(["--token", token.as_str()]);
+    }
+    let (ok, text) = unseen_exact(&argv);
+    let printed_for = match args {
+        ["user", "add", ..] => flag(args, "--id"),
+        ["user", "token", id, ..] => Some(*id),
+        _ => None,
+    };
+    if let (true, Some(user)) = (ok, printed_for) {
+        let token = match serde_json::from_str::<serde_json::Value>(text.trim()) {
+            Ok(v) => v["token"].as_str().map(str::to_string),
+            Err(_) => text
+                .lines()
+                .find(|l| l.contains("token"))
+                .and_then(|l| l.split_whitespace().last())
+                .map(str::to_string),
+        };
+        if let Some(token) = token {
+            remember_token(data, user, &token);
+        }
+    }
+    (ok, text)
+}
+
+/// Runs `unseen ARGS...` exactly as given (no token added).
+pub fn unseen_exact(args: &[&str]) -> (bool, String) {
     let mut argv = vec!["unseen".to_string()];
     argv.extend(args.iter().map(|a| a.to_string()));
     let mut out = Vec::new();

@@ -1,0 +1,584 @@
+//! Downloads counted only once delivered, and offline release bundles that
+//! prove themselves with only the ledger's public key.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::support::{TestServer, fails, issue_grant, ok, residents_dir, token_of, unseen};
+
+const SQL: &str = "SELECT district, COUNT(*) AS n FROM residents GROUP BY district";
+
+/// A DP query run by `dev` and approved by `rev` (and `rev2` where the
+/// grant needs two approvals); the release id.
+fn approved_release(data: &str, grant: &str, reviewers: &[&str]) -> String {
+    let out = ok(&[
+        "query",
+        "--grant",
+        grant,
+        "--json",
+        "--as",
+        "dev",
+        "--data-dir",
+        data,
+        SQL,
+    ]);
+    let job: Value = serde_json::from_str(out.trim()).unwrap();
+    let output = job["outputs"][0].as_str().unwrap().to_string();
+    let mut release = Value::Null;
+    for reviewer in reviewers {
+        let approved: Value = serde_json::from_str(&ok(&[
+            "review",
+            "approve",
+            &output,
+            "--reason",
+            "DP counts",
+            "--json",
+            "--as",
+            reviewer,
+            "--data-dir",
+            data,
+        ]))
+        .unwrap();
+        release = approved["release"].clone();
+    }
+    release.as_str().unwrap().to_string()
+}
+
+/// Downloads counted on the grant, and `release.downloaded` ledger entries.
+fn counted(data: &str, grant: &str) -> (u64, u64) {
+    let usage: Value = serde_json::from_str(&ok(&[
+        "grant",
+        "usage",
+        grant,
+        "--json",
+        "--as",
+        "admin",
+        "--data-dir",
+        data,
+    ]))
+    .unwrap();
+    let rows: Value = serde_json::from_str(&ok(&[
+        "ledger",
+        "query",
+        "SELECT COUNT(*) AS n FROM entries WHERE kind = 'release.downloaded'",
+        "--json",
+        "--data-dir",
+        data,
+    ]))
+    .unwrap();
+    (
+        usage["downloads"].as_u64().unwrap(),
+        rows[0]["n"].as_u64().unwrap(),
+    )
+}
+
+fn is_bundle(path: &Path) -> bool {
+    let text = std::fs::read_to_string(path).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["format"] == "unseen-release-bundle/1" && v["document"]["table"].is_object()
+}
+
+/// Runs `child_downloads_relative_paths` in a child process whose working
+/// directory is `cwd` (the working directory is per process, and tests
+/// run in threads of one).
+fn download_in(cwd: &Path, data: &str, release: &str, token: &str, server: Option<&str>) {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "releases::child_downloads_relative_paths",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .current_dir(cwd)
+        .env("UNSEEN_DOWNLOAD_TEST", "1")
+        .env("UNSEEN_DOWNLOAD_DATA", data)
+        .env("UNSEEN_DOWNLOAD_RELEASE", release)
+        .env("UNSEEN_DOWNLOAD_TOKEN", token)
+        .env("UNSEEN_DOWNLOAD_SERVER", server.unwrap_or(""))
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child's downloads failed");
+}
+
+/// In a child process (see [`download_in`]): a bare file name and a
+/// relative path succeed, a relative path into a missing directory fails.
+#[test]
+#[ignore = "run by download_in in its own working directory"]
+fn child_downloads_relative_paths() {
+    if std::env::var_os("UNSEEN_DOWNLOAD_TEST").is_none() {
+        return;
+    }
+    let var = |k: &str| std::env::var(k).unwrap();
+    let (data, release, token, server) = (
+        var("UNSEEN_DOWNLOAD_DATA"),
+        var("UNSEEN_DOWNLOAD_RELEASE"),
+        var("UNSEEN_DOWNLOAD_TOKEN"),
+        var("UNSEEN_DOWNLOAD_SERVER"),
+    );
+    std::fs::create_dir("sub").unwrap();
+    for (out, succeeds) in [
+        ("rel.json", true),
+        ("sub/rel.json", true),
+        ("./sub/../rel2.json", true),
+        ("missing/rel.json", false),
+    ] {
+        let mut args = vec![
+            "release", "download", &release, "--out", out, "--token", &token,
+        ];
+        if server.is_empty() {
+            args.extend(["--data-dir", &data]);
+        } else {
+            args.extend(["--server", &server]);
+        }
+        let (done, text) = crate::support::unseen_exact(&args);
+        assert_eq!(done, succeeds, "{out}: {text}");
+        if succeeds {
+            assert!(
+                text.contains(&format!("downloaded release {release} to {out}")),
+                "{text}"
+            );
+            assert!(is_bundle(Path::new(out)), "{out}");
+        }
+    }
+}
+
+/// Every way a download can go, locally then over --server: bare, relative
+/// and absolute paths succeed and count once each; an existing file (without
+/// --force), a directory, a missing or unwritable directory fail and count
+/// nothing; nothing is left behind.
+#[test]
+fn a_download_counts_only_once_the_file_is_written() {
+    let (dir, data) = residents_dir("1000");
+    let grant = issue_grant(&data, "5", &["--max-downloads", "20"]);
+    let release = approved_release(&data, &grant, &["rev"]);
+    let token = token_of(&data, "dev");
+    let root = dir.path();
+    assert_eq!(counted(&data, &grant), (0, 0));
+
+    let cwd = tempfile::tempdir().unwrap();
+    download_in(cwd.path(), &data, &release, &token, None);
+    assert_eq!(counted(&data, &grant), (3, 3), "three written, one refused");
+
+    let failing = |target: &str, data: &str, remote: Option<&str>| {
+        let mut args = vec!["release", "download", &release, "--out", target];
+        let on;
+        match remote {
+            Some(base) => {
+                on = ["--server", base, "--token", &token];
+                args.extend(on);
+            }
+            None => args.extend(["--as", "dev", "--data-dir", data]),
+        }
+        fails(&args)
+    };
+    let blocker = root.join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let existing = root.join("existing.json");
+    std::fs::write(&existing, "keep me").unwrap();
+    let readonly = root.join("readonly");
+    std::fs::create_dir(&readonly).unwrap();
+    let targets: Vec<(PathBuf, &str)> = vec![
+        (
+            existing.clone(),
+            "already exists; choose another name, or pass --force",
+        ),
+        (root.to_path_buf(), "is a directory"),
+        (root.join("missing/rel.json"), "cannot write in"),
+        (blocker.join("rel.json"), "cannot write in"),
+    ];
+    let check_failures = |remote: Option<&str>| {
+        for (target, expected) in &targets {
+            let text = failing(target.to_str().unwrap(), &data, remote);
+            assert!(text.contains(expected), "{}: {text}", target.display());
+        }
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep me");
+        if !running_as_root() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&readonly, std::fs::Permissions::from_mode(0o500)).unwrap();
+            let text = failing(readonly.join("r.json").to_str().unwrap(), &data, remote);
+            assert!(text.contains("cannot write in"), "{text}");
+            std::fs::set_permissions(&readonly, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+    };
+    check_failures(None);
+    assert_eq!(counted(&data, &grant), (3, 3), "failures count nothing");
+
+    // Absolute, and --force over an existing file.
+    let absolute = root.join("abs.json");
+    ok(&[
+        "release",
+        "download",
+        &release,
+        "--out",
+        absolute.to_str().unwrap(),
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]);
+    ok(&[
+        "release",
+        "download",
+        &release,
+        "--out",
+        existing.to_str().unwrap(),
+        "--force",
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(is_bundle(&absolute) && is_bundle(&existing));
+    assert_eq!(counted(&data, &grant), (5, 5));
+    std::fs::write(&existing, "keep me").unwrap();
+
+    // The same over --server.
+    {
+        let server = TestServer::start(&data, 2);
+        let token = crate::support::rotate(&server.domain, "dev");
+        let cwd = tempfile::tempdir().unwrap();
+        download_in(cwd.path(), &data, &release, &token, Some(&server.base));
+        let base = server.base.clone();
+        check_failures(Some(&base));
+        let remote_abs = root.join("remote-abs.json");
+        ok(&[
+            "--server",
+            &base,
+            "--token",
+            &token,
+            "release",
+            "download",
+            &release,
+            "--out",
+            remote_abs.to_str().unwrap(),
+        ]);
+        ok(&[
+            "--server",
+            &base,
+            "--token",
+            &token,
+            "release",
+            "download",
+            &release,
+            "--out",
+            existing.to_str().unwrap(),
+            "--force",
+        ]);
+        assert!(is_bundle(&remote_abs) && is_bundle(&existing));
+    }
+    assert_eq!(counted(&data, &grant), (10, 10));
+    let leftovers: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".unseen-download-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A data directory with a release approved by two reviewers, downloaded
+/// as a bundle into an otherwise empty directory with the public key.
+fn bundle_in_empty_dir() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    String,
+    PathBuf,
+    PathBuf,
+) {
+    let (dir, data) = residents_dir("1000");
+    ok(&[
+        "user",
+        "add",
+        "--id",
+        "rev2",
+        "--name",
+        "R2",
+        "--role",
+        "reviewer",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    let grant = issue_grant(&data, "5", &["--approvals", "2"]);
+    let release = approved_release(&data, &grant, &["rev", "rev2"]);
+    let empty = tempfile::tempdir().unwrap();
+    let bundle = empty.path().join("bundle.json");
+    let key = empty.path().join("ledger.pub");
+    ok(&[
+        "release",
+        "download",
+        &release,
+        "--out",
+        bundle.to_str().unwrap(),
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]);
+    ok(&[
+        "ledger",
+        "public-key",
+        "--out",
+        key.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]);
+    (dir, empty, release, bundle, key)
+}
+
+#[test]
+fn a_downloaded_bundle_verifies_with_only_the_public_key() {
+    let (_dir, empty, release, bundle, key) = bundle_in_empty_dir();
+    // The data directory the verifier names does not exist: nothing but
+    // the bundle and the key is read.
+    let nowhere = empty.path().join("no-data-dir");
+    let out = ok(&[
+        "release",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--public-key",
+        key.to_str().unwrap(),
+        "--json",
+        "--data-dir",
+        nowhere.to_str().unwrap(),
+    ]);
+    let proof: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(proof["release"], release.as_str());
+    assert_eq!(proof["approvers"], serde_json::json!(["rev", "rev2"]));
+    assert!(!nowhere.exists());
+    let text = ok(&[
+        "release",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--public-key",
+        key.to_str().unwrap(),
+        "--data-dir",
+        nowhere.to_str().unwrap(),
+    ]);
+    assert!(text.contains(&format!("release {release} OK")), "{text}");
+    assert!(text.contains("approved by rev, rev2"), "{text}");
+    // Another ledger's key proves nothing.
+    let (_other_dir, other) = residents_dir("200");
+    let other_key = empty.path().join("other.pub");
+    ok(&[
+        "ledger",
+        "public-key",
+        "--out",
+        other_key.to_str().unwrap(),
+        "--data-dir",
+        &other,
+    ]);
+    let refused = fails(&[
+        "release",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--public-key",
+        other_key.to_str().unwrap(),
+        "--data-dir",
+        nowhere.to_str().unwrap(),
+    ]);
+    assert!(refused.contains("FAILED at the key identity"), "{refused}");
+}
+
+/// Sets the value at JSON pointer `at` with `change`.
+fn tampered(bundle: &Value, at: &str, change: impl Fn(&mut Value)) -> String {
+    let mut copy = bundle.clone();
+    change(
+        copy.pointer_mut(at)
+            .unwrap_or_else(|| panic!("{at} is in the bundle")),
+    );
+    serde_json::to_string_pretty(&copy).unwrap()
+}
+
+fn alter(v: &mut Value) {
+    *v = match v.take() {
+        Value::String(s) if s.len() > 10 => {
+            // Change one character in the middle, keeping the shape.
+            let mut chars: Vec<char> = s.chars().collect();
+            let i = chars.len() / 2;
+            chars[i] = if chars[i] == 'a' { 'b' } else { 'a' };
+            Value::String(chars.into_iter().collect())
+        }
+        Value::String(s) => Value::String(format!("{s}x")),
+        Value::Number(n) => match n.as_u64() {
+            Some(i) => serde_json::json!(i + 1),
+            None => serde_json::json!(n.as_f64().unwrap() + 1.0),
+        },
+        Value::Null => Value::String("x".into()),
+        other => panic!("cannot alter {other}"),
+    };
+}
+
+#[test]
+fn every_tampered_field_of_a_bundle_is_detected_and_named() {
+    let (_dir, empty, _release, bundle_path, key) = bundle_in_empty_dir();
+    let bundle: Value =
+        serde_json::from_str(&std::fs::read_to_string(&bundle_path).unwrap()).unwrap();
+    let entries = bundle["ledger"]["entries"].as_array().unwrap().len();
+    assert_eq!(entries, 3, "two approvals and the signed release");
+    let first_column = &bundle["document"]["table"]["columns"][1]["values"][0];
+    assert!(first_column.is_object(), "{first_column}");
+    let mut cases: Vec<(String, String, &str)> = vec![
+        ("/document/module_sha256", "the release signature"),
+        ("/document/sql", "the release signature"),
+        (
+            "/document/input_snapshot/source_sha256",
+            "the release signature",
+        ),
+        (
+            "/document/input_snapshot/manifest_version",
+            "the release signature",
+        ),
+        ("/document/policy_version", "the release signature"),
+        ("/document/epsilon_spent", "the release signature"),
+        ("/document/reviewer", "the release signature"),
+        ("/document/approvers/0", "the release signature"),
+        ("/document/output_sha256", "the release signature"),
+        (
+            "/document/table/columns/1/values/0/value",
+            "the release signature",
+        ),
+        (
+            "/document/table/columns/0/values/0",
+            "the release signature",
+        ),
+        ("/signature", "the release signature"),
+        ("/ledger/public_key", "the key identity"),
+        ("/ledger/verifier_key", "the key identity"),
+        ("/ledger/checkpoint", "the signed checkpoint"),
+        ("/ledger/entries/0/line", "ledger entry 0 of the bundle"),
+        ("/ledger/entries/2/line", "ledger entry 2 of the bundle"),
+        (
+            "/ledger/entries/1/proof/leaf_hash",
+            "ledger entry 1 of the bundle",
+        ),
+        (
+            "/ledger/entries/1/proof/root",
+            "ledger entry 1 of the bundle",
+        ),
+        (
+            "/ledger/entries/1/proof/size",
+            "ledger entry 1 of the bundle",
+        ),
+        (
+            "/ledger/entries/1/proof/index",
+            "ledger entry 1 of the bundle",
+        ),
+        (
+            "/ledger/entries/2/proof/path/0",
+            "ledger entry 2 of the bundle",
+        ),
+    ]
+    .into_iter()
+    .map(|(at, link)| (at.to_string(), tampered(&bundle, at, alter), link))
+    .collect();
+    // An entry left out: one approval, or the release entry itself.
+    for (n, link) in [(0, "the reviewers"), (2, "the release entry")] {
+        let mut copy = bundle.clone();
+        let list = copy["ledger"]["entries"].as_array_mut().unwrap();
+        let removed = list.remove(n);
+        let kind = if removed["line"]
+            .as_str()
+            .unwrap()
+            .contains("review.approved")
+        {
+            "the reviewers"
+        } else {
+            "the release entry"
+        };
+        assert_eq!(kind, link, "entry {n} is {removed}");
+        cases.push((format!("without entry {n}"), copy.to_string(), link));
+    }
+    let tampered_path = empty.path().join("tampered.json");
+    for (what, text, link) in &cases {
+        std::fs::write(&tampered_path, text).unwrap();
+        let (verified, out) = unseen(&[
+            "release",
+            "verify",
+            tampered_path.to_str().unwrap(),
+            "--public-key",
+            key.to_str().unwrap(),
+            "--data-dir",
+            empty.path().join("none").to_str().unwrap(),
+        ]);
+        assert!(!verified, "tampering {what} went unnoticed:\n{out}");
+        assert!(
+            out.contains(&format!("bundle verification FAILED at {link}")),
+            "tampering {what} should break {link}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn ledger_checkpoint_prints_the_signed_checkpoint_locally_and_over_the_server() {
+    let (dir, data) = residents_dir("300");
+    let note = ok(&["ledger", "checkpoint", "--data-dir", &data]);
+    let file = std::fs::read_to_string(Path::new(&data).join("ledger/checkpoint")).unwrap();
+    assert_eq!(note, file);
+    assert!(note.starts_with(unseen_ledger_origin()), "{note}");
+    let saved = dir.path().join("saved-checkpoint");
+    std::fs::write(&saved, &note).unwrap();
+    issue_grant(&data, "1", &[]);
+    let since = ok(&[
+        "ledger",
+        "verify",
+        "--since",
+        saved.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]);
+    assert!(since.contains("consistently extends"), "{since}");
+    // A proof checks against the printed checkpoint.
+    let proof = dir.path().join("proof.json");
+    let key = dir.path().join("ledger.pub");
+    ok(&[
+        "ledger",
+        "public-key",
+        "--out",
+        key.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]);
+    let now = ok(&["ledger", "checkpoint", "--data-dir", &data]);
+    let current = dir.path().join("checkpoint");
+    std::fs::write(&current, &now).unwrap();
+    std::fs::write(
+        &proof,
+        ok(&["ledger", "proof", "--index", "3", "--data-dir", &data]),
+    )
+    .unwrap();
+    ok(&[
+        "ledger",
+        "check-proof",
+        proof.to_str().unwrap(),
+        "--checkpoint",
+        current.to_str().unwrap(),
+        "--public-key",
+        key.to_str().unwrap(),
+    ]);
+    let server = TestServer::start(&data, 1);
+    let token = crate::support::rotate(&server.domain, "dev");
+    let remote = ok(&[
+        "--server",
+        &server.base,
+        "--token",
+        &token,
+        "ledger",
+        "checkpoint",
+    ]);
+    assert!(remote.starts_with(unseen_ledger_origin()), "{remote}");
+    let newest = std::fs::read_to_string(Path::new(&data).join("ledger/checkpoint")).unwrap();
+    assert_eq!(remote, newest);
+}
+
+fn unseen_ledger_origin() -> &'static str {
+    "unseen.local/ledger"
+}
