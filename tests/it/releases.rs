@@ -129,7 +129,7 @@ fn child_downloads_relative_paths() {
             "release", "download", &release, "--out", out, "--token", &token,
         ];
         if server.is_empty() {
-            args.extend(["--data-dir", &data]);
+            args.extend(["--as", "dev", "--data-dir", &data]);
         } else {
             args.extend(["--server", &server]);
         }
