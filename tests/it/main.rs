@@ -12,6 +12,7 @@ mod dev;
 mod extract;
 mod joins;
 mod query;
+mod readme;
 mod releases;
 mod reuse;
 mod server;
