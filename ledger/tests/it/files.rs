@@ -278,6 +278,28 @@ fn replaced_signing_key_is_detected_on_open() {
     drop(ledger_with(tmp.path(), 3));
     let key = tmp.path().join(KEY_FILE);
     fs::remove_file(&key).unwrap();
+    let other = unseen_ledger::SigningKey::generate().unwrap();
+    fs::write(&key, other.pkcs8()).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let err = Ledger::open(tmp.path()).unwrap_err();
     assert!(matches!(err, LedgerError::BadCheckpoint { .. }), "{err}");
+}
+
+#[test]
+fn deleted_signing_key_is_refused_never_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = ledger_with(tmp.path(), 3);
+    let public = fs::read(tmp.path().join(PUBLIC_KEY_FILE)).unwrap();
+    drop(ledger);
+    let key = tmp.path().join(KEY_FILE);
+    fs::remove_file(&key).unwrap();
+    let err = Ledger::open(tmp.path()).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::KeyMissing { entries: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("restore ledger.key"), "{err}");
+    // Nothing was created or rewritten.
+    assert!(!key.exists());
+    assert_eq!(fs::read(tmp.path().join(PUBLIC_KEY_FILE)).unwrap(), public);
 }
