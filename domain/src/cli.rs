@@ -774,6 +774,20 @@ pub enum LedgerCommand {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Admin action for a ledger the service refuses to open because it
+    /// holds entries no signed checkpoint or write-ahead record proves:
+    /// move them (and any damaged or partial line after them) to a file
+    /// under DATA_DIR/ledger/quarantine/, record the cut (counts and
+    /// hashes) in the ledger, and sign. Stop the service first.
+    Recover {
+        /// The admin recovering (recorded as the entry's actor).
+        #[arg(long = "as")]
+        actor: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Verify the ledger offline with only the public key.
     Verify {
         /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
@@ -1725,6 +1739,38 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 (None, None) => bail!("give --index or --consistency"),
             };
             writeln!(out, "{}", proof.to_json())?;
+            Ok(())
+        }
+        Command::Ledger(LedgerCommand::Recover { actor, json, dir }) => {
+            let (ledger, recovery) = Domain::recover_ledger(&dir.path(), &actor)?;
+            let size = ledger.size();
+            if json {
+                let cut = recovery.as_ref().map(|r| {
+                    json!({"first_index": r.first_index, "entries": r.entries, "bytes": r.bytes,
+                           "sha256": r.sha256_hex, "file": r.file.display().to_string()})
+                });
+                writeln!(out, "{}", json!({"quarantined": cut, "entries": size}))?;
+            } else if let Some(r) = recovery {
+                writeln!(
+                    out,
+                    "quarantined {} entries from entry {} on ({} bytes, sha256 {}) to {}",
+                    r.entries,
+                    r.first_index,
+                    r.bytes,
+                    r.sha256_hex,
+                    r.file.display()
+                )?;
+                writeln!(
+                    out,
+                    "recorded as entry {} (ledger.recovered); the ledger holds {size} entries under a new signed checkpoint",
+                    size - 1
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "nothing to recover: every entry is proven; the ledger holds {size} entries"
+                )?;
+            }
             Ok(())
         }
         Command::Ledger(LedgerCommand::PublicKey { out: path, dir }) => {

@@ -10,6 +10,7 @@ mod demo;
 mod dev;
 mod extract;
 mod joins;
+mod ledger_integrity;
 mod query;
 mod reuse;
 mod server;
