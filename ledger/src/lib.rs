@@ -64,6 +64,7 @@ pub use proof::{
 };
 pub use shared::{GroupStats, SharedLedger};
 pub use store::{
-    Head, Ledger, LedgerError, Receipt, Recovery, export_segment, verify_dir, verify_since,
+    Head, Ledger, LedgerError, Receipt, Recovery, export_segment, read_verified, verify_dir,
+    verify_since,
 };
 pub use verify::{VerifyError, VerifyReport, verify};

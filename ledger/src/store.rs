@@ -1231,6 +1231,17 @@ pub fn verify_dir(dir: &Path, public_key: &PublicKey) -> Result<VerifyReport, Ve
     verify(&entries, &checkpoint, public_key)
 }
 
+/// [`verify_dir`], also returning the entries and checkpoint it verified,
+/// so callers interpret exactly those bytes and read the files only once.
+pub fn read_verified(
+    dir: &Path,
+    public_key: &PublicKey,
+) -> Result<(VerifyReport, Vec<u8>, String), VerifyError> {
+    let (entries, checkpoint) = read_dir_files(dir)?;
+    let report = verify(&entries, &checkpoint, public_key)?;
+    Ok((report, entries, checkpoint))
+}
+
 /// Reads the ledger in `dir` and checks, with `public_key`, that it
 /// verifies and is a consistent extension of `previous_checkpoint_note`, a
 /// checkpoint the auditor saved from this ledger earlier. Detects rollback

@@ -23,7 +23,16 @@ struct Setup {
 
 fn user(data: &str, id: &str, role: &str, admin: Option<&str>) {
     let mut args = vec![
-        "user", "add", "--id", id, "--name", "N", "--role", role, "--data-dir", data,
+        "user",
+        "add",
+        "--id",
+        id,
+        "--name",
+        "N",
+        "--role",
+        role,
+        "--data-dir",
+        data,
     ];
     if let Some(a) = admin {
         args.extend(["--as", a]);
@@ -40,7 +49,11 @@ fn setup() -> Setup {
     let saved = tmp.path().join("saved.checkpoint");
     fs::copy(ledger.join("ledger.pub"), &trusted).unwrap();
     fs::copy(ledger.join("checkpoint"), &saved).unwrap();
-    for (id, role) in [("dev", "developer"), ("rev", "reviewer"), ("aud", "auditor")] {
+    for (id, role) in [
+        ("dev", "developer"),
+        ("rev", "reviewer"),
+        ("aud", "auditor"),
+    ] {
         user(&data, id, role, Some("admin"));
     }
     ok(&["grant", "list", "--as", "admin", "--data-dir", &data]);
@@ -92,10 +105,24 @@ fn refused_and_detected(s: &Setup, what: &str) -> String {
     assert!(out.contains("ledger"), "{what}: {out}");
     let trusted = s.trusted.to_str().unwrap();
     let saved = s.saved.to_str().unwrap();
-    let v = fails(&["ledger", "verify", "--public-key", trusted, "--data-dir", &s.data]);
+    let v = fails(&[
+        "ledger",
+        "verify",
+        "--public-key",
+        trusted,
+        "--data-dir",
+        &s.data,
+    ]);
     assert!(v.contains("ledger verification FAILED"), "{what}: {v}");
     let v = fails(&[
-        "ledger", "verify", "--public-key", trusted, "--since", saved, "--data-dir", &s.data,
+        "ledger",
+        "verify",
+        "--public-key",
+        trusted,
+        "--since",
+        saved,
+        "--data-dir",
+        &s.data,
     ]);
     assert!(v.contains("FAILED"), "{what}: {v}");
     out
@@ -137,7 +164,10 @@ fn edit_rechained_with_the_checkpoint_deleted_is_refused() {
     fs::write(s.ledger.join("entries.jsonl"), edited).unwrap();
     fs::remove_file(s.ledger.join("checkpoint")).unwrap();
     let out = refused_and_detected(&s, "checkpoint deleted");
-    assert!(out.contains("checkpoint") && out.contains("missing"), "{out}");
+    assert!(
+        out.contains("checkpoint") && out.contains("missing"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -192,7 +222,14 @@ fn ledger_recover_quarantines_the_forgery_records_it_and_verifies() {
     let trusted = s.trusted.to_str().unwrap();
     let saved = s.saved.to_str().unwrap();
     ok(&[
-        "ledger", "verify", "--public-key", trusted, "--since", saved, "--data-dir", &s.data,
+        "ledger",
+        "verify",
+        "--public-key",
+        trusted,
+        "--since",
+        saved,
+        "--data-dir",
+        &s.data,
     ]);
     let rows = ok(&[
         "ledger",
@@ -211,4 +248,34 @@ fn ledger_recover_quarantines_the_forgery_records_it_and_verifies() {
     );
     let again = ok(&["ledger", "recover", "--as", "admin", "--data-dir", &s.data]);
     assert!(again.contains("nothing to recover"), "{again}");
+}
+
+#[test]
+fn ledger_directory_is_private_and_never_read_through_a_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&s.ledger), 0o700);
+    for f in fs::read_dir(&s.ledger).unwrap() {
+        let f = f.unwrap().path();
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    let entries = s.ledger.join("entries.jsonl");
+    fs::remove_file(&entries).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &entries).unwrap();
+    let trusted = s.trusted.to_str().unwrap();
+    let out = fails(&[
+        "ledger",
+        "verify",
+        "--public-key",
+        trusted,
+        "--data-dir",
+        &s.data,
+    ]);
+    assert!(
+        out.contains("ledger verification FAILED") && out.contains("symbolic link"),
+        "{out}"
+    );
+    let out = fails(&["grant", "list", "--as", "admin", "--data-dir", &s.data]);
+    assert!(out.contains("symbolic link"), "{out}");
 }
