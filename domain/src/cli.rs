@@ -121,6 +121,16 @@ pub enum Command {
         /// Jobs that run at once; more wait in the queue.
         #[arg(long, default_value_t = 4)]
         max_jobs: usize,
+        /// Connections open at once; when full, the oldest idle one is closed.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
+        /// Connections one client address may hold at once.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections_per_client: u32,
+        /// Seconds a client has to send a request's header before its
+        /// connection is closed.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        header_timeout: u64,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -1872,6 +1882,9 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
         Command::Serve {
             listen,
             max_jobs,
+            max_connections,
+            max_connections_per_client,
+            header_timeout,
             dir,
         } => {
             let addr: std::net::SocketAddr = listen.parse().with_context(|| {
@@ -1888,6 +1901,11 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                 tracing::info!(%local, "serving the HTTP API");
                 let options = crate::server::ServerOptions {
                     max_running_jobs: max_jobs,
+                    limits: crate::conns::ConnectionLimits {
+                        max_connections: max_connections as usize,
+                        max_per_client: max_connections_per_client as usize,
+                        header_timeout: std::time::Duration::from_secs(header_timeout),
+                    },
                 };
                 crate::server::serve(domain, listener, options, shutdown_signal()).await?;
                 Ok::<_, anyhow::Error>(())

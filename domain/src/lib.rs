@@ -20,6 +20,7 @@ pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod conns;
 pub mod data;
 pub mod demo;
 pub mod dev;
@@ -470,6 +471,8 @@ pub struct Domain {
     reviewing: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Running jobs by id, with their grant and the handle that stops them.
     running: Mutex<std::collections::HashMap<String, (String, unseen_sandbox::Cancel)>>,
+    /// Identical measurements being released now (single flight).
+    flights: host::Flights,
 }
 
 impl std::fmt::Debug for Domain {
@@ -508,6 +511,7 @@ impl Domain {
             running: Mutex::new(std::collections::HashMap::new()),
             indexes: Mutex::new(std::collections::HashMap::new()),
             reviewing: Arc::new(Mutex::new(std::collections::HashSet::new())),
+            flights: host::Flights::default(),
         };
         domain.recover_interrupted_jobs()?;
         domain.remove_stale_uploads()?;
@@ -607,7 +611,12 @@ impl Domain {
             )));
         }
         let db = store::open(&db_path)?;
-        check_role(actor, role_in(&db, actor)?, &[Role::Admin], "recover the ledger")?;
+        check_role(
+            actor,
+            role_in(&db, actor)?,
+            &[Role::Admin],
+            "recover the ledger",
+        )?;
         drop(db);
         Ok(unseen_ledger::Ledger::recover(&dir.join("ledger"), actor)?)
     }

@@ -9,6 +9,7 @@ mod cli_errors;
 mod demo;
 mod dev;
 mod extract;
+mod flights;
 mod joins;
 mod ledger_integrity;
 mod query;
