@@ -309,3 +309,37 @@ fn line_start(bytes: &[u8], index: usize) -> usize {
         .unwrap();
     newline.0 + 1
 }
+
+#[test]
+fn an_interrupted_recovery_is_recorded_by_the_next_open() {
+    use unseen_ledger::store::RECOVERY_FILE;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (key, _) = history(dir, 6, 6);
+    let kept = fs::read(dir.join(ENTRIES_FILE)).unwrap();
+    // The state `recover` leaves if the process dies after cutting the
+    // tail, before its record is appended: the note says what was cut.
+    let note = json!({
+        "dropped_bytes": 321,
+        "kept_len": kept.len(),
+        "quarantine": {
+            "file": "quarantine/entries-from-6-1.jsonl",
+            "first_index": 6,
+            "entries": 2,
+            "sha256": "ab".repeat(32),
+            "actor": "admin-ana",
+        },
+    });
+    fs::write(dir.join(RECOVERY_FILE), format!("{note}\n")).unwrap();
+    let ledger = Ledger::open(dir).unwrap();
+    let last = ledger.entries().unwrap().pop().unwrap();
+    assert_eq!((last.index, last.kind.as_str()), (6, RECOVERED_KIND));
+    assert_eq!(last.actor, "admin-ana");
+    assert_eq!(last.body["quarantined_entries"], 2);
+    assert_eq!(last.body["file"], "quarantine/entries-from-6-1.jsonl");
+    drop(ledger);
+    assert!(!dir.join(RECOVERY_FILE).exists());
+    // Recorded once: opening again adds nothing.
+    assert_eq!(Ledger::open(dir).unwrap().size(), 7);
+    assert_eq!(verify_dir(dir, &key).unwrap().size, 7);
+}
