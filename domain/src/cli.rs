@@ -131,6 +131,9 @@ pub enum Command {
         /// connection is closed.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
         header_timeout: u64,
+        /// Seconds a client has to send a request's whole body.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        body_timeout: u64,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -1885,6 +1888,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
             max_connections,
             max_connections_per_client,
             header_timeout,
+            body_timeout,
             dir,
         } => {
             let addr: std::net::SocketAddr = listen.parse().with_context(|| {
@@ -1905,6 +1909,7 @@ fn execute(command: Command, runtime: &tokio::runtime::Runtime, out: &mut dyn Wr
                         max_connections: max_connections as usize,
                         max_per_client: max_connections_per_client as usize,
                         header_timeout: std::time::Duration::from_secs(header_timeout),
+                        body_timeout: std::time::Duration::from_secs(body_timeout),
                     },
                 };
                 crate::server::serve(domain, listener, options, shutdown_signal()).await?;

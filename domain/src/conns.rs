@@ -4,7 +4,8 @@
 //! cannot keep health checks and ordinary users out.
 //!
 //! Every request header must arrive within [`ConnectionLimits::header_timeout`]
-//! or the connection is closed. When a client address holds its share, or
+//! or the connection is closed, and every request body within
+//! [`ConnectionLimits::body_timeout`] or the request fails (400). When a client address holds its share, or
 //! the server holds its maximum, the oldest idle connection (no request in
 //! progress: still waiting for its header, or kept alive between requests)
 //! of that client, or of anyone, is closed to make room. A new connection
@@ -32,6 +33,9 @@ pub struct ConnectionLimits {
     pub max_per_client: usize,
     /// Time a client has to send each request's header.
     pub header_timeout: Duration,
+    /// Time a client has to send a request's whole body, from the first
+    /// time a handler reads it.
+    pub body_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -40,6 +44,7 @@ impl Default for ConnectionLimits {
             max_connections: 1024,
             max_per_client: 256,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -133,25 +138,86 @@ impl Drop for Busy {
     }
 }
 
-/// A service that marks its connection busy while a request is handled.
+/// A request body that fails once `limit` has passed since it was first
+/// read and it is still not complete, so a client trickling a body cannot
+/// hold a request (and its connection) open.
+struct Deadline<B> {
+    inner: B,
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> http_body::Body for Deadline<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, axum::BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let limit = this.limit;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                "the request body did not arrive within {} s; send it at once",
+                limit.as_secs()
+            )
+            .into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A service that marks its connection busy while a request is handled
+/// and bounds the time its body may take.
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
     busy: Arc<AtomicUsize>,
+    body_timeout: Duration,
 }
 
-impl<S, R> hyper::service::Service<R> for Tracked<S>
+type Request<B> = hyper::Request<B>;
+
+impl<S> hyper::service::Service<Request<hyper::body::Incoming>> for Tracked<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<Request<axum::body::Body>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn call(&self, request: R) -> Self::Future {
+    fn call(&self, request: Request<hyper::body::Incoming>) -> Self::Future {
         self.busy.fetch_add(1, Ordering::SeqCst);
         let busy = Busy(Arc::clone(&self.busy));
+        let limit = self.body_timeout;
+        let request = request.map(|inner| {
+            axum::body::Body::new(Deadline {
+                inner,
+                limit,
+                timer: None,
+            })
+        });
         let answer = self.inner.call(request);
         Box::pin(async move {
             let result = answer.await;
@@ -202,6 +268,7 @@ pub async fn serve(
         let service = Tracked {
             inner: TowerToHyperService::new(app.clone()),
             busy: Arc::clone(&busy),
+            body_timeout: limits.body_timeout,
         };
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let gone = Gone {
@@ -261,7 +328,7 @@ mod tests {
         let limits = ConnectionLimits {
             max_connections: 4,
             max_per_client: 3,
-            header_timeout: Duration::from_secs(1),
+            ..ConnectionLimits::default()
         };
         let mut t = Table::default();
         live(&mut t, [10, 0, 0, 1], 1, &mut tasks); // 0: busy

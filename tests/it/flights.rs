@@ -141,6 +141,7 @@ fn held_connections_beyond_the_cap_are_closed_and_ordinary_requests_get_through(
         max_per_client: 24,
         // Far longer than the test: only the caps can close anything.
         header_timeout: std::time::Duration::from_secs(3600),
+        ..Default::default()
     };
     let server = TestServer::start_with(
         &data,
@@ -158,6 +159,39 @@ fn held_connections_beyond_the_cap_are_closed_and_ordinary_requests_get_through(
         assert!(closed_by_server(s), "held connection {i} is still open");
     }
     assert_eq!(client.get("/v1/health").unwrap()["ok"], true);
+}
+
+#[test]
+fn a_request_body_that_never_ends_is_refused() {
+    use std::io::{Read, Write};
+    let (_dir, data) = bare_dir();
+    let server = TestServer::start_with(
+        &data,
+        unseen::server::ServerOptions {
+            limits: unseen::conns::ConnectionLimits {
+                body_timeout: std::time::Duration::from_secs(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    let token = server.domain.rotate_token("admin", "admin").unwrap();
+    let addr = server.base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"id\": "
+    )
+    .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut answer = [0u8; 1024];
+    let n = s
+        .read(&mut answer)
+        .expect("the server answers before the test gives up");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 4"), "{text}");
+    assert!(text.contains("did not arrive within 1 s"), "{text}");
 }
 
 #[test]
