@@ -22,10 +22,16 @@ use crate::util::sha256_hex;
 
 /// The ledger's public key from `file`, or from `DATA_DIR/ledger/ledger.pub`.
 pub fn read_public_key(data_dir: &Path, file: Option<&Path>) -> Result<PublicKey, DomainError> {
-    let path = file
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| data_dir.join("ledger/ledger.pub"));
-    let text = std::fs::read_to_string(&path).map_err(|e| DomainError::io(&path, e))?;
+    let Some(path) = file else {
+        // Inside the ledger directory: no link followed, a bounded read.
+        let path = data_dir.join("ledger/ledger.pub");
+        return PublicKey::load(&path)
+            .map_err(|e| invalid(format!("public key {}: {e}", path.display())));
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, 4096), &mut text))
+        .map_err(|e| DomainError::io(path, e))?;
     PublicKey::from_hex(text.trim())
         .map_err(|e| invalid(format!("public key {} is not valid: {e}", path.display())))
 }
@@ -44,12 +50,8 @@ fn invalid(message: impl Into<String>) -> DomainError {
 
 /// Reads and verifies `ledger_dir` with `key`, then parses every entry.
 pub fn load_verified(ledger_dir: &Path, key: &PublicKey) -> Result<VerifiedLedger, DomainError> {
-    unseen_ledger::verify_dir(ledger_dir, key)
+    let (_, bytes, note) = unseen_ledger::read_verified(ledger_dir, key)
         .map_err(|e| invalid(format!("ledger verification FAILED: {e}")))?;
-    let bytes = std::fs::read(ledger_dir.join("entries.jsonl"))
-        .map_err(|e| DomainError::io(ledger_dir, e))?;
-    let note = std::fs::read_to_string(ledger_dir.join("checkpoint"))
-        .map_err(|e| DomainError::io(ledger_dir, e))?;
     let checkpoint = Checkpoint::open(&note, unseen_ledger::ORIGIN, key)
         .map_err(|e| invalid(format!("checkpoint: {e}")))?;
     let mut entries = Vec::new();

@@ -326,6 +326,7 @@ pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result
         Arc::clone(&domain),
         crate::server::ServerOptions {
             max_running_jobs: clients.max(1),
+            ..Default::default()
         },
     )?;
     let client = crate::client::Client::new(&server.url(), Some(&token));

@@ -121,6 +121,19 @@ pub enum Command {
         /// Jobs that run at once; more wait in the queue.
         #[arg(long, default_value_t = 4)]
         max_jobs: usize,
+        /// Connections open at once; when full, the oldest idle one is closed.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
+        /// Connections one client address may hold at once.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections_per_client: u32,
+        /// Seconds a client has to send a request's header before its
+        /// connection is closed.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        header_timeout: u64,
+        /// Seconds a client has to send a request's whole body.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        body_timeout: u64,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -785,6 +798,20 @@ pub enum LedgerCommand {
         sql: String,
         #[arg(long)]
         public_key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Admin action for a ledger the service refuses to open because it
+    /// holds entries no signed checkpoint or write-ahead record proves:
+    /// move them (and any damaged or partial line after them) to a file
+    /// under DATA_DIR/ledger/quarantine/, record the cut (counts and
+    /// hashes) in the ledger, and sign. Stop the service first.
+    Recover {
+        /// The admin recovering (recorded as the entry's actor).
+        #[arg(long = "as")]
+        actor: String,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -1716,6 +1743,38 @@ fn execute(
             write!(out, "{note}")?;
             Ok(())
         }
+        Command::Ledger(LedgerCommand::Recover { actor, json, dir }) => {
+            let (ledger, recovery) = Domain::recover_ledger(&dir.path(), &actor)?;
+            let size = ledger.size();
+            if json {
+                let cut = recovery.as_ref().map(|r| {
+                    json!({"first_index": r.first_index, "entries": r.entries, "bytes": r.bytes,
+                           "sha256": r.sha256_hex, "file": r.file.display().to_string()})
+                });
+                writeln!(out, "{}", json!({"quarantined": cut, "entries": size}))?;
+            } else if let Some(r) = recovery {
+                writeln!(
+                    out,
+                    "quarantined {} entries from entry {} on ({} bytes, sha256 {}) to {}",
+                    r.entries,
+                    r.first_index,
+                    r.bytes,
+                    r.sha256_hex,
+                    r.file.display()
+                )?;
+                writeln!(
+                    out,
+                    "recorded as entry {} (ledger.recovered); the ledger holds {size} entries under a new signed checkpoint",
+                    size - 1
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "nothing to recover: every entry is proven; the ledger holds {size} entries"
+                )?;
+            }
+            Ok(())
+        }
         Command::Ledger(LedgerCommand::PublicKey { out: path, dir }) => {
             let key = public_key(&dir.path(), None)?;
             match path {
@@ -1815,6 +1874,10 @@ fn execute(
         Command::Serve {
             listen,
             max_jobs,
+            max_connections,
+            max_connections_per_client,
+            header_timeout,
+            body_timeout,
             dir,
         } => {
             let addr: std::net::SocketAddr = listen.parse().with_context(|| {
@@ -1831,6 +1894,12 @@ fn execute(
                 tracing::info!(%local, "serving the HTTP API");
                 let options = crate::server::ServerOptions {
                     max_running_jobs: max_jobs,
+                    limits: crate::conns::ConnectionLimits {
+                        max_connections: max_connections as usize,
+                        max_per_client: max_connections_per_client as usize,
+                        header_timeout: std::time::Duration::from_secs(header_timeout),
+                        body_timeout: std::time::Duration::from_secs(body_timeout),
+                    },
                 };
                 crate::server::serve(domain, listener, options, shutdown_signal()).await?;
                 Ok::<_, anyhow::Error>(())

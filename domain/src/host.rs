@@ -18,6 +18,65 @@ use crate::{Domain, DomainError, Grant};
 /// Largest open extract a query may return, in rows.
 const MAX_OPEN_ROWS: usize = 100_000;
 
+/// Identical measurements being released right now: one lock per (grant,
+/// fingerprint). A query holds its lock from the cache lookup until its
+/// release is cached, so duplicates arriving at the same instant wait for
+/// the first and then find its cached release: one charge, one answer,
+/// however many arrive (a cache checked without it lets every job slot
+/// charge and draw fresh noise, which averaging would then remove).
+#[derive(Debug, Default)]
+pub(crate) struct Flights(Mutex<std::collections::HashMap<FlightKey, FlightLock>>);
+
+type FlightKey = (String, String);
+type FlightLock = Arc<tokio::sync::Mutex<()>>;
+
+/// A held [`Flights`] lock; dropping it lets the next duplicate in.
+pub(crate) struct Flight<'a> {
+    flights: &'a Flights,
+    key: FlightKey,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Flights {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<FlightKey, FlightLock>> {
+        // Only lock handles live in the map: a panic cannot leave it inconsistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until no other query of `grant` with this `fingerprint` is
+    /// between its cache lookup and its cached release.
+    pub(crate) async fn enter(&self, grant: &str, fingerprint: &str) -> Flight<'_> {
+        let key = (grant.to_owned(), fingerprint.to_owned());
+        let lock = Arc::clone(self.map().entry(key.clone()).or_default());
+        let held = lock.lock_owned().await;
+        Flight {
+            flights: self,
+            key,
+            _held: held,
+        }
+    }
+
+    /// Locks held or awaited now (for tests: the map does not grow).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map().len()
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.flights.map();
+        // Two references (the map's and this guard's) mean nobody waits:
+        // the entry goes. Waiters clone under the same map lock.
+        if map
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) <= 2)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
 /// What a run did, collected for the caller.
 #[derive(Debug, Default)]
 pub(crate) struct JobLog {
@@ -161,6 +220,11 @@ impl Host {
                     Ok(f) => sha256_hex(f.as_bytes()),
                     Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
                 };
+                let _flight = self
+                    .domain
+                    .flights
+                    .enter(&self.grant.id, &fingerprint)
+                    .await;
                 if let Some(mut cached) =
                     self.domain.cached_release(&self.grant.id, &fingerprint)?
                 {
@@ -359,5 +423,51 @@ impl JobHost for Host {
 
     fn param(&self, name: &str) -> Option<String> {
         self.params.get(name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Flights;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn duplicates_wait_for_the_first_and_the_map_empties() {
+        let flights = Arc::new(Flights::default());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..32)
+                .map(|i| {
+                    let (flights, inside, most) =
+                        (Arc::clone(&flights), Arc::clone(&inside), Arc::clone(&most));
+                    tokio::spawn(async move {
+                        // Half the same measurement, half distinct ones.
+                        let fp = if i % 2 == 0 {
+                            "same".to_owned()
+                        } else {
+                            format!("fp{i}")
+                        };
+                        let _f = flights.enter("g", &fp).await;
+                        if fp == "same" {
+                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+        assert_eq!(flights.len(), 0);
     }
 }

@@ -21,6 +21,7 @@ pub mod bench;
 pub mod bundle;
 pub mod cli;
 pub mod client;
+pub mod conns;
 pub mod data;
 pub mod demo;
 pub mod dev;
@@ -166,6 +167,26 @@ impl Role {
 
 /// Refuses unless `role` is one of `allowed`; the error names the roles
 /// that would do. Shared by the domain and the HTTP layer.
+/// The role of enabled user `user` in the store `db`.
+fn role_in(db: &Connection, user: &str) -> Result<Role, DomainError> {
+    let row: Option<(String, i64)> = db
+        .query_row(
+            "SELECT role, disabled FROM users WHERE id = ?1",
+            [user],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        Some((role, 0)) => Role::parse(&role),
+        Some(_) => Err(DomainError::Invalid(format!("user `{user}` is disabled"))),
+        None => Err(DomainError::NotFound {
+            what: "user",
+            id: user.to_string(),
+            list: "user list",
+        }),
+    }
+}
+
 pub fn check_role(
     actor: &str,
     role: Role,
@@ -459,6 +480,8 @@ pub struct Domain {
     reviewing: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Running jobs by id, with their grant and the handle that stops them.
     running: Mutex<std::collections::HashMap<String, (String, unseen_sandbox::Cancel)>>,
+    /// Identical measurements being released now (single flight).
+    flights: host::Flights,
 }
 
 impl std::fmt::Debug for Domain {
@@ -505,6 +528,7 @@ impl Domain {
             running: Mutex::new(std::collections::HashMap::new()),
             indexes: Mutex::new(std::collections::HashMap::new()),
             reviewing: Arc::new(Mutex::new(std::collections::HashSet::new())),
+            flights: host::Flights::default(),
         };
         domain.recover_interrupted_jobs()?;
         domain.remove_stale_uploads()?;
@@ -589,22 +613,34 @@ impl Domain {
     }
 
     pub(crate) fn role_of(&self, user: &str) -> Result<Role, DomainError> {
-        let row: Option<(String, i64)> = lock(&self.db)
-            .query_row(
-                "SELECT role, disabled FROM users WHERE id = ?1",
-                [user],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        match row {
-            Some((role, 0)) => Role::parse(&role),
-            Some(_) => Err(DomainError::Invalid(format!("user `{user}` is disabled"))),
-            None => Err(DomainError::NotFound {
-                what: "user",
-                id: user.to_string(),
-                list: "user list",
-            }),
+        role_in(&lock(&self.db), user)
+    }
+
+    /// The admin action for a ledger [`Domain::open`] refuses because it
+    /// holds entries nothing proves: checks that `actor` is an enabled
+    /// admin, then quarantines those entries and records the cut in the
+    /// ledger ([`unseen_ledger::Ledger::recover`]). The service must be
+    /// stopped (the ledger is locked while it runs).
+    pub fn recover_ledger(
+        dir: &Path,
+        actor: &str,
+    ) -> Result<(unseen_ledger::Ledger, Option<unseen_ledger::Recovery>), DomainError> {
+        let db_path = dir.join("unseen.db");
+        if !db_path.is_file() {
+            return Err(DomainError::Invalid(format!(
+                "{} holds no Unseen store (unseen.db); pass the data directory of the service whose ledger to recover",
+                dir.display()
+            )));
         }
+        let db = store::open(&db_path)?;
+        check_role(
+            actor,
+            role_in(&db, actor)?,
+            &[Role::Admin],
+            "recover the ledger",
+        )?;
+        drop(db);
+        Ok(unseen_ledger::Ledger::recover(&dir.join("ledger"), actor)?)
     }
 
     pub(crate) fn require(

@@ -39,12 +39,15 @@ pub const DATASET_LIMIT: usize = 512 << 20;
 pub struct ServerOptions {
     /// Jobs that run at once; more wait in the queue.
     pub max_running_jobs: usize,
+    /// Connections, per client and in all, and the header deadline.
+    pub limits: crate::conns::ConnectionLimits,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             max_running_jobs: 4,
+            limits: crate::conns::ConnectionLimits::default(),
         }
     }
 }
@@ -312,9 +315,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(domain, &options);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::conns::serve(listener, app, options.limits, shutdown).await
 }
 
 fn stopping() -> ApiError {

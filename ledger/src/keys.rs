@@ -44,6 +44,9 @@ pub enum KeyError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A key file is a link, not a regular file, or too large.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// A key file's contents are not a valid key.
     #[error("key file {path}: {source}")]
     InFile {

@@ -29,7 +29,11 @@
 //! | `checkpoint`    | the latest signed checkpoint (C2SP signed note), replaced atomically |
 //! | `ledger.key`    | the Ed25519 signing key as a PKCS#8 v2 document, mode 0600      |
 //! | `ledger.pub`    | the public key as 64 lowercase hex characters and a newline     |
-//! | `recovery.pending` | only while a torn last line is being cut off and recorded: what was cut |
+//! | `intent.0`, `intent.1` | signed write-ahead records of the last two groups (see [`store`]) |
+//! | `recovery.pending` | only while a torn line or an unproven tail is being cut off and recorded: what was cut |
+//! | `quarantine/`   | entries `unseen ledger recover` moved out, one file per recovery |
+//!
+//! The directory is mode 0700 and every file in it 0600, whatever the umask.
 //!
 //! Give `ledger.pub` (kept somewhere the ledger's host cannot rewrite) to
 //! whoever verifies; never copy `ledger.key` off the host.
@@ -38,6 +42,8 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod entry;
+pub mod files;
+pub mod intent;
 pub mod keys;
 pub mod merkle;
 pub mod proof;
@@ -48,6 +54,7 @@ pub mod verify;
 pub use checkpoint::{Checkpoint, CheckpointError, ORIGIN};
 pub use entry::PreparedDraft;
 pub use entry::{Entry, EntryDraft, EntryError, Hash, ZERO_HASH_HEX};
+pub use files::FileError;
 pub use keys::{KeyError, PublicKey, SigningKey};
 pub use merkle::{ProofError, Tree};
 pub use proof::{
@@ -56,5 +63,8 @@ pub use proof::{
     verify_extends, verify_segment,
 };
 pub use shared::{GroupStats, SharedLedger};
-pub use store::{Head, Ledger, LedgerError, Receipt, export_segment, verify_dir, verify_since};
+pub use store::{
+    Head, Ledger, LedgerError, Receipt, Recovery, export_segment, read_verified, verify_dir,
+    verify_since,
+};
 pub use verify::{VerifyError, VerifyReport, verify};

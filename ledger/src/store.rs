@@ -2,12 +2,40 @@
 //!
 //! Durability: an append returns only after the new lines are on disk
 //! (`fdatasync`); the checkpoint is then replaced atomically (temporary file,
-//! `fdatasync`, rename; the directory is synced when the ledger is opened). A crash can therefore leave at
-//! most a partial last line that was never acknowledged, and a checkpoint
-//! that lags the entries; [`Ledger::open`] repairs both.
+//! `fdatasync`, rename). A crash can therefore leave a partial last line that
+//! was never acknowledged, and a checkpoint that lags the entries.
+//!
+//! # Opening never signs what was not proven
+//!
+//! The ledger signs a checkpoint only over entries this code appended
+//! itself. Before a group's entries are written, a signed write-ahead
+//! record of the group ([`crate::intent`]: the size and root of the tree it
+//! extends and the leaf hash of every entry it adds) is written and synced
+//! to one of two intent files, used in turn, so the previous group's record
+//! is intact while the next is written. On open, entries beyond the signed
+//! checkpoint are integrated only if an intent proves them: its signature
+//! verifies with the ledger key, its base root is the root of the entries
+//! on disk at its base size, and the entries after the base are the leaves
+//! it lists. Anything else is refused ([`LedgerError::Unproven`], naming the
+//! first unproven entry) until an operator runs [`Ledger::recover`], which
+//! moves the unproven tail to a file under `quarantine/`, records what was
+//! cut (counts and hashes, no bodies) as a [`RECOVERED_KIND`] entry, and
+//! signs. A partial last line is not an entry: it is cut off and recorded.
+//!
+//! A missing `ledger.key` or `checkpoint` in a ledger that has either, or
+//! has entries, is refused as well: only a directory with none of them is
+//! started fresh.
+//!
+//! # Files
+//!
+//! The directory is mode 0700 and every file 0600 whatever the umask. Files
+//! are opened without following symbolic links, must be regular files, and
+//! are read only up to their size at open (small files up to a fixed limit).
 
 use crate::checkpoint::{Checkpoint, CheckpointError, ORIGIN};
 use crate::entry::{Entry, EntryDraft, EntryError, Hash, PreparedDraft, sha256};
+use crate::files::{self, FileError, SMALL_FILE_LIMIT};
+use crate::intent::{INTENT_LIMIT, Intent, MAX_GROUP};
 use crate::keys::{KeyError, PublicKey, SigningKey};
 use crate::merkle::{self, ProofError, Tree};
 use crate::proof::{
@@ -16,9 +44,9 @@ use crate::proof::{
 };
 use crate::verify::{VerifyError, VerifyReport, check_chain, verify};
 use serde_json::json;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -38,6 +66,11 @@ pub const RECOVERED_KIND: &str = "ledger.recovered";
 /// line and removes once the [`RECOVERED_KIND`] entry is durable, so that a
 /// crash during recovery cannot lose the record of what was cut.
 pub const RECOVERY_FILE: &str = "recovery.pending";
+/// The two files group intents are written to in turn (see the module docs).
+pub const INTENT_FILES: [&str; 2] = ["intent.0", "intent.1"];
+/// Directory (inside the ledger directory) where [`Ledger::recover`] moves
+/// unproven entries.
+pub const QUARANTINE_DIR: &str = "quarantine";
 
 /// Why the ledger could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +96,49 @@ pub enum LedgerError {
     /// The signing key could not be loaded or created.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A ledger file is a link, not a regular file, or too large.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The signing key is gone but the ledger has a history.
+    #[error(
+        "{path} is missing, but the ledger already has {entries} entries or a checkpoint; a new key would let anyone rewrite its history, so the ledger refuses to start: restore ledger.key from a backup"
+    )]
+    KeyMissing {
+        /// The key file.
+        path: PathBuf,
+        /// Entries on disk.
+        entries: u64,
+    },
+    /// The checkpoint is gone but the ledger has a key or entries.
+    #[error(
+        "{path} is missing, but the ledger has a signing key and {entries} entries; the ledger never signs entries it cannot prove, so it refuses to start: restore the checkpoint from a backup, or run `unseen ledger recover` to quarantine every entry no write-ahead record proves (if this directory is new and its first start was interrupted, remove ledger.key instead)"
+    )]
+    CheckpointMissing {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Entries on disk.
+        entries: u64,
+    },
+    /// Entries beyond the signed checkpoint that this ledger did not write.
+    #[error(
+        "{path} holds {entries} entries, but only the first {first} are covered by the signed checkpoint or by this ledger's own interrupted write; entry {first} and everything after it were not written by this service, so it refuses to start. Inspect them; then run `unseen ledger recover` to move them to a quarantine file and record that in the ledger, or restore the ledger directory from a backup"
+    )]
+    Unproven {
+        /// The entries file.
+        path: PathBuf,
+        /// The first entry no checkpoint or intent proves.
+        first: u64,
+        /// Entries on disk.
+        entries: u64,
+    },
+    /// A batch larger than one write-ahead record covers.
+    #[error("a batch of {len} entries is more than the {max} one group may hold; split it")]
+    GroupTooLarge {
+        /// Entries in the batch.
+        len: usize,
+        /// The most allowed.
+        max: usize,
+    },
     /// The entries on disk fail verification.
     #[error("{path} is damaged: {source}; restore the ledger directory from a backup")]
     Damaged {
@@ -207,6 +283,9 @@ pub struct Ledger {
     file_len: u64,
     checkpoint: String,
     signed: Option<Checkpoint>,
+    /// The two group-intent files, and which one the next group uses.
+    intents: [File; 2],
+    next_intent: usize,
     poisoned: bool,
 }
 
@@ -222,9 +301,34 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl SigningKey {
-    /// Loads the PKCS#8 key at `path`, or creates one there with mode 0600
-    /// if the file does not exist. Refuses a key file others can read.
-    pub fn load_or_create(path: &Path) -> Result<SigningKey, KeyError> {
+    /// Loads the PKCS#8 key at `path`. Refuses a key file others can read,
+    /// a link and anything but a small regular file.
+    pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
+        let bytes = files::read_limited(path, SMALL_FILE_LIMIT)?;
+        let mode = fs::symlink_metadata(path)
+            .map_err(|source| KeyError::Io {
+                action: "stat",
+                path: path.to_path_buf(),
+                source,
+            })?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::TooOpen {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        SigningKey::from_pkcs8(&bytes).map_err(|e| KeyError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Generates a key and writes it to `path` (mode 0600), which must not
+    /// exist yet.
+    pub fn create(path: &Path) -> Result<SigningKey, KeyError> {
         let key_io = |action: &'static str| {
             move |source| KeyError::Io {
                 action,
@@ -232,42 +336,12 @@ impl SigningKey {
                 source,
             }
         };
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(mut file) => {
-                let key = SigningKey::generate()?;
-                file.write_all(key.pkcs8()).map_err(key_io("write"))?;
-                file.sync_all().map_err(key_io("sync"))?;
-                sync_parent(path).map_err(key_io("sync the directory of"))?;
-                Ok(key)
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let mut file = File::open(path).map_err(key_io("open"))?;
-                let mode = file
-                    .metadata()
-                    .map_err(key_io("stat"))?
-                    .permissions()
-                    .mode()
-                    & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(KeyError::TooOpen {
-                        path: path.to_path_buf(),
-                        mode,
-                    });
-                }
-                let mut bytes = Vec::new();
-                file.read_to_end(&mut bytes).map_err(key_io("read"))?;
-                SigningKey::from_pkcs8(&bytes).map_err(|e| KeyError::InFile {
-                    path: path.to_path_buf(),
-                    source: Box::new(e),
-                })
-            }
-            Err(e) => Err(key_io("create")(e)),
-        }
+        let mut file = files::create_new(path)?;
+        let key = SigningKey::generate()?;
+        file.write_all(key.pkcs8()).map_err(key_io("write"))?;
+        file.sync_all().map_err(key_io("sync"))?;
+        sync_parent(path).map_err(key_io("sync the directory of"))?;
+        Ok(key)
     }
 }
 
@@ -275,12 +349,8 @@ impl PublicKey {
     /// Reads a public key file: 64 hex characters, optionally followed by a
     /// newline (the format of `ledger.pub`).
     pub fn load(path: &Path) -> Result<PublicKey, KeyError> {
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
-            action: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        PublicKey::from_hex(&text).map_err(|e| KeyError::InFile {
+        let bytes = files::read_limited(path, SMALL_FILE_LIMIT)?;
+        PublicKey::from_hex(&String::from_utf8_lossy(&bytes)).map_err(|e| KeyError::InFile {
             path: path.to_path_buf(),
             source: Box::new(e),
         })
@@ -311,11 +381,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
+    let mut f = files::create_truncate(&tmp).map_err(io::Error::other)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
@@ -332,11 +398,7 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
+    let mut f = files::create_truncate(&tmp).map_err(io::Error::other)?;
     f.write_all(bytes)?;
     f.sync_data()?;
     drop(f);
@@ -344,134 +406,102 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 impl Ledger {
-    /// Opens the ledger in `dir`, creating the directory, `entries.jsonl`,
-    /// the key pair and the first checkpoint if they do not exist.
+    /// Opens the ledger in `dir`, creating the directory (0700),
+    /// `entries.jsonl`, the key pair and the first checkpoint if none of
+    /// the ledger's files exist.
     ///
     /// Existing entries are re-read and checked (chain, indices, canonical
     /// form) and the existing checkpoint must be signed by `ledger.key` and
-    /// agree with them. A partial last line left by a crash is cut off and a
+    /// agree with them. Entries beyond the checkpoint are integrated only if
+    /// a group intent proves this ledger wrote them (see the module docs);
+    /// otherwise the open is refused with [`LedgerError::Unproven`]. A
+    /// missing key or checkpoint in a ledger with a history is refused too.
+    /// A partial last line left by a crash is cut off and a
     /// [`RECOVERED_KIND`] entry recording the number of bytes dropped is
-    /// appended. A checkpoint that lags the entries is rewritten.
+    /// appended. A checkpoint that lags proven entries is rewritten.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
-        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-        let key = SigningKey::load_or_create(&dir.join(KEY_FILE))?;
-        let pub_path = dir.join(PUBLIC_KEY_FILE);
-        let public = key.verifying_key();
-        if PublicKey::load(&pub_path).ok() != Some(public) {
-            public.save(&pub_path)?;
-        }
+        Ledger::open_as(dir, None).map(|(ledger, _)| ledger)
+    }
 
+    /// Opens the ledger in `dir` as an operator's explicit recovery: every
+    /// entry no checkpoint or intent proves (and any damaged or partial line
+    /// after the proven ones) is moved to a new file under
+    /// [`QUARANTINE_DIR`], and a [`RECOVERED_KIND`] entry by `actor` records
+    /// the first index, the number of entries and bytes cut and their
+    /// SHA-256 (never their contents). Entries covered by the signed
+    /// checkpoint are never cut: if those are damaged, this fails as
+    /// [`Ledger::open`] does. Returns what was quarantined, if anything.
+    pub fn recover(dir: &Path, actor: &str) -> Result<(Ledger, Option<Recovery>), LedgerError> {
+        Ledger::open_as(dir, Some(actor))
+    }
+
+    fn open_as(
+        dir: &Path,
+        recovering: Option<&str>,
+    ) -> Result<(Ledger, Option<Recovery>), LedgerError> {
+        let mut found = Found::read(dir, recovering.is_some())?;
         let path = dir.join(ENTRIES_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(LedgerError::Locked { path }),
-            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        let size = found.tree.size();
+        if recovering.is_none() && found.proven < size {
+            return Err(LedgerError::Unproven {
+                path,
+                first: found.proven,
+                entries: size,
+            });
         }
-        sync_parent(&path).map_err(io_err("sync the directory of", &path))?;
-
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(io_err("read", &path))?;
-        let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let dropped = bytes.len() - keep;
         let note_path = dir.join(RECOVERY_FILE);
         let mut pending = RecoveryNote::load(&note_path)?;
-        if dropped > 0 {
+        let mut recovery = None;
+        let keep = match recovering {
+            Some(_) => line_start(&found.all, found.proven),
+            None => found
+                .all
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1),
+        };
+        if let Some(actor) = recovering.filter(|_| keep < found.all.len()) {
+            let (note, report) = quarantine(dir, &found.all, keep, found.proven, actor)?;
+            write_atomic(&note_path, note.to_json().as_bytes())
+                .map_err(io_err("write", &note_path))?;
+            pending = Some(note);
+            recovery = Some(report);
+            found.cut(&path, keep)?;
+        } else if keep < found.all.len() {
             // Record what is cut before cutting it. A note left by an
             // earlier, interrupted recovery already says so (the bytes now
             // torn are then its own unacknowledged recovery line).
             if pending.is_none() {
                 let note = RecoveryNote {
-                    dropped_bytes: dropped as u64,
+                    dropped_bytes: (found.all.len() - keep) as u64,
                     kept_len: keep as u64,
+                    quarantine: None,
                 };
                 write_atomic(&note_path, note.to_json().as_bytes())
                     .map_err(io_err("write", &note_path))?;
                 pending = Some(note);
             }
-            file.set_len(keep as u64)
-                .map_err(io_err("truncate the torn last line of", &path))?;
-            file.sync_all().map_err(io_err("sync", &path))?;
-            bytes.truncate(keep);
+            found.cut(&path, keep)?;
         }
-        let chain = check_chain(&bytes).map_err(|source| LedgerError::Damaged {
-            path: path.clone(),
-            source,
-        })?;
         // Where a pending recovery's entry is (or is to be).
-        let recovery_index = pending.map(|note| {
+        let recorded = pending.as_ref().is_some_and(|note| {
             let kept = usize::try_from(note.kept_len).unwrap_or(usize::MAX);
-            bytes[..kept.min(bytes.len())]
+            let index = found.all[..kept.min(found.all.len())]
                 .iter()
                 .filter(|&&b| b == b'\n')
-                .count() as u64
-        });
-        let recorded = match recovery_index {
-            Some(i) => line_at(&bytes, i)
+                .count() as u64;
+            line_at(&found.all, index)
                 .and_then(|line| Entry::parse_line(line).ok())
-                .is_some_and(|e| e.kind == RECOVERED_KIND),
-            None => false,
-        };
-        let file_len = bytes.len() as u64;
-        let mut ledger = Ledger {
-            dir: dir.to_path_buf(),
-            file,
-            key,
-            tree: Tree::from_leaves(chain.leaves),
-            last_hash: chain.last_hash,
-            file_len,
-            checkpoint: String::new(),
-            signed: None,
-            poisoned: false,
-        };
-
-        let cp_path = dir.join(CHECKPOINT_FILE);
-        let stored = match fs::read(&cp_path) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err("read", &cp_path)(e)),
-        };
-        let mut up_to_date = false;
-        if let Some(stored) = stored {
-            let text = String::from_utf8_lossy(&stored);
-            let cp = Checkpoint::open(&text, ORIGIN, &public).map_err(|source| {
-                LedgerError::BadCheckpoint {
-                    path: cp_path.clone(),
-                    source,
-                }
-            })?;
-            let entries = ledger.size();
-            if cp.size > entries {
-                return Err(LedgerError::CheckpointAhead {
-                    checkpoint: cp.size,
-                    entries,
-                });
-            }
-            if ledger.tree.root_at(cp.size)? != cp.root {
-                return Err(LedgerError::CheckpointMismatch { size: cp.size });
-            }
-            up_to_date = cp.size == entries;
-            ledger.checkpoint = text.into_owned();
-            ledger.signed = Some(cp);
-        }
-
-        match pending {
+                .is_some_and(|e| e.kind == RECOVERED_KIND)
+        });
+        let up_to_date = found
+            .checkpoint
+            .as_ref()
+            .is_some_and(|(_, cp)| cp.size == found.tree.size());
+        let mut ledger = found.into_ledger(dir)?;
+        match &pending {
             Some(note) if !recorded => {
-                ledger.append(EntryDraft {
-                    kind: RECOVERED_KIND.into(),
-                    actor: "unseen-ledger".into(),
-                    time: rfc3339_now(),
-                    body: json!({
-                        "dropped_bytes": note.dropped_bytes,
-                        "reason": "entries.jsonl ended with a partial line (no newline) left by an interrupted write; it was never acknowledged and was cut off",
-                    }),
-                })?;
+                ledger.append(note.record())?;
             }
             _ if !up_to_date => ledger.write_checkpoint()?,
             _ => {}
@@ -480,7 +510,7 @@ impl Ledger {
             fs::remove_file(&note_path).map_err(io_err("remove", &note_path))?;
             sync_parent(&note_path).map_err(io_err("sync the directory of", &note_path))?;
         }
-        Ok(ledger)
+        Ok((ledger, recovery))
     }
 
     /// The directory the ledger lives in.
@@ -544,6 +574,12 @@ impl Ledger {
         if drafts.is_empty() {
             return Ok((Vec::new(), None));
         }
+        if drafts.len() > MAX_GROUP {
+            return Err(LedgerError::GroupTooLarge {
+                len: drafts.len(),
+                max: MAX_GROUP,
+            });
+        }
         let first = self.size();
         let total: usize = drafts
             .iter()
@@ -563,23 +599,43 @@ impl Ledger {
             buf.push(b'\n');
         }
 
+        // The write-ahead record first: it is what lets a reopen after a
+        // crash integrate these entries, and nothing else.
+        let slot = self.next_intent;
+        let intent = Intent {
+            base_size: first,
+            base_root: self.tree.root(),
+            leaves: staged.iter().map(|&(_, _, leaf)| leaf).collect(),
+        };
+        let record = intent.to_signed_bytes(&self.key);
+        let intent_file = &self.intents[slot];
+        intent_file
+            .write_all_at(&record, 0)
+            .and_then(|()| intent_file.set_len(record.len() as u64))
+            .and_then(|()| intent_file.sync_data())
+            .map_err(io_err("write", &self.dir.join(INTENT_FILES[slot])))?;
+
         let path = self.dir.join(ENTRIES_FILE);
         let written = self
             .file
             .write_all(&buf)
             .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
-            // Undo a partial write so memory and file still agree.
-            if self
+            // Undo a partial write so memory and file still agree, and
+            // withdraw the intent: these entries were refused, and must
+            // not be provable if someone writes them back.
+            let undone = self
                 .file
                 .set_len(self.file_len)
                 .and_then(|()| self.file.sync_data())
-                .is_err()
-            {
+                .and_then(|()| intent_file.set_len(0))
+                .and_then(|()| intent_file.sync_data());
+            if undone.is_err() {
                 self.poisoned = true;
             }
             return Err(io_err("append to", &path)(e));
         }
+        self.next_intent = 1 - slot;
         self.file_len += buf.len() as u64;
         let mut receipts = Vec::with_capacity(staged.len());
         for (index, hash, leaf) in staged {
@@ -605,8 +661,13 @@ impl Ledger {
     /// Signs and writes a checkpoint of the current tree, after checking
     /// that it is a consistent extension of the last one signed: a
     /// consistency proof from that checkpoint to this one must verify.
+    /// Only [`Ledger::open`] calls this, over entries an intent proved.
     fn write_checkpoint(&mut self) -> Result<(), LedgerError> {
-        self.sign_checkpoint()?.write(&mut 0)
+        self.sign_checkpoint()?.write(&mut 0)?;
+        // Durably: the intents that proved these entries are overwritten
+        // by the next groups.
+        let path = self.dir.join(CHECKPOINT_FILE);
+        sync_parent(&path).map_err(io_err("sync the directory of", &path))
     }
 
     /// Signs a checkpoint of the current tree (after the consistency check
@@ -688,9 +749,8 @@ impl Ledger {
     /// Reads back all entries from disk, in order.
     pub fn entries(&self) -> Result<Vec<Entry>, LedgerError> {
         let path = self.dir.join(ENTRIES_FILE);
-        let mut bytes = fs::read(&path).map_err(io_err("read", &path))?;
         // Only what this ledger has acknowledged.
-        bytes.truncate(usize::try_from(self.file_len).unwrap_or(usize::MAX));
+        let bytes = self.read_entries()?;
         let damaged = |source| LedgerError::Damaged {
             path: path.clone(),
             source,
@@ -746,9 +806,7 @@ impl Ledger {
         if from >= to || to > size {
             return Err(LedgerError::BadRange { from, to, size });
         }
-        let path = self.dir.join(ENTRIES_FILE);
-        let mut bytes = fs::read(&path).map_err(io_err("read", &path))?;
-        bytes.truncate(usize::try_from(self.file_len).unwrap_or(usize::MAX));
+        let bytes = self.read_entries()?;
         let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
         let cp = self.signed.clone().ok_or(LedgerError::Poisoned)?;
         Segment::from_tree(&self.tree, &lines, &self.checkpoint, &cp, from, to).map_err(|e| match e
@@ -758,6 +816,22 @@ impl Ledger {
         })
     }
 
+    /// The first `file_len` bytes of the entries file (what this ledger
+    /// wrote), through its own open file.
+    fn read_entries(&self) -> Result<Vec<u8>, LedgerError> {
+        let path = self.dir.join(ENTRIES_FILE);
+        let len = usize::try_from(self.file_len).map_err(|_| FileError::TooLarge {
+            path: path.clone(),
+            len: self.file_len,
+            limit: usize::MAX as u64,
+        })?;
+        let mut bytes = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut bytes, 0)
+            .map_err(io_err("read", &path))?;
+        Ok(bytes)
+    }
+
     /// RFC 6962 leaf hash of entry `index`, for use with inclusion proofs.
     pub fn leaf_hash(&self, index: u64) -> Option<Hash> {
         usize::try_from(index)
@@ -765,6 +839,243 @@ impl Ledger {
             .and_then(|i| self.tree.leaves().get(i))
             .copied()
     }
+}
+
+/// What [`Ledger::recover`] moved out of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Index of the first entry cut.
+    pub first_index: u64,
+    /// Complete lines cut (unproven or damaged entries).
+    pub entries: u64,
+    /// Bytes cut, including a partial last line.
+    pub bytes: u64,
+    /// SHA-256 of the bytes cut, lowercase hex.
+    pub sha256_hex: String,
+    /// The file they were moved to.
+    pub file: PathBuf,
+}
+
+/// A ledger directory as read by [`Ledger::open`], before any change.
+struct Found {
+    file: File,
+    key: SigningKey,
+    /// The whole entries file.
+    all: Vec<u8>,
+    /// The tree of the valid chain of complete lines at its start.
+    tree: Tree,
+    last_hash: Hash,
+    /// The checkpoint file's text and contents, if there is one.
+    checkpoint: Option<(String, Checkpoint)>,
+    /// Entries the checkpoint or an intent proves.
+    proven: u64,
+    /// The intent file to write first: the one proving least.
+    next_intent: usize,
+}
+
+impl Found {
+    /// Reads and checks the directory; with `recovering`, a broken chain
+    /// and a missing checkpoint only end what is proven.
+    fn read(dir: &Path, recovering: bool) -> Result<Found, LedgerError> {
+        files::private_dir(dir)?;
+        let path = dir.join(ENTRIES_FILE);
+        let (mut file, len) = files::open_append(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(LedgerError::Locked { path }),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        }
+        sync_parent(&path).map_err(io_err("sync the directory of", &path))?;
+        let all = files::read_len(&mut file, &path, len)?;
+        let lines = all.iter().filter(|&&b| b == b'\n').count() as u64;
+
+        let key_path = dir.join(KEY_FILE);
+        let cp_path = dir.join(CHECKPOINT_FILE);
+        let fresh = !files::exists(&key_path)?;
+        let key = if !fresh {
+            SigningKey::load(&key_path)?
+        } else if all.is_empty() && !files::exists(&cp_path)? {
+            SigningKey::create(&key_path)?
+        } else {
+            return Err(LedgerError::KeyMissing {
+                path: key_path,
+                entries: lines,
+            });
+        };
+        let public = key.verifying_key();
+        let pub_path = dir.join(PUBLIC_KEY_FILE);
+        if PublicKey::load(&pub_path).ok() != Some(public) {
+            public.save(&pub_path)?;
+        }
+
+        let complete = all.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let chain = match check_chain(&all[..complete]) {
+            Ok(chain) => chain,
+            Err(source) => match source.first_bad_entry().filter(|_| recovering) {
+                Some(bad) => check_chain(&all[..line_start(&all, bad)])
+                    .map_err(|source| LedgerError::Damaged { path, source })?,
+                None => return Err(LedgerError::Damaged { path, source }),
+            },
+        };
+        let tree = Tree::from_leaves(chain.leaves);
+
+        let checkpoint = match files::read_optional(&cp_path, SMALL_FILE_LIMIT)? {
+            Some(bytes) => Some(checked_checkpoint(&cp_path, &bytes, &public, &tree)?),
+            None if fresh || recovering => None,
+            None => {
+                return Err(LedgerError::CheckpointMissing {
+                    path: cp_path,
+                    entries: lines,
+                });
+            }
+        };
+        let mut proven = checkpoint.as_ref().map_or(0, |(_, cp)| cp.size);
+        let mut proves = [None; 2];
+        for (slot, name) in INTENT_FILES.iter().enumerate() {
+            let bytes = files::read_optional(&dir.join(name), INTENT_LIMIT)?;
+            proves[slot] = bytes
+                .and_then(|b| Intent::open(&b, &public))
+                .and_then(|intent| intent.proves(&tree));
+            proven = proven.max(proves[slot].unwrap_or(0));
+        }
+        Ok(Found {
+            file,
+            key,
+            all,
+            tree,
+            last_hash: chain.last_hash,
+            checkpoint,
+            proven,
+            next_intent: usize::from(proves[1] < proves[0]),
+        })
+    }
+
+    /// Cuts the entries file to its first `keep` bytes (the start of a
+    /// line) and the tree to the lines left.
+    fn cut(&mut self, path: &Path, keep: usize) -> Result<(), LedgerError> {
+        self.file
+            .set_len(keep as u64)
+            .map_err(io_err("cut the unproven or torn end of", path))?;
+        self.file.sync_all().map_err(io_err("sync", path))?;
+        self.all.truncate(keep);
+        let chain = check_chain(&self.all).map_err(|source| LedgerError::Damaged {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.tree = Tree::from_leaves(chain.leaves);
+        self.last_hash = chain.last_hash;
+        Ok(())
+    }
+
+    fn into_ledger(self, dir: &Path) -> Result<Ledger, LedgerError> {
+        let open = |name: &str| files::open_rw(&dir.join(name));
+        let intents = [open(INTENT_FILES[0])?, open(INTENT_FILES[1])?];
+        let (checkpoint, signed) = match self.checkpoint {
+            Some((text, cp)) => (text, Some(cp)),
+            None => (String::new(), None),
+        };
+        Ok(Ledger {
+            dir: dir.to_path_buf(),
+            file: self.file,
+            key: self.key,
+            file_len: self.all.len() as u64,
+            tree: self.tree,
+            last_hash: self.last_hash,
+            checkpoint,
+            signed,
+            intents,
+            next_intent: self.next_intent,
+            poisoned: false,
+        })
+    }
+}
+
+/// Parses the checkpoint file and checks it against `tree`: signed by
+/// `public`, not ahead of the entries, and their root at its size.
+fn checked_checkpoint(
+    path: &Path,
+    bytes: &[u8],
+    public: &PublicKey,
+    tree: &Tree,
+) -> Result<(String, Checkpoint), LedgerError> {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let cp =
+        Checkpoint::open(&text, ORIGIN, public).map_err(|source| LedgerError::BadCheckpoint {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if cp.size > tree.size() {
+        return Err(LedgerError::CheckpointAhead {
+            checkpoint: cp.size,
+            entries: tree.size(),
+        });
+    }
+    if tree.root_at(cp.size)? != cp.root {
+        return Err(LedgerError::CheckpointMismatch { size: cp.size });
+    }
+    Ok((text, cp))
+}
+
+/// Moves `all[keep..]` (entries from `first` on) to a new file under
+/// [`QUARANTINE_DIR`] and returns the note that records it.
+fn quarantine(
+    dir: &Path,
+    all: &[u8],
+    keep: usize,
+    first: u64,
+    actor: &str,
+) -> Result<(RecoveryNote, Recovery), LedgerError> {
+    let cut = &all[keep..];
+    let qdir = dir.join(QUARANTINE_DIR);
+    files::private_dir(&qdir)?;
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("entries-from-{first}-{secs}.jsonl");
+    let path = qdir.join(&name);
+    let mut f = files::create_new(&path)?;
+    f.write_all(cut)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("write", &path))?;
+    sync_parent(&path).map_err(io_err("sync the directory of", &path))?;
+    let q = Quarantine {
+        file: format!("{QUARANTINE_DIR}/{name}"),
+        first_index: first,
+        entries: cut.iter().filter(|&&b| b == b'\n').count() as u64,
+        sha256_hex: hex::encode(sha256(cut)),
+        actor: actor.to_owned(),
+    };
+    let report = Recovery {
+        first_index: first,
+        entries: q.entries,
+        bytes: cut.len() as u64,
+        sha256_hex: q.sha256_hex.clone(),
+        file: path,
+    };
+    let note = RecoveryNote {
+        dropped_bytes: cut.len() as u64,
+        kept_len: keep as u64,
+        quarantine: Some(q),
+    };
+    Ok((note, report))
+}
+
+/// Byte offset where line `index` of `bytes` starts (the length if there
+/// are fewer lines).
+fn line_start(bytes: &[u8], index: u64) -> usize {
+    if index == 0 {
+        return 0;
+    }
+    let mut seen = 0u64;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' {
+            seen += 1;
+            if seen == index {
+                return i + 1;
+            }
+        }
+    }
+    bytes.len()
 }
 
 /// A signed checkpoint still to be written to the `checkpoint` file.
@@ -802,40 +1113,106 @@ impl CheckpointWrite {
     }
 }
 
-/// What [`Ledger::open`] writes to [`RECOVERY_FILE`] before cutting a torn line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What [`Ledger::open`] writes to [`RECOVERY_FILE`] before cutting a torn
+/// line, and [`Ledger::recover`] before cutting an unproven tail.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct RecoveryNote {
     dropped_bytes: u64,
     kept_len: u64,
+    quarantine: Option<Quarantine>,
+}
+
+/// Where [`Ledger::recover`] moved an unproven tail, and who asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Quarantine {
+    /// Path relative to the ledger directory.
+    file: String,
+    first_index: u64,
+    entries: u64,
+    sha256_hex: String,
+    actor: String,
 }
 
 impl RecoveryNote {
-    fn to_json(self) -> String {
-        format!(
-            "{{\"dropped_bytes\":{},\"kept_len\":{}}}\n",
-            self.dropped_bytes, self.kept_len
-        )
+    fn to_json(&self) -> String {
+        let mut v = json!({"dropped_bytes": self.dropped_bytes, "kept_len": self.kept_len});
+        if let Some(q) = &self.quarantine {
+            v["quarantine"] = json!({
+                "file": q.file,
+                "first_index": q.first_index,
+                "entries": q.entries,
+                "sha256": q.sha256_hex,
+                "actor": q.actor,
+            });
+        }
+        format!("{v}\n")
     }
 
     fn load(path: &Path) -> Result<Option<RecoveryNote>, LedgerError> {
-        let text = match fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("read", path)(e)),
+        let Some(bytes) = files::read_optional(path, SMALL_FILE_LIMIT)? else {
+            return Ok(None);
         };
         let bad = || LedgerError::BadRecoveryNote {
             path: path.to_path_buf(),
         };
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad())?;
-        let field = |name: &str| {
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        let num = |v: &serde_json::Value, name: &str| {
             v.get(name)
                 .and_then(serde_json::Value::as_u64)
                 .ok_or_else(bad)
         };
+        let text = |v: &serde_json::Value, name: &str| {
+            v.get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(bad)
+        };
+        let quarantine = match v.get("quarantine") {
+            None => None,
+            Some(q) => Some(Quarantine {
+                file: text(q, "file")?,
+                first_index: num(q, "first_index")?,
+                entries: num(q, "entries")?,
+                sha256_hex: text(q, "sha256")?,
+                actor: text(q, "actor")?,
+            }),
+        };
         Ok(Some(RecoveryNote {
-            dropped_bytes: field("dropped_bytes")?,
-            kept_len: field("kept_len")?,
+            dropped_bytes: num(&v, "dropped_bytes")?,
+            kept_len: num(&v, "kept_len")?,
+            quarantine,
         }))
+    }
+
+    /// The [`RECOVERED_KIND`] entry that records this cut: counts and
+    /// hashes, never the bytes.
+    fn record(&self) -> EntryDraft {
+        let (actor, body) = match &self.quarantine {
+            None => (
+                "unseen-ledger".to_owned(),
+                json!({
+                    "dropped_bytes": self.dropped_bytes,
+                    "reason": "entries.jsonl ended with a partial line (no newline) left by an interrupted write; it was never acknowledged and was cut off",
+                }),
+            ),
+            Some(q) => (
+                q.actor.clone(),
+                json!({
+                    "dropped_bytes": self.dropped_bytes,
+                    "first_index": q.first_index,
+                    "quarantined_entries": q.entries,
+                    "sha256": q.sha256_hex,
+                    "file": q.file,
+                    "reason": "entries from first_index on were not proven to be written by this ledger (no signed checkpoint or write-ahead record covers them); an operator ran `unseen ledger recover`, which moved them to the file named here",
+                }),
+            ),
+        };
+        EntryDraft {
+            kind: RECOVERED_KIND.into(),
+            actor,
+            time: rfc3339_now(),
+            body,
+        }
     }
 }
 
@@ -852,6 +1229,17 @@ fn line_at(bytes: &[u8], index: u64) -> Option<&[u8]> {
 pub fn verify_dir(dir: &Path, public_key: &PublicKey) -> Result<VerifyReport, VerifyError> {
     let (entries, checkpoint) = read_dir_files(dir)?;
     verify(&entries, &checkpoint, public_key)
+}
+
+/// [`verify_dir`], also returning the entries and checkpoint it verified,
+/// so callers interpret exactly those bytes and read the files only once.
+pub fn read_verified(
+    dir: &Path,
+    public_key: &PublicKey,
+) -> Result<(VerifyReport, Vec<u8>, String), VerifyError> {
+    let (entries, checkpoint) = read_dir_files(dir)?;
+    let report = verify(&entries, &checkpoint, public_key)?;
+    Ok((report, entries, checkpoint))
 }
 
 /// Reads the ledger in `dir` and checks, with `public_key`, that it
@@ -881,14 +1269,11 @@ pub fn export_segment(
 }
 
 fn read_dir_files(dir: &Path) -> Result<(Vec<u8>, String), VerifyError> {
-    let read = |name: &str| {
-        let path = dir.join(name);
-        fs::read(&path).map_err(|source| VerifyError::Read { path, source })
-    };
     // The checkpoint first: entries are written before the checkpoint that
     // covers them, so entries read afterwards hold at least what it covers.
-    let checkpoint = read(CHECKPOINT_FILE)?;
-    let entries = read(ENTRIES_FILE)?;
+    // Neither is read through a link or past its size when opened.
+    let checkpoint = files::read_limited(&dir.join(CHECKPOINT_FILE), SMALL_FILE_LIMIT)?;
+    let entries = files::read_limited(&dir.join(ENTRIES_FILE), u64::MAX)?;
     let checkpoint = String::from_utf8(checkpoint).map_err(|_| VerifyError::CheckpointNotText {
         path: dir.join(CHECKPOINT_FILE),
     })?;

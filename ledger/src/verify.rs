@@ -90,12 +90,30 @@ pub enum VerifyError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A ledger file is a link, not a regular file, or too large.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// The checkpoint file is not UTF-8 text.
     #[error("checkpoint file {path} is not UTF-8 text; it was altered or is not a checkpoint")]
     CheckpointNotText {
         /// The file.
         path: PathBuf,
     },
+}
+
+impl VerifyError {
+    /// The entry at which the chain of lines stops being valid, for errors
+    /// about one entry.
+    pub(crate) fn first_bad_entry(&self) -> Option<u64> {
+        match self {
+            VerifyError::BadEntry { index, .. }
+            | VerifyError::WrongIndex { index, .. }
+            | VerifyError::PrevMismatch { index, .. }
+            | VerifyError::UnterminatedLine { index } => Some(*index),
+            VerifyError::FirstPrevNotZero => Some(0),
+            _ => None,
+        }
+    }
 }
 
 /// A chain of entries checked line by line.

@@ -376,8 +376,18 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(data: &str, max_running_jobs: usize) -> TestServer {
+        TestServer::start_with(
+            data,
+            unseen::server::ServerOptions {
+                max_running_jobs,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A server with these options (connection limits, job slots).
+    pub fn start_with(data: &str, options: unseen::server::ServerOptions) -> TestServer {
         let domain = std::sync::Arc::new(unseen::Domain::open(Path::new(data)).unwrap());
-        let options = unseen::server::ServerOptions { max_running_jobs };
         let server = unseen::server::Background::start(std::sync::Arc::clone(&domain), options)
             .expect("start the server");
         TestServer {

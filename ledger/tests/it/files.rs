@@ -278,6 +278,182 @@ fn replaced_signing_key_is_detected_on_open() {
     drop(ledger_with(tmp.path(), 3));
     let key = tmp.path().join(KEY_FILE);
     fs::remove_file(&key).unwrap();
+    let other = unseen_ledger::SigningKey::generate().unwrap();
+    fs::write(&key, other.pkcs8()).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let err = Ledger::open(tmp.path()).unwrap_err();
     assert!(matches!(err, LedgerError::BadCheckpoint { .. }), "{err}");
+}
+
+#[test]
+fn deleted_signing_key_is_refused_never_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ledger = ledger_with(tmp.path(), 3);
+    let public = fs::read(tmp.path().join(PUBLIC_KEY_FILE)).unwrap();
+    drop(ledger);
+    let key = tmp.path().join(KEY_FILE);
+    fs::remove_file(&key).unwrap();
+    let err = Ledger::open(tmp.path()).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::KeyMissing { entries: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("restore ledger.key"), "{err}");
+    // Nothing was created or rewritten.
+    assert!(!key.exists());
+    assert_eq!(fs::read(tmp.path().join(PUBLIC_KEY_FILE)).unwrap(), public);
+}
+
+const UMASK_DIR_VAR: &str = "UNSEEN_LEDGER_UMASK_DIR";
+
+#[test]
+#[ignore = "run with umask 000 as a child process by modes_are_owner_only_whatever_the_umask"]
+fn umask_child_writes_a_ledger() {
+    let Some(dir) = std::env::var_os(UMASK_DIR_VAR) else {
+        return;
+    };
+    let dir = std::path::Path::new(&dir);
+    let mut ledger = ledger_with(dir, 3);
+    ledger.append(draft(3)).unwrap();
+    drop(ledger);
+    // An unproven line, so that recovery makes its quarantine file too.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(ENTRIES_FILE))
+        .unwrap();
+    f.write_all(b"{\"not\":\"proven\"}\n").unwrap();
+    drop(f);
+    Ledger::recover(dir, "admin").unwrap();
+}
+
+#[test]
+fn modes_are_owner_only_whatever_the_umask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    // A directory someone made world-writable beforehand is narrowed too.
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let status = std::process::Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "files::umask_child_writes_a_ledger",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(UMASK_DIR_VAR, &dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child failed: {status}");
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&dir), 0o700);
+    let quarantine = dir.join(unseen_ledger::store::QUARANTINE_DIR);
+    assert_eq!(mode(&quarantine), 0o700);
+    let mut files = vec![
+        dir.join(ENTRIES_FILE),
+        dir.join(CHECKPOINT_FILE),
+        dir.join(KEY_FILE),
+        dir.join(PUBLIC_KEY_FILE),
+    ];
+    files.extend(
+        unseen_ledger::store::INTENT_FILES
+            .iter()
+            .map(|f| dir.join(f)),
+    );
+    files.extend(
+        fs::read_dir(&quarantine)
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    );
+    assert_eq!(files.len(), 7, "{files:?}");
+    for f in files {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    // Every file in the directory was checked (no stray temporary files).
+    let all = fs::read_dir(&dir).unwrap().count();
+    assert_eq!(all, 7, "one quarantine directory and six files");
+}
+
+#[test]
+fn ledger_files_are_not_read_through_links_or_past_their_size() {
+    use unseen_ledger::FileError;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pk = ledger_with(dir, 3).public_key();
+    let entries = dir.join(ENTRIES_FILE);
+    let saved = fs::read(&entries).unwrap();
+
+    // entries.jsonl replaced by a link to an endless device.
+    fs::remove_file(&entries).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &entries).unwrap();
+    let err = Ledger::open(dir).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::File(FileError::Symlink { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    let err = verify_dir(dir, &pk).unwrap_err();
+    assert!(
+        matches!(err, VerifyError::File(FileError::Symlink { .. })),
+        "{err}"
+    );
+
+    // A link to a file with the right contents is refused as well.
+    let elsewhere = tmp.path().join("elsewhere.jsonl");
+    fs::write(&elsewhere, &saved).unwrap();
+    fs::remove_file(&entries).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &entries).unwrap();
+    assert!(matches!(
+        verify_dir(dir, &pk),
+        Err(VerifyError::File(FileError::Symlink { .. }))
+    ));
+    fs::remove_file(&entries).unwrap();
+    fs::write(&entries, &saved).unwrap();
+
+    // Something that is not a regular file.
+    let cp = dir.join(CHECKPOINT_FILE);
+    let cp_saved = fs::read(&cp).unwrap();
+    fs::remove_file(&cp).unwrap();
+    fs::create_dir(&cp).unwrap();
+    let err = Ledger::open(dir).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::File(FileError::NotRegular { .. })),
+        "{err}"
+    );
+    fs::remove_dir(&cp).unwrap();
+
+    // A checkpoint far larger than one can be.
+    fs::write(&cp, vec![b'a'; 1 << 20]).unwrap();
+    let err = Ledger::open(dir).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::File(FileError::TooLarge { .. })),
+        "{err}"
+    );
+    assert!(matches!(
+        verify_dir(dir, &pk),
+        Err(VerifyError::File(FileError::TooLarge { .. }))
+    ));
+    fs::write(&cp, cp_saved).unwrap();
+
+    // The secret key behind a link is refused; ledger.pub, which the
+    // ledger derives from the key, is replaced by a regular file.
+    let key = dir.join(KEY_FILE);
+    let key_bytes = fs::read(&key).unwrap();
+    let moved = tmp.path().join("moved.key");
+    fs::rename(&key, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &key).unwrap();
+    let err = Ledger::open(dir).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    fs::remove_file(&key).unwrap();
+    fs::rename(&moved, &key).unwrap();
+    let public = dir.join(PUBLIC_KEY_FILE);
+    fs::remove_file(&public).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &public).unwrap();
+    drop(Ledger::open(dir).unwrap());
+    assert!(fs::symlink_metadata(&public).unwrap().is_file());
+    assert_eq!(PublicKey::load(&public).unwrap(), pk);
+    assert_eq!(fs::read(&key).unwrap(), key_bytes);
+    assert_eq!(Ledger::open(dir).unwrap().size(), 3);
 }

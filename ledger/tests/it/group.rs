@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
-use unseen_ledger::store::{CHECKPOINT_FILE, ENTRIES_FILE, RECOVERED_KIND, RECOVERY_FILE};
+use unseen_ledger::store::{
+    CHECKPOINT_FILE, ENTRIES_FILE, INTENT_FILES, RECOVERED_KIND, RECOVERY_FILE,
+};
 use unseen_ledger::{EntryDraft, EntryError, Ledger, LedgerError, SharedLedger, verify_dir};
 
 #[test]
@@ -146,6 +148,12 @@ fn crash_at_every_byte_of_a_group_write_recovers_every_acknowledged_entry() {
     drop(ledger);
     let full = fs::read(dir.join(ENTRIES_FILE)).unwrap();
     let new_cp = fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
+    // The group's write-ahead record, written and synced before its
+    // entries: part of the state at every crash point below.
+    let intents: Vec<Vec<u8>> = INTENT_FILES
+        .iter()
+        .map(|f| fs::read(dir.join(f)).unwrap())
+        .collect();
     let tail = &full[acked.len()..];
     let acked_entries = {
         set_state(dir, &acked, &old_cp);
@@ -162,6 +170,9 @@ fn crash_at_every_byte_of_a_group_write_recovers_every_acknowledged_entry() {
             let _ = fs::remove_file(dir.join(RECOVERY_FILE));
             let state = [&acked[..], &tail[..cut]].concat();
             set_state(dir, &state, cp);
+            for (f, bytes) in INTENT_FILES.iter().zip(&intents) {
+                fs::write(dir.join(f), bytes).unwrap();
+            }
             let entries = recovered_entries(dir);
             assert_eq!(&entries[..10], &acked_entries[..], "cut {cut}");
             let whole = tail[..cut].iter().filter(|&&b| b == b'\n').count();

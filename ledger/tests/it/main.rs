@@ -5,6 +5,7 @@ mod crash;
 mod crosscheck;
 mod files;
 mod group;
+mod launder;
 mod proofs;
 mod tamper;
 mod tamper_random;
