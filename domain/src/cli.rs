@@ -1363,7 +1363,10 @@ fn execute(
             let sha = domain.upload_module(&actor, &bytes)?;
             let params = parse_params(&params)?;
             let handle = runtime.handle().clone();
-            let outcome = domain.run_job(&handle, &actor, &grant, &sha, params, &extras)?;
+            let mut outcome = domain.run_job(&handle, &actor, &grant, &sha, params, &extras)?;
+            // The submitter reads what the service would return: the guest's
+            // exit code and message wait for the reviewer.
+            outcome.error = outcome.error.as_deref().map(crate::jobs::public_error);
             if json {
                 writeln!(
                     out,

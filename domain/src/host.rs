@@ -272,6 +272,15 @@ impl Host {
                 self.job_log().rows_read += self.rows_of(read);
                 match unseen_policy::release_aggregate(&state, &query, &plan).await {
                     Ok(release) => {
+                        if release.defaulted {
+                            // For the provider and auditors only: the analyst's
+                            // answer must look like any other release.
+                            self.domain.record(&self.submitter, "query.defaulted", json!({
+                                "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha,
+                                "fingerprint": fingerprint,
+                                "reason": "the engine failed computing the exact aggregate; noise was added to fixed default values",
+                            }))?;
+                        }
                         self.domain
                             .cache_release(&self.grant.id, &fingerprint, &release.result)?;
                         Ok(Ok(udf_sdk::abi::encode_query_result(&release.result)))

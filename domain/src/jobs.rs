@@ -50,16 +50,16 @@ pub struct JobView {
     pub logs: Vec<String>,
 }
 
-/// A job's error as its developer may read it over the service: the
-/// guest's own failure text is cut off (it goes to reviewers), the host's
-/// reasons (limits, traps, refusals, cancellation) are kept.
+/// A job's error as its developer may read it over the service: what the
+/// guest computed — its exit code and its own failure text — goes to
+/// reviewers (an exit code can carry a value past review just as a message
+/// can); the host's reasons (limits, traps, refusals, cancellation) are kept.
 pub fn public_error(error: &str) -> String {
-    match error.strip_prefix("job returned exit code ") {
-        Some(rest) => {
-            let code = rest.split(':').next().unwrap_or(rest);
-            format!("job returned exit code {code}; the guest's message is kept for the reviewer")
-        }
-        None => error.to_string(),
+    if error.starts_with("job returned exit code ") {
+        "the job ended with a failure status; its exit code and message are kept for the reviewer"
+            .to_string()
+    } else {
+        error.to_string()
     }
 }
 
@@ -90,6 +90,13 @@ pub(crate) type Started = Result<(host::Host, Arc<Mutex<host::JobLog>>), JobOutc
 fn developer_view(mut view: JobView) -> JobView {
     view.logs.clear();
     view.error = view.error.as_deref().map(public_error);
+    // The guest decides how much fuel it burns, how many queries it makes
+    // and how long it runs: each could count out a value. Reviewers and
+    // auditors see them; the developer sees the spend.
+    view.fuel_used = None;
+    view.queries = None;
+    view.rows_read = None;
+    view.run_ms = None;
     view
 }
 

@@ -38,7 +38,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(rule: &'static str, column: Option<String>, message: String) -> Self {
+    pub(crate) fn new(rule: &'static str, column: Option<String>, message: String) -> Self {
         Refusal {
             column,
             rule,

@@ -309,6 +309,11 @@ pub struct NoiseNote {
 pub struct Release {
     pub result: QueryResult,
     pub noise: Vec<NoiseNote>,
+    /// The exact aggregate could not be computed (an engine failure that the
+    /// total expressions did not prevent), so the noise was added to values
+    /// fixed before any data was read. The analyst's release looks the same
+    /// as any other; only the provider's records say so.
+    pub defaulted: bool,
 }
 
 fn noise_err(e: impl std::fmt::Display) -> PolicyError {
@@ -1296,11 +1301,29 @@ pub async fn release_aggregate(
     query: &AggregateQuery,
     plan: &DpPlan,
 ) -> Result<Release, PolicyError> {
-    let cells = match &plan.selection {
-        Some(selection) => select_cells(state, query, plan, selection).await?,
-        None => plan.cells.clone(),
+    crate::query::require_total(state)?;
+    let computed = async {
+        let cells = match &plan.selection {
+            Some(selection) => select_cells(state, query, plan, selection).await?,
+            None => plan.cells.clone(),
+        };
+        let exact = exact_values(state, query, plan, &cells).await?;
+        Ok::<_, PolicyError>((cells, exact))
     };
-    let exact = exact_values(state, query, plan, &cells).await?;
+    // Whether the engine failed may depend on the data, so it must not be
+    // visible: the release is then noise over values fixed in advance.
+    let (cells, exact, defaulted) = match computed.await {
+        Ok((cells, exact)) => (cells, exact, false),
+        Err(PolicyError::Execution(_)) => {
+            let cells = match plan.selection {
+                Some(_) => Vec::new(),
+                None => plan.cells.clone(),
+            };
+            let exact = default_exact(plan, cells.len());
+            (cells, exact, true)
+        }
+        Err(e) => return Err(e),
+    };
     let noisy = add_noise(plan, exact)?;
     let alpha = 1.0 - CONFIDENCE;
     let mut table = Table::default();
@@ -1336,7 +1359,28 @@ pub async fn release_aggregate(
             table,
         },
         noise,
+        defaulted,
     })
+}
+
+/// Exact values fixed before any data is read: every count and sum zero,
+/// every quantile cell empty.
+fn default_exact(plan: &DpPlan, n_cells: usize) -> Vec<Exact> {
+    plan.components
+        .iter()
+        .map(|c| {
+            let len = match c.measure {
+                Measure::Histogram { .. } => n_cells * HISTOGRAM_BINS,
+                _ => n_cells,
+            };
+            match c.noise {
+                Noise::Int(_) => Exact::Int(vec![0; len]),
+                Noise::Float(_) => Exact::Float(vec![0.0; len]),
+                Noise::QuantileInt(_) => Exact::IntValues(vec![Vec::new(); n_cells]),
+                Noise::QuantileFloat(_) => Exact::FloatValues(vec![Vec::new(); n_cells]),
+            }
+        })
+        .collect()
 }
 
 /// The released estimates of one aggregate, each with its interval at

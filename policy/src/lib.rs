@@ -22,6 +22,7 @@ pub mod facts;
 pub mod manifest;
 pub mod mask;
 mod query;
+pub mod total;
 
 pub use admission::{Admitted, Refusal};
 pub use dp::{

@@ -67,11 +67,29 @@ pub async fn plan_query(
         .await
         .map_err(|e| PolicyError::Sql(planning_message(e)))?;
     let plan = df.logical_plan().clone();
+    // Before the optimizer folds any constant: folding an unbounded
+    // `repeat` alone could take the service down.
+    crate::total::check_cost(&plan).map_err(PolicyError::Refused)?;
+    crate::total::install(ctx);
     let optimized = ctx
         .state()
         .optimize(&plan)
         .map_err(|e| PolicyError::Sql(planning_message(e)))?;
     admission::admit(&plan, &optimized, manifests).map_err(PolicyError::Refused)
+}
+
+/// Refuses to run an admitted plan in a session whose expressions are not
+/// total: an evaluation error there could tell whether some row exists.
+pub(crate) fn require_total(
+    state: &datafusion::execution::context::SessionState,
+) -> Result<(), PolicyError> {
+    if crate::total::is_installed(state) {
+        Ok(())
+    } else {
+        Err(PolicyError::Execution(
+            "the session does not make expressions total; plan the query with plan_query in this session first".to_string(),
+        ))
+    }
 }
 
 fn planning_message(e: DataFusionError) -> String {
@@ -85,6 +103,7 @@ pub async fn release_open(
     plan: datafusion::logical_expr::LogicalPlan,
     max_rows: usize,
 ) -> Result<QueryResult, PolicyError> {
+    require_total(&ctx.state())?;
     let df = DataFrame::new(ctx.state(), plan).limit(0, Some(max_rows + 1))?;
     let schema = df.schema().clone();
     let batches = df.collect().await?;

@@ -331,8 +331,8 @@ fn guest_text_reaches_reviewers_not_developers() {
         "{refused}"
     );
     assert_eq!(
-        unseen::jobs::public_error("job returned exit code 3: income was 81234.5"),
-        "job returned exit code 3; the guest's message is kept for the reviewer"
+        unseen::jobs::public_error("job returned exit code 41616: income was 81234.5"),
+        "the job ended with a failure status; its exit code and message are kept for the reviewer"
     );
 }
 

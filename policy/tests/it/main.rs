@@ -9,5 +9,6 @@ mod dp_audit;
 mod dp_more;
 mod joins;
 mod manifest;
+mod oracles;
 mod selection;
 mod support;
