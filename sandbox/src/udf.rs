@@ -424,9 +424,10 @@ impl UdfModule {
         &self.inner.sha256
     }
 
-    /// Instances waiting for the next batch.
+    /// Instances waiting for the next batch (of aggregates and of the
+    /// row loops together).
     pub fn idle_instances(&self) -> usize {
-        self.inner.lock_idle().len()
+        self.inner.lock_idle().len() + self.inner.rows.as_ref().map_or(0, |r| r.idle())
     }
 
     /// Every function the module declares (see

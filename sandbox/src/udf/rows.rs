@@ -83,6 +83,11 @@ impl Rows {
         }
     }
 
+    /// Instances waiting for the next batch.
+    pub(crate) fn idle(&self) -> usize {
+        self.lock_idle().len()
+    }
+
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<RowInstance>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
