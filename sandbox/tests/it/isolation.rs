@@ -549,5 +549,28 @@ async fn timing_of_a_row_that_burns_its_cap_only_on_the_target() {
         raw * 100.0,
         coarse * 100.0
     );
+    // The channel's bound: one row's whole cap. Measured as 200 rows that
+    // each burn it (`spin` never returns).
+    let traps = {
+        let validated = sandbox
+            .validate(&wasm("adv-udf-traps"), ModuleKind::Udf)
+            .unwrap();
+        UdfModule::new(&sandbox, &validated).unwrap()
+    };
+    let ctx = SessionContext::new();
+    ctx.register_table("people", Arc::new(people(POOR, 1_000)))
+        .unwrap();
+    for f in traps.functions().unwrap() {
+        f.register(&ctx);
+    }
+    let started = std::time::Instant::now();
+    query(&ctx, "SELECT spin(id) FROM people WHERE id < 200")
+        .await
+        .unwrap();
+    println!(
+        "one row burning the cap of {} instructions: {:.3} ms",
+        unseen_sandbox::DEFAULT_ROW_INSTRUCTIONS,
+        started.elapsed().as_secs_f64() * 1e3 / 200.0
+    );
     assert!(coarse <= 0.6, "whole-second durations still tell: {coarse}");
 }
