@@ -9,11 +9,12 @@
 //! instruction and sees the same float bits on every host. UDF modules run
 //! per batch inside a query, where both cost several times the function's
 //! own work (NaN canonicalisation alone made `ln(1+a)*0.7 + sqrt(b)*0.3`
-//! about five times slower): their engine has neither. A UDF batch is bounded by
-//! the epoch deadline instead, which stops an infinite loop just as surely,
-//! to a precision of [`EPOCH_TICK`]; and a UDF needs no determinism across
-//! machines beyond its result values, which IEEE 754 fixes for everything
-//! but the payload bits of a NaN.
+//! about five times slower): their engine has neither. A UDF row is bounded
+//! by the instruction cap the upload rewrite compiles into the module
+//! (`udf/isolate.rs`), and a batch by the epoch deadline as a last resort;
+//! and a UDF needs no determinism across machines beyond its result values,
+//! which IEEE 754 fixes for everything but the payload bits of a NaN. The
+//! UDF engine enables multi-memory, for the rewrite's second memory.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;

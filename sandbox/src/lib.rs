@@ -13,8 +13,8 @@
 //! caller's [`JobHost`].
 //!
 //! UDF modules (no imports at all) run inside DataFusion queries through
-//! [`udf::WasmScalarUdf`], which checks every array a module returns before
-//! the plan sees it.
+//! [`udf::WasmScalarUdf`], one row at a time in a state no other row could
+//! have written (see [`udf`]).
 //!
 //! The only `unsafe` is loading an authenticated cache entry
 //! (`cache::deserialize_trusted`).

@@ -1,39 +1,40 @@
 //! WebAssembly UDFs inside DataFusion queries.
 //!
 //! A UDF module sees raw conditional values, so it imports nothing (checked
-//! at upload by [`Sandbox::validate`] with [`ModuleKind::Udf`]). Per batch,
-//! the host copies the argument columns' Arrow buffers straight into guest
-//! memory, calls `udf_<name>(rows, frame)` under the sandbox's memory and
-//! deadline limits, and copies the result column back out only after
-//! checking its header: row count, type, every pointer and length inside the
-//! guest's memory, and the validity bitmap against its null count. Nothing
-//! the guest returns reaches DataFusion unchecked, and nothing it does can
-//! panic the host: every violation is a [`UdfError`] naming the function.
-//! The layout is in `udf-sdk/ABI.md`, "UDF modules".
+//! at upload by [`Sandbox::validate`] with [`ModuleKind::Udf`]).
 //!
-//! **Instances.** A [`UdfModule`] keeps a small stack of idle instances.
-//! Each batch takes one (or instantiates a new one from the pre-linked
-//! module, a pool slot of the sandbox's allocator), and gives it back when
-//! the batch succeeded, so each partition that DataFusion runs at once ends
-//! up reusing one instance, and its input buffers, batch after batch. An
-//! instance that trapped or returned an invalid result is dropped, never
-//! reused. Guest memory persists between the batches an instance serves, so
-//! one [`UdfModule`] should serve one query or one grant, not several users.
+//! **Scalar functions run one row at a time** in a rewrite of the module
+//! made at upload (`isolate.rs`): a trusted loop per function calls the
+//! module's `udf_row_<name>` once per row and, before each row, restores
+//! the memory the previous row wrote, every mutable global and the memory
+//! size, so each row starts from the state right after instantiation. The
+//! batch's inputs and outputs live in a second memory the module's code
+//! cannot address. A row that traps, exhausts its instruction cap
+//! ([`Limits::udf_row_instructions`]) or returns NaN is null and the loop
+//! resumes at the next row (`rows.rs`); the count goes to
+//! [`UdfModule::rows_failed`], for the service only. The layout is in
+//! `udf-sdk/ABI.md`, "UDF modules".
+//!
+//! **Aggregates** keep the batch ABI (`aggregate.rs`): the host copies the
+//! argument columns' Arrow buffers into guest memory, calls one export per
+//! batch and copies the result column back out only after checking its
+//! header. They are admitted only over open columns and released tables.
+//!
+//! **Instances.** A [`UdfModule`] (prepared per job) keeps a small stack of
+//! idle instances of each kind. Reusing one for scalar functions carries
+//! nothing between batches or queries, since every row starts pristine.
 //! Instantiating from the pool is cheap (a p50 of about 1.2 µs for
-//! `guests/udf-light` in a release build, see [`bench`]), so per-batch
-//! instances would also do; reuse additionally keeps the guest's input
-//! buffers allocated and warm, and bounds pool slots to one per partition.
+//! `guests/udf-light` in a release build, see [`bench`]).
 //!
-//! **Limits.** The wall-clock deadline of [`Limits`] applies to each batch;
-//! memory and table limits to each instance. UDF modules are compiled by
-//! the sandbox's UDF engine, which has no fuel metering and no NaN
-//! canonicalisation (both cost several times a light function's own work;
-//! see `engine.rs`): [`Limits::fuel`] does not apply, and an infinite loop
-//! is stopped by the deadline, reported as the `deadline` limit. The
-//! ticker thread that drives the epochs lives as long as the [`Sandbox`] or
-//! any [`UdfModule`] made from it, so a batch still running after the
-//! sandbox was dropped is stopped too. Results are deterministic except for
-//! the payload bits of a NaN, which may differ between CPUs.
+//! **Limits.** The per-row instruction cap is deterministic. The wall-clock
+//! deadline of [`Limits`] applies to each batch only as a guard against an
+//! overloaded host: it fails the query. Memory and table limits apply to
+//! each instance. UDF modules are compiled by the sandbox's UDF engine,
+//! which has no fuel metering and no NaN canonicalisation (see
+//! `engine.rs`). The ticker thread that drives the epochs lives as long as
+//! the [`Sandbox`] or any [`UdfModule`] made from it. Results are
+//! deterministic except for the payload bits of a NaN, and NaN results of
+//! scalar functions are nulls.
 
 mod aggregate;
 pub mod bench;

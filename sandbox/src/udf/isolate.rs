@@ -42,8 +42,8 @@
 
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{
-    BlockType, CodeSection, ConstExpr, DataCountSection, DataSection, ElementSection, EntityType,
-    ExportKind, ExportSection, Function, FunctionSection, GlobalSection, GlobalType, MemArg,
+    BlockType, CodeSection, ConstExpr, DataCountSection, DataSection, ElementSection, ExportKind,
+    ExportSection, Function, FunctionSection, GlobalSection, GlobalType, InstructionSink, MemArg,
     MemorySection, MemoryType, Module, TableSection, TypeSection, ValType,
 };
 use wasmparser::{ExternalKind, FuncType, Operator, Parser, Payload};
@@ -122,12 +122,10 @@ fn parts(bytes: &[u8]) -> Result<Parts<'_>, SandboxError> {
                 }
                 p.type_section = Some(r);
             }
-            Payload::ImportSection(r) => {
-                if r.count() > 0 {
-                    return Err(refuse(
-                        "it imports something; a UDF module may import nothing at all",
-                    ));
-                }
+            Payload::ImportSection(r) if r.count() > 0 => {
+                return Err(refuse(
+                    "it imports something; a UDF module may import nothing at all",
+                ));
             }
             Payload::FunctionSection(r) => {
                 for ty in r {
@@ -272,6 +270,41 @@ pub(crate) fn isolate(
     exports.export(BATCH_MEMORY, ExportKind::Memory, 1);
     exports.export(ROW_GLOBAL, ExportKind::Global, layout.row);
 
+    let bytes = emit(
+        &p,
+        &layout,
+        Sections {
+            types,
+            funcs,
+            exports,
+            code,
+        },
+    )?;
+    Ok(Isolated {
+        bytes,
+        snapshot_bytes: layout.total_pages * PAGE,
+        scratch: (layout.scratch, SCRATCH_PAGES * PAGE),
+    })
+}
+
+/// The sections of the rewritten module built from code.
+struct Sections {
+    types: TypeSection,
+    funcs: FunctionSection,
+    exports: ExportSection,
+    code: CodeSection,
+}
+
+/// Writes the rewritten module: the original's sections with memory 0
+/// fixed at its full size, the batch memory and the injected globals.
+fn emit(p: &Parts<'_>, layout: &Layout, sections: Sections) -> Result<Vec<u8>, SandboxError> {
+    let Sections {
+        types,
+        funcs,
+        exports,
+        code,
+    } = sections;
+    let own_pages = layout.own_pages;
     let mut module = Module::new();
     module.section(&types);
     module.section(&funcs);
@@ -340,12 +373,7 @@ pub(crate) fn isolate(
             .map_err(parse_err)?;
         module.section(&data);
     }
-    let _ = EntityType::Tag; // (kept explicit: no tag section is ever emitted)
-    Ok(Isolated {
-        bytes: module.finish(),
-        snapshot_bytes: layout.total_pages * PAGE,
-        scratch: (layout.scratch, SCRATCH_PAGES * PAGE),
-    })
+    Ok(module.finish())
 }
 
 /// Where things are: injected globals and memory 0's regions.
@@ -483,48 +511,12 @@ fn row_loop(
         _ => ValType::I64,
     };
     let mut func = Function::new([(6, ValType::I32), (strings, ValType::I64), (1, result_ty)]);
-    let snapshot = (l.total_pages * PAGE) as i32;
     let mut s = func.instructions();
     s.local_get(P_START).local_set(i);
     s.block(BlockType::Empty).loop_(BlockType::Empty);
     s.local_get(i).local_get(P_ROWS).i32_ge_u().br_if(1);
     s.local_get(i).global_set(l.row);
-    // Restore [lo, min(hi, snapshot)) of memory 0 from the pristine copy.
-    s.global_get(l.hi)
-        .i32_const(snapshot)
-        .global_get(l.hi)
-        .i32_const(snapshot)
-        .i32_lt_u()
-        .select()
-        .local_tee(hi)
-        .global_get(l.lo)
-        .i32_gt_u()
-        .if_(BlockType::Empty)
-        .global_get(l.lo)
-        .global_get(l.lo)
-        .local_get(hi)
-        .global_get(l.lo)
-        .i32_sub()
-        .memory_copy(0, 1)
-        .end();
-    s.i32_const(-1)
-        .global_set(l.lo)
-        .i32_const(0)
-        .global_set(l.hi);
-    for (g, global) in globals.iter().enumerate() {
-        if !global.ty.mutable {
-            continue;
-        }
-        let mut ops = global.init_expr.get_operators_reader();
-        loop {
-            let op = ops.read().map_err(parse_err)?;
-            if matches!(op, Operator::End) {
-                break;
-            }
-            func.instruction(&RoundtripReencoder.instruction(op).map_err(parse_err)?);
-        }
-        func.instructions().global_set(g as u32);
-    }
+    reset_row(&mut func, l, globals, hi)?;
     let mut s = func.instructions();
     s.i32_const(l.own_pages as i32).global_set(l.vsize);
     s.local_get(P_FUEL).global_set(l.fuel);
@@ -539,66 +531,7 @@ fn row_loop(
         .i32_const(0)
         .i32_store8(mem(1, 0))
         .else_();
-    if strings > 0 {
-        s.i32_const(l.scratch as i32).local_set(cursor);
-    }
-    // Strings into scratch: the host has checked that they fit.
-    let mut param = P_ARGS;
-    let mut k = 0;
-    for &a in f.args {
-        if a == UdfType::Utf8 {
-            let (offsets, bytes) = (param, param + 1);
-            s.local_get(offsets)
-                .local_get(i)
-                .i32_const(2)
-                .i32_shl()
-                .i32_add()
-                .local_tee(start)
-                .i32_load(mem(1, 2))
-                .local_get(start)
-                .i32_load(MemArg {
-                    offset: 4,
-                    align: 2,
-                    memory_index: 1,
-                })
-                .local_get(start)
-                .i32_load(mem(1, 2))
-                .local_set(start)
-                .local_get(start)
-                .i32_sub()
-                .local_set(len)
-                .drop();
-            s.local_get(cursor)
-                .local_get(bytes)
-                .local_get(start)
-                .i32_add()
-                .local_get(len)
-                .memory_copy(0, 1);
-            s.local_get(cursor)
-                .i64_extend_i32_u()
-                .local_get(len)
-                .i64_extend_i32_u()
-                .i64_const(32)
-                .i64_shl()
-                .i64_or()
-                .local_set(packed + k);
-            s.local_get(cursor)
-                .local_get(len)
-                .i32_add()
-                .local_set(cursor);
-            param += 2;
-            k += 1;
-        } else {
-            param += 1;
-        }
-    }
-    if strings > 0 {
-        // The strings are this row's dirt too: cleared by the next restore.
-        s.i32_const(l.scratch as i32)
-            .global_set(l.lo)
-            .local_get(cursor)
-            .global_set(l.hi);
-    }
+    copy_strings(&mut s, f.args, l, i, [cursor, start, len, packed]);
     let (mut param, mut k) = (P_ARGS, 0);
     for &a in f.args {
         match a {
@@ -659,6 +592,130 @@ fn row_loop(
     s.end().end();
     s.local_get(i).end();
     Ok(func)
+}
+
+/// The start of every row: restore `[lo, min(hi, snapshot))` of memory 0
+/// from the pristine copy, clear the dirty range and set every mutable
+/// global to its initial value. `hi` is a scratch local.
+fn reset_row(
+    func: &mut Function,
+    l: &Layout,
+    globals: &[wasmparser::Global<'_>],
+    hi: u32,
+) -> Result<(), SandboxError> {
+    let snapshot = (l.total_pages * PAGE) as i32;
+    let mut s = func.instructions();
+    s.global_get(l.hi)
+        .i32_const(snapshot)
+        .global_get(l.hi)
+        .i32_const(snapshot)
+        .i32_lt_u()
+        .select()
+        .local_tee(hi)
+        .global_get(l.lo)
+        .i32_gt_u()
+        .if_(BlockType::Empty)
+        .global_get(l.lo)
+        .global_get(l.lo)
+        .local_get(hi)
+        .global_get(l.lo)
+        .i32_sub()
+        .memory_copy(0, 1)
+        .end();
+    s.i32_const(-1)
+        .global_set(l.lo)
+        .i32_const(0)
+        .global_set(l.hi);
+    for (g, global) in globals.iter().enumerate() {
+        if !global.ty.mutable {
+            continue;
+        }
+        let mut ops = global.init_expr.get_operators_reader();
+        loop {
+            let op = ops.read().map_err(parse_err)?;
+            if matches!(op, Operator::End) {
+                break;
+            }
+            func.instruction(&RoundtripReencoder.instruction(op).map_err(parse_err)?);
+        }
+        func.instructions().global_set(g as u32);
+    }
+    Ok(())
+}
+
+/// Copies the row's strings into the scratch area of memory 0 (the host
+/// has checked that they fit), packs each as `addr | len << 32` into its
+/// local and marks the scratch bytes dirty, so the next row's restore
+/// clears them. `locals` are `cursor, start, len` and the first packed one.
+fn copy_strings(
+    s: &mut InstructionSink<'_>,
+    args: &[UdfType],
+    l: &Layout,
+    i: u32,
+    locals: [u32; 4],
+) {
+    let [cursor, start, len, packed] = locals;
+    let strings = args.iter().filter(|&&t| t == UdfType::Utf8).count() as u32;
+    if strings > 0 {
+        s.i32_const(l.scratch as i32).local_set(cursor);
+    }
+    // Strings into scratch: the host has checked that they fit.
+    let mut param = P_ARGS;
+    let mut k = 0;
+    for &a in args {
+        if a == UdfType::Utf8 {
+            let (offsets, bytes) = (param, param + 1);
+            s.local_get(offsets)
+                .local_get(i)
+                .i32_const(2)
+                .i32_shl()
+                .i32_add()
+                .local_tee(start)
+                .i32_load(mem(1, 2))
+                .local_get(start)
+                .i32_load(MemArg {
+                    offset: 4,
+                    align: 2,
+                    memory_index: 1,
+                })
+                .local_get(start)
+                .i32_load(mem(1, 2))
+                .local_set(start)
+                .local_get(start)
+                .i32_sub()
+                .local_set(len)
+                .drop();
+            s.local_get(cursor)
+                .local_get(bytes)
+                .local_get(start)
+                .i32_add()
+                .local_get(len)
+                .memory_copy(0, 1);
+            s.local_get(cursor)
+                .i64_extend_i32_u()
+                .local_get(len)
+                .i64_extend_i32_u()
+                .i64_const(32)
+                .i64_shl()
+                .i64_or()
+                .local_set(packed + k);
+            s.local_get(cursor)
+                .local_get(len)
+                .i32_add()
+                .local_set(cursor);
+            param += 2;
+            k += 1;
+        } else {
+            param += 1;
+        }
+    }
+    if strings > 0 {
+        // The strings are this row's dirt too: cleared by the next restore.
+        s.i32_const(l.scratch as i32)
+            .global_set(l.lo)
+            .local_get(cursor)
+            .global_set(l.hi);
+    }
 }
 
 enum Instrument {
@@ -766,8 +823,8 @@ fn instrument(
         if let Some(forbidden) = forbidden(&op) {
             return Err(Instrument::Refused(forbidden));
         }
-        match store_kind(&op) {
-            Some((memarg, bytes, value)) => {
+        if let Some((memarg, bytes, value)) = store_kind(&op) {
+            {
                 let v = match value {
                     ValType::I32 => t.v_i32,
                     ValType::I64 => t.v_i64,
@@ -786,7 +843,6 @@ fn instrument(
                 f.instruction(&reencode(op)?);
                 continue;
             }
-            None => {}
         }
         match op {
             Operator::MemoryFill { .. } => {

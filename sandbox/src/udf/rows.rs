@@ -319,8 +319,8 @@ impl Rows {
                     let mut offsets = Vec::with_capacity((n + 1) * 4);
                     let mut text = Vec::new();
                     offsets.extend_from_slice(&0i32.to_le_bytes());
-                    for row in 0..n {
-                        if skip[row] == 0 {
+                    for (row, skipped) in skip.iter().enumerate() {
+                        if *skipped == 0 {
                             text.extend_from_slice(a.value(from + row).as_bytes());
                         }
                         offsets.extend_from_slice(&(text.len() as i32).to_le_bytes());

@@ -574,3 +574,66 @@ async fn timing_of_a_row_that_burns_its_cap_only_on_the_target() {
     );
     assert!(coarse <= 0.6, "whole-second durations still tell: {coarse}");
 }
+
+/// `probe(n, _)` that counts `n` down in a loop and returns 1.0.
+fn countdown() -> Vec<u8> {
+    let mut probe = Function::new([]);
+    probe
+        .instructions()
+        .block(BlockType::Empty)
+        .loop_(BlockType::Empty)
+        .local_get(0)
+        .i64_eqz()
+        .br_if(1)
+        .local_get(0)
+        .i64_const(1)
+        .i64_sub()
+        .local_set(0)
+        .br(0)
+        .end()
+        .end()
+        .f64_const(1.0.into())
+        .end();
+    Assembled::new(probe).finish()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instruction_cap_stops_the_same_rows_every_time() {
+    // Nine instructions per iteration: a cap of 50,000 allows about 5,550.
+    let sql = "SELECT SUM(CASE WHEN probe(id * 3, income) IS NULL THEN 1 ELSE 0 END), \
+               MIN(CASE WHEN probe(id * 3, income) IS NULL THEN id * 3 END), \
+               MAX(CASE WHEN probe(id * 3, income) IS NOT NULL THEN id * 3 END) FROM people";
+    let mut outcomes = Vec::new();
+    for batch in [3_000, 128] {
+        let module = prepare(&countdown()).unwrap();
+        let ctx = SessionContext::new_with_config(
+            SessionConfig::new()
+                .with_target_partitions(2)
+                .with_batch_size(batch),
+        );
+        ctx.register_table("people", Arc::new(people(POOR, batch)))
+            .unwrap();
+        for f in module.functions().unwrap() {
+            f.register(&ctx);
+        }
+        let cols = query(&ctx, sql).await.unwrap();
+        let get = |c: usize| {
+            cols[c]
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0)
+        };
+        outcomes.push((get(0), get(1), get(2)));
+    }
+    let (nulls, first_null, last_valid) = outcomes[0];
+    assert!(
+        (5_000..6_000).contains(&first_null) && last_valid < first_null,
+        "{outcomes:?}"
+    );
+    assert!(nulls > 1_000, "{outcomes:?}");
+    assert_eq!(
+        outcomes[0], outcomes[1],
+        "the cap does not depend on batching"
+    );
+}
