@@ -237,6 +237,7 @@ pub(crate) fn isolate(
         };
         exports.export(e.name, kind, e.index);
     }
+    let written = written(&p.bodies).map_err(parse_err)?;
     let first_loop = p.func_types.len() as u32;
     for (k, f) in functions.iter().enumerate() {
         let row_export = format!("{}{}", udf_sdk::udf::ROW_EXPORT_PREFIX, f.name);
@@ -260,7 +261,7 @@ pub(crate) fn isolate(
         let ty = types.len();
         types.ty().function(params.iter().copied(), [ValType::I32]);
         funcs.function(ty);
-        code.function(&row_loop(f, row_fn, &layout, &p.globals)?);
+        code.function(&row_loop(f, row_fn, &layout, &p.globals, &written)?);
         exports.export(
             &loop_export(f.name),
             ExportKind::Func,
@@ -491,6 +492,7 @@ fn row_loop(
     row_fn: u32,
     l: &Layout,
     globals: &[wasmparser::Global<'_>],
+    written: &Written,
 ) -> Result<Function, SandboxError> {
     let n_params = loop_params(f.args).len() as u32;
     // Locals: i, hi, cursor, start, len, ok, then one (ptr|len) i64 per
@@ -516,9 +518,11 @@ fn row_loop(
     s.block(BlockType::Empty).loop_(BlockType::Empty);
     s.local_get(i).local_get(P_ROWS).i32_ge_u().br_if(1);
     s.local_get(i).global_set(l.row);
-    reset_row(&mut func, l, globals, hi)?;
+    reset_row(&mut func, l, globals, written, hi)?;
     let mut s = func.instructions();
-    s.i32_const(l.own_pages as i32).global_set(l.vsize);
+    if written.grows {
+        s.i32_const(l.own_pages as i32).global_set(l.vsize);
+    }
     s.local_get(P_FUEL).global_set(l.fuel);
     s.local_get(P_SKIP)
         .local_get(i)
@@ -556,10 +560,15 @@ fn row_loop(
         }
     }
     s.call(row_fn).local_set(result);
-    // Valid unless the row set the null flag, or (floats) returned NaN.
+    // Valid unless the row set the null flag, or (floats) returned NaN. A
+    // row that wrote no memory (`hi` is 0) cannot have set the flag, which
+    // the host checked is 0 in the pristine state.
     s.local_get(P_FLAG)
         .i32_const(0)
         .i32_lt_s()
+        .global_get(l.hi)
+        .i32_eqz()
+        .i32_or()
         .if_(BlockType::Result(ValType::I32))
         .i32_const(1)
         .else_()
@@ -594,6 +603,35 @@ fn row_loop(
     Ok(func)
 }
 
+/// What the module's code can change besides memory: the globals some
+/// `global.set` writes, and whether it ever grows memory.
+struct Written {
+    globals: Vec<u32>,
+    grows: bool,
+}
+
+fn written(
+    bodies: &[wasmparser::FunctionBody<'_>],
+) -> Result<Written, wasmparser::BinaryReaderError> {
+    let mut w = Written {
+        globals: Vec::new(),
+        grows: false,
+    };
+    for body in bodies {
+        let mut ops = body.get_operators_reader()?;
+        while !ops.eof() {
+            match ops.read()? {
+                Operator::GlobalSet { global_index } if !w.globals.contains(&global_index) => {
+                    w.globals.push(global_index);
+                }
+                Operator::MemoryGrow { .. } => w.grows = true,
+                _ => {}
+            }
+        }
+    }
+    Ok(w)
+}
+
 /// The start of every row: restore `[lo, min(hi, snapshot))` of memory 0
 /// from the pristine copy, clear the dirty range and set every mutable
 /// global to its initial value. `hi` is a scratch local.
@@ -601,10 +639,13 @@ fn reset_row(
     func: &mut Function,
     l: &Layout,
     globals: &[wasmparser::Global<'_>],
+    written: &Written,
     hi: u32,
 ) -> Result<(), SandboxError> {
     let snapshot = (l.total_pages * PAGE) as i32;
     let mut s = func.instructions();
+    // `hi` is 0 unless the previous row wrote memory: then nothing to do.
+    s.global_get(l.hi).if_(BlockType::Empty);
     s.global_get(l.hi)
         .i32_const(snapshot)
         .global_get(l.hi)
@@ -625,9 +666,12 @@ fn reset_row(
     s.i32_const(-1)
         .global_set(l.lo)
         .i32_const(0)
-        .global_set(l.hi);
+        .global_set(l.hi)
+        .end();
+    // Only the globals some `global.set` writes can differ from their
+    // initial values.
     for (g, global) in globals.iter().enumerate() {
-        if !global.ty.mutable {
+        if !global.ty.mutable || !written.globals.contains(&(g as u32)) {
             continue;
         }
         let mut ops = global.init_expr.get_operators_reader();

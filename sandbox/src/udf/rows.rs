@@ -135,6 +135,15 @@ impl Rows {
             });
         }
         let pristine = memory.data(&store)[..self.snapshot_bytes.min(size)].to_vec();
+        // The loop reads the flag only after rows that wrote memory, so it
+        // must start clear.
+        if flag >= 0 && pristine[flag as usize..flag as usize + 4] != [0; 4] {
+            return Err(SandboxError::MistypedExport {
+                name: abi::NULL_FLAG_EXPORT.into(),
+                expected: "the address of a flag that is 0 before the first row",
+                found: format!("{flag}, holding a non-zero value"),
+            });
+        }
         let mut inst = RowInstance {
             store,
             instance,
