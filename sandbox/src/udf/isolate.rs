@@ -1035,3 +1035,62 @@ fn store_kind(op: &Operator<'_>) -> Option<(wasmparser::MemArg, u32, ValType)> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The code section body of a module with one function `body`.
+    fn costs_of(body: impl FnOnce(&mut InstructionSink<'_>)) -> Vec<u64> {
+        let mut f = Function::new([]);
+        body(&mut f.instructions());
+        let mut types = TypeSection::new();
+        types.ty().function([], []);
+        let mut funcs = FunctionSection::new();
+        funcs.function(0);
+        let mut code = CodeSection::new();
+        code.function(&f);
+        let mut module = Module::new();
+        module.section(&types).section(&funcs).section(&code);
+        let bytes = module.finish();
+        for payload in Parser::new(0).parse_all(&bytes) {
+            if let Payload::CodeSectionEntry(body) = payload.unwrap() {
+                return region_costs(&body).ok().unwrap();
+            }
+        }
+        unreachable!("the module has a body")
+    }
+
+    #[test]
+    fn each_region_counts_what_can_run_before_the_next_loop_header() {
+        // nop; loop { nop; loop { nop; br 0 } ; br 0 }; end
+        let costs = costs_of(|s| {
+            s.nop()
+                .loop_(BlockType::Empty)
+                .nop()
+                .loop_(BlockType::Empty)
+                .nop()
+                .br(0)
+                .end()
+                .br(0)
+                .end()
+                .end();
+        });
+        // Function: nop, loop, end (function). Outer loop: nop, loop, br,
+        // end, plus its header's own charge. Inner: nop, br, end, plus one.
+        assert_eq!(costs, vec![3, 5, 4]);
+    }
+
+    #[test]
+    fn forbidden_instructions_are_named() {
+        assert_eq!(
+            forbidden(&Operator::TableSet { table: 0 }),
+            Some("table.set")
+        );
+        assert_eq!(
+            forbidden(&Operator::DataDrop { data_index: 0 }),
+            Some("data.drop")
+        );
+        assert_eq!(forbidden(&Operator::Nop), None);
+    }
+}
