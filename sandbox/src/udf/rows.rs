@@ -64,6 +64,9 @@ pub(crate) struct RowInstance {
     row: Global,
     /// Address of the null flag in memory 0, or -1.
     flag: i32,
+    /// Where a batch is laid out before it is copied in; kept, so that a
+    /// batch does not map and fault in fresh pages.
+    staging: Vec<u8>,
 }
 
 /// Bytes from the start of a region to the next multiple of 8.
@@ -150,6 +153,7 @@ impl Rows {
             batch,
             row,
             flag,
+            staging: Vec::new(),
         };
         inst.ensure(self.snapshot_bytes)
             .map_err(|reason| SandboxError::Invalid { reason })?;
@@ -201,8 +205,14 @@ impl Rows {
         let mut from = 0;
         while from < rows {
             let to = self.chunk_end(arrays, types, from, rows);
-            let batch = self.layout(udf, arrays, types, from, to)?;
-            self.run_chunk(inst, udf, export, &batch, to - from, limits)?;
+            let mut staging = std::mem::take(&mut inst.staging);
+            let batch = self.layout(udf, arrays, types, from, to, &mut staging);
+            let ran = batch.and_then(|b| {
+                self.run_chunk(inst, udf, export, &b, &staging, to - from, limits)
+                    .map(|()| b)
+            });
+            inst.staging = staging;
+            let batch = ran?;
             let data = inst.batch.data(&inst.store);
             let n = to - from;
             values[from * 8..to * 8].copy_from_slice(&data[batch.out..batch.out + n * 8]);
@@ -215,7 +225,7 @@ impl Rows {
                 values[row * 8..row * 8 + 8].fill(0);
             }
         }
-        let bits = BooleanBuffer::from_iter(valid.iter().map(|v| *v != 0));
+        let bits = BooleanBuffer::collect_bool(rows, |row| valid[row] != 0);
         let nulls = NullBuffer::new(bits);
         let nulls = (nulls.null_count() > 0).then_some(nulls);
         let values = Buffer::from_vec(values);
@@ -260,6 +270,7 @@ impl Rows {
         types: &[UdfType],
         from: usize,
         to: usize,
+        bytes: &mut Vec<u8>,
     ) -> Result<Batch, UdfError> {
         let n = to - from;
         let mut skip = vec![0u8; n];
@@ -287,7 +298,7 @@ impl Rows {
         for (s, len) in skip.iter_mut().zip(&string_len) {
             *s |= u8::from(*len > self.scratch_bytes);
         }
-        let mut bytes = Vec::new();
+        bytes.clear();
         let base = align8(self.snapshot_bytes);
         let mut put = |data: &[u8]| {
             let at = base + bytes.len();
@@ -340,7 +351,7 @@ impl Rows {
             }
         }
         Ok(Batch {
-            bytes,
+            len: bytes.len(),
             base,
             skip: skip_at,
             valid,
@@ -351,19 +362,21 @@ impl Rows {
 
     /// Copies `batch` into the instance and runs the loop over its `n`
     /// rows, resuming after every row that traps.
+    #[allow(clippy::too_many_arguments)]
     fn run_chunk(
         &self,
         inst: &mut RowInstance,
         udf: &str,
         export: &str,
         batch: &Batch,
+        bytes: &[u8],
         n: usize,
         limits: &Limits,
     ) -> Result<(), UdfError> {
-        inst.ensure(batch.base + batch.bytes.len())
+        inst.ensure(batch.base + batch.len)
             .map_err(|p| bad_input(udf, p))?;
-        inst.batch.data_mut(&mut inst.store)[batch.base..batch.base + batch.bytes.len()]
-            .copy_from_slice(&batch.bytes);
+        inst.batch.data_mut(&mut inst.store)[batch.base..batch.base + batch.len]
+            .copy_from_slice(&bytes[..batch.len]);
         let func = inst
             .instance
             .get_func(&mut inst.store, export)
@@ -417,7 +430,7 @@ const CHUNK_STRING_BYTES: usize = 8 << 20;
 
 /// One chunk's bytes for the batch memory and where its parts are.
 struct Batch {
-    bytes: Vec<u8>,
+    len: usize,
     base: usize,
     skip: usize,
     valid: usize,
