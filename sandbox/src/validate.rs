@@ -420,6 +420,10 @@ pub(crate) fn udf_declarations(
             return Err(refuse(format!("the export `{name}` has no declaration")));
         }
     }
+    // By name: the order of the records is the linker's, which changes
+    // with unrelated edits to a module; listings should not.
+    functions.sort_by(|a, b| a.name.cmp(&b.name));
+    aggregates.sort_by(|a, b| a.function.name.cmp(&b.function.name));
     Ok((functions, aggregates))
 }
 
