@@ -9,11 +9,12 @@
 //! instruction and sees the same float bits on every host. UDF modules run
 //! per batch inside a query, where both cost several times the function's
 //! own work (NaN canonicalisation alone made `ln(1+a)*0.7 + sqrt(b)*0.3`
-//! about five times slower): their engine has neither. A UDF batch is bounded by
-//! the epoch deadline instead, which stops an infinite loop just as surely,
-//! to a precision of [`EPOCH_TICK`]; and a UDF needs no determinism across
-//! machines beyond its result values, which IEEE 754 fixes for everything
-//! but the payload bits of a NaN.
+//! about five times slower): their engine has neither. A UDF row is bounded
+//! by the instruction cap the upload rewrite compiles into the module
+//! (`udf/isolate.rs`), and a batch by the epoch deadline as a last resort;
+//! and a UDF needs no determinism across machines beyond its result values,
+//! which IEEE 754 fixes for everything but the payload bits of a NaN. The
+//! UDF engine enables multi-memory, for the rewrite's second memory.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -48,6 +49,18 @@ impl Purpose {
     fn canonical_nans(self) -> bool {
         self == Purpose::Job
     }
+
+    /// Multi-memory: a rewritten UDF module has a second memory for the
+    /// batch and the pristine copy of the first (see `udf/isolate.rs`). The
+    /// module as uploaded may still have only one.
+    fn multi_memory(self) -> bool {
+        self == Purpose::Udf
+    }
+
+    /// Memories per instance.
+    fn memories(self) -> u32 {
+        if self.multi_memory() { 2 } else { 1 }
+    }
 }
 
 /// An engine together with a stable description of how it was configured.
@@ -68,7 +81,7 @@ pub(crate) struct EngineSetup {
 /// allocating each instance on demand, which is slower but equally contained:
 /// the limits are enforced by the store's limiter in both cases.
 pub(crate) fn build(limits: &Limits, purpose: Purpose) -> Result<EngineSetup, SandboxError> {
-    let pooled = Engine::new(&config(limits, purpose, Some(pool(limits))));
+    let pooled = Engine::new(&config(limits, purpose, Some(pool(limits, purpose))));
     let (engine, pooling) = match pooled {
         Ok(engine) => (engine, true),
         Err(e) => {
@@ -101,7 +114,7 @@ fn config(limits: &Limits, purpose: Purpose, pool: Option<PoolingAllocationConfi
         .epoch_interruption(true)
         .max_wasm_stack(limits.stack_bytes)
         .wasm_memory64(false)
-        .wasm_multi_memory(false)
+        .wasm_multi_memory(purpose.multi_memory())
         .wasm_relaxed_simd(false)
         .wasm_custom_page_sizes(false)
         .wasm_wide_arithmetic(false)
@@ -115,13 +128,13 @@ fn config(limits: &Limits, purpose: Purpose, pool: Option<PoolingAllocationConfi
     config
 }
 
-fn pool(limits: &Limits) -> PoolingAllocationConfig {
+fn pool(limits: &Limits, purpose: Purpose) -> PoolingAllocationConfig {
     let slots = limits.max_concurrent_runs.max(1);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_core_instances(slots)
-        .total_memories(slots)
+        .total_memories(slots * purpose.memories())
         .total_tables(slots)
-        .max_memories_per_module(1)
+        .max_memories_per_module(purpose.memories())
         .max_tables_per_module(1)
         .max_memory_size(limits.memory_bytes)
         .table_elements(limits.table_elements)
@@ -134,12 +147,13 @@ fn describe(limits: &Limits, purpose: Purpose, pooling: bool) -> String {
     let on = |b: bool| if b { "on" } else { "off" };
     format!(
         "unseen-sandbox engine v1; wasmtime {}; fuel {}; epoch interruption on; \
-         max wasm stack {} bytes; memory64 off; multi-memory off; relaxed-simd off; \
+         max wasm stack {} bytes; memory64 off; multi-memory {}; relaxed-simd off; \
          custom-page-sizes off; wide-arithmetic off; nan canonicalization {}; \
          allocator {}; max memory {} bytes; table elements {}",
         ModuleVersionStrategy::default().as_str(),
         on(purpose.fuel()),
         limits.stack_bytes,
+        on(purpose.multi_memory()),
         on(purpose.canonical_nans()),
         if pooling { "pooling" } else { "on-demand" },
         limits.memory_bytes,

@@ -13,8 +13,8 @@
 //! caller's [`JobHost`].
 //!
 //! UDF modules (no imports at all) run inside DataFusion queries through
-//! [`udf::WasmScalarUdf`], which checks every array a module returns before
-//! the plan sees it.
+//! [`udf::WasmScalarUdf`], one row at a time in a state no other row could
+//! have written (see [`udf`]).
 //!
 //! The only `unsafe` is loading an authenticated cache entry
 //! (`cache::deserialize_trusted`).
@@ -55,12 +55,17 @@ pub struct Limits {
     pub table_elements: usize,
     /// Fuel (roughly, wasm instructions) a job run may consume. Deterministic:
     /// the same module and inputs stop at the same instruction on every host.
-    /// Jobs only: UDF modules are compiled without fuel metering and each
-    /// batch is bounded by [`Limits::deadline`] (see [`udf`]).
+    /// Jobs only; UDF rows have [`Limits::udf_row_instructions`].
     pub fuel: u64,
+    /// Instructions of a UDF's own code one row may execute (counted by the
+    /// rewrite of `udf/isolate.rs`, see [`udf`]). Deterministic: a row over
+    /// it is a null, on every host. A grant may set a lower cap per module
+    /// ([`UdfModule::with_row_instructions`]).
+    pub udf_row_instructions: u64,
     /// Wall-clock time a job run, or one batch of a UDF, may take, host
     /// calls included. Enforced by epoch interruption, to a precision of
-    /// about 10 ms.
+    /// about 10 ms. For UDFs it is only a guard against an overloaded host:
+    /// the per-row cap ends every row long before it.
     pub deadline: Duration,
     /// Largest native stack the guest may use, in bytes.
     pub stack_bytes: usize,
@@ -87,6 +92,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             table_elements: 10_000,
             fuel: 2_000_000_000,
+            udf_row_instructions: DEFAULT_ROW_INSTRUCTIONS,
             deadline: Duration::from_secs(30),
             stack_bytes: 512 << 10,
             max_queries: 64,
@@ -98,6 +104,12 @@ impl Default for Limits {
         }
     }
 }
+
+/// Default per-row instruction cap of UDFs: ample for arithmetic and
+/// string handling (the example UDFs use under 2,000), and about a
+/// millisecond of work, which bounds what a row's duration can reveal (see
+/// `udf-sdk/README.md`, "What a UDF cannot hide").
+pub const DEFAULT_ROW_INSTRUCTIONS: u64 = 1_000_000;
 
 /// Why a module was refused or a run ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +153,10 @@ pub enum SandboxError {
         "UDF module declarations: {reason}; declare every function with `udf_sdk::scalar_udf!` or `udf_sdk::aggregate_udf!` (see udf-sdk/ABI.md, \"Declarations\")"
     )]
     UdfDeclaration { reason: String },
+    #[error(
+        "UDF module refused: {reason}. Each row must run in a state no other row could have written (see udf-sdk/ABI.md, \"Row isolation\")"
+    )]
+    NotIsolable { reason: String },
     #[error("job stopped: {limit} limit exceeded ({detail})")]
     LimitExceeded { limit: &'static str, detail: String },
     #[error("job trapped: {reason}")]
@@ -204,6 +220,9 @@ pub struct ValidatedModule {
     functions: Vec<ScalarUdfDecl>,
     /// A UDF module's declared aggregates (empty for jobs).
     aggregates: Vec<AggregateUdfDecl>,
+    /// The rewritten module its scalar functions run in, one row at a time
+    /// (`None` for jobs and for modules without scalar functions).
+    rows: Option<udf::RowsModule>,
 }
 
 impl std::fmt::Debug for ValidatedModule {
@@ -404,6 +423,10 @@ impl Sandbox {
             ModuleKind::Job => (Vec::new(), Vec::new()),
             ModuleKind::Udf => validate::udf_declarations(bytes, &module)?,
         };
+        let rows = match kind {
+            ModuleKind::Udf if !functions.is_empty() => Some(self.isolate(bytes, &functions)?),
+            _ => None,
+        };
         let pre = match kind {
             ModuleKind::Job => Some(Arc::new(self.linker.instantiate_pre(&module).map_err(
                 |e| SandboxError::ForbiddenImport {
@@ -423,7 +446,39 @@ impl Sandbox {
             module,
             functions,
             aggregates,
+            rows,
         })
+    }
+
+    /// Rewrites a UDF module so each row of its scalar functions runs in a
+    /// fresh state (`udf/isolate.rs`) and compiles the result, through the
+    /// cache when there is one.
+    fn isolate(
+        &self,
+        bytes: &[u8],
+        functions: &[ScalarUdfDecl],
+    ) -> Result<udf::RowsModule, SandboxError> {
+        let isolated = udf::isolate_module(bytes, functions)?;
+        let sha = sha256_hex(&isolated.bytes);
+        let module = match &self.udf_cache {
+            Some(cache) => cache
+                .load_or_compile(&self.udf_engine, &isolated.bytes, &sha)
+                .map(|(m, _)| m),
+            None => Module::new(&self.udf_engine, &isolated.bytes),
+        }
+        .map_err(|e| SandboxError::NotIsolable {
+            reason: format!("the rewritten module did not compile: {e:#}"),
+        })?;
+        if (isolated.snapshot_bytes as usize).saturating_mul(2) > self.limits.memory_bytes {
+            return Err(SandboxError::LimitExceeded {
+                limit: "memory",
+                detail: format!(
+                    "the module's memory with room for one row's heap and strings is {} bytes; twice that (for its pristine copy) is over the limit of {} bytes",
+                    isolated.snapshot_bytes, self.limits.memory_bytes
+                ),
+            });
+        }
+        Ok(udf::RowsModule::new(module, &isolated))
     }
 
     /// Runs a validated job module to completion in a fresh, dropped-after instance.

@@ -1,44 +1,72 @@
 //! WebAssembly UDFs inside DataFusion queries.
 //!
 //! A UDF module sees raw conditional values, so it imports nothing (checked
-//! at upload by [`Sandbox::validate`] with [`ModuleKind::Udf`]). Per batch,
-//! the host copies the argument columns' Arrow buffers straight into guest
-//! memory, calls `udf_<name>(rows, frame)` under the sandbox's memory and
-//! deadline limits, and copies the result column back out only after
-//! checking its header: row count, type, every pointer and length inside the
-//! guest's memory, and the validity bitmap against its null count. Nothing
-//! the guest returns reaches DataFusion unchecked, and nothing it does can
-//! panic the host: every violation is a [`UdfError`] naming the function.
-//! The layout is in `udf-sdk/ABI.md`, "UDF modules".
+//! at upload by [`Sandbox::validate`] with [`ModuleKind::Udf`]).
 //!
-//! **Instances.** A [`UdfModule`] keeps a small stack of idle instances.
-//! Each batch takes one (or instantiates a new one from the pre-linked
-//! module, a pool slot of the sandbox's allocator), and gives it back when
-//! the batch succeeded, so each partition that DataFusion runs at once ends
-//! up reusing one instance, and its input buffers, batch after batch. An
-//! instance that trapped or returned an invalid result is dropped, never
-//! reused. Guest memory persists between the batches an instance serves, so
-//! one [`UdfModule`] should serve one query or one grant, not several users.
+//! **Scalar functions run one row at a time** in a rewrite of the module
+//! made at upload (`isolate.rs`): a trusted loop per function calls the
+//! module's `udf_row_<name>` once per row and, before each row, restores
+//! the memory the previous row wrote, every mutable global and the memory
+//! size, so each row starts from the state right after instantiation. The
+//! batch's inputs and outputs live in a second memory the module's code
+//! cannot address. A row that traps, exhausts its instruction cap
+//! ([`Limits::udf_row_instructions`]) or returns NaN is null and the loop
+//! resumes at the next row (`rows.rs`); the count goes to
+//! [`UdfModule::rows_failed`], for the service only. The layout is in
+//! `udf-sdk/ABI.md`, "UDF modules".
+//!
+//! **Aggregates** keep the batch ABI (`aggregate.rs`): the host copies the
+//! argument columns' Arrow buffers into guest memory, calls one export per
+//! batch and copies the result column back out only after checking its
+//! header. They are admitted only over open columns and released tables.
+//!
+//! **Instances.** A [`UdfModule`] (prepared per job) keeps a small stack of
+//! idle instances of each kind. Reusing one for scalar functions carries
+//! nothing between batches or queries, since every row starts pristine.
 //! Instantiating from the pool is cheap (a p50 of about 1.2 µs for
-//! `guests/udf-light` in a release build, see [`bench`]), so per-batch
-//! instances would also do; reuse additionally keeps the guest's input
-//! buffers allocated and warm, and bounds pool slots to one per partition.
+//! `guests/udf-light` in a release build, see [`bench`]).
 //!
-//! **Limits.** The wall-clock deadline of [`Limits`] applies to each batch;
-//! memory and table limits to each instance. UDF modules are compiled by
-//! the sandbox's UDF engine, which has no fuel metering and no NaN
-//! canonicalisation (both cost several times a light function's own work;
-//! see `engine.rs`): [`Limits::fuel`] does not apply, and an infinite loop
-//! is stopped by the deadline, reported as the `deadline` limit. The
-//! ticker thread that drives the epochs lives as long as the [`Sandbox`] or
-//! any [`UdfModule`] made from it, so a batch still running after the
-//! sandbox was dropped is stopped too. Results are deterministic except for
-//! the payload bits of a NaN, which may differ between CPUs.
+//! **Limits.** The per-row instruction cap is deterministic. The wall-clock
+//! deadline of [`Limits`] applies to each batch only as a guard against an
+//! overloaded host: it fails the query. Memory and table limits apply to
+//! each instance. UDF modules are compiled by the sandbox's UDF engine,
+//! which has no fuel metering and no NaN canonicalisation (see
+//! `engine.rs`). The ticker thread that drives the epochs lives as long as
+//! the [`Sandbox`] or any [`UdfModule`] made from it. Results are
+//! deterministic except for the payload bits of a NaN, and NaN results of
+//! scalar functions are nulls.
 
 mod aggregate;
 pub mod bench;
+mod isolate;
+mod rows;
 
 pub use aggregate::{AggregateUdfDecl, WasmAggregateUdf};
+pub(crate) use rows::RowsModule;
+
+/// Rewrites a UDF module's bytes so each row of `functions` runs in a
+/// fresh state; see `isolate.rs`.
+pub(crate) fn isolate_module(
+    bytes: &[u8],
+    functions: &[ScalarUdfDecl],
+) -> Result<isolate::Isolated, SandboxError> {
+    let mut typed = Vec::with_capacity(functions.len());
+    for f in functions {
+        let (args, returns) = abi_types(f).map_err(|e| SandboxError::UdfDeclaration {
+            reason: e.to_string(),
+        })?;
+        typed.push((f.name.as_str(), args, returns));
+    }
+    let rows: Vec<isolate::RowFunction<'_>> = typed
+        .iter()
+        .map(|(name, args, returns)| isolate::RowFunction {
+            name,
+            args,
+            returns: *returns,
+        })
+        .collect();
+    isolate::isolate(bytes, &rows)
+}
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -54,7 +82,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use udf_sdk::udf::{self as abi, ArgDesc, OutputHeader, UdfType};
-use wasmtime::{Engine, ExternType, Instance, InstancePre, Linker, Memory, Store, TypedFunc};
+use wasmtime::{Engine, Instance, InstancePre, Linker, Memory, Store, TypedFunc};
 
 use crate::engine::EpochTicker;
 use crate::host::MemoryLimiter;
@@ -283,6 +311,9 @@ struct ModuleInner {
     sha256: String,
     functions: Vec<ScalarUdfDecl>,
     aggregates: Vec<AggregateUdfDecl>,
+    /// Row-at-a-time evaluation of the scalar functions, in the rewritten
+    /// module (`None` when the module has none).
+    rows: Option<rows::Rows>,
     idle: Mutex<Vec<UdfInstance>>,
     max_idle: usize,
     /// Keeps the epochs advancing, and so the deadline armed, while this
@@ -317,6 +348,17 @@ impl UdfModule {
             .map_err(|e| SandboxError::Invalid {
                 reason: format!("{e:#}"),
             })?;
+        let rows = match &module.rows {
+            Some(m) => {
+                let pre = Linker::new(&sandbox.udf_engine)
+                    .instantiate_pre(&m.module)
+                    .map_err(|e| SandboxError::Invalid {
+                        reason: format!("{e:#}"),
+                    })?;
+                Some(rows::Rows::new(pre, m, sandbox.limits.udf_row_instructions))
+            }
+            None => None,
+        };
         let max_idle = std::thread::available_parallelism()
             .map_or(4, |n| n.get())
             .min(sandbox.limits.max_concurrent_runs.max(1) as usize);
@@ -328,6 +370,7 @@ impl UdfModule {
                 sha256: module.sha256.clone(),
                 functions: module.functions.clone(),
                 aggregates: module.aggregates.clone(),
+                rows,
                 idle: Mutex::new(Vec::new()),
                 max_idle,
                 _ticker: sandbox.ticker.clone(),
@@ -350,7 +393,31 @@ impl UdfModule {
             });
         }
         udf.inner.give_back(first);
+        if let Some(rows) = &udf.inner.rows {
+            // Data-independent failures show here, before any query runs.
+            rows.instantiate(&udf.inner.engine, &udf.inner.limits)?;
+        }
         Ok(udf)
+    }
+
+    /// The same module with a per-row instruction cap of `cap` (a grant's
+    /// setting) instead of the sandbox's [`Limits::udf_row_instructions`].
+    pub fn with_row_instructions(self, cap: u64) -> Self {
+        if let Some(rows) = &self.inner.rows {
+            rows.cap.store(cap, std::sync::atomic::Ordering::Relaxed);
+        }
+        self
+    }
+
+    /// Rows on which a scalar function of this module trapped, ran out of
+    /// its instruction cap or returned NaN, each made null. For the
+    /// service's records (the ledger, the provider): never for whoever
+    /// wrote the query, since how many rows failed can depend on the data.
+    pub fn rows_failed(&self) -> u64 {
+        self.inner
+            .rows
+            .as_ref()
+            .map_or(0, |r| r.failed.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Hex SHA-256 of the module bytes.
@@ -358,9 +425,10 @@ impl UdfModule {
         &self.inner.sha256
     }
 
-    /// Instances waiting for the next batch.
+    /// Instances waiting for the next batch (of aggregates and of the
+    /// row loops together).
     pub fn idle_instances(&self) -> usize {
-        self.inner.lock_idle().len()
+        self.inner.lock_idle().len() + self.inner.rows.as_ref().map_or(0, |r| r.idle())
     }
 
     /// Every function the module declares (see
@@ -384,13 +452,25 @@ impl UdfModule {
         Ok(scalars.chain(aggregates).collect())
     }
 
-    /// Declares a scalar UDF backed by the module's `udf_<name>` export.
+    /// A scalar UDF backed by the module's `udf_row_<name>` export, run one
+    /// row at a time by the loop the upload rewrite added. `decl` must be
+    /// one of the module's declarations, as declared.
     pub fn scalar(&self, decl: ScalarUdfDecl) -> Result<WasmScalarUdf, UdfError> {
         let udf = decl.name.clone();
-        let export = format!("{}{}", abi::SCALAR_EXPORT_PREFIX, decl.name);
-        match self.inner.pre.module().get_export(&export) {
-            Some(ExternType::Func(_)) => {}
-            _ => return Err(UdfError::MissingExport { udf, export }),
+        let export = isolate::loop_export(&decl.name);
+        let Some(declared) = self.inner.functions.iter().find(|d| d.name == decl.name) else {
+            return Err(UdfError::MissingExport {
+                udf,
+                export: format!("{}{}", abi::ROW_EXPORT_PREFIX, decl.name),
+            });
+        };
+        abi_types(&decl)?;
+        if *declared != decl {
+            return Err(UdfError::SignatureMismatch {
+                udf,
+                export: format!("{}{}", abi::ROW_EXPORT_PREFIX, decl.name),
+                declared: format!("{:?} -> {}", decl.args, decl.returns),
+            });
         }
         let (args, returns) = abi_types(&decl)?;
         // Arguments are coerced to the declared types in `coerce_types`.
@@ -404,6 +484,13 @@ impl UdfModule {
             module: self.clone(),
         })
     }
+}
+
+/// Gives the store a fresh deadline (the UDF engine meters no fuel; rows
+/// have their own instruction cap, see `isolate.rs`).
+fn arm(store: &mut Store<MemoryLimiter>, limits: &Limits) {
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(engine::deadline_ticks(limits.deadline));
 }
 
 impl ModuleInner {
@@ -440,10 +527,8 @@ impl ModuleInner {
         }
     }
 
-    /// Gives the store a fresh deadline (the UDF engine meters no fuel).
     fn arm(&self, store: &mut Store<MemoryLimiter>) {
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(engine::deadline_ticks(self.limits.deadline));
+        arm(store, &self.limits);
     }
 
     fn take(&self) -> Result<UdfInstance, SandboxError> {
@@ -576,40 +661,23 @@ impl WasmScalarUdf {
                 _ => Arc::new(Float64Array::from(Vec::<f64>::new())),
             });
         }
-        self.module
-            .inner
-            .with_instance(&self.decl.name, |inst| self.run(inst, arrays, rows))
-    }
-
-    fn run(
-        &self,
-        inst: &mut UdfInstance,
-        arrays: &[ArrayRef],
-        rows: usize,
-    ) -> Result<ArrayRef, UdfError> {
-        let rows_i32 = batch_rows(&self.decl.name, rows)?;
         let inner = &self.module.inner;
-        let frame_ptr = write_frame(inst, &self.decl.name, arrays, &self.args, rows)?;
-        let header_ptr = inst.call::<(i32, i32)>(
-            &self.decl.name,
-            &self.export,
-            (rows_i32, frame_ptr as i32),
-            &inner.limits,
-        )? as u32 as usize;
-        if header_ptr == 0 {
-            return Err(UdfError::SignatureMismatch {
-                udf: self.decl.name.clone(),
-                export: self.export.clone(),
-                declared: self.declared(),
-            });
-        }
-        read_column(
-            inst.memory.data(&inst.store),
-            &self.decl.name,
-            self.returns,
-            header_ptr,
-            rows,
-        )
+        let rows_state = inner.rows.as_ref().ok_or_else(|| UdfError::MissingExport {
+            udf: self.decl.name.clone(),
+            export: self.export.clone(),
+        })?;
+        rows_state.with_instance(&inner.engine, &inner.limits, &self.decl.name, |inst| {
+            rows_state.evaluate(
+                inst,
+                &self.decl.name,
+                &self.export,
+                &self.args,
+                self.returns,
+                arrays,
+                rows,
+                &inner.limits,
+            )
+        })
     }
 }
 

@@ -187,7 +187,7 @@ pub(crate) fn check_exports(module: &Module, kind: ModuleKind) -> Result<(), San
 }
 
 /// A UDF module exports the version, the allocator and at least one
-/// `udf_<name>: (rows, frame) -> header`; see `udf-sdk/ABI.md`.
+/// per-row function `udf_row_<name>` or aggregate; see `udf-sdk/ABI.md`.
 fn check_udf_exports(module: &Module) -> Result<(), SandboxError> {
     let required: [(&str, usize, &'static str); 2] = [
         (
@@ -219,14 +219,42 @@ fn check_udf_exports(module: &Module) -> Result<(), SandboxError> {
             }
         }
     }
+    if let Some(ty) = module.get_export(udf::NULL_FLAG_EXPORT) {
+        match ty {
+            ExternType::Func(ty) if is_i32_sig(&ty, 0, 1) => {}
+            other => {
+                return Err(SandboxError::MistypedExport {
+                    name: udf::NULL_FLAG_EXPORT.into(),
+                    expected: "a function () -> i32; add `udf_sdk::udf_module!()` to the crate",
+                    found: format!("{other:?}"),
+                });
+            }
+        }
+    }
     let mut functions = 0;
     for export in module.exports() {
         let name = export.name();
-        let (params, expected) = if name.starts_with(udf::SCALAR_EXPORT_PREFIX) {
-            (
-                2,
-                "a scalar UDF (rows: i32, frame: i32) -> i32; declare it with `udf_sdk::scalar_udf!`",
-            )
+        let (params, expected) = if name.starts_with(udf::ROW_EXPORT_PREFIX) {
+            // Its exact type follows from its declaration; checked by the rewrite.
+            match export.ty() {
+                ExternType::Func(_) => {
+                    functions += 1;
+                    continue;
+                }
+                other => {
+                    return Err(SandboxError::MistypedExport {
+                        name: name.into(),
+                        expected: "a per-row function; declare it with `udf_sdk::scalar_udf!`",
+                        found: format!("{other:?}"),
+                    });
+                }
+            }
+        } else if name.starts_with(udf::SCALAR_EXPORT_PREFIX) {
+            return Err(SandboxError::MistypedExport {
+                name: name.into(),
+                expected: "a per-row function `udf_row_<name>`: batch exports `udf_<name>(rows, frame)` of UDF ABI version 1 are no longer accepted, because a batch export can read other rows; rebuild with the current `udf_sdk::scalar_udf!`",
+                found: "a batch export".into(),
+            });
         } else if name.starts_with(udf::AGGREGATE_EXPORT_PREFIX) {
             let Some(part) = udf::AggregateExport::ALL
                 .into_iter()
@@ -258,8 +286,8 @@ fn check_udf_exports(module: &Module) -> Result<(), SandboxError> {
     }
     if functions == 0 {
         return Err(SandboxError::MissingExport {
-            name: format!("{}<name>", udf::SCALAR_EXPORT_PREFIX),
-            expected: "at least one scalar UDF (rows: i32, frame: i32) -> i32 or aggregate UDF; declare them with `udf_sdk::scalar_udf!` or `udf_sdk::aggregate_udf!`",
+            name: format!("{}<name>", udf::ROW_EXPORT_PREFIX),
+            expected: "at least one scalar UDF `udf_row_<name>` or aggregate UDF; declare them with `udf_sdk::scalar_udf!` or `udf_sdk::aggregate_udf!`",
         });
     }
     Ok(())
@@ -315,7 +343,7 @@ fn check_declaration(d: &udf::Declaration, seen: &[&str]) -> Result<(), String> 
 }
 
 /// The functions a UDF module declares: scalar ones in its `unseen_udf`
-/// custom section, each matched one to one with a `udf_<name>` export, and
+/// custom section, each matched one to one with a `udf_row_<name>` export, and
 /// aggregates in `unseen_udaf`, each with its four `udaf_<name>_*` exports
 /// and no other (the exports' types were checked by [`check_exports`]).
 pub(crate) fn udf_declarations(
@@ -337,7 +365,7 @@ pub(crate) fn udf_declarations(
     for d in udf::decode_declarations(&scalar_section).map_err(refuse)? {
         let names: Vec<&str> = seen.iter().map(String::as_str).collect();
         check_declaration(&d, &names).map_err(refuse)?;
-        let export = format!("{}{}", udf::SCALAR_EXPORT_PREFIX, d.name);
+        let export = format!("{}{}", udf::ROW_EXPORT_PREFIX, d.name);
         if module.get_export(&export).is_none() {
             return Err(refuse(format!(
                 "`{}` is declared but the module has no export `{export}`",
@@ -377,7 +405,7 @@ pub(crate) fn udf_declarations(
     }
     for export in module.exports() {
         let name = export.name();
-        let declared = if let Some(f) = name.strip_prefix(udf::SCALAR_EXPORT_PREFIX) {
+        let declared = if let Some(f) = name.strip_prefix(udf::ROW_EXPORT_PREFIX) {
             functions.iter().any(|d| d.name == f)
         } else if name.starts_with(udf::AGGREGATE_EXPORT_PREFIX) {
             aggregates.iter().any(|a| {
@@ -392,6 +420,10 @@ pub(crate) fn udf_declarations(
             return Err(refuse(format!("the export `{name}` has no declaration")));
         }
     }
+    // By name: the order of the records is the linker's, which changes
+    // with unrelated edits to a module; listings should not.
+    functions.sort_by(|a, b| a.name.cmp(&b.name));
+    aggregates.sort_by(|a, b| a.function.name.cmp(&b.function.name));
     Ok((functions, aggregates))
 }
 

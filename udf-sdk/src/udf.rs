@@ -19,13 +19,19 @@
 //! ```
 
 /// Version of the UDF ABI; `unseen_udf_abi_version` returns it.
-pub const UDF_ABI_VERSION: u32 = 1;
+pub const UDF_ABI_VERSION: u32 = 2;
 /// Export returning [`UDF_ABI_VERSION`]: `() -> i32`.
 pub const VERSION_EXPORT: &str = "unseen_udf_abi_version";
 /// The guest's allocator: `(len: i32) -> i32`.
 pub const ALLOC_EXPORT: &str = "unseen_alloc";
-/// Prefix of every scalar entry point: `udf_<name>(rows: i32, frame: i32) -> i32`.
+/// Prefix every scalar export shares. Version 1's batch exports
+/// `udf_<name>(rows, frame)` are refused; see [`ROW_EXPORT_PREFIX`].
 pub const SCALAR_EXPORT_PREFIX: &str = "udf_";
+/// Prefix of every scalar entry point: `udf_row_<name>(args...) -> value`,
+/// one row per call (see `ABI.md`, "One call per row").
+pub const ROW_EXPORT_PREFIX: &str = "udf_row_";
+/// Export returning the address of the row null flag: `() -> i32`.
+pub const NULL_FLAG_EXPORT: &str = "unseen_row_null_addr";
 
 /// Custom section in which `scalar_udf!` declares each function's name and
 /// types, so the host registers them without being told (see `ABI.md`).
@@ -289,7 +295,8 @@ mod guest;
 #[doc(hidden)]
 pub use guest::{
     __aggregate_finish, __aggregate_init, __aggregate_merge, __aggregate_update, __alloc,
-    __call_scalar, Arg, ArgType, Args, GroupStates, Output, UdfReturn,
+    __null_flag_addr, __row_null, Arg, ArgType, Args, GroupStates, Output, RowArg, RowReturn,
+    UdfReturn,
 };
 
 /// Emits the exports every UDF module needs, once per module:
@@ -308,22 +315,33 @@ macro_rules! udf_module {
         pub extern "C" fn unseen_alloc(len: i32) -> i32 {
             $crate::udf::__alloc(len)
         }
+
+        /// The address of the flag a row function sets to return a null.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn unseen_row_null_addr() -> i32 {
+            $crate::udf::__null_flag_addr()
+        }
     };
 }
 
-/// Declares a scalar UDF over whole batches.
+/// Declares a scalar UDF: a function of one row.
 ///
 /// ```ignore
 /// udf_sdk::scalar_udf!(fn gcd(a: i64, b: i64) -> i64 { ... });
 /// ```
 ///
-/// Defines the function as written and exports `udf_<name>`, which reads
-/// each argument column from the host's buffers, calls the function once
-/// per row and writes the result column. Arguments may be `i64`, `f64` or
-/// `&str`; the result `i64`, `f64`, `Option<i64>` or `Option<f64>`
-/// (`None` is a null). A row where any argument is null is null in the
-/// result and the function is not called for it. Needs
-/// [`udf_module!`](crate::udf_module) once in the crate.
+/// Defines the function as written and exports it as `udf_row_<name>`,
+/// which takes one row's arguments and returns its value (see `ABI.md`,
+/// "One call per row"). Arguments may be `i64`, `f64` or `&str`; the
+/// result `i64`, `f64`, `Option<i64>` or `Option<f64>` (`None` is a null).
+/// A row where any argument is null is null in the result and the function
+/// is not called for it. Needs [`udf_module!`](crate::udf_module) once in
+/// the crate.
+///
+/// The host calls the function once per row in a fresh state: no static,
+/// heap allocation or global written for one row is visible to the next.
+/// A panic, an endless loop or a NaN result makes that row null and
+/// nothing else.
 ///
 /// The function's name and types are also declared in the module's
 /// [`DECLARATION_SECTION`], which is how the host learns them at upload: a
@@ -339,31 +357,26 @@ macro_rules! scalar_udf {
         $vis fn $name($($arg: $t),+) -> $ret $body
 
         const _: () = {
-            #[unsafe(export_name = concat!("udf_", stringify!($name)))]
-            extern "C" fn __unseen_scalar_udf(rows: i32, frame: i32) -> i32 {
-                $crate::udf::__call_scalar::<$ret>(rows, frame, |__args, __out| {
-                    let mut __index = 0usize;
-                    $(
-                        let $arg = __args.arg::<$t>(__index)?;
-                        __index += 1;
-                    )+
-                    __args.expect_count(__index)?;
-                    if true $(&& $arg.all_valid())+ {
-                        __out.fill(|row| ::core::option::Option::Some($name($($arg.value(row)),+)));
-                    } else {
-                        __out.fill(|row| ::core::option::Option::Some($name($($arg.get(row)?),+)));
-                    }
-                    ::core::option::Option::Some(())
-                })
+            #[unsafe(export_name = concat!("udf_row_", stringify!($name)))]
+            extern "C" fn __unseen_row_udf(
+                $($arg: <$t as $crate::udf::RowArg>::Abi),+
+            ) -> <$ret as $crate::udf::RowReturn>::Abi {
+                $(
+                    let ::core::option::Option::Some($arg) =
+                        <$t as $crate::udf::RowArg>::from_abi($arg)
+                    else {
+                        return $crate::udf::__row_null::<$ret>();
+                    };
+                )+
+                <$ret as $crate::udf::RowReturn>::into_abi($name($($arg),+))
             }
-
         };
         $crate::declare_udf!($name($($t),+) -> $ret);
     };
 }
 
 /// Declares a function in the module's [`DECLARATION_SECTION`] without
-/// defining it: for a `udf_<name>` export written by hand.
+/// defining it: for a `udf_row_<name>` export written by hand.
 /// [`scalar_udf!`](crate::scalar_udf) does this itself.
 ///
 /// ```ignore

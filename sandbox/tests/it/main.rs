@@ -3,6 +3,7 @@
 mod adversarial;
 mod cache;
 mod dry_run;
+mod isolation;
 mod pool;
 mod support;
 mod udaf;

@@ -8,6 +8,7 @@
 
 use std::alloc::Layout;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{
     ALLOC_ALIGN, AggState, FRAME_ARG_BYTES, FRAME_HEADER_BYTES, OutputHeader, SKIP_ROW,
@@ -265,31 +266,6 @@ impl Output {
     }
 }
 
-/// Runs one call of a scalar export: reads the frame, lets `body` fill the
-/// result and returns the address of its header, or 0 when the frame does
-/// not match the function's signature.
-pub fn __call_scalar<R: UdfReturn>(
-    rows: i32,
-    frame: i32,
-    body: impl FnOnce(&Args, &mut Output) -> Option<()>,
-) -> i32 {
-    let (Ok(rows), Ok(frame)) = (usize::try_from(rows), usize::try_from(frame)) else {
-        return 0;
-    };
-    if frame == 0 {
-        return 0;
-    }
-    // SAFETY: the host wrote the frame header at `frame`.
-    let count = unsafe { read_u32(frame) } as usize;
-    let args = Args { rows, frame, count };
-    let mut out = OUTPUT.lock().unwrap_or_else(|p| p.into_inner());
-    out.rows = rows;
-    if body(&args, &mut out).is_none() {
-        return 0;
-    }
-    out.publish::<R>()
-}
-
 impl Output {
     /// Writes the header describing the filled column and returns its
     /// address. The header lives in a static, so the address stays valid
@@ -511,4 +487,108 @@ pub fn __aggregate_finish<S: AggState, R: UdfReturn>(
     let mut states = bytes.chunks_exact(S::BYTES).map(S::read);
     out.fill(|_| states.next().map(|s| finish(&s)));
     out.publish::<R>()
+}
+
+/// The null flag of the row ABI: a row function sets it to return a null.
+/// It lives in ordinary memory, so the host's per-row restore clears it
+/// before the next row (see `ABI.md`, "One call per row").
+static ROW_NULL: AtomicU32 = AtomicU32::new(0);
+
+/// `unseen_row_null_addr`: the address of the null flag.
+pub fn __null_flag_addr() -> i32 {
+    std::ptr::from_ref(&ROW_NULL) as usize as i32
+}
+
+/// Marks this row's result as null and returns the placeholder value the
+/// host ignores.
+#[inline(never)]
+pub fn __row_null<R: RowReturn>() -> R::Abi {
+    ROW_NULL.store(1, Ordering::Relaxed);
+    R::NULL
+}
+
+/// A type a per-row function may take, and how it crosses the row ABI.
+pub trait RowArg: Sized {
+    /// The wasm parameter: `i64`, `f64`, or (strings) an `i64` holding the
+    /// scratch address in its low and the length in its high 32 bits.
+    type Abi;
+    /// The argument, or `None` when the host passed something unusable
+    /// (which the row then returns as a null).
+    fn from_abi(abi: Self::Abi) -> Option<Self>;
+}
+
+impl RowArg for f64 {
+    type Abi = f64;
+    #[inline(always)]
+    fn from_abi(abi: f64) -> Option<Self> {
+        Some(abi)
+    }
+}
+
+impl RowArg for i64 {
+    type Abi = i64;
+    #[inline(always)]
+    fn from_abi(abi: i64) -> Option<Self> {
+        Some(abi)
+    }
+}
+
+impl RowArg for &str {
+    type Abi = u64;
+    #[inline(always)]
+    fn from_abi(abi: u64) -> Option<Self> {
+        let (addr, len) = ((abi & 0xffff_ffff) as usize, (abi >> 32) as usize);
+        if len == 0 {
+            return Some("");
+        }
+        if addr == 0 {
+            return None;
+        }
+        // SAFETY: the host's loop copied `len` bytes of this row's string to
+        // `addr` in scratch memory that nothing else uses during the call;
+        // the slice does not outlive the call (the row function takes it
+        // with a generic lifetime).
+        let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+        std::str::from_utf8(bytes).ok()
+    }
+}
+
+/// A type a per-row function may return, and how it crosses the row ABI.
+pub trait RowReturn {
+    /// The wasm result: `i64` or `f64`.
+    type Abi;
+    /// What a null row returns alongside the flag.
+    const NULL: Self::Abi;
+    /// The value; `None` sets the null flag.
+    fn into_abi(self) -> Self::Abi;
+}
+
+impl RowReturn for f64 {
+    type Abi = f64;
+    const NULL: f64 = f64::NAN;
+    #[inline(always)]
+    fn into_abi(self) -> f64 {
+        self
+    }
+}
+
+impl RowReturn for i64 {
+    type Abi = i64;
+    const NULL: i64 = 0;
+    #[inline(always)]
+    fn into_abi(self) -> i64 {
+        self
+    }
+}
+
+impl<R: RowReturn> RowReturn for Option<R> {
+    type Abi = R::Abi;
+    const NULL: R::Abi = R::NULL;
+    #[inline(always)]
+    fn into_abi(self) -> R::Abi {
+        match self {
+            Some(v) => v.into_abi(),
+            None => __row_null::<R>(),
+        }
+    }
 }

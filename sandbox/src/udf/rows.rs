@@ -1,0 +1,454 @@
+//! Running scalar UDFs one row at a time in the rewritten module.
+//!
+//! The host copies a batch's argument columns into the second memory of an
+//! instance of the module `isolate.rs` produced, calls the trusted loop
+//! `unseen_rows_<name>` and reads the values and validity it wrote. A trap
+//! on row `i` (a panic, the per-row instruction cap, the stack) makes row
+//! `i` null and the host resumes the loop at `i + 1`: the outcome of a row
+//! depends on that row alone, and the query goes on as if the function had
+//! returned null there. Only the wall-clock deadline, a guard against an
+//! overloaded host, fails the batch.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
+use arrow::datatypes::{Float64Type, Int64Type};
+use udf_sdk::udf::{self as abi, UdfType};
+use wasmtime::{Global, Instance, InstancePre, Memory, Module, Store, Trap, Val};
+
+use super::isolate::{BATCH_MEMORY, Isolated, ROW_GLOBAL};
+use super::{UdfError, bad_input, primitive};
+use crate::host::MemoryLimiter;
+use crate::{Limits, SandboxError};
+
+/// The rewritten, compiled module of a UDF module's scalar functions.
+#[derive(Clone)]
+pub(crate) struct RowsModule {
+    pub(crate) module: Module,
+    /// Bytes of memory 0, and of its pristine copy in the batch memory.
+    snapshot_bytes: usize,
+    /// Bytes of string arguments one row may have.
+    scratch_bytes: usize,
+}
+
+impl RowsModule {
+    pub(crate) fn new(module: Module, isolated: &Isolated) -> Self {
+        RowsModule {
+            module,
+            snapshot_bytes: isolated.snapshot_bytes as usize,
+            scratch_bytes: isolated.scratch.1 as usize,
+        }
+    }
+}
+
+/// The per-module state of row-at-a-time evaluation.
+pub(crate) struct Rows {
+    pub(crate) pre: InstancePre<MemoryLimiter>,
+    snapshot_bytes: usize,
+    scratch_bytes: usize,
+    /// The per-row instruction cap.
+    pub(crate) cap: AtomicU64,
+    /// Rows that trapped or returned an invalid value, for the service's
+    /// records only: never shown to whoever wrote the query.
+    pub(crate) failed: Arc<AtomicU64>,
+    idle: std::sync::Mutex<Vec<RowInstance>>,
+}
+
+/// One instance of the rewritten module.
+pub(crate) struct RowInstance {
+    store: Store<MemoryLimiter>,
+    instance: Instance,
+    batch: Memory,
+    row: Global,
+    /// Address of the null flag in memory 0, or -1.
+    flag: i32,
+    /// Where a batch is laid out before it is copied in; kept, so that a
+    /// batch does not map and fault in fresh pages.
+    staging: Vec<u8>,
+}
+
+/// Bytes from the start of a region to the next multiple of 8.
+fn align8(n: usize) -> usize {
+    n.next_multiple_of(8)
+}
+
+impl Rows {
+    pub(crate) fn new(pre: InstancePre<MemoryLimiter>, module: &RowsModule, cap: u64) -> Self {
+        Rows {
+            pre,
+            snapshot_bytes: module.snapshot_bytes,
+            scratch_bytes: module.scratch_bytes,
+            cap: AtomicU64::new(cap),
+            failed: Arc::new(AtomicU64::new(0)),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Instances waiting for the next batch.
+    pub(crate) fn idle(&self) -> usize {
+        self.lock_idle().len()
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<RowInstance>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An instance whose batch memory starts with the pristine copy of its
+    /// memory 0, taken before any data was seen.
+    pub(crate) fn instantiate(
+        &self,
+        engine: &wasmtime::Engine,
+        limits: &Limits,
+    ) -> Result<RowInstance, SandboxError> {
+        let mut store = Store::new(engine, MemoryLimiter::new(limits));
+        store.limiter(|l| l);
+        super::arm(&mut store, limits);
+        let made = (|| {
+            let instance = self.pre.instantiate(&mut store)?;
+            let memory = instance
+                .get_memory(&mut store, "memory")
+                .ok_or_else(|| wasmtime::Error::msg("the module exports no memory"))?;
+            let batch = instance
+                .get_memory(&mut store, BATCH_MEMORY)
+                .ok_or_else(|| wasmtime::Error::msg("the rewritten module has no batch memory"))?;
+            let row = instance
+                .get_global(&mut store, ROW_GLOBAL)
+                .ok_or_else(|| wasmtime::Error::msg("the rewritten module has no row global"))?;
+            let flag = match instance.get_typed_func::<(), i32>(&mut store, abi::NULL_FLAG_EXPORT) {
+                Ok(f) => f.call(&mut store, ())?,
+                Err(_) => -1,
+            };
+            Ok::<_, wasmtime::Error>((instance, memory, batch, row, flag))
+        })();
+        let (instance, memory, batch, row, flag) = match made {
+            Ok(made) => made,
+            Err(e) => {
+                let hit = store.data_mut().hit.take();
+                return Err(crate::classify_trap(e, hit, limits));
+            }
+        };
+        let size = memory.data_size(&store);
+        if flag >= 0 && (flag % 4 != 0 || flag as usize + 4 > size) {
+            return Err(SandboxError::MistypedExport {
+                name: abi::NULL_FLAG_EXPORT.into(),
+                expected: "the address of a 4-byte aligned flag inside memory",
+                found: format!("{flag}"),
+            });
+        }
+        let pristine = memory.data(&store)[..self.snapshot_bytes.min(size)].to_vec();
+        // The loop reads the flag only after rows that wrote memory, so it
+        // must start clear.
+        if flag >= 0 && pristine[flag as usize..flag as usize + 4] != [0; 4] {
+            return Err(SandboxError::MistypedExport {
+                name: abi::NULL_FLAG_EXPORT.into(),
+                expected: "the address of a flag that is 0 before the first row",
+                found: format!("{flag}, holding a non-zero value"),
+            });
+        }
+        let mut inst = RowInstance {
+            store,
+            instance,
+            batch,
+            row,
+            flag,
+            staging: Vec::new(),
+        };
+        inst.ensure(self.snapshot_bytes)
+            .map_err(|reason| SandboxError::Invalid { reason })?;
+        inst.batch.data_mut(&mut inst.store)[..pristine.len()].copy_from_slice(&pristine);
+        Ok(inst)
+    }
+
+    /// Runs `f` on an idle (or new) instance with a fresh deadline, giving
+    /// it back when `f` succeeded.
+    pub(crate) fn with_instance<T>(
+        &self,
+        engine: &wasmtime::Engine,
+        limits: &Limits,
+        udf: &str,
+        f: impl FnOnce(&mut RowInstance) -> Result<T, UdfError>,
+    ) -> Result<T, UdfError> {
+        let idle = self.lock_idle().pop();
+        let mut inst = match idle {
+            Some(i) => i,
+            None => self
+                .instantiate(engine, limits)
+                .map_err(|e| UdfError::from_sandbox(udf, e))?,
+        };
+        super::arm(&mut inst.store, limits);
+        let out = f(&mut inst)?;
+        let mut idle = self.lock_idle();
+        if idle.len() < limits.max_concurrent_runs.max(1) as usize {
+            idle.push(inst);
+        }
+        Ok(out)
+    }
+
+    /// Evaluates `udf` (declared `types -> returns`, served by the loop
+    /// `export`) over `rows` rows of `arrays`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn evaluate(
+        &self,
+        inst: &mut RowInstance,
+        udf: &str,
+        export: &str,
+        types: &[UdfType],
+        returns: UdfType,
+        arrays: &[ArrayRef],
+        rows: usize,
+        limits: &Limits,
+    ) -> Result<ArrayRef, UdfError> {
+        let mut values = vec![0u8; rows * 8];
+        let mut valid = vec![0u8; rows];
+        let mut from = 0;
+        while from < rows {
+            let to = self.chunk_end(arrays, types, from, rows);
+            let mut staging = std::mem::take(&mut inst.staging);
+            let batch = self.layout(udf, arrays, types, from, to, &mut staging);
+            let ran = batch.and_then(|b| {
+                self.run_chunk(inst, udf, export, &b, &staging, to - from, limits)
+                    .map(|()| b)
+            });
+            inst.staging = staging;
+            let batch = ran?;
+            let data = inst.batch.data(&inst.store);
+            let n = to - from;
+            values[from * 8..to * 8].copy_from_slice(&data[batch.out..batch.out + n * 8]);
+            valid[from..to].copy_from_slice(&data[batch.valid..batch.valid + n]);
+            from = to;
+        }
+        // A null's value is fixed too, so nothing of a failed row survives.
+        for (row, v) in valid.iter().enumerate() {
+            if *v == 0 {
+                values[row * 8..row * 8 + 8].fill(0);
+            }
+        }
+        let bits = BooleanBuffer::collect_bool(rows, |row| valid[row] != 0);
+        let nulls = NullBuffer::new(bits);
+        let nulls = (nulls.null_count() > 0).then_some(nulls);
+        let values = Buffer::from_vec(values);
+        Ok(match returns {
+            UdfType::Int64 => primitive::<Int64Type>(values, rows, nulls),
+            _ => primitive::<Float64Type>(values, rows, nulls),
+        })
+    }
+
+    /// The end of the chunk starting at `from`: the whole batch, unless its
+    /// strings would make the batch memory larger than [`CHUNK_STRING_BYTES`].
+    fn chunk_end(&self, arrays: &[ArrayRef], types: &[UdfType], from: usize, rows: usize) -> usize {
+        let strings: Vec<&StringArray> = arrays
+            .iter()
+            .zip(types)
+            .filter(|(_, t)| **t == UdfType::Utf8)
+            .filter_map(|(a, _)| a.as_string_opt::<i32>())
+            .collect();
+        if strings.is_empty() {
+            return rows;
+        }
+        let mut bytes = 0usize;
+        for row in from..rows {
+            let len: usize = strings.iter().map(|s| s.value(row).len()).sum();
+            if len <= self.scratch_bytes {
+                bytes += len;
+            }
+            if bytes > CHUNK_STRING_BYTES && row > from {
+                return row;
+            }
+        }
+        rows
+    }
+
+    /// Writes rows `from..to` into the batch memory after the pristine
+    /// copy: which rows to skip (a null argument, or strings over the
+    /// scratch area), then each argument.
+    fn layout(
+        &self,
+        udf: &str,
+        arrays: &[ArrayRef],
+        types: &[UdfType],
+        from: usize,
+        to: usize,
+        bytes: &mut Vec<u8>,
+    ) -> Result<Batch, UdfError> {
+        let n = to - from;
+        let mut skip = vec![0u8; n];
+        for array in arrays {
+            if let Some(nulls) = array.nulls().filter(|n| n.null_count() > 0) {
+                for (row, s) in skip.iter_mut().enumerate() {
+                    *s |= u8::from(nulls.is_null(from + row));
+                }
+            }
+        }
+        let mut string_len = vec![0usize; n];
+        for (array, ty) in arrays.iter().zip(types) {
+            if *ty == UdfType::Utf8 {
+                let strings = array.as_string_opt::<i32>().ok_or_else(|| {
+                    bad_input(
+                        udf,
+                        format!("an argument is {}, declared Utf8", array.data_type()),
+                    )
+                })?;
+                for (row, len) in string_len.iter_mut().enumerate() {
+                    *len += strings.value(from + row).len();
+                }
+            }
+        }
+        for (s, len) in skip.iter_mut().zip(&string_len) {
+            *s |= u8::from(*len > self.scratch_bytes);
+        }
+        bytes.clear();
+        let base = align8(self.snapshot_bytes);
+        let mut put = |data: &[u8]| {
+            let at = base + bytes.len();
+            bytes.extend_from_slice(data);
+            bytes.resize(align8(bytes.len()), 0);
+            at
+        };
+        let skip_at = put(&skip);
+        let valid = put(&vec![0u8; n]);
+        let out = put(&vec![0u8; n * 8]);
+        let mut args = Vec::with_capacity(types.len() + 1);
+        for (index, (array, ty)) in arrays.iter().zip(types).enumerate() {
+            let wrong = || {
+                bad_input(
+                    udf,
+                    format!(
+                        "argument {} is {}, declared {}",
+                        index + 1,
+                        array.data_type(),
+                        ty.name()
+                    ),
+                )
+            };
+            match ty {
+                UdfType::Int64 => {
+                    let a = array.as_primitive_opt::<Int64Type>().ok_or_else(wrong)?;
+                    let raw = &a.values().inner().as_slice()[from * 8..to * 8];
+                    args.push(put(raw) as i32);
+                }
+                UdfType::Float64 => {
+                    let a = array.as_primitive_opt::<Float64Type>().ok_or_else(wrong)?;
+                    let raw = &a.values().inner().as_slice()[from * 8..to * 8];
+                    args.push(put(raw) as i32);
+                }
+                UdfType::Utf8 => {
+                    let a = array.as_string_opt::<i32>().ok_or_else(wrong)?;
+                    // Skipped rows' strings are not copied at all.
+                    let mut offsets = Vec::with_capacity((n + 1) * 4);
+                    let mut text = Vec::new();
+                    offsets.extend_from_slice(&0i32.to_le_bytes());
+                    for (row, skipped) in skip.iter().enumerate() {
+                        if *skipped == 0 {
+                            text.extend_from_slice(a.value(from + row).as_bytes());
+                        }
+                        offsets.extend_from_slice(&(text.len() as i32).to_le_bytes());
+                    }
+                    args.push(put(&offsets) as i32);
+                    args.push(put(&text) as i32);
+                }
+            }
+        }
+        Ok(Batch {
+            len: bytes.len(),
+            base,
+            skip: skip_at,
+            valid,
+            out,
+            args,
+        })
+    }
+
+    /// Copies `batch` into the instance and runs the loop over its `n`
+    /// rows, resuming after every row that traps.
+    #[allow(clippy::too_many_arguments)]
+    fn run_chunk(
+        &self,
+        inst: &mut RowInstance,
+        udf: &str,
+        export: &str,
+        batch: &Batch,
+        bytes: &[u8],
+        n: usize,
+        limits: &Limits,
+    ) -> Result<(), UdfError> {
+        inst.ensure(batch.base + batch.len)
+            .map_err(|p| bad_input(udf, p))?;
+        inst.batch.data_mut(&mut inst.store)[batch.base..batch.base + batch.len]
+            .copy_from_slice(&bytes[..batch.len]);
+        let func = inst
+            .instance
+            .get_func(&mut inst.store, export)
+            .ok_or_else(|| UdfError::MissingExport {
+                udf: udf.to_string(),
+                export: export.to_string(),
+            })?;
+        let cap = self.cap.load(Ordering::Relaxed).min(i64::MAX as u64) as i64;
+        let mut params = vec![
+            Val::I32(0),
+            Val::I32(n as i32),
+            Val::I32(batch.skip as i32),
+            Val::I32(batch.out as i32),
+            Val::I32(batch.valid as i32),
+            Val::I64(cap),
+            Val::I32(inst.flag),
+        ];
+        params.extend(batch.args.iter().map(|&a| Val::I32(a)));
+        let mut result = [Val::I32(0)];
+        let mut start = 0usize;
+        while start < n {
+            params[0] = Val::I32(start as i32);
+            let Err(e) = func.call(&mut inst.store, &params, &mut result) else {
+                break;
+            };
+            if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                let hit = inst.store.data_mut().hit.take();
+                return Err(UdfError::from_sandbox(
+                    udf,
+                    crate::classify_trap(e, hit, limits),
+                ));
+            }
+            // The loop had started row `row` and not finished it: a null.
+            let row = inst.row.get(&mut inst.store).i32().unwrap_or(0) as u32 as usize;
+            if row < start || row >= n {
+                return Err(UdfError::Trap {
+                    udf: udf.to_string(),
+                    reason: format!("the row loop stopped outside its batch ({e:#})"),
+                });
+            }
+            inst.batch.data_mut(&mut inst.store)[batch.valid + row] = 0;
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            start = row + 1;
+        }
+        Ok(())
+    }
+}
+
+/// String bytes a chunk of a batch may carry.
+const CHUNK_STRING_BYTES: usize = 8 << 20;
+
+/// One chunk's bytes for the batch memory and where its parts are.
+struct Batch {
+    len: usize,
+    base: usize,
+    skip: usize,
+    valid: usize,
+    out: usize,
+    args: Vec<i32>,
+}
+
+impl RowInstance {
+    /// Grows the batch memory to at least `bytes`.
+    fn ensure(&mut self, bytes: usize) -> Result<(), String> {
+        let size = self.batch.data_size(&self.store);
+        if size >= bytes {
+            return Ok(());
+        }
+        let pages = (bytes - size).div_ceil(65_536) as u64;
+        self.batch
+            .grow(&mut self.store, pages)
+            .map(|_| ())
+            .map_err(|e| format!("a batch needs {bytes} bytes of guest memory: {e:#}"))
+    }
+}
