@@ -355,20 +355,9 @@ impl TotalFunction {
     }
 }
 
-/// Wraps every built-in call in `e` that is not wrapped yet (what an inner
-/// function's simplification produced).
+/// Makes total what an inner function's simplification produced.
 fn rewrap(e: Expr) -> DfResult<Expr> {
-    e.transform_up(|e| match e {
-        Expr::ScalarFunction(f) if needs_wrapping(&f.func) => {
-            let wrapped = Arc::new(ScalarUDF::from(TotalFunction::new(f.func)));
-            Ok(Transformed::yes(Expr::ScalarFunction(
-                ScalarFunction::new_udf(wrapped, f.args),
-            )))
-        }
-        Expr::Cast(c) => Ok(Transformed::yes(try_cast(c))),
-        e => Ok(Transformed::no(e)),
-    })
-    .map(|t| t.data)
+    e.transform_up(total_expr).map(|t| t.data)
 }
 
 impl ScalarUDFImpl for TotalFunction {
