@@ -88,6 +88,10 @@ pub(crate) struct JobLog {
     /// Rows the engine read for the job's queries (the table's rows for
     /// every query that read data).
     pub rows_read: u64,
+    /// Rows on which the job's wasm UDFs failed and were made NULL: for
+    /// the ledger (provider and auditors), never for the developer, since
+    /// the count can depend on the data.
+    pub udf_rows_failed: u64,
     pub started: Option<std::time::Instant>,
 }
 
@@ -183,6 +187,28 @@ impl Host {
     }
 
     async fn run_query(&self, sql: &str) -> Result<Result<Vec<u8>, String>, DomainError> {
+        let answer = self.answer_query(sql).await;
+        let failed = self.udf_rows_failed();
+        self.job_log().udf_rows_failed = failed;
+        answer
+    }
+
+    /// Failed UDF rows so far, over the job's modules (each counted once,
+    /// whichever of its functions failed).
+    fn udf_rows_failed(&self) -> u64 {
+        let mut seen = BTreeSet::new();
+        self.udfs
+            .iter()
+            .filter_map(|u| match u {
+                unseen_sandbox::WasmUdf::Scalar(f) => Some(f.module()),
+                unseen_sandbox::WasmUdf::Aggregate(_) => None,
+            })
+            .filter(|m| seen.insert(m.sha256().to_string()))
+            .map(|m| m.rows_failed())
+            .sum()
+    }
+
+    async fn answer_query(&self, sql: &str) -> Result<Result<Vec<u8>, String>, DomainError> {
         let sql_sha = sha256_hex(sql.as_bytes());
         if let Some(reason) = self.cancel.reason() {
             return Ok(Err(format!("refused: the job was stopped ({reason})")));

@@ -434,6 +434,7 @@ impl Domain {
             json!({
                 "job": job_id, "status": status, "error": error, "fuel_used": fuel,
                 "queries": log.queries, "rows_read": log.rows_read, "run_ms": run_ms,
+                "udf_rows_failed": log.udf_rows_failed,
                 "outputs": log.outputs, "epsilon_spent": log.epsilon_spent,
             }),
         )?;

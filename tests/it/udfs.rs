@@ -228,3 +228,50 @@ fn udf_modules_are_checked_at_submission() {
     assert!(!done, "{err}");
     assert!(err.contains("may import nothing at all"), "{err}");
 }
+
+/// A UDF that fails on some rows: those rows are NULL, the query is
+/// answered as any other, the developer learns nothing of the failures, and
+/// the ledger counts them for the provider and auditors.
+#[test]
+fn failing_udf_rows_are_answered_as_null_and_counted_only_in_the_ledger() {
+    let (dir, data) = residents_dir("500");
+    let udf = dir.path().join("traps.wasm");
+    std::fs::write(&udf, crate::support::guest("adv-udf-traps")).unwrap();
+    let grant = issue_grant_on(&data, "residents", "10", &["--allow-udfs"]);
+    // fussy() traps on a negative argument: household sizes 1 and 2 here.
+    let (answered, out) = query(
+        &data,
+        &grant,
+        udf.to_str().unwrap(),
+        "SELECT COUNT(*) AS n FROM residents WHERE fussy(household_size - 3) >= 0",
+    );
+    assert!(answered, "{out}");
+    for word in ["trap", "fail", "negative input", "rows_failed"] {
+        assert!(
+            !out.to_lowercase().contains(word),
+            "the developer was told `{word}`: {out}"
+        );
+    }
+    let entries =
+        std::fs::read_to_string(std::path::Path::new(&data).join("ledger/entries.jsonl")).unwrap();
+    let failed: u64 = entries
+        .lines()
+        .filter(|l| l.contains("\"job.ended\""))
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            find_key(&v, "udf_rows_failed")
+        })
+        .sum();
+    assert!(failed > 0, "the ledger should count the failed rows");
+}
+
+fn find_key(v: &serde_json::Value, key: &str) -> Option<u64> {
+    match v {
+        serde_json::Value::Object(m) => m
+            .get(key)
+            .and_then(|x| x.as_u64())
+            .or_else(|| m.values().find_map(|x| find_key(x, key))),
+        serde_json::Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
