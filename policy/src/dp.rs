@@ -1019,6 +1019,12 @@ fn exact_frame(
             Ok(agg.alias(format!("__agg{i}")))
         })
         .collect::<Result<_, PolicyError>>()?;
+    if aggs.is_empty() && group.is_empty() {
+        // Only quantiles, over one cell: there is nothing to sum, and an
+        // aggregate with neither keys nor aggregates is not a plan. The
+        // bounded input is what the quantiles read.
+        return Ok(df);
+    }
     Ok(df.aggregate(group, aggs)?)
 }
 

@@ -86,6 +86,8 @@ async fn outcome(
         return Err("open".to_string());
     };
     let plan = plan_release(&query, 1e6, |_: &str| false).map_err(class)?;
+    // The service fingerprints every release before charging it.
+    unseen_policy::fingerprint(&ctx.state(), &query, &plan).map_err(class)?;
     let release = release_aggregate(&ctx.state(), &query, &plan)
         .await
         .map_err(class)?;
