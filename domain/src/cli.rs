@@ -1363,31 +1363,10 @@ fn execute(
             let sha = domain.upload_module(&actor, &bytes)?;
             let params = parse_params(&params)?;
             let handle = runtime.handle().clone();
-            let mut outcome = domain.run_job(&handle, &actor, &grant, &sha, params, &extras)?;
-            // The submitter reads what the service would return: the guest's
-            // exit code and message wait for the reviewer.
-            outcome.error = outcome.error.as_deref().map(crate::jobs::public_error);
-            if json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "job": outcome.job_id, "status": outcome.status, "error": outcome.error,
-                        "outputs": outcome.outputs, "refusals": outcome.refusals, "epsilon_spent": outcome.epsilon_spent,
-                    })
-                )?;
-            } else {
-                writeln!(out, "job {} {}", outcome.job_id, outcome.status)?;
-                for r in &outcome.refusals {
-                    writeln!(out, "  refused: {r}")?;
-                }
-                for o in &outcome.outputs {
-                    writeln!(out, "  output {o} quarantined for review")?;
-                }
-                if let Some(e) = &outcome.error {
-                    writeln!(out, "  error: {e}")?;
-                }
-            }
+            let outcome = domain.run_job(&handle, &actor, &grant, &sha, params, &extras)?;
+            // The submitter reads what the service would return.
+            let (_, left) = domain.budget(&grant)?;
+            print_developer_outcome(out, &outcome, None, left, json)?;
             if outcome.status != "succeeded" {
                 bail!("job {} {}", outcome.job_id, outcome.status);
             }

@@ -731,14 +731,16 @@ pub(crate) fn outcome_json(o: &JobOutcome) -> Value {
     })
 }
 
-/// An outcome as its developer sees it over the service: text the guest
-/// wrote (logs, its failure message) could carry released values past
-/// review, so it goes to reviewers only.
+/// An outcome as its developer sees it, over the service and locally: what
+/// the guest computed beyond its outputs (its logs, its failure message and
+/// exit code, the fuel it burned) could carry released values past review,
+/// so it goes to reviewers only, as in `jobs::developer_view`.
 pub(crate) fn developer_outcome(o: &JobOutcome) -> Value {
     let mut value = outcome_json(o);
     value["logs"] = json!([]);
     value["logs_withheld"] = json!(o.logs.len());
     value["error"] = json!(o.error.as_deref().map(crate::jobs::public_error));
+    value["fuel_used"] = Value::Null;
     value
 }
 

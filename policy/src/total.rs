@@ -146,10 +146,7 @@ fn cost_refusal(e: &Expr) -> Option<Refusal> {
             }
             None
         }
-        Expr::Like(like) if !is_literal(&like.pattern) => refuse(
-            "a LIKE or SIMILAR TO pattern must be a literal; a pattern built from data costs what the data says".to_string(),
-        ),
-        Expr::SimilarTo(like) if !is_literal(&like.pattern) => refuse(
+        Expr::Like(like) | Expr::SimilarTo(like) if !is_literal(&like.pattern) => refuse(
             "a LIKE or SIMILAR TO pattern must be a literal; a pattern built from data costs what the data says".to_string(),
         ),
         _ => None,

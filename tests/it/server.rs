@@ -301,9 +301,12 @@ fn guest_text_reaches_reviewers_not_developers() {
         .unwrap();
     assert_eq!(done["logs"], json!([]), "{done}");
     assert_eq!(done["logs_withheld"], 1, "{done}");
+    // The fuel a guest burns is its own choice: it could count out a value.
+    assert!(done["fuel_used"].is_null(), "{done}");
     let job = done["job"].as_str().unwrap();
     let seen = dev.get(&format!("/v1/jobs/{job}")).unwrap();
     assert_eq!(seen["job"]["logs"], json!([]), "{seen}");
+    assert!(seen["job"]["fuel_used"].is_null(), "{seen}");
     let queue = server.client(&p.rev).get("/v1/reviews").unwrap();
     let logs = queue["outputs"][0]["guest_logs"].as_array().unwrap();
     assert!(
