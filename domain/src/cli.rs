@@ -134,6 +134,16 @@ pub enum Command {
         /// Seconds a client has to send a request's whole body.
         #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
         body_timeout: u64,
+        /// A witness to submit checkpoints to (URL), at start and then every
+        /// --witness-every seconds; needs --witness-key.
+        #[arg(long, requires = "witness_key")]
+        witness: Option<String>,
+        /// The witness's verifier key, as `unseen witness init` printed it.
+        #[arg(long, requires = "witness")]
+        witness_key: Option<String>,
+        /// Seconds between submissions to the witness.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        witness_every: u64,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -173,6 +183,41 @@ pub enum Command {
     /// Reports built from the ledger alone.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Run a witness: a second party that co-signs the ledger's checkpoints
+    /// and refuses forks (C2SP tlog-witness).
+    #[command(subcommand)]
+    Witness(WitnessCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WitnessCommand {
+    /// Create a witness key in DIR and print its verifier key, which the
+    /// operator passes to `ledger witness` and auditors to
+    /// `ledger verify --witness-key`.
+    Init {
+        /// The witness's directory (created 0700; holds its key and records).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The witness's name, e.g. `witness.audit.example`.
+        #[arg(long)]
+        name: String,
+    },
+    /// Print the verifier key of the witness in DIR.
+    Key {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Serve `POST /add-checkpoint` and `GET /latest` for one ledger.
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The ledger's public key file (its `ledger.pub`).
+        #[arg(long)]
+        log_key: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8788")]
+        listen: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -817,6 +862,21 @@ pub enum LedgerCommand {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Submit the current checkpoint to a witness with a consistency proof
+    /// from the one it co-signed last; keep its co-signature beside the
+    /// ledger. Fails loudly if the witness sees a fork.
+    Witness {
+        /// The witness's URL, e.g. http://witness.example:8788.
+        #[arg(long)]
+        url: String,
+        /// The witness's verifier key, as `unseen witness init` printed it.
+        #[arg(long)]
+        witness_key: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Verify the ledger offline with only the public key.
     Verify {
         /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
@@ -826,6 +886,15 @@ pub enum LedgerCommand {
         /// extension of it (detects rollback and forks).
         #[arg(long)]
         since: Option<PathBuf>,
+        /// Also demand a checkpoint co-signed by this witness (verifier key
+        /// as `unseen witness init` printed it) that the ledger extends:
+        /// detects history rewritten even with the ledger's own key.
+        #[arg(long)]
+        witness_key: Option<String>,
+        /// Where the co-signed checkpoint is: a file, or the witness's URL
+        /// (its `/latest`). Default: the copy kept beside the ledger.
+        #[arg(long, requires = "witness_key")]
+        witnessed: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -1113,6 +1182,7 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         | Command::Dev(_)
         | Command::Bench(_)
         | Command::Dataset(DatasetCommand::Generate { .. } | DatasetCommand::Manifest { .. })
+        | Command::Witness(_)
         | Command::Ledger(LedgerCommand::CheckProof { .. } | LedgerCommand::VerifySegment { .. })
         | Command::Release(ReleaseCommand::Verify { .. }) => {
             return Ok(false);
@@ -1819,9 +1889,22 @@ fn execute(
         Command::Ledger(LedgerCommand::Verify {
             public_key,
             since,
+            witness_key,
+            witnessed,
             json,
             dir,
         }) => {
+            if let Some(vkey) = &witness_key {
+                let data = dir.path();
+                let key = self::public_key(&data, public_key.as_deref())?;
+                let report =
+                    crate::witness::verify_witnessed(&data, &key, vkey, witnessed.as_deref())?;
+                writeln!(
+                    out,
+                    "the ledger of {} entries consistently extends the checkpoint of {} entries witness `{}` co-signed",
+                    report.size, report.witnessed_size, report.witness
+                )?;
+            }
             if let Some(previous) = &since {
                 let data = dir.path();
                 let key = self::public_key(&data, public_key.as_deref())?;
@@ -1860,12 +1943,29 @@ fn execute(
             max_connections_per_client,
             header_timeout,
             body_timeout,
+            witness,
+            witness_key,
+            witness_every,
             dir,
         } => {
             let addr: std::net::SocketAddr = listen.parse().with_context(|| {
                 format!("--listen `{listen}` is not an address like 127.0.0.1:8787")
             })?;
+            let witness = match (witness, witness_key) {
+                (Some(url), Some(key)) => {
+                    Some((url, unseen_ledger::witness::WitnessKey::parse(&key)?))
+                }
+                _ => None,
+            };
             let domain = open(&dir)?;
+            if let Some((url, key)) = witness {
+                runtime.spawn(crate::witness::keep_witnessed(
+                    Arc::clone(&domain),
+                    url,
+                    key,
+                    std::time::Duration::from_secs(witness_every),
+                ));
+            }
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
@@ -1887,6 +1987,29 @@ fn execute(
                 Ok::<_, anyhow::Error>(())
             })
         }
+        Command::Ledger(LedgerCommand::Witness {
+            url,
+            witness_key,
+            json,
+            dir,
+        }) => {
+            let witness = unseen_ledger::witness::WitnessKey::parse(&witness_key)?;
+            let domain = open(&dir)?;
+            let done = domain
+                .witness_ledger(&url, &witness)
+                .context("witnessing FAILED")?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&done)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "witness `{}` co-signed the checkpoint of {} entries (it held {} before)",
+                    done.witness, done.size, done.from_size
+                )?;
+            }
+            Ok(())
+        }
+        Command::Witness(command) => crate::witness::run_command(command, runtime, out),
         Command::Dev(DevCommand::Run {
             module,
             manifest,
@@ -2419,7 +2542,7 @@ fn finish_download(
 }
 
 /// Resolves on Ctrl-C or SIGTERM, for a graceful stop of `serve`.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -2570,7 +2693,7 @@ fn write_marginals(
     Ok(())
 }
 
-fn read_text(path: &Path) -> Result<String> {
+pub(crate) fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 

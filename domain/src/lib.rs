@@ -34,6 +34,7 @@ pub mod marginals;
 pub mod server;
 pub mod store;
 pub mod util;
+pub mod witness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -110,6 +111,8 @@ pub enum DomainError {
     Blocked { output: String, findings: String },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    #[error("witness {url}: {reason}")]
+    Witness { url: String, reason: String },
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
     #[error(

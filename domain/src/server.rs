@@ -140,6 +140,7 @@ impl From<DomainError> for ApiError {
             | DomainError::Ledger(_)
             | DomainError::Key(_)
             | DomainError::Exposed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            DomainError::Witness { .. } => StatusCode::BAD_GATEWAY,
         };
         ApiError::new(status, e.to_string())
     }
@@ -1107,6 +1108,15 @@ pub struct Background {
 
 impl Background {
     pub fn start(domain: Arc<Domain>, options: ServerOptions) -> std::io::Result<Background> {
+        let limits = options.limits;
+        Background::start_router(router(domain, &options), limits)
+    }
+
+    /// Serves `app` (the API, or a witness) on a free loopback port.
+    pub fn start_router(
+        app: axum::Router,
+        limits: crate::conns::ConnectionLimits,
+    ) -> std::io::Result<Background> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, address) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -1132,7 +1142,7 @@ impl Background {
                 let shutdown = async {
                     let _ = stopped.await;
                 };
-                if let Err(e) = serve(domain, listener, options, shutdown).await {
+                if let Err(e) = crate::conns::serve(listener, app, limits, shutdown).await {
                     tracing::error!(error = %e, "the background server stopped");
                 }
             });

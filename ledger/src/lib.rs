@@ -50,6 +50,7 @@ pub mod proof;
 pub mod shared;
 pub mod store;
 pub mod verify;
+pub mod witness;
 
 pub use checkpoint::{Checkpoint, CheckpointError, ORIGIN};
 pub use entry::PreparedDraft;

@@ -377,7 +377,7 @@ fn sync_parent(path: &Path) -> io::Result<()> {
 }
 
 /// Replaces `path` with `bytes`: temporary file, fsync, rename, fsync dir.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);

@@ -20,3 +20,4 @@ mod reuse;
 mod server;
 mod support;
 mod udfs;
+mod witness;
