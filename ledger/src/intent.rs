@@ -12,7 +12,8 @@
 //! leaves: the service wrote them, or was about to. Nothing else does.
 //!
 //! Format (text, one item per line; the signature covers everything above
-//! its line):
+//! its line; zero bytes after the record, left from a longer one, are
+//! padding):
 //!
 //! ```text
 //! unseen-ledger group intent v1
@@ -73,6 +74,9 @@ impl Intent {
     /// of `public`; `None` for anything else (a torn write, another key,
     /// an edit).
     pub fn open(bytes: &[u8], public: &PublicKey) -> Option<Intent> {
+        // The file is padded with zeros after the record (see the store).
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        let bytes = &bytes[..end];
         let text = std::str::from_utf8(bytes).ok()?;
         let body = text.strip_suffix('\n')?;
         let (signed, sig_line) = body.rsplit_once('\n')?;
@@ -140,6 +144,10 @@ mod tests {
         let bytes = intent.to_signed_bytes(&key);
         let back = Intent::open(&bytes, &key.verifying_key()).unwrap();
         assert_eq!(back, intent);
+        // Zero padding left after a shorter record is not part of it.
+        let mut padded = bytes.clone();
+        padded.resize(bytes.len() + 300, 0);
+        assert_eq!(Intent::open(&padded, &key.verifying_key()).unwrap(), intent);
         // Entries 2 and 3 match, entry 4 is not the one intended.
         assert_eq!(back.proves(&t), Some(4));
         assert_eq!(back.proves(&tree(2)), Some(2));

@@ -18,6 +18,12 @@ use crate::store::{Head, Ledger, LedgerError, Receipt};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a leader waits for one more caller to arrive before writing.
+const LINGER_SLICE: Duration = Duration::from_micros(40);
+/// The most a leader lingers in all: a fraction of one `fdatasync`.
+const MAX_LINGER: Duration = Duration::from_micros(400);
 
 /// A [`Ledger`] that any number of threads may append to at the same time
 /// (share it with `Arc<SharedLedger>`). Entries are written in groups: one
@@ -43,6 +49,8 @@ struct Queue {
     /// Outcomes of written groups, until their callers collect them.
     results: HashMap<u64, Result<Receipt, LedgerError>>,
     stats: GroupStats,
+    /// Entries in the last group written.
+    last_group: u64,
 }
 
 /// How appends were grouped since the ledger was opened.
@@ -145,6 +153,9 @@ impl SharedLedger {
             // leader takes drafts and sets `leading` under one lock, and
             // posts results before clearing it). Lead the next group.
             q.leading = true;
+            if q.last_group > 1 {
+                q = self.linger(q);
+            }
             let group = std::mem::take(&mut q.waiting);
             drop(q);
             let (tickets, drafts): (Vec<u64>, Vec<PreparedDraft>) = group.into_iter().unzip();
@@ -165,6 +176,7 @@ impl SharedLedger {
                     for (&t, r) in guard.tickets.iter().zip(receipts) {
                         q.results.insert(t, Ok(r));
                     }
+                    q.last_group = n;
                     q.stats.groups += 1;
                     q.stats.entries += n;
                     q.stats.largest = q.stats.largest.max(n);
@@ -195,6 +207,27 @@ impl SharedLedger {
             }
             q = self.lock_queue();
         }
+    }
+
+    /// Lets the callers the last group woke join this one, while they
+    /// keep arriving. Without this, busy appenders split into two cohorts
+    /// that alternate (one queues while the other is written), and each
+    /// group holds half of them: waiting a moment for the stream of
+    /// arrivals to stop doubles the group for the same two syncs. Only
+    /// after a group of more than one, so a lone caller never waits.
+    fn linger<'q>(&'q self, mut q: MutexGuard<'q, Queue>) -> MutexGuard<'q, Queue> {
+        let started = Instant::now();
+        let mut seen = q.waiting.len();
+        while started.elapsed() < MAX_LINGER {
+            drop(q);
+            std::thread::sleep(LINGER_SLICE);
+            q = self.lock_queue();
+            if q.waiting.len() == seen {
+                break;
+            }
+            seen = q.waiting.len();
+        }
+        q
     }
 
     /// How appends were grouped so far.
