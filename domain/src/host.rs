@@ -251,9 +251,16 @@ impl Host {
                     .flights
                     .enter(&self.grant.id, &fingerprint)
                     .await;
-                if let Some(mut cached) =
-                    self.domain.cached_release(&self.grant.id, &fingerprint)?
-                {
+                if let Some(hit) = self.domain.cached_release(&self.grant.id, &fingerprint)? {
+                    let mut cached = match hit {
+                        crate::CachedRelease::Measured(m) => {
+                            match unseen_policy::render(&query, &plan, &m) {
+                                Ok(r) => r,
+                                Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
+                            }
+                        }
+                        crate::CachedRelease::Table(t) => t,
+                    };
                     self.domain.record(&self.submitter, "query.cached", json!({
                         "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
                         "fingerprint": fingerprint, "epsilon": 0.0,
@@ -308,7 +315,7 @@ impl Host {
                             }))?;
                         }
                         self.domain
-                            .cache_release(&self.grant.id, &fingerprint, &release.result)?;
+                            .cache_release(&self.grant.id, &fingerprint, &release)?;
                         Ok(Ok(udf_sdk::abi::encode_query_result(&release.result)))
                     }
                     // The spend stays recorded: the charge came first, by design.

@@ -410,6 +410,17 @@ pub struct BudgetStatus {
     pub total: Option<f64>,
 }
 
+/// Marks a release cache row holding a [`unseen_policy::Measured`] (JSON).
+const MEASUREMENT_TAG: &[u8] = b"measurement/1\n";
+
+/// A cached release: the measurement (rendered for each query that asks
+/// for it), or, in stores written before, the first query's table.
+#[derive(Debug, Clone)]
+pub(crate) enum CachedRelease {
+    Measured(unseen_policy::Measured),
+    Table(udf_sdk::QueryResult),
+}
+
 /// What a job runs: an uploaded module or one SQL statement.
 #[derive(Debug, Clone, Copy)]
 enum JobBody<'a> {
@@ -1322,7 +1333,7 @@ impl Domain {
         &self,
         grant_id: &str,
         fingerprint: &str,
-    ) -> Result<Option<udf_sdk::QueryResult>, DomainError> {
+    ) -> Result<Option<CachedRelease>, DomainError> {
         let bytes: Option<Vec<u8>> = lock(&self.db)
             .query_row(
                 "SELECT result FROM release_cache WHERE grant_id = ?1 AND fingerprint = ?2",
@@ -1330,10 +1341,19 @@ impl Domain {
                 |r| r.get(0),
             )
             .optional()?;
+        let damaged = |e: &dyn std::fmt::Display| {
+            DomainError::Invalid(format!("cached release is damaged: {e}"))
+        };
         bytes
-            .map(|b| {
-                udf_sdk::abi::decode_query_result(&b)
-                    .map_err(|e| DomainError::Invalid(format!("cached release is damaged: {e}")))
+            .map(|b| match b.strip_prefix(MEASUREMENT_TAG) {
+                Some(json) => serde_json::from_slice(json)
+                    .map(CachedRelease::Measured)
+                    .map_err(|e| damaged(&e)),
+                // Written before measurements were cached: the table as
+                // the first query named it.
+                None => udf_sdk::abi::decode_query_result(&b)
+                    .map(CachedRelease::Table)
+                    .map_err(|e| damaged(&e)),
             })
             .transpose()
     }
@@ -1343,11 +1363,14 @@ impl Domain {
         &self,
         grant_id: &str,
         fingerprint: &str,
-        result: &udf_sdk::QueryResult,
+        release: &unseen_policy::Release,
     ) -> Result<(), DomainError> {
+        let mut bytes = MEASUREMENT_TAG.to_vec();
+        serde_json::to_writer(&mut bytes, &release.measured)
+            .map_err(|e| DomainError::Invalid(format!("cannot encode a measurement: {e}")))?;
         lock(&self.db).execute(
             "INSERT OR IGNORE INTO release_cache(grant_id, fingerprint, result, epsilon, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![grant_id, fingerprint, udf_sdk::abi::encode_query_result(result), result.epsilon_spent, now_rfc3339()],
+            params![grant_id, fingerprint, bytes, release.result.epsilon_spent, now_rfc3339()],
         )?;
         Ok(())
     }

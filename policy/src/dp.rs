@@ -308,6 +308,10 @@ pub struct NoiseNote {
 #[derive(Debug, Clone)]
 pub struct Release {
     pub result: QueryResult,
+    /// What was measured, before naming and ordering for this query: what
+    /// a release cache keeps, so that a later query with the same
+    /// measurement gets these values under its own names ([`render`]).
+    pub measured: Measured,
     pub noise: Vec<NoiseNote>,
     /// The exact aggregate could not be computed (an engine failure that the
     /// total expressions did not prevent), so the noise was added to values
@@ -1330,21 +1334,11 @@ pub async fn release_aggregate(
         }
         Err(e) => return Err(e),
     };
-    let noisy = add_noise(plan, exact)?;
-    let alpha = 1.0 - CONFIDENCE;
-    let mut table = Table::default();
-    for (name, source) in &query.outputs {
-        let values = match *source {
-            OutputSource::Key(i) => {
-                ColumnValues::Text(cells.iter().map(|c| c[i].clone()).collect())
-            }
-            OutputSource::Aggregate(j) => {
-                ColumnValues::Estimate(estimates(plan, plan.wiring[j], &noisy, alpha)?)
-            }
-        };
-        table = table.with(name.clone(), values);
-    }
-    sort_table(&mut table, &query.order);
+    let measured = Measured {
+        cells,
+        noisy: add_noise(plan, exact)?,
+    };
+    let result = render(query, plan, &measured)?;
     let zcdp = matches!(plan.accounting, Accounting::Zcdp { .. });
     let noise = plan
         .components
@@ -1358,14 +1352,63 @@ pub async fn release_aggregate(
         })
         .collect();
     Ok(Release {
-        result: QueryResult {
-            confidence: CONFIDENCE,
-            epsilon_spent: plan.epsilon,
-            cached: false,
-            table,
-        },
+        result,
+        measured,
         noise,
         defaulted,
+    })
+}
+
+/// A released measurement: the cells and the noisy value of every plan
+/// component in each, before they are named and ordered for a query.
+/// Everything in it already left the data through the noise.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Measured {
+    /// Group-key values of each cell, in the plan's cell order.
+    cells: Vec<Vec<String>>,
+    /// Noisy values, per plan component.
+    noisy: Vec<Vec<f64>>,
+}
+
+/// The table `query` asks for, from a measurement of its plan: its own
+/// output names, column order and ORDER BY. Two queries with one
+/// fingerprint share a measurement (and so a charge) but each is answered
+/// in its own terms.
+pub fn render(
+    query: &AggregateQuery,
+    plan: &DpPlan,
+    measured: &Measured,
+) -> Result<QueryResult, PolicyError> {
+    if measured.noisy.len() != plan.components.len() {
+        return Err(PolicyError::Noise(format!(
+            "a stored measurement has {} components where the plan has {}; it belongs to another plan",
+            measured.noisy.len(),
+            plan.components.len()
+        )));
+    }
+    let alpha = 1.0 - CONFIDENCE;
+    let cells = &measured.cells;
+    let mut table = Table::default();
+    for (name, source) in &query.outputs {
+        let values = match *source {
+            OutputSource::Key(i) => ColumnValues::Text(
+                cells
+                    .iter()
+                    .map(|c| c.get(i).cloned().unwrap_or_default())
+                    .collect(),
+            ),
+            OutputSource::Aggregate(j) => {
+                ColumnValues::Estimate(estimates(plan, plan.wiring[j], &measured.noisy, alpha)?)
+            }
+        };
+        table = table.with(name.clone(), values);
+    }
+    sort_table(&mut table, &query.order);
+    Ok(QueryResult {
+        confidence: CONFIDENCE,
+        epsilon_spent: plan.epsilon,
+        cached: false,
+        table,
     })
 }
 

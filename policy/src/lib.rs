@@ -26,8 +26,8 @@ pub mod total;
 
 pub use admission::{Admitted, Refusal};
 pub use dp::{
-    Accounting, DpPlan, Release, fingerprint, plan_release, plan_release_with, plan_release_zcdp,
-    release_aggregate,
+    Accounting, DpPlan, Measured, Release, fingerprint, plan_release, plan_release_with,
+    plan_release_zcdp, release_aggregate, render,
 };
 pub use facts::{DataFacts, TableFacts, find_table_facts};
 pub use manifest::{Class, Manifest, ManifestError, ManifestErrors};

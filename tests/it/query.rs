@@ -124,6 +124,50 @@ fn identical_queries_return_the_cached_release_without_spending_again() {
         numbers(&again),
         "the cached release is returned, not fresh noise"
     );
+    // Each query reads the shared measurement under its own names and in
+    // its own column order.
+    let names = |out: &str| {
+        let job: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let output = job["outputs"][0].as_str().unwrap();
+        let shown: serde_json::Value = serde_json::from_str(&ok(&[
+            "review",
+            "show",
+            output,
+            "--json",
+            "--as",
+            "rev",
+            "--data-dir",
+            &data,
+        ]))
+        .unwrap();
+        shown["table"]["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&again), ["district", "people", "mean"]);
+    let reordered = ok(&[
+        "query",
+        "--grant",
+        &grant,
+        "--json",
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+        "SELECT COUNT(*) AS n, AVG(annual_income) AS avg_income, district FROM residents GROUP BY district",
+    ]);
+    assert_eq!(
+        spent(&data, &grant),
+        1.0,
+        "the same measurement, not charged again"
+    );
+    assert_eq!(names(&reordered), ["n", "avg_income", "district"]);
+    let mut by_name = numbers(&reordered);
+    by_name.rotate_right(1);
+    assert_eq!(by_name, numbers(&first), "the same values, reordered");
 }
 
 #[test]
