@@ -386,3 +386,112 @@ fn a_stopped_job_names_its_limit_and_nothing_more() {
         "{full}"
     );
 }
+
+/// Pruning logs after the retention period clears them from the job
+/// record and from an outcome output no one approved, which then leaves
+/// review; the ledger records which outputs were rewritten.
+#[test]
+fn pruned_logs_leave_unapproved_outcomes() {
+    let (dir, data) = residents_dir("500");
+    let grant = issue_grant(&data, "5", &[]);
+    let module = dir.path().join("district_income.wasm");
+    std::fs::write(&module, unseen::guests::DISTRICT_INCOME).unwrap();
+    let done: Value = serde_json::from_str(&ok(&[
+        "job",
+        "submit",
+        "--grant",
+        &grant,
+        "--module",
+        module.to_str().unwrap(),
+        "--json",
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]))
+    .unwrap();
+    let (job, outcome) = (
+        done["job"].as_str().unwrap(),
+        done["outcome"]["output"].as_str().unwrap(),
+    );
+    let shown = ok(&[
+        "review",
+        "show",
+        outcome,
+        "--as",
+        "rev",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(shown.contains("released 12 districts"), "{shown}");
+    // The job ended long ago.
+    rusqlite::Connection::open(std::path::Path::new(&data).join("unseen.db"))
+        .unwrap()
+        .execute(
+            "UPDATE jobs SET ended_at = '2020-01-01T00:00:00Z' WHERE id = ?1",
+            [job],
+        )
+        .unwrap();
+    let pruned = ok(&[
+        "logs",
+        "prune",
+        "--older-than-days",
+        "400",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(pruned.contains("cleared the logs of 1 jobs"), "{pruned}");
+    let shown: Value = serde_json::from_str(&ok(&[
+        "review",
+        "show",
+        outcome,
+        "--json",
+        "--as",
+        "rev",
+        "--data-dir",
+        &data,
+    ]))
+    .unwrap();
+    assert_eq!(shown["status"], "pruned", "{shown}");
+    assert!(
+        !shown.to_string().contains("released 12 districts"),
+        "{shown}"
+    );
+    assert!(
+        shown.to_string().contains("fuel_used"),
+        "the rest stays: {shown}"
+    );
+    let view: Value = serde_json::from_str(&ok(&[
+        "job",
+        "status",
+        job,
+        "--json",
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]))
+    .unwrap();
+    assert_eq!(view["outcome"]["review"], "pruned", "{view}");
+    let queue = ok(&[
+        "review",
+        "list",
+        "--json",
+        "--as",
+        "rev",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(!queue.contains(outcome), "{queue}");
+    let entries =
+        std::fs::read_to_string(std::path::Path::new(&data).join("ledger/entries.jsonl")).unwrap();
+    assert!(
+        entries
+            .lines()
+            .any(|l| l.contains("\"kind\":\"logs.pruned\"") && l.contains(outcome)),
+        "{entries}"
+    );
+    ok(&["ledger", "verify", "--data-dir", &data]);
+}
