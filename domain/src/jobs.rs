@@ -1054,7 +1054,7 @@ impl Domain {
                 list: "job list",
             })?;
         let mut stmt = db.prepare(
-            "SELECT id FROM outputs WHERE job_id = ?1 AND kind != 'outcome' ORDER BY created_at, id",
+            "SELECT id FROM outputs WHERE job_id = ?1 AND kind != 'outcome' ORDER BY created_at, rowid",
         )?;
         view.outputs = stmt
             .query_map([job_id], |r| r.get(0))?
@@ -1081,7 +1081,7 @@ impl Domain {
         let decided: Vec<String> = {
             let db = lock(&self.db);
             let mut stmt = db.prepare(
-                "SELECT id FROM outputs WHERE job_id = ?1 AND kind != 'outcome' AND status IN ('approved', 'rejected') ORDER BY created_at, id",
+                "SELECT id FROM outputs WHERE job_id = ?1 AND kind != 'outcome' AND status IN ('approved', 'rejected') ORDER BY created_at, rowid",
             )?;
             let rows = stmt.query_map([&view.id], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?

@@ -1554,7 +1554,7 @@ impl Domain {
             let db = lock(&self.db);
             let mut stmt = db.prepare(
                 "SELECT o.id, o.name, o.kind, o.job_id, j.grant_id
-                 FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.status = 'quarantined' ORDER BY o.created_at, o.id",
+                 FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.status = 'quarantined' ORDER BY o.created_at, o.rowid",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(Row {

@@ -322,9 +322,18 @@ fn guest_text_reaches_reviewers_not_developers() {
         logs[0].as_str().unwrap().contains("released 12 districts"),
         "{queue}"
     );
-    let outcome = &queue["outputs"][1];
-    assert_eq!(outcome["kind"], "outcome", "{queue}");
-    assert_eq!(outcome["output"], done["outcome"]["output"], "{queue}");
+    // In the order they were quarantined: the table, then the outcome.
+    let kinds: Vec<&str> = queue["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["table", "outcome"], "{queue}");
+    assert_eq!(
+        queue["outputs"][1]["output"], done["outcome"]["output"],
+        "{queue}"
+    );
     // After revocation nothing of the grant is approved or downloaded.
     server
         .client(&p.admin)
