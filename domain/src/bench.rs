@@ -303,10 +303,10 @@ pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result
                                 &Default::default(),
                             )?;
                             anyhow::ensure!(
-                                o.status == "succeeded",
+                                o.ending == "succeeded",
                                 "job {} {}",
                                 o.job_id,
-                                o.status
+                                o.ending
                             );
                         }
                         Ok(())
@@ -342,7 +342,7 @@ pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result
                         let t = Instant::now();
                         let o = client.post("/v1/jobs", body)?;
                         seen.push(t.elapsed().as_secs_f64());
-                        anyhow::ensure!(o["status"] == "succeeded", "job {o}");
+                        anyhow::ensure!(o["status"] == "finished", "job {o}");
                     }
                     Ok(seen)
                 })
@@ -597,7 +597,7 @@ pub fn sandbox(jobs: usize, rows: u64, repeats: usize) -> Result<Vec<Measure>> {
             Default::default(),
             &Default::default(),
         )?;
-        anyhow::ensure!(o.status == "succeeded", "job {} {}", o.job_id, o.status);
+        anyhow::ensure!(o.ending == "succeeded", "job {} {}", o.job_id, o.ending);
         let dp = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let batches = runtime.block_on(async { native_ctx.sql(sql).await?.collect().await })?;

@@ -1193,11 +1193,16 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
     };
     let value = answer?;
     writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
-    // A job or query that ended badly is a failure for scripts, as locally.
+    // A job or query the service stopped or refused is a failure for
+    // scripts, as locally. How a guest itself ended is not: it is reviewed.
     if let Some(status) = value.get("status").and_then(|s| s.as_str())
-        && matches!(status, "failed" | "trapped" | "cancelled")
+        && matches!(status, "stopped" | "refused")
     {
-        bail!("job {} {status}", value["job"].as_str().unwrap_or_default());
+        bail!(
+            "job {} {status}: {}",
+            value["job"].as_str().unwrap_or_default(),
+            value["reason"].as_str().unwrap_or_default()
+        );
     }
     Ok(true)
 }
@@ -1372,14 +1377,11 @@ fn execute(
             let outcome = domain.run_sql(&handle, &actor, &grant, &sql, &extras)?;
             let (_, left) = domain.budget(&grant)?;
             print_developer_outcome(out, &outcome, None, left, json)?;
-            if outcome.status != "succeeded" {
+            if outcome.status != "finished" {
                 bail!(
-                    "query refused or failed: {}",
-                    outcome
-                        .error
-                        .as_deref()
-                        .map(crate::jobs::public_error)
-                        .unwrap_or_default()
+                    "query {}: {}",
+                    outcome.status,
+                    outcome.reason.as_deref().unwrap_or_default()
                 );
             }
             Ok(())
@@ -1395,18 +1397,14 @@ fn execute(
             let domain = open(&dir)?;
             let actor = who(&domain, actor, token)?;
             let handle = runtime.handle().clone();
-            let (outcome, report) =
-                domain.run_extract(&handle, &actor, &grant, &columns, sample)?;
+            let (outcome, plan) = domain.run_extract(&handle, &actor, &grant, &columns, sample)?;
             let (_, left) = domain.budget(&grant)?;
-            print_developer_outcome(out, &outcome, Some(&report), left, json)?;
-            if outcome.status != "succeeded" {
+            print_developer_outcome(out, &outcome, Some(&plan), left, json)?;
+            if outcome.status != "finished" {
                 bail!(
-                    "extract refused or failed: {}",
-                    outcome
-                        .error
-                        .as_deref()
-                        .map(crate::jobs::public_error)
-                        .unwrap_or_default()
+                    "extract {}: {}",
+                    outcome.status,
+                    outcome.reason.as_deref().unwrap_or_default()
                 );
             }
             Ok(())
@@ -1437,8 +1435,13 @@ fn execute(
             // The submitter reads what the service would return.
             let (_, left) = domain.budget(&grant)?;
             print_developer_outcome(out, &outcome, None, left, json)?;
-            if outcome.status != "succeeded" {
-                bail!("job {} {}", outcome.job_id, outcome.status);
+            if outcome.status != "finished" {
+                bail!(
+                    "job {} {}: {}",
+                    outcome.job_id,
+                    outcome.status,
+                    outcome.reason.as_deref().unwrap_or_default()
+                );
             }
             Ok(())
         }
@@ -1452,17 +1455,29 @@ fn execute(
             let actor = who(&domain, actor, token)?;
             domain.require(&actor, Role::Reviewer, "read quarantined outputs")?;
             let (name, status, table) = domain.output(&output)?;
+            let (kind, disclosure) = domain.output_details(&output)?;
             if json {
                 let findings = domain.findings(&output)?;
                 writeln!(
                     out,
                     "{}",
-                    json!({"name": name, "status": status, "table": crate::table_json(&table), "findings": findings})
+                    json!({
+                        "name": name, "kind": kind, "status": status, "table": crate::table_json(&table),
+                        "findings": findings, "disclosure": disclosure,
+                    })
                 )?;
                 return Ok(());
             }
-            writeln!(out, "output {output} `{name}` ({status})")?;
+            let what = match kind.as_str() {
+                "outcome" => " (the job's outcome: what its guest computed beyond its outputs)",
+                "extract" => " (a masked extract)",
+                _ => "",
+            };
+            writeln!(out, "output {output} `{name}`{what} ({status})")?;
             demo::print_table(out, &table)?;
+            if let Some(report) = disclosure.as_ref().map(|d| &d["report"]) {
+                print_disclosure(out, report)?;
+            }
             let findings = domain.findings(&output)?;
             if findings.is_empty() {
                 writeln!(out, "automatic checks: no findings")?;
@@ -2080,7 +2095,7 @@ fn execute(
                     "ran {} against {} mock rows (made from the manifest, not from data): {}",
                     module.display(),
                     run.rows,
-                    run.outcome.status
+                    run.outcome.ending
                 )?;
                 for line in &run.outcome.logs {
                     writeln!(out, "  log: {line}")?;
@@ -2099,8 +2114,8 @@ fn execute(
                     demo::print_table(out, table)?;
                 }
             }
-            if run.outcome.status != "succeeded" {
-                bail!("the guest {}", run.outcome.status);
+            if run.outcome.ending != "succeeded" {
+                bail!("the guest {}", run.outcome.ending);
             }
             Ok(())
         }
@@ -2288,16 +2303,24 @@ fn execute(
             } else {
                 writeln!(
                     out,
-                    "grant {id}: runs {}{}, jobs {:?}, queries {}, fuel {}, rows read {}, run time {} ms, epsilon {:.3}, outputs {}, releases {}, downloads {}{}",
+                    "grant {id}: runs {}{}, jobs {:?}, {}epsilon {:.3}, releases {}, downloads {}{}",
                     usage.runs,
                     usage.max_runs.map_or(String::new(), |m| format!(" of {m}")),
                     usage.jobs_by_status,
-                    usage.queries,
-                    usage.fuel_used,
-                    usage.rows_read,
-                    usage.run_ms,
+                    match (
+                        usage.queries,
+                        usage.fuel_used,
+                        usage.rows_read,
+                        usage.run_ms,
+                        usage.outputs
+                    ) {
+                        (Some(q), Some(f), Some(r), Some(t), Some(o)) => format!(
+                            "queries {q}, fuel {f}, rows read {r}, run time {t} ms, outputs {o}, "
+                        ),
+                        // What guests chose is for reviewers, admins and auditors.
+                        _ => String::new(),
+                    },
                     usage.epsilon_spent,
-                    usage.outputs,
                     usage.releases,
                     usage.downloads,
                     usage
@@ -2368,8 +2391,9 @@ fn execute(
                     .map_or(0, |f| f.iter().filter(|f| f["blocking"] == true).count());
                 writeln!(
                     out,
-                    "{} `{}` job {} by {} (grant {}): {} rows, epsilon {}, findings {} ({blocking} blocking), approvals {} of {}",
+                    "{} {} `{}` job {} by {} (grant {}): {} rows, epsilon {}, findings {} ({blocking} blocking), approvals {} of {}",
                     o["output"].as_str().unwrap_or_default(),
+                    o["kind"].as_str().unwrap_or_default(),
                     o["name"].as_str().unwrap_or_default(),
                     o["job"].as_str().unwrap_or_default(),
                     o["submitter"].as_str().unwrap_or_default(),
@@ -2412,54 +2436,130 @@ fn execute(
     }
 }
 
-/// What a developer sees of a query or extract they ran locally: exactly
-/// what the HTTP API returns (output ids, status, spend), never the output
-/// itself, which only a reviewer reads before it is released.
+/// What a developer sees of a job, query or extract they ran locally:
+/// exactly what the HTTP API returns (`server::developer_outcome`: status,
+/// the host's reason, spend, and output ids of SQL jobs and extracts),
+/// never an output, nor what a guest computed, before a reviewer approves.
 fn print_developer_outcome(
     out: &mut dyn Write,
     outcome: &crate::JobOutcome,
-    suppression: Option<&Option<unseen_policy::mask::SuppressionReport>>,
+    plan: Option<&Option<unseen_policy::mask::ExtractPlan>>,
     grant_left: f64,
     json: bool,
 ) -> Result<()> {
     if json {
         let mut value = crate::server::developer_outcome(outcome);
-        if let Some(report) = suppression {
-            value["suppression"] = serde_json::to_value(report)?;
+        if let Some(plan) = plan {
+            value["protection"] = serde_json::to_value(plan)?;
         }
         writeln!(out, "{value}")?;
         return Ok(());
     }
-    writeln!(out, "job {} {}", outcome.job_id, outcome.status)?;
-    for r in &outcome.refusals {
-        writeln!(out, "  refused: {r}")?;
-    }
-    for o in &outcome.outputs {
-        writeln!(
+    match &outcome.reason {
+        Some(reason) => writeln!(
             out,
-            "  output {o} is in quarantine for review; a reviewer must approve it before anyone sees it"
-        )?;
+            "job {} {}{}: {reason}",
+            outcome.job_id,
+            outcome.status,
+            outcome
+                .stopped_by
+                .as_ref()
+                .map_or(String::new(), |by| format!(" ({by})"))
+        )?,
+        None => writeln!(out, "job {} {}", outcome.job_id, outcome.status)?,
+    }
+    if outcome.guest {
+        if let Some(o) = &outcome.outcome_output {
+            writeln!(
+                out,
+                "  its outcome ({o}) and outputs await review: {}",
+                crate::server::WITHHELD
+            )?;
+        }
+    } else {
+        for o in &outcome.outputs {
+            writeln!(
+                out,
+                "  output {o} is in quarantine for review; a reviewer must approve it before anyone sees it"
+            )?;
+        }
     }
     writeln!(
         out,
         "  epsilon spent {:.3}; the grant has {grant_left:.3} left",
         outcome.epsilon_spent
     )?;
-    if let Some(Some(r)) = suppression {
+    if let Some(Some(p)) = plan {
+        let diverse = if p.sensitive.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", each with at least l={} distinct values of ({})",
+                p.l,
+                p.sensitive.join(", ")
+            )
+        };
         writeln!(
             out,
-            "  sampled {} rows, released {}, suppressed {} in {} classes smaller than k={} over ({})",
-            r.rows_sampled,
-            r.rows_released,
-            r.rows_suppressed,
-            r.classes_suppressed,
-            r.k,
-            r.quasi_identifiers.join(", ")
+            "  released only in classes of at least k={} people alike in ({}){diverse}; what was suppressed is for the reviewer",
+            p.k,
+            p.identifying.join(", "),
         )?;
     }
-    if let Some(e) = &outcome.error {
-        writeln!(out, "  error: {}", crate::jobs::public_error(e))?;
-    }
+    Ok(())
+}
+
+/// What a masked extract's disclosure control did, for the reviewer.
+fn print_disclosure(out: &mut dyn Write, report: &serde_json::Value) -> Result<()> {
+    let list = |key: &str| {
+        report[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    writeln!(
+        out,
+        "disclosure control: k={} over ({}), l={} over ({}), non-identifying ({})",
+        report["k"],
+        list("identifying"),
+        report["l"],
+        list("sensitive"),
+        list("non_identifying")
+    )?;
+    writeln!(
+        out,
+        "  sampled {} rows in {} classes; released {} rows in {} classes; suppressed {} rows in {} classes under k and {} rows in {} classes under l",
+        report["rows_sampled"],
+        report["classes_sampled"],
+        report["rows_released"],
+        report["classes_released"],
+        report["rows_under_k"],
+        report["classes_under_k"],
+        report["rows_under_l"],
+        report["classes_under_l"]
+    )?;
+    let sizes: Vec<String> = report["class_sizes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| format!("{} x {}", c["classes"], c["people"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "  released class sizes (classes x people): {}",
+        if sizes.is_empty() {
+            "none".to_string()
+        } else {
+            sizes.join(", ")
+        }
+    )?;
     Ok(())
 }
 
@@ -2495,21 +2595,44 @@ fn print_job(out: &mut dyn Write, job: &crate::jobs::JobView, json: bool) -> Res
     }
     writeln!(
         out,
-        "job {} {} (grant {}, by {})",
-        job.id, job.status, job.grant, job.submitter
+        "job {} {}{} (grant {}, by {})",
+        job.id,
+        job.status,
+        job.stopped_by
+            .as_ref()
+            .map_or(String::new(), |by| format!(" ({by})")),
+        job.grant,
+        job.submitter
     )?;
+    if let Some(reason) = &job.reason {
+        writeln!(out, "  reason: {reason}")?;
+    }
+    if let Some(o) = &job.outcome {
+        writeln!(out, "  outcome output {} ({})", o.output, o.review)?;
+    }
+    if let Some(ending) = &job.ending {
+        writeln!(out, "  ended: {ending}")?;
+    }
     if let Some(e) = &job.error {
         writeln!(out, "  error: {e}")?;
     }
-    writeln!(
-        out,
-        "  fuel {}, queries {}, rows read {}, run {} ms, epsilon {:.3}",
-        job.fuel_used.unwrap_or(0),
-        job.queries.unwrap_or(0),
-        job.rows_read.unwrap_or(0),
-        job.run_ms.unwrap_or(0),
-        job.epsilon_spent
-    )?;
+    if job.fuel_used.is_some() || job.queries.is_some() || job.run_ms.is_some() {
+        writeln!(
+            out,
+            "  fuel {}, queries {}, rows read {}, run {} ms",
+            job.fuel_used.unwrap_or(0),
+            job.queries.unwrap_or(0),
+            job.rows_read.unwrap_or(0),
+            job.run_ms.unwrap_or(0),
+        )?;
+    }
+    writeln!(out, "  epsilon {:.3}", job.epsilon_spent)?;
+    for r in &job.refusals {
+        writeln!(out, "  refused: {r}")?;
+    }
+    for l in &job.logs {
+        writeln!(out, "  log: {l}")?;
+    }
     for o in &job.outputs {
         writeln!(out, "  output {o}")?;
     }

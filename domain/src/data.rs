@@ -350,7 +350,7 @@ fn release_table(
             bounds: None,
             domain: None,
             group_key: true,
-            quasi_identifier: false,
+            extract: unseen_policy::manifest::ExtractRole::NonIdentifying,
             mask: None,
         });
     };
@@ -405,6 +405,7 @@ fn release_table(
         privacy_unit: String::new(),
         max_contributions: 1,
         min_group_size: 1,
+        l_diversity: 1,
         join_keys: Vec::new(),
         columns: specs,
     };

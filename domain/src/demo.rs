@@ -224,10 +224,10 @@ pub fn run(
     for line in &outcome.logs {
         writeln!(out, "   guest log: {line}")?;
     }
-    if outcome.status != "succeeded" {
+    if outcome.ending != "succeeded" {
         return Err(anyhow!(
             "district-income job {}: {}",
-            outcome.status,
+            outcome.ending,
             outcome.error.unwrap_or_default()
         ));
     }
@@ -268,7 +268,13 @@ pub fn run(
             BTreeMap::new(),
             &Default::default(),
         )?;
-        writeln!(out, "   {label}: job {}", o.status)?;
+        // The developer sees `finished`; the refusals are part of the
+        // job's outcome, which the reviewer reads (shown here as such).
+        writeln!(
+            out,
+            "   {label}: job {} (its guest ended {}); in its outcome for the reviewer:",
+            o.status, o.ending
+        )?;
         for r in &o.refusals {
             writeln!(out, "     {r}")?;
         }
@@ -477,11 +483,11 @@ fn sme_credit_risk(
 
 /// The job's first output, or an error naming the job and how it ended.
 fn first_output(job: &str, outcome: crate::JobOutcome) -> Result<String> {
-    match (outcome.status.as_str(), outcome.outputs.first()) {
+    match (outcome.ending.as_str(), outcome.outputs.first()) {
         ("succeeded", Some(output)) => Ok(output.clone()),
         _ => Err(anyhow!(
             "{job} job {}: {}",
-            outcome.status,
+            outcome.ending,
             outcome.error.unwrap_or_default()
         )),
     }

@@ -1,6 +1,8 @@
 //! Masked extracts for grants that allow them: sampled rows, every column
-//! through its manifest mask, k-anonymity over the quasi-identifiers, then
-//! quarantine and review like any other output.
+//! through its manifest mask, nearly unique identifying columns refused,
+//! k-anonymity over every identifying column and l-diversity of every
+//! sensitive one, then quarantine and review like any other output, with
+//! the class-size distribution for the reviewer.
 
 use std::sync::Arc;
 
@@ -8,8 +10,10 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use ring::rand::SecureRandom;
 use serde_json::json;
-use unseen_policy::mask::{self, SuppressionReport};
+use unseen_policy::manifest::ColumnSpec;
+use unseen_policy::mask::{self, ExtractPlan};
 
+use crate::jobs::Ending;
 use crate::{Domain, DomainError, JobBody, JobOutcome, data};
 
 /// Most rows an extract may sample.
@@ -17,7 +21,11 @@ pub const MAX_EXTRACT_ROWS: usize = 100_000;
 
 impl Domain {
     /// Runs a masked extract of `columns` under a grant, sampling each row
-    /// with probability `fraction`. The masked table goes to quarantine.
+    /// with probability `fraction`. The masked, k-anonymous and l-diverse
+    /// table goes to quarantine, with what the disclosure control did for
+    /// the reviewer. Returns the outcome and how the extract is protected
+    /// (the plan: decided from the manifest alone, so the developer may
+    /// see it); what was suppressed is for the reviewer and the ledger.
     pub fn run_extract(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
@@ -25,14 +33,14 @@ impl Domain {
         grant_id: &str,
         columns: &[String],
         fraction: f64,
-    ) -> Result<(JobOutcome, Option<SuppressionReport>), DomainError> {
+    ) -> Result<(JobOutcome, Option<ExtractPlan>), DomainError> {
         if !(fraction > 0.0 && fraction <= 1.0) {
             return Err(DomainError::Invalid(format!(
                 "sample fraction {fraction} must be in (0, 1]"
             )));
         }
         let description = format!("EXTRACT {} SAMPLE {fraction}", columns.join(", "));
-        let (mut job_host, log) = match self.begin_job(
+        let (job_host, log) = match self.begin_job(
             runtime,
             submitter,
             grant_id,
@@ -45,64 +53,119 @@ impl Domain {
         let job_id = job_host.job_id.clone();
         // Extracts read the grant's primary dataset only.
         let dataset = job_host.datasets[0].clone();
-        let specs =
-            match mask::plan_extract(&dataset.manifest, columns) {
-                Ok(s) => s,
-                Err(refusal) => {
-                    self.record(submitter, "query.refused", json!({
+        let manifest = &dataset.manifest;
+        let refuse = |refusal: unseen_policy::Refusal,
+                      counts: serde_json::Value|
+         -> Result<JobOutcome, DomainError> {
+            self.record(
+                submitter,
+                "query.refused",
+                json!({
                     "job": job_id, "grant": grant_id, "sql": description,
                     "rule": refusal.rule, "column": refusal.column, "reason": refusal.message,
-                }))?;
-                    let outcome = self.end_job(
-                        job_id,
-                        submitter,
-                        &log,
-                        "failed",
-                        Some(format!("refused: {}", refusal.message)),
-                        0,
-                    )?;
-                    return Ok((outcome, None));
-                }
-            };
-        let rows = runtime.block_on(sample_rows(&dataset, columns, fraction))?;
+                    "counts": counts,
+                }),
+            )?;
+            self.end_job(
+                job_id.clone(),
+                submitter,
+                &log,
+                Ending::refused(refusal.message),
+            )
+        };
+        let specs = match mask::plan_extract(manifest, columns) {
+            Ok(s) => s,
+            Err(refusal) => return Ok((refuse(refusal, json!(null))?, None)),
+        };
+        let plan = ExtractPlan::new(manifest, &specs);
         let pseudonyms = data::ValueHasher::pseudonyms(&dataset.key);
         let pseudonym = |v: &str| pseudonyms.pseudonym(v);
-        let (table, report) =
-            mask::mask_and_anonymise(&specs, rows, dataset.manifest.min_group_size, &pseudonym);
+        let scan = runtime.block_on(scan(&dataset, &specs, fraction, &pseudonym))?;
+        if let Err(refusal) = mask::refuse_nearly_unique(manifest, &scan.uniqueness) {
+            // Counts and column names for the ledger; the developer reads
+            // only which columns and why.
+            return Ok((refuse(refusal, json!(scan.uniqueness))?, Some(plan)));
+        }
+        let (table, report) = mask::mask_and_anonymise(&specs, &plan, scan.sample, &pseudonym);
         self.record(
             submitter,
             "extract.masked",
             json!({
                 "job": job_id, "grant": grant_id, "columns": columns, "sample": fraction,
+                "k": report.plan.k, "l": report.plan.l,
+                "identifying": report.plan.identifying, "sensitive": report.plan.sensitive,
+                "non_identifying": report.plan.non_identifying,
                 "rows_sampled": report.rows_sampled, "rows_released": report.rows_released,
-                "rows_suppressed": report.rows_suppressed, "k": report.k,
-                "quasi_identifiers": report.quasi_identifiers,
+                "rows_suppressed": report.rows_suppressed,
+                "classes_sampled": report.classes_sampled, "classes_released": report.classes_released,
+                "classes_under_k": report.classes_under_k, "rows_under_k": report.rows_under_k,
+                "classes_under_l": report.classes_under_l, "rows_under_l": report.rows_under_l,
+                "column_uniqueness": scan.uniqueness,
             }),
         )?;
-        use unseen_sandbox::JobHost;
-        let (status, error) = if let Some(reason) = job_host.cancel.reason() {
-            ("cancelled", Some(format!("job cancelled: {reason}")))
-        } else {
-            match job_host.emit("extract", table) {
-                Ok(()) => ("succeeded", None),
-                Err(e) => ("failed", Some(e)),
+        if let Some(reason) = job_host.cancel.reason() {
+            let outcome = self.end_job(job_id, submitter, &log, Ending::cancelled(&reason))?;
+            return Ok((outcome, Some(plan)));
+        }
+        let extra_findings = unseen_policy::checks::check_classes(
+            &table,
+            &plan.identifying,
+            &plan.sensitive,
+            plan.k,
+            plan.l,
+        );
+        let quarantined = self.quarantine_as(
+            submitter,
+            crate::Quarantine {
+                job_id: &job_id,
+                grant_id,
+                datasets: &job_host.datasets,
+                name: "extract",
+                kind: "extract",
+                extra_findings,
+                disclosure: Some(json!({
+                    "report": report, "column_uniqueness": scan.uniqueness,
+                    "nearly_unique_share": mask::NEARLY_UNIQUE_SHARE,
+                })),
+            },
+            &table,
+        );
+        let ending = match quarantined {
+            Ok(id) => {
+                crate::lock(&log).outputs.push(id);
+                Ending::finished()
             }
+            Err(e) => Ending {
+                error: Some(format!("output `extract` could not be quarantined: {e}")),
+                ..Ending::failed_in_service()
+            },
         };
-        let outcome = self.end_job(job_id, submitter, &log, status, error, 0)?;
-        Ok((outcome, Some(report)))
+        let outcome = self.end_job(job_id, submitter, &log, ending)?;
+        Ok((outcome, Some(plan)))
     }
 }
 
-/// Reads `columns` inside the engine and keeps each row with probability
-/// `fraction` (secure randomness), as text.
-async fn sample_rows(
+/// What one pass over a dataset found: the sampled rows (privacy unit and
+/// the text of each column) and how unique each identifying column is.
+struct Scan {
+    sample: Vec<(String, Vec<String>)>,
+    uniqueness: Vec<mask::ColumnUniqueness>,
+}
+
+/// Reads the privacy unit and the columns of `specs` inside the engine, in
+/// one pass: every row counts for how unique each identifying column is
+/// after masking (over the whole dataset, so the answer does not depend on
+/// the sample), and each row is kept with probability `fraction` (secure
+/// randomness), up to [`MAX_EXTRACT_ROWS`].
+async fn scan(
     dataset: &data::OpenDataset,
-    columns: &[String],
+    specs: &[&ColumnSpec],
     fraction: f64,
-) -> Result<Vec<Vec<String>>, DomainError> {
+    pseudonym: &dyn Fn(&str) -> String,
+) -> Result<Scan, DomainError> {
     let (ctx, _) = data::session(std::slice::from_ref(dataset), &[], &[]).await?;
-    let select = columns
-        .iter()
+    let select = std::iter::once(dataset.manifest.privacy_unit.as_str())
+        .chain(specs.iter().map(|s| s.name.as_str()))
         .map(|c| format!("\"{c}\""))
         .collect::<Vec<_>>()
         .join(", ");
@@ -121,36 +184,41 @@ async fn sample_rows(
         .map_err(withheld)?;
     let rng = ring::rand::SystemRandom::new();
     let threshold = (fraction * f64::from(u32::MAX)) as u64;
-    let mut rows = Vec::new();
-    'batches: for batch in batches {
+    let mut uniqueness = mask::Uniqueness::new(specs, dataset.manifest.min_group_size);
+    let mut sample = Vec::new();
+    for batch in batches {
         let text = batch
             .columns()
             .iter()
             .map(|c| arrow::compute::cast(c, &DataType::Utf8))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| DomainError::Invalid(e.to_string()))?;
+        let value = |column: &arrow::array::ArrayRef, r: usize| {
+            if column.is_null(r) {
+                String::new()
+            } else {
+                column.as_string::<i32>().value(r).to_string()
+            }
+        };
         for r in 0..batch.num_rows() {
+            let unit = value(&text[0], r);
+            let row: Vec<String> = text[1..].iter().map(|c| value(c, r)).collect();
+            if !uniqueness.is_empty() {
+                uniqueness.add(&unit, &mask::mask_row(specs, &row, pseudonym));
+            }
+            if sample.len() >= MAX_EXTRACT_ROWS {
+                continue;
+            }
             let mut draw = [0u8; 4];
             rng.fill(&mut draw)
                 .map_err(|_| DomainError::Invalid("no secure randomness".into()))?;
-            if u64::from(u32::from_le_bytes(draw)) > threshold {
-                continue;
-            }
-            rows.push(
-                text.iter()
-                    .map(|c| {
-                        if c.is_null(r) {
-                            String::new()
-                        } else {
-                            c.as_string::<i32>().value(r).to_string()
-                        }
-                    })
-                    .collect(),
-            );
-            if rows.len() >= MAX_EXTRACT_ROWS {
-                break 'batches;
+            if u64::from(u32::from_le_bytes(draw)) <= threshold {
+                sample.push((unit, row));
             }
         }
     }
-    Ok(rows)
+    Ok(Scan {
+        sample,
+        uniqueness: uniqueness.finish(),
+    })
 }

@@ -3,7 +3,11 @@
 //!
 //! A job is `queued` once admitted (its run counted against the grant),
 //! `running` while a sandbox executes it, and ends `succeeded`, `failed`,
-//! `trapped` or `cancelled`. Every transition is a ledger entry.
+//! `trapped` or `cancelled` (its ending, for reviewers). What everyone sees
+//! is what the service decided ([`Visible`]: `finished`, `stopped` by a
+//! named cause, or `refused`); what the guest computed beyond its outputs
+//! goes to review as the job's outcome output. Every transition is a
+//! ledger entry.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +33,13 @@ pub struct JobExtras {
 }
 
 /// A job as a user or an auditor sees it: metadata and metering, never data.
+///
+/// `status`, `stopped_by`, `reason`, `outcome` and the spend are the same
+/// for everyone: the service decides them, not the guest. The rest — how
+/// the run itself ended, its error, logs, refusals and metering — is what
+/// the guest computed: reviewers, admins and auditors see it from the job
+/// record; its developer sees it only once a reviewer approved the job's
+/// outcome output, and then exactly as approved.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct JobView {
     pub id: String,
@@ -36,46 +47,234 @@ pub struct JobView {
     pub submitter: String,
     pub module_sha256: Option<String>,
     pub sql: Option<String>,
+    /// `queued`, `running`, then `finished`, `stopped` or `refused`.
     pub status: String,
-    pub error: Option<String>,
+    /// The limit or cause that stopped the job.
+    pub stopped_by: Option<String>,
+    /// The host's reason for `stopped` or `refused`.
+    pub reason: Option<String>,
+    /// The output holding what the guest computed beyond its outputs, and
+    /// where its review stands.
+    pub outcome: Option<OutcomeReview>,
     pub submitted_at: String,
+    pub epsilon_spent: f64,
+    /// Output ids. A developer sees those of a module job once a reviewer
+    /// decided them or approved the job's outcome: how many outputs a
+    /// guest emits is its own choice.
+    pub outputs: Vec<String>,
+    /// `succeeded`, `failed`, `trapped` or `cancelled`: how the run ended.
+    pub ending: Option<String>,
+    pub error: Option<String>,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
     pub fuel_used: Option<i64>,
     pub queries: Option<i64>,
     pub rows_read: Option<i64>,
     pub run_ms: Option<i64>,
-    pub epsilon_spent: f64,
-    pub outputs: Vec<String>,
     pub logs: Vec<String>,
+    pub refusals: Vec<String>,
 }
 
-/// A job's error as its developer may read it over the service: what the
-/// guest computed — its exit code and its own failure text — goes to
-/// reviewers (an exit code can carry a value past review just as a message
-/// can); the host's reasons (limits, traps, refusals, cancellation) are kept.
-pub fn public_error(error: &str) -> String {
-    if error.starts_with("job returned exit code ") {
-        "the job ended with a failure status; its exit code and message are kept for the reviewer"
-            .to_string()
-    } else {
-        error.to_string()
+/// A job's outcome output and its review.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OutcomeReview {
+    pub output: String,
+    /// `quarantined`, `approved`, `rejected` or `pruned` (its logs were
+    /// cleared after the retention period, before anyone approved it).
+    pub review: String,
+}
+
+/// What everyone may see of how a job ended: decided by the service from
+/// what it did to the job, never from what the guest chose.
+///
+/// - `Finished`: the guest ran to its end, by returning (zero or not) or by
+///   trapping on its own (a panic, an out-of-bounds access): whether a
+///   guest fails is its choice, so the failure is reviewed like an output;
+/// - `Stopped`: the service stopped it, naming the cause: a limit (fuel,
+///   deadline, memory, stack, table, queries, dry runs, emits, output
+///   size, concurrent runs), a cancellation, a revoked grant, a restart or
+///   a failure of the service itself;
+/// - `Refused`: refused before the guest ran, for reasons decided without
+///   data (grant expired or revoked, module or UDF invalid, release inputs
+///   no longer readable); for SQL jobs and extracts, which have no guest,
+///   the policy's refusal of the query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Visible {
+    Finished,
+    Stopped { by: String, reason: String },
+    Refused { reason: String },
+}
+
+impl Visible {
+    fn status(&self) -> &'static str {
+        match self {
+            Visible::Finished => "finished",
+            Visible::Stopped { .. } => "stopped",
+            Visible::Refused { .. } => "refused",
+        }
+    }
+
+    fn stopped_by(&self) -> Option<String> {
+        match self {
+            Visible::Stopped { by, .. } => Some(by.clone()),
+            _ => None,
+        }
+    }
+
+    fn reason(&self) -> Option<String> {
+        match self {
+            Visible::Finished => None,
+            Visible::Stopped { reason, .. } | Visible::Refused { reason } => Some(reason.clone()),
+        }
+    }
+
+    /// Stopped by a limit the sandbox named. The limit's detail (how far
+    /// over, how much memory was asked for) is the guest's doing and stays
+    /// with reviewers.
+    fn limit(limit: &str) -> Visible {
+        Visible::Stopped {
+            by: limit.to_string(),
+            reason: format!("the job reached its {limit} limit"),
+        }
+    }
+
+    /// Stopped by a person or by revocation: `reason` is the host's text
+    /// (who cancelled, which grant was revoked and why).
+    pub(crate) fn cancelled(reason: &str) -> Visible {
+        // `stop_job` words a revocation as "grant `g` was revoked: ...".
+        let by = if reason.starts_with("grant `") {
+            "grant revoked"
+        } else {
+            "cancelled"
+        };
+        Visible::Stopped {
+            by: by.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Stopped by a failure of the service, not of the job.
+    pub(crate) fn service(reason: &str) -> Visible {
+        Visible::Stopped {
+            by: "service".to_string(),
+            reason: reason.to_string(),
+        }
     }
 }
 
-/// Use of one grant, for pricing by calls and volume.
+/// How a run ended, in full and as everyone sees it.
+pub(crate) struct Ending {
+    /// `succeeded`, `failed`, `trapped` or `cancelled`.
+    pub ending: &'static str,
+    pub error: Option<String>,
+    pub visible: Visible,
+    pub fuel: u64,
+    /// The guest ran: what it computed goes to review as an outcome output.
+    pub guest_ran: bool,
+}
+
+impl Ending {
+    /// Refused before anything ran.
+    pub(crate) fn refused(reason: String) -> Ending {
+        // Shown as "refused: <reason>": the policy's own prefix once only.
+        let reason = match reason.strip_prefix("refused: ") {
+            Some(rest) => rest.to_string(),
+            None => reason,
+        };
+        Ending {
+            ending: "failed",
+            error: Some(reason.clone()),
+            visible: Visible::Refused { reason },
+            fuel: 0,
+            guest_ran: false,
+        }
+    }
+
+    /// A job without a guest (SQL, extract) that ran to its end.
+    pub(crate) fn finished() -> Ending {
+        Ending {
+            ending: "succeeded",
+            error: None,
+            visible: Visible::Finished,
+            fuel: 0,
+            guest_ran: false,
+        }
+    }
+
+    /// A job without a guest that the service could not finish.
+    pub(crate) fn failed_in_service() -> Ending {
+        Ending {
+            ending: "failed",
+            error: None,
+            visible: Visible::service("the service could not finish the job; nothing was released"),
+            fuel: 0,
+            guest_ran: false,
+        }
+    }
+
+    /// A job without a guest stopped by cancellation or revocation.
+    pub(crate) fn cancelled(reason: &str) -> Ending {
+        Ending {
+            ending: "cancelled",
+            error: Some(format!("job cancelled: {reason}")),
+            visible: Visible::cancelled(reason),
+            fuel: 0,
+            guest_ran: false,
+        }
+    }
+
+    /// How a module's run ended, from the sandbox's report.
+    fn of_run(result: Result<unseen_sandbox::RunReport, SandboxError>) -> Ending {
+        let (ending, visible, fuel) = match &result {
+            Ok(report) => ("succeeded", Visible::Finished, report.fuel_used),
+            Err(SandboxError::JobFailed { fuel_used, .. }) => {
+                ("failed", Visible::Finished, *fuel_used)
+            }
+            Err(SandboxError::AbiVersion { .. }) => ("failed", Visible::Finished, 0),
+            Err(SandboxError::Trap { .. }) => ("trapped", Visible::Finished, 0),
+            Err(SandboxError::LimitExceeded { limit, .. }) => ("trapped", Visible::limit(limit), 0),
+            Err(SandboxError::Cancelled { reason }) => ("cancelled", Visible::cancelled(reason), 0),
+            // Before the guest ran: the module is not a job module.
+            Err(e @ SandboxError::MissingExport { .. }) => (
+                "failed",
+                Visible::Refused {
+                    reason: e.to_string(),
+                },
+                0,
+            ),
+            Err(_) => (
+                "failed",
+                Visible::service("the service failed while running the job; nothing was released"),
+                0,
+            ),
+        };
+        let guest_ran = !matches!(visible, Visible::Refused { .. });
+        Ending {
+            ending,
+            error: result.err().map(|e| e.to_string()),
+            visible,
+            fuel,
+            guest_ran,
+        }
+    }
+}
+
+/// Use of one grant, for pricing by calls and volume. What a job's guest
+/// chose (its queries, fuel, rows read, run time, and the outputs it
+/// emitted) is for admins, auditors and reviewers; a designated developer
+/// sees runs, statuses, spend, releases and downloads.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GrantUsage {
     pub grant: String,
     pub runs: u32,
     pub max_runs: Option<u32>,
     pub jobs_by_status: BTreeMap<String, u64>,
-    pub queries: i64,
-    pub fuel_used: i64,
-    pub rows_read: i64,
-    pub run_ms: i64,
+    pub queries: Option<i64>,
+    pub fuel_used: Option<i64>,
+    pub rows_read: Option<i64>,
+    pub run_ms: Option<i64>,
     pub epsilon_spent: f64,
-    pub outputs: i64,
+    pub outputs: Option<i64>,
     pub releases: i64,
     pub downloads: u32,
     pub max_downloads: Option<u32>,
@@ -85,44 +284,137 @@ pub struct GrantUsage {
 /// could not start.
 pub(crate) type Started = Result<(host::Host, Arc<Mutex<host::JobLog>>), JobOutcome>;
 
-/// Guest-written text (logs, failure message) stays with reviewers: it
-/// could carry released values past review.
-fn developer_view(mut view: JobView) -> JobView {
-    view.logs.clear();
-    view.error = view.error.as_deref().map(public_error);
-    // The guest decides how much fuel it burns, how many queries it makes
-    // and how long it runs: each could count out a value. Reviewers and
-    // auditors see them; the developer sees the spend.
-    view.fuel_used = None;
-    view.queries = None;
-    view.rows_read = None;
-    view.run_ms = None;
-    view
-}
-
-const JOB_COLUMNS: &str = "j.id, j.grant_id, j.submitter, j.module, j.sql, j.status, j.error, j.submitted_at, j.started_at, j.ended_at, j.fuel, j.queries, j.rows_scanned, j.run_ms, COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0), j.logs";
+const JOB_COLUMNS: &str = "j.id, j.grant_id, j.submitter, j.module, j.sql, j.status, j.error, j.submitted_at, j.started_at, j.ended_at, j.fuel, j.queries, j.rows_scanned, j.run_ms, COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0), j.logs, j.visible, j.stopped_by, j.reason, j.refusals, j.outcome_output, (SELECT o.status FROM outputs o WHERE o.id = j.outcome_output)";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
-    let logs: String = r.get(15)?;
+    let list = |i: usize| -> rusqlite::Result<Vec<String>> {
+        let text: String = r.get(i)?;
+        Ok(serde_json::from_str(&text).unwrap_or_default())
+    };
+    let status: String = r.get(5)?;
+    let visible: Option<String> = r.get(16)?;
+    let outcome_output: Option<String> = r.get(20)?;
+    let outcome_status: Option<String> = r.get(21)?;
     Ok(JobView {
         id: r.get(0)?,
         grant: r.get(1)?,
         submitter: r.get(2)?,
         module_sha256: r.get(3)?,
         sql: r.get(4)?,
-        status: r.get(5)?,
-        error: r.get(6)?,
+        // Queued and running are the same for everyone; an ended job
+        // shows what the service decided.
+        status: visible.unwrap_or_else(|| status.clone()),
+        stopped_by: r.get(17)?,
+        reason: r.get(18)?,
+        outcome: outcome_output.map(|output| OutcomeReview {
+            output,
+            review: outcome_status.unwrap_or_else(|| "quarantined".into()),
+        }),
         submitted_at: r.get(7)?,
+        epsilon_spent: r.get(14)?,
+        outputs: Vec::new(),
+        ending: matches!(
+            status.as_str(),
+            "succeeded" | "failed" | "trapped" | "cancelled"
+        )
+        .then_some(status),
+        error: r.get(6)?,
         started_at: r.get(8)?,
         ended_at: r.get(9)?,
         fuel_used: r.get(10)?,
         queries: r.get(11)?,
         rows_read: r.get(12)?,
         run_ms: r.get(13)?,
-        epsilon_spent: r.get(14)?,
-        outputs: Vec::new(),
-        logs: serde_json::from_str(&logs).unwrap_or_default(),
+        logs: list(15)?,
+        refusals: list(19)?,
     })
+}
+
+/// The table an outcome output holds, one `(item, value)` row per fact:
+/// `ending`, `error`, `fuel_used`, `queries`, `rows_read`, `run_ms`,
+/// `started_at`, `ended_at`, then one `output`, `refusal` and `log` row per
+/// output, refusal and log line. Text only, so the automatic checks scan
+/// every value for identifiers and prohibited values.
+fn outcome_table(view: &JobView) -> udf_sdk::Table {
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    if let Some(ending) = &view.ending {
+        rows.push(("ending", ending.clone()));
+    }
+    if let Some(error) = &view.error {
+        rows.push(("error", error.clone()));
+    }
+    for (item, value) in [
+        ("fuel_used", view.fuel_used),
+        ("queries", view.queries),
+        ("rows_read", view.rows_read),
+        ("run_ms", view.run_ms),
+    ] {
+        if let Some(v) = value {
+            rows.push((item, v.to_string()));
+        }
+    }
+    for (item, value) in [
+        ("started_at", &view.started_at),
+        ("ended_at", &view.ended_at),
+    ] {
+        if let Some(v) = value {
+            rows.push((item, v.clone()));
+        }
+    }
+    rows.extend(view.outputs.iter().map(|o| ("output", o.clone())));
+    rows.extend(view.refusals.iter().map(|r| ("refusal", r.clone())));
+    rows.extend(view.logs.iter().map(|l| ("log", l.clone())));
+    udf_sdk::Table::default()
+        .with(
+            "item",
+            udf_sdk::ColumnValues::Text(rows.iter().map(|(i, _)| (*i).to_string()).collect()),
+        )
+        .with(
+            "value",
+            udf_sdk::ColumnValues::Text(rows.into_iter().map(|(_, v)| v).collect()),
+        )
+}
+
+/// Fills the guest's part of `view` from an approved outcome table: the
+/// developer sees exactly what the reviewer approved.
+fn apply_outcome_table(view: &mut JobView, table: &udf_sdk::Table) {
+    let (Some(udf_sdk::ColumnValues::Text(items)), Some(udf_sdk::ColumnValues::Text(values))) =
+        (table.column("item"), table.column("value"))
+    else {
+        return;
+    };
+    let number = |v: &str| v.parse::<i64>().ok();
+    view.outputs.clear();
+    for (item, value) in items.iter().zip(values) {
+        match item.as_str() {
+            "ending" => view.ending = Some(value.clone()),
+            "error" => view.error = Some(value.clone()),
+            "fuel_used" => view.fuel_used = number(value),
+            "queries" => view.queries = number(value),
+            "rows_read" => view.rows_read = number(value),
+            "run_ms" => view.run_ms = number(value),
+            "started_at" => view.started_at = Some(value.clone()),
+            "ended_at" => view.ended_at = Some(value.clone()),
+            "output" => view.outputs.push(value.clone()),
+            "refusal" => view.refusals.push(value.clone()),
+            "log" => view.logs.push(value.clone()),
+            _ => {}
+        }
+    }
+}
+
+/// The guest's part of a view, withheld.
+fn withhold_guest_part(view: &mut JobView) {
+    view.ending = None;
+    view.error = None;
+    view.started_at = None;
+    view.ended_at = None;
+    view.fuel_used = None;
+    view.queries = None;
+    view.rows_read = None;
+    view.run_ms = None;
+    view.logs.clear();
+    view.refusals.clear();
 }
 
 impl Domain {
@@ -354,9 +646,7 @@ impl Domain {
                     job_id.to_string(),
                     &submitter,
                     &log,
-                    "failed",
-                    Some(format!("the job could not start: {e}")),
-                    0,
+                    Ending::refused(format!("the job could not start: {e}")),
                 )?;
                 return Ok(Err(outcome));
             }
@@ -408,15 +698,16 @@ impl Domain {
         self.start_job(runtime, &job_id)
     }
 
-    /// Records how a job ended and returns its outcome.
+    /// Records how a job ended and returns its outcome. When its guest
+    /// ran, what the guest computed beyond its outputs (how it ended, its
+    /// error, logs, refusals and metering) goes to quarantine as the job's
+    /// outcome output, for a reviewer to decide like any output.
     pub(crate) fn end_job(
         &self,
         job_id: String,
         submitter: &str,
         log: &Mutex<host::JobLog>,
-        status: &str,
-        error: Option<String>,
-        fuel: u64,
+        ending: Ending,
     ) -> Result<JobOutcome, DomainError> {
         lock(&self.running).remove(&job_id);
         let log = std::mem::take(&mut *lock(log));
@@ -424,25 +715,53 @@ impl Domain {
             .started
             .map(|s| i64::try_from(s.elapsed().as_millis()).unwrap_or(i64::MAX));
         let logs = serde_json::to_string(&log.lines).unwrap_or_else(|_| "[]".into());
-        lock(&self.db).execute(
-            "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10 WHERE id = ?1 AND status IN ('queued', 'running')",
-            params![job_id, status, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs],
+        let refusals = serde_json::to_string(&log.refusals).unwrap_or_else(|_| "[]".into());
+        let Ending {
+            ending,
+            error,
+            visible,
+            fuel,
+            guest_ran,
+        } = ending;
+        let ended = lock(&self.db).execute(
+            "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10,
+                 refusals = ?11, visible = ?12, stopped_by = ?13, reason = ?14
+             WHERE id = ?1 AND status IN ('queued', 'running')",
+            params![job_id, ending, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs,
+                refusals, visible.status(), visible.stopped_by(), visible.reason()],
+        )?;
+        let outcome_output = if ended == 1 && guest_ran {
+            Some(self.quarantine_outcome(&job_id, submitter)?)
+        } else {
+            None
+        };
+        let guest: bool = lock(&self.db).query_row(
+            "SELECT module IS NOT NULL FROM jobs WHERE id = ?1",
+            [&job_id],
+            |r| r.get(0),
         )?;
         self.record(
             submitter,
             "job.ended",
             json!({
-                "job": job_id, "status": status, "error": error, "fuel_used": fuel,
+                "job": job_id, "status": ending, "visible": visible.status(),
+                "stopped_by": visible.stopped_by(), "error": error, "fuel_used": fuel,
                 "queries": log.queries, "rows_read": log.rows_read, "run_ms": run_ms,
-                "udf_rows_failed": log.udf_rows_failed,
-                "outputs": log.outputs, "epsilon_spent": log.epsilon_spent,
+                "udf_rows_failed": log.udf_rows_failed, "refusals": log.refusals.len(),
+                "outputs": log.outputs, "outcome_output": outcome_output,
+                "epsilon_spent": log.epsilon_spent,
             }),
         )?;
         Ok(JobOutcome {
             job_id,
-            status: status.to_string(),
+            status: visible.status().to_string(),
+            stopped_by: visible.stopped_by(),
+            reason: visible.reason(),
+            ending: ending.to_string(),
             error,
             outputs: log.outputs,
+            outcome_output,
+            guest,
             refusals: log.refusals,
             logs: log.lines,
             epsilon_spent: log.epsilon_spent,
@@ -450,19 +769,47 @@ impl Domain {
         })
     }
 
+    /// Quarantines the outcome of a job that just ended, from its record.
+    fn quarantine_outcome(&self, job_id: &str, submitter: &str) -> Result<String, DomainError> {
+        let view = self.job_record(job_id)?;
+        let grant = self.grant(&view.grant)?;
+        // The checks need the datasets' prohibited-value indexes, not their
+        // data: a destroyed dataset (no key) is checked without its index.
+        let datasets = self.open_grant_datasets(&grant).unwrap_or_default();
+        let id = self.quarantine_as(
+            submitter,
+            crate::Quarantine {
+                job_id,
+                grant_id: &view.grant,
+                datasets: &datasets,
+                name: "outcome",
+                kind: "outcome",
+                extra_findings: Vec::new(),
+                disclosure: None,
+            },
+            &outcome_table(&view),
+        )?;
+        lock(&self.db).execute(
+            "UPDATE jobs SET outcome_output = ?2 WHERE id = ?1",
+            params![job_id, id],
+        )?;
+        Ok(id)
+    }
+
     /// Ends a job that stopped outside the normal path (its thread
     /// panicked): failed, with the reason, and recorded.
     pub fn end_abandoned_job(&self, job_id: &str, reason: &str) -> Result<(), DomainError> {
         lock(&self.running).remove(job_id);
         let ended = lock(&self.db).execute(
-            "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3 WHERE id = ?1 AND status IN ('queued', 'running')",
+            "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = 'service', reason = ?2
+             WHERE id = ?1 AND status IN ('queued', 'running')",
             params![job_id, reason, now_rfc3339()],
         )?;
         if ended == 1 {
             self.record(
                 "system",
                 "job.ended",
-                json!({"job": job_id, "status": "failed", "error": reason}),
+                json!({"job": job_id, "status": "failed", "visible": "stopped", "stopped_by": "service", "error": reason}),
             )?;
         }
         Ok(())
@@ -474,9 +821,14 @@ impl Domain {
         Ok(JobOutcome {
             job_id: view.id,
             status: view.status,
+            stopped_by: view.stopped_by,
+            reason: view.reason,
+            ending: view.ending.unwrap_or_default(),
             error: view.error,
             outputs: view.outputs,
-            refusals: Vec::new(),
+            outcome_output: view.outcome.map(|o| o.output),
+            guest: view.module_sha256.is_some(),
+            refusals: view.refusals,
             logs: view.logs,
             epsilon_spent: view.epsilon_spent,
             fuel_used: view.fuel_used.map_or(0, |f| u64::try_from(f).unwrap_or(0)),
@@ -521,22 +873,14 @@ impl Domain {
                     job_id.to_string(),
                     &submitter,
                     &log,
-                    "failed",
-                    Some(e.to_string()),
-                    0,
+                    Ending::refused(e.to_string()),
                 );
             }
         };
         let result = self
             .sandbox
             .run_job_cancellable(&module, Box::new(job_host), &cancel);
-        let (status, error, fuel) = match result {
-            Ok(report) => ("succeeded", None, report.fuel_used),
-            Err(e @ SandboxError::JobFailed { .. }) => ("failed", Some(e.to_string()), 0),
-            Err(e @ SandboxError::Cancelled { .. }) => ("cancelled", Some(e.to_string()), 0),
-            Err(e) => ("trapped", Some(e.to_string()), 0),
-        };
-        self.end_job(job_id.to_string(), &submitter, &log, status, error, fuel)
+        self.end_job(job_id.to_string(), &submitter, &log, Ending::of_run(result))
     }
 
     /// Submits and runs a job under a grant, to completion. Blocking, like
@@ -572,17 +916,28 @@ impl Domain {
                 Err(ended) => return Ok(ended),
             };
         let job_id = job_host.job_id.clone();
-        let (status, error) = match job_host.query(sql) {
+        // No guest: the policy's refusal of the developer's own query is
+        // decided from the query, the manifests and the grant, and shown.
+        let ending = match job_host.query(sql) {
             Ok(bytes) => match udf_sdk::abi::decode_query_result(&bytes) {
                 Ok(released) => match job_host.emit("result", released.table) {
-                    Ok(()) => ("succeeded", None),
-                    Err(e) => ("failed", Some(e)),
+                    Ok(()) => Ending::finished(),
+                    Err(e) => Ending {
+                        error: Some(e),
+                        ..Ending::failed_in_service()
+                    },
                 },
-                Err(e) => ("failed", Some(format!("released result is malformed: {e}"))),
+                Err(e) => Ending {
+                    error: Some(format!("released result is malformed: {e}")),
+                    ..Ending::failed_in_service()
+                },
             },
-            Err(refusal) => ("failed", Some(refusal)),
+            Err(_) if job_host.cancel.reason().is_some() => {
+                Ending::cancelled(&job_host.cancel.reason().unwrap_or_default())
+            }
+            Err(refusal) => Ending::refused(refusal),
         };
-        self.end_job(job_id, submitter, &log, status, error, 0)
+        self.end_job(job_id, submitter, &log, ending)
     }
 
     /// Cancels a queued or running job: its submitter or an admin may.
@@ -614,9 +969,11 @@ impl Domain {
     /// Stops one job: a queued job ends `cancelled` at once, a running one
     /// at its next epoch tick. Returns what happened.
     fn stop_job(&self, actor: &str, job_id: &str, reason: &str) -> Result<String, DomainError> {
+        let visible = Visible::cancelled(reason);
         let was_queued = lock(&self.db).execute(
-            "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3 WHERE id = ?1 AND status = 'queued'",
-            params![job_id, reason, now_rfc3339()],
+            "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = ?4, reason = ?2
+             WHERE id = ?1 AND status = 'queued'",
+            params![job_id, reason, now_rfc3339(), visible.stopped_by()],
         )? == 1;
         let state = if was_queued {
             "cancelled"
@@ -696,16 +1053,50 @@ impl Domain {
                 id: job_id.to_string(),
                 list: "job list",
             })?;
-        let mut stmt =
-            db.prepare("SELECT id FROM outputs WHERE job_id = ?1 ORDER BY created_at")?;
+        let mut stmt = db.prepare(
+            "SELECT id FROM outputs WHERE job_id = ?1 AND kind != 'outcome' ORDER BY created_at, rowid",
+        )?;
         view.outputs = stmt
             .query_map([job_id], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         Ok(view)
     }
 
+    /// What a developer sees of their job (see [`JobView`]): what the
+    /// service decided, and what the guest computed only as a reviewer
+    /// approved it in the job's outcome output.
+    fn developer_view(&self, mut view: JobView) -> Result<JobView, DomainError> {
+        withhold_guest_part(&mut view);
+        if view.module_sha256.is_none() {
+            // SQL jobs and extracts: one output, made by the service.
+            return Ok(view);
+        }
+        view.outputs.clear();
+        if let Some(outcome) = &view.outcome
+            && outcome.review == "approved"
+        {
+            let (_, _, table) = self.output(&outcome.output)?;
+            apply_outcome_table(&mut view, &table);
+        }
+        let decided: Vec<String> = {
+            let db = lock(&self.db);
+            let mut stmt = db.prepare(
+                "SELECT id FROM outputs WHERE job_id = ?1 AND kind != 'outcome' AND status IN ('approved', 'rejected') ORDER BY created_at, rowid",
+            )?;
+            let rows = stmt.query_map([&view.id], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for output in decided {
+            if !view.outputs.contains(&output) {
+                view.outputs.push(output);
+            }
+        }
+        Ok(view)
+    }
+
     /// A job's status and metering. Its submitter, admins, reviewers and
-    /// auditors may read it (it carries no data).
+    /// auditors may read it (it carries no data); its submitter sees what
+    /// [`JobView`] says a developer sees.
     pub fn job(&self, actor: &str, job_id: &str) -> Result<JobView, DomainError> {
         let role = self.role_of(actor)?;
         let view = self.job_record(job_id)?;
@@ -717,11 +1108,11 @@ impl Domain {
                 needed: "admin, reviewer or auditor".into(),
             });
         }
-        Ok(if role == Role::Developer {
-            developer_view(view)
+        if role == Role::Developer {
+            self.developer_view(view)
         } else {
-            view
-        })
+            Ok(view)
+        }
     }
 
     /// Jobs, newest first: a developer sees their own, other roles all.
@@ -738,36 +1129,39 @@ impl Domain {
         };
         ids.iter()
             .map(|id| {
-                self.job_record(id).map(|v| {
-                    if role == Role::Developer {
-                        developer_view(v)
-                    } else {
-                        v
-                    }
-                })
+                let view = self.job_record(id)?;
+                if role == Role::Developer {
+                    self.developer_view(view)
+                } else {
+                    Ok(view)
+                }
             })
             .collect()
     }
 
     /// Use of a grant for pricing: runs, jobs, queries, fuel, rows read,
-    /// time, epsilon, outputs, releases, downloads. Admins, auditors and the
-    /// grant's designated users may read it.
+    /// time, epsilon, outputs, releases, downloads. Admins, auditors,
+    /// reviewers and the grant's designated users may read it; designated
+    /// developers see what [`GrantUsage`] says they see.
     pub fn grant_usage(&self, actor: &str, grant_id: &str) -> Result<GrantUsage, DomainError> {
         let role = self.role_of(actor)?;
         let grant = self.grant(grant_id)?;
-        if !(matches!(role, Role::Admin | Role::Auditor) || grant.designates(actor)) {
+        let oversight = matches!(role, Role::Admin | Role::Auditor | Role::Reviewer);
+        if !(oversight || grant.designates(actor)) {
             return Err(DomainError::Forbidden {
                 actor: actor.to_string(),
                 role: role.as_str().to_string(),
                 action: "read the usage of this grant",
-                needed: "admin or auditor (or be designated on the grant)".into(),
+                needed: "admin, auditor or reviewer (or be designated on the grant)".into(),
             });
         }
         let db = lock(&self.db);
         let mut jobs_by_status = BTreeMap::new();
         {
-            let mut stmt = db
-                .prepare("SELECT status, COUNT(*) FROM jobs WHERE grant_id = ?1 GROUP BY status")?;
+            // By what everyone sees: a guest chooses whether it fails.
+            let mut stmt = db.prepare(
+                "SELECT COALESCE(visible, status), COUNT(*) FROM jobs WHERE grant_id = ?1 GROUP BY 1",
+            )?;
             let rows = stmt.query_map([grant_id], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })?;
@@ -786,17 +1180,18 @@ impl Domain {
             [grant_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        let shown = |v: i64| oversight.then_some(v);
         Ok(GrantUsage {
             grant: grant.id,
             runs: grant.runs,
             max_runs: grant.max_runs,
             jobs_by_status,
-            queries,
-            fuel_used: fuel,
-            rows_read,
-            run_ms,
+            queries: shown(queries),
+            fuel_used: shown(fuel),
+            rows_read: shown(rows_read),
+            run_ms: shown(run_ms),
             epsilon_spent: grant.epsilon_spent,
-            outputs,
+            outputs: shown(outputs),
             releases,
             downloads: grant.downloads,
             max_downloads: grant.max_downloads,
@@ -815,8 +1210,9 @@ pub fn log_retention_days() -> u32 {
 
 impl Domain {
     /// Clears the guest logs of jobs that ended more than `older_than_days`
-    /// ago; refuses to touch anything younger than the retention period.
-    /// Job records, metering and the ledger are never pruned.
+    /// ago, in the job records and in outcome outputs not released;
+    /// refuses to touch anything younger than the retention period. Job
+    /// records, metering, releases and the ledger are never pruned.
     pub fn prune_job_logs(&self, actor: &str, older_than_days: u32) -> Result<usize, DomainError> {
         self.require(actor, Role::Admin, "prune logs")?;
         let retention = log_retention_days();
@@ -829,6 +1225,47 @@ impl Domain {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let cutoff = crate::util::rfc3339(now.saturating_sub(u64::from(older_than_days) * 86_400));
+        // The logs also sit in outcome outputs no one approved: those lose
+        // their log rows and leave review (`pruned`); an approved outcome is
+        // a signed release and stays as released.
+        let outcomes: Vec<(String, Vec<u8>)> = {
+            let db = lock(&self.db);
+            let mut stmt = db.prepare(
+                "SELECT o.id, o.data FROM outputs o JOIN jobs j ON j.outcome_output = o.id
+                 WHERE j.ended_at IS NOT NULL AND j.ended_at < ?1 AND j.logs != '[]' AND o.status IN ('quarantined', 'rejected')",
+            )?;
+            let rows = stmt.query_map([&cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut pruned_outcomes = Vec::new();
+        for (output, bytes) in outcomes {
+            let Ok(table) = udf_sdk::abi::decode_table(&bytes) else {
+                continue;
+            };
+            let (
+                Some(udf_sdk::ColumnValues::Text(items)),
+                Some(udf_sdk::ColumnValues::Text(values)),
+            ) = (table.column("item"), table.column("value"))
+            else {
+                continue;
+            };
+            let (items, values): (Vec<String>, Vec<String>) = items
+                .iter()
+                .zip(values)
+                .filter(|(item, _)| item.as_str() != "log")
+                .map(|(i, v)| (i.clone(), v.clone()))
+                .unzip();
+            let kept = udf_sdk::Table::default()
+                .with("item", udf_sdk::ColumnValues::Text(items))
+                .with("value", udf_sdk::ColumnValues::Text(values));
+            let data = udf_sdk::abi::encode_table(&kept);
+            let sha = crate::util::sha256_hex(&data);
+            lock(&self.db).execute(
+                "UPDATE outputs SET data = ?2, sha256 = ?3, status = 'pruned' WHERE id = ?1 AND status IN ('quarantined', 'rejected')",
+                params![output, data, sha],
+            )?;
+            pruned_outcomes.push(json!({"output": output, "sha256": sha}));
+        }
         let pruned = lock(&self.db).execute(
             "UPDATE jobs SET logs = '[]' WHERE ended_at IS NOT NULL AND ended_at < ?1 AND logs != '[]'",
             [&cutoff],
@@ -836,7 +1273,7 @@ impl Domain {
         self.record(
             actor,
             "logs.pruned",
-            json!({"older_than": cutoff, "jobs": pruned, "retention_days": retention}),
+            json!({"older_than": cutoff, "jobs": pruned, "retention_days": retention, "outcome_outputs": pruned_outcomes}),
         )?;
         Ok(pruned)
     }

@@ -377,15 +377,33 @@ impl GrantRequest {
     }
 }
 
-/// How a job run ended.
+/// How a job run ended, in full: for the operator's own code (the demo,
+/// benchmarks, `dev run`) and reviewers. What its developer may see of it
+/// is [`server::developer_outcome`].
 #[derive(Debug, Clone)]
 pub struct JobOutcome {
     pub job_id: String,
-    /// `succeeded`, `failed` or `trapped`.
+    /// What everyone sees: `finished`, `stopped` or `refused`
+    /// (see [`jobs::Visible`]).
     pub status: String,
+    /// The limit or cause that stopped it (`fuel`, `deadline`, `memory`,
+    /// `cancelled`, `grant revoked`, ...), when `stopped`.
+    pub stopped_by: Option<String>,
+    /// The host's own reason when `stopped` or `refused`: decided without
+    /// the guest, so shown to the developer.
+    pub reason: Option<String>,
+    /// How the run itself ended: `succeeded`, `failed`, `trapped` or
+    /// `cancelled`. A guest chooses whether it fails, so this is reviewed.
+    pub ending: String,
+    /// The full error (exit code and the guest's message included).
     pub error: Option<String>,
     /// Output ids placed in quarantine.
     pub outputs: Vec<String>,
+    /// The quarantined output holding what the guest computed beyond its
+    /// outputs (module jobs whose guest ran).
+    pub outcome_output: Option<String>,
+    /// True for module jobs: a guest chose what the run did.
+    pub guest: bool,
     /// Refusals the job met, as the guest saw them.
     pub refusals: Vec<String>,
     /// Guest log lines.
@@ -452,6 +470,22 @@ impl Drop for ReviewClaim {
     fn drop(&mut self) {
         lock(&self.set).remove(&self.output);
     }
+}
+
+/// An output to quarantine: where it comes from and what it is.
+pub(crate) struct Quarantine<'a> {
+    pub job_id: &'a str,
+    pub grant_id: &'a str,
+    /// The grant's datasets, for the prohibited-value checks.
+    pub datasets: &'a [OpenDataset],
+    pub name: &'a str,
+    /// `table` (emitted by a job), `outcome` (what a guest computed beyond
+    /// its outputs) or `extract` (a masked extract).
+    pub kind: &'a str,
+    /// Findings of checks particular to the kind (extract classes).
+    pub extra_findings: Vec<unseen_policy::checks::Finding>,
+    /// What the output's disclosure control did, for the reviewer.
+    pub disclosure: Option<serde_json::Value>,
 }
 
 /// What signing a release needs to know about the approved output.
@@ -569,13 +603,13 @@ impl Domain {
                 "the service stopped before the job started; submit it again"
             };
             lock(&self.db).execute(
-                "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3 WHERE id = ?1",
+                "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = 'service restart', reason = ?2 WHERE id = ?1",
                 params![job, reason, now_rfc3339()],
             )?;
             self.record(
                 "system",
                 "job.recovered",
-                json!({"job": job, "submitter": submitter, "status": "failed", "reason": reason}),
+                json!({"job": job, "submitter": submitter, "status": "failed", "visible": "stopped", "reason": reason}),
             )?;
         }
         Ok(())
@@ -1385,22 +1419,76 @@ impl Domain {
         name: &str,
         table: &udf_sdk::Table,
     ) -> Result<String, DomainError> {
+        self.quarantine_as(
+            actor,
+            Quarantine {
+                job_id,
+                grant_id,
+                datasets,
+                name,
+                kind: "table",
+                extra_findings: Vec::new(),
+                disclosure: None,
+            },
+            table,
+        )
+    }
+
+    /// Places an output of any kind in quarantine, with the automatic
+    /// findings and, for the reviewer, what its disclosure control did.
+    pub(crate) fn quarantine_as(
+        &self,
+        actor: &str,
+        q: Quarantine<'_>,
+        table: &udf_sdk::Table,
+    ) -> Result<String, DomainError> {
         let bytes = udf_sdk::abi::encode_table(table);
         let sha = sha256_hex(&bytes);
         let id = new_id("out");
-        let findings = self.check_output(grant_id, datasets, table)?;
+        let mut findings = self.check_output(q.grant_id, q.datasets, table)?;
+        findings.extend(q.extra_findings);
         let findings_json =
             serde_json::to_string(&findings).map_err(|e| DomainError::Invalid(e.to_string()))?;
+        let disclosure = q.disclosure.map(|d| d.to_string());
         lock(&self.db).execute(
-            "INSERT INTO outputs(id, job_id, name, data, sha256, findings, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![id, job_id, name, bytes, sha, findings_json, now_rfc3339()],
+            "INSERT INTO outputs(id, job_id, name, data, sha256, findings, created_at, kind, disclosure) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![id, q.job_id, q.name, bytes, sha, findings_json, now_rfc3339(), q.kind, disclosure],
         )?;
         self.record(actor, "output.quarantined", json!({
-            "output": id, "job": job_id, "name": name, "sha256": sha,
+            "output": id, "job": q.job_id, "name": q.name, "kind": q.kind, "sha256": sha,
             "rows": table.rows(), "columns": table.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
             "findings": findings.iter().map(|f| json!({"kind": f.kind, "column": f.column, "row": f.row, "blocking": f.blocking})).collect::<Vec<_>>(),
         }))?;
         Ok(id)
+    }
+
+    /// An output's kind (`table`, `outcome` or `extract`) and, for an
+    /// extract, what its disclosure control did (for reviewers only).
+    pub fn output_details(
+        &self,
+        output_id: &str,
+    ) -> Result<(String, Option<serde_json::Value>), DomainError> {
+        let (kind, disclosure): (String, Option<String>) = lock(&self.db)
+            .query_row(
+                "SELECT kind, disclosure FROM outputs WHERE id = ?1",
+                [output_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or_else(|| DomainError::NotFound {
+                what: "output",
+                id: output_id.to_string(),
+                list: "review list",
+            })?;
+        let disclosure = disclosure
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| {
+                DomainError::Invalid(format!(
+                    "disclosure report of `{output_id}` is damaged: {e}"
+                ))
+            })?;
+        Ok((kind, disclosure))
     }
 
     /// Runs the automatic output checks against the prohibited values of
@@ -1473,52 +1561,53 @@ impl Domain {
         })
     }
 
-    /// The review queue: every quarantined output with its automatic
-    /// findings, the job's module hash or SQL, queries and spend, approvals
-    /// so far, and a diff against the grant's latest release of the same name.
+    /// The review queue: every quarantined output with its kind, automatic
+    /// findings, the job's module hash or SQL, how the job ended (its
+    /// ending, error, fuel, queries and logs: what its developer sees only
+    /// once its outcome is approved), spend, approvals so far, a diff
+    /// against the grant's latest release of the same name and, for an
+    /// extract, what its disclosure control did.
     pub fn review_queue(&self, actor: &str) -> Result<Vec<serde_json::Value>, DomainError> {
         self.require(actor, Role::Reviewer, "read the review queue")?;
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            String,
-            Option<i64>,
-            f64,
-        );
+        struct Row {
+            output: String,
+            name: String,
+            kind: String,
+            job: String,
+            grant: String,
+        }
         let rows: Vec<Row> = {
             let db = lock(&self.db);
             let mut stmt = db.prepare(
-                "SELECT o.id, o.name, o.job_id, j.submitter, j.module, j.sql, j.grant_id, j.queries,
-                        COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0)
-                 FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.status = 'quarantined' ORDER BY o.created_at, o.id",
+                "SELECT o.id, o.name, o.kind, o.job_id, j.grant_id
+                 FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.status = 'quarantined' ORDER BY o.created_at, o.rowid",
             )?;
             let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                ))
+                Ok(Row {
+                    output: r.get(0)?,
+                    name: r.get(1)?,
+                    kind: r.get(2)?,
+                    job: r.get(3)?,
+                    grant: r.get(4)?,
+                })
             })?;
             rows.collect::<Result<_, _>>()?
         };
         let mut queue = Vec::with_capacity(rows.len());
-        for (output, name, job, submitter, module, sql, grant, queries, epsilon) in rows {
+        for Row {
+            output,
+            name,
+            kind,
+            job,
+            grant,
+        } in rows
+        {
             let (_, _, table) = self.output(&output)?;
             let earlier: Option<(String, Vec<u8>)> = lock(&self.db)
                 .query_row(
                     "SELECT o.id, o.data FROM outputs o JOIN jobs j ON j.id = o.job_id
-                     WHERE j.grant_id = ?1 AND o.name = ?2 AND o.status = 'approved' ORDER BY o.created_at DESC LIMIT 1",
-                    params![grant, name],
+                     WHERE j.grant_id = ?1 AND o.name = ?2 AND o.kind = ?3 AND o.status = 'approved' ORDER BY o.created_at DESC LIMIT 1",
+                    params![grant, name, kind],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
@@ -1533,16 +1622,16 @@ impl Domain {
                 |r| r.get(0),
             )?;
             let required = self.grant(&grant)?.approvals_required;
-            let logs: String =
-                lock(&self.db)
-                    .query_row("SELECT logs FROM jobs WHERE id = ?1", [&job], |r| r.get(0))?;
-            let logs: Vec<String> = serde_json::from_str(&logs).unwrap_or_default();
+            let view = self.job(actor, &job)?;
+            let (_, disclosure) = self.output_details(&output)?;
             queue.push(json!({
-                "output": output, "name": name, "job": job, "grant": grant, "submitter": submitter,
-                "module_sha256": module, "sql": sql, "queries": queries, "epsilon_spent": epsilon,
+                "output": output, "name": name, "kind": kind, "job": job, "grant": grant,
+                "submitter": view.submitter, "module_sha256": view.module_sha256, "sql": view.sql,
+                "job_status": view.status, "job_ending": view.ending, "job_error": view.error,
+                "fuel_used": view.fuel_used, "queries": view.queries, "epsilon_spent": view.epsilon_spent,
                 "rows": table.rows(), "columns": table.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
                 "findings": self.findings(&output)?, "approvals": approvals, "approvals_required": required,
-                "diff": diff, "guest_logs": logs,
+                "diff": diff, "guest_logs": view.logs, "disclosure": disclosure,
             }));
         }
         Ok(queue)

@@ -656,7 +656,7 @@ async fn grant_usage(
     Path(id): Path<String>,
 ) -> ApiResult {
     actor.require(
-        &[Role::Admin, Role::Auditor, Role::Developer],
+        &[Role::Admin, Role::Auditor, Role::Reviewer, Role::Developer],
         "read grant usage",
     )?;
     let usage = blocking(&state, move |d| d.grant_usage(&actor.id, &id)).await?;
@@ -724,24 +724,44 @@ struct JobRequest {
     wait: bool,
 }
 
+/// An outcome in full: for `dev run`, whose data is mock data.
 pub(crate) fn outcome_json(o: &JobOutcome) -> Value {
     json!({
-        "job": o.job_id, "status": o.status, "error": o.error, "outputs": o.outputs,
+        "job": o.job_id, "status": o.status, "stopped_by": o.stopped_by, "reason": o.reason,
+        "ending": o.ending, "error": o.error, "outputs": o.outputs,
         "refusals": o.refusals, "logs": o.logs, "epsilon_spent": o.epsilon_spent,
         "fuel_used": o.fuel_used,
     })
 }
 
-/// An outcome as its developer sees it, over the service and locally: what
-/// the guest computed beyond its outputs (its logs, its failure message and
-/// exit code, the fuel it burned) could carry released values past review,
-/// so it goes to reviewers only, as in `jobs::developer_view`.
+/// What a developer is told in place of what their guest computed.
+pub const WITHHELD: &str = "how the guest ended (exit code, error), its logs, refusals, metering and outputs are in the job's outcome output, which a reviewer decides; `job status` shows them once it is approved";
+
+/// An outcome as its developer sees it, over the service and locally: the
+/// status the service decided (`finished`, `stopped` by a named cause, or
+/// `refused`), the host's reason and the spend. What a guest computed
+/// beyond that — its exit code and message, logs, refusals, fuel, and how
+/// many outputs it emitted — could carry released values past review, so
+/// it goes to review as the job's outcome output (see `jobs::JobView`).
+/// SQL jobs and extracts have no guest: their one output id is shown.
 pub(crate) fn developer_outcome(o: &JobOutcome) -> Value {
-    let mut value = outcome_json(o);
-    value["logs"] = json!([]);
-    value["logs_withheld"] = json!(o.logs.len());
-    value["error"] = json!(o.error.as_deref().map(crate::jobs::public_error));
-    value["fuel_used"] = Value::Null;
+    let mut value = json!({
+        "job": o.job_id, "status": o.status, "stopped_by": o.stopped_by, "reason": o.reason,
+        "epsilon_spent": o.epsilon_spent,
+    });
+    if o.guest {
+        value["outputs"] = json!([]);
+        value["outcome"] = json!(
+            o.outcome_output
+                .as_ref()
+                .map(|id| json!({"output": id, "review": "quarantined"}))
+        );
+        if o.outcome_output.is_some() {
+            value["withheld"] = json!(WITHHELD);
+        }
+    } else {
+        value["outputs"] = json!(o.outputs);
+    }
     value
 }
 
@@ -934,7 +954,7 @@ async fn run_extract(
     let runtime = tokio::runtime::Handle::current();
     let _place = QueuePlace::take(&state.waiting)?;
     let _permit = state.jobs.acquire().await.map_err(|_| stopping())?;
-    let (outcome, report) = blocking(&state, move |d| {
+    let (outcome, plan) = blocking(&state, move |d| {
         d.run_extract(
             &runtime,
             &actor.id,
@@ -945,7 +965,7 @@ async fn run_extract(
     })
     .await?;
     let mut value = developer_outcome(&outcome);
-    value["suppression"] = serde_json::to_value(&report).unwrap_or(Value::Null);
+    value["protection"] = serde_json::to_value(&plan).unwrap_or(Value::Null);
     ok(value)
 }
 
@@ -961,13 +981,20 @@ async fn show_output(
     Path(id): Path<String>,
 ) -> ApiResult {
     actor.require(REVIEWER, "read quarantined outputs")?;
-    let (name, status, table, findings) = blocking(&state, move |d| {
+    let (name, status, table, findings, (kind, disclosure)) = blocking(&state, move |d| {
         let (name, status, table) = d.output(&id)?;
-        Ok((name, status, table, d.findings(&id)?))
+        Ok((
+            name,
+            status,
+            table,
+            d.findings(&id)?,
+            d.output_details(&id)?,
+        ))
     })
     .await?;
     ok(json!({
-        "name": name, "status": status, "table": crate::table_json(&table), "findings": findings,
+        "name": name, "kind": kind, "status": status, "table": crate::table_json(&table),
+        "findings": findings, "disclosure": disclosure,
     }))
 }
 

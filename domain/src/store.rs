@@ -93,7 +93,12 @@ CREATE TABLE IF NOT EXISTS jobs(
     epsilon REAL,
     logs TEXT NOT NULL DEFAULT '[]',
     udf_modules TEXT NOT NULL DEFAULT '[]',
-    inputs TEXT NOT NULL DEFAULT '[]'
+    inputs TEXT NOT NULL DEFAULT '[]',
+    visible TEXT CHECK (visible IS NULL OR visible IN ('finished', 'stopped', 'refused')),
+    stopped_by TEXT,
+    reason TEXT,
+    refusals TEXT NOT NULL DEFAULT '[]',
+    outcome_output TEXT
 );
 CREATE TABLE IF NOT EXISTS release_cache(
     grant_id TEXT NOT NULL REFERENCES grants(id),
@@ -120,7 +125,9 @@ CREATE TABLE IF NOT EXISTS outputs(
     sha256 TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'quarantined',
     findings TEXT NOT NULL DEFAULT '[]',
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'table' CHECK (kind IN ('table', 'outcome', 'extract')),
+    disclosure TEXT
 );
 CREATE TABLE IF NOT EXISTS reviews(
     id INTEGER PRIMARY KEY,
@@ -153,7 +160,7 @@ CREATE INDEX IF NOT EXISTS spends_by_job ON spends(job_id);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// How a store of an earlier version becomes the current one, in the same
 /// transaction as the version bump: `(from, statements)`.
@@ -168,6 +175,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         "ALTER TABLE jobs ADD COLUMN inputs TEXT NOT NULL DEFAULT '[]';",
+    ),
+    // What developers see of a job, and outputs by kind. Jobs that ended
+    // before are shown as finished (or stopped, when cancelled): their
+    // failures cannot be told from the guest's own after the fact, so
+    // nothing of them is shown.
+    (
+        10,
+        "ALTER TABLE jobs ADD COLUMN visible TEXT CHECK (visible IS NULL OR visible IN ('finished', 'stopped', 'refused'));
+     ALTER TABLE jobs ADD COLUMN stopped_by TEXT;
+     ALTER TABLE jobs ADD COLUMN reason TEXT;
+     ALTER TABLE jobs ADD COLUMN refusals TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE jobs ADD COLUMN outcome_output TEXT;
+     UPDATE jobs SET visible = 'finished' WHERE status IN ('succeeded', 'failed', 'trapped');
+     UPDATE jobs SET visible = 'stopped', stopped_by = 'cancelled', reason = error WHERE status = 'cancelled';
+     ALTER TABLE outputs ADD COLUMN kind TEXT NOT NULL DEFAULT 'table' CHECK (kind IN ('table', 'outcome', 'extract'));
+     ALTER TABLE outputs ADD COLUMN disclosure TEXT;",
     ),
 ];
 
@@ -245,6 +268,13 @@ mod tests {
                 "ALTER TABLE modules DROP COLUMN functions;
                  ALTER TABLE jobs DROP COLUMN udf_modules;
                  ALTER TABLE jobs DROP COLUMN inputs;
+                 ALTER TABLE jobs DROP COLUMN visible;
+                 ALTER TABLE jobs DROP COLUMN stopped_by;
+                 ALTER TABLE jobs DROP COLUMN reason;
+                 ALTER TABLE jobs DROP COLUMN refusals;
+                 ALTER TABLE jobs DROP COLUMN outcome_output;
+                 ALTER TABLE outputs DROP COLUMN kind;
+                 ALTER TABLE outputs DROP COLUMN disclosure;
                  ALTER TABLE grants DROP COLUMN allow_udfs;
                  CREATE TABLE modules_v8(sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL, uploaded_by TEXT NOT NULL, uploaded_at TEXT NOT NULL);
                  INSERT INTO modules_v8 SELECT sha256, bytes, uploaded_by, uploaded_at FROM modules;
@@ -269,6 +299,10 @@ mod tests {
         assert_eq!((kind.as_str(), functions.as_str()), ("job", "[]"));
         conn.prepare("SELECT allow_udfs FROM grants").unwrap();
         conn.prepare("SELECT udf_modules, inputs FROM jobs")
+            .unwrap();
+        conn.prepare("SELECT visible, stopped_by, reason, refusals, outcome_output FROM jobs")
+            .unwrap();
+        conn.prepare("SELECT kind, disclosure FROM outputs")
             .unwrap();
         let older = dir.path().join("older.db");
         {

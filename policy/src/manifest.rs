@@ -96,9 +96,45 @@ pub enum MaskRule {
     /// Drop the value.
     Suppress,
     /// Release the value as it is (coarse public categories such as a
-    /// district); it still counts towards k-anonymity when it is a
-    /// quasi-identifier.
+    /// district); like every column it counts towards k-anonymity unless
+    /// the manifest declares it sensitive or non-identifying.
     Keep,
+}
+
+/// What a column is to the disclosure control of masked extracts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExtractRole {
+    /// Counts in the equivalence class (the default): anything someone
+    /// could know about a person and look up, masked identifiers above all.
+    #[default]
+    Identifying,
+    /// What an extract must not tie to a person (an income band, a
+    /// diagnosis): not in the class key, but every released class holds at
+    /// least `l_diversity` distinct values of it.
+    Sensitive,
+    /// Declared by the provider to say nothing about who a row is (the same
+    /// values for everyone, such as a month of a monthly series): neither.
+    NonIdentifying,
+}
+
+impl ExtractRole {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "identifying" => ExtractRole::Identifying,
+            "sensitive" => ExtractRole::Sensitive,
+            "non_identifying" => ExtractRole::NonIdentifying,
+            _ => return None,
+        })
+    }
+
+    /// Name as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtractRole::Identifying => "identifying",
+            ExtractRole::Sensitive => "sensitive",
+            ExtractRole::NonIdentifying => "non_identifying",
+        }
+    }
 }
 
 /// One declared column.
@@ -113,8 +149,8 @@ pub struct ColumnSpec {
     pub domain: Option<Vec<String>>,
     /// Whether the column may be a GROUP BY key.
     pub group_key: bool,
-    /// Whether it is a quasi-identifier for k-anonymity.
-    pub quasi_identifier: bool,
+    /// Its part in the k-anonymity and l-diversity of masked extracts.
+    pub extract: ExtractRole,
     pub mask: Option<MaskRule>,
 }
 
@@ -127,9 +163,15 @@ pub struct Manifest {
     pub privacy_unit: String,
     pub max_contributions: u32,
     pub min_group_size: u32,
+    /// Distinct values of each sensitive column every class of a masked
+    /// extract must hold (l-diversity).
+    pub l_diversity: u32,
     pub join_keys: Vec<String>,
     pub columns: Vec<ColumnSpec>,
 }
+
+/// The `l_diversity` of a manifest that declares none.
+pub const DEFAULT_L_DIVERSITY: u32 = 3;
 
 /// One mistake in a manifest, with the column and the fix.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -189,6 +231,8 @@ struct RawManifest {
     max_contributions: u32,
     #[serde(default = "default_min_group")]
     min_group_size: u32,
+    #[serde(default = "default_l_diversity")]
+    l_diversity: u32,
     #[serde(default)]
     join_keys: Vec<String>,
     columns: Vec<RawColumn>,
@@ -202,6 +246,10 @@ fn default_min_group() -> u32 {
     8
 }
 
+fn default_l_diversity() -> u32 {
+    DEFAULT_L_DIVERSITY
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawColumn {
@@ -213,8 +261,9 @@ struct RawColumn {
     domain: Option<Vec<String>>,
     #[serde(default)]
     group_key: bool,
-    #[serde(default)]
-    quasi_identifier: bool,
+    /// The older spelling of `extract = "identifying"`, now the default.
+    quasi_identifier: Option<bool>,
+    extract: Option<String>,
     mask: Option<toml::Table>,
 }
 
@@ -247,6 +296,15 @@ impl Manifest {
                 reason: "must be at least 1".into(),
             });
         }
+        if raw.l_diversity == 0 || raw.l_diversity > raw.min_group_size {
+            errors.push(ManifestError::Field {
+                field: "l_diversity",
+                reason: format!(
+                    "is {}, but must be at least 1 and at most `min_group_size` ({}): a class of `min_group_size` people cannot hold more distinct values than people",
+                    raw.l_diversity, raw.min_group_size
+                ),
+            });
+        }
         let mut seen = BTreeSet::new();
         let mut columns = Vec::new();
         for c in raw.columns {
@@ -267,6 +325,7 @@ impl Manifest {
             privacy_unit: raw.privacy_unit,
             max_contributions: raw.max_contributions,
             min_group_size: raw.min_group_size,
+            l_diversity: raw.l_diversity,
             join_keys: raw.join_keys,
             columns,
         };
@@ -388,6 +447,36 @@ fn parse_column(c: RawColumn, errors: &mut Vec<ManifestError>) -> Option<ColumnS
         });
     }
     let mask = c.mask.and_then(|m| parse_mask(&column, ty, &m, errors));
+    let extract = match c.extract.as_deref().map(|r| (r, ExtractRole::parse(r))) {
+        None => ExtractRole::Identifying,
+        Some((_, Some(role))) => role,
+        Some((other, None)) => {
+            errors.push(ManifestError::Field {
+                field: "extract",
+                reason: format!(
+                    "column `{column}`: `{other}` is unknown; use identifying, sensitive or non_identifying"
+                ),
+            });
+            ExtractRole::Identifying
+        }
+    };
+    if c.quasi_identifier == Some(true) && extract != ExtractRole::Identifying {
+        errors.push(ManifestError::Field {
+            field: "quasi_identifier",
+            reason: format!(
+                "column `{column}` is a quasi-identifier and `extract = \"{}\"` at once; keep one (every column is identifying unless declared otherwise)",
+                extract.as_str()
+            ),
+        });
+    }
+    if c.quasi_identifier == Some(false) && c.extract.is_none() {
+        errors.push(ManifestError::Field {
+            field: "quasi_identifier",
+            reason: format!(
+                "column `{column}`: `quasi_identifier = false` no longer exempts a column from k-anonymity; declare `extract = \"sensitive\"` or `extract = \"non_identifying\"` instead"
+            ),
+        });
+    }
     Some(ColumnSpec {
         name: c.name,
         ty,
@@ -395,7 +484,7 @@ fn parse_column(c: RawColumn, errors: &mut Vec<ManifestError>) -> Option<ColumnS
         bounds,
         domain: c.domain,
         group_key: c.group_key,
-        quasi_identifier: c.quasi_identifier,
+        extract,
         mask,
     })
 }

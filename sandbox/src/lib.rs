@@ -175,7 +175,12 @@ pub enum SandboxError {
     #[error("compiled-module cache at {}: {reason}", path.display())]
     Cache { path: PathBuf, reason: String },
     #[error("job returned exit code {code}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
-    JobFailed { code: i32, message: String },
+    JobFailed {
+        code: i32,
+        message: String,
+        /// Fuel the run consumed before returning.
+        fuel_used: u64,
+    },
     #[error("job cancelled: {reason}")]
     Cancelled { reason: String },
     #[error("sandbox engine error: {0}")]
@@ -559,6 +564,7 @@ impl Sandbox {
             Ok(Ok(code)) => Err(SandboxError::JobFailed {
                 code,
                 message: state.last_error_log.unwrap_or_default(),
+                fuel_used: report.fuel_used,
             }),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(classify_trap(

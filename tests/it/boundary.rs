@@ -10,7 +10,7 @@ use crate::support::{TestServer, issue_grant, ok, residents_dir, unseen};
 
 const SQL: &str =
     "SELECT district, COUNT(*) AS n, AVG(annual_income) AS income FROM residents GROUP BY district";
-const EXTRACT_COLUMNS: &str = "id_number,name,phone,gender,district,birth_year,annual_income";
+const EXTRACT_COLUMNS: &str = "gender,district,birth_year,annual_income";
 
 /// Everything a reviewer could read in output `id`, as the strings it would
 /// be printed as (text values; numbers in full and to 1–3 decimals).
@@ -212,17 +212,21 @@ fn a_developer_sees_nothing_of_a_quarantined_output_in_any_mode() {
             }
         }
     }
-    outputs.sort();
-    outputs.dedup();
-    assert!(
-        outputs.len() >= 4,
-        "queries, extracts and jobs each left an output: {outputs:?}\n{seen}"
-    );
     let jobs: Value = serde_json::from_str(&as_dev(
         &mut seen,
         &["job", "list", "--json", "--as", "dev", "--data-dir", d],
     ))
     .unwrap();
+    // A module job's outputs are listed to reviewers only, until decided.
+    for job in jobs["jobs"].as_array().unwrap() {
+        outputs.extend(crate::support::job_outputs(d, job["id"].as_str().unwrap()));
+    }
+    outputs.sort();
+    outputs.dedup();
+    assert!(
+        outputs.len() >= 6,
+        "queries, extracts and jobs each left an output: {outputs:?}\n{seen}"
+    );
     for job in jobs["jobs"].as_array().unwrap() {
         let id = job["id"].as_str().unwrap();
         as_dev(

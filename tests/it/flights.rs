@@ -37,7 +37,7 @@ fn thirty_two_identical_queries_at_once_are_charged_once_and_answered_alike() {
                 let done = client
                     .post("/v1/queries", &json!({"grant": grant, "sql": sql}))
                     .unwrap();
-                assert_eq!(done["status"], "succeeded", "{done}");
+                assert_eq!(done["status"], "finished", "{done}");
                 outputs
                     .lock()
                     .unwrap()

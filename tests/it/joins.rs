@@ -32,7 +32,7 @@ fn a_join_grant_runs_a_joined_dp_aggregate_and_charges_both_datasets() {
     let (admitted, out) = query(&data, &grant, RATE);
     assert!(admitted, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(v["status"], "finished", "{v}");
     assert_eq!(v["epsilon_spent"].as_f64(), Some(1.0), "{v}");
     assert_eq!(
         dataset_spend(&data, &grant),
@@ -185,13 +185,13 @@ fn the_chronic_disease_guest_runs_and_its_output_is_released() {
         &data,
     ]);
     let job: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["status"], "finished", "{job}");
     assert_eq!(
         job["epsilon_spent"].as_f64(),
         Some(2.0),
         "two queries: {job}"
     );
-    let output = job["outputs"][0].as_str().unwrap().to_string();
+    let output = crate::support::job_outputs(&data, job["job"].as_str().unwrap()).remove(0);
     let queue: serde_json::Value = serde_json::from_str(&ok(&[
         "review",
         "list",
@@ -231,7 +231,9 @@ fn the_chronic_disease_guest_runs_and_its_output_is_released() {
     ]);
     assert!(approved.contains("release"), "{approved}");
 
-    // A bad parameter is refused by the guest before any query runs.
+    // A bad parameter is refused by the guest before any query runs. The
+    // guest's failure is its own: the job finishes, and its message is in
+    // the outcome the reviewer reads.
     let (succeeded, text) = crate::support::unseen(&[
         "job",
         "submit",
@@ -247,7 +249,33 @@ fn the_chronic_disease_guest_runs_and_its_output_is_released() {
         "--data-dir",
         &data,
     ]);
-    assert!(!succeeded, "{text}");
+    assert!(succeeded, "{text}");
+    let job: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(job["status"], "finished", "{job}");
+    assert_eq!(job["epsilon_spent"].as_f64(), Some(0.0), "{job}");
+    assert!(
+        !text.contains("ICD-10"),
+        "the guest's message is withheld: {text}"
+    );
+    let full: serde_json::Value = serde_json::from_str(&ok(&[
+        "job",
+        "status",
+        job["job"].as_str().unwrap(),
+        "--json",
+        "--as",
+        "rev",
+        "--data-dir",
+        &data,
+    ]))
+    .unwrap();
+    assert_eq!(full["ending"], "failed", "{full}");
+    assert!(
+        full["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not an ICD-10 code"),
+        "{full}"
+    );
 }
 
 /// `tax_records.year` is a group key without a public domain: released

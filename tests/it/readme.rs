@@ -116,7 +116,11 @@ fn child_runs_the_readme() {
                 known.push(("REV_TOKEN", after(&text, "keep it secret)").into()))
             }
             ["grant", "issue", ..] => known.push(("GRANT", after(&text, "issued grant").into())),
-            ["job", "submit", ..] => known.push(("OUTPUT", after(&text, "output").into())),
+            // The oldest output awaiting review: the query's.
+            ["review", "list", ..] => known.push((
+                "OUTPUT",
+                text.split_whitespace().next().unwrap().to_string(),
+            )),
             ["review", "approve", ..] => known.push(("REL", after(&text, "signed release").into())),
             _ => {}
         }

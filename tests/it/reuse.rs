@@ -57,7 +57,7 @@ fn a_release_is_an_input_only_where_its_grant_allows_derived_reuse() {
     );
     assert!(admitted, "{out}");
     let job: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["status"], "finished", "{job}");
     assert_eq!(job["epsilon_spent"].as_f64(), Some(0.0), "{job}");
 
     let (admitted, err) = query_on(&data, &reusable, &sealed_release, "SELECT 1");
@@ -134,7 +134,7 @@ fn wasm_aggregates_run_over_releases_and_never_over_conditional_columns() {
     );
     assert!(admitted, "{out}");
     let job: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["status"], "finished", "{job}");
     assert_eq!(job["epsilon_spent"].as_f64(), Some(0.0), "{job}");
     let output = job["outputs"][0].as_str().unwrap();
     let shown: serde_json::Value = serde_json::from_str(&ok(&[

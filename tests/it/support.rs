@@ -137,6 +137,28 @@ pub fn unseen_exact(args: &[&str]) -> (bool, String) {
     (ok, text)
 }
 
+/// The outputs of `job` as a reviewer reads them: a developer sees a
+/// module job's outputs only once a reviewer decided them.
+pub fn job_outputs(data: &str, job: &str) -> Vec<String> {
+    let view: serde_json::Value = serde_json::from_str(&ok(&[
+        "job",
+        "status",
+        job,
+        "--json",
+        "--as",
+        "rev",
+        "--data-dir",
+        data,
+    ]))
+    .expect("job status is JSON");
+    view["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|o| o.as_str().expect("output id").to_string())
+        .collect()
+}
+
 /// Runs a command that must succeed.
 pub fn ok(args: &[&str]) -> String {
     let (ok, text) = unseen(args);

@@ -109,7 +109,9 @@ impl Ctx {
         }
     }
 
-    /// Writes a log line the submitter can read.
+    /// Writes a log line. It goes to review with the job's outcome (like
+    /// its exit code and error): reviewers read it, and the submitter once
+    /// a reviewer approves the outcome.
     pub fn log(&mut self, level: LogLevel, message: &str) {
         // SAFETY: `message` is a valid slice for the duration of the call.
         unsafe { log(level as i32, message.as_ptr(), message.len()) }

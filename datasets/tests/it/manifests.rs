@@ -15,6 +15,7 @@ struct Manifest {
     privacy_unit: String,
     max_contributions: u32,
     min_group_size: u32,
+    l_diversity: Option<u32>,
     join_keys: Vec<String>,
     columns: Vec<Column>,
 }
@@ -28,8 +29,7 @@ struct Column {
     class: String,
     #[serde(default)]
     group_key: bool,
-    #[serde(default)]
-    quasi_identifier: bool,
+    extract: Option<String>,
     domain: Option<Vec<String>>,
     bounds: Option<[i64; 2]>,
     mask: Option<BTreeMap<String, toml::Value>>,
@@ -58,6 +58,10 @@ fn manifest_columns_match_the_generated_schema() {
         assert_eq!(m.version, 1);
         assert!(!m.description.is_empty());
         assert!(m.max_contributions >= 1 && m.min_group_size >= 2);
+        assert!(
+            m.l_diversity
+                .is_none_or(|l| (1..=m.min_group_size).contains(&l))
+        );
         let schema = schema(kind);
         let from_schema: Vec<(&str, &str)> = schema
             .fields()
@@ -110,8 +114,11 @@ fn manifest_classes_keys_and_masks_are_consistent() {
                     "{what}: group key without domain"
                 );
             }
-            if c.quasi_identifier {
-                assert_ne!(c.class, "prohibited", "{what}");
+            if let Some(role) = &c.extract {
+                assert!(
+                    ["identifying", "sensitive", "non_identifying"].contains(&role.as_str()),
+                    "{what}: extract role {role}"
+                );
             }
             if let Some([lo, hi]) = c.bounds {
                 assert!(lo <= hi && c.type_ == "int64", "{what}: bounds");

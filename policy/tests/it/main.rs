@@ -7,6 +7,7 @@ mod computed;
 mod dp;
 mod dp_audit;
 mod dp_more;
+mod extract;
 mod joins;
 mod manifest;
 mod oracles;

@@ -35,7 +35,7 @@ fn host_without_dry_runs_answers_with_a_message() {
     // `MockHost` with no verdict falls back to the trait's wording.
     let (result, _) = run(shared(), "dry-run-probe");
     match result {
-        Err(SandboxError::JobFailed { code, message }) => {
+        Err(SandboxError::JobFailed { code, message, .. }) => {
             assert_eq!(code, 1);
             assert_eq!(message, "dry runs are not supported by this host");
         }
