@@ -179,10 +179,16 @@ fn check_name(name: &str) -> Result<(), CheckpointError> {
 /// The C2SP signed-note key id of an Ed25519 key:
 /// the first 4 bytes of SHA-256(name || "\n" || 0x01 || public key).
 pub fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
+    key_id_for(ALG_ED25519, name, public_key)
+}
+
+/// The C2SP key id of a key of signature algorithm `alg`: the first 4
+/// bytes of SHA-256(name || "\n" || alg || public key).
+pub(crate) fn key_id_for(alg: u8, name: &str, public_key: &[u8; 32]) -> [u8; 4] {
     let mut buf = Vec::with_capacity(name.len() + 34);
     buf.extend_from_slice(name.as_bytes());
     buf.push(b'\n');
-    buf.push(ALG_ED25519);
+    buf.push(alg);
     buf.extend_from_slice(public_key);
     let h = sha256(&buf);
     [h[0], h[1], h[2], h[3]]

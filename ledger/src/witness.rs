@@ -35,7 +35,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::entry::{Hash, sha256};
+use crate::entry::Hash;
 use crate::files::{self, FileError};
 use crate::keys::{KeyError, PublicKey, SigningKey};
 use crate::merkle::{ProofError, verify_consistency};
@@ -210,13 +210,7 @@ pub fn witness_checkpoint(
 /// The `cosignature/v1` key id: the first 4 bytes of
 /// SHA-256(name || "\n" || 0x04 || public key).
 pub fn cosigner_key_id(name: &str, key: &PublicKey) -> [u8; 4] {
-    let mut buf = Vec::with_capacity(name.len() + 34);
-    buf.extend_from_slice(name.as_bytes());
-    buf.push(b'\n');
-    buf.push(COSIGNATURE_ALG);
-    buf.extend_from_slice(key.as_bytes());
-    let h = sha256(&buf);
-    [h[0], h[1], h[2], h[3]]
+    crate::checkpoint::key_id_for(COSIGNATURE_ALG, name, key.as_bytes())
 }
 
 fn cosigned_message(checkpoint: &Checkpoint, time: u64) -> String {

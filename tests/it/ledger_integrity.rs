@@ -4,11 +4,11 @@
 //! `--since` a saved checkpoint) must still fail; `ledger recover` is the
 //! only way back, and it is recorded.
 
-use crate::support::{fails, ok};
+use crate::support::{entries, fails, ok, rechained};
 use serde_json::json;
 use std::fs;
 use std::path::{Path, PathBuf};
-use unseen_ledger::{Entry, EntryDraft, Hash};
+use unseen_ledger::{Entry, EntryDraft};
 
 /// A data directory with an admin, the trusted public key and a checkpoint
 /// saved early (as an auditor would keep them, outside the directory),
@@ -64,38 +64,6 @@ fn setup() -> Setup {
         trusted,
         saved,
     }
-}
-
-fn entries(ledger: &Path) -> Vec<Entry> {
-    fs::read(ledger.join("entries.jsonl"))
-        .unwrap()
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| Entry::parse_line(l).unwrap())
-        .collect()
-}
-
-/// The entries as canonical lines, entry `at` changed by `edit` and every
-/// later `prev` recomputed.
-fn rechained(entries: &[Entry], at: usize, edit: impl Fn(&mut EntryDraft)) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut prev: Hash = [0; 32];
-    for (i, e) in entries.iter().enumerate() {
-        let mut d = EntryDraft {
-            kind: e.kind.clone(),
-            actor: e.actor.clone(),
-            time: e.time.clone(),
-            body: e.body.clone(),
-        };
-        if i == at {
-            edit(&mut d);
-        }
-        let e = Entry::from_draft(i as u64, &prev, d);
-        prev = e.hash();
-        out.extend_from_slice(&e.canonical_bytes());
-        out.push(b'\n');
-    }
-    out
 }
 
 /// An ordinary command refuses to run, and the ledger fails verification

@@ -424,3 +424,40 @@ impl TestServer {
         unseen::client::Client::new(&self.base, Some(token))
     }
 }
+
+/// The entries of the ledger in `ledger`, as written.
+pub fn entries(ledger: &Path) -> Vec<unseen_ledger::Entry> {
+    std::fs::read(ledger.join("entries.jsonl"))
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| unseen_ledger::Entry::parse_line(l).unwrap())
+        .collect()
+}
+
+/// The entries as canonical lines, entry `at` changed by `edit` and every
+/// later `prev` recomputed.
+pub fn rechained(
+    entries: &[unseen_ledger::Entry],
+    at: usize,
+    edit: impl Fn(&mut unseen_ledger::EntryDraft),
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut prev: unseen_ledger::Hash = [0; 32];
+    for (i, e) in entries.iter().enumerate() {
+        let mut d = unseen_ledger::EntryDraft {
+            kind: e.kind.clone(),
+            actor: e.actor.clone(),
+            time: e.time.clone(),
+            body: e.body.clone(),
+        };
+        if i == at {
+            edit(&mut d);
+        }
+        let e = unseen_ledger::Entry::from_draft(i as u64, &prev, d);
+        prev = e.hash();
+        out.extend_from_slice(&e.canonical_bytes());
+        out.push(b'\n');
+    }
+    out
+}

@@ -7,9 +7,9 @@
 use std::fs;
 use std::path::Path;
 
-use crate::support::{fails, ok};
+use crate::support::{entries, fails, ok, rechained};
 use unseen_ledger::witness::WitnessDir;
-use unseen_ledger::{Checkpoint, Entry, EntryDraft, ORIGIN, PublicKey, SigningKey, merkle};
+use unseen_ledger::{Checkpoint, ORIGIN, PublicKey, SigningKey, merkle};
 
 fn add_user(data: &str, id: &str, role: &str) {
     ok(&[
@@ -31,29 +31,7 @@ fn add_user(data: &str, id: &str, role: &str) {
 /// The insider's rewrite: entry `at` gets another actor, later entries are
 /// re-chained and the checkpoint re-signed with `ledger.key`.
 fn rewrite_with_the_key(ledger: &Path, at: usize) {
-    let bytes = fs::read(ledger.join("entries.jsonl")).unwrap();
-    let entries: Vec<Entry> = bytes
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| Entry::parse_line(l).unwrap())
-        .collect();
-    let mut out = Vec::new();
-    let mut prev = [0u8; 32];
-    for (i, e) in entries.iter().enumerate() {
-        let mut draft = EntryDraft {
-            kind: e.kind.clone(),
-            actor: e.actor.clone(),
-            time: e.time.clone(),
-            body: e.body.clone(),
-        };
-        if i == at {
-            draft.actor = "someone-else".into();
-        }
-        let e = Entry::from_draft(i as u64, &prev, draft);
-        prev = e.hash();
-        out.extend_from_slice(&e.canonical_bytes());
-        out.push(b'\n');
-    }
+    let out = rechained(&entries(ledger), at, |d| d.actor = "someone-else".into());
     let leaves = unseen_ledger::proof::leaf_hashes(&out).unwrap();
     let key = SigningKey::load(&ledger.join("ledger.key")).unwrap();
     let note = Checkpoint {
@@ -67,9 +45,8 @@ fn rewrite_with_the_key(ledger: &Path, at: usize) {
     fs::write(ledger.join("checkpoint"), note).unwrap();
 }
 
-#[test]
-fn a_history_rewritten_with_the_ledger_key_is_caught_by_the_witness() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A data directory with its first admin.
+fn data_dir_with_admin(tmp: &tempfile::TempDir) -> String {
     let data = tmp.path().join("d").to_str().unwrap().to_string();
     ok(&[
         "user",
@@ -83,6 +60,22 @@ fn a_history_rewritten_with_the_ledger_key_is_caught_by_the_witness() {
         "--data-dir",
         &data,
     ]);
+    data
+}
+
+/// `witness` serving the log of `log_key` on a free port.
+fn serve_witness(witness: WitnessDir, log_key: PublicKey) -> unseen::server::Background {
+    unseen::server::Background::start_router(
+        unseen::witness::witness_router(witness, log_key),
+        Default::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_history_rewritten_with_the_ledger_key_is_caught_by_the_witness() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_dir_with_admin(&tmp);
     add_user(&data, "dev", "developer");
     let ledger = Path::new(&data).join("ledger");
 
@@ -101,11 +94,7 @@ fn a_history_rewritten_with_the_ledger_key_is_caught_by_the_witness() {
         vkey
     );
     let log_key = PublicKey::load(&ledger.join("ledger.pub")).unwrap();
-    let server = unseen::server::Background::start_router(
-        unseen::witness::witness_router(WitnessDir::open(&wdir).unwrap(), log_key),
-        Default::default(),
-    )
-    .unwrap();
+    let server = serve_witness(WitnessDir::open(&wdir).unwrap(), log_key);
     let url = server.url();
 
     let first = ok(&[
@@ -204,19 +193,7 @@ fn a_history_rewritten_with_the_ledger_key_is_caught_by_the_witness() {
 #[test]
 fn witness_keys_and_requests_that_are_wrong_get_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("d").to_str().unwrap().to_string();
-    ok(&[
-        "user",
-        "add",
-        "--id",
-        "admin",
-        "--name",
-        "A",
-        "--role",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
+    let data = data_dir_with_admin(&tmp);
     let bad = fails(&[
         "ledger",
         "verify",
@@ -259,11 +236,7 @@ fn witness_keys_and_requests_that_are_wrong_get_clear_errors() {
     assert!(again.contains("witness.key"), "{again}");
     // A witness for another ledger refuses this one's checkpoints.
     let other = SigningKey::generate().unwrap().verifying_key();
-    let server = unseen::server::Background::start_router(
-        unseen::witness::witness_router(WitnessDir::open(&wdir).unwrap(), other),
-        Default::default(),
-    )
-    .unwrap();
+    let server = serve_witness(WitnessDir::open(&wdir).unwrap(), other);
     let refused = fails(&[
         "ledger",
         "witness",
@@ -280,29 +253,13 @@ fn witness_keys_and_requests_that_are_wrong_get_clear_errors() {
 #[test]
 fn serve_with_a_witness_keeps_the_ledger_co_signed() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("d").to_str().unwrap().to_string();
-    ok(&[
-        "user",
-        "add",
-        "--id",
-        "admin",
-        "--name",
-        "A",
-        "--role",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
+    let data = data_dir_with_admin(&tmp);
     let ledger = Path::new(&data).join("ledger");
     let wdir = tmp.path().join("w");
     let witness = WitnessDir::init(&wdir, "w.test").unwrap();
     let key = witness.witness_key();
     let log_key = PublicKey::load(&ledger.join("ledger.pub")).unwrap();
-    let server = unseen::server::Background::start_router(
-        unseen::witness::witness_router(witness, log_key),
-        Default::default(),
-    )
-    .unwrap();
+    let server = serve_witness(witness, log_key);
     let domain = std::sync::Arc::new(unseen::Domain::open(Path::new(&data)).unwrap());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.spawn(unseen::witness::keep_witnessed(
