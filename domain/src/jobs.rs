@@ -13,6 +13,7 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 use unseen_sandbox::{Cancel, SandboxError};
 
+use crate::records::Change;
 use crate::util::{new_id, now_rfc3339};
 use crate::{Domain, DomainError, Grant, JobBody, JobOutcome, Role, access, host, lock};
 
@@ -203,9 +204,11 @@ impl Domain {
         self.reusable_releases(submitter, &extras.inputs)?;
         let udfs_json = serde_json::to_string(&extras.udfs).unwrap_or_else(|_| "[]".into());
         let inputs_json = serde_json::to_string(&extras.inputs).unwrap_or_else(|_| "[]".into());
-        {
-            let mut db = lock(&self.db);
-            let tx = db.transaction()?;
+        let body = json!({
+            "job": job_id, "grant": grant_id, "module_sha256": module, "sql": sql,
+            "params": params.keys().collect::<Vec<_>>(), "udf_modules": extras.udfs, "inputs": extras.inputs,
+        });
+        self.commit_recorded(submitter, "job.submitted", |tx| {
             let counted = tx.execute(
                 "UPDATE grants SET runs = runs + 1 WHERE id = ?1 AND (max_runs IS NULL OR runs < max_runs)",
                 [grant_id],
@@ -223,16 +226,8 @@ impl Domain {
                 "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at, params, udf_modules, inputs) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9)",
                 params![job_id, grant_id, module, sql, submitter, now_rfc3339(), params_json, udfs_json, inputs_json],
             )?;
-            tx.commit()?;
-        }
-        self.record(
-            submitter,
-            "job.submitted",
-            json!({
-                "job": job_id, "grant": grant_id, "module_sha256": module, "sql": sql,
-                "params": params.keys().collect::<Vec<_>>(), "udf_modules": extras.udfs, "inputs": extras.inputs,
-            }),
-        )?;
+            Ok(Change::Record(body, ()))
+        })?;
         Ok(job_id)
     }
 
@@ -363,20 +358,22 @@ impl Domain {
         };
         let cancel = Cancel::new();
         lock(&self.running).insert(job_id.to_string(), (grant_id.clone(), cancel.clone()));
-        let moved = lock(&self.db).execute(
-            "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
-            params![job_id, now_rfc3339()],
-        )?;
-        if moved != 1 {
+        let (moved, _) = self.commit_recorded(&submitter, "job.started", |tx| {
+            let moved = tx.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
+                params![job_id, now_rfc3339()],
+            )?;
+            Ok(if moved == 1 {
+                Change::Record(json!({"job": job_id, "grant": grant_id}), true)
+            } else {
+                Change::Abandon(false)
+            })
+        })?;
+        if !moved {
             // Cancelled between the read above and now.
             lock(&self.running).remove(job_id);
             return Ok(Err(self.job_outcome(job_id)?));
         }
-        self.record(
-            &submitter,
-            "job.started",
-            json!({"job": job_id, "grant": grant_id}),
-        )?;
         lock(&log).started = Some(Instant::now());
         let params: BTreeMap<String, String> = serde_json::from_str(&params).unwrap_or_default();
         let job_host = host::Host {
@@ -424,20 +421,19 @@ impl Domain {
             .started
             .map(|s| i64::try_from(s.elapsed().as_millis()).unwrap_or(i64::MAX));
         let logs = serde_json::to_string(&log.lines).unwrap_or_else(|_| "[]".into());
-        lock(&self.db).execute(
-            "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10 WHERE id = ?1 AND status IN ('queued', 'running')",
-            params![job_id, status, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs],
-        )?;
-        self.record(
-            submitter,
-            "job.ended",
-            json!({
-                "job": job_id, "status": status, "error": error, "fuel_used": fuel,
-                "queries": log.queries, "rows_read": log.rows_read, "run_ms": run_ms,
-                "udf_rows_failed": log.udf_rows_failed,
-                "outputs": log.outputs, "epsilon_spent": log.epsilon_spent,
-            }),
-        )?;
+        let body = json!({
+            "job": job_id, "status": status, "error": error, "fuel_used": fuel,
+            "queries": log.queries, "rows_read": log.rows_read, "run_ms": run_ms,
+            "udf_rows_failed": log.udf_rows_failed,
+            "outputs": log.outputs, "epsilon_spent": log.epsilon_spent,
+        });
+        self.commit_recorded(submitter, "job.ended", |tx| {
+            tx.execute(
+                "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10 WHERE id = ?1 AND status IN ('queued', 'running')",
+                params![job_id, status, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs],
+            )?;
+            Ok(Change::Record(body, ()))
+        })?;
         Ok(JobOutcome {
             job_id,
             status: status.to_string(),
@@ -454,17 +450,20 @@ impl Domain {
     /// panicked): failed, with the reason, and recorded.
     pub fn end_abandoned_job(&self, job_id: &str, reason: &str) -> Result<(), DomainError> {
         lock(&self.running).remove(job_id);
-        let ended = lock(&self.db).execute(
-            "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3 WHERE id = ?1 AND status IN ('queued', 'running')",
-            params![job_id, reason, now_rfc3339()],
-        )?;
-        if ended == 1 {
-            self.record(
-                "system",
-                "job.ended",
-                json!({"job": job_id, "status": "failed", "error": reason}),
+        self.commit_recorded("system", "job.ended", |tx| {
+            let ended = tx.execute(
+                "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3 WHERE id = ?1 AND status IN ('queued', 'running')",
+                params![job_id, reason, now_rfc3339()],
             )?;
-        }
+            Ok(if ended == 1 {
+                Change::Record(
+                    json!({"job": job_id, "status": "failed", "error": reason}),
+                    (),
+                )
+            } else {
+                Change::Abandon(())
+            })
+        })?;
         Ok(())
     }
 
@@ -614,25 +613,28 @@ impl Domain {
     /// Stops one job: a queued job ends `cancelled` at once, a running one
     /// at its next epoch tick. Returns what happened.
     fn stop_job(&self, actor: &str, job_id: &str, reason: &str) -> Result<String, DomainError> {
-        let was_queued = lock(&self.db).execute(
-            "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3 WHERE id = ?1 AND status = 'queued'",
-            params![job_id, reason, now_rfc3339()],
-        )? == 1;
-        let state = if was_queued {
-            "cancelled"
-        } else if let Some((_, cancel)) = lock(&self.running).get(job_id) {
-            cancel.cancel(reason);
-            "stopping"
-        } else {
-            return Err(DomainError::Invalid(format!(
-                "job `{job_id}` already ended; only queued or running jobs can be cancelled"
-            )));
-        };
-        self.record(
-            actor,
-            "job.cancelled",
-            json!({"job": job_id, "reason": reason, "state": state}),
-        )?;
+        let (state, _) = self.commit_recorded(actor, "job.cancelled", |tx| {
+            let was_queued = tx.execute(
+                "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3 WHERE id = ?1 AND status = 'queued'",
+                params![job_id, reason, now_rfc3339()],
+            )? == 1;
+            let state = if was_queued {
+                "cancelled"
+            } else if let Some((_, cancel)) = lock(&self.running).get(job_id) {
+                // A running job ends at its next epoch tick, through
+                // `end_job`, which records how it ended.
+                cancel.cancel(reason);
+                "stopping"
+            } else {
+                return Err(DomainError::Invalid(format!(
+                    "job `{job_id}` already ended; only queued or running jobs can be cancelled"
+                )));
+            };
+            Ok(Change::Record(
+                json!({"job": job_id, "reason": reason, "state": state}),
+                state,
+            ))
+        })?;
         Ok(state.to_string())
     }
 
@@ -655,23 +657,23 @@ impl Domain {
                 reason: format!("was already revoked at {at}"),
             });
         }
-        lock(&self.db).execute(
-            "UPDATE grants SET revoked_at = ?2 WHERE id = ?1",
-            params![grant_id, now_rfc3339()],
-        )?;
-        let jobs: Vec<String> = {
-            let db = lock(&self.db);
-            let mut stmt = db.prepare(
-                "SELECT id FROM jobs WHERE grant_id = ?1 AND status IN ('queued', 'running')",
+        let (jobs, _) = self.commit_recorded(actor, "grant.revoked", |tx| {
+            tx.execute(
+                "UPDATE grants SET revoked_at = ?2 WHERE id = ?1",
+                params![grant_id, now_rfc3339()],
             )?;
-            let rows = stmt.query_map([grant_id], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        self.record(
-            actor,
-            "grant.revoked",
-            json!({"grant": grant_id, "reason": reason, "jobs_stopped": jobs.len()}),
-        )?;
+            let jobs: Vec<String> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id FROM jobs WHERE grant_id = ?1 AND status IN ('queued', 'running')",
+                )?;
+                let rows = stmt.query_map([grant_id], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            Ok(Change::Record(
+                json!({"grant": grant_id, "reason": reason, "jobs_stopped": jobs.len()}),
+                jobs,
+            ))
+        })?;
         let why = format!("grant `{grant_id}` was revoked: {reason}");
         let mut stopped = 0;
         for job in &jobs {
@@ -829,15 +831,16 @@ impl Domain {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let cutoff = crate::util::rfc3339(now.saturating_sub(u64::from(older_than_days) * 86_400));
-        let pruned = lock(&self.db).execute(
-            "UPDATE jobs SET logs = '[]' WHERE ended_at IS NOT NULL AND ended_at < ?1 AND logs != '[]'",
-            [&cutoff],
-        )?;
-        self.record(
-            actor,
-            "logs.pruned",
-            json!({"older_than": cutoff, "jobs": pruned, "retention_days": retention}),
-        )?;
+        let (pruned, _) = self.commit_recorded(actor, "logs.pruned", |tx| {
+            let pruned = tx.execute(
+                "UPDATE jobs SET logs = '[]' WHERE ended_at IS NOT NULL AND ended_at < ?1 AND logs != '[]'",
+                [&cutoff],
+            )?;
+            Ok(Change::Record(
+                json!({"older_than": cutoff, "jobs": pruned, "retention_days": retention}),
+                pruned,
+            ))
+        })?;
         Ok(pruned)
     }
 }

@@ -143,6 +143,15 @@ CREATE TABLE IF NOT EXISTS downloads(
     user_id TEXT NOT NULL REFERENCES users(id),
     at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_records(
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    time TEXT NOT NULL,
+    body TEXT NOT NULL,
+    ledger_from INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS jobs_by_grant ON jobs(grant_id);
 CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
 -- The output checks read a grant's approved outputs, and job views sum a
@@ -153,7 +162,7 @@ CREATE INDEX IF NOT EXISTS spends_by_job ON spends(job_id);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// How a store of an earlier version becomes the current one, in the same
 /// transaction as the version bump: `(from, statements)`.
@@ -169,6 +178,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         "ALTER TABLE jobs ADD COLUMN inputs TEXT NOT NULL DEFAULT '[]';",
     ),
+    // Version 11 adds `pending_records` (see `records.rs`), which the
+    // schema creates; nothing older changes.
+    (10, ""),
 ];
 
 /// Opens (creating on first run) the store in WAL mode. The store and its
