@@ -247,3 +247,79 @@ pub(crate) fn reconcile_pending(
     tx.commit()?;
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending_row(db: &Connection, id: &str, kind: &str, ledger_from: u64) {
+        db.execute(
+            "INSERT INTO pending_records(id, kind, actor, time, body, ledger_from) VALUES (?1, ?2, 'dev', '2025-01-01T00:00:00Z', ?3, ?4)",
+            params![id, kind, json!({"job": "j", RECORD_FIELD: id}).to_string(), ledger_from as i64],
+        )
+        .unwrap();
+    }
+
+    fn rows(db: &Connection) -> i64 {
+        db.query_row("SELECT COUNT(*) FROM pending_records", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A row whose entry was written is dropped silently; a row whose
+    /// entry is missing is appended with its original time and body, then
+    /// one `store.reconciled` entry names it; a second pass does nothing.
+    #[test]
+    fn reconciling_appends_only_what_the_ledger_lacks_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = crate::store::open(&dir.path().join("unseen.db")).unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("ledger")).unwrap();
+        let from = ledger.size();
+        pending_row(&db, "rec-written", "job.submitted", from);
+        pending_row(&db, "rec-lost", "job.ended", from);
+        ledger
+            .append(EntryDraft {
+                kind: "job.submitted".into(),
+                actor: "dev".into(),
+                time: "2025-01-01T00:00:00Z".into(),
+                body: json!({"job": "j", RECORD_FIELD: "rec-written"}),
+            })
+            .unwrap();
+        let done = reconcile_pending(&mut db, &mut ledger).unwrap();
+        assert_eq!(
+            done,
+            Reconciled {
+                repaired: vec![("rec-lost".into(), "job.ended".into())],
+                already_recorded: 1,
+            }
+        );
+        assert_eq!(rows(&db), 0);
+        let entries = ledger.entries_from(from).unwrap();
+        let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["job.submitted", "job.ended", RECONCILED_KIND]);
+        assert_eq!(entries[1].time, "2025-01-01T00:00:00Z");
+        assert_eq!(record_id(&entries[1].body), Some("rec-lost"));
+        assert_eq!(
+            entries[2].body["repaired"],
+            json!([{"record": "rec-lost", "kind": "job.ended", "entry": entries[1].index}])
+        );
+        assert_eq!(entries[2].body["already_recorded"], 1);
+        assert_eq!(
+            reconcile_pending(&mut db, &mut ledger).unwrap(),
+            Reconciled::default()
+        );
+        assert_eq!(ledger.size(), entries[2].index + 1);
+    }
+
+    /// An entry cut from the ledger after its row noted a larger size
+    /// (an operator's `ledger recover`) is still found missing.
+    #[test]
+    fn a_row_beyond_the_end_of_the_ledger_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = crate::store::open(&dir.path().join("unseen.db")).unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("ledger")).unwrap();
+        pending_row(&db, "rec-late", "grant.revoked", ledger.size() + 10);
+        let done = reconcile_pending(&mut db, &mut ledger).unwrap();
+        assert_eq!(done.repaired.len(), 1);
+        assert_eq!(rows(&db), 0);
+    }
+}
