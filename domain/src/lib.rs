@@ -564,6 +564,9 @@ pub struct Domain {
     /// least this. Pending records note it, so that finding their entries
     /// after a crash reads only the ledger's tail.
     ledger_floor: std::sync::atomic::AtomicU64,
+    /// Records whose entries are written but whose pending rows are not
+    /// deleted yet (the next `commit_recorded` deletes them).
+    written: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Domain {
@@ -631,6 +634,7 @@ impl Domain {
             reviewing: Arc::new(Mutex::new(std::collections::HashSet::new())),
             flights: host::Flights::default(),
             ledger_floor,
+            written: Mutex::new(Vec::new()),
         };
         domain.recover_interrupted_jobs()?;
         domain.remove_stale_uploads()?;

@@ -9,9 +9,11 @@
 //!    actor, time, body with a fresh record id under [`RECORD_FIELD`]) and
 //!    the ledger size before it (`ledger_from`); commit;
 //! 2. append the entry (group commit: durable when this returns);
-//! 3. delete the row.
+//! 3. delete the row, in the next such transaction (so the delete costs
+//!    no commit of its own).
 //!
-//! A crash after 1 leaves the row. At the next open, before anything else
+//! A crash after 1 leaves the row (and a crash after 2, the last few
+//! rows whose entries are written). At the next open, before anything else
 //! runs, [`reconcile_pending`] looks for each row's record id in the
 //! ledger from `ledger_from` on: an entry found was written (the crash
 //! came after 2) and the row goes; otherwise the entry is appended now,
@@ -98,35 +100,70 @@ impl Domain {
                 )));
             };
             fields.insert(RECORD_FIELD.to_string(), Value::String(record.clone()));
-            tx.execute(
-                "INSERT INTO pending_records(id, kind, actor, time, body, ledger_from) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![record, kind, actor, time, body.to_string(), self.ledger_floor() as i64],
-            )?;
-            tx.commit()?;
+            // The rows of records written since the last commit go in this
+            // one: deleting them costs no commit (and no fsync) of its own.
+            let written = std::mem::take(&mut *lock(&self.written));
+            let committed = commit_with_pending(
+                tx,
+                &written,
+                [&record, kind, actor, &time, &body.to_string()],
+                self.ledger_floor(),
+            );
+            if committed.is_err() {
+                // Rolled back: those rows are still there.
+                lock(&self.written).extend(written);
+            }
+            committed?;
             (body, value)
         };
         crash_point(kind, "after-commit");
         let index = self.append(actor, kind, time, body)?;
         crash_point(kind, "after-append");
-        self.forget_pending(&record);
+        // Deleted by the next commit; if none comes before the process
+        // stops, the next open finds the entry and drops the row.
+        lock(&self.written).push(record);
         Ok((value, Some(index)))
     }
+}
 
-    /// Deletes the pending row of a record whose entry is written. This
-    /// commit need not be durable (a lost delete only makes the next open
-    /// find the entry and drop the row), so it skips the fsync; the next
-    /// `synchronous = FULL` commit makes it durable with its own.
-    fn forget_pending(&self, record: &str) {
-        let db = lock(&self.db);
-        let forgotten = db
-            .pragma_update(None, "synchronous", "NORMAL")
-            .and_then(|()| db.execute("DELETE FROM pending_records WHERE id = ?1", [record]));
-        let restored = db.pragma_update(None, "synchronous", "FULL");
-        if let Err(e) = forgotten.map(drop).and(restored) {
-            // The entry is written; the row is dropped at the next open.
-            tracing::warn!(%record, error = %e, "could not delete a written record's pending row");
+impl Drop for Domain {
+    /// A process that stops normally leaves no pending rows for the next
+    /// open to look up (losing this delete is harmless: see the module docs).
+    fn drop(&mut self) {
+        let written = std::mem::take(&mut *lock(&self.written));
+        if written.is_empty() {
+            return;
+        }
+        let mut db = lock(&self.db);
+        let deleted = db.transaction().and_then(|tx| {
+            for done in &written {
+                tx.execute("DELETE FROM pending_records WHERE id = ?1", [done])?;
+            }
+            tx.commit()
+        });
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, "could not delete the pending rows of written records; the next open drops them");
         }
     }
+}
+
+/// Deletes the pending rows of `written` records, inserts the pending row
+/// `[id, kind, actor, time, body]` and commits.
+fn commit_with_pending(
+    tx: Transaction<'_>,
+    written: &[String],
+    [id, kind, actor, time, body]: [&str; 5],
+    ledger_from: u64,
+) -> Result<(), DomainError> {
+    for done in written {
+        tx.execute("DELETE FROM pending_records WHERE id = ?1", [done])?;
+    }
+    tx.execute(
+        "INSERT INTO pending_records(id, kind, actor, time, body, ledger_from) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id, kind, actor, time, body, ledger_from as i64],
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// A change committed to the store whose entry may not be in the ledger.
