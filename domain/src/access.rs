@@ -5,6 +5,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
+use crate::records::Change;
 use crate::util::{now_rfc3339, random_bytes, sha256_hex};
 use crate::{Domain, DomainError, Role, lock};
 
@@ -108,18 +109,20 @@ impl Domain {
     /// Only its SHA-256 is stored; the token is returned once.
     pub(crate) fn issue_token(&self, actor: &str, user: &str) -> Result<String, DomainError> {
         let token = new_token();
-        let changed = lock(&self.db).execute(
-            "UPDATE users SET token_sha256 = ?2, token_issued_at = ?3 WHERE id = ?1",
-            params![user, sha256_hex(token.as_bytes()), now_rfc3339()],
-        )?;
-        if changed != 1 {
-            return Err(DomainError::NotFound {
-                what: "user",
-                id: user.to_string(),
-                list: "user list",
-            });
-        }
-        self.record(actor, "user.token_issued", json!({"user": user}))?;
+        self.commit_recorded(actor, "user.token_issued", |tx| {
+            let changed = tx.execute(
+                "UPDATE users SET token_sha256 = ?2, token_issued_at = ?3 WHERE id = ?1",
+                params![user, sha256_hex(token.as_bytes()), now_rfc3339()],
+            )?;
+            if changed != 1 {
+                return Err(DomainError::NotFound {
+                    what: "user",
+                    id: user.to_string(),
+                    list: "user list",
+                });
+            }
+            Ok(Change::Record(json!({"user": user}), ()))
+        })?;
         Ok(token)
     }
 
@@ -190,23 +193,21 @@ impl Domain {
         };
         // One statement under the store's lock: two admins disabling each
         // other at once cannot leave no admin.
-        let disabled = lock(&self.db).execute(
-            "UPDATE users SET disabled = 1, token_sha256 = NULL WHERE id = ?1 AND disabled = 0
-             AND (role != 'admin' OR (SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0) > 1)",
-            [user],
-        )?;
-        if disabled != 1 {
-            return Err(DomainError::Invalid(if role == Role::Admin {
-                format!("`{user}` is the last enabled admin; add another admin first")
-            } else {
-                format!("user `{user}` is already disabled")
-            }));
-        }
-        self.record(
-            actor,
-            "user.disabled",
-            json!({"user": user, "reason": reason}),
-        )?;
+        self.commit_recorded(actor, "user.disabled", |tx| {
+            let disabled = tx.execute(
+                "UPDATE users SET disabled = 1, token_sha256 = NULL WHERE id = ?1 AND disabled = 0
+                 AND (role != 'admin' OR (SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0) > 1)",
+                [user],
+            )?;
+            if disabled != 1 {
+                return Err(DomainError::Invalid(if role == Role::Admin {
+                    format!("`{user}` is the last enabled admin; add another admin first")
+                } else {
+                    format!("user `{user}` is already disabled")
+                }));
+            }
+            Ok(Change::Record(json!({"user": user, "reason": reason}), ()))
+        })?;
         Ok(())
     }
 
@@ -317,37 +318,38 @@ impl Domain {
                 &format!("dataset `{name}` destroyed: {reason}"),
             )?;
         }
-        {
-            let db = lock(&self.db);
-            // secure_delete zeroes the freed pages, and the checkpoint
-            // removes the old page images from the WAL, so the wrapped key
-            // survives nowhere in the store's files.
-            db.execute(
+        self.commit_recorded(actor, "dataset.destroyed", |tx| {
+            tx.execute(
                 "UPDATE datasets SET wrapped_key = NULL, destroyed_at = ?2 WHERE name = ?1",
                 params![name, now_rfc3339()],
             )?;
-            db.execute(
+            tx.execute(
                 &format!("DELETE FROM release_cache WHERE grant_id IN (SELECT id FROM grants WHERE {GRANT_COVERS_DATASET})"),
                 [name],
             )?;
-            db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        }
-        lock(&self.indexes).remove(name);
-        for path in [
-            self.dir.join(&file),
-            self.dir.join(format!("data/{name}.prohibited")),
-        ] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(DomainError::io(&path, e)),
+            // Removed before the commit, so the entry never claims a
+            // deletion that failed (a failure rolls the key's removal
+            // back; destroying again finishes the job).
+            for path in [
+                self.dir.join(&file),
+                self.dir.join(format!("data/{name}.prohibited")),
+            ] {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(DomainError::io(&path, e)),
+                }
             }
-        }
-        self.record(
-            actor,
-            "dataset.destroyed",
-            json!({"dataset": name, "reason": reason, "grants_revoked": grants, "method": "data key destroyed; encrypted file and value index deleted"}),
-        )?;
+            Ok(Change::Record(
+                json!({"dataset": name, "reason": reason, "grants_revoked": grants, "method": "data key destroyed; encrypted file and value index deleted"}),
+                (),
+            ))
+        })?;
+        // secure_delete zeroed the freed pages, and the checkpoint removes
+        // the old page images from the WAL, so the wrapped key survives
+        // nowhere in the store's files.
+        lock(&self.db).query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        lock(&self.indexes).remove(name);
         Ok(())
     }
 
@@ -409,9 +411,7 @@ impl Domain {
             return Err(exhausted());
         }
         let bundle = self.release_bundle(release_id)?;
-        let downloads = {
-            let mut db = lock(&self.db);
-            let tx = db.transaction()?;
+        self.commit_recorded(actor, "release.downloaded", |tx| {
             let counted = tx.execute(
                 "UPDATE grants SET downloads = downloads + 1 WHERE id = ?1 AND (max_downloads IS NULL OR downloads < max_downloads)",
                 [&grant_id],
@@ -432,14 +432,11 @@ impl Domain {
             // count back, and a concurrent download cannot take the last
             // place meanwhile.
             deliver(&bundle)?;
-            tx.commit()?;
-            downloads
-        };
-        self.record(
-            actor,
-            "release.downloaded",
-            json!({"release": release_id, "grant": grant_id, "downloads": downloads, "max_downloads": grant.max_downloads}),
-        )?;
+            Ok(Change::Record(
+                json!({"release": release_id, "grant": grant_id, "downloads": downloads, "max_downloads": grant.max_downloads}),
+                (),
+            ))
+        })?;
         Ok(bundle)
     }
 

@@ -270,13 +270,25 @@ impl Host {
                     return Ok(Ok(udf_sdk::abi::encode_query_result(&cached)));
                 }
                 let read: BTreeSet<String> = query.scans.iter().map(|s| s.table.clone()).collect();
-                if let Some((layer, short)) = self.domain.charge(
-                    &self.job_id,
-                    &self.grant.id,
-                    &read,
-                    (plan.epsilon, plan.delta),
-                    &sql_sha,
-                )? {
+                // The spend and its `query.admitted` entry are durable
+                // together, before any data is read.
+                let spend = crate::Spend {
+                    grant: Some(&self.grant.id),
+                    datasets: &read,
+                    epsilon: plan.epsilon,
+                    delta: plan.delta,
+                    job: &self.job_id,
+                    query_sha: &sql_sha,
+                };
+                let admitted = json!({
+                    "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
+                    "release": "differentially private aggregate", "epsilon": plan.epsilon, "delta": plan.delta,
+                    "mechanism": "opendp Laplace (discrete for integers)", "fingerprint": fingerprint,
+                });
+                if let Some((layer, short)) =
+                    self.domain
+                        .charge(&self.submitter, "query.admitted", &spend, admitted)?
+                {
                     if layer == "grant delta" {
                         let e = PolicyError::Budget(format!(
                             "grant `{short}` has not enough delta left for partition selection (this query needs {:e}). Nothing was spent; group by keys with a public domain, or ask for more delta",
@@ -296,11 +308,6 @@ impl Host {
                     ));
                     return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
                 }
-                self.domain.record(&self.submitter, "query.admitted", json!({
-                    "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
-                    "release": "differentially private aggregate", "epsilon": plan.epsilon, "delta": plan.delta,
-                    "mechanism": "opendp Laplace (discrete for integers)", "fingerprint": fingerprint,
-                }))?;
                 self.job_log().epsilon_spent += plan.epsilon;
                 self.job_log().rows_read += self.rows_of(read);
                 match unseen_policy::release_aggregate(&state, &query, &plan).await {

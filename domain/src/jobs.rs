@@ -17,6 +17,7 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 use unseen_sandbox::{Cancel, SandboxError};
 
+use crate::records::Change;
 use crate::util::{new_id, now_rfc3339};
 use crate::{Domain, DomainError, Grant, JobBody, JobOutcome, Role, access, host, lock};
 
@@ -495,9 +496,11 @@ impl Domain {
         self.reusable_releases(submitter, &extras.inputs)?;
         let udfs_json = serde_json::to_string(&extras.udfs).unwrap_or_else(|_| "[]".into());
         let inputs_json = serde_json::to_string(&extras.inputs).unwrap_or_else(|_| "[]".into());
-        {
-            let mut db = lock(&self.db);
-            let tx = db.transaction()?;
+        let body = json!({
+            "job": job_id, "grant": grant_id, "module_sha256": module, "sql": sql,
+            "params": params.keys().collect::<Vec<_>>(), "udf_modules": extras.udfs, "inputs": extras.inputs,
+        });
+        self.commit_recorded(submitter, "job.submitted", |tx| {
             let counted = tx.execute(
                 "UPDATE grants SET runs = runs + 1 WHERE id = ?1 AND (max_runs IS NULL OR runs < max_runs)",
                 [grant_id],
@@ -515,16 +518,8 @@ impl Domain {
                 "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at, params, udf_modules, inputs) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9)",
                 params![job_id, grant_id, module, sql, submitter, now_rfc3339(), params_json, udfs_json, inputs_json],
             )?;
-            tx.commit()?;
-        }
-        self.record(
-            submitter,
-            "job.submitted",
-            json!({
-                "job": job_id, "grant": grant_id, "module_sha256": module, "sql": sql,
-                "params": params.keys().collect::<Vec<_>>(), "udf_modules": extras.udfs, "inputs": extras.inputs,
-            }),
-        )?;
+            Ok(Change::Record(body, ()))
+        })?;
         Ok(job_id)
     }
 
@@ -653,20 +648,22 @@ impl Domain {
         };
         let cancel = Cancel::new();
         lock(&self.running).insert(job_id.to_string(), (grant_id.clone(), cancel.clone()));
-        let moved = lock(&self.db).execute(
-            "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
-            params![job_id, now_rfc3339()],
-        )?;
-        if moved != 1 {
+        let (moved, _) = self.commit_recorded(&submitter, "job.started", |tx| {
+            let moved = tx.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
+                params![job_id, now_rfc3339()],
+            )?;
+            Ok(if moved == 1 {
+                Change::Record(json!({"job": job_id, "grant": grant_id}), true)
+            } else {
+                Change::Abandon(false)
+            })
+        })?;
+        if !moved {
             // Cancelled between the read above and now.
             lock(&self.running).remove(job_id);
             return Ok(Err(self.job_outcome(job_id)?));
         }
-        self.record(
-            &submitter,
-            "job.started",
-            json!({"job": job_id, "grant": grant_id}),
-        )?;
         lock(&log).started = Some(Instant::now());
         let params: BTreeMap<String, String> = serde_json::from_str(&params).unwrap_or_default();
         let job_host = host::Host {
@@ -723,35 +720,35 @@ impl Domain {
             fuel,
             guest_ran,
         } = ending;
-        let ended = lock(&self.db).execute(
-            "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10,
-                 refusals = ?11, visible = ?12, stopped_by = ?13, reason = ?14
-             WHERE id = ?1 AND status IN ('queued', 'running')",
-            params![job_id, ending, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs,
-                refusals, visible.status(), visible.stopped_by(), visible.reason()],
-        )?;
-        let outcome_output = if ended == 1 && guest_ran {
-            Some(self.quarantine_outcome(&job_id, submitter)?)
-        } else {
-            None
-        };
         let guest: bool = lock(&self.db).query_row(
             "SELECT module IS NOT NULL FROM jobs WHERE id = ?1",
             [&job_id],
             |r| r.get(0),
         )?;
-        self.record(
-            submitter,
-            "job.ended",
-            json!({
-                "job": job_id, "status": ending, "visible": visible.status(),
-                "stopped_by": visible.stopped_by(), "error": error, "fuel_used": fuel,
-                "queries": log.queries, "rows_read": log.rows_read, "run_ms": run_ms,
-                "udf_rows_failed": log.udf_rows_failed, "refusals": log.refusals.len(),
-                "outputs": log.outputs, "outcome_output": outcome_output,
-                "epsilon_spent": log.epsilon_spent,
-            }),
-        )?;
+        let (ended, _) = self.commit_recorded(submitter, "job.ended", |tx| {
+            let ended = tx.execute(
+                "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10,
+                     refusals = ?11, visible = ?12, stopped_by = ?13, reason = ?14
+                 WHERE id = ?1 AND status IN ('queued', 'running')",
+                params![job_id, ending, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs,
+                    refusals, visible.status(), visible.stopped_by(), visible.reason()],
+            )?;
+            Ok(Change::Record(
+                json!({
+                    "job": job_id, "status": ending, "visible": visible.status(),
+                    "stopped_by": visible.stopped_by(), "error": error, "fuel_used": fuel,
+                    "queries": log.queries, "rows_read": log.rows_read, "run_ms": run_ms,
+                    "udf_rows_failed": log.udf_rows_failed, "refusals": log.refusals.len(),
+                    "outputs": log.outputs, "epsilon_spent": log.epsilon_spent,
+                }),
+                ended,
+            ))
+        })?;
+        let outcome_output = if ended == 1 && guest_ran {
+            Some(self.quarantine_outcome(&job_id, submitter)?)
+        } else {
+            None
+        };
         Ok(JobOutcome {
             job_id,
             status: visible.status().to_string(),
@@ -800,18 +797,21 @@ impl Domain {
     /// panicked): failed, with the reason, and recorded.
     pub fn end_abandoned_job(&self, job_id: &str, reason: &str) -> Result<(), DomainError> {
         lock(&self.running).remove(job_id);
-        let ended = lock(&self.db).execute(
-            "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = 'service', reason = ?2
-             WHERE id = ?1 AND status IN ('queued', 'running')",
-            params![job_id, reason, now_rfc3339()],
-        )?;
-        if ended == 1 {
-            self.record(
-                "system",
-                "job.ended",
-                json!({"job": job_id, "status": "failed", "visible": "stopped", "stopped_by": "service", "error": reason}),
+        self.commit_recorded("system", "job.ended", |tx| {
+            let ended = tx.execute(
+                "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = 'service', reason = ?2
+                 WHERE id = ?1 AND status IN ('queued', 'running')",
+                params![job_id, reason, now_rfc3339()],
             )?;
-        }
+            Ok(if ended == 1 {
+                Change::Record(
+                    json!({"job": job_id, "status": "failed", "visible": "stopped", "stopped_by": "service", "error": reason}),
+                    (),
+                )
+            } else {
+                Change::Abandon(())
+            })
+        })?;
         Ok(())
     }
 
@@ -970,26 +970,29 @@ impl Domain {
     /// at its next epoch tick. Returns what happened.
     fn stop_job(&self, actor: &str, job_id: &str, reason: &str) -> Result<String, DomainError> {
         let visible = Visible::cancelled(reason);
-        let was_queued = lock(&self.db).execute(
-            "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = ?4, reason = ?2
-             WHERE id = ?1 AND status = 'queued'",
-            params![job_id, reason, now_rfc3339(), visible.stopped_by()],
-        )? == 1;
-        let state = if was_queued {
-            "cancelled"
-        } else if let Some((_, cancel)) = lock(&self.running).get(job_id) {
-            cancel.cancel(reason);
-            "stopping"
-        } else {
-            return Err(DomainError::Invalid(format!(
-                "job `{job_id}` already ended; only queued or running jobs can be cancelled"
-            )));
-        };
-        self.record(
-            actor,
-            "job.cancelled",
-            json!({"job": job_id, "reason": reason, "state": state}),
-        )?;
+        let (state, _) = self.commit_recorded(actor, "job.cancelled", |tx| {
+            let was_queued = tx.execute(
+                "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = ?4, reason = ?2
+                 WHERE id = ?1 AND status = 'queued'",
+                params![job_id, reason, now_rfc3339(), visible.stopped_by()],
+            )? == 1;
+            let state = if was_queued {
+                "cancelled"
+            } else if let Some((_, cancel)) = lock(&self.running).get(job_id) {
+                // A running job ends at its next epoch tick, through
+                // `end_job`, which records how it ended.
+                cancel.cancel(reason);
+                "stopping"
+            } else {
+                return Err(DomainError::Invalid(format!(
+                    "job `{job_id}` already ended; only queued or running jobs can be cancelled"
+                )));
+            };
+            Ok(Change::Record(
+                json!({"job": job_id, "reason": reason, "state": state}),
+                state,
+            ))
+        })?;
         Ok(state.to_string())
     }
 
@@ -1012,23 +1015,23 @@ impl Domain {
                 reason: format!("was already revoked at {at}"),
             });
         }
-        lock(&self.db).execute(
-            "UPDATE grants SET revoked_at = ?2 WHERE id = ?1",
-            params![grant_id, now_rfc3339()],
-        )?;
-        let jobs: Vec<String> = {
-            let db = lock(&self.db);
-            let mut stmt = db.prepare(
-                "SELECT id FROM jobs WHERE grant_id = ?1 AND status IN ('queued', 'running')",
+        let (jobs, _) = self.commit_recorded(actor, "grant.revoked", |tx| {
+            tx.execute(
+                "UPDATE grants SET revoked_at = ?2 WHERE id = ?1",
+                params![grant_id, now_rfc3339()],
             )?;
-            let rows = stmt.query_map([grant_id], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        self.record(
-            actor,
-            "grant.revoked",
-            json!({"grant": grant_id, "reason": reason, "jobs_stopped": jobs.len()}),
-        )?;
+            let jobs: Vec<String> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id FROM jobs WHERE grant_id = ?1 AND status IN ('queued', 'running')",
+                )?;
+                let rows = stmt.query_map([grant_id], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            Ok(Change::Record(
+                json!({"grant": grant_id, "reason": reason, "jobs_stopped": jobs.len()}),
+                jobs,
+            ))
+        })?;
         let why = format!("grant `{grant_id}` was revoked: {reason}");
         let mut stopped = 0;
         for job in &jobs {
@@ -1238,6 +1241,7 @@ impl Domain {
             rows.collect::<Result<_, _>>()?
         };
         let mut pruned_outcomes = Vec::new();
+        let mut kept_outcomes = Vec::new();
         for (output, bytes) in outcomes {
             let Ok(table) = udf_sdk::abi::decode_table(&bytes) else {
                 continue;
@@ -1260,21 +1264,25 @@ impl Domain {
                 .with("value", udf_sdk::ColumnValues::Text(values));
             let data = udf_sdk::abi::encode_table(&kept);
             let sha = crate::util::sha256_hex(&data);
-            lock(&self.db).execute(
-                "UPDATE outputs SET data = ?2, sha256 = ?3, status = 'pruned' WHERE id = ?1 AND status IN ('quarantined', 'rejected')",
-                params![output, data, sha],
-            )?;
             pruned_outcomes.push(json!({"output": output, "sha256": sha}));
+            kept_outcomes.push((output, data, sha));
         }
-        let pruned = lock(&self.db).execute(
-            "UPDATE jobs SET logs = '[]' WHERE ended_at IS NOT NULL AND ended_at < ?1 AND logs != '[]'",
-            [&cutoff],
-        )?;
-        self.record(
-            actor,
-            "logs.pruned",
-            json!({"older_than": cutoff, "jobs": pruned, "retention_days": retention, "outcome_outputs": pruned_outcomes}),
-        )?;
+        let (pruned, _) = self.commit_recorded(actor, "logs.pruned", |tx| {
+            for (output, data, sha) in &kept_outcomes {
+                tx.execute(
+                    "UPDATE outputs SET data = ?2, sha256 = ?3, status = 'pruned' WHERE id = ?1 AND status IN ('quarantined', 'rejected')",
+                    params![output, data, sha],
+                )?;
+            }
+            let pruned = tx.execute(
+                "UPDATE jobs SET logs = '[]' WHERE ended_at IS NOT NULL AND ended_at < ?1 AND logs != '[]'",
+                [&cutoff],
+            )?;
+            Ok(Change::Record(
+                json!({"older_than": cutoff, "jobs": pruned, "retention_days": retention, "outcome_outputs": pruned_outcomes}),
+                pruned,
+            ))
+        })?;
         Ok(pruned)
     }
 }

@@ -7,6 +7,10 @@
 //! `unseen-sandbox`, and appends every step to `unseen-ledger`.
 //!
 //! Invariants:
+//! - every change the ledger records is committed to the store together
+//!   with a pending record of its entry (`Domain::commit_recorded`, see
+//!   [`records`]); an open appends what a crash left unrecorded, so the
+//!   store and the ledger agree ([`Domain::reconcile`] checks it);
 //! - a query result reaches a guest only after its epsilon is recorded in
 //!   the store and in the ledger;
 //! - an output leaves quarantine only by the decision of a reviewer who did
@@ -31,6 +35,8 @@ pub mod jobs;
 pub mod keys;
 pub mod logging;
 pub mod marginals;
+pub mod reconcile;
+pub mod records;
 pub mod server;
 pub mod store;
 pub mod util;
@@ -48,6 +54,7 @@ use unseen_sandbox::{Limits, ModuleKind, Sandbox, SandboxError};
 
 use crate::data::OpenDataset;
 use crate::keys::{KeyError, MasterKey};
+use crate::records::Change;
 use crate::util::{new_id, now_rfc3339, random_bytes, sha256_hex};
 
 /// The example guests, built for wasm32 by `build.rs`.
@@ -439,6 +446,77 @@ pub(crate) enum CachedRelease {
     Table(udf_sdk::QueryResult),
 }
 
+/// One measurement's privacy cost and the budget layers it is charged to.
+#[derive(Debug, Clone)]
+pub(crate) struct Spend<'a> {
+    /// The grant charged, with its developer; `None` for a spend of the
+    /// data provider's own (published marginals), charged to datasets only.
+    pub grant: Option<&'a str>,
+    /// The datasets the measurement reads.
+    pub datasets: &'a BTreeSet<String>,
+    pub epsilon: f64,
+    /// Budgeted at the grant only (partition selection).
+    pub delta: f64,
+    /// The job and query charged, kept in `spends` under a grant.
+    pub job: &'a str,
+    pub query_sha: &'a str,
+}
+
+/// Charges `spend` at every layer inside `tx`; returns the first layer
+/// that was short and its id (the caller then rolls back).
+fn charge_layers(
+    tx: &rusqlite::Transaction<'_>,
+    spend: &Spend<'_>,
+) -> Result<Option<(&'static str, String)>, DomainError> {
+    let mut layers: Vec<(&'static str, &str, String)> = Vec::new();
+    if let Some(grant) = spend.grant {
+        layers.push((
+            "grant",
+            "UPDATE grants SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND epsilon_spent + ?2 <= epsilon_total + 1e-9 AND revoked_at IS NULL",
+            grant.to_string(),
+        ));
+    }
+    for dataset in spend.datasets {
+        layers.push((
+            "dataset",
+            "UPDATE datasets SET epsilon_spent = epsilon_spent + ?2 WHERE name = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
+            dataset.clone(),
+        ));
+    }
+    if let Some(grant) = spend.grant {
+        let developer: String =
+            tx.query_row("SELECT developer FROM grants WHERE id = ?1", [grant], |r| {
+                r.get(0)
+            })?;
+        layers.push((
+            "developer",
+            "UPDATE users SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
+            developer,
+        ));
+    }
+    for (layer, sql, key) in layers {
+        if tx.execute(sql, params![key, spend.epsilon])? != 1 {
+            return Ok(Some((layer, key)));
+        }
+    }
+    let Some(grant) = spend.grant else {
+        return Ok(None);
+    };
+    if spend.delta > 0.0
+        && tx.execute(
+            "UPDATE grants SET delta_spent = delta_spent + ?2 WHERE id = ?1 AND delta_spent + ?2 <= delta_total * (1 + 1e-9)",
+            params![grant, spend.delta],
+        )? != 1
+    {
+        return Ok(Some(("grant delta", grant.to_string())));
+    }
+    tx.execute(
+        "INSERT INTO spends(job_id, grant_id, epsilon, delta, query_sha256, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![spend.job, grant, spend.epsilon, spend.delta, spend.query_sha, now_rfc3339()],
+    )?;
+    Ok(None)
+}
+
 /// What a job runs: an uploaded module or one SQL statement.
 #[derive(Debug, Clone, Copy)]
 enum JobBody<'a> {
@@ -530,6 +608,13 @@ pub struct Domain {
     running: Mutex<std::collections::HashMap<String, (String, unseen_sandbox::Cancel)>>,
     /// Identical measurements being released now (single flight).
     flights: host::Flights,
+    /// A lower bound of the ledger's size: the next entry's index is at
+    /// least this. Pending records note it, so that finding their entries
+    /// after a crash reads only the ledger's tail.
+    ledger_floor: std::sync::atomic::AtomicU64,
+    /// Records whose entries are written but whose pending rows are not
+    /// deleted yet (the next `commit_recorded` deletes them).
+    written: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Domain {
@@ -560,8 +645,27 @@ impl Domain {
                 util::check_private(&path)?;
             }
         }
-        let db = store::open(&dir.join("unseen.db"))?;
-        let ledger = SharedLedger::open(&dir.join("ledger"))?;
+        let mut db = store::open(&dir.join("unseen.db"))?;
+        let mut ledger = unseen_ledger::Ledger::open(&dir.join("ledger"))?;
+        // Before anything else reads either: changes a stopped process
+        // committed but did not record are recorded now.
+        let reconciled = records::reconcile_pending(&mut db, &mut ledger)?;
+        if !reconciled.repaired.is_empty() || reconciled.already_recorded > 0 {
+            let kinds: Vec<&str> = reconciled
+                .repaired
+                .iter()
+                .map(|(_, k)| k.as_str())
+                .collect();
+            tracing::warn!(
+                repaired = reconciled.repaired.len(),
+                already_recorded = reconciled.already_recorded,
+                ?kinds,
+                "the store held changes a stopped process had not recorded in the ledger; they are recorded now ({})",
+                records::RECONCILED_KIND
+            );
+        }
+        let ledger_floor = std::sync::atomic::AtomicU64::new(ledger.size());
+        let ledger = SharedLedger::new(ledger);
         let master = MasterKey::load_or_create(&dir.join("keys/master.key"))?;
         // Compiled modules are cached on disk, authenticated by a key only
         // this data directory holds, so restarts skip compilation.
@@ -577,6 +681,8 @@ impl Domain {
             indexes: Mutex::new(std::collections::HashMap::new()),
             reviewing: Arc::new(Mutex::new(std::collections::HashSet::new())),
             flights: host::Flights::default(),
+            ledger_floor,
+            written: Mutex::new(Vec::new()),
         };
         domain.recover_interrupted_jobs()?;
         domain.remove_stale_uploads()?;
@@ -602,15 +708,16 @@ impl Domain {
             } else {
                 "the service stopped before the job started; submit it again"
             };
-            lock(&self.db).execute(
-                "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = 'service restart', reason = ?2 WHERE id = ?1",
-                params![job, reason, now_rfc3339()],
-            )?;
-            self.record(
-                "system",
-                "job.recovered",
-                json!({"job": job, "submitter": submitter, "status": "failed", "visible": "stopped", "reason": reason}),
-            )?;
+            self.commit_recorded("system", "job.recovered", |tx| {
+                tx.execute(
+                    "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = 'service restart', reason = ?2 WHERE id = ?1",
+                    params![job, reason, now_rfc3339()],
+                )?;
+                Ok(Change::Record(
+                    json!({"job": job, "submitter": submitter, "status": "failed", "visible": "stopped", "reason": reason}),
+                    (),
+                ))
+            })?;
         }
         Ok(())
     }
@@ -634,20 +741,42 @@ impl Domain {
         &self.dir
     }
 
-    /// Appends a ledger entry; durable when this returns.
+    /// Appends a ledger entry for an event that changes nothing in the
+    /// store (a refusal, a cached answer, a dry run); durable when this
+    /// returns. A change to the store is recorded with
+    /// `Domain::commit_recorded` instead, so that both are durable
+    /// together.
     pub fn record(
         &self,
         actor: &str,
         kind: &str,
         body: serde_json::Value,
     ) -> Result<u64, DomainError> {
+        self.append(actor, kind, now_rfc3339(), body)
+    }
+
+    /// Appends one entry (group commit) and raises the ledger floor past it.
+    fn append(
+        &self,
+        actor: &str,
+        kind: &str,
+        time: String,
+        body: serde_json::Value,
+    ) -> Result<u64, DomainError> {
         let receipt = self.ledger.append(EntryDraft {
             kind: kind.to_string(),
             actor: actor.to_string(),
-            time: now_rfc3339(),
+            time,
             body,
         })?;
+        self.ledger_floor
+            .fetch_max(receipt.index + 1, std::sync::atomic::Ordering::Relaxed);
         Ok(receipt.index)
+    }
+
+    /// A lower bound of the ledger's size (the next entry's index).
+    fn ledger_floor(&self) -> u64 {
+        self.ledger_floor.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The ledger's current signed checkpoint (C2SP signed note).
@@ -752,21 +881,22 @@ impl Domain {
                 "user id `{id}` must be ASCII letters, digits, `.`, `_` or `-`"
             )));
         }
-        let inserted = lock(&self.db).execute(
-            "INSERT OR IGNORE INTO users(id, name, role, org, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, name, role.as_str(), org, now_rfc3339()],
-        )?;
-        if inserted == 0 {
-            return Err(DomainError::Exists {
-                what: "user",
-                id: id.to_string(),
-            });
-        }
-        self.record(
-            &actor,
-            "user.created",
-            json!({"user": id, "name": name, "role": role.as_str(), "org": org}),
-        )?;
+        self.commit_recorded(&actor, "user.created", |tx| {
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO users(id, name, role, org, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, name, role.as_str(), org, now_rfc3339()],
+            )?;
+            if inserted == 0 {
+                return Err(DomainError::Exists {
+                    what: "user",
+                    id: id.to_string(),
+                });
+            }
+            Ok(Change::Record(
+                json!({"user": id, "name": name, "role": role.as_str(), "org": org}),
+                (),
+            ))
+        })?;
         self.issue_token(&actor, id)
     }
 
@@ -832,11 +962,6 @@ impl Domain {
         } = data::registration_facts(&open).await?;
         let within_json = serde_json::to_string(&within_bounds).unwrap_or_else(|_| "[]".into());
         let wrapped = self.master.wrap(name, &key);
-        lock(&self.db).execute(
-            "INSERT INTO datasets(name, manifest, manifest_version, file, wrapped_key, rows, unit_unique, source_sha256, registered_by, registered_at, within_bounds)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![name, manifest_text, manifest.version, file, wrapped, ingested.rows as i64, unit_unique, ingested.source_sha256, actor, now_rfc3339(), within_json],
-        )?;
         let by_class = |class: unseen_policy::Class| {
             manifest
                 .columns
@@ -845,10 +970,7 @@ impl Domain {
                 .map(|c| c.name.clone())
                 .collect::<Vec<_>>()
         };
-        self.record(
-            actor,
-            "dataset.registered",
-            json!({
+        let body = json!({
                 "dataset": name,
                 "manifest_version": manifest.version,
                 "manifest_sha256": sha256_hex(manifest_text.as_bytes()),
@@ -861,8 +983,15 @@ impl Domain {
                 "conditional": by_class(unseen_policy::Class::Conditional),
                 "open": by_class(unseen_policy::Class::Open),
                 "encryption": "parquet modular encryption, AES-256-GCM, per-dataset key wrapped by the master key",
-            }),
-        )?;
+        });
+        self.commit_recorded(actor, "dataset.registered", |tx| {
+            tx.execute(
+                "INSERT INTO datasets(name, manifest, manifest_version, file, wrapped_key, rows, unit_unique, source_sha256, registered_by, registered_at, within_bounds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![name, manifest_text, manifest.version, file, wrapped, ingested.rows as i64, unit_unique, ingested.source_sha256, actor, now_rfc3339(), within_json],
+            )?;
+            Ok(Change::Record(body, ()))
+        })?;
         Ok(ingested)
     }
 
@@ -1035,15 +1164,7 @@ impl Domain {
         let designated = serde_json::to_string(&r.designated).unwrap_or_else(|_| "[]".into());
         let columns = serde_json::to_string(&r.columns).unwrap_or_else(|_| "[]".into());
         let joined = serde_json::to_string(&r.join_datasets).unwrap_or_else(|_| "[]".into());
-        lock(&self.db).execute(
-            "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
-                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
-            params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, now_rfc3339(), expires_at,
-                r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined,
-                r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }, r.allow_udfs],
-        )?;
-        self.record(actor, "grant.issued", json!({
+        let body = json!({
             "grant": id, "dataset": r.dataset, "join_datasets": r.join_datasets, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
             "epsilon_total": r.epsilon_total, "query_epsilon": r.query_epsilon, "expires_at": expires_at,
             "allow_modules": r.allow_modules, "allow_sql": r.allow_sql, "allow_extracts": r.allow_extracts,
@@ -1051,7 +1172,18 @@ impl Domain {
             "max_downloads": r.max_downloads, "derived_reuse": r.derived_reuse,
             "approvals_required": r.approvals_required,
             "delta_total": r.delta_total, "query_delta": if r.delta_total > 0.0 { r.query_delta } else { 0.0 },
-        }))?;
+        });
+        self.commit_recorded(actor, "grant.issued", |tx| {
+            tx.execute(
+            "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
+                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+            params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, now_rfc3339(), expires_at,
+                r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined,
+                r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }, r.allow_udfs],
+            )?;
+            Ok(Change::Record(body, ()))
+        })?;
         Ok(id)
     }
 
@@ -1120,28 +1252,27 @@ impl Domain {
                     .map(|a| format!("{} aggregate", udf_signature(&a.function))),
             )
             .collect();
-        let stored_kind: Option<String> = {
-            let db = lock(&self.db);
-            db.execute(
+        self.commit_recorded(actor, "module.uploaded", |tx| {
+            tx.execute(
                 "INSERT OR IGNORE INTO modules(sha256, bytes, uploaded_by, uploaded_at, kind, functions) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![sha, bytes, actor, now_rfc3339(), kind_name, serde_json::to_string(&functions).unwrap_or_else(|_| "[]".into())],
             )?;
-            db.query_row("SELECT kind FROM modules WHERE sha256 = ?1", [&sha], |r| {
-                r.get(0)
-            })
-            .optional()?
-        };
-        if stored_kind.as_deref() != Some(kind_name) {
-            return Err(DomainError::Invalid(format!(
-                "module {sha} was uploaded before as a {} module; one module cannot be both",
-                stored_kind.unwrap_or_default()
-            )));
-        }
-        self.record(
-            actor,
-            "module.uploaded",
-            json!({"sha256": sha, "size": bytes.len(), "kind": kind_name, "functions": functions}),
-        )?;
+            let stored_kind: Option<String> = tx
+                .query_row("SELECT kind FROM modules WHERE sha256 = ?1", [&sha], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if stored_kind.as_deref() != Some(kind_name) {
+                return Err(DomainError::Invalid(format!(
+                    "module {sha} was uploaded before as a {} module; one module cannot be both",
+                    stored_kind.unwrap_or_default()
+                )));
+            }
+            Ok(Change::Record(
+                json!({"sha256": sha, "size": bytes.len(), "kind": kind_name, "functions": functions}),
+                (),
+            ))
+        })?;
         Ok((sha, functions))
     }
 
@@ -1224,63 +1355,33 @@ impl Domain {
         runtime.block_on(job_host.dry_run(sql))
     }
 
-    /// Charges `epsilon` to every budget layer — the grant, each dataset
-    /// the query reads and the grant's developer — in one transaction: all
-    /// or none. Returns the layer that was short and its id, if any
-    /// (nothing is spent then).
+    /// Charges a spend to every budget layer it names — the grant (and
+    /// its delta), each dataset the measurement reads and the grant's
+    /// developer — and records it as a `kind` entry with `body` (the
+    /// datasets and the spend are added to it), in one transaction with
+    /// the entry: all or none ([`Domain::commit_recorded`]). Returns the
+    /// layer that was short and its id, if any (nothing is spent or
+    /// recorded then). The one path by which epsilon is spent.
     pub(crate) fn charge(
         &self,
-        job_id: &str,
-        grant_id: &str,
-        datasets: &BTreeSet<String>,
-        (epsilon, delta): (f64, f64),
-        query_sha: &str,
+        actor: &str,
+        kind: &str,
+        spend: &Spend<'_>,
+        mut body: serde_json::Value,
     ) -> Result<Option<(&'static str, String)>, DomainError> {
-        let mut db = lock(&self.db);
-        let tx = db.transaction()?;
-        let developer: String = tx.query_row(
-            "SELECT developer FROM grants WHERE id = ?1",
-            [grant_id],
-            |r| r.get(0),
-        )?;
-        let mut layers: Vec<(&'static str, &str, &str)> = vec![(
-            "grant",
-            "UPDATE grants SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND epsilon_spent + ?2 <= epsilon_total + 1e-9 AND revoked_at IS NULL",
-            grant_id,
-        )];
-        for dataset in datasets {
-            layers.push((
-                "dataset",
-                "UPDATE datasets SET epsilon_spent = epsilon_spent + ?2 WHERE name = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
-                dataset,
-            ));
+        body["datasets"] = json!(spend.datasets);
+        body["epsilon"] = json!(spend.epsilon);
+        if spend.delta > 0.0 {
+            body["delta"] = json!(spend.delta);
         }
-        layers.push((
-            "developer",
-            "UPDATE users SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
-            &developer,
-        ));
-        for (layer, sql, key) in layers {
-            if tx.execute(sql, params![key, epsilon])? != 1 {
+        let (short, _) = self.commit_recorded(actor, kind, |tx| {
+            Ok(match charge_layers(tx, spend)? {
                 // Dropping the transaction rolls back the layers already charged.
-                return Ok(Some((layer, key.to_string())));
-            }
-        }
-        // Delta is budgeted at the grant only (partition selection).
-        if delta > 0.0
-            && tx.execute(
-                "UPDATE grants SET delta_spent = delta_spent + ?2 WHERE id = ?1 AND delta_spent + ?2 <= delta_total * (1 + 1e-9)",
-                params![grant_id, delta],
-            )? != 1
-        {
-            return Ok(Some(("grant delta", grant_id.to_string())));
-        }
-        tx.execute(
-            "INSERT INTO spends(job_id, grant_id, epsilon, delta, query_sha256, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![job_id, grant_id, epsilon, delta, query_sha, now_rfc3339()],
-        )?;
-        tx.commit()?;
-        Ok(None)
+                Some(short) => Change::Abandon(Some(short)),
+                None => Change::Record(body, None),
+            })
+        })?;
+        Ok(short)
     }
 
     /// Sets the total epsilon of a dataset or developer layer (admins only).
@@ -1309,18 +1410,19 @@ impl Domain {
                 "user list",
             ),
         };
-        if lock(&self.db).execute(sql, params![id, epsilon_total])? != 1 {
-            return Err(DomainError::NotFound {
-                what,
-                id: id.to_string(),
-                list,
-            });
-        }
-        self.record(
-            actor,
-            "budget.set",
-            json!({"layer": what, "id": id, "epsilon_total": epsilon_total}),
-        )?;
+        self.commit_recorded(actor, "budget.set", |tx| {
+            if tx.execute(sql, params![id, epsilon_total])? != 1 {
+                return Err(DomainError::NotFound {
+                    what,
+                    id: id.to_string(),
+                    list,
+                });
+            }
+            Ok(Change::Record(
+                json!({"layer": what, "id": id, "epsilon_total": epsilon_total}),
+                (),
+            ))
+        })?;
         Ok(())
     }
 
@@ -1450,15 +1552,18 @@ impl Domain {
         let findings_json =
             serde_json::to_string(&findings).map_err(|e| DomainError::Invalid(e.to_string()))?;
         let disclosure = q.disclosure.map(|d| d.to_string());
-        lock(&self.db).execute(
-            "INSERT INTO outputs(id, job_id, name, data, sha256, findings, created_at, kind, disclosure) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![id, q.job_id, q.name, bytes, sha, findings_json, now_rfc3339(), q.kind, disclosure],
-        )?;
-        self.record(actor, "output.quarantined", json!({
+        let body = json!({
             "output": id, "job": q.job_id, "name": q.name, "kind": q.kind, "sha256": sha,
             "rows": table.rows(), "columns": table.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
             "findings": findings.iter().map(|f| json!({"kind": f.kind, "column": f.column, "row": f.row, "blocking": f.blocking})).collect::<Vec<_>>(),
-        }))?;
+        });
+        self.commit_recorded(actor, "output.quarantined", |tx| {
+            tx.execute(
+                "INSERT INTO outputs(id, job_id, name, data, sha256, findings, created_at, kind, disclosure) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![id, q.job_id, q.name, bytes, sha, findings_json, now_rfc3339(), q.kind, disclosure],
+            )?;
+            Ok(Change::Record(body, ()))
+        })?;
         Ok(id)
     }
 
@@ -1820,9 +1925,8 @@ impl Domain {
         at: &str,
     ) -> Result<(Vec<String>, bool, u64), DomainError> {
         let decision = if approve { "approved" } else { "rejected" };
-        let (approvers, complete) = {
-            let mut db = lock(&self.db);
-            let tx = db.transaction()?;
+        let ((approvers, complete), review_index) =
+            self.commit_recorded(reviewer, &format!("review.{decision}"), |tx| {
             let status: String = tx.query_row(
                 "SELECT status FROM outputs WHERE id = ?1",
                 [output_id],
@@ -1860,14 +1964,13 @@ impl Domain {
                 "INSERT INTO reviews(output_id, reviewer, decision, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![output_id, reviewer, decision, reason, at],
             )?;
-            tx.commit()?;
-            (approvers, complete)
-        };
-        let review_index = self.record(
-            reviewer,
-            &format!("review.{decision}"),
-            json!({"output": output_id, "job": job, "reason": reason, "approvals": approvers.len(), "approvals_required": required}),
-        )?;
+            Ok(Change::Record(
+                json!({"output": output_id, "job": job, "reason": reason, "approvals": approvers.len(), "approvals_required": required}),
+                (approvers, complete),
+            ))
+        })?;
+        let review_index = review_index
+            .ok_or_else(|| DomainError::Invalid("the review decision was not recorded".into()))?;
         Ok((approvers, complete, review_index))
     }
 
@@ -1946,16 +2049,19 @@ impl Domain {
         let pretty = serde_json::to_vec_pretty(&release_file)
             .map_err(|e| DomainError::Invalid(e.to_string()))?;
         util::write_private(&path, &pretty).map_err(|e| DomainError::io(&path, e))?;
-        lock(&self.db).execute(
-            "INSERT INTO releases(id, output_id, document, signature, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![release_id, output_id, String::from_utf8_lossy(&canonical), signature_b64, at],
-        )?;
-        self.record(reviewer, "release.signed", json!({
+        let body = json!({
             "release": release_id, "output": output_id, "output_sha256": output_sha,
             "document_sha256": sha256_hex(&canonical), "module_sha256": module_sha, "sql": job_sql,
             "input_snapshot": snapshot,
             "policy_version": POLICY_VERSION, "epsilon_spent": job_epsilon, "reviewer": reviewer,
-        }))?;
+        });
+        self.commit_recorded(reviewer, "release.signed", |tx| {
+            tx.execute(
+                "INSERT INTO releases(id, output_id, document, signature, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![release_id, output_id, String::from_utf8_lossy(&canonical), signature_b64, at],
+            )?;
+            Ok(Change::Record(body, ()))
+        })?;
         Ok(ReleaseRecord {
             id: release_id,
             path,

@@ -16,7 +16,7 @@ use unseen_policy::manifest::{Class, ColumnType};
 use unseen_policy::{Admitted, Manifest};
 
 use crate::data::{self, OpenDataset};
-use crate::{Domain, DomainError, Role, lock};
+use crate::{Domain, DomainError, Role};
 
 /// Quantiles released for each bounded numeric column.
 pub const QUANTILES: [f64; 5] = [0.1, 0.25, 0.5, 0.75, 0.9];
@@ -126,21 +126,29 @@ impl Domain {
                 "dataset `{dataset}` has no column with a public domain or bounds to publish marginals of"
             )));
         }
-        let charged = lock(&self.db).execute(
-            "UPDATE datasets SET epsilon_spent = epsilon_spent + ?2 WHERE name = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
-            rusqlite::params![dataset, epsilon],
+        let columns: Vec<&String> = queries.iter().map(|(c, _)| c).collect();
+        let read = std::collections::BTreeSet::from([dataset.to_string()]);
+        // The provider's own spend: the dataset layer only, through the
+        // same charge as every query, recorded with it.
+        let spend = crate::Spend {
+            grant: None,
+            datasets: &read,
+            epsilon,
+            delta: 0.0,
+            job: "",
+            query_sha: "",
+        };
+        let short = self.charge(
+            actor,
+            "dataset.marginals",
+            &spend,
+            json!({"dataset": dataset, "epsilon": epsilon, "columns": columns}),
         )?;
-        if charged != 1 {
+        if short.is_some() {
             return Err(DomainError::Invalid(format!(
                 "the budget of dataset `{dataset}` has less than epsilon {epsilon} left; nothing was spent"
             )));
         }
-        let columns: Vec<&String> = queries.iter().map(|(c, _)| c).collect();
-        self.record(
-            actor,
-            "dataset.marginals",
-            json!({"dataset": dataset, "epsilon": epsilon, "columns": columns}),
-        )?;
         let per_query = epsilon / queries.len() as f64;
         let computed = runtime.block_on(marginals_of(&opened, &queries, per_query))?;
         Ok(Marginals {

@@ -274,6 +274,7 @@ pub fn router(domain: Arc<Domain>, options: &ServerOptions) -> Router {
         .route("/v1/ledger/public-key", get(public_key))
         .route("/v1/ledger/checkpoint", get(checkpoint))
         .route("/v1/ledger/query", post(query_ledger))
+        .route("/v1/ledger/reconcile", get(reconcile_ledger))
         .route("/v1/reports/disclosure", get(disclosure))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -1066,6 +1067,14 @@ async fn verify_ledger(State(state): State<AppState>, actor: Actor) -> ApiResult
     })
     .await?;
     ok(json!({"ok": true, "entries": report.size, "root": report.root_hex}))
+}
+
+/// The store compared with what the ledger implies; `differences` is
+/// empty when they agree.
+async fn reconcile_ledger(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(OVERSIGHT, "reconcile the store with the ledger")?;
+    let report = blocking(&state, move |d| d.reconcile(&actor.id)).await?;
+    ok(json!(report))
 }
 
 async fn public_key(State(state): State<AppState>, actor: Actor) -> ApiResult {

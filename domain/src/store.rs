@@ -150,6 +150,15 @@ CREATE TABLE IF NOT EXISTS downloads(
     user_id TEXT NOT NULL REFERENCES users(id),
     at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_records(
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    time TEXT NOT NULL,
+    body TEXT NOT NULL,
+    ledger_from INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS jobs_by_grant ON jobs(grant_id);
 CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
 -- The output checks read a grant's approved outputs, and job views sum a
@@ -160,7 +169,7 @@ CREATE INDEX IF NOT EXISTS spends_by_job ON spends(job_id);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 /// How a store of an earlier version becomes the current one, in the same
 /// transaction as the version bump: `(from, statements)`.
@@ -192,6 +201,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
      ALTER TABLE outputs ADD COLUMN kind TEXT NOT NULL DEFAULT 'table' CHECK (kind IN ('table', 'outcome', 'extract'));
      ALTER TABLE outputs ADD COLUMN disclosure TEXT;",
     ),
+    // Version 12 adds `pending_records` (see `records.rs`), which the
+    // schema creates; nothing older changes.
+    (11, ""),
 ];
 
 /// Opens (creating on first run) the store in WAL mode. The store and its

@@ -757,6 +757,13 @@ impl Ledger {
 
     /// Reads back all entries from disk, in order.
     pub fn entries(&self) -> Result<Vec<Entry>, LedgerError> {
+        self.entries_from(0)
+    }
+
+    /// Reads back the entries from index `first` on (none if `first` is
+    /// at or past the end), in order. Only those lines are parsed, so a
+    /// caller looking for something recent pays for the tail alone.
+    pub fn entries_from(&self, first: u64) -> Result<Vec<Entry>, LedgerError> {
         let path = self.dir.join(ENTRIES_FILE);
         // Only what this ledger has acknowledged.
         let bytes = self.read_entries()?;
@@ -764,10 +771,13 @@ impl Ledger {
             path: path.clone(),
             source,
         };
+        let size = self.tree.leaves().len();
+        let skip = usize::try_from(first).unwrap_or(usize::MAX).min(size);
         bytes
             .split(|&b| b == b'\n')
-            .take(self.tree.leaves().len())
+            .take(size)
             .enumerate()
+            .skip(skip)
             .map(|(index, line)| {
                 Entry::parse_line(line).map_err(|source| {
                     damaged(VerifyError::BadEntry {

@@ -119,6 +119,7 @@ fn served_answers(data: &str, grant: &str, output: &str) -> String {
         format!("/v1/outputs/{output}"),
         format!("/v1/releases/{release}"),
         "/v1/reports/disclosure".into(),
+        "/v1/ledger/reconcile".into(),
     ];
     let mut answers = String::new();
     for token in &tokens {

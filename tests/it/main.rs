@@ -13,6 +13,7 @@ mod extract;
 mod flights;
 mod joins;
 mod ledger_integrity;
+mod one_truth;
 mod outcome;
 mod query;
 mod readme;

@@ -234,6 +234,7 @@ fn role_matrix_every_route_every_role() {
             Some(json!({"sql": "SELECT COUNT(*) AS n FROM entries"})),
             vec![A, U],
         ),
+        ("GET", "/v1/ledger/reconcile".into(), None, vec![A, U]),
         ("GET", "/v1/reports/disclosure".into(), None, vec![A, U]),
     ];
     let tokens = [(A, &p.admin), (D, &p.dev), (R, &p.rev), (U, &p.aud)];
