@@ -71,6 +71,12 @@ pub struct GrantUsage {
     pub max_runs: Option<u32>,
     pub jobs_by_status: BTreeMap<String, u64>,
     pub queries: i64,
+    /// Open-column queries ever run, and within the current window
+    /// against the grant's limit.
+    pub open_queries: u64,
+    pub open_queries_in_window: u64,
+    pub max_open_queries: Option<u32>,
+    pub open_query_window: u32,
     pub fuel_used: i64,
     pub rows_read: i64,
     pub run_ms: i64,
@@ -309,10 +315,16 @@ impl Domain {
 
     /// Moves a queued job to running and builds its host; a job whose grant
     /// or dataset became unusable while it waited ends failed instead.
-    pub(crate) fn start_job(
+    pub(crate) fn start_job(self: &Arc<Self>, job_id: &str) -> Result<Started, DomainError> {
+        self.start_job_with(job_id, Cancel::new())
+    }
+
+    /// [`Domain::start_job`] with the handle that stops the job, so a
+    /// caller (a request whose client may leave) can stop it too.
+    pub(crate) fn start_job_with(
         self: &Arc<Self>,
-        runtime: &tokio::runtime::Handle,
         job_id: &str,
+        cancel: Cancel,
     ) -> Result<Started, DomainError> {
         type Row = (String, String, String, String, String, String);
         let row: Option<Row> = lock(&self.db)
@@ -361,7 +373,6 @@ impl Domain {
                 return Ok(Err(outcome));
             }
         };
-        let cancel = Cancel::new();
         lock(&self.running).insert(job_id.to_string(), (grant_id.clone(), cancel.clone()));
         let moved = lock(&self.db).execute(
             "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
@@ -381,7 +392,8 @@ impl Domain {
         let params: BTreeMap<String, String> = serde_json::from_str(&params).unwrap_or_default();
         let job_host = host::Host {
             domain: Arc::clone(self),
-            runtime: runtime.clone(),
+            // Queries run on the engine's own threads (see `Domain::engine`).
+            runtime: self.engine(),
             job_id: job_id.to_string(),
             submitter,
             grant,
@@ -404,8 +416,22 @@ impl Domain {
         body: JobBody<'_>,
         extras: &JobExtras,
     ) -> Result<Started, DomainError> {
+        // The caller's runtime: queries run on the domain's engine threads.
+        let _ = runtime;
+        self.begin_job_with(submitter, grant_id, body, extras, Cancel::new())
+    }
+
+    /// [`Domain::begin_job`] with the handle that stops the job.
+    pub(crate) fn begin_job_with(
+        self: &Arc<Self>,
+        submitter: &str,
+        grant_id: &str,
+        body: JobBody<'_>,
+        extras: &JobExtras,
+        cancel: Cancel,
+    ) -> Result<Started, DomainError> {
         let job_id = self.admit_job(submitter, grant_id, body, &BTreeMap::new(), extras)?;
-        self.start_job(runtime, &job_id)
+        self.start_job_with(&job_id, cancel)
     }
 
     /// Records how a job ended and returns its outcome.
@@ -484,12 +510,14 @@ impl Domain {
     }
 
     /// Runs a queued module job to completion. Blocking: call from a thread
-    /// that may block (not from inside an async task).
+    /// that may block (not from inside an async task). Its queries run on
+    /// the domain's engine threads, whatever runtime `runtime` is.
     pub fn execute_job(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         job_id: &str,
     ) -> Result<JobOutcome, DomainError> {
+        let _ = runtime;
         let module_sha: Option<String> = lock(&self.db)
             .query_row("SELECT module FROM jobs WHERE id = ?1", [job_id], |r| {
                 r.get(0)
@@ -501,7 +529,7 @@ impl Domain {
                 "job `{job_id}` is not a module job"
             )));
         };
-        let (job_host, log) = match self.start_job(runtime, job_id)? {
+        let (job_host, log) = match self.start_job(job_id)? {
             Ok(started) => started,
             Err(ended) => return Ok(ended),
         };
@@ -531,6 +559,13 @@ impl Domain {
             .sandbox
             .run_job_cancellable(&module, Box::new(job_host), &cancel);
         let (status, error, fuel) = match result {
+            // Stopped from outside while the guest was waiting for the host
+            // (its query was dropped): the guest may end on the refusal
+            // before the next epoch tick, but the job was cancelled.
+            Err(SandboxError::JobFailed { .. }) if cancel.reason().is_some() => {
+                let reason = cancel.reason().unwrap_or_default();
+                ("cancelled", Some(format!("job cancelled: {reason}")), 0)
+            }
             Ok(report) => ("succeeded", None, report.fuel_used),
             Err(e @ SandboxError::JobFailed { .. }) => ("failed", Some(e.to_string()), 0),
             Err(e @ SandboxError::Cancelled { .. }) => ("cancelled", Some(e.to_string()), 0),
@@ -565,12 +600,35 @@ impl Domain {
         sql: &str,
         extras: &JobExtras,
     ) -> Result<JobOutcome, DomainError> {
+        self.run_sql_cancellable(runtime, submitter, grant_id, sql, extras, &Cancel::new())
+    }
+
+    /// [`Domain::run_sql`] that `cancel` stops wherever it is (before the
+    /// job starts, in admission, in the engine): the job then ends
+    /// `cancelled` with the reason given, and nothing is released.
+    pub fn run_sql_cancellable(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        submitter: &str,
+        grant_id: &str,
+        sql: &str,
+        extras: &JobExtras,
+        cancel: &Cancel,
+    ) -> Result<JobOutcome, DomainError> {
         use unseen_sandbox::JobHost;
-        let (mut job_host, log) =
-            match self.begin_job(runtime, submitter, grant_id, JobBody::Sql(sql), extras)? {
-                Ok(started) => started,
-                Err(ended) => return Ok(ended),
-            };
+        // The caller's runtime: queries run on the domain's engine threads.
+        let _ = runtime;
+        let started = self.begin_job_with(
+            submitter,
+            grant_id,
+            JobBody::Sql(sql),
+            extras,
+            cancel.clone(),
+        )?;
+        let (mut job_host, log) = match started {
+            Ok(started) => started,
+            Err(ended) => return Ok(ended),
+        };
         let job_id = job_host.job_id.clone();
         let (status, error) = match job_host.query(sql) {
             Ok(bytes) => match udf_sdk::abi::decode_query_result(&bytes) {
@@ -580,6 +638,11 @@ impl Domain {
                 },
                 Err(e) => ("failed", Some(format!("released result is malformed: {e}"))),
             },
+            // Stopped from outside, not by anything the data did.
+            Err(_) if cancel.reason().is_some() => (
+                "cancelled",
+                cancel.reason().map(|r| format!("job cancelled: {r}")),
+            ),
             Err(refusal) => ("failed", Some(refusal)),
         };
         self.end_job(job_id, submitter, &log, status, error, 0)
@@ -634,6 +697,52 @@ impl Domain {
             json!({"job": job_id, "reason": reason, "state": state}),
         )?;
         Ok(state.to_string())
+    }
+
+    /// Stops a job whose client went away before its answer: recorded as
+    /// `job.cancelled` by the system, with the reason.
+    pub(crate) fn stop_for_client(
+        &self,
+        job_id: &str,
+        reason: &str,
+    ) -> Result<String, DomainError> {
+        self.stop_job("system", job_id, reason)
+    }
+
+    /// Jobs running in this process now.
+    pub fn running_jobs(&self) -> usize {
+        lock(&self.running).len()
+    }
+
+    /// Asks every running job to stop (the service is stopping); each ends
+    /// `cancelled` at its next epoch tick or engine poll. Returns how many
+    /// were asked.
+    pub fn stop_running_jobs(&self, reason: &str) -> usize {
+        let running = lock(&self.running);
+        for (_, cancel) in running.values() {
+            cancel.cancel(reason);
+        }
+        running.len()
+    }
+
+    /// Ends, as interrupted, every job still queued or running when the
+    /// service is about to exit (its grace period is over), each with a
+    /// `job.ended` entry. Returns how many.
+    pub fn end_unfinished_jobs(&self, reason: &str) -> Result<usize, DomainError> {
+        let unfinished: Vec<String> = {
+            let db = lock(&self.db);
+            let mut stmt =
+                db.prepare("SELECT id FROM jobs WHERE status IN ('queued', 'running')")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for job in &unfinished {
+            if let Some((_, cancel)) = lock(&self.running).get(job) {
+                cancel.cancel(reason);
+            }
+            self.end_abandoned_job(job, reason)?;
+        }
+        Ok(unfinished.len())
     }
 
     /// Revokes a grant at once: no new job starts under it and its running
@@ -763,6 +872,7 @@ impl Domain {
                 needed: "admin or auditor (or be designated on the grant)".into(),
             });
         }
+        let open_queries_in_window = self.open_queries_in_window(&grant)?;
         let db = lock(&self.db);
         let mut jobs_by_status = BTreeMap::new();
         {
@@ -792,6 +902,10 @@ impl Domain {
             max_runs: grant.max_runs,
             jobs_by_status,
             queries,
+            open_queries: grant.open_queries,
+            open_queries_in_window,
+            max_open_queries: grant.max_open_queries,
+            open_query_window: grant.open_query_window,
             fuel_used: fuel,
             rows_read,
             run_ms,

@@ -13,6 +13,7 @@ mod extract;
 mod flights;
 mod joins;
 mod ledger_integrity;
+mod limits;
 mod query;
 mod readme;
 mod releases;

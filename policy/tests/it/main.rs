@@ -8,6 +8,7 @@ mod dp;
 mod dp_audit;
 mod dp_more;
 mod joins;
+mod limits;
 mod manifest;
 mod oracles;
 mod selection;
