@@ -92,10 +92,8 @@ fn check_size(sql: &str) -> Result<(), PolicyError> {
     for token in &tokens {
         match token {
             Token::LParen => in_from.push(false),
-            Token::RParen => {
-                if in_from.len() > 1 {
-                    in_from.pop();
-                }
+            Token::RParen if in_from.len() > 1 => {
+                in_from.pop();
             }
             Token::Comma if in_from.last() == Some(&true) => relations += 1,
             Token::Word(w) if w.quote_style.is_none() => {

@@ -14,6 +14,7 @@ mod flights;
 mod joins;
 mod ledger_integrity;
 mod limits;
+mod load;
 mod query;
 mod readme;
 mod releases;
