@@ -144,6 +144,21 @@ pub enum Command {
         /// Seconds between submissions to the witness.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
         witness_every: u64,
+        /// Memory one query may hold, like 512M or 2G; beyond it the query
+        /// spills to the data directory where it can, else fails as too
+        /// large (a DP query's release is then computed on fixed defaults).
+        #[arg(long, default_value = "512M", value_parser = parse_bytes)]
+        query_memory: usize,
+        /// Seconds one query may run before it is stopped.
+        #[arg(long, default_value_t = crate::data::DEFAULT_QUERY_SECONDS, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        query_timeout: u64,
+        /// Rows one join may produce before the query is stopped as too large.
+        #[arg(long, default_value_t = crate::data::DEFAULT_JOIN_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
+        max_join_rows: u64,
+        /// Seconds a stopping server (SIGTERM, Ctrl-C) lets running work
+        /// finish before it cancels it; it exits within this time.
+        #[arg(long, default_value_t = crate::server::DEFAULT_GRACE_SECONDS, value_parser = clap::value_parser!(u64).range(0..=3600))]
+        grace_period: u64,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -628,6 +643,13 @@ pub struct GrantIssue {
     /// Independent approvals a release needs (1 or 2).
     #[arg(long, default_value_t = 1)]
     approvals: u32,
+    /// Open-column queries (answered without noise, so spending no
+    /// epsilon) allowed per --open-query-window; 0 allows none.
+    #[arg(long, default_value_t = crate::DEFAULT_MAX_OPEN_QUERIES)]
+    max_open_queries: u32,
+    /// The window of --max-open-queries, in seconds (at most 31 days).
+    #[arg(long, default_value_t = crate::DEFAULT_OPEN_QUERY_WINDOW)]
+    open_query_window: u32,
     #[arg(long = "as")]
     actor: Option<String>,
     #[arg(long)]
@@ -943,7 +965,11 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    execute(cli.command, cli.remote.token.as_deref(), &runtime, out)
+    let result = execute(cli.command, cli.remote.token.as_deref(), &runtime, out);
+    // Work a stopped server abandoned (already cancelled and recorded as
+    // ended) must not hold the process past its grace period.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
 }
 
 /// Percent-encodes a path segment (ids are plain, but never trust that).
@@ -987,6 +1013,8 @@ impl GrantIssue {
             approvals_required: self.approvals,
             delta_total: self.delta,
             query_delta: self.query_delta,
+            max_open_queries: Some(self.max_open_queries),
+            open_query_window: self.open_query_window,
         }
     }
 }
@@ -1987,6 +2015,10 @@ fn execute(
             witness,
             witness_key,
             witness_every,
+            query_memory,
+            query_timeout,
+            max_join_rows,
+            grace_period,
             dir,
         } => {
             let addr: std::net::SocketAddr = listen.parse().with_context(|| {
@@ -2023,6 +2055,12 @@ fn execute(
                         header_timeout: std::time::Duration::from_secs(header_timeout),
                         body_timeout: std::time::Duration::from_secs(body_timeout),
                     },
+                    query: crate::data::QueryLimits {
+                        memory: query_memory,
+                        time: std::time::Duration::from_secs(query_timeout),
+                        join_rows: max_join_rows,
+                    },
+                    grace_period: std::time::Duration::from_secs(grace_period),
                 };
                 crate::server::serve(domain, listener, options, shutdown_signal()).await?;
                 Ok::<_, anyhow::Error>(())
@@ -2329,10 +2367,16 @@ fn execute(
             } else {
                 writeln!(
                     out,
-                    "grant {id}: runs {}{}, jobs {:?}, {}epsilon {:.3}, releases {}, downloads {}{}",
+                    "grant {id}: runs {}{}, jobs {:?}, open-column queries {} ({} in the last {} s{}), {}epsilon {:.3}, releases {}, downloads {}{}",
                     usage.runs,
                     usage.max_runs.map_or(String::new(), |m| format!(" of {m}")),
                     usage.jobs_by_status,
+                    usage.open_queries,
+                    usage.open_queries_in_window,
+                    usage.open_query_window,
+                    usage
+                        .max_open_queries
+                        .map_or(String::new(), |m| format!(" of {m}")),
                     match (
                         usage.queries,
                         usage.fuel_used,
@@ -2688,6 +2732,38 @@ fn finish_download(
         _ => writeln!(out, "{file}")?,
     }
     Ok(())
+}
+
+/// A size in bytes: a number with an optional K, M or G suffix (powers of
+/// 1024), at least 1 MiB.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let trimmed = text.trim();
+    let (digits, unit) = match trimmed.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => trimmed.split_at(at),
+        None => (trimmed, ""),
+    };
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches(['B', 'I'])
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("`{text}` is not a size; write it like 512M or 2G")),
+    };
+    let bytes = digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1usize << shift))
+        .ok_or_else(|| format!("`{text}` is not a size; write it like 512M or 2G"))?;
+    if bytes < 1 << 20 {
+        return Err(format!(
+            "`{text}` is under 1M; a query needs at least that much memory"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Resolves on Ctrl-C or SIGTERM, for a graceful stop of `serve`.

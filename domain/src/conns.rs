@@ -228,13 +228,20 @@ where
 }
 
 /// Serves `app` on `listener` under `limits` until `shutdown` resolves,
-/// then lets requests in progress finish.
-pub async fn serve(
+/// then stops accepting, lets requests in progress finish while the future
+/// `drain()` returns runs, and closes the connections still open when it
+/// ends (their requests are dropped).
+pub async fn serve<D, F>(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+    drain: D,
+) -> std::io::Result<()>
+where
+    D: FnOnce() -> F,
+    F: Future<Output = ()>,
+{
     let table = Arc::new(Mutex::new(Table::default()));
     let (stop, stopped) = tokio::sync::watch::channel(());
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -296,7 +303,18 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop.send(());
-    while tasks.join_next().await.is_some() {}
+    let drained = async { while tasks.join_next().await.is_some() {} };
+    tokio::select! {
+        () = drained => {}
+        () = drain() => {
+            let left = tasks.len();
+            if left > 0 {
+                tracing::warn!(connections = left, "closing connections still busy at the end of the grace period");
+            }
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
     Ok(())
 }
 

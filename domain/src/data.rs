@@ -9,13 +9,16 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatchReader;
 use datafusion::config::ConfigFileDecryptionProperties;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::encryption::encrypt::FileEncryptionProperties;
 use parquet::file::properties::WriterProperties;
-use unseen_policy::Manifest;
+use unseen_policy::{ExecutionLimits, Manifest};
 
 use crate::DomainError;
 
@@ -262,18 +265,112 @@ pub fn in_scope(scope: &[String], dataset: &str, column: &str) -> bool {
     })
 }
 
+/// What one session may use of the service: a memory pool of `memory`
+/// bytes that spills into `spill_dir` where DataFusion can spill (sorts,
+/// aggregations), and the [`ExecutionLimits`] its releases honour (time,
+/// rows per join). The default is no limit (the provider's own work:
+/// registration facts, marginals).
+#[derive(Debug, Clone, Default)]
+pub struct SessionLimits {
+    pub memory: Option<usize>,
+    /// Owner-only directory for spill files; `None` spills nothing (a
+    /// query over its memory then fails as too large).
+    pub spill_dir: Option<PathBuf>,
+    pub execution: ExecutionLimits,
+}
+
+/// What one query may use, as the operator configures it (`unseen serve
+/// --query-memory --query-timeout --max-join-rows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Bytes of memory one query's session may hold (it spills beyond that
+    /// where DataFusion can, up to [`SPILL_PER_MEMORY`] times as much disk).
+    pub memory: usize,
+    /// Time one query may run.
+    pub time: std::time::Duration,
+    /// Rows one join may produce.
+    pub join_rows: u64,
+}
+
+/// Default of `serve --query-memory`.
+pub const DEFAULT_QUERY_MEMORY: usize = 512 << 20;
+/// Default of `serve --query-timeout`, in seconds.
+pub const DEFAULT_QUERY_SECONDS: u64 = 60;
+/// Default of `serve --max-join-rows`.
+pub const DEFAULT_JOIN_ROWS: u64 = 50_000_000;
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            memory: DEFAULT_QUERY_MEMORY,
+            time: std::time::Duration::from_secs(DEFAULT_QUERY_SECONDS),
+            join_rows: DEFAULT_JOIN_ROWS,
+        }
+    }
+}
+
+impl QueryLimits {
+    /// The limits of one session that spills into `spill_dir`.
+    pub fn session(&self, spill_dir: PathBuf) -> SessionLimits {
+        SessionLimits {
+            memory: Some(self.memory),
+            spill_dir: Some(spill_dir),
+            execution: ExecutionLimits {
+                time: Some(self.time),
+                join_rows: Some(self.join_rows),
+                memory: Some(self.memory),
+                stop: None,
+            },
+        }
+    }
+}
+
+/// How much a query may spill to disk, as a multiple of its memory.
+pub const SPILL_PER_MEMORY: u64 = 8;
+
 /// A DataFusion session holding exactly the given datasets, UDFs and
-/// released tables and nothing else: no information schema, no URL tables,
-/// no other catalogs.
+/// released tables and nothing else, without limits (see [`session_with`]).
 pub async fn session(
     datasets: &[OpenDataset],
     udfs: &[unseen_sandbox::WasmUdf],
     releases: &[(String, udf_sdk::Table)],
 ) -> Result<(SessionContext, BTreeMap<String, Manifest>), DomainError> {
+    session_with(datasets, udfs, releases, &SessionLimits::default()).await
+}
+
+/// A DataFusion session holding exactly the given datasets, UDFs and
+/// released tables and nothing else (no information schema, no URL tables,
+/// no other catalogs), under `limits`.
+pub async fn session_with(
+    datasets: &[OpenDataset],
+    udfs: &[unseen_sandbox::WasmUdf],
+    releases: &[(String, udf_sdk::Table)],
+    limits: &SessionLimits,
+) -> Result<(SessionContext, BTreeMap<String, Manifest>), DomainError> {
     let config = SessionConfig::new()
         .with_information_schema(false)
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let ctx = SessionContext::new_with_config(config);
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(memory) = limits.memory {
+        // Fair: each spillable operator of the query gets its share, so one
+        // sort cannot starve another into failing.
+        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(memory)));
+        let disk = match &limits.spill_dir {
+            Some(dir) => DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
+                .with_max_temp_directory_size((memory as u64).saturating_mul(SPILL_PER_MEMORY)),
+            None => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        };
+        runtime = runtime.with_disk_manager_builder(disk);
+    }
+    let runtime = runtime
+        .build_arc()
+        .map_err(|e| DomainError::Invalid(format!("the query engine could not start: {e}")))?;
+    let ctx = SessionContext::new_with_state(unseen_policy::limits::session_state(
+        config,
+        runtime,
+        limits.execution.clone(),
+    ));
     let mut manifests = BTreeMap::new();
     for d in datasets {
         let decryption = ConfigFileDecryptionProperties {

@@ -18,6 +18,14 @@ use crate::{Domain, DomainError, Grant};
 /// Largest open extract a query may return, in rows.
 const MAX_OPEN_ROWS: usize = 100_000;
 
+/// How often a running query looks whether its job was stopped.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What a query of a stopped job answers.
+fn stopped(reason: &str) -> String {
+    format!("refused: the job was stopped ({reason})")
+}
+
 /// Identical measurements being released right now: one lock per (grant,
 /// fingerprint). A query holds its lock from the cache lookup until its
 /// release is cached, so duplicates arriving at the same instant wait for
@@ -160,6 +168,8 @@ impl Host {
             PolicyError::Refused(r) => (r.rule, r.column.clone()),
             PolicyError::Sql(_) => ("sql-error", None),
             PolicyError::Budget(_) => ("budget", None),
+            PolicyError::TooLarge(_) => ("too-large", None),
+            PolicyError::TimedOut { .. } => ("time-limit", None),
             _ => ("execution", None),
         };
         let message = match error {
@@ -208,23 +218,61 @@ impl Host {
             .sum()
     }
 
+    /// Runs `work` until it ends or the job is stopped from outside (its
+    /// client went away, an admin cancelled it, the service is stopping).
+    /// A stopped query's work is dropped, and with it the DataFusion
+    /// streams and tasks it was running.
+    async fn unless_cancelled<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, String> {
+        let stopped = async {
+            loop {
+                if let Some(reason) = self.cancel.reason() {
+                    return reason;
+                }
+                tokio::time::sleep(CANCEL_POLL).await;
+            }
+        };
+        tokio::select! {
+            done = work => Ok(done),
+            reason = stopped => Err(reason),
+        }
+    }
+
     async fn answer_query(&self, sql: &str) -> Result<Result<Vec<u8>, String>, DomainError> {
         let sql_sha = sha256_hex(sql.as_bytes());
         if let Some(reason) = self.cancel.reason() {
-            return Ok(Err(format!("refused: the job was stopped ({reason})")));
+            return Ok(Err(stopped(&reason)));
         }
         self.job_log().queries += 1;
-        let (ctx, manifests) = data::session(&self.datasets, &self.udfs, &self.inputs).await?;
+        let mut limits = self.domain.session_limits();
+        let cancel = self.cancel.clone();
+        limits.execution.stop = Some(unseen_policy::limits::StopCheck::new(move || {
+            cancel.reason().is_some()
+        }));
+        let (ctx, manifests) =
+            data::session_with(&self.datasets, &self.udfs, &self.inputs, &limits).await?;
         let admitted = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
             Ok(a) => a,
             Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
         };
         match admitted {
             Admitted::Open(plan) => {
+                if let Some(e) = self.domain.count_open_query(&self.grant)? {
+                    return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
+                }
                 self.job_log().rows_read += self.rows_of(scanned_tables(&plan));
-                let result = match unseen_policy::release_open(&ctx, plan, MAX_OPEN_ROWS).await {
-                    Ok(r) => r,
-                    Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
+                let released = self
+                    .unless_cancelled(unseen_policy::release_open(&ctx, plan, MAX_OPEN_ROWS))
+                    .await;
+                if let Some(reason) = self.cancel.reason() {
+                    return Ok(Err(stopped(&reason)));
+                }
+                let result = match released {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
+                    Err(reason) => return Ok(Err(stopped(&reason))),
                 };
                 self.domain.record(&self.submitter, "query.admitted", json!({
                     "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
@@ -310,7 +358,18 @@ impl Host {
                 }
                 self.job_log().epsilon_spent += plan.epsilon;
                 self.job_log().rows_read += self.rows_of(read);
-                match unseen_policy::release_aggregate(&state, &query, &plan).await {
+                let released = self
+                    .unless_cancelled(unseen_policy::release_aggregate(&state, &query, &plan))
+                    .await;
+                let released = match (released, self.cancel.reason()) {
+                    (Ok(released), None) => released,
+                    // Stopped from outside (the client left, an admin
+                    // cancelled, the service is stopping): nothing is
+                    // released or cached (a release the stop cut short
+                    // would be one on defaults), and the spend stays recorded.
+                    (Err(reason), _) | (Ok(_), Some(reason)) => return Ok(Err(stopped(&reason))),
+                };
+                match released {
                     Ok(release) => {
                         if release.defaulted {
                             // For the provider and auditors only: the analyst's
@@ -336,7 +395,13 @@ impl Host {
     /// data or spending; recorded in the ledger as `query.dry_run`.
     pub(crate) async fn dry_run(&self, sql: &str) -> Result<DryRun, DomainError> {
         let sql_sha = sha256_hex(sql.as_bytes());
-        let (ctx, manifests) = data::session(&self.datasets, &self.udfs, &self.inputs).await?;
+        let (ctx, manifests) = data::session_with(
+            &self.datasets,
+            &self.udfs,
+            &self.inputs,
+            &self.domain.session_limits(),
+        )
+        .await?;
         let verdict = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
             Err(e) => Err(e),
             Ok(Admitted::Open(_)) => Ok((0.0, Vec::new(), false)),

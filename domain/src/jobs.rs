@@ -274,6 +274,12 @@ pub struct GrantUsage {
     pub fuel_used: Option<i64>,
     pub rows_read: Option<i64>,
     pub run_ms: Option<i64>,
+    /// Open-column queries ever run, and within the current window
+    /// against the grant's limit.
+    pub open_queries: u64,
+    pub open_queries_in_window: u64,
+    pub max_open_queries: Option<u32>,
+    pub open_query_window: u32,
     pub epsilon_spent: f64,
     pub outputs: Option<i64>,
     pub releases: i64,
@@ -596,10 +602,16 @@ impl Domain {
 
     /// Moves a queued job to running and builds its host; a job whose grant
     /// or dataset became unusable while it waited ends failed instead.
-    pub(crate) fn start_job(
+    pub(crate) fn start_job(self: &Arc<Self>, job_id: &str) -> Result<Started, DomainError> {
+        self.start_job_with(job_id, Cancel::new())
+    }
+
+    /// [`Domain::start_job`] with the handle that stops the job, so a
+    /// caller (a request whose client may leave) can stop it too.
+    pub(crate) fn start_job_with(
         self: &Arc<Self>,
-        runtime: &tokio::runtime::Handle,
         job_id: &str,
+        cancel: Cancel,
     ) -> Result<Started, DomainError> {
         type Row = (String, String, String, String, String, String);
         let row: Option<Row> = lock(&self.db)
@@ -646,7 +658,6 @@ impl Domain {
                 return Ok(Err(outcome));
             }
         };
-        let cancel = Cancel::new();
         lock(&self.running).insert(job_id.to_string(), (grant_id.clone(), cancel.clone()));
         let (moved, _) = self.commit_recorded(&submitter, "job.started", |tx| {
             let moved = tx.execute(
@@ -668,7 +679,8 @@ impl Domain {
         let params: BTreeMap<String, String> = serde_json::from_str(&params).unwrap_or_default();
         let job_host = host::Host {
             domain: Arc::clone(self),
-            runtime: runtime.clone(),
+            // Queries run on the engine's own threads (see `Domain::engine`).
+            runtime: self.engine(),
             job_id: job_id.to_string(),
             submitter,
             grant,
@@ -691,8 +703,22 @@ impl Domain {
         body: JobBody<'_>,
         extras: &JobExtras,
     ) -> Result<Started, DomainError> {
+        // The caller's runtime: queries run on the domain's engine threads.
+        let _ = runtime;
+        self.begin_job_with(submitter, grant_id, body, extras, Cancel::new())
+    }
+
+    /// [`Domain::begin_job`] with the handle that stops the job.
+    pub(crate) fn begin_job_with(
+        self: &Arc<Self>,
+        submitter: &str,
+        grant_id: &str,
+        body: JobBody<'_>,
+        extras: &JobExtras,
+        cancel: Cancel,
+    ) -> Result<Started, DomainError> {
         let job_id = self.admit_job(submitter, grant_id, body, &BTreeMap::new(), extras)?;
-        self.start_job(runtime, &job_id)
+        self.start_job_with(&job_id, cancel)
     }
 
     /// Records how a job ended and returns its outcome. When its guest
@@ -836,12 +862,14 @@ impl Domain {
     }
 
     /// Runs a queued module job to completion. Blocking: call from a thread
-    /// that may block (not from inside an async task).
+    /// that may block (not from inside an async task). Its queries run on
+    /// the domain's engine threads, whatever runtime `runtime` is.
     pub fn execute_job(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         job_id: &str,
     ) -> Result<JobOutcome, DomainError> {
+        let _ = runtime;
         let module_sha: Option<String> = lock(&self.db)
             .query_row("SELECT module FROM jobs WHERE id = ?1", [job_id], |r| {
                 r.get(0)
@@ -853,7 +881,7 @@ impl Domain {
                 "job `{job_id}` is not a module job"
             )));
         };
-        let (job_host, log) = match self.start_job(runtime, job_id)? {
+        let (job_host, log) = match self.start_job(job_id)? {
             Ok(started) => started,
             Err(ended) => return Ok(ended),
         };
@@ -880,7 +908,16 @@ impl Domain {
         let result = self
             .sandbox
             .run_job_cancellable(&module, Box::new(job_host), &cancel);
-        self.end_job(job_id.to_string(), &submitter, &log, Ending::of_run(result))
+        let ending = match result {
+            // Stopped from outside while the guest was waiting for the host
+            // (its query was dropped): the guest may end on the refusal
+            // before the next epoch tick, but the job was cancelled.
+            Err(SandboxError::JobFailed { .. }) if cancel.reason().is_some() => {
+                Ending::cancelled(&cancel.reason().unwrap_or_default())
+            }
+            result => Ending::of_run(result),
+        };
+        self.end_job(job_id.to_string(), &submitter, &log, ending)
     }
 
     /// Submits and runs a job under a grant, to completion. Blocking, like
@@ -909,12 +946,35 @@ impl Domain {
         sql: &str,
         extras: &JobExtras,
     ) -> Result<JobOutcome, DomainError> {
+        self.run_sql_cancellable(runtime, submitter, grant_id, sql, extras, &Cancel::new())
+    }
+
+    /// [`Domain::run_sql`] that `cancel` stops wherever it is (before the
+    /// job starts, in admission, in the engine): the job then ends
+    /// `cancelled` with the reason given, and nothing is released.
+    pub fn run_sql_cancellable(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        submitter: &str,
+        grant_id: &str,
+        sql: &str,
+        extras: &JobExtras,
+        cancel: &Cancel,
+    ) -> Result<JobOutcome, DomainError> {
         use unseen_sandbox::JobHost;
-        let (mut job_host, log) =
-            match self.begin_job(runtime, submitter, grant_id, JobBody::Sql(sql), extras)? {
-                Ok(started) => started,
-                Err(ended) => return Ok(ended),
-            };
+        // The caller's runtime: queries run on the domain's engine threads.
+        let _ = runtime;
+        let started = self.begin_job_with(
+            submitter,
+            grant_id,
+            JobBody::Sql(sql),
+            extras,
+            cancel.clone(),
+        )?;
+        let (mut job_host, log) = match started {
+            Ok(started) => started,
+            Err(ended) => return Ok(ended),
+        };
         let job_id = job_host.job_id.clone();
         // No guest: the policy's refusal of the developer's own query is
         // decided from the query, the manifests and the grant, and shown.
@@ -932,8 +992,9 @@ impl Domain {
                     ..Ending::failed_in_service()
                 },
             },
-            Err(_) if job_host.cancel.reason().is_some() => {
-                Ending::cancelled(&job_host.cancel.reason().unwrap_or_default())
+            // Stopped from outside, not by anything the data did.
+            Err(_) if cancel.reason().is_some() => {
+                Ending::cancelled(&cancel.reason().unwrap_or_default())
             }
             Err(refusal) => Ending::refused(refusal),
         };
@@ -994,6 +1055,52 @@ impl Domain {
             ))
         })?;
         Ok(state.to_string())
+    }
+
+    /// Stops a job whose client went away before its answer: recorded as
+    /// `job.cancelled` by the system, with the reason.
+    pub(crate) fn stop_for_client(
+        &self,
+        job_id: &str,
+        reason: &str,
+    ) -> Result<String, DomainError> {
+        self.stop_job("system", job_id, reason)
+    }
+
+    /// Jobs running in this process now.
+    pub fn running_jobs(&self) -> usize {
+        lock(&self.running).len()
+    }
+
+    /// Asks every running job to stop (the service is stopping); each ends
+    /// `cancelled` at its next epoch tick or engine poll. Returns how many
+    /// were asked.
+    pub fn stop_running_jobs(&self, reason: &str) -> usize {
+        let running = lock(&self.running);
+        for (_, cancel) in running.values() {
+            cancel.cancel(reason);
+        }
+        running.len()
+    }
+
+    /// Ends, as interrupted, every job still queued or running when the
+    /// service is about to exit (its grace period is over), each with a
+    /// `job.ended` entry. Returns how many.
+    pub fn end_unfinished_jobs(&self, reason: &str) -> Result<usize, DomainError> {
+        let unfinished: Vec<String> = {
+            let db = lock(&self.db);
+            let mut stmt =
+                db.prepare("SELECT id FROM jobs WHERE status IN ('queued', 'running')")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for job in &unfinished {
+            if let Some((_, cancel)) = lock(&self.running).get(job) {
+                cancel.cancel(reason);
+            }
+            self.end_abandoned_job(job, reason)?;
+        }
+        Ok(unfinished.len())
     }
 
     /// Revokes a grant at once: no new job starts under it and its running
@@ -1158,6 +1265,7 @@ impl Domain {
                 needed: "admin, auditor or reviewer (or be designated on the grant)".into(),
             });
         }
+        let open_queries_in_window = self.open_queries_in_window(&grant)?;
         let db = lock(&self.db);
         let mut jobs_by_status = BTreeMap::new();
         {
@@ -1193,6 +1301,10 @@ impl Domain {
             fuel_used: shown(fuel),
             rows_read: shown(rows_read),
             run_ms: shown(run_ms),
+            open_queries: grant.open_queries,
+            open_queries_in_window,
+            max_open_queries: grant.max_open_queries,
+            open_query_window: grant.open_query_window,
             epsilon_spent: grant.epsilon_spent,
             outputs: shown(outputs),
             releases,

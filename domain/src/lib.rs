@@ -259,6 +259,13 @@ pub struct Grant {
     /// Delta charged per query that selects partitions.
     pub query_delta: f64,
     pub delta_spent: f64,
+    /// Open-column queries (released without noise, so never charged
+    /// epsilon) the grant allows per `open_query_window` seconds; `None` is
+    /// no limit (grants issued before the limit existed).
+    pub max_open_queries: Option<u32>,
+    pub open_query_window: u32,
+    /// Open-column queries run under the grant, ever.
+    pub open_queries: u64,
 }
 
 impl Grant {
@@ -282,6 +289,19 @@ fn default_query_epsilon() -> f64 {
 }
 fn default_valid_days() -> u32 {
     365
+}
+/// Longest open-query window a grant may set, in seconds (31 days).
+pub const MAX_OPEN_QUERY_WINDOW: u32 = 31 * 86_400;
+/// Default of `grant issue --max-open-queries`.
+pub const DEFAULT_MAX_OPEN_QUERIES: u32 = 1000;
+/// Default of `grant issue --open-query-window`, in seconds (an hour).
+pub const DEFAULT_OPEN_QUERY_WINDOW: u32 = 3600;
+
+fn default_max_open_queries() -> Option<u32> {
+    Some(DEFAULT_MAX_OPEN_QUERIES)
+}
+fn default_open_query_window() -> u32 {
+    DEFAULT_OPEN_QUERY_WINDOW
 }
 fn default_true() -> bool {
     true
@@ -352,6 +372,13 @@ pub struct GrantRequest {
     /// Delta per query that selects partitions (default 1e-6).
     #[serde(default = "default_query_delta")]
     pub query_delta: f64,
+    /// Open-column queries allowed per `open_query_window` seconds
+    /// (default 1000; 0 allows none; `null` is no limit).
+    #[serde(default = "default_max_open_queries")]
+    pub max_open_queries: Option<u32>,
+    /// The window of `max_open_queries`, in seconds (default 3600).
+    #[serde(default = "default_open_query_window")]
+    pub open_query_window: u32,
 }
 
 impl GrantRequest {
@@ -380,6 +407,8 @@ impl GrantRequest {
             max_downloads: None,
             derived_reuse: false,
             approvals_required: 1,
+            max_open_queries: default_max_open_queries(),
+            open_query_window: default_open_query_window(),
         }
     }
 }
@@ -615,6 +644,39 @@ pub struct Domain {
     /// Records whose entries are written but whose pending rows are not
     /// deleted yet (the next `commit_recorded` deletes them).
     written: Mutex<Vec<String>>,
+    /// What one query may use (memory, time, join rows).
+    query_limits: std::sync::RwLock<data::QueryLimits>,
+    /// The threads analysts' queries run on (see [`Domain::engine`]).
+    engine: EngineRuntime,
+}
+
+/// A runtime of its own for DataFusion: a query's operators do CPU work
+/// that yields only between batches, and on the server's runtime that work
+/// would hold up accepting connections, answering other requests and the
+/// timers that stop a server within its grace period.
+struct EngineRuntime(Option<tokio::runtime::Runtime>);
+
+impl EngineRuntime {
+    fn new() -> Result<EngineRuntime, DomainError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .thread_name("unseen-engine")
+            .enable_all()
+            .build()
+            .map_err(|e| DomainError::io(Path::new("query engine threads"), e))?;
+        Ok(EngineRuntime(Some(runtime)))
+    }
+}
+
+impl Drop for EngineRuntime {
+    fn drop(&mut self) {
+        // A domain may be dropped inside async code, where waiting for the
+        // runtime's threads is not allowed; anything still running there was
+        // already cancelled and recorded.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Domain {
@@ -636,7 +698,7 @@ impl Domain {
         // every open: local mode must not let other accounts on the host
         // read what only a token holder could read over HTTP.
         util::private_dir(dir)?;
-        for sub in ["keys", "data", "ledger", "releases", "cache"] {
+        for sub in ["keys", "data", "ledger", "releases", "cache", "spill"] {
             util::private_dir(&dir.join(sub))?;
         }
         for file in ["unseen.db", "keys/master.key", "ledger/ledger.key"] {
@@ -683,6 +745,8 @@ impl Domain {
             flights: host::Flights::default(),
             ledger_floor,
             written: Mutex::new(Vec::new()),
+            query_limits: std::sync::RwLock::new(data::QueryLimits::default()),
+            engine: EngineRuntime::new()?,
         };
         domain.recover_interrupted_jobs()?;
         domain.remove_stale_uploads()?;
@@ -722,9 +786,49 @@ impl Domain {
         Ok(())
     }
 
+    /// What one query may use from now on (the server sets it from `serve
+    /// --query-memory --query-timeout --max-join-rows`).
+    pub fn set_query_limits(&self, limits: data::QueryLimits) {
+        *self.query_limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    /// The runtime analysts' queries and dry runs execute on, apart from
+    /// the server's own.
+    pub(crate) fn engine(&self) -> tokio::runtime::Handle {
+        self.engine
+            .0
+            .as_ref()
+            .expect("the engine runtime lives as long as the domain")
+            .handle()
+            .clone()
+    }
+
+    /// What one query may use.
+    pub fn query_limits(&self) -> data::QueryLimits {
+        *self.query_limits.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The limits of one analyst's session: the query limits, spilling
+    /// into the data directory's owner-only `spill/`.
+    pub(crate) fn session_limits(&self) -> data::SessionLimits {
+        self.query_limits().session(self.dir.join("spill"))
+    }
+
     /// Deletes plaintext uploads (`data/upload-*`) a killed process left
-    /// behind before encrypting them.
+    /// behind before encrypting them, and spill files (decrypted rows a
+    /// query set aside) of queries a killed process was running.
     fn remove_stale_uploads(&self) -> Result<(), DomainError> {
+        let spill = self.dir.join("spill");
+        let entries = std::fs::read_dir(&spill).map_err(|e| DomainError::io(&spill, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| DomainError::io(&path, e))?;
+        }
         let data = self.dir.join("data");
         let entries = std::fs::read_dir(&data).map_err(|e| DomainError::io(&data, e))?;
         for entry in entries.flatten() {
@@ -1150,6 +1254,12 @@ impl Domain {
                 "run and download limits must be at least 1 (omit them for no limit)".into(),
             ));
         }
+        if !(1..=MAX_OPEN_QUERY_WINDOW).contains(&r.open_query_window) {
+            return Err(DomainError::Invalid(format!(
+                "the open-query window of {} s is outside 1..={MAX_OPEN_QUERY_WINDOW} (one second to 31 days)",
+                r.open_query_window
+            )));
+        }
         if !(r.allow_modules || r.allow_sql || r.allow_extracts) {
             return Err(DomainError::Invalid(
                 "the grant allows no operation; allow modules, SQL or extracts".into(),
@@ -1172,15 +1282,18 @@ impl Domain {
             "max_downloads": r.max_downloads, "derived_reuse": r.derived_reuse,
             "approvals_required": r.approvals_required,
             "delta_total": r.delta_total, "query_delta": if r.delta_total > 0.0 { r.query_delta } else { 0.0 },
+            "max_open_queries": r.max_open_queries, "open_query_window": r.open_query_window,
         });
         self.commit_recorded(actor, "grant.issued", |tx| {
             tx.execute(
             "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
-                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs,
+                max_open_queries, open_query_window)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
             params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, now_rfc3339(), expires_at,
                 r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined,
-                r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }, r.allow_udfs],
+                r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }, r.allow_udfs,
+                r.max_open_queries, r.open_query_window],
             )?;
             Ok(Change::Record(body, ()))
         })?;
@@ -1341,7 +1454,7 @@ impl Domain {
         let inputs = self.release_inputs(submitter, &extras.inputs)?;
         let job_host = host::Host {
             domain: Arc::clone(self),
-            runtime: runtime.clone(),
+            runtime: self.engine(),
             job_id: String::new(),
             submitter: submitter.to_string(),
             grant,
@@ -1352,7 +1465,8 @@ impl Domain {
             log: Arc::new(Mutex::new(host::JobLog::default())),
             cancel: unseen_sandbox::Cancel::new(),
         };
-        runtime.block_on(job_host.dry_run(sql))
+        let _ = runtime;
+        self.engine().block_on(job_host.dry_run(sql))
     }
 
     /// Charges a spend to every budget layer it names — the grant (and
@@ -1382,6 +1496,61 @@ impl Domain {
             })
         })?;
         Ok(short)
+    }
+
+    /// Counts one open-column query against `grant`'s limit, or says why it
+    /// may not run (nothing is counted then). Open-column queries spend no
+    /// epsilon, so without this a grant could run them without end; the
+    /// count and the check are one transaction, so concurrent queries
+    /// cannot pass the limit together.
+    pub(crate) fn count_open_query(
+        &self,
+        grant: &Grant,
+    ) -> Result<Option<PolicyError>, DomainError> {
+        let now = i64::try_from(util::unix_now()).unwrap_or(i64::MAX);
+        let window = i64::from(grant.open_query_window);
+        let mut db = lock(&self.db);
+        let tx = db.transaction()?;
+        // What fell out of the window no longer counts, and need not be kept.
+        tx.execute(
+            "DELETE FROM open_queries WHERE grant_id = ?1 AND at <= ?2",
+            params![grant.id, now - window],
+        )?;
+        if let Some(max) = grant.max_open_queries {
+            let (used, oldest): (i64, Option<i64>) = tx.query_row(
+                "SELECT COUNT(*), MIN(at) FROM open_queries WHERE grant_id = ?1",
+                [&grant.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if used >= i64::from(max) {
+                let wait = oldest.map_or(window, |at| (at + window - now).max(1));
+                return Ok(Some(PolicyError::Budget(format!(
+                    "grant `{}` allows {max} open-column queries per {window} s and has used them; nothing was run. The next one is allowed in {wait} s, or ask the data provider for a higher `--max-open-queries`",
+                    grant.id
+                ))));
+            }
+        }
+        tx.execute(
+            "INSERT INTO open_queries(grant_id, at) VALUES (?1, ?2)",
+            params![grant.id, now],
+        )?;
+        tx.execute(
+            "UPDATE grants SET open_queries = open_queries + 1 WHERE id = ?1",
+            [&grant.id],
+        )?;
+        tx.commit()?;
+        Ok(None)
+    }
+
+    /// Open-column queries counted against `grant`'s limit now.
+    pub(crate) fn open_queries_in_window(&self, grant: &Grant) -> Result<u64, DomainError> {
+        let now = i64::try_from(util::unix_now()).unwrap_or(i64::MAX);
+        let n: i64 = lock(&self.db).query_row(
+            "SELECT COUNT(*) FROM open_queries WHERE grant_id = ?1 AND at > ?2",
+            params![grant.id, now - i64::from(grant.open_query_window)],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Sets the total epsilon of a dataset or developer layer (admins only).
@@ -2092,7 +2261,7 @@ fn udf_signature(d: &unseen_sandbox::ScalarUdfDecl) -> String {
     format!("{}({}) -> {}", d.name, args.join(", "), d.returns)
 }
 
-const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, delta_spent, allow_udfs";
+const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, delta_spent, allow_udfs, max_open_queries, open_query_window, open_queries";
 
 fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
@@ -2128,6 +2297,9 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
         query_delta: r.get(25)?,
         delta_spent: r.get(26)?,
         allow_udfs: r.get(27)?,
+        max_open_queries: r.get(28)?,
+        open_query_window: r.get(29)?,
+        open_queries: r.get::<_, i64>(30).map(|n| u64::try_from(n).unwrap_or(0))?,
     })
 }
 

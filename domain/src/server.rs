@@ -34,6 +34,9 @@ pub const MODULE_LIMIT: usize = 32 << 20;
 /// Largest dataset upload (Parquet, base64 in JSON), in bytes.
 pub const DATASET_LIMIT: usize = 512 << 20;
 
+/// Default of `serve --grace-period`, in seconds.
+pub const DEFAULT_GRACE_SECONDS: u64 = 30;
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -41,6 +44,12 @@ pub struct ServerOptions {
     pub max_running_jobs: usize,
     /// Connections, per client and in all, and the header deadline.
     pub limits: crate::conns::ConnectionLimits,
+    /// What one query may use (memory, time, join rows); set on the
+    /// domain when the server starts.
+    pub query: crate::data::QueryLimits,
+    /// How long a stopping server lets running work finish before it
+    /// cancels it; it exits within this time.
+    pub grace_period: std::time::Duration,
 }
 
 impl Default for ServerOptions {
@@ -48,6 +57,8 @@ impl Default for ServerOptions {
         ServerOptions {
             max_running_jobs: 4,
             limits: crate::conns::ConnectionLimits::default(),
+            query: crate::data::QueryLimits::default(),
+            grace_period: std::time::Duration::from_secs(DEFAULT_GRACE_SECONDS),
         }
     }
 }
@@ -55,7 +66,8 @@ impl Default for ServerOptions {
 #[derive(Clone)]
 struct AppState {
     domain: Arc<Domain>,
-    /// Permits for running jobs, queries and extracts.
+    /// Permits for running jobs, queries, dry runs and extracts. Closed
+    /// when the server stops: nothing new starts, what waits is refused.
     jobs: Arc<Semaphore>,
     /// Jobs admitted and not yet ended; bounded so a client cannot queue
     /// without limit.
@@ -231,11 +243,20 @@ fn body<T: serde::de::DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> R
 
 /// Builds the router over a domain.
 pub fn router(domain: Arc<Domain>, options: &ServerOptions) -> Router {
-    let state = AppState {
-        domain,
-        jobs: Arc::new(Semaphore::new(options.max_running_jobs.max(1))),
-        waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-    };
+    routes(AppState::new(domain, options))
+}
+
+impl AppState {
+    fn new(domain: Arc<Domain>, options: &ServerOptions) -> AppState {
+        AppState {
+            domain,
+            jobs: Arc::new(Semaphore::new(options.max_running_jobs.max(1))),
+            waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/me", get(me))
@@ -309,15 +330,88 @@ async fn json_errors(response: Response) -> Response {
     ApiError::new(status, message).into_response()
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, then stops
+/// within `options.grace_period`:
+///
+/// 1. it stops accepting connections and starting work: jobs still queued
+///    end failed ("submit it again"), requests waiting for a place get 503;
+/// 2. running jobs and queries may finish until the grace period is nearly
+///    over (all but [`cancel_allowance`]);
+/// 3. then they are cancelled (a job stops at its next epoch tick, a query's
+///    DataFusion streams are dropped) and their requests answered;
+/// 4. at the end of the grace period, connections still open are closed and
+///    any job not yet ended is ended as interrupted, with a ledger entry.
 pub async fn serve(
     domain: Arc<Domain>,
     listener: tokio::net::TcpListener,
     options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(domain, &options);
-    crate::conns::serve(listener, app, options.limits, shutdown).await
+    domain.set_query_limits(options.query);
+    let state = AppState::new(Arc::clone(&domain), &options);
+    let app = routes(state.clone());
+    let grace = options.grace_period;
+    let allowance = cancel_allowance(grace);
+    let deadline = Arc::new(std::sync::OnceLock::new());
+    let stop_starting = {
+        let (jobs, deadline) = (Arc::clone(&state.jobs), Arc::clone(&deadline));
+        async move {
+            shutdown.await;
+            let _ = deadline.set(tokio::time::Instant::now() + grace);
+            tracing::info!(
+                grace_s = grace.as_secs_f64(),
+                "stopping: no new work starts"
+            );
+            jobs.close();
+        }
+    };
+    let drain = {
+        let (domain, deadline) = (Arc::clone(&domain), Arc::clone(&deadline));
+        move || async move {
+            let end = deadline
+                .get()
+                .copied()
+                .unwrap_or_else(|| tokio::time::Instant::now() + grace);
+            tokio::time::sleep_until(end - allowance).await;
+            let stopped =
+                domain.stop_running_jobs("the service is stopping and the grace period ran out");
+            tracing::warn!(jobs = stopped, "grace period over: running work cancelled");
+            tokio::time::sleep_until(end).await;
+        }
+    };
+    crate::conns::serve(listener, app, options.limits, stop_starting, drain).await?;
+    // Jobs submitted without waiting run outside any connection: they too
+    // may finish until the grace period is nearly over, are cancelled then,
+    // and have the rest of it to record their end.
+    let end = deadline
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now);
+    while domain.running_jobs() > 0 && tokio::time::Instant::now() < end {
+        if tokio::time::Instant::now() >= end - allowance {
+            domain.stop_running_jobs("the service is stopping and the grace period ran out");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let ended = tokio::task::spawn_blocking(move || {
+        domain.end_unfinished_jobs("the service stopped before the job could end; submit it again")
+    })
+    .await
+    .map_err(std::io::Error::other)?
+    .map_err(std::io::Error::other)?;
+    if ended > 0 {
+        tracing::warn!(
+            jobs = ended,
+            "jobs that did not end in the grace period were ended as interrupted"
+        );
+    }
+    Ok(())
+}
+
+/// The end of a grace period kept for cancelled work to stop and answer:
+/// a quarter of it, at most five seconds.
+pub fn cancel_allowance(grace: std::time::Duration) -> std::time::Duration {
+    (grace / 4).min(std::time::Duration::from_secs(5))
 }
 
 fn stopping() -> ApiError {
@@ -795,7 +889,15 @@ async fn submit_job(
     let run = tokio::spawn(async move {
         // The permit bounds how many jobs run at once; the rest wait here, queued.
         let _place = place;
-        let _permit = queue.acquire_owned().await;
+        let Ok(_permit) = queue.acquire_owned().await else {
+            // The service is stopping: the job never starts.
+            let reason = "the service stopped before the job started; submit it again";
+            let ended = tokio::task::spawn_blocking(move || domain.end_abandoned_job(&id, reason));
+            if let Ok(Err(e)) = ended.await {
+                tracing::error!(error = %e, "could not record a job the service did not start");
+            }
+            return Err(());
+        };
         let runner = Arc::clone(&domain);
         let job = id.clone();
         let ran = tokio::task::spawn_blocking(move || runner.execute_job(&runtime, &job)).await;
@@ -812,7 +914,7 @@ async fn submit_job(
             }
             Ok(Ok(_)) => {}
         }
-        ran
+        Ok(ran)
     });
     if !wait {
         return Ok((
@@ -821,9 +923,15 @@ async fn submit_job(
         )
             .into_response());
     }
-    match run.await {
-        Ok(Ok(Ok(outcome))) => ok(developer_outcome(&outcome)),
-        Ok(Ok(Err(e))) => Err(e.into()),
+    // Dropped with this request if its client goes away first: nobody is
+    // left to read the outcome, so the job stops (queued or running).
+    let mut gone = ClientGone::job(&state.domain, &job_id);
+    let ran = run.await;
+    gone.disarm();
+    match ran {
+        Ok(Ok(Ok(Ok(outcome)))) => ok(developer_outcome(&outcome)),
+        Ok(Ok(Ok(Err(e)))) => Err(e.into()),
+        Ok(Err(())) => Err(stopping()),
         _ => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("job `{job_id}` stopped unexpectedly; its status says how it ended"),
@@ -904,6 +1012,10 @@ async fn run_query(
     actor.require(DEVELOPER, "run queries")?;
     let request: QueryRequest = body(raw)?;
     let runtime = tokio::runtime::Handle::current();
+    // A dry run plans the query as a run does, so it waits for a place as
+    // a run does: dry runs cannot crowd out the work in the queue.
+    let _place = QueuePlace::take(&state.waiting)?;
+    let _permit = state.jobs.acquire().await.map_err(|_| stopping())?;
     if request.dry_run {
         let verdict = blocking(&state, move |d| {
             d.dry_run(
@@ -917,19 +1029,69 @@ async fn run_query(
         .await?;
         return ok(serde_json::to_value(&verdict).unwrap_or(Value::Null));
     }
-    let _place = QueuePlace::take(&state.waiting)?;
-    let _permit = state.jobs.acquire().await.map_err(|_| stopping())?;
+    let cancel = unseen_sandbox::Cancel::new();
+    let mut gone = ClientGone::query(&cancel);
     let outcome = blocking(&state, move |d| {
-        d.run_sql(
+        d.run_sql_cancellable(
             &runtime,
             &actor.id,
             &request.grant,
             &request.sql,
             &request.extras(),
+            &cancel,
         )
     })
-    .await?;
-    ok(developer_outcome(&outcome))
+    .await;
+    gone.disarm();
+    ok(developer_outcome(&outcome?))
+}
+
+/// Stops the work of a request that is dropped before it answered: its
+/// client went away (hyper drops the request when the connection closes),
+/// and nobody would read the answer. Disarmed once the work has ended.
+struct ClientGone {
+    stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// Why work whose client went away was stopped.
+const CLIENT_GONE: &str = "the client disconnected before the answer";
+
+impl ClientGone {
+    /// For a synchronous query: cancels its job, wherever it is.
+    fn query(cancel: &unseen_sandbox::Cancel) -> ClientGone {
+        let cancel = cancel.clone();
+        ClientGone {
+            stop: Some(Box::new(move || cancel.cancel(CLIENT_GONE))),
+        }
+    }
+
+    /// For a job submitted with `wait`: cancels it, queued or running, as
+    /// its submitter could (recorded as `job.cancelled`).
+    fn job(domain: &Arc<Domain>, job_id: &str) -> ClientGone {
+        let (domain, job) = (Arc::clone(domain), job_id.to_string());
+        ClientGone {
+            stop: Some(Box::new(move || {
+                // Store and ledger writes block: off the async workers.
+                drop(tokio::task::spawn_blocking(move || {
+                    if let Err(e) = domain.stop_for_client(&job, CLIENT_GONE) {
+                        tracing::debug!(job = %job, error = %e, "a job whose client left had already ended");
+                    }
+                }));
+            })),
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.stop = None;
+    }
+}
+
+impl Drop for ClientGone {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
 }
 
 #[derive(Deserialize)]

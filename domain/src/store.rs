@@ -64,7 +64,17 @@ CREATE TABLE IF NOT EXISTS grants(
     delta_total REAL NOT NULL DEFAULT 0 CHECK (delta_total >= 0 AND delta_total < 1),
     query_delta REAL NOT NULL DEFAULT 0,
     delta_spent REAL NOT NULL DEFAULT 0,
-    allow_udfs INTEGER NOT NULL DEFAULT 0
+    allow_udfs INTEGER NOT NULL DEFAULT 0,
+    max_open_queries INTEGER CHECK (max_open_queries IS NULL OR max_open_queries >= 0),
+    open_query_window INTEGER NOT NULL DEFAULT 3600 CHECK (open_query_window > 0),
+    open_queries INTEGER NOT NULL DEFAULT 0
+);
+-- Open-column queries of each grant inside its window (older rows are
+-- deleted as they fall out of it); the total is `grants.open_queries`.
+CREATE TABLE IF NOT EXISTS open_queries(
+    id INTEGER PRIMARY KEY,
+    grant_id TEXT NOT NULL REFERENCES grants(id),
+    at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS modules(
     sha256 TEXT PRIMARY KEY,
@@ -166,10 +176,11 @@ CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
 -- job left, so a long run slows down as it goes.
 CREATE INDEX IF NOT EXISTS outputs_by_status ON outputs(status, job_id);
 CREATE INDEX IF NOT EXISTS spends_by_job ON spends(job_id);
+CREATE INDEX IF NOT EXISTS open_queries_by_grant ON open_queries(grant_id, at);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 /// How a store of an earlier version becomes the current one, in the same
 /// transaction as the version bump: `(from, statements)`.
@@ -204,6 +215,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // Version 12 adds `pending_records` (see `records.rs`), which the
     // schema creates; nothing older changes.
     (11, ""),
+    // Grants issued before open-column queries were limited keep no limit
+    // (NULL): their terms do not change under them.
+    (
+        12,
+        "ALTER TABLE grants ADD COLUMN max_open_queries INTEGER CHECK (max_open_queries IS NULL OR max_open_queries >= 0);
+     ALTER TABLE grants ADD COLUMN open_query_window INTEGER NOT NULL DEFAULT 3600 CHECK (open_query_window > 0);
+     ALTER TABLE grants ADD COLUMN open_queries INTEGER NOT NULL DEFAULT 0;",
+    ),
 ];
 
 /// Opens (creating on first run) the store in WAL mode. The store and its
@@ -261,9 +280,10 @@ pub fn open(path: &Path) -> Result<Connection, DomainError> {
 mod tests {
     use super::*;
 
-    /// A version 8 store (before UDF modules and release inputs) opens as
-    /// the current version with its rows kept: modules are job modules,
-    /// grants allow no UDFs, jobs read no releases.
+    /// A version 8 store (before UDF modules, release inputs and open-query
+    /// limits) opens as the current version with its rows kept: modules are
+    /// job modules, grants allow no UDFs and keep no open-query limit, jobs
+    /// read no releases.
     #[test]
     fn a_version_8_store_is_migrated_in_place() {
         let dir = tempfile::tempdir().unwrap();
@@ -288,6 +308,9 @@ mod tests {
                  ALTER TABLE outputs DROP COLUMN kind;
                  ALTER TABLE outputs DROP COLUMN disclosure;
                  ALTER TABLE grants DROP COLUMN allow_udfs;
+                 ALTER TABLE grants DROP COLUMN max_open_queries;
+                 ALTER TABLE grants DROP COLUMN open_query_window;
+                 ALTER TABLE grants DROP COLUMN open_queries;
                  CREATE TABLE modules_v8(sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL, uploaded_by TEXT NOT NULL, uploaded_at TEXT NOT NULL);
                  INSERT INTO modules_v8 SELECT sha256, bytes, uploaded_by, uploaded_at FROM modules;
                  DROP TABLE modules;
@@ -309,7 +332,10 @@ mod tests {
             )
             .unwrap();
         assert_eq!((kind.as_str(), functions.as_str()), ("job", "[]"));
-        conn.prepare("SELECT allow_udfs FROM grants").unwrap();
+        conn.prepare(
+            "SELECT allow_udfs, max_open_queries, open_query_window, open_queries FROM grants",
+        )
+        .unwrap();
         conn.prepare("SELECT udf_modules, inputs FROM jobs")
             .unwrap();
         conn.prepare("SELECT visible, stopped_by, reason, refusals, outcome_output FROM jobs")

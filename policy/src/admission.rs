@@ -142,8 +142,10 @@ pub fn admit(
     optimized: &LogicalPlan,
     manifests: &BTreeMap<String, Manifest>,
 ) -> Result<Admitted, Refusal> {
+    check_scans(optimized)?;
     let scanned = scanned_columns(optimized, manifests)?;
     if scanned.iter().all(|(_, _, class)| *class == Class::Open) {
+        check_open_joins(optimized, manifests)?;
         return Ok(Admitted::Open(plan.clone()));
     }
     // A privacy unit read for a join: the query must be a DP aggregate, and
@@ -153,6 +155,108 @@ pub fn admit(
         .find(|(_, _, class)| *class == Class::Prohibited)
         .map(|(table, column, _)| prohibited(table, column, &manifests[table]));
     admit_aggregate(plan, manifests, internal)
+}
+
+/// Table scans a query's plan may hold: each runs with its own buffers at
+/// once, and a `UNION ALL` of a thousand scans holds gigabytes that no
+/// memory pool counts.
+pub const MAX_SCANS: usize = 64;
+
+/// Refuses a plan with more than [`MAX_SCANS`] table scans (a CTE read many
+/// times is a scan each time, whatever the SQL text looked like).
+fn check_scans(optimized: &LogicalPlan) -> Result<(), Refusal> {
+    let mut scans = 0usize;
+    let _ = optimized.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(_) = node {
+            scans += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if scans > MAX_SCANS {
+        return Err(Refusal::new(
+            "too-complex",
+            None,
+            format!(
+                "the query reads tables {scans} times (CTEs count once per use); at most {MAX_SCANS} reads are allowed in one query. Read each table once and combine the results, or split the query"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An open-column query may join only on a key that can be selective: a
+/// join with no equality condition (a cross join, or only `<`, `<>`...) is
+/// a product of its inputs, and a join whose every equality compares two
+/// columns that both have a public domain (a few categories, like `gender`)
+/// matches each row with a share of the other side. Either grows with the
+/// square of the data (a triple self-join on `gender` of 20,000 residents
+/// is 2 x 10^12 rows) and is refused here, before any work; a side that
+/// holds at most one row (an aggregate without GROUP BY, a scalar subquery)
+/// multiplies nothing. Whatever passes is still bounded at run time by the
+/// session's join row cap (`limits::JoinRowCap`), since a key without a
+/// domain may repeat too.
+fn check_open_joins(
+    optimized: &LogicalPlan,
+    manifests: &BTreeMap<String, Manifest>,
+) -> Result<(), Refusal> {
+    let mut refusal = None;
+    let _ = optimized.apply_with_subqueries(|node| {
+        let LogicalPlan::Join(join) = node else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        if !joins_both_sides(join.join_type)
+            || [&join.left, &join.right]
+                .iter()
+                .any(|side| side.max_rows().is_some_and(|n| n <= 1))
+        {
+            return Ok(TreeNodeRecursion::Continue);
+        }
+        if join.on.is_empty() {
+            refusal = Some(Refusal::new(
+                "open-join",
+                None,
+                "a join without an equality condition (a cross join, or one on `<`, `<>` or an expression only) pairs every row with every other and its size grows with the square of the data; join on `a.key = b.key` with a selective key, or aggregate each side first".into(),
+            ));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        // A key computed only from columns with a domain (`lower(gender)`)
+        // has no more values than they have together.
+        let categorical = |side: &LogicalPlan, key: &Expr| -> Option<String> {
+            let mut named = Vec::new();
+            for c in key.column_refs() {
+                let (table, column) = source_of(side, side.schema().index_of_column(c).ok()?)?;
+                let spec = manifests.get(&table)?.column(&column)?;
+                spec.domain.as_ref()?;
+                named.push(format!("{table}.{column}"));
+            }
+            Some(if named.is_empty() {
+                key.to_string()
+            } else {
+                named.join(", ")
+            })
+        };
+        let keys: Option<Vec<(String, String)>> = join
+            .on
+            .iter()
+            .map(|(l, r)| Some((categorical(&join.left, l)?, categorical(&join.right, r)?)))
+            .collect();
+        if let Some(keys) = keys {
+            let (left, right) = &keys[0];
+            refusal = Some(Refusal::new(
+                "open-join",
+                Some(left.clone()),
+                format!(
+                    "the join matches `{left}` with `{right}`, and both have a public domain of a few categories, so each row pairs with a large share of the other side and the result grows with the square of the data; join on a selective key (an identifier-like column without a domain), or aggregate each side by the category first and join the aggregates"
+                ),
+            ));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    match refusal {
+        Some(r) => Err(r),
+        None => Ok(()),
+    }
 }
 
 /// Every (table, column, class) read from storage, refusing prohibited

@@ -1321,10 +1321,14 @@ pub async fn release_aggregate(
         Ok::<_, PolicyError>((cells, exact))
     };
     // Whether the engine failed may depend on the data, so it must not be
-    // visible: the release is then noise over values fixed in advance.
-    let (cells, exact, defaulted) = match computed.await {
+    // visible: the release is then noise over values fixed in advance. So
+    // may whether it ran out of memory, rows or time (`limits`).
+    let limits = crate::limits::ExecutionLimits::of(state);
+    let (cells, exact, defaulted) = match crate::limits::within_time(&limits, computed).await {
         Ok((cells, exact)) => (cells, exact, false),
-        Err(PolicyError::Execution(_)) => {
+        Err(
+            PolicyError::Execution(_) | PolicyError::TooLarge(_) | PolicyError::TimedOut { .. },
+        ) => {
             let cells = match plan.selection {
                 Some(_) => Vec::new(),
                 None => plan.cells.clone(),

@@ -19,6 +19,7 @@ pub mod checks;
 pub mod clamped_sum;
 pub mod dp;
 pub mod facts;
+pub mod limits;
 pub mod manifest;
 pub mod mask;
 mod query;
@@ -30,5 +31,6 @@ pub use dp::{
     plan_release_zcdp, release_aggregate, render,
 };
 pub use facts::{DataFacts, TableFacts, find_table_facts};
+pub use limits::ExecutionLimits;
 pub use manifest::{Class, Manifest, ManifestError, ManifestErrors};
 pub use query::{PolicyError, plan_query, release_open, sql_options};

@@ -34,6 +34,16 @@ pub enum PolicyError {
     /// DataFusion failed while executing an admitted plan.
     #[error("query execution failed: {0}")]
     Execution(String),
+    /// The query needed more than a per-query limit allows (memory, join
+    /// output); shown only for open-column queries.
+    #[error("the query is too large: {0}")]
+    TooLarge(String),
+    /// The query ran past the per-query time limit and was stopped; shown
+    /// only for open-column queries.
+    #[error(
+        "the query was stopped after the per-query time limit of {seconds} s; filter or aggregate earlier, or ask the operator for a longer `serve --query-timeout`"
+    )]
+    TimedOut { seconds: f64 },
 }
 
 impl From<DataFusionError> for PolicyError {
@@ -56,12 +66,83 @@ pub fn sql_options() -> SQLOptions {
         .with_allow_statements(false)
 }
 
+/// Tables (with their joins and comma-separated entries) a query may read.
+pub const MAX_RELATIONS: usize = 32;
+/// `SELECT`s a query may hold (its subqueries and set operations).
+pub const MAX_SELECTS: usize = 64;
+
+/// Refuses, from the query's tokens alone, a query too large to plan: the
+/// planner recurses once per set operation and per join, so a chain of
+/// thousands of `UNION ALL`s overflows its stack (taking the service with
+/// it), and thousands of comma-separated tables take minutes to plan. The
+/// tokenizer itself is a flat loop, so no input can make this check costly.
+fn check_size(sql: &str) -> Result<(), PolicyError> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+    // A query the tokenizer cannot read is reported by the parser next.
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return Ok(());
+    };
+    let (mut relations, mut selects) = (0usize, 0usize);
+    // Per parenthesis depth: whether its tokens are in a FROM list, where a
+    // comma separates two tables.
+    let mut in_from = vec![false];
+    for token in &tokens {
+        match token {
+            Token::LParen => in_from.push(false),
+            Token::RParen if in_from.len() > 1 => {
+                in_from.pop();
+            }
+            Token::Comma if in_from.last() == Some(&true) => relations += 1,
+            Token::Word(w) if w.quote_style.is_none() => {
+                let here = in_from.last_mut().expect("the outermost level stays");
+                match w.keyword {
+                    Keyword::SELECT => {
+                        selects += 1;
+                        *here = false;
+                    }
+                    Keyword::FROM => {
+                        relations += 1;
+                        *here = true;
+                    }
+                    Keyword::JOIN => relations += 1,
+                    Keyword::WHERE
+                    | Keyword::GROUP
+                    | Keyword::HAVING
+                    | Keyword::ORDER
+                    | Keyword::LIMIT
+                    | Keyword::UNION
+                    | Keyword::INTERSECT
+                    | Keyword::EXCEPT
+                    | Keyword::ON
+                    | Keyword::USING => *here = false,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    if relations > MAX_RELATIONS || selects > MAX_SELECTS {
+        return Err(PolicyError::Refused(Refusal::new(
+            "too-complex",
+            None,
+            format!(
+                "the query reads {relations} tables and holds {selects} SELECTs; a query may read at most {MAX_RELATIONS} tables (counting joins and comma-separated entries) and hold at most {MAX_SELECTS} SELECTs. Split it into several queries, or aggregate before combining"
+            ),
+        )));
+    }
+    Ok(())
+}
+
 /// Plans `sql` in `ctx` (which must hold only the grant's tables) and admits it.
 pub async fn plan_query(
     ctx: &SessionContext,
     sql: &str,
     manifests: &BTreeMap<String, Manifest>,
 ) -> Result<Admitted, PolicyError> {
+    check_size(sql)?;
     let df = ctx
         .sql_with_options(sql, sql_options())
         .await
@@ -103,10 +184,20 @@ pub async fn release_open(
     plan: datafusion::logical_expr::LogicalPlan,
     max_rows: usize,
 ) -> Result<QueryResult, PolicyError> {
-    require_total(&ctx.state())?;
-    let df = DataFrame::new(ctx.state(), plan).limit(0, Some(max_rows + 1))?;
+    let state = ctx.state();
+    require_total(&state)?;
+    let limits = crate::limits::ExecutionLimits::of(&state);
+    let df = DataFrame::new(state, plan).limit(0, Some(max_rows + 1))?;
     let schema = df.schema().clone();
-    let batches = df.collect().await?;
+    // The data read here is open, so which limit stopped the query may be said.
+    let batches = crate::limits::within_time(&limits, async {
+        df.collect().await.map_err(|e| {
+            crate::limits::too_large(&e, &limits)
+                .or_else(|| crate::limits::timed_out(&e, &limits))
+                .unwrap_or_else(|| e.into())
+        })
+    })
+    .await?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     if rows > max_rows {
         return Err(PolicyError::TooManyRows { limit: max_rows });

@@ -13,6 +13,8 @@ mod extract;
 mod flights;
 mod joins;
 mod ledger_integrity;
+mod limits;
+mod load;
 mod one_truth;
 mod outcome;
 mod query;

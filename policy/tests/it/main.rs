@@ -9,6 +9,7 @@ mod dp_audit;
 mod dp_more;
 mod extract;
 mod joins;
+mod limits;
 mod manifest;
 mod oracles;
 mod selection;

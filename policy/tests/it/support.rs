@@ -31,7 +31,11 @@ fn table(kind: DatasetKind, options: &GenerateOptions) -> MemTable {
 
 /// A session with `rows` synthetic residents registered as `residents`.
 pub fn session(rows: u64) -> (SessionContext, BTreeMap<String, Manifest>) {
-    let ctx = SessionContext::new();
+    session_in(SessionContext::new(), rows)
+}
+
+/// [`session`] in `ctx` (a session with limits, for example).
+pub fn session_in(ctx: SessionContext, rows: u64) -> (SessionContext, BTreeMap<String, Manifest>) {
     ctx.register_table(
         "residents",
         Arc::new(table(
@@ -48,7 +52,16 @@ pub fn session(rows: u64) -> (SessionContext, BTreeMap<String, Manifest>) {
 /// [`session`] plus `visits` health visits of those residents, registered
 /// as `health_visits`.
 pub fn joined_session(rows: u64, visits: u64) -> (SessionContext, BTreeMap<String, Manifest>) {
-    let (ctx, mut manifests) = session(rows);
+    joined_session_in(SessionContext::new(), rows, visits)
+}
+
+/// [`joined_session`] in `ctx`.
+pub fn joined_session_in(
+    ctx: SessionContext,
+    rows: u64,
+    visits: u64,
+) -> (SessionContext, BTreeMap<String, Manifest>) {
+    let (ctx, mut manifests) = session_in(ctx, rows);
     let options = GenerateOptions::new(visits, 8).with_related_rows(rows);
     ctx.register_table(
         "health_visits",
