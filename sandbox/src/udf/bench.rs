@@ -490,7 +490,11 @@ pub fn run(
         for _ in 0..config.instantiations.max(1) {
             let started = Instant::now();
             let instance = rows
-                .instantiate(&light_module.inner.engine, &light_module.inner.limits)
+                .instantiate(
+                    &light_module.inner.engine,
+                    &light_module.inner.limits,
+                    &light_module.inner.live,
+                )
                 .map_err(sandbox_error)?;
             row_times.push(started.elapsed());
             drop(instance);

@@ -24,8 +24,12 @@
 //! - **An instruction budget.** Every function entry and loop header of the
 //!   original code subtracts, from an injected counter, the number of
 //!   instructions the code up to the next loop header or call can execute,
-//!   and traps when the counter would go negative. The same row always
-//!   stops at the same place: the cap is deterministic, not wall-clock.
+//!   and traps when the counter would go negative. `memory.fill` and
+//!   `memory.copy` cost [`BULK_OP_INSTRUCTIONS`] and, before they run, one
+//!   more per [`BULK_BYTES_PER_INSTRUCTION`] bytes they touch, so that no
+//!   instruction does unbounded work for one unit of the budget. The same
+//!   row always stops at the same place: the cap is deterministic, not
+//!   wall-clock.
 //! - **A fixed memory size.** `memory.grow` and `memory.size` act on a
 //!   virtual size that starts at the module's own minimum and may grow into
 //!   [`HEAP_PAGES`] spare pages; it is reset every row, so one row's
@@ -51,6 +55,14 @@ use wasmparser::{ExternalKind, FuncType, Operator, Parser, Payload};
 use udf_sdk::udf::UdfType;
 
 use crate::SandboxError;
+
+/// What a `memory.fill` or `memory.copy` costs of a row's instruction
+/// budget besides its bytes: the host call behind it takes about as long
+/// as this many simple instructions.
+pub(crate) const BULK_OP_INSTRUCTIONS: u64 = 16;
+/// Bytes a `memory.fill` or `memory.copy` may touch per unit of the
+/// budget (the bytes are charged before the operation runs).
+pub(crate) const BULK_BYTES_PER_INSTRUCTION: u32 = 8;
 
 /// Pages memory 0 may virtually grow by within one row.
 pub(crate) const HEAP_PAGES: u32 = 16;
@@ -790,7 +802,10 @@ fn region_costs(body: &wasmparser::FunctionBody<'_>) -> Result<Vec<u64>, Instrum
     while !ops.eof() {
         let op = ops.read()?;
         let region = frames.last().map_or(0, |f| f.0);
-        costs[region] += 1;
+        costs[region] += match op {
+            Operator::MemoryFill { .. } | Operator::MemoryCopy { .. } => BULK_OP_INSTRUCTIONS,
+            _ => 1,
+        };
         match op {
             Operator::Loop { .. } => {
                 costs.push(1);
@@ -895,6 +910,7 @@ fn instrument(
                     .local_set(t.v_i32)
                     .local_set(t.a);
                 track(&mut f, l, &t, t.a, Len::Local(t.y));
+                charge_bytes(&mut f, l, t.y);
                 f.instructions()
                     .local_get(t.a)
                     .local_get(t.v_i32)
@@ -907,6 +923,7 @@ fn instrument(
                     .local_set(t.x)
                     .local_set(t.a);
                 track(&mut f, l, &t, t.a, Len::Local(t.y));
+                charge_bytes(&mut f, l, t.y);
                 f.instructions()
                     .local_get(t.a)
                     .local_get(t.x)
@@ -962,6 +979,31 @@ fn charge(f: &mut Function, l: &Layout, cost: u64) {
         .end()
         .global_get(l.fuel)
         .i64_const(cost)
+        .i64_sub()
+        .global_set(l.fuel);
+}
+
+/// Subtracts one unit per [`BULK_BYTES_PER_INSTRUCTION`] of the byte
+/// count in local `len` (an unsigned `i32`) from the row's budget, trapping
+/// first when it would go negative: a bulk operation is paid for before it
+/// runs.
+fn charge_bytes(f: &mut Function, l: &Layout, len: u32) {
+    let shift = BULK_BYTES_PER_INSTRUCTION.trailing_zeros() as i32;
+    let mut s = f.instructions();
+    s.global_get(l.fuel)
+        .local_get(len)
+        .i32_const(shift)
+        .i32_shr_u()
+        .i64_extend_i32_u()
+        .i64_lt_s()
+        .if_(BlockType::Empty)
+        .unreachable()
+        .end()
+        .global_get(l.fuel)
+        .local_get(len)
+        .i32_const(shift)
+        .i32_shr_u()
+        .i64_extend_i32_u()
         .i64_sub()
         .global_set(l.fuel);
 }
@@ -1079,6 +1121,21 @@ mod tests {
         // Function: nop, loop, end (function). Outer loop: nop, loop, br,
         // end, plus its header's own charge. Inner: nop, br, end, plus one.
         assert_eq!(costs, vec![3, 5, 4]);
+    }
+
+    #[test]
+    fn bulk_memory_operations_cost_more_than_one_instruction() {
+        const _: () = assert!(BULK_BYTES_PER_INSTRUCTION.is_power_of_two());
+        let costs = costs_of(|s| {
+            s.i32_const(0)
+                .i32_const(0)
+                .i32_const(8)
+                .memory_fill(0)
+                .end();
+        });
+        // Three constants and the end, and the fill's fixed cost (its bytes
+        // are charged when it runs).
+        assert_eq!(costs, vec![4 + BULK_OP_INSTRUCTIONS]);
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! returned null there. Only the wall-clock deadline, a guard against an
 //! overloaded host, fails the batch.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
@@ -19,7 +19,7 @@ use udf_sdk::udf::{self as abi, UdfType};
 use wasmtime::{Global, Instance, InstancePre, Memory, Module, Store, Trap, Val};
 
 use super::isolate::{BATCH_MEMORY, Isolated, ROW_GLOBAL};
-use super::{UdfError, bad_input, primitive};
+use super::{Live, UdfError, bad_input, lock_pool, primitive};
 use crate::host::MemoryLimiter;
 use crate::{Limits, SandboxError};
 
@@ -43,21 +43,20 @@ impl RowsModule {
     }
 }
 
-/// The per-module state of row-at-a-time evaluation.
+/// The per-module state of row-at-a-time evaluation (the instances are
+/// kept per query, by the module's query handles).
 pub(crate) struct Rows {
     pub(crate) pre: InstancePre<MemoryLimiter>,
     snapshot_bytes: usize,
     scratch_bytes: usize,
-    /// The per-row instruction cap.
-    pub(crate) cap: AtomicU64,
     /// Rows that trapped or returned an invalid value, for the service's
     /// records only: never shown to whoever wrote the query.
-    pub(crate) failed: Arc<AtomicU64>,
-    idle: std::sync::Mutex<Vec<RowInstance>>,
+    pub(crate) failed: AtomicU64,
 }
 
 /// One instance of the rewritten module.
 pub(crate) struct RowInstance {
+    _live: Live,
     store: Store<MemoryLimiter>,
     instance: Instance,
     batch: Memory,
@@ -75,32 +74,23 @@ fn align8(n: usize) -> usize {
 }
 
 impl Rows {
-    pub(crate) fn new(pre: InstancePre<MemoryLimiter>, module: &RowsModule, cap: u64) -> Self {
+    pub(crate) fn new(pre: InstancePre<MemoryLimiter>, module: &RowsModule) -> Self {
         Rows {
             pre,
             snapshot_bytes: module.snapshot_bytes,
             scratch_bytes: module.scratch_bytes,
-            cap: AtomicU64::new(cap),
-            failed: Arc::new(AtomicU64::new(0)),
-            idle: std::sync::Mutex::new(Vec::new()),
+            failed: AtomicU64::new(0),
         }
     }
 
-    /// Instances waiting for the next batch.
-    pub(crate) fn idle(&self) -> usize {
-        self.lock_idle().len()
-    }
-
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<RowInstance>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// An instance whose batch memory starts with the pristine copy of its
-    /// memory 0, taken before any data was seen.
+    /// memory 0, taken before any data was seen; counted in `live` while it
+    /// exists.
     pub(crate) fn instantiate(
         &self,
         engine: &wasmtime::Engine,
         limits: &Limits,
+        live: &Arc<AtomicUsize>,
     ) -> Result<RowInstance, SandboxError> {
         let mut store = Store::new(engine, MemoryLimiter::new(limits));
         store.limiter(|l| l);
@@ -148,6 +138,7 @@ impl Rows {
             });
         }
         let mut inst = RowInstance {
+            _live: Live::new(live),
             store,
             instance,
             batch,
@@ -161,33 +152,38 @@ impl Rows {
         Ok(inst)
     }
 
-    /// Runs `f` on an idle (or new) instance with a fresh deadline, giving
-    /// it back when `f` succeeded.
+    /// Runs `f` on an idle (or new) instance of `pool` (one query's) with a
+    /// fresh deadline, giving it back to `pool` when `f` succeeded.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn with_instance<T>(
         &self,
+        pool: &Mutex<Vec<RowInstance>>,
+        max_idle: usize,
         engine: &wasmtime::Engine,
         limits: &Limits,
+        live: &Arc<AtomicUsize>,
         udf: &str,
         f: impl FnOnce(&mut RowInstance) -> Result<T, UdfError>,
     ) -> Result<T, UdfError> {
-        let idle = self.lock_idle().pop();
+        let idle = lock_pool(pool).pop();
         let mut inst = match idle {
             Some(i) => i,
             None => self
-                .instantiate(engine, limits)
+                .instantiate(engine, limits, live)
                 .map_err(|e| UdfError::from_sandbox(udf, e))?,
         };
         super::arm(&mut inst.store, limits);
         let out = f(&mut inst)?;
-        let mut idle = self.lock_idle();
-        if idle.len() < limits.max_concurrent_runs.max(1) as usize {
+        let mut idle = lock_pool(pool);
+        if idle.len() < max_idle {
             idle.push(inst);
         }
         Ok(out)
     }
 
     /// Evaluates `udf` (declared `types -> returns`, served by the loop
-    /// `export`) over `rows` rows of `arrays`.
+    /// `export`) over `rows` rows of `arrays`, each row under a cap of
+    /// `cap` instructions.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn evaluate(
         &self,
@@ -198,6 +194,7 @@ impl Rows {
         returns: UdfType,
         arrays: &[ArrayRef],
         rows: usize,
+        cap: u64,
         limits: &Limits,
     ) -> Result<ArrayRef, UdfError> {
         let mut values = vec![0u8; rows * 8];
@@ -208,7 +205,7 @@ impl Rows {
             let mut staging = std::mem::take(&mut inst.staging);
             let batch = self.layout(udf, arrays, types, from, to, &mut staging);
             let ran = batch.and_then(|b| {
-                self.run_chunk(inst, udf, export, &b, &staging, to - from, limits)
+                self.run_chunk(inst, udf, export, &b, &staging, to - from, cap, limits)
                     .map(|()| b)
             });
             inst.staging = staging;
@@ -371,6 +368,7 @@ impl Rows {
         batch: &Batch,
         bytes: &[u8],
         n: usize,
+        cap: u64,
         limits: &Limits,
     ) -> Result<(), UdfError> {
         inst.ensure(batch.base + batch.len)
@@ -384,7 +382,7 @@ impl Rows {
                 udf: udf.to_string(),
                 export: export.to_string(),
             })?;
-        let cap = self.cap.load(Ordering::Relaxed).min(i64::MAX as u64) as i64;
+        let cap = cap.min(i64::MAX as u64) as i64;
         let mut params = vec![
             Val::I32(0),
             Val::I32(n as i32),
