@@ -134,6 +134,13 @@ pub enum Command {
         /// Seconds a client has to send a request's whole body.
         #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
         body_timeout: u64,
+        /// Milliseconds: a job that read protected data is shown to its
+        /// developer to end a random 0 to this many milliseconds after it
+        /// did, and its answer waits until then, so its duration cannot
+        /// tell one person's row (default 500; 0 shows ends as they happen
+        /// and lets developers time their queries).
+        #[arg(long, env = "UNSEEN_TIMING_QUANTUM_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        timing_quantum_ms: u64,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -555,6 +562,12 @@ pub struct GrantIssue {
     /// values inside the engine (their results leave only through DP).
     #[arg(long)]
     allow_udfs: bool,
+    /// Instructions a UDF may execute per row under this grant (with
+    /// --allow-udfs; at most and by default 1000000): a row that needs
+    /// more is NULL. A lower cap also narrows how much one row can change
+    /// a query's duration.
+    #[arg(long, default_value_t = crate::MAX_UDF_ROW_INSTRUCTIONS)]
+    udf_row_instructions: u64,
     /// Refuse wasm module jobs under this grant.
     #[arg(long)]
     no_modules: bool,
@@ -896,6 +909,7 @@ impl GrantIssue {
             allow_sql: !self.no_sql,
             allow_extracts: self.allow_extracts,
             allow_udfs: self.allow_udfs,
+            udf_row_instructions: self.udf_row_instructions,
             windows: self.windows.clone(),
             designated: self.designated.clone(),
             columns: self.columns.clone(),
@@ -1240,9 +1254,17 @@ fn execute(
                     .iter()
                     .map(|d| format!(" joined to `{d}`"))
                     .collect();
+                let udfs = if request.allow_udfs {
+                    format!(
+                        ", with UDFs of at most {} instructions per row",
+                        request.udf_row_instructions
+                    )
+                } else {
+                    String::new()
+                };
                 writeln!(
                     out,
-                    "issued grant {id}: `{}` may spend epsilon {} on `{}`{joined} for: {}",
+                    "issued grant {id}: `{}` may spend epsilon {} on `{}`{joined}{udfs} for: {}",
                     request.developer, request.epsilon_total, request.dataset, request.purpose
                 )?;
             }
@@ -1860,12 +1882,14 @@ fn execute(
             max_connections_per_client,
             header_timeout,
             body_timeout,
+            timing_quantum_ms,
             dir,
         } => {
             let addr: std::net::SocketAddr = listen.parse().with_context(|| {
                 format!("--listen `{listen}` is not an address like 127.0.0.1:8787")
             })?;
             let domain = open(&dir)?;
+            domain.set_timing_quantum(std::time::Duration::from_millis(timing_quantum_ms))?;
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
@@ -2169,10 +2193,10 @@ fn execute(
                     usage.runs,
                     usage.max_runs.map_or(String::new(), |m| format!(" of {m}")),
                     usage.jobs_by_status,
-                    usage.queries,
-                    usage.fuel_used,
-                    usage.rows_read,
-                    usage.run_ms,
+                    withheld(usage.queries),
+                    withheld(usage.fuel_used),
+                    withheld(usage.rows_read),
+                    withheld(usage.run_ms),
                     usage.epsilon_spent,
                     usage.outputs,
                     usage.releases,
@@ -2292,6 +2316,11 @@ fn execute(
 /// What a developer sees of a query or extract they ran locally: exactly
 /// what the HTTP API returns (output ids, status, spend), never the output
 /// itself, which only a reviewer reads before it is released.
+/// A usage figure, or `withheld` where the reader may not see it.
+fn withheld(figure: Option<i64>) -> String {
+    figure.map_or_else(|| "withheld".to_string(), |f| f.to_string())
+}
+
 fn print_developer_outcome(
     out: &mut dyn Write,
     outcome: &crate::JobOutcome,

@@ -64,6 +64,8 @@ impl Domain {
                     return Ok((outcome, None));
                 }
             };
+        // How long sampling and masking take depends on the data.
+        crate::lock(&log).read_protected = true;
         let rows = runtime.block_on(sample_rows(&dataset, columns, fraction))?;
         let pseudonyms = data::ValueHasher::pseudonyms(&dataset.key);
         let pseudonym = |v: &str| pseudonyms.pseudonym(v);

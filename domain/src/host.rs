@@ -92,6 +92,11 @@ pub(crate) struct JobLog {
     /// the ledger (provider and auditors), never for the developer, since
     /// the count can depend on the data.
     pub udf_rows_failed: u64,
+    /// Whether the run computed on protected data (a DP release that was
+    /// not cached, an extract): then how long it took can depend on that
+    /// data, and its end is shown to the developer at a shown end
+    /// (`jobs::shown_end_ms`).
+    pub read_protected: bool,
     pub started: Option<std::time::Instant>,
 }
 
@@ -116,9 +121,10 @@ pub(crate) struct Host {
     pub grant: Grant,
     /// The grant's datasets, the primary one first.
     pub datasets: Vec<OpenDataset>,
-    /// The UDFs the job's queries may call, from the modules it was
-    /// submitted with.
-    pub udfs: Vec<unseen_sandbox::WasmUdf>,
+    /// The UDF modules the job was submitted with, prepared for it under
+    /// the grant's per-row cap. Each query calls their functions through
+    /// handles of its own ([`Host::query_udfs`]).
+    pub udf_modules: Vec<unseen_sandbox::UdfModule>,
     /// Earlier releases the job reads, as (table name, released table).
     pub inputs: Vec<(String, udf_sdk::Table)>,
     pub params: BTreeMap<String, String>,
@@ -193,19 +199,27 @@ impl Host {
         answer
     }
 
-    /// Failed UDF rows so far, over the job's modules (each counted once,
-    /// whichever of its functions failed).
+    /// Failed UDF rows so far, over the job's modules (each module is
+    /// prepared once per job, whichever of its functions failed).
     fn udf_rows_failed(&self) -> u64 {
-        let mut seen = BTreeSet::new();
-        self.udfs
-            .iter()
-            .filter_map(|u| match u {
-                unseen_sandbox::WasmUdf::Scalar(f) => Some(f.module()),
-                unseen_sandbox::WasmUdf::Aggregate(_) => None,
-            })
-            .filter(|m| seen.insert(m.sha256().to_string()))
-            .map(|m| m.rows_failed())
-            .sum()
+        self.udf_modules.iter().map(|m| m.rows_failed()).sum()
+    }
+
+    /// The functions of the job's UDF modules for one query: every module
+    /// gets a fresh handle, whose instances serve this query alone and are
+    /// dropped with its session, so nothing a UDF wrote in one query is
+    /// there in the next.
+    fn query_udfs(&self) -> Result<Vec<unseen_sandbox::WasmUdf>, DomainError> {
+        let mut udfs = Vec::new();
+        for module in &self.udf_modules {
+            udfs.extend(
+                module
+                    .for_query()
+                    .functions()
+                    .map_err(|e| DomainError::Invalid(e.to_string()))?,
+            );
+        }
+        Ok(udfs)
     }
 
     async fn answer_query(&self, sql: &str) -> Result<Result<Vec<u8>, String>, DomainError> {
@@ -214,7 +228,8 @@ impl Host {
             return Ok(Err(format!("refused: the job was stopped ({reason})")));
         }
         self.job_log().queries += 1;
-        let (ctx, manifests) = data::session(&self.datasets, &self.udfs, &self.inputs).await?;
+        let (ctx, manifests) =
+            data::session(&self.datasets, &self.query_udfs()?, &self.inputs).await?;
         let admitted = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
             Ok(a) => a,
             Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
@@ -294,8 +309,12 @@ impl Host {
                     "release": "differentially private aggregate", "epsilon": plan.epsilon, "delta": plan.delta,
                     "mechanism": "opendp Laplace (discrete for integers)", "fingerprint": fingerprint,
                 }))?;
-                self.job_log().epsilon_spent += plan.epsilon;
-                self.job_log().rows_read += self.rows_of(read);
+                {
+                    let mut log = self.job_log();
+                    log.epsilon_spent += plan.epsilon;
+                    log.rows_read += self.rows_of(read);
+                    log.read_protected = true;
+                }
                 match unseen_policy::release_aggregate(&state, &query, &plan).await {
                     Ok(release) => {
                         if release.defaulted {
@@ -322,7 +341,8 @@ impl Host {
     /// data or spending; recorded in the ledger as `query.dry_run`.
     pub(crate) async fn dry_run(&self, sql: &str) -> Result<DryRun, DomainError> {
         let sql_sha = sha256_hex(sql.as_bytes());
-        let (ctx, manifests) = data::session(&self.datasets, &self.udfs, &self.inputs).await?;
+        let (ctx, manifests) =
+            data::session(&self.datasets, &self.query_udfs()?, &self.inputs).await?;
         let verdict = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
             Err(e) => Err(e),
             Ok(Admitted::Open(_)) => Ok((0.0, Vec::new(), false)),

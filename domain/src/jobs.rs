@@ -4,10 +4,27 @@
 //! A job is `queued` once admitted (its run counted against the grant),
 //! `running` while a sandbox executes it, and ends `succeeded`, `failed`,
 //! `trapped` or `cancelled`. Every transition is a ledger entry.
+//!
+//! **When a developer learns that a job ended.** How long a job that read
+//! protected data took can depend on that data (a UDF may burn its per-row
+//! cap on one person's row only). So such a job's end is shown to its
+//! developer at a *shown end*: the real end plus a delay drawn uniformly
+//! from `[0, quantum)` by the system's secure generator, independently of
+//! the data ([`shown_end_ms`]). Until then the developer sees the job
+//! running (no end time, outputs or spend); synchronous answers (`query`,
+//! `job submit` waiting, extracts) return at the shown end, and the worker
+//! that ran the job is held until then, so the next queued job cannot start
+//! earlier either. For two neighbouring datasets whose runs differ by δ,
+//! what the developer sees of one run differs in distribution by at most
+//! δ / quantum (total variation), whatever the run's own duration and
+//! jitter are; a threshold classifier on one run is right with probability
+//! at most 1/2 + δ / (2 × quantum). Reviewers and auditors see the real
+//! times. The quantum is [`DEFAULT_TIMING_QUANTUM`] unless `serve
+//! --timing-quantum-ms` or `UNSEEN_TIMING_QUANTUM_MS` set another.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
@@ -48,6 +65,83 @@ pub struct JobView {
     pub epsilon_spent: f64,
     pub outputs: Vec<String>,
     pub logs: Vec<String>,
+    /// When the job's end is shown to its developer (milliseconds since
+    /// the Unix epoch; see the module documentation). For reviewers and
+    /// auditors; a developer's view leaves it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shown_end_ms: Option<i64>,
+}
+
+/// The quantum of shown end times when nothing sets another: a job that
+/// read protected data is shown to end up to this long after it did.
+pub const DEFAULT_TIMING_QUANTUM: Duration = Duration::from_millis(500);
+
+/// The largest quantum `serve --timing-quantum-ms` accepts.
+pub const MAX_TIMING_QUANTUM: Duration = Duration::from_secs(60);
+
+/// The quantum from `UNSEEN_TIMING_QUANTUM_MS` (milliseconds), or the
+/// default when it is unset.
+pub fn timing_quantum_from_env() -> Result<Duration, DomainError> {
+    match std::env::var("UNSEEN_TIMING_QUANTUM_MS") {
+        Err(_) => Ok(DEFAULT_TIMING_QUANTUM),
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_millis)
+            .filter(|q| *q <= MAX_TIMING_QUANTUM)
+            .ok_or_else(|| {
+                DomainError::Invalid(format!(
+                    "UNSEEN_TIMING_QUANTUM_MS is `{text}`; give whole milliseconds from 0 to {}",
+                    MAX_TIMING_QUANTUM.as_millis()
+                ))
+            }),
+    }
+}
+
+/// Milliseconds since the Unix epoch now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// When a job that ended at `end_ms` is shown to end: `end_ms` plus a
+/// delay uniform in `[0, quantum)` from `random` (whole milliseconds).
+/// Shifting the end by δ changes the distribution of the result by at most
+/// δ / quantum in total variation.
+pub fn shown_end_ms(end_ms: i64, quantum: Duration, random: u64) -> i64 {
+    let quantum_ms = u64::try_from(quantum.as_millis()).unwrap_or(u64::MAX);
+    if quantum_ms == 0 {
+        return end_ms;
+    }
+    // The modulo bias is below quantum / 2^64: nothing to see.
+    end_ms.saturating_add(i64::try_from(random % quantum_ms).unwrap_or(0))
+}
+
+/// Blocks until the wall clock reaches `at_ms` (milliseconds since the
+/// epoch); returns at once when it already has.
+pub(crate) fn wait_until_ms(at_ms: i64) {
+    let left = at_ms.saturating_sub(now_ms());
+    if left > 0 {
+        std::thread::sleep(Duration::from_millis(left as u64));
+    }
+}
+
+fn is_ended(status: &str) -> bool {
+    matches!(status, "succeeded" | "failed" | "trapped" | "cancelled")
+}
+
+/// When the end of the job `view` describes is shown to its developer:
+/// the recorded shown end, or for jobs that ended before shown ends were
+/// kept, the second it ended.
+fn shown_end_of(view: &JobView) -> Option<i64> {
+    view.shown_end_ms.or_else(|| {
+        view.ended_at
+            .as_deref()
+            .and_then(crate::util::parse_rfc3339)
+            .map(|secs| secs as i64 * 1000)
+    })
 }
 
 /// A job's error as its developer may read it over the service: what the
@@ -63,17 +157,20 @@ pub fn public_error(error: &str) -> String {
     }
 }
 
-/// Use of one grant, for pricing by calls and volume.
+/// Use of one grant, for pricing by calls and volume. A developer reading
+/// it gets what their job views show: jobs by the status shown to them, and
+/// no queries, fuel, rows read or run time (`None`), which the guest or
+/// the data decide.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GrantUsage {
     pub grant: String,
     pub runs: u32,
     pub max_runs: Option<u32>,
     pub jobs_by_status: BTreeMap<String, u64>,
-    pub queries: i64,
-    pub fuel_used: i64,
-    pub rows_read: i64,
-    pub run_ms: i64,
+    pub queries: Option<i64>,
+    pub fuel_used: Option<i64>,
+    pub rows_read: Option<i64>,
+    pub run_ms: Option<i64>,
     pub epsilon_spent: f64,
     pub outputs: i64,
     pub releases: i64,
@@ -85,22 +182,43 @@ pub struct GrantUsage {
 /// could not start.
 pub(crate) type Started = Result<(host::Host, Arc<Mutex<host::JobLog>>), JobOutcome>;
 
+/// A job as its developer sees it at `now_ms`.
+///
 /// Guest-written text (logs, failure message) stays with reviewers: it
-/// could carry released values past review.
-fn developer_view(mut view: JobView) -> JobView {
+/// could carry released values past review. The guest decides how much
+/// fuel it burns, how many queries it makes and how long it runs: each
+/// could count out a value. Reviewers and auditors see them; the developer
+/// sees the spend. And the job's end is shown at its shown end (see the
+/// module documentation): before it, the job is running, with neither its
+/// outputs nor its spend so far (both grow as it runs, and when they grow
+/// would time its queries); after it, its end time is the shown end, to
+/// the second.
+pub(crate) fn developer_view(mut view: JobView, now_ms: i64) -> JobView {
     view.logs.clear();
     view.error = view.error.as_deref().map(public_error);
-    // The guest decides how much fuel it burns, how many queries it makes
-    // and how long it runs: each could count out a value. Reviewers and
-    // auditors see them; the developer sees the spend.
     view.fuel_used = None;
     view.queries = None;
     view.rows_read = None;
     view.run_ms = None;
+    let shown_end = shown_end_of(&view);
+    view.shown_end_ms = None;
+    match shown_end {
+        Some(at) if is_ended(&view.status) && now_ms >= at => {
+            view.ended_at = Some(crate::util::rfc3339(u64::try_from(at / 1000).unwrap_or(0)));
+        }
+        _ if view.status == "queued" => {}
+        _ => {
+            view.status = "running".into();
+            view.error = None;
+            view.ended_at = None;
+            view.outputs.clear();
+            view.epsilon_spent = 0.0;
+        }
+    }
     view
 }
 
-const JOB_COLUMNS: &str = "j.id, j.grant_id, j.submitter, j.module, j.sql, j.status, j.error, j.submitted_at, j.started_at, j.ended_at, j.fuel, j.queries, j.rows_scanned, j.run_ms, COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0), j.logs";
+const JOB_COLUMNS: &str = "j.id, j.grant_id, j.submitter, j.module, j.sql, j.status, j.error, j.submitted_at, j.started_at, j.ended_at, j.fuel, j.queries, j.rows_scanned, j.run_ms, COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0), j.logs, j.shown_end_ms";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
     let logs: String = r.get(15)?;
@@ -122,6 +240,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
         epsilon_spent: r.get(14)?,
         outputs: Vec::new(),
         logs: serde_json::from_str(&logs).unwrap_or_default(),
+        shown_end_ms: r.get(16)?,
     })
 }
 
@@ -343,11 +462,11 @@ impl Domain {
             .and_then(|datasets| {
                 Ok((
                     datasets,
-                    self.job_udfs(&udf_modules)?,
+                    self.job_udfs(&udf_modules, &grant)?,
                     self.release_inputs(&submitter, &inputs)?,
                 ))
             });
-        let (datasets, udfs, inputs) = match opened {
+        let (datasets, udf_modules, inputs) = match opened {
             Ok(opened) => opened,
             Err(e) => {
                 let outcome = self.end_job(
@@ -386,7 +505,7 @@ impl Domain {
             submitter,
             grant,
             datasets,
-            udfs,
+            udf_modules,
             inputs,
             params,
             log: Arc::clone(&log),
@@ -424,9 +543,21 @@ impl Domain {
             .started
             .map(|s| i64::try_from(s.elapsed().as_millis()).unwrap_or(i64::MAX));
         let logs = serde_json::to_string(&log.lines).unwrap_or_else(|_| "[]".into());
+        let end_ms = now_ms();
+        // Only a run that read protected data can take a data-dependent
+        // time; the rest are shown as they end.
+        let shown_end = if log.read_protected {
+            shown_end_ms(
+                end_ms,
+                self.timing_quantum(),
+                u64::from_le_bytes(crate::util::random_bytes::<8>()),
+            )
+        } else {
+            end_ms
+        };
         lock(&self.db).execute(
-            "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10 WHERE id = ?1 AND status IN ('queued', 'running')",
-            params![job_id, status, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs],
+            "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10, shown_end_ms = ?11 WHERE id = ?1 AND status IN ('queued', 'running')",
+            params![job_id, status, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs, shown_end],
         )?;
         self.record(
             submitter,
@@ -436,8 +567,13 @@ impl Domain {
                 "queries": log.queries, "rows_read": log.rows_read, "run_ms": run_ms,
                 "udf_rows_failed": log.udf_rows_failed,
                 "outputs": log.outputs, "epsilon_spent": log.epsilon_spent,
+                "shown_end_ms": shown_end,
             }),
         )?;
+        // Whoever waits for the outcome (a developer's query, a waiting
+        // submission, the worker that ran the job) gets it at the shown
+        // end, not before.
+        wait_until_ms(shown_end);
         Ok(JobOutcome {
             job_id,
             status: status.to_string(),
@@ -613,13 +749,25 @@ impl Domain {
 
     /// Stops one job: a queued job ends `cancelled` at once, a running one
     /// at its next epoch tick. Returns what happened.
+    ///
+    /// A job that ended but whose end its developer has not been shown yet
+    /// is, to them, still running: their cancellation then turns it
+    /// `cancelled` as it would a running job, so that whether it had
+    /// already ended (which can depend on the data) does not show.
     fn stop_job(&self, actor: &str, job_id: &str, reason: &str) -> Result<String, DomainError> {
         let was_queued = lock(&self.db).execute(
             "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3 WHERE id = ?1 AND status = 'queued'",
             params![job_id, reason, now_rfc3339()],
         )? == 1;
+        let not_yet_shown = self.role_of(actor)? == Role::Developer
+            && lock(&self.db).execute(
+                "UPDATE jobs SET status = 'cancelled', error = ?2 WHERE id = ?1 AND status IN ('succeeded', 'failed', 'trapped') AND shown_end_ms > ?3",
+                params![job_id, format!("job cancelled: {reason}"), now_ms()],
+            )? == 1;
         let state = if was_queued {
             "cancelled"
+        } else if not_yet_shown {
+            "stopping"
         } else if let Some((_, cancel)) = lock(&self.running).get(job_id) {
             cancel.cancel(reason);
             "stopping"
@@ -718,7 +866,7 @@ impl Domain {
             });
         }
         Ok(if role == Role::Developer {
-            developer_view(view)
+            developer_view(view, now_ms())
         } else {
             view
         })
@@ -740,7 +888,7 @@ impl Domain {
             .map(|id| {
                 self.job_record(id).map(|v| {
                     if role == Role::Developer {
-                        developer_view(v)
+                        developer_view(v, now_ms())
                     } else {
                         v
                     }
@@ -764,11 +912,15 @@ impl Domain {
             });
         }
         let db = lock(&self.db);
+        let developer = role == Role::Developer;
         let mut jobs_by_status = BTreeMap::new();
         {
-            let mut stmt = db
-                .prepare("SELECT status, COUNT(*) FROM jobs WHERE grant_id = ?1 GROUP BY status")?;
-            let rows = stmt.query_map([grant_id], |r| {
+            // A developer sees a job running until its end is shown.
+            let mut stmt = db.prepare(
+                "SELECT CASE WHEN ?2 AND status IN ('succeeded', 'failed', 'trapped', 'cancelled') AND COALESCE(shown_end_ms, 0) > ?3 THEN 'running' ELSE status END AS shown, COUNT(*)
+                 FROM jobs WHERE grant_id = ?1 GROUP BY shown",
+            )?;
+            let rows = stmt.query_map(params![grant_id, developer, now_ms()], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })?;
             for row in rows {
@@ -791,10 +943,10 @@ impl Domain {
             runs: grant.runs,
             max_runs: grant.max_runs,
             jobs_by_status,
-            queries,
-            fuel_used: fuel,
-            rows_read,
-            run_ms,
+            queries: (!developer).then_some(queries),
+            fuel_used: (!developer).then_some(fuel),
+            rows_read: (!developer).then_some(rows_read),
+            run_ms: (!developer).then_some(run_ms),
             epsilon_spent: grant.epsilon_spent,
             outputs,
             releases,
@@ -839,5 +991,94 @@ impl Domain {
             json!({"older_than": cutoff, "jobs": pruned, "retention_days": retention}),
         )?;
         Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended_job(shown_end_ms: i64) -> JobView {
+        JobView {
+            id: "job-1".into(),
+            grant: "grant-1".into(),
+            submitter: "dev".into(),
+            module_sha256: None,
+            sql: Some("SELECT 1".into()),
+            status: "succeeded".into(),
+            error: None,
+            submitted_at: "2026-01-01T00:00:00Z".into(),
+            started_at: Some("2026-01-01T00:00:00Z".into()),
+            ended_at: Some("2026-01-01T00:00:01Z".into()),
+            fuel_used: Some(7),
+            queries: Some(1),
+            rows_read: Some(100),
+            run_ms: Some(1_234),
+            epsilon_spent: 0.5,
+            outputs: vec!["out-1".into()],
+            logs: vec!["guest text".into()],
+            shown_end_ms: Some(shown_end_ms),
+        }
+    }
+
+    #[test]
+    fn shown_ends_are_uniform_within_one_quantum_after_the_end() {
+        let quantum = Duration::from_millis(500);
+        assert_eq!(shown_end_ms(1_000, Duration::ZERO, 12_345), 1_000);
+        let draws: Vec<i64> = (0..20_000)
+            .map(|_| {
+                shown_end_ms(
+                    1_000,
+                    quantum,
+                    u64::from_le_bytes(crate::util::random_bytes::<8>()),
+                ) - 1_000
+            })
+            .collect();
+        assert!(draws.iter().all(|d| (0..500).contains(d)));
+        let mean = draws.iter().sum::<i64>() as f64 / draws.len() as f64;
+        // Uniform on 0..500: mean 249.5, standard error about 1.
+        assert!((mean - 249.5).abs() < 8.0, "{mean}");
+        for tenth in 0..10 {
+            let n = draws.iter().filter(|d| **d / 50 == tenth).count();
+            assert!((1_700..2_300).contains(&n), "tenth {tenth}: {n}");
+        }
+    }
+
+    #[test]
+    fn a_developer_sees_the_end_only_at_the_shown_end() {
+        let shown = 1_767_225_602_250; // 2026-01-01T00:00:02.250Z
+        let before = developer_view(ended_job(shown), shown - 1);
+        assert_eq!(before.status, "running");
+        assert_eq!(before.ended_at, None);
+        assert!(before.outputs.is_empty() && before.error.is_none());
+        assert_eq!(before.epsilon_spent, 0.0);
+        let after = developer_view(ended_job(shown), shown);
+        assert_eq!(after.status, "succeeded");
+        assert_eq!(after.ended_at.as_deref(), Some("2026-01-01T00:00:02Z"));
+        assert_eq!(after.outputs, ["out-1"]);
+        assert_eq!(after.epsilon_spent, 0.5);
+        for view in [before, after] {
+            assert!(view.logs.is_empty() && view.shown_end_ms.is_none());
+            assert!(view.fuel_used.is_none() && view.queries.is_none());
+            assert!(view.rows_read.is_none() && view.run_ms.is_none());
+        }
+        // A job that ended before shown ends were kept: at its end.
+        let mut old = ended_job(0);
+        old.shown_end_ms = None;
+        let shown_old = developer_view(old, 1_767_225_601_000);
+        assert_eq!(shown_old.status, "succeeded");
+        // A running job shows no outputs or spend so far; a queued one
+        // stays queued.
+        let mut running = ended_job(0);
+        running.status = "running".into();
+        running.ended_at = None;
+        let running = developer_view(running, 1);
+        assert_eq!(
+            (running.status.as_str(), running.outputs.len()),
+            ("running", 0)
+        );
+        let mut queued = ended_job(0);
+        queued.status = "queued".into();
+        assert_eq!(developer_view(queued, 1).status, "queued");
     }
 }

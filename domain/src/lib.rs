@@ -229,6 +229,10 @@ pub struct Grant {
     /// Whether jobs and queries may call UDF modules (which see raw
     /// conditional values inside the engine, never outside it).
     pub allow_udfs: bool,
+    /// Instructions a UDF may execute on one row under this grant (the
+    /// provider's cap, at most the host's): a row that needs more is NULL.
+    /// It also bounds how much one row can change a query's duration.
+    pub udf_row_instructions: u64,
     /// UTC windows `HH:MM-HH:MM` in which jobs may start; empty is any time.
     pub windows: Vec<String>,
     /// Users besides the developer who may run jobs and download releases.
@@ -279,6 +283,14 @@ fn default_true() -> bool {
 fn default_approvals() -> u32 {
     1
 }
+fn default_udf_row_instructions() -> u64 {
+    unseen_sandbox::DEFAULT_ROW_INSTRUCTIONS
+}
+
+/// The largest per-row instruction cap a grant may set: the host's own
+/// (`unseen_sandbox::Limits::udf_row_instructions`), which keeps a batch of
+/// rows that all use it well inside the host's wall-clock guard.
+pub const MAX_UDF_ROW_INSTRUCTIONS: u64 = unseen_sandbox::DEFAULT_ROW_INSTRUCTIONS;
 
 /// What an admin asks for when issuing a grant (the authorization agreement).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -321,6 +333,11 @@ pub struct GrantRequest {
     /// Whether jobs and queries may call uploaded UDF modules.
     #[serde(default)]
     pub allow_udfs: bool,
+    /// Instructions a UDF may execute per row under the grant (default
+    /// and most: [`MAX_UDF_ROW_INSTRUCTIONS`]); a row that needs more is
+    /// NULL. Set it only with `allow_udfs`.
+    #[serde(default = "default_udf_row_instructions")]
+    pub udf_row_instructions: u64,
     #[serde(default)]
     pub windows: Vec<String>,
     #[serde(default)]
@@ -363,6 +380,7 @@ impl GrantRequest {
             allow_sql: true,
             allow_extracts: false,
             allow_udfs: false,
+            udf_row_instructions: default_udf_row_instructions(),
             windows: Vec::new(),
             designated: Vec::new(),
             columns: Vec::new(),
@@ -482,6 +500,8 @@ pub struct Domain {
     running: Mutex<std::collections::HashMap<String, (String, unseen_sandbox::Cancel)>>,
     /// Identical measurements being released now (single flight).
     flights: host::Flights,
+    /// Milliseconds of the quantum of shown end times (see `jobs`).
+    timing_quantum_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Domain {
@@ -529,6 +549,9 @@ impl Domain {
             indexes: Mutex::new(std::collections::HashMap::new()),
             reviewing: Arc::new(Mutex::new(std::collections::HashSet::new())),
             flights: host::Flights::default(),
+            timing_quantum_ms: std::sync::atomic::AtomicU64::new(
+                u64::try_from(jobs::timing_quantum_from_env()?.as_millis()).unwrap_or(u64::MAX),
+            ),
         };
         domain.recover_interrupted_jobs()?;
         domain.remove_stale_uploads()?;
@@ -584,6 +607,33 @@ impl Domain {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Sets the quantum of shown end times: a job that read protected data
+    /// is shown to its developer to end up to this long after it did (see
+    /// `jobs`). At most [`jobs::MAX_TIMING_QUANTUM`]; zero shows every end
+    /// as it happens, which lets developers time their queries.
+    pub fn set_timing_quantum(&self, quantum: std::time::Duration) -> Result<(), DomainError> {
+        if quantum > jobs::MAX_TIMING_QUANTUM {
+            return Err(DomainError::Invalid(format!(
+                "a timing quantum of {} ms is over the most, {} ms",
+                quantum.as_millis(),
+                jobs::MAX_TIMING_QUANTUM.as_millis()
+            )));
+        }
+        self.timing_quantum_ms.store(
+            u64::try_from(quantum.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// The quantum of shown end times now.
+    pub fn timing_quantum(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.timing_quantum_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Appends a ledger entry; durable when this returns.
@@ -973,6 +1023,17 @@ impl Domain {
                 "run and download limits must be at least 1 (omit them for no limit)".into(),
             ));
         }
+        if !(1..=MAX_UDF_ROW_INSTRUCTIONS).contains(&r.udf_row_instructions) {
+            return Err(DomainError::Invalid(format!(
+                "udf_row_instructions is {}; a UDF's cap per row is 1 to {MAX_UDF_ROW_INSTRUCTIONS} instructions (the default is the most)",
+                r.udf_row_instructions
+            )));
+        }
+        if !r.allow_udfs && r.udf_row_instructions != default_udf_row_instructions() {
+            return Err(DomainError::Invalid(
+                "udf_row_instructions limits UDFs, which this grant does not allow; add allow_udfs (--allow-udfs) or leave the cap out".into(),
+            ));
+        }
         if !(r.allow_modules || r.allow_sql || r.allow_extracts) {
             return Err(DomainError::Invalid(
                 "the grant allows no operation; allow modules, SQL or extracts".into(),
@@ -989,17 +1050,18 @@ impl Domain {
         let joined = serde_json::to_string(&r.join_datasets).unwrap_or_else(|_| "[]".into());
         lock(&self.db).execute(
             "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
-                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs,
+                udf_row_instructions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
             params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, now_rfc3339(), expires_at,
                 r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined,
-                r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }, r.allow_udfs],
+                r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }, r.allow_udfs, r.udf_row_instructions as i64],
         )?;
         self.record(actor, "grant.issued", json!({
             "grant": id, "dataset": r.dataset, "join_datasets": r.join_datasets, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
             "epsilon_total": r.epsilon_total, "query_epsilon": r.query_epsilon, "expires_at": expires_at,
             "allow_modules": r.allow_modules, "allow_sql": r.allow_sql, "allow_extracts": r.allow_extracts,
-            "allow_udfs": r.allow_udfs, "windows": r.windows, "designated": r.designated, "columns": r.columns, "max_runs": r.max_runs,
+            "allow_udfs": r.allow_udfs, "udf_row_instructions": r.udf_row_instructions, "windows": r.windows, "designated": r.designated, "columns": r.columns, "max_runs": r.max_runs,
             "max_downloads": r.max_downloads, "derived_reuse": r.derived_reuse,
             "approvals_required": r.approvals_required,
             "delta_total": r.delta_total, "query_delta": if r.delta_total > 0.0 { r.query_delta } else { 0.0 },
@@ -1112,12 +1174,15 @@ impl Domain {
         Ok(module)
     }
 
-    /// The scalar UDFs of stored UDF modules, each module prepared for one
-    /// job (its instances serve that job only).
+    /// Stored UDF modules prepared for one job under `grant`: each with
+    /// the grant's per-row cap, its functions checked (so a module that
+    /// cannot serve them fails the job before it starts), and no instance
+    /// yet; each query takes its own handle (`host::Host::query_udfs`).
     pub(crate) fn job_udfs(
         &self,
         modules: &[String],
-    ) -> Result<Vec<unseen_sandbox::WasmUdf>, DomainError> {
+        grant: &Grant,
+    ) -> Result<Vec<unseen_sandbox::UdfModule>, DomainError> {
         let mut udfs = Vec::new();
         for sha in modules {
             let bytes: Vec<u8> = lock(&self.db)
@@ -1133,12 +1198,13 @@ impl Domain {
                     list: "job submit --udf",
                 })?;
             let validated = self.validated(&bytes, ModuleKind::Udf)?;
-            let module = unseen_sandbox::UdfModule::new(&self.sandbox, &validated)?;
-            udfs.extend(
-                module
-                    .functions()
-                    .map_err(|e| DomainError::Invalid(e.to_string()))?,
-            );
+            let module = unseen_sandbox::UdfModule::new(&self.sandbox, &validated)?
+                .with_row_instructions(grant.udf_row_instructions);
+            module
+                .for_query()
+                .functions()
+                .map_err(|e| DomainError::Invalid(e.to_string()))?;
+            udfs.push(module);
         }
         Ok(udfs)
     }
@@ -1158,7 +1224,7 @@ impl Domain {
         self.check_grant_usable(&grant, submitter)?;
         self.check_udfs(&grant, &extras.udfs)?;
         let datasets = self.open_grant_datasets(&grant)?;
-        let udfs = self.job_udfs(&extras.udfs)?;
+        let udf_modules = self.job_udfs(&extras.udfs, &grant)?;
         let inputs = self.release_inputs(submitter, &extras.inputs)?;
         let job_host = host::Host {
             domain: Arc::clone(self),
@@ -1167,7 +1233,7 @@ impl Domain {
             submitter: submitter.to_string(),
             grant,
             datasets,
-            udfs,
+            udf_modules,
             inputs,
             params: BTreeMap::new(),
             log: Arc::new(Mutex::new(host::JobLog::default())),
@@ -1871,7 +1937,7 @@ fn udf_signature(d: &unseen_sandbox::ScalarUdfDecl) -> String {
     format!("{}({}) -> {}", d.name, args.join(", "), d.returns)
 }
 
-const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, delta_spent, allow_udfs";
+const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, delta_spent, allow_udfs, udf_row_instructions";
 
 fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
@@ -1907,6 +1973,7 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
         query_delta: r.get(25)?,
         delta_spent: r.get(26)?,
         allow_udfs: r.get(27)?,
+        udf_row_instructions: u64::try_from(r.get::<_, i64>(28)?).unwrap_or(1),
     })
 }
 

@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS grants(
     delta_total REAL NOT NULL DEFAULT 0 CHECK (delta_total >= 0 AND delta_total < 1),
     query_delta REAL NOT NULL DEFAULT 0,
     delta_spent REAL NOT NULL DEFAULT 0,
-    allow_udfs INTEGER NOT NULL DEFAULT 0
+    allow_udfs INTEGER NOT NULL DEFAULT 0,
+    udf_row_instructions INTEGER NOT NULL DEFAULT 1000000 CHECK (udf_row_instructions > 0)
 );
 CREATE TABLE IF NOT EXISTS modules(
     sha256 TEXT PRIMARY KEY,
@@ -93,7 +94,8 @@ CREATE TABLE IF NOT EXISTS jobs(
     epsilon REAL,
     logs TEXT NOT NULL DEFAULT '[]',
     udf_modules TEXT NOT NULL DEFAULT '[]',
-    inputs TEXT NOT NULL DEFAULT '[]'
+    inputs TEXT NOT NULL DEFAULT '[]',
+    shown_end_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS release_cache(
     grant_id TEXT NOT NULL REFERENCES grants(id),
@@ -153,7 +155,7 @@ CREATE INDEX IF NOT EXISTS spends_by_job ON spends(job_id);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// How a store of an earlier version becomes the current one, in the same
 /// transaction as the version bump: `(from, statements)`.
@@ -168,6 +170,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         "ALTER TABLE jobs ADD COLUMN inputs TEXT NOT NULL DEFAULT '[]';",
+    ),
+    (
+        10,
+        // Grants issued before per-grant caps get the host's default cap;
+        // jobs that ended before shown end times were shown as they ended.
+        "ALTER TABLE grants ADD COLUMN udf_row_instructions INTEGER NOT NULL DEFAULT 1000000 CHECK (udf_row_instructions > 0);
+     ALTER TABLE jobs ADD COLUMN shown_end_ms INTEGER;",
     ),
 ];
 
@@ -229,6 +238,49 @@ mod tests {
     /// A version 8 store (before UDF modules and release inputs) opens as
     /// the current version with its rows kept: modules are job modules,
     /// grants allow no UDFs, jobs read no releases.
+    /// A version 10 store (before per-grant UDF caps and shown end times)
+    /// opens as the current version: its grants get the default cap, its
+    /// jobs no shown end time.
+    #[test]
+    fn a_version_10_store_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let conn = open(&path).unwrap();
+            conn.execute_batch(
+                "INSERT INTO users(id, name, role, org, created_at) VALUES ('dev', 'Dev', 'developer', 'o', 'now');
+                 INSERT INTO datasets(name, manifest, manifest_version, file, rows, unit_unique, source_sha256, registered_by, registered_at)
+                     VALUES ('d', '', 1, 'f', 1, 1, 's', 'admin', 'now');
+                 INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, issued_by, issued_at, expires_at, allow_udfs)
+                     VALUES ('g', 'd', 'dev', 'p', 1.0, 0.5, 'admin', 'now', 'later', 1);
+                 INSERT INTO jobs(id, grant_id, submitter, status, submitted_at) VALUES ('j', 'g', 'dev', 'succeeded', 'now');
+                 ALTER TABLE grants DROP COLUMN udf_row_instructions;
+                 ALTER TABLE jobs DROP COLUMN shown_end_ms;
+                 PRAGMA user_version = 10;",
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let cap: i64 = conn
+            .query_row(
+                "SELECT udf_row_instructions FROM grants WHERE id = 'g'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(cap, unseen_sandbox::DEFAULT_ROW_INSTRUCTIONS as i64);
+        let shown: Option<i64> = conn
+            .query_row("SELECT shown_end_ms FROM jobs WHERE id = 'j'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(shown, None);
+    }
+
     #[test]
     fn a_version_8_store_is_migrated_in_place() {
         let dir = tempfile::tempdir().unwrap();
@@ -246,6 +298,8 @@ mod tests {
                  ALTER TABLE jobs DROP COLUMN udf_modules;
                  ALTER TABLE jobs DROP COLUMN inputs;
                  ALTER TABLE grants DROP COLUMN allow_udfs;
+                 ALTER TABLE grants DROP COLUMN udf_row_instructions;
+                 ALTER TABLE jobs DROP COLUMN shown_end_ms;
                  CREATE TABLE modules_v8(sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL, uploaded_by TEXT NOT NULL, uploaded_at TEXT NOT NULL);
                  INSERT INTO modules_v8 SELECT sha256, bytes, uploaded_by, uploaded_at FROM modules;
                  DROP TABLE modules;

@@ -19,4 +19,5 @@ mod releases;
 mod reuse;
 mod server;
 mod support;
+mod timing;
 mod udfs;
