@@ -1322,7 +1322,7 @@ fn execute(
                 return Ok(());
             }
             let outcome = domain.run_sql(&handle, &actor, &grant, &sql, &extras)?;
-            let (_, left) = domain.budget(&grant)?;
+            let (_, left) = domain.budget_seen_by(&actor, &grant)?;
             print_developer_outcome(out, &outcome, None, left, json)?;
             if outcome.status != "succeeded" {
                 bail!(
@@ -1349,7 +1349,7 @@ fn execute(
             let handle = runtime.handle().clone();
             let (outcome, report) =
                 domain.run_extract(&handle, &actor, &grant, &columns, sample)?;
-            let (_, left) = domain.budget(&grant)?;
+            let (_, left) = domain.budget_seen_by(&actor, &grant)?;
             print_developer_outcome(out, &outcome, Some(&report), left, json)?;
             if outcome.status != "succeeded" {
                 bail!(
@@ -1387,7 +1387,7 @@ fn execute(
             let handle = runtime.handle().clone();
             let outcome = domain.run_job(&handle, &actor, &grant, &sha, params, &extras)?;
             // The submitter reads what the service would return.
-            let (_, left) = domain.budget(&grant)?;
+            let (_, left) = domain.budget_seen_by(&actor, &grant)?;
             print_developer_outcome(out, &outcome, None, left, json)?;
             if outcome.status != "succeeded" {
                 bail!("job {} {}", outcome.job_id, outcome.status);

@@ -367,7 +367,9 @@ impl Host {
                 }
             }
         };
-        let (spent, left) = self.domain.budget(&self.grant.id)?;
+        let (spent, left) = self
+            .domain
+            .budget_seen_by(&self.submitter, &self.grant.id)?;
         let dry = match verdict {
             Ok((epsilon, accuracy, cached)) => DryRun {
                 admitted: true,

@@ -158,9 +158,9 @@ pub fn public_error(error: &str) -> String {
 }
 
 /// Use of one grant, for pricing by calls and volume. A developer reading
-/// it gets what their job views show: jobs by the status shown to them, and
-/// no queries, fuel, rows read or run time (`None`), which the guest or
-/// the data decide.
+/// it gets what their job views show: jobs by the status shown to them, the
+/// spend of jobs whose end is shown, and no queries, fuel, rows read or run
+/// time (`None`), which the guest or the data decide.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GrantUsage {
     pub grant: String,
@@ -911,6 +911,7 @@ impl Domain {
                 needed: "admin or auditor (or be designated on the grant)".into(),
             });
         }
+        let epsilon_spent = self.grant_as_seen_by(actor, grant.clone())?.epsilon_spent;
         let db = lock(&self.db);
         let developer = role == Role::Developer;
         let mut jobs_by_status = BTreeMap::new();
@@ -947,7 +948,7 @@ impl Domain {
             fuel_used: (!developer).then_some(fuel),
             rows_read: (!developer).then_some(rows_read),
             run_ms: (!developer).then_some(run_ms),
-            epsilon_spent: grant.epsilon_spent,
+            epsilon_spent,
             outputs,
             releases,
             downloads: grant.downloads,

@@ -12,7 +12,10 @@
 //! - an output leaves quarantine only by the decision of a reviewer who did
 //!   not submit the job;
 //! - no raw prohibited or conditional value is written to the ledger, a log
-//!   line or an error message.
+//!   line or an error message;
+//! - a developer learns that a job which read protected data ended only at
+//!   its shown end, a uniformly random delay within one timing quantum after
+//!   it did (`jobs`), and every UDF instance serves one query of one job.
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -423,6 +426,22 @@ pub struct BudgetStatus {
     pub id: String,
     pub spent: f64,
     pub total: Option<f64>,
+}
+
+/// Spends of jobs whose end is not shown yet, by layer (see
+/// [`Domain::unshown_spends`]).
+#[derive(Debug, Default)]
+pub(crate) struct UnshownSpends {
+    /// Epsilon and delta, by grant.
+    grants: std::collections::HashMap<String, (f64, f64)>,
+    datasets: std::collections::HashMap<String, f64>,
+    developers: std::collections::HashMap<String, f64>,
+}
+
+impl UnshownSpends {
+    pub(crate) fn grant(&self, id: &str) -> (f64, f64) {
+        self.grants.get(id).copied().unwrap_or_default()
+    }
 }
 
 /// What a job runs: an uploaded module or one SQL statement.
@@ -1294,8 +1313,9 @@ impl Domain {
             return Ok(Some(("grant delta", grant_id.to_string())));
         }
         tx.execute(
-            "INSERT INTO spends(job_id, grant_id, epsilon, delta, query_sha256, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![job_id, grant_id, epsilon, delta, query_sha, now_rfc3339()],
+            "INSERT INTO spends(job_id, grant_id, epsilon, delta, query_sha256, at, datasets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![job_id, grant_id, epsilon, delta, query_sha, now_rfc3339(),
+                serde_json::to_string(datasets).unwrap_or_else(|_| "[]".into())],
         )?;
         tx.commit()?;
         Ok(None)
@@ -1340,6 +1360,89 @@ impl Domain {
             json!({"layer": what, "id": id, "epsilon_total": epsilon_total}),
         )?;
         Ok(())
+    }
+
+    /// What jobs whose end their developers have not been shown yet
+    /// (queued, running, or ended before their shown end) have spent, by
+    /// budget layer. Developers' views of budgets leave it out: a job's
+    /// spend grows as each query is charged, and when it grows would time
+    /// the job's queries; it is counted once the job's end is shown.
+    pub(crate) fn unshown_spends(&self) -> Result<UnshownSpends, DomainError> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare(
+            "SELECT s.grant_id, g.developer, s.epsilon, s.delta, s.datasets
+             FROM jobs j JOIN spends s ON s.job_id = j.id JOIN grants g ON g.id = s.grant_id
+             WHERE j.status IN ('queued', 'running') OR COALESCE(j.shown_end_ms, 0) > ?1",
+        )?;
+        let rows = stmt.query_map([jobs::now_ms()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, f64>(2)?,
+                r.get::<_, f64>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut unshown = UnshownSpends::default();
+        for row in rows {
+            let (grant, developer, epsilon, delta, datasets) = row?;
+            let g = unshown.grants.entry(grant).or_default();
+            g.0 += epsilon;
+            g.1 += delta;
+            *unshown.developers.entry(developer).or_default() += epsilon;
+            let datasets: Vec<String> = serde_json::from_str(&datasets).unwrap_or_default();
+            for d in datasets {
+                *unshown.datasets.entry(d).or_default() += epsilon;
+            }
+        }
+        Ok(unshown)
+    }
+
+    /// A grant's spends as `actor` may see them: a developer without the
+    /// spends of jobs whose end is not shown yet ([`Domain::unshown_spends`]).
+    pub(crate) fn grant_as_seen_by(
+        &self,
+        actor: &str,
+        mut grant: Grant,
+    ) -> Result<Grant, DomainError> {
+        if self.role_of(actor)? == Role::Developer {
+            let (epsilon, delta) = self.unshown_spends()?.grant(&grant.id);
+            grant.epsilon_spent = (grant.epsilon_spent - epsilon).max(0.0);
+            grant.delta_spent = (grant.delta_spent - delta).max(0.0);
+        }
+        Ok(grant)
+    }
+
+    /// [`Domain::budget_layers`] as `actor` may see them: a developer
+    /// without the spends of jobs whose end is not shown yet.
+    pub fn budget_layers_seen_by(
+        &self,
+        actor: &str,
+        grant_id: &str,
+    ) -> Result<Vec<BudgetStatus>, DomainError> {
+        let mut layers = self.budget_layers(grant_id)?;
+        if self.role_of(actor)? == Role::Developer {
+            let unshown = self.unshown_spends()?;
+            for layer in &mut layers {
+                let hidden = match layer.layer {
+                    "grant" => unshown.grant(&layer.id).0,
+                    "dataset" => unshown.datasets.get(&layer.id).copied().unwrap_or(0.0),
+                    _ => unshown.developers.get(&layer.id).copied().unwrap_or(0.0),
+                };
+                layer.spent = (layer.spent - hidden).max(0.0);
+            }
+        }
+        Ok(layers)
+    }
+
+    /// Epsilon spent and left on a grant as `actor` may see them (see
+    /// [`Domain::grant_as_seen_by`]).
+    pub fn budget_seen_by(&self, actor: &str, grant_id: &str) -> Result<(f64, f64), DomainError> {
+        let g = self.grant_as_seen_by(actor, self.grant(grant_id)?)?;
+        Ok((
+            g.epsilon_spent,
+            (g.epsilon_total - g.epsilon_spent).max(0.0),
+        ))
     }
 
     /// Spent and total epsilon at every layer above a grant: the grant,

@@ -642,7 +642,7 @@ async fn grant_budget(
     actor.require(ALL, "read budgets")?;
     let (grant, layers) = blocking(&state, move |d| {
         let grant = d.visible_grant(&actor.id, &id)?;
-        let layers = d.budget_layers(&grant.id)?;
+        let layers = d.budget_layers_seen_by(&actor.id, &grant.id)?;
         Ok((grant, layers))
     })
     .await?;

@@ -112,7 +112,8 @@ CREATE TABLE IF NOT EXISTS spends(
     epsilon REAL NOT NULL,
     delta REAL NOT NULL DEFAULT 0,
     query_sha256 TEXT NOT NULL,
-    at TEXT NOT NULL
+    at TEXT NOT NULL,
+    datasets TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS outputs(
     id TEXT PRIMARY KEY,
@@ -174,9 +175,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         10,
         // Grants issued before per-grant caps get the host's default cap;
-        // jobs that ended before shown end times were shown as they ended.
+        // jobs that ended before shown end times were shown as they ended;
+        // earlier spends name no dataset (their jobs have all ended).
         "ALTER TABLE grants ADD COLUMN udf_row_instructions INTEGER NOT NULL DEFAULT 1000000 CHECK (udf_row_instructions > 0);
-     ALTER TABLE jobs ADD COLUMN shown_end_ms INTEGER;",
+     ALTER TABLE jobs ADD COLUMN shown_end_ms INTEGER;
+     ALTER TABLE spends ADD COLUMN datasets TEXT NOT NULL DEFAULT '[]';",
     ),
 ];
 
@@ -256,6 +259,7 @@ mod tests {
                  INSERT INTO jobs(id, grant_id, submitter, status, submitted_at) VALUES ('j', 'g', 'dev', 'succeeded', 'now');
                  ALTER TABLE grants DROP COLUMN udf_row_instructions;
                  ALTER TABLE jobs DROP COLUMN shown_end_ms;
+                 ALTER TABLE spends DROP COLUMN datasets;
                  PRAGMA user_version = 10;",
             )
             .unwrap();
@@ -279,6 +283,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(shown, None);
+        conn.prepare("SELECT datasets FROM spends").unwrap();
     }
 
     #[test]
@@ -300,6 +305,7 @@ mod tests {
                  ALTER TABLE grants DROP COLUMN allow_udfs;
                  ALTER TABLE grants DROP COLUMN udf_row_instructions;
                  ALTER TABLE jobs DROP COLUMN shown_end_ms;
+                 ALTER TABLE spends DROP COLUMN datasets;
                  CREATE TABLE modules_v8(sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL, uploaded_by TEXT NOT NULL, uploaded_at TEXT NOT NULL);
                  INSERT INTO modules_v8 SELECT sha256, bytes, uploaded_by, uploaded_at FROM modules;
                  DROP TABLE modules;

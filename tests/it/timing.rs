@@ -127,6 +127,21 @@ fn a_developer_is_shown_a_protected_jobs_end_only_at_its_shown_end() {
                 assert!(seen["ended_at"].is_null(), "{seen}");
                 assert_eq!(seen["outputs"], json!([]), "{seen}");
                 assert_eq!(seen["epsilon_spent"], 0.0, "{seen}");
+                // Nor does the grant's spend count it yet for the developer.
+                let spent = |client: &unseen::client::Client| {
+                    client.get(&format!("/v1/grants/{grant}/budget")).unwrap()["epsilon_spent"]
+                        .as_f64()
+                        .unwrap()
+                };
+                let (by_dev, by_rev) = (spent(&dev), spent(&rev));
+                if ms_since_epoch() < shown_end {
+                    let job_spent = exact["epsilon_spent"].as_f64().unwrap();
+                    assert!(job_spent > 0.0, "{exact}");
+                    assert!(
+                        (by_rev - by_dev - job_spent).abs() < 1e-9,
+                        "the developer sees {by_dev} spent, the reviewer {by_rev}"
+                    );
+                }
                 // A cancellation now is answered as for a running job, and
                 // the job ends cancelled, as a running one would.
                 let cancelled = dev

@@ -519,9 +519,10 @@ fn the_threshold_classifier_measures_what_it_should() {
     assert_eq!(best_threshold_accuracy(&[1.0, 1.0], &[1.0, 1.0]), 0.5);
 }
 
-/// Item 4 of the isolation guarantee: how much a row that burns its whole
+/// The raw channel, inside the engine: how much a row that burns its whole
 /// instruction cap only when the target matches shows in the query's
-/// duration. 30 runs per neighbour, alternating, each as its own job.
+/// duration (what developers see of durations is measured in
+/// `tests/it/timing.rs`). 30 runs per neighbour, alternating, each as its own job.
 /// Prints the raw channel and asserts that, at the granularity the service
 /// shows developers (whole seconds: job timestamps), the best threshold
 /// classifier is right at most 60% of the time. Timing: run alone, in
@@ -765,4 +766,113 @@ async fn the_instruction_cap_stops_the_same_rows_every_time() {
         outcomes[0], outcomes[1],
         "the cap does not depend on batching"
     );
+}
+
+/// `probe(_, _)` whose body is an endless loop of `body`, with 8 pages of
+/// memory: each row burns its whole cap.
+fn endless(body: impl Fn(&mut wasm_encoder::InstructionSink<'_>)) -> Vec<u8> {
+    let mut probe = Function::new([(1, ValType::I64), (1, ValType::F64)]);
+    {
+        let mut s = probe.instructions();
+        s.i64_const(0x1234_5678_9abc)
+            .local_set(2)
+            .f64_const(12345.678.into())
+            .local_set(3)
+            .loop_(BlockType::Empty);
+        body(&mut s);
+        s.br(0).end().f64_const(1.0.into()).end();
+    }
+    let mut m = Assembled::new(probe);
+    m.memory_pages = 8;
+    m.finish()
+}
+
+/// What one row can cost at the default cap (1,000,000 instructions), for
+/// the timing bound in `udf-sdk/README.md`: rows that burn the whole cap
+/// with the cheapest instructions, with the slowest (64-bit division, a
+/// float square root), with bulk memory operations (charged one unit per 8
+/// bytes), and with stores all over memory (so the next row's restore
+/// copies it all back). Prints the time per row over 300 rows of each. The
+/// guest's code runs as compiled by Cranelift whatever the host's build, so
+/// a debug build measures the same per-row times, apart from the host's
+/// work per trap.
+/// `cargo test -p unseen-sandbox --test it what_one_row -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing measurement; run alone"]
+async fn what_one_row_can_cost_at_the_cap() {
+    let sandbox = Sandbox::new(Limits {
+        udf_row_instructions: unseen_sandbox::DEFAULT_ROW_INSTRUCTIONS,
+        ..test_limits()
+    })
+    .unwrap();
+    type Body = fn(&mut wasm_encoder::InstructionSink<'_>);
+    let kinds: [(&str, Body); 6] = [
+        ("i64 multiply-add", |s| {
+            s.local_get(2)
+                .i64_const(31)
+                .i64_mul()
+                .i64_const(7)
+                .i64_add()
+                .local_set(2);
+        }),
+        ("i64 division", |s| {
+            s.i64_const(-1)
+                .local_get(2)
+                .i64_const(3)
+                .i64_or()
+                .i64_div_u()
+                .local_set(2);
+        }),
+        ("f64 square root", |s| {
+            s.local_get(3)
+                .f64_sqrt()
+                .f64_const(1.5.into())
+                .f64_add()
+                .local_set(3);
+        }),
+        ("memory.fill of 64 KiB", |s| {
+            s.i32_const(0).i32_const(7).i32_const(65_536).memory_fill(0);
+        }),
+        ("memory.copy of 64 KiB", |s| {
+            s.i32_const(65_536)
+                .i32_const(0)
+                .i32_const(65_536)
+                .memory_copy(0, 0);
+        }),
+        ("stores 64 KiB apart (the next row restores 512 KiB)", |s| {
+            s.local_get(2)
+                .i32_wrap_i64()
+                .i32_const(0x7_0000)
+                .i32_and()
+                .local_get(2)
+                .i64_store(wasm_encoder::MemArg {
+                    offset: 0,
+                    align: 3,
+                    memory_index: 0,
+                })
+                .local_get(2)
+                .i64_const(65_536)
+                .i64_add()
+                .local_set(2);
+        }),
+    ];
+    const ROWS_TIMED: i64 = 300;
+    for (name, body) in kinds {
+        let validated = sandbox.validate(&endless(body), ModuleKind::Udf).unwrap();
+        let module = UdfModule::new(&sandbox, &validated).unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_table("people", Arc::new(people(POOR, 1_000)))
+            .unwrap();
+        for f in module.functions().unwrap() {
+            f.register(&ctx);
+        }
+        let sql = format!("SELECT probe(id, income) FROM people WHERE id < {ROWS_TIMED}");
+        // Warm-up, not counted.
+        query(&ctx, &sql).await.unwrap();
+        let started = std::time::Instant::now();
+        query(&ctx, &sql).await.unwrap();
+        let per_row = started.elapsed().as_secs_f64() * 1e3 / ROWS_TIMED as f64;
+        assert_eq!(module.rows_failed(), 2 * ROWS_TIMED as u64, "{name}");
+        println!("{name}: {per_row:.3} ms per row at the cap");
+    }
 }
