@@ -42,7 +42,7 @@
 
 mod aggregate;
 pub mod bench;
-mod isolate;
+pub(crate) mod isolate;
 mod rows;
 
 pub use aggregate::{AggregateUdfDecl, WasmAggregateUdf};
@@ -53,6 +53,7 @@ pub(crate) use rows::RowsModule;
 pub(crate) fn isolate_module(
     bytes: &[u8],
     functions: &[ScalarUdfDecl],
+    isolation: isolate::Isolation,
 ) -> Result<isolate::Isolated, SandboxError> {
     let mut typed = Vec::with_capacity(functions.len());
     for f in functions {
@@ -69,7 +70,7 @@ pub(crate) fn isolate_module(
             returns: *returns,
         })
         .collect();
-    isolate::isolate(bytes, &rows)
+    isolate::isolate(bytes, &rows, isolation)
 }
 
 use std::hash::{Hash, Hasher};
