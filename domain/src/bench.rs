@@ -468,6 +468,16 @@ pub fn udf(rows: usize) -> Result<Vec<Measure>> {
         Measure::baseline("native gcd(x, y)", ms(report.gcd_native), "ms"),
         Measure::baseline("wasm gcd(x, y)", ms(report.gcd_wasm), "ms"),
         Measure::at_most("wasm / native, gcd", report.gcd_ratio, "x", 1.10),
+        Measure::baseline(
+            "wasm light(a, b) without row isolation (same loop, no restore, no cap) / native",
+            report.light_unisolated_ratio,
+            "x",
+        ),
+        Measure::baseline(
+            "wasm gcd(x, y) without row isolation / native",
+            report.gcd_unisolated_ratio,
+            "x",
+        ),
         Measure::at_most(
             "instantiation of a cached module p50",
             report.instantiate_p50.as_secs_f64() * 1e6,

@@ -159,6 +159,13 @@ pub enum Command {
         /// finish before it cancels it; it exits within this time.
         #[arg(long, default_value_t = crate::server::DEFAULT_GRACE_SECONDS, value_parser = clap::value_parser!(u64).range(0..=3600))]
         grace_period: u64,
+        /// Milliseconds: a job that read protected data is shown to its
+        /// developer to end a random 0 to this many milliseconds after it
+        /// did, and its answer waits until then, so its duration cannot
+        /// tell one person's row (default 500; 0 shows ends as they happen
+        /// and lets developers time their queries).
+        #[arg(long, env = "UNSEEN_TIMING_QUANTUM_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        timing_quantum_ms: u64,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -615,6 +622,12 @@ pub struct GrantIssue {
     /// values inside the engine (their results leave only through DP).
     #[arg(long)]
     allow_udfs: bool,
+    /// Instructions a UDF may execute per row under this grant (with
+    /// --allow-udfs; at most and by default 1000000): a row that needs
+    /// more is NULL. A lower cap also narrows how much one row can change
+    /// a query's duration.
+    #[arg(long, default_value_t = crate::MAX_UDF_ROW_INSTRUCTIONS)]
+    udf_row_instructions: u64,
     /// Refuse wasm module jobs under this grant.
     #[arg(long)]
     no_modules: bool,
@@ -1004,6 +1017,7 @@ impl GrantIssue {
             allow_sql: !self.no_sql,
             allow_extracts: self.allow_extracts,
             allow_udfs: self.allow_udfs,
+            udf_row_instructions: self.udf_row_instructions,
             windows: self.windows.clone(),
             designated: self.designated.clone(),
             columns: self.columns.clone(),
@@ -1363,9 +1377,17 @@ fn execute(
                     .iter()
                     .map(|d| format!(" joined to `{d}`"))
                     .collect();
+                let udfs = if request.allow_udfs {
+                    format!(
+                        ", with UDFs of at most {} instructions per row",
+                        request.udf_row_instructions
+                    )
+                } else {
+                    String::new()
+                };
                 writeln!(
                     out,
-                    "issued grant {id}: `{}` may spend epsilon {} on `{}`{joined} for: {}",
+                    "issued grant {id}: `{}` may spend epsilon {} on `{}`{joined}{udfs} for: {}",
                     request.developer, request.epsilon_total, request.dataset, request.purpose
                 )?;
             }
@@ -1423,7 +1445,7 @@ fn execute(
                 return Ok(());
             }
             let outcome = domain.run_sql(&handle, &actor, &grant, &sql, &extras)?;
-            let (_, left) = domain.budget(&grant)?;
+            let (_, left) = domain.budget_seen_by(&actor, &grant)?;
             print_developer_outcome(out, &outcome, None, left, json)?;
             if outcome.status != "finished" {
                 bail!(
@@ -1446,7 +1468,7 @@ fn execute(
             let actor = who(&domain, actor, token)?;
             let handle = runtime.handle().clone();
             let (outcome, plan) = domain.run_extract(&handle, &actor, &grant, &columns, sample)?;
-            let (_, left) = domain.budget(&grant)?;
+            let (_, left) = domain.budget_seen_by(&actor, &grant)?;
             print_developer_outcome(out, &outcome, Some(&plan), left, json)?;
             if outcome.status != "finished" {
                 bail!(
@@ -1481,7 +1503,7 @@ fn execute(
             let handle = runtime.handle().clone();
             let outcome = domain.run_job(&handle, &actor, &grant, &sha, params, &extras)?;
             // The submitter reads what the service would return.
-            let (_, left) = domain.budget(&grant)?;
+            let (_, left) = domain.budget_seen_by(&actor, &grant)?;
             print_developer_outcome(out, &outcome, None, left, json)?;
             if outcome.status != "finished" {
                 bail!(
@@ -2019,6 +2041,7 @@ fn execute(
             query_timeout,
             max_join_rows,
             grace_period,
+            timing_quantum_ms,
             dir,
         } => {
             let addr: std::net::SocketAddr = listen.parse().with_context(|| {
@@ -2039,6 +2062,7 @@ fn execute(
                     std::time::Duration::from_secs(witness_every),
                 ));
             }
+            domain.set_timing_quantum(std::time::Duration::from_millis(timing_quantum_ms))?;
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await

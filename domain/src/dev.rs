@@ -135,6 +135,8 @@ pub fn throwaway_domain(
 ) -> Result<(Arc<Domain>, String), DomainError> {
     let manifest = Manifest::parse(manifest_text).map_err(DomainError::Manifest)?;
     let domain = Arc::new(Domain::open(&scratch.join("data"))?);
+    // Mock data protects nobody: runs are answered as they end.
+    domain.set_timing_quantum(std::time::Duration::ZERO)?;
     domain.add_user(None, "admin", "Local admin", Role::Admin, "local")?;
     let token = domain.add_user(
         Some("admin"),

@@ -78,6 +78,8 @@ impl Domain {
             Err(refusal) => return Ok((refuse(refusal, json!(null))?, None)),
         };
         let plan = ExtractPlan::new(manifest, &specs);
+        // How long scanning and masking take depends on the data.
+        crate::lock(&log).read_protected = true;
         let pseudonyms = data::ValueHasher::pseudonyms(&dataset.key);
         let pseudonym = |v: &str| pseudonyms.pseudonym(v);
         let scan = runtime.block_on(scan(&dataset, &specs, fraction, &pseudonym))?;

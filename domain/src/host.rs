@@ -100,6 +100,11 @@ pub(crate) struct JobLog {
     /// the ledger (provider and auditors), never for the developer, since
     /// the count can depend on the data.
     pub udf_rows_failed: u64,
+    /// Whether the run computed on protected data (a DP release that was
+    /// not cached, an extract): then how long it took can depend on that
+    /// data, and its end is shown to the developer at a shown end
+    /// (`jobs::shown_end_ms`).
+    pub read_protected: bool,
     pub started: Option<std::time::Instant>,
 }
 
@@ -124,9 +129,10 @@ pub(crate) struct Host {
     pub grant: Grant,
     /// The grant's datasets, the primary one first.
     pub datasets: Vec<OpenDataset>,
-    /// The UDFs the job's queries may call, from the modules it was
-    /// submitted with.
-    pub udfs: Vec<unseen_sandbox::WasmUdf>,
+    /// The UDF modules the job was submitted with, prepared for it under
+    /// the grant's per-row cap. Each query calls their functions through
+    /// handles of its own ([`Host::query_udfs`]).
+    pub udf_modules: Vec<unseen_sandbox::UdfModule>,
     /// Earlier releases the job reads, as (table name, released table).
     pub inputs: Vec<(String, udf_sdk::Table)>,
     pub params: BTreeMap<String, String>,
@@ -203,19 +209,27 @@ impl Host {
         answer
     }
 
-    /// Failed UDF rows so far, over the job's modules (each counted once,
-    /// whichever of its functions failed).
+    /// Failed UDF rows so far, over the job's modules (each module is
+    /// prepared once per job, whichever of its functions failed).
     fn udf_rows_failed(&self) -> u64 {
-        let mut seen = BTreeSet::new();
-        self.udfs
-            .iter()
-            .filter_map(|u| match u {
-                unseen_sandbox::WasmUdf::Scalar(f) => Some(f.module()),
-                unseen_sandbox::WasmUdf::Aggregate(_) => None,
-            })
-            .filter(|m| seen.insert(m.sha256().to_string()))
-            .map(|m| m.rows_failed())
-            .sum()
+        self.udf_modules.iter().map(|m| m.rows_failed()).sum()
+    }
+
+    /// The functions of the job's UDF modules for one query: every module
+    /// gets a fresh handle, whose instances serve this query alone and are
+    /// dropped with its session, so nothing a UDF wrote in one query is
+    /// there in the next.
+    fn query_udfs(&self) -> Result<Vec<unseen_sandbox::WasmUdf>, DomainError> {
+        let mut udfs = Vec::new();
+        for module in &self.udf_modules {
+            udfs.extend(
+                module
+                    .for_query()
+                    .functions()
+                    .map_err(|e| DomainError::Invalid(e.to_string()))?,
+            );
+        }
+        Ok(udfs)
     }
 
     /// Runs `work` until it ends or the job is stopped from outside (its
@@ -252,7 +266,7 @@ impl Host {
             cancel.reason().is_some()
         }));
         let (ctx, manifests) =
-            data::session_with(&self.datasets, &self.udfs, &self.inputs, &limits).await?;
+            data::session_with(&self.datasets, &self.query_udfs()?, &self.inputs, &limits).await?;
         let admitted = match unseen_policy::plan_query(&ctx, sql, &manifests).await {
             Ok(a) => a,
             Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
@@ -356,8 +370,12 @@ impl Host {
                     ));
                     return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
                 }
-                self.job_log().epsilon_spent += plan.epsilon;
-                self.job_log().rows_read += self.rows_of(read);
+                {
+                    let mut log = self.job_log();
+                    log.epsilon_spent += plan.epsilon;
+                    log.rows_read += self.rows_of(read);
+                    log.read_protected = true;
+                }
                 let released = self
                     .unless_cancelled(unseen_policy::release_aggregate(&state, &query, &plan))
                     .await;
@@ -397,7 +415,7 @@ impl Host {
         let sql_sha = sha256_hex(sql.as_bytes());
         let (ctx, manifests) = data::session_with(
             &self.datasets,
-            &self.udfs,
+            &self.query_udfs()?,
             &self.inputs,
             &self.domain.session_limits(),
         )
@@ -426,7 +444,9 @@ impl Host {
                 }
             }
         };
-        let (spent, left) = self.domain.budget(&self.grant.id)?;
+        let (spent, left) = self
+            .domain
+            .budget_seen_by(&self.submitter, &self.grant.id)?;
         let dry = match verdict {
             Ok((epsilon, accuracy, cached)) => DryRun {
                 admitted: true,

@@ -8,10 +8,27 @@
 //! named cause, or `refused`); what the guest computed beyond its outputs
 //! goes to review as the job's outcome output. Every transition is a
 //! ledger entry.
+//!
+//! **When a developer learns that a job ended.** How long a job that read
+//! protected data took can depend on that data (a UDF may burn its per-row
+//! cap on one person's row only). So such a job's end is shown to its
+//! developer at a *shown end*: the real end plus a delay drawn uniformly
+//! from `[0, quantum)` by the system's secure generator, independently of
+//! the data ([`shown_end_ms`]). Until then the developer sees the job
+//! running (no end time, outputs or spend); synchronous answers (`query`,
+//! `job submit` waiting, extracts) return at the shown end, and the worker
+//! that ran the job is held until then, so the next queued job cannot start
+//! earlier either. For two neighbouring datasets whose runs differ by δ,
+//! what the developer sees of one run differs in distribution by at most
+//! δ / quantum (total variation), whatever the run's own duration and
+//! jitter are; a threshold classifier on one run is right with probability
+//! at most 1/2 + δ / (2 × quantum). Reviewers and auditors see the real
+//! times. The quantum is [`DEFAULT_TIMING_QUANTUM`] unless `serve
+//! --timing-quantum-ms` or `UNSEEN_TIMING_QUANTUM_MS` set another.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
@@ -74,6 +91,79 @@ pub struct JobView {
     pub run_ms: Option<i64>,
     pub logs: Vec<String>,
     pub refusals: Vec<String>,
+    /// When the job's end is shown to its developer (milliseconds since
+    /// the Unix epoch; see the module documentation). For reviewers and
+    /// auditors; a developer's view leaves it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shown_end_ms: Option<i64>,
+}
+
+/// The quantum of shown end times when nothing sets another: a job that
+/// read protected data is shown to end up to this long after it did.
+pub const DEFAULT_TIMING_QUANTUM: Duration = Duration::from_millis(500);
+
+/// The largest quantum `serve --timing-quantum-ms` accepts.
+pub const MAX_TIMING_QUANTUM: Duration = Duration::from_secs(60);
+
+/// The quantum from `UNSEEN_TIMING_QUANTUM_MS` (milliseconds), or the
+/// default when it is unset.
+pub fn timing_quantum_from_env() -> Result<Duration, DomainError> {
+    match std::env::var("UNSEEN_TIMING_QUANTUM_MS") {
+        Err(_) => Ok(DEFAULT_TIMING_QUANTUM),
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_millis)
+            .filter(|q| *q <= MAX_TIMING_QUANTUM)
+            .ok_or_else(|| {
+                DomainError::Invalid(format!(
+                    "UNSEEN_TIMING_QUANTUM_MS is `{text}`; give whole milliseconds from 0 to {}",
+                    MAX_TIMING_QUANTUM.as_millis()
+                ))
+            }),
+    }
+}
+
+/// Milliseconds since the Unix epoch now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// When a job that ended at `end_ms` is shown to end: `end_ms` plus a
+/// delay uniform in `[0, quantum)` from `random` (whole milliseconds).
+/// Shifting the end by δ changes the distribution of the result by at most
+/// δ / quantum in total variation.
+pub fn shown_end_ms(end_ms: i64, quantum: Duration, random: u64) -> i64 {
+    let quantum_ms = u64::try_from(quantum.as_millis()).unwrap_or(u64::MAX);
+    if quantum_ms == 0 {
+        return end_ms;
+    }
+    // The modulo bias is below quantum / 2^64: nothing to see.
+    end_ms.saturating_add(i64::try_from(random % quantum_ms).unwrap_or(0))
+}
+
+/// Blocks until the wall clock reaches `at_ms` (milliseconds since the
+/// epoch); returns at once when it already has.
+pub(crate) fn wait_until_ms(at_ms: i64) {
+    let left = at_ms.saturating_sub(now_ms());
+    if left > 0 {
+        std::thread::sleep(Duration::from_millis(left as u64));
+    }
+}
+
+/// When the end of the job `view` describes is shown to its developer:
+/// the recorded shown end, or for jobs that ended before shown ends were
+/// kept, the second it ended.
+fn shown_end_of(view: &JobView) -> Option<i64> {
+    view.shown_end_ms.or_else(|| {
+        view.ended_at
+            .as_deref()
+            .and_then(crate::util::parse_rfc3339)
+            .map(|secs| secs as i64 * 1000)
+    })
 }
 
 /// A job's outcome output and its review.
@@ -291,7 +381,7 @@ pub struct GrantUsage {
 /// could not start.
 pub(crate) type Started = Result<(host::Host, Arc<Mutex<host::JobLog>>), JobOutcome>;
 
-const JOB_COLUMNS: &str = "j.id, j.grant_id, j.submitter, j.module, j.sql, j.status, j.error, j.submitted_at, j.started_at, j.ended_at, j.fuel, j.queries, j.rows_scanned, j.run_ms, COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0), j.logs, j.visible, j.stopped_by, j.reason, j.refusals, j.outcome_output, (SELECT o.status FROM outputs o WHERE o.id = j.outcome_output)";
+const JOB_COLUMNS: &str = "j.id, j.grant_id, j.submitter, j.module, j.sql, j.status, j.error, j.submitted_at, j.started_at, j.ended_at, j.fuel, j.queries, j.rows_scanned, j.run_ms, COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0), j.logs, j.visible, j.stopped_by, j.reason, j.refusals, j.outcome_output, (SELECT o.status FROM outputs o WHERE o.id = j.outcome_output), j.shown_end_ms";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
@@ -334,6 +424,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
         run_ms: r.get(13)?,
         logs: list(15)?,
         refusals: list(19)?,
+        shown_end_ms: r.get(22)?,
     })
 }
 
@@ -411,6 +502,28 @@ fn apply_outcome_table(view: &mut JobView, table: &udf_sdk::Table) {
 }
 
 /// The guest's part of a view, withheld.
+/// Shows an ended job to its developer as running until its shown end
+/// (with neither outputs nor spend); returns whether it did. Either way the
+/// shown end itself is left out.
+fn hide_unshown_end(view: &mut JobView, now_ms: i64) -> bool {
+    let shown_end = shown_end_of(view);
+    view.shown_end_ms = None;
+    let ended = !matches!(view.status.as_str(), "queued" | "running");
+    if !ended || shown_end.is_some_and(|at| now_ms >= at) {
+        return false;
+    }
+    view.status = "running".into();
+    view.stopped_by = None;
+    view.reason = None;
+    view.outcome = None;
+    view.ending = None;
+    view.error = None;
+    view.ended_at = None;
+    view.outputs.clear();
+    view.epsilon_spent = 0.0;
+    true
+}
+
 fn withhold_guest_part(view: &mut JobView) {
     view.ending = None;
     view.error = None;
@@ -642,11 +755,11 @@ impl Domain {
             .and_then(|datasets| {
                 Ok((
                     datasets,
-                    self.job_udfs(&udf_modules)?,
+                    self.job_udfs(&udf_modules, &grant)?,
                     self.release_inputs(&submitter, &inputs)?,
                 ))
             });
-        let (datasets, udfs, inputs) = match opened {
+        let (datasets, udf_modules, inputs) = match opened {
             Ok(opened) => opened,
             Err(e) => {
                 let outcome = self.end_job(
@@ -685,7 +798,7 @@ impl Domain {
             submitter,
             grant,
             datasets,
-            udfs,
+            udf_modules,
             inputs,
             params,
             log: Arc::clone(&log),
@@ -751,13 +864,25 @@ impl Domain {
             [&job_id],
             |r| r.get(0),
         )?;
+        let end_ms = now_ms();
+        // Only a run that read protected data can take a data-dependent
+        // time; the rest are shown as they end.
+        let shown_end = if log.read_protected {
+            shown_end_ms(
+                end_ms,
+                self.timing_quantum(),
+                u64::from_le_bytes(crate::util::random_bytes::<8>()),
+            )
+        } else {
+            end_ms
+        };
         let (ended, _) = self.commit_recorded(submitter, "job.ended", |tx| {
             let ended = tx.execute(
                 "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10,
-                     refusals = ?11, visible = ?12, stopped_by = ?13, reason = ?14
+                     refusals = ?11, visible = ?12, stopped_by = ?13, reason = ?14, shown_end_ms = ?15
                  WHERE id = ?1 AND status IN ('queued', 'running')",
                 params![job_id, ending, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs,
-                    refusals, visible.status(), visible.stopped_by(), visible.reason()],
+                    refusals, visible.status(), visible.stopped_by(), visible.reason(), shown_end],
             )?;
             Ok(Change::Record(
                 json!({
@@ -766,6 +891,7 @@ impl Domain {
                     "queries": log.queries, "rows_read": log.rows_read, "run_ms": run_ms,
                     "udf_rows_failed": log.udf_rows_failed, "refusals": log.refusals.len(),
                     "outputs": log.outputs, "epsilon_spent": log.epsilon_spent,
+                    "shown_end_ms": shown_end,
                 }),
                 ended,
             ))
@@ -775,6 +901,10 @@ impl Domain {
         } else {
             None
         };
+        // Whoever waits for the outcome (a developer's query, a waiting
+        // submission, the worker that ran the job) gets it at the shown
+        // end, not before.
+        wait_until_ms(shown_end);
         Ok(JobOutcome {
             job_id,
             status: visible.status().to_string(),
@@ -908,14 +1038,21 @@ impl Domain {
         let result = self
             .sandbox
             .run_job_cancellable(&module, Box::new(job_host), &cancel);
-        let ending = match result {
+        let ending = match cancel.reason() {
             // Stopped from outside while the guest was waiting for the host
-            // (its query was dropped): the guest may end on the refusal
-            // before the next epoch tick, but the job was cancelled.
-            Err(SandboxError::JobFailed { .. }) if cancel.reason().is_some() => {
-                Ending::cancelled(&cancel.reason().unwrap_or_default())
-            }
-            result => Ending::of_run(result),
+            // (its query was dropped): the guest may end on the refusal,
+            // however it likes, before the next epoch tick, but the job was
+            // cancelled.
+            Some(reason) => Ending {
+                guest_ran: true,
+                fuel: match &result {
+                    Ok(report) => report.fuel_used,
+                    Err(SandboxError::JobFailed { fuel_used, .. }) => *fuel_used,
+                    Err(_) => 0,
+                },
+                ..Ending::cancelled(&reason)
+            },
+            None => Ending::of_run(result),
         };
         self.end_job(job_id.to_string(), &submitter, &log, ending)
     }
@@ -1029,29 +1166,47 @@ impl Domain {
 
     /// Stops one job: a queued job ends `cancelled` at once, a running one
     /// at its next epoch tick. Returns what happened.
+    ///
+    /// A job that ended but whose end its developer has not been shown yet
+    /// is, to them, still running: their cancellation then turns it
+    /// `cancelled` as it would a running job, so that whether it had
+    /// already ended (which can depend on the data) does not show.
     fn stop_job(&self, actor: &str, job_id: &str, reason: &str) -> Result<String, DomainError> {
         let visible = Visible::cancelled(reason);
+        // The service itself (`system`) stops jobs too: not a developer.
+        let developer = matches!(self.role_of(actor), Ok(Role::Developer));
         let (state, _) = self.commit_recorded(actor, "job.cancelled", |tx| {
             let was_queued = tx.execute(
                 "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = ?4, reason = ?2
                  WHERE id = ?1 AND status = 'queued'",
                 params![job_id, reason, now_rfc3339(), visible.stopped_by()],
             )? == 1;
-            let state = if was_queued {
-                "cancelled"
+            let not_yet_shown = developer
+                && tx.execute(
+                    "UPDATE jobs SET status = 'cancelled', error = ?2, visible = 'stopped', stopped_by = ?3, reason = ?4
+                     WHERE id = ?1 AND status IN ('succeeded', 'failed', 'trapped') AND shown_end_ms > ?5",
+                    params![job_id, format!("job cancelled: {reason}"), visible.stopped_by(), reason, now_ms()],
+                )? == 1;
+            // What the ledger records (the store's state) and what the
+            // developer is told (a job whose end is not shown yet is, to
+            // them, still running: "stopping").
+            let (recorded, told) = if was_queued {
+                ("cancelled", "cancelled")
+            } else if not_yet_shown {
+                ("cancelled", "stopping")
             } else if let Some((_, cancel)) = lock(&self.running).get(job_id) {
                 // A running job ends at its next epoch tick, through
                 // `end_job`, which records how it ended.
                 cancel.cancel(reason);
-                "stopping"
+                ("stopping", "stopping")
             } else {
                 return Err(DomainError::Invalid(format!(
                     "job `{job_id}` already ended; only queued or running jobs can be cancelled"
                 )));
             };
             Ok(Change::Record(
-                json!({"job": job_id, "reason": reason, "state": state}),
-                state,
+                json!({"job": job_id, "reason": reason, "state": recorded}),
+                told,
             ))
         })?;
         Ok(state.to_string())
@@ -1175,8 +1330,17 @@ impl Domain {
     /// What a developer sees of their job (see [`JobView`]): what the
     /// service decided, and what the guest computed only as a reviewer
     /// approved it in the job's outcome output.
-    fn developer_view(&self, mut view: JobView) -> Result<JobView, DomainError> {
+    ///
+    /// A job's end is shown at its shown end (see the module
+    /// documentation): before it, the job is running, with neither its
+    /// outputs nor its spend so far (both grow as it runs, and when they
+    /// grow would time its queries).
+    fn developer_view(&self, mut view: JobView, now_ms: i64) -> Result<JobView, DomainError> {
+        let hidden = hide_unshown_end(&mut view, now_ms);
         withhold_guest_part(&mut view);
+        if hidden {
+            return Ok(view);
+        }
         if view.module_sha256.is_none() {
             // SQL jobs and extracts: one output, made by the service.
             return Ok(view);
@@ -1219,7 +1383,7 @@ impl Domain {
             });
         }
         if role == Role::Developer {
-            self.developer_view(view)
+            self.developer_view(view, now_ms())
         } else {
             Ok(view)
         }
@@ -1241,7 +1405,7 @@ impl Domain {
             .map(|id| {
                 let view = self.job_record(id)?;
                 if role == Role::Developer {
-                    self.developer_view(view)
+                    self.developer_view(view, now_ms())
                 } else {
                     Ok(view)
                 }
@@ -1266,14 +1430,18 @@ impl Domain {
             });
         }
         let open_queries_in_window = self.open_queries_in_window(&grant)?;
+        let epsilon_spent = self.grant_as_seen_by(actor, grant.clone())?.epsilon_spent;
         let db = lock(&self.db);
+        let developer = role == Role::Developer;
         let mut jobs_by_status = BTreeMap::new();
         {
-            // By what everyone sees: a guest chooses whether it fails.
+            // By what everyone sees (a guest chooses whether it fails); a
+            // developer sees a job running until its end is shown.
             let mut stmt = db.prepare(
-                "SELECT COALESCE(visible, status), COUNT(*) FROM jobs WHERE grant_id = ?1 GROUP BY 1",
+                "SELECT CASE WHEN ?2 AND status IN ('succeeded', 'failed', 'trapped', 'cancelled') AND COALESCE(shown_end_ms, 0) > ?3 THEN 'running' ELSE COALESCE(visible, status) END AS shown, COUNT(*)
+                 FROM jobs WHERE grant_id = ?1 GROUP BY shown",
             )?;
-            let rows = stmt.query_map([grant_id], |r| {
+            let rows = stmt.query_map(params![grant_id, developer, now_ms()], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })?;
             for row in rows {
@@ -1305,7 +1473,7 @@ impl Domain {
             open_queries_in_window,
             max_open_queries: grant.max_open_queries,
             open_query_window: grant.open_query_window,
-            epsilon_spent: grant.epsilon_spent,
+            epsilon_spent,
             outputs: shown(outputs),
             releases,
             downloads: grant.downloads,
@@ -1396,5 +1564,100 @@ impl Domain {
             ))
         })?;
         Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended_job(shown_end_ms: i64) -> JobView {
+        JobView {
+            id: "job-1".into(),
+            grant: "grant-1".into(),
+            submitter: "dev".into(),
+            module_sha256: None,
+            sql: Some("SELECT 1".into()),
+            status: "stopped".into(),
+            stopped_by: Some("cancelled".into()),
+            reason: Some("by its developer".into()),
+            outcome: None,
+            ending: Some("cancelled".into()),
+            error: Some("job cancelled: by its developer".into()),
+            submitted_at: "2026-01-01T00:00:00Z".into(),
+            started_at: Some("2026-01-01T00:00:00Z".into()),
+            ended_at: Some("2026-01-01T00:00:01Z".into()),
+            fuel_used: Some(7),
+            queries: Some(1),
+            rows_read: Some(100),
+            run_ms: Some(1_234),
+            epsilon_spent: 0.5,
+            outputs: vec!["out-1".into()],
+            logs: vec!["guest text".into()],
+            refusals: Vec::new(),
+            shown_end_ms: Some(shown_end_ms),
+        }
+    }
+
+    #[test]
+    fn shown_ends_are_uniform_within_one_quantum_after_the_end() {
+        let quantum = Duration::from_millis(500);
+        assert_eq!(shown_end_ms(1_000, Duration::ZERO, 12_345), 1_000);
+        let draws: Vec<i64> = (0..20_000)
+            .map(|_| {
+                shown_end_ms(
+                    1_000,
+                    quantum,
+                    u64::from_le_bytes(crate::util::random_bytes::<8>()),
+                ) - 1_000
+            })
+            .collect();
+        assert!(draws.iter().all(|d| (0..500).contains(d)));
+        let mean = draws.iter().sum::<i64>() as f64 / draws.len() as f64;
+        // Uniform on 0..500: mean 249.5, standard error about 1.
+        assert!((mean - 249.5).abs() < 8.0, "{mean}");
+        for tenth in 0..10 {
+            let n = draws.iter().filter(|d| **d / 50 == tenth).count();
+            assert!((1_700..2_300).contains(&n), "tenth {tenth}: {n}");
+        }
+    }
+
+    #[test]
+    fn a_developer_sees_the_end_only_at_the_shown_end() {
+        let shown = 1_767_225_602_250; // 2026-01-01T00:00:02.250Z
+        let mut before = ended_job(shown);
+        assert!(hide_unshown_end(&mut before, shown - 1));
+        assert_eq!(before.status, "running");
+        assert_eq!(
+            (before.stopped_by.as_ref(), before.reason.as_ref()),
+            (None, None)
+        );
+        assert_eq!(
+            (before.ended_at.as_ref(), before.error.as_ref()),
+            (None, None)
+        );
+        assert!(before.outputs.is_empty());
+        assert_eq!(before.epsilon_spent, 0.0);
+        let mut after = ended_job(shown);
+        assert!(!hide_unshown_end(&mut after, shown));
+        assert_eq!(after.status, "stopped");
+        assert_eq!(after.outputs, ["out-1"]);
+        assert_eq!(after.epsilon_spent, 0.5);
+        for view in [before, after] {
+            assert!(view.shown_end_ms.is_none());
+        }
+        // A job that ended before shown ends were kept: at its end.
+        let mut old = ended_job(0);
+        old.shown_end_ms = None;
+        let mut old_early = old.clone();
+        assert!(!hide_unshown_end(&mut old, 1_767_225_601_000));
+        assert!(hide_unshown_end(&mut old_early, 1_767_225_600_999));
+        // Running and queued jobs stay as they are.
+        for status in ["running", "queued"] {
+            let mut job = ended_job(i64::MAX);
+            job.status = status.into();
+            assert!(!hide_unshown_end(&mut job, 1));
+            assert_eq!(job.status, status);
+        }
     }
 }

@@ -16,7 +16,10 @@
 //! - an output leaves quarantine only by the decision of a reviewer who did
 //!   not submit the job;
 //! - no raw prohibited or conditional value is written to the ledger, a log
-//!   line or an error message.
+//!   line or an error message;
+//! - a developer learns that a job which read protected data ended only at
+//!   its shown end, a uniformly random delay within one timing quantum after
+//!   it did (`jobs`), and every UDF instance serves one query of one job.
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -239,6 +242,10 @@ pub struct Grant {
     /// Whether jobs and queries may call UDF modules (which see raw
     /// conditional values inside the engine, never outside it).
     pub allow_udfs: bool,
+    /// Instructions a UDF may execute on one row under this grant (the
+    /// provider's cap, at most the host's): a row that needs more is NULL.
+    /// It also bounds how much one row can change a query's duration.
+    pub udf_row_instructions: u64,
     /// UTC windows `HH:MM-HH:MM` in which jobs may start; empty is any time.
     pub windows: Vec<String>,
     /// Users besides the developer who may run jobs and download releases.
@@ -309,6 +316,14 @@ fn default_true() -> bool {
 fn default_approvals() -> u32 {
     1
 }
+fn default_udf_row_instructions() -> u64 {
+    unseen_sandbox::DEFAULT_ROW_INSTRUCTIONS
+}
+
+/// The largest per-row instruction cap a grant may set: the host's own
+/// (`unseen_sandbox::Limits::udf_row_instructions`), which keeps a batch of
+/// rows that all use it well inside the host's wall-clock guard.
+pub const MAX_UDF_ROW_INSTRUCTIONS: u64 = unseen_sandbox::DEFAULT_ROW_INSTRUCTIONS;
 
 /// What an admin asks for when issuing a grant (the authorization agreement).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -351,6 +366,11 @@ pub struct GrantRequest {
     /// Whether jobs and queries may call uploaded UDF modules.
     #[serde(default)]
     pub allow_udfs: bool,
+    /// Instructions a UDF may execute per row under the grant (default
+    /// and most: [`MAX_UDF_ROW_INSTRUCTIONS`]); a row that needs more is
+    /// NULL. Set it only with `allow_udfs`.
+    #[serde(default = "default_udf_row_instructions")]
+    pub udf_row_instructions: u64,
     #[serde(default)]
     pub windows: Vec<String>,
     #[serde(default)]
@@ -400,6 +420,7 @@ impl GrantRequest {
             allow_sql: true,
             allow_extracts: false,
             allow_udfs: false,
+            udf_row_instructions: default_udf_row_instructions(),
             windows: Vec::new(),
             designated: Vec::new(),
             columns: Vec::new(),
@@ -540,10 +561,27 @@ fn charge_layers(
         return Ok(Some(("grant delta", grant.to_string())));
     }
     tx.execute(
-        "INSERT INTO spends(job_id, grant_id, epsilon, delta, query_sha256, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![spend.job, grant, spend.epsilon, spend.delta, spend.query_sha, now_rfc3339()],
+        "INSERT INTO spends(job_id, grant_id, epsilon, delta, query_sha256, at, datasets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![spend.job, grant, spend.epsilon, spend.delta, spend.query_sha, now_rfc3339(),
+            serde_json::to_string(spend.datasets).unwrap_or_else(|_| "[]".into())],
     )?;
     Ok(None)
+}
+
+/// Spends of jobs whose end is not shown yet, by layer (see
+/// [`Domain::unshown_spends`]).
+#[derive(Debug, Default)]
+pub(crate) struct UnshownSpends {
+    /// Epsilon and delta, by grant.
+    grants: std::collections::HashMap<String, (f64, f64)>,
+    datasets: std::collections::HashMap<String, f64>,
+    developers: std::collections::HashMap<String, f64>,
+}
+
+impl UnshownSpends {
+    pub(crate) fn grant(&self, id: &str) -> (f64, f64) {
+        self.grants.get(id).copied().unwrap_or_default()
+    }
 }
 
 /// What a job runs: an uploaded module or one SQL statement.
@@ -648,6 +686,8 @@ pub struct Domain {
     query_limits: std::sync::RwLock<data::QueryLimits>,
     /// The threads analysts' queries run on (see [`Domain::engine`]).
     engine: EngineRuntime,
+    /// Milliseconds of the quantum of shown end times (see `jobs`).
+    timing_quantum_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A runtime of its own for DataFusion: a query's operators do CPU work
@@ -747,6 +787,9 @@ impl Domain {
             written: Mutex::new(Vec::new()),
             query_limits: std::sync::RwLock::new(data::QueryLimits::default()),
             engine: EngineRuntime::new()?,
+            timing_quantum_ms: std::sync::atomic::AtomicU64::new(
+                u64::try_from(jobs::timing_quantum_from_env()?.as_millis()).unwrap_or(u64::MAX),
+            ),
         };
         domain.recover_interrupted_jobs()?;
         domain.remove_stale_uploads()?;
@@ -843,6 +886,33 @@ impl Domain {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Sets the quantum of shown end times: a job that read protected data
+    /// is shown to its developer to end up to this long after it did (see
+    /// `jobs`). At most [`jobs::MAX_TIMING_QUANTUM`]; zero shows every end
+    /// as it happens, which lets developers time their queries.
+    pub fn set_timing_quantum(&self, quantum: std::time::Duration) -> Result<(), DomainError> {
+        if quantum > jobs::MAX_TIMING_QUANTUM {
+            return Err(DomainError::Invalid(format!(
+                "a timing quantum of {} ms is over the most, {} ms",
+                quantum.as_millis(),
+                jobs::MAX_TIMING_QUANTUM.as_millis()
+            )));
+        }
+        self.timing_quantum_ms.store(
+            u64::try_from(quantum.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// The quantum of shown end times now.
+    pub fn timing_quantum(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.timing_quantum_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Appends a ledger entry for an event that changes nothing in the
@@ -1260,6 +1330,17 @@ impl Domain {
                 r.open_query_window
             )));
         }
+        if !(1..=MAX_UDF_ROW_INSTRUCTIONS).contains(&r.udf_row_instructions) {
+            return Err(DomainError::Invalid(format!(
+                "udf_row_instructions is {}; a UDF's cap per row is 1 to {MAX_UDF_ROW_INSTRUCTIONS} instructions (the default is the most)",
+                r.udf_row_instructions
+            )));
+        }
+        if !r.allow_udfs && r.udf_row_instructions != default_udf_row_instructions() {
+            return Err(DomainError::Invalid(
+                "udf_row_instructions limits UDFs, which this grant does not allow; add allow_udfs (--allow-udfs) or leave the cap out".into(),
+            ));
+        }
         if !(r.allow_modules || r.allow_sql || r.allow_extracts) {
             return Err(DomainError::Invalid(
                 "the grant allows no operation; allow modules, SQL or extracts".into(),
@@ -1278,7 +1359,7 @@ impl Domain {
             "grant": id, "dataset": r.dataset, "join_datasets": r.join_datasets, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
             "epsilon_total": r.epsilon_total, "query_epsilon": r.query_epsilon, "expires_at": expires_at,
             "allow_modules": r.allow_modules, "allow_sql": r.allow_sql, "allow_extracts": r.allow_extracts,
-            "allow_udfs": r.allow_udfs, "windows": r.windows, "designated": r.designated, "columns": r.columns, "max_runs": r.max_runs,
+            "allow_udfs": r.allow_udfs, "udf_row_instructions": r.udf_row_instructions, "windows": r.windows, "designated": r.designated, "columns": r.columns, "max_runs": r.max_runs,
             "max_downloads": r.max_downloads, "derived_reuse": r.derived_reuse,
             "approvals_required": r.approvals_required,
             "delta_total": r.delta_total, "query_delta": if r.delta_total > 0.0 { r.query_delta } else { 0.0 },
@@ -1288,12 +1369,12 @@ impl Domain {
             tx.execute(
             "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
                 scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs,
-                max_open_queries, open_query_window)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+                max_open_queries, open_query_window, udf_row_instructions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
             params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, now_rfc3339(), expires_at,
                 r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined,
                 r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }, r.allow_udfs,
-                r.max_open_queries, r.open_query_window],
+                r.max_open_queries, r.open_query_window, r.udf_row_instructions as i64],
             )?;
             Ok(Change::Record(body, ()))
         })?;
@@ -1404,12 +1485,15 @@ impl Domain {
         Ok(module)
     }
 
-    /// The scalar UDFs of stored UDF modules, each module prepared for one
-    /// job (its instances serve that job only).
+    /// Stored UDF modules prepared for one job under `grant`: each with
+    /// the grant's per-row cap, its functions checked (so a module that
+    /// cannot serve them fails the job before it starts), and no instance
+    /// yet; each query takes its own handle (`host::Host::query_udfs`).
     pub(crate) fn job_udfs(
         &self,
         modules: &[String],
-    ) -> Result<Vec<unseen_sandbox::WasmUdf>, DomainError> {
+        grant: &Grant,
+    ) -> Result<Vec<unseen_sandbox::UdfModule>, DomainError> {
         let mut udfs = Vec::new();
         for sha in modules {
             let bytes: Vec<u8> = lock(&self.db)
@@ -1425,12 +1509,13 @@ impl Domain {
                     list: "job submit --udf",
                 })?;
             let validated = self.validated(&bytes, ModuleKind::Udf)?;
-            let module = unseen_sandbox::UdfModule::new(&self.sandbox, &validated)?;
-            udfs.extend(
-                module
-                    .functions()
-                    .map_err(|e| DomainError::Invalid(e.to_string()))?,
-            );
+            let module = unseen_sandbox::UdfModule::new(&self.sandbox, &validated)?
+                .with_row_instructions(grant.udf_row_instructions);
+            module
+                .for_query()
+                .functions()
+                .map_err(|e| DomainError::Invalid(e.to_string()))?;
+            udfs.push(module);
         }
         Ok(udfs)
     }
@@ -1450,7 +1535,7 @@ impl Domain {
         self.check_grant_usable(&grant, submitter)?;
         self.check_udfs(&grant, &extras.udfs)?;
         let datasets = self.open_grant_datasets(&grant)?;
-        let udfs = self.job_udfs(&extras.udfs)?;
+        let udf_modules = self.job_udfs(&extras.udfs, &grant)?;
         let inputs = self.release_inputs(submitter, &extras.inputs)?;
         let job_host = host::Host {
             domain: Arc::clone(self),
@@ -1459,7 +1544,7 @@ impl Domain {
             submitter: submitter.to_string(),
             grant,
             datasets,
-            udfs,
+            udf_modules,
             inputs,
             params: BTreeMap::new(),
             log: Arc::new(Mutex::new(host::JobLog::default())),
@@ -1593,6 +1678,89 @@ impl Domain {
             ))
         })?;
         Ok(())
+    }
+
+    /// What jobs whose end their developers have not been shown yet
+    /// (queued, running, or ended before their shown end) have spent, by
+    /// budget layer. Developers' views of budgets leave it out: a job's
+    /// spend grows as each query is charged, and when it grows would time
+    /// the job's queries; it is counted once the job's end is shown.
+    pub(crate) fn unshown_spends(&self) -> Result<UnshownSpends, DomainError> {
+        let db = lock(&self.db);
+        let mut stmt = db.prepare(
+            "SELECT s.grant_id, g.developer, s.epsilon, s.delta, s.datasets
+             FROM jobs j JOIN spends s ON s.job_id = j.id JOIN grants g ON g.id = s.grant_id
+             WHERE j.status IN ('queued', 'running') OR COALESCE(j.shown_end_ms, 0) > ?1",
+        )?;
+        let rows = stmt.query_map([jobs::now_ms()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, f64>(2)?,
+                r.get::<_, f64>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut unshown = UnshownSpends::default();
+        for row in rows {
+            let (grant, developer, epsilon, delta, datasets) = row?;
+            let g = unshown.grants.entry(grant).or_default();
+            g.0 += epsilon;
+            g.1 += delta;
+            *unshown.developers.entry(developer).or_default() += epsilon;
+            let datasets: Vec<String> = serde_json::from_str(&datasets).unwrap_or_default();
+            for d in datasets {
+                *unshown.datasets.entry(d).or_default() += epsilon;
+            }
+        }
+        Ok(unshown)
+    }
+
+    /// A grant's spends as `actor` may see them: a developer without the
+    /// spends of jobs whose end is not shown yet ([`Domain::unshown_spends`]).
+    pub(crate) fn grant_as_seen_by(
+        &self,
+        actor: &str,
+        mut grant: Grant,
+    ) -> Result<Grant, DomainError> {
+        if self.role_of(actor)? == Role::Developer {
+            let (epsilon, delta) = self.unshown_spends()?.grant(&grant.id);
+            grant.epsilon_spent = (grant.epsilon_spent - epsilon).max(0.0);
+            grant.delta_spent = (grant.delta_spent - delta).max(0.0);
+        }
+        Ok(grant)
+    }
+
+    /// [`Domain::budget_layers`] as `actor` may see them: a developer
+    /// without the spends of jobs whose end is not shown yet.
+    pub fn budget_layers_seen_by(
+        &self,
+        actor: &str,
+        grant_id: &str,
+    ) -> Result<Vec<BudgetStatus>, DomainError> {
+        let mut layers = self.budget_layers(grant_id)?;
+        if self.role_of(actor)? == Role::Developer {
+            let unshown = self.unshown_spends()?;
+            for layer in &mut layers {
+                let hidden = match layer.layer {
+                    "grant" => unshown.grant(&layer.id).0,
+                    "dataset" => unshown.datasets.get(&layer.id).copied().unwrap_or(0.0),
+                    _ => unshown.developers.get(&layer.id).copied().unwrap_or(0.0),
+                };
+                layer.spent = (layer.spent - hidden).max(0.0);
+            }
+        }
+        Ok(layers)
+    }
+
+    /// Epsilon spent and left on a grant as `actor` may see them (see
+    /// [`Domain::grant_as_seen_by`]).
+    pub fn budget_seen_by(&self, actor: &str, grant_id: &str) -> Result<(f64, f64), DomainError> {
+        let g = self.grant_as_seen_by(actor, self.grant(grant_id)?)?;
+        Ok((
+            g.epsilon_spent,
+            (g.epsilon_total - g.epsilon_spent).max(0.0),
+        ))
     }
 
     /// Spent and total epsilon at every layer above a grant: the grant,
@@ -2261,7 +2429,7 @@ fn udf_signature(d: &unseen_sandbox::ScalarUdfDecl) -> String {
     format!("{}({}) -> {}", d.name, args.join(", "), d.returns)
 }
 
-const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, delta_spent, allow_udfs, max_open_queries, open_query_window, open_queries";
+const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, delta_spent, allow_udfs, max_open_queries, open_query_window, open_queries, udf_row_instructions";
 
 fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
@@ -2300,6 +2468,7 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
         max_open_queries: r.get(28)?,
         open_query_window: r.get(29)?,
         open_queries: r.get::<_, i64>(30).map(|n| u64::try_from(n).unwrap_or(0))?,
+        udf_row_instructions: u64::try_from(r.get::<_, i64>(31)?).unwrap_or(1),
     })
 }
 

@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS grants(
     allow_udfs INTEGER NOT NULL DEFAULT 0,
     max_open_queries INTEGER CHECK (max_open_queries IS NULL OR max_open_queries >= 0),
     open_query_window INTEGER NOT NULL DEFAULT 3600 CHECK (open_query_window > 0),
-    open_queries INTEGER NOT NULL DEFAULT 0
+    open_queries INTEGER NOT NULL DEFAULT 0,
+    udf_row_instructions INTEGER NOT NULL DEFAULT 1000000 CHECK (udf_row_instructions > 0)
 );
 -- Open-column queries of each grant inside its window (older rows are
 -- deleted as they fall out of it); the total is `grants.open_queries`.
@@ -108,7 +109,8 @@ CREATE TABLE IF NOT EXISTS jobs(
     stopped_by TEXT,
     reason TEXT,
     refusals TEXT NOT NULL DEFAULT '[]',
-    outcome_output TEXT
+    outcome_output TEXT,
+    shown_end_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS release_cache(
     grant_id TEXT NOT NULL REFERENCES grants(id),
@@ -125,7 +127,8 @@ CREATE TABLE IF NOT EXISTS spends(
     epsilon REAL NOT NULL,
     delta REAL NOT NULL DEFAULT 0,
     query_sha256 TEXT NOT NULL,
-    at TEXT NOT NULL
+    at TEXT NOT NULL,
+    datasets TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS outputs(
     id TEXT PRIMARY KEY,
@@ -180,7 +183,7 @@ CREATE INDEX IF NOT EXISTS open_queries_by_grant ON open_queries(grant_id, at);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 13;
+pub const SCHEMA_VERSION: i64 = 14;
 
 /// How a store of an earlier version becomes the current one, in the same
 /// transaction as the version bump: `(from, statements)`.
@@ -222,6 +225,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "ALTER TABLE grants ADD COLUMN max_open_queries INTEGER CHECK (max_open_queries IS NULL OR max_open_queries >= 0);
      ALTER TABLE grants ADD COLUMN open_query_window INTEGER NOT NULL DEFAULT 3600 CHECK (open_query_window > 0);
      ALTER TABLE grants ADD COLUMN open_queries INTEGER NOT NULL DEFAULT 0;",
+    ),
+    // Grants issued before per-grant caps get the host's default cap; jobs
+    // that ended before shown end times were shown as they ended; earlier
+    // spends name no dataset (their jobs have all ended).
+    (
+        13,
+        "ALTER TABLE grants ADD COLUMN udf_row_instructions INTEGER NOT NULL DEFAULT 1000000 CHECK (udf_row_instructions > 0);
+     ALTER TABLE jobs ADD COLUMN shown_end_ms INTEGER;
+     ALTER TABLE spends ADD COLUMN datasets TEXT NOT NULL DEFAULT '[]';",
     ),
 ];
 
@@ -280,6 +292,51 @@ pub fn open(path: &Path) -> Result<Connection, DomainError> {
 mod tests {
     use super::*;
 
+    /// A version 13 store (before per-grant UDF caps and shown end times)
+    /// opens as the current version: its grants get the default cap, its
+    /// jobs no shown end time.
+    #[test]
+    fn a_version_13_store_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let conn = open(&path).unwrap();
+            conn.execute_batch(
+                "INSERT INTO users(id, name, role, org, created_at) VALUES ('dev', 'Dev', 'developer', 'o', 'now');
+                 INSERT INTO datasets(name, manifest, manifest_version, file, rows, unit_unique, source_sha256, registered_by, registered_at)
+                     VALUES ('d', '', 1, 'f', 1, 1, 's', 'admin', 'now');
+                 INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, issued_by, issued_at, expires_at, allow_udfs)
+                     VALUES ('g', 'd', 'dev', 'p', 1.0, 0.5, 'admin', 'now', 'later', 1);
+                 INSERT INTO jobs(id, grant_id, submitter, status, submitted_at) VALUES ('j', 'g', 'dev', 'succeeded', 'now');
+                 ALTER TABLE grants DROP COLUMN udf_row_instructions;
+                 ALTER TABLE jobs DROP COLUMN shown_end_ms;
+                 ALTER TABLE spends DROP COLUMN datasets;
+                 PRAGMA user_version = 13;",
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let cap: i64 = conn
+            .query_row(
+                "SELECT udf_row_instructions FROM grants WHERE id = 'g'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(cap, unseen_sandbox::DEFAULT_ROW_INSTRUCTIONS as i64);
+        let shown: Option<i64> = conn
+            .query_row("SELECT shown_end_ms FROM jobs WHERE id = 'j'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(shown, None);
+        conn.prepare("SELECT datasets FROM spends").unwrap();
+    }
+
     /// A version 8 store (before UDF modules, release inputs and open-query
     /// limits) opens as the current version with its rows kept: modules are
     /// job modules, grants allow no UDFs and keep no open-query limit, jobs
@@ -311,6 +368,9 @@ mod tests {
                  ALTER TABLE grants DROP COLUMN max_open_queries;
                  ALTER TABLE grants DROP COLUMN open_query_window;
                  ALTER TABLE grants DROP COLUMN open_queries;
+                 ALTER TABLE grants DROP COLUMN udf_row_instructions;
+                 ALTER TABLE jobs DROP COLUMN shown_end_ms;
+                 ALTER TABLE spends DROP COLUMN datasets;
                  CREATE TABLE modules_v8(sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL, uploaded_by TEXT NOT NULL, uploaded_at TEXT NOT NULL);
                  INSERT INTO modules_v8 SELECT sha256, bytes, uploaded_by, uploaded_at FROM modules;
                  DROP TABLE modules;

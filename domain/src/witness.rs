@@ -326,6 +326,8 @@ pub fn run_command(
                     app,
                     crate::conns::ConnectionLimits::default(),
                     crate::cli::shutdown_signal(),
+                    // Submissions under way get a few seconds to finish.
+                    || tokio::time::sleep(std::time::Duration::from_secs(5)),
                 )
                 .await?;
                 Ok(())

@@ -429,7 +429,9 @@ impl Sandbox {
             ModuleKind::Udf => validate::udf_declarations(bytes, &module)?,
         };
         let rows = match kind {
-            ModuleKind::Udf if !functions.is_empty() => Some(self.isolate(bytes, &functions)?),
+            ModuleKind::Udf if !functions.is_empty() => {
+                Some(self.isolate(bytes, &functions, udf::isolate::Isolation::Rows)?)
+            }
             _ => None,
         };
         let pre = match kind {
@@ -458,12 +460,13 @@ impl Sandbox {
     /// Rewrites a UDF module so each row of its scalar functions runs in a
     /// fresh state (`udf/isolate.rs`) and compiles the result, through the
     /// cache when there is one.
-    fn isolate(
+    pub(crate) fn isolate(
         &self,
         bytes: &[u8],
         functions: &[ScalarUdfDecl],
+        isolation: udf::isolate::Isolation,
     ) -> Result<udf::RowsModule, SandboxError> {
-        let isolated = udf::isolate_module(bytes, functions)?;
+        let isolated = udf::isolate_module(bytes, functions, isolation)?;
         let sha = sha256_hex(&isolated.bytes);
         let module = match &self.udf_cache {
             Some(cache) => cache

@@ -20,11 +20,15 @@
 //! batch and copies the result column back out only after checking its
 //! header. They are admitted only over open columns and released tables.
 //!
-//! **Instances.** A [`UdfModule`] (prepared per job) keeps a small stack of
-//! idle instances of each kind. Reusing one for scalar functions carries
-//! nothing between batches or queries, since every row starts pristine.
-//! Instantiating from the pool is cheap (a p50 of about 1.2 µs for
-//! `guests/udf-light` in a release build, see [`bench`]).
+//! **Instances.** A [`UdfModule`] is prepared per job (the compiled module,
+//! its per-row cap and its count of failed rows); each query takes its own
+//! handle with [`UdfModule::for_query`], whose small stacks of idle
+//! instances serve that query's batches only and are dropped with it, so no
+//! instance or guest memory outlives one query
+//! ([`UdfModule::live_instances`] counts them). Within a query, reusing an
+//! instance for scalar functions carries nothing between batches, since
+//! every row starts pristine. Instantiating from the pool is cheap (a p50 of
+//! about 1.2 µs for `guests/udf-light` in a release build, see [`bench`]).
 //!
 //! **Limits.** The per-row instruction cap is deterministic. The wall-clock
 //! deadline of [`Limits`] applies to each batch only as a guard against an
@@ -38,7 +42,7 @@
 
 mod aggregate;
 pub mod bench;
-mod isolate;
+pub(crate) mod isolate;
 mod rows;
 
 pub use aggregate::{AggregateUdfDecl, WasmAggregateUdf};
@@ -49,6 +53,7 @@ pub(crate) use rows::RowsModule;
 pub(crate) fn isolate_module(
     bytes: &[u8],
     functions: &[ScalarUdfDecl],
+    isolation: isolate::Isolation,
 ) -> Result<isolate::Isolated, SandboxError> {
     let mut typed = Vec::with_capacity(functions.len());
     for f in functions {
@@ -65,10 +70,11 @@ pub(crate) fn isolate_module(
             returns: *returns,
         })
         .collect();
-    isolate::isolate(bytes, &rows)
+    isolate::isolate(bytes, &rows, isolation)
 }
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{
@@ -208,8 +214,27 @@ struct GuestBuf {
     cap: usize,
 }
 
+/// Counts the live instances of one prepared module (all its query
+/// handles together): one is held by every instance and released when the
+/// instance is dropped.
+pub(crate) struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Live(Arc::clone(count))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One instance of a UDF module with its store and input buffers.
 struct UdfInstance {
+    _live: Live,
     store: Store<MemoryLimiter>,
     instance: Instance,
     memory: Memory,
@@ -298,10 +323,26 @@ impl UdfInstance {
 }
 
 /// A compiled UDF module ready to serve [`WasmScalarUdf`]s: the pre-linked
-/// module and its idle instances. Cheap to clone (shared).
+/// module, the per-row instruction cap it runs under and the idle instances
+/// of one query. Cheap to clone (a clone shares the idle instances; take a
+/// handle of its own for each query with [`UdfModule::for_query`]).
 #[derive(Clone)]
 pub struct UdfModule {
     inner: Arc<ModuleInner>,
+    /// Idle instances of this handle: one query's.
+    pools: Arc<Pools>,
+    /// Instructions one row may execute (a grant's cap, at most the
+    /// sandbox's [`Limits::udf_row_instructions`]).
+    row_instructions: u64,
+}
+
+/// Instances between batches of one query.
+#[derive(Default)]
+struct Pools {
+    /// Of the module as uploaded (aggregates).
+    aggregates: Mutex<Vec<UdfInstance>>,
+    /// Of the rewritten module (scalar functions, one row at a time).
+    rows: Mutex<Vec<rows::RowInstance>>,
 }
 
 struct ModuleInner {
@@ -314,8 +355,9 @@ struct ModuleInner {
     /// Row-at-a-time evaluation of the scalar functions, in the rewritten
     /// module (`None` when the module has none).
     rows: Option<rows::Rows>,
-    idle: Mutex<Vec<UdfInstance>>,
     max_idle: usize,
+    /// Instances alive now, over every query handle of this module.
+    live: Arc<AtomicUsize>,
     /// Keeps the epochs advancing, and so the deadline armed, while this
     /// module can run a batch.
     _ticker: Arc<EpochTicker>,
@@ -325,6 +367,7 @@ impl std::fmt::Debug for UdfModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UdfModule")
             .field("sha256", &self.inner.sha256)
+            .field("row_instructions", &self.row_instructions)
             .field("idle_instances", &self.idle_instances())
             .finish_non_exhaustive()
     }
@@ -355,7 +398,7 @@ impl UdfModule {
                     .map_err(|e| SandboxError::Invalid {
                         reason: format!("{e:#}"),
                     })?;
-                Some(rows::Rows::new(pre, m, sandbox.limits.udf_row_instructions))
+                Some(rows::Rows::new(pre, m))
             }
             None => None,
         };
@@ -371,10 +414,12 @@ impl UdfModule {
                 functions: module.functions.clone(),
                 aggregates: module.aggregates.clone(),
                 rows,
-                idle: Mutex::new(Vec::new()),
                 max_idle,
+                live: Arc::new(AtomicUsize::new(0)),
                 _ticker: sandbox.ticker.clone(),
             }),
+            pools: Arc::default(),
+            row_instructions: sandbox.limits.udf_row_instructions,
         };
         let mut first = udf.inner.instantiate()?;
         let version = first
@@ -392,21 +437,49 @@ impl UdfModule {
                 expected: abi::VERSION_EXPORT,
             });
         }
-        udf.inner.give_back(first);
+        // The checks' instances are dropped: nothing runs in an instance
+        // before the query that takes it.
+        drop(first);
         if let Some(rows) = &udf.inner.rows {
             // Data-independent failures show here, before any query runs.
-            rows.instantiate(&udf.inner.engine, &udf.inner.limits)?;
+            drop(rows.instantiate(&udf.inner.engine, &udf.inner.limits, &udf.inner.live)?);
         }
         Ok(udf)
     }
 
     /// The same module with a per-row instruction cap of `cap` (a grant's
-    /// setting) instead of the sandbox's [`Limits::udf_row_instructions`].
-    pub fn with_row_instructions(self, cap: u64) -> Self {
-        if let Some(rows) = &self.inner.rows {
-            rows.cap.store(cap, std::sync::atomic::Ordering::Relaxed);
-        }
+    /// setting) instead of the sandbox's [`Limits::udf_row_instructions`],
+    /// which stays the ceiling: a larger `cap` is lowered to it. Applies to
+    /// this handle and the query handles taken from it, not to other
+    /// clones.
+    pub fn with_row_instructions(mut self, cap: u64) -> Self {
+        self.row_instructions = cap.min(self.inner.limits.udf_row_instructions);
         self
+    }
+
+    /// The per-row instruction cap this handle runs rows under.
+    pub fn row_instructions(&self) -> u64 {
+        self.row_instructions
+    }
+
+    /// A handle for one query: the same compiled module, cap and count of
+    /// failed rows, with no instances of its own yet. The instances it
+    /// creates serve only the batches of functions taken from it, and are
+    /// dropped with the last of them (when the query's session is dropped),
+    /// so no instance, and no guest memory, lives from one query to the next.
+    pub fn for_query(&self) -> Self {
+        UdfModule {
+            inner: Arc::clone(&self.inner),
+            pools: Arc::default(),
+            row_instructions: self.row_instructions,
+        }
+    }
+
+    /// Instances of this module alive now, over every handle taken from it
+    /// (idle or running a batch). Zero once every query's handle and
+    /// functions are dropped.
+    pub fn live_instances(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
     }
 
     /// Rows on which a scalar function of this module trapped, ran out of
@@ -417,7 +490,7 @@ impl UdfModule {
         self.inner
             .rows
             .as_ref()
-            .map_or(0, |r| r.failed.load(std::sync::atomic::Ordering::Relaxed))
+            .map_or(0, |r| r.failed.load(Ordering::Relaxed))
     }
 
     /// Hex SHA-256 of the module bytes.
@@ -425,10 +498,10 @@ impl UdfModule {
         &self.inner.sha256
     }
 
-    /// Instances waiting for the next batch (of aggregates and of the
-    /// row loops together).
+    /// Instances of this handle waiting for its query's next batch (of
+    /// aggregates and of the row loops together).
     pub fn idle_instances(&self) -> usize {
-        self.inner.lock_idle().len() + self.inner.rows.as_ref().map_or(0, |r| r.idle())
+        lock_pool(&self.pools.aggregates).len() + lock_pool(&self.pools.rows).len()
     }
 
     /// Every function the module declares (see
@@ -493,13 +566,14 @@ fn arm(store: &mut Store<MemoryLimiter>, limits: &Limits) {
     store.set_epoch_deadline(engine::deadline_ticks(limits.deadline));
 }
 
-impl ModuleInner {
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<UdfInstance>> {
-        // Instances are pushed and popped whole; a poisoned lock holds no
-        // half-made state.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// Locks a pool of idle instances.
+fn lock_pool<T>(pool: &Mutex<Vec<T>>) -> std::sync::MutexGuard<'_, Vec<T>> {
+    // Instances are pushed and popped whole; a poisoned lock holds no
+    // half-made state.
+    pool.lock().unwrap_or_else(|p| p.into_inner())
+}
 
+impl ModuleInner {
     fn instantiate(&self) -> Result<UdfInstance, SandboxError> {
         let mut store = Store::new(&self.engine, MemoryLimiter::new(&self.limits));
         store.limiter(|l| l);
@@ -514,6 +588,7 @@ impl ModuleInner {
         })();
         match made {
             Ok((instance, memory, alloc)) => Ok(UdfInstance {
+                _live: Live::new(&self.live),
                 store,
                 instance,
                 memory,
@@ -530,36 +605,34 @@ impl ModuleInner {
     fn arm(&self, store: &mut Store<MemoryLimiter>) {
         arm(store, &self.limits);
     }
+}
 
-    fn take(&self) -> Result<UdfInstance, SandboxError> {
-        let idle = self.lock_idle().pop();
-        match idle {
-            Some(instance) => Ok(instance),
-            None => self.instantiate(),
-        }
-    }
-
-    /// Runs `f` on an idle (or new) instance, armed with a fresh deadline
-    /// before anything runs in the guest (`unseen_alloc` included: an
-    /// instance may have been idle for longer than a deadline). The instance
-    /// is given back only when `f` succeeded; on any error it is dropped.
+impl UdfModule {
+    /// Runs `f` on an idle (or new) aggregate instance of this handle,
+    /// armed with a fresh deadline before anything runs in the guest
+    /// (`unseen_alloc` included: an instance may have been idle for longer
+    /// than a deadline). The instance is given back only when `f`
+    /// succeeded; on any error it is dropped.
     fn with_instance<T>(
         &self,
         udf: &str,
         f: impl FnOnce(&mut UdfInstance) -> Result<T, UdfError>,
     ) -> Result<T, UdfError> {
-        let mut instance = self.take().map_err(|e| UdfError::from_sandbox(udf, e))?;
-        self.arm(&mut instance.store);
+        let idle = lock_pool(&self.pools.aggregates).pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => self
+                .inner
+                .instantiate()
+                .map_err(|e| UdfError::from_sandbox(udf, e))?,
+        };
+        self.inner.arm(&mut instance.store);
         let out = f(&mut instance)?;
-        self.give_back(instance);
-        Ok(out)
-    }
-
-    fn give_back(&self, instance: UdfInstance) {
-        let mut idle = self.lock_idle();
-        if idle.len() < self.max_idle {
+        let mut idle = lock_pool(&self.pools.aggregates);
+        if idle.len() < self.inner.max_idle {
             idle.push(instance);
         }
+        Ok(out)
     }
 }
 
@@ -666,18 +739,30 @@ impl WasmScalarUdf {
             udf: self.decl.name.clone(),
             export: self.export.clone(),
         })?;
-        rows_state.with_instance(&inner.engine, &inner.limits, &self.decl.name, |inst| {
-            rows_state.evaluate(
-                inst,
-                &self.decl.name,
-                &self.export,
-                &self.args,
-                self.returns,
-                arrays,
-                rows,
-                &inner.limits,
-            )
-        })
+        let pool = &self.module.pools.rows;
+        let live = &inner.live;
+        let max_idle = inner.max_idle;
+        rows_state.with_instance(
+            pool,
+            max_idle,
+            &inner.engine,
+            &inner.limits,
+            live,
+            &self.decl.name,
+            |inst| {
+                rows_state.evaluate(
+                    inst,
+                    &self.decl.name,
+                    &self.export,
+                    &self.args,
+                    self.returns,
+                    arrays,
+                    rows,
+                    self.module.row_instructions,
+                    &inner.limits,
+                )
+            },
+        )
     }
 }
 

@@ -136,8 +136,8 @@ fn over_a_query_limit_an_open_query_names_it_and_a_dp_query_is_answered_on_defau
             &json!({"grant": grant, "sql": "SELECT gender, COUNT(*) AS n FROM residents GROUP BY gender"}),
         )
         .unwrap();
-    assert_eq!(open["status"], "failed", "{open}");
-    let error = open["error"].as_str().unwrap();
+    assert_eq!(open["status"], "refused", "{open}");
+    let error = open["reason"].as_str().unwrap();
     assert!(error.contains("per-query time limit"), "{error}");
     // A DP query over the same limit: answered like any other, never an
     // error, since whether the limit is hit can depend on the data.
@@ -147,8 +147,8 @@ fn over_a_query_limit_an_open_query_names_it_and_a_dp_query_is_answered_on_defau
             &json!({"grant": grant, "sql": "SELECT district, COUNT(*) AS n FROM residents GROUP BY district"}),
         )
         .unwrap();
-    assert_eq!(dp["status"], "succeeded", "{dp}");
-    assert_eq!(dp["error"], Value::Null, "{dp}");
+    assert_eq!(dp["status"], "finished", "{dp}");
+    assert_eq!(dp["reason"], Value::Null, "{dp}");
     let entries = ledger(&data);
     let open_job = open["job"].as_str().unwrap();
     let refused = entry_at(&entries, "query.refused", "job", open_job).expect("refusal recorded");
@@ -177,8 +177,8 @@ fn over_a_query_limit_an_open_query_names_it_and_a_dp_query_is_answered_on_defau
     let open = dev
         .post("/v1/queries", &json!({"grant": grant, "sql": big}))
         .unwrap();
-    assert_eq!(open["status"], "failed", "{open}");
-    let error = open["error"].as_str().unwrap();
+    assert_eq!(open["status"], "refused", "{open}");
+    let error = open["reason"].as_str().unwrap();
     assert!(
         error.contains("too large") && error.contains("1 MiB of memory"),
         "{error}"
@@ -192,7 +192,7 @@ fn an_open_join_on_a_category_is_refused_before_any_work_in_runs_and_dry_runs() 
     let attack = "SELECT COUNT(*) FROM residents a JOIN residents b ON a.gender = b.gender \
                   JOIN residents c ON b.gender = c.gender";
     let (done, text) = query_as_dev(&data, &grant, &[], attack);
-    assert!(!done || text.contains("failed"), "{text}");
+    assert!(!done || text.contains("refused"), "{text}");
     assert!(text.contains("public domain of a few categories"), "{text}");
     let (_, dry) = crate::support::unseen(&[
         "query",
@@ -239,9 +239,9 @@ fn a_dry_run_that_would_fold_a_huge_constant_is_refused_with_its_rule() {
         let run = dev
             .post("/v1/queries", &json!({"grant": grant, "sql": sql}))
             .unwrap();
-        assert_eq!(run["status"], "failed", "{sql}: {run}");
+        assert_eq!(run["status"], "refused", "{sql}: {run}");
         assert!(
-            run["error"].as_str().unwrap().contains("at most 1000"),
+            run["reason"].as_str().unwrap().contains("at most 1000"),
             "{sql}: {run}"
         );
     }
@@ -344,7 +344,11 @@ fn work_whose_client_disconnects_is_cancelled_and_the_ledger_says_so() {
     let job = wait_running(&admin, None);
     drop(stream);
     let view = wait_ended(&admin, &job);
-    assert_eq!(view["status"], "cancelled", "{view}");
+    assert_eq!(
+        (&view["status"], &view["ending"]),
+        (&json!("stopped"), &json!("cancelled")),
+        "{view}"
+    );
     assert!(
         view["error"]
             .as_str()
@@ -376,7 +380,7 @@ fn work_whose_client_disconnects_is_cancelled_and_the_ledger_says_so() {
     let _ = stream.read_to_end(&mut rest);
     drop(stream);
     let view = wait_ended(&admin, &job);
-    assert_eq!(view["status"], "cancelled", "{view}");
+    assert_eq!(view["ending"], "cancelled", "{view}");
     let (entries, cancelled) = wait_entry(&data, "job.cancelled", "job", &job);
     assert_eq!(entries[cancelled]["actor"], "system");
     assert!(
@@ -400,7 +404,7 @@ fn open_column_queries_are_limited_per_grant_and_shown_in_usage() {
     let sql = "SELECT gender, COUNT(*) AS n FROM residents GROUP BY gender";
     for _ in 0..2 {
         let (done, text) = query_as_dev(&data, &grant, &[], sql);
-        assert!(done && text.contains("succeeded"), "{text}");
+        assert!(done && text.contains("finished"), "{text}");
     }
     let (_, text) = query_as_dev(&data, &grant, &[], sql);
     assert!(
@@ -414,7 +418,7 @@ fn open_column_queries_are_limited_per_grant_and_shown_in_usage() {
         &[],
         "SELECT district, COUNT(*) AS n FROM residents GROUP BY district",
     );
-    assert!(done && text.contains("succeeded"), "{text}");
+    assert!(done && text.contains("finished"), "{text}");
     let usage = ok(&[
         "grant",
         "usage",
@@ -630,7 +634,7 @@ fn sigterm_drains_cancels_what_outlives_the_grace_period_and_exits() {
     let domain = unseen::Domain::open(Path::new(&data)).unwrap();
     for job in &jobs[..2] {
         let view = domain.job("admin", job).unwrap();
-        assert_eq!(view.status, "cancelled", "{job}: {view:?}");
+        assert_eq!(view.ending.as_deref(), Some("cancelled"), "{job}: {view:?}");
         assert!(
             view.error
                 .as_deref()
@@ -640,7 +644,7 @@ fn sigterm_drains_cancels_what_outlives_the_grace_period_and_exits() {
         );
     }
     let queued = domain.job("admin", &jobs[2]).unwrap();
-    assert_eq!(queued.status, "failed", "{queued:?}");
+    assert_eq!(queued.ending.as_deref(), Some("failed"), "{queued:?}");
     assert!(
         queued
             .error

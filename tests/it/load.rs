@@ -70,7 +70,7 @@ fn ordinary(client: &Client, grant: &str, round: usize) -> Value {
 }
 
 fn served(answer: &Value) -> bool {
-    answer["status"] == "succeeded" || answer["admitted"] == true
+    answer["status"] == "finished" || answer["admitted"] == true
 }
 
 /// Runs every user's `requests` requests at once; all latencies, in ms.
@@ -205,7 +205,7 @@ fn the_issue_attacks_leave_ordinary_users_served_memory_bounded_and_sigterm_prom
     for answer in &answers {
         let refused = answer["rule"] == "open-join"
             || answer["rule"] == "unbounded-cost"
-            || answer["error"]
+            || answer["reason"]
                 .as_str()
                 .is_some_and(|e| e.contains("public domain of a few categories"));
         assert!(refused, "an attack was not refused: {answer}");

@@ -23,5 +23,6 @@ mod releases;
 mod reuse;
 mod server;
 mod support;
+mod timing;
 mod udfs;
 mod witness;

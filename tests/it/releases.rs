@@ -565,7 +565,7 @@ fn ledger_checkpoint_prints_the_signed_checkpoint_locally_and_over_the_server() 
         key.to_str().unwrap(),
     ]);
     let server = TestServer::start(&data, 1);
-    let token = crate::support::rotate(&server.domain, "dev");
+    let token = crate::support::rotate(&server.domain, "rev");
     let remote = ok(&[
         "--server",
         &server.base,
@@ -577,6 +577,20 @@ fn ledger_checkpoint_prints_the_signed_checkpoint_locally_and_over_the_server() 
     assert!(remote.starts_with(unseen_ledger_origin()), "{remote}");
     let newest = std::fs::read_to_string(Path::new(&data).join("ledger/checkpoint")).unwrap();
     assert_eq!(remote, newest);
+    // Not for developers: the checkpoint's size grows as their jobs run.
+    let dev = crate::support::rotate(&server.domain, "dev");
+    let refused = crate::support::fails(&[
+        "--server",
+        &server.base,
+        "--token",
+        &dev,
+        "ledger",
+        "checkpoint",
+    ]);
+    assert!(
+        refused.contains("may not read the ledger checkpoint"),
+        "{refused}"
+    );
 }
 
 fn unseen_ledger_origin() -> &'static str {

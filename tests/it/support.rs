@@ -204,9 +204,7 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// `admin`, a developer `dev` and a reviewer `rev`.
 pub fn residents_dir(rows: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("d").to_str().unwrap().to_string();
     let parquet = dir.path().join("r.parquet");
-    let manifest = dir.path().join("r.toml");
     ok(&[
         "dataset",
         "generate",
@@ -216,6 +214,16 @@ pub fn residents_dir(rows: &str) -> (tempfile::TempDir, String) {
         "--out",
         parquet.to_str().unwrap(),
     ]);
+    let data = residents_dir_from(dir.path(), &parquet);
+    (dir, data)
+}
+
+/// A data directory `d` under `dir` with the residents of `parquet`
+/// registered, an admin `admin`, a developer `dev` and a reviewer `rev`;
+/// its path.
+pub fn residents_dir_from(dir: &Path, parquet: &Path) -> String {
+    let data = dir.join("d").to_str().unwrap().to_string();
+    let manifest = dir.join("r.toml");
     std::fs::write(&manifest, ok(&["dataset", "manifest", "residents"])).unwrap();
     ok(&[
         "user",
@@ -271,7 +279,7 @@ pub fn residents_dir(rows: &str) -> (tempfile::TempDir, String) {
         "--data-dir",
         &data,
     ]);
-    (dir, data)
+    data
 }
 
 /// Issues a grant over `residents` to `dev` with total `epsilon` and 1 per

@@ -1,6 +1,8 @@
 //! UDF modules called from job SQL: the SME credit-risk worked example end
 //! to end, and every way a UDF could be misused refused with its reason.
 
+use std::path::Path;
+
 use crate::support::{issue_grant_on, ok, residents_dir};
 
 /// Users, residents, and 1,000 enterprises with their tax and electricity
@@ -273,5 +275,170 @@ fn find_key(v: &serde_json::Value, key: &str) -> Option<u64> {
             .or_else(|| m.values().find_map(|x| find_key(x, key))),
         serde_json::Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
         _ => None,
+    }
+}
+
+/// The provider sets a UDF's per-row instruction cap in the grant: the
+/// same module and query under two grants, one with the default cap and one
+/// with 50,000 instructions. A row whose work needs more than 50,000 (a
+/// loop of 20,000 rounds) is NULL under the second grant only, answered as
+/// the clamp's lower bound; a light row is answered under both. The cap is
+/// in the grant's views (CLI and HTTP) and in its ledger entry.
+#[test]
+fn a_grants_row_instruction_cap_nulls_only_the_rows_that_need_more() {
+    let (dir, data) = residents_dir("400");
+    let udf = dir.path().join("work.wasm");
+    std::fs::write(&udf, crate::support::guest("udf-work")).unwrap();
+    let udf = udf.to_str().unwrap();
+    let issue = |extra: &[&str]| -> String {
+        let mut args = vec![
+            "grant",
+            "issue",
+            "--dataset",
+            "residents",
+            "--developer",
+            "dev",
+            "--purpose",
+            "t",
+            "--epsilon",
+            "1000",
+            "--query-epsilon",
+            "50",
+            "--allow-udfs",
+            "--as",
+            "admin",
+            "--json",
+            "--data-dir",
+            &data,
+        ];
+        args.extend_from_slice(extra);
+        let issued: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        issued["grant"].as_str().unwrap().to_string()
+    };
+    let roomy = issue(&[]);
+    let tight = issue(&["--udf-row-instructions", "50000"]);
+    // Epsilon 50 per query: noise of about 0.04 per sum, so each sum is
+    // either about 400 or about 0.
+    let sql = "SELECT SUM(LEAST(GREATEST(work(20000, annual_income), 0), 1)) AS heavy, \
+               SUM(LEAST(GREATEST(work(10, annual_income), 0), 1)) AS light FROM residents";
+    let sums = |grant: &str| -> (f64, f64) {
+        let (answered, out) = crate::support::unseen(&[
+            "query",
+            "--grant",
+            grant,
+            "--udf",
+            udf,
+            "--json",
+            "--as",
+            "dev",
+            "--data-dir",
+            &data,
+            sql,
+        ]);
+        assert!(answered, "{out}");
+        // The released table goes to review: read it as the reviewer does.
+        let job: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        let output = job["outputs"][0].as_str().unwrap().to_string();
+        let shown: serde_json::Value = serde_json::from_str(&ok(&[
+            "review",
+            "show",
+            &output,
+            "--json",
+            "--as",
+            "rev",
+            "--data-dir",
+            &data,
+        ]))
+        .unwrap();
+        let value = |name: &str| -> f64 {
+            let column = shown["table"]["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap_or_else(|| panic!("no column {name}: {shown}"));
+            let v = &column["values"][0];
+            v["value"].as_f64().or_else(|| v.as_f64()).unwrap()
+        };
+        (value("heavy"), value("light"))
+    };
+    let (heavy, light) = sums(&roomy);
+    assert!(
+        (heavy - 400.0).abs() < 5.0,
+        "default cap: heavy rows answered: {heavy}"
+    );
+    assert!((light - 400.0).abs() < 5.0, "{light}");
+    let (heavy, light) = sums(&tight);
+    assert!(
+        heavy.abs() < 5.0,
+        "cap 50,000: heavy rows are NULL: {heavy}"
+    );
+    assert!(
+        (light - 400.0).abs() < 5.0,
+        "cap 50,000: light rows answered: {light}"
+    );
+    // The cap is part of the grant, shown to whoever may read it, and in
+    // the ledger.
+    let shown: serde_json::Value = serde_json::from_str(&ok(&[
+        "grant",
+        "show",
+        &tight,
+        "--json",
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]))
+    .unwrap();
+    assert_eq!(shown["udf_row_instructions"], 50_000, "{shown}");
+    let server = crate::support::TestServer::start(&data, 1);
+    let over_http = server
+        .client(&crate::support::token_of(&data, "dev"))
+        .get(&format!("/v1/grants/{roomy}"))
+        .unwrap();
+    assert_eq!(
+        over_http["grant"]["udf_row_instructions"],
+        unseen::MAX_UDF_ROW_INSTRUCTIONS,
+        "{over_http}"
+    );
+    drop(server);
+    let entries = std::fs::read_to_string(Path::new(&data).join("ledger/entries.jsonl")).unwrap();
+    assert!(
+        entries.lines().any(|l| l.contains("\"grant.issued\"")
+            && l.contains(&tight)
+            && l.contains("\"udf_row_instructions\":50000")),
+        "grant.issued records the cap"
+    );
+    // Out of range, or without UDFs: refused, saying what to do.
+    for (flags, expected) in [
+        (
+            vec!["--allow-udfs", "--udf-row-instructions", "0"],
+            "1 to 1000000",
+        ),
+        (
+            vec!["--allow-udfs", "--udf-row-instructions", "2000000"],
+            "1 to 1000000",
+        ),
+        (vec!["--udf-row-instructions", "5000"], "add allow_udfs"),
+    ] {
+        let mut args = vec![
+            "grant",
+            "issue",
+            "--dataset",
+            "residents",
+            "--developer",
+            "dev",
+            "--purpose",
+            "t",
+            "--epsilon",
+            "1",
+            "--as",
+            "admin",
+            "--data-dir",
+            &data,
+        ];
+        args.extend(flags);
+        let err = crate::support::fails(&args);
+        assert!(err.contains(expected), "{err}");
     }
 }

@@ -165,7 +165,7 @@ impl WasmAggregateUdf {
     fn init(&self) -> Result<Vec<u8>, UdfError> {
         let udf = self.name_str();
         let inner = &self.module.inner;
-        inner.with_instance(udf, |inst| {
+        self.module.with_instance(udf, |inst| {
             let empty = vec![0u8; self.width()];
             let ptr = inst
                 .put(STATES_SLOT, &empty)
@@ -233,8 +233,7 @@ impl WasmAggregateUdf {
         if rows.count == 0 {
             return Ok(());
         }
-        let inner = &self.module.inner;
-        let out = inner.with_instance(udf, |inst| {
+        let out = self.module.with_instance(udf, |inst| {
             let frame = write_frame(inst, udf, arrays, &self.args, rows.count)?;
             self.fold(inst, AggregateExport::Update, frame, states, &rows)
         })?;
@@ -264,8 +263,7 @@ impl WasmAggregateUdf {
             return Ok(());
         }
         let bytes = contiguous(partials);
-        let inner = &self.module.inner;
-        let out = inner.with_instance(udf, |inst| {
+        let out = self.module.with_instance(udf, |inst| {
             let others = inst
                 .put(OTHERS_SLOT, &bytes)
                 .map_err(|p| bad_input(udf, p))?;
@@ -324,7 +322,7 @@ impl WasmAggregateUdf {
             return Ok(arrow::array::new_empty_array(&self.decl.function.returns));
         }
         let inner = &self.module.inner;
-        Ok(inner.with_instance(udf, |inst| {
+        Ok(self.module.with_instance(udf, |inst| {
             let ptr = inst
                 .put(STATES_SLOT, states)
                 .map_err(|p| bad_input(udf, p))?;

@@ -2,6 +2,11 @@
 //! each inside a DataFusion query `SELECT SUM(f(a, b)) FROM t` over an
 //! in-memory table, and of instantiating a cached UDF module.
 //!
+//! To say what row isolation costs, the same modules also run through the
+//! same trusted loop and batch memory without restoring any state or
+//! counting instructions ([`Isolation::BenchLoopOnly`], which only this
+//! benchmark builds and no query is ever served by).
+//!
 //! Plain `std::time::Instant` measurements: each query runs once to warm
 //! up, then [`UdfBenchConfig::repeats`] times; the median is reported. The
 //! native baselines use Arrow's `binary` kernel, the way a well-written
@@ -28,6 +33,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use super::isolate::Isolation;
 use super::{ScalarUdfDecl, UdfModule};
 use crate::{ModuleKind, Sandbox};
 
@@ -267,6 +273,11 @@ pub struct UdfBenchReport {
     pub light_native: Duration,
     /// `light_wasm / light_native`.
     pub light_ratio: f64,
+    /// The same wasm UDF through the same loop, without row isolation
+    /// (no restore between rows, no instruction cap): what isolation costs.
+    pub light_unisolated: Duration,
+    /// `light_unisolated / light_native`.
+    pub light_unisolated_ratio: f64,
     /// The same query with the platform's `ln` ([`NativeFn::LightStd`]).
     pub light_native_std: Duration,
     /// `light_wasm / light_native_std`.
@@ -277,6 +288,10 @@ pub struct UdfBenchReport {
     pub gcd_native: Duration,
     /// `gcd_wasm / gcd_native`.
     pub gcd_ratio: f64,
+    /// The gcd UDF without row isolation (as `light_unisolated`).
+    pub gcd_unisolated: Duration,
+    /// `gcd_unisolated / gcd_native`.
+    pub gcd_unisolated_ratio: f64,
     /// Median time to instantiate the cached light module from its `InstancePre`.
     pub instantiate_p50: Duration,
     /// 99th percentile of the same.
@@ -311,6 +326,14 @@ impl fmt::Display for UdfBenchReport {
             f,
             "gcd:   wasm {:?}, native {:?}, ratio {:.3}",
             self.gcd_wasm, self.gcd_native, self.gcd_ratio
+        )?;
+        writeln!(
+            f,
+            "without row isolation: light {:?} ({:.3}), gcd {:?} ({:.3})",
+            self.light_unisolated,
+            self.light_unisolated_ratio,
+            self.gcd_unisolated,
+            self.gcd_unisolated_ratio
         )?;
         write!(
             f,
@@ -423,28 +446,47 @@ pub fn run(
         .validate(gcd_wasm, ModuleKind::Udf)
         .and_then(|m| UdfModule::new(sandbox, &m))
         .map_err(sandbox_error)?;
+    // The same modules through the loop alone, to measure the isolation.
+    let unisolated = |bytes: &[u8]| {
+        let mut m = sandbox.validate(bytes, ModuleKind::Udf)?;
+        m.rows = Some(sandbox.isolate(bytes, &m.functions, Isolation::BenchLoopOnly)?);
+        UdfModule::new(sandbox, &m)
+    };
+    let light_loop_only = unisolated(light_wasm).map_err(sandbox_error)?;
+    let gcd_loop_only = unisolated(gcd_wasm).map_err(sandbox_error)?;
 
     let ctx = SessionContext::new_with_config(
         SessionConfig::new().with_target_partitions(config.partitions.max(1)),
     );
-    ctx.register_table(
-        "t",
-        Arc::new(bench_table(
-            config.rows,
-            config.batch_rows,
-            config.partitions,
-        )?),
-    )?;
-    ctx.register_udf(ScalarUDF::from(light_module.scalar(ScalarUdfDecl::new(
-        "light",
-        vec![DataType::Float64, DataType::Float64],
-        DataType::Float64,
-    ))?));
-    ctx.register_udf(ScalarUDF::from(gcd_module.scalar(ScalarUdfDecl::new(
-        "gcd",
-        vec![DataType::Int64, DataType::Int64],
-        DataType::Int64,
-    ))?));
+    let table = Arc::new(bench_table(
+        config.rows,
+        config.batch_rows,
+        config.partitions,
+    )?);
+    ctx.register_table("t", table.clone())?;
+    // The same table and functions, the wasm ones without isolation.
+    let loop_ctx = SessionContext::new_with_config(
+        SessionConfig::new().with_target_partitions(config.partitions.max(1)),
+    );
+    loop_ctx.register_table("t", table)?;
+    let light_decl = || {
+        ScalarUdfDecl::new(
+            "light",
+            vec![DataType::Float64, DataType::Float64],
+            DataType::Float64,
+        )
+    };
+    let gcd_decl = || {
+        ScalarUdfDecl::new(
+            "gcd",
+            vec![DataType::Int64, DataType::Int64],
+            DataType::Int64,
+        )
+    };
+    ctx.register_udf(ScalarUDF::from(light_module.scalar(light_decl())?));
+    ctx.register_udf(ScalarUDF::from(gcd_module.scalar(gcd_decl())?));
+    loop_ctx.register_udf(ScalarUDF::from(light_loop_only.scalar(light_decl())?));
+    loop_ctx.register_udf(ScalarUDF::from(gcd_loop_only.scalar(gcd_decl())?));
     ctx.register_udf(ScalarUDF::from(NativeScalarUdf::new(
         "light_native",
         NativeFn::Light,
@@ -463,16 +505,24 @@ pub fn run(
         .build()
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let repeats = config.repeats.max(1);
-    let (light_wasm, light_native, light_native_std, gcd_wasm, gcd_native) =
+    let light = "SELECT SUM(light(a, b)) FROM t";
+    let gcd = "SELECT SUM(gcd(x, y)) FROM t";
+    let (light_wasm, light_native, light_native_std, light_unisolated) =
         runtime.block_on(async {
             Ok::<_, DataFusionError>((
-                timed_sum(&ctx, "SELECT SUM(light(a, b)) FROM t", repeats).await?,
+                timed_sum(&ctx, light, repeats).await?,
                 timed_sum(&ctx, "SELECT SUM(light_native(a, b)) FROM t", repeats).await?,
                 timed_sum(&ctx, "SELECT SUM(light_native_std(a, b)) FROM t", repeats).await?,
-                timed_sum(&ctx, "SELECT SUM(gcd(x, y)) FROM t", repeats).await?,
-                timed_sum(&ctx, "SELECT SUM(gcd_native(x, y)) FROM t", repeats).await?,
+                timed_sum(&loop_ctx, light, repeats).await?,
             ))
         })?;
+    let (gcd_wasm, gcd_native, gcd_unisolated) = runtime.block_on(async {
+        Ok::<_, DataFusionError>((
+            timed_sum(&ctx, gcd, repeats).await?,
+            timed_sum(&ctx, "SELECT SUM(gcd_native(x, y)) FROM t", repeats).await?,
+            timed_sum(&loop_ctx, gcd, repeats).await?,
+        ))
+    })?;
 
     let mut times = Vec::with_capacity(config.instantiations.max(1));
     for _ in 0..config.instantiations.max(1) {
@@ -490,7 +540,11 @@ pub fn run(
         for _ in 0..config.instantiations.max(1) {
             let started = Instant::now();
             let instance = rows
-                .instantiate(&light_module.inner.engine, &light_module.inner.limits)
+                .instantiate(
+                    &light_module.inner.engine,
+                    &light_module.inner.limits,
+                    &light_module.inner.live,
+                )
                 .map_err(sandbox_error)?;
             row_times.push(started.elapsed());
             drop(instance);
@@ -509,6 +563,10 @@ pub fn run(
         light_std_ratio: ratio(light_wasm.0, light_native_std.0),
         light_native_std: light_native_std.0,
         gcd_ratio: ratio(gcd_wasm.0, gcd_native.0),
+        light_unisolated: light_unisolated.0,
+        light_unisolated_ratio: ratio(light_unisolated.0, light_native.0),
+        gcd_unisolated: gcd_unisolated.0,
+        gcd_unisolated_ratio: ratio(gcd_unisolated.0, gcd_native.0),
         light_sums: (as_f64(&light_wasm.1), as_f64(&light_native.1)),
         gcd_sums: (as_i64(&gcd_wasm.1), as_i64(&gcd_native.1)),
         light_wasm: light_wasm.0,

@@ -24,8 +24,17 @@
 //! - **An instruction budget.** Every function entry and loop header of the
 //!   original code subtracts, from an injected counter, the number of
 //!   instructions the code up to the next loop header or call can execute,
-//!   and traps when the counter would go negative. The same row always
-//!   stops at the same place: the cap is deterministic, not wall-clock.
+//!   and traps when the counter would go negative. A function without loops
+//!   whose callees are all like it (and that is neither exported nor in a
+//!   table) is *prepaid*: its callers add the most it can execute to the
+//!   region of the call, and it checks nothing itself, so a light row
+//!   function that calls a few leaf functions pays one check, not one per
+//!   call ([`prepaid_costs`]). `memory.fill` and
+//!   `memory.copy` cost [`BULK_OP_INSTRUCTIONS`] and, before they run, one
+//!   more per [`BULK_BYTES_PER_INSTRUCTION`] bytes they touch, so that no
+//!   instruction does unbounded work for one unit of the budget. The same
+//!   row always stops at the same place: the cap is deterministic, not
+//!   wall-clock.
 //! - **A fixed memory size.** `memory.grow` and `memory.size` act on a
 //!   virtual size that starts at the module's own minimum and may grow into
 //!   [`HEAP_PAGES`] spare pages; it is reset every row, so one row's
@@ -52,6 +61,14 @@ use udf_sdk::udf::UdfType;
 
 use crate::SandboxError;
 
+/// What a `memory.fill` or `memory.copy` costs of a row's instruction
+/// budget besides its bytes: the host call behind it takes about as long
+/// as this many simple instructions.
+pub(crate) const BULK_OP_INSTRUCTIONS: u64 = 16;
+/// Bytes a `memory.fill` or `memory.copy` may touch per unit of the
+/// budget (the bytes are charged before the operation runs).
+pub(crate) const BULK_BYTES_PER_INSTRUCTION: u32 = 8;
+
 /// Pages memory 0 may virtually grow by within one row.
 pub(crate) const HEAP_PAGES: u32 = 16;
 /// Pages after the heap that hold one row's string arguments.
@@ -76,6 +93,18 @@ pub(crate) struct Isolated {
     pub(crate) snapshot_bytes: u32,
     /// Where a row's strings go in memory 0, and how many bytes fit.
     pub(crate) scratch: (u32, u32),
+}
+
+/// What the rewrite guarantees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isolation {
+    /// Every row starts from the pristine state under its instruction cap:
+    /// what every UDF module served to a query gets.
+    Rows,
+    /// The same trusted loop and batch memory, without restoring state or
+    /// counting instructions: only for [`super::bench`] to measure what the
+    /// isolation costs. Never serves a query.
+    BenchLoopOnly,
 }
 
 /// One scalar function to give a loop: its SQL name, argument and result
@@ -176,6 +205,7 @@ fn parts(bytes: &[u8]) -> Result<Parts<'_>, SandboxError> {
 pub(crate) fn isolate(
     bytes: &[u8],
     functions: &[RowFunction<'_>],
+    isolation: Isolation,
 ) -> Result<Isolated, SandboxError> {
     let p = parts(bytes)?;
     let memory = p
@@ -203,6 +233,7 @@ pub(crate) fn isolate(
     for &ty in &p.func_types {
         funcs.function(ty);
     }
+    let prepaid = prepaid_costs(&p).map_err(parse_err)?;
     let mut code = CodeSection::new();
     for (i, body) in p.bodies.iter().enumerate() {
         let ty = p
@@ -214,7 +245,7 @@ pub(crate) fn isolate(
             .iter()
             .find(|(f, _)| *f == i as u32)
             .map_or_else(|| format!("function #{i}"), |(_, n)| format!("`{n}`"));
-        code.function(&instrument(body, ty, &layout).map_err(|e| match e {
+        code.function(&instrument(i, body, ty, &layout, &prepaid, isolation).map_err(|e| match e {
             Instrument::Refused(op) => refuse(format!(
                 "{name} uses `{op}`, whose effect on the module's state cannot be undone between rows; UDFs may not use it"
             )),
@@ -261,7 +292,9 @@ pub(crate) fn isolate(
         let ty = types.len();
         types.ty().function(params.iter().copied(), [ValType::I32]);
         funcs.function(ty);
-        code.function(&row_loop(f, row_fn, &layout, &p.globals, &written)?);
+        code.function(&row_loop(
+            f, row_fn, &layout, &p.globals, &written, isolation,
+        )?);
         exports.export(
             &loop_export(f.name),
             ExportKind::Func,
@@ -493,6 +526,7 @@ fn row_loop(
     l: &Layout,
     globals: &[wasmparser::Global<'_>],
     written: &Written,
+    isolation: Isolation,
 ) -> Result<Function, SandboxError> {
     let n_params = loop_params(f.args).len() as u32;
     // Locals: i, hi, cursor, start, len, ok, then one (ptr|len) i64 per
@@ -518,12 +552,16 @@ fn row_loop(
     s.block(BlockType::Empty).loop_(BlockType::Empty);
     s.local_get(i).local_get(P_ROWS).i32_ge_u().br_if(1);
     s.local_get(i).global_set(l.row);
-    reset_row(&mut func, l, globals, written, hi)?;
+    if isolation == Isolation::Rows {
+        reset_row(&mut func, l, globals, written, hi)?;
+    }
     let mut s = func.instructions();
-    if written.grows {
+    if written.grows && isolation == Isolation::Rows {
         s.i32_const(l.own_pages as i32).global_set(l.vsize);
     }
-    s.local_get(P_FUEL).global_set(l.fuel);
+    if isolation == Isolation::Rows {
+        s.local_get(P_FUEL).global_set(l.fuel);
+    }
     s.local_get(P_SKIP)
         .local_get(i)
         .i32_add()
@@ -779,10 +817,130 @@ impl From<wasmparser::BinaryReaderError> for Instrument {
     }
 }
 
+/// The most a prepaid function can execute, prepaid callees included: at
+/// most this, so that paying for branches not taken costs a row little.
+const PREPAID_MAX: u64 = 10_000;
+
+/// For each function, the most it can execute if it is *prepaid* (its
+/// callers pay that up front at the call and it checks nothing), or `None`
+/// if it charges its own entry.
+///
+/// A function is prepaid when it has no loops, cannot be reached but by a
+/// direct `call` (it is not exported, in an element segment or named by a
+/// `ref.func`), every function it calls is either prepaid or charges
+/// itself, it is not part of a cycle of such functions (recursion must be
+/// charged at every entry), and its cost with its prepaid callees' is at
+/// most [`PREPAID_MAX`]. Its cost is the sum over all its instructions (an
+/// upper bound for any path, since nothing repeats), so a row pays at least
+/// what it executes: deterministic, and never less than the exact count.
+fn prepaid_costs(p: &Parts<'_>) -> Result<Vec<Option<u64>>, wasmparser::BinaryReaderError> {
+    let n = p.bodies.len();
+    let mut reachable_otherwise = vec![false; n];
+    let mut mark = |f: u32| {
+        if let Some(slot) = reachable_otherwise.get_mut(f as usize) {
+            *slot = true;
+        }
+    };
+    for e in &p.exports {
+        if e.kind == ExternalKind::Func {
+            mark(e.index);
+        }
+    }
+    if let Some(elements) = p.elements.clone() {
+        for element in elements {
+            match element?.items {
+                wasmparser::ElementItems::Functions(funcs) => {
+                    for f in funcs {
+                        mark(f?);
+                    }
+                }
+                wasmparser::ElementItems::Expressions(_, exprs) => {
+                    for expr in exprs {
+                        let mut ops = expr?.get_operators_reader();
+                        while !ops.eof() {
+                            if let Operator::RefFunc { function_index } = ops.read()? {
+                                mark(function_index);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for g in &p.globals {
+        let mut ops = g.init_expr.get_operators_reader();
+        while !ops.eof() {
+            if let Operator::RefFunc { function_index } = ops.read()? {
+                mark(function_index);
+            }
+        }
+    }
+    // Per function: whether it loops, and whom it calls directly.
+    let mut loops = vec![false; n];
+    let mut callees: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (f, body) in p.bodies.iter().enumerate() {
+        let mut ops = body.get_operators_reader()?;
+        while !ops.eof() {
+            match ops.read()? {
+                Operator::Loop { .. } => loops[f] = true,
+                Operator::Call { function_index } => callees[f].push(function_index),
+                Operator::RefFunc { function_index } => mark(function_index),
+                _ => {}
+            }
+        }
+    }
+    // Candidates become prepaid from the leaves up; one whose cost is over
+    // the limit charges itself, which may let its callers resolve; what is
+    // left unresolved (cycles of calls, and their callers) charges itself.
+    // A function that calls itself is never a candidate.
+    let mut candidate: Vec<bool> = (0..n)
+        .map(|f| !loops[f] && !reachable_otherwise[f] && !callees[f].contains(&(f as u32)))
+        .collect();
+    let mut total: Vec<Option<u64>> = vec![None; n];
+    loop {
+        let mut changed = false;
+        for f in 0..n {
+            if !candidate[f] || total[f].is_some() {
+                continue;
+            }
+            let blocked = callees[f].iter().any(|&g| {
+                let g = g as usize;
+                candidate.get(g) == Some(&true) && total[g].is_none()
+            });
+            if blocked {
+                continue;
+            }
+            let cost = region_costs(&p.bodies[f], &|g| {
+                total.get(g as usize).copied().flatten().unwrap_or(0)
+            });
+            let Ok(cost) = cost else {
+                // Refusals and parse errors are reported by `instrument`.
+                candidate[f] = false;
+                changed = true;
+                continue;
+            };
+            if cost[0] <= PREPAID_MAX {
+                total[f] = Some(cost[0]);
+            } else {
+                candidate[f] = false;
+            }
+            changed = true;
+        }
+        if !changed {
+            break;
+        }
+    }
+    Ok(total)
+}
+
 /// Instructions the code from a function's entry, or a loop's header, can
 /// execute before the next loop header or call: one count per region,
-/// the function first, then its loops in order.
-fn region_costs(body: &wasmparser::FunctionBody<'_>) -> Result<Vec<u64>, Instrument> {
+/// the function first, then its loops in order. A call to a prepaid
+/// function counts what `callee` says that function can execute.
+fn region_costs(
+    body: &wasmparser::FunctionBody<'_>,
+    callee: &dyn Fn(u32) -> u64,
+) -> Result<Vec<u64>, Instrument> {
     let mut costs = vec![0u64];
     // For each open block: the region it belongs to and whether it is a loop.
     let mut frames: Vec<(usize, bool)> = vec![(0, false)];
@@ -790,7 +948,12 @@ fn region_costs(body: &wasmparser::FunctionBody<'_>) -> Result<Vec<u64>, Instrum
     while !ops.eof() {
         let op = ops.read()?;
         let region = frames.last().map_or(0, |f| f.0);
-        costs[region] += 1;
+        let cost = match op {
+            Operator::MemoryFill { .. } | Operator::MemoryCopy { .. } => BULK_OP_INSTRUCTIONS,
+            Operator::Call { function_index } => 1u64.saturating_add(callee(function_index)),
+            _ => 1,
+        };
+        costs[region] = costs[region].saturating_add(cost);
         match op {
             Operator::Loop { .. } => {
                 costs.push(1);
@@ -821,12 +984,22 @@ struct Scratch {
     v_v128: u32,
 }
 
+/// The body of a function of the original module with dirty tracking, the
+/// virtual memory size and the instruction budget; `prepaid` as
+/// [`prepaid_costs`] found (this function checks its entry unless its own
+/// entry there is `Some`).
 fn instrument(
+    index: usize,
     body: &wasmparser::FunctionBody<'_>,
     ty: &FuncType,
     l: &Layout,
+    prepaid: &[Option<u64>],
+    isolation: Isolation,
 ) -> Result<Function, Instrument> {
-    let costs = region_costs(body)?;
+    let isolating = isolation == Isolation::Rows;
+    let costs = region_costs(body, &|g| {
+        prepaid.get(g as usize).copied().flatten().unwrap_or(0)
+    })?;
     let mut locals = Vec::new();
     let mut own = 0u32;
     for local in body.get_locals_reader()? {
@@ -859,7 +1032,9 @@ fn instrument(
         (1, ValType::V128),
     ]);
     let mut f = Function::new(locals);
-    charge(&mut f, l, costs[0]);
+    if isolating && prepaid.get(index).copied().flatten().is_none() {
+        charge(&mut f, l, costs[0]);
+    }
     let mut next_loop = 1;
     let mut ops = body.get_operators_reader()?;
     while !ops.eof() {
@@ -867,7 +1042,7 @@ fn instrument(
         if let Some(forbidden) = forbidden(&op) {
             return Err(Instrument::Refused(forbidden));
         }
-        if let Some((memarg, bytes, value)) = store_kind(&op) {
+        if let Some((memarg, bytes, value)) = store_kind(&op).filter(|_| isolating) {
             {
                 let v = match value {
                     ValType::I32 => t.v_i32,
@@ -889,24 +1064,26 @@ fn instrument(
             }
         }
         match op {
-            Operator::MemoryFill { .. } => {
+            Operator::MemoryFill { .. } if isolating => {
                 f.instructions()
                     .local_set(t.y)
                     .local_set(t.v_i32)
                     .local_set(t.a);
                 track(&mut f, l, &t, t.a, Len::Local(t.y));
+                charge_bytes(&mut f, l, t.y);
                 f.instructions()
                     .local_get(t.a)
                     .local_get(t.v_i32)
                     .local_get(t.y)
                     .memory_fill(0);
             }
-            Operator::MemoryCopy { .. } => {
+            Operator::MemoryCopy { .. } if isolating => {
                 f.instructions()
                     .local_set(t.y)
                     .local_set(t.x)
                     .local_set(t.a);
                 track(&mut f, l, &t, t.a, Len::Local(t.y));
+                charge_bytes(&mut f, l, t.y);
                 f.instructions()
                     .local_get(t.a)
                     .local_get(t.x)
@@ -938,7 +1115,9 @@ fn instrument(
             }
             Operator::Loop { .. } => {
                 f.instruction(&reencode(op)?);
-                charge(&mut f, l, costs[next_loop]);
+                if isolating {
+                    charge(&mut f, l, costs[next_loop]);
+                }
                 next_loop += 1;
             }
             op => {
@@ -962,6 +1141,31 @@ fn charge(f: &mut Function, l: &Layout, cost: u64) {
         .end()
         .global_get(l.fuel)
         .i64_const(cost)
+        .i64_sub()
+        .global_set(l.fuel);
+}
+
+/// Subtracts one unit per [`BULK_BYTES_PER_INSTRUCTION`] of the byte
+/// count in local `len` (an unsigned `i32`) from the row's budget, trapping
+/// first when it would go negative: a bulk operation is paid for before it
+/// runs.
+fn charge_bytes(f: &mut Function, l: &Layout, len: u32) {
+    let shift = BULK_BYTES_PER_INSTRUCTION.trailing_zeros() as i32;
+    let mut s = f.instructions();
+    s.global_get(l.fuel)
+        .local_get(len)
+        .i32_const(shift)
+        .i32_shr_u()
+        .i64_extend_i32_u()
+        .i64_lt_s()
+        .if_(BlockType::Empty)
+        .unreachable()
+        .end()
+        .global_get(l.fuel)
+        .local_get(len)
+        .i32_const(shift)
+        .i32_shr_u()
+        .i64_extend_i32_u()
         .i64_sub()
         .global_set(l.fuel);
 }
@@ -1055,7 +1259,7 @@ mod tests {
         let bytes = module.finish();
         for payload in Parser::new(0).parse_all(&bytes) {
             if let Payload::CodeSectionEntry(body) = payload.unwrap() {
-                return region_costs(&body).ok().unwrap();
+                return region_costs(&body, &|_| 0).ok().unwrap();
             }
         }
         unreachable!("the module has a body")
@@ -1079,6 +1283,108 @@ mod tests {
         // Function: nop, loop, end (function). Outer loop: nop, loop, br,
         // end, plus its header's own charge. Inner: nop, br, end, plus one.
         assert_eq!(costs, vec![3, 5, 4]);
+    }
+
+    #[test]
+    fn bulk_memory_operations_cost_more_than_one_instruction() {
+        const _: () = assert!(BULK_BYTES_PER_INSTRUCTION.is_power_of_two());
+        let costs = costs_of(|s| {
+            s.i32_const(0)
+                .i32_const(0)
+                .i32_const(8)
+                .memory_fill(0)
+                .end();
+        });
+        // Three constants and the end, and the fill's fixed cost (its bytes
+        // are charged when it runs).
+        assert_eq!(costs, vec![4 + BULK_OP_INSTRUCTIONS]);
+    }
+
+    /// A module whose function `i` has body `bodies[i]` (all `() -> ()`),
+    /// exporting function 0 and putting `in_table` in an element segment.
+    fn module_of(bodies: &[&dyn Fn(&mut InstructionSink<'_>)], in_table: &[u32]) -> Vec<u8> {
+        let mut types = TypeSection::new();
+        types.ty().function([], []);
+        let mut funcs = FunctionSection::new();
+        let mut code = CodeSection::new();
+        for body in bodies {
+            funcs.function(0);
+            let mut f = Function::new([]);
+            body(&mut f.instructions());
+            code.function(&f);
+        }
+        let mut tables = TableSection::new();
+        tables.table(wasm_encoder::TableType {
+            element_type: wasm_encoder::RefType::FUNCREF,
+            minimum: 4,
+            maximum: Some(4),
+            table64: false,
+            shared: false,
+        });
+        let mut exports = ExportSection::new();
+        exports.export("row", ExportKind::Func, 0);
+        let mut elements = ElementSection::new();
+        elements.active(
+            Some(0),
+            &ConstExpr::i32_const(0),
+            wasm_encoder::Elements::Functions(in_table.into()),
+        );
+        let mut module = Module::new();
+        module
+            .section(&types)
+            .section(&funcs)
+            .section(&tables)
+            .section(&exports)
+            .section(&elements)
+            .section(&code);
+        module.finish()
+    }
+
+    #[test]
+    fn leaf_functions_called_directly_are_paid_for_by_their_callers() {
+        let bytes = module_of(
+            &[
+                // 0, exported: calls 1 twice and 3.
+                &|s| {
+                    s.call(1).call(1).call(3).end();
+                },
+                // 1: no loops, calls 2.
+                &|s| {
+                    s.nop().call(2).end();
+                },
+                // 2: a leaf.
+                &|s| {
+                    s.nop().nop().end();
+                },
+                // 3: loops.
+                &|s| {
+                    s.loop_(BlockType::Empty).end().end();
+                },
+                // 4: calls itself.
+                &|s| {
+                    s.call(4).end();
+                },
+                // 5: a leaf, but in a table (reachable by call_indirect).
+                &|s| {
+                    s.nop().end();
+                },
+                // 6: calls 4 (which charges itself) and 5.
+                &|s| {
+                    s.call(4).call(5).end();
+                },
+            ],
+            &[5],
+        );
+        let parts = parts(&bytes).unwrap();
+        let prepaid = prepaid_costs(&parts).unwrap();
+        // 2: nop, nop, end. 1: nop, call (1 + 3), end. 6: two calls and end,
+        // its callees charging themselves.
+        assert_eq!(prepaid, [None, Some(6), Some(3), None, None, None, Some(3)]);
+        // The exported function pays for both calls of 1 at its entry.
+        let costs = region_costs(&parts.bodies[0], &|g| prepaid[g as usize].unwrap_or(0))
+            .ok()
+            .unwrap();
+        assert_eq!(costs, vec![(1 + 6) * 2 + 1 + 1]);
     }
 
     #[test]

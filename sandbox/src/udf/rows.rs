@@ -9,8 +9,8 @@
 //! returned null there. Only the wall-clock deadline, a guard against an
 //! overloaded host, fails the batch.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer};
@@ -19,7 +19,7 @@ use udf_sdk::udf::{self as abi, UdfType};
 use wasmtime::{Global, Instance, InstancePre, Memory, Module, Store, Trap, Val};
 
 use super::isolate::{BATCH_MEMORY, Isolated, ROW_GLOBAL};
-use super::{UdfError, bad_input, primitive};
+use super::{Live, UdfError, bad_input, lock_pool, primitive};
 use crate::host::MemoryLimiter;
 use crate::{Limits, SandboxError};
 
@@ -43,30 +43,26 @@ impl RowsModule {
     }
 }
 
-/// The per-module state of row-at-a-time evaluation.
+/// The per-module state of row-at-a-time evaluation (the instances are
+/// kept per query, by the module's query handles).
 pub(crate) struct Rows {
     pub(crate) pre: InstancePre<MemoryLimiter>,
     snapshot_bytes: usize,
     scratch_bytes: usize,
-    /// The per-row instruction cap.
-    pub(crate) cap: AtomicU64,
     /// Rows that trapped or returned an invalid value, for the service's
     /// records only: never shown to whoever wrote the query.
-    pub(crate) failed: Arc<AtomicU64>,
-    idle: std::sync::Mutex<Vec<RowInstance>>,
+    pub(crate) failed: AtomicU64,
 }
 
 /// One instance of the rewritten module.
 pub(crate) struct RowInstance {
+    _live: Live,
     store: Store<MemoryLimiter>,
     instance: Instance,
     batch: Memory,
     row: Global,
     /// Address of the null flag in memory 0, or -1.
     flag: i32,
-    /// Where a batch is laid out before it is copied in; kept, so that a
-    /// batch does not map and fault in fresh pages.
-    staging: Vec<u8>,
 }
 
 /// Bytes from the start of a region to the next multiple of 8.
@@ -75,32 +71,23 @@ fn align8(n: usize) -> usize {
 }
 
 impl Rows {
-    pub(crate) fn new(pre: InstancePre<MemoryLimiter>, module: &RowsModule, cap: u64) -> Self {
+    pub(crate) fn new(pre: InstancePre<MemoryLimiter>, module: &RowsModule) -> Self {
         Rows {
             pre,
             snapshot_bytes: module.snapshot_bytes,
             scratch_bytes: module.scratch_bytes,
-            cap: AtomicU64::new(cap),
-            failed: Arc::new(AtomicU64::new(0)),
-            idle: std::sync::Mutex::new(Vec::new()),
+            failed: AtomicU64::new(0),
         }
     }
 
-    /// Instances waiting for the next batch.
-    pub(crate) fn idle(&self) -> usize {
-        self.lock_idle().len()
-    }
-
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<RowInstance>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// An instance whose batch memory starts with the pristine copy of its
-    /// memory 0, taken before any data was seen.
+    /// memory 0, taken before any data was seen; counted in `live` while it
+    /// exists.
     pub(crate) fn instantiate(
         &self,
         engine: &wasmtime::Engine,
         limits: &Limits,
+        live: &Arc<AtomicUsize>,
     ) -> Result<RowInstance, SandboxError> {
         let mut store = Store::new(engine, MemoryLimiter::new(limits));
         store.limiter(|l| l);
@@ -148,12 +135,12 @@ impl Rows {
             });
         }
         let mut inst = RowInstance {
+            _live: Live::new(live),
             store,
             instance,
             batch,
             row,
             flag,
-            staging: Vec::new(),
         };
         inst.ensure(self.snapshot_bytes)
             .map_err(|reason| SandboxError::Invalid { reason })?;
@@ -161,33 +148,38 @@ impl Rows {
         Ok(inst)
     }
 
-    /// Runs `f` on an idle (or new) instance with a fresh deadline, giving
-    /// it back when `f` succeeded.
+    /// Runs `f` on an idle (or new) instance of `pool` (one query's) with a
+    /// fresh deadline, giving it back to `pool` when `f` succeeded.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn with_instance<T>(
         &self,
+        pool: &Mutex<Vec<RowInstance>>,
+        max_idle: usize,
         engine: &wasmtime::Engine,
         limits: &Limits,
+        live: &Arc<AtomicUsize>,
         udf: &str,
         f: impl FnOnce(&mut RowInstance) -> Result<T, UdfError>,
     ) -> Result<T, UdfError> {
-        let idle = self.lock_idle().pop();
+        let idle = lock_pool(pool).pop();
         let mut inst = match idle {
             Some(i) => i,
             None => self
-                .instantiate(engine, limits)
+                .instantiate(engine, limits, live)
                 .map_err(|e| UdfError::from_sandbox(udf, e))?,
         };
         super::arm(&mut inst.store, limits);
         let out = f(&mut inst)?;
-        let mut idle = self.lock_idle();
-        if idle.len() < limits.max_concurrent_runs.max(1) as usize {
+        let mut idle = lock_pool(pool);
+        if idle.len() < max_idle {
             idle.push(inst);
         }
         Ok(out)
     }
 
     /// Evaluates `udf` (declared `types -> returns`, served by the loop
-    /// `export`) over `rows` rows of `arrays`.
+    /// `export`) over `rows` rows of `arrays`, each row under a cap of
+    /// `cap` instructions.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn evaluate(
         &self,
@@ -198,36 +190,36 @@ impl Rows {
         returns: UdfType,
         arrays: &[ArrayRef],
         rows: usize,
+        cap: u64,
         limits: &Limits,
     ) -> Result<ArrayRef, UdfError> {
-        let mut values = vec![0u8; rows * 8];
-        let mut valid = vec![0u8; rows];
+        let mut values: Vec<u8> = Vec::with_capacity(rows * 8);
+        let mut valid: Vec<u8> = Vec::with_capacity(rows);
         let mut from = 0;
         while from < rows {
             let to = self.chunk_end(arrays, types, from, rows);
-            let mut staging = std::mem::take(&mut inst.staging);
-            let batch = self.layout(udf, arrays, types, from, to, &mut staging);
-            let ran = batch.and_then(|b| {
-                self.run_chunk(inst, udf, export, &b, &staging, to - from, limits)
-                    .map(|()| b)
-            });
-            inst.staging = staging;
-            let batch = ran?;
+            let batch = self.lay_out(inst, udf, arrays, types, from, to)?;
+            self.run_chunk(inst, udf, export, &batch, to - from, cap, limits)?;
             let data = inst.batch.data(&inst.store);
             let n = to - from;
-            values[from * 8..to * 8].copy_from_slice(&data[batch.out..batch.out + n * 8]);
-            valid[from..to].copy_from_slice(&data[batch.valid..batch.valid + n]);
+            values.extend_from_slice(&data[batch.out..batch.out + n * 8]);
+            valid.extend_from_slice(&data[batch.valid..batch.valid + n]);
             from = to;
         }
-        // A null's value is fixed too, so nothing of a failed row survives.
-        for (row, v) in valid.iter().enumerate() {
-            if *v == 0 {
-                values[row * 8..row * 8 + 8].fill(0);
+        let null_count = valid.iter().filter(|v| **v == 0).count();
+        let nulls = if null_count == 0 {
+            None
+        } else {
+            // A null's value is fixed too, so nothing of a failed row survives.
+            for (row, v) in valid.iter().enumerate() {
+                if *v == 0 {
+                    values[row * 8..row * 8 + 8].fill(0);
+                }
             }
-        }
-        let bits = BooleanBuffer::collect_bool(rows, |row| valid[row] != 0);
-        let nulls = NullBuffer::new(bits);
-        let nulls = (nulls.null_count() > 0).then_some(nulls);
+            Some(NullBuffer::new(BooleanBuffer::collect_bool(rows, |row| {
+                valid[row] != 0
+            })))
+        };
         let values = Buffer::from_vec(values);
         Ok(match returns {
             UdfType::Int64 => primitive::<Int64Type>(values, rows, nulls),
@@ -260,19 +252,41 @@ impl Rows {
         rows
     }
 
-    /// Writes rows `from..to` into the batch memory after the pristine
-    /// copy: which rows to skip (a null argument, or strings over the
-    /// scratch area), then each argument.
-    fn layout(
+    /// Writes rows `from..to` straight into the batch memory after the
+    /// pristine copy: which rows to skip (a null argument, or strings over
+    /// the scratch area), then each argument. The loop writes every row's
+    /// value and validity, so those areas are only reserved.
+    fn lay_out(
         &self,
+        inst: &mut RowInstance,
         udf: &str,
         arrays: &[ArrayRef],
         types: &[UdfType],
         from: usize,
         to: usize,
-        bytes: &mut Vec<u8>,
     ) -> Result<Batch, UdfError> {
         let n = to - from;
+        let wrong = |index: usize, array: &ArrayRef, ty: UdfType| {
+            bad_input(
+                udf,
+                format!(
+                    "argument {} is {}, declared {}",
+                    index + 1,
+                    array.data_type(),
+                    ty.name()
+                ),
+            )
+        };
+        let mut strings = Vec::new();
+        for (index, (array, ty)) in arrays.iter().zip(types).enumerate() {
+            if *ty == UdfType::Utf8 {
+                strings.push(
+                    array
+                        .as_string_opt::<i32>()
+                        .ok_or_else(|| wrong(index, array, *ty))?,
+                );
+            }
+        }
         let mut skip = vec![0u8; n];
         for array in arrays {
             if let Some(nulls) = array.nulls().filter(|n| n.null_count() > 0) {
@@ -281,87 +295,96 @@ impl Rows {
                 }
             }
         }
-        let mut string_len = vec![0usize; n];
-        for (array, ty) in arrays.iter().zip(types) {
-            if *ty == UdfType::Utf8 {
-                let strings = array.as_string_opt::<i32>().ok_or_else(|| {
-                    bad_input(
-                        udf,
-                        format!("an argument is {}, declared Utf8", array.data_type()),
-                    )
-                })?;
-                for (row, len) in string_len.iter_mut().enumerate() {
-                    *len += strings.value(from + row).len();
+        if !strings.is_empty() {
+            for (row, s) in skip.iter_mut().enumerate() {
+                let len: usize = strings.iter().map(|a| a.value(from + row).len()).sum();
+                *s |= u8::from(len > self.scratch_bytes);
+            }
+        }
+        // Bytes of each string argument over the rows that are not skipped.
+        let text_bytes: Vec<usize> = strings
+            .iter()
+            .map(|a| {
+                skip.iter()
+                    .enumerate()
+                    .filter(|(_, s)| **s == 0)
+                    .map(|(row, _)| a.value(from + row).len())
+                    .sum()
+            })
+            .collect();
+        // Where each part goes, 8-byte aligned, after the pristine copy.
+        let base = align8(self.snapshot_bytes);
+        let mut end = base;
+        let mut reserve = |len: usize| {
+            let at = end;
+            end = align8(end + len);
+            at
+        };
+        let skip_at = reserve(n);
+        let valid = reserve(n);
+        let out = reserve(n * 8);
+        let mut args = Vec::with_capacity(types.len() + 1);
+        let mut string_bytes = text_bytes.iter();
+        for ty in types {
+            match ty {
+                UdfType::Int64 | UdfType::Float64 => args.push(reserve(n * 8)),
+                UdfType::Utf8 => {
+                    args.push(reserve((n + 1) * 4));
+                    args.push(reserve(string_bytes.next().copied().unwrap_or(0)));
                 }
             }
         }
-        for (s, len) in skip.iter_mut().zip(&string_len) {
-            *s |= u8::from(*len > self.scratch_bytes);
-        }
-        bytes.clear();
-        let base = align8(self.snapshot_bytes);
-        let mut put = |data: &[u8]| {
-            let at = base + bytes.len();
-            bytes.extend_from_slice(data);
-            bytes.resize(align8(bytes.len()), 0);
-            at
-        };
-        let skip_at = put(&skip);
-        let valid = put(&vec![0u8; n]);
-        let out = put(&vec![0u8; n * 8]);
-        let mut args = Vec::with_capacity(types.len() + 1);
+        inst.ensure(end).map_err(|p| bad_input(udf, p))?;
+        let data = inst.batch.data_mut(&mut inst.store);
+        data[skip_at..skip_at + n].copy_from_slice(&skip);
+        let mut next_arg = args.iter();
+        let mut next_string = strings.iter();
         for (index, (array, ty)) in arrays.iter().zip(types).enumerate() {
-            let wrong = || {
-                bad_input(
-                    udf,
-                    format!(
-                        "argument {} is {}, declared {}",
-                        index + 1,
-                        array.data_type(),
-                        ty.name()
-                    ),
-                )
-            };
+            let at = *next_arg.next().unwrap_or(&end);
             match ty {
                 UdfType::Int64 => {
-                    let a = array.as_primitive_opt::<Int64Type>().ok_or_else(wrong)?;
-                    let raw = &a.values().inner().as_slice()[from * 8..to * 8];
-                    args.push(put(raw) as i32);
+                    let a = array
+                        .as_primitive_opt::<Int64Type>()
+                        .ok_or_else(|| wrong(index, array, *ty))?;
+                    data[at..at + n * 8]
+                        .copy_from_slice(&a.values().inner().as_slice()[from * 8..to * 8]);
                 }
                 UdfType::Float64 => {
-                    let a = array.as_primitive_opt::<Float64Type>().ok_or_else(wrong)?;
-                    let raw = &a.values().inner().as_slice()[from * 8..to * 8];
-                    args.push(put(raw) as i32);
+                    let a = array
+                        .as_primitive_opt::<Float64Type>()
+                        .ok_or_else(|| wrong(index, array, *ty))?;
+                    data[at..at + n * 8]
+                        .copy_from_slice(&a.values().inner().as_slice()[from * 8..to * 8]);
                 }
                 UdfType::Utf8 => {
-                    let a = array.as_string_opt::<i32>().ok_or_else(wrong)?;
+                    let a = next_string.next().ok_or_else(|| wrong(index, array, *ty))?;
+                    let bytes_at = *next_arg.next().unwrap_or(&end);
                     // Skipped rows' strings are not copied at all.
-                    let mut offsets = Vec::with_capacity((n + 1) * 4);
-                    let mut text = Vec::new();
-                    offsets.extend_from_slice(&0i32.to_le_bytes());
+                    let mut written = 0usize;
+                    data[at..at + 4].copy_from_slice(&0i32.to_le_bytes());
                     for (row, skipped) in skip.iter().enumerate() {
                         if *skipped == 0 {
-                            text.extend_from_slice(a.value(from + row).as_bytes());
+                            let text = a.value(from + row).as_bytes();
+                            data[bytes_at + written..bytes_at + written + text.len()]
+                                .copy_from_slice(text);
+                            written += text.len();
                         }
-                        offsets.extend_from_slice(&(text.len() as i32).to_le_bytes());
+                        let offset = at + 4 * (row + 1);
+                        data[offset..offset + 4].copy_from_slice(&(written as i32).to_le_bytes());
                     }
-                    args.push(put(&offsets) as i32);
-                    args.push(put(&text) as i32);
                 }
             }
         }
         Ok(Batch {
-            len: bytes.len(),
-            base,
             skip: skip_at,
             valid,
             out,
-            args,
+            args: args.into_iter().map(|a| a as i32).collect(),
         })
     }
 
-    /// Copies `batch` into the instance and runs the loop over its `n`
-    /// rows, resuming after every row that traps.
+    /// Runs the loop over the `n` rows of `batch` (already in the batch
+    /// memory), resuming after every row that traps.
     #[allow(clippy::too_many_arguments)]
     fn run_chunk(
         &self,
@@ -369,14 +392,10 @@ impl Rows {
         udf: &str,
         export: &str,
         batch: &Batch,
-        bytes: &[u8],
         n: usize,
+        cap: u64,
         limits: &Limits,
     ) -> Result<(), UdfError> {
-        inst.ensure(batch.base + batch.len)
-            .map_err(|p| bad_input(udf, p))?;
-        inst.batch.data_mut(&mut inst.store)[batch.base..batch.base + batch.len]
-            .copy_from_slice(&bytes[..batch.len]);
         let func = inst
             .instance
             .get_func(&mut inst.store, export)
@@ -384,7 +403,7 @@ impl Rows {
                 udf: udf.to_string(),
                 export: export.to_string(),
             })?;
-        let cap = self.cap.load(Ordering::Relaxed).min(i64::MAX as u64) as i64;
+        let cap = cap.min(i64::MAX as u64) as i64;
         let mut params = vec![
             Val::I32(0),
             Val::I32(n as i32),
@@ -428,10 +447,8 @@ impl Rows {
 /// String bytes a chunk of a batch may carry.
 const CHUNK_STRING_BYTES: usize = 8 << 20;
 
-/// One chunk's bytes for the batch memory and where its parts are.
+/// Where the parts of one chunk are in the batch memory.
 struct Batch {
-    len: usize,
-    base: usize,
     skip: usize,
     valid: usize,
     out: usize,
