@@ -332,52 +332,56 @@ impl Host {
                     return Ok(Ok(udf_sdk::abi::encode_query_result(&cached)));
                 }
                 let read: BTreeSet<String> = query.scans.iter().map(|s| s.table.clone()).collect();
+                let cost = plan.cost();
                 // The spend and its `query.admitted` entry are durable
-                // together, before any data is read.
-                let spend = crate::Spend {
+                // together, before any data is read; only a charged plan
+                // can be released.
+                let budget = crate::LayerBudget {
+                    domain: &self.domain,
+                    actor: &self.submitter,
+                    kind: "query.admitted",
                     grant: Some(&self.grant.id),
                     datasets: &read,
-                    epsilon: plan.epsilon,
-                    delta: plan.delta,
                     job: &self.job_id,
                     query_sha: &sql_sha,
+                    body: json!({
+                        "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
+                        "release": "differentially private aggregate", "epsilon": cost.epsilon, "delta": cost.delta,
+                        "mechanism": "opendp Laplace (discrete for integers)", "fingerprint": fingerprint,
+                    }),
                 };
-                let admitted = json!({
-                    "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
-                    "release": "differentially private aggregate", "epsilon": plan.epsilon, "delta": plan.delta,
-                    "mechanism": "opendp Laplace (discrete for integers)", "fingerprint": fingerprint,
-                });
-                if let Some((layer, short)) =
-                    self.domain
-                        .charge(&self.submitter, "query.admitted", &spend, admitted)?
-                {
-                    if layer == "grant delta" {
+                let charged = match plan.charge(&budget) {
+                    Ok(charged) => charged,
+                    Err(crate::ChargeRefused::Failed(e)) => return Err(e),
+                    Err(crate::ChargeRefused::Short(layer, short)) => {
+                        if layer == "grant delta" {
+                            let e = PolicyError::Budget(format!(
+                                "grant `{short}` has not enough delta left for partition selection (this query needs {:e}). Nothing was spent; group by keys with a public domain, or ask for more delta",
+                                cost.delta
+                            ));
+                            return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
+                        }
+                        let status = self.domain.budget_layers(&self.grant.id)?;
+                        let short = status.iter().find(|s| s.layer == layer && s.id == short);
+                        let (id, spent, total) = short.map_or((String::new(), 0.0, None), |s| {
+                            (s.id.clone(), s.spent, s.total)
+                        });
+                        let left = total.map_or(f64::INFINITY, |t| (t - spent).max(0.0));
                         let e = PolicyError::Budget(format!(
-                            "grant `{short}` has not enough delta left for partition selection (this query needs {:e}). Nothing was spent; group by keys with a public domain, or ask for more delta",
-                            plan.delta
+                            "the {layer} budget of `{id}` has epsilon {left:.3} left ({spent:.3} spent); this query needs {:.3}. Nothing was spent; ask the data provider for more budget",
+                            cost.epsilon
                         ));
                         return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
                     }
-                    let status = self.domain.budget_layers(&self.grant.id)?;
-                    let short = status.iter().find(|s| s.layer == layer && s.id == short);
-                    let (id, spent, total) = short.map_or((String::new(), 0.0, None), |s| {
-                        (s.id.clone(), s.spent, s.total)
-                    });
-                    let left = total.map_or(f64::INFINITY, |t| (t - spent).max(0.0));
-                    let e = PolicyError::Budget(format!(
-                        "the {layer} budget of `{id}` has epsilon {left:.3} left ({spent:.3} spent); this query needs {:.3}. Nothing was spent; ask the data provider for more budget",
-                        plan.epsilon
-                    ));
-                    return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
-                }
+                };
                 {
                     let mut log = self.job_log();
-                    log.epsilon_spent += plan.epsilon;
+                    log.epsilon_spent += cost.epsilon;
                     log.rows_read += self.rows_of(read);
                     log.read_protected = true;
                 }
                 let released = self
-                    .unless_cancelled(unseen_policy::release_aggregate(&state, &query, &plan))
+                    .unless_cancelled(unseen_policy::release_aggregate(&state, &query, &charged))
                     .await;
                 let released = match (released, self.cancel.reason()) {
                     (Ok(released), None) => released,
@@ -439,7 +443,7 @@ impl Host {
                             None => false,
                         };
                         plan.expected_accuracy()
-                            .map(|acc| (if cached { 0.0 } else { plan.epsilon }, acc, cached))
+                            .map(|acc| (if cached { 0.0 } else { plan.epsilon() }, acc, cached))
                     }
                 }
             }

@@ -512,6 +512,55 @@ pub(crate) struct Spend<'a> {
     pub query_sha: &'a str,
 }
 
+/// The budget layers a DP release is charged to, as the policy's
+/// [`unseen_policy::Budget`]: the cost charged is the plan's own
+/// ([`unseen_policy::DpPlan::charge`]), through [`Domain::charge`], with
+/// its ledger entry (`kind`, `body`) in the same commit.
+pub(crate) struct LayerBudget<'a> {
+    pub domain: &'a Domain,
+    pub actor: &'a str,
+    pub kind: &'a str,
+    /// The grant charged, with its developer; `None` for the provider's
+    /// own spend, charged to datasets only.
+    pub grant: Option<&'a str>,
+    pub datasets: &'a BTreeSet<String>,
+    pub job: &'a str,
+    pub query_sha: &'a str,
+    pub body: serde_json::Value,
+}
+
+/// Why a [`LayerBudget`] refused a charge.
+#[derive(Debug)]
+pub(crate) enum ChargeRefused {
+    /// This layer (and id) had not enough left; nothing was spent.
+    Short(&'static str, String),
+    /// The store or the ledger failed; nothing was spent.
+    Failed(DomainError),
+}
+
+impl unseen_policy::Budget for LayerBudget<'_> {
+    type Refusal = ChargeRefused;
+
+    fn charge(&self, cost: unseen_policy::Cost) -> Result<(), ChargeRefused> {
+        let spend = Spend {
+            grant: self.grant,
+            datasets: self.datasets,
+            epsilon: cost.epsilon,
+            delta: cost.delta,
+            job: self.job,
+            query_sha: self.query_sha,
+        };
+        match self
+            .domain
+            .charge(self.actor, self.kind, &spend, self.body.clone())
+        {
+            Ok(None) => Ok(()),
+            Ok(Some((layer, id))) => Err(ChargeRefused::Short(layer, id)),
+            Err(e) => Err(ChargeRefused::Failed(e)),
+        }
+    }
+}
+
 /// Charges `spend` at every layer inside `tx`; returns the first layer
 /// that was short and its id (the caller then rolls back).
 fn charge_layers(

@@ -150,7 +150,8 @@ impl Domain {
             )));
         }
         let per_query = epsilon / queries.len() as f64;
-        let computed = runtime.block_on(marginals_of(&opened, &queries, per_query))?;
+        let prepaid = Prepaid(std::sync::Mutex::new(epsilon));
+        let computed = runtime.block_on(marginals_of(&opened, &queries, per_query, &prepaid))?;
         Ok(Marginals {
             dataset: dataset.to_string(),
             manifest_version: manifest.version,
@@ -160,10 +161,33 @@ impl Domain {
     }
 }
 
+/// The epsilon the provider's marginals were charged (once, in all, on
+/// the dataset's layer), drawn down by each marginal's plan: no plan is
+/// released beyond what was charged.
+struct Prepaid(std::sync::Mutex<f64>);
+
+impl unseen_policy::Budget for Prepaid {
+    type Refusal = DomainError;
+
+    fn charge(&self, cost: unseen_policy::Cost) -> Result<(), DomainError> {
+        let mut left = crate::lock(&self.0);
+        // The shares are a division of the total: allow for rounding.
+        if cost.epsilon > *left + 1e-9 {
+            return Err(DomainError::Invalid(format!(
+                "a marginal would spend epsilon {} where {} is left of what was charged; nothing more was released",
+                cost.epsilon, *left
+            )));
+        }
+        *left -= cost.epsilon;
+        Ok(())
+    }
+}
+
 async fn marginals_of(
     dataset: &OpenDataset,
     queries: &[(String, String)],
     epsilon: f64,
+    prepaid: &Prepaid,
 ) -> Result<BTreeMap<String, Marginal>, DomainError> {
     let (ctx, manifests) = data::session(std::slice::from_ref(dataset), &[], &[]).await?;
     let mut out = BTreeMap::new();
@@ -179,7 +203,8 @@ async fn marginals_of(
                     &query,
                     epsilon,
                     data::Facts(std::slice::from_ref(dataset)),
-                )?;
+                )?
+                .charge(prepaid)?;
                 unseen_policy::release_aggregate(&ctx.state(), &query, &plan)
                     .await?
                     .result

@@ -241,8 +241,16 @@ pub struct DpPlan {
     /// each is cut to `max_contributions` rows per unit before anything else.
     bound: Vec<Scan>,
     accounting: Accounting,
-    /// Total epsilon this release costs, from opendp's privacy maps (under
-    /// zCDP: the epsilon of the (epsilon, `delta`)-DP guarantee).
+    /// What the release costs, fixed when it is planned: nothing outside
+    /// this module can change it between planning and charging.
+    cost: Cost,
+}
+
+/// What a release costs, from opendp's privacy maps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    /// Total epsilon (under zCDP: the epsilon of the (epsilon,
+    /// `delta`)-DP guarantee).
     pub epsilon: f64,
     /// Delta of the guarantee: 0 under pure DP.
     pub delta: f64,
@@ -250,19 +258,79 @@ pub struct DpPlan {
     pub rho: Option<f64>,
 }
 
+/// Where a release's cost is charged: the service's budget layers, all or
+/// none. [`DpPlan::charge`] is the only way to a [`Charged`] plan, and
+/// [`release_aggregate`] reads data only for a charged plan, so a release
+/// whose cost was never charged does not type-check.
+pub trait Budget {
+    /// Why the budget refused (a short layer, a store that failed).
+    type Refusal;
+
+    /// Charges `cost` in full, durably, or refuses and charges nothing.
+    fn charge(&self, cost: Cost) -> Result<(), Self::Refusal>;
+}
+
+/// A plan whose cost a [`Budget`] accepted. It cannot be built any other
+/// way, nor turned back into a plan to be charged again.
+#[derive(Debug)]
+pub struct Charged<P> {
+    plan: P,
+}
+
+impl<P> Charged<P> {
+    /// The plan that was charged.
+    pub fn plan(&self) -> &P {
+        &self.plan
+    }
+}
+
+impl<P> std::ops::Deref for Charged<P> {
+    type Target = P;
+
+    fn deref(&self) -> &P {
+        &self.plan
+    }
+}
+
 impl std::fmt::Debug for DpPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DpPlan")
             .field("components", &self.components.len())
             .field("cells", &self.cells.len())
-            .field("epsilon", &self.epsilon)
-            .field("delta", &self.delta)
-            .field("rho", &self.rho)
+            .field("cost", &self.cost)
             .finish()
     }
 }
 
 impl DpPlan {
+    /// What releasing this plan costs.
+    pub fn cost(&self) -> Cost {
+        self.cost
+    }
+
+    /// Total epsilon of the release.
+    pub fn epsilon(&self) -> f64 {
+        self.cost.epsilon
+    }
+
+    /// Delta of the release's guarantee: 0 under pure DP.
+    pub fn delta(&self) -> f64 {
+        self.cost.delta
+    }
+
+    /// Total rho under zCDP accounting.
+    pub fn rho(&self) -> Option<f64> {
+        self.cost.rho
+    }
+
+    /// Charges this plan's cost to `budget`; the charged plan is what
+    /// [`release_aggregate`] takes. A refusal charges nothing and gives the
+    /// plan up: plan again to try another budget.
+    pub fn charge<B: Budget>(self, budget: &B) -> Result<Charged<DpPlan>, B::Refusal> {
+        budget.charge(self.cost)?;
+        Ok(Charged { plan: self })
+    }
+
     /// Half-width of each component's 95% interval, known before any data
     /// is read (for dry runs). Means are at most sum ± this over count;
     /// quantiles are in rank units (see the module documentation).
@@ -517,9 +585,11 @@ pub fn plan_release_with(
         selection,
         bound,
         accounting,
-        epsilon,
-        delta,
-        rho,
+        cost: Cost {
+            epsilon,
+            delta,
+            rho,
+        },
     })
 }
 
@@ -1304,13 +1374,14 @@ fn add_noise(plan: &DpPlan, exact: Vec<Exact>) -> Result<Vec<Vec<f64>>, PolicyEr
         .collect()
 }
 
-/// Reads the data, adds noise and builds the released table. Call only after
-/// `plan.epsilon` has been charged.
+/// Reads the data, adds noise and builds the released table, for a plan
+/// whose cost was charged ([`DpPlan::charge`]).
 pub async fn release_aggregate(
     state: &SessionState,
     query: &AggregateQuery,
-    plan: &DpPlan,
+    charged: &Charged<DpPlan>,
 ) -> Result<Release, PolicyError> {
+    let plan = charged.plan();
     crate::query::require_total(state)?;
     let computed = async {
         let cells = match &plan.selection {
@@ -1410,7 +1481,7 @@ pub fn render(
     sort_table(&mut table, &query.order);
     Ok(QueryResult {
         confidence: CONFIDENCE,
-        epsilon_spent: plan.epsilon,
+        epsilon_spent: plan.cost.epsilon,
         cached: false,
         table,
     })

@@ -27,8 +27,8 @@ pub mod total;
 
 pub use admission::{Admitted, Refusal};
 pub use dp::{
-    Accounting, DpPlan, Measured, Release, fingerprint, plan_release, plan_release_with,
-    plan_release_zcdp, release_aggregate, render,
+    Accounting, Budget, Charged, Cost, DpPlan, Measured, Release, fingerprint, plan_release,
+    plan_release_with, plan_release_zcdp, release_aggregate, render,
 };
 pub use facts::{DataFacts, TableFacts, find_table_facts};
 pub use limits::ExecutionLimits;

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::support::charged;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Int64Type, Schema};
 use datafusion::datasource::MemTable;
@@ -519,7 +520,7 @@ async fn a_release_sums_nulls_as_the_lower_bound_and_clamps() {
     else {
         panic!("admitted as open columns");
     };
-    let plan = plan_release(&q, 1e15, |_: &str| true).unwrap();
+    let plan = charged(plan_release(&q, 1e15, |_: &str| true).unwrap());
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     let ColumnValues::Estimate(e) = r.result.table.column("s").unwrap() else {
         panic!("s is not an estimate");

@@ -8,7 +8,7 @@ use unseen_policy::admission::Admitted;
 use unseen_policy::manifest::ColumnType;
 use unseen_policy::{PolicyError, plan_query, plan_release, release_aggregate};
 
-use crate::support::session;
+use crate::support::{charged, session};
 
 const SCALED: &str = "SELECT district, AVG(LEAST(GREATEST(annual_income / 1000.0, 0), 500)) AS k \
      FROM residents GROUP BY district ORDER BY district";
@@ -25,7 +25,7 @@ async fn a_bounded_expression_is_aggregated_with_the_querys_bounds() {
     assert_eq!((ty, bounds), (ColumnType::Float64, (0.0, 500.0)));
 
     // With a large epsilon the released means sit on the exact ones.
-    let plan = plan_release(&q, 10_000.0, |_: &str| false).unwrap();
+    let plan = charged(plan_release(&q, 10_000.0, |_: &str| false).unwrap());
     let release = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     let exact = ctx
         .sql("SELECT district, AVG(LEAST(GREATEST(annual_income / 1000.0, 0), 500)) AS k FROM residents GROUP BY district ORDER BY district")
@@ -86,7 +86,7 @@ async fn both_orders_and_integer_values_are_recognised() {
             Ok(Admitted::Aggregate(q)) => {
                 let (_, _, got, _) = q.aggregates[0].source.clone().unwrap();
                 assert_eq!(got, ty, "{sql}");
-                let plan = plan_release(&q, 1.0, |_: &str| false).unwrap();
+                let plan = charged(plan_release(&q, 1.0, |_: &str| false).unwrap());
                 release_aggregate(&ctx.state(), &q, &plan)
                     .await
                     .unwrap_or_else(|e| panic!("{sql}: {e}"));

@@ -2,9 +2,45 @@
 
 use udf_sdk::ColumnValues;
 use unseen_policy::admission::Admitted;
-use unseen_policy::{plan_query, plan_release, release_aggregate};
+use unseen_policy::{Budget, Cost, plan_query, plan_release, release_aggregate};
 
-use crate::support::session;
+use crate::support::{Ledgerless, charged, session};
+
+/// A budget with no epsilon left.
+struct Spent;
+
+impl Budget for Spent {
+    type Refusal = String;
+
+    fn charge(&self, cost: Cost) -> Result<(), String> {
+        Err(format!("no budget for epsilon {}", cost.epsilon))
+    }
+}
+
+/// Charging is the only way to a plan `release_aggregate` accepts: the
+/// budget is charged the plan's own cost, exactly once, and a refused
+/// charge leaves nothing to release.
+#[tokio::test]
+async fn a_plan_is_released_only_after_its_own_cost_is_charged() {
+    let (ctx, manifests) = session(500);
+    let sql = "SELECT district, COUNT(*) AS n FROM residents GROUP BY district";
+    let Admitted::Aggregate(q) = plan_query(&ctx, sql, &manifests).await.unwrap() else {
+        panic!("not an aggregate")
+    };
+    let plan = plan_release(&q, 0.7, |_: &str| true).unwrap();
+    let cost = plan.cost();
+    assert!((cost.epsilon - 0.7).abs() < 1e-9, "{cost:?}");
+    let budget = Ledgerless::default();
+    let charged = plan.charge(&budget).unwrap();
+    assert_eq!(*budget.charged.lock().unwrap(), [cost]);
+    let release = release_aggregate(&ctx.state(), &q, &charged).await.unwrap();
+    assert_eq!(release.result.epsilon_spent, cost.epsilon);
+    let refused = plan_release(&q, 0.7, |_: &str| true)
+        .unwrap()
+        .charge(&Spent)
+        .unwrap_err();
+    assert_eq!(refused, format!("no budget for epsilon {}", cost.epsilon));
+}
 
 #[tokio::test]
 async fn district_release_covers_every_public_district_with_intervals() {
@@ -13,11 +49,11 @@ async fn district_release_covers_every_public_district_with_intervals() {
     let Admitted::Aggregate(q) = plan_query(&ctx, sql, &manifests).await.unwrap() else {
         panic!("not an aggregate")
     };
-    let plan = plan_release(&q, 1.0, |_: &str| true).unwrap();
+    let plan = charged(plan_release(&q, 1.0, |_: &str| true).unwrap());
     assert!(
-        (plan.epsilon - 1.0).abs() < 1e-9,
+        (plan.epsilon() - 1.0).abs() < 1e-9,
         "count and sum share epsilon 1.0, got {}",
-        plan.epsilon
+        plan.epsilon()
     );
     let release = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     let t = &release.result.table;
@@ -69,7 +105,7 @@ async fn count_noise_matches_the_claimed_scale_and_coverage() {
     let Admitted::Aggregate(q) = plan_query(&ctx, sql, &manifests).await.unwrap() else {
         panic!()
     };
-    let plan = plan_release(&q, 1.0, |_: &str| true).unwrap();
+    let plan = charged(plan_release(&q, 1.0, |_: &str| true).unwrap());
     let (mut abs_err, mut covered, runs) = (0.0, 0, 300);
     for _ in 0..runs {
         let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
@@ -155,7 +191,7 @@ domain = ["a", "b"]
         panic!("not an aggregate")
     };
     // A huge epsilon makes the noise negligible, so the bounded exact count shows.
-    let plan = plan_release(&q, 1e6, |_: &str| false).unwrap();
+    let plan = charged(plan_release(&q, 1e6, |_: &str| false).unwrap());
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     let ColumnValues::Estimate(n) = r.result.table.column("n").unwrap() else {
         panic!()
@@ -171,7 +207,7 @@ domain = ["a", "b"]
         n[1].value
     );
     // Without bounding the same query would have counted 100.
-    let unbounded = plan_release(&q, 1e6, |_: &str| true).unwrap();
+    let unbounded = charged(plan_release(&q, 1e6, |_: &str| true).unwrap());
     let r = release_aggregate(&ctx.state(), &q, &unbounded)
         .await
         .unwrap();

@@ -13,7 +13,7 @@ use unseen_policy::{
     release_aggregate,
 };
 
-use crate::support::session;
+use crate::support::{charged, session};
 
 async fn admit(
     ctx: &SessionContext,
@@ -103,8 +103,12 @@ async fn median_and_stddev_once_refused_are_admitted_as_dp_aggregates() {
     ] {
         let q = admit(&ctx, sql, &manifests).await;
         assert_eq!(q.aggregates[0].kind, kind, "{sql}");
-        let plan = plan_release(&q, 1.0, |_: &str| true).unwrap();
-        assert!((plan.epsilon - 1.0).abs() < 1e-9, "{sql}: {}", plan.epsilon);
+        let plan = charged(plan_release(&q, 1.0, |_: &str| true).unwrap());
+        assert!(
+            (plan.epsilon() - 1.0).abs() < 1e-9,
+            "{sql}: {}",
+            plan.epsilon()
+        );
         let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
         let t = &r.result.table;
         assert_eq!(t.rows(), 1, "{sql}");
@@ -125,7 +129,7 @@ async fn variance_and_stddev_are_near_exact_with_covering_intervals() {
     let q = admit(&ctx, sql, &manifests).await;
     // Large enough that a small district's variance (which subtracts two
     // large, noisy terms) is within the tolerance below but for a 1e-6 tail.
-    let plan = plan_release(&q, 2000.0, |_: &str| true).unwrap();
+    let plan = charged(plan_release(&q, 2000.0, |_: &str| true).unwrap());
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     let t = &r.result.table;
     let clamped = "LEAST(GREATEST(annual_income, 0), 1000000)";
@@ -173,7 +177,7 @@ async fn variance_intervals_cover_at_the_stated_level() {
     let sql = "SELECT district, VAR_POP(household_size) AS v FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
     let exact = exact_by_district(&ctx, "VAR_POP(household_size)").await["朝阳区"];
-    let plan = plan_release(&q, 1.0, |_: &str| true).unwrap();
+    let plan = charged(plan_release(&q, 1.0, |_: &str| true).unwrap());
     let (mut covered, runs) = (0, 200);
     for _ in 0..runs {
         let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
@@ -198,7 +202,7 @@ async fn median_and_percentiles_are_released_per_group_near_the_exact_ones() {
     let (ctx, manifests) = session(5_000);
     let sql = "SELECT district, median(annual_income) AS med, approx_percentile_cont(0.9) WITHIN GROUP (ORDER BY annual_income) AS p90, median(household_size) AS hs FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
-    let plan = plan_release(&q, 30.0, |_: &str| true).unwrap();
+    let plan = charged(plan_release(&q, 30.0, |_: &str| true).unwrap());
     let accuracy = plan.expected_accuracy().unwrap();
     assert!(
         accuracy
@@ -253,21 +257,21 @@ async fn zcdp_accounting_uses_gaussian_noise_and_reports_epsilon_delta() {
         "SELECT district, COUNT(*) AS n, AVG(annual_income) AS m FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
     let (rho, delta) = (0.5, 1e-6);
-    let plan = plan_release_zcdp(&q, rho, delta, |_: &str| true).unwrap();
-    assert!((plan.rho.unwrap() - rho).abs() < 1e-9, "{:?}", plan.rho);
-    assert_eq!(plan.delta, delta);
+    let plan = charged(plan_release_zcdp(&q, rho, delta, |_: &str| true).unwrap());
+    assert!((plan.rho().unwrap() - rho).abs() < 1e-9, "{:?}", plan.rho());
+    assert_eq!(plan.delta(), delta);
     // The classic bound eps <= rho + 2 sqrt(rho ln(1/delta)); opendp's conversion is tighter.
     let classic = rho + 2.0 * (rho * (1.0 / delta).ln()).sqrt();
     assert!(
-        plan.epsilon > rho && plan.epsilon <= classic,
+        plan.epsilon() > rho && plan.epsilon() <= classic,
         "epsilon {} for rho {rho}, classic bound {classic}",
-        plan.epsilon
+        plan.epsilon()
     );
     let same = plan_release_with(&q, Accounting::Zcdp { rho, delta }, |_: &str| true).unwrap();
-    assert_eq!(same.epsilon, plan.epsilon);
+    assert_eq!(same.epsilon(), plan.epsilon());
     // The default stays pure DP.
     let pure = plan_release(&q, 1.0, |_: &str| true).unwrap();
-    assert_eq!((pure.delta, pure.rho), (0.0, None));
+    assert_eq!((pure.delta(), pure.rho()), (0.0, None));
 
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     assert!(
@@ -277,7 +281,7 @@ async fn zcdp_accounting_uses_gaussian_noise_and_reports_epsilon_delta() {
     );
     let spent: f64 = r.noise.iter().map(|n| n.rho).sum();
     assert!((spent - rho).abs() < 1e-9, "components spend {spent}");
-    assert_eq!(r.result.epsilon_spent, plan.epsilon);
+    assert_eq!(r.result.epsilon_spent, plan.epsilon());
     for e in estimates(&r.result.table, "m") {
         assert!(e.lower <= e.value && e.value <= e.upper);
     }
@@ -290,7 +294,7 @@ async fn zcdp_count_noise_has_the_claimed_sigma() {
     let sql = "SELECT district, COUNT(*) AS n FROM residents GROUP BY district";
     let q = admit(&ctx, sql, &manifests).await;
     let exact = exact_by_district(&ctx, "COUNT(*)").await;
-    let plan = plan_release_zcdp(&q, 0.5, 1e-6, |_: &str| true).unwrap();
+    let plan = charged(plan_release_zcdp(&q, 0.5, 1e-6, |_: &str| true).unwrap());
     let runs = 100;
     let (mut square, mut draws) = (0.0, 0);
     for _ in 0..runs {
@@ -313,7 +317,7 @@ fn amounts(values: Vec<i64>, bounds: (i64, i64)) -> (SessionContext, Manifest) {
 async fn released_sum(ctx: &SessionContext, manifest: &Manifest, epsilon: f64) -> f64 {
     let manifests = [("t".to_string(), manifest.clone())].into_iter().collect();
     let q = admit(ctx, "SELECT SUM(amount) AS s FROM t", &manifests).await;
-    let plan = plan_release(&q, epsilon, |_: &str| true).unwrap();
+    let plan = charged(plan_release(&q, epsilon, |_: &str| true).unwrap());
     let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     estimates(&r.result.table, "s")[0].value
 }
@@ -413,7 +417,7 @@ async fn a_sum_skips_clamping_only_where_registration_found_values_within_bounds
         let (ctx, manifest) = amounts(values, (0, 100));
         let manifests = [("t".to_string(), manifest)].into_iter().collect();
         let q = admit(&ctx, "SELECT SUM(amount) AS s FROM t", &manifests).await;
-        let plan = plan_release(&q, 1e12, facts).unwrap();
+        let plan = charged(plan_release(&q, 1e12, facts).unwrap());
         let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
         estimates(&r.result.table, "s")[0].value
     };

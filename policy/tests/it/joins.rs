@@ -6,7 +6,7 @@ use udf_sdk::ColumnValues;
 use unseen_policy::admission::{Admitted, Scan};
 use unseen_policy::{PolicyError, plan_query, plan_release, release_aggregate};
 
-use crate::support::joined_session;
+use crate::support::{charged, joined_session};
 
 const CHRONIC: &str = "SELECT r.district, COUNT(*) AS visits, AVG(h.cost) AS mean_cost \
      FROM health_visits h JOIN residents r ON h.person_id = r.person_id \
@@ -27,8 +27,8 @@ async fn a_join_on_the_privacy_unit_is_admitted_with_every_scan_bounded() {
         q.scans,
         vec![scan("health_visits", 10), scan("residents", 1)]
     );
-    let plan = plan_release(&q, 1.0, |_: &str| false).unwrap();
-    assert!((plan.epsilon - 1.0).abs() < 1e-9, "{}", plan.epsilon);
+    let plan = charged(plan_release(&q, 1.0, |_: &str| false).unwrap());
+    assert!((plan.epsilon() - 1.0).abs() < 1e-9, "{}", plan.epsilon());
     let release = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
     assert_eq!(release.result.table.rows(), 12, "every public district");
 }
@@ -49,7 +49,7 @@ async fn the_noise_covers_the_product_of_the_joined_bounds() {
             let r = release_aggregate(
                 &ctx.state(),
                 &q,
-                &plan_release(&q, 1.0, |_: &str| false).unwrap(),
+                &charged(plan_release(&q, 1.0, |_: &str| false).unwrap()),
             )
             .await
             .unwrap();
@@ -108,7 +108,7 @@ async fn each_units_rows_are_cut_before_the_join() {
         let (ctx, q) = (ctx.clone(), q.clone());
         async move {
             // A huge epsilon makes the noise negligible, so the exact count shows.
-            let plan = plan_release(&q, 1e6, |_: &str| !bounded).unwrap();
+            let plan = charged(plan_release(&q, 1e6, |_: &str| !bounded).unwrap());
             let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
             let ColumnValues::Text(codes) = r.result.table.column("diagnosis_code").unwrap() else {
                 panic!()

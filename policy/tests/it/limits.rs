@@ -22,7 +22,7 @@ use unseen_policy::{
     release_open,
 };
 
-use crate::support::session_in;
+use crate::support::{charged, session_in};
 
 fn limited(limits: ExecutionLimits, runtime: Arc<RuntimeEnv>) -> SessionContext {
     SessionContext::new_with_state(session_state(SessionConfig::new(), runtime, limits))
@@ -240,7 +240,7 @@ async fn a_dp_release_over_a_limit_is_noise_over_defaults_not_an_error() {
         let Admitted::Aggregate(query) = plan_query(&ctx, sql, &manifests).await.unwrap() else {
             panic!("{sql} is a DP aggregate");
         };
-        let plan = plan_release(&query, 1.0, |_: &str| false).unwrap();
+        let plan = charged(plan_release(&query, 1.0, |_: &str| false).unwrap());
         let release = release_aggregate(&ctx.state(), &query, &plan)
             .await
             .unwrap();

@@ -85,7 +85,7 @@ async fn outcome(
     let Admitted::Aggregate(query) = admitted else {
         return Err("open".to_string());
     };
-    let plan = plan_release(&query, 1e6, |_: &str| false).map_err(class)?;
+    let plan = crate::support::charged(plan_release(&query, 1e6, |_: &str| false).map_err(class)?);
     // The service fingerprints every release before charging it.
     unseen_policy::fingerprint(&ctx.state(), &query, &plan).map_err(class)?;
     let release = release_aggregate(&ctx.state(), &query, &plan)

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::support::charged;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
@@ -93,12 +94,12 @@ async fn only_groups_whose_noisy_count_passes_the_threshold_are_released() {
         epsilon: 1.0,
         delta: 1e-6,
     };
-    let plan = plan_release_with(&q, accounting, |_: &str| true).unwrap();
-    assert!((plan.epsilon - 1.0).abs() < 1e-9, "{}", plan.epsilon);
+    let plan = charged(plan_release_with(&q, accounting, |_: &str| true).unwrap());
+    assert!((plan.epsilon() - 1.0).abs() < 1e-9, "{}", plan.epsilon());
     assert!(
-        plan.delta > 0.0 && plan.delta <= 1e-6,
+        plan.delta() > 0.0 && plan.delta() <= 1e-6,
         "delta {}",
-        plan.delta
+        plan.delta()
     );
     for _ in 0..20 {
         let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
