@@ -256,47 +256,171 @@ impl AppState {
     }
 }
 
-fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/me", get(me))
-        .route("/v1/users", get(list_users).post(add_user))
-        .route("/v1/users/{id}/disable", post(disable_user))
-        .route("/v1/users/{id}/token", post(rotate_token))
-        .route(
-            "/v1/datasets",
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token.
+    Anyone,
+    /// A caller holding one of these roles (developers where the grant
+    /// designates them, for grant-scoped routes); any other role gets 403
+    /// naming the role needed, a missing or wrong token 401.
+    Roles(&'static [Role]),
+}
+
+/// One route of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    /// The path as the router matches it, with `{param}` segments.
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Admins, and developers for their own jobs.
+const ADMIN_DEVELOPER: &[Role] = &[Role::Admin, Role::Developer];
+
+type Endpoint = (Route, fn() -> axum::routing::MethodRouter<AppState>);
+
+/// Every route with its handler: the router is built from this table and
+/// [`route_table`] gives it to the role-matrix test, so no route is served
+/// that the test does not walk. The handlers check the roles themselves
+/// (through the domain); the test holds them to this table.
+fn endpoints() -> Vec<Endpoint> {
+    let route = |method, path, access| Route {
+        method,
+        path,
+        access,
+    };
+    use Access::{Anyone, Roles};
+    vec![
+        (route("GET", "/v1/health", Anyone), || get(health)),
+        (route("GET", "/v1/me", Roles(ALL)), || get(me)),
+        (route("GET", "/v1/users", Roles(OVERSIGHT)), || {
+            get(list_users)
+        }),
+        (route("POST", "/v1/users", Roles(ADMIN)), || post(add_user)),
+        (
+            route("POST", "/v1/users/{id}/disable", Roles(ADMIN)),
+            || post(disable_user),
+        ),
+        (route("POST", "/v1/users/{id}/token", Roles(ADMIN)), || {
+            post(rotate_token)
+        }),
+        (route("GET", "/v1/datasets", Roles(ALL)), || {
             get(list_datasets)
-                .post(register_dataset)
-                .layer(DefaultBodyLimit::max(DATASET_LIMIT)),
-        )
-        .route("/v1/datasets/{name}/destroy", post(destroy_dataset))
-        .route("/v1/datasets/{name}/marginals", post(publish_marginals))
-        .route("/v1/budgets", post(set_budget))
-        .route("/v1/grants", get(list_grants).post(issue_grant))
-        .route("/v1/grants/{id}", get(show_grant))
-        .route("/v1/grants/{id}/revoke", post(revoke_grant))
-        .route("/v1/grants/{id}/budget", get(grant_budget))
-        .route("/v1/grants/{id}/usage", get(grant_usage))
-        .route(
-            "/v1/modules",
-            post(upload_module).layer(DefaultBodyLimit::max(MODULE_LIMIT)),
-        )
-        .route("/v1/jobs", get(list_jobs).post(submit_job))
-        .route("/v1/jobs/{id}", get(show_job))
-        .route("/v1/jobs/{id}/cancel", post(cancel_job))
-        .route("/v1/queries", post(run_query))
-        .route("/v1/extracts", post(run_extract))
-        .route("/v1/reviews", get(review_queue))
-        .route("/v1/outputs/{id}", get(show_output))
-        .route("/v1/outputs/{id}/approve", post(approve_output))
-        .route("/v1/outputs/{id}/reject", post(reject_output))
-        .route("/v1/releases/{id}", get(download_release))
-        .route("/v1/ledger/verify", get(verify_ledger))
-        .route("/v1/ledger/public-key", get(public_key))
-        .route("/v1/ledger/checkpoint", get(checkpoint))
-        .route("/v1/ledger/query", post(query_ledger))
-        .route("/v1/ledger/reconcile", get(reconcile_ledger))
-        .route("/v1/reports/disclosure", get(disclosure))
+        }),
+        (route("POST", "/v1/datasets", Roles(ADMIN)), || {
+            post(register_dataset).layer(DefaultBodyLimit::max(DATASET_LIMIT))
+        }),
+        (
+            route("POST", "/v1/datasets/{name}/destroy", Roles(ADMIN)),
+            || post(destroy_dataset),
+        ),
+        (
+            route("POST", "/v1/datasets/{name}/marginals", Roles(ADMIN)),
+            || post(publish_marginals),
+        ),
+        (route("POST", "/v1/budgets", Roles(ADMIN)), || {
+            post(set_budget)
+        }),
+        (route("GET", "/v1/grants", Roles(ALL)), || get(list_grants)),
+        (route("POST", "/v1/grants", Roles(ADMIN)), || {
+            post(issue_grant)
+        }),
+        (route("GET", "/v1/grants/{id}", Roles(ALL)), || {
+            get(show_grant)
+        }),
+        (
+            route("POST", "/v1/grants/{id}/revoke", Roles(ADMIN)),
+            || post(revoke_grant),
+        ),
+        (route("GET", "/v1/grants/{id}/budget", Roles(ALL)), || {
+            get(grant_budget)
+        }),
+        (route("GET", "/v1/grants/{id}/usage", Roles(ALL)), || {
+            get(grant_usage)
+        }),
+        (route("POST", "/v1/modules", Roles(DEVELOPER)), || {
+            post(upload_module).layer(DefaultBodyLimit::max(MODULE_LIMIT))
+        }),
+        (route("GET", "/v1/jobs", Roles(ALL)), || get(list_jobs)),
+        (route("POST", "/v1/jobs", Roles(DEVELOPER)), || {
+            post(submit_job)
+        }),
+        (route("GET", "/v1/jobs/{id}", Roles(ALL)), || get(show_job)),
+        (
+            route("POST", "/v1/jobs/{id}/cancel", Roles(ADMIN_DEVELOPER)),
+            || post(cancel_job),
+        ),
+        (route("POST", "/v1/queries", Roles(DEVELOPER)), || {
+            post(run_query)
+        }),
+        (route("POST", "/v1/extracts", Roles(DEVELOPER)), || {
+            post(run_extract)
+        }),
+        (route("GET", "/v1/reviews", Roles(REVIEWER)), || {
+            get(review_queue)
+        }),
+        (route("GET", "/v1/outputs/{id}", Roles(REVIEWER)), || {
+            get(show_output)
+        }),
+        (
+            route("POST", "/v1/outputs/{id}/approve", Roles(REVIEWER)),
+            || post(approve_output),
+        ),
+        (
+            route("POST", "/v1/outputs/{id}/reject", Roles(REVIEWER)),
+            || post(reject_output),
+        ),
+        (route("GET", "/v1/releases/{id}", Roles(DEVELOPER)), || {
+            get(download_release)
+        }),
+        (route("GET", "/v1/ledger/verify", Roles(OVERSIGHT)), || {
+            get(verify_ledger)
+        }),
+        (route("GET", "/v1/ledger/public-key", Roles(ALL)), || {
+            get(public_key)
+        }),
+        (
+            route("GET", "/v1/ledger/checkpoint", Roles(OVERSEERS)),
+            || get(checkpoint),
+        ),
+        (route("POST", "/v1/ledger/query", Roles(OVERSIGHT)), || {
+            post(query_ledger)
+        }),
+        (
+            route("GET", "/v1/ledger/reconcile", Roles(OVERSIGHT)),
+            || get(reconcile_ledger),
+        ),
+        (
+            route("GET", "/v1/reports/disclosure", Roles(OVERSIGHT)),
+            || get(disclosure),
+        ),
+    ]
+}
+
+/// Every route the API serves, with who may call it.
+pub fn route_table() -> Vec<Route> {
+    endpoints().into_iter().map(|(route, _)| route).collect()
+}
+
+fn routes(state: AppState) -> Router {
+    // One method router per path, holding every method the table gives it.
+    let mut by_path: BTreeMap<&'static str, axum::routing::MethodRouter<AppState>> =
+        BTreeMap::new();
+    for (route, handler) in endpoints() {
+        let handler = handler();
+        let merged = match by_path.remove(route.path) {
+            Some(earlier) => earlier.merge(handler),
+            None => handler,
+        };
+        by_path.insert(route.path, merged);
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods)
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
