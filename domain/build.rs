@@ -15,9 +15,35 @@ const GUESTS: &[&str] = &[
     "udf_sme_score",
 ];
 
+/// Exports the versions of the engines the binary links, as `Cargo.lock`
+/// pins them, for `unseen --version`.
+fn engine_versions(lock: &std::path::Path) {
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let text = std::fs::read_to_string(lock).unwrap_or_default();
+    for (package, var) in [
+        ("wasmtime", "UNSEEN_WASMTIME_VERSION"),
+        ("datafusion", "UNSEEN_DATAFUSION_VERSION"),
+        ("opendp", "UNSEEN_OPENDP_VERSION"),
+    ] {
+        let wanted = format!("name = \"{package}\"");
+        let version = text
+            .split("[[package]]")
+            .find(|block| block.lines().any(|l| l.trim() == wanted))
+            .and_then(|block| {
+                block
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("version = "))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        println!("cargo:rustc-env={var}={version}");
+    }
+}
+
 fn main() {
     let manifest_dir =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    engine_versions(&manifest_dir.join("../Cargo.lock"));
     let guests = manifest_dir.join("../guests");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target = out.join("guests-target");

@@ -14,7 +14,7 @@ use crate::{Domain, Role, demo};
 
 /// Unseen: public data that is usable but invisible.
 #[derive(Debug, Parser)]
-#[command(name = "unseen", version, about, long_about = None)]
+#[command(name = "unseen", version, long_version = LONG_VERSION, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     pub remote: Remote,
@@ -56,8 +56,27 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
+/// `unseen --version`: the version and the engines it was built with
+/// (read from `Cargo.lock` when it was built).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nwasmtime ",
+    env!("UNSEEN_WASMTIME_VERSION"),
+    ", DataFusion ",
+    env!("UNSEEN_DATAFUSION_VERSION"),
+    ", OpenDP ",
+    env!("UNSEEN_OPENDP_VERSION"),
+);
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print a completion script for a shell, to stdout.
+    ///
+    /// Example: `unseen completions bash > ~/.local/share/bash-completion/completions/unseen`
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run the whole flow on fresh synthetic data: generate, register, grant,
     /// run guests, review, release, verify the ledger.
     Demo {
@@ -950,6 +969,38 @@ pub enum LedgerCommand {
     },
 }
 
+/// A command line clap refused, with clap's own message (which says
+/// `error:` itself); the binary prints it as is and exits 2.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.trim_end())
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// How the binary ends on `error`: its exit code and what it prints to
+/// stderr. A usage mistake exits 2 with clap's own message; a closed pipe
+/// (output piped into `head`) ends quietly with 0; anything else exits 1
+/// with `error:` and the cause.
+pub fn failure(error: &anyhow::Error) -> (u8, Option<String>) {
+    if let Some(usage) = error.downcast_ref::<Usage>() {
+        return (2, Some(usage.to_string()));
+    }
+    let closed_pipe = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if closed_pipe {
+        return (0, None);
+    }
+    (1, Some(format!("error: {error:#}")))
+}
+
 /// Parses `args` (including the program name) and runs the command, writing
 /// everything a user reads to `out`.
 pub fn run(args: &[String], out: &mut dyn Write) -> Result<()> {
@@ -964,7 +1015,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<()> {
             write!(out, "{e}")?;
             return Ok(());
         }
-        Err(e) => bail!("{}", e.render().to_string().trim_end()),
+        Err(e) => return Err(Usage(e.render().to_string()).into()),
     };
     if let Some(server) = &cli.remote.server {
         let token = cli.remote.token.as_deref().ok_or_else(|| {
@@ -1240,7 +1291,8 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             client.get("/v1/ledger/public-key")
         }
         // Tools on local files only; they touch no data directory.
-        Command::Demo { .. }
+        Command::Completions { .. }
+        | Command::Demo { .. }
         | Command::Dev(_)
         | Command::Bench(_)
         | Command::Dataset(DatasetCommand::Generate { .. } | DatasetCommand::Manifest { .. })
@@ -1285,6 +1337,15 @@ fn execute(
     out: &mut dyn Write,
 ) -> Result<()> {
     match command {
+        Command::Completions { shell } => {
+            // Into memory first: the generator panics on a failed write
+            // (a closed pipe); `out` reports it as an error instead.
+            let mut script = Vec::new();
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cli, "unseen", &mut script);
+            out.write_all(&script)?;
+            Ok(())
+        }
         Command::Demo {
             data_dir,
             rows,

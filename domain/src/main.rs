@@ -14,8 +14,11 @@ fn main() -> std::process::ExitCode {
     match unseen::cli::run(&args, &mut stdout) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            let (code, message) = unseen::cli::failure(&e);
+            if let Some(message) = message {
+                eprintln!("{message}");
+            }
+            std::process::ExitCode::from(code)
         }
     }
 }

@@ -6,6 +6,7 @@ mod bench;
 mod boundary;
 mod budget;
 mod canary;
+mod cli;
 mod cli_errors;
 mod demo;
 mod dev;

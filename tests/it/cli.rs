@@ -1,0 +1,94 @@
+//! Command-line conventions: usage errors, `--version`, completions, pipes.
+
+use crate::support::unseen_exact;
+
+fn run(args: &[&str], out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let mut argv = vec!["unseen".to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    unseen::cli::run(&argv, out)
+}
+
+/// A reader that has gone away, as `head` does once it has its lines.
+struct ClosedPipe;
+
+impl std::io::Write for ClosedPipe {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_usage_mistake_exits_2_with_clap_s_own_message_once() {
+    for args in [
+        &["completions", "nosh"][..],
+        &["grant", "issue", "--epsilon", "lots"],
+        &["no-such-command"],
+    ] {
+        let error = run(args, &mut Vec::new()).unwrap_err();
+        let (code, message) = unseen::cli::failure(&error);
+        let message = message.unwrap();
+        assert_eq!(code, 2, "{args:?}: {message}");
+        assert!(message.starts_with("error: "), "{message}");
+        assert!(!message.contains("error: error:"), "{message}");
+    }
+    // Help and the version are not mistakes.
+    let (ok, help) = unseen_exact(&["--help"]);
+    assert!(ok && help.contains("Usage: unseen"), "{help}");
+}
+
+#[test]
+fn version_names_the_engines_it_was_built_with() {
+    let (ok, text) = unseen_exact(&["--version"]);
+    assert!(ok, "{text}");
+    let lock = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"),
+    )
+    .unwrap();
+    for (engine, package) in [
+        ("wasmtime", "wasmtime"),
+        ("DataFusion", "datafusion"),
+        ("OpenDP", "opendp"),
+    ] {
+        let pinned = lock
+            .split("[[package]]")
+            .find(|b| {
+                b.lines()
+                    .any(|l| l.trim() == format!("name = \"{package}\""))
+            })
+            .and_then(|b| b.lines().find_map(|l| l.trim().strip_prefix("version = ")))
+            .unwrap()
+            .trim_matches('"');
+        assert!(text.contains(&format!("{engine} {pinned}")), "{text}");
+    }
+}
+
+#[test]
+fn completions_are_printed_for_each_shell_and_a_closed_pipe_is_quiet() {
+    for (shell, marker) in [
+        ("bash", "_unseen()"),
+        ("zsh", "#compdef unseen"),
+        ("fish", "complete -c unseen"),
+    ] {
+        let (ok, script) = unseen_exact(&["completions", shell]);
+        assert!(ok && script.contains(marker), "{shell}: {script:.200}");
+        assert!(
+            script.contains("grant"),
+            "{shell}: subcommands are completed"
+        );
+    }
+    let error = run(&["completions", "bash"], &mut ClosedPipe).unwrap_err();
+    assert_eq!(unseen::cli::failure(&error), (0, None));
+    // Any other failure says `error:` once and exits 1.
+    let error = run(
+        &["ledger", "verify", "--data-dir", "/nonexistent/unseen"],
+        &mut Vec::new(),
+    )
+    .unwrap_err();
+    let (code, message) = unseen::cli::failure(&error);
+    assert_eq!(code, 1);
+    assert!(!message.unwrap().contains("error: error:"));
+}
