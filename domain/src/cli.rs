@@ -1027,6 +1027,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<()> {
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(crate::QUERY_THREAD_STACK)
         .enable_all()
         .build()?;
     let result = execute(cli.command, cli.remote.token.as_deref(), &runtime, out);

@@ -739,6 +739,13 @@ pub struct Domain {
     timing_quantum_ms: std::sync::atomic::AtomicU64,
 }
 
+/// Stack of the threads that plan and run analysts' queries (the engine's,
+/// and the server's workers and blocking pool, which plan too). Planning
+/// recurses over a query's expressions; `policy` caps their size, and this
+/// leaves a wide margin above what the cap allows (tokio's default is
+/// 2 MiB).
+pub const QUERY_THREAD_STACK: usize = 16 << 20;
+
 /// A runtime of its own for DataFusion: a query's operators do CPU work
 /// that yields only between batches, and on the server's runtime that work
 /// would hold up accepting connections, answering other requests and the
@@ -748,6 +755,7 @@ struct EngineRuntime(Option<tokio::runtime::Runtime>);
 impl EngineRuntime {
     fn new() -> Result<EngineRuntime, DomainError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_stack_size(QUERY_THREAD_STACK)
             .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
             .thread_name("unseen-engine")
             .enable_all()

@@ -1470,6 +1470,7 @@ impl Background {
         let (ready, address) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .thread_stack_size(crate::QUERY_THREAD_STACK)
                 .enable_all()
                 .build()
             {

@@ -33,4 +33,4 @@ pub use dp::{
 pub use facts::{DataFacts, TableFacts, find_table_facts};
 pub use limits::ExecutionLimits;
 pub use manifest::{Class, Manifest, ManifestError, ManifestErrors};
-pub use query::{PolicyError, plan_query, release_open, sql_options};
+pub use query::{MAX_OPERATORS, PolicyError, plan_query, release_open, sql_options};

@@ -70,6 +70,11 @@ pub fn sql_options() -> SQLOptions {
 pub const MAX_RELATIONS: usize = 32;
 /// `SELECT`s a query may hold (its subqueries and set operations).
 pub const MAX_SELECTS: usize = 64;
+/// Operators (arithmetic, comparison, concatenation, `AND`, `OR`...) a
+/// query may hold. A chain `a + b + c + ...` parses into a tree as deep as
+/// it is long, and planning walks it recursively: a thousand terms
+/// overflowed a 2 MiB thread's stack and aborted the service.
+pub const MAX_OPERATORS: usize = 256;
 
 /// Refuses, from the query's tokens alone, a query too large to plan: the
 /// planner recurses once per set operation and per join, so a chain of
@@ -85,7 +90,7 @@ fn check_size(sql: &str) -> Result<(), PolicyError> {
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
         return Ok(());
     };
-    let (mut relations, mut selects) = (0usize, 0usize);
+    let (mut relations, mut selects, mut operators) = (0usize, 0usize, 0usize);
     // Per parenthesis depth: whether its tokens are in a FROM list, where a
     // comma separates two tables.
     let mut in_from = vec![false];
@@ -96,6 +101,35 @@ fn check_size(sql: &str) -> Result<(), PolicyError> {
                 in_from.pop();
             }
             Token::Comma if in_from.last() == Some(&true) => relations += 1,
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::DuckIntDiv
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Spaceship
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::Caret
+            | Token::ShiftLeft
+            | Token::ShiftRight => operators += 1,
+            Token::Word(w)
+                if w.quote_style.is_none()
+                    && matches!(
+                        w.keyword,
+                        Keyword::AND | Keyword::OR | Keyword::XOR | Keyword::LIKE | Keyword::ILIKE
+                    ) =>
+            {
+                operators += 1;
+            }
             Token::Word(w) if w.quote_style.is_none() => {
                 let here = in_from.last_mut().expect("the outermost level stays");
                 match w.keyword {
@@ -130,6 +164,15 @@ fn check_size(sql: &str) -> Result<(), PolicyError> {
             None,
             format!(
                 "the query reads {relations} tables and holds {selects} SELECTs; a query may read at most {MAX_RELATIONS} tables (counting joins and comma-separated entries) and hold at most {MAX_SELECTS} SELECTs. Split it into several queries, or aggregate before combining"
+            ),
+        )));
+    }
+    if operators > MAX_OPERATORS {
+        return Err(PolicyError::Refused(Refusal::new(
+            "too-complex",
+            None,
+            format!(
+                "the query holds {operators} operators; a query may hold at most {MAX_OPERATORS} (arithmetic, comparisons, AND, OR, LIKE, ||). Split the computation into several queries"
             ),
         )));
     }

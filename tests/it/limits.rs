@@ -668,3 +668,36 @@ fn sigterm_drains_cancels_what_outlives_the_grace_period_and_exits() {
     let out = ok(&["ledger", "verify", "--data-dir", &data]);
     assert!(out.contains("ledger OK"), "{out}");
 }
+
+/// A thousand-term sum in one query overflowed the stack of the server
+/// thread planning it and aborted `unseen serve`: it is refused from its
+/// tokens now, and the server goes on answering. A sum within the limit is
+/// planned and answered on the server's own threads.
+#[test]
+fn a_deep_expression_is_refused_and_the_server_stays_up() {
+    let (_dir, data) = residents_dir("2000");
+    let grant = issue_grant(&data, "100", &[]);
+    let s = server(&data, 2, unseen::data::QueryLimits::default());
+    let dev = s.client(&crate::support::rotate(&s.domain, "dev"));
+    let sum_of = |n: usize| {
+        let terms = vec!["length(replace(upper(repeat(gender, 1000)), 'F', 'x'))"; n].join(" + ");
+        format!("SELECT SUM(LEAST(GREATEST({terms}, 0), 1)) AS s FROM residents")
+    };
+    let deep = dev
+        .post(
+            "/v1/queries",
+            &json!({"grant": grant, "sql": sum_of(1_000)}),
+        )
+        .unwrap();
+    assert_eq!(deep["status"], "refused", "{deep}");
+    assert!(
+        deep["reason"].as_str().unwrap().contains("at most 256"),
+        "{deep}"
+    );
+    let within = dev
+        .post("/v1/queries", &json!({"grant": grant, "sql": sum_of(250)}))
+        .unwrap();
+    assert_eq!(within["status"], "finished", "{within}");
+    let health = Client::new(&s.base, None).get("/v1/health").unwrap();
+    assert_eq!(health["ok"], true, "{health}");
+}

@@ -252,6 +252,11 @@ async fn a_dp_release_over_a_limit_is_noise_over_defaults_not_an_error() {
 #[tokio::test]
 async fn queries_too_large_to_plan_are_refused_from_their_tokens() {
     let (ctx, manifests) = session_in(SessionContext::new(), 50);
+    // `SELECT SUM(...)` of `n` bounded terms joined by `op`.
+    let sum_of = |n: usize, op: &str| {
+        let terms = vec!["length(upper(gender))"; n].join(&format!(" {op} "));
+        format!("SELECT SUM(LEAST(GREATEST({terms}, 0), 1)) AS s FROM residents")
+    };
     let union = |n: usize| {
         format!(
             "SELECT COUNT(*) AS n FROM ({}) t",
@@ -273,6 +278,16 @@ async fn queries_too_large_to_plan_are_refused_from_their_tokens() {
         format!("SELECT COUNT(*) FROM {commas}"),
         // Few tables in the text, 80 scans in the plan.
         cte,
+        // A thousand-term sum: planning walked its thousand-deep tree and
+        // overflowed the stack of the thread serving it.
+        sum_of(1_000, "+"),
+        format!(
+            "SELECT COUNT(*) AS n FROM residents WHERE {}",
+            (0..500)
+                .map(|i| format!("household_size <> {i}"))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        ),
     ] {
         match plan_query(&ctx, &sql, &manifests).await {
             Err(PolicyError::Refused(r)) => assert_eq!(r.rule, "too-complex", "{}", r.message),
@@ -281,4 +296,20 @@ async fn queries_too_large_to_plan_are_refused_from_their_tokens() {
     }
     // Ordinary sizes pass.
     assert!(plan_query(&ctx, &union(20), &manifests).await.is_ok());
+    // So does a sum at the operator limit, on a thread with the stack the
+    // service gives the threads that plan queries (tokio's 2 MiB, in a
+    // debug build, is not enough for it).
+    let within = sum_of(unseen_policy::MAX_OPERATORS + 1, "+");
+    let planned = std::thread::Builder::new()
+        .stack_size(16 << 20)
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(async { plan_query(&ctx, &within, &manifests).await.map(|_| ()) })
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(planned.is_ok(), "{planned:?}");
 }
