@@ -361,7 +361,11 @@ impl Host {
                             ));
                             return Ok(Err(self.refuse(&sql_sha, sql, &e)?));
                         }
-                        let status = self.domain.budget_layers(&self.grant.id)?;
+                        // As the developer's budget views show it: without
+                        // the spends of jobs whose end is not shown yet.
+                        let status = self
+                            .domain
+                            .budget_layers_seen_by(&self.submitter, &self.grant.id)?;
                         let short = status.iter().find(|s| s.layer == layer && s.id == short);
                         let (id, spent, total) = short.map_or((String::new(), 0.0, None), |s| {
                             (s.id.clone(), s.spent, s.total)
