@@ -949,6 +949,31 @@ impl Domain {
         Ok(id)
     }
 
+    /// Quarantines the outcome output of every job whose guest ran and
+    /// whose end is recorded but whose outcome is not: the process stopped
+    /// between the two (`end_job` records the end, then quarantines what
+    /// the guest computed). Run at open, before anything else runs. Jobs
+    /// that ended before outcomes existed (no shown end) keep none; jobs
+    /// refused before their guest ran have none. Returns how many.
+    pub(crate) fn quarantine_lost_outcomes(&self) -> Result<usize, DomainError> {
+        let lost: Vec<(String, String)> = {
+            let db = lock(&self.db);
+            let mut stmt = db.prepare(
+                "SELECT id, submitter FROM jobs
+                 WHERE module IS NOT NULL AND outcome_output IS NULL AND shown_end_ms IS NOT NULL
+                   AND visible IN ('finished', 'stopped')
+                   AND status IN ('succeeded', 'failed', 'trapped', 'cancelled')",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (job, submitter) in &lost {
+            let output = self.quarantine_outcome(job, submitter)?;
+            tracing::warn!(job = %job, output = %output, "quarantined the outcome of a job that ended as the service stopped");
+        }
+        Ok(lost.len())
+    }
+
     /// Ends a job that stopped outside the normal path (its thread
     /// panicked): failed, with the reason, and recorded.
     pub fn end_abandoned_job(&self, job_id: &str, reason: &str) -> Result<(), DomainError> {

@@ -849,6 +849,7 @@ impl Domain {
             ),
         };
         domain.recover_interrupted_jobs()?;
+        domain.quarantine_lost_outcomes()?;
         domain.remove_stale_uploads()?;
         Ok(domain)
     }

@@ -248,6 +248,64 @@ fn a_crash_after_a_job_ends_is_recorded_at_the_next_open() {
     assert!(!entries(&data).iter().any(|e| e.kind == "job.recovered"));
 }
 
+/// A module job whose process stops right after its end is recorded, before
+/// what its guest computed is quarantined: the next open quarantines it,
+/// so the outcome goes to review as it would have.
+#[test]
+fn a_crash_between_a_jobs_end_and_its_outcome_quarantines_the_outcome_at_the_next_open() {
+    let (dir, data) = residents_dir("1000");
+    let grant = issue_grant(&data, "10", &[]);
+    let token = token_of(&data, "dev");
+    let module = dir.path().join("job.wasm");
+    std::fs::write(&module, crate::support::guest("district-income")).unwrap();
+    let args = [
+        "job",
+        "submit",
+        "--grant",
+        &grant,
+        "--module",
+        module.to_str().unwrap(),
+        "--json",
+        "--as",
+        "dev",
+        "--token",
+        &token,
+        "--data-dir",
+        &data,
+    ];
+    crash_during("job.ended", &args);
+    repaired_after_reopen(&data, "job.ended");
+    let after = entries(&data);
+    let ended = after.iter().find(|e| e.kind == "job.ended").unwrap();
+    let job = ended.body["job"].as_str().unwrap();
+    let outcome = after
+        .iter()
+        .find(|e| {
+            e.kind == "output.quarantined" && e.body["job"] == job && e.body["kind"] == "outcome"
+        })
+        .unwrap_or_else(|| panic!("no outcome output for {job}"));
+    assert!(outcome.index > ended.index);
+    let view: Value = serde_json::from_str(&ok(&[
+        "job",
+        "status",
+        job,
+        "--json",
+        "--as",
+        "rev",
+        "--data-dir",
+        &data,
+    ]))
+    .unwrap();
+    assert_eq!(view["outcome"]["output"], outcome.body["output"], "{view}");
+    // Once only: the next open finds nothing to repair.
+    ok(&["grant", "list", "--as", "admin", "--data-dir", &data]);
+    let outcomes = entries(&data)
+        .iter()
+        .filter(|e| e.kind == "output.quarantined" && e.body["kind"] == "outcome")
+        .count();
+    assert_eq!(outcomes, 1);
+}
+
 /// A DP query by `dev`; its output id.
 fn quarantined_output(data: &str, grant: &str) -> String {
     let token = token_of(data, "dev");
