@@ -746,6 +746,9 @@ pub struct Domain {
 /// 2 MiB).
 pub const QUERY_THREAD_STACK: usize = 16 << 20;
 
+/// Operators one query may hold (`unseen_policy::MAX_OPERATORS`).
+pub const MAX_QUERY_OPERATORS: usize = unseen_policy::MAX_OPERATORS;
+
 /// A runtime of its own for DataFusion: a query's operators do CPU work
 /// that yields only between batches, and on the server's runtime that work
 /// would hold up accepting connections, answering other requests and the

@@ -517,8 +517,8 @@ fn timing_of_a_row_that_burns_its_cap_only_on_the_target_is_hidden_from_develope
 
 /// Issue 14, timing test: plain SQL built to be slow only on the target's
 /// row. `repeat` with a size from data is refused at admission
-/// (`policy::total`) and a query holds at most 256 operators, so the
-/// slowest a row can be made is a sum of 250
+/// (`policy::total`) and a query holds at most 64 operators, so the
+/// slowest a row can be made is a sum of 64
 /// bounded terms (each three passes over a 1,000-character string built
 /// with a literal size) evaluated only where the CASE picks the target. Same
 /// neighbours, runs and bound as the UDF measurement:
@@ -539,14 +539,14 @@ fn timing_of_sql_slow_only_on_the_target_row_is_hidden_from_developers() {
 fn sql_timing() {
     let n = neighbours(&[]);
     let target_income = n.target_income;
-    // As many terms as the operator limit allows (`policy::MAX_OPERATORS`),
-    // or `UNSEEN_TIMING_SQL_TERMS`: planning a 250-term sum takes seconds in
-    // a debug build, so a quicker measurement takes fewer.
+    // As many terms as the operator limit allows (`policy::MAX_OPERATORS`:
+    // the CASE's test is one), or `UNSEEN_TIMING_SQL_TERMS`: planning takes
+    // about a second in a debug build, so a quicker measurement takes fewer.
     let terms: usize = std::env::var("UNSEEN_TIMING_SQL_TERMS")
         .ok()
         .and_then(|t| t.parse().ok())
-        .unwrap_or(250)
-        .clamp(1, 250);
+        .unwrap_or(unseen::MAX_QUERY_OPERATORS)
+        .clamp(1, unseen::MAX_QUERY_OPERATORS);
     let heavy = (0..terms)
         .map(|i| format!("length(replace(upper(repeat(gender, 1000)), 'F', '{i}'))"))
         .collect::<Vec<_>>()
