@@ -309,20 +309,39 @@ pub(crate) fn fast_index_and_prev(line: &[u8]) -> Option<(u64, Hash)> {
     p.string()?;
     p.lit(b",\"prev\":\"")?;
     let hex_at = p.i;
-    let hex_text = line.get(hex_at..hex_at + 64)?;
-    if !hex_text
-        .iter()
-        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return None;
-    }
-    let mut prev = [0u8; 32];
-    hex::decode_to_slice(hex_text, &mut prev).ok()?;
+    let prev = lower_hex_32(line.get(hex_at..hex_at + 64)?)?;
     p.i += 64;
     p.lit(b"\",\"time\":")?;
     p.string()?;
     p.lit(b"}")?;
     (p.i == line.len()).then_some((index, prev))
+}
+
+/// Decodes 64 lowercase hex digits (the only form entries hold) in one
+/// pass; `None` for anything else.
+fn lower_hex_32(text: &[u8]) -> Option<Hash> {
+    /// Value of each lowercase hex digit; 0xff for every other byte.
+    const NIBBLE: [u8; 256] = {
+        let mut table = [0xff; 256];
+        let mut d = 0;
+        while d < 16 {
+            table[b"0123456789abcdef"[d] as usize] = d as u8;
+            d += 1;
+        }
+        table
+    };
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        let (high, low) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+        bad |= high | low;
+        *byte = high << 4 | low;
+    }
+    // Only 0xff has the high bit set among the table's values.
+    (bad & 0x80 == 0).then_some(out)
 }
 
 /// Nesting deeper than this goes to the full parser (whose limit is 128).
@@ -354,6 +373,17 @@ impl Scan<'_> {
         let start = self.i;
         let mut escaped = false;
         loop {
+            // Most string bytes need no look: skip whole runs of 16 that
+            // hold no quote, backslash or control character at once.
+            while let Some(chunk) = self.b.get(self.i..self.i + 16) {
+                if chunk.iter().fold(true, |plain, &c| {
+                    plain & (c >= 0x20 && c != b'"' && c != b'\\')
+                }) {
+                    self.i += 16;
+                } else {
+                    break;
+                }
+            }
             let c = self.peek()?;
             self.i += 1;
             match c {

@@ -6,18 +6,26 @@
 //! one signed checkpoint ([`Ledger::append_prepared`]), hands every caller
 //! in the group its receipt and wakes them, and only then writes the
 //! checkpoint file, while the next group's leader may already be writing
-//! entries. Callers that arrive while a
-//! leader writes wait; when it is done, one of them leads the next group,
-//! which holds everything that queued up meanwhile. So the busier the
-//! ledger, the larger the groups, and an append still returns only after
-//! its entry is on disk.
+//! entries. Checkpoint files are written one at a time, and a leader that
+//! finds another writing leaves its checkpoint to that writer, which writes
+//! only the newest waiting (a later checkpoint covers every earlier one).
+//! Callers that arrive while a leader writes wait; when it is done, one of
+//! them leads the next group, which holds everything that queued up
+//! meanwhile. So the busier the ledger, the larger the groups, and an
+//! append still returns only after its entry is on disk.
+//!
+//! Every waiting caller sleeps until woken by name (`Thread::unpark`): the
+//! leader wakes the callers of its group and one caller of the next group,
+//! never all of them, because with many appenders on few cores a wake-all
+//! spends more time switching threads than writing.
 
 use crate::entry::{EntryDraft, Hash, PreparedDraft};
 use crate::keys::PublicKey;
-use crate::store::{Head, Ledger, LedgerError, Receipt};
+use crate::store::{CheckpointWrite, Head, Ledger, LedgerError, Receipt};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// How long a leader waits for one more caller to arrive before writing.
@@ -32,11 +40,20 @@ const MAX_LINGER: Duration = Duration::from_micros(400);
 pub struct SharedLedger {
     ledger: Mutex<Ledger>,
     queue: Mutex<Queue>,
-    done: Condvar,
-    /// Size of the checkpoint last written to the file. Leaders write the
-    /// checkpoint after releasing the ledger, so that the next group's
-    /// entries are written while this group's checkpoint is.
-    checkpoint_written: Mutex<u64>,
+    /// Checkpoint files written and waiting. Leaders write the checkpoint
+    /// after releasing the ledger, so that the next group's entries are
+    /// written while this group's checkpoint is.
+    checkpoints: Mutex<CheckpointFile>,
+}
+
+#[derive(Debug)]
+struct CheckpointFile {
+    /// Size of the checkpoint last written to the file.
+    written: u64,
+    /// The newest signed checkpoint not yet written.
+    waiting: Option<CheckpointWrite>,
+    /// Whether a thread is writing checkpoints now.
+    writing: bool,
 }
 
 #[derive(Debug, Default)]
@@ -48,9 +65,31 @@ struct Queue {
     leading: bool,
     /// Outcomes of written groups, until their callers collect them.
     results: HashMap<u64, Result<Receipt, LedgerError>>,
+    /// Callers asleep until a leader wakes them, by ticket.
+    sleeping: HashMap<u64, Thread>,
     stats: GroupStats,
     /// Entries in the last group written.
     last_group: u64,
+}
+
+impl Queue {
+    /// Ends the group of `tickets` (whose results are posted): wakes its
+    /// callers, and one caller still waiting to lead the next group.
+    fn finish_group(&mut self, tickets: &[u64]) {
+        self.leading = false;
+        for t in tickets {
+            if let Some(thread) = self.sleeping.remove(t) {
+                thread.unpark();
+            }
+        }
+        if let Some(next) = self
+            .waiting
+            .iter()
+            .find_map(|(t, _)| self.sleeping.remove(t))
+        {
+            next.unpark();
+        }
+    }
 }
 
 /// How appends were grouped since the ledger was opened.
@@ -91,8 +130,7 @@ impl Drop for LeaderGuard<'_> {
         for &t in &self.tickets {
             q.results.insert(t, Err(LedgerError::Poisoned));
         }
-        q.leading = false;
-        self.shared.done.notify_all();
+        q.finish_group(&self.tickets);
     }
 }
 
@@ -105,10 +143,13 @@ impl SharedLedger {
     /// Wraps an open ledger.
     pub fn new(ledger: Ledger) -> SharedLedger {
         SharedLedger {
-            checkpoint_written: Mutex::new(ledger.size()),
+            checkpoints: Mutex::new(CheckpointFile {
+                written: ledger.size(),
+                waiting: None,
+                writing: false,
+            }),
             ledger: Mutex::new(ledger),
             queue: Mutex::new(Queue::default()),
-            done: Condvar::new(),
         }
     }
 
@@ -146,7 +187,13 @@ impl SharedLedger {
                 return outcome;
             }
             if q.leading {
-                q = self.done.wait(q).unwrap_or_else(PoisonError::into_inner);
+                q.sleeping.insert(ticket, std::thread::current());
+                drop(q);
+                // A wake that comes before this park makes it return at
+                // once, so none is lost; spurious ones loop back here.
+                std::thread::park();
+                q = self.lock_queue();
+                q.sleeping.remove(&ticket);
                 continue;
             }
             // No leader and no result: this draft is still waiting (a
@@ -188,25 +235,56 @@ impl SharedLedger {
                     }
                 }
             }
-            q.leading = false;
+            q.finish_group(&guard.tickets);
             guard.finished = true;
-            self.done.notify_all();
             drop(q);
             // The group's entries are durable and its checkpoint signed;
             // its callers are already woken. Now the checkpoint file.
-            if let Some(pending) = checkpoint {
-                let mut written = self
-                    .checkpoint_written
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if let Err(e) = pending.write(&mut written) {
-                    drop(written);
-                    self.lock_queue().results.remove(&ticket);
-                    return Err(e);
-                }
+            if let Some(pending) = checkpoint
+                && let Err(e) = self.write_checkpoint(pending)
+            {
+                self.lock_queue().results.remove(&ticket);
+                return Err(e);
             }
             q = self.lock_queue();
         }
+    }
+
+    /// Writes `pending` to the checkpoint file, or leaves it to the thread
+    /// writing one now, which then writes the newest waiting.
+    fn write_checkpoint(&self, pending: CheckpointWrite) -> Result<(), LedgerError> {
+        let mut file = self.lock_checkpoints();
+        if file
+            .waiting
+            .as_ref()
+            .is_none_or(|w| w.size() < pending.size())
+        {
+            file.waiting = Some(pending);
+        }
+        if file.writing {
+            return Ok(());
+        }
+        file.writing = true;
+        while let Some(next) = file.waiting.take() {
+            let mut written = file.written;
+            drop(file);
+            let outcome = next.write(&mut written);
+            file = self.lock_checkpoints();
+            file.written = file.written.max(written);
+            if let Err(e) = outcome {
+                file.writing = false;
+                return Err(e);
+            }
+        }
+        file.writing = false;
+        Ok(())
+    }
+
+    fn lock_checkpoints(&self) -> MutexGuard<'_, CheckpointFile> {
+        // Left consistent at every unlock, as the queue.
+        self.checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Lets the callers the last group woke join this one, while they

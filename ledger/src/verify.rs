@@ -148,7 +148,7 @@ pub(crate) fn check_chain(bytes: &[u8]) -> Result<Chain, VerifyError> {
         let end = if t == threads {
             bytes.len()
         } else {
-            match bytes[want.max(start)..].iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', &bytes[want.max(start)..]) {
                 Some(nl) => want.max(start) + nl + 1,
                 None => bytes.len(),
             }
@@ -202,7 +202,7 @@ fn check_piece(bytes: &[u8]) -> Option<Piece> {
     let mut last_hash = [0u8; 32];
     let mut rest = bytes;
     while !rest.is_empty() {
-        let end = rest.iter().position(|&b| b == b'\n')?;
+        let end = memchr::memchr(b'\n', rest)?;
         let line = &rest[..end];
         rest = &rest[end + 1..];
         let (index, prev) = match fast_index_and_prev(line) {
@@ -238,7 +238,7 @@ fn check_chain_in_order(bytes: &[u8]) -> Result<Chain, VerifyError> {
     let mut rest = bytes;
     let mut index = 0u64;
     while !rest.is_empty() {
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+        let Some(end) = memchr::memchr(b'\n', rest) else {
             return Err(VerifyError::UnterminatedLine { index });
         };
         let line = &rest[..end];
