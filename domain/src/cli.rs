@@ -2160,8 +2160,7 @@ fn execute(
         }) => {
             let witness = unseen_ledger::witness::WitnessKey::parse(&witness_key)?;
             let domain = open(&dir)?;
-            let done = domain
-                .witness_ledger(&url, &witness)
+            let done = crate::witness::witness_ledger(&domain, &url, &witness)
                 .context("witnessing FAILED")?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&done)?)?;

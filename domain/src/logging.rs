@@ -10,6 +10,7 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 /// Crates whose log lines Unseen writes itself and keeps free of raw values.
 const OWN_TARGETS: &[&str] = &[
     "unseen",
+    "unseen_core",
     "unseen_policy",
     "unseen_sandbox",
     "unseen_ledger",

@@ -146,93 +146,83 @@ fn witness_error(url: &str, reason: impl std::fmt::Display) -> DomainError {
     }
 }
 
-impl Domain {
-    /// Submits the ledger's current checkpoint to the witness at `url`
-    /// (known by `witness`), with a consistency proof from the size the
-    /// witness last co-signed, and keeps the co-signed checkpoint beside
-    /// the ledger. A witness that refuses the checkpoint as a fork is an
-    /// alarm, returned as an error naming it.
-    pub fn witness_ledger(
-        &self,
-        url: &str,
-        witness: &WitnessKey,
-    ) -> Result<Witnessed, DomainError> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let endpoint = format!("{}/add-checkpoint", url.trim_end_matches('/'));
-        let ledger_dir = self.dir.join("ledger");
-        let known = witness::load_cosigned(&ledger_dir, witness)
-            .map_err(|e| witness_error(url, e))?
-            .map_or(0, |(_, cp)| cp.size);
-        let mut from_size = known;
-        // Twice at most: a 409 tells us the witness's real size.
-        for _ in 0..2 {
-            let (note, proof, size) = self.ledger.with(|l| {
-                let size = l.size();
-                let proof = if from_size == 0 || from_size > size {
-                    Ok(Vec::new())
-                } else {
-                    l.consistency_proof(from_size, size)
-                };
-                (l.checkpoint_text().to_owned(), proof, size)
-            })?;
-            let request = AddCheckpoint {
-                old_size: from_size,
-                proof: proof?,
-                note: note.clone(),
-            };
-            let mut answer = agent
-                .post(&endpoint)
-                .header("content-type", "text/plain")
-                .send(request.to_text().as_bytes())
-                .map_err(|e| witness_error(url, e))?;
-            let status = answer.status().as_u16();
-            let body = answer
-                .body_mut()
-                .with_config()
-                .limit(64 * 1024)
-                .read_to_string()
-                .map_err(|e| witness_error(url, e))?;
-            match status {
-                200 => {
-                    let cosigned = witness::attach(&note, &body);
-                    let public = self.ledger.public_key()?;
-                    witness::open_cosigned(&cosigned, ORIGIN, &public, witness).map_err(|e| {
-                        witness_error(
-                            url,
-                            format!("its answer is not a co-signature by {}: {e}", witness.name),
-                        )
-                    })?;
-                    witness::save_cosigned(&ledger_dir, witness, &cosigned)
-                        .map_err(|e| witness_error(url, e))?;
-                    return Ok(Witnessed {
-                        witness: witness.name.clone(),
-                        from_size,
-                        size,
-                        checkpoint: cosigned,
-                    });
-                }
-                409 => {
-                    from_size = body.trim().parse().map_err(|_| {
-                        witness_error(url, format!("409 without a size: {}", body.trim()))
-                    })?;
-                }
-                _ => {
-                    return Err(witness_error(
+/// Submits the ledger's current checkpoint to the witness at `url`
+/// (known by `witness`), with a consistency proof from the size the
+/// witness last co-signed, and keeps the co-signed checkpoint beside
+/// the ledger. A witness that refuses the checkpoint as a fork is an
+/// alarm, returned as an error naming it.
+pub fn witness_ledger(
+    domain: &Domain,
+    url: &str,
+    witness: &WitnessKey,
+) -> Result<Witnessed, DomainError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let endpoint = format!("{}/add-checkpoint", url.trim_end_matches('/'));
+    let ledger_dir = domain.dir().join("ledger");
+    let known = witness::load_cosigned(&ledger_dir, witness)
+        .map_err(|e| witness_error(url, e))?
+        .map_or(0, |(_, cp)| cp.size);
+    let mut from_size = known;
+    // Twice at most: a 409 tells us the witness's real size.
+    for _ in 0..2 {
+        let (note, proof, size) = domain.ledger_checkpoint_from(from_size)?;
+        let request = AddCheckpoint {
+            old_size: from_size,
+            proof,
+            note: note.clone(),
+        };
+        let mut answer = agent
+            .post(&endpoint)
+            .header("content-type", "text/plain")
+            .send(request.to_text().as_bytes())
+            .map_err(|e| witness_error(url, e))?;
+        let status = answer.status().as_u16();
+        let body = answer
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_string()
+            .map_err(|e| witness_error(url, e))?;
+        match status {
+            200 => {
+                let cosigned = witness::attach(&note, &body);
+                let public = domain.ledger_public_key()?;
+                witness::open_cosigned(&cosigned, ORIGIN, &public, witness).map_err(|e| {
+                    witness_error(
                         url,
-                        format!("refused ({status}): {}", body.trim()),
-                    ));
-                }
+                        format!("its answer is not a co-signature by {}: {e}", witness.name),
+                    )
+                })?;
+                witness::save_cosigned(&ledger_dir, witness, &cosigned)
+                    .map_err(|e| witness_error(url, e))?;
+                return Ok(Witnessed {
+                    witness: witness.name.clone(),
+                    from_size,
+                    size,
+                    checkpoint: cosigned,
+                });
+            }
+            409 => {
+                from_size = body.trim().parse().map_err(|_| {
+                    witness_error(url, format!("409 without a size: {}", body.trim()))
+                })?;
+            }
+            _ => {
+                return Err(witness_error(
+                    url,
+                    format!("refused ({status}): {}", body.trim()),
+                ));
             }
         }
-        Err(witness_error(
-            url,
-            "its size keeps changing; is another ledger submitting under this key?",
-        ))
     }
+    Err(witness_error(
+        url,
+        "its size keeps changing; is another ledger submitting under this key?",
+    ))
 }
 
 /// Verifies the ledger of the data directory `data` against the checkpoint
@@ -350,7 +340,7 @@ pub async fn keep_witnessed(
         let size = domain.ledger_head().ok().map(|h| h.size);
         if size != last_size {
             let (d, u, w) = (Arc::clone(&domain), url.clone(), witness.clone());
-            match tokio::task::spawn_blocking(move || d.witness_ledger(&u, &w)).await {
+            match tokio::task::spawn_blocking(move || witness_ledger(&d, &u, &w)).await {
                 Ok(Ok(done)) => {
                     last_size = Some(done.size);
                     tracing::info!(witness = %done.witness, size = done.size, "checkpoint co-signed");

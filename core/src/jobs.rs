@@ -1239,11 +1239,7 @@ impl Domain {
 
     /// Stops a job whose client went away before its answer: recorded as
     /// `job.cancelled` by the system, with the reason.
-    pub(crate) fn stop_for_client(
-        &self,
-        job_id: &str,
-        reason: &str,
-    ) -> Result<String, DomainError> {
+    pub fn stop_for_client(&self, job_id: &str, reason: &str) -> Result<String, DomainError> {
         self.stop_job("system", job_id, reason)
     }
 
