@@ -2,7 +2,6 @@
 //! `unseen` binary carries the demo's jobs with it.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 const GUESTS: &[&str] = &[
     "district_income",
@@ -44,7 +43,7 @@ fn main() {
     let manifest_dir =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     engine_versions(&manifest_dir.join("../Cargo.lock"));
-    let guests = manifest_dir.join("../guests");
+    let guests = unseen_guest_build::guests_dir();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target = out.join("guests-target");
     println!("cargo:rerun-if-changed={}", guests.display());
@@ -52,39 +51,10 @@ fn main() {
         "cargo:rerun-if-changed={}",
         manifest_dir.join("../udf-sdk/src").display()
     );
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&guests)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--target-dir",
-        ])
-        .arg(&target);
-    // The outer build's flags and wrappers are for the host, not for wasm32.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd.status().expect("failed to run cargo for the guests");
-    if !status.success() {
-        panic!(
-            "building the guests for wasm32 failed; install the target with `rustup target add wasm32-unknown-unknown`"
-        );
-    }
+    let dir = unseen_guest_build::build(&target).unwrap_or_else(|e| panic!("{e}"));
     let mut code = String::new();
     for guest in GUESTS {
-        let path = target
-            .join("wasm32-unknown-unknown/release")
-            .join(format!("{guest}.wasm"));
+        let path = unseen_guest_build::wasm_path(&dir, guest);
         code.push_str(&format!(
             "/// The `{guest}` guest module.\npub const {}: &[u8] = include_bytes!({:?});\n",
             guest.to_uppercase(),

@@ -68,6 +68,27 @@ const LONG_VERSION: &str = concat!(
     env!("UNSEEN_OPENDP_VERSION"),
 );
 
+/// Writes the page of `command` (named `unseen` or `unseen-<path>`) and of
+/// each subcommand below it into `dir`; returns how many.
+fn write_man_pages(command: &clap::Command, dir: &Path) -> Result<usize> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    let mut written = 0;
+    let mut todo = vec![(command.clone().name("unseen"), "unseen".to_owned())];
+    while let Some((command, name)) = todo.pop() {
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let sub_name = format!("{name}-{}", sub.get_name());
+            todo.push((sub.clone().name(sub_name.clone()), sub_name));
+        }
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command.clone()).render(&mut page)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        written += 1;
+    }
+    Ok(written)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print a completion script for a shell, to stdout.
@@ -76,6 +97,15 @@ pub enum Command {
     Completions {
         /// The shell: bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+    /// Write a manual page for `unseen` and one for each of its commands
+    /// (`unseen-grant-issue.1`, ...) into a directory.
+    ///
+    /// Example: `unseen man --out /usr/local/share/man/man1 && man unseen-grant-issue`
+    Man {
+        /// The directory to write the pages into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Run the whole flow on fresh synthetic data: generate, register, grant,
     /// run guests, review, release, verify the ledger.
@@ -1293,6 +1323,7 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         }
         // Tools on local files only; they touch no data directory.
         Command::Completions { .. }
+        | Command::Man { .. }
         | Command::Demo { .. }
         | Command::Dev(_)
         | Command::Bench(_)
@@ -1345,6 +1376,17 @@ fn execute(
             let mut cli = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cli, "unseen", &mut script);
             out.write_all(&script)?;
+            Ok(())
+        }
+        Command::Man { out: dir } => {
+            let cli = <Cli as clap::CommandFactory>::command();
+            let written = write_man_pages(&cli, &dir)?;
+            writeln!(
+                out,
+                "wrote {written} manual pages to {}; read one with `man -l {}`",
+                dir.display(),
+                dir.join("unseen.1").display()
+            )?;
             Ok(())
         }
         Command::Demo {

@@ -45,7 +45,7 @@ fn version_names_the_engines_it_was_built_with() {
     let (ok, text) = unseen_exact(&["--version"]);
     assert!(ok, "{text}");
     let lock = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"),
+        std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../Cargo.lock"),
     )
     .unwrap();
     for (engine, package) in [
@@ -91,4 +91,26 @@ fn completions_are_printed_for_each_shell_and_a_closed_pipe_is_quiet() {
     let (code, message) = unseen::cli::failure(&error);
     assert_eq!(code, 1);
     assert!(!message.unwrap().contains("error: error:"));
+}
+
+#[test]
+fn man_pages_are_written_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man1");
+    let (ok, said) = unseen_exact(&["man", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    let page = |name: &str| {
+        std::fs::read_to_string(out.join(format!("{name}.1")))
+            .unwrap_or_else(|e| panic!("{name}.1: {e}; wrote {said}"))
+    };
+    let top = page("unseen");
+    assert!(top.starts_with(".ie") || top.contains(".TH"), "{top:.300}");
+    assert!(top.contains("grant"), "the top page lists the commands");
+    // A nested command has its own page, with its options and example.
+    let issue = page("unseen-grant-issue");
+    assert!(issue.contains("unseen\\-grant\\-issue") || issue.contains("unseen-grant-issue"), "{issue:.300}");
+    assert!(issue.contains("epsilon"), "{issue:.600}");
+    let pages = std::fs::read_dir(&out).unwrap().count();
+    assert!(said.contains(&format!("wrote {pages} manual pages")), "{said}");
+    assert!(pages > 40, "{pages} pages");
 }

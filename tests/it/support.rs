@@ -365,35 +365,10 @@ pub fn guest(crate_name: &str) -> Vec<u8> {
     use std::path::PathBuf;
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
-        let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests");
         let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests-target");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.current_dir(&guests)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-unknown-unknown",
-                "--target-dir",
-            ])
-            .arg(&target);
-        // The outer build's flags and wrappers are for the host, not for wasm32.
-        for var in [
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "RUSTC_WRAPPER",
-            "RUSTC_WORKSPACE_WRAPPER",
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_TARGET",
-        ] {
-            cmd.env_remove(var);
-        }
-        let status = cmd.status().expect("run cargo for the guests");
-        assert!(status.success(), "building the guests for wasm32 failed");
-        target.join("wasm32-unknown-unknown/release")
+        unseen_guest_build::build(&target).unwrap_or_else(|e| panic!("{e}"))
     });
-    let path = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
+    let path = unseen_guest_build::wasm_path(dir, crate_name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 

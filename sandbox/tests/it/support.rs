@@ -3,7 +3,6 @@
 //! the sandbox still runs a well-behaved job.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -17,42 +16,14 @@ use unseen_sandbox::{
 fn guest_dir() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests");
         let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests-target");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(&guests)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-unknown-unknown",
-                "--target-dir",
-            ])
-            .arg(&target);
-        // The outer build's flags and wrappers are for the host, not for wasm32.
-        for var in [
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "RUSTC_WRAPPER",
-            "RUSTC_WORKSPACE_WRAPPER",
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_TARGET",
-        ] {
-            cmd.env_remove(var);
-        }
-        let status = cmd.status().expect("failed to run cargo for the guests");
-        assert!(
-            status.success(),
-            "building the guests for wasm32 failed; install the target with `rustup target add wasm32-unknown-unknown`"
-        );
-        target.join("wasm32-unknown-unknown/release")
+        unseen_guest_build::build(&target).unwrap_or_else(|e| panic!("{e}"))
     })
 }
 
 /// The bytes of a guest module, by crate name (`adv-memory-bomb`).
 pub fn wasm(crate_name: &str) -> Vec<u8> {
-    let path = guest_dir().join(format!("{}.wasm", crate_name.replace('-', "_")));
+    let path = unseen_guest_build::wasm_path(guest_dir(), crate_name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
