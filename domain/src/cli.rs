@@ -68,20 +68,30 @@ const LONG_VERSION: &str = concat!(
     env!("UNSEEN_OPENDP_VERSION"),
 );
 
-/// Writes the page of `command` (named `unseen` or `unseen-<path>`) and of
-/// each subcommand below it into `dir`; returns how many.
+/// Writes the page of `command` and of each subcommand below it into
+/// `dir` (`unseen.1`, `unseen-grant-issue.1`, ...); returns how many.
 fn write_man_pages(command: &clap::Command, dir: &Path) -> Result<usize> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    // Building names each subcommand by its path (`unseen-grant-issue`).
+    let mut root = command.clone();
+    root.build();
     let mut written = 0;
-    let mut todo = vec![(command.clone().name("unseen"), "unseen".to_owned())];
-    while let Some((command, name)) = todo.pop() {
-        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
-            let sub_name = format!("{name}-{}", sub.get_name());
-            todo.push((sub.clone().name(sub_name.clone()), sub_name));
-        }
+    let mut todo = vec![root];
+    while let Some(command) = todo.pop() {
+        todo.extend(
+            command
+                .get_subcommands()
+                // Not clap's own `help` commands, added by building.
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+                .cloned(),
+        );
+        let name = command
+            .get_display_name()
+            .unwrap_or(command.get_name())
+            .to_owned();
         let mut page = Vec::new();
-        clap_mangen::Man::new(command.clone()).render(&mut page)?;
+        clap_mangen::Man::new(command).render(&mut page)?;
         let path = dir.join(format!("{name}.1"));
         std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
         written += 1;

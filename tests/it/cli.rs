@@ -45,7 +45,10 @@ fn version_names_the_engines_it_was_built_with() {
     let (ok, text) = unseen_exact(&["--version"]);
     assert!(ok, "{text}");
     let lock = std::fs::read_to_string(
-        std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../Cargo.lock"),
+        std::path::PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .join("../Cargo.lock"),
     )
     .unwrap();
     for (engine, package) in [
@@ -108,9 +111,15 @@ fn man_pages_are_written_for_every_command() {
     assert!(top.contains("grant"), "the top page lists the commands");
     // A nested command has its own page, with its options and example.
     let issue = page("unseen-grant-issue");
-    assert!(issue.contains("unseen\\-grant\\-issue") || issue.contains("unseen-grant-issue"), "{issue:.300}");
+    assert!(
+        issue.contains("unseen\\-grant\\-issue") || issue.contains("unseen-grant-issue"),
+        "{issue:.300}"
+    );
     assert!(issue.contains("epsilon"), "{issue:.600}");
     let pages = std::fs::read_dir(&out).unwrap().count();
-    assert!(said.contains(&format!("wrote {pages} manual pages")), "{said}");
+    assert!(
+        said.contains(&format!("wrote {pages} manual pages")),
+        "{said}"
+    );
     assert!(pages > 40, "{pages} pages");
 }

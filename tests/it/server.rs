@@ -200,9 +200,13 @@ fn role_matrix_every_route_every_role() {
     }
     assert_eq!(checked, (table.len() - 1) * 4);
     // The API reference lists the same routes with the same roles.
-    let reference =
-        std::fs::read_to_string(std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("../docs/api.md"))
-            .unwrap();
+    let reference = std::fs::read_to_string(
+        std::path::PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .join("../docs/api.md"),
+    )
+    .unwrap();
     let documented: BTreeMap<(String, String), String> = reference
         .lines()
         .filter(|l| l.starts_with("| GET ") || l.starts_with("| POST "))

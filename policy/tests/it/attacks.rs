@@ -16,7 +16,10 @@ fn expected_rule(text: &str) -> &str {
 #[tokio::test]
 async fn every_attack_in_the_corpus_is_refused_with_its_rule() {
     let (ctx, manifests) = joined_session(200, 600);
-    let dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")).join("tests/attacks");
+    let dir = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("tests/attacks");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
