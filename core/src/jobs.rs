@@ -65,8 +65,7 @@ pub struct JobView {
     pub submitter: String,
     pub module_sha256: Option<String>,
     pub sql: Option<String>,
-    /// `queued`, `running`, then `finished`, `stopped` or `refused`.
-    pub status: String,
+    pub status: JobStatus,
     /// The limit or cause that stopped the job.
     pub stopped_by: Option<String>,
     /// The host's reason for `stopped` or `refused`.
@@ -80,8 +79,9 @@ pub struct JobView {
     /// decided them or approved the job's outcome: how many outputs a
     /// guest emits is its own choice.
     pub outputs: Vec<String>,
-    /// `succeeded`, `failed`, `trapped` or `cancelled`: how the run ended.
-    pub ending: Option<String>,
+    /// How the run ended (the job record's; withheld from a developer
+    /// until reviewed).
+    pub ending: Option<RunEnding>,
     pub error: Option<String>,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
@@ -175,6 +175,102 @@ pub struct OutcomeReview {
     pub review: String,
 }
 
+/// Where a job stands, as everyone who may see it sees it: `queued`,
+/// `running`, then `finished`, `stopped` or `refused` (see [`Visible`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Finished,
+    Stopped,
+    Refused,
+}
+
+impl JobStatus {
+    /// The word the API and the store use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Finished => "finished",
+            JobStatus::Stopped => "stopped",
+            JobStatus::Refused => "refused",
+        }
+    }
+
+    /// The status a word names, if any.
+    pub fn parse(word: &str) -> Option<JobStatus> {
+        [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Finished,
+            JobStatus::Stopped,
+            JobStatus::Refused,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == word)
+    }
+
+    /// Whether the job has ended (nothing about it changes any more).
+    pub fn has_ended(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that widths in format strings apply.
+        f.pad(self.as_str())
+    }
+}
+
+/// How a run itself ended, in the job record: what a guest chose (whether
+/// it fails) is part of it, so a developer sees it only once reviewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunEnding {
+    /// Ran to its end and returned 0 (or, without a guest, finished).
+    Succeeded,
+    /// Returned an error, or was refused or failed before or around the run.
+    Failed,
+    /// Trapped: on its own, or stopped by a sandbox limit.
+    Trapped,
+    /// Stopped by a cancellation or a revocation.
+    Cancelled,
+}
+
+impl RunEnding {
+    /// The word the API and the store use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunEnding::Succeeded => "succeeded",
+            RunEnding::Failed => "failed",
+            RunEnding::Trapped => "trapped",
+            RunEnding::Cancelled => "cancelled",
+        }
+    }
+
+    /// The ending a word names, if any.
+    pub fn parse(word: &str) -> Option<RunEnding> {
+        [
+            RunEnding::Succeeded,
+            RunEnding::Failed,
+            RunEnding::Trapped,
+            RunEnding::Cancelled,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == word)
+    }
+}
+
+impl std::fmt::Display for RunEnding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that widths in format strings apply.
+        f.pad(self.as_str())
+    }
+}
+
 /// What everyone may see of how a job ended: decided by the service from
 /// what it did to the job, never from what the guest chose.
 ///
@@ -197,11 +293,11 @@ pub enum Visible {
 }
 
 impl Visible {
-    fn status(&self) -> &'static str {
+    fn status(&self) -> JobStatus {
         match self {
-            Visible::Finished => "finished",
-            Visible::Stopped { .. } => "stopped",
-            Visible::Refused { .. } => "refused",
+            Visible::Finished => JobStatus::Finished,
+            Visible::Stopped { .. } => JobStatus::Stopped,
+            Visible::Refused { .. } => JobStatus::Refused,
         }
     }
 
@@ -255,8 +351,7 @@ impl Visible {
 
 /// How a run ended, in full and as everyone sees it.
 pub(crate) struct Ending {
-    /// `succeeded`, `failed`, `trapped` or `cancelled`.
-    pub ending: &'static str,
+    pub ending: RunEnding,
     pub error: Option<String>,
     pub visible: Visible,
     pub fuel: u64,
@@ -273,7 +368,7 @@ impl Ending {
             None => reason,
         };
         Ending {
-            ending: "failed",
+            ending: RunEnding::Failed,
             error: Some(reason.clone()),
             visible: Visible::Refused { reason },
             fuel: 0,
@@ -284,7 +379,7 @@ impl Ending {
     /// A job without a guest (SQL, extract) that ran to its end.
     pub(crate) fn finished() -> Ending {
         Ending {
-            ending: "succeeded",
+            ending: RunEnding::Succeeded,
             error: None,
             visible: Visible::Finished,
             fuel: 0,
@@ -295,7 +390,7 @@ impl Ending {
     /// A job without a guest that the service could not finish.
     pub(crate) fn failed_in_service() -> Ending {
         Ending {
-            ending: "failed",
+            ending: RunEnding::Failed,
             error: None,
             visible: Visible::service("the service could not finish the job; nothing was released"),
             fuel: 0,
@@ -306,7 +401,7 @@ impl Ending {
     /// A job without a guest stopped by cancellation or revocation.
     pub(crate) fn cancelled(reason: &str) -> Ending {
         Ending {
-            ending: "cancelled",
+            ending: RunEnding::Cancelled,
             error: Some(format!("job cancelled: {reason}")),
             visible: Visible::cancelled(reason),
             fuel: 0,
@@ -317,24 +412,28 @@ impl Ending {
     /// How a module's run ended, from the sandbox's report.
     fn of_run(result: Result<unseen_sandbox::RunReport, SandboxError>) -> Ending {
         let (ending, visible, fuel) = match &result {
-            Ok(report) => ("succeeded", Visible::Finished, report.fuel_used),
+            Ok(report) => (RunEnding::Succeeded, Visible::Finished, report.fuel_used),
             Err(SandboxError::JobFailed { fuel_used, .. }) => {
-                ("failed", Visible::Finished, *fuel_used)
+                (RunEnding::Failed, Visible::Finished, *fuel_used)
             }
-            Err(SandboxError::AbiVersion { .. }) => ("failed", Visible::Finished, 0),
-            Err(SandboxError::Trap { .. }) => ("trapped", Visible::Finished, 0),
-            Err(SandboxError::LimitExceeded { limit, .. }) => ("trapped", Visible::limit(limit), 0),
-            Err(SandboxError::Cancelled { reason }) => ("cancelled", Visible::cancelled(reason), 0),
+            Err(SandboxError::AbiVersion { .. }) => (RunEnding::Failed, Visible::Finished, 0),
+            Err(SandboxError::Trap { .. }) => (RunEnding::Trapped, Visible::Finished, 0),
+            Err(SandboxError::LimitExceeded { limit, .. }) => {
+                (RunEnding::Trapped, Visible::limit(limit), 0)
+            }
+            Err(SandboxError::Cancelled { reason }) => {
+                (RunEnding::Cancelled, Visible::cancelled(reason), 0)
+            }
             // Before the guest ran: the module is not a job module.
             Err(e @ SandboxError::MissingExport { .. }) => (
-                "failed",
+                RunEnding::Failed,
                 Visible::Refused {
                     reason: e.to_string(),
                 },
                 0,
             ),
             Err(_) => (
-                "failed",
+                RunEnding::Failed,
                 Visible::service("the service failed while running the job; nothing was released"),
                 0,
             ),
@@ -383,6 +482,30 @@ pub(crate) type Started = Result<(host::Host, Arc<Mutex<host::JobLog>>), JobOutc
 
 const JOB_COLUMNS: &str = "j.id, j.grant_id, j.submitter, j.module, j.sql, j.status, j.error, j.submitted_at, j.started_at, j.ended_at, j.fuel, j.queries, j.rows_scanned, j.run_ms, COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0), j.logs, j.visible, j.stopped_by, j.reason, j.refusals, j.outcome_output, (SELECT o.status FROM outputs o WHERE o.id = j.outcome_output), j.shown_end_ms";
 
+/// The status everyone sees of a job whose record says `status` (queued,
+/// running, or how its run ended) and `visible` (what the service decided,
+/// once it ended).
+fn shown_status(status: &str, visible: Option<&str>) -> rusqlite::Result<JobStatus> {
+    let shown = match (JobStatus::parse(status), visible) {
+        (Some(waiting @ (JobStatus::Queued | JobStatus::Running)), _) => Some(waiting),
+        (_, Some(visible)) => JobStatus::parse(visible).filter(|s| s.has_ended()),
+        // Ended before the service recorded what it decided (schema 11).
+        (_, None) => match RunEnding::parse(status) {
+            Some(RunEnding::Cancelled) => Some(JobStatus::Stopped),
+            Some(_) => Some(JobStatus::Finished),
+            None => None,
+        },
+    };
+    shown.ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            5,
+            rusqlite::types::Type::Text,
+            format!("job status `{status}` (shown as {visible:?}) is not one this version knows")
+                .into(),
+        )
+    })
+}
+
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
     let list = |i: usize| -> rusqlite::Result<Vec<String>> {
         let text: String = r.get(i)?;
@@ -400,7 +523,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
         sql: r.get(4)?,
         // Queued and running are the same for everyone; an ended job
         // shows what the service decided.
-        status: visible.unwrap_or_else(|| status.clone()),
+        status: shown_status(&status, visible.as_deref())?,
         stopped_by: r.get(17)?,
         reason: r.get(18)?,
         outcome: outcome_output.map(|output| OutcomeReview {
@@ -410,11 +533,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
         submitted_at: r.get(7)?,
         epsilon_spent: r.get(14)?,
         outputs: Vec::new(),
-        ending: matches!(
-            status.as_str(),
-            "succeeded" | "failed" | "trapped" | "cancelled"
-        )
-        .then_some(status),
+        ending: RunEnding::parse(&status),
         error: r.get(6)?,
         started_at: r.get(8)?,
         ended_at: r.get(9)?,
@@ -436,7 +555,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
 fn outcome_table(view: &JobView) -> udf_sdk::Table {
     let mut rows: Vec<(&str, String)> = Vec::new();
     if let Some(ending) = &view.ending {
-        rows.push(("ending", ending.clone()));
+        rows.push(("ending", ending.to_string()));
     }
     if let Some(error) = &view.error {
         rows.push(("error", error.clone()));
@@ -485,7 +604,7 @@ fn apply_outcome_table(view: &mut JobView, table: &udf_sdk::Table) {
     view.outputs.clear();
     for (item, value) in items.iter().zip(values) {
         match item.as_str() {
-            "ending" => view.ending = Some(value.clone()),
+            "ending" => view.ending = RunEnding::parse(value),
             "error" => view.error = Some(value.clone()),
             "fuel_used" => view.fuel_used = number(value),
             "queries" => view.queries = number(value),
@@ -508,11 +627,11 @@ fn apply_outcome_table(view: &mut JobView, table: &udf_sdk::Table) {
 fn hide_unshown_end(view: &mut JobView, now_ms: i64) -> bool {
     let shown_end = shown_end_of(view);
     view.shown_end_ms = None;
-    let ended = !matches!(view.status.as_str(), "queued" | "running");
+    let ended = view.status.has_ended();
     if !ended || shown_end.is_some_and(|at| now_ms >= at) {
         return false;
     }
-    view.status = "running".into();
+    view.status = JobStatus::Running;
     view.stopped_by = None;
     view.reason = None;
     view.outcome = None;
@@ -881,8 +1000,8 @@ impl Domain {
                 "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10,
                      refusals = ?11, visible = ?12, stopped_by = ?13, reason = ?14, shown_end_ms = ?15
                  WHERE id = ?1 AND status IN ('queued', 'running')",
-                params![job_id, ending, error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs,
-                    refusals, visible.status(), visible.stopped_by(), visible.reason(), shown_end],
+                params![job_id, ending.as_str(), error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs,
+                    refusals, visible.status().as_str(), visible.stopped_by(), visible.reason(), shown_end],
             )?;
             Ok(Change::Record(
                 json!({
@@ -907,10 +1026,10 @@ impl Domain {
         wait_until_ms(shown_end);
         Ok(JobOutcome {
             job_id,
-            status: visible.status().to_string(),
+            status: visible.status(),
             stopped_by: visible.stopped_by(),
             reason: visible.reason(),
-            ending: ending.to_string(),
+            ending: Some(ending),
             error,
             outputs: log.outputs,
             outcome_output,
@@ -1004,7 +1123,7 @@ impl Domain {
             status: view.status,
             stopped_by: view.stopped_by,
             reason: view.reason,
-            ending: view.ending.unwrap_or_default(),
+            ending: view.ending,
             error: view.error,
             outputs: view.outputs,
             outcome_output: view.outcome.map(|o| o.output),
@@ -1599,11 +1718,11 @@ mod tests {
             submitter: "dev".into(),
             module_sha256: None,
             sql: Some("SELECT 1".into()),
-            status: "stopped".into(),
+            status: JobStatus::Stopped,
             stopped_by: Some("cancelled".into()),
             reason: Some("by its developer".into()),
             outcome: None,
-            ending: Some("cancelled".into()),
+            ending: Some(RunEnding::Cancelled),
             error: Some("job cancelled: by its developer".into()),
             submitted_at: "2026-01-01T00:00:00Z".into(),
             started_at: Some("2026-01-01T00:00:00Z".into()),
@@ -1648,7 +1767,7 @@ mod tests {
         let shown = 1_767_225_602_250; // 2026-01-01T00:00:02.250Z
         let mut before = ended_job(shown);
         assert!(hide_unshown_end(&mut before, shown - 1));
-        assert_eq!(before.status, "running");
+        assert_eq!(before.status, JobStatus::Running);
         assert_eq!(
             (before.stopped_by.as_ref(), before.reason.as_ref()),
             (None, None)
@@ -1661,7 +1780,7 @@ mod tests {
         assert_eq!(before.epsilon_spent, 0.0);
         let mut after = ended_job(shown);
         assert!(!hide_unshown_end(&mut after, shown));
-        assert_eq!(after.status, "stopped");
+        assert_eq!(after.status, JobStatus::Stopped);
         assert_eq!(after.outputs, ["out-1"]);
         assert_eq!(after.epsilon_spent, 0.5);
         for view in [before, after] {
@@ -1674,11 +1793,39 @@ mod tests {
         assert!(!hide_unshown_end(&mut old, 1_767_225_601_000));
         assert!(hide_unshown_end(&mut old_early, 1_767_225_600_999));
         // Running and queued jobs stay as they are.
-        for status in ["running", "queued"] {
+        for status in [JobStatus::Running, JobStatus::Queued] {
             let mut job = ended_job(i64::MAX);
-            job.status = status.into();
+            job.status = status;
             assert!(!hide_unshown_end(&mut job, 1));
             assert_eq!(job.status, status);
         }
+    }
+
+    #[test]
+    fn statuses_and_endings_read_back_as_written_and_unknown_words_are_errors() {
+        for status in [JobStatus::Queued, JobStatus::Running] {
+            assert_eq!(shown_status(status.as_str(), None).unwrap(), status);
+        }
+        for (ending, visible, shown) in [
+            ("succeeded", Some("finished"), JobStatus::Finished),
+            ("failed", Some("refused"), JobStatus::Refused),
+            ("trapped", Some("stopped"), JobStatus::Stopped),
+            // Before schema 11 nothing recorded what the service decided.
+            ("cancelled", None, JobStatus::Stopped),
+            ("failed", None, JobStatus::Finished),
+        ] {
+            assert_eq!(
+                shown_status(ending, visible).unwrap(),
+                shown,
+                "{ending} {visible:?}"
+            );
+            assert_eq!(RunEnding::parse(ending).unwrap().as_str(), ending);
+        }
+        assert!(shown_status("exploded", None).is_err());
+        assert!(shown_status("succeeded", Some("queued")).is_err());
+        assert_eq!(
+            serde_json::to_value(JobStatus::Refused).unwrap(),
+            serde_json::json!("refused")
+        );
     }
 }

@@ -432,18 +432,18 @@ impl GrantRequest {
 #[derive(Debug, Clone)]
 pub struct JobOutcome {
     pub job_id: String,
-    /// What everyone sees: `finished`, `stopped` or `refused`
-    /// (see [`jobs::Visible`]).
-    pub status: String,
+    /// What everyone sees: finished, stopped or refused (see
+    /// [`jobs::Visible`]).
+    pub status: jobs::JobStatus,
     /// The limit or cause that stopped it (`fuel`, `deadline`, `memory`,
     /// `cancelled`, `grant revoked`, ...), when `stopped`.
     pub stopped_by: Option<String>,
     /// The host's own reason when `stopped` or `refused`: decided without
     /// the guest, so shown to the developer.
     pub reason: Option<String>,
-    /// How the run itself ended: `succeeded`, `failed`, `trapped` or
-    /// `cancelled`. A guest chooses whether it fails, so this is reviewed.
-    pub ending: String,
+    /// How the run itself ended (none for a job whose end its viewer may
+    /// not see yet). A guest chooses whether it fails, so this is reviewed.
+    pub ending: Option<jobs::RunEnding>,
     /// The full error (exit code and the guest's message included).
     pub error: Option<String>,
     /// Output ids placed in quarantine.
@@ -459,6 +459,19 @@ pub struct JobOutcome {
     pub logs: Vec<String>,
     pub epsilon_spent: f64,
     pub fuel_used: u64,
+}
+
+impl JobOutcome {
+    /// Whether the run ended [`RunEnding::Succeeded`].
+    pub fn succeeded(&self) -> bool {
+        self.ending == Some(RunEnding::Succeeded)
+    }
+
+    /// How the run ended, as a word (`not shown yet` when its viewer may
+    /// not see it).
+    pub fn ending_word(&self) -> &'static str {
+        self.ending.map_or("not shown yet", RunEnding::as_str)
+    }
 }
 
 /// A budget layer above grants.
@@ -635,6 +648,7 @@ enum JobBody<'a> {
 }
 
 pub use host::DryRun;
+pub use jobs::{JobStatus, RunEnding};
 
 /// An output being decided, released when dropped. Only one process holds
 /// a data directory, so an in-memory claim is exclusive.

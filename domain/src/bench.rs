@@ -302,12 +302,7 @@ pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result
                                 Default::default(),
                                 &Default::default(),
                             )?;
-                            anyhow::ensure!(
-                                o.ending == "succeeded",
-                                "job {} {}",
-                                o.job_id,
-                                o.ending
-                            );
+                            anyhow::ensure!(o.succeeded(), "job {} {}", o.job_id, o.ending_word());
                         }
                         Ok(())
                     })
@@ -607,7 +602,7 @@ pub fn sandbox(jobs: usize, rows: u64, repeats: usize) -> Result<Vec<Measure>> {
             Default::default(),
             &Default::default(),
         )?;
-        anyhow::ensure!(o.ending == "succeeded", "job {} {}", o.job_id, o.ending);
+        anyhow::ensure!(o.succeeded(), "job {} {}", o.job_id, o.ending_word());
         let dp = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let batches = runtime.block_on(async { native_ctx.sql(sql).await?.collect().await })?;

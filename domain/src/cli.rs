@@ -1561,7 +1561,7 @@ fn execute(
             let outcome = domain.run_sql(&handle, &actor, &grant, &sql, &extras)?;
             let (_, left) = domain.budget_seen_by(&actor, &grant)?;
             print_developer_outcome(out, &outcome, None, left, json)?;
-            if outcome.status != "finished" {
+            if outcome.status != crate::JobStatus::Finished {
                 bail!(
                     "query {}: {}",
                     outcome.status,
@@ -1584,7 +1584,7 @@ fn execute(
             let (outcome, plan) = domain.run_extract(&handle, &actor, &grant, &columns, sample)?;
             let (_, left) = domain.budget_seen_by(&actor, &grant)?;
             print_developer_outcome(out, &outcome, Some(&plan), left, json)?;
-            if outcome.status != "finished" {
+            if outcome.status != crate::JobStatus::Finished {
                 bail!(
                     "extract {}: {}",
                     outcome.status,
@@ -1619,7 +1619,7 @@ fn execute(
             // The submitter reads what the service would return.
             let (_, left) = domain.budget_seen_by(&actor, &grant)?;
             print_developer_outcome(out, &outcome, None, left, json)?;
-            if outcome.status != "finished" {
+            if outcome.status != crate::JobStatus::Finished {
                 bail!(
                     "job {} {}: {}",
                     outcome.job_id,
@@ -2296,7 +2296,7 @@ fn execute(
                     "ran {} against {} mock rows (made from the manifest, not from data): {}",
                     module.display(),
                     run.rows,
-                    run.outcome.ending
+                    run.outcome.ending_word()
                 )?;
                 for line in &run.outcome.logs {
                     writeln!(out, "  log: {line}")?;
@@ -2315,8 +2315,8 @@ fn execute(
                     demo::print_table(out, table)?;
                 }
             }
-            if run.outcome.ending != "succeeded" {
-                bail!("the guest {}", run.outcome.ending);
+            if !run.outcome.succeeded() {
+                bail!("the guest {}", run.outcome.ending_word());
             }
             Ok(())
         }

@@ -224,10 +224,10 @@ pub fn run(
     for line in &outcome.logs {
         writeln!(out, "   guest log: {line}")?;
     }
-    if outcome.ending != "succeeded" {
+    if !outcome.succeeded() {
         return Err(anyhow!(
             "district-income job {}: {}",
-            outcome.ending,
+            outcome.ending_word(),
             outcome.error.unwrap_or_default()
         ));
     }
@@ -273,7 +273,8 @@ pub fn run(
         writeln!(
             out,
             "   {label}: job {} (its guest ended {}); in its outcome for the reviewer:",
-            o.status, o.ending
+            o.status,
+            o.ending_word()
         )?;
         for r in &o.refusals {
             writeln!(out, "     {r}")?;
@@ -483,11 +484,11 @@ fn sme_credit_risk(
 
 /// The job's first output, or an error naming the job and how it ended.
 fn first_output(job: &str, outcome: crate::JobOutcome) -> Result<String> {
-    match (outcome.ending.as_str(), outcome.outputs.first()) {
-        ("succeeded", Some(output)) => Ok(output.clone()),
+    match (outcome.succeeded(), outcome.outputs.first()) {
+        (true, Some(output)) => Ok(output.clone()),
         _ => Err(anyhow!(
             "{job} job {}: {}",
-            outcome.ending,
+            outcome.ending_word(),
             outcome.error.unwrap_or_default()
         )),
     }

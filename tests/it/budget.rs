@@ -138,10 +138,16 @@ fn thirty_two_concurrent_jobs_never_overspend_a_grant() {
         })
         .collect();
     let outcomes: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let succeeded = outcomes.iter().filter(|o| o.status == "finished").count();
+    let succeeded = outcomes
+        .iter()
+        .filter(|o| o.status == unseen::JobStatus::Finished)
+        .count();
     assert_eq!(succeeded, 10, "exactly the budget's worth of queries ran");
-    for o in outcomes.iter().filter(|o| o.status != "finished") {
-        assert_eq!(o.status, "refused", "{o:?}");
+    for o in outcomes
+        .iter()
+        .filter(|o| o.status != unseen::JobStatus::Finished)
+    {
+        assert_eq!(o.status, unseen::JobStatus::Refused, "{o:?}");
         assert!(
             o.error
                 .as_deref()

@@ -634,7 +634,11 @@ fn sigterm_drains_cancels_what_outlives_the_grace_period_and_exits() {
     let domain = unseen::Domain::open(Path::new(&data)).unwrap();
     for job in &jobs[..2] {
         let view = domain.job("admin", job).unwrap();
-        assert_eq!(view.ending.as_deref(), Some("cancelled"), "{job}: {view:?}");
+        assert_eq!(
+            view.ending,
+            Some(unseen::RunEnding::Cancelled),
+            "{job}: {view:?}"
+        );
         assert!(
             view.error
                 .as_deref()
@@ -644,7 +648,7 @@ fn sigterm_drains_cancels_what_outlives_the_grace_period_and_exits() {
         );
     }
     let queued = domain.job("admin", &jobs[2]).unwrap();
-    assert_eq!(queued.ending.as_deref(), Some("failed"), "{queued:?}");
+    assert_eq!(queued.ending, Some(unseen::RunEnding::Failed), "{queued:?}");
     assert!(
         queued
             .error

@@ -446,13 +446,16 @@ fn an_abandoned_job_is_ended_failed_with_its_reason() {
             &Default::default(),
         )
         .unwrap();
-    assert_eq!(domain.job("admin", &job).unwrap().status, "queued");
+    assert_eq!(
+        domain.job("admin", &job).unwrap().status,
+        unseen::JobStatus::Queued
+    );
     domain.end_abandoned_job(&job, "internal error").unwrap();
     domain.end_abandoned_job(&job, "a second time").unwrap();
     let view = domain.job("admin", &job).unwrap();
-    assert_eq!(view.status, "stopped");
+    assert_eq!(view.status, unseen::JobStatus::Stopped);
     assert_eq!(view.stopped_by.as_deref(), Some("service"));
-    assert_eq!(view.ending.as_deref(), Some("failed"));
+    assert_eq!(view.ending, Some(unseen::RunEnding::Failed));
     assert_eq!(view.error.as_deref(), Some("internal error"));
     drop(domain);
     ok(&["ledger", "verify", "--data-dir", &data]);

@@ -911,7 +911,7 @@ fn kill_dash_nine_of_the_server_leaves_a_consistent_store() {
             "{job}: {}",
             view.status
         );
-        if view.status == "stopped" {
+        if view.status == unseen::JobStatus::Stopped {
             assert_eq!(view.stopped_by.as_deref(), Some("service restart"));
             assert!(
                 view.reason
