@@ -68,6 +68,36 @@ const LONG_VERSION: &str = concat!(
     env!("UNSEEN_OPENDP_VERSION"),
 );
 
+/// Writes `rows` under `headers` as columns aligned by display width (CJK
+/// characters count two), the `numeric` columns right-aligned, without
+/// borders or trailing spaces.
+fn write_table(
+    out: &mut dyn Write,
+    headers: &[&str],
+    numeric: &[usize],
+    rows: Vec<Vec<String>>,
+) -> Result<()> {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(headers.to_vec());
+    for row in rows {
+        table.add_row(row);
+    }
+    for &i in numeric {
+        if let Some(column) = table.column_mut(i) {
+            column.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    for line in table.lines() {
+        // The first column's left padding is not part of the layout.
+        let line = line.strip_prefix(' ').unwrap_or(&line);
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
 /// Writes the page of `command` and of each subcommand below it into
 /// `dir` (`unseen.1`, `unseen-grant-issue.1`, ...); returns how many.
 fn write_man_pages(command: &clap::Command, dir: &Path) -> Result<usize> {
@@ -2341,15 +2371,27 @@ fn execute(
             if json {
                 writeln!(out, "{}", json!({"datasets": datasets}))?;
             }
-            for d in datasets.iter().filter(|_| !json) {
-                let state = d
-                    .destroyed_at
-                    .as_ref()
-                    .map_or(String::new(), |at| format!(" (destroyed {at})"));
-                writeln!(
+            if !json {
+                let rows = datasets
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.name.clone(),
+                            d.rows.to_string(),
+                            format!("v{}", d.manifest_version),
+                            d.registered_at.clone(),
+                            d.registered_by.clone(),
+                            d.destroyed_at
+                                .as_ref()
+                                .map_or("registered".into(), |at| format!("destroyed {at}")),
+                        ]
+                    })
+                    .collect();
+                write_table(
                     out,
-                    "{:<16} {:>10} rows, manifest v{}, registered {} by {}{state}",
-                    d.name, d.rows, d.manifest_version, d.registered_at, d.registered_by
+                    &["DATASET", "ROWS", "MANIFEST", "REGISTERED", "BY", "STATE"],
+                    &[1],
+                    rows,
                 )?;
             }
             Ok(())
@@ -2388,16 +2430,20 @@ fn execute(
             if json {
                 writeln!(out, "{}", json!({"users": users}))?;
             }
-            for u in users.iter().filter(|_| !json) {
-                writeln!(
-                    out,
-                    "{:<16} {:<9} {} ({}){}",
-                    u.id,
-                    u.role,
-                    u.name,
-                    u.org,
-                    if u.disabled { " DISABLED" } else { "" }
-                )?;
+            if !json {
+                let rows = users
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            u.id.clone(),
+                            u.role.to_string(),
+                            u.name.clone(),
+                            u.org.clone(),
+                            if u.disabled { "disabled" } else { "enabled" }.into(),
+                        ]
+                    })
+                    .collect();
+                write_table(out, &["USER", "ROLE", "NAME", "ORG", "STATE"], &[], rows)?;
             }
             Ok(())
         }
@@ -2439,21 +2485,37 @@ fn execute(
             if json {
                 writeln!(out, "{}", json!({"grants": grants}))?;
             }
-            for g in grants.iter().filter(|_| !json) {
-                let state = match &g.revoked_at {
-                    Some(at) => format!("revoked {at}"),
-                    None => format!("expires {}", g.expires_at),
-                };
-                writeln!(
+            if !json {
+                let rows = grants
+                    .iter()
+                    .map(|g| {
+                        vec![
+                            g.id.clone(),
+                            g.datasets().collect::<Vec<_>>().join(" + "),
+                            g.developer.clone(),
+                            format!("{:.3} of {:.3}", g.epsilon_spent, g.epsilon_total),
+                            g.runs.to_string(),
+                            match &g.revoked_at {
+                                Some(at) => format!("revoked {at}"),
+                                None => format!("expires {}", g.expires_at),
+                            },
+                            g.purpose.clone(),
+                        ]
+                    })
+                    .collect();
+                write_table(
                     out,
-                    "{} `{}` to {}: epsilon {:.3} of {:.3}, runs {}, {state} — {}",
-                    g.id,
-                    g.datasets().collect::<Vec<_>>().join(" + "),
-                    g.developer,
-                    g.epsilon_spent,
-                    g.epsilon_total,
-                    g.runs,
-                    g.purpose
+                    &[
+                        "GRANT",
+                        "DATASETS",
+                        "DEVELOPER",
+                        "EPSILON",
+                        "RUNS",
+                        "STATE",
+                        "PURPOSE",
+                    ],
+                    &[3, 4],
+                    rows,
                 )?;
             }
             Ok(())
@@ -2560,11 +2622,24 @@ fn execute(
             if json {
                 writeln!(out, "{}", json!({"jobs": jobs}))?;
             }
-            for j in jobs.iter().filter(|_| !json) {
-                writeln!(
+            if !json {
+                let rows = jobs
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            j.id.clone(),
+                            j.status.to_string(),
+                            j.grant.clone(),
+                            j.submitter.clone(),
+                            j.submitted_at.clone(),
+                        ]
+                    })
+                    .collect();
+                write_table(
                     out,
-                    "{} {:<9} grant {} by {} at {}",
-                    j.id, j.status, j.grant, j.submitter, j.submitted_at
+                    &["JOB", "STATUS", "GRANT", "BY", "SUBMITTED"],
+                    &[],
+                    rows,
                 )?;
             }
             Ok(())
@@ -2592,28 +2667,54 @@ fn execute(
             if queue.is_empty() {
                 writeln!(out, "the review queue is empty")?;
             }
-            for o in &queue {
-                let blocking = o["findings"]
-                    .as_array()
-                    .map_or(0, |f| f.iter().filter(|f| f["blocking"] == true).count());
+            let text =
+                |o: &serde_json::Value, key: &str| o[key].as_str().unwrap_or_default().to_owned();
+            let rows = queue
+                .iter()
+                .map(|o| {
+                    let findings = o["findings"].as_array();
+                    let blocking =
+                        findings.map_or(0, |f| f.iter().filter(|f| f["blocking"] == true).count());
+                    vec![
+                        text(o, "output"),
+                        text(o, "kind"),
+                        text(o, "name"),
+                        text(o, "job"),
+                        text(o, "submitter"),
+                        text(o, "grant"),
+                        o["rows"].to_string(),
+                        o["epsilon_spent"].to_string(),
+                        format!("{} ({blocking} blocking)", findings.map_or(0, Vec::len)),
+                        format!("{} of {}", o["approvals"], o["approvals_required"]),
+                    ]
+                })
+                .collect();
+            if !queue.is_empty() {
+                write_table(
+                    out,
+                    &[
+                        "OUTPUT",
+                        "KIND",
+                        "NAME",
+                        "JOB",
+                        "BY",
+                        "GRANT",
+                        "ROWS",
+                        "EPSILON",
+                        "FINDINGS",
+                        "APPROVALS",
+                    ],
+                    &[6, 7],
+                    rows,
+                )?;
+            }
+            for o in queue.iter().filter(|o| !o["diff"].is_null()) {
                 writeln!(
                     out,
-                    "{} {} `{}` job {} by {} (grant {}): {} rows, epsilon {}, findings {} ({blocking} blocking), approvals {} of {}",
-                    o["output"].as_str().unwrap_or_default(),
-                    o["kind"].as_str().unwrap_or_default(),
-                    o["name"].as_str().unwrap_or_default(),
-                    o["job"].as_str().unwrap_or_default(),
-                    o["submitter"].as_str().unwrap_or_default(),
-                    o["grant"].as_str().unwrap_or_default(),
-                    o["rows"],
-                    o["epsilon_spent"],
-                    o["findings"].as_array().map_or(0, Vec::len),
-                    o["approvals"],
-                    o["approvals_required"],
+                    "{}: diff against the last release: {}",
+                    text(o, "output"),
+                    o["diff"]
                 )?;
-                if !o["diff"].is_null() {
-                    writeln!(out, "  diff against the last release: {}", o["diff"])?;
-                }
             }
             Ok(())
         }

@@ -123,3 +123,85 @@ fn man_pages_are_written_for_every_command() {
     );
     assert!(pages > 40, "{pages} pages");
 }
+
+#[test]
+fn lists_are_tables_aligned_by_display_width_with_cjk_names() {
+    use unicode_width::UnicodeWidthStr;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    crate::support::ok(&[
+        "user",
+        "add",
+        "--id",
+        "admin",
+        "--name",
+        "Admin",
+        "--role",
+        "admin",
+        "--data-dir",
+        d,
+    ]);
+    for (id, name, org, role) in [
+        ("zhang", "张三", "市大数据局", "developer"),
+        ("li", "李四光", "Health Commission", "reviewer"),
+    ] {
+        crate::support::ok(&[
+            "user",
+            "add",
+            "--id",
+            id,
+            "--name",
+            name,
+            "--org",
+            org,
+            "--role",
+            role,
+            "--as",
+            "admin",
+            "--data-dir",
+            d,
+        ]);
+    }
+    let listed = crate::support::ok(&["user", "list", "--as", "admin", "--data-dir", d]);
+    let lines: Vec<&str> = listed.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 4, "a header and three users:\n{listed}");
+    assert!(lines[0].starts_with("USER"), "{listed}");
+    // Where each column starts, in display columns: the same on every line.
+    let starts = |line: &str, words: &[&str]| -> Vec<usize> {
+        // After the first column (a user id may read like a role).
+        let mut from = line.find(' ').unwrap_or(0);
+        words
+            .iter()
+            .map(|w| {
+                let at = from
+                    + line[from..]
+                        .find(w)
+                        .unwrap_or_else(|| panic!("{w} in {line}"));
+                from = at + w.len();
+                line[..at].width()
+            })
+            .collect()
+    };
+    let header = starts(lines[0], &["ROLE", "NAME", "ORG", "STATE"]);
+    for line in &lines[1..] {
+        let words = match line.split_whitespace().next() {
+            Some("admin") => ["admin", "Admin", "", "enabled"],
+            Some("zhang") => ["developer", "张三", "市大数据局", "enabled"],
+            Some("li") => ["reviewer", "李四光", "Health Commission", "enabled"],
+            other => panic!("unexpected row {other:?}: {listed}"),
+        };
+        let words: Vec<&str> = words.into_iter().filter(|w| !w.is_empty()).collect();
+        let got = starts(line, &words);
+        let want: Vec<usize> = if words.len() == 3 {
+            vec![header[0], header[1], header[3]]
+        } else {
+            header.clone()
+        };
+        assert_eq!(
+            got, want,
+            "misaligned line {line:?} under {:?}\n{listed}",
+            lines[0]
+        );
+    }
+}

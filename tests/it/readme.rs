@@ -116,11 +116,12 @@ fn child_runs_the_readme() {
                 known.push(("REV_TOKEN", after(&text, "keep it secret)").into()))
             }
             ["grant", "issue", ..] => known.push(("GRANT", after(&text, "issued grant").into())),
-            // The oldest output awaiting review: the query's.
-            ["review", "list", ..] => known.push((
-                "OUTPUT",
-                text.split_whitespace().next().unwrap().to_string(),
-            )),
+            // The oldest output awaiting review, the query's: the first
+            // row under the table's header.
+            ["review", "list", ..] => {
+                let row = text.lines().nth(1).unwrap_or_default();
+                known.push(("OUTPUT", row.split_whitespace().next().unwrap().to_string()))
+            }
             ["review", "approve", ..] => known.push(("REL", after(&text, "signed release").into())),
             _ => {}
         }
