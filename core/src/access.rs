@@ -17,7 +17,7 @@ pub const TOKEN_PREFIX: &str = "unseen_";
 pub struct UserView {
     pub id: String,
     pub name: String,
-    pub role: String,
+    pub role: Role,
     pub org: String,
     pub created_at: String,
     pub disabled: bool,
@@ -168,7 +168,16 @@ impl Domain {
             Ok(UserView {
                 id: r.get(0)?,
                 name: r.get(1)?,
-                role: r.get(2)?,
+                role: {
+                    let word: String = r.get(2)?;
+                    Role::parse(&word).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            2,
+                            rusqlite::types::Type::Text,
+                            e.to_string().into(),
+                        )
+                    })?
+                },
                 org: r.get(3)?,
                 created_at: r.get(4)?,
                 disabled: r.get::<_, i64>(5)? != 0,

@@ -137,7 +137,8 @@ impl DomainError {
 }
 
 /// A role a user holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
     Developer,
@@ -167,6 +168,13 @@ impl Role {
                 )));
             }
         })
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that widths in format strings apply.
+        f.pad(self.as_str())
     }
 }
 
