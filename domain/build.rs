@@ -39,7 +39,37 @@ fn engine_versions(lock: &std::path::Path) {
     }
 }
 
+/// Exports the git commit the binary is built from (`unknown` outside a
+/// git checkout), for `unseen --version`. Uncommitted changes are not
+/// marked: the build script reruns when HEAD moves, not on every edit.
+fn git_commit() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // Rebuilt when HEAD moves (a checkout or a commit on the branch).
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        let dir = PathBuf::from(dir);
+        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+        if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={}", dir.join(head_ref).display());
+        }
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join("packed-refs").display()
+        );
+    }
+    println!("cargo:rustc-env=UNSEEN_GIT_COMMIT={commit}");
+}
+
 fn main() {
+    git_commit();
     let manifest_dir =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     engine_versions(&manifest_dir.join("../Cargo.lock"));

@@ -56,11 +56,13 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-/// `unseen --version`: the version and the engines it was built with
-/// (read from `Cargo.lock` when it was built).
+/// `unseen --version`: the version, the commit and the engines it was
+/// built with (read from git and `Cargo.lock` when it was built).
 const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    "\nwasmtime ",
+    " (commit ",
+    env!("UNSEEN_GIT_COMMIT"),
+    ")\nwasmtime ",
     env!("UNSEEN_WASMTIME_VERSION"),
     ", DataFusion ",
     env!("UNSEEN_DATAFUSION_VERSION"),

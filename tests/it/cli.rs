@@ -44,6 +44,18 @@ fn a_usage_mistake_exits_2_with_clap_s_own_message_once() {
 fn version_names_the_engines_it_was_built_with() {
     let (ok, text) = unseen_exact(&["--version"]);
     assert!(ok, "{text}");
+    // The commit: 12 hex digits, or `unknown` when built outside a git
+    // checkout.
+    let commit = text
+        .split("(commit ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no commit in {text}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{text}"
+    );
     let lock = std::fs::read_to_string(
         std::path::PathBuf::from(
             std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
