@@ -317,19 +317,26 @@ pub(crate) fn fast_index_and_prev(line: &[u8]) -> Option<(u64, Hash)> {
     (p.i == line.len()).then_some((index, prev))
 }
 
+/// Value of each lowercase hex digit (the only hex entries hold, in hashes
+/// and `\u00XX` escapes); 0xff for every other byte.
+const NIBBLE: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut d = 0;
+    while d < 16 {
+        table[b"0123456789abcdef"[d] as usize] = d as u8;
+        d += 1;
+    }
+    table
+};
+
+/// Lowercase hex digit `d`'s value.
+fn lower_hex_digit(d: u8) -> Option<u8> {
+    Some(NIBBLE[usize::from(d)]).filter(|&v| v != 0xff)
+}
+
 /// Decodes 64 lowercase hex digits (the only form entries hold) in one
 /// pass; `None` for anything else.
 fn lower_hex_32(text: &[u8]) -> Option<Hash> {
-    /// Value of each lowercase hex digit; 0xff for every other byte.
-    const NIBBLE: [u8; 256] = {
-        let mut table = [0xff; 256];
-        let mut d = 0;
-        while d < 16 {
-            table[b"0123456789abcdef"[d] as usize] = d as u8;
-            d += 1;
-        }
-        table
-    };
     if text.len() != 64 {
         return None;
     }
@@ -397,15 +404,10 @@ impl Scan<'_> {
                         b'u' => {
                             let digits = self.b.get(self.i..self.i + 4)?;
                             self.i += 4;
-                            let hexd = |d: u8| match d {
-                                b'0'..=b'9' => Some(d - b'0'),
-                                b'a'..=b'f' => Some(d - b'a' + 10),
-                                _ => None,
-                            };
                             if digits[0] != b'0' || digits[1] != b'0' {
                                 return None;
                             }
-                            let v = hexd(digits[2])? * 16 + hexd(digits[3])?;
+                            let v = lower_hex_digit(digits[2])? * 16 + lower_hex_digit(digits[3])?;
                             // Only control characters without a short form.
                             if v >= 0x20 || matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
                                 return None;

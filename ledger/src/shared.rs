@@ -6,12 +6,9 @@
 //! one signed checkpoint ([`Ledger::append_prepared`]), hands every caller
 //! in the group its receipt and wakes them, and only then writes the
 //! checkpoint file, while the next group's leader may already be writing
-//! entries. Checkpoint files are written one at a time, and a leader that
-//! finds another writing leaves its checkpoint to that writer, which writes
-//! only the newest waiting (a later checkpoint covers every earlier one).
-//! Callers that arrive while a leader writes wait; when it is done, one of
-//! them leads the next group, which holds everything that queued up
-//! meanwhile. So the busier the ledger, the larger the groups, and an
+//! entries. Callers that arrive while a leader writes wait; when it is
+//! done, one of them leads the next group, which holds everything that
+//! queued up meanwhile. So the busier the ledger, the larger the groups, and an
 //! append still returns only after its entry is on disk.
 //!
 //! Every waiting caller sleeps until woken by name (`Thread::unpark`): the
@@ -21,7 +18,7 @@
 
 use crate::entry::{EntryDraft, Hash, PreparedDraft};
 use crate::keys::PublicKey;
-use crate::store::{CheckpointWrite, Head, Ledger, LedgerError, Receipt};
+use crate::store::{Head, Ledger, LedgerError, Receipt};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -40,20 +37,10 @@ const MAX_LINGER: Duration = Duration::from_micros(400);
 pub struct SharedLedger {
     ledger: Mutex<Ledger>,
     queue: Mutex<Queue>,
-    /// Checkpoint files written and waiting. Leaders write the checkpoint
-    /// after releasing the ledger, so that the next group's entries are
-    /// written while this group's checkpoint is.
-    checkpoints: Mutex<CheckpointFile>,
-}
-
-#[derive(Debug)]
-struct CheckpointFile {
-    /// Size of the checkpoint last written to the file.
-    written: u64,
-    /// The newest signed checkpoint not yet written.
-    waiting: Option<CheckpointWrite>,
-    /// Whether a thread is writing checkpoints now.
-    writing: bool,
+    /// Size of the checkpoint last written to the file. Leaders write the
+    /// checkpoint after releasing the ledger, so that the next group's
+    /// entries are written while this group's checkpoint is.
+    checkpoint_written: Mutex<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -143,11 +130,7 @@ impl SharedLedger {
     /// Wraps an open ledger.
     pub fn new(ledger: Ledger) -> SharedLedger {
         SharedLedger {
-            checkpoints: Mutex::new(CheckpointFile {
-                written: ledger.size(),
-                waiting: None,
-                writing: false,
-            }),
+            checkpoint_written: Mutex::new(ledger.size()),
             ledger: Mutex::new(ledger),
             queue: Mutex::new(Queue::default()),
         }
@@ -240,51 +223,19 @@ impl SharedLedger {
             drop(q);
             // The group's entries are durable and its checkpoint signed;
             // its callers are already woken. Now the checkpoint file.
-            if let Some(pending) = checkpoint
-                && let Err(e) = self.write_checkpoint(pending)
-            {
-                self.lock_queue().results.remove(&ticket);
-                return Err(e);
+            if let Some(pending) = checkpoint {
+                let mut written = self
+                    .checkpoint_written
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Err(e) = pending.write(&mut written) {
+                    drop(written);
+                    self.lock_queue().results.remove(&ticket);
+                    return Err(e);
+                }
             }
             q = self.lock_queue();
         }
-    }
-
-    /// Writes `pending` to the checkpoint file, or leaves it to the thread
-    /// writing one now, which then writes the newest waiting.
-    fn write_checkpoint(&self, pending: CheckpointWrite) -> Result<(), LedgerError> {
-        let mut file = self.lock_checkpoints();
-        if file
-            .waiting
-            .as_ref()
-            .is_none_or(|w| w.size() < pending.size())
-        {
-            file.waiting = Some(pending);
-        }
-        if file.writing {
-            return Ok(());
-        }
-        file.writing = true;
-        while let Some(next) = file.waiting.take() {
-            let mut written = file.written;
-            drop(file);
-            let outcome = next.write(&mut written);
-            file = self.lock_checkpoints();
-            file.written = file.written.max(written);
-            if let Err(e) = outcome {
-                file.writing = false;
-                return Err(e);
-            }
-        }
-        file.writing = false;
-        Ok(())
-    }
-
-    fn lock_checkpoints(&self) -> MutexGuard<'_, CheckpointFile> {
-        // Left consistent at every unlock, as the queue.
-        self.checkpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Lets the callers the last group woke join this one, while they

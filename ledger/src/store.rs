@@ -1108,11 +1108,6 @@ pub(crate) struct CheckpointWrite {
 }
 
 impl CheckpointWrite {
-    /// Entries the checkpoint covers.
-    pub(crate) fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Writes the checkpoint unless one at least as large was written
     /// already (`written` is the size last written; writers of one ledger
     /// must hold one lock around it).
