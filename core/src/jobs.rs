@@ -1003,6 +1003,11 @@ impl Domain {
                 params![job_id, ending.as_str(), error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs,
                     refusals, visible.status().as_str(), visible.stopped_by(), visible.reason(), shown_end],
             )?;
+            if ended == 0 {
+                // The service already ended it (shutdown, abandonment),
+                // with its own `job.ended`: one end, one entry.
+                return Ok(Change::Abandon(0));
+            }
             Ok(Change::Record(
                 json!({
                     "job": job_id, "status": ending, "visible": visible.status(),
@@ -1390,12 +1395,46 @@ impl Domain {
             rows.collect::<Result<_, _>>()?
         };
         for job in &unfinished {
-            if let Some((_, cancel)) = lock(&self.running).get(job) {
+            // A running job already asked to stop (the grace period ran
+            // out) but too slow to record its own end (an engine poll on a
+            // loaded machine) is ended as it would have ended itself:
+            // cancelled, with the reason it was given.
+            let asked_to_stop = lock(&self.running).get(job).and_then(|(_, cancel)| {
+                let earlier = cancel.reason();
                 cancel.cancel(reason);
+                earlier
+            });
+            match asked_to_stop {
+                Some(earlier) => self.end_cancelled_job(job, &earlier)?,
+                None => self.end_abandoned_job(job, reason)?,
             }
-            self.end_abandoned_job(job, reason)?;
         }
         Ok(unfinished.len())
+    }
+
+    /// Ends a running job cancelled from outside that has not recorded its
+    /// end, as `cancelled` with `reason` and a `job.ended` entry. Nothing
+    /// is released: outputs wait in quarantine as for any ended job.
+    fn end_cancelled_job(&self, job_id: &str, reason: &str) -> Result<(), DomainError> {
+        lock(&self.running).remove(job_id);
+        let visible = Visible::cancelled(reason);
+        let error = format!("job cancelled: {reason}");
+        self.commit_recorded("system", "job.ended", |tx| {
+            let ended = tx.execute(
+                "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = ?4, reason = ?5
+                 WHERE id = ?1 AND status = 'running'",
+                params![job_id, error, now_rfc3339(), visible.stopped_by(), reason],
+            )?;
+            Ok(if ended == 1 {
+                Change::Record(
+                    json!({"job": job_id, "status": "cancelled", "visible": "stopped", "stopped_by": visible.stopped_by(), "error": error}),
+                    (),
+                )
+            } else {
+                Change::Abandon(())
+            })
+        })?;
+        Ok(())
     }
 
     /// Revokes a grant at once: no new job starts under it and its running

@@ -673,6 +673,67 @@ fn sigterm_drains_cancels_what_outlives_the_grace_period_and_exits() {
     assert!(out.contains("ledger OK"), "{out}");
 }
 
+/// At the end of a grace period a running job asked to stop may still be
+/// in an engine poll on a loaded machine when the service ends what is
+/// left: it is then ended as it would have ended itself (cancelled, with
+/// the reason it was given), never as "interrupted", and once only.
+#[test]
+fn a_job_asked_to_stop_at_shutdown_ends_cancelled_whoever_records_its_end() {
+    let (_dir, data) = residents_dir("20000");
+    let grant = issue_grant(&data, "100", &[]);
+    let s = server(&data, 2, roomy());
+    let dev = s.client(&crate::support::rotate(&s.domain, "dev"));
+    let admin = s.client(&crate::support::rotate(&s.domain, "admin"));
+    let module = dev
+        .post_bytes("/v1/modules", &guest("adv-slow-query"), "application/wasm")
+        .unwrap()["module"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut params = BTreeMap::new();
+    params.insert("sql".to_string(), slow_sql(30));
+    let job = dev
+        .post(
+            "/v1/jobs",
+            &json!({"grant": grant, "module": module, "params": params}),
+        )
+        .unwrap()["job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_running(&admin, Some(&job));
+    assert_eq!(s.domain.stop_running_jobs("the service is stopping"), 1);
+    // Straight after the request to stop: the job has not reached its next
+    // epoch tick yet, so the service records its end.
+    let ended = s
+        .domain
+        .end_unfinished_jobs("the service stopped before the job could end")
+        .unwrap();
+    assert!(ended <= 1, "{ended}");
+    let view = wait_ended(&admin, &job);
+    assert_eq!(view["stopped_by"], "cancelled", "{view}");
+    let record = s.domain.job("admin", &job).unwrap();
+    assert_eq!(
+        record.ending,
+        Some(unseen::RunEnding::Cancelled),
+        "{record:?}"
+    );
+    assert!(
+        record
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("the service is stopping"),
+        "{record:?}"
+    );
+    let entries = ledger(&data);
+    let ends = entries
+        .iter()
+        .filter(|e| e["kind"] == "job.ended" && e["body"]["job"] == job.as_str())
+        .count();
+    assert_eq!(ends, 1, "{job}: {ends} job.ended entries");
+}
+
 /// A thousand-term sum in one query overflowed the stack of the server
 /// thread planning it and aborted `unseen serve`: it is refused from its
 /// tokens now, and the server goes on answering. A sum within the limit is
