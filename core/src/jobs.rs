@@ -964,7 +964,6 @@ impl Domain {
         log: &Mutex<host::JobLog>,
         ending: Ending,
     ) -> Result<JobOutcome, DomainError> {
-        lock(&self.running).remove(&job_id);
         let log = std::mem::take(&mut *lock(log));
         let run_ms = log
             .started
@@ -995,7 +994,7 @@ impl Domain {
         } else {
             end_ms
         };
-        let (ended, _) = self.commit_recorded(submitter, "job.ended", |tx| {
+        let committed = self.commit_recorded(submitter, "job.ended", |tx| {
             let ended = tx.execute(
                 "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10,
                      refusals = ?11, visible = ?12, stopped_by = ?13, reason = ?14, shown_end_ms = ?15
@@ -1019,7 +1018,12 @@ impl Domain {
                 }),
                 ended,
             ))
-        })?;
+        });
+        // Only now is the job no longer running: a service that stops
+        // waits for the running set to empty, and must not take a job
+        // whose end is being recorded for one that never ended.
+        lock(&self.running).remove(&job_id);
+        let (ended, _) = committed?;
         let outcome_output = if ended == 1 && guest_ran {
             Some(self.quarantine_outcome(&job_id, submitter)?)
         } else {
@@ -1101,23 +1105,7 @@ impl Domain {
     /// Ends a job that stopped outside the normal path (its thread
     /// panicked): failed, with the reason, and recorded.
     pub fn end_abandoned_job(&self, job_id: &str, reason: &str) -> Result<(), DomainError> {
-        lock(&self.running).remove(job_id);
-        self.commit_recorded("system", "job.ended", |tx| {
-            let ended = tx.execute(
-                "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = 'service', reason = ?2
-                 WHERE id = ?1 AND status IN ('queued', 'running')",
-                params![job_id, reason, now_rfc3339()],
-            )?;
-            Ok(if ended == 1 {
-                Change::Record(
-                    json!({"job": job_id, "status": "failed", "visible": "stopped", "stopped_by": "service", "error": reason}),
-                    (),
-                )
-            } else {
-                Change::Abandon(())
-            })
-        })?;
-        Ok(())
+        self.end_unrecorded(job_id, "failed", reason, "service", reason)
     }
 
     /// The outcome of a job that already ended.
@@ -1413,28 +1401,43 @@ impl Domain {
     }
 
     /// Ends a running job cancelled from outside that has not recorded its
-    /// end, as `cancelled` with `reason` and a `job.ended` entry. Nothing
-    /// is released: outputs wait in quarantine as for any ended job.
+    /// end, as `cancelled` with `reason`. Nothing is released: outputs wait
+    /// in quarantine as for any ended job.
     fn end_cancelled_job(&self, job_id: &str, reason: &str) -> Result<(), DomainError> {
-        lock(&self.running).remove(job_id);
-        let visible = Visible::cancelled(reason);
+        let stopped_by = Visible::cancelled(reason).stopped_by().unwrap_or_default();
         let error = format!("job cancelled: {reason}");
-        self.commit_recorded("system", "job.ended", |tx| {
+        self.end_unrecorded(job_id, "cancelled", &error, &stopped_by, reason)
+    }
+
+    /// Ends a queued or running job whose own thread did not record its
+    /// end, with a `job.ended` entry; nothing if it has ended meanwhile.
+    fn end_unrecorded(
+        &self,
+        job_id: &str,
+        status: &str,
+        error: &str,
+        stopped_by: &str,
+        reason: &str,
+    ) -> Result<(), DomainError> {
+        let committed = self.commit_recorded("system", "job.ended", |tx| {
             let ended = tx.execute(
-                "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = ?4, reason = ?5
-                 WHERE id = ?1 AND status = 'running'",
-                params![job_id, error, now_rfc3339(), visible.stopped_by(), reason],
+                "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, visible = 'stopped', stopped_by = ?5, reason = ?6
+                 WHERE id = ?1 AND status IN ('queued', 'running')",
+                params![job_id, status, error, now_rfc3339(), stopped_by, reason],
             )?;
             Ok(if ended == 1 {
                 Change::Record(
-                    json!({"job": job_id, "status": "cancelled", "visible": "stopped", "stopped_by": visible.stopped_by(), "error": error}),
+                    json!({"job": job_id, "status": status, "visible": "stopped", "stopped_by": stopped_by, "error": error}),
                     (),
                 )
             } else {
                 Change::Abandon(())
             })
-        })?;
-        Ok(())
+        });
+        // Out of the running set once its end is recorded, not before (see
+        // `end_job`).
+        lock(&self.running).remove(job_id);
+        committed.map(|_| ())
     }
 
     /// Revokes a grant at once: no new job starts under it and its running
