@@ -113,14 +113,48 @@ pub fn run(
     };
     // Keep the temporary directory after exit so the user can inspect and verify it.
     let _ = _keep.map(tempfile::TempDir::keep);
-    let staging = tempfile::Builder::new()
-        .prefix("unseen-staging-")
-        .tempdir()?;
     writeln!(out, "Unseen demo — data directory {}", dir.display())?;
     writeln!(out)?;
 
+    let (domain, grant) = set_up(&dir, &options, runtime, out)?;
+    let output = district_income(&domain, &grant, runtime, out)?;
+    refusals(&domain, &grant, runtime, out)?;
+    review_own_and_approve(&domain, &output, out)?;
+    chronic_disease(&domain, runtime, out)?;
+    sme_credit_risk(&domain, runtime, &options, out)?;
+    writeln!(out)?;
+
+    writeln!(
+        out,
+        "7. Auditor verifies the ledger offline with only the public key"
+    )?;
+    let report = crate::cli::verify_ledger(&dir, None)?;
+    writeln!(
+        out,
+        "   ledger OK: {} entries, root {}",
+        report.size, report.root_hex
+    )?;
+    writeln!(
+        out,
+        "   verify again any time: unseen ledger verify --data-dir {}",
+        dir.display()
+    )?;
+    Ok(())
+}
+
+/// Step 1: the admin adds the users, registers the synthetic datasets and
+/// issues the first grant. The domain and that grant.
+fn set_up(
+    dir: &Path,
+    options: &DemoOptions,
+    runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+) -> Result<(Arc<Domain>, String)> {
+    let staging = tempfile::Builder::new()
+        .prefix("unseen-staging-")
+        .tempdir()?;
     writeln!(out, "1. Platform admin 王敏 sets up the domain")?;
-    let domain = Arc::new(Domain::open(&dir)?);
+    let domain = Arc::new(Domain::open(dir)?);
     domain.add_user(
         None,
         "wang.min",
@@ -206,6 +240,16 @@ pub fn run(
     )?;
     writeln!(out)?;
 
+    Ok((domain, grant))
+}
+
+/// Step 2: a wasm job under the grant; the id of its quarantined output.
+fn district_income(
+    domain: &Arc<Domain>,
+    grant: &str,
+    runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+) -> Result<String> {
     let handle = runtime.handle().clone();
     writeln!(
         out,
@@ -216,7 +260,7 @@ pub fn run(
     let outcome = domain.run_job(
         &handle,
         "li.qiang",
-        &grant,
+        grant,
         &module,
         BTreeMap::new(),
         &Default::default(),
@@ -236,7 +280,7 @@ pub fn run(
         .first()
         .cloned()
         .ok_or_else(|| anyhow!("district-income emitted nothing"))?;
-    let (spent, left) = domain.budget(&grant)?;
+    let (spent, left) = domain.budget(grant)?;
     writeln!(
         out,
         "   job {} succeeded; output {output} is in quarantine",
@@ -245,6 +289,17 @@ pub fn run(
     writeln!(out, "   epsilon spent {spent:.3}, left {left:.3}")?;
     writeln!(out)?;
 
+    Ok(output)
+}
+
+/// Step 3: queries the classification forbids are refused and cost nothing.
+fn refusals(
+    domain: &Arc<Domain>,
+    grant: &str,
+    runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let handle = runtime.handle().clone();
     writeln!(
         out,
         "3. Developer 李强 tries to read what the classification forbids"
@@ -263,7 +318,7 @@ pub fn run(
         let o = domain.run_job(
             &handle,
             "li.qiang",
-            &grant,
+            grant,
             &sha,
             BTreeMap::new(),
             &Default::default(),
@@ -283,22 +338,27 @@ pub fn run(
             return Err(anyhow!("the policy did not refuse {label}"));
         }
     }
-    let (spent, left) = domain.budget(&grant)?;
+    let (spent, left) = domain.budget(grant)?;
     writeln!(
         out,
         "   nothing was spent on refusals: epsilon spent {spent:.3}, left {left:.3}"
     )?;
     writeln!(out)?;
 
+    Ok(())
+}
+
+/// Step 4: self-review is refused; the reviewer approves.
+fn review_own_and_approve(domain: &Domain, output: &str, out: &mut dyn Write) -> Result<()> {
     writeln!(out, "4. Review")?;
-    match domain.review("li.qiang", &output, true, "looks fine to me") {
+    match domain.review("li.qiang", output, true, "looks fine to me") {
         Err(e) => writeln!(
             out,
             "   li.qiang tries to approve his own output: refused — {e}"
         )?,
         Ok(_) => return Err(anyhow!("self-review was not refused")),
     }
-    let (name, _, table) = domain.output(&output)?;
+    let (name, _, table) = domain.output(output)?;
     writeln!(
         out,
         "   reviewer 张华 inspects `{name}` (95% confidence intervals in brackets):"
@@ -307,7 +367,7 @@ pub fn run(
     let release = domain
         .review(
             "zhang.hua",
-            &output,
+            output,
             true,
             "DP aggregates over public districts; no identifiers",
         )?
@@ -320,6 +380,16 @@ pub fn run(
     )?;
     writeln!(out)?;
 
+    Ok(())
+}
+
+/// Step 5: a second grant joining health visits to residents.
+fn chronic_disease(
+    domain: &Arc<Domain>,
+    runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let handle = runtime.handle().clone();
     writeln!(
         out,
         "5. A second grant joins health visits to residents on the person"
@@ -357,31 +427,13 @@ pub fn run(
         "   `chronic-disease` ran two DP counts, one over the join (each person's visits cut to 10, noise scaled to 10 x 1); the person_id never left the engine"
     )?;
     inspect_and_approve(
-        &domain,
+        domain,
         &chronic,
         "DP counts and rates over public districts",
         out,
     )?;
     writeln!(out)?;
 
-    sme_credit_risk(&domain, runtime, &options, out)?;
-    writeln!(out)?;
-
-    writeln!(
-        out,
-        "7. Auditor verifies the ledger offline with only the public key"
-    )?;
-    let report = crate::cli::verify_ledger(&dir, None)?;
-    writeln!(
-        out,
-        "   ledger OK: {} entries, root {}",
-        report.size, report.root_hex
-    )?;
-    writeln!(
-        out,
-        "   verify again any time: unseen ledger verify --data-dir {}",
-        dir.display()
-    )?;
     Ok(())
 }
 

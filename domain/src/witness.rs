@@ -274,9 +274,18 @@ pub fn run_command(
     use crate::cli::WitnessCommand;
     use anyhow::Context;
     match command {
-        WitnessCommand::Init { dir, name } => {
+        WitnessCommand::Init { dir, name, json } => {
             let witness = WitnessDir::init(&dir, &name)?;
-            writeln!(out, "{}", witness.witness_key().to_vkey())?;
+            let vkey = witness.witness_key().to_vkey();
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"witness": name, "verifier_key": vkey, "dir": dir})
+                )?;
+                return Ok(());
+            }
+            writeln!(out, "{vkey}")?;
             writeln!(
                 out,
                 "witness `{name}` created in {}; give the line above to the operator (`unseen ledger witness --witness-key`) and to auditors (`unseen ledger verify --witness-key`)",
@@ -284,8 +293,13 @@ pub fn run_command(
             )?;
             Ok(())
         }
-        WitnessCommand::Key { dir } => {
-            writeln!(out, "{}", WitnessDir::open(&dir)?.witness_key().to_vkey())?;
+        WitnessCommand::Key { dir, json } => {
+            let vkey = WitnessDir::open(&dir)?.witness_key().to_vkey();
+            if json {
+                writeln!(out, "{}", serde_json::json!({"verifier_key": vkey}))?;
+            } else {
+                writeln!(out, "{vkey}")?;
+            }
             Ok(())
         }
         WitnessCommand::Serve {

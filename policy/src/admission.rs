@@ -886,84 +886,7 @@ fn dp_aggregate(
             ),
         ));
     }
-    let kind = match name.as_str() {
-        "count" => AggregateKind::Count,
-        "sum" => AggregateKind::Sum,
-        "avg" | "mean" => AggregateKind::Mean,
-        "var" | "var_samp" | "var_sample" | "variance" | "variance_samp" => {
-            AggregateKind::Variance {
-                sample: true,
-                root: false,
-            }
-        }
-        "var_pop" | "var_population" | "variance_pop" => AggregateKind::Variance {
-            sample: false,
-            root: false,
-        },
-        "stddev" | "stddev_samp" => AggregateKind::Variance {
-            sample: true,
-            root: true,
-        },
-        "stddev_pop" => AggregateKind::Variance {
-            sample: false,
-            root: true,
-        },
-        "median" | "approx_median" => AggregateKind::Quantile {
-            millionths: 500_000,
-        },
-        _ if ordered_set => {
-            let q = params
-                .args
-                .get(1)
-                .map(strip_alias)
-                .and_then(|e| match e {
-                    Expr::Literal(v, _) => v
-                        .cast_to(&datafusion::arrow::datatypes::DataType::Float64)
-                        .ok(),
-                    Expr::Cast(c) => match strip_alias(&c.expr) {
-                        Expr::Literal(v, _) => v
-                            .cast_to(&datafusion::arrow::datatypes::DataType::Float64)
-                            .ok(),
-                        _ => None,
-                    },
-                    _ => None,
-                })
-                .and_then(|v| match v {
-                    datafusion::common::ScalarValue::Float64(Some(q)) => Some(q),
-                    _ => None,
-                })
-                .filter(|q| (0.0..=1.0).contains(q));
-            let Some(q) = q else {
-                return Err(Refusal::new(
-                    "quantile-argument",
-                    named_source().map(|(t, c)| format!("{t}.{c}")),
-                    format!(
-                        "`{expr}`: the percentile must be a literal number between 0 and 1, for example `approx_percentile_cont(0.9) WITHIN GROUP (ORDER BY x)`"
-                    ),
-                ));
-            };
-            // ORDER BY x DESC asks for the percentile counted from the top.
-            let descending = params.order_by.first().is_some_and(|s| !s.asc);
-            let q = if descending { 1.0 - q } else { q };
-            AggregateKind::Quantile {
-                millionths: (q * 1e6).round() as u32,
-            }
-        }
-        other => {
-            let column = named_source();
-            let about = column
-                .as_ref()
-                .map(|(t, c)| format!(" over `{c}` of `{t}`"))
-                .unwrap_or_default();
-            return Err(Refusal::new(
-                "non-dp-aggregate",
-                column.map(|(t, c)| format!("{t}.{c}")),
-                format!(
-                    "aggregate `{other}`{about} is not differentially private (MIN, MAX and exact single values reveal one person's value); use COUNT, SUM, AVG, VAR, STDDEV, MEDIAN or approx_percentile_cont, which are released with noise"
-                ),
-            ));
-        }
-    };
+    let kind = aggregate_kind(expr, &name, params, ordered_set, &named_source)?;
     if kind == AggregateKind::Count {
         return match params.args.first().map(strip_alias) {
             None | Some(Expr::Literal(..)) => Ok((
@@ -1052,6 +975,98 @@ fn dp_aggregate(
         },
         None,
     ))
+}
+
+/// The kind of DP aggregate a function name asks for; a refusal for any
+/// other aggregate or a percentile that is not a literal in [0, 1].
+fn aggregate_kind(
+    expr: &Expr,
+    name: &str,
+    params: &datafusion::logical_expr::expr::AggregateFunctionParams,
+    ordered_set: bool,
+    named_source: &dyn Fn() -> Option<(String, String)>,
+) -> Result<AggregateKind, Refusal> {
+    Ok(match name {
+        "count" => AggregateKind::Count,
+        "sum" => AggregateKind::Sum,
+        "avg" | "mean" => AggregateKind::Mean,
+        "var" | "var_samp" | "var_sample" | "variance" | "variance_samp" => {
+            AggregateKind::Variance {
+                sample: true,
+                root: false,
+            }
+        }
+        "var_pop" | "var_population" | "variance_pop" => AggregateKind::Variance {
+            sample: false,
+            root: false,
+        },
+        "stddev" | "stddev_samp" => AggregateKind::Variance {
+            sample: true,
+            root: true,
+        },
+        "stddev_pop" => AggregateKind::Variance {
+            sample: false,
+            root: true,
+        },
+        "median" | "approx_median" => AggregateKind::Quantile {
+            millionths: 500_000,
+        },
+        _ if ordered_set => {
+            let q = quantile_literal(params.args.get(1));
+            let Some(q) = q else {
+                return Err(Refusal::new(
+                    "quantile-argument",
+                    named_source().map(|(t, c)| format!("{t}.{c}")),
+                    format!(
+                        "`{expr}`: the percentile must be a literal number between 0 and 1, for example `approx_percentile_cont(0.9) WITHIN GROUP (ORDER BY x)`"
+                    ),
+                ));
+            };
+            // ORDER BY x DESC asks for the percentile counted from the top.
+            let descending = params.order_by.first().is_some_and(|s| !s.asc);
+            let q = if descending { 1.0 - q } else { q };
+            AggregateKind::Quantile {
+                millionths: (q * 1e6).round() as u32,
+            }
+        }
+        other => {
+            let column = named_source();
+            let about = column
+                .as_ref()
+                .map(|(t, c)| format!(" over `{c}` of `{t}`"))
+                .unwrap_or_default();
+            return Err(Refusal::new(
+                "non-dp-aggregate",
+                column.map(|(t, c)| format!("{t}.{c}")),
+                format!(
+                    "aggregate `{other}`{about} is not differentially private (MIN, MAX and exact single values reveal one person's value); use COUNT, SUM, AVG, VAR, STDDEV, MEDIAN or approx_percentile_cont, which are released with noise"
+                ),
+            ));
+        }
+    })
+}
+
+/// The percentile argument of an ordered-set aggregate, if it is a literal
+/// number (possibly cast) between 0 and 1.
+fn quantile_literal(arg: Option<&Expr>) -> Option<f64> {
+    arg.map(strip_alias)
+        .and_then(|e| match e {
+            Expr::Literal(v, _) => v
+                .cast_to(&datafusion::arrow::datatypes::DataType::Float64)
+                .ok(),
+            Expr::Cast(c) => match strip_alias(&c.expr) {
+                Expr::Literal(v, _) => v
+                    .cast_to(&datafusion::arrow::datatypes::DataType::Float64)
+                    .ok(),
+                _ => None,
+            },
+            _ => None,
+        })
+        .and_then(|v| match v {
+            datafusion::common::ScalarValue::Float64(Some(q)) => Some(q),
+            _ => None,
+        })
+        .filter(|q| (0.0..=1.0).contains(q))
 }
 
 /// A value computed per row (from dataset columns, built-in functions or

@@ -217,3 +217,172 @@ fn lists_are_tables_aligned_by_display_width_with_cjk_names() {
         );
     }
 }
+
+/// Commands that print no result a script would parse: shell and manual
+/// files, the narrated demo, long-running servers, and commands whose
+/// output is JSON already.
+const NO_JSON_FLAG: &[&str] = &[
+    "unseen completions",
+    "unseen man",
+    "unseen demo",
+    "unseen serve",
+    "unseen witness serve",
+    "unseen dataset manifest",
+    "unseen dataset marginals",
+    "unseen ledger proof",
+];
+
+/// Walks the command tree as clap sees it, so that a command added later
+/// is held to the same conventions by construction.
+fn conventions_missing(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if arg.is_hide_set() || id == "help" || id == "version" {
+            continue;
+        }
+        if arg.get_help().is_none() && arg.get_long_help().is_none() {
+            missing.push(format!("{path}: argument `{id}` has no help text"));
+        }
+    }
+    let subcommands: Vec<_> = command
+        .get_subcommands()
+        .filter(|s| s.get_name() != "help")
+        .collect();
+    if subcommands.is_empty() {
+        let about = command
+            .get_long_about()
+            .or(command.get_about())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        match about.split_once("Example: `") {
+            None => missing.push(format!("{path}: no example in its help")),
+            Some((_, rest)) => {
+                let example = rest.split('`').next().unwrap_or_default();
+                if let Err(e) = example_parses(example) {
+                    missing.push(format!(
+                        "{path}: its example `{example}` does not parse: {e}"
+                    ));
+                }
+            }
+        }
+        let has_json = command.get_arguments().any(|a| a.get_id() == "json");
+        if !has_json && !NO_JSON_FLAG.contains(&path) {
+            missing.push(format!("{path}: no --json"));
+        }
+    }
+    for sub in subcommands {
+        conventions_missing(sub, &format!("{path} {}", sub.get_name()), missing);
+    }
+}
+
+/// Parses an example command line as the shell would split it (double
+/// quotes group words; a redirection or `&&` ends the command).
+fn example_parses(example: &str) -> Result<(), String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in example.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            _ => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let end = words
+        .iter()
+        .position(|w| w == ">" || w == "&&" || w == "|")
+        .unwrap_or(words.len());
+    <unseen::cli::Cli as clap::Parser>::try_parse_from(&words[..end])
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_command_has_an_example_every_argument_help_and_json_output() {
+    let cli = <unseen::cli::Cli as clap::CommandFactory>::command();
+    let mut missing = Vec::new();
+    conventions_missing(&cli, "unseen", &mut missing);
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+/// Commands that act (revoke, disable, set, export) print, with `--json`,
+/// one JSON object with the facts their sentence gives.
+#[test]
+fn actions_print_one_json_object_with_json() {
+    let (dir, data) = crate::support::residents_dir("300");
+    let grant = crate::support::issue_grant(&data, "5", &[]);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut argv = args.to_vec();
+        argv.extend(["--json", "--data-dir", &data]);
+        let out = crate::support::ok(&argv);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    let set = json(&[
+        "budget",
+        "set",
+        "--dataset",
+        "residents",
+        "--epsilon",
+        "40",
+        "--as",
+        "admin",
+    ]);
+    assert_eq!(set["layer"], "dataset", "{set}");
+    assert_eq!(set["epsilon"], 40.0, "{set}");
+    let key = json(&["ledger", "public-key"]);
+    assert_eq!(key["public_key"].as_str().unwrap().len(), 64, "{key}");
+    let checkpoint = json(&["ledger", "checkpoint"]);
+    assert!(
+        checkpoint["checkpoint"]
+            .as_str()
+            .unwrap()
+            .contains("unseen"),
+        "{checkpoint}"
+    );
+    let segment = dir.path().join("segment.json");
+    let exported = json(&[
+        "ledger",
+        "export",
+        "--from",
+        "0",
+        "--to",
+        "2",
+        "--out",
+        segment.to_str().unwrap(),
+    ]);
+    assert_eq!(exported["to"], 2, "{exported}");
+    let revoked = json(&[
+        "grant", "revoke", &grant, "--reason", "done", "--as", "admin",
+    ]);
+    assert_eq!(revoked["grant"], grant.as_str(), "{revoked}");
+    assert_eq!(revoked["revoked"], true, "{revoked}");
+    let disabled = json(&[
+        "user", "disable", "dev", "--reason", "left", "--as", "admin",
+    ]);
+    assert_eq!(disabled["user"], "dev", "{disabled}");
+    // Without --json the same command speaks in a sentence.
+    let said = crate::support::ok(&[
+        "budget",
+        "set",
+        "--dataset",
+        "residents",
+        "--epsilon",
+        "41",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    assert_eq!(
+        said.trim(),
+        "budget of `residents` set to epsilon 41",
+        "{said}"
+    );
+}

@@ -12,6 +12,17 @@ use serde_json::json;
 
 use crate::{Domain, Role, demo};
 
+mod bench;
+mod budget;
+mod data;
+mod dev;
+mod grants;
+mod jobs;
+mod ledger;
+mod review;
+mod serve;
+mod users;
+
 /// Unseen: public data that is usable but invisible.
 #[derive(Debug, Parser)]
 #[command(name = "unseen", version, long_version = LONG_VERSION, about, long_about = None)]
@@ -151,6 +162,8 @@ pub enum Command {
     },
     /// Run the whole flow on fresh synthetic data: generate, register, grant,
     /// run guests, review, release, verify the ledger.
+    ///
+    /// Example: `unseen demo --data-dir /tmp/unseen-demo --rows 20000`
     Demo {
         /// Where to keep the demo's data directory (default: a new temporary directory).
         #[arg(long)]
@@ -164,102 +177,18 @@ pub enum Command {
     },
     /// Run one SQL statement as a one-query job (admission, DP, quarantine,
     /// review), or with --dry-run only print the verdict, cost and accuracy.
-    Query {
-        sql: String,
-        #[arg(long)]
-        grant: String,
-        /// Print the verdict, epsilon cost and expected accuracy without spending.
-        #[arg(long)]
-        dry_run: bool,
-        /// A UDF module (.wasm) whose functions the query may call
-        /// (repeatable); the grant must allow UDFs.
-        #[arg(long = "udf")]
-        udfs: Vec<PathBuf>,
-        /// An earlier release to read as table `release_<id>` (repeatable);
-        /// its grant must allow derived reuse.
-        #[arg(long = "input")]
-        inputs: Vec<String>,
-        #[arg(long = "as")]
-        actor: Option<String>,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        dir: DataDir,
-    },
+    ///
+    /// Example: `unseen query --grant grant-5e1f0a9c3b --token "$UNSEEN_TOKEN" "SELECT district, AVG(annual_income) AS income FROM residents GROUP BY district"`
+    Query(QueryArgs),
     /// A sampled, masked, k-anonymised row extract for development, under a
     /// grant that allows extracts; the extract goes to quarantine for review.
-    Extract {
-        #[arg(long)]
-        grant: String,
-        /// Columns to extract, comma-separated (each leaves through its mask rule).
-        #[arg(long, value_delimiter = ',')]
-        columns: Vec<String>,
-        /// Fraction of rows to sample, in (0, 1].
-        #[arg(long, default_value_t = 0.01)]
-        sample: f64,
-        #[arg(long = "as")]
-        actor: Option<String>,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        dir: DataDir,
-    },
+    ///
+    /// Example: `unseen extract --grant grant-5e1f0a9c3b --columns district,birth_year --sample 0.01 --token "$UNSEEN_TOKEN"`
+    Extract(ExtractArgs),
     /// Serve the HTTP API (JSON, bearer tokens, role checks) on the loopback by default.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8787")]
-        listen: String,
-        /// Jobs that run at once; more wait in the queue.
-        #[arg(long, default_value_t = 4)]
-        max_jobs: usize,
-        /// Connections open at once; when full, the oldest idle one is closed.
-        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-        max_connections: u32,
-        /// Connections one client address may hold at once.
-        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
-        max_connections_per_client: u32,
-        /// Seconds a client has to send a request's header before its
-        /// connection is closed.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        header_timeout: u64,
-        /// Seconds a client has to send a request's whole body.
-        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
-        body_timeout: u64,
-        /// A witness to submit checkpoints to (URL), at start and then every
-        /// --witness-every seconds; needs --witness-key.
-        #[arg(long, requires = "witness_key")]
-        witness: Option<String>,
-        /// The witness's verifier key, as `unseen witness init` printed it.
-        #[arg(long, requires = "witness")]
-        witness_key: Option<String>,
-        /// Seconds between submissions to the witness.
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
-        witness_every: u64,
-        /// Memory one query may hold, like 512M or 2G; beyond it the query
-        /// spills to the data directory where it can, else fails as too
-        /// large (a DP query's release is then computed on fixed defaults).
-        #[arg(long, default_value = "512M", value_parser = parse_bytes)]
-        query_memory: usize,
-        /// Seconds one query may run before it is stopped.
-        #[arg(long, default_value_t = crate::data::DEFAULT_QUERY_SECONDS, value_parser = clap::value_parser!(u64).range(1..=86400))]
-        query_timeout: u64,
-        /// Rows one join may produce before the query is stopped as too large.
-        #[arg(long, default_value_t = crate::data::DEFAULT_JOIN_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
-        max_join_rows: u64,
-        /// Seconds a stopping server (SIGTERM, Ctrl-C) lets running work
-        /// finish before it cancels it; it exits within this time.
-        #[arg(long, default_value_t = crate::server::DEFAULT_GRACE_SECONDS, value_parser = clap::value_parser!(u64).range(0..=3600))]
-        grace_period: u64,
-        /// Milliseconds: a job that read protected data is shown to its
-        /// developer to end a random 0 to this many milliseconds after it
-        /// did, and its answer waits until then, so its duration cannot
-        /// tell one person's row (default 500; 0 shows ends as they happen
-        /// and lets developers time their queries).
-        #[arg(long, env = "UNSEEN_TIMING_QUANTUM_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-        timing_quantum_ms: u64,
-        #[command(flatten)]
-        dir: DataDir,
-    },
+    ///
+    /// Example: `unseen serve --data-dir /srv/unseen --listen 127.0.0.1:8787 --max-jobs 4`
+    Serve(ServeArgs),
     /// Job log retention.
     #[command(subcommand)]
     Logs(LogsCommand),
@@ -302,11 +231,122 @@ pub enum Command {
     Witness(WitnessCommand),
 }
 
+/// Arguments of `unseen query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The SQL statement: aggregates are released with DP noise, open columns as they are.
+    pub sql: String,
+    /// The grant to query under (an id from `grant list`).
+    #[arg(long)]
+    pub grant: String,
+    /// Print the verdict, epsilon cost and expected accuracy without spending.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// A UDF module (.wasm) whose functions the query may call
+    /// (repeatable); the grant must allow UDFs.
+    #[arg(long = "udf")]
+    pub udfs: Vec<PathBuf>,
+    /// An earlier release to read as table `release_<id>` (repeatable);
+    /// its grant must allow derived reuse.
+    #[arg(long = "input")]
+    pub inputs: Vec<String>,
+    /// Act as this user: an admin operating this data directory, or the owner of --token.
+    #[arg(long = "as")]
+    pub actor: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dir: DataDir,
+}
+
+/// Arguments of `unseen extract`.
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// The grant to extract under (it must allow extracts).
+    #[arg(long)]
+    pub grant: String,
+    /// Columns to extract, comma-separated (each leaves through its mask rule).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+    /// Fraction of rows to sample, in (0, 1].
+    #[arg(long, default_value_t = 0.01)]
+    pub sample: f64,
+    /// Act as this user: an admin operating this data directory, or the owner of --token.
+    #[arg(long = "as")]
+    pub actor: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dir: DataDir,
+}
+
+/// Arguments of `unseen serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: String,
+    /// Jobs that run at once; more wait in the queue.
+    #[arg(long, default_value_t = 4)]
+    pub max_jobs: usize,
+    /// Connections open at once; when full, the oldest idle one is closed.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Connections one client address may hold at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_client: u32,
+    /// Seconds a client has to send a request's header before its
+    /// connection is closed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a request's whole body.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub body_timeout: u64,
+    /// A witness to submit checkpoints to (URL), at start and then every
+    /// --witness-every seconds; needs --witness-key.
+    #[arg(long, requires = "witness_key")]
+    pub witness: Option<String>,
+    /// The witness's verifier key, as `unseen witness init` printed it.
+    #[arg(long, requires = "witness")]
+    pub witness_key: Option<String>,
+    /// Seconds between submissions to the witness.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub witness_every: u64,
+    /// Memory one query may hold, like 512M or 2G; beyond it the query
+    /// spills to the data directory where it can, else fails as too
+    /// large (a DP query's release is then computed on fixed defaults).
+    #[arg(long, default_value = "512M", value_parser = parse_bytes)]
+    pub query_memory: usize,
+    /// Seconds one query may run before it is stopped.
+    #[arg(long, default_value_t = crate::data::DEFAULT_QUERY_SECONDS, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub query_timeout: u64,
+    /// Rows one join may produce before the query is stopped as too large.
+    #[arg(long, default_value_t = crate::data::DEFAULT_JOIN_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_join_rows: u64,
+    /// Seconds a stopping server (SIGTERM, Ctrl-C) lets running work
+    /// finish before it cancels it; it exits within this time.
+    #[arg(long, default_value_t = crate::server::DEFAULT_GRACE_SECONDS, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub grace_period: u64,
+    /// Milliseconds: a job that read protected data is shown to its
+    /// developer to end a random 0 to this many milliseconds after it
+    /// did, and its answer waits until then, so its duration cannot
+    /// tell one person's row (default 500; 0 shows ends as they happen
+    /// and lets developers time their queries).
+    #[arg(long, env = "UNSEEN_TIMING_QUANTUM_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub timing_quantum_ms: u64,
+    #[command(flatten)]
+    pub dir: DataDir,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum WitnessCommand {
     /// Create a witness key in DIR and print its verifier key, which the
     /// operator passes to `ledger witness` and auditors to
     /// `ledger verify --witness-key`.
+    ///
+    /// Example: `unseen witness init --dir /var/lib/unseen-witness --name witness.audit.example`
     Init {
         /// The witness's directory (created 0700; holds its key and records).
         #[arg(long)]
@@ -314,14 +354,26 @@ pub enum WitnessCommand {
         /// The witness's name, e.g. `witness.audit.example`.
         #[arg(long)]
         name: String,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the verifier key of the witness in DIR.
+    ///
+    /// Example: `unseen witness key --dir /var/lib/unseen-witness`
     Key {
+        /// The witness's directory.
         #[arg(long)]
         dir: PathBuf,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Serve `POST /add-checkpoint` and `GET /latest` for one ledger.
+    ///
+    /// Example: `unseen witness serve --dir /var/lib/unseen-witness --log-key ledger.pub --listen 0.0.0.0:8788`
     Serve {
+        /// The witness's directory, as `witness init` made it.
         #[arg(long)]
         dir: PathBuf,
         /// The ledger's public key file (its `ledger.pub`).
@@ -338,11 +390,18 @@ pub enum LogsCommand {
     /// Clear guest logs of jobs that ended more than N days ago (never
     /// younger than the retention period, default 183 days); job records,
     /// metering and the ledger stay.
+    ///
+    /// Example: `unseen logs prune --older-than-days 365 --as wang.min`
     Prune {
+        /// Clear the logs of jobs that ended more than this many days ago.
         #[arg(long)]
         older_than_days: u32,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -353,7 +412,10 @@ pub enum DevCommand {
     /// Run GUEST.wasm against mock data made from a manifest alone (types,
     /// category domains, bounds; never real rows), through the same sandbox
     /// and policy as the service, in a throwaway data directory.
+    ///
+    /// Example: `unseen dev run guests/district-income/target/wasm32-unknown-unknown/release/district_income.wasm --dataset residents --rows 2000`
     Run {
+        /// The job module (.wasm) to run.
         module: PathBuf,
         /// The dataset's manifest (TOML).
         #[arg(long, conflicts_with = "dataset", required_unless_present = "dataset")]
@@ -361,8 +423,10 @@ pub enum DevCommand {
         /// Use the built-in manifest of a synthetic dataset (residents, …).
         #[arg(long)]
         dataset: Option<String>,
+        /// Rows of synthetic data to run against.
         #[arg(long, default_value_t = 2000)]
         rows: usize,
+        /// Seed of the synthetic data; the same seed gives the same rows.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Job parameter, `name=value` (repeatable).
@@ -381,6 +445,7 @@ pub enum DevCommand {
         /// drawn within their masked bands); `--rows` is then ignored.
         #[arg(long)]
         sample: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -391,7 +456,10 @@ pub enum ReleaseCommand {
     /// Download a signed release as an offline-verifiable bundle
     /// (designated users, within the grant's limit; counted only once the
     /// file is written).
+    ///
+    /// Example: `unseen release download rel-0f4c2a7e91 --out release.json --token "$UNSEEN_TOKEN"`
     Download {
+        /// The release to download (an id from `review list` or the approval).
         id: String,
         /// Write the bundle here (default: print it).
         #[arg(long)]
@@ -399,19 +467,27 @@ pub enum ReleaseCommand {
         /// Replace the --out file if it exists.
         #[arg(long, requires = "out")]
         force: bool,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Prove a release end to end: signature, content hash, ledger entries,
     /// inclusion under the signed checkpoint. A downloaded bundle needs only
     /// --public-key; a bare release file is checked against DATA_DIR's ledger.
+    ///
+    /// Example: `unseen release verify release.json --public-key ledger.pub`
     Verify {
+        /// The release file to verify (as `release download` wrote it).
         file: PathBuf,
         /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -423,63 +499,93 @@ pub enum ReleaseCommand {
 pub enum BenchCommand {
     /// Durable appends with group commit vs raw write+fsync, full
     /// verification speed, inclusion proofs at ten million entries.
+    ///
+    /// Example: `unseen bench ledger --entries 200000 --threads 64`
     Ledger {
+        /// Entries appended in the append measurement.
         #[arg(long, default_value_t = 200_000)]
         entries: u64,
+        /// Threads appending at once.
         #[arg(long, default_value_t = 64)]
         threads: usize,
+        /// Size of the tree inclusion proofs are made in.
         #[arg(long, default_value_t = 10_000_000)]
         proof_size: u64,
+        /// Entries in the ledger that is verified.
         #[arg(long, default_value_t = 1_000_000)]
         verify_entries: u64,
         /// Write NAME.json and NAME.svg here.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Policy admission latency, and a DP release against the same exact
     /// aggregate in DataFusion.
+    ///
+    /// Example: `unseen bench policy --rows 1000000 --repeats 3`
     Policy {
+        /// Queries planned in the admission measurement.
         #[arg(long, default_value_t = 2000)]
         runs: usize,
+        /// Rows aggregated in the DP-overhead measurement.
         #[arg(long, default_value_t = 10_000_000)]
         rows: u64,
+        /// Runs of each measurement (the median and range are reported).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Also write the results as a report under this directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// The job sandbox: bare jobs/s, submit-to-first-query, and a DP job
     /// against the same aggregate in native DataFusion.
+    ///
+    /// Example: `unseen bench sandbox --jobs 500 --repeats 3`
     Sandbox {
+        /// Jobs run in the throughput measurement.
         #[arg(long, default_value_t = 2000)]
         jobs: usize,
+        /// Rows each job aggregates.
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
+        /// Runs of each measurement (the median and range are reported).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Also write the results as a report under this directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Wasm scalar UDFs in DataFusion against native UDFs, and instantiation.
+    ///
+    /// Example: `unseen bench udf --rows 1000000`
     Udf {
+        /// Rows the UDFs are evaluated over.
         #[arg(long, default_value_t = 10_000_000)]
         rows: usize,
+        /// Also write the results as a report under this directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// End-to-end small jobs over HTTP on the loopback (submit, run,
     /// quarantine) with p50/p99 latency, against the same jobs in-process.
+    ///
+    /// Example: `unseen bench service --jobs 500 --clients 8`
     Service {
+        /// Jobs submitted over HTTP.
         #[arg(long, default_value_t = 2000)]
         jobs: usize,
+        /// HTTP clients submitting at once.
         #[arg(long, default_value_t = 8)]
         clients: usize,
         /// Rows of the residents table the jobs read.
@@ -488,6 +594,7 @@ pub enum BenchCommand {
         /// Write service.json and service.svg here.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -496,9 +603,13 @@ pub enum BenchCommand {
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
     /// Grants issued and their use (jobs, queries, epsilon, releases), for publication.
+    ///
+    /// Example: `unseen report disclosure --public-key ledger.pub --json`
     Disclosure {
+        /// The ledger's public key file (default: the data directory's ledger.pub).
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -509,39 +620,64 @@ pub enum ReportCommand {
 #[derive(Debug, Subcommand)]
 pub enum DatasetCommand {
     /// Write a deterministic synthetic dataset as Parquet.
+    ///
+    /// Example: `unseen dataset generate residents --rows 100000 --seed 7 --out residents.parquet`
     Generate {
         /// residents, health_visits, enterprises, tax_records or utility_usage.
         name: String,
+        /// Rows to generate.
         #[arg(long)]
         rows: u64,
+        /// Seed; the same seed gives the same rows.
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Rows of the related dataset (residents for health_visits, enterprises for tax_records/utility_usage).
         #[arg(long)]
         related_rows: Option<u64>,
+        /// The Parquet file to write.
         #[arg(long)]
         out: PathBuf,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the built-in manifest of a synthetic dataset.
-    Manifest { name: String },
+    ///
+    /// Example: `unseen dataset manifest residents > residents.toml`
+    Manifest {
+        /// residents, health_visits, enterprises, tax_records or utility_usage.
+        name: String,
+    },
     /// Register a Parquet file with its manifest; stored encrypted.
+    ///
+    /// Example: `unseen dataset register --name residents --parquet residents.parquet --manifest residents.toml --as wang.min`
     Register {
+        /// Name to register the dataset under (used in SQL and in grants).
         #[arg(long)]
         name: String,
+        /// The Parquet file to register.
         #[arg(long)]
         parquet: PathBuf,
+        /// Its manifest: column classes, types and bounds, in TOML (see `dataset manifest`).
         #[arg(long)]
         manifest: PathBuf,
         /// Acting admin.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// List registered datasets.
+    ///
+    /// Example: `unseen dataset list --as wang.min --json`
     List {
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -549,19 +685,30 @@ pub enum DatasetCommand {
     },
     /// Destroy a dataset's data key (crypto-shredding): its data becomes
     /// unreadable, its grants are revoked; the ledger keeps the record.
+    ///
+    /// Example: `unseen dataset destroy residents --reason "retention period over" --as wang.min`
     Destroy {
+        /// The dataset whose data key to destroy.
         name: String,
+        /// Why, in words; recorded in the ledger.
         #[arg(long)]
         reason: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Publish DP marginals of a dataset (noisy category counts and
     /// quantiles per column, charged to its budget), for `dev run
     /// --marginals` mock data that follows the real distribution.
+    ///
+    /// Example: `unseen dataset marginals residents --epsilon 1.0 --as wang.min`
     Marginals {
+        /// The dataset to publish DP marginals of.
         name: String,
         /// Total epsilon, split evenly over the columns.
         #[arg(long, default_value_t = 1.0)]
@@ -569,6 +716,7 @@ pub enum DatasetCommand {
         /// Write the marginals here (default: print them).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
         #[command(flatten)]
@@ -579,48 +727,71 @@ pub enum DatasetCommand {
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Add a user (the first user of a new data directory must be an admin).
+    ///
+    /// Example: `unseen user add --id li.qiang --name 李强 --role developer --org "Housing Policy Research Centre" --as wang.min`
     Add {
+        /// The user's id (letters, digits, dots, dashes).
         #[arg(long)]
         id: String,
+        /// The user's name as people read it.
         #[arg(long)]
         name: String,
         /// admin, developer, reviewer or auditor.
         #[arg(long)]
         role: String,
+        /// Their organisation.
         #[arg(long, default_value = "")]
         org: String,
         /// Acting admin (omit only for the first admin).
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// List users (admins and auditors).
+    ///
+    /// Example: `unseen user list --as wang.min`
     List {
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Disable a user and void their token.
+    ///
+    /// Example: `unseen user disable li.qiang --reason "left the project" --as wang.min`
     Disable {
+        /// The user to disable.
         id: String,
+        /// Why, in words; recorded in the ledger.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Issue a new bearer token for a user (the old one stops working); printed once.
+    ///
+    /// Example: `unseen user token li.qiang --as wang.min`
     Token {
+        /// The user to issue a new token to (the old one stops working).
         id: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -631,41 +802,65 @@ pub enum UserCommand {
 #[derive(Debug, Subcommand)]
 pub enum GrantCommand {
     /// Issue a grant over a dataset (and datasets joined to it) to one developer.
+    ///
+    /// Example: `unseen grant issue --dataset residents --developer li.qiang --purpose "District income statistics" --epsilon 3 --query-epsilon 1 --as wang.min`
     Issue(Box<GrantIssue>),
     /// List grants (a developer sees those they are designated on).
+    ///
+    /// Example: `unseen grant list --as wang.min`
     List {
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Show one grant with its controls.
+    ///
+    /// Example: `unseen grant show grant-5e1f0a9c3b --as wang.min --json`
     Show {
+        /// The grant to show.
         id: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Revoke a grant at once; its running jobs are stopped.
+    ///
+    /// Example: `unseen grant revoke grant-5e1f0a9c3b --reason "purpose fulfilled" --as wang.min`
     Revoke {
+        /// The grant to revoke.
         id: String,
+        /// Why, in words; recorded in the ledger.
         #[arg(long)]
         reason: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Usage of a grant for pricing: runs, queries, fuel, rows read, time, epsilon, downloads.
+    ///
+    /// Example: `unseen grant usage grant-5e1f0a9c3b --as wang.min`
     Usage {
+        /// The grant whose usage to show.
         id: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -676,14 +871,17 @@ pub enum GrantCommand {
 /// `unseen grant issue`: the authorization agreement's terms.
 #[derive(Debug, clap::Args)]
 pub struct GrantIssue {
+    /// The dataset the grant covers.
     #[arg(long)]
     dataset: String,
     /// Another dataset about the same privacy unit that DP queries may
     /// join to `--dataset` on that unit (repeatable).
     #[arg(long = "join")]
     join_datasets: Vec<String>,
+    /// The developer the grant is for.
     #[arg(long)]
     developer: String,
+    /// The purpose, shown to reviewers and in the disclosure report.
     #[arg(long)]
     purpose: String,
     /// Total epsilon budget.
@@ -737,8 +935,10 @@ pub struct GrantIssue {
     /// Columns the grant covers, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     columns: Vec<String>,
+    /// Most jobs and queries the grant may run.
     #[arg(long)]
     max_runs: Option<u32>,
+    /// Most downloads of its releases.
     #[arg(long)]
     max_downloads: Option<u32>,
     /// Released outputs may be reused as inputs of later work.
@@ -754,8 +954,10 @@ pub struct GrantIssue {
     /// The window of --max-open-queries, in seconds (at most 31 days).
     #[arg(long, default_value_t = crate::DEFAULT_OPEN_QUERY_WINDOW)]
     open_query_window: u32,
+    /// Act as this user: an admin operating this data directory, or the owner of --token.
     #[arg(long = "as")]
     actor: Option<String>,
+    /// Print the result as JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -765,9 +967,13 @@ pub struct GrantIssue {
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Upload a module and run it under a grant; outputs go to quarantine.
+    ///
+    /// Example: `unseen job submit --grant grant-5e1f0a9c3b --module district_income.wasm --token "$UNSEEN_TOKEN"`
     Submit {
+        /// The grant to run under.
         #[arg(long)]
         grant: String,
+        /// The job module (.wasm) to upload and run.
         #[arg(long)]
         module: PathBuf,
         /// Job parameter, `name=value` (repeatable).
@@ -784,41 +990,61 @@ pub enum JobCommand {
         /// With --server: return once the job is queued instead of waiting for it.
         #[arg(long)]
         no_wait: bool,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// A job's status and metering.
+    ///
+    /// Example: `unseen job status job-8c2d41e07a --token "$UNSEEN_TOKEN"`
     Status {
+        /// The job to show.
         id: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Jobs, newest first (a developer sees their own).
+    ///
+    /// Example: `unseen job list --grant grant-5e1f0a9c3b --token "$UNSEEN_TOKEN"`
     List {
+        /// Only the jobs of this grant.
         #[arg(long)]
         grant: Option<String>,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Cancel a queued or running job.
+    ///
+    /// Example: `unseen job cancel job-8c2d41e07a --reason "wrong parameters" --token "$UNSEEN_TOKEN"`
     Cancel {
+        /// The job to cancel.
         id: String,
+        /// Why, in words; recorded in the ledger.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -828,43 +1054,66 @@ pub enum JobCommand {
 pub enum ReviewCommand {
     /// The queue of quarantined outputs with findings, spend and a diff
     /// against the grant's earlier releases.
+    ///
+    /// Example: `unseen review list --token "$REVIEWER_TOKEN"`
     List {
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Show a quarantined output.
+    ///
+    /// Example: `unseen review show out-3b9e77c1d2 --token "$REVIEWER_TOKEN"`
     Show {
+        /// The output to show (an id from `review list`).
         output: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Approve an output; signs a release.
+    ///
+    /// Example: `unseen review approve out-3b9e77c1d2 --reason "DP aggregates over public districts" --token "$REVIEWER_TOKEN"`
     Approve {
+        /// The output to approve.
         output: String,
+        /// Why, in words; recorded in the ledger.
         #[arg(long)]
         reason: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Reject an output.
+    ///
+    /// Example: `unseen review reject out-3b9e77c1d2 --reason "groups too small to be useful" --token "$REVIEWER_TOKEN"`
     Reject {
+        /// The output to reject.
         output: String,
+        /// Why, in words; recorded in the ledger.
         #[arg(long)]
         reason: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -874,26 +1123,39 @@ pub enum ReviewCommand {
 pub enum BudgetCommand {
     /// Set the total epsilon of a dataset or a developer (every grant over
     /// that dataset, or of that developer, draws from it too).
+    ///
+    /// Example: `unseen budget set --dataset residents --epsilon 20 --as wang.min`
     Set {
         #[arg(
             long,
             conflicts_with = "developer",
             required_unless_present = "developer"
         )]
+        /// Set the budget of this dataset's layer (across all its grants).
         dataset: Option<String>,
+        /// Set the budget of this developer's layer (across their grants).
         #[arg(long)]
         developer: Option<String>,
+        /// Total epsilon of the layer.
         #[arg(long)]
         epsilon: f64,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Epsilon spent and left on a grant.
+    ///
+    /// Example: `unseen budget show --grant grant-5e1f0a9c3b --json --token "$UNSEEN_TOKEN"`
     Show {
+        /// The grant whose budget to show.
         #[arg(long)]
         grant: String,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -905,23 +1167,37 @@ pub enum BudgetCommand {
 pub enum LedgerCommand {
     /// Print (or write with --out) the ledger's Ed25519 public key as hex:
     /// the only thing an auditor needs to verify offline.
+    ///
+    /// Example: `unseen ledger public-key --out ledger.pub`
     PublicKey {
+        /// Write the key to this file instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Print the current signed checkpoint (a C2SP signed note), checked
     /// with the public key first; save it to check proofs against, or to
     /// pass to `ledger verify --since` later.
+    ///
+    /// Example: `unseen ledger checkpoint --public-key ledger.pub > checkpoint.saved`
     Checkpoint {
+        /// The ledger's public key file (default: the data directory's ledger.pub).
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Print an inclusion proof of entry INDEX (or, with --consistency OLD, a
     /// consistency proof) against the current signed tree, as JSON.
+    ///
+    /// Example: `unseen ledger proof --index 42 --public-key ledger.pub > proof.json`
     Proof {
         /// Entry to prove included.
         #[arg(long, required_unless_present = "consistency")]
@@ -929,6 +1205,7 @@ pub enum LedgerCommand {
         /// Prove that the tree of this many entries is a prefix of the current one.
         #[arg(long, conflicts_with = "index")]
         consistency: Option<u64>,
+        /// The ledger's public key file (default: the data directory's ledger.pub).
         #[arg(long)]
         public_key: Option<PathBuf>,
         #[command(flatten)]
@@ -936,39 +1213,68 @@ pub enum LedgerCommand {
     },
     /// Check a proof without the ledger; with --checkpoint and --public-key,
     /// also that its root is the signed one.
+    ///
+    /// Example: `unseen ledger check-proof proof.json --checkpoint checkpoint.saved --public-key ledger.pub`
     CheckProof {
+        /// The proof file (as `ledger proof` printed it).
         file: PathBuf,
+        /// A signed checkpoint the proof's root must match.
         #[arg(long, requires = "public_key")]
         checkpoint: Option<PathBuf>,
+        /// The ledger's public key file, to check the checkpoint's signature.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Write entries [FROM, TO) with the signed checkpoint and proofs to one
     /// JSON file for an outside auditor.
+    ///
+    /// Example: `unseen ledger export --from 0 --to 1000 --out segment.json --public-key ledger.pub`
     Export {
+        /// First entry to export.
         #[arg(long)]
         from: u64,
+        /// The entry after the last one to export.
         #[arg(long)]
         to: u64,
+        /// File to write the segment to.
         #[arg(long)]
         out: PathBuf,
+        /// The ledger's public key file (default: the data directory's ledger.pub).
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Verify an exported segment with only the public key.
+    ///
+    /// Example: `unseen ledger verify-segment segment.json --public-key ledger.pub`
     VerifySegment {
+        /// The segment file (as `ledger export` wrote it).
         file: PathBuf,
+        /// The ledger's public key file, as `ledger public-key --out` wrote it.
         #[arg(long)]
         public_key: PathBuf,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Read-only SQL over the verified ledger: a table `entries` with the entry
     /// fields (index, prev, time, kind, actor, body) and one column per body field.
+    ///
+    /// Example: `unseen ledger query "SELECT kind, COUNT(*) AS n FROM entries GROUP BY kind" --public-key ledger.pub`
     Query {
+        /// A read-only SQL statement over the table `entries`.
         sql: String,
+        /// The ledger's public key file (default: the data directory's ledger.pub).
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -979,10 +1285,13 @@ pub enum LedgerCommand {
     /// move them (and any damaged or partial line after them) to a file
     /// under DATA_DIR/ledger/quarantine/, record the cut (counts and
     /// hashes) in the ledger, and sign. Stop the service first.
+    ///
+    /// Example: `unseen ledger recover --as wang.min`
     Recover {
         /// The admin recovering (recorded as the entry's actor).
         #[arg(long = "as")]
         actor: String,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -991,6 +1300,8 @@ pub enum LedgerCommand {
     /// Submit the current checkpoint to a witness with a consistency proof
     /// from the one it co-signed last; keep its co-signature beside the
     /// ledger. Fails loudly if the witness sees a fork.
+    ///
+    /// Example: `unseen ledger witness --url http://witness.example:8788 --witness-key "$WITNESS_VKEY"`
     Witness {
         /// The witness's URL, e.g. http://witness.example:8788.
         #[arg(long)]
@@ -998,6 +1309,7 @@ pub enum LedgerCommand {
         /// The witness's verifier key, as `unseen witness init` printed it.
         #[arg(long)]
         witness_key: String,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -1007,16 +1319,21 @@ pub enum LedgerCommand {
     /// layer (spent and total), each grant's runs and downloads, job
     /// states, review decisions and releases. Prints every difference and
     /// fails if there is any. Admins and auditors.
+    ///
+    /// Example: `unseen ledger reconcile --as wang.min`
     Reconcile {
         /// The admin or auditor checking (an auditor needs --token).
         #[arg(long = "as")]
         actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         dir: DataDir,
     },
     /// Verify the ledger offline with only the public key.
+    ///
+    /// Example: `unseen ledger verify --public-key ledger.pub --since checkpoint.saved`
     Verify {
         /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
         #[arg(long)]
@@ -1034,6 +1351,7 @@ pub enum LedgerCommand {
         /// (its `/latest`). Default: the copy kept beside the ledger.
         #[arg(long, requires = "witness_key")]
         witnessed: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -1191,26 +1509,26 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
     use crate::client::ClientError;
     let s = segment;
     let answer: Result<serde_json::Value, ClientError> = match command {
-        Command::Query {
+        Command::Query(QueryArgs {
             sql,
             grant,
             dry_run,
             udfs,
             inputs,
             ..
-        } => {
+        }) => {
             let udfs = upload_udfs_remote(client, udfs)?;
             client.post(
                 "/v1/queries",
                 &json!({"grant": grant, "sql": sql, "dry_run": dry_run, "udf_modules": udfs, "inputs": inputs}),
             )
         }
-        Command::Extract {
+        Command::Extract(ExtractArgs {
             grant,
             columns,
             sample,
             ..
-        } => client.post(
+        }) => client.post(
             "/v1/extracts",
             &json!({"grant": grant, "columns": columns, "sample": sample}),
         ),
@@ -1318,6 +1636,21 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             &format!("/v1/jobs/{}/cancel", s(id)),
             &json!({"reason": reason}),
         ),
+        other => return remote_review_and_ledger(other, client, out),
+    };
+    print_remote_answer(answer?, out)
+}
+
+/// The second half of [`remote`]: review, releases, the ledger and the
+/// commands that never go to a server.
+fn remote_review_and_ledger(
+    command: &Command,
+    client: &crate::client::Client,
+    out: &mut dyn Write,
+) -> Result<bool> {
+    use crate::client::ClientError;
+    let s = segment;
+    let answer: Result<serde_json::Value, ClientError> = match command {
         Command::Review(ReviewCommand::List { .. }) => client.get("/v1/reviews"),
         Command::Review(ReviewCommand::Show { output, .. }) => {
             client.get(&format!("/v1/outputs/{}", s(output)))
@@ -1379,7 +1712,12 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             "this command works on a data directory and is not available over --server; run it where the data directory is, without --server"
         ),
     };
-    let value = answer?;
+    print_remote_answer(answer?, out)
+}
+
+/// Prints a server's JSON answer; a job or query the service stopped or
+/// refused is a failure, as locally.
+fn print_remote_answer(value: serde_json::Value, out: &mut dyn Write) -> Result<bool> {
     writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
     // A job or query the service stopped or refused is a failure for
     // scripts, as locally. How a guest itself ended is not: it is reviewed.
@@ -1393,6 +1731,22 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         );
     }
     Ok(true)
+}
+
+/// Prints what a command did: a sentence for people or, with `--json`,
+/// the same facts as one JSON object for scripts.
+fn say(
+    out: &mut dyn Write,
+    json: bool,
+    value: serde_json::Value,
+    text: impl std::fmt::Display,
+) -> Result<()> {
+    if json {
+        writeln!(out, "{value}")?;
+    } else {
+        writeln!(out, "{text}")?;
+    }
+    Ok(())
 }
 
 fn open(dir: &DataDir) -> Result<Arc<Domain>> {
@@ -1444,1305 +1798,22 @@ fn execute(
             runtime,
             out,
         ),
-        Command::Dataset(DatasetCommand::Generate {
-            name,
-            rows,
-            seed,
-            related_rows,
-            out: path,
-        }) => {
-            let summary = demo::generate(&name, rows, seed, related_rows, &path)?;
-            writeln!(
-                out,
-                "wrote {} rows of `{name}` (seed {seed}) to {}",
-                summary,
-                path.display()
-            )?;
-            Ok(())
-        }
-        Command::Dataset(DatasetCommand::Manifest { name }) => {
-            let kind: unseen_datasets::DatasetKind =
-                name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-            write!(out, "{}", unseen_datasets::manifest_toml(kind))?;
-            Ok(())
-        }
-        Command::Dataset(DatasetCommand::Register {
-            name,
-            parquet,
-            manifest,
-            actor,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let text = read_text(&manifest)?;
-            let ingested =
-                runtime.block_on(domain.register_dataset(&actor, &name, &parquet, &text))?;
-            writeln!(
-                out,
-                "registered `{name}`: {} rows, stored encrypted under {}",
-                ingested.rows,
-                domain.dir().join("data").display()
-            )?;
-            Ok(())
-        }
-        Command::User(UserCommand::Add {
-            id,
-            name,
-            role,
-            org,
-            actor,
-            json,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            // The first admin of a new directory adds itself without a token.
-            let actor = match (actor, token) {
-                (None, None) => None,
-                (actor, token) => Some(who(&domain, actor, token)?),
-            };
-            let token = domain.add_user(actor.as_deref(), &id, &name, Role::parse(&role)?, &org)?;
-            if json {
-                writeln!(out, "{}", json!({"user": id, "token": token}))?;
-            } else {
-                writeln!(out, "added {role} `{id}` ({name})")?;
-                writeln!(out, "token (shown once, keep it secret): {token}")?;
-            }
-            Ok(())
-        }
-        Command::Grant(GrantCommand::Issue(issue)) => {
-            let domain = open(&issue.dir)?;
-            let actor = who(&domain, issue.actor.clone(), token)?;
-            let request = issue.request();
-            let id = domain.issue_grant(&actor, &request)?;
-            if issue.json {
-                writeln!(out, "{}", json!({"grant": id}))?;
-            } else {
-                let joined: String = request
-                    .join_datasets
-                    .iter()
-                    .map(|d| format!(" joined to `{d}`"))
-                    .collect();
-                let udfs = if request.allow_udfs {
-                    format!(
-                        ", with UDFs of at most {} instructions per row",
-                        request.udf_row_instructions
-                    )
-                } else {
-                    String::new()
-                };
-                writeln!(
-                    out,
-                    "issued grant {id}: `{}` may spend epsilon {} on `{}`{joined}{udfs} for: {}",
-                    request.developer, request.epsilon_total, request.dataset, request.purpose
-                )?;
-            }
-            Ok(())
-        }
-        Command::Query {
-            sql,
-            grant,
-            dry_run,
-            udfs,
-            inputs,
-            actor,
-            json,
-            dir,
-        } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let handle = runtime.handle().clone();
-            let extras = crate::jobs::JobExtras {
-                udfs: upload_udfs_local(&domain, &actor, &udfs)?,
-                inputs,
-            };
-            if dry_run {
-                let verdict = domain.dry_run(&handle, &actor, &grant, &sql, &extras)?;
-                if json {
-                    writeln!(out, "{}", serde_json::to_value(&verdict)?)?;
-                } else if verdict.admitted {
-                    writeln!(
-                        out,
-                        "admitted: would cost epsilon {:.3}{} (grant has {:.3} left)",
-                        verdict.epsilon,
-                        if verdict.cached {
-                            ", an identical release is cached"
-                        } else {
-                            ""
-                        },
-                        verdict.epsilon_left
-                    )?;
-                    for (component, half_width) in &verdict.accuracy {
-                        writeln!(
-                            out,
-                            "  {component}: ± {half_width:.2} at {:.0}% confidence",
-                            verdict.confidence * 100.0
-                        )?;
-                    }
-                } else {
-                    writeln!(out, "{}", verdict.reason.as_deref().unwrap_or("refused"))?;
-                }
-                if !verdict.admitted {
-                    bail!(
-                        "the query would be refused ({})",
-                        verdict.rule.as_deref().unwrap_or("refused")
-                    );
-                }
-                return Ok(());
-            }
-            let outcome = domain.run_sql(&handle, &actor, &grant, &sql, &extras)?;
-            let (_, left) = domain.budget_seen_by(&actor, &grant)?;
-            print_developer_outcome(out, &outcome, None, left, json)?;
-            if outcome.status != crate::JobStatus::Finished {
-                bail!(
-                    "query {}: {}",
-                    outcome.status,
-                    outcome.reason.as_deref().unwrap_or_default()
-                );
-            }
-            Ok(())
-        }
-        Command::Extract {
-            grant,
-            columns,
-            sample,
-            actor,
-            json,
-            dir,
-        } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let handle = runtime.handle().clone();
-            let (outcome, plan) = domain.run_extract(&handle, &actor, &grant, &columns, sample)?;
-            let (_, left) = domain.budget_seen_by(&actor, &grant)?;
-            print_developer_outcome(out, &outcome, Some(&plan), left, json)?;
-            if outcome.status != crate::JobStatus::Finished {
-                bail!(
-                    "extract {}: {}",
-                    outcome.status,
-                    outcome.reason.as_deref().unwrap_or_default()
-                );
-            }
-            Ok(())
-        }
-        Command::Job(JobCommand::Submit {
-            grant,
-            module,
-            params,
-            udfs,
-            inputs,
-            no_wait: _,
-            actor,
-            json,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let bytes = std::fs::read(&module)
-                .with_context(|| format!("cannot read module {}", module.display()))?;
-            let extras = crate::jobs::JobExtras {
-                udfs: upload_udfs_local(&domain, &actor, &udfs)?,
-                inputs,
-            };
-            let sha = domain.upload_module(&actor, &bytes)?;
-            let params = parse_params(&params)?;
-            let handle = runtime.handle().clone();
-            let outcome = domain.run_job(&handle, &actor, &grant, &sha, params, &extras)?;
-            // The submitter reads what the service would return.
-            let (_, left) = domain.budget_seen_by(&actor, &grant)?;
-            print_developer_outcome(out, &outcome, None, left, json)?;
-            if outcome.status != crate::JobStatus::Finished {
-                bail!(
-                    "job {} {}: {}",
-                    outcome.job_id,
-                    outcome.status,
-                    outcome.reason.as_deref().unwrap_or_default()
-                );
-            }
-            Ok(())
-        }
-        Command::Review(ReviewCommand::Show {
-            output,
-            actor,
-            json,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            domain.require(&actor, Role::Reviewer, "read quarantined outputs")?;
-            let (name, status, table) = domain.output(&output)?;
-            let (kind, disclosure) = domain.output_details(&output)?;
-            if json {
-                let findings = domain.findings(&output)?;
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "name": name, "kind": kind, "status": status, "table": crate::table_json(&table),
-                        "findings": findings, "disclosure": disclosure,
-                    })
-                )?;
-                return Ok(());
-            }
-            let what = match kind.as_str() {
-                "outcome" => " (the job's outcome: what its guest computed beyond its outputs)",
-                "extract" => " (a masked extract)",
-                _ => "",
-            };
-            writeln!(out, "output {output} `{name}`{what} ({status})")?;
-            demo::print_table(out, &table)?;
-            if let Some(report) = disclosure.as_ref().map(|d| &d["report"]) {
-                print_disclosure(out, report)?;
-            }
-            let findings = domain.findings(&output)?;
-            if findings.is_empty() {
-                writeln!(out, "automatic checks: no findings")?;
-            }
-            for f in findings {
-                let blocking = if f["blocking"] == true {
-                    "BLOCKING "
-                } else {
-                    ""
-                };
-                writeln!(
-                    out,
-                    "{blocking}finding: {}",
-                    f["detail"].as_str().unwrap_or_default()
-                )?;
-            }
-            Ok(())
-        }
-        Command::Review(ReviewCommand::Approve {
-            output,
-            reason,
-            actor,
-            json,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let release = domain.review(&actor, &output, true, &reason)?;
-            if json {
-                let status = if release.is_some() {
-                    "approved"
-                } else {
-                    "awaiting a second approval"
-                };
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "output": output, "status": status,
-                        "release": release.as_ref().map(|r| r.id.clone()),
-                        "path": release.as_ref().map(|r| r.path.display().to_string()),
-                    })
-                )?;
-                return Ok(());
-            }
-            match release {
-                Some(r) => writeln!(
-                    out,
-                    "approved {output}; signed release {} written to {}",
-                    r.id,
-                    r.path.display()
-                )?,
-                None => writeln!(
-                    out,
-                    "approved {output}; its grant needs a second approval by another reviewer"
-                )?,
-            }
-            Ok(())
-        }
-        Command::Review(ReviewCommand::Reject {
-            output,
-            reason,
-            actor,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            domain.review(&actor, &output, false, &reason)?;
-            writeln!(out, "rejected {output}")?;
-            Ok(())
-        }
-        Command::Budget(BudgetCommand::Set {
-            dataset,
-            developer,
-            epsilon,
-            actor,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let (layer, id) = match (dataset, developer) {
-                (Some(d), _) => (crate::BudgetLayer::Dataset, d),
-                (None, Some(u)) => (crate::BudgetLayer::Developer, u),
-                (None, None) => bail!("name a --dataset or a --developer"),
-            };
-            domain.set_budget(&actor, layer, &id, epsilon)?;
-            writeln!(out, "budget of `{id}` set to epsilon {epsilon}")?;
-            Ok(())
-        }
-        Command::Budget(BudgetCommand::Show { grant, json, dir }) => {
-            let domain = open(&dir)?;
-            let layers = domain.budget_layers(&grant)?;
-            let (spent, left) = domain.budget(&grant)?;
-            let g = domain.grant(&grant)?;
-            if json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"grant": grant, "epsilon_spent": spent, "epsilon_left": left,
-                        "delta_spent": g.delta_spent, "delta_total": g.delta_total, "layers": layers})
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "grant {grant}: epsilon spent {spent:.3}, left {left:.3}; delta spent {:e} of {:e}",
-                    g.delta_spent, g.delta_total
-                )?;
-                for l in &layers {
-                    match l.total {
-                        Some(t) => writeln!(
-                            out,
-                            "  {:<9} {:<24} spent {:.3} of {:.3}, left {:.3}",
-                            l.layer,
-                            l.id,
-                            l.spent,
-                            t,
-                            (t - l.spent).max(0.0)
-                        )?,
-                        None => writeln!(
-                            out,
-                            "  {:<9} {:<24} spent {:.3}, no limit set",
-                            l.layer, l.id, l.spent
-                        )?,
-                    }
-                }
-            }
-            Ok(())
-        }
-        Command::Ledger(LedgerCommand::Query {
-            sql,
-            public_key,
-            json,
-            dir,
-        }) => {
-            let (ledger, _) = verified(&dir, public_key.as_deref())?;
-            let batches = runtime.block_on(crate::audit::query(&ledger.entries, &sql))?;
-            if json {
-                writeln!(out, "{}", batches_json(&batches)?)?;
-            } else {
-                writeln!(
-                    out,
-                    "{}",
-                    arrow::util::pretty::pretty_format_batches(&batches)?
-                )?;
-            }
-            Ok(())
-        }
-        Command::Bench(BenchCommand::Ledger {
-            entries,
-            threads,
-            proof_size,
-            verify_entries,
-            out: dir,
-            json,
-        }) => {
-            let scratch = tempfile::Builder::new()
-                .prefix("unseen-bench-ledger-")
-                .tempdir()?;
-            let measures =
-                crate::bench::ledger(scratch.path(), entries, threads, proof_size, verify_entries)?;
-            let command = format!(
-                "unseen bench ledger --entries {entries} --threads {threads} --proof-size {proof_size} --verify-entries {verify_entries}"
-            );
-            report_bench(out, "ledger", &command, dir.as_deref(), &measures, json)
-        }
-        Command::Bench(BenchCommand::Policy {
-            runs,
-            rows,
-            repeats,
-            out: dir,
-            json,
-        }) => {
-            let measures = crate::bench::policy(runtime, runs, rows, repeats)?;
-            let command =
-                format!("unseen bench policy --runs {runs} --rows {rows} --repeats {repeats}");
-            report_bench(out, "policy", &command, dir.as_deref(), &measures, json)
-        }
-        Command::Bench(BenchCommand::Sandbox {
-            jobs,
-            rows,
-            repeats,
-            out: dir,
-            json,
-        }) => {
-            let measures = crate::bench::sandbox(jobs, rows, repeats)?;
-            let command =
-                format!("unseen bench sandbox --jobs {jobs} --rows {rows} --repeats {repeats}");
-            report_bench(out, "sandbox", &command, dir.as_deref(), &measures, json)
-        }
-        Command::Bench(BenchCommand::Udf {
-            rows,
-            out: dir,
-            json,
-        }) => {
-            let measures = crate::bench::udf(rows)?;
-            let command = format!("unseen bench udf --rows {rows}");
-            report_bench(out, "udf", &command, dir.as_deref(), &measures, json)
-        }
-        Command::Bench(BenchCommand::Service {
-            jobs,
-            clients,
-            rows,
-            out: dir,
-            json,
-        }) => {
-            let scratch = tempfile::Builder::new()
-                .prefix("unseen-bench-service-")
-                .tempdir()?;
-            let measures = crate::bench::service(scratch.path(), jobs, clients, rows)?;
-            let command =
-                format!("unseen bench service --jobs {jobs} --clients {clients} --rows {rows}");
-            report_bench(out, "service", &command, dir.as_deref(), &measures, json)
-        }
-        Command::Report(ReportCommand::Disclosure {
-            public_key,
-            json,
-            dir,
-        }) => {
-            let (ledger, _) = verified(&dir, public_key.as_deref())?;
-            let report = crate::audit::disclosure(&ledger.entries);
-            if json {
-                writeln!(out, "{}", crate::audit::disclosure_json(&report))?;
-                return Ok(());
-            }
-            writeln!(
-                out,
-                "Disclosure report: {} grants (ledger verified, {} entries)",
-                report.len(),
-                ledger.entries.len()
-            )?;
-            for g in &report {
-                writeln!(
-                    out,
-                    "- grant {} on `{}` to {} for: {}",
-                    g.grant, g.dataset, g.developer, g.purpose
-                )?;
-                writeln!(
-                    out,
-                    "  issued {} by {}, expires {}",
-                    g.issued_at, g.issued_by, g.expires_at
-                )?;
-                writeln!(
-                    out,
-                    "  jobs {}, queries admitted {} / refused {}, outputs {}, releases {}, epsilon {:.3} of {:.3}",
-                    g.jobs,
-                    g.queries_admitted,
-                    g.queries_refused,
-                    g.outputs,
-                    g.releases,
-                    g.epsilon_spent,
-                    g.epsilon_total
-                )?;
-            }
-            Ok(())
-        }
-        Command::Release(ReleaseCommand::Verify {
-            file,
-            public_key,
-            json,
-            dir,
-        }) => {
-            let text = read_text(&file)?;
-            let proof = if crate::bundle::is_bundle(&text) {
-                // A bundle carries its own evidence: only the key is needed.
-                let key = self::public_key(&dir.path(), public_key.as_deref())?;
-                crate::bundle::verify_bundle(&text, &key)?
-            } else {
-                let (ledger, key) = verified(&dir, public_key.as_deref())?;
-                crate::audit::verify_release(&text, &ledger, &key)
-                    .context("release verification FAILED")?
-            };
-            if json {
-                writeln!(out, "{}", serde_json::to_value(&proof)?)?;
-            } else {
-                writeln!(out, "release {} OK", proof.release)?;
-                writeln!(
-                    out,
-                    "  signature valid; table hashes to output {}",
-                    proof.output_sha256
-                )?;
-                writeln!(
-                    out,
-                    "  bound by ledger entry {} (module {}, epsilon {:.3}, reviewer {}, approved by {})",
-                    proof.ledger_index,
-                    proof.module_sha256,
-                    proof.epsilon_spent,
-                    proof.reviewer,
-                    proof.approvers.join(", ")
-                )?;
-                writeln!(
-                    out,
-                    "  included under the signed checkpoint of size {} with root {}",
-                    proof.tree_size, proof.root
-                )?;
-            }
-            Ok(())
-        }
-        Command::Ledger(LedgerCommand::Proof {
-            index,
-            consistency,
-            public_key,
-            dir,
-        }) => {
-            let (ledger, _) = verified(&dir, public_key.as_deref())?;
-            let tree = unseen_ledger::Tree::from_leaves(ledger.leaves.clone());
-            let size = ledger.checkpoint.size;
-            let proof = match (index, consistency) {
-                (Some(i), _) => unseen_ledger::Proof::Inclusion(
-                    unseen_ledger::InclusionProof::build(&tree, i, size).with_context(|| {
-                        format!("no inclusion proof for entry {i} in a tree of {size}")
-                    })?,
-                ),
-                (None, Some(old)) => unseen_ledger::Proof::Consistency(
-                    unseen_ledger::ConsistencyProof::build(&tree, old, size).with_context(
-                        || format!("no consistency proof from size {old} to {size}"),
-                    )?,
-                ),
-                (None, None) => bail!("give --index or --consistency"),
-            };
-            writeln!(out, "{}", proof.to_json())?;
-            Ok(())
-        }
-        Command::Ledger(LedgerCommand::Checkpoint { public_key, dir }) => {
-            let data = dir.path();
-            let key = self::public_key(&data, public_key.as_deref())?;
-            let path = data.join("ledger/checkpoint");
-            let note = read_text(&path)?;
-            unseen_ledger::Checkpoint::open(&note, unseen_ledger::ORIGIN, &key)
-                .with_context(|| format!("the checkpoint in {} does not verify", path.display()))?;
-            write!(out, "{note}")?;
-            Ok(())
-        }
-        Command::Ledger(LedgerCommand::Recover { actor, json, dir }) => {
-            let (ledger, recovery) = Domain::recover_ledger(&dir.path(), &actor)?;
-            let size = ledger.size();
-            if json {
-                let cut = recovery.as_ref().map(|r| {
-                    json!({"first_index": r.first_index, "entries": r.entries, "bytes": r.bytes,
-                           "sha256": r.sha256_hex, "file": r.file.display().to_string()})
-                });
-                writeln!(out, "{}", json!({"quarantined": cut, "entries": size}))?;
-            } else if let Some(r) = recovery {
-                writeln!(
-                    out,
-                    "quarantined {} entries from entry {} on ({} bytes, sha256 {}) to {}",
-                    r.entries,
-                    r.first_index,
-                    r.bytes,
-                    r.sha256_hex,
-                    r.file.display()
-                )?;
-                writeln!(
-                    out,
-                    "recorded as entry {} (ledger.recovered); the ledger holds {size} entries under a new signed checkpoint",
-                    size - 1
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "nothing to recover: every entry is proven; the ledger holds {size} entries"
-                )?;
-            }
-            Ok(())
-        }
-        Command::Ledger(LedgerCommand::Reconcile { actor, json, dir }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let report = domain.reconcile(&actor)?;
-            print_reconciliation(out, &report, json)
-        }
-        Command::Ledger(LedgerCommand::PublicKey { out: path, dir }) => {
-            let key = public_key(&dir.path(), None)?;
-            match path {
-                Some(p) => {
-                    std::fs::write(&p, format!("{}\n", key.to_hex()))
-                        .with_context(|| format!("cannot write {}", p.display()))?;
-                    writeln!(out, "wrote the ledger public key to {}", p.display())?;
-                }
-                None => writeln!(out, "{}", key.to_hex())?,
-            }
-            Ok(())
-        }
-        Command::Ledger(LedgerCommand::CheckProof {
-            file,
-            checkpoint,
-            public_key,
-        }) => {
-            let text = read_text(&file)?;
-            let note = checkpoint.as_deref().map(read_text).transpose()?;
-            let key = match &public_key {
-                Some(p) => Some(
-                    unseen_ledger::PublicKey::from_hex(read_text(p)?.trim())
-                        .with_context(|| format!("public key {} is not valid", p.display()))?,
-                ),
-                None => None,
-            };
-            let report = unseen_ledger::check_proof(&text, note.as_deref(), key.as_ref())
-                .context("proof check FAILED")?;
-            writeln!(out, "{report}")?;
-            Ok(())
-        }
-        Command::Ledger(LedgerCommand::Export {
-            from,
-            to,
-            out: path,
-            public_key,
-            dir,
-        }) => {
-            let data = dir.path();
-            let key = self::public_key(&data, public_key.as_deref())?;
-            let segment = unseen_ledger::export_segment(&data.join("ledger"), &key, from, to)
-                .context("cannot export the segment")?;
-            std::fs::write(&path, segment.to_json())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            writeln!(
-                out,
-                "exported entries {from}..{to} with the signed checkpoint and proofs to {}",
-                path.display()
-            )?;
-            Ok(())
-        }
-        Command::Ledger(LedgerCommand::VerifySegment { file, public_key }) => {
-            let key = unseen_ledger::PublicKey::from_hex(read_text(&public_key)?.trim())
-                .with_context(|| format!("public key {} is not valid", public_key.display()))?;
-            let report = unseen_ledger::verify_segment(&read_text(&file)?, &key)
-                .context("segment verification FAILED")?;
-            writeln!(out, "{report}")?;
-            Ok(())
-        }
-        Command::Ledger(LedgerCommand::Verify {
-            public_key,
-            since,
-            witness_key,
-            witnessed,
-            json,
-            dir,
-        }) => {
-            if let Some(vkey) = &witness_key {
-                let data = dir.path();
-                let key = self::public_key(&data, public_key.as_deref())?;
-                let report =
-                    crate::witness::verify_witnessed(&data, &key, vkey, witnessed.as_deref())?;
-                writeln!(
-                    out,
-                    "the ledger of {} entries consistently extends the checkpoint of {} entries witness `{}` co-signed",
-                    report.size, report.witnessed_size, report.witness
-                )?;
-            }
-            if let Some(previous) = &since {
-                let data = dir.path();
-                let key = self::public_key(&data, public_key.as_deref())?;
-                let note = read_text(previous)?;
-                let report = unseen_ledger::verify_since(&data.join("ledger"), &note, &key)
-                    .context(
-                        "ledger verification FAILED: it does not extend the saved checkpoint",
-                    )?;
-                writeln!(
-                    out,
-                    "the ledger of {} entries consistently extends the saved checkpoint of {} entries",
-                    report.size, report.previous_size
-                )?;
-            }
-            let report = verify_ledger(&dir.path(), public_key.as_deref())?;
-            if json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"ok": true, "entries": report.size, "root": report.root_hex})
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "ledger OK: {} entries, chain and Merkle root verified, checkpoint signature valid",
-                    report.size
-                )?;
-                writeln!(out, "root {}", report.root_hex)?;
-            }
-            Ok(())
-        }
-        Command::Serve {
-            listen,
-            max_jobs,
-            max_connections,
-            max_connections_per_client,
-            header_timeout,
-            body_timeout,
-            witness,
-            witness_key,
-            witness_every,
-            query_memory,
-            query_timeout,
-            max_join_rows,
-            grace_period,
-            timing_quantum_ms,
-            dir,
-        } => {
-            let addr: std::net::SocketAddr = listen.parse().with_context(|| {
-                format!("--listen `{listen}` is not an address like 127.0.0.1:8787")
-            })?;
-            let witness = match (witness, witness_key) {
-                (Some(url), Some(key)) => {
-                    Some((url, unseen_ledger::witness::WitnessKey::parse(&key)?))
-                }
-                _ => None,
-            };
-            let domain = open(&dir)?;
-            if let Some((url, key)) = witness {
-                runtime.spawn(crate::witness::keep_witnessed(
-                    Arc::clone(&domain),
-                    url,
-                    key,
-                    std::time::Duration::from_secs(witness_every),
-                ));
-            }
-            domain.set_timing_quantum(std::time::Duration::from_millis(timing_quantum_ms))?;
-            runtime.block_on(async {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?;
-                let local = listener.local_addr()?;
-                writeln!(out, "listening on http://{local}")?;
-                out.flush()?;
-                tracing::info!(%local, "serving the HTTP API");
-                let options = crate::server::ServerOptions {
-                    max_running_jobs: max_jobs,
-                    limits: crate::conns::ConnectionLimits {
-                        max_connections: max_connections as usize,
-                        max_per_client: max_connections_per_client as usize,
-                        header_timeout: std::time::Duration::from_secs(header_timeout),
-                        body_timeout: std::time::Duration::from_secs(body_timeout),
-                    },
-                    query: crate::data::QueryLimits {
-                        memory: query_memory,
-                        time: std::time::Duration::from_secs(query_timeout),
-                        join_rows: max_join_rows,
-                    },
-                    grace_period: std::time::Duration::from_secs(grace_period),
-                };
-                crate::server::serve(domain, listener, options, shutdown_signal()).await?;
-                Ok::<_, anyhow::Error>(())
-            })
-        }
-        Command::Ledger(LedgerCommand::Witness {
-            url,
-            witness_key,
-            json,
-            dir,
-        }) => {
-            let witness = unseen_ledger::witness::WitnessKey::parse(&witness_key)?;
-            let domain = open(&dir)?;
-            let done = crate::witness::witness_ledger(&domain, &url, &witness)
-                .context("witnessing FAILED")?;
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&done)?)?;
-            } else {
-                writeln!(
-                    out,
-                    "witness `{}` co-signed the checkpoint of {} entries (it held {} before)",
-                    done.witness, done.size, done.from_size
-                )?;
-            }
-            Ok(())
-        }
+        Command::Query(args) => jobs::query(args, token, runtime, out),
+        Command::Extract(args) => jobs::extract(args, token, runtime, out),
+        Command::Serve(args) => serve::serve(args, token, runtime, out),
         Command::Witness(command) => crate::witness::run_command(command, runtime, out),
-        Command::Dev(DevCommand::Run {
-            module,
-            manifest,
-            dataset,
-            rows,
-            seed,
-            params,
-            udfs,
-            marginals,
-            sample,
-            json,
-        }) => {
-            let bytes = std::fs::read(&module)
-                .with_context(|| format!("cannot read module {}", module.display()))?;
-            let udfs = read_udf_modules(&udfs)?;
-            let manifest_text = match (&manifest, &dataset) {
-                (Some(path), _) => read_text(path)?,
-                (None, Some(name)) => {
-                    let kind: unseen_datasets::DatasetKind =
-                        name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-                    unseen_datasets::manifest_toml(kind).to_string()
-                }
-                (None, None) => bail!("give --manifest FILE or --dataset NAME"),
-            };
-            let scratch = tempfile::Builder::new().prefix("unseen-dev-").tempdir()?;
-            let run = crate::dev::run(
-                scratch.path(),
-                runtime.handle(),
-                &bytes,
-                &manifest_text,
-                (rows, seed),
-                crate::dev::DevInputs {
-                    params: parse_params(&params)?,
-                    udfs,
-                    marginals: match &marginals {
-                        Some(path) => Some(crate::marginals::Marginals::for_manifest(
-                            &read_text(path)?,
-                            &unseen_policy::Manifest::parse(&manifest_text)
-                                .map_err(|e| anyhow::anyhow!("{e}"))?,
-                        )?),
-                        None => None,
-                    },
-                    sample: match &sample {
-                        Some(path) => {
-                            let file: serde_json::Value = serde_json::from_str(&read_text(path)?)
-                                .with_context(|| {
-                                format!("{} is not a release file", path.display())
-                            })?;
-                            Some(crate::audit::table_from_json(&file["document"]["table"])?)
-                        }
-                        None => None,
-                    },
-                },
-            )?;
-            if json {
-                let outputs: Vec<_> = run
-                    .outputs
-                    .iter()
-                    .map(|(name, t)| json!({"name": name, "table": crate::table_json(t)}))
-                    .collect();
-                let mut value = crate::server::outcome_json(&run.outcome);
-                value["outputs"] = json!(outputs);
-                value["mock_rows"] = json!(run.rows);
-                writeln!(out, "{value}")?;
-            } else {
-                writeln!(
-                    out,
-                    "ran {} against {} mock rows (made from the manifest, not from data): {}",
-                    module.display(),
-                    run.rows,
-                    run.outcome.ending_word()
-                )?;
-                for line in &run.outcome.logs {
-                    writeln!(out, "  log: {line}")?;
-                }
-                for r in &run.outcome.refusals {
-                    writeln!(out, "  refused: {r}")?;
-                }
-                if let Some(e) = &run.outcome.error {
-                    writeln!(out, "  error: {e}")?;
-                }
-                for (name, table) in &run.outputs {
-                    writeln!(
-                        out,
-                        "  output `{name}` (on the service it would go to review):"
-                    )?;
-                    demo::print_table(out, table)?;
-                }
-            }
-            if !run.outcome.succeeded() {
-                bail!("the guest {}", run.outcome.ending_word());
-            }
-            Ok(())
-        }
-        Command::Logs(LogsCommand::Prune {
-            older_than_days,
-            actor,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let pruned = domain.prune_job_logs(&actor, older_than_days)?;
-            writeln!(
-                out,
-                "cleared the logs of {pruned} jobs that ended more than {older_than_days} days ago"
-            )?;
-            Ok(())
-        }
-        Command::Dataset(DatasetCommand::List { actor, json, dir }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let datasets = domain.datasets(&actor)?;
-            if json {
-                writeln!(out, "{}", json!({"datasets": datasets}))?;
-            }
-            if !json {
-                let rows = datasets
-                    .iter()
-                    .map(|d| {
-                        vec![
-                            d.name.clone(),
-                            d.rows.to_string(),
-                            format!("v{}", d.manifest_version),
-                            d.registered_at.clone(),
-                            d.registered_by.clone(),
-                            d.destroyed_at
-                                .as_ref()
-                                .map_or("registered".into(), |at| format!("destroyed {at}")),
-                        ]
-                    })
-                    .collect();
-                write_table(
-                    out,
-                    &["DATASET", "ROWS", "MANIFEST", "REGISTERED", "BY", "STATE"],
-                    &[1],
-                    rows,
-                )?;
-            }
-            Ok(())
-        }
-        Command::Dataset(DatasetCommand::Marginals {
-            name,
-            epsilon,
-            out: path,
-            actor,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let marginals = domain.publish_marginals(runtime.handle(), &actor, &name, epsilon)?;
-            write_marginals(out, &serde_json::to_value(&marginals)?, path.as_deref())
-        }
-        Command::Dataset(DatasetCommand::Destroy {
-            name,
-            reason,
-            actor,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            domain.destroy_dataset(&actor, &name, &reason)?;
-            writeln!(
-                out,
-                "destroyed the data key of `{name}`: its data is unreadable and its grants are revoked; the ledger keeps the record"
-            )?;
-            Ok(())
-        }
-        Command::User(UserCommand::List { actor, json, dir }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let users = domain.users(&actor)?;
-            if json {
-                writeln!(out, "{}", json!({"users": users}))?;
-            }
-            if !json {
-                let rows = users
-                    .iter()
-                    .map(|u| {
-                        vec![
-                            u.id.clone(),
-                            u.role.to_string(),
-                            u.name.clone(),
-                            u.org.clone(),
-                            if u.disabled { "disabled" } else { "enabled" }.into(),
-                        ]
-                    })
-                    .collect();
-                write_table(out, &["USER", "ROLE", "NAME", "ORG", "STATE"], &[], rows)?;
-            }
-            Ok(())
-        }
-        Command::User(UserCommand::Disable {
-            id,
-            reason,
-            actor,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            domain.disable_user(&actor, &id, &reason)?;
-            writeln!(out, "disabled `{id}`; their token no longer works")?;
-            Ok(())
-        }
-        Command::User(UserCommand::Token {
-            id,
-            actor,
-            json,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let token = domain.rotate_token(&actor, &id)?;
-            if json {
-                writeln!(out, "{}", json!({"user": id, "token": token}))?;
-            } else {
-                writeln!(
-                    out,
-                    "new token for `{id}` (shown once; the old one no longer works): {token}"
-                )?;
-            }
-            Ok(())
-        }
-        Command::Grant(GrantCommand::List { actor, json, dir }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let grants = domain.grants(&actor)?;
-            if json {
-                writeln!(out, "{}", json!({"grants": grants}))?;
-            }
-            if !json {
-                let rows = grants
-                    .iter()
-                    .map(|g| {
-                        vec![
-                            g.id.clone(),
-                            g.datasets().collect::<Vec<_>>().join(" + "),
-                            g.developer.clone(),
-                            format!("{:.3} of {:.3}", g.epsilon_spent, g.epsilon_total),
-                            g.runs.to_string(),
-                            match &g.revoked_at {
-                                Some(at) => format!("revoked {at}"),
-                                None => format!("expires {}", g.expires_at),
-                            },
-                            g.purpose.clone(),
-                        ]
-                    })
-                    .collect();
-                write_table(
-                    out,
-                    &[
-                        "GRANT",
-                        "DATASETS",
-                        "DEVELOPER",
-                        "EPSILON",
-                        "RUNS",
-                        "STATE",
-                        "PURPOSE",
-                    ],
-                    &[3, 4],
-                    rows,
-                )?;
-            }
-            Ok(())
-        }
-        Command::Grant(GrantCommand::Show {
-            id,
-            actor,
-            json,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let grant = domain.visible_grant(&actor, &id)?;
-            let value = serde_json::to_value(&grant)?;
-            if json {
-                writeln!(out, "{value}")?;
-            } else {
-                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
-            }
-            Ok(())
-        }
-        Command::Grant(GrantCommand::Revoke {
-            id,
-            reason,
-            actor,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let stopped = domain.revoke_grant(&actor, &id, &reason)?;
-            writeln!(
-                out,
-                "revoked grant {id}; {stopped} running or queued jobs stopped"
-            )?;
-            Ok(())
-        }
-        Command::Grant(GrantCommand::Usage {
-            id,
-            actor,
-            json,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let usage = domain.grant_usage(&actor, &id)?;
-            if json {
-                writeln!(out, "{}", serde_json::to_value(&usage)?)?;
-            } else {
-                writeln!(
-                    out,
-                    "grant {id}: runs {}{}, jobs {:?}, open-column queries {} ({} in the last {} s{}), {}epsilon {:.3}, releases {}, downloads {}{}",
-                    usage.runs,
-                    usage.max_runs.map_or(String::new(), |m| format!(" of {m}")),
-                    usage.jobs_by_status,
-                    usage.open_queries,
-                    usage.open_queries_in_window,
-                    usage.open_query_window,
-                    usage
-                        .max_open_queries
-                        .map_or(String::new(), |m| format!(" of {m}")),
-                    match (
-                        usage.queries,
-                        usage.fuel_used,
-                        usage.rows_read,
-                        usage.run_ms,
-                        usage.outputs
-                    ) {
-                        (Some(q), Some(f), Some(r), Some(t), Some(o)) => format!(
-                            "queries {q}, fuel {f}, rows read {r}, run time {t} ms, outputs {o}, "
-                        ),
-                        // What guests chose is for reviewers, admins and auditors.
-                        _ => String::new(),
-                    },
-                    usage.epsilon_spent,
-                    usage.releases,
-                    usage.downloads,
-                    usage
-                        .max_downloads
-                        .map_or(String::new(), |m| format!(" of {m}")),
-                )?;
-            }
-            Ok(())
-        }
-        Command::Job(JobCommand::Status {
-            id,
-            actor,
-            json,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let job = domain.job(&actor, &id)?;
-            print_job(out, &job, json)
-        }
-        Command::Job(JobCommand::List {
-            grant,
-            actor,
-            json,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let jobs = domain.jobs(&actor, grant.as_deref())?;
-            if json {
-                writeln!(out, "{}", json!({"jobs": jobs}))?;
-            }
-            if !json {
-                let rows = jobs
-                    .iter()
-                    .map(|j| {
-                        vec![
-                            j.id.clone(),
-                            j.status.to_string(),
-                            j.grant.clone(),
-                            j.submitter.clone(),
-                            j.submitted_at.clone(),
-                        ]
-                    })
-                    .collect();
-                write_table(
-                    out,
-                    &["JOB", "STATUS", "GRANT", "BY", "SUBMITTED"],
-                    &[],
-                    rows,
-                )?;
-            }
-            Ok(())
-        }
-        Command::Job(JobCommand::Cancel {
-            id,
-            reason,
-            actor,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let state = domain.cancel_job(&actor, &id, &reason)?;
-            writeln!(out, "job {id}: {state}")?;
-            Ok(())
-        }
-        Command::Review(ReviewCommand::List { actor, json, dir }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let queue = domain.review_queue(&actor)?;
-            if json {
-                writeln!(out, "{}", json!({"outputs": queue}))?;
-                return Ok(());
-            }
-            if queue.is_empty() {
-                writeln!(out, "the review queue is empty")?;
-            }
-            let text =
-                |o: &serde_json::Value, key: &str| o[key].as_str().unwrap_or_default().to_owned();
-            let rows = queue
-                .iter()
-                .map(|o| {
-                    let findings = o["findings"].as_array();
-                    let blocking =
-                        findings.map_or(0, |f| f.iter().filter(|f| f["blocking"] == true).count());
-                    vec![
-                        text(o, "output"),
-                        text(o, "kind"),
-                        text(o, "name"),
-                        text(o, "job"),
-                        text(o, "submitter"),
-                        text(o, "grant"),
-                        o["rows"].to_string(),
-                        o["epsilon_spent"].to_string(),
-                        format!("{} ({blocking} blocking)", findings.map_or(0, Vec::len)),
-                        format!("{} of {}", o["approvals"], o["approvals_required"]),
-                    ]
-                })
-                .collect();
-            if !queue.is_empty() {
-                write_table(
-                    out,
-                    &[
-                        "OUTPUT",
-                        "KIND",
-                        "NAME",
-                        "JOB",
-                        "BY",
-                        "GRANT",
-                        "ROWS",
-                        "EPSILON",
-                        "FINDINGS",
-                        "APPROVALS",
-                    ],
-                    &[6, 7],
-                    rows,
-                )?;
-            }
-            for o in queue.iter().filter(|o| !o["diff"].is_null()) {
-                writeln!(
-                    out,
-                    "{}: diff against the last release: {}",
-                    text(o, "output"),
-                    o["diff"]
-                )?;
-            }
-            Ok(())
-        }
-        Command::Release(ReleaseCommand::Download {
-            id,
-            out: path,
-            force,
-            actor,
-            dir,
-        }) => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
-            let mut destination = prepare_download(path.as_deref(), force)?;
-            let file =
-                domain.download_release_into(&actor, &id, |text| match destination.take() {
-                    Some(d) => d
-                        .commit(text.as_bytes())
-                        .map_err(crate::DomainError::Invalid),
-                    None => Ok(()),
-                })?;
-            match &path {
-                Some(p) => writeln!(out, "downloaded release {id} to {}", p.display())?,
-                None => writeln!(out, "{file}")?,
-            }
-            Ok(())
-        }
+        Command::Dataset(command) => data::run(command, token, runtime, out),
+        Command::User(command) => users::run(command, token, runtime, out),
+        Command::Grant(command) => grants::run(command, token, runtime, out),
+        Command::Job(command) => jobs::run(command, token, runtime, out),
+        Command::Logs(command) => jobs::logs(command, token, runtime, out),
+        Command::Review(command) => review::run(command, token, runtime, out),
+        Command::Release(command) => review::release(command, token, runtime, out),
+        Command::Report(command) => review::report(command, token, runtime, out),
+        Command::Budget(command) => budget::run(command, token, runtime, out),
+        Command::Ledger(command) => ledger::run(command, token, runtime, out),
+        Command::Bench(command) => bench::run(command, token, runtime, out),
+        Command::Dev(command) => dev::run(command, token, runtime, out),
     }
 }
 

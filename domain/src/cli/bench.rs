@@ -1,0 +1,79 @@
+//! Benchmarks from the command line.
+
+use super::*;
+
+pub(super) fn run(
+    command: BenchCommand,
+    _token: Option<&str>,
+    runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match command {
+        BenchCommand::Ledger {
+            entries,
+            threads,
+            proof_size,
+            verify_entries,
+            out: dir,
+            json,
+        } => {
+            let scratch = tempfile::Builder::new()
+                .prefix("unseen-bench-ledger-")
+                .tempdir()?;
+            let measures =
+                crate::bench::ledger(scratch.path(), entries, threads, proof_size, verify_entries)?;
+            let command = format!(
+                "unseen bench ledger --entries {entries} --threads {threads} --proof-size {proof_size} --verify-entries {verify_entries}"
+            );
+            report_bench(out, "ledger", &command, dir.as_deref(), &measures, json)
+        }
+        BenchCommand::Policy {
+            runs,
+            rows,
+            repeats,
+            out: dir,
+            json,
+        } => {
+            let measures = crate::bench::policy(runtime, runs, rows, repeats)?;
+            let command =
+                format!("unseen bench policy --runs {runs} --rows {rows} --repeats {repeats}");
+            report_bench(out, "policy", &command, dir.as_deref(), &measures, json)
+        }
+        BenchCommand::Sandbox {
+            jobs,
+            rows,
+            repeats,
+            out: dir,
+            json,
+        } => {
+            let measures = crate::bench::sandbox(jobs, rows, repeats)?;
+            let command =
+                format!("unseen bench sandbox --jobs {jobs} --rows {rows} --repeats {repeats}");
+            report_bench(out, "sandbox", &command, dir.as_deref(), &measures, json)
+        }
+        BenchCommand::Udf {
+            rows,
+            out: dir,
+            json,
+        } => {
+            let measures = crate::bench::udf(rows)?;
+            let command = format!("unseen bench udf --rows {rows}");
+            report_bench(out, "udf", &command, dir.as_deref(), &measures, json)
+        }
+        BenchCommand::Service {
+            jobs,
+            clients,
+            rows,
+            out: dir,
+            json,
+        } => {
+            let scratch = tempfile::Builder::new()
+                .prefix("unseen-bench-service-")
+                .tempdir()?;
+            let measures = crate::bench::service(scratch.path(), jobs, clients, rows)?;
+            let command =
+                format!("unseen bench service --jobs {jobs} --clients {clients} --rows {rows}");
+            report_bench(out, "service", &command, dir.as_deref(), &measures, json)
+        }
+    }
+}

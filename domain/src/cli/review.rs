@@ -1,0 +1,324 @@
+//! Review, releases and the disclosure report.
+
+use super::*;
+
+pub(super) fn run(
+    command: ReviewCommand,
+    token: Option<&str>,
+    _runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match command {
+        ReviewCommand::Show {
+            output,
+            actor,
+            json,
+            dir,
+        } => {
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            domain.require(&actor, Role::Reviewer, "read quarantined outputs")?;
+            let (name, status, table) = domain.output(&output)?;
+            let (kind, disclosure) = domain.output_details(&output)?;
+            if json {
+                let findings = domain.findings(&output)?;
+                writeln!(
+                    out,
+                    "{}",
+                    json!({
+                        "name": name, "kind": kind, "status": status, "table": crate::table_json(&table),
+                        "findings": findings, "disclosure": disclosure,
+                    })
+                )?;
+                return Ok(());
+            }
+            let what = match kind.as_str() {
+                "outcome" => " (the job's outcome: what its guest computed beyond its outputs)",
+                "extract" => " (a masked extract)",
+                _ => "",
+            };
+            writeln!(out, "output {output} `{name}`{what} ({status})")?;
+            demo::print_table(out, &table)?;
+            if let Some(report) = disclosure.as_ref().map(|d| &d["report"]) {
+                print_disclosure(out, report)?;
+            }
+            let findings = domain.findings(&output)?;
+            if findings.is_empty() {
+                writeln!(out, "automatic checks: no findings")?;
+            }
+            for f in findings {
+                let blocking = if f["blocking"] == true {
+                    "BLOCKING "
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "{blocking}finding: {}",
+                    f["detail"].as_str().unwrap_or_default()
+                )?;
+            }
+            Ok(())
+        }
+        ReviewCommand::Approve {
+            output,
+            reason,
+            actor,
+            json,
+            dir,
+        } => {
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let release = domain.review(&actor, &output, true, &reason)?;
+            if json {
+                let status = if release.is_some() {
+                    "approved"
+                } else {
+                    "awaiting a second approval"
+                };
+                writeln!(
+                    out,
+                    "{}",
+                    json!({
+                        "output": output, "status": status,
+                        "release": release.as_ref().map(|r| r.id.clone()),
+                        "path": release.as_ref().map(|r| r.path.display().to_string()),
+                    })
+                )?;
+                return Ok(());
+            }
+            match release {
+                Some(r) => writeln!(
+                    out,
+                    "approved {output}; signed release {} written to {}",
+                    r.id,
+                    r.path.display()
+                )?,
+                None => writeln!(
+                    out,
+                    "approved {output}; its grant needs a second approval by another reviewer"
+                )?,
+            }
+            Ok(())
+        }
+        ReviewCommand::Reject {
+            output,
+            reason,
+            actor,
+            json,
+            dir,
+        } => {
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            domain.review(&actor, &output, false, &reason)?;
+            say(
+                out,
+                json,
+                json!({"output": output, "decision": "rejected"}),
+                format_args!("rejected {output}"),
+            )
+        }
+        ReviewCommand::List { actor, json, dir } => queue(actor, json, dir, token, out),
+    }
+}
+
+fn queue(
+    actor: Option<String>,
+    json: bool,
+    dir: DataDir,
+    token: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let domain = open(&dir)?;
+    let actor = who(&domain, actor, token)?;
+    let queue = domain.review_queue(&actor)?;
+    if json {
+        writeln!(out, "{}", json!({"outputs": queue}))?;
+        return Ok(());
+    }
+    if queue.is_empty() {
+        writeln!(out, "the review queue is empty")?;
+    }
+    let text = |o: &serde_json::Value, key: &str| o[key].as_str().unwrap_or_default().to_owned();
+    let rows = queue
+        .iter()
+        .map(|o| {
+            let findings = o["findings"].as_array();
+            let blocking =
+                findings.map_or(0, |f| f.iter().filter(|f| f["blocking"] == true).count());
+            vec![
+                text(o, "output"),
+                text(o, "kind"),
+                text(o, "name"),
+                text(o, "job"),
+                text(o, "submitter"),
+                text(o, "grant"),
+                o["rows"].to_string(),
+                o["epsilon_spent"].to_string(),
+                format!("{} ({blocking} blocking)", findings.map_or(0, Vec::len)),
+                format!("{} of {}", o["approvals"], o["approvals_required"]),
+            ]
+        })
+        .collect();
+    if !queue.is_empty() {
+        write_table(
+            out,
+            &[
+                "OUTPUT",
+                "KIND",
+                "NAME",
+                "JOB",
+                "BY",
+                "GRANT",
+                "ROWS",
+                "EPSILON",
+                "FINDINGS",
+                "APPROVALS",
+            ],
+            &[6, 7],
+            rows,
+        )?;
+    }
+    for o in queue.iter().filter(|o| !o["diff"].is_null()) {
+        writeln!(
+            out,
+            "{}: diff against the last release: {}",
+            text(o, "output"),
+            o["diff"]
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn report(
+    command: ReportCommand,
+    _token: Option<&str>,
+    _runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match command {
+        ReportCommand::Disclosure {
+            public_key,
+            json,
+            dir,
+        } => {
+            let (ledger, _) = verified(&dir, public_key.as_deref())?;
+            let report = crate::audit::disclosure(&ledger.entries);
+            if json {
+                writeln!(out, "{}", crate::audit::disclosure_json(&report))?;
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "Disclosure report: {} grants (ledger verified, {} entries)",
+                report.len(),
+                ledger.entries.len()
+            )?;
+            for g in &report {
+                writeln!(
+                    out,
+                    "- grant {} on `{}` to {} for: {}",
+                    g.grant, g.dataset, g.developer, g.purpose
+                )?;
+                writeln!(
+                    out,
+                    "  issued {} by {}, expires {}",
+                    g.issued_at, g.issued_by, g.expires_at
+                )?;
+                writeln!(
+                    out,
+                    "  jobs {}, queries admitted {} / refused {}, outputs {}, releases {}, epsilon {:.3} of {:.3}",
+                    g.jobs,
+                    g.queries_admitted,
+                    g.queries_refused,
+                    g.outputs,
+                    g.releases,
+                    g.epsilon_spent,
+                    g.epsilon_total
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+pub(super) fn release(
+    command: ReleaseCommand,
+    token: Option<&str>,
+    _runtime: &tokio::runtime::Runtime,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match command {
+        ReleaseCommand::Verify {
+            file,
+            public_key,
+            json,
+            dir,
+        } => {
+            let text = read_text(&file)?;
+            let proof = if crate::bundle::is_bundle(&text) {
+                // A bundle carries its own evidence: only the key is needed.
+                let key = self::public_key(&dir.path(), public_key.as_deref())?;
+                crate::bundle::verify_bundle(&text, &key)?
+            } else {
+                let (ledger, key) = verified(&dir, public_key.as_deref())?;
+                crate::audit::verify_release(&text, &ledger, &key)
+                    .context("release verification FAILED")?
+            };
+            if json {
+                writeln!(out, "{}", serde_json::to_value(&proof)?)?;
+            } else {
+                writeln!(out, "release {} OK", proof.release)?;
+                writeln!(
+                    out,
+                    "  signature valid; table hashes to output {}",
+                    proof.output_sha256
+                )?;
+                writeln!(
+                    out,
+                    "  bound by ledger entry {} (module {}, epsilon {:.3}, reviewer {}, approved by {})",
+                    proof.ledger_index,
+                    proof.module_sha256,
+                    proof.epsilon_spent,
+                    proof.reviewer,
+                    proof.approvers.join(", ")
+                )?;
+                writeln!(
+                    out,
+                    "  included under the signed checkpoint of size {} with root {}",
+                    proof.tree_size, proof.root
+                )?;
+            }
+            Ok(())
+        }
+        ReleaseCommand::Download {
+            id,
+            out: path,
+            force,
+            actor,
+            json,
+            dir,
+        } => {
+            let domain = open(&dir)?;
+            let actor = who(&domain, actor, token)?;
+            let mut destination = prepare_download(path.as_deref(), force)?;
+            let file =
+                domain.download_release_into(&actor, &id, |text| match destination.take() {
+                    Some(d) => d
+                        .commit(text.as_bytes())
+                        .map_err(crate::DomainError::Invalid),
+                    None => Ok(()),
+                })?;
+            match &path {
+                Some(p) => say(
+                    out,
+                    json,
+                    json!({"release": id, "path": p}),
+                    format_args!("downloaded release {id} to {}", p.display()),
+                ),
+                // The release file itself is JSON already.
+                None => say(out, false, json!(null), &file),
+            }
+        }
+    }
+}
