@@ -19,7 +19,7 @@
 //! [`Ledger`] appends durably, [`verify_dir`] and [`verify_since`] read a
 //! data directory and check it. [`SharedLedger`] lets many threads append
 //! at once with group commit (one `fdatasync` and one signed checkpoint per
-//! group). [`bench`] times the hot paths.
+//! group). `bench` (feature `bench`) times the hot paths.
 //!
 //! # Data directory
 //!
@@ -39,6 +39,7 @@
 //! whoever verifies; never copy `ledger.key` off the host.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod checkpoint;
 pub mod entry;

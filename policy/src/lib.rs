@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod checks;
 pub mod clamped_sum;

@@ -28,7 +28,8 @@
 //! ([`UdfModule::live_instances`] counts them). Within a query, reusing an
 //! instance for scalar functions carries nothing between batches, since
 //! every row starts pristine. Instantiating from the pool is cheap (a p50 of
-//! about 1.2 µs for `guests/udf-light` in a release build, see [`bench`]).
+//! about 1.2 µs for `guests/udf-light` in a release build, see `bench`,
+//! built with the feature `bench`).
 //!
 //! **Limits.** The per-row instruction cap is deterministic. The wall-clock
 //! deadline of [`Limits`] applies to each batch only as a guard against an
@@ -41,6 +42,7 @@
 //! scalar functions are nulls.
 
 mod aggregate;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub(crate) mod isolate;
 mod rows;

@@ -102,8 +102,10 @@ pub(crate) enum Isolation {
     /// what every UDF module served to a query gets.
     Rows,
     /// The same trusted loop and batch memory, without restoring state or
-    /// counting instructions: only for [`super::bench`] to measure what the
-    /// isolation costs. Never serves a query.
+    /// counting instructions: only for `super::bench` to measure what the
+    /// isolation costs. Never serves a query, and exists only in builds
+    /// with the `bench` feature.
+    #[cfg(feature = "bench")]
     BenchLoopOnly,
 }
 
