@@ -287,152 +287,19 @@ impl Grant {
     }
 }
 
-fn default_query_delta() -> f64 {
-    1e-6
-}
-
-fn default_query_epsilon() -> f64 {
-    0.5
-}
-fn default_valid_days() -> u32 {
-    365
-}
 /// Longest open-query window a grant may set, in seconds (31 days).
 pub const MAX_OPEN_QUERY_WINDOW: u32 = 31 * 86_400;
-/// Default of `grant issue --max-open-queries`.
-pub const DEFAULT_MAX_OPEN_QUERIES: u32 = 1000;
-/// Default of `grant issue --open-query-window`, in seconds (an hour).
-pub const DEFAULT_OPEN_QUERY_WINDOW: u32 = 3600;
 
-fn default_max_open_queries() -> Option<u32> {
-    Some(DEFAULT_MAX_OPEN_QUERIES)
-}
-fn default_open_query_window() -> u32 {
-    DEFAULT_OPEN_QUERY_WINDOW
-}
-fn default_true() -> bool {
-    true
-}
-fn default_approvals() -> u32 {
-    1
-}
-fn default_udf_row_instructions() -> u64 {
-    unseen_sandbox::DEFAULT_ROW_INSTRUCTIONS
-}
+pub use unseen_api::{DEFAULT_MAX_OPEN_QUERIES, DEFAULT_OPEN_QUERY_WINDOW, GrantRequest};
 
 /// The largest per-row instruction cap a grant may set: the host's own
 /// (`unseen_sandbox::Limits::udf_row_instructions`), which keeps a batch of
 /// rows that all use it well inside the host's wall-clock guard.
 pub const MAX_UDF_ROW_INSTRUCTIONS: u64 = unseen_sandbox::DEFAULT_ROW_INSTRUCTIONS;
 
-/// What an admin asks for when issuing a grant (the authorization agreement).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantRequest {
-    /// The primary dataset the grant covers.
-    pub dataset: String,
-    /// Further datasets with the same privacy unit that queries may join to
-    /// `dataset` on that unit (for example `residents` to `health_visits`).
-    #[serde(default)]
-    pub join_datasets: Vec<String>,
-    /// The developer it is issued to.
-    pub developer: String,
-    /// The one named scenario ("one scenario, one review").
-    #[serde(default)]
-    pub scenario: String,
-    /// The purpose within that scenario.
-    pub purpose: String,
-    /// Total epsilon the grant may spend.
-    pub epsilon_total: f64,
-    /// Epsilon charged per DP query.
-    #[serde(default = "default_query_epsilon")]
-    pub query_epsilon: f64,
-    /// Validity from now, in days (default 365, at most 3 years unless
-    /// `extended_validity`, never more than 5).
-    #[serde(default = "default_valid_days")]
-    pub valid_days: u32,
-    /// Allows a validity beyond 3 years (up to 5).
-    #[serde(default)]
-    pub extended_validity: bool,
-    /// Whether uploaded wasm modules may run.
-    #[serde(default = "default_true")]
-    pub allow_modules: bool,
-    /// Whether one-statement SQL jobs may run.
-    #[serde(default = "default_true")]
-    pub allow_sql: bool,
-    /// Whether masked, k-anonymised row extracts are allowed.
-    #[serde(default)]
-    pub allow_extracts: bool,
-    /// Whether jobs and queries may call uploaded UDF modules.
-    #[serde(default)]
-    pub allow_udfs: bool,
-    /// Instructions a UDF may execute per row under the grant (default
-    /// and most: [`MAX_UDF_ROW_INSTRUCTIONS`]); a row that needs more is
-    /// NULL. Set it only with `allow_udfs`.
-    #[serde(default = "default_udf_row_instructions")]
-    pub udf_row_instructions: u64,
-    #[serde(default)]
-    pub windows: Vec<String>,
-    #[serde(default)]
-    pub designated: Vec<String>,
-    /// Columns the grant covers (empty: all); queries see no other column.
-    #[serde(default)]
-    pub columns: Vec<String>,
-    #[serde(default)]
-    pub max_runs: Option<u32>,
-    #[serde(default)]
-    pub max_downloads: Option<u32>,
-    #[serde(default)]
-    pub derived_reuse: bool,
-    #[serde(default = "default_approvals")]
-    pub approvals_required: u32,
-    /// Total delta for DP partition selection (default 0: none).
-    #[serde(default)]
-    pub delta_total: f64,
-    /// Delta per query that selects partitions (default 1e-6).
-    #[serde(default = "default_query_delta")]
-    pub query_delta: f64,
-    /// Open-column queries allowed per `open_query_window` seconds
-    /// (default 1000; 0 allows none; `null` is no limit).
-    #[serde(default = "default_max_open_queries")]
-    pub max_open_queries: Option<u32>,
-    /// The window of `max_open_queries`, in seconds (default 3600).
-    #[serde(default = "default_open_query_window")]
-    pub open_query_window: u32,
-}
-
-impl GrantRequest {
-    /// A request with the defaults for everything but the essentials.
-    pub fn new(dataset: &str, developer: &str, purpose: &str, epsilon_total: f64) -> Self {
-        GrantRequest {
-            dataset: dataset.to_string(),
-            join_datasets: Vec::new(),
-            delta_total: 0.0,
-            query_delta: default_query_delta(),
-            developer: developer.to_string(),
-            scenario: String::new(),
-            purpose: purpose.to_string(),
-            epsilon_total,
-            query_epsilon: default_query_epsilon(),
-            valid_days: default_valid_days(),
-            extended_validity: false,
-            allow_modules: true,
-            allow_sql: true,
-            allow_extracts: false,
-            allow_udfs: false,
-            udf_row_instructions: default_udf_row_instructions(),
-            windows: Vec::new(),
-            designated: Vec::new(),
-            columns: Vec::new(),
-            max_runs: None,
-            max_downloads: None,
-            derived_reuse: false,
-            approvals_required: 1,
-            max_open_queries: default_max_open_queries(),
-            open_query_window: default_open_query_window(),
-        }
-    }
-}
+// A grant's default cap, as the API documents it, is the most the host
+// allows.
+const _: () = assert!(unseen_api::DEFAULT_UDF_ROW_INSTRUCTIONS == MAX_UDF_ROW_INSTRUCTIONS);
 
 /// How a job run ended, in full: for the operator's own code (the demo,
 /// benchmarks, `dev run`) and reviewers. What its developer may see of it
@@ -1436,7 +1303,7 @@ impl Domain {
                 r.udf_row_instructions
             )));
         }
-        if !r.allow_udfs && r.udf_row_instructions != default_udf_row_instructions() {
+        if !r.allow_udfs && r.udf_row_instructions != MAX_UDF_ROW_INSTRUCTIONS {
             return Err(DomainError::Invalid(
                 "udf_row_instructions limits UDFs, which this grant does not allow; add allow_udfs (--allow-udfs) or leave the cap out".into(),
             ));

@@ -128,6 +128,44 @@ impl Client {
         })
     }
 
+    /// Sends `body` (a request type of the API crate) and reads the answer
+    /// as `R` (a response type): a field either side renames is a compile
+    /// error or a clear `Malformed` error, never a default.
+    pub fn call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<R, ClientError> {
+        let value = self.post_body(path, body)?;
+        serde_json::from_value(value).map_err(|e| ClientError::Malformed(format!("{path}: {e}")))
+    }
+
+    /// Uploads a module (`kind` `job` or `udf`); its id and functions.
+    pub fn upload_module(
+        &self,
+        bytes: &[u8],
+        kind: &str,
+    ) -> Result<unseen_api::ModuleUploaded, ClientError> {
+        let value = self.post_bytes(
+            &format!("/v1/modules?kind={kind}"),
+            bytes,
+            "application/wasm",
+        )?;
+        serde_json::from_value(value)
+            .map_err(|e| ClientError::Malformed(format!("/v1/modules: {e}")))
+    }
+
+    /// Sends `body` (a request type of the API crate); the answer as JSON.
+    pub fn post_body<B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Value, ClientError> {
+        let value =
+            serde_json::to_value(body).map_err(|e| ClientError::Malformed(e.to_string()))?;
+        self.post(path, &value)
+    }
+
     pub fn get(&self, path: &str) -> Result<Value, ClientError> {
         Self::checked(self.send("GET", path, None, "")?)
     }

@@ -20,12 +20,16 @@ use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::jobs::JobExtras;
 use crate::{Domain, DomainError, GrantRequest, JobOutcome, Role};
+use unseen_api::openapi::Operation;
+use unseen_api::{
+    BudgetRequest, ExtractRequest, JobFilter, JobRequest, LedgerQuery, MarginalsRequest,
+    NewDataset, NewUser, QueryRequest, Reason, UploadQuery,
+};
 
 /// Largest JSON body, in bytes.
 pub const JSON_LIMIT: usize = 1 << 20;
@@ -164,6 +168,11 @@ fn ok(value: Value) -> ApiResult {
     Ok(Json(value).into_response())
 }
 
+/// A body of the API crate, as JSON.
+fn typed<T: serde::Serialize>(body: T) -> ApiResult {
+    Ok(Json(body).into_response())
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 struct Actor {
@@ -274,6 +283,9 @@ pub struct Route {
     /// The path as the router matches it, with `{param}` segments.
     pub path: &'static str,
     pub access: Access,
+    /// What it does, and so what it takes and gives (the OpenAPI document
+    /// is built from this).
+    pub operation: Operation,
 }
 
 /// Admins, and developers for their own jobs.
@@ -286,114 +298,215 @@ type Endpoint = (Route, fn() -> axum::routing::MethodRouter<AppState>);
 /// that the test does not walk. The handlers check the roles themselves
 /// (through the domain); the test holds them to this table.
 fn endpoints() -> Vec<Endpoint> {
-    let route = |method, path, access| Route {
+    let route = |method, path, access, operation| Route {
         method,
         path,
         access,
+        operation,
     };
     use Access::{Anyone, Roles};
+    use Operation as O;
     vec![
-        (route("GET", "/v1/health", Anyone), || get(health)),
-        (route("GET", "/v1/me", Roles(ALL)), || get(me)),
-        (route("GET", "/v1/users", Roles(OVERSIGHT)), || {
-            get(list_users)
+        (route("GET", "/v1/health", Anyone, O::Health), || {
+            get(health)
         }),
-        (route("POST", "/v1/users", Roles(ADMIN)), || post(add_user)),
+        (route("GET", "/v1/openapi.json", Anyone, O::OpenApi), || {
+            get(openapi)
+        }),
+        (route("GET", "/v1/me", Roles(ALL), O::Me), || get(me)),
         (
-            route("POST", "/v1/users/{id}/disable", Roles(ADMIN)),
+            route("GET", "/v1/users", Roles(OVERSIGHT), O::ListUsers),
+            || get(list_users),
+        ),
+        (route("POST", "/v1/users", Roles(ADMIN), O::AddUser), || {
+            post(add_user)
+        }),
+        (
+            route(
+                "POST",
+                "/v1/users/{id}/disable",
+                Roles(ADMIN),
+                O::DisableUser,
+            ),
             || post(disable_user),
         ),
-        (route("POST", "/v1/users/{id}/token", Roles(ADMIN)), || {
-            post(rotate_token)
-        }),
-        (route("GET", "/v1/datasets", Roles(ALL)), || {
-            get(list_datasets)
-        }),
-        (route("POST", "/v1/datasets", Roles(ADMIN)), || {
-            post(register_dataset).layer(DefaultBodyLimit::max(DATASET_LIMIT))
-        }),
         (
-            route("POST", "/v1/datasets/{name}/destroy", Roles(ADMIN)),
+            route("POST", "/v1/users/{id}/token", Roles(ADMIN), O::RotateToken),
+            || post(rotate_token),
+        ),
+        (
+            route("GET", "/v1/datasets", Roles(ALL), O::ListDatasets),
+            || get(list_datasets),
+        ),
+        (
+            route("POST", "/v1/datasets", Roles(ADMIN), O::RegisterDataset),
+            || post(register_dataset).layer(DefaultBodyLimit::max(DATASET_LIMIT)),
+        ),
+        (
+            route(
+                "POST",
+                "/v1/datasets/{name}/destroy",
+                Roles(ADMIN),
+                O::DestroyDataset,
+            ),
             || post(destroy_dataset),
         ),
         (
-            route("POST", "/v1/datasets/{name}/marginals", Roles(ADMIN)),
+            route(
+                "POST",
+                "/v1/datasets/{name}/marginals",
+                Roles(ADMIN),
+                O::PublishMarginals,
+            ),
             || post(publish_marginals),
         ),
-        (route("POST", "/v1/budgets", Roles(ADMIN)), || {
-            post(set_budget)
-        }),
-        (route("GET", "/v1/grants", Roles(ALL)), || get(list_grants)),
-        (route("POST", "/v1/grants", Roles(ADMIN)), || {
-            post(issue_grant)
-        }),
-        (route("GET", "/v1/grants/{id}", Roles(ALL)), || {
-            get(show_grant)
-        }),
         (
-            route("POST", "/v1/grants/{id}/revoke", Roles(ADMIN)),
+            route("POST", "/v1/budgets", Roles(ADMIN), O::SetBudget),
+            || post(set_budget),
+        ),
+        (
+            route("GET", "/v1/grants", Roles(ALL), O::ListGrants),
+            || get(list_grants),
+        ),
+        (
+            route("POST", "/v1/grants", Roles(ADMIN), O::IssueGrant),
+            || post(issue_grant),
+        ),
+        (
+            route("GET", "/v1/grants/{id}", Roles(ALL), O::ShowGrant),
+            || get(show_grant),
+        ),
+        (
+            route(
+                "POST",
+                "/v1/grants/{id}/revoke",
+                Roles(ADMIN),
+                O::RevokeGrant,
+            ),
             || post(revoke_grant),
         ),
-        (route("GET", "/v1/grants/{id}/budget", Roles(ALL)), || {
-            get(grant_budget)
-        }),
-        (route("GET", "/v1/grants/{id}/usage", Roles(ALL)), || {
-            get(grant_usage)
-        }),
-        (route("POST", "/v1/modules", Roles(DEVELOPER)), || {
-            post(upload_module).layer(DefaultBodyLimit::max(MODULE_LIMIT))
-        }),
-        (route("GET", "/v1/jobs", Roles(ALL)), || get(list_jobs)),
-        (route("POST", "/v1/jobs", Roles(DEVELOPER)), || {
-            post(submit_job)
-        }),
-        (route("GET", "/v1/jobs/{id}", Roles(ALL)), || get(show_job)),
         (
-            route("POST", "/v1/jobs/{id}/cancel", Roles(ADMIN_DEVELOPER)),
+            route("GET", "/v1/grants/{id}/budget", Roles(ALL), O::GrantBudget),
+            || get(grant_budget),
+        ),
+        (
+            route("GET", "/v1/grants/{id}/usage", Roles(ALL), O::GrantUsage),
+            || get(grant_usage),
+        ),
+        (
+            route("POST", "/v1/modules", Roles(DEVELOPER), O::UploadModule),
+            || post(upload_module).layer(DefaultBodyLimit::max(MODULE_LIMIT)),
+        ),
+        (route("GET", "/v1/jobs", Roles(ALL), O::ListJobs), || {
+            get(list_jobs)
+        }),
+        (
+            route("POST", "/v1/jobs", Roles(DEVELOPER), O::SubmitJob),
+            || post(submit_job),
+        ),
+        (
+            route("GET", "/v1/jobs/{id}", Roles(ALL), O::ShowJob),
+            || get(show_job),
+        ),
+        (
+            route(
+                "POST",
+                "/v1/jobs/{id}/cancel",
+                Roles(ADMIN_DEVELOPER),
+                O::CancelJob,
+            ),
             || post(cancel_job),
         ),
-        (route("POST", "/v1/queries", Roles(DEVELOPER)), || {
-            post(run_query)
-        }),
-        (route("POST", "/v1/extracts", Roles(DEVELOPER)), || {
-            post(run_extract)
-        }),
-        (route("GET", "/v1/reviews", Roles(REVIEWER)), || {
-            get(review_queue)
-        }),
-        (route("GET", "/v1/outputs/{id}", Roles(REVIEWER)), || {
-            get(show_output)
-        }),
         (
-            route("POST", "/v1/outputs/{id}/approve", Roles(REVIEWER)),
+            route("POST", "/v1/queries", Roles(DEVELOPER), O::RunQuery),
+            || post(run_query),
+        ),
+        (
+            route("POST", "/v1/extracts", Roles(DEVELOPER), O::RunExtract),
+            || post(run_extract),
+        ),
+        (
+            route("GET", "/v1/reviews", Roles(REVIEWER), O::ReviewQueue),
+            || get(review_queue),
+        ),
+        (
+            route("GET", "/v1/outputs/{id}", Roles(REVIEWER), O::ShowOutput),
+            || get(show_output),
+        ),
+        (
+            route(
+                "POST",
+                "/v1/outputs/{id}/approve",
+                Roles(REVIEWER),
+                O::ApproveOutput,
+            ),
             || post(approve_output),
         ),
         (
-            route("POST", "/v1/outputs/{id}/reject", Roles(REVIEWER)),
+            route(
+                "POST",
+                "/v1/outputs/{id}/reject",
+                Roles(REVIEWER),
+                O::RejectOutput,
+            ),
             || post(reject_output),
         ),
-        (route("GET", "/v1/releases/{id}", Roles(DEVELOPER)), || {
-            get(download_release)
-        }),
-        (route("GET", "/v1/ledger/verify", Roles(OVERSIGHT)), || {
-            get(verify_ledger)
-        }),
-        (route("GET", "/v1/ledger/public-key", Roles(ALL)), || {
-            get(public_key)
-        }),
         (
-            route("GET", "/v1/ledger/checkpoint", Roles(OVERSEERS)),
+            route(
+                "GET",
+                "/v1/releases/{id}",
+                Roles(DEVELOPER),
+                O::DownloadRelease,
+            ),
+            || get(download_release),
+        ),
+        (
+            route(
+                "GET",
+                "/v1/ledger/verify",
+                Roles(OVERSIGHT),
+                O::VerifyLedger,
+            ),
+            || get(verify_ledger),
+        ),
+        (
+            route(
+                "GET",
+                "/v1/ledger/public-key",
+                Roles(ALL),
+                O::LedgerPublicKey,
+            ),
+            || get(public_key),
+        ),
+        (
+            route(
+                "GET",
+                "/v1/ledger/checkpoint",
+                Roles(OVERSEERS),
+                O::LedgerCheckpoint,
+            ),
             || get(checkpoint),
         ),
-        (route("POST", "/v1/ledger/query", Roles(OVERSIGHT)), || {
-            post(query_ledger)
-        }),
         (
-            route("GET", "/v1/ledger/reconcile", Roles(OVERSIGHT)),
+            route("POST", "/v1/ledger/query", Roles(OVERSIGHT), O::QueryLedger),
+            || post(query_ledger),
+        ),
+        (
+            route(
+                "GET",
+                "/v1/ledger/reconcile",
+                Roles(OVERSIGHT),
+                O::ReconcileLedger,
+            ),
             || get(reconcile_ledger),
         ),
         (
-            route("GET", "/v1/reports/disclosure", Roles(OVERSIGHT)),
+            route(
+                "GET",
+                "/v1/reports/disclosure",
+                Roles(OVERSIGHT),
+                O::DisclosureReport,
+            ),
             || get(disclosure),
         ),
     ]
@@ -402,6 +515,35 @@ fn endpoints() -> Vec<Endpoint> {
 /// Every route the API serves, with who may call it.
 pub fn route_table() -> Vec<Route> {
     endpoints().into_iter().map(|(route, _)| route).collect()
+}
+
+/// The OpenAPI document of the routes served, as canonical JSON text.
+pub fn openapi_text() -> String {
+    let routes = route_table();
+    let roles: Vec<Option<Vec<&str>>> = routes
+        .iter()
+        .map(|r| match r.access {
+            Access::Anyone => None,
+            Access::Roles(roles) => Some(roles.iter().map(|role| role.as_str()).collect()),
+        })
+        .collect();
+    let specs: Vec<unseen_api::openapi::RouteSpec<'_>> = routes
+        .iter()
+        .zip(&roles)
+        .map(|(r, roles)| unseen_api::openapi::RouteSpec {
+            method: r.method,
+            path: r.path,
+            roles: roles.as_deref(),
+            operation: r.operation,
+        })
+        .collect();
+    unseen_api::openapi::document_text(&specs, env!("CARGO_PKG_VERSION"))
+}
+
+/// `GET /v1/openapi.json`: the document of this API (public, like the
+/// health check: it describes the routes, never the data).
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_text()).into_response()
 }
 
 fn routes(state: AppState) -> Router {
@@ -561,11 +703,14 @@ async fn method_not_allowed() -> ApiError {
 /// watching it would time them.
 async fn health(State(state): State<AppState>) -> ApiResult {
     blocking(&state, |d| d.ledger_head()).await?;
-    ok(json!({"ok": true}))
+    typed(unseen_api::Health { ok: true })
 }
 
 async fn me(actor: Actor) -> ApiResult {
-    ok(json!({"user": actor.id, "role": actor.role.as_str()}))
+    typed(unseen_api::Me {
+        user: actor.id,
+        role: actor.role.as_str().to_string(),
+    })
 }
 
 const ALL: &[Role] = &[Role::Admin, Role::Developer, Role::Reviewer, Role::Auditor];
@@ -574,16 +719,6 @@ const DEVELOPER: &[Role] = &[Role::Developer];
 const REVIEWER: &[Role] = &[Role::Reviewer];
 const OVERSIGHT: &[Role] = &[Role::Admin, Role::Auditor];
 const OVERSEERS: &[Role] = &[Role::Admin, Role::Reviewer, Role::Auditor];
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewUser {
-    id: String,
-    name: String,
-    role: String,
-    #[serde(default)]
-    org: String,
-}
 
 async fn add_user(
     State(state): State<AppState>,
@@ -600,7 +735,10 @@ async fn add_user(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"user": token.0, "token": token.1})),
+        Json(unseen_api::UserToken {
+            user: token.0,
+            token: token.1,
+        }),
     )
         .into_response())
 }
@@ -609,13 +747,6 @@ async fn list_users(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(OVERSIGHT, "list users")?;
     let users = blocking(&state, move |d| d.users(&actor.id)).await?;
     ok(json!({"users": users}))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Reason {
-    #[serde(default)]
-    reason: String,
 }
 
 fn optional_reason(raw: Result<Bytes, BytesRejection>) -> Result<Reason, ApiError> {
@@ -638,7 +769,10 @@ async fn disable_user(
         d.disable_user(&actor.id, &user, &reason.reason)
     })
     .await?;
-    ok(json!({"user": id, "disabled": true}))
+    typed(unseen_api::UserDisabled {
+        user: id,
+        disabled: true,
+    })
 }
 
 async fn rotate_token(
@@ -651,23 +785,13 @@ async fn rotate_token(
     }
     let user = id.clone();
     let token = blocking(&state, move |d| d.rotate_token(&actor.id, &user)).await?;
-    ok(json!({"user": id, "token": token}))
+    typed(unseen_api::UserToken { user: id, token })
 }
 
 async fn list_datasets(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(ALL, "list datasets")?;
     let datasets = blocking(&state, move |d| d.datasets(&actor.id)).await?;
     ok(json!({"datasets": datasets}))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewDataset {
-    name: String,
-    /// The manifest, as TOML text.
-    manifest: String,
-    /// The Parquet file, base64.
-    parquet_base64: String,
 }
 
 /// Reads a large body only after the role check, up to `limit`.
@@ -725,7 +849,10 @@ async fn register_dataset(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"dataset": name, "rows": rows})),
+        Json(unseen_api::DatasetRegistered {
+            dataset: name,
+            rows: rows as u64,
+        }),
     )
         .into_response())
 }
@@ -743,13 +870,10 @@ async fn destroy_dataset(
         d.destroy_dataset(&actor.id, &dataset, &reason.reason)
     })
     .await?;
-    ok(json!({"dataset": name, "destroyed": true}))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MarginalsRequest {
-    epsilon: f64,
+    typed(unseen_api::DatasetDestroyed {
+        dataset: name,
+        destroyed: true,
+    })
 }
 
 async fn publish_marginals(
@@ -766,16 +890,6 @@ async fn publish_marginals(
     })
     .await?;
     ok(json!({"marginals": marginals}))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BudgetRequest {
-    #[serde(default)]
-    dataset: Option<String>,
-    #[serde(default)]
-    developer: Option<String>,
-    epsilon: f64,
 }
 
 async fn set_budget(
@@ -800,7 +914,10 @@ async fn set_budget(
         d.set_budget(&actor.id, layer, &target, epsilon)
     })
     .await?;
-    ok(json!({"id": id, "epsilon_total": epsilon}))
+    typed(unseen_api::BudgetSet {
+        id,
+        epsilon_total: epsilon,
+    })
 }
 
 async fn issue_grant(
@@ -851,7 +968,11 @@ async fn revoke_grant(
         d.revoke_grant(&actor.id, &grant, &reason.reason)
     })
     .await?;
-    ok(json!({"grant": id, "revoked": true, "jobs_stopped": stopped}))
+    typed(unseen_api::GrantRevoked {
+        grant: id,
+        revoked: true,
+        jobs_stopped: stopped as u64,
+    })
 }
 
 async fn grant_budget(
@@ -886,14 +1007,6 @@ async fn grant_usage(
     ok(json!({"usage": usage}))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UploadQuery {
-    /// `job` (default) or `udf`.
-    #[serde(default)]
-    kind: Option<String>,
-}
-
 async fn upload_module(
     State(state): State<AppState>,
     actor: Actor,
@@ -921,30 +1034,20 @@ async fn upload_module(
     let body = if udf {
         let (sha, functions) =
             blocking(&state, move |d| d.upload_udf_module(&actor.id, &bytes)).await?;
-        json!({"module": sha, "kind": "udf", "functions": functions})
+        unseen_api::ModuleUploaded {
+            module: sha,
+            kind: "udf".into(),
+            functions: Some(functions),
+        }
     } else {
         let sha = blocking(&state, move |d| d.upload_module(&actor.id, &bytes)).await?;
-        json!({"module": sha, "kind": "job"})
+        unseen_api::ModuleUploaded {
+            module: sha,
+            kind: "job".into(),
+            functions: None,
+        }
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobRequest {
-    grant: String,
-    module: String,
-    #[serde(default)]
-    params: BTreeMap<String, String>,
-    /// UDF modules (uploaded with `?kind=udf`) the job's queries may call.
-    #[serde(default)]
-    udf_modules: Vec<String>,
-    /// Releases the job's queries may read as tables `release_<id>`.
-    #[serde(default)]
-    inputs: Vec<String>,
-    /// Wait for the job to end and return its outcome.
-    #[serde(default)]
-    wait: bool,
 }
 
 /// An outcome in full: for `dev run`, whose data is mock data.
@@ -967,25 +1070,32 @@ pub const WITHHELD: &str = "how the guest ended (exit code, error), its logs, re
 /// many outputs it emitted — could carry released values past review, so
 /// it goes to review as the job's outcome output (see `jobs::JobView`).
 /// SQL jobs and extracts have no guest: their one output id is shown.
-pub(crate) fn developer_outcome(o: &JobOutcome) -> Value {
-    let mut value = json!({
-        "job": o.job_id, "status": o.status, "stopped_by": o.stopped_by, "reason": o.reason,
-        "epsilon_spent": o.epsilon_spent,
-    });
-    if o.guest {
-        value["outputs"] = json!([]);
-        value["outcome"] = json!(
+pub(crate) fn developer_outcome(o: &JobOutcome) -> unseen_api::DeveloperOutcome {
+    let (outputs, outcome, withheld) = if o.guest {
+        (
+            Vec::new(),
             o.outcome_output
                 .as_ref()
-                .map(|id| json!({"output": id, "review": "quarantined"}))
-        );
-        if o.outcome_output.is_some() {
-            value["withheld"] = json!(WITHHELD);
-        }
+                .map(|id| unseen_api::QuarantinedOutcome {
+                    output: id.clone(),
+                    review: "quarantined".into(),
+                }),
+            o.outcome_output.as_ref().map(|_| WITHHELD.to_string()),
+        )
     } else {
-        value["outputs"] = json!(o.outputs);
+        (o.outputs.clone(), None, None)
+    };
+    unseen_api::DeveloperOutcome {
+        job: o.job_id.clone(),
+        status: o.status.as_str().to_string(),
+        stopped_by: o.stopped_by.clone(),
+        reason: o.reason.clone(),
+        epsilon_spent: o.epsilon_spent,
+        outputs,
+        outcome,
+        withheld,
+        protection: None,
     }
-    value
 }
 
 async fn submit_job(
@@ -1047,7 +1157,10 @@ async fn submit_job(
     if !wait {
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"job": job_id, "status": "queued"})),
+            Json(unseen_api::JobQueued {
+                job: job_id,
+                status: "queued".into(),
+            }),
         )
             .into_response());
     }
@@ -1057,7 +1170,7 @@ async fn submit_job(
     let ran = run.await;
     gone.disarm();
     match ran {
-        Ok(Ok(Ok(Ok(outcome)))) => ok(developer_outcome(&outcome)),
+        Ok(Ok(Ok(Ok(outcome)))) => typed(developer_outcome(&outcome)),
         Ok(Ok(Ok(Err(e)))) => Err(e.into()),
         Ok(Err(())) => Err(stopping()),
         _ => Err(ApiError::new(
@@ -1065,11 +1178,6 @@ async fn submit_job(
             format!("job `{job_id}` stopped unexpectedly; its status says how it ended"),
         )),
     }
-}
-
-#[derive(Deserialize)]
-struct JobFilter {
-    grant: Option<String>,
 }
 
 async fn list_jobs(
@@ -1105,30 +1213,17 @@ async fn cancel_job(
         d.cancel_job(&actor.id, &job, &reason.reason)
     })
     .await?;
-    ok(json!({"job": id, "state": state_now}))
+    typed(unseen_api::JobCancelled {
+        job: id,
+        state: state_now,
+    })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QueryRequest {
-    grant: String,
-    sql: String,
-    #[serde(default)]
-    dry_run: bool,
-    /// UDF modules (uploaded with `?kind=udf`) the query may call.
-    #[serde(default)]
-    udf_modules: Vec<String>,
-    /// Releases the query may read as tables `release_<id>`.
-    #[serde(default)]
-    inputs: Vec<String>,
-}
-
-impl QueryRequest {
-    fn extras(&self) -> JobExtras {
-        JobExtras {
-            udfs: self.udf_modules.clone(),
-            inputs: self.inputs.clone(),
-        }
+/// The UDF modules and earlier releases a query or job may use.
+fn extras(udf_modules: &[String], inputs: &[String]) -> JobExtras {
+    JobExtras {
+        udfs: udf_modules.to_vec(),
+        inputs: inputs.to_vec(),
     }
 }
 
@@ -1151,7 +1246,7 @@ async fn run_query(
                 &actor.id,
                 &request.grant,
                 &request.sql,
-                &request.extras(),
+                &extras(&request.udf_modules, &request.inputs),
             )
         })
         .await?;
@@ -1165,13 +1260,13 @@ async fn run_query(
             &actor.id,
             &request.grant,
             &request.sql,
-            &request.extras(),
+            &extras(&request.udf_modules, &request.inputs),
             &cancel,
         )
     })
     .await;
     gone.disarm();
-    ok(developer_outcome(&outcome?))
+    typed(developer_outcome(&outcome?))
 }
 
 /// Stops the work of a request that is dropped before it answered: its
@@ -1222,19 +1317,6 @@ impl Drop for ClientGone {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExtractRequest {
-    grant: String,
-    columns: Vec<String>,
-    #[serde(default = "default_sample")]
-    sample: f64,
-}
-
-fn default_sample() -> f64 {
-    0.01
-}
-
 async fn run_extract(
     State(state): State<AppState>,
     actor: Actor,
@@ -1256,8 +1338,8 @@ async fn run_extract(
     })
     .await?;
     let mut value = developer_outcome(&outcome);
-    value["protection"] = serde_json::to_value(&plan).unwrap_or(Value::Null);
-    ok(value)
+    value.protection = Some(serde_json::to_value(&plan).unwrap_or(Value::Null));
+    typed(value)
 }
 
 async fn review_queue(State(state): State<AppState>, actor: Actor) -> ApiResult {
@@ -1356,7 +1438,11 @@ async fn verify_ledger(State(state): State<AppState>, actor: Actor) -> ApiResult
             .map_err(|e| DomainError::Invalid(format!("ledger verification FAILED: {e}")))
     })
     .await?;
-    ok(json!({"ok": true, "entries": report.size, "root": report.root_hex}))
+    typed(unseen_api::LedgerVerified {
+        ok: true,
+        entries: report.size,
+        root: report.root_hex,
+    })
 }
 
 /// The store compared with what the ledger implies; `differences` is
@@ -1370,7 +1456,7 @@ async fn reconcile_ledger(State(state): State<AppState>, actor: Actor) -> ApiRes
 async fn public_key(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(ALL, "read the ledger public key")?;
     let key = blocking(&state, |d| ledger_key(d).map(|(_, k)| k.to_hex())).await?;
-    ok(json!({"public_key": key}))
+    typed(unseen_api::PublicKey { public_key: key })
 }
 
 /// The current signed checkpoint (C2SP signed note), for anyone who will
@@ -1381,13 +1467,7 @@ async fn public_key(State(state): State<AppState>, actor: Actor) -> ApiResult {
 async fn checkpoint(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(OVERSEERS, "read the ledger checkpoint")?;
     let note = blocking(&state, |d| d.ledger_checkpoint()).await?;
-    ok(json!({"checkpoint": note}))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LedgerQuery {
-    sql: String,
+    typed(unseen_api::Checkpoint { checkpoint: note })
 }
 
 async fn query_ledger(

@@ -1,6 +1,7 @@
 //! End-to-end tests: every path drives the `unseen` CLI in-process and reads
 //! what a user would read.
 
+mod api;
 mod architecture;
 mod audit;
 mod bench;

@@ -1479,10 +1479,7 @@ impl GrantIssue {
 fn upload_udfs_remote(client: &crate::client::Client, paths: &[PathBuf]) -> Result<Vec<String>> {
     read_udf_modules(paths)?
         .iter()
-        .map(|bytes| {
-            let uploaded = client.post_bytes("/v1/modules?kind=udf", bytes, "application/wasm")?;
-            Ok(uploaded["module"].as_str().unwrap_or_default().to_string())
-        })
+        .map(|bytes| Ok(client.upload_module(bytes, "udf")?.module))
         .collect()
 }
 
@@ -1520,7 +1517,13 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             let udfs = upload_udfs_remote(client, udfs)?;
             client.post(
                 "/v1/queries",
-                &json!({"grant": grant, "sql": sql, "dry_run": dry_run, "udf_modules": udfs, "inputs": inputs}),
+                &serde_json::to_value(unseen_api::QueryRequest {
+                    grant: grant.clone(),
+                    sql: sql.clone(),
+                    dry_run: *dry_run,
+                    udf_modules: udfs,
+                    inputs: inputs.clone(),
+                })?,
             )
         }
         Command::Extract(ExtractArgs {
@@ -1530,7 +1533,11 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             ..
         }) => client.post(
             "/v1/extracts",
-            &json!({"grant": grant, "columns": columns, "sample": sample}),
+            &serde_json::to_value(unseen_api::ExtractRequest {
+                grant: grant.clone(),
+                columns: columns.clone(),
+                sample: *sample,
+            })?,
         ),
         Command::Dataset(DatasetCommand::Register {
             name,
@@ -1543,13 +1550,19 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
             client.post(
                 "/v1/datasets",
-                &json!({"name": name, "manifest": read_text(manifest)?, "parquet_base64": encoded}),
+                &serde_json::to_value(unseen_api::NewDataset {
+                    name: name.clone(),
+                    manifest: read_text(manifest)?,
+                    parquet_base64: encoded,
+                })?,
             )
         }
         Command::Dataset(DatasetCommand::List { .. }) => client.get("/v1/datasets"),
         Command::Dataset(DatasetCommand::Destroy { name, reason, .. }) => client.post(
             &format!("/v1/datasets/{}/destroy", s(name)),
-            &json!({"reason": reason}),
+            &serde_json::to_value(unseen_api::Reason {
+                reason: reason.clone(),
+            })?,
         ),
         Command::Dataset(DatasetCommand::Marginals {
             name,
@@ -1559,7 +1572,7 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         }) => {
             let published = client.post(
                 &format!("/v1/datasets/{}/marginals", s(name)),
-                &json!({"epsilon": epsilon}),
+                &serde_json::to_value(unseen_api::MarginalsRequest { epsilon: *epsilon })?,
             )?;
             write_marginals(out, &published["marginals"], path.as_deref())?;
             return Ok(true);
@@ -1572,12 +1585,19 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             ..
         }) => client.post(
             "/v1/users",
-            &json!({"id": id, "name": name, "role": role, "org": org}),
+            &serde_json::to_value(unseen_api::NewUser {
+                id: id.clone(),
+                name: name.clone(),
+                role: role.clone(),
+                org: org.clone(),
+            })?,
         ),
         Command::User(UserCommand::List { .. }) => client.get("/v1/users"),
         Command::User(UserCommand::Disable { id, reason, .. }) => client.post(
             &format!("/v1/users/{}/disable", s(id)),
-            &json!({"reason": reason}),
+            &serde_json::to_value(unseen_api::Reason {
+                reason: reason.clone(),
+            })?,
         ),
         Command::User(UserCommand::Token { id, .. }) => {
             client.post(&format!("/v1/users/{}/token", s(id)), &json!({}))
@@ -1591,7 +1611,9 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         }
         Command::Grant(GrantCommand::Revoke { id, reason, .. }) => client.post(
             &format!("/v1/grants/{}/revoke", s(id)),
-            &json!({"reason": reason}),
+            &serde_json::to_value(unseen_api::Reason {
+                reason: reason.clone(),
+            })?,
         ),
         Command::Grant(GrantCommand::Usage { id, .. }) => {
             client.get(&format!("/v1/grants/{}/usage", s(id)))
@@ -1606,7 +1628,11 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             ..
         }) => client.post(
             "/v1/budgets",
-            &json!({"dataset": dataset, "developer": developer, "epsilon": epsilon}),
+            &serde_json::to_value(unseen_api::BudgetRequest {
+                dataset: dataset.clone(),
+                developer: developer.clone(),
+                epsilon: *epsilon,
+            })?,
         ),
         Command::Job(JobCommand::Submit {
             grant,
@@ -1620,11 +1646,17 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             let bytes = std::fs::read(module)
                 .with_context(|| format!("cannot read module {}", module.display()))?;
             let udfs = upload_udfs_remote(client, udfs)?;
-            let uploaded = client.post_bytes("/v1/modules", &bytes, "application/wasm")?;
-            let sha = uploaded["module"].as_str().unwrap_or_default().to_string();
-            client.post(
+            let module = client.upload_module(&bytes, "job")?.module;
+            client.post_body(
                 "/v1/jobs",
-                &json!({"grant": grant, "module": sha, "params": parse_params(params)?, "udf_modules": udfs, "inputs": inputs, "wait": !no_wait}),
+                &unseen_api::JobRequest {
+                    grant: grant.clone(),
+                    module,
+                    params: parse_params(params)?,
+                    udf_modules: udfs,
+                    inputs: inputs.clone(),
+                    wait: !no_wait,
+                },
             )
         }
         Command::Job(JobCommand::Status { id, .. }) => client.get(&format!("/v1/jobs/{}", s(id))),
@@ -1634,7 +1666,9 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         }),
         Command::Job(JobCommand::Cancel { id, reason, .. }) => client.post(
             &format!("/v1/jobs/{}/cancel", s(id)),
-            &json!({"reason": reason}),
+            &serde_json::to_value(unseen_api::Reason {
+                reason: reason.clone(),
+            })?,
         ),
         other => return remote_review_and_ledger(other, client, out),
     };
@@ -1657,11 +1691,15 @@ fn remote_review_and_ledger(
         }
         Command::Review(ReviewCommand::Approve { output, reason, .. }) => client.post(
             &format!("/v1/outputs/{}/approve", s(output)),
-            &json!({"reason": reason}),
+            &serde_json::to_value(unseen_api::Reason {
+                reason: reason.clone(),
+            })?,
         ),
         Command::Review(ReviewCommand::Reject { output, reason, .. }) => client.post(
             &format!("/v1/outputs/{}/reject", s(output)),
-            &json!({"reason": reason}),
+            &serde_json::to_value(unseen_api::Reason {
+                reason: reason.clone(),
+            })?,
         ),
         Command::Release(ReleaseCommand::Download {
             id,
@@ -1831,9 +1869,9 @@ fn print_developer_outcome(
     if json {
         let mut value = crate::server::developer_outcome(outcome);
         if let Some(plan) = plan {
-            value["protection"] = serde_json::to_value(plan)?;
+            value.protection = Some(serde_json::to_value(plan)?);
         }
-        writeln!(out, "{value}")?;
+        writeln!(out, "{}", serde_json::to_string(&value)?)?;
         return Ok(());
     }
     match &outcome.reason {

@@ -1,0 +1,294 @@
+//! Response bodies.
+//!
+//! Views of the service's records (users, datasets, grants, jobs, outputs,
+//! usage, ledger rows, reports) are carried as JSON objects whose fields
+//! the service documents with its records (`serde_json::Value` here); the
+//! bodies around them, and every body a client reads a field of, are typed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// Every error: a status and a message that says what was wrong and what
+/// to do. Never a value of the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The HTTP status, again.
+    pub status: u16,
+    pub message: String,
+}
+
+/// `GET /v1/health`: the store and the ledger answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub ok: bool,
+}
+
+/// `GET /v1/me`: who the token belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub user: String,
+    /// `admin`, `developer`, `reviewer` or `auditor`.
+    pub role: String,
+}
+
+/// A user and a new token of theirs (shown once; only its hash is kept).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UserToken {
+    pub user: String,
+    pub token: String,
+}
+
+/// `POST /v1/users/{id}/disable`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UserDisabled {
+    pub user: String,
+    pub disabled: bool,
+}
+
+/// `GET /v1/users`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Users {
+    #[schema(value_type = Vec<Object>)]
+    pub users: Vec<Value>,
+}
+
+/// `GET /v1/datasets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Datasets {
+    #[schema(value_type = Vec<Object>)]
+    pub datasets: Vec<Value>,
+}
+
+/// `POST /v1/datasets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DatasetRegistered {
+    pub dataset: String,
+    pub rows: u64,
+}
+
+/// `POST /v1/datasets/{name}/destroy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DatasetDestroyed {
+    pub dataset: String,
+    pub destroyed: bool,
+}
+
+/// `POST /v1/datasets/{name}/marginals`: the DP marginals published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Marginals {
+    #[schema(value_type = Object)]
+    pub marginals: Value,
+}
+
+/// `POST /v1/budgets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BudgetSet {
+    /// The dataset or developer whose layer was set.
+    pub id: String,
+    pub epsilon_total: f64,
+}
+
+/// `POST /v1/grants`: the new grant's id and its record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GrantIssued {
+    pub grant: String,
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+/// `GET /v1/grants`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Grants {
+    #[schema(value_type = Vec<Object>)]
+    pub grants: Vec<Value>,
+}
+
+/// `GET /v1/grants/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GrantShown {
+    #[schema(value_type = Object)]
+    pub grant: Value,
+}
+
+/// `POST /v1/grants/{id}/revoke`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GrantRevoked {
+    pub grant: String,
+    pub revoked: bool,
+    /// Running or queued jobs stopped by the revocation.
+    pub jobs_stopped: u64,
+}
+
+/// `GET /v1/grants/{id}/budget`: the grant's spend and its layers'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GrantBudget {
+    pub grant: String,
+    pub epsilon_spent: f64,
+    pub epsilon_left: f64,
+    pub delta_spent: f64,
+    pub delta_total: f64,
+    /// The dataset and developer layers above the grant.
+    #[schema(value_type = Vec<Object>)]
+    pub layers: Vec<Value>,
+}
+
+/// `GET /v1/grants/{id}/usage`: runs, downloads and metering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    #[schema(value_type = Object)]
+    pub usage: Value,
+}
+
+/// `POST /v1/modules`: the module's id (its SHA-256), to name it in
+/// [`crate::JobRequest::module`] or `udf_modules`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModuleUploaded {
+    pub module: String,
+    /// `job` or `udf`.
+    pub kind: String,
+    /// The SQL names of a UDF module's functions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Vec<String>>,
+}
+
+/// `POST /v1/jobs` without `wait`: the job is queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobQueued {
+    pub job: String,
+    /// `queued`.
+    pub status: String,
+}
+
+/// A job's quarantined outcome output, which a reviewer decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuarantinedOutcome {
+    pub output: String,
+    /// `quarantined`.
+    pub review: String,
+}
+
+/// How a job, query or extract ended, as its developer may see it: the
+/// status the service decided, the host's reason and the spend. What a
+/// guest computed (exit code, logs, refusals, metering, outputs) is in the
+/// outcome output, for review.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeveloperOutcome {
+    pub job: String,
+    /// `finished`, `stopped` or `refused` (`running` until its shown end).
+    pub status: String,
+    /// What stopped it (`fuel`, `deadline`, `memory`, `cancelled`,
+    /// `grant revoked`, ...), when `stopped`.
+    pub stopped_by: Option<String>,
+    /// The host's reason, when `stopped` or `refused`.
+    pub reason: Option<String>,
+    pub epsilon_spent: f64,
+    /// Quarantined outputs of a SQL job or extract (none shown for a
+    /// module job: they are in its outcome).
+    pub outputs: Vec<String>,
+    /// A module job's outcome output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<QuarantinedOutcome>,
+    /// What is withheld from the developer until review, and where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
+    /// An extract's protection: masks, generalisation and k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub protection: Option<Value>,
+}
+
+/// `GET /v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Jobs {
+    #[schema(value_type = Vec<Object>)]
+    pub jobs: Vec<Value>,
+}
+
+/// `GET /v1/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobShown {
+    #[schema(value_type = Object)]
+    pub job: Value,
+}
+
+/// `POST /v1/jobs/{id}/cancel`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobCancelled {
+    pub job: String,
+    /// `cancelled` (it was queued) or `stopping` (it stops at its next
+    /// epoch tick).
+    pub state: String,
+}
+
+/// `GET /v1/reviews`: the quarantine queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReviewQueue {
+    #[schema(value_type = Vec<Object>)]
+    pub outputs: Vec<Value>,
+}
+
+/// `GET /v1/outputs/{id}`: a quarantined output as its reviewer sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OutputShown {
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    /// Columns and rows, with confidence intervals of noised values.
+    #[schema(value_type = Object)]
+    pub table: Value,
+    /// The automatic checks' findings, by column and row, never a value.
+    #[schema(value_type = Vec<Object>)]
+    pub findings: Value,
+    #[schema(value_type = Object)]
+    pub disclosure: Value,
+}
+
+/// `POST /v1/outputs/{id}/approve` and `/reject`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReviewDecision {
+    pub output: String,
+    pub status: String,
+    /// The release an approval made, once the approvals the grant needs
+    /// are in.
+    pub release: Option<String>,
+    /// The signed release document.
+    #[schema(value_type = Option<Object>)]
+    pub document: Option<Value>,
+}
+
+/// `GET /v1/ledger/verify`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerVerified {
+    pub ok: bool,
+    pub entries: u64,
+    /// The Merkle root, hex.
+    pub root: String,
+}
+
+/// `GET /v1/ledger/public-key`: the key auditors verify with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PublicKey {
+    /// Ed25519, 64 hex digits.
+    pub public_key: String,
+}
+
+/// `GET /v1/ledger/checkpoint`: the current signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Checkpoint {
+    /// A C2SP signed note.
+    pub checkpoint: String,
+}
+
+/// `POST /v1/ledger/query`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerRows {
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Value,
+}
