@@ -15,6 +15,8 @@
 pub mod openapi;
 pub mod requests;
 pub mod responses;
+pub mod views;
 
 pub use requests::*;
 pub use responses::*;
+pub use views::*;

@@ -1,9 +1,9 @@
 //! Response bodies.
 //!
-//! Views of the service's records (users, datasets, grants, jobs, outputs,
-//! usage, ledger rows, reports) are carried as JSON objects whose fields
-//! the service documents with its records (`serde_json::Value` here); the
-//! bodies around them, and every body a client reads a field of, are typed.
+//! Users, datasets, grants and jobs are the typed records of
+//! [`crate::views`]. Outputs, usage, ledger rows and reports are still
+//! carried as JSON objects (`serde_json::Value` here); the bodies around
+//! them are typed.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -55,15 +55,13 @@ pub struct UserDisabled {
 /// `GET /v1/users`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Users {
-    #[schema(value_type = Vec<Object>)]
-    pub users: Vec<Value>,
+    pub users: Vec<crate::UserView>,
 }
 
 /// `GET /v1/datasets`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Datasets {
-    #[schema(value_type = Vec<Object>)]
-    pub datasets: Vec<Value>,
+    pub datasets: Vec<crate::DatasetView>,
 }
 
 /// `POST /v1/datasets`.
@@ -99,22 +97,19 @@ pub struct BudgetSet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GrantIssued {
     pub grant: String,
-    #[schema(value_type = Object)]
-    pub details: Value,
+    pub details: crate::Grant,
 }
 
 /// `GET /v1/grants`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Grants {
-    #[schema(value_type = Vec<Object>)]
-    pub grants: Vec<Value>,
+    pub grants: Vec<crate::Grant>,
 }
 
 /// `GET /v1/grants/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GrantShown {
-    #[schema(value_type = Object)]
-    pub grant: Value,
+    pub grant: crate::Grant,
 }
 
 /// `POST /v1/grants/{id}/revoke`.
@@ -207,15 +202,13 @@ pub struct DeveloperOutcome {
 /// `GET /v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Jobs {
-    #[schema(value_type = Vec<Object>)]
-    pub jobs: Vec<Value>,
+    pub jobs: Vec<crate::JobView>,
 }
 
 /// `GET /v1/jobs/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobShown {
-    #[schema(value_type = Object)]
-    pub job: Value,
+    pub job: crate::JobView,
 }
 
 /// `POST /v1/jobs/{id}/cancel`.

@@ -4,6 +4,7 @@
 
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
+pub use unseen_api::{DatasetView, UserView};
 
 use crate::records::Change;
 use crate::util::{now_rfc3339, random_bytes, sha256_hex};
@@ -11,31 +12,6 @@ use crate::{Domain, DomainError, Role, lock};
 
 /// Prefix that makes a leaked token easy to recognise and scan for.
 pub const TOKEN_PREFIX: &str = "unseen_";
-
-/// A user as listed (no token, only when it was issued).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct UserView {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    pub org: String,
-    pub created_at: String,
-    pub disabled: bool,
-    pub token_issued_at: Option<String>,
-}
-
-/// A registered dataset as listed.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DatasetView {
-    pub name: String,
-    pub manifest_version: i64,
-    pub rows: i64,
-    pub registered_by: String,
-    pub registered_at: String,
-    pub epsilon_total: Option<f64>,
-    pub epsilon_spent: f64,
-    pub destroyed_at: Option<String>,
-}
 
 /// Parses `HH:MM-HH:MM` (UTC) into minutes of the day. A window may wrap
 /// past midnight (`22:00-06:00`).
@@ -147,7 +123,7 @@ impl Domain {
             )
             .optional()?;
         match row {
-            Some((id, role, 0)) => Ok((id, Role::parse(&role)?)),
+            Some((id, role, 0)) => Ok((id, Role::parse(&role).map_err(DomainError::Invalid)?)),
             Some((id, _, _)) => Err(DomainError::Unauthenticated(format!(
                 "user `{id}` is disabled; ask an admin"
             ))),

@@ -34,6 +34,8 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 use unseen_sandbox::{Cancel, SandboxError};
 
+pub use unseen_api::{JobStatus, JobView, OutcomeReview, RunEnding};
+
 use crate::records::Change;
 use crate::util::{new_id, now_rfc3339};
 use crate::{Domain, DomainError, Grant, JobBody, JobOutcome, Role, access, host, lock};
@@ -48,54 +50,6 @@ pub struct JobExtras {
     /// `release_<id>`, where their grants allow derived reuse.
     #[serde(default)]
     pub inputs: Vec<String>,
-}
-
-/// A job as a user or an auditor sees it: metadata and metering, never data.
-///
-/// `status`, `stopped_by`, `reason`, `outcome` and the spend are the same
-/// for everyone: the service decides them, not the guest. The rest — how
-/// the run itself ended, its error, logs, refusals and metering — is what
-/// the guest computed: reviewers, admins and auditors see it from the job
-/// record; its developer sees it only once a reviewer approved the job's
-/// outcome output, and then exactly as approved.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct JobView {
-    pub id: String,
-    pub grant: String,
-    pub submitter: String,
-    pub module_sha256: Option<String>,
-    pub sql: Option<String>,
-    pub status: JobStatus,
-    /// The limit or cause that stopped the job.
-    pub stopped_by: Option<String>,
-    /// The host's reason for `stopped` or `refused`.
-    pub reason: Option<String>,
-    /// The output holding what the guest computed beyond its outputs, and
-    /// where its review stands.
-    pub outcome: Option<OutcomeReview>,
-    pub submitted_at: String,
-    pub epsilon_spent: f64,
-    /// Output ids. A developer sees those of a module job once a reviewer
-    /// decided them or approved the job's outcome: how many outputs a
-    /// guest emits is its own choice.
-    pub outputs: Vec<String>,
-    /// How the run ended (the job record's; withheld from a developer
-    /// until reviewed).
-    pub ending: Option<RunEnding>,
-    pub error: Option<String>,
-    pub started_at: Option<String>,
-    pub ended_at: Option<String>,
-    pub fuel_used: Option<i64>,
-    pub queries: Option<i64>,
-    pub rows_read: Option<i64>,
-    pub run_ms: Option<i64>,
-    pub logs: Vec<String>,
-    pub refusals: Vec<String>,
-    /// When the job's end is shown to its developer (milliseconds since
-    /// the Unix epoch; see the module documentation). For reviewers and
-    /// auditors; a developer's view leaves it out.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shown_end_ms: Option<i64>,
 }
 
 /// The quantum of shown end times when nothing sets another: a job that
@@ -164,111 +118,6 @@ fn shown_end_of(view: &JobView) -> Option<i64> {
             .and_then(crate::util::parse_rfc3339)
             .map(|secs| secs as i64 * 1000)
     })
-}
-
-/// A job's outcome output and its review.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct OutcomeReview {
-    pub output: String,
-    /// `quarantined`, `approved`, `rejected` or `pruned` (its logs were
-    /// cleared after the retention period, before anyone approved it).
-    pub review: String,
-}
-
-/// Where a job stands, as everyone who may see it sees it: `queued`,
-/// `running`, then `finished`, `stopped` or `refused` (see [`Visible`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobStatus {
-    Queued,
-    Running,
-    Finished,
-    Stopped,
-    Refused,
-}
-
-impl JobStatus {
-    /// The word the API and the store use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Finished => "finished",
-            JobStatus::Stopped => "stopped",
-            JobStatus::Refused => "refused",
-        }
-    }
-
-    /// The status a word names, if any.
-    pub fn parse(word: &str) -> Option<JobStatus> {
-        [
-            JobStatus::Queued,
-            JobStatus::Running,
-            JobStatus::Finished,
-            JobStatus::Stopped,
-            JobStatus::Refused,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == word)
-    }
-
-    /// Whether the job has ended (nothing about it changes any more).
-    pub fn has_ended(self) -> bool {
-        !matches!(self, JobStatus::Queued | JobStatus::Running)
-    }
-}
-
-impl std::fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `pad`, so that widths in format strings apply.
-        f.pad(self.as_str())
-    }
-}
-
-/// How a run itself ended, in the job record: what a guest chose (whether
-/// it fails) is part of it, so a developer sees it only once reviewed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunEnding {
-    /// Ran to its end and returned 0 (or, without a guest, finished).
-    Succeeded,
-    /// Returned an error, or was refused or failed before or around the run.
-    Failed,
-    /// Trapped: on its own, or stopped by a sandbox limit.
-    Trapped,
-    /// Stopped by a cancellation or a revocation.
-    Cancelled,
-}
-
-impl RunEnding {
-    /// The word the API and the store use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunEnding::Succeeded => "succeeded",
-            RunEnding::Failed => "failed",
-            RunEnding::Trapped => "trapped",
-            RunEnding::Cancelled => "cancelled",
-        }
-    }
-
-    /// The ending a word names, if any.
-    pub fn parse(word: &str) -> Option<RunEnding> {
-        [
-            RunEnding::Succeeded,
-            RunEnding::Failed,
-            RunEnding::Trapped,
-            RunEnding::Cancelled,
-        ]
-        .into_iter()
-        .find(|e| e.as_str() == word)
-    }
-}
-
-impl std::fmt::Display for RunEnding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `pad`, so that widths in format strings apply.
-        f.pad(self.as_str())
-    }
 }
 
 /// What everyone may see of how a job ended: decided by the service from

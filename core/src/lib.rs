@@ -136,48 +136,6 @@ impl DomainError {
     }
 }
 
-/// A role a user holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Developer,
-    Reviewer,
-    Auditor,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Developer => "developer",
-            Role::Reviewer => "reviewer",
-            Role::Auditor => "auditor",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Role, DomainError> {
-        Ok(match s {
-            "admin" => Role::Admin,
-            "developer" => Role::Developer,
-            "reviewer" => Role::Reviewer,
-            "auditor" => Role::Auditor,
-            other => {
-                return Err(DomainError::Invalid(format!(
-                    "role `{other}` is unknown; use admin, developer, reviewer or auditor"
-                )));
-            }
-        })
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `pad`, so that widths in format strings apply.
-        f.pad(self.as_str())
-    }
-}
-
 /// Refuses unless `role` is one of `allowed`; the error names the roles
 /// that would do. Shared by the domain and the HTTP layer.
 /// The role of enabled user `user` in the store `db`.
@@ -190,7 +148,7 @@ fn role_in(db: &Connection, user: &str) -> Result<Role, DomainError> {
         )
         .optional()?;
     match row {
-        Some((role, 0)) => Role::parse(&role),
+        Some((role, 0)) => Role::parse(&role).map_err(DomainError::Invalid),
         Some(_) => Err(DomainError::Invalid(format!("user `{user}` is disabled"))),
         None => Err(DomainError::NotFound {
             what: "user",
@@ -218,79 +176,12 @@ pub fn check_role(
     })
 }
 
-/// A grant as stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Grant {
-    pub id: String,
-    /// The primary dataset: extracts read it, and it names the grant.
-    pub dataset: String,
-    /// Further datasets about the same privacy unit, which DP aggregates
-    /// may join to the primary one on that unit.
-    pub join_datasets: Vec<String>,
-    pub developer: String,
-    pub scenario: String,
-    pub purpose: String,
-    pub epsilon_total: f64,
-    pub epsilon_spent: f64,
-    pub query_epsilon: f64,
-    pub issued_at: String,
-    pub expires_at: String,
-    pub revoked_at: Option<String>,
-    pub allow_modules: bool,
-    pub allow_sql: bool,
-    pub allow_extracts: bool,
-    /// Whether jobs and queries may call UDF modules (which see raw
-    /// conditional values inside the engine, never outside it).
-    pub allow_udfs: bool,
-    /// Instructions a UDF may execute on one row under this grant (the
-    /// provider's cap, at most the host's): a row that needs more is NULL.
-    /// It also bounds how much one row can change a query's duration.
-    pub udf_row_instructions: u64,
-    /// UTC windows `HH:MM-HH:MM` in which jobs may start; empty is any time.
-    pub windows: Vec<String>,
-    /// Users besides the developer who may run jobs and download releases.
-    pub designated: Vec<String>,
-    /// Columns the grant covers; empty is every column of the dataset.
-    pub columns: Vec<String>,
-    pub max_runs: Option<u32>,
-    pub runs: u32,
-    pub max_downloads: Option<u32>,
-    pub downloads: u32,
-    /// Whether released outputs may be reused as inputs of later work.
-    pub derived_reuse: bool,
-    /// Independent approvals a release needs (1 or 2).
-    pub approvals_required: u32,
-    /// Total delta the grant may spend on DP partition selection (0: none,
-    /// so group keys need a public domain).
-    pub delta_total: f64,
-    /// Delta charged per query that selects partitions.
-    pub query_delta: f64,
-    pub delta_spent: f64,
-    /// Open-column queries (released without noise, so never charged
-    /// epsilon) the grant allows per `open_query_window` seconds; `None` is
-    /// no limit (grants issued before the limit existed).
-    pub max_open_queries: Option<u32>,
-    pub open_query_window: u32,
-    /// Open-column queries run under the grant, ever.
-    pub open_queries: u64,
-}
-
-impl Grant {
-    /// Every dataset the grant covers, the primary one first.
-    pub fn datasets(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.dataset.as_str()).chain(self.join_datasets.iter().map(String::as_str))
-    }
-
-    /// Whether `user` may run jobs under this grant and download its releases.
-    pub fn designates(&self, user: &str) -> bool {
-        self.developer == user || self.designated.iter().any(|d| d == user)
-    }
-}
-
 /// Longest open-query window a grant may set, in seconds (31 days).
 pub const MAX_OPEN_QUERY_WINDOW: u32 = 31 * 86_400;
 
-pub use unseen_api::{DEFAULT_MAX_OPEN_QUERIES, DEFAULT_OPEN_QUERY_WINDOW, GrantRequest};
+pub use unseen_api::{
+    DEFAULT_MAX_OPEN_QUERIES, DEFAULT_OPEN_QUERY_WINDOW, Grant, GrantRequest, Role,
+};
 
 /// The largest per-row instruction cap a grant may set: the host's own
 /// (`unseen_sandbox::Limits::udf_row_instructions`), which keeps a batch of
@@ -673,6 +564,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Domain {
+    /// Whether `dir` holds a data directory's store (as [`Domain::open`]
+    /// leaves it), without creating or changing anything.
+    pub fn is_data_dir(dir: &Path) -> bool {
+        dir.join("unseen.db").is_file()
+    }
+
     /// Opens a data directory, creating it and its store, keys and ledger on first use.
     pub fn open(dir: &Path) -> Result<Domain, DomainError> {
         // Owner-only, set explicitly whatever the umask, and checked on

@@ -727,7 +727,7 @@ async fn add_user(
 ) -> ApiResult {
     actor.require(ADMIN, "add users")?;
     let user: NewUser = body(raw)?;
-    let role = Role::parse(&user.role)?;
+    let role = Role::parse(&user.role).map_err(DomainError::Invalid)?;
     let token = blocking(&state, move |d| {
         d.add_user(Some(&actor.id), &user.id, &user.name, role, &user.org)
             .map(|t| (user.id, t))
@@ -746,7 +746,7 @@ async fn add_user(
 async fn list_users(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(OVERSIGHT, "list users")?;
     let users = blocking(&state, move |d| d.users(&actor.id)).await?;
-    ok(json!({"users": users}))
+    typed(unseen_api::Users { users })
 }
 
 fn optional_reason(raw: Result<Bytes, BytesRejection>) -> Result<Reason, ApiError> {
@@ -791,7 +791,7 @@ async fn rotate_token(
 async fn list_datasets(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(ALL, "list datasets")?;
     let datasets = blocking(&state, move |d| d.datasets(&actor.id)).await?;
-    ok(json!({"datasets": datasets}))
+    typed(unseen_api::Datasets { datasets })
 }
 
 /// Reads a large body only after the role check, up to `limit`.
@@ -934,7 +934,10 @@ async fn issue_grant(
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"grant": grant.id, "details": grant})),
+        Json(unseen_api::GrantIssued {
+            grant: grant.id.clone(),
+            details: grant,
+        }),
     )
         .into_response())
 }
@@ -942,7 +945,7 @@ async fn issue_grant(
 async fn list_grants(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(ALL, "list grants")?;
     let grants = blocking(&state, move |d| d.grants(&actor.id)).await?;
-    ok(json!({"grants": grants}))
+    typed(unseen_api::Grants { grants })
 }
 
 async fn show_grant(
@@ -952,7 +955,7 @@ async fn show_grant(
 ) -> ApiResult {
     actor.require(ALL, "read grants")?;
     let grant = blocking(&state, move |d| d.visible_grant(&actor.id, &id)).await?;
-    ok(json!({"grant": grant}))
+    typed(unseen_api::GrantShown { grant })
 }
 
 async fn revoke_grant(
@@ -1187,7 +1190,7 @@ async fn list_jobs(
 ) -> ApiResult {
     actor.require(ALL, "list jobs")?;
     let jobs = blocking(&state, move |d| d.jobs(&actor.id, filter.grant.as_deref())).await?;
-    ok(json!({"jobs": jobs}))
+    typed(unseen_api::Jobs { jobs })
 }
 
 async fn show_job(
@@ -1197,7 +1200,7 @@ async fn show_job(
 ) -> ApiResult {
     actor.require(ALL, "read jobs")?;
     let job = blocking(&state, move |d| d.job(&actor.id, &id)).await?;
-    ok(json!({"job": job}))
+    typed(unseen_api::JobShown { job })
 }
 
 async fn cancel_job(

@@ -386,3 +386,40 @@ fn actions_print_one_json_object_with_json() {
         "{said}"
     );
 }
+
+/// A mistyped `--data-dir` is an error that names the fix, and leaves no
+/// empty data directory behind; only adding a first admin creates one.
+#[test]
+fn a_missing_data_directory_is_named_and_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    let (ok, said) = crate::support::unseen(&[
+        "user",
+        "list",
+        "--as",
+        "admin",
+        "--data-dir",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!ok, "{said}");
+    assert!(said.contains("is not a data directory"), "{said}");
+    assert!(said.contains("user add"), "{said}");
+    assert!(
+        !missing.exists(),
+        "listing users created {}",
+        missing.display()
+    );
+    crate::support::ok(&[
+        "user",
+        "add",
+        "--id",
+        "admin",
+        "--name",
+        "Admin",
+        "--role",
+        "admin",
+        "--data-dir",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(unseen::Domain::is_data_dir(&missing));
+}

@@ -1787,7 +1787,23 @@ fn say(
     Ok(())
 }
 
+/// Opens an existing data directory. Only `user add` (the first admin of a
+/// new directory) creates one: a mistyped `--data-dir` must not leave an
+/// empty directory behind and answer as if it were a real one.
 fn open(dir: &DataDir) -> Result<Arc<Domain>> {
+    let path = dir.path();
+    if !Domain::is_data_dir(&path) {
+        bail!(
+            "{} is not a data directory (it holds no store); check --data-dir or UNSEEN_DATA_DIR, or create one by adding its first admin: `unseen user add --id ID --name NAME --role admin --data-dir {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    open_or_create(dir)
+}
+
+/// Opens a data directory, creating it when it does not exist.
+fn open_or_create(dir: &DataDir) -> Result<Arc<Domain>> {
     let path = dir.path();
     Ok(Arc::new(Domain::open(&path).with_context(|| {
         format!("cannot open data directory {}", path.display())

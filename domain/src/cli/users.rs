@@ -18,13 +18,19 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
+            let domain = open_or_create(&dir)?;
             // The first admin of a new directory adds itself without a token.
             let actor = match (actor, token) {
                 (None, None) => None,
                 (actor, token) => Some(who(&domain, actor, token)?),
             };
-            let token = domain.add_user(actor.as_deref(), &id, &name, Role::parse(&role)?, &org)?;
+            let token = domain.add_user(
+                actor.as_deref(),
+                &id,
+                &name,
+                Role::parse(&role).map_err(anyhow::Error::msg)?,
+                &org,
+            )?;
             if json {
                 writeln!(out, "{}", json!({"user": id, "token": token}))?;
             } else {
