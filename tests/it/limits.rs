@@ -81,6 +81,34 @@ fn server(data: &str, max_running_jobs: usize, query: unseen::data::QueryLimits)
     )
 }
 
+/// Uploads `adv-slow-query` and submits `count` jobs of it under `grant`,
+/// each running `slow_sql(30)` until it is cancelled; their ids.
+fn submit_slow_jobs(dev: &Client, grant: &str, count: usize) -> Vec<String> {
+    let module = dev
+        .upload_module(&guest("adv-slow-query"), "job")
+        .unwrap()
+        .module;
+    let params = BTreeMap::from([("sql".to_string(), slow_sql(30))]);
+    (0..count)
+        .map(|_| {
+            let queued: unseen_api::JobQueued = dev
+                .call(
+                    "/v1/jobs",
+                    &unseen_api::JobRequest {
+                        grant: grant.to_string(),
+                        module: module.clone(),
+                        params: params.clone(),
+                        udf_modules: Vec::new(),
+                        inputs: Vec::new(),
+                        wait: false,
+                    },
+                )
+                .unwrap();
+            queued.job
+        })
+        .collect()
+}
+
 /// Waits until `job` (or, with `None`, some job) is `running`; its id.
 fn wait_running(admin: &Client, job: Option<&str>) -> String {
     let started = Instant::now();
@@ -254,22 +282,8 @@ fn dry_runs_wait_for_a_place_like_runs() {
     let s = server(&data, 1, roomy());
     let dev = s.client(&crate::support::rotate(&s.domain, "dev"));
     let admin = s.client(&crate::support::rotate(&s.domain, "admin"));
-    let module = dev
-        .post_bytes("/v1/modules", &guest("adv-slow-query"), "application/wasm")
-        .unwrap()["module"]
-        .as_str()
-        .unwrap()
-        .to_string();
     // The one place is held by a job that runs until it is cancelled.
-    let mut params = BTreeMap::new();
-    params.insert("sql".to_string(), slow_sql(30));
-    let queued = dev
-        .post(
-            "/v1/jobs",
-            &json!({"grant": grant, "module": module, "params": params}),
-        )
-        .unwrap();
-    let job = queued["job"].as_str().unwrap().to_string();
+    let job = submit_slow_jobs(&dev, &grant, 1).remove(0);
     wait_running(&admin, Some(&job));
     let dry = {
         let (dev, grant) = (dev.clone(), grant.clone());
@@ -599,27 +613,8 @@ fn sigterm_drains_cancels_what_outlives_the_grace_period_and_exits() {
     );
     let dev = Client::new(&child.base, Some(&dev_token));
     let admin = Client::new(&child.base, Some(&admin_token));
-    let module = dev
-        .post_bytes("/v1/modules", &guest("adv-slow-query"), "application/wasm")
-        .unwrap()["module"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut params = BTreeMap::new();
-    params.insert("sql".to_string(), slow_sql(30));
     // Two jobs hold both places; a third waits in the queue.
-    let jobs: Vec<String> = (0..3)
-        .map(|_| {
-            dev.post(
-                "/v1/jobs",
-                &json!({"grant": grant, "module": module, "params": params}),
-            )
-            .unwrap()["job"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let jobs = submit_slow_jobs(&dev, &grant, 3);
     wait_running(&admin, Some(&jobs[0]));
     wait_running(&admin, Some(&jobs[1]));
     let exit = child.terminate(Duration::from_secs(grace + 60));
@@ -684,23 +679,7 @@ fn a_job_asked_to_stop_at_shutdown_ends_cancelled_whoever_records_its_end() {
     let s = server(&data, 2, roomy());
     let dev = s.client(&crate::support::rotate(&s.domain, "dev"));
     let admin = s.client(&crate::support::rotate(&s.domain, "admin"));
-    let module = dev
-        .post_bytes("/v1/modules", &guest("adv-slow-query"), "application/wasm")
-        .unwrap()["module"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut params = BTreeMap::new();
-    params.insert("sql".to_string(), slow_sql(30));
-    let job = dev
-        .post(
-            "/v1/jobs",
-            &json!({"grant": grant, "module": module, "params": params}),
-        )
-        .unwrap()["job"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = submit_slow_jobs(&dev, &grant, 1).remove(0);
     wait_running(&admin, Some(&job));
     assert_eq!(s.domain.stop_running_jobs("the service is stopping"), 1);
     // Straight after the request to stop: the job has not reached its next
