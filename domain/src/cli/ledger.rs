@@ -63,47 +63,13 @@ pub(super) fn run(
             out: path,
             json,
             dir,
-        } => {
-            let key = public_key(&dir.path(), None)?;
-            let hex = key.to_hex();
-            match path {
-                Some(p) => {
-                    std::fs::write(&p, format!("{hex}\n"))
-                        .with_context(|| format!("cannot write {}", p.display()))?;
-                    say(
-                        out,
-                        json,
-                        json!({"public_key": hex, "path": p}),
-                        format_args!("wrote the ledger public key to {}", p.display()),
-                    )
-                }
-                None => say(out, json, json!({"public_key": hex}), &hex),
-            }
-        }
+        } => print_public_key(path, json, dir, out),
         LedgerCommand::CheckProof {
             file,
             checkpoint,
             public_key,
             json,
-        } => {
-            let text = read_text(&file)?;
-            let note = checkpoint.as_deref().map(read_text).transpose()?;
-            let key = match &public_key {
-                Some(p) => Some(
-                    unseen_ledger::PublicKey::from_hex(read_text(p)?.trim())
-                        .with_context(|| format!("public key {} is not valid", p.display()))?,
-                ),
-                None => None,
-            };
-            let report = unseen_ledger::check_proof(&text, note.as_deref(), key.as_ref())
-                .context("proof check FAILED")?;
-            say(
-                out,
-                json,
-                json!({"ok": true, "checked": report.to_string()}),
-                &report,
-            )
-        }
+        } => check_proof(file, checkpoint, public_key, json, out),
         LedgerCommand::Export {
             from,
             to,
@@ -281,4 +247,55 @@ fn verify(
         writeln!(out, "root {}", report.root_hex)?;
     }
     Ok(())
+}
+
+/// `ledger public-key`: prints the key, or writes it to `path`.
+fn print_public_key(
+    path: Option<PathBuf>,
+    json: bool,
+    dir: DataDir,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let key = public_key(&dir.path(), None)?;
+    let hex = key.to_hex();
+    match path {
+        Some(p) => {
+            std::fs::write(&p, format!("{hex}\n"))
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            say(
+                out,
+                json,
+                json!({"public_key": hex, "path": p}),
+                format_args!("wrote the ledger public key to {}", p.display()),
+            )
+        }
+        None => say(out, json, json!({"public_key": hex}), &hex),
+    }
+}
+
+/// `ledger check-proof`: checks a proof without the ledger.
+fn check_proof(
+    file: PathBuf,
+    checkpoint: Option<PathBuf>,
+    public_key: Option<PathBuf>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let text = read_text(&file)?;
+    let note = checkpoint.as_deref().map(read_text).transpose()?;
+    let key = match &public_key {
+        Some(p) => Some(
+            unseen_ledger::PublicKey::from_hex(read_text(p)?.trim())
+                .with_context(|| format!("public key {} is not valid", p.display()))?,
+        ),
+        None => None,
+    };
+    let report = unseen_ledger::check_proof(&text, note.as_deref(), key.as_ref())
+        .context("proof check FAILED")?;
+    say(
+        out,
+        json,
+        json!({"ok": true, "checked": report.to_string()}),
+        &report,
+    )
 }

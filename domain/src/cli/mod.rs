@@ -1539,6 +1539,57 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
                 sample: *sample,
             })?,
         ),
+        Command::Job(JobCommand::Submit {
+            grant,
+            module,
+            params,
+            udfs,
+            inputs,
+            no_wait,
+            ..
+        }) => {
+            let bytes = std::fs::read(module)
+                .with_context(|| format!("cannot read module {}", module.display()))?;
+            let udfs = upload_udfs_remote(client, udfs)?;
+            let module = client.upload_module(&bytes, "job")?.module;
+            client.post_body(
+                "/v1/jobs",
+                &unseen_api::JobRequest {
+                    grant: grant.clone(),
+                    module,
+                    params: parse_params(params)?,
+                    udf_modules: udfs,
+                    inputs: inputs.clone(),
+                    wait: !no_wait,
+                },
+            )
+        }
+        Command::Job(JobCommand::Status { id, .. }) => client.get(&format!("/v1/jobs/{}", s(id))),
+        Command::Job(JobCommand::List { grant, .. }) => client.get(&match grant {
+            Some(g) => format!("/v1/jobs?grant={}", s(g)),
+            None => "/v1/jobs".to_string(),
+        }),
+        Command::Job(JobCommand::Cancel { id, reason, .. }) => client.post(
+            &format!("/v1/jobs/{}/cancel", s(id)),
+            &serde_json::to_value(unseen_api::Reason {
+                reason: reason.clone(),
+            })?,
+        ),
+        other => return remote_admin(other, client, out),
+    };
+    print_remote_answer(answer?, out)
+}
+
+/// The administration commands of [`remote`]: datasets, users, grants
+/// and budgets.
+fn remote_admin(
+    command: &Command,
+    client: &crate::client::Client,
+    out: &mut dyn Write,
+) -> Result<bool> {
+    use crate::client::ClientError;
+    let s = segment;
+    let answer: Result<serde_json::Value, ClientError> = match command {
         Command::Dataset(DatasetCommand::Register {
             name,
             parquet,
@@ -1632,42 +1683,6 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
                 dataset: dataset.clone(),
                 developer: developer.clone(),
                 epsilon: *epsilon,
-            })?,
-        ),
-        Command::Job(JobCommand::Submit {
-            grant,
-            module,
-            params,
-            udfs,
-            inputs,
-            no_wait,
-            ..
-        }) => {
-            let bytes = std::fs::read(module)
-                .with_context(|| format!("cannot read module {}", module.display()))?;
-            let udfs = upload_udfs_remote(client, udfs)?;
-            let module = client.upload_module(&bytes, "job")?.module;
-            client.post_body(
-                "/v1/jobs",
-                &unseen_api::JobRequest {
-                    grant: grant.clone(),
-                    module,
-                    params: parse_params(params)?,
-                    udf_modules: udfs,
-                    inputs: inputs.clone(),
-                    wait: !no_wait,
-                },
-            )
-        }
-        Command::Job(JobCommand::Status { id, .. }) => client.get(&format!("/v1/jobs/{}", s(id))),
-        Command::Job(JobCommand::List { grant, .. }) => client.get(&match grant {
-            Some(g) => format!("/v1/jobs?grant={}", s(g)),
-            None => "/v1/jobs".to_string(),
-        }),
-        Command::Job(JobCommand::Cancel { id, reason, .. }) => client.post(
-            &format!("/v1/jobs/{}/cancel", s(id)),
-            &serde_json::to_value(unseen_api::Reason {
-                reason: reason.clone(),
             })?,
         ),
         other => return remote_review_and_ledger(other, client, out),
