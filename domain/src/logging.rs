@@ -1,11 +1,16 @@
-//! Log filtering: only Unseen's own crates may log below WARN.
+//! Logging: the filter (only Unseen's own crates may log below WARN) and
+//! the format of log lines (`UNSEEN_LOG_FORMAT`: `text`, the default, or
+//! `json`, one object per line for log shippers; colour only when the
+//! output is a terminal, so redirected logs hold no escape codes).
 //!
 //! Dependencies log what they see, and the engine sees raw data: at TRACE,
 //! DataFusion's Parquet pruning prints decrypted page statistics (minimum
 //! and maximum values of prohibited columns). So whatever level is asked
 //! for applies to Unseen's crates only; everything else is capped at WARN.
 
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Crates whose log lines Unseen writes itself and keeps free of raw values.
 const OWN_TARGETS: &[&str] = &[
@@ -31,4 +36,104 @@ pub fn level_from_env() -> LevelFilter {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(LevelFilter::WARN)
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: time, level, target, fields.
+    Json,
+}
+
+/// Reads the format from `UNSEEN_LOG_FORMAT` (`text` or `json`; default
+/// text). Anything else is an error that names the choices.
+pub fn format_from_env() -> Result<LogFormat, String> {
+    match std::env::var("UNSEEN_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("") | Ok("text") => Ok(LogFormat::Text),
+        Ok("json") => Ok(LogFormat::Json),
+        Ok(other) => Err(format!(
+            "UNSEEN_LOG_FORMAT is `{other}`; use `text` or `json`"
+        )),
+    }
+}
+
+/// The layer that writes log lines to `writer` in `format`, with colour
+/// only if `ansi` (say, when the output is a terminal).
+pub fn layer<S, W>(format: LogFormat, ansi: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_ansi(false)
+            .with_writer(writer)
+            .boxed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// A writer into shared memory.
+    #[derive(Clone, Default)]
+    struct Memory(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Memory {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Memory {
+        type Writer = Memory;
+        fn make_writer(&'w self) -> Memory {
+            self.clone()
+        }
+    }
+
+    fn written(format: LogFormat, ansi: bool) -> String {
+        let memory = Memory::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(layer(format, ansi, memory.clone()))
+            .with(filter(LevelFilter::INFO));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "unseen", job = "job-1", "job ended");
+        });
+        String::from_utf8(memory.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn text_has_colour_only_when_asked_and_json_is_one_object_per_line() {
+        let plain = written(LogFormat::Text, false);
+        assert!(
+            plain.contains("job ended") && plain.contains("job-1"),
+            "{plain}"
+        );
+        assert!(!plain.contains('\u{1b}'), "escape codes in {plain:?}");
+        let coloured = written(LogFormat::Text, true);
+        assert!(coloured.contains('\u{1b}'), "no colour in {coloured:?}");
+        let json = written(LogFormat::Json, true);
+        let lines: Vec<&str> = json.lines().collect();
+        assert_eq!(lines.len(), 1, "{json}");
+        let event: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(event["level"], "INFO", "{event}");
+        assert_eq!(event["fields"]["message"], "job ended", "{event}");
+        assert_eq!(event["fields"]["job"], "job-1", "{event}");
+        assert!(!json.contains('\u{1b}'), "escape codes in {json:?}");
+    }
 }

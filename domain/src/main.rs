@@ -5,8 +5,17 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> std::process::ExitCode {
     let level = unseen::logging::level_from_env();
+    let format = match unseen::logging::format_from_env() {
+        Ok(format) => format,
+        Err(message) => {
+            eprintln!("{message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    // Colour for people at a terminal, never in a redirected log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(unseen::logging::layer(format, ansi, std::io::stderr))
         .with(unseen::logging::filter(level))
         .init();
     let args: Vec<String> = std::env::args().collect();
