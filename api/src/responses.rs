@@ -34,8 +34,7 @@ pub struct Health {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Me {
     pub user: String,
-    /// `admin`, `developer`, `reviewer` or `auditor`.
-    pub role: String,
+    pub role: crate::Role,
 }
 
 /// A user and a new token of theirs (shown once; only its hash is kept).
@@ -158,7 +157,7 @@ pub struct ModuleUploaded {
 pub struct JobQueued {
     pub job: String,
     /// `queued`.
-    pub status: String,
+    pub status: crate::JobStatus,
 }
 
 /// A job's quarantined outcome output, which a reviewer decides.
@@ -177,7 +176,7 @@ pub struct QuarantinedOutcome {
 pub struct DeveloperOutcome {
     pub job: String,
     /// `finished`, `stopped` or `refused` (`running` until its shown end).
-    pub status: String,
+    pub status: crate::JobStatus,
     /// What stopped it (`fuel`, `deadline`, `memory`, `cancelled`,
     /// `grant revoked`, ...), when `stopped`.
     pub stopped_by: Option<String>,

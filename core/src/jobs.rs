@@ -954,7 +954,7 @@ impl Domain {
     /// Ends a job that stopped outside the normal path (its thread
     /// panicked): failed, with the reason, and recorded.
     pub fn end_abandoned_job(&self, job_id: &str, reason: &str) -> Result<(), DomainError> {
-        self.end_unrecorded(job_id, "failed", reason, "service", reason)
+        self.end_unrecorded(job_id, RunEnding::Failed, reason, "service", reason)
     }
 
     /// The outcome of a job that already ended.
@@ -1255,7 +1255,7 @@ impl Domain {
     fn end_cancelled_job(&self, job_id: &str, reason: &str) -> Result<(), DomainError> {
         let stopped_by = Visible::cancelled(reason).stopped_by().unwrap_or_default();
         let error = format!("job cancelled: {reason}");
-        self.end_unrecorded(job_id, "cancelled", &error, &stopped_by, reason)
+        self.end_unrecorded(job_id, RunEnding::Cancelled, &error, &stopped_by, reason)
     }
 
     /// Ends a queued or running job whose own thread did not record its
@@ -1263,7 +1263,7 @@ impl Domain {
     fn end_unrecorded(
         &self,
         job_id: &str,
-        status: &str,
+        ending: RunEnding,
         error: &str,
         stopped_by: &str,
         reason: &str,
@@ -1272,11 +1272,11 @@ impl Domain {
             let ended = tx.execute(
                 "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, visible = 'stopped', stopped_by = ?5, reason = ?6
                  WHERE id = ?1 AND status IN ('queued', 'running')",
-                params![job_id, status, error, now_rfc3339(), stopped_by, reason],
+                params![job_id, ending.as_str(), error, now_rfc3339(), stopped_by, reason],
             )?;
             Ok(if ended == 1 {
                 Change::Record(
-                    json!({"job": job_id, "status": status, "visible": "stopped", "stopped_by": stopped_by, "error": error}),
+                    json!({"job": job_id, "status": ending, "visible": "stopped", "stopped_by": stopped_by, "error": error}),
                     (),
                 )
             } else {

@@ -136,8 +136,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<R, ClientError> {
-        let value = self.post_body(path, body)?;
-        serde_json::from_value(value).map_err(|e| ClientError::Malformed(format!("{path}: {e}")))
+        Self::read_as(path, self.post(path, body)?)
     }
 
     /// Uploads a module (`kind` `job` or `udf`); its id and functions.
@@ -146,31 +145,25 @@ impl Client {
         bytes: &[u8],
         kind: &str,
     ) -> Result<unseen_api::ModuleUploaded, ClientError> {
-        let value = self.post_bytes(
-            &format!("/v1/modules?kind={kind}"),
-            bytes,
-            "application/wasm",
-        )?;
-        serde_json::from_value(value)
-            .map_err(|e| ClientError::Malformed(format!("/v1/modules: {e}")))
+        let path = format!("/v1/modules?kind={kind}");
+        Self::read_as(&path, self.post_bytes(&path, bytes, "application/wasm")?)
     }
 
-    /// Sends `body` (a request type of the API crate); the answer as JSON.
-    pub fn post_body<B: serde::Serialize>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<Value, ClientError> {
-        let value =
-            serde_json::to_value(body).map_err(|e| ClientError::Malformed(e.to_string()))?;
-        self.post(path, &value)
+    /// An answer read as a response type of the API crate.
+    fn read_as<R: serde::de::DeserializeOwned>(path: &str, value: Value) -> Result<R, ClientError> {
+        serde_json::from_value(value).map_err(|e| ClientError::Malformed(format!("{path}: {e}")))
     }
 
     pub fn get(&self, path: &str) -> Result<Value, ClientError> {
         Self::checked(self.send("GET", path, None, "")?)
     }
 
-    pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+    /// Sends `body` as JSON (a request type of the API crate, or any JSON).
+    pub fn post<B: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Value, ClientError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Malformed(e.to_string()))?;
         Self::checked(self.send("POST", path, Some(&bytes), "application/json")?)
     }

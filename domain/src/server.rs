@@ -164,12 +164,8 @@ impl From<DomainError> for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-fn ok(value: Value) -> ApiResult {
-    Ok(Json(value).into_response())
-}
-
-/// A body of the API crate, as JSON.
-fn typed<T: serde::Serialize>(body: T) -> ApiResult {
+/// `body` (a body of the API crate, or any JSON) as the answer.
+fn ok<T: serde::Serialize>(body: T) -> ApiResult {
     Ok(Json(body).into_response())
 }
 
@@ -543,7 +539,10 @@ pub fn openapi_text() -> String {
 /// `GET /v1/openapi.json`: the document of this API (public, like the
 /// health check: it describes the routes, never the data).
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], openapi_text()).into_response()
+    // The routes are fixed at build time: the document is built once.
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = TEXT.get_or_init(openapi_text).as_str();
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 fn routes(state: AppState) -> Router {
@@ -703,13 +702,13 @@ async fn method_not_allowed() -> ApiError {
 /// watching it would time them.
 async fn health(State(state): State<AppState>) -> ApiResult {
     blocking(&state, |d| d.ledger_head()).await?;
-    typed(unseen_api::Health { ok: true })
+    ok(unseen_api::Health { ok: true })
 }
 
 async fn me(actor: Actor) -> ApiResult {
-    typed(unseen_api::Me {
+    ok(unseen_api::Me {
         user: actor.id,
-        role: actor.role.as_str().to_string(),
+        role: actor.role,
     })
 }
 
@@ -746,7 +745,7 @@ async fn add_user(
 async fn list_users(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(OVERSIGHT, "list users")?;
     let users = blocking(&state, move |d| d.users(&actor.id)).await?;
-    typed(unseen_api::Users { users })
+    ok(unseen_api::Users { users })
 }
 
 fn optional_reason(raw: Result<Bytes, BytesRejection>) -> Result<Reason, ApiError> {
@@ -769,7 +768,7 @@ async fn disable_user(
         d.disable_user(&actor.id, &user, &reason.reason)
     })
     .await?;
-    typed(unseen_api::UserDisabled {
+    ok(unseen_api::UserDisabled {
         user: id,
         disabled: true,
     })
@@ -785,13 +784,13 @@ async fn rotate_token(
     }
     let user = id.clone();
     let token = blocking(&state, move |d| d.rotate_token(&actor.id, &user)).await?;
-    typed(unseen_api::UserToken { user: id, token })
+    ok(unseen_api::UserToken { user: id, token })
 }
 
 async fn list_datasets(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(ALL, "list datasets")?;
     let datasets = blocking(&state, move |d| d.datasets(&actor.id)).await?;
-    typed(unseen_api::Datasets { datasets })
+    ok(unseen_api::Datasets { datasets })
 }
 
 /// Reads a large body only after the role check, up to `limit`.
@@ -870,7 +869,7 @@ async fn destroy_dataset(
         d.destroy_dataset(&actor.id, &dataset, &reason.reason)
     })
     .await?;
-    typed(unseen_api::DatasetDestroyed {
+    ok(unseen_api::DatasetDestroyed {
         dataset: name,
         destroyed: true,
     })
@@ -914,7 +913,7 @@ async fn set_budget(
         d.set_budget(&actor.id, layer, &target, epsilon)
     })
     .await?;
-    typed(unseen_api::BudgetSet {
+    ok(unseen_api::BudgetSet {
         id,
         epsilon_total: epsilon,
     })
@@ -945,7 +944,7 @@ async fn issue_grant(
 async fn list_grants(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(ALL, "list grants")?;
     let grants = blocking(&state, move |d| d.grants(&actor.id)).await?;
-    typed(unseen_api::Grants { grants })
+    ok(unseen_api::Grants { grants })
 }
 
 async fn show_grant(
@@ -955,7 +954,7 @@ async fn show_grant(
 ) -> ApiResult {
     actor.require(ALL, "read grants")?;
     let grant = blocking(&state, move |d| d.visible_grant(&actor.id, &id)).await?;
-    typed(unseen_api::GrantShown { grant })
+    ok(unseen_api::GrantShown { grant })
 }
 
 async fn revoke_grant(
@@ -971,7 +970,7 @@ async fn revoke_grant(
         d.revoke_grant(&actor.id, &grant, &reason.reason)
     })
     .await?;
-    typed(unseen_api::GrantRevoked {
+    ok(unseen_api::GrantRevoked {
         grant: id,
         revoked: true,
         jobs_stopped: stopped as u64,
@@ -1090,7 +1089,7 @@ pub(crate) fn developer_outcome(o: &JobOutcome) -> unseen_api::DeveloperOutcome 
     };
     unseen_api::DeveloperOutcome {
         job: o.job_id.clone(),
-        status: o.status.as_str().to_string(),
+        status: o.status,
         stopped_by: o.stopped_by.clone(),
         reason: o.reason.clone(),
         epsilon_spent: o.epsilon_spent,
@@ -1162,7 +1161,7 @@ async fn submit_job(
             StatusCode::ACCEPTED,
             Json(unseen_api::JobQueued {
                 job: job_id,
-                status: "queued".into(),
+                status: crate::JobStatus::Queued,
             }),
         )
             .into_response());
@@ -1173,7 +1172,7 @@ async fn submit_job(
     let ran = run.await;
     gone.disarm();
     match ran {
-        Ok(Ok(Ok(Ok(outcome)))) => typed(developer_outcome(&outcome)),
+        Ok(Ok(Ok(Ok(outcome)))) => ok(developer_outcome(&outcome)),
         Ok(Ok(Ok(Err(e)))) => Err(e.into()),
         Ok(Err(())) => Err(stopping()),
         _ => Err(ApiError::new(
@@ -1190,7 +1189,7 @@ async fn list_jobs(
 ) -> ApiResult {
     actor.require(ALL, "list jobs")?;
     let jobs = blocking(&state, move |d| d.jobs(&actor.id, filter.grant.as_deref())).await?;
-    typed(unseen_api::Jobs { jobs })
+    ok(unseen_api::Jobs { jobs })
 }
 
 async fn show_job(
@@ -1200,7 +1199,7 @@ async fn show_job(
 ) -> ApiResult {
     actor.require(ALL, "read jobs")?;
     let job = blocking(&state, move |d| d.job(&actor.id, &id)).await?;
-    typed(unseen_api::JobShown { job })
+    ok(unseen_api::JobShown { job })
 }
 
 async fn cancel_job(
@@ -1216,7 +1215,7 @@ async fn cancel_job(
         d.cancel_job(&actor.id, &job, &reason.reason)
     })
     .await?;
-    typed(unseen_api::JobCancelled {
+    ok(unseen_api::JobCancelled {
         job: id,
         state: state_now,
     })
@@ -1269,7 +1268,7 @@ async fn run_query(
     })
     .await;
     gone.disarm();
-    typed(developer_outcome(&outcome?))
+    ok(developer_outcome(&outcome?))
 }
 
 /// Stops the work of a request that is dropped before it answered: its
@@ -1342,7 +1341,7 @@ async fn run_extract(
     .await?;
     let mut value = developer_outcome(&outcome);
     value.protection = Some(serde_json::to_value(&plan).unwrap_or(Value::Null));
-    typed(value)
+    ok(value)
 }
 
 async fn review_queue(State(state): State<AppState>, actor: Actor) -> ApiResult {
@@ -1441,7 +1440,7 @@ async fn verify_ledger(State(state): State<AppState>, actor: Actor) -> ApiResult
             .map_err(|e| DomainError::Invalid(format!("ledger verification FAILED: {e}")))
     })
     .await?;
-    typed(unseen_api::LedgerVerified {
+    ok(unseen_api::LedgerVerified {
         ok: true,
         entries: report.size,
         root: report.root_hex,
@@ -1459,7 +1458,7 @@ async fn reconcile_ledger(State(state): State<AppState>, actor: Actor) -> ApiRes
 async fn public_key(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(ALL, "read the ledger public key")?;
     let key = blocking(&state, |d| ledger_key(d).map(|(_, k)| k.to_hex())).await?;
-    typed(unseen_api::PublicKey { public_key: key })
+    ok(unseen_api::PublicKey { public_key: key })
 }
 
 /// The current signed checkpoint (C2SP signed note), for anyone who will
@@ -1470,7 +1469,7 @@ async fn public_key(State(state): State<AppState>, actor: Actor) -> ApiResult {
 async fn checkpoint(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(OVERSEERS, "read the ledger checkpoint")?;
     let note = blocking(&state, |d| d.ledger_checkpoint()).await?;
-    typed(unseen_api::Checkpoint { checkpoint: note })
+    ok(unseen_api::Checkpoint { checkpoint: note })
 }
 
 async fn query_ledger(

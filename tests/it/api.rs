@@ -146,7 +146,7 @@ fn answers_read_back_as_the_api_types_and_unknown_fields_are_refused() {
             },
         )
         .unwrap();
-    assert_eq!(queued.status, "queued");
+    assert_eq!(queued.status.as_str(), "queued");
     let outcome: unseen_api::DeveloperOutcome = dev
         .call(
             "/v1/queries",
@@ -159,7 +159,7 @@ fn answers_read_back_as_the_api_types_and_unknown_fields_are_refused() {
             },
         )
         .unwrap();
-    assert_eq!(outcome.status, "finished", "{outcome:?}");
+    assert_eq!(outcome.status.as_str(), "finished", "{outcome:?}");
     assert_eq!(outcome.outputs.len(), 1, "{outcome:?}");
     // A field the API does not know is refused, not ignored: a client that
     // misspells `module` learns it at once.

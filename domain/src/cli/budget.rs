@@ -17,8 +17,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let (layer, id, layer_name) = match (dataset, developer) {
                 (Some(d), _) => (crate::BudgetLayer::Dataset, d, "dataset"),
                 (None, Some(u)) => (crate::BudgetLayer::Developer, u, "developer"),

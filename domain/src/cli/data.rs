@@ -42,8 +42,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let text = read_text(&manifest)?;
             let ingested =
                 runtime.block_on(domain.register_dataset(&actor, &name, &parquet, &text))?;
@@ -60,8 +59,7 @@ pub(super) fn run(
             )
         }
         DatasetCommand::List { actor, json, dir } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let datasets = domain.datasets(&actor)?;
             if json {
                 writeln!(out, "{}", json!({"datasets": datasets}))?;
@@ -98,8 +96,7 @@ pub(super) fn run(
             actor,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let marginals = domain.publish_marginals(runtime.handle(), &actor, &name, epsilon)?;
             write_marginals(out, &serde_json::to_value(&marginals)?, path.as_deref())
         }
@@ -110,8 +107,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             domain.destroy_dataset(&actor, &name, &reason)?;
             say(
                 out,

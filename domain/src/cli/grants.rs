@@ -39,8 +39,7 @@ pub(super) fn run(
             Ok(())
         }
         GrantCommand::List { actor, json, dir } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let grants = domain.grants(&actor)?;
             if json {
                 writeln!(out, "{}", json!({"grants": grants}))?;
@@ -86,8 +85,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let grant = domain.visible_grant(&actor, &id)?;
             let value = serde_json::to_value(&grant)?;
             if json {
@@ -104,8 +102,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let stopped = domain.revoke_grant(&actor, &id, &reason)?;
             say(
                 out,
@@ -131,8 +128,7 @@ fn usage(
     token: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let domain = open(&dir)?;
-    let actor = who(&domain, actor, token)?;
+    let (domain, actor) = open_as(&dir, actor, token)?;
     let usage = domain.grant_usage(&actor, &id)?;
     if json {
         writeln!(out, "{}", serde_json::to_value(&usage)?)?;

@@ -20,8 +20,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let bytes = std::fs::read(&module)
                 .with_context(|| format!("cannot read module {}", module.display()))?;
             let extras = crate::jobs::JobExtras {
@@ -51,8 +50,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let job = domain.job(&actor, &id)?;
             print_job(out, &job, json)
         }
@@ -62,8 +60,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let jobs = domain.jobs(&actor, grant.as_deref())?;
             if json {
                 writeln!(out, "{}", json!({"jobs": jobs}))?;
@@ -97,8 +94,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let state = domain.cancel_job(&actor, &id, &reason)?;
             say(
                 out,
@@ -123,8 +119,7 @@ pub(super) fn logs(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let pruned = domain.prune_job_logs(&actor, older_than_days)?;
             say(
                 out,
@@ -154,8 +149,7 @@ pub(super) fn query(
         json,
         dir,
     } = args;
-    let domain = open(&dir)?;
-    let actor = who(&domain, actor, token)?;
+    let (domain, actor) = open_as(&dir, actor, token)?;
     let handle = runtime.handle().clone();
     let extras = crate::jobs::JobExtras {
         udfs: upload_udfs_local(&domain, &actor, &udfs)?,
@@ -222,8 +216,7 @@ pub(super) fn extract(
         json,
         dir,
     } = args;
-    let domain = open(&dir)?;
-    let actor = who(&domain, actor, token)?;
+    let (domain, actor) = open_as(&dir, actor, token)?;
     let handle = runtime.handle().clone();
     let (outcome, plan) = domain.run_extract(&handle, &actor, &grant, &columns, sample)?;
     let (_, left) = domain.budget_seen_by(&actor, &grant)?;

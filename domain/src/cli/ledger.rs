@@ -54,8 +54,7 @@ pub(super) fn run(
         }
         LedgerCommand::Recover { actor, json, dir } => recover(actor, json, dir, out),
         LedgerCommand::Reconcile { actor, json, dir } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let report = domain.reconcile(&actor)?;
             print_reconciliation(out, &report, json)
         }

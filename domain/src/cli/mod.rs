@@ -1517,13 +1517,13 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             let udfs = upload_udfs_remote(client, udfs)?;
             client.post(
                 "/v1/queries",
-                &serde_json::to_value(unseen_api::QueryRequest {
+                &unseen_api::QueryRequest {
                     grant: grant.clone(),
                     sql: sql.clone(),
                     dry_run: *dry_run,
                     udf_modules: udfs,
                     inputs: inputs.clone(),
-                })?,
+                },
             )
         }
         Command::Extract(ExtractArgs {
@@ -1533,11 +1533,11 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
             ..
         }) => client.post(
             "/v1/extracts",
-            &serde_json::to_value(unseen_api::ExtractRequest {
+            &unseen_api::ExtractRequest {
                 grant: grant.clone(),
                 columns: columns.clone(),
                 sample: *sample,
-            })?,
+            },
         ),
         Command::Job(JobCommand::Submit {
             grant,
@@ -1552,7 +1552,7 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
                 .with_context(|| format!("cannot read module {}", module.display()))?;
             let udfs = upload_udfs_remote(client, udfs)?;
             let module = client.upload_module(&bytes, "job")?.module;
-            client.post_body(
+            client.post(
                 "/v1/jobs",
                 &unseen_api::JobRequest {
                     grant: grant.clone(),
@@ -1571,9 +1571,9 @@ fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write
         }),
         Command::Job(JobCommand::Cancel { id, reason, .. }) => client.post(
             &format!("/v1/jobs/{}/cancel", s(id)),
-            &serde_json::to_value(unseen_api::Reason {
+            &unseen_api::Reason {
                 reason: reason.clone(),
-            })?,
+            },
         ),
         other => return remote_admin(other, client, out),
     };
@@ -1601,19 +1601,19 @@ fn remote_admin(
             let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
             client.post(
                 "/v1/datasets",
-                &serde_json::to_value(unseen_api::NewDataset {
+                &unseen_api::NewDataset {
                     name: name.clone(),
                     manifest: read_text(manifest)?,
                     parquet_base64: encoded,
-                })?,
+                },
             )
         }
         Command::Dataset(DatasetCommand::List { .. }) => client.get("/v1/datasets"),
         Command::Dataset(DatasetCommand::Destroy { name, reason, .. }) => client.post(
             &format!("/v1/datasets/{}/destroy", s(name)),
-            &serde_json::to_value(unseen_api::Reason {
+            &unseen_api::Reason {
                 reason: reason.clone(),
-            })?,
+            },
         ),
         Command::Dataset(DatasetCommand::Marginals {
             name,
@@ -1623,7 +1623,7 @@ fn remote_admin(
         }) => {
             let published = client.post(
                 &format!("/v1/datasets/{}/marginals", s(name)),
-                &serde_json::to_value(unseen_api::MarginalsRequest { epsilon: *epsilon })?,
+                &unseen_api::MarginalsRequest { epsilon: *epsilon },
             )?;
             write_marginals(out, &published["marginals"], path.as_deref())?;
             return Ok(true);
@@ -1636,19 +1636,19 @@ fn remote_admin(
             ..
         }) => client.post(
             "/v1/users",
-            &serde_json::to_value(unseen_api::NewUser {
+            &unseen_api::NewUser {
                 id: id.clone(),
                 name: name.clone(),
                 role: role.clone(),
                 org: org.clone(),
-            })?,
+            },
         ),
         Command::User(UserCommand::List { .. }) => client.get("/v1/users"),
         Command::User(UserCommand::Disable { id, reason, .. }) => client.post(
             &format!("/v1/users/{}/disable", s(id)),
-            &serde_json::to_value(unseen_api::Reason {
+            &unseen_api::Reason {
                 reason: reason.clone(),
-            })?,
+            },
         ),
         Command::User(UserCommand::Token { id, .. }) => {
             client.post(&format!("/v1/users/{}/token", s(id)), &json!({}))
@@ -1662,9 +1662,9 @@ fn remote_admin(
         }
         Command::Grant(GrantCommand::Revoke { id, reason, .. }) => client.post(
             &format!("/v1/grants/{}/revoke", s(id)),
-            &serde_json::to_value(unseen_api::Reason {
+            &unseen_api::Reason {
                 reason: reason.clone(),
-            })?,
+            },
         ),
         Command::Grant(GrantCommand::Usage { id, .. }) => {
             client.get(&format!("/v1/grants/{}/usage", s(id)))
@@ -1679,11 +1679,11 @@ fn remote_admin(
             ..
         }) => client.post(
             "/v1/budgets",
-            &serde_json::to_value(unseen_api::BudgetRequest {
+            &unseen_api::BudgetRequest {
                 dataset: dataset.clone(),
                 developer: developer.clone(),
                 epsilon: *epsilon,
-            })?,
+            },
         ),
         other => return remote_review_and_ledger(other, client, out),
     };
@@ -1706,15 +1706,15 @@ fn remote_review_and_ledger(
         }
         Command::Review(ReviewCommand::Approve { output, reason, .. }) => client.post(
             &format!("/v1/outputs/{}/approve", s(output)),
-            &serde_json::to_value(unseen_api::Reason {
+            &unseen_api::Reason {
                 reason: reason.clone(),
-            })?,
+            },
         ),
         Command::Review(ReviewCommand::Reject { output, reason, .. }) => client.post(
             &format!("/v1/outputs/{}/reject", s(output)),
-            &serde_json::to_value(unseen_api::Reason {
+            &unseen_api::Reason {
                 reason: reason.clone(),
-            })?,
+            },
         ),
         Command::Release(ReleaseCommand::Download {
             id,
@@ -1815,6 +1815,17 @@ fn open(dir: &DataDir) -> Result<Arc<Domain>> {
         );
     }
     open_or_create(dir)
+}
+
+/// Opens an existing data directory and says who is acting (see [`who`]).
+fn open_as(
+    dir: &DataDir,
+    actor: Option<String>,
+    token: Option<&str>,
+) -> Result<(Arc<Domain>, String)> {
+    let domain = open(dir)?;
+    let actor = who(&domain, actor, token)?;
+    Ok((domain, actor))
 }
 
 /// Opens a data directory, creating it when it does not exist.

@@ -15,8 +15,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             domain.require(&actor, Role::Reviewer, "read quarantined outputs")?;
             let (name, status, table) = domain.output(&output)?;
             let (kind, disclosure) = domain.output_details(&output)?;
@@ -67,8 +66,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let release = domain.review(&actor, &output, true, &reason)?;
             if json {
                 let status = if release.is_some() {
@@ -108,8 +106,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             domain.review(&actor, &output, false, &reason)?;
             say(
                 out,
@@ -129,8 +126,7 @@ fn queue(
     token: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let domain = open(&dir)?;
-    let actor = who(&domain, actor, token)?;
+    let (domain, actor) = open_as(&dir, actor, token)?;
     let queue = domain.review_queue(&actor)?;
     if json {
         writeln!(out, "{}", json!({"outputs": queue}))?;
@@ -299,8 +295,7 @@ pub(super) fn release(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let mut destination = prepare_download(path.as_deref(), force)?;
             let file =
                 domain.download_release_into(&actor, &id, |text| match destination.take() {

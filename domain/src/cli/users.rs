@@ -40,8 +40,7 @@ pub(super) fn run(
             Ok(())
         }
         UserCommand::List { actor, json, dir } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let users = domain.users(&actor)?;
             if json {
                 writeln!(out, "{}", json!({"users": users}))?;
@@ -70,8 +69,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             domain.disable_user(&actor, &id, &reason)?;
             say(
                 out,
@@ -86,8 +84,7 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open(&dir)?;
-            let actor = who(&domain, actor, token)?;
+            let (domain, actor) = open_as(&dir, actor, token)?;
             let token = domain.rotate_token(&actor, &id)?;
             if json {
                 writeln!(out, "{}", json!({"user": id, "token": token}))?;
