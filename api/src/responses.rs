@@ -87,6 +87,8 @@ pub struct Marginals {
 /// `POST /v1/budgets`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BudgetSet {
+    /// `dataset` or `developer`.
+    pub layer: String,
     /// The dataset or developer whose layer was set.
     pub id: String,
     pub epsilon_total: f64,
@@ -128,16 +130,14 @@ pub struct GrantBudget {
     pub epsilon_left: f64,
     pub delta_spent: f64,
     pub delta_total: f64,
-    /// The dataset and developer layers above the grant.
-    #[schema(value_type = Vec<Object>)]
-    pub layers: Vec<Value>,
+    /// The grant, dataset and developer layers.
+    pub layers: Vec<crate::BudgetStatus>,
 }
 
 /// `GET /v1/grants/{id}/usage`: runs, downloads and metering.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
-    #[schema(value_type = Object)]
-    pub usage: Value,
+    pub usage: crate::GrantUsage,
 }
 
 /// `POST /v1/modules`: the module's id (its SHA-256), to name it in
@@ -253,6 +253,10 @@ pub struct ReviewDecision {
     /// The signed release document.
     #[schema(value_type = Option<Object>)]
     pub document: Option<Value>,
+    /// Where the signed release was written, when the review ran on the
+    /// data directory's own host (never sent by a server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// `GET /v1/ledger/verify`.

@@ -294,3 +294,58 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shown_end_ms: Option<i64>,
 }
+
+/// Spent and total epsilon of one budget layer above a grant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BudgetStatus {
+    /// `grant`, `dataset` or `developer`.
+    pub layer: String,
+    pub id: String,
+    pub spent: f64,
+    /// `None` when the layer has no limit.
+    pub total: Option<f64>,
+}
+
+/// How a grant is used: runs, downloads and metering. What guests chose
+/// to compute (queries, fuel, rows, run time, outputs) is shown to admins,
+/// auditors and reviewers only (`None` for a developer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GrantUsage {
+    pub grant: String,
+    pub runs: u32,
+    pub max_runs: Option<u32>,
+    pub jobs_by_status: std::collections::BTreeMap<String, u64>,
+    pub queries: Option<i64>,
+    pub fuel_used: Option<i64>,
+    pub rows_read: Option<i64>,
+    pub run_ms: Option<i64>,
+    /// Open-column queries ever run, and within the current window
+    /// against the grant's limit.
+    pub open_queries: u64,
+    pub open_queries_in_window: u64,
+    pub max_open_queries: Option<u32>,
+    pub open_query_window: u32,
+    pub epsilon_spent: f64,
+    pub outputs: Option<i64>,
+    pub releases: i64,
+    pub downloads: u32,
+    pub max_downloads: Option<u32>,
+}
+
+/// A query's verdict, cost and expected accuracy without reading data or
+/// spending (`dry_run`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DryRun {
+    pub admitted: bool,
+    pub reason: Option<String>,
+    pub rule: Option<String>,
+    /// Epsilon the query would cost (0 when open or cached).
+    pub epsilon: f64,
+    pub confidence: f64,
+    /// Half-width of each noisy component's interval at `confidence`.
+    pub accuracy: Vec<(String, f64)>,
+    /// True when an identical release exists and a run would return it free.
+    pub cached: bool,
+    pub epsilon_spent: f64,
+    pub epsilon_left: f64,
+}

@@ -13,7 +13,7 @@ use unseen_sandbox::{JobHost, LogLevel};
 
 use crate::data::{self, OpenDataset};
 use crate::util::sha256_hex;
-use crate::{Domain, DomainError, Grant};
+use crate::{Domain, DomainError, DryRun, Grant};
 
 /// Largest open extract a query may return, in rows.
 const MAX_OPEN_ROWS: usize = 100_000;
@@ -366,7 +366,7 @@ impl Host {
                         let status = self
                             .domain
                             .budget_layers_seen_by(&self.submitter, &self.grant.id)?;
-                        let short = status.iter().find(|s| s.layer == layer && s.id == short);
+                        let short = status.iter().find(|s| s.layer == *layer && s.id == short);
                         let (id, spent, total) = short.map_or((String::new(), 0.0, None), |s| {
                             (s.id.clone(), s.spent, s.total)
                         });
@@ -492,23 +492,6 @@ impl Host {
         }))?;
         Ok(dry)
     }
-}
-
-/// The verdict of a dry run.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct DryRun {
-    pub admitted: bool,
-    pub reason: Option<String>,
-    pub rule: Option<String>,
-    /// Epsilon the query would cost (0 when open or cached).
-    pub epsilon: f64,
-    pub confidence: f64,
-    /// Half-width of each noisy component's interval at `confidence`.
-    pub accuracy: Vec<(String, f64)>,
-    /// True when an identical release exists and a run would return it free.
-    pub cached: bool,
-    pub epsilon_spent: f64,
-    pub epsilon_left: f64,
 }
 
 impl JobHost for Host {

@@ -38,7 +38,9 @@ pub use unseen_api::{JobStatus, JobView, OutcomeReview, RunEnding};
 
 use crate::records::Change;
 use crate::util::{new_id, now_rfc3339};
-use crate::{Domain, DomainError, Grant, JobBody, JobOutcome, Role, access, host, lock};
+use crate::{
+    Domain, DomainError, Grant, GrantUsage, JobBody, JobOutcome, Role, access, host, lock,
+};
 
 /// What a job may use besides its grant's datasets.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -296,33 +298,6 @@ impl Ending {
             guest_ran,
         }
     }
-}
-
-/// Use of one grant, for pricing by calls and volume. What a job's guest
-/// chose (its queries, fuel, rows read, run time, and the outputs it
-/// emitted) is for admins, auditors and reviewers; a designated developer
-/// sees runs, statuses, spend, releases and downloads.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct GrantUsage {
-    pub grant: String,
-    pub runs: u32,
-    pub max_runs: Option<u32>,
-    pub jobs_by_status: BTreeMap<String, u64>,
-    pub queries: Option<i64>,
-    pub fuel_used: Option<i64>,
-    pub rows_read: Option<i64>,
-    pub run_ms: Option<i64>,
-    /// Open-column queries ever run, and within the current window
-    /// against the grant's limit.
-    pub open_queries: u64,
-    pub open_queries_in_window: u64,
-    pub max_open_queries: Option<u32>,
-    pub open_query_window: u32,
-    pub epsilon_spent: f64,
-    pub outputs: Option<i64>,
-    pub releases: i64,
-    pub downloads: u32,
-    pub max_downloads: Option<u32>,
 }
 
 /// A job that started (its host and log), or the outcome of one that

@@ -180,7 +180,8 @@ pub fn check_role(
 pub const MAX_OPEN_QUERY_WINDOW: u32 = 31 * 86_400;
 
 pub use unseen_api::{
-    DEFAULT_MAX_OPEN_QUERIES, DEFAULT_OPEN_QUERY_WINDOW, Grant, GrantRequest, Role,
+    BudgetStatus, DEFAULT_MAX_OPEN_QUERIES, DEFAULT_OPEN_QUERY_WINDOW, DryRun, Grant, GrantRequest,
+    GrantUsage, Role,
 };
 
 /// The largest per-row instruction cap a grant may set: the host's own
@@ -245,15 +246,6 @@ impl JobOutcome {
 pub enum BudgetLayer {
     Dataset,
     Developer,
-}
-
-/// Spent and total epsilon of one budget layer (`total: None` is unlimited).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct BudgetStatus {
-    pub layer: &'static str,
-    pub id: String,
-    pub spent: f64,
-    pub total: Option<f64>,
 }
 
 /// Marks a release cache row holding a [`unseen_policy::Measured`] (JSON).
@@ -413,7 +405,6 @@ enum JobBody<'a> {
     Extract(&'a str),
 }
 
-pub use host::DryRun;
 pub use jobs::{JobStatus, RunEnding};
 
 /// An output being decided, released when dropped. Only one process holds
@@ -1606,7 +1597,7 @@ impl Domain {
         if self.role_of(actor)? == Role::Developer {
             let unshown = self.unshown_spends()?;
             for layer in &mut layers {
-                let hidden = match layer.layer {
+                let hidden = match layer.layer.as_str() {
                     "grant" => unshown.grant(&layer.id).0,
                     "dataset" => unshown.datasets.get(&layer.id).copied().unwrap_or(0.0),
                     _ => unshown.developers.get(&layer.id).copied().unwrap_or(0.0),
@@ -1633,7 +1624,7 @@ impl Domain {
         let g = self.grant(grant_id)?;
         let db = lock(&self.db);
         let mut layers = vec![BudgetStatus {
-            layer: "grant",
+            layer: "grant".into(),
             id: g.id.clone(),
             spent: g.epsilon_spent,
             total: Some(g.epsilon_total),
@@ -1645,7 +1636,7 @@ impl Domain {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             layers.push(BudgetStatus {
-                layer: "dataset",
+                layer: "dataset".into(),
                 id: dataset.to_string(),
                 spent,
                 total,
@@ -1657,7 +1648,7 @@ impl Domain {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         layers.push(BudgetStatus {
-            layer: "developer",
+            layer: "developer".into(),
             id: g.developer.clone(),
             spent,
             total,
@@ -2364,6 +2355,64 @@ pub fn table_json(table: &udf_sdk::Table) -> serde_json::Value {
         })
         .collect();
     json!({"rows": table.rows(), "columns": columns})
+}
+
+/// Reads back what [`table_json`] wrote (for a client printing a table it
+/// received): strings are text, objects estimates, whole numbers ints, any
+/// other number makes the column floats.
+pub fn table_from_json(value: &serde_json::Value) -> Result<udf_sdk::Table, String> {
+    use udf_sdk::{Column, ColumnValues, Estimate};
+    let columns = value["columns"]
+        .as_array()
+        .ok_or("a table needs a `columns` array")?;
+    let mut table = udf_sdk::Table::default();
+    for column in columns {
+        let name = column["name"]
+            .as_str()
+            .ok_or("a column needs a `name`")?
+            .to_string();
+        let cells = column["values"]
+            .as_array()
+            .ok_or_else(|| format!("column `{name}` needs a `values` array"))?;
+        let malformed = || format!("column `{name}` mixes kinds of values");
+        let values = if cells.iter().all(|c| c.is_string()) && !cells.is_empty() {
+            ColumnValues::Text(
+                cells
+                    .iter()
+                    .map(|c| c.as_str().unwrap_or_default().to_string())
+                    .collect(),
+            )
+        } else if cells.iter().all(serde_json::Value::is_object) && !cells.is_empty() {
+            let number = |c: &serde_json::Value, key: &str| c[key].as_f64().ok_or_else(malformed);
+            ColumnValues::Estimate(
+                cells
+                    .iter()
+                    .map(|c| {
+                        Ok(Estimate {
+                            value: number(c, "value")?,
+                            lower: number(c, "lower")?,
+                            upper: number(c, "upper")?,
+                        })
+                    })
+                    .collect::<Result<_, String>>()?,
+            )
+        } else if cells.iter().all(|c| c.is_i64()) {
+            ColumnValues::Int(cells.iter().filter_map(serde_json::Value::as_i64).collect())
+        } else {
+            ColumnValues::Float(
+                cells
+                    .iter()
+                    // A non-finite float was written as null.
+                    .map(|c| match c {
+                        serde_json::Value::Null => Ok(f64::NAN),
+                        c => c.as_f64().ok_or_else(malformed),
+                    })
+                    .collect::<Result<_, String>>()?,
+            )
+        };
+        table.columns.push(Column { name, values });
+    }
+    Ok(table)
 }
 
 /// How an output differs from an earlier release of the same name.

@@ -8,6 +8,7 @@
 
 pub use unseen_core::*;
 
+pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod client;

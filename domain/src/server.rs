@@ -23,6 +23,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use crate::backend::{Backend, Local};
 use crate::jobs::JobExtras;
 use crate::{Domain, DomainError, GrantRequest, JobOutcome, Role};
 use unseen_api::openapi::Operation;
@@ -126,6 +127,25 @@ impl ApiError {
     fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
+
+    fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error while serving the request; nothing was released. The ledger records what was done; report this",
+        )
+    }
+
+    /// A [`Backend`] error: the core's own errors keep their status;
+    /// anything else is the service's fault, logged and not detailed.
+    fn from_backend(error: anyhow::Error) -> Self {
+        match error.downcast::<DomainError>() {
+            Ok(e) => e.into(),
+            Err(e) => {
+                tracing::error!(error = %e, "a request failed inside the service");
+                ApiError::internal()
+            }
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -224,13 +244,27 @@ where
     let domain = Arc::clone(&state.domain);
     tokio::task::spawn_blocking(move || f(&domain))
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error while serving the request; nothing was released. The ledger records what was done; report this",
-            )
-        })?
+        .map_err(|_| ApiError::internal())?
         .map_err(ApiError::from)
+}
+
+/// Runs one of the service's operations as `actor`, through the same
+/// [`Local`] backend the command line uses on a data directory: what the
+/// API answers and what `unseen` prints locally are built once.
+async fn as_user<T, F>(state: &AppState, actor: Actor, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Local) -> anyhow::Result<T> + Send + 'static,
+{
+    let local = Local::new(
+        Arc::clone(&state.domain),
+        Ok(actor.id),
+        tokio::runtime::Handle::current(),
+    );
+    tokio::task::spawn_blocking(move || f(&local))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(ApiError::from_backend)
 }
 
 /// Parses a JSON body after the role check, with a clear message.
@@ -726,26 +760,13 @@ async fn add_user(
 ) -> ApiResult {
     actor.require(ADMIN, "add users")?;
     let user: NewUser = body(raw)?;
-    let role = Role::parse(&user.role).map_err(DomainError::Invalid)?;
-    let token = blocking(&state, move |d| {
-        d.add_user(Some(&actor.id), &user.id, &user.name, role, &user.org)
-            .map(|t| (user.id, t))
-    })
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(unseen_api::UserToken {
-            user: token.0,
-            token: token.1,
-        }),
-    )
-        .into_response())
+    let added = as_user(&state, actor, move |b| b.add_user(&user)).await?;
+    Ok((StatusCode::CREATED, Json(added)).into_response())
 }
 
 async fn list_users(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(OVERSIGHT, "list users")?;
-    let users = blocking(&state, move |d| d.users(&actor.id)).await?;
-    ok(unseen_api::Users { users })
+    ok(as_user(&state, actor, |b| b.users()).await?)
 }
 
 fn optional_reason(raw: Result<Bytes, BytesRejection>) -> Result<Reason, ApiError> {
@@ -763,15 +784,7 @@ async fn disable_user(
 ) -> ApiResult {
     actor.require(ADMIN, "disable users")?;
     let reason = optional_reason(raw)?;
-    let user = id.clone();
-    blocking(&state, move |d| {
-        d.disable_user(&actor.id, &user, &reason.reason)
-    })
-    .await?;
-    ok(unseen_api::UserDisabled {
-        user: id,
-        disabled: true,
-    })
+    ok(as_user(&state, actor, move |b| b.disable_user(&id, &reason.reason)).await?)
 }
 
 async fn rotate_token(
@@ -782,15 +795,12 @@ async fn rotate_token(
     if actor.id != id {
         actor.require(ADMIN, "rotate other users' tokens")?;
     }
-    let user = id.clone();
-    let token = blocking(&state, move |d| d.rotate_token(&actor.id, &user)).await?;
-    ok(unseen_api::UserToken { user: id, token })
+    ok(as_user(&state, actor, move |b| b.rotate_token(&id)).await?)
 }
 
 async fn list_datasets(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(ALL, "list datasets")?;
-    let datasets = blocking(&state, move |d| d.datasets(&actor.id)).await?;
-    ok(unseen_api::Datasets { datasets })
+    ok(as_user(&state, actor, |b| b.datasets()).await?)
 }
 
 /// Reads a large body only after the role check, up to `limit`.
@@ -864,15 +874,10 @@ async fn destroy_dataset(
 ) -> ApiResult {
     actor.require(ADMIN, "destroy datasets")?;
     let reason: Reason = body(raw)?;
-    let dataset = name.clone();
-    blocking(&state, move |d| {
-        d.destroy_dataset(&actor.id, &dataset, &reason.reason)
+    ok(as_user(&state, actor, move |b| {
+        b.destroy_dataset(&name, &reason.reason)
     })
-    .await?;
-    ok(unseen_api::DatasetDestroyed {
-        dataset: name,
-        destroyed: true,
-    })
+    .await?)
 }
 
 async fn publish_marginals(
@@ -883,12 +888,10 @@ async fn publish_marginals(
 ) -> ApiResult {
     actor.require(ADMIN, "publish dataset marginals")?;
     let request: MarginalsRequest = body(raw)?;
-    let runtime = tokio::runtime::Handle::current();
-    let marginals = blocking(&state, move |d| {
-        d.publish_marginals(&runtime, &actor.id, &name, request.epsilon)
+    ok(as_user(&state, actor, move |b| {
+        b.publish_marginals(&name, request.epsilon)
     })
-    .await?;
-    ok(json!({"marginals": marginals}))
+    .await?)
 }
 
 async fn set_budget(
@@ -898,25 +901,7 @@ async fn set_budget(
 ) -> ApiResult {
     actor.require(ADMIN, "set budgets")?;
     let request: BudgetRequest = body(raw)?;
-    let (layer, id) = match (request.dataset, request.developer) {
-        (Some(d), None) => (crate::BudgetLayer::Dataset, d),
-        (None, Some(u)) => (crate::BudgetLayer::Developer, u),
-        _ => {
-            return Err(ApiError::bad_request(
-                "name exactly one of `dataset` or `developer`",
-            ));
-        }
-    };
-    let epsilon = request.epsilon;
-    let target = id.clone();
-    blocking(&state, move |d| {
-        d.set_budget(&actor.id, layer, &target, epsilon)
-    })
-    .await?;
-    ok(unseen_api::BudgetSet {
-        id,
-        epsilon_total: epsilon,
-    })
+    ok(as_user(&state, actor, move |b| b.set_budget(&request)).await?)
 }
 
 async fn issue_grant(
@@ -926,25 +911,13 @@ async fn issue_grant(
 ) -> ApiResult {
     actor.require(ADMIN, "issue grants")?;
     let request: GrantRequest = body(raw)?;
-    let grant = blocking(&state, move |d| {
-        let id = d.issue_grant(&actor.id, &request)?;
-        d.grant(&id)
-    })
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(unseen_api::GrantIssued {
-            grant: grant.id.clone(),
-            details: grant,
-        }),
-    )
-        .into_response())
+    let issued = as_user(&state, actor, move |b| b.issue_grant(&request)).await?;
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
 
 async fn list_grants(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(ALL, "list grants")?;
-    let grants = blocking(&state, move |d| d.grants(&actor.id)).await?;
-    ok(unseen_api::Grants { grants })
+    ok(as_user(&state, actor, |b| b.grants()).await?)
 }
 
 async fn show_grant(
@@ -953,8 +926,7 @@ async fn show_grant(
     Path(id): Path<String>,
 ) -> ApiResult {
     actor.require(ALL, "read grants")?;
-    let grant = blocking(&state, move |d| d.visible_grant(&actor.id, &id)).await?;
-    ok(unseen_api::GrantShown { grant })
+    ok(as_user(&state, actor, move |b| b.grant(&id)).await?)
 }
 
 async fn revoke_grant(
@@ -965,16 +937,7 @@ async fn revoke_grant(
 ) -> ApiResult {
     actor.require(ADMIN, "revoke grants")?;
     let reason: Reason = body(raw)?;
-    let grant = id.clone();
-    let stopped = blocking(&state, move |d| {
-        d.revoke_grant(&actor.id, &grant, &reason.reason)
-    })
-    .await?;
-    ok(unseen_api::GrantRevoked {
-        grant: id,
-        revoked: true,
-        jobs_stopped: stopped as u64,
-    })
+    ok(as_user(&state, actor, move |b| b.revoke_grant(&id, &reason.reason)).await?)
 }
 
 async fn grant_budget(
@@ -983,17 +946,7 @@ async fn grant_budget(
     Path(id): Path<String>,
 ) -> ApiResult {
     actor.require(ALL, "read budgets")?;
-    let (grant, layers) = blocking(&state, move |d| {
-        let grant = d.visible_grant(&actor.id, &id)?;
-        let layers = d.budget_layers_seen_by(&actor.id, &grant.id)?;
-        Ok((grant, layers))
-    })
-    .await?;
-    ok(json!({
-        "grant": grant.id, "epsilon_spent": grant.epsilon_spent,
-        "epsilon_left": (grant.epsilon_total - grant.epsilon_spent).max(0.0),
-        "delta_spent": grant.delta_spent, "delta_total": grant.delta_total, "layers": layers,
-    }))
+    ok(as_user(&state, actor, move |b| b.grant_budget(&id)).await?)
 }
 
 async fn grant_usage(
@@ -1005,8 +958,7 @@ async fn grant_usage(
         &[Role::Admin, Role::Auditor, Role::Reviewer, Role::Developer],
         "read grant usage",
     )?;
-    let usage = blocking(&state, move |d| d.grant_usage(&actor.id, &id)).await?;
-    ok(json!({"usage": usage}))
+    ok(as_user(&state, actor, move |b| b.grant_usage(&id)).await?)
 }
 
 async fn upload_module(
@@ -1060,44 +1012,6 @@ pub(crate) fn outcome_json(o: &JobOutcome) -> Value {
         "refusals": o.refusals, "logs": o.logs, "epsilon_spent": o.epsilon_spent,
         "fuel_used": o.fuel_used,
     })
-}
-
-/// What a developer is told in place of what their guest computed.
-pub const WITHHELD: &str = "how the guest ended (exit code, error), its logs, refusals, metering and outputs are in the job's outcome output, which a reviewer decides; `job status` shows them once it is approved";
-
-/// An outcome as its developer sees it, over the service and locally: the
-/// status the service decided (`finished`, `stopped` by a named cause, or
-/// `refused`), the host's reason and the spend. What a guest computed
-/// beyond that — its exit code and message, logs, refusals, fuel, and how
-/// many outputs it emitted — could carry released values past review, so
-/// it goes to review as the job's outcome output (see `jobs::JobView`).
-/// SQL jobs and extracts have no guest: their one output id is shown.
-pub(crate) fn developer_outcome(o: &JobOutcome) -> unseen_api::DeveloperOutcome {
-    let (outputs, outcome, withheld) = if o.guest {
-        (
-            Vec::new(),
-            o.outcome_output
-                .as_ref()
-                .map(|id| unseen_api::QuarantinedOutcome {
-                    output: id.clone(),
-                    review: "quarantined".into(),
-                }),
-            o.outcome_output.as_ref().map(|_| WITHHELD.to_string()),
-        )
-    } else {
-        (o.outputs.clone(), None, None)
-    };
-    unseen_api::DeveloperOutcome {
-        job: o.job_id.clone(),
-        status: o.status,
-        stopped_by: o.stopped_by.clone(),
-        reason: o.reason.clone(),
-        epsilon_spent: o.epsilon_spent,
-        outputs,
-        outcome,
-        withheld,
-        protection: None,
-    }
 }
 
 async fn submit_job(
@@ -1172,7 +1086,7 @@ async fn submit_job(
     let ran = run.await;
     gone.disarm();
     match ran {
-        Ok(Ok(Ok(Ok(outcome)))) => ok(developer_outcome(&outcome)),
+        Ok(Ok(Ok(Ok(outcome)))) => ok(crate::backend::developer_outcome(&outcome)),
         Ok(Ok(Ok(Err(e)))) => Err(e.into()),
         Ok(Err(())) => Err(stopping()),
         _ => Err(ApiError::new(
@@ -1188,8 +1102,7 @@ async fn list_jobs(
     Query(filter): Query<JobFilter>,
 ) -> ApiResult {
     actor.require(ALL, "list jobs")?;
-    let jobs = blocking(&state, move |d| d.jobs(&actor.id, filter.grant.as_deref())).await?;
-    ok(unseen_api::Jobs { jobs })
+    ok(as_user(&state, actor, move |b| b.jobs(filter.grant.as_deref())).await?)
 }
 
 async fn show_job(
@@ -1198,8 +1111,7 @@ async fn show_job(
     Path(id): Path<String>,
 ) -> ApiResult {
     actor.require(ALL, "read jobs")?;
-    let job = blocking(&state, move |d| d.job(&actor.id, &id)).await?;
-    ok(unseen_api::JobShown { job })
+    ok(as_user(&state, actor, move |b| b.job(&id)).await?)
 }
 
 async fn cancel_job(
@@ -1210,15 +1122,7 @@ async fn cancel_job(
 ) -> ApiResult {
     actor.require(&[Role::Admin, Role::Developer], "cancel jobs")?;
     let reason = optional_reason(raw)?;
-    let job = id.clone();
-    let state_now = blocking(&state, move |d| {
-        d.cancel_job(&actor.id, &job, &reason.reason)
-    })
-    .await?;
-    ok(unseen_api::JobCancelled {
-        job: id,
-        state: state_now,
-    })
+    ok(as_user(&state, actor, move |b| b.cancel_job(&id, &reason.reason)).await?)
 }
 
 /// The UDF modules and earlier releases a query or job may use.
@@ -1242,17 +1146,7 @@ async fn run_query(
     let _place = QueuePlace::take(&state.waiting)?;
     let _permit = state.jobs.acquire().await.map_err(|_| stopping())?;
     if request.dry_run {
-        let verdict = blocking(&state, move |d| {
-            d.dry_run(
-                &runtime,
-                &actor.id,
-                &request.grant,
-                &request.sql,
-                &extras(&request.udf_modules, &request.inputs),
-            )
-        })
-        .await?;
-        return ok(serde_json::to_value(&verdict).unwrap_or(Value::Null));
+        return ok(as_user(&state, actor, move |b| b.dry_run(&request)).await?);
     }
     let cancel = unseen_sandbox::Cancel::new();
     let mut gone = ClientGone::query(&cancel);
@@ -1268,7 +1162,7 @@ async fn run_query(
     })
     .await;
     gone.disarm();
-    ok(developer_outcome(&outcome?))
+    ok(crate::backend::developer_outcome(&outcome?))
 }
 
 /// Stops the work of a request that is dropped before it answered: its
@@ -1326,28 +1220,14 @@ async fn run_extract(
 ) -> ApiResult {
     actor.require(DEVELOPER, "run extracts")?;
     let request: ExtractRequest = body(raw)?;
-    let runtime = tokio::runtime::Handle::current();
     let _place = QueuePlace::take(&state.waiting)?;
     let _permit = state.jobs.acquire().await.map_err(|_| stopping())?;
-    let (outcome, plan) = blocking(&state, move |d| {
-        d.run_extract(
-            &runtime,
-            &actor.id,
-            &request.grant,
-            &request.columns,
-            request.sample,
-        )
-    })
-    .await?;
-    let mut value = developer_outcome(&outcome);
-    value.protection = Some(serde_json::to_value(&plan).unwrap_or(Value::Null));
-    ok(value)
+    ok(as_user(&state, actor, move |b| b.extract(&request)).await?)
 }
 
 async fn review_queue(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(REVIEWER, "read the review queue")?;
-    let queue = blocking(&state, move |d| d.review_queue(&actor.id)).await?;
-    ok(json!({"outputs": queue}))
+    ok(as_user(&state, actor, |b| b.review_queue()).await?)
 }
 
 async fn show_output(
@@ -1356,21 +1236,7 @@ async fn show_output(
     Path(id): Path<String>,
 ) -> ApiResult {
     actor.require(REVIEWER, "read quarantined outputs")?;
-    let (name, status, table, findings, (kind, disclosure)) = blocking(&state, move |d| {
-        let (name, status, table) = d.output(&id)?;
-        Ok((
-            name,
-            status,
-            table,
-            d.findings(&id)?,
-            d.output_details(&id)?,
-        ))
-    })
-    .await?;
-    ok(json!({
-        "name": name, "kind": kind, "status": status, "table": crate::table_json(&table),
-        "findings": findings, "disclosure": disclosure,
-    }))
+    ok(as_user(&state, actor, move |b| b.output(&id)).await?)
 }
 
 async fn decide(
@@ -1382,21 +1248,14 @@ async fn decide(
 ) -> ApiResult {
     actor.require(REVIEWER, "review outputs")?;
     let reason: Reason = body(raw)?;
-    let output = id.clone();
-    let release = blocking(&state, move |d| {
-        d.review(&actor.id, &output, approve, &reason.reason)
+    let mut decision = as_user(&state, actor, move |b| {
+        b.review(&id, approve, &reason.reason)
     })
     .await?;
-    let status = match (&release, approve) {
-        (Some(_), _) => "approved",
-        (None, true) => "awaiting a second approval",
-        (None, false) => "rejected",
-    };
-    ok(json!({
-        "output": id, "status": status,
-        "release": release.as_ref().map(|r| r.id.clone()),
-        "document": release.map(|r| r.document),
-    }))
+    // Where the release file lies on the server's disk is not the
+    // reviewer's business.
+    decision.path = None;
+    ok(decision)
 }
 
 async fn approve_output(
@@ -1451,8 +1310,7 @@ async fn verify_ledger(State(state): State<AppState>, actor: Actor) -> ApiResult
 /// empty when they agree.
 async fn reconcile_ledger(State(state): State<AppState>, actor: Actor) -> ApiResult {
     actor.require(OVERSIGHT, "reconcile the store with the ledger")?;
-    let report = blocking(&state, move |d| d.reconcile(&actor.id)).await?;
-    ok(json!(report))
+    ok(as_user(&state, actor, |b| b.reconcile()).await?)
 }
 
 async fn public_key(State(state): State<AppState>, actor: Actor) -> ApiResult {
@@ -1487,7 +1345,7 @@ async fn query_ledger(
         crate::cli::batches_json(&batches).map_err(|e| DomainError::Invalid(e.to_string()))
     })
     .await?;
-    ok(json!({"rows": rows}))
+    ok(unseen_api::LedgerRows { rows })
 }
 
 async fn disclosure(State(state): State<AppState>, actor: Actor) -> ApiResult {

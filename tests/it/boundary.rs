@@ -290,9 +290,12 @@ fn a_developer_sees_nothing_of_a_quarantined_output_in_any_mode() {
     // Over the service: the CLI with --server, and every route directly.
     let server = TestServer::start(&data, 2);
     let token = crate::support::rotate(&server.domain, "dev");
+    // Each command as text and as JSON; the JSON is returned.
     let remote = |seen: &mut String, args: &[&str]| {
         let mut all = vec!["--server", server.base.as_str(), "--token", &token];
         all.extend_from_slice(args);
+        as_dev(seen, &all);
+        all.push("--json");
         as_dev(seen, &all)
     };
     for args in [

@@ -335,7 +335,7 @@ fn actions_print_one_json_object_with_json() {
         "admin",
     ]);
     assert_eq!(set["layer"], "dataset", "{set}");
-    assert_eq!(set["epsilon"], 40.0, "{set}");
+    assert_eq!(set["epsilon_total"], 40.0, "{set}");
     let key = json(&["ledger", "public-key"]);
     assert_eq!(key["public_key"].as_str().unwrap().len(), 64, "{key}");
     let checkpoint = json(&["ledger", "checkpoint"]);

@@ -268,6 +268,7 @@ fn the_chronic_disease_guest_runs_and_its_output_is_released() {
         &data,
     ]))
     .unwrap();
+    let full = &full["job"];
     assert_eq!(full["ending"], "failed", "{full}");
     assert!(
         full["error"]

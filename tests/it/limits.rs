@@ -443,7 +443,7 @@ fn open_column_queries_are_limited_per_grant_and_shown_in_usage() {
         "--data-dir",
         &data,
     ]);
-    let usage: Value = serde_json::from_str(usage.trim()).unwrap();
+    let usage: Value = serde_json::from_str::<Value>(usage.trim()).unwrap()["usage"].clone();
     assert_eq!(usage["open_queries"], 2, "{usage}");
     assert_eq!(usage["open_queries_in_window"], 2, "{usage}");
     assert_eq!(usage["max_open_queries"], 2, "{usage}");

@@ -217,7 +217,7 @@ fn a_crash_after_a_job_is_submitted_is_recorded_at_the_next_open() {
     ];
     crash_during("job.submitted", &args);
     repaired_after_reopen(&data, "job.submitted");
-    let usage: Value = serde_json::from_str(&ok(&[
+    let usage: Value = serde_json::from_str::<Value>(&ok(&[
         "grant",
         "usage",
         &grant,
@@ -227,7 +227,8 @@ fn a_crash_after_a_job_is_submitted_is_recorded_at_the_next_open() {
         "--data-dir",
         &data,
     ]))
-    .unwrap();
+    .unwrap()["usage"]
+        .clone();
     assert_eq!(usage["runs"], 1);
 }
 
@@ -285,7 +286,7 @@ fn a_crash_between_a_jobs_end_and_its_outcome_quarantines_the_outcome_at_the_nex
         })
         .unwrap_or_else(|| panic!("no outcome output for {job}"));
     assert!(outcome.index > ended.index);
-    let view: Value = serde_json::from_str(&ok(&[
+    let view: Value = serde_json::from_str::<serde_json::Value>(&ok(&[
         "job",
         "status",
         job,
@@ -295,7 +296,8 @@ fn a_crash_between_a_jobs_end_and_its_outcome_quarantines_the_outcome_at_the_nex
         "--data-dir",
         &data,
     ]))
-    .unwrap();
+    .unwrap()["job"]
+        .clone();
     assert_eq!(view["outcome"]["output"], outcome.body["output"], "{view}");
     // Once only: the next open finds nothing to repair.
     ok(&["grant", "list", "--as", "admin", "--data-dir", &data]);
@@ -394,7 +396,7 @@ fn a_crash_after_a_download_is_counted_is_recorded_at_the_next_open() {
         ],
     );
     repaired_after_reopen(&data, "release.downloaded");
-    let usage: Value = serde_json::from_str(&ok(&[
+    let usage: Value = serde_json::from_str::<Value>(&ok(&[
         "grant",
         "usage",
         &grant,
@@ -404,7 +406,8 @@ fn a_crash_after_a_download_is_counted_is_recorded_at_the_next_open() {
         "--data-dir",
         &data,
     ]))
-    .unwrap();
+    .unwrap()["usage"]
+        .clone();
     assert_eq!(usage["downloads"], 1);
     // Delivered before the count was committed.
     assert!(bundle.is_file());

@@ -132,7 +132,7 @@ fn a_developer_sees_nothing_a_guest_reports_beyond_finished_before_review() {
     let text_job = text.split_whitespace().nth(1).unwrap().to_string();
     for job in [text_job.as_str(), local["job"].as_str().unwrap()] {
         seen.push_str(&ok(&["job", "status", job, "--as", "dev", "--data-dir", d]));
-        let view: Value = serde_json::from_str(&ok(&[
+        let view: Value = serde_json::from_str::<serde_json::Value>(&ok(&[
             "job",
             "status",
             job,
@@ -142,12 +142,13 @@ fn a_developer_sees_nothing_a_guest_reports_beyond_finished_before_review() {
             "--data-dir",
             d,
         ]))
-        .unwrap();
+        .unwrap()["job"]
+            .clone();
         seen.push_str(&view.to_string());
         assert_withheld(&view);
     }
     seen.push_str(&ok(&["job", "list", "--as", "dev", "--data-dir", d]));
-    let usage: Value = serde_json::from_str(&ok(&[
+    let usage: Value = serde_json::from_str::<Value>(&ok(&[
         "grant",
         "usage",
         &grant,
@@ -157,7 +158,8 @@ fn a_developer_sees_nothing_a_guest_reports_beyond_finished_before_review() {
         "--data-dir",
         d,
     ]))
-    .unwrap();
+    .unwrap()["usage"]
+        .clone();
     seen.push_str(&usage.to_string());
     assert_eq!(usage["jobs_by_status"], json!({"finished": 2}), "{usage}");
     seen.push_str(&ok(&[
@@ -180,7 +182,9 @@ fn a_developer_sees_nothing_a_guest_reports_beyond_finished_before_review() {
     };
     let text = remote(
         &mut seen,
-        &["job", "submit", "--grant", &grant, "--module", module],
+        &[
+            "job", "submit", "--grant", &grant, "--module", module, "--json",
+        ],
     );
     let served: Value = serde_json::from_str(&text).unwrap();
     assert_withheld(&served);
@@ -305,15 +309,18 @@ fn a_developer_sees_nothing_a_guest_reports_beyond_finished_before_review() {
         approved_table.as_array().unwrap().contains(&after["error"]),
         "the developer reads the approved error: {after}\n{shown}"
     );
-    let served: Value =
-        serde_json::from_str(&remote(&mut String::new(), &["job", "status", job])).unwrap();
+    let served: Value = serde_json::from_str(&remote(
+        &mut String::new(),
+        &["job", "status", job, "--json"],
+    ))
+    .unwrap();
     assert_eq!(reported(&served["job"]), *first);
     for other in jobs.iter().filter(|j| *j != job) {
         assert_withheld(&dev.get(&format!("/v1/jobs/{other}")).unwrap()["job"]);
     }
     drop((dev, rev, remote));
     drop(server);
-    let local: Value = serde_json::from_str(&ok(&[
+    let local: Value = serde_json::from_str::<serde_json::Value>(&ok(&[
         "job",
         "status",
         job,
@@ -323,10 +330,11 @@ fn a_developer_sees_nothing_a_guest_reports_beyond_finished_before_review() {
         "--data-dir",
         d,
     ]))
-    .unwrap();
+    .unwrap()["job"]
+        .clone();
     assert_eq!(reported(&local), *first);
     for other in jobs.iter().filter(|j| *j != job) {
-        let view: Value = serde_json::from_str(&ok(&[
+        let view: Value = serde_json::from_str::<serde_json::Value>(&ok(&[
             "job",
             "status",
             other,
@@ -336,7 +344,8 @@ fn a_developer_sees_nothing_a_guest_reports_beyond_finished_before_review() {
             "--data-dir",
             d,
         ]))
-        .unwrap();
+        .unwrap()["job"]
+            .clone();
         assert_withheld(&view);
     }
 }
@@ -370,7 +379,7 @@ fn a_stopped_job_names_its_limit_and_nothing_more() {
     assert!(!text.contains("tried to grow"), "{text}");
     // The reviewer reads the detail.
     let job = view["job"].as_str().unwrap();
-    let full: Value = serde_json::from_str(&ok(&[
+    let full: Value = serde_json::from_str::<serde_json::Value>(&ok(&[
         "job",
         "status",
         job,
@@ -380,7 +389,8 @@ fn a_stopped_job_names_its_limit_and_nothing_more() {
         "--data-dir",
         &data,
     ]))
-    .unwrap();
+    .unwrap()["job"]
+        .clone();
     assert!(
         full["error"].as_str().unwrap().contains("tried to grow"),
         "{full}"
@@ -463,7 +473,7 @@ fn pruned_logs_leave_unapproved_outcomes() {
         shown.to_string().contains("fuel_used"),
         "the rest stays: {shown}"
     );
-    let view: Value = serde_json::from_str(&ok(&[
+    let view: Value = serde_json::from_str::<serde_json::Value>(&ok(&[
         "job",
         "status",
         job,
@@ -473,7 +483,8 @@ fn pruned_logs_leave_unapproved_outcomes() {
         "--data-dir",
         &data,
     ]))
-    .unwrap();
+    .unwrap()["job"]
+        .clone();
     assert_eq!(view["outcome"]["review"], "pruned", "{view}");
     let queue = ok(&[
         "review",

@@ -361,7 +361,7 @@ fn a_grant_covers_only_its_columns() {
     ]);
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(
-        shown["columns"],
+        shown["grant"]["columns"],
         serde_json::json!(["district", "household_size"])
     );
 }

@@ -47,7 +47,7 @@ fn approved_release(data: &str, grant: &str, reviewers: &[&str]) -> String {
 
 /// Downloads counted on the grant, and `release.downloaded` ledger entries.
 fn counted(data: &str, grant: &str) -> (u64, u64) {
-    let usage: Value = serde_json::from_str(&ok(&[
+    let usage: Value = serde_json::from_str::<Value>(&ok(&[
         "grant",
         "usage",
         grant,
@@ -57,7 +57,8 @@ fn counted(data: &str, grant: &str) -> (u64, u64) {
         "--data-dir",
         data,
     ]))
-    .unwrap();
+    .unwrap()["usage"]
+        .clone();
     let rows: Value = serde_json::from_str(&ok(&[
         "ledger",
         "query",

@@ -951,8 +951,67 @@ fn kill_dash_nine_of_the_server_leaves_a_consistent_store() {
     let _ = tokens.1;
 }
 
-/// The command line acts against a server with a token, printing the
-/// server's JSON; refusals come back with the server's message.
+/// Each command is written once: run locally or with `--server`, as the
+/// same user on the same data, it prints the same text and the same JSON.
+#[test]
+fn a_command_prints_the_same_locally_and_over_a_server() {
+    let (dir, data) = residents_dir("1000");
+    let grant = issue_grant(&data, "5", &[]);
+    let server = TestServer::start(&data, 2);
+    let p = people(&server);
+    let module = dir.path().join("district_income.wasm");
+    std::fs::write(&module, unseen::guests::DISTRICT_INCOME).unwrap();
+    let module = module.to_str().unwrap();
+    let remotely = |token: &str, args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", server.base.as_str(), "--token", token]);
+        let (done, text) = crate::support::unseen_exact(&all);
+        assert!(done, "{all:?}: {text}");
+        text
+    };
+    // Something in every list first: a job, its outputs in review.
+    remotely(
+        &p.dev,
+        &["job", "submit", "--grant", &grant, "--module", module],
+    );
+    let commands: Vec<(&str, Vec<&str>)> = vec![
+        (&p.admin, vec!["user", "list"]),
+        (&p.dev, vec!["dataset", "list"]),
+        (&p.dev, vec!["grant", "list"]),
+        (&p.dev, vec!["grant", "show", &grant]),
+        (&p.aud, vec!["grant", "usage", &grant]),
+        (&p.dev, vec!["budget", "show", "--grant", &grant]),
+        (&p.dev, vec!["job", "list"]),
+        (&p.rev, vec!["review", "list"]),
+        (&p.admin, vec!["ledger", "reconcile"]),
+    ];
+    let runs: Vec<(&str, Vec<&str>)> = commands
+        .into_iter()
+        .flat_map(|(token, args)| {
+            let mut json = args.clone();
+            json.push("--json");
+            [(token, args), (token, json)]
+        })
+        .collect();
+    let remote: Vec<String> = runs
+        .iter()
+        .map(|(token, args)| remotely(token, args))
+        .collect();
+    // One process at a time holds a data directory.
+    drop(server);
+    for ((token, args), remote) in runs.iter().zip(remote) {
+        let mut all: Vec<&str> = args.clone();
+        all.extend(["--data-dir", data.as_str(), "--token", token]);
+        let (done, local) = crate::support::unseen_exact(&all);
+        assert!(done, "{all:?}: {local}");
+        assert!(!local.trim().is_empty(), "{args:?}");
+        assert_eq!(local, remote, "{args:?}");
+    }
+}
+
+/// The command line acts against a server with a token, printing what it
+/// prints locally (`--json`: the server's answer); refusals come back with
+/// the server's message.
 #[test]
 fn the_cli_acts_against_a_server_with_a_token() {
     let (dir, data) = residents_dir("1000");
@@ -964,7 +1023,7 @@ fn the_cli_acts_against_a_server_with_a_token() {
         all.extend_from_slice(args);
         crate::support::unseen(&all)
     };
-    let (ok_list, listed) = remote(&p.dev, &["grant", "list"]);
+    let (ok_list, listed) = remote(&p.dev, &["grant", "list", "--json"]);
     assert!(ok_list, "{listed}");
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed["grants"][0]["id"], grant.as_str());
@@ -979,16 +1038,22 @@ fn the_cli_acts_against_a_server_with_a_token() {
             &grant,
             "--module",
             module.to_str().unwrap(),
+            "--json",
         ],
     );
     assert!(submitted, "{done}");
     let done: Value = serde_json::from_str(&done).unwrap();
     assert_eq!(done["status"], "finished", "{done}");
-    let (_, job) = remote(&p.rev, &["job", "status", done["job"].as_str().unwrap()]);
+    let (_, job) = remote(
+        &p.rev,
+        &["job", "status", done["job"].as_str().unwrap(), "--json"],
+    );
     let job: Value = serde_json::from_str(&job).unwrap();
     let output = job["job"]["outputs"][0].as_str().unwrap();
     let (shown_ok, shown) = remote(&p.rev, &["review", "show", output]);
     assert!(shown_ok, "{shown}");
+    assert!(shown.contains(&format!("output {output}")), "{shown}");
+    let (_, shown) = remote(&p.rev, &["review", "show", output, "--json"]);
     assert!(shown.contains("\"findings\""), "{shown}");
     let (refused_ok, refused) = remote(&p.dev, &["user", "list"]);
     assert!(!refused_ok);

@@ -151,7 +151,7 @@ pub fn job_outputs(data: &str, job: &str) -> Vec<String> {
         data,
     ]))
     .expect("job status is JSON");
-    view["outputs"]
+    view["job"]["outputs"]
         .as_array()
         .expect("outputs")
         .iter()

@@ -388,7 +388,7 @@ fn developer_timing(
         assert_eq!(outcome["status"], "finished", "{outcome}");
         let job = outcome["job"].as_str().unwrap();
         cli.push(is_target, elapsed);
-        let seen: Value = serde_json::from_str(&ok(&[
+        let seen: Value = serde_json::from_str::<serde_json::Value>(&ok(&[
             "job",
             "status",
             job,
@@ -398,14 +398,15 @@ fn developer_timing(
             "--data-dir",
             data,
         ]))
-        .unwrap();
+        .unwrap()["job"]
+            .clone();
         for time in ["started_at", "ended_at", "run_ms"] {
             assert!(
                 seen[time].is_null(),
                 "{time} shown to the developer: {seen}"
             );
         }
-        let exact: Value = serde_json::from_str(&ok(&[
+        let exact: Value = serde_json::from_str::<serde_json::Value>(&ok(&[
             "job",
             "status",
             job,
@@ -415,7 +416,8 @@ fn developer_timing(
             "--data-dir",
             data,
         ]))
-        .unwrap();
+        .unwrap()["job"]
+            .clone();
         reviewer_run_ms.push(is_target, exact["run_ms"].as_f64().unwrap());
     }
 

@@ -379,7 +379,7 @@ fn a_grants_row_instruction_cap_nulls_only_the_rows_that_need_more() {
     );
     // The cap is part of the grant, shown to whoever may read it, and in
     // the ledger.
-    let shown: serde_json::Value = serde_json::from_str(&ok(&[
+    let shown: serde_json::Value = serde_json::from_str::<serde_json::Value>(&ok(&[
         "grant",
         "show",
         &tight,
@@ -389,7 +389,8 @@ fn a_grants_row_instruction_cap_nulls_only_the_rows_that_need_more() {
         "--data-dir",
         &data,
     ]))
-    .unwrap();
+    .unwrap()["grant"]
+        .clone();
     assert_eq!(shown["udf_row_instructions"], 50_000, "{shown}");
     let server = crate::support::TestServer::start(&data, 1);
     let over_http = server

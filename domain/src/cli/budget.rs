@@ -2,12 +2,7 @@
 
 use super::*;
 
-pub(super) fn run(
-    command: BudgetCommand,
-    token: Option<&str>,
-    _runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn run(command: BudgetCommand, session: &Session, out: &mut dyn Write) -> Result<()> {
     match command {
         BudgetCommand::Set {
             dataset,
@@ -17,55 +12,49 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let (layer, id, layer_name) = match (dataset, developer) {
-                (Some(d), _) => (crate::BudgetLayer::Dataset, d, "dataset"),
-                (None, Some(u)) => (crate::BudgetLayer::Developer, u, "developer"),
-                (None, None) => bail!("name a --dataset or a --developer"),
-            };
-            domain.set_budget(&actor, layer, &id, epsilon)?;
+            if dataset.is_none() && developer.is_none() {
+                bail!("name a --dataset or a --developer");
+            }
+            let done = session
+                .backend(&dir, actor)?
+                .set_budget(&unseen_api::BudgetRequest {
+                    dataset,
+                    developer,
+                    epsilon,
+                })?;
             say(
                 out,
                 json,
-                json!({"layer": layer_name, "id": id, "epsilon": epsilon}),
-                format_args!("budget of `{id}` set to epsilon {epsilon}"),
+                &done,
+                format_args!("budget of `{}` set to epsilon {epsilon}", done.id),
             )
         }
         BudgetCommand::Show { grant, json, dir } => {
-            let domain = open(&dir)?;
-            let layers = domain.budget_layers(&grant)?;
-            let (spent, left) = domain.budget(&grant)?;
-            let g = domain.grant(&grant)?;
+            let budget = session.backend(&dir, None)?.grant_budget(&grant)?;
             if json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"grant": grant, "epsilon_spent": spent, "epsilon_left": left,
-                        "delta_spent": g.delta_spent, "delta_total": g.delta_total, "layers": layers})
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "grant {grant}: epsilon spent {spent:.3}, left {left:.3}; delta spent {:e} of {:e}",
-                    g.delta_spent, g.delta_total
-                )?;
-                for l in &layers {
-                    match l.total {
-                        Some(t) => writeln!(
-                            out,
-                            "  {:<9} {:<24} spent {:.3} of {:.3}, left {:.3}",
-                            l.layer,
-                            l.id,
-                            l.spent,
-                            t,
-                            (t - l.spent).max(0.0)
-                        )?,
-                        None => writeln!(
-                            out,
-                            "  {:<9} {:<24} spent {:.3}, no limit set",
-                            l.layer, l.id, l.spent
-                        )?,
-                    }
+                return print_json(out, &budget);
+            }
+            writeln!(
+                out,
+                "grant {grant}: epsilon spent {:.3}, left {:.3}; delta spent {:e} of {:e}",
+                budget.epsilon_spent, budget.epsilon_left, budget.delta_spent, budget.delta_total
+            )?;
+            for l in &budget.layers {
+                match l.total {
+                    Some(t) => writeln!(
+                        out,
+                        "  {:<9} {:<24} spent {:.3} of {:.3}, left {:.3}",
+                        l.layer,
+                        l.id,
+                        l.spent,
+                        t,
+                        (t - l.spent).max(0.0)
+                    )?,
+                    None => writeln!(
+                        out,
+                        "  {:<9} {:<24} spent {:.3}, no limit set",
+                        l.layer, l.id, l.spent
+                    )?,
                 }
             }
             Ok(())

@@ -2,12 +2,7 @@
 
 use super::*;
 
-pub(super) fn run(
-    command: DatasetCommand,
-    token: Option<&str>,
-    runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn run(command: DatasetCommand, session: &Session, out: &mut dyn Write) -> Result<()> {
     match command {
         DatasetCommand::Generate {
             name,
@@ -21,7 +16,7 @@ pub(super) fn run(
             say(
                 out,
                 json,
-                json!({"dataset": name, "rows": summary.to_string(), "seed": seed, "path": path}),
+                &json!({"dataset": name, "rows": summary.to_string(), "seed": seed, "path": path}),
                 format_args!(
                     "wrote {summary} rows of `{name}` (seed {seed}) to {}",
                     path.display()
@@ -42,52 +37,44 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
             let text = read_text(&manifest)?;
-            let ingested =
-                runtime.block_on(domain.register_dataset(&actor, &name, &parquet, &text))?;
-            let stored = domain.dir().join("data");
+            let done = session
+                .backend(&dir, actor)?
+                .register_dataset(&name, &parquet, &text)?;
             say(
                 out,
                 json,
-                json!({"dataset": name, "rows": ingested.rows, "stored_under": stored}),
-                format_args!(
-                    "registered `{name}`: {} rows, stored encrypted under {}",
-                    ingested.rows,
-                    stored.display()
-                ),
+                &done,
+                format_args!("registered `{name}`: {} rows, stored encrypted", done.rows),
             )
         }
         DatasetCommand::List { actor, json, dir } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let datasets = domain.datasets(&actor)?;
+            let listed = session.backend(&dir, actor)?.datasets()?;
             if json {
-                writeln!(out, "{}", json!({"datasets": datasets}))?;
+                return print_json(out, &listed);
             }
-            if !json {
-                let rows = datasets
-                    .iter()
-                    .map(|d| {
-                        vec![
-                            d.name.clone(),
-                            d.rows.to_string(),
-                            format!("v{}", d.manifest_version),
-                            d.registered_at.clone(),
-                            d.registered_by.clone(),
-                            d.destroyed_at
-                                .as_ref()
-                                .map_or("registered".into(), |at| format!("destroyed {at}")),
-                        ]
-                    })
-                    .collect();
-                write_table(
-                    out,
-                    &["DATASET", "ROWS", "MANIFEST", "REGISTERED", "BY", "STATE"],
-                    &[1],
-                    rows,
-                )?;
-            }
-            Ok(())
+            let rows = listed
+                .datasets
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.name.clone(),
+                        d.rows.to_string(),
+                        format!("v{}", d.manifest_version),
+                        d.registered_at.clone(),
+                        d.registered_by.clone(),
+                        d.destroyed_at
+                            .as_ref()
+                            .map_or("registered".into(), |at| format!("destroyed {at}")),
+                    ]
+                })
+                .collect();
+            write_table(
+                out,
+                &["DATASET", "ROWS", "MANIFEST", "REGISTERED", "BY", "STATE"],
+                &[1],
+                rows,
+            )
         }
         DatasetCommand::Marginals {
             name,
@@ -96,9 +83,10 @@ pub(super) fn run(
             actor,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let marginals = domain.publish_marginals(runtime.handle(), &actor, &name, epsilon)?;
-            write_marginals(out, &serde_json::to_value(&marginals)?, path.as_deref())
+            let published = session
+                .backend(&dir, actor)?
+                .publish_marginals(&name, epsilon)?;
+            write_marginals(out, &published.marginals, path.as_deref())
         }
         DatasetCommand::Destroy {
             name,
@@ -107,12 +95,13 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            domain.destroy_dataset(&actor, &name, &reason)?;
+            let done = session
+                .backend(&dir, actor)?
+                .destroy_dataset(&name, &reason)?;
             say(
                 out,
                 json,
-                json!({"dataset": name, "destroyed": true}),
+                &done,
                 format_args!(
                     "destroyed the data key of `{name}`: its data is unreadable and its grants are revoked; the ledger keeps the record"
                 ),

@@ -2,12 +2,8 @@
 
 use super::*;
 
-pub(super) fn run(
-    command: DevCommand,
-    _token: Option<&str>,
-    runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn run(command: DevCommand, session: &Session, out: &mut dyn Write) -> Result<()> {
+    let runtime = session.runtime;
     match command {
         DevCommand::Run {
             module,

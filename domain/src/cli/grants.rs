@@ -2,20 +2,16 @@
 
 use super::*;
 
-pub(super) fn run(
-    command: GrantCommand,
-    token: Option<&str>,
-    _runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn run(command: GrantCommand, session: &Session, out: &mut dyn Write) -> Result<()> {
     match command {
         GrantCommand::Issue(issue) => {
-            let domain = open(&issue.dir)?;
-            let actor = who(&domain, issue.actor.clone(), token)?;
             let request = issue.request();
-            let id = domain.issue_grant(&actor, &request)?;
+            let issued = session
+                .backend(&issue.dir, issue.actor.clone())?
+                .issue_grant(&request)?;
+            let id = &issued.grant;
             if issue.json {
-                writeln!(out, "{}", json!({"grant": id}))?;
+                print_json(out, &issued)?;
             } else {
                 let joined: String = request
                     .join_datasets
@@ -39,13 +35,13 @@ pub(super) fn run(
             Ok(())
         }
         GrantCommand::List { actor, json, dir } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let grants = domain.grants(&actor)?;
+            let listed = session.backend(&dir, actor)?.grants()?;
             if json {
-                writeln!(out, "{}", json!({"grants": grants}))?;
+                print_json(out, &listed)?;
             }
             if !json {
-                let rows = grants
+                let rows = listed
+                    .grants
                     .iter()
                     .map(|g| {
                         vec![
@@ -85,13 +81,11 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let grant = domain.visible_grant(&actor, &id)?;
-            let value = serde_json::to_value(&grant)?;
+            let shown = session.backend(&dir, actor)?.grant(&id)?;
             if json {
-                writeln!(out, "{value}")?;
+                print_json(out, &shown)?;
             } else {
-                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&shown.grant)?)?;
             }
             Ok(())
         }
@@ -102,13 +96,15 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let stopped = domain.revoke_grant(&actor, &id, &reason)?;
+            let done = session.backend(&dir, actor)?.revoke_grant(&id, &reason)?;
             say(
                 out,
                 json,
-                json!({"grant": id, "revoked": true, "jobs_stopped": stopped}),
-                format_args!("revoked grant {id}; {stopped} running or queued jobs stopped"),
+                &done,
+                format_args!(
+                    "revoked grant {id}; {} running or queued jobs stopped",
+                    done.jobs_stopped
+                ),
             )
         }
         GrantCommand::Usage {
@@ -116,7 +112,7 @@ pub(super) fn run(
             actor,
             json,
             dir,
-        } => usage(id, actor, json, dir, token, out),
+        } => usage(id, actor, json, dir, session, out),
     }
 }
 
@@ -125,13 +121,13 @@ fn usage(
     actor: Option<String>,
     json: bool,
     dir: DataDir,
-    token: Option<&str>,
+    session: &Session,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let (domain, actor) = open_as(&dir, actor, token)?;
-    let usage = domain.grant_usage(&actor, &id)?;
+    let answer = session.backend(&dir, actor)?.grant_usage(&id)?;
+    let usage = &answer.usage;
     if json {
-        writeln!(out, "{}", serde_json::to_value(&usage)?)?;
+        print_json(out, &answer)?;
     } else {
         writeln!(
             out,

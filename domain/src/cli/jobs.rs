@@ -2,12 +2,7 @@
 
 use super::*;
 
-pub(super) fn run(
-    command: JobCommand,
-    token: Option<&str>,
-    runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn run(command: JobCommand, session: &Session, out: &mut dyn Write) -> Result<()> {
     match command {
         JobCommand::Submit {
             grant,
@@ -15,34 +10,39 @@ pub(super) fn run(
             params,
             udfs,
             inputs,
-            no_wait: _,
+            no_wait,
             actor,
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
+            let backend = session.backend(&dir, actor)?;
             let bytes = std::fs::read(&module)
                 .with_context(|| format!("cannot read module {}", module.display()))?;
-            let extras = crate::jobs::JobExtras {
-                udfs: upload_udfs_local(&domain, &actor, &udfs)?,
+            let udf_modules = upload_udfs(&*backend, &udfs)?;
+            let module = backend.upload_module(&bytes, ModuleKind::Job)?;
+            let submitted = backend.submit_job(&unseen_api::JobRequest {
+                grant: grant.clone(),
+                module,
+                params: parse_params(&params)?,
+                udf_modules,
                 inputs,
-            };
-            let sha = domain.upload_module(&actor, &bytes)?;
-            let params = parse_params(&params)?;
-            let handle = runtime.handle().clone();
-            let outcome = domain.run_job(&handle, &actor, &grant, &sha, params, &extras)?;
-            // The submitter reads what the service would return.
-            let (_, left) = domain.budget_seen_by(&actor, &grant)?;
-            print_developer_outcome(out, &outcome, None, left, json)?;
-            if outcome.status != crate::JobStatus::Finished {
-                bail!(
-                    "job {} {}: {}",
-                    outcome.job_id,
-                    outcome.status,
-                    outcome.reason.as_deref().unwrap_or_default()
-                );
+                wait: !no_wait,
+            })?;
+            match submitted {
+                Submitted::Ended(outcome) => {
+                    print_developer_outcome(out, &*backend, &grant, &outcome, json)?;
+                    ended_or_fail("job", &outcome)
+                }
+                Submitted::Queued(queued) => say(
+                    out,
+                    json,
+                    &queued,
+                    format_args!(
+                        "job {} queued; follow it with `unseen job status {}`",
+                        queued.job, queued.job
+                    ),
+                ),
             }
-            Ok(())
         }
         JobCommand::Status {
             id,
@@ -50,9 +50,11 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let job = domain.job(&actor, &id)?;
-            print_job(out, &job, json)
+            let shown = session.backend(&dir, actor)?.job(&id)?;
+            if json {
+                return print_json(out, &shown);
+            }
+            print_job(out, &shown.job)
         }
         JobCommand::List {
             grant,
@@ -60,32 +62,29 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let jobs = domain.jobs(&actor, grant.as_deref())?;
+            let listed = session.backend(&dir, actor)?.jobs(grant.as_deref())?;
             if json {
-                writeln!(out, "{}", json!({"jobs": jobs}))?;
+                return print_json(out, &listed);
             }
-            if !json {
-                let rows = jobs
-                    .iter()
-                    .map(|j| {
-                        vec![
-                            j.id.clone(),
-                            j.status.to_string(),
-                            j.grant.clone(),
-                            j.submitter.clone(),
-                            j.submitted_at.clone(),
-                        ]
-                    })
-                    .collect();
-                write_table(
-                    out,
-                    &["JOB", "STATUS", "GRANT", "BY", "SUBMITTED"],
-                    &[],
-                    rows,
-                )?;
-            }
-            Ok(())
+            let rows = listed
+                .jobs
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.id.clone(),
+                        j.status.to_string(),
+                        j.grant.clone(),
+                        j.submitter.clone(),
+                        j.submitted_at.clone(),
+                    ]
+                })
+                .collect();
+            write_table(
+                out,
+                &["JOB", "STATUS", "GRANT", "BY", "SUBMITTED"],
+                &[],
+                rows,
+            )
         }
         JobCommand::Cancel {
             id,
@@ -94,24 +93,28 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let state = domain.cancel_job(&actor, &id, &reason)?;
-            say(
-                out,
-                json,
-                json!({"job": id, "state": state}),
-                format_args!("job {id}: {state}"),
-            )
+            let done = session.backend(&dir, actor)?.cancel_job(&id, &reason)?;
+            say(out, json, &done, format_args!("job {id}: {}", done.state))
         }
     }
 }
 
-pub(super) fn logs(
-    command: LogsCommand,
-    token: Option<&str>,
-    _runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+/// Fails (exit 1) when the service stopped or refused the work: for
+/// scripts, as the HTTP status would. How a guest itself ended is not a
+/// failure: a reviewer reads it.
+fn ended_or_fail(what: &str, outcome: &unseen_api::DeveloperOutcome) -> Result<()> {
+    if outcome.status != crate::JobStatus::Finished {
+        bail!(
+            "{what} {} {}: {}",
+            outcome.job,
+            outcome.status,
+            outcome.reason.as_deref().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn logs(command: LogsCommand, session: &Session, out: &mut dyn Write) -> Result<()> {
     match command {
         LogsCommand::Prune {
             older_than_days,
@@ -119,12 +122,12 @@ pub(super) fn logs(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
+            let (domain, actor) = session.open_as(&dir, actor)?;
             let pruned = domain.prune_job_logs(&actor, older_than_days)?;
             say(
                 out,
                 json,
-                json!({"jobs_cleared": pruned, "older_than_days": older_than_days}),
+                &json!({"jobs_cleared": pruned, "older_than_days": older_than_days}),
                 format_args!(
                     "cleared the logs of {pruned} jobs that ended more than {older_than_days} days ago"
                 ),
@@ -133,12 +136,7 @@ pub(super) fn logs(
     }
 }
 
-pub(super) fn query(
-    args: QueryArgs,
-    token: Option<&str>,
-    runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn query(args: QueryArgs, session: &Session, out: &mut dyn Write) -> Result<()> {
     let QueryArgs {
         sql,
         grant,
@@ -149,16 +147,18 @@ pub(super) fn query(
         json,
         dir,
     } = args;
-    let (domain, actor) = open_as(&dir, actor, token)?;
-    let handle = runtime.handle().clone();
-    let extras = crate::jobs::JobExtras {
-        udfs: upload_udfs_local(&domain, &actor, &udfs)?,
+    let backend = session.backend(&dir, actor)?;
+    let request = unseen_api::QueryRequest {
+        grant: grant.clone(),
+        sql,
+        dry_run,
+        udf_modules: upload_udfs(&*backend, &udfs)?,
         inputs,
     };
     if dry_run {
-        let verdict = domain.dry_run(&handle, &actor, &grant, &sql, &extras)?;
+        let verdict = backend.dry_run(&request)?;
         if json {
-            writeln!(out, "{}", serde_json::to_value(&verdict)?)?;
+            print_json(out, &verdict)?;
         } else if verdict.admitted {
             writeln!(
                 out,
@@ -189,25 +189,12 @@ pub(super) fn query(
         }
         return Ok(());
     }
-    let outcome = domain.run_sql(&handle, &actor, &grant, &sql, &extras)?;
-    let (_, left) = domain.budget_seen_by(&actor, &grant)?;
-    print_developer_outcome(out, &outcome, None, left, json)?;
-    if outcome.status != crate::JobStatus::Finished {
-        bail!(
-            "query {}: {}",
-            outcome.status,
-            outcome.reason.as_deref().unwrap_or_default()
-        );
-    }
-    Ok(())
+    let outcome = backend.query(&request)?;
+    print_developer_outcome(out, &*backend, &grant, &outcome, json)?;
+    ended_or_fail("query", &outcome)
 }
 
-pub(super) fn extract(
-    args: ExtractArgs,
-    token: Option<&str>,
-    runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn extract(args: ExtractArgs, session: &Session, out: &mut dyn Write) -> Result<()> {
     let ExtractArgs {
         grant,
         columns,
@@ -216,17 +203,12 @@ pub(super) fn extract(
         json,
         dir,
     } = args;
-    let (domain, actor) = open_as(&dir, actor, token)?;
-    let handle = runtime.handle().clone();
-    let (outcome, plan) = domain.run_extract(&handle, &actor, &grant, &columns, sample)?;
-    let (_, left) = domain.budget_seen_by(&actor, &grant)?;
-    print_developer_outcome(out, &outcome, Some(&plan), left, json)?;
-    if outcome.status != crate::JobStatus::Finished {
-        bail!(
-            "extract {}: {}",
-            outcome.status,
-            outcome.reason.as_deref().unwrap_or_default()
-        );
-    }
-    Ok(())
+    let backend = session.backend(&dir, actor)?;
+    let outcome = backend.extract(&unseen_api::ExtractRequest {
+        grant: grant.clone(),
+        columns,
+        sample,
+    })?;
+    print_developer_outcome(out, &*backend, &grant, &outcome, json)?;
+    ended_or_fail("extract", &outcome)
 }

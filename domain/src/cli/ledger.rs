@@ -2,12 +2,8 @@
 
 use super::*;
 
-pub(super) fn run(
-    command: LedgerCommand,
-    token: Option<&str>,
-    runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn run(command: LedgerCommand, session: &Session, out: &mut dyn Write) -> Result<()> {
+    let runtime = session.runtime;
     match command {
         LedgerCommand::Query {
             sql,
@@ -54,8 +50,7 @@ pub(super) fn run(
         }
         LedgerCommand::Recover { actor, json, dir } => recover(actor, json, dir, out),
         LedgerCommand::Reconcile { actor, json, dir } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let report = domain.reconcile(&actor)?;
+            let report = session.backend(&dir, actor)?.reconcile()?;
             print_reconciliation(out, &report, json)
         }
         LedgerCommand::PublicKey {
@@ -86,7 +81,7 @@ pub(super) fn run(
             say(
                 out,
                 json,
-                json!({"from": from, "to": to, "path": path}),
+                &json!({"from": from, "to": to, "path": path}),
                 format_args!(
                     "exported entries {from}..{to} with the signed checkpoint and proofs to {}",
                     path.display()
@@ -105,7 +100,7 @@ pub(super) fn run(
             say(
                 out,
                 json,
-                json!({"ok": true, "checked": report.to_string()}),
+                &json!({"ok": true, "checked": report.to_string()}),
                 &report,
             )
         }
@@ -264,11 +259,11 @@ fn print_public_key(
             say(
                 out,
                 json,
-                json!({"public_key": hex, "path": p}),
+                &json!({"public_key": hex, "path": p}),
                 format_args!("wrote the ledger public key to {}", p.display()),
             )
         }
-        None => say(out, json, json!({"public_key": hex}), &hex),
+        None => say(out, json, &json!({"public_key": hex}), &hex),
     }
 }
 
@@ -294,7 +289,7 @@ fn check_proof(
     say(
         out,
         json,
-        json!({"ok": true, "checked": report.to_string()}),
+        &json!({"ok": true, "checked": report.to_string()}),
         &report,
     )
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+use crate::backend::{Backend, Local, ModuleKind, Submitted};
 use crate::{Domain, Role, demo};
 
 mod bench;
@@ -1407,37 +1408,140 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<()> {
         }
         Err(e) => return Err(Usage(e.render().to_string()).into()),
     };
-    if let Some(server) = &cli.remote.server {
-        let token = cli.remote.token.as_deref().ok_or_else(|| {
-            anyhow::anyhow!("--server needs --token TOKEN (or UNSEEN_TOKEN) to say who you are")
-        })?;
-        let client = crate::client::Client::new(server, Some(token));
-        if remote(&cli.command, &client, out)? {
-            return Ok(());
+    let server = match &cli.remote.server {
+        Some(server) => {
+            let token = cli.remote.token.as_deref().ok_or_else(|| {
+                anyhow::anyhow!("--server needs --token TOKEN (or UNSEEN_TOKEN) to say who you are")
+            })?;
+            let client = crate::client::Client::new(server, Some(token));
+            match over_server(&cli.command) {
+                OverServer::Backend => Some(client),
+                OverServer::Audit => return remote_audit(&cli.command, &client, out),
+                OverServer::LocalFiles => None,
+                OverServer::No => bail!(
+                    "this command works on a data directory and is not available over --server; run it where the data directory is, without --server"
+                ),
+            }
         }
-    }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_stack_size(crate::QUERY_THREAD_STACK)
         .enable_all()
         .build()?;
-    let result = execute(cli.command, cli.remote.token.as_deref(), &runtime, out);
+    let session = Session {
+        token: cli.remote.token.as_deref(),
+        server,
+        runtime: &runtime,
+    };
+    let result = execute(cli.command, &session, out);
     // Work a stopped server abandoned (already cancelled and recorded as
     // ended) must not hold the process past its grace period.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result
 }
 
-/// Percent-encodes a path segment (ids are plain, but never trust that).
-fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+/// How a command reaches the service: the token that says who acts, the
+/// server when `--server` is given, the runtime for work done here.
+pub(crate) struct Session<'a> {
+    token: Option<&'a str>,
+    server: Option<crate::client::Client>,
+    runtime: &'a tokio::runtime::Runtime,
+}
+
+impl Session<'_> {
+    /// The service as the user acting: the server, or the data directory
+    /// `dir` (which must exist) as `--as`/the token say.
+    fn backend(&self, dir: &DataDir, actor: Option<String>) -> Result<Box<dyn Backend>> {
+        self.connect(dir, actor, open)
+    }
+
+    /// [`Session::backend`] that creates the data directory when missing
+    /// (only `user add`, for the first admin of a new directory).
+    fn backend_creating(&self, dir: &DataDir, actor: Option<String>) -> Result<Box<dyn Backend>> {
+        self.connect(dir, actor, open_or_create)
+    }
+
+    fn connect(
+        &self,
+        dir: &DataDir,
+        actor: Option<String>,
+        open: fn(&DataDir) -> Result<Arc<Domain>>,
+    ) -> Result<Box<dyn Backend>> {
+        if let Some(client) = &self.server {
+            return Ok(Box::new(crate::backend::Remote::new(client.clone())));
+        }
+        let domain = open(dir)?;
+        // Nobody named is allowed where the operator of the host may act
+        // (see `Local`); anyone named must prove it now.
+        let actor = match (actor, self.token) {
+            (None, None) => Err(who(&domain, None, None)
+                .err()
+                .map_or_else(String::new, |e| e.to_string())),
+            (actor, token) => Ok(who(&domain, actor, token)?),
+        };
+        Ok(Box::new(Local::new(
+            domain,
+            actor,
+            self.runtime.handle().clone(),
+        )))
+    }
+
+    /// A local data directory and who acts on it, for the commands that
+    /// only run where the data directory is.
+    fn open_as(&self, dir: &DataDir, actor: Option<String>) -> Result<(Arc<Domain>, String)> {
+        open_as(dir, actor, self.token)
+    }
+}
+
+/// Where a command runs when `--server` is given.
+enum OverServer {
+    /// On the server, through [`Backend`].
+    Backend,
+    /// The server's view of its ledger (`ledger verify` etc.), which
+    /// locally reads the files with a trusted key instead.
+    Audit,
+    /// Here: it reads or writes local files only.
+    LocalFiles,
+    /// Nowhere: it needs the data directory itself.
+    No,
+}
+
+fn over_server(command: &Command) -> OverServer {
+    match command {
+        Command::Query(_)
+        | Command::Extract(_)
+        | Command::Job(_)
+        | Command::Dataset(
+            DatasetCommand::Register { .. }
+            | DatasetCommand::List { .. }
+            | DatasetCommand::Destroy { .. }
+            | DatasetCommand::Marginals { .. },
+        )
+        | Command::User(_)
+        | Command::Grant(_)
+        | Command::Budget(_)
+        | Command::Review(_)
+        | Command::Release(ReleaseCommand::Download { .. })
+        | Command::Ledger(LedgerCommand::Reconcile { .. }) => OverServer::Backend,
+        Command::Ledger(
+            LedgerCommand::Checkpoint { .. }
+            | LedgerCommand::Verify { .. }
+            | LedgerCommand::Query { .. }
+            | LedgerCommand::PublicKey { out: None, .. },
+        )
+        | Command::Report(ReportCommand::Disclosure { .. }) => OverServer::Audit,
+        Command::Completions { .. }
+        | Command::Man { .. }
+        | Command::Demo { .. }
+        | Command::Dev(_)
+        | Command::Bench(_)
+        | Command::Dataset(DatasetCommand::Generate { .. } | DatasetCommand::Manifest { .. })
+        | Command::Witness(_)
+        | Command::Ledger(LedgerCommand::CheckProof { .. } | LedgerCommand::VerifySegment { .. })
+        | Command::Release(ReleaseCommand::Verify { .. }) => OverServer::LocalFiles,
+        _ => OverServer::No,
+    }
 }
 
 /// Runs a command against a server. Returns false for commands that only
@@ -1475,19 +1579,11 @@ impl GrantIssue {
     }
 }
 
-/// Reads and uploads UDF modules to the server; their addresses.
-fn upload_udfs_remote(client: &crate::client::Client, paths: &[PathBuf]) -> Result<Vec<String>> {
+/// Reads and stores UDF modules; their addresses.
+fn upload_udfs(backend: &dyn Backend, paths: &[PathBuf]) -> Result<Vec<String>> {
     read_udf_modules(paths)?
         .iter()
-        .map(|bytes| Ok(client.upload_module(bytes, "udf")?.module))
-        .collect()
-}
-
-/// Reads and stores UDF modules in a local data directory; their addresses.
-fn upload_udfs_local(domain: &Domain, actor: &str, paths: &[PathBuf]) -> Result<Vec<String>> {
-    read_udf_modules(paths)?
-        .iter()
-        .map(|bytes| Ok(domain.upload_udf_module(actor, bytes)?.0))
+        .map(|bytes| backend.upload_module(bytes, ModuleKind::Udf))
         .collect()
 }
 
@@ -1502,288 +1598,39 @@ fn read_udf_modules(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>> {
         .collect()
 }
 
-fn remote(command: &Command, client: &crate::client::Client, out: &mut dyn Write) -> Result<bool> {
-    use crate::client::ClientError;
-    let s = segment;
-    let answer: Result<serde_json::Value, ClientError> = match command {
-        Command::Query(QueryArgs {
-            sql,
-            grant,
-            dry_run,
-            udfs,
-            inputs,
-            ..
-        }) => {
-            let udfs = upload_udfs_remote(client, udfs)?;
-            client.post(
-                "/v1/queries",
-                &unseen_api::QueryRequest {
-                    grant: grant.clone(),
-                    sql: sql.clone(),
-                    dry_run: *dry_run,
-                    udf_modules: udfs,
-                    inputs: inputs.clone(),
-                },
-            )
-        }
-        Command::Extract(ExtractArgs {
-            grant,
-            columns,
-            sample,
-            ..
-        }) => client.post(
-            "/v1/extracts",
-            &unseen_api::ExtractRequest {
-                grant: grant.clone(),
-                columns: columns.clone(),
-                sample: *sample,
-            },
-        ),
-        Command::Job(JobCommand::Submit {
-            grant,
-            module,
-            params,
-            udfs,
-            inputs,
-            no_wait,
-            ..
-        }) => {
-            let bytes = std::fs::read(module)
-                .with_context(|| format!("cannot read module {}", module.display()))?;
-            let udfs = upload_udfs_remote(client, udfs)?;
-            let module = client.upload_module(&bytes, "job")?.module;
-            client.post(
-                "/v1/jobs",
-                &unseen_api::JobRequest {
-                    grant: grant.clone(),
-                    module,
-                    params: parse_params(params)?,
-                    udf_modules: udfs,
-                    inputs: inputs.clone(),
-                    wait: !no_wait,
-                },
-            )
-        }
-        Command::Job(JobCommand::Status { id, .. }) => client.get(&format!("/v1/jobs/{}", s(id))),
-        Command::Job(JobCommand::List { grant, .. }) => client.get(&match grant {
-            Some(g) => format!("/v1/jobs?grant={}", s(g)),
-            None => "/v1/jobs".to_string(),
-        }),
-        Command::Job(JobCommand::Cancel { id, reason, .. }) => client.post(
-            &format!("/v1/jobs/{}/cancel", s(id)),
-            &unseen_api::Reason {
-                reason: reason.clone(),
-            },
-        ),
-        other => return remote_admin(other, client, out),
-    };
-    print_remote_answer(answer?, out)
-}
-
-/// The administration commands of [`remote`]: datasets, users, grants
-/// and budgets.
-fn remote_admin(
+/// A server's view of its own ledger, for `--server`: checkpoint, verify,
+/// query, public key and the disclosure report.
+fn remote_audit(
     command: &Command,
     client: &crate::client::Client,
     out: &mut dyn Write,
-) -> Result<bool> {
-    use crate::client::ClientError;
-    let s = segment;
-    let answer: Result<serde_json::Value, ClientError> = match command {
-        Command::Dataset(DatasetCommand::Register {
-            name,
-            parquet,
-            manifest,
-            ..
-        }) => {
-            let bytes = std::fs::read(parquet)
-                .with_context(|| format!("cannot read {}", parquet.display()))?;
-            let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
-            client.post(
-                "/v1/datasets",
-                &unseen_api::NewDataset {
-                    name: name.clone(),
-                    manifest: read_text(manifest)?,
-                    parquet_base64: encoded,
-                },
-            )
+) -> Result<()> {
+    let answer = match command {
+        Command::Ledger(LedgerCommand::Checkpoint { json: false, .. }) => {
+            let answer: unseen_api::Checkpoint =
+                serde_json::from_value(client.get("/v1/ledger/checkpoint")?)
+                    .context("the server's checkpoint is malformed")?;
+            write!(out, "{}", answer.checkpoint)?;
+            return Ok(());
         }
-        Command::Dataset(DatasetCommand::List { .. }) => client.get("/v1/datasets"),
-        Command::Dataset(DatasetCommand::Destroy { name, reason, .. }) => client.post(
-            &format!("/v1/datasets/{}/destroy", s(name)),
-            &unseen_api::Reason {
-                reason: reason.clone(),
-            },
-        ),
-        Command::Dataset(DatasetCommand::Marginals {
-            name,
-            epsilon,
-            out: path,
-            ..
-        }) => {
-            let published = client.post(
-                &format!("/v1/datasets/{}/marginals", s(name)),
-                &unseen_api::MarginalsRequest { epsilon: *epsilon },
-            )?;
-            write_marginals(out, &published["marginals"], path.as_deref())?;
-            return Ok(true);
+        Command::Ledger(LedgerCommand::Checkpoint { json: true, .. }) => {
+            client.get("/v1/ledger/checkpoint")?
         }
-        Command::User(UserCommand::Add {
-            id,
-            name,
-            role,
-            org,
-            ..
-        }) => client.post(
-            "/v1/users",
-            &unseen_api::NewUser {
-                id: id.clone(),
-                name: name.clone(),
-                role: role.clone(),
-                org: org.clone(),
-            },
-        ),
-        Command::User(UserCommand::List { .. }) => client.get("/v1/users"),
-        Command::User(UserCommand::Disable { id, reason, .. }) => client.post(
-            &format!("/v1/users/{}/disable", s(id)),
-            &unseen_api::Reason {
-                reason: reason.clone(),
-            },
-        ),
-        Command::User(UserCommand::Token { id, .. }) => {
-            client.post(&format!("/v1/users/{}/token", s(id)), &json!({}))
+        Command::Ledger(LedgerCommand::Verify { .. }) => client.get("/v1/ledger/verify")?,
+        Command::Ledger(LedgerCommand::Query { sql, .. }) => client.post(
+            "/v1/ledger/query",
+            &unseen_api::LedgerQuery { sql: sql.clone() },
+        )?,
+        Command::Report(ReportCommand::Disclosure { .. }) => {
+            client.get("/v1/reports/disclosure")?
         }
-        Command::Grant(GrantCommand::Issue(issue)) => {
-            client.post("/v1/grants", &json!(issue.request()))
-        }
-        Command::Grant(GrantCommand::List { .. }) => client.get("/v1/grants"),
-        Command::Grant(GrantCommand::Show { id, .. }) => {
-            client.get(&format!("/v1/grants/{}", s(id)))
-        }
-        Command::Grant(GrantCommand::Revoke { id, reason, .. }) => client.post(
-            &format!("/v1/grants/{}/revoke", s(id)),
-            &unseen_api::Reason {
-                reason: reason.clone(),
-            },
-        ),
-        Command::Grant(GrantCommand::Usage { id, .. }) => {
-            client.get(&format!("/v1/grants/{}/usage", s(id)))
-        }
-        Command::Budget(BudgetCommand::Show { grant, .. }) => {
-            client.get(&format!("/v1/grants/{}/budget", s(grant)))
-        }
-        Command::Budget(BudgetCommand::Set {
-            dataset,
-            developer,
-            epsilon,
-            ..
-        }) => client.post(
-            "/v1/budgets",
-            &unseen_api::BudgetRequest {
-                dataset: dataset.clone(),
-                developer: developer.clone(),
-                epsilon: *epsilon,
-            },
-        ),
-        other => return remote_review_and_ledger(other, client, out),
-    };
-    print_remote_answer(answer?, out)
-}
-
-/// The second half of [`remote`]: review, releases, the ledger and the
-/// commands that never go to a server.
-fn remote_review_and_ledger(
-    command: &Command,
-    client: &crate::client::Client,
-    out: &mut dyn Write,
-) -> Result<bool> {
-    use crate::client::ClientError;
-    let s = segment;
-    let answer: Result<serde_json::Value, ClientError> = match command {
-        Command::Review(ReviewCommand::List { .. }) => client.get("/v1/reviews"),
-        Command::Review(ReviewCommand::Show { output, .. }) => {
-            client.get(&format!("/v1/outputs/{}", s(output)))
-        }
-        Command::Review(ReviewCommand::Approve { output, reason, .. }) => client.post(
-            &format!("/v1/outputs/{}/approve", s(output)),
-            &unseen_api::Reason {
-                reason: reason.clone(),
-            },
-        ),
-        Command::Review(ReviewCommand::Reject { output, reason, .. }) => client.post(
-            &format!("/v1/outputs/{}/reject", s(output)),
-            &unseen_api::Reason {
-                reason: reason.clone(),
-            },
-        ),
-        Command::Release(ReleaseCommand::Download {
-            id,
-            out: path,
-            force,
-            ..
-        }) => {
-            // The destination is checked before the request, which counts.
-            let destination = prepare_download(path.as_deref(), *force)?;
-            let file = client.get(&format!("/v1/releases/{}", s(id)))?;
-            let text = serde_json::to_string_pretty(&file)?;
-            finish_download(out, id, &text, path.as_deref(), destination)?;
-            return Ok(true);
-        }
-        Command::Ledger(LedgerCommand::Checkpoint { .. }) => {
-            let answer = client.get("/v1/ledger/checkpoint")?;
-            write!(out, "{}", answer["checkpoint"].as_str().unwrap_or_default())?;
-            return Ok(true);
-        }
-        Command::Ledger(LedgerCommand::Verify { .. }) => client.get("/v1/ledger/verify"),
-        Command::Ledger(LedgerCommand::Reconcile { json, .. }) => {
-            let report: crate::reconcile::Reconciliation =
-                serde_json::from_value(client.get("/v1/ledger/reconcile")?)
-                    .context("the server's reconciliation report is malformed")?;
-            print_reconciliation(out, &report, *json)?;
-            return Ok(true);
-        }
-        Command::Ledger(LedgerCommand::Query { sql, .. }) => {
-            client.post("/v1/ledger/query", &json!({"sql": sql}))
-        }
-        Command::Report(ReportCommand::Disclosure { .. }) => client.get("/v1/reports/disclosure"),
         Command::Ledger(LedgerCommand::PublicKey { out: None, .. }) => {
-            client.get("/v1/ledger/public-key")
+            client.get("/v1/ledger/public-key")?
         }
-        // Tools on local files only; they touch no data directory.
-        Command::Completions { .. }
-        | Command::Man { .. }
-        | Command::Demo { .. }
-        | Command::Dev(_)
-        | Command::Bench(_)
-        | Command::Dataset(DatasetCommand::Generate { .. } | DatasetCommand::Manifest { .. })
-        | Command::Witness(_)
-        | Command::Ledger(LedgerCommand::CheckProof { .. } | LedgerCommand::VerifySegment { .. })
-        | Command::Release(ReleaseCommand::Verify { .. }) => {
-            return Ok(false);
-        }
-        _ => bail!(
-            "this command works on a data directory and is not available over --server; run it where the data directory is, without --server"
-        ),
+        _ => bail!("this command does not read a server's ledger"),
     };
-    print_remote_answer(answer?, out)
-}
-
-/// Prints a server's JSON answer; a job or query the service stopped or
-/// refused is a failure, as locally.
-fn print_remote_answer(value: serde_json::Value, out: &mut dyn Write) -> Result<bool> {
-    writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
-    // A job or query the service stopped or refused is a failure for
-    // scripts, as locally. How a guest itself ended is not: it is reviewed.
-    if let Some(status) = value.get("status").and_then(|s| s.as_str())
-        && matches!(status, "stopped" | "refused")
-    {
-        bail!(
-            "job {} {status}: {}",
-            value["job"].as_str().unwrap_or_default(),
-            value["reason"].as_str().unwrap_or_default()
-        );
-    }
-    Ok(true)
+    writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+    Ok(())
 }
 
 /// Prints what a command did: a sentence for people or, with `--json`,
@@ -1791,14 +1638,21 @@ fn print_remote_answer(value: serde_json::Value, out: &mut dyn Write) -> Result<
 fn say(
     out: &mut dyn Write,
     json: bool,
-    value: serde_json::Value,
+    value: &impl serde::Serialize,
     text: impl std::fmt::Display,
 ) -> Result<()> {
     if json {
-        writeln!(out, "{value}")?;
+        print_json(out, value)?;
     } else {
         writeln!(out, "{text}")?;
     }
+    Ok(())
+}
+
+/// Prints an answer as one line of JSON (`--json`): the API's response
+/// type, so a script reads the same object locally and over `--server`.
+fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<()> {
+    writeln!(out, "{}", serde_json::to_string(value)?)?;
     Ok(())
 }
 
@@ -1838,12 +1692,8 @@ fn open_or_create(dir: &DataDir) -> Result<Arc<Domain>> {
 
 /// Runs a command on a local data directory; `token` (from `--token` or
 /// `UNSEEN_TOKEN`) is how a non-admin user proves who they are.
-fn execute(
-    command: Command,
-    token: Option<&str>,
-    runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+fn execute(command: Command, session: &Session, out: &mut dyn Write) -> Result<()> {
+    let runtime = session.runtime;
     match command {
         Command::Completions { shell } => {
             // Into memory first: the generator panics on a failed write
@@ -1878,93 +1728,98 @@ fn execute(
             runtime,
             out,
         ),
-        Command::Query(args) => jobs::query(args, token, runtime, out),
-        Command::Extract(args) => jobs::extract(args, token, runtime, out),
-        Command::Serve(args) => serve::serve(args, token, runtime, out),
+        Command::Query(args) => jobs::query(args, session, out),
+        Command::Extract(args) => jobs::extract(args, session, out),
+        Command::Serve(args) => serve::serve(args, session, out),
         Command::Witness(command) => crate::witness::run_command(command, runtime, out),
-        Command::Dataset(command) => data::run(command, token, runtime, out),
-        Command::User(command) => users::run(command, token, runtime, out),
-        Command::Grant(command) => grants::run(command, token, runtime, out),
-        Command::Job(command) => jobs::run(command, token, runtime, out),
-        Command::Logs(command) => jobs::logs(command, token, runtime, out),
-        Command::Review(command) => review::run(command, token, runtime, out),
-        Command::Release(command) => review::release(command, token, runtime, out),
-        Command::Report(command) => review::report(command, token, runtime, out),
-        Command::Budget(command) => budget::run(command, token, runtime, out),
-        Command::Ledger(command) => ledger::run(command, token, runtime, out),
-        Command::Bench(command) => bench::run(command, token, runtime, out),
-        Command::Dev(command) => dev::run(command, token, runtime, out),
+        Command::Dataset(command) => data::run(command, session, out),
+        Command::User(command) => users::run(command, session, out),
+        Command::Grant(command) => grants::run(command, session, out),
+        Command::Job(command) => jobs::run(command, session, out),
+        Command::Logs(command) => jobs::logs(command, session, out),
+        Command::Review(command) => review::run(command, session, out),
+        Command::Release(command) => review::release(command, session, out),
+        Command::Report(command) => review::report(command, out),
+        Command::Budget(command) => budget::run(command, session, out),
+        Command::Ledger(command) => ledger::run(command, session, out),
+        Command::Bench(command) => bench::run(command, session, out),
+        Command::Dev(command) => dev::run(command, session, out),
     }
 }
 
-/// What a developer sees of a job, query or extract they ran locally:
-/// exactly what the HTTP API returns (`server::developer_outcome`: status,
-/// the host's reason, spend, and output ids of SQL jobs and extracts),
-/// never an output, nor what a guest computed, before a reviewer approves.
+/// What a developer sees of a job, query or extract they ran: exactly
+/// what the HTTP API returns (status, the host's reason, spend, and output
+/// ids of SQL jobs and extracts), never an output, nor what a guest
+/// computed, before a reviewer approves; and what the grant has left.
 fn print_developer_outcome(
     out: &mut dyn Write,
-    outcome: &crate::JobOutcome,
-    plan: Option<&Option<unseen_policy::mask::ExtractPlan>>,
-    grant_left: f64,
+    backend: &dyn Backend,
+    grant: &str,
+    outcome: &unseen_api::DeveloperOutcome,
     json: bool,
 ) -> Result<()> {
     if json {
-        let mut value = crate::server::developer_outcome(outcome);
-        if let Some(plan) = plan {
-            value.protection = Some(serde_json::to_value(plan)?);
-        }
-        writeln!(out, "{}", serde_json::to_string(&value)?)?;
-        return Ok(());
+        return print_json(out, outcome);
     }
     match &outcome.reason {
         Some(reason) => writeln!(
             out,
             "job {} {}{}: {reason}",
-            outcome.job_id,
+            outcome.job,
             outcome.status,
             outcome
                 .stopped_by
                 .as_ref()
                 .map_or(String::new(), |by| format!(" ({by})"))
         )?,
-        None => writeln!(out, "job {} {}", outcome.job_id, outcome.status)?,
+        None => writeln!(out, "job {} {}", outcome.job, outcome.status)?,
     }
-    if outcome.guest {
-        if let Some(o) = &outcome.outcome_output {
-            writeln!(
-                out,
-                "  its outcome ({o}) and outputs await review: {}",
-                crate::server::WITHHELD
-            )?;
-        }
-    } else {
-        for o in &outcome.outputs {
-            writeln!(
-                out,
-                "  output {o} is in quarantine for review; a reviewer must approve it before anyone sees it"
-            )?;
-        }
+    if let Some(o) = &outcome.outcome {
+        writeln!(
+            out,
+            "  its outcome ({}) and outputs await review: {}",
+            o.output,
+            outcome
+                .withheld
+                .as_deref()
+                .unwrap_or(crate::backend::WITHHELD)
+        )?;
     }
+    for o in &outcome.outputs {
+        writeln!(
+            out,
+            "  output {o} is in quarantine for review; a reviewer must approve it before anyone sees it"
+        )?;
+    }
+    let left = backend.grant_budget(grant)?.epsilon_left;
     writeln!(
         out,
-        "  epsilon spent {:.3}; the grant has {grant_left:.3} left",
+        "  epsilon spent {:.3}; the grant has {left:.3} left",
         outcome.epsilon_spent
     )?;
-    if let Some(Some(p)) = plan {
-        let diverse = if p.sensitive.is_empty() {
+    // An extract's protection (`ExtractPlan` as JSON), when it has one.
+    if let Some(p) = outcome.protection.as_ref().filter(|p| !p.is_null()) {
+        let names = |key: &str| {
+            p[key]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .join(", ")
+        };
+        let sensitive = names("sensitive");
+        let diverse = if sensitive.is_empty() {
             String::new()
         } else {
             format!(
-                ", each with at least l={} distinct values of ({})",
-                p.l,
-                p.sensitive.join(", ")
+                ", each with at least l={} distinct values of ({sensitive})",
+                p["l"]
             )
         };
         writeln!(
             out,
             "  released only in classes of at least k={} people alike in ({}){diverse}; what was suppressed is for the reviewer",
-            p.k,
-            p.identifying.join(", "),
+            p["k"],
+            names("identifying"),
         )?;
     }
     Ok(())
@@ -2049,11 +1904,7 @@ fn report_bench(
     Ok(())
 }
 
-fn print_job(out: &mut dyn Write, job: &crate::jobs::JobView, json: bool) -> Result<()> {
-    if json {
-        writeln!(out, "{}", serde_json::to_value(job)?)?;
-        return Ok(());
-    }
+fn print_job(out: &mut dyn Write, job: &crate::jobs::JobView) -> Result<()> {
     writeln!(
         out,
         "job {} {}{} (grant {}, by {})",
@@ -2105,24 +1956,6 @@ fn prepare_download(path: Option<&Path>, force: bool) -> Result<Option<crate::ut
     path.map(|p| crate::util::Destination::prepare(p, force))
         .transpose()
         .map_err(anyhow::Error::msg)
-}
-
-/// Writes a downloaded bundle where it was asked for, or prints it.
-fn finish_download(
-    out: &mut dyn Write,
-    id: &str,
-    file: &str,
-    path: Option<&Path>,
-    destination: Option<crate::util::Destination>,
-) -> Result<()> {
-    match (path, destination) {
-        (Some(p), Some(d)) => {
-            d.commit(file.as_bytes()).map_err(anyhow::Error::msg)?;
-            writeln!(out, "downloaded release {id} to {}", p.display())?;
-        }
-        _ => writeln!(out, "{file}")?,
-    }
-    Ok(())
 }
 
 /// A size in bytes: a number with an optional K, M or G suffix (powers of

@@ -2,12 +2,7 @@
 
 use super::*;
 
-pub(super) fn run(
-    command: ReviewCommand,
-    token: Option<&str>,
-    _runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn run(command: ReviewCommand, session: &Session, out: &mut dyn Write) -> Result<()> {
     match command {
         ReviewCommand::Show {
             output,
@@ -15,33 +10,31 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            domain.require(&actor, Role::Reviewer, "read quarantined outputs")?;
-            let (name, status, table) = domain.output(&output)?;
-            let (kind, disclosure) = domain.output_details(&output)?;
+            let shown = session.backend(&dir, actor)?.output(&output)?;
             if json {
-                let findings = domain.findings(&output)?;
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "name": name, "kind": kind, "status": status, "table": crate::table_json(&table),
-                        "findings": findings, "disclosure": disclosure,
-                    })
-                )?;
-                return Ok(());
+                return print_json(out, &shown);
             }
-            let what = match kind.as_str() {
+            let what = match shown.kind.as_str() {
                 "outcome" => " (the job's outcome: what its guest computed beyond its outputs)",
                 "extract" => " (a masked extract)",
                 _ => "",
             };
-            writeln!(out, "output {output} `{name}`{what} ({status})")?;
+            writeln!(
+                out,
+                "output {output} `{}`{what} ({})",
+                shown.name, shown.status
+            )?;
+            let table = crate::table_from_json(&shown.table)
+                .map_err(|e| anyhow::anyhow!("the output's table is malformed: {e}"))?;
             demo::print_table(out, &table)?;
-            if let Some(report) = disclosure.as_ref().map(|d| &d["report"]) {
-                print_disclosure(out, report)?;
+            if !shown.disclosure.is_null() {
+                print_disclosure(out, &shown.disclosure["report"])?;
             }
-            let findings = domain.findings(&output)?;
+            let findings = shown
+                .findings
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             if findings.is_empty() {
                 writeln!(out, "automatic checks: no findings")?;
             }
@@ -66,33 +59,22 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let release = domain.review(&actor, &output, true, &reason)?;
+            let decision = session
+                .backend(&dir, actor)?
+                .review(&output, true, &reason)?;
             if json {
-                let status = if release.is_some() {
-                    "approved"
-                } else {
-                    "awaiting a second approval"
-                };
-                writeln!(
-                    out,
-                    "{}",
-                    json!({
-                        "output": output, "status": status,
-                        "release": release.as_ref().map(|r| r.id.clone()),
-                        "path": release.as_ref().map(|r| r.path.display().to_string()),
-                    })
-                )?;
-                return Ok(());
+                return print_json(out, &decision);
             }
-            match release {
-                Some(r) => writeln!(
+            match (&decision.release, &decision.path) {
+                (Some(r), Some(path)) => writeln!(
                     out,
-                    "approved {output}; signed release {} written to {}",
-                    r.id,
-                    r.path.display()
+                    "approved {output}; signed release {r} written to {path}"
                 )?,
-                None => writeln!(
+                (Some(r), None) => writeln!(
+                    out,
+                    "approved {output}; signed release {r}; download it with `unseen release download {r}`"
+                )?,
+                (None, _) => writeln!(
                     out,
                     "approved {output}; its grant needs a second approval by another reviewer"
                 )?,
@@ -106,16 +88,12 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            domain.review(&actor, &output, false, &reason)?;
-            say(
-                out,
-                json,
-                json!({"output": output, "decision": "rejected"}),
-                format_args!("rejected {output}"),
-            )
+            let decision = session
+                .backend(&dir, actor)?
+                .review(&output, false, &reason)?;
+            say(out, json, &decision, format_args!("rejected {output}"))
         }
-        ReviewCommand::List { actor, json, dir } => queue(actor, json, dir, token, out),
+        ReviewCommand::List { actor, json, dir } => queue(actor, json, dir, session, out),
     }
 }
 
@@ -123,15 +101,14 @@ fn queue(
     actor: Option<String>,
     json: bool,
     dir: DataDir,
-    token: Option<&str>,
+    session: &Session,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let (domain, actor) = open_as(&dir, actor, token)?;
-    let queue = domain.review_queue(&actor)?;
+    let listed = session.backend(&dir, actor)?.review_queue()?;
     if json {
-        writeln!(out, "{}", json!({"outputs": queue}))?;
-        return Ok(());
+        return print_json(out, &listed);
     }
+    let queue = &listed.outputs;
     if queue.is_empty() {
         writeln!(out, "the review queue is empty")?;
     }
@@ -186,12 +163,7 @@ fn queue(
     Ok(())
 }
 
-pub(super) fn report(
-    command: ReportCommand,
-    _token: Option<&str>,
-    _runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn report(command: ReportCommand, out: &mut dyn Write) -> Result<()> {
     match command {
         ReportCommand::Disclosure {
             public_key,
@@ -240,8 +212,7 @@ pub(super) fn report(
 
 pub(super) fn release(
     command: ReleaseCommand,
-    token: Option<&str>,
-    _runtime: &tokio::runtime::Runtime,
+    session: &Session,
     out: &mut dyn Write,
 ) -> Result<()> {
     match command {
@@ -295,24 +266,19 @@ pub(super) fn release(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let mut destination = prepare_download(path.as_deref(), force)?;
-            let file =
-                domain.download_release_into(&actor, &id, |text| match destination.take() {
-                    Some(d) => d
-                        .commit(text.as_bytes())
-                        .map_err(crate::DomainError::Invalid),
-                    None => Ok(()),
-                })?;
+            let backend = session.backend(&dir, actor)?;
+            // The destination is made ready before the download, which counts.
+            let destination = prepare_download(path.as_deref(), force)?;
+            let file = backend.download_release(&id, destination)?;
             match &path {
                 Some(p) => say(
                     out,
                     json,
-                    json!({"release": id, "path": p}),
+                    &json!({"release": id, "path": p}),
                     format_args!("downloaded release {id} to {}", p.display()),
                 ),
                 // The release file itself is JSON already.
-                None => say(out, false, json!(null), &file),
+                None => say(out, false, &json!(null), &file),
             }
         }
     }

@@ -2,12 +2,8 @@
 
 use super::*;
 
-pub(super) fn serve(
-    args: ServeArgs,
-    _token: Option<&str>,
-    runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> Result<()> {
+    let runtime = session.runtime;
     let ServeArgs {
         listen,
         max_jobs,

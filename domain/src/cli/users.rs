@@ -2,12 +2,7 @@
 
 use super::*;
 
-pub(super) fn run(
-    command: UserCommand,
-    token: Option<&str>,
-    _runtime: &tokio::runtime::Runtime,
-    out: &mut dyn Write,
-) -> Result<()> {
+pub(super) fn run(command: UserCommand, session: &Session, out: &mut dyn Write) -> Result<()> {
     match command {
         UserCommand::Add {
             id,
@@ -18,49 +13,39 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let domain = open_or_create(&dir)?;
-            // The first admin of a new directory adds itself without a token.
-            let actor = match (actor, token) {
-                (None, None) => None,
-                (actor, token) => Some(who(&domain, actor, token)?),
-            };
-            let token = domain.add_user(
-                actor.as_deref(),
-                &id,
-                &name,
-                Role::parse(&role).map_err(anyhow::Error::msg)?,
-                &org,
-            )?;
+            let backend = session.backend_creating(&dir, actor)?;
+            let added = backend.add_user(&unseen_api::NewUser {
+                id,
+                name: name.clone(),
+                role: role.clone(),
+                org,
+            })?;
             if json {
-                writeln!(out, "{}", json!({"user": id, "token": token}))?;
-            } else {
-                writeln!(out, "added {role} `{id}` ({name})")?;
-                writeln!(out, "token (shown once, keep it secret): {token}")?;
+                return print_json(out, &added);
             }
+            writeln!(out, "added {role} `{}` ({name})", added.user)?;
+            writeln!(out, "token (shown once, keep it secret): {}", added.token)?;
             Ok(())
         }
         UserCommand::List { actor, json, dir } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let users = domain.users(&actor)?;
+            let listed = session.backend(&dir, actor)?.users()?;
             if json {
-                writeln!(out, "{}", json!({"users": users}))?;
+                return print_json(out, &listed);
             }
-            if !json {
-                let rows = users
-                    .iter()
-                    .map(|u| {
-                        vec![
-                            u.id.clone(),
-                            u.role.to_string(),
-                            u.name.clone(),
-                            u.org.clone(),
-                            if u.disabled { "disabled" } else { "enabled" }.into(),
-                        ]
-                    })
-                    .collect();
-                write_table(out, &["USER", "ROLE", "NAME", "ORG", "STATE"], &[], rows)?;
-            }
-            Ok(())
+            let rows = listed
+                .users
+                .iter()
+                .map(|u| {
+                    vec![
+                        u.id.clone(),
+                        u.role.to_string(),
+                        u.name.clone(),
+                        u.org.clone(),
+                        if u.disabled { "disabled" } else { "enabled" }.into(),
+                    ]
+                })
+                .collect();
+            write_table(out, &["USER", "ROLE", "NAME", "ORG", "STATE"], &[], rows)
         }
         UserCommand::Disable {
             id,
@@ -69,12 +54,11 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            domain.disable_user(&actor, &id, &reason)?;
+            let done = session.backend(&dir, actor)?.disable_user(&id, &reason)?;
             say(
                 out,
                 json,
-                json!({"user": id, "disabled": true}),
+                &done,
                 format_args!("disabled `{id}`; their token no longer works"),
             )
         }
@@ -84,17 +68,16 @@ pub(super) fn run(
             json,
             dir,
         } => {
-            let (domain, actor) = open_as(&dir, actor, token)?;
-            let token = domain.rotate_token(&actor, &id)?;
-            if json {
-                writeln!(out, "{}", json!({"user": id, "token": token}))?;
-            } else {
-                writeln!(
-                    out,
-                    "new token for `{id}` (shown once; the old one no longer works): {token}"
-                )?;
-            }
-            Ok(())
+            let issued = session.backend(&dir, actor)?.rotate_token(&id)?;
+            say(
+                out,
+                json,
+                &issued,
+                format_args!(
+                    "new token for `{id}` (shown once; the old one no longer works): {}",
+                    issued.token
+                ),
+            )
         }
     }
 }
