@@ -7,7 +7,7 @@ use serde_json::json;
 pub use unseen_api::{DatasetView, UserView};
 
 use crate::records::Change;
-use crate::util::{now_rfc3339, random_bytes, sha256_hex};
+use crate::util::{random_bytes, sha256_hex};
 use crate::{Domain, DomainError, Role, lock};
 
 /// Prefix that makes a leaked token easy to recognise and scan for.
@@ -88,7 +88,7 @@ impl Domain {
         self.commit_recorded(actor, "user.token_issued", |tx| {
             let changed = tx.execute(
                 "UPDATE users SET token_sha256 = ?2, token_issued_at = ?3 WHERE id = ?1",
-                params![user, sha256_hex(token.as_bytes()), now_rfc3339()],
+                params![user, sha256_hex(token.as_bytes()), self.now_rfc3339()],
             )?;
             if changed != 1 {
                 return Err(DomainError::NotFound {
@@ -318,7 +318,7 @@ impl Domain {
         self.commit_recorded(actor, "dataset.destroyed", |tx| {
             tx.execute(
                 "UPDATE datasets SET wrapped_key = NULL, destroyed_at = ?2 WHERE name = ?1",
-                params![name, now_rfc3339()],
+                params![name, self.now_rfc3339()],
             )?;
             tx.execute(
                 &format!("DELETE FROM release_cache WHERE grant_id IN (SELECT id FROM grants WHERE {GRANT_COVERS_DATASET})"),
@@ -418,7 +418,7 @@ impl Domain {
             }
             tx.execute(
                 "INSERT INTO downloads(release_id, user_id, at) VALUES (?1, ?2, ?3)",
-                params![release_id, actor, now_rfc3339()],
+                params![release_id, actor, self.now_rfc3339()],
             )?;
             let downloads: u32 = tx.query_row(
                 "SELECT downloads FROM grants WHERE id = ?1",

@@ -37,7 +37,7 @@ use unseen_sandbox::{Cancel, SandboxError};
 pub use unseen_api::{JobStatus, JobView, OutcomeReview, RunEnding};
 
 use crate::records::Change;
-use crate::util::{new_id, now_rfc3339};
+use crate::util::new_id;
 use crate::{
     Domain, DomainError, Grant, GrantUsage, JobBody, JobOutcome, Role, access, host, lock,
 };
@@ -81,13 +81,6 @@ pub fn timing_quantum_from_env() -> Result<Duration, DomainError> {
     }
 }
 
-/// Milliseconds since the Unix epoch now.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// When a job that ended at `end_ms` is shown to end: `end_ms` plus a
 /// delay uniform in `[0, quantum)` from `random` (whole milliseconds).
 /// Shifting the end by δ changes the distribution of the result by at most
@@ -101,10 +94,10 @@ pub fn shown_end_ms(end_ms: i64, quantum: Duration, random: u64) -> i64 {
     end_ms.saturating_add(i64::try_from(random % quantum_ms).unwrap_or(0))
 }
 
-/// Blocks until the wall clock reaches `at_ms` (milliseconds since the
-/// epoch); returns at once when it already has.
-pub(crate) fn wait_until_ms(at_ms: i64) {
-    let left = at_ms.saturating_sub(now_ms());
+/// Blocks until `clock` reaches `at_ms` (milliseconds since the epoch);
+/// returns at once when it already has.
+pub(crate) fn wait_until_ms(clock: &dyn crate::clock::Clock, at_ms: i64) {
+    let left = at_ms.saturating_sub(clock.now_ms());
     if left > 0 {
         std::thread::sleep(Duration::from_millis(left as u64));
     }
@@ -499,13 +492,13 @@ impl Domain {
                 "was revoked at {at}; ask the data provider for a new grant"
             )));
         }
-        if grant.expires_at <= now_rfc3339() {
+        if grant.expires_at <= self.now_rfc3339() {
             return Err(err(format!(
                 "expired at {}; ask the data provider to renew it",
                 grant.expires_at
             )));
         }
-        access::check_windows(&grant.id, &grant.windows, &now_rfc3339())
+        access::check_windows(&grant.id, &grant.windows, &self.now_rfc3339())
     }
 
     /// Checks the submitter, the grant's controls and the run limit, and
@@ -578,7 +571,7 @@ impl Domain {
             }
             tx.execute(
                 "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at, params, udf_modules, inputs) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9)",
-                params![job_id, grant_id, module, sql, submitter, now_rfc3339(), params_json, udfs_json, inputs_json],
+                params![job_id, grant_id, module, sql, submitter, self.now_rfc3339(), params_json, udfs_json, inputs_json],
             )?;
             Ok(Change::Record(body, ()))
         })?;
@@ -718,7 +711,7 @@ impl Domain {
         let (moved, _) = self.commit_recorded(&submitter, "job.started", |tx| {
             let moved = tx.execute(
                 "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
-                params![job_id, now_rfc3339()],
+                params![job_id, self.now_rfc3339()],
             )?;
             Ok(if moved == 1 {
                 Change::Record(json!({"job": job_id, "grant": grant_id}), true)
@@ -806,7 +799,7 @@ impl Domain {
             [&job_id],
             |r| r.get(0),
         )?;
-        let end_ms = now_ms();
+        let end_ms = self.now_ms();
         // Only a run that read protected data can take a data-dependent
         // time; the rest are shown as they end.
         let shown_end = if log.read_protected {
@@ -823,7 +816,7 @@ impl Domain {
                 "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10,
                      refusals = ?11, visible = ?12, stopped_by = ?13, reason = ?14, shown_end_ms = ?15
                  WHERE id = ?1 AND status IN ('queued', 'running')",
-                params![job_id, ending.as_str(), error, now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs,
+                params![job_id, ending.as_str(), error, self.now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs,
                     refusals, visible.status().as_str(), visible.stopped_by(), visible.reason(), shown_end],
             )?;
             if ended == 0 {
@@ -856,7 +849,7 @@ impl Domain {
         // Whoever waits for the outcome (a developer's query, a waiting
         // submission, the worker that ran the job) gets it at the shown
         // end, not before.
-        wait_until_ms(shown_end);
+        wait_until_ms(&*self.clock, shown_end);
         Ok(JobOutcome {
             job_id,
             status: visible.status(),
@@ -1140,13 +1133,13 @@ impl Domain {
             let was_queued = tx.execute(
                 "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = ?4, reason = ?2
                  WHERE id = ?1 AND status = 'queued'",
-                params![job_id, reason, now_rfc3339(), visible.stopped_by()],
+                params![job_id, reason, self.now_rfc3339(), visible.stopped_by()],
             )? == 1;
             let not_yet_shown = developer
                 && tx.execute(
                     "UPDATE jobs SET status = 'cancelled', error = ?2, visible = 'stopped', stopped_by = ?3, reason = ?4
                      WHERE id = ?1 AND status IN ('succeeded', 'failed', 'trapped') AND shown_end_ms > ?5",
-                    params![job_id, format!("job cancelled: {reason}"), visible.stopped_by(), reason, now_ms()],
+                    params![job_id, format!("job cancelled: {reason}"), visible.stopped_by(), reason, self.now_ms()],
                 )? == 1;
             // What the ledger records (the store's state) and what the
             // developer is told (a job whose end is not shown yet is, to
@@ -1247,7 +1240,7 @@ impl Domain {
             let ended = tx.execute(
                 "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, visible = 'stopped', stopped_by = ?5, reason = ?6
                  WHERE id = ?1 AND status IN ('queued', 'running')",
-                params![job_id, ending.as_str(), error, now_rfc3339(), stopped_by, reason],
+                params![job_id, ending.as_str(), error, self.now_rfc3339(), stopped_by, reason],
             )?;
             Ok(if ended == 1 {
                 Change::Record(
@@ -1286,7 +1279,7 @@ impl Domain {
         let (jobs, _) = self.commit_recorded(actor, "grant.revoked", |tx| {
             tx.execute(
                 "UPDATE grants SET revoked_at = ?2 WHERE id = ?1",
-                params![grant_id, now_rfc3339()],
+                params![grant_id, self.now_rfc3339()],
             )?;
             let jobs: Vec<String> = {
                 let mut stmt = tx.prepare(
@@ -1389,7 +1382,7 @@ impl Domain {
             });
         }
         if role == Role::Developer {
-            self.developer_view(view, now_ms())
+            self.developer_view(view, self.now_ms())
         } else {
             Ok(view)
         }
@@ -1411,7 +1404,7 @@ impl Domain {
             .map(|id| {
                 let view = self.job_record(id)?;
                 if role == Role::Developer {
-                    self.developer_view(view, now_ms())
+                    self.developer_view(view, self.now_ms())
                 } else {
                     Ok(view)
                 }
@@ -1447,7 +1440,7 @@ impl Domain {
                 "SELECT CASE WHEN ?2 AND status IN ('succeeded', 'failed', 'trapped', 'cancelled') AND COALESCE(shown_end_ms, 0) > ?3 THEN 'running' ELSE COALESCE(visible, status) END AS shown, COUNT(*)
                  FROM jobs WHERE grant_id = ?1 GROUP BY shown",
             )?;
-            let rows = stmt.query_map(params![grant_id, developer, now_ms()], |r| {
+            let rows = stmt.query_map(params![grant_id, developer, self.now_ms()], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })?;
             for row in rows {
@@ -1510,9 +1503,7 @@ impl Domain {
                 "logs are kept at least {retention} days (UNSEEN_LOG_RETENTION_DAYS); prune only logs older than that"
             )));
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = self.unix_now();
         let cutoff = crate::util::rfc3339(now.saturating_sub(u64::from(older_than_days) * 86_400));
         // The logs also sit in outcome outputs no one approved: those lose
         // their log rows and leave review (`pruned`); an approved outcome is

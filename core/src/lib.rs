@@ -29,6 +29,7 @@
 pub mod access;
 pub mod audit;
 pub mod bundle;
+pub mod clock;
 pub mod data;
 pub mod dev;
 mod extract;
@@ -54,7 +55,7 @@ use unseen_sandbox::{Limits, ModuleKind, Sandbox, SandboxError};
 use crate::data::OpenDataset;
 use crate::keys::{KeyError, MasterKey};
 use crate::records::Change;
-use crate::util::{new_id, now_rfc3339, random_bytes, sha256_hex};
+use crate::util::{new_id, random_bytes, sha256_hex};
 
 /// Version of the policy rules a release was made under.
 pub const POLICY_VERSION: &str = "unseen-policy/1";
@@ -329,6 +330,7 @@ impl unseen_policy::Budget for LayerBudget<'_> {
 fn charge_layers(
     tx: &rusqlite::Transaction<'_>,
     spend: &Spend<'_>,
+    at: &str,
 ) -> Result<Option<(&'static str, String)>, DomainError> {
     let mut layers: Vec<(&'static str, &str, String)> = Vec::new();
     if let Some(grant) = spend.grant {
@@ -374,7 +376,7 @@ fn charge_layers(
     }
     tx.execute(
         "INSERT INTO spends(job_id, grant_id, epsilon, delta, query_sha256, at, datasets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![spend.job, grant, spend.epsilon, spend.delta, spend.query_sha, now_rfc3339(),
+        params![spend.job, grant, spend.epsilon, spend.delta, spend.query_sha, at,
             serde_json::to_string(spend.datasets).unwrap_or_else(|_| "[]".into())],
     )?;
     Ok(None)
@@ -472,6 +474,8 @@ pub struct ReleaseRecord {
 /// One data directory: store, ledger, keys, data files and the sandbox.
 pub struct Domain {
     dir: PathBuf,
+    /// Where every time the service stores or compares comes from.
+    clock: Arc<dyn clock::Clock>,
     db: Mutex<Connection>,
     /// Group-committed: concurrent appends share one fsync and one checkpoint.
     ledger: SharedLedger,
@@ -561,8 +565,31 @@ impl Domain {
         dir.join("unseen.db").is_file()
     }
 
+    /// The time now, as RFC 3339 UTC (from the domain's clock).
+    pub fn now_rfc3339(&self) -> String {
+        self.clock.rfc3339()
+    }
+
+    /// Milliseconds since the Unix epoch now (from the domain's clock).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Seconds since the Unix epoch now (from the domain's clock).
+    pub fn unix_now(&self) -> u64 {
+        self.clock.unix_secs()
+    }
+
     /// Opens a data directory, creating it and its store, keys and ledger on first use.
     pub fn open(dir: &Path) -> Result<Domain, DomainError> {
+        Domain::open_with_clock(dir, Arc::new(clock::SystemClock))
+    }
+
+    /// [`Domain::open`] reading the time from `clock`.
+    pub fn open_with_clock(
+        dir: &Path,
+        clock: Arc<dyn clock::Clock>,
+    ) -> Result<Domain, DomainError> {
         // Owner-only, set explicitly whatever the umask, and checked on
         // every open: local mode must not let other accounts on the host
         // read what only a token holder could read over HTTP.
@@ -580,7 +607,7 @@ impl Domain {
         let mut ledger = unseen_ledger::Ledger::open(&dir.join("ledger"))?;
         // Before anything else reads either: changes a stopped process
         // committed but did not record are recorded now.
-        let reconciled = records::reconcile_pending(&mut db, &mut ledger)?;
+        let reconciled = records::reconcile_pending(&mut db, &mut ledger, &*clock)?;
         if !reconciled.repaired.is_empty() || reconciled.already_recorded > 0 {
             let kinds: Vec<&str> = reconciled
                 .repaired
@@ -603,6 +630,7 @@ impl Domain {
         let sandbox = Sandbox::with_cache_dir(Limits::default(), dir.join("cache/modules"))?;
         let domain = Domain {
             dir: dir.to_path_buf(),
+            clock,
             db: Mutex::new(db),
             ledger,
             master,
@@ -648,7 +676,7 @@ impl Domain {
             self.commit_recorded("system", "job.recovered", |tx| {
                 tx.execute(
                     "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = 'service restart', reason = ?2 WHERE id = ?1",
-                    params![job, reason, now_rfc3339()],
+                    params![job, reason, self.now_rfc3339()],
                 )?;
                 Ok(Change::Record(
                     json!({"job": job, "submitter": submitter, "status": "failed", "visible": "stopped", "reason": reason}),
@@ -756,7 +784,7 @@ impl Domain {
         kind: &str,
         body: serde_json::Value,
     ) -> Result<u64, DomainError> {
-        self.append(actor, kind, now_rfc3339(), body)
+        self.append(actor, kind, self.now_rfc3339(), body)
     }
 
     /// Appends one entry (group commit) and raises the ledger floor past it.
@@ -913,7 +941,7 @@ impl Domain {
         self.commit_recorded(&actor, "user.created", |tx| {
             let inserted = tx.execute(
                 "INSERT OR IGNORE INTO users(id, name, role, org, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, name, role.as_str(), org, now_rfc3339()],
+                params![id, name, role.as_str(), org, self.now_rfc3339()],
             )?;
             if inserted == 0 {
                 return Err(DomainError::Exists {
@@ -1017,7 +1045,7 @@ impl Domain {
             tx.execute(
                 "INSERT INTO datasets(name, manifest, manifest_version, file, wrapped_key, rows, unit_unique, source_sha256, registered_by, registered_at, within_bounds)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![name, manifest_text, manifest.version, file, wrapped, ingested.rows as i64, unit_unique, ingested.source_sha256, actor, now_rfc3339(), within_json],
+                params![name, manifest_text, manifest.version, file, wrapped, ingested.rows as i64, unit_unique, ingested.source_sha256, actor, self.now_rfc3339(), within_json],
             )?;
             Ok(Change::Record(body, ()))
         })?;
@@ -1202,9 +1230,7 @@ impl Domain {
             ));
         }
         let id = new_id("grant");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = self.unix_now();
         let expires_at = util::rfc3339(now + u64::from(r.valid_days) * 86_400);
         let windows = serde_json::to_string(&r.windows).unwrap_or_else(|_| "[]".into());
         let designated = serde_json::to_string(&r.designated).unwrap_or_else(|_| "[]".into());
@@ -1226,7 +1252,7 @@ impl Domain {
                 scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs,
                 max_open_queries, open_query_window, udf_row_instructions)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
-            params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, now_rfc3339(), expires_at,
+            params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, self.now_rfc3339(), expires_at,
                 r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined,
                 r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }, r.allow_udfs,
                 r.max_open_queries, r.open_query_window, r.udf_row_instructions as i64],
@@ -1304,7 +1330,7 @@ impl Domain {
         self.commit_recorded(actor, "module.uploaded", |tx| {
             tx.execute(
                 "INSERT OR IGNORE INTO modules(sha256, bytes, uploaded_by, uploaded_at, kind, functions) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![sha, bytes, actor, now_rfc3339(), kind_name, serde_json::to_string(&functions).unwrap_or_else(|_| "[]".into())],
+                params![sha, bytes, actor, self.now_rfc3339(), kind_name, serde_json::to_string(&functions).unwrap_or_else(|_| "[]".into())],
             )?;
             let stored_kind: Option<String> = tx
                 .query_row("SELECT kind FROM modules WHERE sha256 = ?1", [&sha], |r| {
@@ -1429,7 +1455,7 @@ impl Domain {
             body["delta"] = json!(spend.delta);
         }
         let (short, _) = self.commit_recorded(actor, kind, |tx| {
-            Ok(match charge_layers(tx, spend)? {
+            Ok(match charge_layers(tx, spend, &self.now_rfc3339())? {
                 // Dropping the transaction rolls back the layers already charged.
                 Some(short) => Change::Abandon(Some(short)),
                 None => Change::Record(body, None),
@@ -1447,7 +1473,7 @@ impl Domain {
         &self,
         grant: &Grant,
     ) -> Result<Option<PolicyError>, DomainError> {
-        let now = i64::try_from(util::unix_now()).unwrap_or(i64::MAX);
+        let now = i64::try_from(self.unix_now()).unwrap_or(i64::MAX);
         let window = i64::from(grant.open_query_window);
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
@@ -1484,7 +1510,7 @@ impl Domain {
 
     /// Open-column queries counted against `grant`'s limit now.
     pub(crate) fn open_queries_in_window(&self, grant: &Grant) -> Result<u64, DomainError> {
-        let now = i64::try_from(util::unix_now()).unwrap_or(i64::MAX);
+        let now = i64::try_from(self.unix_now()).unwrap_or(i64::MAX);
         let n: i64 = lock(&self.db).query_row(
             "SELECT COUNT(*) FROM open_queries WHERE grant_id = ?1 AND at > ?2",
             params![grant.id, now - i64::from(grant.open_query_window)],
@@ -1547,7 +1573,7 @@ impl Domain {
              FROM jobs j JOIN spends s ON s.job_id = j.id JOIN grants g ON g.id = s.grant_id
              WHERE j.status IN ('queued', 'running') OR COALESCE(j.shown_end_ms, 0) > ?1",
         )?;
-        let rows = stmt.query_map([jobs::now_ms()], |r| {
+        let rows = stmt.query_map([self.now_ms()], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -1698,7 +1724,7 @@ impl Domain {
             .map_err(|e| DomainError::Invalid(format!("cannot encode a measurement: {e}")))?;
         lock(&self.db).execute(
             "INSERT OR IGNORE INTO release_cache(grant_id, fingerprint, result, epsilon, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![grant_id, fingerprint, bytes, release.result.epsilon_spent, now_rfc3339()],
+            params![grant_id, fingerprint, bytes, release.result.epsilon_spent, self.now_rfc3339()],
         )?;
         Ok(())
     }
@@ -1752,7 +1778,7 @@ impl Domain {
         self.commit_recorded(actor, "output.quarantined", |tx| {
             tx.execute(
                 "INSERT INTO outputs(id, job_id, name, data, sha256, findings, created_at, kind, disclosure) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![id, q.job_id, q.name, bytes, sha, findings_json, now_rfc3339(), q.kind, disclosure],
+                params![id, q.job_id, q.name, bytes, sha, findings_json, self.now_rfc3339(), q.kind, disclosure],
             )?;
             Ok(Change::Record(body, ()))
         })?;
@@ -2042,7 +2068,7 @@ impl Domain {
                 });
             }
         }
-        let at = now_rfc3339();
+        let at = self.now_rfc3339();
         let grant_now = self.grant(&grant_id)?;
         if approve && let Some(at) = &grant_now.revoked_at {
             return Err(DomainError::Grant {

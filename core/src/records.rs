@@ -33,7 +33,7 @@ use rusqlite::{Connection, Transaction, params};
 use serde_json::{Value, json};
 use unseen_ledger::{EntryDraft, Ledger};
 
-use crate::util::{new_id, now_rfc3339};
+use crate::util::new_id;
 use crate::{Domain, DomainError, lock};
 
 /// Body field of a recorded change's entry: its pending record's id, by
@@ -85,7 +85,7 @@ impl Domain {
         change: impl FnOnce(&Transaction<'_>) -> Result<Change<T>, DomainError>,
     ) -> Result<(T, Option<u64>), DomainError> {
         let record = new_id("rec");
-        let time = now_rfc3339();
+        let time = self.now_rfc3339();
         let (body, value) = {
             let mut db = lock(&self.db);
             let tx = db.transaction()?;
@@ -237,6 +237,7 @@ pub struct Reconciled {
 pub(crate) fn reconcile_pending(
     db: &mut Connection,
     ledger: &mut Ledger,
+    clock: &dyn crate::clock::Clock,
 ) -> Result<Reconciled, DomainError> {
     let rows = pending(db)?;
     let Some(from) = rows.iter().map(|p| p.ledger_from).min() else {
@@ -264,7 +265,7 @@ pub(crate) fn reconcile_pending(
         drafts.push(EntryDraft {
             kind: RECONCILED_KIND.to_string(),
             actor: "system".to_string(),
-            time: now_rfc3339(),
+            time: clock.rfc3339(),
             body: json!({
                 "reason": "the service stopped between committing these changes to the store and recording them; their entries were appended at the next open",
                 "repaired": repaired,
@@ -321,7 +322,7 @@ mod tests {
                 body: json!({"job": "j", RECORD_FIELD: "rec-written"}),
             })
             .unwrap();
-        let done = reconcile_pending(&mut db, &mut ledger).unwrap();
+        let done = reconcile_pending(&mut db, &mut ledger, &crate::clock::SystemClock).unwrap();
         assert_eq!(
             done,
             Reconciled {
@@ -341,7 +342,7 @@ mod tests {
         );
         assert_eq!(entries[2].body["already_recorded"], 1);
         assert_eq!(
-            reconcile_pending(&mut db, &mut ledger).unwrap(),
+            reconcile_pending(&mut db, &mut ledger, &crate::clock::SystemClock).unwrap(),
             Reconciled::default()
         );
         assert_eq!(ledger.size(), entries[2].index + 1);
@@ -355,7 +356,7 @@ mod tests {
         let mut db = crate::store::open(&dir.path().join("unseen.db")).unwrap();
         let mut ledger = Ledger::open(&dir.path().join("ledger")).unwrap();
         pending_row(&db, "rec-late", "grant.revoked", ledger.size() + 10);
-        let done = reconcile_pending(&mut db, &mut ledger).unwrap();
+        let done = reconcile_pending(&mut db, &mut ledger, &crate::clock::SystemClock).unwrap();
         assert_eq!(done.repaired.len(), 1);
         assert_eq!(rows(&db), 0);
     }

@@ -5,19 +5,6 @@ use std::path::Path;
 
 use ring::rand::SecureRandom;
 
-/// Current UTC time as RFC 3339 (seconds precision).
-pub fn now_rfc3339() -> String {
-    rfc3339(unix_now())
-}
-
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Formats seconds since the Unix epoch as RFC 3339 UTC.
 pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;

@@ -10,6 +10,7 @@ mod budget;
 mod canary;
 mod cli;
 mod cli_errors;
+mod clock;
 mod demo;
 mod dev;
 mod extract;
