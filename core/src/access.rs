@@ -228,7 +228,7 @@ impl Domain {
                 "SELECT {} FROM grants ORDER BY issued_at, id",
                 crate::GRANT_COLUMNS
             ))?;
-            let rows = stmt.query_map([], crate::grant_from_row)?;
+            let rows = stmt.query_map([], crate::grants::grant_from_row)?;
             rows.collect::<Result<_, _>>()?
         };
         if role != Role::Developer {

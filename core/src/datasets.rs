@@ -1,0 +1,147 @@
+//! Datasets: registration (validated, encrypted, recorded) and opening them for a job.
+
+use super::*;
+
+impl Domain {
+    /// Registers a Parquet file under a manifest: validates, encrypts at rest
+    /// with a fresh data key, records the registration.
+    pub async fn register_dataset(
+        &self,
+        actor: &str,
+        name: &str,
+        parquet: &Path,
+        manifest_text: &str,
+    ) -> Result<data::Ingested, DomainError> {
+        self.require(actor, Role::Admin, "register datasets")?;
+        let manifest = Manifest::parse(manifest_text).map_err(DomainError::Manifest)?;
+        if manifest.name != name {
+            return Err(DomainError::Invalid(format!(
+                "the manifest describes dataset `{}` but you are registering `{name}`; use the same name",
+                manifest.name
+            )));
+        }
+        let exists: Option<String> = lock(&self.db)
+            .query_row("SELECT name FROM datasets WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_some() {
+            return Err(DomainError::Exists {
+                what: "dataset",
+                id: name.to_string(),
+            });
+        }
+        data::check_file(parquet, &manifest)?;
+        let key = random_bytes::<32>();
+        let file = format!("data/{name}.parquet");
+        let prohibited_text: Vec<String> = manifest
+            .columns
+            .iter()
+            .filter(|c| {
+                c.class == unseen_policy::Class::Prohibited
+                    && c.ty == unseen_policy::manifest::ColumnType::Utf8
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        let ingested = data::ingest(parquet, &self.dir.join(&file), &key, name, &prohibited_text)?;
+        data::write_index(
+            &self.dir.join(format!("data/{name}.prohibited")),
+            &ingested.prohibited,
+        )?;
+        let open = OpenDataset {
+            name: name.to_string(),
+            path: self.dir.join(&file),
+            key,
+            manifest: manifest.clone(),
+            scope: None,
+            rows: ingested.rows,
+            unit_unique: false,
+            within_bounds: Vec::new(),
+        };
+        let unseen_policy::TableFacts {
+            one_row_per_unit: unit_unique,
+            within_bounds,
+            ..
+        } = data::registration_facts(&open).await?;
+        let within_json = serde_json::to_string(&within_bounds).unwrap_or_else(|_| "[]".into());
+        let wrapped = self.master.wrap(name, &key);
+        let by_class = |class: unseen_policy::Class| {
+            manifest
+                .columns
+                .iter()
+                .filter(|c| c.class == class)
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let body = json!({
+                "dataset": name,
+                "manifest_version": manifest.version,
+                "manifest_sha256": sha256_hex(manifest_text.as_bytes()),
+                "source_sha256": ingested.source_sha256,
+                "rows": ingested.rows,
+                "privacy_unit": manifest.privacy_unit,
+                "one_row_per_unit": unit_unique,
+                "within_bounds": within_bounds,
+                "prohibited": by_class(unseen_policy::Class::Prohibited),
+                "conditional": by_class(unseen_policy::Class::Conditional),
+                "open": by_class(unseen_policy::Class::Open),
+                "encryption": "parquet modular encryption, AES-256-GCM, per-dataset key wrapped by the master key",
+        });
+        self.commit_recorded(actor, "dataset.registered", |tx| {
+            tx.execute(
+                "INSERT INTO datasets(name, manifest, manifest_version, file, wrapped_key, rows, unit_unique, source_sha256, registered_by, registered_at, within_bounds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![name, manifest_text, manifest.version, file, wrapped, ingested.rows as i64, unit_unique, ingested.source_sha256, actor, self.now_rfc3339(), within_json],
+            )?;
+            Ok(Change::Record(body, ()))
+        })?;
+        Ok(ingested)
+    }
+
+    /// Opens a registered dataset for the engine (unwraps its key).
+    pub(crate) fn open_dataset(&self, name: &str) -> Result<OpenDataset, DomainError> {
+        type Row = (String, String, Option<Vec<u8>>, bool, i64, String);
+        let row: Option<Row> = lock(&self.db)
+            .query_row(
+                "SELECT manifest, file, wrapped_key, unit_unique, rows, within_bounds FROM datasets WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .optional()?;
+        let Some((manifest, file, wrapped, unit_unique, rows, within_bounds)) = row else {
+            return Err(DomainError::NotFound {
+                what: "dataset",
+                id: name.to_string(),
+                list: "dataset list",
+            });
+        };
+        let wrapped = wrapped.ok_or_else(|| DomainError::DatasetUnreadable {
+            dataset: name.to_string(),
+            reason: "its data key was destroyed".into(),
+        })?;
+        let key = self.master.unwrap(name, &wrapped)?;
+        let manifest = Manifest::parse(&manifest).map_err(DomainError::Manifest)?;
+        Ok(OpenDataset {
+            name: name.to_string(),
+            path: self.dir.join(file),
+            key,
+            manifest,
+            scope: None,
+            rows: u64::try_from(rows).unwrap_or(0),
+            unit_unique,
+            within_bounds: serde_json::from_str(&within_bounds).unwrap_or_default(),
+        })
+    }
+
+    /// Opens every dataset a grant covers, its primary dataset first, each
+    /// restricted to the grant's column scope.
+    pub(crate) fn open_grant_datasets(
+        &self,
+        grant: &Grant,
+    ) -> Result<Vec<OpenDataset>, DomainError> {
+        grant
+            .datasets()
+            .map(|name| Ok(self.open_dataset(name)?.restrict(&grant.columns)))
+            .collect()
+    }
+}

@@ -1,0 +1,225 @@
+//! Grants: issuing them with their usage controls, and reading them.
+
+use super::*;
+
+impl Domain {
+    /// Issues a grant to a developer over one dataset with an epsilon budget
+    /// and the usage controls of the authorization agreement.
+    pub fn issue_grant(&self, actor: &str, request: &GrantRequest) -> Result<String, DomainError> {
+        self.require(actor, Role::Admin, "issue grants")?;
+        let r = request;
+        if self.role_of(&r.developer)? != Role::Developer {
+            return Err(DomainError::Invalid(format!(
+                "user `{}` is not a developer; grants go to developers",
+                r.developer
+            )));
+        }
+        for user in &r.designated {
+            if self.role_of(user)? != Role::Developer {
+                return Err(DomainError::Invalid(format!(
+                    "designated user `{user}` is not a developer; only developers run jobs and download releases"
+                )));
+            }
+        }
+        let primary = self.open_dataset(&r.dataset)?;
+        let mut datasets = vec![primary];
+        for name in &r.join_datasets {
+            if name == &r.dataset || datasets.iter().any(|d| &d.name == name) {
+                return Err(DomainError::Invalid(format!(
+                    "dataset `{name}` is named twice; list each dataset of the grant once"
+                )));
+            }
+            let joined = self.open_dataset(name)?;
+            let unit = &datasets[0].manifest.privacy_unit;
+            if &joined.manifest.privacy_unit != unit {
+                return Err(DomainError::Invalid(format!(
+                    "dataset `{name}` has privacy unit `{}` but `{}` has `{unit}`; a grant joins only datasets about the same privacy unit",
+                    joined.manifest.privacy_unit, r.dataset
+                )));
+            }
+            datasets.push(joined);
+        }
+        for column in &r.columns {
+            let found = datasets.iter().any(|d| {
+                d.manifest
+                    .columns
+                    .iter()
+                    .any(|c| data::in_scope(std::slice::from_ref(column), &d.name, &c.name))
+            });
+            if !found {
+                let known: Vec<String> = datasets
+                    .iter()
+                    .flat_map(|d| {
+                        d.manifest
+                            .columns
+                            .iter()
+                            .map(move |c| format!("{}.{}", d.name, c.name))
+                    })
+                    .collect();
+                return Err(DomainError::Invalid(format!(
+                    "column `{column}` is in no dataset of the grant; name a column or `dataset.column` among {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        if r.purpose.trim().is_empty() {
+            return Err(DomainError::Invalid(
+                "a grant needs a purpose: the one scenario it serves".into(),
+            ));
+        }
+        if !(r.epsilon_total.is_finite()
+            && r.epsilon_total > 0.0
+            && r.query_epsilon.is_finite()
+            && r.query_epsilon > 0.0
+            && r.query_epsilon <= r.epsilon_total)
+        {
+            return Err(DomainError::Invalid(format!(
+                "budget must satisfy 0 < query epsilon ({}) <= total epsilon ({})",
+                r.query_epsilon, r.epsilon_total
+            )));
+        }
+        let max_days = if r.extended_validity {
+            5 * 366
+        } else {
+            3 * 366
+        };
+        if r.valid_days == 0 || r.valid_days > max_days {
+            return Err(DomainError::Invalid(format!(
+                "validity of {} days is outside 1..={max_days}: grants last at most 3 years, or 5 with extended validity",
+                r.valid_days
+            )));
+        }
+        for w in &r.windows {
+            access::parse_window(w)?;
+        }
+        if !(1..=2).contains(&r.approvals_required) {
+            return Err(DomainError::Invalid(format!(
+                "approvals_required is {}; a release needs 1 or 2 independent approvals",
+                r.approvals_required
+            )));
+        }
+        if !(0.0..1.0).contains(&r.delta_total)
+            || (r.delta_total > 0.0 && !(r.query_delta > 0.0 && r.query_delta <= r.delta_total))
+        {
+            return Err(DomainError::Invalid(format!(
+                "delta must satisfy 0 <= total delta ({}) < 1, and 0 < query delta ({}) <= total delta when the total is above 0",
+                r.delta_total, r.query_delta
+            )));
+        }
+        if r.max_runs == Some(0) || r.max_downloads == Some(0) {
+            return Err(DomainError::Invalid(
+                "run and download limits must be at least 1 (omit them for no limit)".into(),
+            ));
+        }
+        if !(1..=MAX_OPEN_QUERY_WINDOW).contains(&r.open_query_window) {
+            return Err(DomainError::Invalid(format!(
+                "the open-query window of {} s is outside 1..={MAX_OPEN_QUERY_WINDOW} (one second to 31 days)",
+                r.open_query_window
+            )));
+        }
+        if !(1..=MAX_UDF_ROW_INSTRUCTIONS).contains(&r.udf_row_instructions) {
+            return Err(DomainError::Invalid(format!(
+                "udf_row_instructions is {}; a UDF's cap per row is 1 to {MAX_UDF_ROW_INSTRUCTIONS} instructions (the default is the most)",
+                r.udf_row_instructions
+            )));
+        }
+        if !r.allow_udfs && r.udf_row_instructions != MAX_UDF_ROW_INSTRUCTIONS {
+            return Err(DomainError::Invalid(
+                "udf_row_instructions limits UDFs, which this grant does not allow; add allow_udfs (--allow-udfs) or leave the cap out".into(),
+            ));
+        }
+        if !(r.allow_modules || r.allow_sql || r.allow_extracts) {
+            return Err(DomainError::Invalid(
+                "the grant allows no operation; allow modules, SQL or extracts".into(),
+            ));
+        }
+        let id = new_id("grant");
+        let now = self.unix_now();
+        let expires_at = util::rfc3339(now + u64::from(r.valid_days) * 86_400);
+        let windows = serde_json::to_string(&r.windows).unwrap_or_else(|_| "[]".into());
+        let designated = serde_json::to_string(&r.designated).unwrap_or_else(|_| "[]".into());
+        let columns = serde_json::to_string(&r.columns).unwrap_or_else(|_| "[]".into());
+        let joined = serde_json::to_string(&r.join_datasets).unwrap_or_else(|_| "[]".into());
+        let body = json!({
+            "grant": id, "dataset": r.dataset, "join_datasets": r.join_datasets, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
+            "epsilon_total": r.epsilon_total, "query_epsilon": r.query_epsilon, "expires_at": expires_at,
+            "allow_modules": r.allow_modules, "allow_sql": r.allow_sql, "allow_extracts": r.allow_extracts,
+            "allow_udfs": r.allow_udfs, "udf_row_instructions": r.udf_row_instructions, "windows": r.windows, "designated": r.designated, "columns": r.columns, "max_runs": r.max_runs,
+            "max_downloads": r.max_downloads, "derived_reuse": r.derived_reuse,
+            "approvals_required": r.approvals_required,
+            "delta_total": r.delta_total, "query_delta": if r.delta_total > 0.0 { r.query_delta } else { 0.0 },
+            "max_open_queries": r.max_open_queries, "open_query_window": r.open_query_window,
+        });
+        self.commit_recorded(actor, "grant.issued", |tx| {
+            tx.execute(
+            "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
+                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs,
+                max_open_queries, open_query_window, udf_row_instructions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+            params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, self.now_rfc3339(), expires_at,
+                r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined,
+                r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }, r.allow_udfs,
+                r.max_open_queries, r.open_query_window, r.udf_row_instructions as i64],
+            )?;
+            Ok(Change::Record(body, ()))
+        })?;
+        Ok(id)
+    }
+
+    /// Reads a grant.
+    pub fn grant(&self, id: &str) -> Result<Grant, DomainError> {
+        lock(&self.db)
+            .query_row(
+                &format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?1"),
+                [id],
+                grant_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| DomainError::NotFound {
+                what: "grant",
+                id: id.to_string(),
+                list: "grant list",
+            })
+    }
+}
+
+pub(crate) fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
+    let list = |i: usize| -> rusqlite::Result<Vec<String>> {
+        let text: String = r.get(i)?;
+        Ok(serde_json::from_str(&text).unwrap_or_default())
+    };
+    Ok(Grant {
+        id: r.get(0)?,
+        dataset: r.get(1)?,
+        developer: r.get(2)?,
+        scenario: r.get(3)?,
+        purpose: r.get(4)?,
+        epsilon_total: r.get(5)?,
+        epsilon_spent: r.get(6)?,
+        query_epsilon: r.get(7)?,
+        issued_at: r.get(8)?,
+        expires_at: r.get(9)?,
+        revoked_at: r.get(10)?,
+        allow_modules: r.get(11)?,
+        allow_sql: r.get(12)?,
+        allow_extracts: r.get(13)?,
+        windows: list(14)?,
+        designated: list(15)?,
+        max_runs: r.get(16)?,
+        runs: r.get(17)?,
+        max_downloads: r.get(18)?,
+        downloads: r.get(19)?,
+        derived_reuse: r.get(20)?,
+        approvals_required: r.get(21)?,
+        columns: list(22)?,
+        join_datasets: list(23)?,
+        delta_total: r.get(24)?,
+        query_delta: r.get(25)?,
+        delta_spent: r.get(26)?,
+        allow_udfs: r.get(27)?,
+        max_open_queries: r.get(28)?,
+        open_query_window: r.get(29)?,
+        open_queries: r.get::<_, i64>(30).map(|n| u64::try_from(n).unwrap_or(0))?,
+        udf_row_instructions: u64::try_from(r.get::<_, i64>(31)?).unwrap_or(1),
+    })
+}
