@@ -169,11 +169,7 @@ impl Domain {
         self.require(actor, Role::Admin, "disable users")?;
         let role = match self.role_of(user) {
             Ok(r) => r,
-            Err(DomainError::Invalid(_)) => {
-                return Err(DomainError::Invalid(format!(
-                    "user `{user}` is already disabled"
-                )));
-            }
+            Err(e @ DomainError::UserDisabled { .. }) => return Err(e),
             Err(e) => return Err(e),
         };
         // One statement under the store's lock: two admins disabling each
@@ -185,11 +181,12 @@ impl Domain {
                 [user],
             )?;
             if disabled != 1 {
-                return Err(DomainError::Invalid(if role == Role::Admin {
-                    format!("`{user}` is the last enabled admin; add another admin first")
+                let user = user.to_string();
+                return Err(if role == Role::Admin {
+                    DomainError::LastAdmin { user }
                 } else {
-                    format!("user `{user}` is already disabled")
-                }));
+                    DomainError::UserDisabled { user }
+                });
             }
             Ok(Change::Record(json!({"user": user, "reason": reason}), ()))
         })?;
@@ -277,9 +274,10 @@ impl Domain {
     ) -> Result<(), DomainError> {
         self.require(actor, Role::Admin, "destroy datasets")?;
         if reason.trim().is_empty() {
-            return Err(DomainError::Invalid(
-                "destroying a dataset needs a reason (exit, withdrawal, end of grant)".into(),
-            ));
+            return Err(DomainError::ReasonRequired {
+                action: "destroying a dataset",
+                examples: " (exit, withdrawal, end of grant)",
+            });
         }
         let row: Option<(String, Option<String>)> = lock(&self.db)
             .query_row(
@@ -296,9 +294,10 @@ impl Domain {
             });
         };
         if let Some(at) = destroyed {
-            return Err(DomainError::Invalid(format!(
-                "dataset `{name}` was already destroyed at {at}"
-            )));
+            return Err(DomainError::DatasetDestroyed {
+                name: name.to_string(),
+                at,
+            });
         }
         let grants: Vec<String> = {
             let db = lock(&self.db);

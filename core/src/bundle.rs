@@ -71,9 +71,11 @@ impl Domain {
             [release_id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        let document: Value = serde_json::from_str(&document).map_err(|e| {
-            DomainError::Invalid(format!("stored release `{release_id}` is damaged: {e}"))
-        })?;
+        let document: Value =
+            serde_json::from_str(&document).map_err(|e| DomainError::Damaged {
+                what: format!("stored release `{release_id}`"),
+                detail: e.to_string(),
+            })?;
         let evidence = self
             .ledger
             .with(|l| -> Result<LedgerEvidence, DomainError> {

@@ -365,7 +365,7 @@ pub async fn session_with(
     }
     let runtime = runtime
         .build_arc()
-        .map_err(|e| DomainError::Invalid(format!("the query engine could not start: {e}")))?;
+        .map_err(|e| DomainError::Internal(format!("the query engine could not start: {e}")))?;
     let ctx = SessionContext::new_with_state(unseen_policy::limits::session_state(
         config,
         runtime,

@@ -213,7 +213,7 @@ async fn scan(
             }
             let mut draw = [0u8; 4];
             rng.fill(&mut draw)
-                .map_err(|_| DomainError::Invalid("no secure randomness".into()))?;
+                .map_err(|_| DomainError::Internal("no secure randomness".into()))?;
             if u64::from(u32::from_le_bytes(draw)) <= threshold {
                 sample.push((unit, row));
             }

@@ -1154,9 +1154,9 @@ impl Domain {
                 cancel.cancel(reason);
                 ("stopping", "stopping")
             } else {
-                return Err(DomainError::Invalid(format!(
-                    "job `{job_id}` already ended; only queued or running jobs can be cancelled"
-                )));
+                return Err(DomainError::JobEnded {
+                    job: job_id.to_string(),
+                });
             };
             Ok(Change::Record(
                 json!({"job": job_id, "reason": reason, "state": recorded}),
@@ -1267,7 +1267,10 @@ impl Domain {
     ) -> Result<usize, DomainError> {
         self.require(actor, Role::Admin, "revoke grants")?;
         if reason.trim().is_empty() {
-            return Err(DomainError::Invalid("a revocation needs a reason".into()));
+            return Err(DomainError::ReasonRequired {
+                action: "a revocation",
+                examples: "",
+            });
         }
         let grant = self.grant(grant_id)?;
         if let Some(at) = grant.revoked_at {

@@ -122,6 +122,32 @@ pub enum DomainError {
     Blocked { output: String, findings: String },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    #[error("{action} needs a reason{examples}")]
+    ReasonRequired {
+        action: &'static str,
+        /// Examples of reasons, with their leading punctuation, or empty.
+        examples: &'static str,
+    },
+    #[error("user `{user}` is disabled")]
+    UserDisabled { user: String },
+    #[error("`{user}` is the last enabled admin; add another admin first")]
+    LastAdmin { user: String },
+    #[error("job `{job}` already ended; only queued or running jobs can be cancelled")]
+    JobEnded { job: String },
+    #[error("dataset `{name}` was already destroyed at {at}")]
+    DatasetDestroyed { name: String, at: String },
+    #[error(
+        "`{reviewer}` already approved output `{output}`; its grant needs {required} approvals by different reviewers"
+    )]
+    AlreadyApproved {
+        reviewer: String,
+        output: String,
+        required: u32,
+    },
+    #[error("{what} is damaged ({detail}); restore the data directory from a backup")]
+    Damaged { what: String, detail: String },
+    #[error("internal error: {0}; nothing was released, and the ledger records what was done")]
+    Internal(String),
     #[error("witness {url}: {reason}")]
     Witness { url: String, reason: String },
     #[error("not authenticated: {0}")]
@@ -159,7 +185,9 @@ fn role_in(db: &Connection, user: &str) -> Result<Role, DomainError> {
         .optional()?;
     match row {
         Some((role, 0)) => Role::parse(&role).map_err(DomainError::Invalid),
-        Some(_) => Err(DomainError::Invalid(format!("user `{user}` is disabled"))),
+        Some(_) => Err(DomainError::UserDisabled {
+            user: user.to_string(),
+        }),
         None => Err(DomainError::NotFound {
             what: "user",
             id: user.to_string(),

@@ -195,7 +195,7 @@ async fn marginals_of(
         let spec = dataset
             .manifest
             .column(column)
-            .ok_or_else(|| DomainError::Invalid(format!("column `{column}` vanished")))?;
+            .ok_or_else(|| DomainError::Internal(format!("column `{column}` vanished")))?;
         let table = match unseen_policy::plan_query(&ctx, sql, &manifests).await? {
             Admitted::Open(plan) => unseen_policy::release_open(&ctx, plan, 10_000).await?.table,
             Admitted::Aggregate(query) => {

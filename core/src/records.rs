@@ -194,10 +194,9 @@ pub(crate) fn pending(db: &Connection) -> Result<Vec<Pending>, DomainError> {
     let mut found = Vec::new();
     for row in rows {
         let (id, kind, actor, time, body, ledger_from) = row?;
-        let body: Value = serde_json::from_str(&body).map_err(|e| {
-            DomainError::Invalid(format!(
-                "the store's pending record `{id}` ({kind}) is damaged ({e}); restore unseen.db from a backup"
-            ))
+        let body: Value = serde_json::from_str(&body).map_err(|e| DomainError::Damaged {
+            what: format!("the store's pending record `{id}` ({kind})"),
+            detail: e.to_string(),
         })?;
         found.push(Pending {
             id,

@@ -16,8 +16,9 @@ impl Domain {
                 |r| r.get(0),
             )
             .optional()?;
-        let damaged = |e: &dyn std::fmt::Display| {
-            DomainError::Invalid(format!("cached release is damaged: {e}"))
+        let damaged = |e: &dyn std::fmt::Display| DomainError::Damaged {
+            what: "a cached release".into(),
+            detail: e.to_string(),
         };
         bytes
             .map(|b| match b.strip_prefix(MEASUREMENT_TAG) {
@@ -42,7 +43,7 @@ impl Domain {
     ) -> Result<(), DomainError> {
         let mut bytes = MEASUREMENT_TAG.to_vec();
         serde_json::to_writer(&mut bytes, &release.measured)
-            .map_err(|e| DomainError::Invalid(format!("cannot encode a measurement: {e}")))?;
+            .map_err(|e| DomainError::Internal(format!("cannot encode a measurement: {e}")))?;
         lock(&self.db).execute(
             "INSERT OR IGNORE INTO release_cache(grant_id, fingerprint, result, epsilon, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![grant_id, fingerprint, bytes, release.result.epsilon_spent, self.now_rfc3339()],

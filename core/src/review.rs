@@ -80,10 +80,9 @@ impl Domain {
         let disclosure = disclosure
             .map(|d| serde_json::from_str(&d))
             .transpose()
-            .map_err(|e| {
-                DomainError::Invalid(format!(
-                    "disclosure report of `{output_id}` is damaged: {e}"
-                ))
+            .map_err(|e| DomainError::Damaged {
+                what: format!("the disclosure report of `{output_id}`"),
+                detail: e.to_string(),
             })?;
         Ok((kind, disclosure))
     }
@@ -153,8 +152,9 @@ impl Domain {
                 id: output_id.to_string(),
                 list: "review list",
             })?;
-        serde_json::from_str(&text).map_err(|e| {
-            DomainError::Invalid(format!("findings of `{output_id}` are damaged: {e}"))
+        serde_json::from_str(&text).map_err(|e| DomainError::Damaged {
+            what: format!("the findings of `{output_id}`"),
+            detail: e.to_string(),
         })
     }
 
@@ -248,8 +248,10 @@ impl Domain {
                 id: id.to_string(),
                 list: "review list",
             })?;
-        let table = udf_sdk::abi::decode_table(&data)
-            .map_err(|e| DomainError::Invalid(format!("stored output `{id}` is damaged: {e}")))?;
+        let table = udf_sdk::abi::decode_table(&data).map_err(|e| DomainError::Damaged {
+            what: format!("stored output `{id}`"),
+            detail: e.to_string(),
+        })?;
         Ok((name, status, table))
     }
 
@@ -263,7 +265,10 @@ impl Domain {
     ) -> Result<Option<ReleaseRecord>, DomainError> {
         self.require(reviewer, Role::Reviewer, "review outputs")?;
         if reason.trim().is_empty() {
-            return Err(DomainError::Invalid("a review needs a reason".into()));
+            return Err(DomainError::ReasonRequired {
+                action: "a review",
+                examples: "",
+            });
         }
         // One decision per output at a time: a second reviewer deciding the
         // same output meanwhile is told to look again (it may be released).
@@ -438,9 +443,11 @@ impl Domain {
                 rows.collect::<Result<_, _>>()?
             };
             if approve && approvers.iter().any(|a| a == reviewer) {
-                return Err(DomainError::Invalid(format!(
-                    "`{reviewer}` already approved output `{output_id}`; its grant needs {required} approvals by different reviewers"
-                )));
+                return Err(DomainError::AlreadyApproved {
+                    reviewer: reviewer.to_string(),
+                    output: output_id.to_string(),
+                    required,
+                });
             }
             if approve {
                 approvers.push(reviewer.to_string());
@@ -462,7 +469,7 @@ impl Domain {
             ))
         })?;
         let review_index = review_index
-            .ok_or_else(|| DomainError::Invalid("the review decision was not recorded".into()))?;
+            .ok_or_else(|| DomainError::Internal("the review decision was not recorded".into()))?;
         Ok((approvers, complete, review_index))
     }
 }

@@ -166,7 +166,17 @@ impl From<DomainError> for ApiError {
             | DomainError::SelfReview { .. }
             | DomainError::Grant { .. } => StatusCode::FORBIDDEN,
             DomainError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            DomainError::Invalid(_) | DomainError::Parquet(_) => StatusCode::BAD_REQUEST,
+            DomainError::Invalid(_)
+            | DomainError::Parquet(_)
+            | DomainError::ReasonRequired { .. } => StatusCode::BAD_REQUEST,
+            DomainError::UserDisabled { .. }
+            | DomainError::LastAdmin { .. }
+            | DomainError::JobEnded { .. }
+            | DomainError::DatasetDestroyed { .. }
+            | DomainError::AlreadyApproved { .. } => StatusCode::CONFLICT,
+            DomainError::Damaged { .. } | DomainError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             DomainError::Manifest(_) | DomainError::Sandbox(_) | DomainError::Policy(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

@@ -755,6 +755,11 @@ fn two_person_rule_and_self_review() {
     assert!(first["release"].is_null());
     let twice = approve(&p.rev).unwrap_err();
     assert!(twice.to_string().contains("already approved"), "{twice}");
+    assert_eq!(
+        twice.status(),
+        Some(409),
+        "a conflict with the state, not bad input"
+    );
     let queue = server.client(&p.rev2).get("/v1/reviews").unwrap();
     assert_eq!(queue["outputs"][0]["approvals"], 1, "{queue}");
     assert_eq!(queue["outputs"][0]["approvals_required"], 2);
