@@ -38,6 +38,7 @@ pub struct RouteSpec<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     Health,
+    Ready,
     OpenApi,
     Me,
     ListUsers,
@@ -102,6 +103,7 @@ pub enum BodyType {
     ExtractRequest,
     LedgerQuery,
     Health,
+    Ready,
     Me,
     UserToken,
     UserDisabled,
@@ -177,6 +179,12 @@ impl Operation {
                 Body::Nothing,
                 200,
                 Body::of(T::Health),
+            ),
+            O::Ready => c(
+                "Readiness: the store answers, the ledger signs, the keys unwrap (503 when not, saying which part).",
+                Body::Nothing,
+                200,
+                Body::of(T::Ready),
             ),
             O::OpenApi => c(
                 "This document.",
@@ -426,6 +434,7 @@ impl BodyType {
             T::ExtractRequest => register::<rq::ExtractRequest>(c),
             T::LedgerQuery => register::<rq::LedgerQuery>(c),
             T::Health => register::<rs::Health>(c),
+            T::Ready => register::<rs::Ready>(c),
             T::Me => register::<rs::Me>(c),
             T::UserToken => register::<rs::UserToken>(c),
             T::UserDisabled => register::<rs::UserDisabled>(c),

@@ -30,6 +30,14 @@ pub struct Health {
     pub ok: bool,
 }
 
+/// `GET /v1/ready`: whether the service can do its work (503 when not):
+/// each part (`store`, `ledger`, `keys`) is `ok` or says what is wrong.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Ready {
+    pub ready: bool,
+    pub checks: std::collections::BTreeMap<String, String>,
+}
+
 /// `GET /v1/me`: who the token belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Me {

@@ -602,6 +602,42 @@ impl Domain {
         dir.join("unseen.db").is_file()
     }
 
+    /// Whether the service can do its work, part by part: the store
+    /// answers, the ledger is open and its key signs what its public key
+    /// verifies, and the master key wraps and unwraps a data key. Each
+    /// part is `Ok` or says what is wrong (never a value or a size).
+    pub fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let store = lock(&self.db)
+            .query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))
+            .map(|_| ())
+            .map_err(|e| format!("the store does not answer: {e}"));
+        let ledger = self
+            .ledger
+            .head()
+            .and_then(|_| {
+                let message = b"unseen readiness";
+                let signature = self.ledger.sign(message)?;
+                let key = self.ledger.public_key()?;
+                Ok(key.verify(message, &signature))
+            })
+            .map_err(|e| format!("the ledger cannot be written: {e}"))
+            .and_then(|verified| {
+                verified
+                    .then_some(())
+                    .ok_or_else(|| "the ledger key does not match its public key".to_string())
+            });
+        let probe = [7u8; 32];
+        let keys = match self
+            .master
+            .unwrap("readiness", &self.master.wrap("readiness", &probe))
+        {
+            Ok(back) if back == probe => Ok(()),
+            Ok(_) => Err("the master key does not unwrap what it wrapped".to_string()),
+            Err(e) => Err(format!("the master key cannot unwrap: {e}")),
+        };
+        vec![("store", store), ("ledger", ledger), ("keys", keys)]
+    }
+
     /// The time now, as RFC 3339 UTC (from the domain's clock).
     pub fn now_rfc3339(&self) -> String {
         self.clock.rfc3339()

@@ -47,15 +47,24 @@ pub enum LogFormat {
     Json,
 }
 
-/// Reads the format from `UNSEEN_LOG_FORMAT` (`text` or `json`; default
-/// text). Anything else is an error that names the choices.
-pub fn format_from_env() -> Result<LogFormat, String> {
-    match std::env::var("UNSEEN_LOG_FORMAT").as_deref() {
-        Err(_) | Ok("") | Ok("text") => Ok(LogFormat::Text),
-        Ok("json") => Ok(LogFormat::Json),
-        Ok(other) => Err(format!(
-            "UNSEEN_LOG_FORMAT is `{other}`; use `text` or `json`"
-        )),
+/// Reads the format from `--log-format` in `args` (as `--log-format X` or
+/// `--log-format=X`), else `UNSEEN_LOG_FORMAT` (`text` or `json`; default
+/// text), before the command line is parsed: logging starts first. A wrong
+/// value is an error that names the choices.
+pub fn format_from(args: &[String]) -> Result<LogFormat, String> {
+    let flag = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--log-format=")
+            .map(str::to_string)
+            .or_else(|| (a == "--log-format").then(|| args.get(i + 1).cloned().unwrap_or_default()))
+    });
+    let (value, source) = match flag {
+        Some(v) => (Some(v), "--log-format"),
+        None => (std::env::var("UNSEEN_LOG_FORMAT").ok(), "UNSEEN_LOG_FORMAT"),
+    };
+    match value.as_deref() {
+        None | Some("") | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(format!("{source} is `{other}`; use `text` or `json`")),
     }
 }
 
@@ -115,6 +124,21 @@ mod tests {
             tracing::info!(target: "unseen", job = "job-1", "job ended");
         });
         String::from_utf8(memory.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn the_flag_wins_over_the_environment_and_a_wrong_value_is_named() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            format_from(&args(&["unseen", "--log-format", "json", "serve"])),
+            Ok(LogFormat::Json)
+        );
+        assert_eq!(
+            format_from(&args(&["unseen", "serve", "--log-format=text"])),
+            Ok(LogFormat::Text)
+        );
+        let wrong = format_from(&args(&["unseen", "--log-format", "xml"])).unwrap_err();
+        assert!(wrong.contains("--log-format is `xml`"), "{wrong}");
     }
 
     #[test]

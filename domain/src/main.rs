@@ -4,8 +4,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
     let level = unseen::logging::level_from_env();
-    let format = match unseen::logging::format_from_env() {
+    let format = match unseen::logging::format_from(&args) {
         Ok(format) => format,
         Err(message) => {
             eprintln!("{message}");
@@ -18,7 +19,6 @@ fn main() -> std::process::ExitCode {
         .with(unseen::logging::layer(format, ansi, std::io::stderr))
         .with(unseen::logging::filter(level))
         .init();
-    let args: Vec<String> = std::env::args().collect();
     let mut stdout = std::io::stdout().lock();
     match unseen::cli::run(&args, &mut stdout) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -350,6 +350,7 @@ fn endpoints() -> Vec<Endpoint> {
         (route("GET", "/v1/health", Anyone, O::Health), || {
             get(health)
         }),
+        (route("GET", "/v1/ready", Anyone, O::Ready), || get(ready)),
         (route("GET", "/v1/openapi.json", Anyone, O::OpenApi), || {
             get(openapi)
         }),
@@ -747,6 +748,35 @@ async fn method_not_allowed() -> ApiError {
 async fn health(State(state): State<AppState>) -> ApiResult {
     blocking(&state, |d| d.ledger_head()).await?;
     ok(unseen_api::Health { ok: true })
+}
+
+/// For load balancers and orchestrators: 200 when every part the service
+/// needs works, 503 naming the part that does not. Like `health`, nothing
+/// in it changes with what jobs do.
+async fn ready(State(state): State<AppState>) -> ApiResult {
+    let checks = blocking(&state, |d| Ok(d.readiness())).await?;
+    let ready = checks.iter().all(|(_, c)| c.is_ok());
+    if !ready {
+        let failing: Vec<&str> = checks
+            .iter()
+            .filter(|(_, c)| c.is_err())
+            .map(|(n, _)| *n)
+            .collect();
+        tracing::warn!(?failing, "not ready");
+    }
+    let body = unseen_api::Ready {
+        ready,
+        checks: checks
+            .into_iter()
+            .map(|(name, check)| (name.to_string(), check.err().unwrap_or_else(|| "ok".into())))
+            .collect(),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, Json(body)).into_response())
 }
 
 async fn me(actor: Actor) -> ApiResult {

@@ -92,7 +92,7 @@ fn role_matrix_every_route_every_role() {
     let request = |method: &str, path: &str| -> Option<(String, Option<Value>)> {
         let nope = |p: &str| p.replace("{id}", "nope").replace("{name}", "nope");
         Some(match (method, path) {
-            ("GET", "/v1/health") => (path.into(), None),
+            ("GET", "/v1/health" | "/v1/ready") => (path.into(), None),
             ("POST", "/v1/users") => (
                 path.into(),
                 Some(json!({"id": "x", "name": "X", "role": "nobody"})),
@@ -278,6 +278,13 @@ fn role_matrix_every_route_every_role() {
         401
     );
     assert_eq!(status_of(&anonymous, "GET", "/v1/health", None).0, 200);
+    // Readiness, for probes without a token: each part named and working.
+    let (status, ready) = status_of(&anonymous, "GET", "/v1/ready", None);
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(
+        ready,
+        json!({"ready": true, "checks": {"keys": "ok", "ledger": "ok", "store": "ok"}})
+    );
     let (status, body) = status_of(&dev, "GET", "/v1/nothing-here", None);
     assert_eq!(status, 404, "{body}");
     let (status, body) = status_of(&dev, "DELETE", "/v1/jobs", None);

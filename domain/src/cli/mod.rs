@@ -30,6 +30,10 @@ mod users;
 pub struct Cli {
     #[command(flatten)]
     pub remote: Remote,
+    /// How log lines on stderr are written: `text` for people, `json` (one
+    /// object per line) for log shippers. Colour only on a terminal.
+    #[arg(long, global = true, env = "UNSEEN_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
