@@ -589,6 +589,68 @@ impl std::fmt::Debug for Domain {
     }
 }
 
+/// The fields of a ledger entry an operator's log may carry: ids, states,
+/// rules and spend. Never the rest of the body (it may hold SQL a developer
+/// wrote, with literals) and never anything computed from data.
+#[derive(Debug, Default)]
+struct LedgerEvent {
+    ids: Vec<(&'static str, String)>,
+    epsilon: Option<f64>,
+}
+
+impl LedgerEvent {
+    const ID_FIELDS: [&'static str; 9] = [
+        "job",
+        "grant",
+        "output",
+        "release",
+        "dataset",
+        "user",
+        "status",
+        "rule",
+        "stopped_by",
+    ];
+
+    fn of(body: &serde_json::Value) -> LedgerEvent {
+        LedgerEvent {
+            ids: Self::ID_FIELDS
+                .iter()
+                .filter_map(|k| body.get(*k)?.as_str().map(|v| (*k, v.to_string())))
+                .collect(),
+            epsilon: body.get("epsilon").and_then(serde_json::Value::as_f64),
+        }
+    }
+
+    /// One structured event per transition the ledger records (job
+    /// submitted, started, ended; query admitted or refused and charged;
+    /// output quarantined; review decided; release signed, ...), at INFO.
+    fn log(&self, kind: &str, actor: &str, index: u64) {
+        let field = |name: &str| {
+            self.ids
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        tracing::info!(
+            target: "unseen::events",
+            kind,
+            actor,
+            entry = index,
+            job = field("job"),
+            grant = field("grant"),
+            output = field("output"),
+            release = field("release"),
+            dataset = field("dataset"),
+            user = field("user"),
+            status = field("status"),
+            rule = field("rule"),
+            stopped_by = field("stopped_by"),
+            epsilon = self.epsilon,
+            "{kind}"
+        );
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave SQLite or the ledger
     // half-written (both are transactional), so the data is still sound.
@@ -868,12 +930,14 @@ impl Domain {
         time: String,
         body: serde_json::Value,
     ) -> Result<u64, DomainError> {
+        let event = LedgerEvent::of(&body);
         let receipt = self.ledger.append(EntryDraft {
             kind: kind.to_string(),
             actor: actor.to_string(),
             time,
             body,
         })?;
+        event.log(kind, actor, receipt.index);
         self.ledger_floor
             .fetch_max(receipt.index + 1, std::sync::atomic::Ordering::Relaxed);
         Ok(receipt.index)

@@ -30,12 +30,18 @@ pub fn filter(level: LevelFilter) -> Targets {
     )
 }
 
-/// Reads the level from `UNSEEN_LOG` (error, warn, info, debug, trace; default warn).
-pub fn level_from_env() -> LevelFilter {
+/// Reads the level from `UNSEEN_LOG` (error, warn, info, debug, trace).
+/// Without it: `info` for `serve` (its access log and events are what an
+/// operator ships), `warn` for every other command.
+pub fn level_from(args: &[String]) -> LevelFilter {
     std::env::var("UNSEEN_LOG")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(LevelFilter::WARN)
+        .unwrap_or(if args.iter().skip(1).any(|a| a == "serve") {
+            LevelFilter::INFO
+        } else {
+            LevelFilter::WARN
+        })
 }
 
 /// How log lines are written.

@@ -5,7 +5,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let level = unseen::logging::level_from_env();
+    let level = unseen::logging::level_from(&args);
     let format = match unseen::logging::format_from(&args) {
         Ok(format) => format,
         Err(message) => {

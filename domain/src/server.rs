@@ -241,6 +241,7 @@ impl FromRequestParts<AppState> for Actor {
             .trim()
             .to_string();
         let (id, role) = blocking(state, move |d| d.authenticate(&token)).await?;
+        tracing::Span::current().record("user", id.as_str());
         Ok(Actor { id, role })
     }
 }
@@ -607,11 +608,62 @@ fn routes(state: AppState) -> Router {
         .fold(Router::new(), |router, (path, methods)| {
             router.route(path, methods)
         })
+        .route_layer(axum::middleware::from_fn(name_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .layer(axum::middleware::map_response(json_errors))
+        .layer(access_log())
         .with_state(state)
+}
+
+/// The access log: one line per request at INFO (target `unseen::access`)
+/// with the method, the route as the table names it (`/v1/jobs/{id}`, not
+/// the ids), the user, the status and the latency. Never a header (the
+/// token is one), a query string or a body (SQL with literals is one).
+fn access_log() -> tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    impl Fn(&axum::http::Request<axum::body::Body>) -> tracing::Span + Clone,
+    (),
+    impl Fn(&Response, std::time::Duration, &tracing::Span) + Clone,
+    (),
+    (),
+    (),
+> {
+    tower_http::trace::TraceLayer::new_for_http()
+        .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+            tracing::info_span!(
+                target: "unseen::access",
+                "request",
+                method = %request.method(),
+                route = tracing::field::Empty,
+                user = tracing::field::Empty,
+            )
+        })
+        .on_request(())
+        .on_response(
+            |response: &Response, latency: std::time::Duration, _span: &tracing::Span| {
+                tracing::info!(
+                    target: "unseen::access",
+                    status = response.status().as_u16(),
+                    latency_ms = latency.as_secs_f64() * 1e3,
+                    "answered"
+                );
+            },
+        )
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
+}
+
+/// Names the matched route in the request's span (see [`access_log`]).
+async fn name_route(
+    matched: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    tracing::Span::current().record("route", matched.as_str());
+    next.run(request).await
 }
 
 /// Turns any error answer that is not JSON yet (a malformed path or query

@@ -352,6 +352,14 @@ fn planted_prohibited_values_appear_in_no_output_log_ledger_or_stored_file() {
     );
 
     let log_text = logs();
+    // The access log names users, never their tokens.
+    for user in ["admin", "dev", "rev"] {
+        let token = crate::support::token_of(d, user);
+        assert!(
+            !contains(&log_text, token.as_bytes()),
+            "{user}'s token was logged"
+        );
+    }
     let stored = all_files(&data);
     assert!(
         stored.iter().any(|(p, _)| p.ends_with("residents.parquet")),

@@ -20,6 +20,7 @@ mod ledger_integrity;
 mod limits;
 mod load;
 mod one_truth;
+mod operations;
 mod outcome;
 mod query;
 mod readme;

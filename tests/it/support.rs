@@ -29,7 +29,11 @@ pub fn capture_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let _ = tracing_subscriber::registry()
-            .with(tracing_subscriber::fmt::layer().with_writer(|| LogWriter))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(|| LogWriter),
+            )
             .with(unseen::logging::filter(
                 tracing_subscriber::filter::LevelFilter::TRACE,
             ))
