@@ -613,7 +613,15 @@ fn routes(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .layer(axum::middleware::map_response(json_errors))
-        .layer(access_log())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(access_span)
+                .on_request(())
+                .on_response(access_line)
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
         .with_state(state)
 }
 
@@ -621,42 +629,27 @@ fn routes(state: AppState) -> Router {
 /// with the method, the route as the table names it (`/v1/jobs/{id}`, not
 /// the ids), the user, the status and the latency. Never a header (the
 /// token is one), a query string or a body (SQL with literals is one).
-fn access_log() -> tower_http::trace::TraceLayer<
-    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
-    impl Fn(&axum::http::Request<axum::body::Body>) -> tracing::Span + Clone,
-    (),
-    impl Fn(&Response, std::time::Duration, &tracing::Span) + Clone,
-    (),
-    (),
-    (),
-> {
-    tower_http::trace::TraceLayer::new_for_http()
-        .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
-            tracing::info_span!(
-                target: "unseen::access",
-                "request",
-                method = %request.method(),
-                route = tracing::field::Empty,
-                user = tracing::field::Empty,
-            )
-        })
-        .on_request(())
-        .on_response(
-            |response: &Response, latency: std::time::Duration, _span: &tracing::Span| {
-                tracing::info!(
-                    target: "unseen::access",
-                    status = response.status().as_u16(),
-                    latency_ms = latency.as_secs_f64() * 1e3,
-                    "answered"
-                );
-            },
-        )
-        .on_body_chunk(())
-        .on_eos(())
-        .on_failure(())
+fn access_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::info_span!(
+        target: "unseen::access",
+        "request",
+        method = %request.method(),
+        route = tracing::field::Empty,
+        user = tracing::field::Empty,
+    )
 }
 
-/// Names the matched route in the request's span (see [`access_log`]).
+/// The access log's line, when the answer is ready (see [`access_span`]).
+fn access_line(response: &Response, latency: std::time::Duration, _span: &tracing::Span) {
+    tracing::info!(
+        target: "unseen::access",
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1e3,
+        "answered"
+    );
+}
+
+/// Names the matched route in the request's span (see [`access_span`]).
 async fn name_route(
     matched: axum::extract::MatchedPath,
     request: axum::extract::Request,
