@@ -39,6 +39,7 @@ pub struct RouteSpec<'a> {
 pub enum Operation {
     Health,
     Ready,
+    Metrics,
     OpenApi,
     Me,
     ListUsers,
@@ -87,6 +88,8 @@ pub enum Body {
     Object(&'static str),
     /// A WebAssembly module's bytes.
     Wasm,
+    /// Text of this media type.
+    Text(&'static str),
 }
 
 /// The body types of this crate, as the document refers to them.
@@ -185,6 +188,12 @@ impl Operation {
                 Body::Nothing,
                 200,
                 Body::of(T::Ready),
+            ),
+            O::Metrics => c(
+                "Prometheus metrics: requests and latency by route, jobs by status, queue depth, ledger entries by kind (queries admitted and refused by rule, reviews, releases), epsilon per grant and dataset, ledger size and groups, uptime.",
+                Body::Nothing,
+                200,
+                Body::Text("application/openmetrics-text"),
             ),
             O::OpenApi => c(
                 "This document.",
@@ -492,6 +501,10 @@ fn content(body: Body, c: &mut ComponentsBuilder) -> Option<(&'static str, Conte
         Body::Object(_) => Some((
             "application/json",
             ContentBuilder::new().schema(Some(ObjectBuilder::new().schema_type(Type::Object))),
+        )),
+        Body::Text(media) => Some((
+            media,
+            ContentBuilder::new().schema(Some(ObjectBuilder::new().schema_type(Type::String))),
         )),
         Body::Wasm => Some((
             "application/wasm",

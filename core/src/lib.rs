@@ -40,6 +40,7 @@ mod host;
 pub mod jobs;
 pub mod keys;
 pub mod marginals;
+pub mod metrics;
 mod modules;
 pub mod reconcile;
 pub mod records;
@@ -513,6 +514,7 @@ pub struct Domain {
     dir: PathBuf,
     /// Where every time the service stores or compares comes from.
     clock: Arc<dyn clock::Clock>,
+    metrics: metrics::CoreMetrics,
     db: Mutex<Connection>,
     /// Group-committed: concurrent appends share one fsync and one checkpoint.
     ledger: SharedLedger,
@@ -624,13 +626,15 @@ impl LedgerEvent {
     /// One structured event per transition the ledger records (job
     /// submitted, started, ended; query admitted or refused and charged;
     /// output quarantined; review decided; release signed, ...), at INFO.
+    fn field(&self, name: &str) -> Option<&str> {
+        self.ids
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     fn log(&self, kind: &str, actor: &str, index: u64) {
-        let field = |name: &str| {
-            self.ids
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let field = |name: &str| self.field(name);
         tracing::info!(
             target: "unseen::events",
             kind,
@@ -766,6 +770,7 @@ impl Domain {
         let domain = Domain {
             dir: dir.to_path_buf(),
             clock,
+            metrics: metrics::CoreMetrics::new(),
             db: Mutex::new(db),
             ledger,
             master,
@@ -931,12 +936,15 @@ impl Domain {
         body: serde_json::Value,
     ) -> Result<u64, DomainError> {
         let event = LedgerEvent::of(&body);
+        let started = std::time::Instant::now();
         let receipt = self.ledger.append(EntryDraft {
             kind: kind.to_string(),
             actor: actor.to_string(),
             time,
             body,
         })?;
+        self.metrics
+            .recorded(kind, event.field("rule"), started.elapsed().as_secs_f64());
         event.log(kind, actor, receipt.index);
         self.ledger_floor
             .fetch_max(receipt.index + 1, std::sync::atomic::Ordering::Relaxed);

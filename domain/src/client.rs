@@ -75,6 +75,36 @@ impl Client {
         body: Option<&[u8]>,
         content_type: &str,
     ) -> Result<Answer, ClientError> {
+        let (status, _, text) = self.send_text(method, path, body, content_type)?;
+        let body = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .map_err(|_| ClientError::Malformed(text.chars().take(200).collect()))?
+        };
+        Ok(Answer { status, body })
+    }
+
+    /// `GET path` of a text answer (like `/metrics`): its content type and
+    /// text, or the server's refusal.
+    pub fn get_text(&self, path: &str) -> Result<(String, String), ClientError> {
+        let (status, kind, text) = self.send_text("GET", path, None, "")?;
+        if (200..300).contains(&status) {
+            return Ok((kind, text));
+        }
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self::checked(Answer { status, body }).map(|_| (kind, text))
+    }
+
+    /// Sends a request; the status, content type and body text, whatever
+    /// the status and the body.
+    pub fn send_text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: &str,
+    ) -> Result<(u16, String, String), ClientError> {
         let url = format!("{}{path}", self.base);
         let transport = |e: ureq::Error| ClientError::Transport {
             url: url.clone(),
@@ -100,19 +130,19 @@ impl Client {
             }
         };
         let status = response.status().as_u16();
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let text = response
             .into_body()
             .with_config()
             .limit(1 << 30)
             .read_to_string()
             .map_err(transport)?;
-        let body = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)
-                .map_err(|_| ClientError::Malformed(text.chars().take(200).collect()))?
-        };
-        Ok(Answer { status, body })
+        Ok((status, kind, text))
     }
 
     fn checked(answer: Answer) -> Result<Value, ClientError> {

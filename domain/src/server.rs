@@ -20,8 +20,14 @@ use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
+use unseen_core::metrics::Labels;
 
 use crate::backend::{Backend, Local};
 use crate::jobs::JobExtras;
@@ -77,6 +83,80 @@ struct AppState {
     /// Jobs admitted and not yet ended; bounded so a client cannot queue
     /// without limit.
     waiting: Arc<std::sync::atomic::AtomicUsize>,
+    /// How many jobs may run at once (the permits of `jobs`).
+    slots: usize,
+    http: HttpMetrics,
+}
+
+/// A latency histogram: 1 ms to about 65 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// What the API counts: requests by route and status, and their latency.
+#[derive(Debug, Clone)]
+struct HttpMetrics {
+    requests: Family<Labels, Counter>,
+    seconds: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl HttpMetrics {
+    fn new() -> HttpMetrics {
+        HttpMetrics {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(latency_histogram),
+        }
+    }
+
+    fn observe(&self, method: &str, route: &str, status: u16, took: std::time::Duration) {
+        let route_labels = vec![
+            ("method".to_string(), method.to_string()),
+            ("route".to_string(), route.to_string()),
+        ];
+        let mut labels = route_labels.clone();
+        labels.push(("status".to_string(), status.to_string()));
+        self.requests.get_or_create(&labels).inc();
+        self.seconds
+            .get_or_create(&route_labels)
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// The exposition of the API's and the core's metrics.
+fn metrics_text(state: &AppState, domain: &Domain) -> Result<String, DomainError> {
+    use std::sync::atomic::Ordering;
+    let mut registry = Registry::default();
+    registry.register(
+        "unseen_http_requests",
+        "Requests answered, by method, route and status",
+        state.http.requests.clone(),
+    );
+    registry.register(
+        "unseen_http_request_duration_seconds",
+        "Time to answer a request, by method and route",
+        state.http.seconds.clone(),
+    );
+    let gauge = |value: usize| {
+        let g: Gauge = Gauge::default();
+        g.set(i64::try_from(value).unwrap_or(i64::MAX));
+        g
+    };
+    registry.register(
+        "unseen_job_queue_depth",
+        "Jobs, queries and extracts admitted and not yet ended",
+        gauge(state.waiting.load(Ordering::SeqCst)),
+    );
+    registry.register(
+        "unseen_jobs_running",
+        "Jobs holding one of the job slots now",
+        gauge(state.slots.saturating_sub(state.jobs.available_permits())),
+    );
+    registry.register("unseen_up", "1 while the service answers", gauge(1));
+    domain.register_metrics(&mut registry)?;
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .map_err(|_| DomainError::Internal("the metrics could not be written".into()))?;
+    Ok(text)
 }
 
 /// Jobs that may wait in the queue at once; more get 503 and may retry.
@@ -302,6 +382,8 @@ impl AppState {
             domain,
             jobs: Arc::new(Semaphore::new(options.max_running_jobs.max(1))),
             waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            slots: options.max_running_jobs.max(1),
+            http: HttpMetrics::new(),
         }
     }
 }
@@ -352,6 +434,10 @@ fn endpoints() -> Vec<Endpoint> {
             get(health)
         }),
         (route("GET", "/v1/ready", Anyone, O::Ready), || get(ready)),
+        (
+            route("GET", "/metrics", Roles(OVERSIGHT), O::Metrics),
+            || get(metrics),
+        ),
         (route("GET", "/v1/openapi.json", Anyone, O::OpenApi), || {
             get(openapi)
         }),
@@ -608,7 +694,10 @@ fn routes(state: AppState) -> Router {
         .fold(Router::new(), |router, (path, methods)| {
             router.route(path, methods)
         })
-        .route_layer(axum::middleware::from_fn(name_route))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe_route,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
@@ -649,14 +738,41 @@ fn access_line(response: &Response, latency: std::time::Duration, _span: &tracin
     );
 }
 
-/// Names the matched route in the request's span (see [`access_span`]).
-async fn name_route(
+/// Names the matched route in the request's span (see [`access_span`])
+/// and counts the request and its latency under it.
+async fn observe_route(
+    State(state): State<AppState>,
     matched: axum::extract::MatchedPath,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    tracing::Span::current().record("route", matched.as_str());
-    next.run(request).await
+    let route = matched.as_str().to_string();
+    tracing::Span::current().record("route", route.as_str());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.http.observe(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Prometheus metrics (OpenMetrics text) for operators and auditors.
+async fn metrics(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(OVERSIGHT, "read the metrics")?;
+    let scraped = state.clone();
+    let text = blocking(&state, move |d| metrics_text(&scraped, d)).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// Turns any error answer that is not JSON yet (a malformed path or query

@@ -90,3 +90,132 @@ fn a_jobs_life_is_logged_as_events_and_every_request_once_without_its_token() {
         );
     }
 }
+
+/// The value of the sample `name{labels}` in an OpenMetrics text.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        (metric == name && all)
+            .then(|| value.parse().ok())
+            .flatten()
+    })
+}
+
+/// The sum of every sample of `name`.
+fn sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key.split('{').next() == Some(name)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[test]
+fn metrics_agree_with_the_ledger_and_the_store_and_are_for_operators_only() {
+    let (_dir, data) = residents_dir("500");
+    let grant = issue_grant(&data, "5", &[]);
+    let server = TestServer::start(&data, 2);
+    let size_at_start = server.domain.ledger_head().unwrap().size;
+    let dev = server.client(&rotate(&server.domain, "dev"));
+    let admin = rotate(&server.domain, "admin");
+    let sql = |n: u32| {
+        format!(
+            "SELECT district, COUNT(*) AS n FROM residents WHERE household_size > {n} GROUP BY district"
+        )
+    };
+    for n in 0..3 {
+        let answer = dev
+            .post(
+                "/v1/queries",
+                &json!({"grant": grant, "sql": format!("SELECT district, AVG(annual_income) AS m FROM residents WHERE household_size > {n} GROUP BY district")}),
+            )
+            .unwrap();
+        assert_eq!(answer["status"], "finished", "{answer}");
+    }
+    // An open-column query is not charged; one on a prohibited column is refused.
+    dev.post("/v1/queries", &json!({"grant": grant, "sql": sql(0)}))
+        .unwrap();
+    let refused = dev
+        .post(
+            "/v1/queries",
+            &json!({"grant": grant, "sql": "SELECT id_number FROM residents"}),
+        )
+        .unwrap();
+    assert_eq!(refused["status"], "refused", "{refused}");
+
+    let forbidden = dev.get_text("/metrics").unwrap_err();
+    assert_eq!(
+        forbidden.status(),
+        Some(403),
+        "developers do not read metrics"
+    );
+    let (kind, text) = server.client(&admin).get_text("/metrics").unwrap();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    // Against the ledger: every entry this server appended is counted once
+    // under its kind; each query admitted or refused is one of them.
+    let ledger = server.domain.ledger_head().unwrap().size;
+    assert_eq!(
+        sample(&text, "unseen_ledger_size", &[]),
+        Some(ledger as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sum(&text, "unseen_ledger_entries_total"),
+        (ledger - size_at_start) as f64,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "unseen_ledger_entries_total",
+            &[("kind", "query.admitted")]
+        ),
+        Some(4.0),
+        "three DP queries and one open-column query: {text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "unseen_ledger_entries_total",
+            &[("kind", "query.refused"), ("rule", "prohibited-column")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // Against the store: the grant's spend, the jobs by status.
+    let spent = server.domain.grant(&grant).unwrap().epsilon_spent;
+    assert_eq!(
+        sample(&text, "unseen_grant_epsilon_spent", &[("grant", &grant)]),
+        Some(spent),
+        "{text}"
+    );
+    assert!(spent > 0.0);
+    let jobs = server.domain.jobs("admin", None).unwrap().len();
+    assert_eq!(sum(&text, "unseen_jobs"), jobs as f64, "{text}");
+    // The API's own: requests by route and status, latency.
+    assert_eq!(
+        sample(
+            &text,
+            "unseen_http_requests_total",
+            &[("route", "/v1/queries"), ("status", "200")]
+        ),
+        Some(5.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "unseen_http_request_duration_seconds_count",
+            &[("route", "/v1/queries")]
+        )
+        .is_some_and(|n| n >= 5.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "unseen_up", &[]), Some(1.0));
+}
