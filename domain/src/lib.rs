@@ -12,6 +12,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod conns;
 pub mod demo;
 pub mod logging;

@@ -54,18 +54,26 @@ pub enum LogFormat {
 }
 
 /// Reads the format from `--log-format` in `args` (as `--log-format X` or
-/// `--log-format=X`), else `UNSEEN_LOG_FORMAT` (`text` or `json`; default
-/// text), before the command line is parsed: logging starts first. A wrong
-/// value is an error that names the choices.
+/// `--log-format=X`), else `UNSEEN_LOG_FORMAT`, else `log_format` in the
+/// `--config` file (`text` or `json`; default text), before the command
+/// line is parsed: logging starts first. A wrong value is an error that
+/// names the choices.
 pub fn format_from(args: &[String]) -> Result<LogFormat, String> {
     let flag = args.iter().enumerate().find_map(|(i, a)| {
         a.strip_prefix("--log-format=")
             .map(str::to_string)
             .or_else(|| (a == "--log-format").then(|| args.get(i + 1).cloned().unwrap_or_default()))
     });
-    let (value, source) = match flag {
-        Some(v) => (Some(v), "--log-format"),
-        None => (std::env::var("UNSEEN_LOG_FORMAT").ok(), "UNSEEN_LOG_FORMAT"),
+    let from_file = || {
+        let path = crate::config::config_path(args)
+            .or_else(|| std::env::var_os("UNSEEN_CONFIG").map(std::path::PathBuf::from))?;
+        // A file with mistakes is reported by the command that reads it.
+        crate::config::ServeConfig::load(&path).ok()?.log_format
+    };
+    let (value, source) = match (flag, std::env::var("UNSEEN_LOG_FORMAT").ok()) {
+        (Some(v), _) => (Some(v), "--log-format"),
+        (None, Some(v)) => (Some(v), "UNSEEN_LOG_FORMAT"),
+        (None, None) => (from_file(), "log_format in the configuration file"),
     };
     match value.as_deref() {
         None | Some("") | Some("text") => Ok(LogFormat::Text),

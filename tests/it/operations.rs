@@ -219,3 +219,109 @@ fn metrics_agree_with_the_ledger_and_the_store_and_are_for_operators_only() {
     );
     assert_eq!(sample(&text, "unseen_up", &[]), Some(1.0));
 }
+
+/// `serve --config`: the file sets what flags do not, a flag wins over the
+/// file, and a file with mistakes is refused with all of them.
+#[test]
+fn a_configuration_file_is_checked_whole_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "listen = \"nowhere\"\n[limits]\nmax_jobs = 0\nspeed = 3\n",
+    )
+    .unwrap();
+    let (ok, text) = crate::support::unseen_exact(&["config", "check", bad.to_str().unwrap()]);
+    assert!(!ok);
+    for mistake in [
+        "`listen` is `nowhere`",
+        "`limits.max_jobs` is 0",
+        "`limits.speed`",
+    ] {
+        assert!(text.contains(mistake), "{mistake}: {text}");
+    }
+    let (_, json) =
+        crate::support::unseen_exact(&["config", "check", bad.to_str().unwrap(), "--json"]);
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["mistakes"].as_array().unwrap().len(), 3, "{first}");
+    let (_data_dir, data) = residents_dir("100");
+    let refused = crate::support::unseen_exact(&[
+        "serve",
+        "--config",
+        bad.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]);
+    assert!(
+        !refused.0 && refused.1.contains("3 mistake(s)"),
+        "{}",
+        refused.1
+    );
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!("data_dir = \"{data}\"\nlisten = \"127.0.0.1:1\"\n[limits]\nmax_jobs = 2\n"),
+    )
+    .unwrap();
+    assert!(crate::support::unseen_exact(&["config", "check", good.to_str().unwrap()]).0);
+    // The flag wins over the file's `listen` (port 1 is not ours to bind);
+    // the file's data directory is the one served.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "operations::child_serves_with_a_configuration_file",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("UNSEEN_CONFIG_TEST_FILE", &good)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut listening = None;
+    for line in lines {
+        let line = line.unwrap();
+        if let Some(at) = line.find("listening on ") {
+            listening = Some(line[at..].to_string());
+            break;
+        }
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let listening = listening.unwrap_or_else(|| {
+        panic!(
+            "the server did not start from the file: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert!(
+        listening.starts_with("listening on http://127.0.0.1:") && !listening.ends_with(":1"),
+        "{listening}"
+    );
+}
+
+/// Run by the test above in a process of its own.
+#[test]
+#[ignore = "run by a_configuration_file_is_checked_whole_and_flags_override_it"]
+fn child_serves_with_a_configuration_file() {
+    let Some(file) = std::env::var_os("UNSEEN_CONFIG_TEST_FILE") else {
+        return;
+    };
+    let args: Vec<String> = [
+        "unseen",
+        "serve",
+        "--config",
+        file.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut stdout = std::io::stdout();
+    unseen::cli::run(&args, &mut stdout).unwrap();
+}

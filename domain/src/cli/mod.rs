@@ -148,7 +148,25 @@ fn write_man_pages(command: &clap::Command, dir: &Path) -> Result<usize> {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file for `unseen serve --config`: every
+    /// mistake at once, with its key and what would be right (exit 1).
+    ///
+    /// Example: `unseen config check /etc/unseen/unseen.toml`
+    Check {
+        /// The file to check.
+        file: PathBuf,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Configuration files of `unseen serve`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a completion script for a shell, to stdout.
     ///
     /// Example: `unseen completions bash > ~/.local/share/bash-completion/completions/unseen`
@@ -290,57 +308,64 @@ pub struct ExtractArgs {
 /// Arguments of `unseen serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8787")]
-    pub listen: String,
-    /// Jobs that run at once; more wait in the queue.
-    #[arg(long, default_value_t = 4)]
-    pub max_jobs: usize,
-    /// Connections open at once; when full, the oldest idle one is closed.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: u32,
-    /// Connections one client address may hold at once.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections_per_client: u32,
+    /// A configuration file (TOML; see `unseen config check`): flags and
+    /// their environment variables override what it says.
+    #[arg(long, env = "UNSEEN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8787].
+    #[arg(long, env = "UNSEEN_LISTEN")]
+    pub listen: Option<String>,
+    /// Jobs that run at once; more wait in the queue [default: 4].
+    #[arg(long, env = "UNSEEN_MAX_JOBS", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_jobs: Option<u64>,
+    /// Connections open at once; when full, the oldest idle one is closed
+    /// [default: 1024].
+    #[arg(long, env = "UNSEEN_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// Connections one client address may hold at once [default: 256].
+    #[arg(long, env = "UNSEEN_MAX_CONNECTIONS_PER_CLIENT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_client: Option<u32>,
     /// Seconds a client has to send a request's header before its
-    /// connection is closed.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub header_timeout: u64,
-    /// Seconds a client has to send a request's whole body.
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
-    pub body_timeout: u64,
+    /// connection is closed [default: 10].
+    #[arg(long, env = "UNSEEN_HEADER_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: Option<u64>,
+    /// Seconds a client has to send a request's whole body [default: 120].
+    #[arg(long, env = "UNSEEN_BODY_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub body_timeout: Option<u64>,
     /// A witness to submit checkpoints to (URL), at start and then every
     /// --witness-every seconds; needs --witness-key.
-    #[arg(long, requires = "witness_key")]
+    #[arg(long, env = "UNSEEN_WITNESS")]
     pub witness: Option<String>,
     /// The witness's verifier key, as `unseen witness init` printed it.
-    #[arg(long, requires = "witness")]
+    #[arg(long, env = "UNSEEN_WITNESS_KEY")]
     pub witness_key: Option<String>,
-    /// Seconds between submissions to the witness.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
-    pub witness_every: u64,
+    /// Seconds between submissions to the witness [default: 60].
+    #[arg(long, env = "UNSEEN_WITNESS_EVERY", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub witness_every: Option<u64>,
     /// Memory one query may hold, like 512M or 2G; beyond it the query
     /// spills to the data directory where it can, else fails as too
-    /// large (a DP query's release is then computed on fixed defaults).
-    #[arg(long, default_value = "512M", value_parser = parse_bytes)]
-    pub query_memory: usize,
-    /// Seconds one query may run before it is stopped.
-    #[arg(long, default_value_t = crate::data::DEFAULT_QUERY_SECONDS, value_parser = clap::value_parser!(u64).range(1..=86400))]
-    pub query_timeout: u64,
-    /// Rows one join may produce before the query is stopped as too large.
-    #[arg(long, default_value_t = crate::data::DEFAULT_JOIN_ROWS, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_join_rows: u64,
+    /// large (a DP query's release is then computed on fixed defaults)
+    /// [default: 512M].
+    #[arg(long, env = "UNSEEN_QUERY_MEMORY", value_parser = parse_bytes)]
+    pub query_memory: Option<usize>,
+    /// Seconds one query may run before it is stopped [default: 60].
+    #[arg(long, env = "UNSEEN_QUERY_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub query_timeout: Option<u64>,
+    /// Rows one join may produce before the query is stopped as too large
+    /// [default: 50000000].
+    #[arg(long, env = "UNSEEN_MAX_JOIN_ROWS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_join_rows: Option<u64>,
     /// Seconds a stopping server (SIGTERM, Ctrl-C) lets running work
-    /// finish before it cancels it; it exits within this time.
-    #[arg(long, default_value_t = crate::server::DEFAULT_GRACE_SECONDS, value_parser = clap::value_parser!(u64).range(0..=3600))]
-    pub grace_period: u64,
+    /// finish before it cancels it; it exits within this time [default: 30].
+    #[arg(long, env = "UNSEEN_GRACE_PERIOD", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub grace_period: Option<u64>,
     /// Milliseconds: a job that read protected data is shown to its
     /// developer to end a random 0 to this many milliseconds after it
     /// did, and its answer waits until then, so its duration cannot
     /// tell one person's row (default 500; 0 shows ends as they happen
     /// and lets developers time their queries).
-    #[arg(long, env = "UNSEEN_TIMING_QUANTUM_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub timing_quantum_ms: u64,
+    #[arg(long, env = "UNSEEN_TIMING_QUANTUM_MS", value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub timing_quantum_ms: Option<u64>,
     #[command(flatten)]
     pub dir: DataDir,
 }
@@ -1536,6 +1561,7 @@ fn over_server(command: &Command) -> OverServer {
         )
         | Command::Report(ReportCommand::Disclosure { .. }) => OverServer::Audit,
         Command::Completions { .. }
+        | Command::Config(_)
         | Command::Man { .. }
         | Command::Demo { .. }
         | Command::Dev(_)
@@ -1735,6 +1761,9 @@ fn execute(command: Command, session: &Session, out: &mut dyn Write) -> Result<(
         Command::Query(args) => jobs::query(args, session, out),
         Command::Extract(args) => jobs::extract(args, session, out),
         Command::Serve(args) => serve::serve(args, session, out),
+        Command::Config(ConfigCommand::Check { file, json }) => {
+            serve::check_config(&file, json, out)
+        }
         Command::Witness(command) => crate::witness::run_command(command, runtime, out),
         Command::Dataset(command) => data::run(command, session, out),
         Command::User(command) => users::run(command, session, out),
@@ -1964,7 +1993,7 @@ fn prepare_download(path: Option<&Path>, force: bool) -> Result<Option<crate::ut
 
 /// A size in bytes: a number with an optional K, M or G suffix (powers of
 /// 1024), at least 1 MiB.
-fn parse_bytes(text: &str) -> Result<usize, String> {
+pub(crate) fn parse_bytes(text: &str) -> Result<usize, String> {
     let trimmed = text.trim();
     let (digits, unit) = match trimmed.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((at, _)) => trimmed.split_at(at),

@@ -4,29 +4,61 @@ use super::*;
 
 pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> Result<()> {
     let runtime = session.runtime;
-    let ServeArgs {
-        listen,
-        max_jobs,
-        max_connections,
-        max_connections_per_client,
-        header_timeout,
-        body_timeout,
-        witness,
-        witness_key,
-        witness_every,
-        query_memory,
-        query_timeout,
-        max_join_rows,
-        grace_period,
-        timing_quantum_ms,
-        dir,
-    } = args;
+    let file = match &args.config {
+        Some(path) => crate::config::ServeConfig::load(path)?,
+        None => crate::config::ServeConfig::default(),
+    };
+    // Flag (or its environment variable), then the file, then the default.
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:8787".into());
+    let max_jobs = args.max_jobs.or(file.max_jobs).unwrap_or(4);
+    let max_connections = args
+        .max_connections
+        .map(u64::from)
+        .or(file.max_connections)
+        .unwrap_or(1024);
+    let max_connections_per_client = args
+        .max_connections_per_client
+        .map(u64::from)
+        .or(file.max_connections_per_client)
+        .unwrap_or(256);
+    let header_timeout = args.header_timeout.or(file.header_timeout).unwrap_or(10);
+    let body_timeout = args.body_timeout.or(file.body_timeout).unwrap_or(120);
+    let witness_every = args.witness_every.or(file.witness_every).unwrap_or(60);
+    let query_memory = args.query_memory.or(file.query_memory).unwrap_or(512 << 20);
+    let query_timeout = args
+        .query_timeout
+        .or(file.query_timeout)
+        .unwrap_or(crate::data::DEFAULT_QUERY_SECONDS);
+    let max_join_rows = args
+        .max_join_rows
+        .or(file.max_join_rows)
+        .unwrap_or(crate::data::DEFAULT_JOIN_ROWS);
+    let grace_period = args
+        .grace_period
+        .or(file.grace_period)
+        .unwrap_or(crate::server::DEFAULT_GRACE_SECONDS);
+    let timing_quantum_ms = args
+        .timing_quantum_ms
+        .or(file.timing_quantum_ms)
+        .unwrap_or(500);
+    let dir = DataDir {
+        data_dir: args.dir.data_dir.or(file.data_dir),
+    };
     let addr: std::net::SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen `{listen}` is not an address like 127.0.0.1:8787"))?;
-    let witness = match (witness, witness_key) {
+    let witness = match (
+        args.witness.or(file.witness_url),
+        args.witness_key.or(file.witness_key),
+    ) {
         (Some(url), Some(key)) => Some((url, unseen_ledger::witness::WitnessKey::parse(&key)?)),
-        _ => None,
+        (None, None) => None,
+        _ => bail!(
+            "--witness and --witness-key go together (flags, environment or the configuration file); give both or neither"
+        ),
     };
     let domain = open(&dir)?;
     if let Some((url, key)) = witness {
@@ -47,10 +79,10 @@ pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> 
         out.flush()?;
         tracing::info!(%local, "serving the HTTP API");
         let options = crate::server::ServerOptions {
-            max_running_jobs: max_jobs,
+            max_running_jobs: usize::try_from(max_jobs).unwrap_or(usize::MAX),
             limits: crate::conns::ConnectionLimits {
-                max_connections: max_connections as usize,
-                max_per_client: max_connections_per_client as usize,
+                max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+                max_per_client: usize::try_from(max_connections_per_client).unwrap_or(usize::MAX),
                 header_timeout: std::time::Duration::from_secs(header_timeout),
                 body_timeout: std::time::Duration::from_secs(body_timeout),
             },
@@ -64,4 +96,25 @@ pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> 
         crate::server::serve(domain, listener, options, shutdown_signal()).await?;
         Ok::<_, anyhow::Error>(())
     })
+}
+
+/// `unseen config check FILE`: every mistake at once, or that it is good.
+pub(super) fn check_config(file: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
+    match crate::config::ServeConfig::load(file) {
+        Ok(_) => say(
+            out,
+            json,
+            &json!({"file": file, "ok": true, "mistakes": []}),
+            format_args!("{}: no mistakes", file.display()),
+        ),
+        Err(errors) => {
+            if json {
+                print_json(
+                    out,
+                    &json!({"file": file, "ok": false, "mistakes": errors.mistakes}),
+                )?;
+            }
+            Err(errors.into())
+        }
+    }
 }
