@@ -44,11 +44,47 @@ pub struct Answer {
 }
 
 impl Client {
-    /// `base` is like `http://127.0.0.1:8787`.
+    /// `base` is like `http://127.0.0.1:8787` or `https://unseen.example`
+    /// (a certificate under Mozilla's roots).
     pub fn new(base: &str, token: Option<&str>) -> Self {
+        Client::build(base, token, ureq::tls::RootCerts::WebPki)
+    }
+
+    /// A client of an HTTPS server whose certificate chains to one of the
+    /// certificates in the PEM file `ca` (an agency's own CA, or the
+    /// server's self-signed certificate).
+    pub fn with_ca(
+        base: &str,
+        token: Option<&str>,
+        ca: &std::path::Path,
+    ) -> Result<Self, ClientError> {
+        let bad = |reason: String| ClientError::Transport {
+            url: base.to_string(),
+            reason: format!("the CA certificates in {}: {reason}", ca.display()),
+        };
+        let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
+        let roots: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(bad(e.to_string()))),
+            })
+            .collect::<Result<_, _>>()?;
+        if roots.is_empty() {
+            return Err(bad("no certificate in it".into()));
+        }
+        Ok(Client::build(
+            base,
+            token,
+            ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)),
+        ))
+    }
+
+    fn build(base: &str, token: Option<&str>, roots: ureq::tls::RootCerts) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(600)))
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .build()
             .into();
         Client {

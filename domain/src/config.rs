@@ -24,6 +24,10 @@
 //! grace_period = 30          # seconds
 //! timing_quantum_ms = 500
 //!
+//! [tls]                      # HTTPS; without it only loopback
+//! cert = "/etc/unseen/tls/cert.pem"   # unless insecure_listen = true
+//! key = "/etc/unseen/tls/key.pem"
+//!
 //! [witness]
 //! url = "https://witness.audit.example"
 //! key = "witness.audit.example+..."
@@ -54,6 +58,9 @@ pub struct ServeConfig {
     pub witness_url: Option<String>,
     pub witness_key: Option<String>,
     pub witness_every: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub insecure_listen: Option<bool>,
 }
 
 /// Every mistake in a configuration file, one per line.
@@ -90,6 +97,8 @@ const TEXTS: &[(&str, &str)] = &[
     ("limits", "query_memory"),
     ("witness", "url"),
     ("witness", "key"),
+    ("tls", "cert"),
+    ("tls", "key"),
 ];
 
 impl ServeConfig {
@@ -116,7 +125,7 @@ impl ServeConfig {
         };
         for (key, value) in &table {
             match value {
-                Value::Table(inner) if matches!(key.as_str(), "limits" | "witness") => {
+                Value::Table(inner) if matches!(key.as_str(), "limits" | "witness" | "tls") => {
                     for inner_key in inner.keys() {
                         if !known(key, inner_key) {
                             mistakes.push(format!(
@@ -125,9 +134,9 @@ impl ServeConfig {
                         }
                     }
                 }
-                _ if known("", key) => {}
+                _ if known("", key) || key == "insecure_listen" => {}
                 _ => mistakes.push(format!(
-                    "`{key}` is not a setting (settings: data_dir, listen, log_format, engine, [limits], [witness])"
+                    "`{key}` is not a setting (settings: data_dir, listen, log_format, engine, insecure_listen, [limits], [witness], [tls])"
                 )),
             }
         }
@@ -145,7 +154,7 @@ impl ServeConfig {
                 format!("`{section}.{key}`")
             }
         };
-        let mut text_of = |section: &str, key: &str| -> Option<String> {
+        let text_of = |mistakes: &mut Vec<String>, section: &str, key: &str| -> Option<String> {
             match get(section, key)? {
                 Value::String(s) => Some(s.clone()),
                 other => {
@@ -159,15 +168,28 @@ impl ServeConfig {
             }
         };
         let mut config = ServeConfig {
-            data_dir: text_of("", "data_dir").map(PathBuf::from),
-            listen: text_of("", "listen"),
-            log_format: text_of("", "log_format"),
-            engine: text_of("", "engine"),
-            witness_url: text_of("witness", "url"),
-            witness_key: text_of("witness", "key"),
+            data_dir: text_of(&mut mistakes, "", "data_dir").map(PathBuf::from),
+            listen: text_of(&mut mistakes, "", "listen"),
+            log_format: text_of(&mut mistakes, "", "log_format"),
+            engine: text_of(&mut mistakes, "", "engine"),
+            witness_url: text_of(&mut mistakes, "witness", "url"),
+            witness_key: text_of(&mut mistakes, "witness", "key"),
+            tls_cert: text_of(&mut mistakes, "tls", "cert").map(PathBuf::from),
+            tls_key: text_of(&mut mistakes, "tls", "key").map(PathBuf::from),
             ..ServeConfig::default()
         };
-        let memory = text_of("limits", "query_memory");
+        match table.get("insecure_listen") {
+            None => {}
+            Some(Value::Boolean(b)) => config.insecure_listen = Some(*b),
+            Some(other) => mistakes.push(format!(
+                "`insecure_listen` is {}, not true or false",
+                other.type_str()
+            )),
+        }
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            mistakes.push("`tls.cert` and `tls.key` go together; give both or neither".into());
+        }
+        let memory = text_of(&mut mistakes, "limits", "query_memory");
         if let Some(listen) = &config.listen
             && listen.parse::<std::net::SocketAddr>().is_err()
         {

@@ -227,7 +227,12 @@ where
     }
 }
 
-/// Serves `app` on `listener` under `limits` until `shutdown` resolves,
+/// A connection's byte stream, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Serves `app` on `listener` under `limits` (over TLS when `tls` is given) until `shutdown` resolves,
 /// then stops accepting, lets requests in progress finish while the future
 /// `drain()` returns runs, and closes the connections still open when it
 /// ends (their requests are dropped).
@@ -235,6 +240,7 @@ pub async fn serve<D, F>(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     limits: ConnectionLimits,
+    tls: Option<crate::tls::Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: D,
 ) -> std::io::Result<()>
@@ -277,14 +283,30 @@ where
             busy: Arc::clone(&busy),
             body_timeout: limits.body_timeout,
         };
-        let conn = http.serve_connection(TokioIo::new(stream), service);
         let gone = Gone {
             table: Arc::clone(&table),
             id,
         };
         let mut stopped = stopped.clone();
+        let (http, tls) = (http.clone(), tls.clone());
+        let handshake = limits.header_timeout;
         let abort = tasks.spawn(async move {
             let _gone = gone;
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(stream),
+                // The handshake is part of the header's time.
+                Some(crate::tls::Tls(acceptor)) => {
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "a TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
+            let conn = http.serve_connection(TokioIo::new(io), service);
             let mut conn = pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,

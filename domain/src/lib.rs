@@ -17,6 +17,7 @@ pub mod conns;
 pub mod demo;
 pub mod logging;
 pub mod server;
+pub mod tls;
 pub mod witness;
 
 /// The example guests, built for wasm32 by `build.rs`.

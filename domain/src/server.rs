@@ -61,6 +61,9 @@ pub struct ServerOptions {
     /// How long a stopping server lets running work finish before it
     /// cancels it; it exits within this time.
     pub grace_period: std::time::Duration,
+    /// TLS for every connection (see [`crate::tls::acceptor`]); plain
+    /// HTTP without it.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Default for ServerOptions {
@@ -70,6 +73,7 @@ impl Default for ServerOptions {
             limits: crate::conns::ConnectionLimits::default(),
             query: crate::data::QueryLimits::default(),
             grace_period: std::time::Duration::from_secs(DEFAULT_GRACE_SECONDS),
+            tls: None,
         }
     }
 }
@@ -850,7 +854,15 @@ pub async fn serve(
             tokio::time::sleep_until(end).await;
         }
     };
-    crate::conns::serve(listener, app, options.limits, stop_starting, drain).await?;
+    crate::conns::serve(
+        listener,
+        app,
+        options.limits,
+        options.tls.clone(),
+        stop_starting,
+        drain,
+    )
+    .await?;
     // Jobs submitted without waiting run outside any connection: they too
     // may finish until the grace period is nearly over, are cancelled then,
     // and have the rest of it to record their end.
@@ -1591,7 +1603,7 @@ impl Background {
         Background::spawn(move |listener, shutdown| {
             // Requests under way get a few seconds to finish once stopped.
             let drain = || tokio::time::sleep(std::time::Duration::from_secs(5));
-            crate::conns::serve(listener, app, limits, shutdown, drain)
+            crate::conns::serve(listener, app, limits, None, shutdown, drain)
         })
     }
 

@@ -329,6 +329,7 @@ pub fn run_command(
                     listener,
                     app,
                     crate::conns::ConnectionLimits::default(),
+                    None,
                     crate::cli::shutdown_signal(),
                     // Submissions under way get a few seconds to finish.
                     || tokio::time::sleep(std::time::Duration::from_secs(5)),

@@ -325,3 +325,98 @@ fn child_serves_with_a_configuration_file() {
     let mut stdout = std::io::stdout();
     unseen::cli::run(&args, &mut stdout).unwrap();
 }
+
+/// `serve` speaks TLS with the certificate it is given, and will not serve
+/// plain HTTP on an address other hosts reach unless told so.
+#[test]
+fn serve_speaks_tls_and_refuses_plain_http_beyond_loopback() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".into()])
+            .unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let (_data_dir, data) = residents_dir("100");
+
+    let (served, text) =
+        crate::support::unseen_exact(&["serve", "--listen", "0.0.0.0:0", "--data-dir", &data]);
+    assert!(!served && text.contains("refusing to serve"), "{text}");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let junk = junk.to_str().unwrap();
+    let (served, text) = crate::support::unseen_exact(&[
+        "serve",
+        "--tls-cert",
+        junk,
+        "--tls-key",
+        junk,
+        "--data-dir",
+        &data,
+    ]);
+    assert!(!served && text.contains("PEM"), "{text}");
+
+    let domain = std::sync::Arc::new(unseen::Domain::open(std::path::Path::new(&data)).unwrap());
+    let server_domain = std::sync::Arc::clone(&domain);
+    let server = unseen::server::Background::start(
+        domain,
+        unseen::server::ServerOptions {
+            tls: Some(unseen::tls::acceptor(&cert, &key).unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let address = server.url().trim_start_matches("http://").to_string();
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    assert!(
+        unseen::client::Client::new(&server.url(), None)
+            .get("/v1/health")
+            .is_err()
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(made.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        unseen::tls::ring_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let answer = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(b"GET /v1/ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer).to_string()
+    });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"ready\":true"), "{answer}");
+    // The command line over HTTPS, trusting the certificate it is given.
+    let token = rotate(&server_domain, "dev");
+    let https = format!("https://{address}");
+    let (listed, text) = crate::support::unseen_exact(&[
+        "grant",
+        "list",
+        "--json",
+        "--server",
+        &https,
+        "--token",
+        &token,
+        "--ca-cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(listed, "{text}");
+    assert!(text.starts_with("{\"grants\":"), "{text}");
+    // Without it, the certificate is not trusted.
+    let (trusted, text) =
+        crate::support::unseen_exact(&["grant", "list", "--server", &https, "--token", &token]);
+    assert!(!trusted, "{text}");
+}

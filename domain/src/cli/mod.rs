@@ -47,6 +47,10 @@ pub struct Remote {
     /// Bearer token for --server.
     #[arg(long, global = true, env = "UNSEEN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificates (PEM) an https --server's certificate chains to,
+    /// when it is not under the public roots.
+    #[arg(long, global = true, env = "UNSEEN_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -312,9 +316,20 @@ pub struct ServeArgs {
     /// their environment variables override what it says.
     #[arg(long, env = "UNSEEN_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8787].
+    /// Address to listen on [default: 127.0.0.1:8787]. An address other
+    /// hosts can reach needs --tls-cert and --tls-key, or --insecure-listen.
     #[arg(long, env = "UNSEEN_LISTEN")]
     pub listen: Option<String>,
+    /// The server's certificate chain (PEM): serve HTTPS (HTTP/1.1).
+    #[arg(long, env = "UNSEEN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "UNSEEN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Listen without TLS on an address other hosts can reach (behind a
+    /// TLS-terminating proxy, or inside a container's own network).
+    #[arg(long, env = "UNSEEN_INSECURE_LISTEN")]
+    pub insecure_listen: bool,
     /// Jobs that run at once; more wait in the queue [default: 4].
     #[arg(long, env = "UNSEEN_MAX_JOBS", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub max_jobs: Option<u64>,
@@ -1442,7 +1457,10 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<()> {
             let token = cli.remote.token.as_deref().ok_or_else(|| {
                 anyhow::anyhow!("--server needs --token TOKEN (or UNSEEN_TOKEN) to say who you are")
             })?;
-            let client = crate::client::Client::new(server, Some(token));
+            let client = match &cli.remote.ca_cert {
+                Some(ca) => crate::client::Client::with_ca(server, Some(token), ca)?,
+                None => crate::client::Client::new(server, Some(token)),
+            };
             match over_server(&cli.command) {
                 OverServer::Backend => Some(client),
                 OverServer::Audit => return remote_audit(&cli.command, &client, out),

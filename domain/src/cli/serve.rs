@@ -50,6 +50,21 @@ pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> 
     let addr: std::net::SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen `{listen}` is not an address like 127.0.0.1:8787"))?;
+    let tls = match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(&cert, &key)?),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together; give both or neither"),
+    };
+    let insecure = args.insecure_listen || file.insecure_listen.unwrap_or(false);
+    if tls.is_none() && !addr.ip().is_loopback() && !insecure {
+        bail!(
+            "refusing to serve tokens and data over plain HTTP on {addr}, which other hosts can reach: give --tls-cert and --tls-key, listen on 127.0.0.1 behind a TLS proxy, or pass --insecure-listen if the network is private (a container's own)"
+        );
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let witness = match (
         args.witness.or(file.witness_url),
         args.witness_key.or(file.witness_key),
@@ -75,7 +90,7 @@ pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> 
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
-        writeln!(out, "listening on http://{local}")?;
+        writeln!(out, "listening on {scheme}://{local}")?;
         out.flush()?;
         tracing::info!(%local, "serving the HTTP API");
         let options = crate::server::ServerOptions {
@@ -92,6 +107,7 @@ pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> 
                 join_rows: max_join_rows,
             },
             grace_period: std::time::Duration::from_secs(grace_period),
+            tls,
         };
         crate::server::serve(domain, listener, options, shutdown_signal()).await?;
         Ok::<_, anyhow::Error>(())
