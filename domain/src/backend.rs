@@ -173,12 +173,13 @@ impl Local {
             .as_deref()
             .map_err(|why| anyhow::anyhow!("{why}"))
     }
+}
 
-    fn extras(udf_modules: &[String], inputs: &[String]) -> crate::jobs::JobExtras {
-        crate::jobs::JobExtras {
-            udfs: udf_modules.to_vec(),
-            inputs: inputs.to_vec(),
-        }
+/// The UDF modules and earlier releases a query or job may use.
+pub(crate) fn job_extras(udf_modules: &[String], inputs: &[String]) -> crate::jobs::JobExtras {
+    crate::jobs::JobExtras {
+        udfs: udf_modules.to_vec(),
+        inputs: inputs.to_vec(),
     }
 }
 
@@ -359,7 +360,7 @@ impl Backend for Local {
             &request.grant,
             &request.module,
             request.params.clone(),
-            &Self::extras(&request.udf_modules, &request.inputs),
+            &job_extras(&request.udf_modules, &request.inputs),
         )?;
         Ok(Submitted::Ended(developer_outcome(&outcome)))
     }
@@ -388,7 +389,7 @@ impl Backend for Local {
             self.actor()?,
             &request.grant,
             &request.sql,
-            &Self::extras(&request.udf_modules, &request.inputs),
+            &job_extras(&request.udf_modules, &request.inputs),
         )?)
     }
 
@@ -398,7 +399,7 @@ impl Backend for Local {
             self.actor()?,
             &request.grant,
             &request.sql,
-            &Self::extras(&request.udf_modules, &request.inputs),
+            &job_extras(&request.udf_modules, &request.inputs),
         )?;
         Ok(developer_outcome(&outcome))
     }

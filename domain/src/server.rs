@@ -1338,14 +1338,6 @@ async fn cancel_job(
     ok(as_user(&state, actor, move |b| b.cancel_job(&id, &reason.reason)).await?)
 }
 
-/// The UDF modules and earlier releases a query or job may use.
-fn extras(udf_modules: &[String], inputs: &[String]) -> JobExtras {
-    JobExtras {
-        udfs: udf_modules.to_vec(),
-        inputs: inputs.to_vec(),
-    }
-}
-
 async fn run_query(
     State(state): State<AppState>,
     actor: Actor,
@@ -1369,7 +1361,7 @@ async fn run_query(
             &actor.id,
             &request.grant,
             &request.sql,
-            &extras(&request.udf_modules, &request.inputs),
+            &crate::backend::job_extras(&request.udf_modules, &request.inputs),
             &cancel,
         )
     })

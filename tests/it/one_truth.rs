@@ -565,20 +565,11 @@ fn kill_dash_nine_under_eight_query_clients_leaves_one_truth() {
     let answered = Arc::new(AtomicUsize::new(0));
     let mut next_query = 0usize;
     for round in 0..kills {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "one_truth::child_serves_until_killed",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env("UNSEEN_TRUTH_SERVE_DIR", &data)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = crate::support::child_test(
+            "one_truth::child_serves_until_killed",
+            "UNSEEN_TRUTH_SERVE_DIR",
+            data.as_ref(),
+        );
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let base = loop {
             let line = lines

@@ -877,20 +877,11 @@ fn kill_dash_nine_of_the_server_leaves_a_consistent_store() {
             crate::support::rotate(&domain, "admin"),
         )
     };
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "server::child_serves_until_killed",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("UNSEEN_SERVE_TEST_DIR", &data)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = crate::support::child_test(
+        "server::child_serves_until_killed",
+        "UNSEEN_SERVE_TEST_DIR",
+        data.as_ref(),
+    );
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let base = loop {
         let line = lines

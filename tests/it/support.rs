@@ -448,3 +448,22 @@ pub fn rechained(
     }
     out
 }
+
+/// Runs the ignored test `name` of this binary in a process of its own,
+/// with `var` set to `value`; its stdout is piped, its stderr dropped.
+pub fn child_test(name: &str, var: &str, value: &std::ffi::OsStr) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(var, value)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
