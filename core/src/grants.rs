@@ -2,6 +2,62 @@
 
 use super::*;
 
+/// What is wrong with a grant request: one variant per mistake.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GrantProblem {
+    #[error("user `{0}` is not a developer; grants go to developers")]
+    NotADeveloper(String),
+    #[error(
+        "designated user `{0}` is not a developer; only developers run jobs and download releases"
+    )]
+    DesignatedNotADeveloper(String),
+    #[error("dataset `{0}` is named twice; list each dataset of the grant once")]
+    DatasetTwice(String),
+    #[error(
+        "dataset `{dataset}` has privacy unit `{unit}` but `{primary}` has `{primary_unit}`; a grant joins only datasets about the same privacy unit"
+    )]
+    OtherPrivacyUnit {
+        dataset: String,
+        unit: String,
+        primary: String,
+        primary_unit: String,
+    },
+    #[error(
+        "column `{column}` is in no dataset of the grant; name a column or `dataset.column` among {known}"
+    )]
+    UnknownColumn { column: String, known: String },
+    #[error("a grant needs a purpose: the one scenario it serves")]
+    NoPurpose,
+    #[error("budget must satisfy 0 < query epsilon ({query}) <= total epsilon ({total})")]
+    Epsilon { query: f64, total: f64 },
+    #[error(
+        "validity of {days} days is outside 1..={max_days}: grants last at most 3 years, or 5 with extended validity"
+    )]
+    Validity { days: u32, max_days: u32 },
+    #[error("approvals_required is {0}; a release needs 1 or 2 independent approvals")]
+    Approvals(u32),
+    #[error(
+        "delta must satisfy 0 <= total delta ({total}) < 1, and 0 < query delta ({query}) <= total delta when the total is above 0"
+    )]
+    Delta { total: f64, query: f64 },
+    #[error("run and download limits must be at least 1 (omit them for no limit)")]
+    ZeroLimit,
+    #[error(
+        "the open-query window of {0} s is outside 1..={MAX_OPEN_QUERY_WINDOW} (one second to 31 days)"
+    )]
+    OpenQueryWindow(u32),
+    #[error(
+        "udf_row_instructions is {0}; a UDF's cap per row is 1 to {MAX_UDF_ROW_INSTRUCTIONS} instructions (the default is the most)"
+    )]
+    UdfRowInstructions(u64),
+    #[error(
+        "udf_row_instructions limits UDFs, which this grant does not allow; add allow_udfs (--allow-udfs) or leave the cap out"
+    )]
+    UdfCapWithoutUdfs,
+    #[error("the grant allows no operation; allow modules, SQL or extracts")]
+    NoOperation,
+}
+
 impl Domain {
     /// Issues a grant to a developer over one dataset with an epsilon budget
     /// and the usage controls of the authorization agreement.
@@ -9,33 +65,29 @@ impl Domain {
         self.require(actor, Role::Admin, "issue grants")?;
         let r = request;
         if self.role_of(&r.developer)? != Role::Developer {
-            return Err(DomainError::Invalid(format!(
-                "user `{}` is not a developer; grants go to developers",
-                r.developer
-            )));
+            return Err(GrantProblem::NotADeveloper(r.developer.clone()).into());
         }
         for user in &r.designated {
             if self.role_of(user)? != Role::Developer {
-                return Err(DomainError::Invalid(format!(
-                    "designated user `{user}` is not a developer; only developers run jobs and download releases"
-                )));
+                return Err(GrantProblem::DesignatedNotADeveloper(user.clone()).into());
             }
         }
         let primary = self.open_dataset(&r.dataset)?;
         let mut datasets = vec![primary];
         for name in &r.join_datasets {
             if name == &r.dataset || datasets.iter().any(|d| &d.name == name) {
-                return Err(DomainError::Invalid(format!(
-                    "dataset `{name}` is named twice; list each dataset of the grant once"
-                )));
+                return Err(GrantProblem::DatasetTwice(name.clone()).into());
             }
             let joined = self.open_dataset(name)?;
             let unit = &datasets[0].manifest.privacy_unit;
             if &joined.manifest.privacy_unit != unit {
-                return Err(DomainError::Invalid(format!(
-                    "dataset `{name}` has privacy unit `{}` but `{}` has `{unit}`; a grant joins only datasets about the same privacy unit",
-                    joined.manifest.privacy_unit, r.dataset
-                )));
+                return Err(GrantProblem::OtherPrivacyUnit {
+                    dataset: name.clone(),
+                    unit: joined.manifest.privacy_unit.clone(),
+                    primary: r.dataset.clone(),
+                    primary_unit: unit.clone(),
+                }
+                .into());
             }
             datasets.push(joined);
         }
@@ -56,16 +108,15 @@ impl Domain {
                             .map(move |c| format!("{}.{}", d.name, c.name))
                     })
                     .collect();
-                return Err(DomainError::Invalid(format!(
-                    "column `{column}` is in no dataset of the grant; name a column or `dataset.column` among {}",
-                    known.join(", ")
-                )));
+                return Err(GrantProblem::UnknownColumn {
+                    column: column.clone(),
+                    known: known.join(", "),
+                }
+                .into());
             }
         }
         if r.purpose.trim().is_empty() {
-            return Err(DomainError::Invalid(
-                "a grant needs a purpose: the one scenario it serves".into(),
-            ));
+            return Err(GrantProblem::NoPurpose.into());
         }
         if !(r.epsilon_total.is_finite()
             && r.epsilon_total > 0.0
@@ -73,10 +124,11 @@ impl Domain {
             && r.query_epsilon > 0.0
             && r.query_epsilon <= r.epsilon_total)
         {
-            return Err(DomainError::Invalid(format!(
-                "budget must satisfy 0 < query epsilon ({}) <= total epsilon ({})",
-                r.query_epsilon, r.epsilon_total
-            )));
+            return Err(GrantProblem::Epsilon {
+                query: r.query_epsilon,
+                total: r.epsilon_total,
+            }
+            .into());
         }
         let max_days = if r.extended_validity {
             5 * 366
@@ -84,54 +136,41 @@ impl Domain {
             3 * 366
         };
         if r.valid_days == 0 || r.valid_days > max_days {
-            return Err(DomainError::Invalid(format!(
-                "validity of {} days is outside 1..={max_days}: grants last at most 3 years, or 5 with extended validity",
-                r.valid_days
-            )));
+            return Err(GrantProblem::Validity {
+                days: r.valid_days,
+                max_days,
+            }
+            .into());
         }
         for w in &r.windows {
             access::parse_window(w)?;
         }
         if !(1..=2).contains(&r.approvals_required) {
-            return Err(DomainError::Invalid(format!(
-                "approvals_required is {}; a release needs 1 or 2 independent approvals",
-                r.approvals_required
-            )));
+            return Err(GrantProblem::Approvals(r.approvals_required).into());
         }
         if !(0.0..1.0).contains(&r.delta_total)
             || (r.delta_total > 0.0 && !(r.query_delta > 0.0 && r.query_delta <= r.delta_total))
         {
-            return Err(DomainError::Invalid(format!(
-                "delta must satisfy 0 <= total delta ({}) < 1, and 0 < query delta ({}) <= total delta when the total is above 0",
-                r.delta_total, r.query_delta
-            )));
+            return Err(GrantProblem::Delta {
+                total: r.delta_total,
+                query: r.query_delta,
+            }
+            .into());
         }
         if r.max_runs == Some(0) || r.max_downloads == Some(0) {
-            return Err(DomainError::Invalid(
-                "run and download limits must be at least 1 (omit them for no limit)".into(),
-            ));
+            return Err(GrantProblem::ZeroLimit.into());
         }
         if !(1..=MAX_OPEN_QUERY_WINDOW).contains(&r.open_query_window) {
-            return Err(DomainError::Invalid(format!(
-                "the open-query window of {} s is outside 1..={MAX_OPEN_QUERY_WINDOW} (one second to 31 days)",
-                r.open_query_window
-            )));
+            return Err(GrantProblem::OpenQueryWindow(r.open_query_window).into());
         }
         if !(1..=MAX_UDF_ROW_INSTRUCTIONS).contains(&r.udf_row_instructions) {
-            return Err(DomainError::Invalid(format!(
-                "udf_row_instructions is {}; a UDF's cap per row is 1 to {MAX_UDF_ROW_INSTRUCTIONS} instructions (the default is the most)",
-                r.udf_row_instructions
-            )));
+            return Err(GrantProblem::UdfRowInstructions(r.udf_row_instructions).into());
         }
         if !r.allow_udfs && r.udf_row_instructions != MAX_UDF_ROW_INSTRUCTIONS {
-            return Err(DomainError::Invalid(
-                "udf_row_instructions limits UDFs, which this grant does not allow; add allow_udfs (--allow-udfs) or leave the cap out".into(),
-            ));
+            return Err(GrantProblem::UdfCapWithoutUdfs.into());
         }
         if !(r.allow_modules || r.allow_sql || r.allow_extracts) {
-            return Err(DomainError::Invalid(
-                "the grant allows no operation; allow modules, SQL or extracts".into(),
-            ));
+            return Err(GrantProblem::NoOperation.into());
         }
         let id = new_id("grant");
         let now = self.unix_now();

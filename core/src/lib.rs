@@ -35,7 +35,7 @@ pub mod data;
 mod datasets;
 pub mod dev;
 mod extract;
-mod grants;
+pub mod grants;
 mod host;
 pub mod jobs;
 pub mod keys;
@@ -123,6 +123,8 @@ pub enum DomainError {
     Blocked { output: String, findings: String },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    #[error("invalid grant: {0}")]
+    BadGrant(#[from] grants::GrantProblem),
     #[error("{action} needs a reason{examples}")]
     ReasonRequired {
         action: &'static str,
@@ -937,14 +939,20 @@ impl Domain {
     ) -> Result<u64, DomainError> {
         let event = LedgerEvent::of(&body);
         let started = std::time::Instant::now();
+        // A job's end also counts what the job used (see `metrics`).
+        let counted = (kind == "job.ended").then(|| body.clone());
         let receipt = self.ledger.append(EntryDraft {
             kind: kind.to_string(),
             actor: actor.to_string(),
             time,
             body,
         })?;
-        self.metrics
-            .recorded(kind, event.field("rule"), started.elapsed().as_secs_f64());
+        self.metrics.recorded(
+            kind,
+            event.field("rule"),
+            started.elapsed().as_secs_f64(),
+            counted.as_ref().unwrap_or(&serde_json::Value::Null),
+        );
         event.log(kind, actor, receipt.index);
         self.ledger_floor
             .fetch_max(receipt.index + 1, std::sync::atomic::Ordering::Relaxed);

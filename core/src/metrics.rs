@@ -25,6 +25,10 @@ pub(crate) struct CoreMetrics {
     entries: Family<Labels, Counter>,
     /// How long an append waited for its group to be durable.
     append_seconds: Histogram,
+    /// What ended jobs used, from their `job.ended` entries.
+    udf_rows_failed: Counter,
+    rows_read: Counter,
+    fuel: Counter,
     started: std::time::Instant,
 }
 
@@ -33,17 +37,38 @@ impl CoreMetrics {
         CoreMetrics {
             entries: Family::default(),
             append_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            udf_rows_failed: Counter::default(),
+            rows_read: Counter::default(),
+            fuel: Counter::default(),
             started: std::time::Instant::now(),
         }
     }
 
-    pub(crate) fn recorded(&self, kind: &str, rule: Option<&str>, seconds: f64) {
+    /// Counts an entry of `kind` recorded in `seconds`; `body` is its body
+    /// (a job's end adds what the job used).
+    pub(crate) fn recorded(
+        &self,
+        kind: &str,
+        rule: Option<&str>,
+        seconds: f64,
+        body: &serde_json::Value,
+    ) {
         let mut labels = vec![("kind".to_string(), kind.to_string())];
         if let Some(rule) = rule {
             labels.push(("rule".to_string(), rule.to_string()));
         }
         self.entries.get_or_create(&labels).inc();
         self.append_seconds.observe(seconds);
+        if kind == "job.ended" {
+            let used = |key: &str| {
+                body.get(key)
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+            };
+            self.udf_rows_failed.inc_by(used("udf_rows_failed"));
+            self.rows_read.inc_by(used("rows_read"));
+            self.fuel.inc_by(used("fuel_used"));
+        }
     }
 }
 
@@ -85,6 +110,21 @@ impl Domain {
             "unseen_ledger_append_seconds",
             "Time from asking to append an entry to its group being durable",
             m.append_seconds.clone(),
+        );
+        registry.register(
+            "unseen_udf_rows_failed",
+            "Rows on which a UDF trapped, ran out of instructions or returned NaN (made null), over ended jobs",
+            m.udf_rows_failed.clone(),
+        );
+        registry.register(
+            "unseen_job_rows_read",
+            "Rows ended jobs read",
+            m.rows_read.clone(),
+        );
+        registry.register(
+            "unseen_job_fuel",
+            "Wasm fuel ended jobs burned",
+            m.fuel.clone(),
         );
         registry.register(
             "unseen_uptime_seconds",

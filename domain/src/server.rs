@@ -252,7 +252,8 @@ impl From<DomainError> for ApiError {
             DomainError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             DomainError::Invalid(_)
             | DomainError::Parquet(_)
-            | DomainError::ReasonRequired { .. } => StatusCode::BAD_REQUEST,
+            | DomainError::ReasonRequired { .. }
+            | DomainError::BadGrant(_) => StatusCode::BAD_REQUEST,
             DomainError::UserDisabled { .. }
             | DomainError::LastAdmin { .. }
             | DomainError::JobEnded { .. }

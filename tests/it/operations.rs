@@ -218,6 +218,17 @@ fn metrics_agree_with_the_ledger_and_the_store_and_are_for_operators_only() {
         "{text}"
     );
     assert_eq!(sample(&text, "unseen_up", &[]), Some(1.0));
+    // What the jobs used, as their ends recorded it: every query read the
+    // 500 rows once.
+    assert_eq!(
+        sample(&text, "unseen_job_rows_read_total", &[]),
+        Some(500.0 * 4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "unseen_udf_rows_failed_total", &[]),
+        Some(0.0)
+    );
 }
 
 /// `serve --config`: the file sets what flags do not, a flag wins over the
