@@ -699,14 +699,15 @@ fn routes(state: AppState) -> Router {
         .fold(Router::new(), |router, (path, methods)| {
             router.route(path, methods)
         })
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe_route,
-        ))
+        .route_layer(axum::middleware::from_fn(name_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_request,
+        ))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(access_span)
@@ -743,22 +744,41 @@ fn access_line(response: &Response, latency: std::time::Duration, _span: &tracin
     );
 }
 
+/// The route a request matched, as the table names it.
+#[derive(Debug, Clone)]
+struct MatchedRoute(String);
+
 /// Names the matched route in the request's span (see [`access_span`])
-/// and counts the request and its latency under it.
-async fn observe_route(
-    State(state): State<AppState>,
+/// and in the answer, for [`count_request`].
+async fn name_route(
     matched: axum::extract::MatchedPath,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let route = matched.as_str().to_string();
     tracing::Span::current().record("route", route.as_str());
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(MatchedRoute(route));
+    response
+}
+
+/// Counts every request and its latency under its route, or `unmatched`
+/// (a path the API does not have).
+async fn count_request(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let method = request.method().to_string();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
+    let route = response
+        .extensions()
+        .get::<MatchedRoute>()
+        .map_or("unmatched", |r| r.0.as_str());
     state.http.observe(
         &method,
-        &route,
+        route,
         response.status().as_u16(),
         started.elapsed(),
     );

@@ -148,6 +148,8 @@ fn metrics_agree_with_the_ledger_and_the_store_and_are_for_operators_only() {
         .unwrap();
     assert_eq!(refused["status"], "refused", "{refused}");
 
+    let missing = dev.send("GET", "/v1/nothing-here", None, "").unwrap();
+    assert_eq!(missing.status, 404);
     let forbidden = dev.get_text("/metrics").unwrap_err();
     assert_eq!(
         forbidden.status(),
@@ -218,6 +220,16 @@ fn metrics_agree_with_the_ledger_and_the_store_and_are_for_operators_only() {
         "{text}"
     );
     assert_eq!(sample(&text, "unseen_up", &[]), Some(1.0));
+    // A path the API does not have is counted too, under no route of it.
+    assert_eq!(
+        sample(
+            &text,
+            "unseen_http_requests_total",
+            &[("route", "unmatched"), ("status", "404")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
     // What the jobs used, as their ends recorded it: every query read the
     // 500 rows once.
     assert_eq!(
