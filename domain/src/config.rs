@@ -74,18 +74,37 @@ pub struct ConfigErrors {
 /// The engines a service can run its queries on.
 pub const ENGINES: &[&str] = &["datafusion"];
 
-/// A whole number key: (section, key, least, most).
-const NUMBERS: &[(&str, &str, u64, u64)] = &[
-    ("limits", "max_jobs", 1, 1024),
-    ("limits", "max_connections", 1, u32::MAX as u64),
-    ("limits", "max_connections_per_client", 1, u32::MAX as u64),
-    ("limits", "header_timeout", 1, 3600),
-    ("limits", "body_timeout", 1, 86_400),
-    ("limits", "query_timeout", 1, 86_400),
-    ("limits", "max_join_rows", 1, u64::MAX),
-    ("limits", "grace_period", 0, 3600),
-    ("limits", "timing_quantum_ms", 0, 60_000),
-    ("witness", "every", 1, 86_400),
+/// Where a whole number setting goes in [`ServeConfig`].
+type Slot = fn(&mut ServeConfig) -> &mut Option<u64>;
+
+/// A whole number key: (section, key, least, most, where it goes).
+const NUMBERS: &[(&str, &str, u64, u64, Slot)] = &[
+    ("limits", "max_jobs", 1, 1024, |c| &mut c.max_jobs),
+    ("limits", "max_connections", 1, u32::MAX as u64, |c| {
+        &mut c.max_connections
+    }),
+    (
+        "limits",
+        "max_connections_per_client",
+        1,
+        u32::MAX as u64,
+        |c| &mut c.max_connections_per_client,
+    ),
+    ("limits", "header_timeout", 1, 3600, |c| {
+        &mut c.header_timeout
+    }),
+    ("limits", "body_timeout", 1, 86_400, |c| &mut c.body_timeout),
+    ("limits", "query_timeout", 1, 86_400, |c| {
+        &mut c.query_timeout
+    }),
+    ("limits", "max_join_rows", 1, u64::MAX, |c| {
+        &mut c.max_join_rows
+    }),
+    ("limits", "grace_period", 0, 3600, |c| &mut c.grace_period),
+    ("limits", "timing_quantum_ms", 0, 60_000, |c| {
+        &mut c.timing_quantum_ms
+    }),
+    ("witness", "every", 1, 86_400, |c| &mut c.witness_every),
 ];
 
 /// Keys of text: (section, key).
@@ -220,7 +239,7 @@ impl ServeConfig {
                 Err(e) => mistakes.push(format!("`limits.query_memory`: {e}")),
             }
         }
-        for &(section, key, least, most) in NUMBERS {
+        for &(section, key, least, most, slot) in NUMBERS {
             let Some(value) = get(section, key) else {
                 continue;
             };
@@ -244,19 +263,7 @@ impl ServeConfig {
                 ));
                 continue;
             };
-            let slot = match key {
-                "max_jobs" => &mut config.max_jobs,
-                "max_connections" => &mut config.max_connections,
-                "max_connections_per_client" => &mut config.max_connections_per_client,
-                "header_timeout" => &mut config.header_timeout,
-                "body_timeout" => &mut config.body_timeout,
-                "query_timeout" => &mut config.query_timeout,
-                "max_join_rows" => &mut config.max_join_rows,
-                "grace_period" => &mut config.grace_period,
-                "timing_quantum_ms" => &mut config.timing_quantum_ms,
-                _ => &mut config.witness_every,
-            };
-            *slot = Some(number);
+            *slot(&mut config) = Some(number);
         }
         if mistakes.is_empty() {
             Ok(config)
