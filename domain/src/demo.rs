@@ -128,6 +128,7 @@ pub fn run(
         out,
         "7. Auditor verifies the ledger offline with only the public key"
     )?;
+    domain.settle_ledger()?;
     let report = crate::cli::verify_ledger(&dir, None)?;
     writeln!(
         out,

@@ -19,7 +19,8 @@
 //! [`Ledger`] appends durably, [`verify_dir`] and [`verify_since`] read a
 //! data directory and check it. [`SharedLedger`] lets many threads append
 //! at once with group commit (one `fdatasync` and one signed checkpoint per
-//! group). `bench` (feature `bench`) times the hot paths.
+//! group; the checkpoint file is written beside the next groups).
+//! `bench` (feature `bench`) times the hot paths.
 //!
 //! # Data directory
 //!
@@ -29,7 +30,7 @@
 //! | `checkpoint`    | the latest signed checkpoint (C2SP signed note), replaced atomically |
 //! | `ledger.key`    | the Ed25519 signing key as a PKCS#8 v2 document, mode 0600      |
 //! | `ledger.pub`    | the public key as 64 lowercase hex characters and a newline     |
-//! | `intent.0`, `intent.1` | signed write-ahead records of the last two groups (see [`store`]) |
+//! | `intent.0`, `intent.1` | signed write-ahead records of the last two groups, holding their lines (see [`store`]) |
 //! | `recovery.pending` | only while a torn line or an unproven tail is being cut off and recorded: what was cut |
 //! | `quarantine/`   | entries `unseen ledger recover` moved out, one file per recovery |
 //!

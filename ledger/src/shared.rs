@@ -2,11 +2,13 @@
 //!
 //! Each caller checks and encodes its draft on its own thread, then puts it
 //! in a queue. If no write is under way the caller becomes the leader: it
-//! takes everything queued, writes it with one `write`, one `fdatasync` and
-//! one signed checkpoint ([`Ledger::append_prepared`]), hands every caller
-//! in the group its receipt and wakes them, and only then writes the
-//! checkpoint file, while the next group's leader may already be writing
-//! entries. Callers that arrive while a leader writes wait; when it is
+//! takes everything queued, writes it with one `write`, one `fdatasync` (of
+//! the group's intent, which holds its entries) and one signed checkpoint
+//! ([`Ledger::append_prepared`]), hands every caller in the group its
+//! receipt and wakes them. Syncing the entries file and writing the
+//! checkpoint file are left to a thread of its own ([`CheckpointWriter`]),
+//! which works beside the next groups and writes only the newest
+//! checkpoint, so an append waits for one device flush. Callers that arrive while a leader writes wait; when it is
 //! done, one of them leads the next group, which holds everything that
 //! queued up meanwhile. So the busier the ledger, the larger the groups, and an
 //! append still returns only after its entry is on disk.
@@ -18,11 +20,12 @@
 
 use crate::entry::{EntryDraft, Hash, PreparedDraft};
 use crate::keys::PublicKey;
+use crate::store::CheckpointWrite;
 use crate::store::{Head, Ledger, LedgerError, Receipt};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::Thread;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 /// How long a leader waits for one more caller to arrive before writing.
@@ -35,12 +38,160 @@ const MAX_LINGER: Duration = Duration::from_micros(400);
 /// write, one `fdatasync` and one checkpoint per group.
 #[derive(Debug)]
 pub struct SharedLedger {
+    /// First, so that it is dropped (and writes the last checkpoint) while
+    /// the ledger still holds its lock on the directory.
+    checkpoints: CheckpointWriter,
     ledger: Mutex<Ledger>,
     queue: Mutex<Queue>,
-    /// Size of the checkpoint last written to the file. Leaders write the
-    /// checkpoint after releasing the ledger, so that the next group's
-    /// entries are written while this group's checkpoint is.
-    checkpoint_written: Mutex<u64>,
+}
+
+/// Writes signed checkpoints to the `checkpoint` file, each after syncing
+/// the entries it covers, on a thread of its own: appenders hand it the
+/// newest and return. A checkpoint it has not written yet is not needed
+/// for durability (the group intents hold the entries, and an open signs
+/// a new one over them) but is for offline verification, so
+/// [`SharedLedger::settle`] waits for it and dropping the ledger writes it.
+#[derive(Debug)]
+struct CheckpointWriter {
+    state: Arc<WriterState>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    slot: Mutex<WriterSlot>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct WriterSlot {
+    /// The newest checkpoint not yet taken by the writer.
+    pending: Option<CheckpointWrite>,
+    /// Whether the writer is writing one now.
+    busy: bool,
+    closing: bool,
+    /// Size of the checkpoint last written.
+    written: u64,
+    /// The first write that failed: appends are refused from then on.
+    failed: Option<Arc<LedgerError>>,
+}
+
+impl WriterState {
+    fn lock(&self) -> MutexGuard<'_, WriterSlot> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes what is handed in until closed and nothing is left.
+    fn run(&self) {
+        let mut slot = self.lock();
+        loop {
+            if let Some(job) = slot.pending.take() {
+                slot.busy = true;
+                let mut written = slot.written;
+                drop(slot);
+                let outcome = job.write(&mut written);
+                slot = self.lock();
+                slot.busy = false;
+                slot.written = slot.written.max(written);
+                if let Err(e) = outcome {
+                    slot.failed.get_or_insert_with(|| Arc::new(e));
+                }
+                self.changed.notify_all();
+            } else if slot.closing {
+                return;
+            } else {
+                slot = self
+                    .changed
+                    .wait(slot)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+    }
+}
+
+impl CheckpointWriter {
+    fn start(written: u64) -> CheckpointWriter {
+        let state = Arc::new(WriterState::default());
+        state.lock().written = written;
+        let runner = Arc::clone(&state);
+        // Without a thread, checkpoints are written by the appenders.
+        let thread = std::thread::Builder::new()
+            .name("ledger-checkpoint".into())
+            .spawn(move || runner.run())
+            .ok();
+        CheckpointWriter {
+            state,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Hands over the newest checkpoint (written here and now if there is
+    /// no writer thread).
+    fn submit(&self, job: CheckpointWrite) -> Result<(), LedgerError> {
+        if !self.running() {
+            let mut slot = self.state.lock();
+            let mut written = slot.written;
+            job.write(&mut written)?;
+            slot.written = written;
+            return Ok(());
+        }
+        let mut slot = self.state.lock();
+        if slot.pending.as_ref().is_none_or(|p| p.size() < job.size()) {
+            slot.pending = Some(job);
+        }
+        self.state.changed.notify_all();
+        Ok(())
+    }
+
+    /// The first write that failed, if any.
+    fn failure(&self) -> Option<Arc<LedgerError>> {
+        self.state.lock().failed.clone()
+    }
+
+    /// Waits until every checkpoint handed over is written.
+    fn settle(&self) -> Result<(), LedgerError> {
+        let mut slot = self.state.lock();
+        while slot.pending.is_some() || slot.busy {
+            slot = self
+                .state
+                .changed
+                .wait(slot)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        match &slot.failed {
+            Some(e) => Err(LedgerError::Group(Arc::clone(e))),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes what is left and stops the thread.
+    fn close(&self) -> Result<(), LedgerError> {
+        self.state.lock().closing = true;
+        self.state.changed.notify_all();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            thread.join().map_err(|_| LedgerError::Poisoned)?;
+        }
+        self.settle()
+    }
+}
+
+impl Drop for CheckpointWriter {
+    fn drop(&mut self) {
+        // Errors were reported to appenders; the entries are durable.
+        let _ = self.close();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -130,15 +281,24 @@ impl SharedLedger {
     /// Wraps an open ledger.
     pub fn new(ledger: Ledger) -> SharedLedger {
         SharedLedger {
-            checkpoint_written: Mutex::new(ledger.size()),
+            checkpoints: CheckpointWriter::start(ledger.size()),
             ledger: Mutex::new(ledger),
             queue: Mutex::new(Queue::default()),
         }
     }
 
-    /// Gives back the ledger (once no other thread holds this one).
+    /// Gives back the ledger (once no other thread holds this one), with
+    /// its checkpoint file written.
     pub fn into_inner(self) -> Result<Ledger, LedgerError> {
+        self.checkpoints.close()?;
         self.ledger.into_inner().map_err(|_| LedgerError::Poisoned)
+    }
+
+    /// Waits until the `checkpoint` file covers every entry appended so
+    /// far (and the entries file holds them synced), for readers of the
+    /// files such as [`crate::verify_dir`].
+    pub fn settle(&self) -> Result<(), LedgerError> {
+        self.checkpoints.settle()
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
@@ -157,6 +317,9 @@ impl SharedLedger {
     /// ([`LedgerError::BadDraft`] with position 0); a failed write fails
     /// its whole group ([`LedgerError::Group`]).
     pub fn append(&self, draft: EntryDraft) -> Result<Receipt, LedgerError> {
+        if let Some(failed) = self.checkpoints.failure() {
+            return Err(LedgerError::Group(failed));
+        }
         let prepared = PreparedDraft::new(draft).map_err(|source| LedgerError::BadDraft {
             position: 0,
             source,
@@ -221,18 +384,15 @@ impl SharedLedger {
             q.finish_group(&guard.tickets);
             guard.finished = true;
             drop(q);
-            // The group's entries are durable and its checkpoint signed;
-            // its callers are already woken. Now the checkpoint file.
-            if let Some(pending) = checkpoint {
-                let mut written = self
-                    .checkpoint_written
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if let Err(e) = pending.write(&mut written) {
-                    drop(written);
-                    self.lock_queue().results.remove(&ticket);
-                    return Err(e);
-                }
+            // The group's entries are durable (its intent holds them) and
+            // its checkpoint signed; its callers are already woken. The
+            // entries file's own sync and the checkpoint file are the
+            // writer's.
+            if let Some(pending) = checkpoint
+                && let Err(e) = self.checkpoints.submit(pending)
+            {
+                self.lock_queue().results.remove(&ticket);
+                return Err(e);
             }
             q = self.lock_queue();
         }

@@ -1,9 +1,13 @@
 //! The file-backed ledger: the only module that touches files or the clock.
 //!
-//! Durability: an append returns only after the new lines are on disk
-//! (`fdatasync`); the checkpoint is then replaced atomically (temporary file,
-//! `fdatasync`, rename). A crash can therefore leave a partial last line that
-//! was never acknowledged, and a checkpoint that lags the entries.
+//! Durability: an append returns only after its group's signed write-ahead
+//! intent, which holds the new lines, is on disk (`fdatasync`); the lines
+//! are then written to `entries.jsonl`, which is synced before the
+//! checkpoint covering them is replaced atomically (temporary file,
+//! `fdatasync`, rename) and before that intent file is reused. A crash can
+//! therefore leave the last groups' lines missing or torn (restored from
+//! their intents at open), a partial last line that was never acknowledged,
+//! and a checkpoint that lags the entries.
 //!
 //! # Opening never signs what was not proven
 //!
@@ -35,7 +39,7 @@
 use crate::checkpoint::{Checkpoint, CheckpointError, ORIGIN};
 use crate::entry::{Entry, EntryDraft, EntryError, Hash, PreparedDraft, sha256};
 use crate::files::{self, FileError, SMALL_FILE_LIMIT};
-use crate::intent::{INTENT_LIMIT, Intent, MAX_GROUP};
+use crate::intent::{HELD_LINES_LIMIT, INTENT_LIMIT, Intent, MAX_GROUP};
 use crate::keys::{KeyError, PublicKey, SigningKey};
 use crate::merkle::{self, ProofError, Tree};
 use crate::proof::{
@@ -49,6 +53,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// File name of the entries, one canonical JSON line each.
@@ -286,6 +291,10 @@ pub struct Ledger {
     /// The two group-intent files, and which one the next group uses.
     intents: [File; 2],
     next_intent: usize,
+    /// Length the entries file must be durable to before each intent file
+    /// is overwritten: the end of the group whose lines it holds.
+    intent_ends: [u64; 2],
+    entries_sync: EntriesSync,
     poisoned: bool,
 }
 
@@ -600,35 +609,43 @@ impl Ledger {
         }
 
         // The write-ahead record first: it is what lets a reopen after a
-        // crash integrate these entries, and nothing else.
+        // crash integrate these entries, and nothing else. It overwrites
+        // the record of the group before last, whose entries must be on
+        // disk by now (usually synced already, off this path).
         let slot = self.next_intent;
-        let intent = Intent {
+        let path = self.dir.join(ENTRIES_FILE);
+        self.entries_sync
+            .through(self.intent_ends[slot])
+            .map_err(io_err("sync", &path))?;
+        let hold = buf.len() <= HELD_LINES_LIMIT;
+        let mut intent = Intent {
             base_size: first,
             base_root: self.tree.root(),
             leaves: staged.iter().map(|&(_, _, leaf)| leaf).collect(),
+            lines: None,
         };
-        let mut record = intent.to_signed_bytes(&self.key);
+        let unheld = if hold {
+            intent.lines = Some(buf);
+            Vec::new()
+        } else {
+            buf
+        };
+        let record = intent.to_signed_bytes(&self.key);
+        let buf: &[u8] = intent.lines.as_deref().unwrap_or(&unheld);
         let intent_file = &self.intents[slot];
-        // Overwritten in place and padded with zeros to the file's length
-        // rather than truncated: a file whose size does not change syncs
-        // its data alone, without its inode, one write fewer per group.
+        // Overwritten in place, not truncated: while the file's size does
+        // not change, syncing it writes its data alone, not its inode.
         intent_file
-            .metadata()
-            .map(|m| {
-                let len = usize::try_from(m.len()).unwrap_or(usize::MAX);
-                if record.len() < len {
-                    record.resize(len, 0);
-                }
-            })
-            .and_then(|()| intent_file.write_all_at(&record, 0))
+            .write_all_at(&record, 0)
             .and_then(|()| intent_file.sync_data())
             .map_err(io_err("write", &self.dir.join(INTENT_FILES[slot])))?;
 
-        let path = self.dir.join(ENTRIES_FILE);
+        // An intent holding the lines makes them durable: the entries file
+        // is synced later (by [`CheckpointWrite::sync_entries`]).
         let written = self
             .file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data());
+            .write_all(buf)
+            .and_then(|()| if hold { Ok(()) } else { self.file.sync_data() });
         if let Err(e) = written {
             // Undo a partial write so memory and file still agree, and
             // withdraw the intent: these entries were refused, and must
@@ -646,6 +663,12 @@ impl Ledger {
         }
         self.next_intent = 1 - slot;
         self.file_len += buf.len() as u64;
+        self.intent_ends[slot] = self.file_len;
+        if !hold {
+            self.entries_sync
+                .synced
+                .fetch_max(self.file_len, Ordering::AcqRel);
+        }
         let mut receipts = Vec::with_capacity(staged.len());
         for (index, hash, leaf) in staged {
             self.tree.push(leaf);
@@ -719,6 +742,8 @@ impl Ledger {
             text,
             size,
             first: size,
+            entries: self.entries_sync.clone(),
+            entries_len: self.file_len,
         })
     }
 
@@ -905,7 +930,11 @@ impl Found {
             Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
         }
         sync_parent(&path).map_err(io_err("sync the directory of", &path))?;
-        let all = files::read_len(&mut file, &path, len)?;
+        // Lines an earlier process wrote but had not synced yet (their
+        // intents held them) are made durable before anything relies on
+        // them.
+        file.sync_data().map_err(io_err("sync", &path))?;
+        let mut all = files::read_len(&mut file, &path, len)?;
         let lines = all.iter().filter(|&&b| b == b'\n').count() as u64;
 
         let key_path = dir.join(KEY_FILE);
@@ -928,15 +957,56 @@ impl Found {
         }
 
         let complete = all.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let chain = match check_chain(&all[..complete]) {
+        let mut chain = match check_chain(&all[..complete]) {
             Ok(chain) => chain,
             Err(source) => match source.first_bad_entry().filter(|_| recovering) {
-                Some(bad) => check_chain(&all[..line_start(&all, bad)])
-                    .map_err(|source| LedgerError::Damaged { path, source })?,
+                Some(bad) => check_chain(&all[..line_start(&all, bad)]).map_err(|source| {
+                    LedgerError::Damaged {
+                        path: path.clone(),
+                        source,
+                    }
+                })?,
                 None => return Err(LedgerError::Damaged { path, source }),
             },
         };
-        let tree = Tree::from_leaves(chain.leaves);
+        let mut tree = Tree::from_leaves(std::mem::take(&mut chain.leaves));
+
+        let mut intents = Vec::with_capacity(INTENT_FILES.len());
+        for (slot, name) in INTENT_FILES.iter().enumerate() {
+            let bytes = files::read_optional(&dir.join(name), INTENT_LIMIT)?;
+            if let Some(intent) = bytes.and_then(|b| Intent::open(&b, &public)) {
+                intents.push((slot, intent));
+            }
+        }
+        // A crash between a group's intent and its entries reaching the
+        // disk: the entries are written back from the intent, oldest group
+        // first (the newer one extends it). Its callers may have been told
+        // they are durable, and they were.
+        intents.sort_by_key(|(_, intent)| intent.base_size);
+        for (_, intent) in &intents {
+            let Some(missing) = intent.missing_lines(&tree) else {
+                continue;
+            };
+            // Only over an intact chain whose torn end (if any) is the
+            // start of what is missing, as a crash leaves it: anything else
+            // is not this ledger's write and is left to the checks below.
+            let keep = line_start(&all, tree.size());
+            let whole_lines = memchr::memchr_iter(b'\n', &all).count() as u64;
+            if tree.size() != whole_lines || !missing.starts_with(&all[keep..]) {
+                continue;
+            }
+            all.truncate(keep);
+            all.extend_from_slice(missing);
+            file.set_len(keep as u64)
+                .and_then(|()| file.write_all(missing))
+                .and_then(|()| file.sync_data())
+                .map_err(io_err("restore the last group's entries to", &path))?;
+            chain = check_chain(&all).map_err(|source| LedgerError::Damaged {
+                path: path.clone(),
+                source,
+            })?;
+            tree = Tree::from_leaves(std::mem::take(&mut chain.leaves));
+        }
 
         let checkpoint = match files::read_optional(&cp_path, SMALL_FILE_LIMIT)? {
             Some(bytes) => Some(checked_checkpoint(&cp_path, &bytes, &public, &tree)?),
@@ -950,12 +1020,9 @@ impl Found {
         };
         let mut proven = checkpoint.as_ref().map_or(0, |(_, cp)| cp.size);
         let mut proves = [None; 2];
-        for (slot, name) in INTENT_FILES.iter().enumerate() {
-            let bytes = files::read_optional(&dir.join(name), INTENT_LIMIT)?;
-            proves[slot] = bytes
-                .and_then(|b| Intent::open(&b, &public))
-                .and_then(|intent| intent.proves(&tree));
-            proven = proven.max(proves[slot].unwrap_or(0));
+        for (slot, intent) in &intents {
+            proves[*slot] = intent.proves(&tree);
+            proven = proven.max(proves[*slot].unwrap_or(0));
         }
         Ok(Found {
             file,
@@ -989,6 +1056,10 @@ impl Found {
     fn into_ledger(self, dir: &Path) -> Result<Ledger, LedgerError> {
         let open = |name: &str| files::open_rw(&dir.join(name));
         let intents = [open(INTENT_FILES[0])?, open(INTENT_FILES[1])?];
+        let path = dir.join(ENTRIES_FILE);
+        // Everything read at open was synced by `Found::read`.
+        let entries_sync =
+            EntriesSync::new(&self.file, self.all.len() as u64).map_err(io_err("open", &path))?;
         let (checkpoint, signed) = match self.checkpoint {
             Some((text, cp)) => (text, Some(cp)),
             None => (String::new(), None),
@@ -1004,6 +1075,8 @@ impl Found {
             signed,
             intents,
             next_intent: self.next_intent,
+            intent_ends: [0; 2],
+            entries_sync,
             poisoned: false,
         })
     }
@@ -1097,7 +1170,37 @@ fn line_start(bytes: &[u8], index: u64) -> usize {
     bytes.len()
 }
 
-/// A signed checkpoint still to be written to the `checkpoint` file.
+/// Syncs the entries file from any thread, remembering how far it is
+/// known durable so that a sync already made is not made again.
+#[derive(Debug, Clone)]
+pub(crate) struct EntriesSync {
+    file: Arc<File>,
+    /// Length of the entries file known to be on disk.
+    synced: Arc<AtomicU64>,
+}
+
+impl EntriesSync {
+    fn new(file: &File, synced: u64) -> io::Result<EntriesSync> {
+        Ok(EntriesSync {
+            file: Arc::new(file.try_clone()?),
+            synced: Arc::new(AtomicU64::new(synced)),
+        })
+    }
+
+    /// Makes the first `len` bytes of the entries file durable (`len` no
+    /// more than has been written).
+    fn through(&self, len: u64) -> io::Result<()> {
+        if self.synced.load(Ordering::Acquire) >= len {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        self.synced.fetch_max(len, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// A signed checkpoint still to be written to the `checkpoint` file, after
+/// the entries it covers are synced to theirs.
 #[derive(Debug)]
 pub(crate) struct CheckpointWrite {
     path: PathBuf,
@@ -1105,28 +1208,49 @@ pub(crate) struct CheckpointWrite {
     size: u64,
     /// First entry of the group it covers, for error messages.
     first: u64,
+    entries: EntriesSync,
+    /// Length of the entries file the checkpoint covers.
+    entries_len: u64,
 }
 
 impl CheckpointWrite {
-    /// Writes the checkpoint unless one at least as large was written
-    /// already (`written` is the size last written; writers of one ledger
-    /// must hold one lock around it).
+    /// Entries the checkpoint covers.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Syncs the entries file up to the end of the entries this checkpoint
+    /// covers (held until now by their group's intent). Needs no lock.
+    fn sync_entries(&self) -> Result<(), LedgerError> {
+        self.entries.through(self.entries_len).map_err(|e| {
+            let path = self.path.with_file_name(ENTRIES_FILE);
+            self.not_written(io_err("sync", &path)(e))
+        })
+    }
+
+    fn not_written(&self, source: LedgerError) -> LedgerError {
+        if self.first < self.size {
+            LedgerError::CheckpointNotWritten {
+                first: self.first,
+                last: self.size - 1,
+                source: Box::new(source),
+            }
+        } else {
+            source
+        }
+    }
+
+    /// Writes the checkpoint, after syncing the entries it covers, unless
+    /// one at least as large was written already (`written` is the size
+    /// last written; writers of one ledger must hold one lock around it).
+    /// The checkpoint file so never covers entries not on disk.
     pub(crate) fn write(self, written: &mut u64) -> Result<(), LedgerError> {
         if self.size < *written {
             return Ok(());
         }
-        write_replacing(&self.path, self.text.as_bytes()).map_err(|e| {
-            let source = Box::new(io_err("write", &self.path)(e));
-            if self.first < self.size {
-                LedgerError::CheckpointNotWritten {
-                    first: self.first,
-                    last: self.size - 1,
-                    source,
-                }
-            } else {
-                *source
-            }
-        })?;
+        self.sync_entries()?;
+        write_replacing(&self.path, self.text.as_bytes())
+            .map_err(|e| self.not_written(io_err("write", &self.path)(e)))?;
         *written = self.size;
         Ok(())
     }

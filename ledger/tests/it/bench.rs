@@ -41,7 +41,11 @@ fn report() {
     println!("{verify}");
     let proof = bench_inclusion_proof(10_000_000);
     println!("{proof}");
-    let appends = bench_appends(tmp.path(), 200_000, 200, threads).unwrap();
+    let entries: u64 = std::env::var("UNSEEN_BENCH_ENTRIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let appends = bench_appends(tmp.path(), entries, 200, threads).unwrap();
     println!("{appends}");
     println!(
         "{}",

@@ -226,15 +226,23 @@ fn open_refuses_when_acknowledged_entries_are_missing_or_altered() {
     drop(ledger_with(tmp.path(), 6));
     let original = fs::read(&entries).unwrap();
 
-    // Last entry cut in half: the checkpoint covers 6, only 5 remain whole.
+    // Last entry cut in half: its group's intent still holds it, and the
+    // open writes it back.
     fs::write(&entries, &original[..original.len() - 10]).unwrap();
+    drop(Ledger::open(tmp.path()).unwrap());
+    assert_eq!(fs::read(&entries).unwrap(), original);
+
+    // Entry 1 cut in half, before the groups the intents hold: the
+    // checkpoint covers 6, only 1 remains whole.
+    let second_line = original.iter().position(|&b| b == b'\n').unwrap() + 1;
+    fs::write(&entries, &original[..second_line + 10]).unwrap();
     let err = Ledger::open(tmp.path()).unwrap_err();
     assert!(
         matches!(
             err,
             LedgerError::CheckpointAhead {
                 checkpoint: 6,
-                entries: 5
+                entries: 1
             }
         ),
         "{err}"

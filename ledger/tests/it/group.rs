@@ -106,6 +106,8 @@ fn a_refused_draft_fails_alone_in_a_busy_group() {
     }
     assert_eq!(ok, 180 - 10);
     let key = shared.public_key().unwrap();
+    // The checkpoint file is written beside the appends; settle waits for it.
+    shared.settle().unwrap();
     assert_eq!(verify_dir(tmp.path(), &key).unwrap().size, ok);
 }
 
@@ -134,6 +136,13 @@ fn recovered_entries(dir: &Path) -> Vec<unseen_ledger::Entry> {
     Ledger::open(dir).unwrap().entries().unwrap()
 }
 
+fn intent_files(dir: &Path) -> Vec<Vec<u8>> {
+    INTENT_FILES
+        .iter()
+        .map(|f| fs::read(dir.join(f)).unwrap())
+        .collect()
+}
+
 #[test]
 fn crash_at_every_byte_of_a_group_write_recovers_every_acknowledged_entry() {
     let tmp = tempfile::tempdir().unwrap();
@@ -143,21 +152,20 @@ fn crash_at_every_byte_of_a_group_write_recovers_every_acknowledged_entry() {
     drop(ledger);
     let acked = fs::read(dir.join(ENTRIES_FILE)).unwrap();
     let old_cp = fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
+    let old_intents = intent_files(dir);
     let mut ledger = Ledger::open(dir).unwrap();
     ledger.append_batch((10..13).map(draft).collect()).unwrap();
     drop(ledger);
     let full = fs::read(dir.join(ENTRIES_FILE)).unwrap();
     let new_cp = fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
-    // The group's write-ahead record, written and synced before its
-    // entries: part of the state at every crash point below.
-    let intents: Vec<Vec<u8>> = INTENT_FILES
-        .iter()
-        .map(|f| fs::read(dir.join(f)).unwrap())
-        .collect();
+    // The group's write-ahead record, holding its lines, is written and
+    // synced before any of them: part of the state at every crash point.
+    let new_intents = intent_files(dir);
     let tail = &full[acked.len()..];
-    let acked_entries = {
-        set_state(dir, &acked, &old_cp);
-        Ledger::open(dir).unwrap().entries().unwrap()
+    let (acked_entries, all_entries) = {
+        set_state(dir, &full, &new_cp);
+        let all = Ledger::open(dir).unwrap().entries().unwrap();
+        (all[..10].to_vec(), all)
     };
 
     for cut in 0..=tail.len() {
@@ -167,32 +175,94 @@ fn crash_at_every_byte_of_a_group_write_recovers_every_acknowledged_entry() {
             if cp == &new_cp && cut < tail.len() {
                 continue;
             }
+            // With the group's intent durable, the group is restored whole
+            // (its callers may have been answered already).
             let _ = fs::remove_file(dir.join(RECOVERY_FILE));
             let state = [&acked[..], &tail[..cut]].concat();
             set_state(dir, &state, cp);
-            for (f, bytes) in INTENT_FILES.iter().zip(&intents) {
+            for (f, bytes) in INTENT_FILES.iter().zip(&new_intents) {
                 fs::write(dir.join(f), bytes).unwrap();
             }
-            let entries = recovered_entries(dir);
-            assert_eq!(&entries[..10], &acked_entries[..], "cut {cut}");
+            assert_eq!(recovered_entries(dir), all_entries, "cut {cut}");
+            assert_eq!(fs::read(dir.join(ENTRIES_FILE)).unwrap(), full);
+            verify_dir(dir, &key).unwrap();
+
+            // Bytes with no durable intent behind them were never
+            // acknowledged: a torn line is cut off and the cut recorded.
+            if cp == &new_cp {
+                continue;
+            }
+            set_state(dir, &state, cp);
+            for (f, bytes) in INTENT_FILES.iter().zip(&old_intents) {
+                fs::write(dir.join(f), bytes).unwrap();
+            }
             let whole = tail[..cut].iter().filter(|&&b| b == b'\n').count();
             let torn = cut
                 - tail[..cut]
                     .iter()
                     .rposition(|&b| b == b'\n')
                     .map_or(0, |i| i + 1);
+            if whole > 0 {
+                // Whole lines no intent proves are refused, as forgeries are.
+                assert!(
+                    matches!(
+                        Ledger::open(dir),
+                        Err(LedgerError::Unproven { first: 10, .. })
+                    ),
+                    "cut {cut}"
+                );
+                continue;
+            }
+            let entries = recovered_entries(dir);
+            assert_eq!(&entries[..10], &acked_entries[..], "cut {cut}");
             if torn > 0 {
-                assert_eq!(entries.len(), 10 + whole + 1, "cut {cut}");
+                assert_eq!(entries.len(), 11, "cut {cut}");
                 let last = entries.last().unwrap();
                 assert_eq!(last.kind, RECOVERED_KIND);
                 assert_eq!(last.body["dropped_bytes"], torn);
             } else {
-                assert_eq!(entries.len(), 10 + whole, "cut {cut}");
+                assert_eq!(entries.len(), 10, "cut {cut}");
             }
             assert!(!dir.join(RECOVERY_FILE).exists());
             verify_dir(dir, &key).unwrap();
         }
     }
+}
+
+#[test]
+fn entries_the_disk_lost_are_restored_from_the_last_two_intents() {
+    // The machine (not only the process) went down: the last groups' lines
+    // had been written but not yet synced, and are gone from the file,
+    // while their intents, synced before any caller was answered, are not.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut ledger = ledger_with(dir, 10);
+    let key = ledger.public_key();
+    let synced = fs::read(dir.join(ENTRIES_FILE)).unwrap();
+    let cp = fs::read(dir.join(CHECKPOINT_FILE)).unwrap();
+    ledger.append_batch((10..14).map(draft).collect()).unwrap();
+    ledger.append_batch((14..17).map(draft).collect()).unwrap();
+    let expected = ledger.entries().unwrap();
+    drop(ledger);
+    let full = fs::read(dir.join(ENTRIES_FILE)).unwrap();
+    for lost_from in [synced.len(), synced.len() + 7, full.len() - 3] {
+        set_state(dir, &full[..lost_from], &cp);
+        assert_eq!(
+            recovered_entries(dir),
+            expected,
+            "lost from byte {lost_from}"
+        );
+        assert_eq!(fs::read(dir.join(ENTRIES_FILE)).unwrap(), full);
+        verify_dir(dir, &key).unwrap();
+    }
+    // A line the intents do not hold in place of a lost one is not
+    // overwritten: the open is refused as for any unproven entry.
+    let mut other = full[..synced.len()].to_vec();
+    let line = &full[synced.len()..];
+    let line = &line[..=line.iter().position(|&b| b == b'\n').unwrap()];
+    other.extend_from_slice(&line.to_ascii_uppercase());
+    set_state(dir, &other, &cp);
+    assert!(Ledger::open(dir).is_err());
 }
 
 #[test]
