@@ -16,10 +16,8 @@ pub const TOKEN_PREFIX: &str = "unseen_";
 /// Parses `HH:MM-HH:MM` (UTC) into minutes of the day. A window may wrap
 /// past midnight (`22:00-06:00`).
 pub fn parse_window(window: &str) -> Result<(u32, u32), DomainError> {
-    let bad = || {
-        DomainError::Invalid(format!(
-            "time window `{window}` must look like HH:MM-HH:MM in UTC, for example 08:00-18:00"
-        ))
+    let bad = || DomainError::BadTimeWindow {
+        window: window.to_string(),
     };
     let minutes = |t: &str| -> Option<u32> {
         let (h, m) = t.trim().split_once(':')?;
@@ -123,7 +121,13 @@ impl Domain {
             )
             .optional()?;
         match row {
-            Some((id, role, 0)) => Ok((id, Role::parse(&role).map_err(DomainError::Invalid)?)),
+            Some((id, role, 0)) => {
+                let role = Role::parse(&role).map_err(|detail| DomainError::Damaged {
+                    what: format!("the store's record of user `{id}`"),
+                    detail,
+                })?;
+                Ok((id, role))
+            }
             Some((id, _, _)) => Err(DomainError::Unauthenticated(format!(
                 "user `{id}` is disabled; ask an admin"
             ))),

@@ -25,15 +25,13 @@ pub fn read_public_key(data_dir: &Path, file: Option<&Path>) -> Result<PublicKey
     let Some(path) = file else {
         // Inside the ledger directory: no link followed, a bounded read.
         let path = data_dir.join("ledger/ledger.pub");
-        return PublicKey::load(&path)
-            .map_err(|e| invalid(format!("public key {}: {e}", path.display())));
+        return PublicKey::load(&path).map_err(|e| bad_key(&path, e));
     };
     let mut text = String::new();
     std::fs::File::open(path)
         .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, 4096), &mut text))
         .map_err(|e| DomainError::io(path, e))?;
-    PublicKey::from_hex(text.trim())
-        .map_err(|e| invalid(format!("public key {} is not valid: {e}", path.display())))
+    PublicKey::from_hex(text.trim()).map_err(|e| bad_key(path, format!("not valid: {e}")))
 }
 
 /// A verified ledger, read without its private key.
@@ -44,23 +42,35 @@ pub struct VerifiedLedger {
     pub checkpoint: Checkpoint,
 }
 
-fn invalid(message: impl Into<String>) -> DomainError {
-    DomainError::Invalid(message.into())
+fn bad_key(path: &Path, detail: impl std::fmt::Display) -> DomainError {
+    DomainError::BadPublicKey {
+        path: path.display().to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+fn unverified(detail: impl Into<String>) -> DomainError {
+    DomainError::ReleaseUnverified(detail.into())
+}
+
+fn internal(detail: impl std::fmt::Display) -> DomainError {
+    DomainError::Internal(detail.to_string())
 }
 
 /// Reads and verifies `ledger_dir` with `key`, then parses every entry.
 pub fn load_verified(ledger_dir: &Path, key: &PublicKey) -> Result<VerifiedLedger, DomainError> {
     let (_, bytes, note) = unseen_ledger::read_verified(ledger_dir, key)
-        .map_err(|e| invalid(format!("ledger verification FAILED: {e}")))?;
+        .map_err(|e| DomainError::LedgerUnverified(e.to_string()))?;
     let checkpoint = Checkpoint::open(&note, unseen_ledger::ORIGIN, key)
-        .map_err(|e| invalid(format!("checkpoint: {e}")))?;
+        .map_err(|e| DomainError::LedgerUnverified(format!("checkpoint: {e}")))?;
     let mut entries = Vec::new();
     let mut leaves = Vec::new();
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         leaves.push(merkle::leaf_hash(line));
         entries.push(
-            Entry::parse_line(line)
-                .map_err(|e| invalid(format!("entry {}: {e}", entries.len())))?,
+            Entry::parse_line(line).map_err(|e| {
+                DomainError::LedgerUnverified(format!("entry {}: {e}", entries.len()))
+            })?,
         );
     }
     Ok(VerifiedLedger {
@@ -150,29 +160,28 @@ pub fn entries_batch(entries: &[Entry]) -> Result<RecordBatch, DomainError> {
         fields.push(Field::new(name, ty.clone(), true));
         columns.push(column);
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| invalid(e.to_string()))
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(internal)
 }
 
 /// Runs read-only SQL over the `entries` table.
 pub async fn query(entries: &[Entry], sql: &str) -> Result<Vec<RecordBatch>, DomainError> {
     let batch = entries_batch(entries)?;
-    let table =
-        MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(|e| invalid(e.to_string()))?;
+    let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
     let ctx = SessionContext::new();
     ctx.register_table("entries", Arc::new(table))
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(internal)?;
     let df = ctx
         .sql_with_options(sql, unseen_policy::sql_options())
         .await
         .map_err(|e| {
-            invalid(format!(
+            DomainError::BadQuery(format!(
                 "the ledger query could not be planned: {}; the table is `entries`",
                 e.strip_backtrace()
             ))
         })?;
-    df.collect()
-        .await
-        .map_err(|e| invalid(format!("the ledger query failed: {}", e.strip_backtrace())))
+    df.collect().await.map_err(|e| {
+        DomainError::BadQuery(format!("the ledger query failed: {}", e.strip_backtrace()))
+    })
 }
 
 /// One grant and what was done under it, from the ledger alone.
@@ -293,18 +302,18 @@ pub fn verify_release(
     key: &PublicKey,
 ) -> Result<ReleaseProof, DomainError> {
     let file: Value = serde_json::from_str(release_json)
-        .map_err(|e| invalid(format!("release file is not JSON: {e}")))?;
+        .map_err(|e| unverified(format!("release file is not JSON: {e}")))?;
     let document = file
         .get("document")
-        .ok_or_else(|| invalid("release file has no `document`"))?;
+        .ok_or_else(|| unverified("release file has no `document`"))?;
     let signature = file
         .get("signature")
         .and_then(Value::as_str)
         .and_then(|s| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s).ok())
-        .ok_or_else(|| invalid("release file has no valid base64 `signature`"))?;
-    let canonical = serde_json::to_vec(document).map_err(|e| invalid(e.to_string()))?;
+        .ok_or_else(|| unverified("release file has no valid base64 `signature`"))?;
+    let canonical = serde_json::to_vec(document).map_err(internal)?;
     if !key.verify(&crate::release_signing_message(&canonical), &signature) {
-        return Err(invalid(
+        return Err(unverified(
             "release signature does not verify with the ledger's public key: the document was altered or signed by another key",
         ));
     }
@@ -314,7 +323,7 @@ pub fn verify_release(
     let table = table_from_json(&field("table"))?;
     let content_sha = sha256_hex(&udf_sdk::abi::encode_table(&table));
     if Value::String(content_sha.clone()) != field("output_sha256") {
-        return Err(invalid(
+        return Err(unverified(
             "the release's table does not hash to its `output_sha256`: the content was altered",
         ));
     }
@@ -324,7 +333,7 @@ pub fn verify_release(
         .iter()
         .enumerate()
         .find(|(_, e)| e.kind == "release.signed" && e.body.get("document_sha256") == Some(&Value::String(document_sha.clone())))
-        .ok_or_else(|| invalid(format!("no `release.signed` entry in the ledger matches release `{release_id}` (document sha256 {document_sha})")))?;
+        .ok_or_else(|| unverified(format!("no `release.signed` entry in the ledger matches release `{release_id}` (document sha256 {document_sha})")))?;
     for k in [
         "release",
         "output",
@@ -337,14 +346,13 @@ pub fn verify_release(
         "reviewer",
     ] {
         if entry.body.get(k) != document.get(k) {
-            return Err(invalid(format!(
+            return Err(unverified(format!(
                 "ledger entry {index} and the release disagree on `{k}`"
             )));
         }
     }
     let size = ledger.checkpoint.size;
-    let proof = merkle::inclusion_proof(index as u64, size, &ledger.leaves)
-        .map_err(|e| invalid(e.to_string()))?;
+    let proof = merkle::inclusion_proof(index as u64, size, &ledger.leaves).map_err(internal)?;
     merkle::verify_inclusion(
         index as u64,
         size,
@@ -353,7 +361,7 @@ pub fn verify_release(
         &ledger.checkpoint.root,
     )
     .map_err(|e| {
-        invalid(format!(
+        unverified(format!(
             "release entry {index} is not included under the signed checkpoint: {e}"
         ))
     })?;
@@ -384,7 +392,7 @@ pub fn verify_release(
 /// Inverse of [`crate::table_json`].
 pub fn table_from_json(v: &Value) -> Result<udf_sdk::Table, DomainError> {
     use udf_sdk::{ColumnValues, Estimate, Table};
-    let bad = || invalid("the release's `table` is malformed");
+    let bad = || unverified("the release's `table` is malformed");
     let mut table = Table::default();
     for c in v.get("columns").and_then(Value::as_array).ok_or_else(bad)? {
         let name = c.get("name").and_then(Value::as_str).ok_or_else(bad)?;

@@ -97,9 +97,11 @@ impl Domain {
     ) -> Result<(), DomainError> {
         self.require(actor, Role::Admin, "set budgets")?;
         if !(epsilon_total.is_finite() && epsilon_total > 0.0) {
-            return Err(DomainError::Invalid(format!(
-                "epsilon {epsilon_total} must be a positive number"
-            )));
+            return Err(DomainError::OutOfRange {
+                what: "epsilon",
+                value: epsilon_total.to_string(),
+                expected: "give a positive number".into(),
+            });
         }
         let (sql, what, list) = match layer {
             BudgetLayer::Dataset => (

@@ -58,7 +58,10 @@ pub struct ProvenEntry {
 }
 
 fn broken(link: &str, detail: impl std::fmt::Display) -> DomainError {
-    DomainError::Invalid(format!("bundle verification FAILED at {link}: {detail}"))
+    DomainError::BundleBroken {
+        link: link.to_string(),
+        detail: detail.to_string(),
+    }
 }
 
 impl Domain {
@@ -81,8 +84,11 @@ impl Domain {
             .with(|l| -> Result<LedgerEvidence, DomainError> {
                 let key = l.public_key();
                 let note = l.checkpoint_text().to_string();
-                let cp = Checkpoint::open(&note, ORIGIN, &key)
-                    .map_err(|e| DomainError::Invalid(format!("the ledger's checkpoint: {e}")))?;
+                let cp =
+                    Checkpoint::open(&note, ORIGIN, &key).map_err(|e| DomainError::Damaged {
+                        what: "the ledger's checkpoint".into(),
+                        detail: e.to_string(),
+                    })?;
                 let is_ours = |e: &Entry| {
                     let field = |k: &str| e.body.get(k).and_then(Value::as_str);
                     (e.kind == "release.signed" && field("release") == Some(release_id))
@@ -92,16 +98,16 @@ impl Domain {
                 for entry in l.entries()?.iter().filter(|e| e.index < cp.size) {
                     if is_ours(entry) {
                         let proof = InclusionProof::build(l.tree(), entry.index, cp.size)
-                            .map_err(|e| DomainError::Invalid(e.to_string()))?;
+                            .map_err(|e| DomainError::Internal(e.to_string()))?;
                         let line = String::from_utf8(entry.canonical_bytes())
-                            .map_err(|e| DomainError::Invalid(e.to_string()))?;
+                            .map_err(|e| DomainError::Internal(e.to_string()))?;
                         entries.push(ProvenEntry { line, proof });
                     }
                 }
                 Ok(LedgerEvidence {
                     public_key: key.to_hex(),
                     verifier_key: unseen_ledger::checkpoint::verifier_key(ORIGIN, &key)
-                        .map_err(|e| DomainError::Invalid(e.to_string()))?,
+                        .map_err(|e| DomainError::Internal(e.to_string()))?,
                     checkpoint: note,
                     entries,
                 })
@@ -112,7 +118,7 @@ impl Domain {
             signature,
             ledger: evidence,
         };
-        serde_json::to_string_pretty(&bundle).map_err(|e| DomainError::Invalid(e.to_string()))
+        serde_json::to_string_pretty(&bundle).map_err(|e| DomainError::Internal(e.to_string()))
     }
 }
 

@@ -415,7 +415,10 @@ pub async fn session_with(
     for (name, table) in releases {
         let (provider, manifest) = release_table(name, table)?;
         ctx.register_table(name.as_str(), Arc::new(provider))
-            .map_err(|e| DomainError::Invalid(format!("release table `{name}`: {e}")))?;
+            .map_err(|e| DomainError::BadReleaseTable {
+                name: name.clone(),
+                detail: format!("cannot be registered: {e}"),
+            })?;
         manifests.insert(name.clone(), manifest);
     }
     Ok((ctx, manifests))
@@ -487,8 +490,9 @@ fn release_table(
         }
     }
     let schema = Arc::new(Schema::new(fields));
-    let invalid = |e: &dyn std::fmt::Display| {
-        DomainError::Invalid(format!("release table `{name}` is malformed: {e}"))
+    let invalid = |e: &dyn std::fmt::Display| DomainError::BadReleaseTable {
+        name: name.to_string(),
+        detail: format!("is malformed: {e}"),
     };
     let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), arrays)
         .map_err(|e| invalid(&e))?;

@@ -15,10 +15,10 @@ impl Domain {
         self.require(actor, Role::Admin, "register datasets")?;
         let manifest = Manifest::parse(manifest_text).map_err(DomainError::Manifest)?;
         if manifest.name != name {
-            return Err(DomainError::Invalid(format!(
-                "the manifest describes dataset `{}` but you are registering `{name}`; use the same name",
-                manifest.name
-            )));
+            return Err(DomainError::ManifestNameMismatch {
+                manifest: manifest.name,
+                name: name.to_string(),
+            });
         }
         let exists: Option<String> = lock(&self.db)
             .query_row("SELECT name FROM datasets WHERE name = ?1", [name], |r| {

@@ -120,7 +120,7 @@ pub fn mock_batch(
         columns.push(array);
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| DomainError::Invalid(format!("mock data: {e}")))
+        .map_err(|e| DomainError::Internal(format!("mock data: {e}")))
 }
 
 /// A fresh data directory `scratch/data` with an admin `admin`, a developer
@@ -201,7 +201,7 @@ pub fn overlay_sample(
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for c in &sample.columns {
         let Some(at) = manifest.columns.iter().position(|m| m.name == c.name) else {
-            return Err(DomainError::Invalid(format!(
+            return Err(DomainError::BadSample(format!(
                 "the sample's column `{}` is not a column of `{}`; use an extract of this dataset",
                 c.name, manifest.name
             )));
@@ -210,7 +210,7 @@ pub fn overlay_sample(
             continue;
         }
         let udf_sdk::ColumnValues::Text(values) = &c.values else {
-            return Err(DomainError::Invalid(format!(
+            return Err(DomainError::BadSample(format!(
                 "the sample's column `{}` is not a masked extract column (text)",
                 c.name
             )));
@@ -244,7 +244,7 @@ pub fn overlay_sample(
         };
     }
     RecordBatch::try_new(batch.schema(), columns)
-        .map_err(|e| DomainError::Invalid(format!("mock data from the sample: {e}")))
+        .map_err(|e| DomainError::BadSample(format!("mock data from the sample: {e}")))
 }
 
 /// Runs `module` against mock data for `manifest_text` in a throwaway data
@@ -260,7 +260,7 @@ pub fn run(
     let manifest = Manifest::parse(manifest_text).map_err(DomainError::Manifest)?;
     let batch = match &inputs.sample {
         Some(sample) if sample.rows() == 0 => {
-            return Err(DomainError::Invalid(
+            return Err(DomainError::BadSample(
                 "the sample has no rows; extract a larger fraction".into(),
             ));
         }

@@ -35,9 +35,11 @@ impl Domain {
         fraction: f64,
     ) -> Result<(JobOutcome, Option<ExtractPlan>), DomainError> {
         if !(fraction > 0.0 && fraction <= 1.0) {
-            return Err(DomainError::Invalid(format!(
-                "sample fraction {fraction} must be in (0, 1]"
-            )));
+            return Err(DomainError::OutOfRange {
+                what: "the sample fraction",
+                value: fraction.to_string(),
+                expected: "give a number in (0, 1]".into(),
+            });
         }
         let description = format!("EXTRACT {} SAMPLE {fraction}", columns.join(", "));
         let (job_host, log) = match self.begin_job(
@@ -194,7 +196,7 @@ async fn scan(
             .iter()
             .map(|c| arrow::compute::cast(c, &DataType::Utf8))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| DomainError::Invalid(e.to_string()))?;
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
         let value = |column: &arrow::array::ArrayRef, r: usize| {
             if column.is_null(r) {
                 String::new()

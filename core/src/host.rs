@@ -222,12 +222,7 @@ impl Host {
     fn query_udfs(&self) -> Result<Vec<unseen_sandbox::WasmUdf>, DomainError> {
         let mut udfs = Vec::new();
         for module in &self.udf_modules {
-            udfs.extend(
-                module
-                    .for_query()
-                    .functions()
-                    .map_err(|e| DomainError::Invalid(e.to_string()))?,
-            );
+            udfs.extend(module.for_query().functions().map_err(DomainError::Udf)?);
         }
         Ok(udfs)
     }

@@ -72,11 +72,13 @@ pub fn timing_quantum_from_env() -> Result<Duration, DomainError> {
             .ok()
             .map(Duration::from_millis)
             .filter(|q| *q <= MAX_TIMING_QUANTUM)
-            .ok_or_else(|| {
-                DomainError::Invalid(format!(
-                    "UNSEEN_TIMING_QUANTUM_MS is `{text}`; give whole milliseconds from 0 to {}",
+            .ok_or_else(|| DomainError::OutOfRange {
+                what: "UNSEEN_TIMING_QUANTUM_MS",
+                value: format!("`{text}`"),
+                expected: format!(
+                    "give whole milliseconds from 0 to {}",
                     MAX_TIMING_QUANTUM.as_millis()
-                ))
+                ),
             }),
     }
 }
@@ -616,14 +618,17 @@ impl Domain {
                     || builtins.aggregate_functions().contains_key(&name)
                     || builtins.window_functions().contains_key(&name)
                 {
-                    return Err(DomainError::Invalid(format!(
-                        "UDF `{name}` of module {sha} has the name of a built-in SQL function; rename it"
-                    )));
+                    return Err(DomainError::UdfShadowsBuiltin {
+                        name,
+                        module: sha.clone(),
+                    });
                 }
                 if let Some(other) = seen.insert(name.clone(), sha.clone()) {
-                    return Err(DomainError::Invalid(format!(
-                        "UDF `{name}` is declared by both module {other} and module {sha}; use one of them"
-                    )));
+                    return Err(DomainError::UdfDeclaredTwice {
+                        name,
+                        first: other,
+                        second: sha.clone(),
+                    });
                 }
             }
         }
@@ -961,9 +966,9 @@ impl Domain {
             .optional()?
             .flatten();
         let Some(module_sha) = module_sha else {
-            return Err(DomainError::Invalid(format!(
-                "job `{job_id}` is not a module job"
-            )));
+            return Err(DomainError::NotModuleJob {
+                job: job_id.to_string(),
+            });
         };
         let (job_host, log) = match self.start_job(job_id)? {
             Ok(started) => started,
@@ -1502,9 +1507,13 @@ impl Domain {
         self.require(actor, Role::Admin, "prune logs")?;
         let retention = log_retention_days();
         if older_than_days < retention {
-            return Err(DomainError::Invalid(format!(
-                "logs are kept at least {retention} days (UNSEEN_LOG_RETENTION_DAYS); prune only logs older than that"
-            )));
+            return Err(DomainError::OutOfRange {
+                what: "the age of logs to prune",
+                value: format!("{older_than_days} days"),
+                expected: format!(
+                    "logs are kept at least {retention} days (UNSEEN_LOG_RETENTION_DAYS); prune only logs older than that"
+                ),
+            });
         }
         let now = self.unix_now();
         let cutoff = crate::util::rfc3339(now.saturating_sub(u64::from(older_than_days) * 86_400));

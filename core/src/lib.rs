@@ -121,8 +121,83 @@ pub enum DomainError {
     NotQuarantined { output: String, status: String },
     #[error("output `{output}` cannot be approved: {findings}. Reject it with a reason")]
     Blocked { output: String, findings: String },
-    #[error("invalid argument: {0}")]
-    Invalid(String),
+    #[error("{what} is {value}; {expected}")]
+    OutOfRange {
+        what: &'static str,
+        value: String,
+        /// What would do, as an instruction.
+        expected: String,
+    },
+    #[error("name exactly one of {fields}")]
+    OneOf { fields: &'static str },
+    #[error("time window `{window}` must look like HH:MM-HH:MM in UTC, for example 08:00-18:00")]
+    BadTimeWindow { window: String },
+    #[error(
+        "only an admin may add users; pass the acting admin (the first user of a new data directory must be an admin)"
+    )]
+    ActingAdminRequired,
+    #[error("user `{user}` needs a real name")]
+    NameRequired { user: String },
+    #[error("user id `{id}` must be ASCII letters, digits, `.`, `_` or `-`")]
+    BadUserId { id: String },
+    #[error(
+        "the manifest describes dataset `{manifest}` but you are registering `{name}`; use the same name"
+    )]
+    ManifestNameMismatch { manifest: String, name: String },
+    #[error("UDF `{name}` of module {module} has the name of a built-in SQL function; rename it")]
+    UdfShadowsBuiltin { name: String, module: String },
+    #[error("UDF `{name}` is declared by both module {first} and module {second}; use one of them")]
+    UdfDeclaredTwice {
+        name: String,
+        first: String,
+        second: String,
+    },
+    #[error("module refused: {0}")]
+    Udf(#[from] unseen_sandbox::udf::UdfError),
+    #[error("module {module} was uploaded before as a {stored} module; one module cannot be both")]
+    ModuleKindConflict { module: String, stored: String },
+    #[error("job `{job}` is not a module job")]
+    NotModuleJob { job: String },
+    #[error(
+        "the store {path} has schema version {found}, but this build uses version {expected}; it was created by another build of unseen: use a new data directory (the ledger of the old one still verifies with `unseen ledger verify`)"
+    )]
+    StoreVersion {
+        path: String,
+        found: i64,
+        expected: i64,
+    },
+    #[error(
+        "{dir} holds no Unseen store (unseen.db); pass the data directory of the service whose ledger to recover"
+    )]
+    NoStore { dir: String },
+    #[error("ledger verification FAILED: {0}")]
+    LedgerUnverified(String),
+    #[error("public key {path}: {detail}")]
+    BadPublicKey { path: String, detail: String },
+    #[error("bundle verification FAILED at {link}: {detail}")]
+    BundleBroken { link: String, detail: String },
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("the marginals file {0}")]
+    BadMarginals(String),
+    #[error(
+        "dataset `{dataset}` has no column with a public domain or bounds to publish marginals of"
+    )]
+    NothingToPublish { dataset: String },
+    #[error(
+        "the budget of dataset `{dataset}` has less than epsilon {epsilon} left; nothing was spent"
+    )]
+    BudgetShort { dataset: String, epsilon: f64 },
+    #[error("{0}")]
+    BadSample(String),
+    #[error("release verification FAILED: {0}")]
+    ReleaseUnverified(String),
+    #[error("{0}")]
+    BadRole(String),
+    #[error("{0}")]
+    CannotWrite(String),
+    #[error("release table `{name}` {detail}")]
+    BadReleaseTable { name: String, detail: String },
     #[error("invalid grant: {0}")]
     BadGrant(#[from] grants::GrantProblem),
     #[error("{action} needs a reason{examples}")]
@@ -187,7 +262,10 @@ fn role_in(db: &Connection, user: &str) -> Result<Role, DomainError> {
         )
         .optional()?;
     match row {
-        Some((role, 0)) => Role::parse(&role).map_err(DomainError::Invalid),
+        Some((role, 0)) => Role::parse(&role).map_err(|detail| DomainError::Damaged {
+            what: format!("the store's record of user `{user}`"),
+            detail,
+        }),
         Some(_) => Err(DomainError::UserDisabled {
             user: user.to_string(),
         }),
@@ -888,17 +966,24 @@ impl Domain {
         &self.dir
     }
 
+    /// Waits until the ledger's files cover every entry appended so far
+    /// (its checkpoint file is written beside the appends), before
+    /// something reads them, such as offline verification.
+    pub fn settle_ledger(&self) -> Result<(), DomainError> {
+        Ok(self.ledger.settle()?)
+    }
+
     /// Sets the quantum of shown end times: a job that read protected data
     /// is shown to its developer to end up to this long after it did (see
     /// `jobs`). At most [`jobs::MAX_TIMING_QUANTUM`]; zero shows every end
     /// as it happens, which lets developers time their queries.
     pub fn set_timing_quantum(&self, quantum: std::time::Duration) -> Result<(), DomainError> {
         if quantum > jobs::MAX_TIMING_QUANTUM {
-            return Err(DomainError::Invalid(format!(
-                "a timing quantum of {} ms is over the most, {} ms",
-                quantum.as_millis(),
-                jobs::MAX_TIMING_QUANTUM.as_millis()
-            )));
+            return Err(DomainError::OutOfRange {
+                what: "the timing quantum",
+                value: format!("{} ms", quantum.as_millis()),
+                expected: format!("the most is {} ms", jobs::MAX_TIMING_QUANTUM.as_millis()),
+            });
         }
         self.timing_quantum_ms.store(
             u64::try_from(quantum.as_millis()).unwrap_or(u64::MAX),
@@ -1009,10 +1094,9 @@ impl Domain {
     ) -> Result<(unseen_ledger::Ledger, Option<unseen_ledger::Recovery>), DomainError> {
         let db_path = dir.join("unseen.db");
         if !db_path.is_file() {
-            return Err(DomainError::Invalid(format!(
-                "{} holds no Unseen store (unseen.db); pass the data directory of the service whose ledger to recover",
-                dir.display()
-            )));
+            return Err(DomainError::NoStore {
+                dir: dir.display().to_string(),
+            });
         }
         let db = store::open(&db_path)?;
         check_role(

@@ -46,13 +46,11 @@ impl Marginals {
     /// Reads a marginals file, checking it is about `manifest`'s dataset.
     pub fn for_manifest(text: &str, manifest: &Manifest) -> Result<Self, DomainError> {
         let marginals: Marginals = serde_json::from_str(text).map_err(|e| {
-            DomainError::Invalid(format!(
-                "the marginals file is not one `unseen dataset marginals` wrote: {e}"
-            ))
+            DomainError::BadMarginals(format!("is not one `unseen dataset marginals` wrote: {e}"))
         })?;
         if marginals.dataset != manifest.name {
-            return Err(DomainError::Invalid(format!(
-                "the marginals are of dataset `{}`, but the manifest is of `{}`",
+            return Err(DomainError::BadMarginals(format!(
+                "is of dataset `{}`, but the manifest is of `{}`",
                 marginals.dataset, manifest.name
             )));
         }
@@ -110,9 +108,11 @@ impl Domain {
     ) -> Result<Marginals, DomainError> {
         self.require(actor, Role::Admin, "publish dataset marginals")?;
         if !(epsilon.is_finite() && epsilon > 0.0 && epsilon <= 10.0) {
-            return Err(DomainError::Invalid(format!(
-                "epsilon must be in (0, 10], got {epsilon}"
-            )));
+            return Err(DomainError::OutOfRange {
+                what: "epsilon",
+                value: epsilon.to_string(),
+                expected: "give a number in (0, 10]".into(),
+            });
         }
         let opened = self.open_dataset(dataset)?;
         let manifest = opened.manifest.clone();
@@ -122,9 +122,9 @@ impl Domain {
             .filter_map(|c| marginal_sql(&manifest, c).map(|sql| (c.name.clone(), sql)))
             .collect();
         if queries.is_empty() {
-            return Err(DomainError::Invalid(format!(
-                "dataset `{dataset}` has no column with a public domain or bounds to publish marginals of"
-            )));
+            return Err(DomainError::NothingToPublish {
+                dataset: dataset.to_string(),
+            });
         }
         let columns: Vec<&String> = queries.iter().map(|(c, _)| c).collect();
         let read = std::collections::BTreeSet::from([dataset.to_string()]);
@@ -145,9 +145,10 @@ impl Domain {
             json!({"dataset": dataset, "epsilon": epsilon, "columns": columns}),
         )?;
         if short.is_some() {
-            return Err(DomainError::Invalid(format!(
-                "the budget of dataset `{dataset}` has less than epsilon {epsilon} left; nothing was spent"
-            )));
+            return Err(DomainError::BudgetShort {
+                dataset: dataset.to_string(),
+                epsilon,
+            });
         }
         let per_query = epsilon / queries.len() as f64;
         let prepaid = Prepaid(std::sync::Mutex::new(epsilon));
@@ -173,7 +174,7 @@ impl unseen_policy::Budget for Prepaid {
         let mut left = crate::lock(&self.0);
         // The shares are a division of the total: allow for rounding.
         if cost.epsilon > *left + 1e-9 {
-            return Err(DomainError::Invalid(format!(
+            return Err(DomainError::Internal(format!(
                 "a marginal would spend epsilon {} where {} is left of what was charged; nothing more was released",
                 cost.epsilon, *left
             )));

@@ -63,10 +63,10 @@ impl Domain {
                 })
                 .optional()?;
             if stored_kind.as_deref() != Some(kind_name) {
-                return Err(DomainError::Invalid(format!(
-                    "module {sha} was uploaded before as a {} module; one module cannot be both",
-                    stored_kind.unwrap_or_default()
-                )));
+                return Err(DomainError::ModuleKindConflict {
+                    module: sha.to_string(),
+                    stored: stored_kind.unwrap_or_default(),
+                });
             }
             Ok(Change::Record(
                 json!({"sha256": sha, "size": bytes.len(), "kind": kind_name, "functions": functions}),
@@ -117,10 +117,7 @@ impl Domain {
             let validated = self.validated(&bytes, ModuleKind::Udf)?;
             let module = unseen_sandbox::UdfModule::new(&self.sandbox, &validated)?
                 .with_row_instructions(grant.udf_row_instructions);
-            module
-                .for_query()
-                .functions()
-                .map_err(|e| DomainError::Invalid(e.to_string()))?;
+            module.for_query().functions().map_err(DomainError::Udf)?;
             udfs.push(module);
         }
         Ok(udfs)

@@ -95,7 +95,7 @@ impl Domain {
                 Change::Record(body, value) => (body, value),
             };
             let Some(fields) = body.as_object_mut() else {
-                return Err(DomainError::Invalid(format!(
+                return Err(DomainError::Internal(format!(
                     "the `{kind}` entry's body is not a JSON object; nothing was changed"
                 )));
             };

@@ -117,14 +117,14 @@ impl Domain {
             "table": table_json(&table),
         });
         let canonical =
-            serde_json::to_vec(&document).map_err(|e| DomainError::Invalid(e.to_string()))?;
+            serde_json::to_vec(&document).map_err(|e| DomainError::Internal(e.to_string()))?;
         let signature = self.ledger.sign(&release_signing_message(&canonical))?;
         let signature_b64 =
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signature);
         let release_file = json!({"document": document, "signature": signature_b64});
         let path = self.dir.join("releases").join(format!("{release_id}.json"));
         let pretty = serde_json::to_vec_pretty(&release_file)
-            .map_err(|e| DomainError::Invalid(e.to_string()))?;
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
         util::write_private(&path, &pretty).map_err(|e| DomainError::io(&path, e))?;
         let body = json!({
             "release": release_id, "output": output_id, "output_sha256": output_sha,

@@ -42,7 +42,7 @@ impl Domain {
         let mut findings = self.check_output(q.grant_id, q.datasets, table)?;
         findings.extend(q.extra_findings);
         let findings_json =
-            serde_json::to_string(&findings).map_err(|e| DomainError::Invalid(e.to_string()))?;
+            serde_json::to_string(&findings).map_err(|e| DomainError::Internal(e.to_string()))?;
         let disclosure = q.disclosure.map(|d| d.to_string());
         let body = json!({
             "output": id, "job": q.job_id, "name": q.name, "kind": q.kind, "sha256": sha,

@@ -277,10 +277,11 @@ pub fn open(path: &Path) -> Result<Connection, DomainError> {
         }
     }
     if tables > 0 && version != SCHEMA_VERSION {
-        return Err(DomainError::Invalid(format!(
-            "the store {} has schema version {version}, but this build uses version {SCHEMA_VERSION}; it was created by another build of unseen: use a new data directory (the ledger of the old one still verifies with `unseen ledger verify`)",
-            path.display()
-        )));
+        return Err(DomainError::StoreVersion {
+            path: path.display().to_string(),
+            found: version,
+            expected: SCHEMA_VERSION,
+        });
     }
     tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -49,15 +49,13 @@ impl Domain {
             }
             None if count == 0 && role == Role::Admin => id.to_string(),
             None => {
-                return Err(DomainError::Invalid(
-                    "only an admin may add users; pass the acting admin (the first user of a new data directory must be an admin)".into(),
-                ));
+                return Err(DomainError::ActingAdminRequired);
             }
         };
         if name.trim().is_empty() {
-            return Err(DomainError::Invalid(format!(
-                "user `{id}` needs a real name"
-            )));
+            return Err(DomainError::NameRequired {
+                user: id.to_string(),
+            });
         }
         if id.is_empty()
             || id.len() > 64
@@ -65,9 +63,7 @@ impl Domain {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         {
-            return Err(DomainError::Invalid(format!(
-                "user id `{id}` must be ASCII letters, digits, `.`, `_` or `-`"
-            )));
+            return Err(DomainError::BadUserId { id: id.to_string() });
         }
         self.commit_recorded(&actor, "user.created", |tx| {
             let inserted = tx.execute(

@@ -190,9 +190,9 @@ pub fn budget_target(
     match (&request.dataset, &request.developer) {
         (Some(d), None) => Ok((crate::BudgetLayer::Dataset, d)),
         (None, Some(u)) => Ok((crate::BudgetLayer::Developer, u)),
-        _ => Err(DomainError::Invalid(
-            "name exactly one of `dataset` or `developer`".into(),
-        )),
+        _ => Err(DomainError::OneOf {
+            fields: "`dataset` or `developer`",
+        }),
     }
 }
 
@@ -207,7 +207,7 @@ pub fn decision_status(release: bool, approve: bool) -> &'static str {
 
 impl Backend for Local {
     fn add_user(&self, user: &api::NewUser) -> Result<api::UserToken> {
-        let role = Role::parse(&user.role).map_err(DomainError::Invalid)?;
+        let role = Role::parse(&user.role).map_err(DomainError::BadRole)?;
         // The first admin of a new directory adds itself without a token.
         let actor = self.actor.as_deref().ok();
         let token = self
@@ -453,7 +453,7 @@ impl Backend for Local {
         Ok(self
             .domain
             .download_release_into(self.actor()?, id, |text| match destination.take() {
-                Some(d) => d.commit(text.as_bytes()).map_err(DomainError::Invalid),
+                Some(d) => d.commit(text.as_bytes()).map_err(DomainError::CannotWrite),
                 None => Ok(()),
             })?)
     }

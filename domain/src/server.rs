@@ -250,10 +250,33 @@ impl From<DomainError> for ApiError {
             | DomainError::SelfReview { .. }
             | DomainError::Grant { .. } => StatusCode::FORBIDDEN,
             DomainError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            DomainError::Invalid(_)
+            DomainError::OutOfRange { .. }
+            | DomainError::OneOf { .. }
+            | DomainError::BadTimeWindow { .. }
+            | DomainError::ActingAdminRequired
+            | DomainError::NameRequired { .. }
+            | DomainError::BadUserId { .. }
+            | DomainError::ManifestNameMismatch { .. }
+            | DomainError::NotModuleJob { .. }
+            | DomainError::NoStore { .. }
+            | DomainError::BadPublicKey { .. }
+            | DomainError::BadQuery(_)
+            | DomainError::BadMarginals(_)
+            | DomainError::NothingToPublish { .. }
+            | DomainError::BadSample(_)
+            | DomainError::BadReleaseTable { .. }
+            | DomainError::BadRole(_)
             | DomainError::Parquet(_)
             | DomainError::ReasonRequired { .. }
             | DomainError::BadGrant(_) => StatusCode::BAD_REQUEST,
+            DomainError::UdfShadowsBuiltin { .. }
+            | DomainError::UdfDeclaredTwice { .. }
+            | DomainError::ModuleKindConflict { .. }
+            | DomainError::BudgetShort { .. } => StatusCode::CONFLICT,
+            DomainError::LedgerUnverified(_)
+            | DomainError::ReleaseUnverified(_)
+            | DomainError::BundleBroken { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            DomainError::StoreVersion { .. } => StatusCode::SERVICE_UNAVAILABLE,
             DomainError::UserDisabled { .. }
             | DomainError::LastAdmin { .. }
             | DomainError::JobEnded { .. }
@@ -262,14 +285,16 @@ impl From<DomainError> for ApiError {
             DomainError::Damaged { .. } | DomainError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            DomainError::Manifest(_) | DomainError::Sandbox(_) | DomainError::Policy(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            DomainError::Manifest(_)
+            | DomainError::Sandbox(_)
+            | DomainError::Udf(_)
+            | DomainError::Policy(_) => StatusCode::UNPROCESSABLE_ENTITY,
             DomainError::DatasetUnreadable { .. } => StatusCode::GONE,
             DomainError::Io { .. }
             | DomainError::Store(_)
             | DomainError::Ledger(_)
             | DomainError::Key(_)
+            | DomainError::CannotWrite(_)
             | DomainError::Exposed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             DomainError::Witness { .. } => StatusCode::BAD_GATEWAY,
         };
@@ -1512,7 +1537,9 @@ async fn download_release(
     Ok(([(header::CONTENT_TYPE, "application/json")], file).into_response())
 }
 
+/// The ledger directory, settled for reading, and its public key.
 fn ledger_key(domain: &Domain) -> Result<(PathBuf, unseen_ledger::PublicKey), DomainError> {
+    domain.settle_ledger()?;
     let key = crate::audit::read_public_key(domain.dir(), None)?;
     Ok((domain.dir().join("ledger"), key))
 }
@@ -1522,7 +1549,7 @@ async fn verify_ledger(State(state): State<AppState>, actor: Actor) -> ApiResult
     let report = blocking(&state, |d| {
         let (dir, key) = ledger_key(d)?;
         unseen_ledger::verify_dir(&dir, &key)
-            .map_err(|e| DomainError::Invalid(format!("ledger verification FAILED: {e}")))
+            .map_err(|e| DomainError::LedgerUnverified(e.to_string()))
     })
     .await?;
     ok(unseen_api::LedgerVerified {
@@ -1568,7 +1595,7 @@ async fn query_ledger(
         let (dir, key) = ledger_key(d)?;
         let ledger = crate::audit::load_verified(&dir, &key)?;
         let batches = runtime.block_on(crate::audit::query(&ledger.entries, &request.sql))?;
-        crate::cli::batches_json(&batches).map_err(|e| DomainError::Invalid(e.to_string()))
+        crate::cli::batches_json(&batches).map_err(|e| DomainError::Internal(e.to_string()))
     })
     .await?;
     ok(unseen_api::LedgerRows { rows })
