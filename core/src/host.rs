@@ -100,6 +100,8 @@ pub(crate) struct JobLog {
     /// the ledger (provider and auditors), never for the developer, since
     /// the count can depend on the data.
     pub udf_rows_failed: u64,
+    /// Rows the job's wasm UDFs were called on, for the same records.
+    pub udf_rows: u64,
     /// Whether the run computed on protected data (a DP release that was
     /// not cached, an extract): then how long it took can depend on that
     /// data, and its end is shown to the developer at a shown end
@@ -205,7 +207,11 @@ impl Host {
     async fn run_query(&self, sql: &str) -> Result<Result<Vec<u8>, String>, DomainError> {
         let answer = self.answer_query(sql).await;
         let failed = self.udf_rows_failed();
-        self.job_log().udf_rows_failed = failed;
+        let evaluated = self.udf_modules.iter().map(|m| m.rows_evaluated()).sum();
+        let mut log = self.job_log();
+        log.udf_rows_failed = failed;
+        log.udf_rows = evaluated;
+        drop(log);
         answer
     }
 

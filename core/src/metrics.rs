@@ -26,6 +26,7 @@ pub(crate) struct CoreMetrics {
     /// How long an append waited for its group to be durable.
     append_seconds: Histogram,
     /// What ended jobs used, from their `job.ended` entries.
+    udf_rows: Counter,
     udf_rows_failed: Counter,
     rows_read: Counter,
     fuel: Counter,
@@ -37,6 +38,7 @@ impl CoreMetrics {
         CoreMetrics {
             entries: Family::default(),
             append_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            udf_rows: Counter::default(),
             udf_rows_failed: Counter::default(),
             rows_read: Counter::default(),
             fuel: Counter::default(),
@@ -65,6 +67,7 @@ impl CoreMetrics {
                     .and_then(serde_json::Value::as_u64)
                     .unwrap_or(0)
             };
+            self.udf_rows.inc_by(used("udf_rows"));
             self.udf_rows_failed.inc_by(used("udf_rows_failed"));
             self.rows_read.inc_by(used("rows_read"));
             self.fuel.inc_by(used("fuel_used"));
@@ -110,6 +113,11 @@ impl Domain {
             "unseen_ledger_append_seconds",
             "Time from asking to append an entry to its group being durable",
             m.append_seconds.clone(),
+        );
+        registry.register(
+            "unseen_udf_rows",
+            "Rows wasm UDFs were called on (failed ones included), over ended jobs",
+            m.udf_rows.clone(),
         );
         registry.register(
             "unseen_udf_rows_failed",

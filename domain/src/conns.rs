@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 
 /// Limits on the server's connections.
@@ -227,6 +228,31 @@ where
     }
 }
 
+/// Most requests one HTTP/2 connection may have in flight at once.
+const H2_STREAMS: u32 = 64;
+
+/// Serves `conn` until it ends, or until `stopped` changes; then lets its
+/// requests in progress finish (the caller bounds how long).
+fn until_stopped<C>(
+    conn: C,
+    mut stopped: tokio::sync::watch::Receiver<()>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+where
+    C: GracefulConnection + Send + 'static,
+{
+    // Boxed as a `Send` future of its own: the compiler cannot otherwise
+    // prove the watch borrow is `Send` for every lifetime inside a spawned
+    // task generic over the connection.
+    Box::pin(async move {
+        let mut conn = pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = stopped.changed() => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    })
+}
+
 /// A connection's byte stream, plain or TLS.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 
@@ -253,6 +279,16 @@ where
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    // HTTP/2 is offered over TLS only (chosen by ALPN, so the version is
+    // known before a byte of HTTP is read). An h2 connection is busy while
+    // any of its streams is, and idle ones are closed first under pressure,
+    // as HTTP/1 ones are; pings find peers that went away.
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_STREAMS)
+        .keep_alive_interval(Some(limits.header_timeout))
+        .keep_alive_timeout(limits.header_timeout);
     let mut tasks = tokio::task::JoinSet::new();
     let mut shutdown = pin!(shutdown);
     loop {
@@ -287,17 +323,20 @@ where
             table: Arc::clone(&table),
             id,
         };
-        let mut stopped = stopped.clone();
-        let (http, tls) = (http.clone(), tls.clone());
+        let stopped = stopped.clone();
+        let (http, http2, tls) = (http.clone(), http2.clone(), tls.clone());
         let handshake = limits.header_timeout;
         let abort = tasks.spawn(async move {
             let _gone = gone;
-            let io: Box<dyn Io> = match tls {
-                None => Box::new(stream),
+            let (io, h2): (Box<dyn Io>, bool) = match tls {
+                None => (Box::new(stream), false),
                 // The handshake is part of the header's time.
                 Some(crate::tls::Tls(acceptor)) => {
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Ok(stream)) => {
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            (Box::new(stream), h2)
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "a TLS handshake failed");
                             return;
@@ -306,13 +345,12 @@ where
                     }
                 }
             };
-            let conn = http.serve_connection(TokioIo::new(io), service);
-            let mut conn = pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stopped.changed() => conn.as_mut().graceful_shutdown(),
+            let io = TokioIo::new(io);
+            if h2 {
+                until_stopped(http2.serve_connection(io, service), stopped).await;
+            } else {
+                until_stopped(http.serve_connection(io, service), stopped).await;
             }
-            let _ = conn.await;
         });
         open.insert(
             id,

@@ -57,6 +57,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 for clients that offer it, HTTP/1.1 for the rest.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Tls(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }

@@ -495,6 +495,15 @@ impl UdfModule {
             .map_or(0, |r| r.failed.load(Ordering::Relaxed))
     }
 
+    /// Rows the scalar functions of this module were called on (failed
+    /// ones included); for the service's records, as [`Self::rows_failed`].
+    pub fn rows_evaluated(&self) -> u64 {
+        self.inner
+            .rows
+            .as_ref()
+            .map_or(0, |r| r.evaluated.load(Ordering::Relaxed))
+    }
+
     /// Hex SHA-256 of the module bytes.
     pub fn sha256(&self) -> &str {
         &self.inner.sha256

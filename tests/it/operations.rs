@@ -241,6 +241,7 @@ fn metrics_agree_with_the_ledger_and_the_store_and_are_for_operators_only() {
         sample(&text, "unseen_udf_rows_failed_total", &[]),
         Some(0.0)
     );
+    assert_eq!(sample(&text, "unseen_udf_rows_total", &[]), Some(0.0));
 }
 
 /// `serve --config`: the file sets what flags do not, a flag wins over the
@@ -335,8 +336,9 @@ fn child_serves_with_a_configuration_file() {
     unseen::cli::run(&args, &mut stdout).unwrap();
 }
 
-/// `serve` speaks TLS with the certificate it is given, and will not serve
-/// plain HTTP on an address other hosts reach unless told so.
+/// `serve` speaks TLS with the certificate it is given (HTTP/1.1, and
+/// HTTP/2 to clients that offer it), and will not serve plain HTTP on an
+/// address other hosts reach unless told so.
 #[test]
 fn serve_speaks_tls_and_refuses_plain_http_beyond_loopback() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -393,6 +395,8 @@ fn serve_speaks_tls_and_refuses_plain_http_beyond_loopback() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
+    let mut h2_config = config.clone();
+    h2_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let answer = runtime.block_on(async {
@@ -408,6 +412,46 @@ fn serve_speaks_tls_and_refuses_plain_http_beyond_loopback() {
     });
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"ready\":true"), "{answer}");
+    // A client offering HTTP/2 gets it: several requests on one connection
+    // at once.
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(h2_config));
+    let answers = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let requests = ["/v1/ready", "/v1/health", "/v1/ready"].map(|path| {
+            let mut sender = sender.clone();
+            let uri = format!("https://localhost/{}", path.trim_start_matches('/'));
+            async move {
+                let request = hyper::Request::get(uri)
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                let (version, status) = (response.version(), response.status());
+                let body = http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                (version, status, String::from_utf8_lossy(&body).to_string())
+            }
+        });
+        let [a, b, c] = requests;
+        let (a, b, c) = tokio::join!(a, b, c);
+        [a, b, c]
+    });
+    for (version, status, body) in &answers {
+        assert_eq!(*version, hyper::Version::HTTP_2);
+        assert_eq!(status.as_u16(), 200, "{body}");
+    }
+    assert!(answers[0].2.contains("\"ready\":true"), "{}", answers[0].2);
     // The command line over HTTPS, trusting the certificate it is given.
     let token = rotate(&server_domain, "dev");
     let https = format!("https://{address}");

@@ -256,15 +256,20 @@ fn failing_udf_rows_are_answered_as_null_and_counted_only_in_the_ledger() {
     }
     let entries =
         std::fs::read_to_string(std::path::Path::new(&data).join("ledger/entries.jsonl")).unwrap();
-    let failed: u64 = entries
-        .lines()
-        .filter(|l| l.contains("\"job.ended\""))
-        .filter_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            find_key(&v, "udf_rows_failed")
-        })
-        .sum();
+    let total = |key: &str| -> u64 {
+        entries
+            .lines()
+            .filter(|l| l.contains("\"job.ended\""))
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                find_key(&v, key)
+            })
+            .sum()
+    };
+    let failed = total("udf_rows_failed");
     assert!(failed > 0, "the ledger should count the failed rows");
+    // And every row the functions were called on, failed ones included.
+    assert!(total("udf_rows") > failed, "{}", total("udf_rows"));
 }
 
 fn find_key(v: &serde_json::Value, key: &str) -> Option<u64> {

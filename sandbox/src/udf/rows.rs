@@ -52,6 +52,8 @@ pub(crate) struct Rows {
     /// Rows that trapped or returned an invalid value, for the service's
     /// records only: never shown to whoever wrote the query.
     pub(crate) failed: AtomicU64,
+    /// Rows the functions were called on, for the same records.
+    pub(crate) evaluated: AtomicU64,
 }
 
 /// One instance of the rewritten module.
@@ -77,6 +79,7 @@ impl Rows {
             snapshot_bytes: module.snapshot_bytes,
             scratch_bytes: module.scratch_bytes,
             failed: AtomicU64::new(0),
+            evaluated: AtomicU64::new(0),
         }
     }
 
@@ -440,6 +443,7 @@ impl Rows {
             self.failed.fetch_add(1, Ordering::Relaxed);
             start = row + 1;
         }
+        self.evaluated.fetch_add(n as u64, Ordering::Relaxed);
         Ok(())
     }
 }
