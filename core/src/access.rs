@@ -2,11 +2,11 @@
 //! and disabling, grant time windows, metered downloads of releases, and
 //! crypto-shredding of datasets.
 
-use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 pub use unseen_api::{DatasetView, UserView};
 
 use crate::records::Change;
+use crate::store;
 use crate::util::{random_bytes, sha256_hex};
 use crate::{Domain, DomainError, Role, lock};
 
@@ -73,22 +73,18 @@ fn new_token() -> String {
     )
 }
 
-/// SQL condition: the grant covers dataset `?1`, as its primary dataset or
-/// one joined to it.
-const GRANT_COVERS_DATASET: &str =
-    "(dataset = ?1 OR EXISTS (SELECT 1 FROM json_each(grants.join_datasets) WHERE value = ?1))";
-
 impl Domain {
     /// Issues a fresh bearer token for `user`, replacing any earlier one.
     /// Only its SHA-256 is stored; the token is returned once.
     pub(crate) fn issue_token(&self, actor: &str, user: &str) -> Result<String, DomainError> {
         let token = new_token();
         self.commit_recorded(actor, "user.token_issued", |tx| {
-            let changed = tx.execute(
-                "UPDATE users SET token_sha256 = ?2, token_issued_at = ?3 WHERE id = ?1",
-                params![user, sha256_hex(token.as_bytes()), self.now_rfc3339()],
-            )?;
-            if changed != 1 {
+            if !store::access::set_token(
+                tx,
+                user,
+                &sha256_hex(token.as_bytes()),
+                &self.now_rfc3339(),
+            )? {
                 return Err(DomainError::NotFound {
                     what: "user",
                     id: user.to_string(),
@@ -113,13 +109,7 @@ impl Domain {
     /// The user a bearer token belongs to, if it is current and the user
     /// is enabled.
     pub fn authenticate(&self, token: &str) -> Result<(String, Role), DomainError> {
-        let row: Option<(String, String, i64)> = lock(&self.db)
-            .query_row(
-                "SELECT id, role, disabled FROM users WHERE token_sha256 = ?1",
-                [sha256_hex(token.as_bytes())],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
+        let row = store::access::user_by_token(&lock(&self.db), &sha256_hex(token.as_bytes()))?;
         match row {
             Some((id, role, 0)) => {
                 let role = Role::parse(&role).map_err(|detail| DomainError::Damaged {
@@ -140,31 +130,7 @@ impl Domain {
     /// All users (admins and auditors).
     pub fn users(&self, actor: &str) -> Result<Vec<UserView>, DomainError> {
         self.require_any(actor, &[Role::Admin, Role::Auditor], "list users")?;
-        let db = lock(&self.db);
-        let mut stmt = db.prepare(
-            "SELECT id, name, role, org, created_at, disabled, token_issued_at FROM users ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(UserView {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                role: {
-                    let word: String = r.get(2)?;
-                    Role::parse(&word).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            2,
-                            rusqlite::types::Type::Text,
-                            e.to_string().into(),
-                        )
-                    })?
-                },
-                org: r.get(3)?,
-                created_at: r.get(4)?,
-                disabled: r.get::<_, i64>(5)? != 0,
-                token_issued_at: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(store::access::users(&lock(&self.db))?)
     }
 
     /// Disables a user and voids their token. The last enabled admin cannot
@@ -179,12 +145,7 @@ impl Domain {
         // One statement under the store's lock: two admins disabling each
         // other at once cannot leave no admin.
         self.commit_recorded(actor, "user.disabled", |tx| {
-            let disabled = tx.execute(
-                "UPDATE users SET disabled = 1, token_sha256 = NULL WHERE id = ?1 AND disabled = 0
-                 AND (role != 'admin' OR (SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0) > 1)",
-                [user],
-            )?;
-            if disabled != 1 {
+            if !store::access::disable_user(tx, user)? {
                 let user = user.to_string();
                 return Err(if role == Role::Admin {
                     DomainError::LastAdmin { user }
@@ -200,38 +161,14 @@ impl Domain {
     /// Registered datasets (any user: names and sizes only).
     pub fn datasets(&self, actor: &str) -> Result<Vec<DatasetView>, DomainError> {
         self.role_of(actor)?;
-        let db = lock(&self.db);
-        let mut stmt = db.prepare(
-            "SELECT name, manifest_version, rows, registered_by, registered_at, epsilon_total, epsilon_spent, destroyed_at FROM datasets ORDER BY name",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(DatasetView {
-                name: r.get(0)?,
-                manifest_version: r.get(1)?,
-                rows: r.get(2)?,
-                registered_by: r.get(3)?,
-                registered_at: r.get(4)?,
-                epsilon_total: r.get(5)?,
-                epsilon_spent: r.get(6)?,
-                destroyed_at: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(store::access::datasets(&lock(&self.db))?)
     }
 
     /// Grants: admins, reviewers and auditors see all, a developer those
     /// they are designated on.
     pub fn grants(&self, actor: &str) -> Result<Vec<crate::Grant>, DomainError> {
         let role = self.role_of(actor)?;
-        let all: Vec<crate::Grant> = {
-            let db = lock(&self.db);
-            let mut stmt = db.prepare(&format!(
-                "SELECT {} FROM grants ORDER BY issued_at, id",
-                crate::GRANT_COLUMNS
-            ))?;
-            let rows = stmt.query_map([], crate::grants::grant_from_row)?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let all = store::grants::all(&lock(&self.db))?;
         if role != Role::Developer {
             return Ok(all);
         }
@@ -283,14 +220,7 @@ impl Domain {
                 examples: " (exit, withdrawal, end of grant)",
             });
         }
-        let row: Option<(String, Option<String>)> = lock(&self.db)
-            .query_row(
-                "SELECT file, destroyed_at FROM datasets WHERE name = ?1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((file, destroyed)) = row else {
+        let Some((file, destroyed)) = store::access::dataset_file(&lock(&self.db), name)? else {
             return Err(DomainError::NotFound {
                 what: "dataset",
                 id: name.to_string(),
@@ -303,14 +233,7 @@ impl Domain {
                 at,
             });
         }
-        let grants: Vec<String> = {
-            let db = lock(&self.db);
-            let mut stmt = db.prepare(&format!(
-                "SELECT id FROM grants WHERE {GRANT_COVERS_DATASET} AND revoked_at IS NULL"
-            ))?;
-            let rows = stmt.query_map([name], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let grants = store::access::live_grants_covering(&lock(&self.db), name)?;
         for grant in &grants {
             self.revoke_grant(
                 actor,
@@ -319,14 +242,8 @@ impl Domain {
             )?;
         }
         self.commit_recorded(actor, "dataset.destroyed", |tx| {
-            tx.execute(
-                "UPDATE datasets SET wrapped_key = NULL, destroyed_at = ?2 WHERE name = ?1",
-                params![name, self.now_rfc3339()],
-            )?;
-            tx.execute(
-                &format!("DELETE FROM release_cache WHERE grant_id IN (SELECT id FROM grants WHERE {GRANT_COVERS_DATASET})"),
-                [name],
-            )?;
+            store::access::destroy_key(tx, name, &self.now_rfc3339())?;
+            store::access::forget_cached_releases(tx, name)?;
             // Removed before the commit, so the entry never claims a
             // deletion that failed (a failure rolls the key's removal
             // back; destroying again finishes the job).
@@ -348,7 +265,7 @@ impl Domain {
         // secure_delete zeroed the freed pages, and the checkpoint removes
         // the old page images from the WAL, so the wrapped key survives
         // nowhere in the store's files.
-        lock(&self.db).query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        store::access::checkpoint_wal(&lock(&self.db))?;
         lock(&self.indexes).remove(name);
         Ok(())
     }
@@ -371,13 +288,7 @@ impl Domain {
         deliver: impl FnOnce(&str) -> Result<(), DomainError>,
     ) -> Result<String, DomainError> {
         self.require(actor, Role::Developer, "download releases")?;
-        let row: Option<(String, String)> = lock(&self.db)
-            .query_row(
-                "SELECT r.signature, j.grant_id FROM releases r JOIN outputs o ON o.id = r.output_id JOIN jobs j ON j.id = o.job_id WHERE r.id = ?1",
-                [release_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let row = store::access::release_signature_and_grant(&lock(&self.db), release_id)?;
         let Some((_, grant_id)) = row else {
             return Err(DomainError::NotFound {
                 what: "release",
@@ -412,22 +323,11 @@ impl Domain {
         }
         let bundle = self.release_bundle(release_id)?;
         self.commit_recorded(actor, "release.downloaded", |tx| {
-            let counted = tx.execute(
-                "UPDATE grants SET downloads = downloads + 1 WHERE id = ?1 AND (max_downloads IS NULL OR downloads < max_downloads)",
-                [&grant_id],
-            )?;
-            if counted != 1 {
+            if !store::access::count_download(tx, &grant_id)? {
                 return Err(exhausted());
             }
-            tx.execute(
-                "INSERT INTO downloads(release_id, user_id, at) VALUES (?1, ?2, ?3)",
-                params![release_id, actor, self.now_rfc3339()],
-            )?;
-            let downloads: u32 = tx.query_row(
-                "SELECT downloads FROM grants WHERE id = ?1",
-                [&grant_id],
-                |r| r.get(0),
-            )?;
+            store::access::insert_download(tx, release_id, actor, &self.now_rfc3339())?;
+            let downloads = store::access::downloads(tx, &grant_id)?;
             // Delivered inside the transaction: a failed write rolls the
             // count back, and a concurrent download cannot take the last
             // place meanwhile.
@@ -463,13 +363,7 @@ impl Domain {
     ) -> Result<Vec<(String, String)>, DomainError> {
         let mut inputs = Vec::with_capacity(release_ids.len());
         for release_id in release_ids {
-            let row: Option<(String, String)> = lock(&self.db)
-                .query_row(
-                    "SELECT r.output_id, j.grant_id FROM releases r JOIN outputs o ON o.id = r.output_id JOIN jobs j ON j.id = o.job_id WHERE r.id = ?1",
-                    [release_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
+            let row = store::access::release_output_and_grant(&lock(&self.db), release_id)?;
             let Some((output_id, grant_id)) = row else {
                 return Err(DomainError::NotFound {
                     what: "release",

@@ -46,16 +46,9 @@ impl Domain {
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
         // What fell out of the window no longer counts, and need not be kept.
-        tx.execute(
-            "DELETE FROM open_queries WHERE grant_id = ?1 AND at <= ?2",
-            params![grant.id, now - window],
-        )?;
+        store::budget::forget_open_queries_before(&tx, &grant.id, now - window)?;
         if let Some(max) = grant.max_open_queries {
-            let (used, oldest): (i64, Option<i64>) = tx.query_row(
-                "SELECT COUNT(*), MIN(at) FROM open_queries WHERE grant_id = ?1",
-                [&grant.id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (used, oldest) = store::budget::open_queries_kept(&tx, &grant.id)?;
             if used >= i64::from(max) {
                 let wait = oldest.map_or(window, |at| (at + window - now).max(1));
                 return Ok(Some(PolicyError::Budget(format!(
@@ -64,14 +57,7 @@ impl Domain {
                 ))));
             }
         }
-        tx.execute(
-            "INSERT INTO open_queries(grant_id, at) VALUES (?1, ?2)",
-            params![grant.id, now],
-        )?;
-        tx.execute(
-            "UPDATE grants SET open_queries = open_queries + 1 WHERE id = ?1",
-            [&grant.id],
-        )?;
+        store::budget::record_open_query(&tx, &grant.id, now)?;
         tx.commit()?;
         Ok(None)
     }
@@ -79,10 +65,10 @@ impl Domain {
     /// Open-column queries counted against `grant`'s limit now.
     pub(crate) fn open_queries_in_window(&self, grant: &Grant) -> Result<u64, DomainError> {
         let now = i64::try_from(self.unix_now()).unwrap_or(i64::MAX);
-        let n: i64 = lock(&self.db).query_row(
-            "SELECT COUNT(*) FROM open_queries WHERE grant_id = ?1 AND at > ?2",
-            params![grant.id, now - i64::from(grant.open_query_window)],
-            |r| r.get(0),
+        let n = store::budget::open_queries_after(
+            &lock(&self.db),
+            &grant.id,
+            now - i64::from(grant.open_query_window),
         )?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
@@ -103,20 +89,12 @@ impl Domain {
                 expected: "give a positive number".into(),
             });
         }
-        let (sql, what, list) = match layer {
-            BudgetLayer::Dataset => (
-                "UPDATE datasets SET epsilon_total = ?2 WHERE name = ?1",
-                "dataset",
-                "dataset list",
-            ),
-            BudgetLayer::Developer => (
-                "UPDATE users SET epsilon_total = ?2 WHERE id = ?1 AND role = 'developer'",
-                "developer",
-                "user list",
-            ),
+        let (what, list) = match layer {
+            BudgetLayer::Dataset => ("dataset", "dataset list"),
+            BudgetLayer::Developer => ("developer", "user list"),
         };
         self.commit_recorded(actor, "budget.set", |tx| {
-            if tx.execute(sql, params![id, epsilon_total])? != 1 {
+            if !store::budget::set_total(tx, layer, id, epsilon_total)? {
                 return Err(DomainError::NotFound {
                     what,
                     id: id.to_string(),
@@ -138,23 +116,16 @@ impl Domain {
     /// the job's queries; it is counted once the job's end is shown.
     pub(crate) fn unshown_spends(&self) -> Result<UnshownSpends, DomainError> {
         let db = lock(&self.db);
-        let mut stmt = db.prepare(
-            "SELECT s.grant_id, g.developer, s.epsilon, s.delta, s.datasets
-             FROM jobs j JOIN spends s ON s.job_id = j.id JOIN grants g ON g.id = s.grant_id
-             WHERE j.status IN ('queued', 'running') OR COALESCE(j.shown_end_ms, 0) > ?1",
-        )?;
-        let rows = stmt.query_map([self.now_ms()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, f64>(2)?,
-                r.get::<_, f64>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })?;
+        let rows = store::budget::unshown_spends(&db, self.now_ms())?;
         let mut unshown = UnshownSpends::default();
-        for row in rows {
-            let (grant, developer, epsilon, delta, datasets) = row?;
+        for store::budget::UnshownSpend {
+            grant,
+            developer,
+            epsilon,
+            delta,
+            datasets,
+        } in rows
+        {
             let g = unshown.grants.entry(grant).or_default();
             g.0 += epsilon;
             g.1 += delta;
@@ -226,11 +197,7 @@ impl Domain {
             total: Some(g.epsilon_total),
         }];
         for dataset in g.datasets() {
-            let (spent, total): (f64, Option<f64>) = db.query_row(
-                "SELECT epsilon_spent, epsilon_total FROM datasets WHERE name = ?1",
-                [dataset],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (spent, total) = store::budget::dataset_epsilon(&db, dataset)?;
             layers.push(BudgetStatus {
                 layer: "dataset".into(),
                 id: dataset.to_string(),
@@ -238,11 +205,7 @@ impl Domain {
                 total,
             });
         }
-        let (spent, total): (f64, Option<f64>) = db.query_row(
-            "SELECT epsilon_spent, epsilon_total FROM users WHERE id = ?1",
-            [&g.developer],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (spent, total) = store::budget::user_epsilon(&db, &g.developer)?;
         layers.push(BudgetStatus {
             layer: "developer".into(),
             id: g.developer.clone(),

@@ -15,7 +15,7 @@ use unseen_ledger::{Checkpoint, Entry, InclusionProof, ORIGIN, PublicKey, merkle
 
 use crate::audit::{ReleaseProof, table_from_json};
 use crate::util::sha256_hex;
-use crate::{Domain, DomainError, lock};
+use crate::{Domain, DomainError, lock, store};
 
 /// The format name every bundle carries.
 pub const BUNDLE_FORMAT: &str = "unseen-release-bundle/1";
@@ -69,11 +69,8 @@ impl Domain {
     /// checkpoint. Finds its entries by scanning the ledger (a release is
     /// downloaded rarely; the scan reads one file sequentially).
     pub(crate) fn release_bundle(&self, release_id: &str) -> Result<String, DomainError> {
-        let (document, signature, output_id): (String, String, String) = lock(&self.db).query_row(
-            "SELECT document, signature, output_id FROM releases WHERE id = ?1",
-            [release_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        let (document, signature, output_id) =
+            store::releases::signed(&lock(&self.db), release_id)?;
         let document: Value =
             serde_json::from_str(&document).map_err(|e| DomainError::Damaged {
                 what: format!("stored release `{release_id}`"),

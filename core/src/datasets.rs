@@ -20,12 +20,7 @@ impl Domain {
                 name: name.to_string(),
             });
         }
-        let exists: Option<String> = lock(&self.db)
-            .query_row("SELECT name FROM datasets WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if exists.is_some() {
+        if store::datasets::exists(&lock(&self.db), name)? {
             return Err(DomainError::Exists {
                 what: "dataset",
                 id: name.to_string(),
@@ -88,10 +83,21 @@ impl Domain {
                 "encryption": "parquet modular encryption, AES-256-GCM, per-dataset key wrapped by the master key",
         });
         self.commit_recorded(actor, "dataset.registered", |tx| {
-            tx.execute(
-                "INSERT INTO datasets(name, manifest, manifest_version, file, wrapped_key, rows, unit_unique, source_sha256, registered_by, registered_at, within_bounds)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![name, manifest_text, manifest.version, file, wrapped, ingested.rows as i64, unit_unique, ingested.source_sha256, actor, self.now_rfc3339(), within_json],
+            store::datasets::insert(
+                tx,
+                &store::datasets::NewDataset {
+                    name,
+                    manifest: manifest_text,
+                    manifest_version: manifest.version,
+                    file: &file,
+                    wrapped_key: &wrapped,
+                    rows: ingested.rows,
+                    unit_unique,
+                    source_sha256: &ingested.source_sha256,
+                    registered_by: actor,
+                    registered_at: &self.now_rfc3339(),
+                    within_bounds: &within_json,
+                },
             )?;
             Ok(Change::Record(body, ()))
         })?;
@@ -100,15 +106,16 @@ impl Domain {
 
     /// Opens a registered dataset for the engine (unwraps its key).
     pub(crate) fn open_dataset(&self, name: &str) -> Result<OpenDataset, DomainError> {
-        type Row = (String, String, Option<Vec<u8>>, bool, i64, String);
-        let row: Option<Row> = lock(&self.db)
-            .query_row(
-                "SELECT manifest, file, wrapped_key, unit_unique, rows, within_bounds FROM datasets WHERE name = ?1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-            )
-            .optional()?;
-        let Some((manifest, file, wrapped, unit_unique, rows, within_bounds)) = row else {
+        let row = store::datasets::stored(&lock(&self.db), name)?;
+        let Some(store::datasets::Stored {
+            manifest,
+            file,
+            wrapped_key: wrapped,
+            unit_unique,
+            rows,
+            within_bounds,
+        }) = row
+        else {
             return Err(DomainError::NotFound {
                 what: "dataset",
                 id: name.to_string(),

@@ -175,10 +175,6 @@ impl Domain {
         let id = new_id("grant");
         let now = self.unix_now();
         let expires_at = util::rfc3339(now + u64::from(r.valid_days) * 86_400);
-        let windows = serde_json::to_string(&r.windows).unwrap_or_else(|_| "[]".into());
-        let designated = serde_json::to_string(&r.designated).unwrap_or_else(|_| "[]".into());
-        let columns = serde_json::to_string(&r.columns).unwrap_or_else(|_| "[]".into());
-        let joined = serde_json::to_string(&r.join_datasets).unwrap_or_else(|_| "[]".into());
         let body = json!({
             "grant": id, "dataset": r.dataset, "join_datasets": r.join_datasets, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
             "epsilon_total": r.epsilon_total, "query_epsilon": r.query_epsilon, "expires_at": expires_at,
@@ -190,15 +186,20 @@ impl Domain {
             "max_open_queries": r.max_open_queries, "open_query_window": r.open_query_window,
         });
         self.commit_recorded(actor, "grant.issued", |tx| {
-            tx.execute(
-            "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
-                scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs,
-                max_open_queries, open_query_window, udf_row_instructions)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
-            params![id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, actor, self.now_rfc3339(), expires_at,
-                r.scenario, r.allow_modules, r.allow_sql, windows, designated, r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, columns, joined,
-                r.delta_total, if r.delta_total > 0.0 { r.query_delta } else { 0.0 }, r.allow_udfs,
-                r.max_open_queries, r.open_query_window, r.udf_row_instructions as i64],
+            store::grants::insert(
+                tx,
+                r,
+                &store::grants::Issued {
+                    id: &id,
+                    issued_by: actor,
+                    issued_at: &self.now_rfc3339(),
+                    expires_at: &expires_at,
+                    query_delta: if r.delta_total > 0.0 {
+                        r.query_delta
+                    } else {
+                        0.0
+                    },
+                },
             )?;
             Ok(Change::Record(body, ()))
         })?;
@@ -207,58 +208,10 @@ impl Domain {
 
     /// Reads a grant.
     pub fn grant(&self, id: &str) -> Result<Grant, DomainError> {
-        lock(&self.db)
-            .query_row(
-                &format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = ?1"),
-                [id],
-                grant_from_row,
-            )
-            .optional()?
-            .ok_or_else(|| DomainError::NotFound {
-                what: "grant",
-                id: id.to_string(),
-                list: "grant list",
-            })
+        store::grants::by_id(&lock(&self.db), id)?.ok_or_else(|| DomainError::NotFound {
+            what: "grant",
+            id: id.to_string(),
+            list: "grant list",
+        })
     }
-}
-
-pub(crate) fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
-    let list = |i: usize| -> rusqlite::Result<Vec<String>> {
-        let text: String = r.get(i)?;
-        Ok(serde_json::from_str(&text).unwrap_or_default())
-    };
-    Ok(Grant {
-        id: r.get(0)?,
-        dataset: r.get(1)?,
-        developer: r.get(2)?,
-        scenario: r.get(3)?,
-        purpose: r.get(4)?,
-        epsilon_total: r.get(5)?,
-        epsilon_spent: r.get(6)?,
-        query_epsilon: r.get(7)?,
-        issued_at: r.get(8)?,
-        expires_at: r.get(9)?,
-        revoked_at: r.get(10)?,
-        allow_modules: r.get(11)?,
-        allow_sql: r.get(12)?,
-        allow_extracts: r.get(13)?,
-        windows: list(14)?,
-        designated: list(15)?,
-        max_runs: r.get(16)?,
-        runs: r.get(17)?,
-        max_downloads: r.get(18)?,
-        downloads: r.get(19)?,
-        derived_reuse: r.get(20)?,
-        approvals_required: r.get(21)?,
-        columns: list(22)?,
-        join_datasets: list(23)?,
-        delta_total: r.get(24)?,
-        query_delta: r.get(25)?,
-        delta_spent: r.get(26)?,
-        allow_udfs: r.get(27)?,
-        max_open_queries: r.get(28)?,
-        open_query_window: r.get(29)?,
-        open_queries: r.get::<_, i64>(30).map(|n| u64::try_from(n).unwrap_or(0))?,
-        udf_row_instructions: u64::try_from(r.get::<_, i64>(31)?).unwrap_or(1),
-    })
 }

@@ -30,7 +30,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 use unseen_sandbox::{Cancel, SandboxError};
 
@@ -39,7 +38,7 @@ pub use unseen_api::{JobStatus, JobView, OutcomeReview, RunEnding};
 use crate::records::Change;
 use crate::util::new_id;
 use crate::{
-    Domain, DomainError, Grant, GrantUsage, JobBody, JobOutcome, Role, access, host, lock,
+    Domain, DomainError, Grant, GrantUsage, JobBody, JobOutcome, Role, access, host, lock, store,
 };
 
 /// What a job may use besides its grant's datasets.
@@ -299,73 +298,6 @@ impl Ending {
 /// could not start.
 pub(crate) type Started = Result<(host::Host, Arc<Mutex<host::JobLog>>), JobOutcome>;
 
-const JOB_COLUMNS: &str = "j.id, j.grant_id, j.submitter, j.module, j.sql, j.status, j.error, j.submitted_at, j.started_at, j.ended_at, j.fuel, j.queries, j.rows_scanned, j.run_ms, COALESCE((SELECT SUM(epsilon) FROM spends s WHERE s.job_id = j.id), 0), j.logs, j.visible, j.stopped_by, j.reason, j.refusals, j.outcome_output, (SELECT o.status FROM outputs o WHERE o.id = j.outcome_output), j.shown_end_ms";
-
-/// The status everyone sees of a job whose record says `status` (queued,
-/// running, or how its run ended) and `visible` (what the service decided,
-/// once it ended).
-fn shown_status(status: &str, visible: Option<&str>) -> rusqlite::Result<JobStatus> {
-    let shown = match (JobStatus::parse(status), visible) {
-        (Some(waiting @ (JobStatus::Queued | JobStatus::Running)), _) => Some(waiting),
-        (_, Some(visible)) => JobStatus::parse(visible).filter(|s| s.has_ended()),
-        // Ended before the service recorded what it decided (schema 11).
-        (_, None) => match RunEnding::parse(status) {
-            Some(RunEnding::Cancelled) => Some(JobStatus::Stopped),
-            Some(_) => Some(JobStatus::Finished),
-            None => None,
-        },
-    };
-    shown.ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            5,
-            rusqlite::types::Type::Text,
-            format!("job status `{status}` (shown as {visible:?}) is not one this version knows")
-                .into(),
-        )
-    })
-}
-
-fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
-    let list = |i: usize| -> rusqlite::Result<Vec<String>> {
-        let text: String = r.get(i)?;
-        Ok(serde_json::from_str(&text).unwrap_or_default())
-    };
-    let status: String = r.get(5)?;
-    let visible: Option<String> = r.get(16)?;
-    let outcome_output: Option<String> = r.get(20)?;
-    let outcome_status: Option<String> = r.get(21)?;
-    Ok(JobView {
-        id: r.get(0)?,
-        grant: r.get(1)?,
-        submitter: r.get(2)?,
-        module_sha256: r.get(3)?,
-        sql: r.get(4)?,
-        // Queued and running are the same for everyone; an ended job
-        // shows what the service decided.
-        status: shown_status(&status, visible.as_deref())?,
-        stopped_by: r.get(17)?,
-        reason: r.get(18)?,
-        outcome: outcome_output.map(|output| OutcomeReview {
-            output,
-            review: outcome_status.unwrap_or_else(|| "quarantined".into()),
-        }),
-        submitted_at: r.get(7)?,
-        epsilon_spent: r.get(14)?,
-        outputs: Vec::new(),
-        ending: RunEnding::parse(&status),
-        error: r.get(6)?,
-        started_at: r.get(8)?,
-        ended_at: r.get(9)?,
-        fuel_used: r.get(10)?,
-        queries: r.get(11)?,
-        rows_read: r.get(12)?,
-        run_ms: r.get(13)?,
-        logs: list(15)?,
-        refusals: list(19)?,
-        shown_end_ms: r.get(22)?,
-    })
-}
-
 /// The table an outcome output holds, one `(item, value)` row per fact:
 /// `ending`, `error`, `fuel_used`, `queries`, `rows_read`, `run_ms`,
 /// `started_at`, `ended_at`, then one `output`, `refusal` and `log` row per
@@ -522,21 +454,14 @@ impl Domain {
             JobBody::Sql(q) => (None, Some(q), grant.allow_sql, "SQL jobs"),
             JobBody::Extract(d) => (None, Some(d), grant.allow_extracts, "masked extracts"),
         };
-        if let Some(sha) = module {
-            let known: Option<i64> = lock(&self.db)
-                .query_row(
-                    "SELECT 1 FROM modules WHERE sha256 = ?1 AND kind = 'job'",
-                    [sha],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if known.is_none() {
-                return Err(DomainError::NotFound {
-                    what: "module",
-                    id: sha.to_string(),
-                    list: "job upload",
-                });
-            }
+        if let Some(sha) = module
+            && !store::jobs::has_job_module(&lock(&self.db), sha)?
+        {
+            return Err(DomainError::NotFound {
+                what: "module",
+                id: sha.to_string(),
+                list: "job upload",
+            });
         }
         if !allowed {
             return Err(DomainError::Grant {
@@ -558,11 +483,7 @@ impl Domain {
             "params": params.keys().collect::<Vec<_>>(), "udf_modules": extras.udfs, "inputs": extras.inputs,
         });
         self.commit_recorded(submitter, "job.submitted", |tx| {
-            let counted = tx.execute(
-                "UPDATE grants SET runs = runs + 1 WHERE id = ?1 AND (max_runs IS NULL OR runs < max_runs)",
-                [grant_id],
-            )?;
-            if counted != 1 {
+            if !store::jobs::count_run(tx, grant_id)? {
                 return Err(DomainError::Grant {
                     grant: grant.id.clone(),
                     reason: format!(
@@ -571,9 +492,19 @@ impl Domain {
                     ),
                 });
             }
-            tx.execute(
-                "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at, params, udf_modules, inputs) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9)",
-                params![job_id, grant_id, module, sql, submitter, self.now_rfc3339(), params_json, udfs_json, inputs_json],
+            store::jobs::insert_queued(
+                tx,
+                &store::jobs::NewJob {
+                    id: &job_id,
+                    grant: grant_id,
+                    module,
+                    sql,
+                    submitter,
+                    submitted_at: &self.now_rfc3339(),
+                    params: &params_json,
+                    udf_modules: &udfs_json,
+                    inputs: &inputs_json,
+                },
             )?;
             Ok(Change::Record(body, ()))
         })?;
@@ -597,13 +528,7 @@ impl Domain {
         let builtins = datafusion::prelude::SessionContext::new().state();
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for sha in udfs {
-            let functions: Option<String> = lock(&self.db)
-                .query_row(
-                    "SELECT functions FROM modules WHERE sha256 = ?1 AND kind = 'udf'",
-                    [sha],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let functions = store::jobs::udf_functions(&lock(&self.db), sha)?;
             let Some(functions) = functions else {
                 return Err(DomainError::NotFound {
                     what: "UDF module",
@@ -667,15 +592,16 @@ impl Domain {
         job_id: &str,
         cancel: Cancel,
     ) -> Result<Started, DomainError> {
-        type Row = (String, String, String, String, String, String);
-        let row: Option<Row> = lock(&self.db)
-            .query_row(
-                "SELECT grant_id, submitter, status, params, udf_modules, inputs FROM jobs WHERE id = ?1",
-                [job_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-            )
-            .optional()?;
-        let Some((grant_id, submitter, status, params, udf_modules, inputs)) = row else {
+        let row = store::jobs::to_start(&lock(&self.db), job_id)?;
+        let Some(store::jobs::ToStart {
+            grant: grant_id,
+            submitter,
+            status,
+            params,
+            udf_modules,
+            inputs,
+        }) = row
+        else {
             return Err(DomainError::NotFound {
                 what: "job",
                 id: job_id.to_string(),
@@ -714,11 +640,8 @@ impl Domain {
         };
         lock(&self.running).insert(job_id.to_string(), (grant_id.clone(), cancel.clone()));
         let (moved, _) = self.commit_recorded(&submitter, "job.started", |tx| {
-            let moved = tx.execute(
-                "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
-                params![job_id, self.now_rfc3339()],
-            )?;
-            Ok(if moved == 1 {
+            let moved = store::jobs::set_running(tx, job_id, &self.now_rfc3339())?;
+            Ok(if moved {
                 Change::Record(json!({"job": job_id, "grant": grant_id}), true)
             } else {
                 Change::Abandon(false)
@@ -799,11 +722,7 @@ impl Domain {
             fuel,
             guest_ran,
         } = ending;
-        let guest: bool = lock(&self.db).query_row(
-            "SELECT module IS NOT NULL FROM jobs WHERE id = ?1",
-            [&job_id],
-            |r| r.get(0),
-        )?;
+        let guest = store::jobs::has_module(&lock(&self.db), &job_id)?;
         let end_ms = self.now_ms();
         // Only a run that read protected data can take a data-dependent
         // time; the rest are shown as they end.
@@ -817,17 +736,30 @@ impl Domain {
             end_ms
         };
         let committed = self.commit_recorded(submitter, "job.ended", |tx| {
-            let ended = tx.execute(
-                "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10,
-                     refusals = ?11, visible = ?12, stopped_by = ?13, reason = ?14, shown_end_ms = ?15
-                 WHERE id = ?1 AND status IN ('queued', 'running')",
-                params![job_id, ending.as_str(), error, self.now_rfc3339(), fuel as i64, log.queries as i64, run_ms, log.rows_read as i64, log.epsilon_spent, logs,
-                    refusals, visible.status().as_str(), visible.stopped_by(), visible.reason(), shown_end],
+            let ended = store::jobs::set_ended(
+                tx,
+                &store::jobs::RunEnd {
+                    id: &job_id,
+                    status: ending.as_str(),
+                    error: error.as_deref(),
+                    ended_at: &self.now_rfc3339(),
+                    fuel: fuel as i64,
+                    queries: log.queries as i64,
+                    run_ms,
+                    rows_scanned: log.rows_read as i64,
+                    epsilon: log.epsilon_spent,
+                    logs: &logs,
+                    refusals: &refusals,
+                    visible: visible.status().as_str(),
+                    stopped_by: visible.stopped_by().as_deref(),
+                    reason: visible.reason().as_deref(),
+                    shown_end_ms: shown_end,
+                },
             )?;
-            if ended == 0 {
+            if !ended {
                 // The service already ended it (shutdown, abandonment),
                 // with its own `job.ended`: one end, one entry.
-                return Ok(Change::Abandon(0));
+                return Ok(Change::Abandon(false));
             }
             Ok(Change::Record(
                 json!({
@@ -847,7 +779,7 @@ impl Domain {
         // whose end is being recorded for one that never ended.
         lock(&self.running).remove(&job_id);
         let (ended, _) = committed?;
-        let outcome_output = if ended == 1 && guest_ran {
+        let outcome_output = if ended && guest_ran {
             Some(self.quarantine_outcome(&job_id, submitter)?)
         } else {
             None
@@ -893,10 +825,7 @@ impl Domain {
             },
             &outcome_table(&view),
         )?;
-        lock(&self.db).execute(
-            "UPDATE jobs SET outcome_output = ?2 WHERE id = ?1",
-            params![job_id, id],
-        )?;
+        store::jobs::set_outcome_output(&lock(&self.db), job_id, &id)?;
         Ok(id)
     }
 
@@ -907,17 +836,7 @@ impl Domain {
     /// that ended before outcomes existed (no shown end) keep none; jobs
     /// refused before their guest ran have none. Returns how many.
     pub(crate) fn quarantine_lost_outcomes(&self) -> Result<usize, DomainError> {
-        let lost: Vec<(String, String)> = {
-            let db = lock(&self.db);
-            let mut stmt = db.prepare(
-                "SELECT id, submitter FROM jobs
-                 WHERE module IS NOT NULL AND outcome_output IS NULL AND shown_end_ms IS NOT NULL
-                   AND visible IN ('finished', 'stopped')
-                   AND status IN ('succeeded', 'failed', 'trapped', 'cancelled')",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let lost = store::jobs::without_outcome(&lock(&self.db))?;
         for (job, submitter) in &lost {
             let output = self.quarantine_outcome(job, submitter)?;
             tracing::warn!(job = %job, output = %output, "quarantined the outcome of a job that ended as the service stopped");
@@ -960,12 +879,7 @@ impl Domain {
         job_id: &str,
     ) -> Result<JobOutcome, DomainError> {
         let _ = runtime;
-        let module_sha: Option<String> = lock(&self.db)
-            .query_row("SELECT module FROM jobs WHERE id = ?1", [job_id], |r| {
-                r.get(0)
-            })
-            .optional()?
-            .flatten();
+        let module_sha = store::jobs::module_of(&lock(&self.db), job_id)?;
         let Some(module_sha) = module_sha else {
             return Err(DomainError::NotModuleJob {
                 job: job_id.to_string(),
@@ -977,13 +891,8 @@ impl Domain {
         };
         let submitter = job_host.submitter.clone();
         let cancel = job_host.cancel.clone();
-        let bytes: Result<Vec<u8>, DomainError> = lock(&self.db)
-            .query_row(
-                "SELECT bytes FROM modules WHERE sha256 = ?1",
-                [&module_sha],
-                |r| r.get(0),
-            )
-            .map_err(DomainError::from);
+        let bytes =
+            store::jobs::module_bytes(&lock(&self.db), &module_sha).map_err(DomainError::from);
         let module = match bytes.and_then(|b| self.validated(&b, unseen_sandbox::ModuleKind::Job)) {
             Ok(m) => m,
             Err(e) => {
@@ -1136,17 +1045,23 @@ impl Domain {
         // The service itself (`system`) stops jobs too: not a developer.
         let developer = matches!(self.role_of(actor), Ok(Role::Developer));
         let (state, _) = self.commit_recorded(actor, "job.cancelled", |tx| {
-            let was_queued = tx.execute(
-                "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = ?4, reason = ?2
-                 WHERE id = ?1 AND status = 'queued'",
-                params![job_id, reason, self.now_rfc3339(), visible.stopped_by()],
-            )? == 1;
+            let stopped_by = visible.stopped_by();
+            let was_queued = store::jobs::cancel_queued(
+                tx,
+                job_id,
+                reason,
+                &self.now_rfc3339(),
+                stopped_by.as_deref(),
+            )?;
             let not_yet_shown = developer
-                && tx.execute(
-                    "UPDATE jobs SET status = 'cancelled', error = ?2, visible = 'stopped', stopped_by = ?3, reason = ?4
-                     WHERE id = ?1 AND status IN ('succeeded', 'failed', 'trapped') AND shown_end_ms > ?5",
-                    params![job_id, format!("job cancelled: {reason}"), visible.stopped_by(), reason, self.now_ms()],
-                )? == 1;
+                && store::jobs::cancel_unshown(
+                    tx,
+                    job_id,
+                    &format!("job cancelled: {reason}"),
+                    stopped_by.as_deref(),
+                    reason,
+                    self.now_ms(),
+                )?;
             // What the ledger records (the store's state) and what the
             // developer is told (a job whose end is not shown yet is, to
             // them, still running: "stopping").
@@ -1198,13 +1113,7 @@ impl Domain {
     /// service is about to exit (its grace period is over), each with a
     /// `job.ended` entry. Returns how many.
     pub fn end_unfinished_jobs(&self, reason: &str) -> Result<usize, DomainError> {
-        let unfinished: Vec<String> = {
-            let db = lock(&self.db);
-            let mut stmt =
-                db.prepare("SELECT id FROM jobs WHERE status IN ('queued', 'running')")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let unfinished = store::jobs::unfinished(&lock(&self.db))?;
         for job in &unfinished {
             // A running job already asked to stop (the grace period ran
             // out) but too slow to record its own end (an engine poll on a
@@ -1243,12 +1152,16 @@ impl Domain {
         reason: &str,
     ) -> Result<(), DomainError> {
         let committed = self.commit_recorded("system", "job.ended", |tx| {
-            let ended = tx.execute(
-                "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, visible = 'stopped', stopped_by = ?5, reason = ?6
-                 WHERE id = ?1 AND status IN ('queued', 'running')",
-                params![job_id, ending.as_str(), error, self.now_rfc3339(), stopped_by, reason],
+            let ended = store::jobs::set_stopped(
+                tx,
+                job_id,
+                ending.as_str(),
+                error,
+                &self.now_rfc3339(),
+                stopped_by,
+                reason,
             )?;
-            Ok(if ended == 1 {
+            Ok(if ended {
                 Change::Record(
                     json!({"job": job_id, "status": ending, "visible": "stopped", "stopped_by": stopped_by, "error": error}),
                     (),
@@ -1286,17 +1199,8 @@ impl Domain {
             });
         }
         let (jobs, _) = self.commit_recorded(actor, "grant.revoked", |tx| {
-            tx.execute(
-                "UPDATE grants SET revoked_at = ?2 WHERE id = ?1",
-                params![grant_id, self.now_rfc3339()],
-            )?;
-            let jobs: Vec<String> = {
-                let mut stmt = tx.prepare(
-                    "SELECT id FROM jobs WHERE grant_id = ?1 AND status IN ('queued', 'running')",
-                )?;
-                let rows = stmt.query_map([grant_id], |r| r.get(0))?;
-                rows.collect::<Result<_, _>>()?
-            };
+            store::jobs::revoke_grant(tx, grant_id, &self.now_rfc3339())?;
+            let jobs = store::jobs::unfinished_under(tx, grant_id)?;
             Ok(Change::Record(
                 json!({"grant": grant_id, "reason": reason, "jobs_stopped": jobs.len()}),
                 jobs,
@@ -1314,24 +1218,12 @@ impl Domain {
 
     fn job_record(&self, job_id: &str) -> Result<JobView, DomainError> {
         let db = lock(&self.db);
-        let mut view = db
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?1"),
-                [job_id],
-                job_from_row,
-            )
-            .optional()?
-            .ok_or_else(|| DomainError::NotFound {
-                what: "job",
-                id: job_id.to_string(),
-                list: "job list",
-            })?;
-        let mut stmt = db.prepare(
-            "SELECT id FROM outputs WHERE job_id = ?1 AND kind != 'outcome' ORDER BY created_at, rowid",
-        )?;
-        view.outputs = stmt
-            .query_map([job_id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let mut view = store::jobs::view(&db, job_id)?.ok_or_else(|| DomainError::NotFound {
+            what: "job",
+            id: job_id.to_string(),
+            list: "job list",
+        })?;
+        view.outputs = store::jobs::output_ids(&db, job_id)?;
         Ok(view)
     }
 
@@ -1360,14 +1252,7 @@ impl Domain {
             let (_, _, table) = self.output(&outcome.output)?;
             apply_outcome_table(&mut view, &table);
         }
-        let decided: Vec<String> = {
-            let db = lock(&self.db);
-            let mut stmt = db.prepare(
-                "SELECT id FROM outputs WHERE job_id = ?1 AND kind != 'outcome' AND status IN ('approved', 'rejected') ORDER BY created_at, rowid",
-            )?;
-            let rows = stmt.query_map([&view.id], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let decided = store::jobs::decided_output_ids(&lock(&self.db), &view.id)?;
         for output in decided {
             if !view.outputs.contains(&output) {
                 view.outputs.push(output);
@@ -1401,14 +1286,7 @@ impl Domain {
     pub fn jobs(&self, actor: &str, grant: Option<&str>) -> Result<Vec<JobView>, DomainError> {
         let role = self.role_of(actor)?;
         let mine = (role == Role::Developer).then_some(actor);
-        let ids: Vec<String> = {
-            let db = lock(&self.db);
-            let mut stmt = db.prepare(
-                "SELECT id FROM jobs WHERE (?1 IS NULL OR submitter = ?1) AND (?2 IS NULL OR grant_id = ?2) ORDER BY submitted_at DESC, id LIMIT 1000",
-            )?;
-            let rows = stmt.query_map(params![mine, grant], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let ids = store::jobs::ids(&lock(&self.db), mine, grant)?;
         ids.iter()
             .map(|id| {
                 let view = self.job_record(id)?;
@@ -1442,31 +1320,13 @@ impl Domain {
         let db = lock(&self.db);
         let developer = role == Role::Developer;
         let mut jobs_by_status = BTreeMap::new();
+        for (status, n) in
+            store::jobs::count_shown_by_status(&db, grant_id, developer, self.now_ms())?
         {
-            // By what everyone sees (a guest chooses whether it fails); a
-            // developer sees a job running until its end is shown.
-            let mut stmt = db.prepare(
-                "SELECT CASE WHEN ?2 AND status IN ('succeeded', 'failed', 'trapped', 'cancelled') AND COALESCE(shown_end_ms, 0) > ?3 THEN 'running' ELSE COALESCE(visible, status) END AS shown, COUNT(*)
-                 FROM jobs WHERE grant_id = ?1 GROUP BY shown",
-            )?;
-            let rows = stmt.query_map(params![grant_id, developer, self.now_ms()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })?;
-            for row in rows {
-                let (status, n) = row?;
-                jobs_by_status.insert(status, u64::try_from(n).unwrap_or(0));
-            }
+            jobs_by_status.insert(status, u64::try_from(n).unwrap_or(0));
         }
-        let (queries, fuel, rows_read, run_ms): (i64, i64, i64, i64) = db.query_row(
-            "SELECT COALESCE(SUM(queries), 0), COALESCE(SUM(fuel), 0), COALESCE(SUM(rows_scanned), 0), COALESCE(SUM(run_ms), 0) FROM jobs WHERE grant_id = ?1",
-            [grant_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?;
-        let (outputs, releases): (i64, i64) = db.query_row(
-            "SELECT COUNT(o.id), COUNT(r.id) FROM outputs o JOIN jobs j ON j.id = o.job_id LEFT JOIN releases r ON r.output_id = o.id WHERE j.grant_id = ?1",
-            [grant_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (queries, fuel, rows_read, run_ms) = store::jobs::metering(&db, grant_id)?;
+        let (outputs, releases) = store::jobs::outputs_and_releases(&db, grant_id)?;
         let shown = |v: i64| oversight.then_some(v);
         Ok(GrantUsage {
             grant: grant.id,
@@ -1490,13 +1350,18 @@ impl Domain {
     }
 }
 
-/// Days job logs are kept at least: `UNSEEN_LOG_RETENTION_DAYS`, default
-/// 183 (six months).
+/// The shortest log retention a service may be set to: six months, as
+/// the city rules keep logs.
+pub const MIN_LOG_RETENTION_DAYS: u32 = 183;
+
+/// Days job logs are kept at least when nothing sets it:
+/// `UNSEEN_LOG_RETENTION_DAYS` (never below the minimum), default 183.
 pub fn log_retention_days() -> u32 {
     std::env::var("UNSEEN_LOG_RETENTION_DAYS")
         .ok()
         .and_then(|d| d.parse().ok())
-        .unwrap_or(183)
+        .unwrap_or(MIN_LOG_RETENTION_DAYS)
+        .max(MIN_LOG_RETENTION_DAYS)
 }
 
 impl Domain {
@@ -1506,13 +1371,28 @@ impl Domain {
     /// records, metering, releases and the ledger are never pruned.
     pub fn prune_job_logs(&self, actor: &str, older_than_days: u32) -> Result<usize, DomainError> {
         self.require(actor, Role::Admin, "prune logs")?;
-        let retention = log_retention_days();
+        self.prune_logs_older_than(actor, older_than_days)
+    }
+
+    /// Clears the guest logs older than the retention period, acting as
+    /// the service itself (`system` in the ledger): what `serve` does once
+    /// a day when it is given a retention.
+    pub fn prune_expired_job_logs(&self) -> Result<usize, DomainError> {
+        self.prune_logs_older_than("system", self.log_retention_days())
+    }
+
+    fn prune_logs_older_than(
+        &self,
+        actor: &str,
+        older_than_days: u32,
+    ) -> Result<usize, DomainError> {
+        let retention = self.log_retention_days();
         if older_than_days < retention {
             return Err(DomainError::OutOfRange {
                 what: "the age of logs to prune",
                 value: format!("{older_than_days} days"),
                 expected: format!(
-                    "logs are kept at least {retention} days (UNSEEN_LOG_RETENTION_DAYS); prune only logs older than that"
+                    "logs are kept at least {retention} days (UNSEEN_LOG_RETENTION_DAYS, or `[logs] retention_days`); prune only logs older than that"
                 ),
             });
         }
@@ -1521,15 +1401,7 @@ impl Domain {
         // The logs also sit in outcome outputs no one approved: those lose
         // their log rows and leave review (`pruned`); an approved outcome is
         // a signed release and stays as released.
-        let outcomes: Vec<(String, Vec<u8>)> = {
-            let db = lock(&self.db);
-            let mut stmt = db.prepare(
-                "SELECT o.id, o.data FROM outputs o JOIN jobs j ON j.outcome_output = o.id
-                 WHERE j.ended_at IS NOT NULL AND j.ended_at < ?1 AND j.logs != '[]' AND o.status IN ('quarantined', 'rejected')",
-            )?;
-            let rows = stmt.query_map([&cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let outcomes = store::jobs::outcomes_with_logs_before(&lock(&self.db), &cutoff)?;
         let mut pruned_outcomes = Vec::new();
         let mut kept_outcomes = Vec::new();
         for (output, bytes) in outcomes {
@@ -1559,15 +1431,9 @@ impl Domain {
         }
         let (pruned, _) = self.commit_recorded(actor, "logs.pruned", |tx| {
             for (output, data, sha) in &kept_outcomes {
-                tx.execute(
-                    "UPDATE outputs SET data = ?2, sha256 = ?3, status = 'pruned' WHERE id = ?1 AND status IN ('quarantined', 'rejected')",
-                    params![output, data, sha],
-                )?;
+                store::jobs::prune_outcome(tx, output, data, sha)?;
             }
-            let pruned = tx.execute(
-                "UPDATE jobs SET logs = '[]' WHERE ended_at IS NOT NULL AND ended_at < ?1 AND logs != '[]'",
-                [&cutoff],
-            )?;
+            let pruned = store::jobs::clear_logs_before(tx, &cutoff)?;
             Ok(Change::Record(
                 json!({"older_than": cutoff, "jobs": pruned, "retention_days": retention, "outcome_outputs": pruned_outcomes}),
                 pruned,
@@ -1669,33 +1535,5 @@ mod tests {
             assert!(!hide_unshown_end(&mut job, 1));
             assert_eq!(job.status, status);
         }
-    }
-
-    #[test]
-    fn statuses_and_endings_read_back_as_written_and_unknown_words_are_errors() {
-        for status in [JobStatus::Queued, JobStatus::Running] {
-            assert_eq!(shown_status(status.as_str(), None).unwrap(), status);
-        }
-        for (ending, visible, shown) in [
-            ("succeeded", Some("finished"), JobStatus::Finished),
-            ("failed", Some("refused"), JobStatus::Refused),
-            ("trapped", Some("stopped"), JobStatus::Stopped),
-            // Before schema 11 nothing recorded what the service decided.
-            ("cancelled", None, JobStatus::Stopped),
-            ("failed", None, JobStatus::Finished),
-        ] {
-            assert_eq!(
-                shown_status(ending, visible).unwrap(),
-                shown,
-                "{ending} {visible:?}"
-            );
-            assert_eq!(RunEnding::parse(ending).unwrap().as_str(), ending);
-        }
-        assert!(shown_status("exploded", None).is_err());
-        assert!(shown_status("succeeded", Some("queued")).is_err());
-        assert_eq!(
-            serde_json::to_value(JobStatus::Refused).unwrap(),
-            serde_json::json!("refused")
-        );
     }
 }

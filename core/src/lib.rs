@@ -56,7 +56,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use serde_json::json;
 use unseen_ledger::{EntryDraft, SharedLedger};
 use unseen_policy::{Manifest, ManifestErrors, PolicyError};
@@ -254,15 +254,8 @@ impl DomainError {
 /// that would do. Shared by the domain and the HTTP layer.
 /// The role of enabled user `user` in the store `db`.
 fn role_in(db: &Connection, user: &str) -> Result<Role, DomainError> {
-    let row: Option<(String, i64)> = db
-        .query_row(
-            "SELECT role, disabled FROM users WHERE id = ?1",
-            [user],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    match row {
-        Some((role, 0)) => Role::parse(&role).map_err(|detail| DomainError::Damaged {
+    match store::users::role_and_disabled(db, user)? {
+        Some((role, false)) => Role::parse(&role).map_err(|detail| DomainError::Damaged {
             what: format!("the store's record of user `{user}`"),
             detail,
         }),
@@ -450,52 +443,40 @@ fn charge_layers(
     spend: &Spend<'_>,
     at: &str,
 ) -> Result<Option<(&'static str, String)>, DomainError> {
-    let mut layers: Vec<(&'static str, &str, String)> = Vec::new();
-    if let Some(grant) = spend.grant {
-        layers.push((
-            "grant",
-            "UPDATE grants SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND epsilon_spent + ?2 <= epsilon_total + 1e-9 AND revoked_at IS NULL",
-            grant.to_string(),
-        ));
+    use store::charges;
+    let epsilon = spend.epsilon;
+    if let Some(grant) = spend.grant
+        && !charges::grant_epsilon(tx, grant, epsilon)?
+    {
+        return Ok(Some(("grant", grant.to_string())));
     }
     for dataset in spend.datasets {
-        layers.push((
-            "dataset",
-            "UPDATE datasets SET epsilon_spent = epsilon_spent + ?2 WHERE name = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
-            dataset.clone(),
-        ));
-    }
-    if let Some(grant) = spend.grant {
-        let developer: String =
-            tx.query_row("SELECT developer FROM grants WHERE id = ?1", [grant], |r| {
-                r.get(0)
-            })?;
-        layers.push((
-            "developer",
-            "UPDATE users SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
-            developer,
-        ));
-    }
-    for (layer, sql, key) in layers {
-        if tx.execute(sql, params![key, spend.epsilon])? != 1 {
-            return Ok(Some((layer, key)));
+        if !charges::dataset_epsilon(tx, dataset, epsilon)? {
+            return Ok(Some(("dataset", dataset.clone())));
         }
     }
     let Some(grant) = spend.grant else {
         return Ok(None);
     };
-    if spend.delta > 0.0
-        && tx.execute(
-            "UPDATE grants SET delta_spent = delta_spent + ?2 WHERE id = ?1 AND delta_spent + ?2 <= delta_total * (1 + 1e-9)",
-            params![grant, spend.delta],
-        )? != 1
-    {
+    let developer = charges::grant_developer(tx, grant)?;
+    if !charges::developer_epsilon(tx, &developer, epsilon)? {
+        return Ok(Some(("developer", developer)));
+    }
+    if spend.delta > 0.0 && !charges::grant_delta(tx, grant, spend.delta)? {
         return Ok(Some(("grant delta", grant.to_string())));
     }
-    tx.execute(
-        "INSERT INTO spends(job_id, grant_id, epsilon, delta, query_sha256, at, datasets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![spend.job, grant, spend.epsilon, spend.delta, spend.query_sha, at,
-            serde_json::to_string(spend.datasets).unwrap_or_else(|_| "[]".into())],
+    let datasets = serde_json::to_string(spend.datasets).unwrap_or_else(|_| "[]".into());
+    charges::record_spend(
+        tx,
+        &charges::SpendRow {
+            job: spend.job,
+            grant,
+            epsilon,
+            delta: spend.delta,
+            query_sha256: spend.query_sha,
+            at,
+            datasets: &datasets,
+        },
     )?;
     Ok(None)
 }
@@ -623,6 +604,8 @@ pub struct Domain {
     engine: EngineRuntime,
     /// Milliseconds of the quantum of shown end times (see `jobs`).
     timing_quantum_ms: std::sync::atomic::AtomicU64,
+    /// Days job logs are kept at least (see [`Domain::prune_job_logs`]).
+    log_retention_days: std::sync::atomic::AtomicU32,
 }
 
 /// Stack of the threads that plan and run analysts' queries (the engine's,
@@ -753,8 +736,7 @@ impl Domain {
     /// verifies, and the master key wraps and unwraps a data key. Each
     /// part is `Ok` or says what is wrong (never a value or a size).
     pub fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
-        let store = lock(&self.db)
-            .query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))
+        let store = store::users::count(&lock(&self.db))
             .map(|_| ())
             .map_err(|e| format!("the store does not answer: {e}"));
         let ledger = self
@@ -867,6 +849,7 @@ impl Domain {
             timing_quantum_ms: std::sync::atomic::AtomicU64::new(
                 u64::try_from(jobs::timing_quantum_from_env()?.as_millis()).unwrap_or(u64::MAX),
             ),
+            log_retention_days: std::sync::atomic::AtomicU32::new(jobs::log_retention_days()),
         };
         domain.recover_interrupted_jobs()?;
         domain.quarantine_lost_outcomes()?;
@@ -879,14 +862,7 @@ impl Domain {
     /// such a job can only have been interrupted. Its spends stay recorded:
     /// they were committed before any result was released.
     fn recover_interrupted_jobs(&self) -> Result<(), DomainError> {
-        let interrupted: Vec<(String, String, String)> = {
-            let db = lock(&self.db);
-            let mut stmt = db.prepare(
-                "SELECT id, submitter, status FROM jobs WHERE status IN ('running', 'queued')",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let interrupted = store::recovery::unfinished_jobs(&lock(&self.db))?;
         for (job, submitter, status) in interrupted {
             let reason = if status == "running" {
                 "the service stopped while the job was running"
@@ -894,10 +870,7 @@ impl Domain {
                 "the service stopped before the job started; submit it again"
             };
             self.commit_recorded("system", "job.recovered", |tx| {
-                tx.execute(
-                    "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = 'service restart', reason = ?2 WHERE id = ?1",
-                    params![job, reason, self.now_rfc3339()],
-                )?;
+                store::recovery::fail_interrupted_job(tx, &job, reason, &self.now_rfc3339())?;
                 Ok(Change::Record(
                     json!({"job": job, "submitter": submitter, "status": "failed", "visible": "stopped", "reason": reason}),
                     (),
@@ -990,6 +963,30 @@ impl Domain {
             std::sync::atomic::Ordering::Relaxed,
         );
         Ok(())
+    }
+
+    /// Sets how many days job logs are kept at least (at least
+    /// [`jobs::MIN_LOG_RETENTION_DAYS`], six months).
+    pub fn set_log_retention_days(&self, days: u32) -> Result<(), DomainError> {
+        if days < jobs::MIN_LOG_RETENTION_DAYS {
+            return Err(DomainError::OutOfRange {
+                what: "the log retention",
+                value: format!("{days} days"),
+                expected: format!(
+                    "logs are kept at least {} days (six months)",
+                    jobs::MIN_LOG_RETENTION_DAYS
+                ),
+            });
+        }
+        self.log_retention_days
+            .store(days, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Days job logs are kept at least now.
+    pub fn log_retention_days(&self) -> u32 {
+        self.log_retention_days
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The quantum of shown end times now.
@@ -1143,8 +1140,6 @@ impl Domain {
         self.engine().block_on(job_host.dry_run(sql))
     }
 }
-
-const GRANT_COLUMNS: &str = "id, dataset, developer, scenario, purpose, epsilon_total, epsilon_spent, query_epsilon, issued_at, expires_at, revoked_at, allow_modules, allow_sql, allow_extracts, windows, designated, max_runs, runs, max_downloads, downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, delta_spent, allow_udfs, max_open_queries, open_query_window, open_queries, udf_row_instructions";
 
 #[cfg(test)]
 mod tests {

@@ -157,36 +157,28 @@ impl Domain {
             float_gauge(groups.mean_group()),
         );
         let db = lock(&self.db);
-        let count_by = |sql: &str, label: &str| -> Result<Vec<(Labels, f64)>, DomainError> {
-            let mut stmt = db.prepare(sql)?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    vec![(label.to_string(), r.get::<_, String>(0)?)],
-                    r.get::<_, f64>(1)?,
-                ))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+        let labelled = |rows: Vec<(String, f64)>, label: &str| -> Vec<(Labels, f64)> {
+            rows.into_iter()
+                .map(|(key, value)| (vec![(label.to_string(), key)], value))
+                .collect()
         };
         registry.register(
             "unseen_jobs",
             "Jobs by status (queued, running, or how their run ended)",
-            float_family(count_by(
-                "SELECT status, CAST(COUNT(*) AS REAL) FROM jobs GROUP BY status",
-                "status",
-            )?),
+            float_family(labelled(store::jobs::count_by_status(&db)?, "status")),
         );
         registry.register(
             "unseen_grant_epsilon_spent",
             "Epsilon spent per grant",
-            float_family(count_by("SELECT id, epsilon_spent FROM grants", "grant")?),
+            float_family(labelled(store::metrics::grant_epsilon_spent(&db)?, "grant")),
         );
         registry.register(
             "unseen_dataset_epsilon_spent",
             "Epsilon spent per dataset layer",
-            float_family(count_by(
-                "SELECT name, epsilon_spent FROM datasets",
+            float_family(labelled(
+                store::metrics::dataset_epsilon_spent(&db)?,
                 "dataset",
-            )?),
+            )),
         );
         Ok(())
     }

@@ -53,15 +53,16 @@ impl Domain {
             )
             .collect();
         self.commit_recorded(actor, "module.uploaded", |tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO modules(sha256, bytes, uploaded_by, uploaded_at, kind, functions) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![sha, bytes, actor, self.now_rfc3339(), kind_name, serde_json::to_string(&functions).unwrap_or_else(|_| "[]".into())],
+            store::jobs::insert_module(
+                tx,
+                &sha,
+                bytes,
+                actor,
+                &self.now_rfc3339(),
+                kind_name,
+                &serde_json::to_string(&functions).unwrap_or_else(|_| "[]".into()),
             )?;
-            let stored_kind: Option<String> = tx
-                .query_row("SELECT kind FROM modules WHERE sha256 = ?1", [&sha], |r| {
-                    r.get(0)
-                })
-                .optional()?;
+            let stored_kind = store::jobs::module_kind(tx, &sha)?;
             if stored_kind.as_deref() != Some(kind_name) {
                 return Err(DomainError::ModuleKindConflict {
                     module: sha.to_string(),
@@ -102,18 +103,13 @@ impl Domain {
     ) -> Result<Vec<unseen_sandbox::UdfModule>, DomainError> {
         let mut udfs = Vec::new();
         for sha in modules {
-            let bytes: Vec<u8> = lock(&self.db)
-                .query_row(
-                    "SELECT bytes FROM modules WHERE sha256 = ?1 AND kind = 'udf'",
-                    [sha],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .ok_or_else(|| DomainError::NotFound {
+            let bytes = store::jobs::udf_module_bytes(&lock(&self.db), sha)?.ok_or_else(|| {
+                DomainError::NotFound {
                     what: "UDF module",
                     id: sha.clone(),
                     list: "job submit --udf",
-                })?;
+                }
+            })?;
             let validated = self.validated(&bytes, ModuleKind::Udf)?;
             let module = unseen_sandbox::UdfModule::new(&self.sandbox, &validated)?
                 .with_row_instructions(grant.udf_row_instructions);

@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use crate::records::{self, Pending};
@@ -68,27 +67,27 @@ impl Reconciliation {
 
 /// A budget layer, a grant's usage or a user: the compared fields.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct GrantState {
-    epsilon_total: f64,
-    epsilon_spent: f64,
-    delta_spent: f64,
-    runs: i64,
-    downloads: i64,
-    revoked: bool,
+pub(crate) struct GrantState {
+    pub(crate) epsilon_total: f64,
+    pub(crate) epsilon_spent: f64,
+    pub(crate) delta_spent: f64,
+    pub(crate) runs: i64,
+    pub(crate) downloads: i64,
+    pub(crate) revoked: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-struct DatasetState {
-    epsilon_total: Option<f64>,
-    epsilon_spent: f64,
-    destroyed: bool,
+pub(crate) struct DatasetState {
+    pub(crate) epsilon_total: Option<f64>,
+    pub(crate) epsilon_spent: f64,
+    pub(crate) destroyed: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-struct UserState {
-    epsilon_total: Option<f64>,
-    epsilon_spent: f64,
-    disabled: bool,
+pub(crate) struct UserState {
+    pub(crate) epsilon_total: Option<f64>,
+    pub(crate) epsilon_spent: f64,
+    pub(crate) disabled: bool,
 }
 
 /// Things compared field by field.
@@ -149,22 +148,22 @@ impl Fields for () {
 
 /// What the store holds, or what the ledger implies it should.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct State {
-    grants: BTreeMap<String, GrantState>,
-    datasets: BTreeMap<String, DatasetState>,
-    users: BTreeMap<String, UserState>,
+pub(crate) struct State {
+    pub(crate) grants: BTreeMap<String, GrantState>,
+    pub(crate) datasets: BTreeMap<String, DatasetState>,
+    pub(crate) users: BTreeMap<String, UserState>,
     /// Job id to status.
-    jobs: BTreeMap<String, String>,
+    pub(crate) jobs: BTreeMap<String, String>,
     /// Output id to review status.
-    outputs: BTreeMap<String, String>,
+    pub(crate) outputs: BTreeMap<String, String>,
     /// `output reviewer decision` to how many such decisions.
-    reviews: BTreeMap<String, i64>,
-    releases: BTreeMap<String, ()>,
+    pub(crate) reviews: BTreeMap<String, i64>,
+    pub(crate) releases: BTreeMap<String, ()>,
     /// Release id to downloads.
-    downloads: BTreeMap<String, i64>,
+    pub(crate) downloads: BTreeMap<String, i64>,
 }
 
-fn review_key(output: &str, reviewer: &str, decision: &str) -> String {
+pub(crate) fn review_key(output: &str, reviewer: &str, decision: &str) -> String {
     format!("{output} by {reviewer} ({decision})")
 }
 
@@ -313,95 +312,6 @@ fn implied<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str, &'a Value)>)
     s
 }
 
-/// The state the store holds.
-fn stored(db: &Connection) -> Result<State, DomainError> {
-    let mut s = State::default();
-    {
-        let mut stmt = db.prepare(
-            "SELECT id, epsilon_total, epsilon_spent, delta_spent, runs, downloads, revoked_at IS NOT NULL FROM grants",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                GrantState {
-                    epsilon_total: r.get(1)?,
-                    epsilon_spent: r.get(2)?,
-                    delta_spent: r.get(3)?,
-                    runs: r.get(4)?,
-                    downloads: r.get(5)?,
-                    revoked: r.get(6)?,
-                },
-            ))
-        })?;
-        s.grants = rows.collect::<Result<_, _>>()?;
-    }
-    {
-        let mut stmt = db.prepare(
-            "SELECT name, epsilon_total, epsilon_spent, destroyed_at IS NOT NULL FROM datasets",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                DatasetState {
-                    epsilon_total: r.get(1)?,
-                    epsilon_spent: r.get(2)?,
-                    destroyed: r.get(3)?,
-                },
-            ))
-        })?;
-        s.datasets = rows.collect::<Result<_, _>>()?;
-    }
-    {
-        let mut stmt =
-            db.prepare("SELECT id, epsilon_total, epsilon_spent, disabled FROM users")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                UserState {
-                    epsilon_total: r.get(1)?,
-                    epsilon_spent: r.get(2)?,
-                    disabled: r.get::<_, i64>(3)? != 0,
-                },
-            ))
-        })?;
-        s.users = rows.collect::<Result<_, _>>()?;
-    }
-    let pairs = |sql: &str| -> Result<BTreeMap<String, String>, DomainError> {
-        let mut stmt = db.prepare(sql)?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    };
-    s.jobs = pairs("SELECT id, status FROM jobs")?;
-    s.outputs = pairs("SELECT id, status FROM outputs")?;
-    let counts = |sql: &str| -> Result<BTreeMap<String, i64>, DomainError> {
-        let mut stmt = db.prepare(sql)?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    };
-    {
-        let mut stmt = db.prepare(
-            "SELECT output_id, reviewer, decision, COUNT(*) FROM reviews GROUP BY output_id, reviewer, decision",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                review_key(
-                    &r.get::<_, String>(0)?,
-                    &r.get::<_, String>(1)?,
-                    &r.get::<_, String>(2)?,
-                ),
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        s.reviews = rows.collect::<Result<_, _>>()?;
-    }
-    s.releases = pairs("SELECT id, '' FROM releases")?
-        .into_keys()
-        .map(|id| (id, ()))
-        .collect();
-    s.downloads = counts("SELECT release_id, COUNT(*) FROM downloads GROUP BY release_id")?;
-    Ok(s)
-}
-
 /// Equal, or (numbers) equal but for rounding: the store adds spends in
 /// commit order, the ledger replay in entry order.
 fn same(a: &Value, b: &Value) -> bool {
@@ -508,7 +418,7 @@ impl Domain {
         let (store, pending, size) = {
             let db = lock(&self.db);
             let tx = db.unchecked_transaction()?;
-            let store = stored(&tx)?;
+            let store = crate::store::reconcile::state(&tx)?;
             let pending = records::pending(&tx)?;
             let size = self.ledger.head()?.size;
             (store, pending, size)

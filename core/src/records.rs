@@ -29,7 +29,7 @@
 //! Entries that change nothing in the store (a refusal, a cached answer, a
 //! dry run) are plain [`Domain::record`] calls.
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, Transaction};
 use serde_json::{Value, json};
 use unseen_ledger::{EntryDraft, Ledger};
 
@@ -137,7 +137,7 @@ impl Drop for Domain {
         let mut db = lock(&self.db);
         let deleted = db.transaction().and_then(|tx| {
             for done in &written {
-                tx.execute("DELETE FROM pending_records WHERE id = ?1", [done])?;
+                crate::store::records::delete(&tx, done)?;
             }
             tx.commit()
         });
@@ -156,12 +156,9 @@ fn commit_with_pending(
     ledger_from: u64,
 ) -> Result<(), DomainError> {
     for done in written {
-        tx.execute("DELETE FROM pending_records WHERE id = ?1", [done])?;
+        crate::store::records::delete(&tx, done)?;
     }
-    tx.execute(
-        "INSERT INTO pending_records(id, kind, actor, time, body, ledger_from) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![id, kind, actor, time, body, ledger_from as i64],
-    )?;
+    crate::store::records::insert(&tx, [id, kind, actor, time, body], ledger_from)?;
     tx.commit()?;
     Ok(())
 }
@@ -178,22 +175,16 @@ pub(crate) struct Pending {
 
 /// Every pending record in the store, in commit order.
 pub(crate) fn pending(db: &Connection) -> Result<Vec<Pending>, DomainError> {
-    let mut stmt = db.prepare(
-        "SELECT id, kind, actor, time, body, ledger_from FROM pending_records ORDER BY seq",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, i64>(5)?,
-        ))
-    })?;
     let mut found = Vec::new();
-    for row in rows {
-        let (id, kind, actor, time, body, ledger_from) = row?;
+    for row in crate::store::records::all(db)? {
+        let crate::store::records::PendingRow {
+            id,
+            kind,
+            actor,
+            time,
+            body,
+            ledger_from,
+        } = row;
         let body: Value = serde_json::from_str(&body).map_err(|e| DomainError::Damaged {
             what: format!("the store's pending record `{id}` ({kind})"),
             detail: e.to_string(),
@@ -279,7 +270,7 @@ pub(crate) fn reconcile_pending(
     }
     let tx = db.transaction()?;
     for p in &rows {
-        tx.execute("DELETE FROM pending_records WHERE id = ?1", [&p.id])?;
+        crate::store::records::delete(&tx, &p.id)?;
     }
     tx.commit()?;
     Ok(done)
@@ -290,16 +281,13 @@ mod tests {
     use super::*;
 
     fn pending_row(db: &Connection, id: &str, kind: &str, ledger_from: u64) {
-        db.execute(
-            "INSERT INTO pending_records(id, kind, actor, time, body, ledger_from) VALUES (?1, ?2, 'dev', '2025-01-01T00:00:00Z', ?3, ?4)",
-            params![id, kind, json!({"job": "j", RECORD_FIELD: id}).to_string(), ledger_from as i64],
-        )
-        .unwrap();
+        let body = json!({"job": "j", RECORD_FIELD: id}).to_string();
+        let row = [id, kind, "dev", "2025-01-01T00:00:00Z", &body];
+        crate::store::records::insert(db, row, ledger_from).unwrap();
     }
 
     fn rows(db: &Connection) -> i64 {
-        db.query_row("SELECT COUNT(*) FROM pending_records", [], |r| r.get(0))
-            .unwrap()
+        crate::store::records::count(db).unwrap()
     }
 
     /// A row whose entry was written is dropped silently; a row whose

@@ -9,13 +9,7 @@ impl Domain {
         grant_id: &str,
         fingerprint: &str,
     ) -> Result<Option<CachedRelease>, DomainError> {
-        let bytes: Option<Vec<u8>> = lock(&self.db)
-            .query_row(
-                "SELECT result FROM release_cache WHERE grant_id = ?1 AND fingerprint = ?2",
-                params![grant_id, fingerprint],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let bytes = store::releases::cached(&lock(&self.db), grant_id, fingerprint)?;
         let damaged = |e: &dyn std::fmt::Display| DomainError::Damaged {
             what: "a cached release".into(),
             detail: e.to_string(),
@@ -44,9 +38,13 @@ impl Domain {
         let mut bytes = MEASUREMENT_TAG.to_vec();
         serde_json::to_writer(&mut bytes, &release.measured)
             .map_err(|e| DomainError::Internal(format!("cannot encode a measurement: {e}")))?;
-        lock(&self.db).execute(
-            "INSERT OR IGNORE INTO release_cache(grant_id, fingerprint, result, epsilon, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![grant_id, fingerprint, bytes, release.result.epsilon_spent, self.now_rfc3339()],
+        store::releases::cache(
+            &lock(&self.db),
+            grant_id,
+            fingerprint,
+            &bytes,
+            release.result.epsilon_spent,
+            &self.now_rfc3339(),
         )?;
         Ok(())
     }
@@ -69,11 +67,8 @@ impl Domain {
         } = r;
         let grant = self.grant(grant_id)?;
         let snapshot_of = |name: &str| -> Result<serde_json::Value, DomainError> {
-            let (source_sha, manifest_version): (String, i64) = lock(&self.db).query_row(
-                "SELECT source_sha256, manifest_version FROM datasets WHERE name = ?1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (source_sha, manifest_version) =
+                store::releases::dataset_snapshot(&lock(&self.db), name)?;
             Ok(json!({"source_sha256": source_sha, "manifest_version": manifest_version}))
         };
         // The primary dataset's snapshot, with the joined ones' under `joined`.
@@ -87,11 +82,7 @@ impl Domain {
             }
             snapshot["joined"] = json!(joined);
         }
-        let job_epsilon: f64 = lock(&self.db).query_row(
-            "SELECT COALESCE(SUM(epsilon), 0) FROM spends WHERE job_id = ?1",
-            [job],
-            |r| r.get(0),
-        )?;
+        let job_epsilon = store::releases::job_epsilon(&lock(&self.db), job)?;
         let (_, _, table) = self.output(output_id)?;
         let release_id = new_id("rel");
         let document = json!({
@@ -133,9 +124,15 @@ impl Domain {
             "policy_version": POLICY_VERSION, "epsilon_spent": job_epsilon, "reviewer": reviewer,
         });
         self.commit_recorded(reviewer, "release.signed", |tx| {
-            tx.execute(
-                "INSERT INTO releases(id, output_id, document, signature, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![release_id, output_id, String::from_utf8_lossy(&canonical), signature_b64, at],
+            store::releases::insert(
+                tx,
+                &store::releases::NewRelease {
+                    id: &release_id,
+                    output: output_id,
+                    document: &String::from_utf8_lossy(&canonical),
+                    signature: &signature_b64,
+                    at,
+                },
             )?;
             Ok(Change::Record(body, ()))
         })?;

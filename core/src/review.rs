@@ -50,9 +50,19 @@ impl Domain {
             "findings": findings.iter().map(|f| json!({"kind": f.kind, "column": f.column, "row": f.row, "blocking": f.blocking})).collect::<Vec<_>>(),
         });
         self.commit_recorded(actor, "output.quarantined", |tx| {
-            tx.execute(
-                "INSERT INTO outputs(id, job_id, name, data, sha256, findings, created_at, kind, disclosure) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![id, q.job_id, q.name, bytes, sha, findings_json, self.now_rfc3339(), q.kind, disclosure],
+            store::review::insert_output(
+                tx,
+                &store::review::NewOutput {
+                    id: &id,
+                    job: q.job_id,
+                    name: q.name,
+                    data: &bytes,
+                    sha256: &sha,
+                    findings: &findings_json,
+                    created_at: &self.now_rfc3339(),
+                    kind: q.kind,
+                    disclosure: disclosure.as_deref(),
+                },
             )?;
             Ok(Change::Record(body, ()))
         })?;
@@ -65,13 +75,7 @@ impl Domain {
         &self,
         output_id: &str,
     ) -> Result<(String, Option<serde_json::Value>), DomainError> {
-        let (kind, disclosure): (String, Option<String>) = lock(&self.db)
-            .query_row(
-                "SELECT kind, disclosure FROM outputs WHERE id = ?1",
-                [output_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
+        let (kind, disclosure) = store::review::kind_and_disclosure(&lock(&self.db), output_id)?
             .ok_or_else(|| DomainError::NotFound {
                 what: "output",
                 id: output_id.to_string(),
@@ -113,15 +117,11 @@ impl Domain {
             .iter()
             .map(|(_, hasher)| move |v: &str| hasher.hash(v))
             .collect();
-        let earlier: Vec<udf_sdk::Table> = {
-            let db = lock(&self.db);
-            let mut stmt = db.prepare(
-                "SELECT o.data FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE j.grant_id = ?1 AND o.status = 'approved'",
-            )?;
-            let rows = stmt.query_map([grant_id], |r| r.get::<_, Vec<u8>>(0))?;
-            rows.filter_map(|b| b.ok().and_then(|b| udf_sdk::abi::decode_table(&b).ok()))
-                .collect()
-        };
+        let earlier: Vec<udf_sdk::Table> =
+            store::review::approved_tables(&lock(&self.db), grant_id)?
+                .iter()
+                .filter_map(|b| udf_sdk::abi::decode_table(b).ok())
+                .collect();
         let ctx = unseen_policy::checks::CheckContext {
             prohibited: indexes
                 .iter()
@@ -140,18 +140,13 @@ impl Domain {
 
     /// The automatic findings attached to an output.
     pub fn findings(&self, output_id: &str) -> Result<Vec<serde_json::Value>, DomainError> {
-        let text: String = lock(&self.db)
-            .query_row(
-                "SELECT findings FROM outputs WHERE id = ?1",
-                [output_id],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| DomainError::NotFound {
+        let text = store::review::findings(&lock(&self.db), output_id)?.ok_or_else(|| {
+            DomainError::NotFound {
                 what: "output",
                 id: output_id.to_string(),
                 list: "review list",
-            })?;
+            }
+        })?;
         serde_json::from_str(&text).map_err(|e| DomainError::Damaged {
             what: format!("the findings of `{output_id}`"),
             detail: e.to_string(),
@@ -166,32 +161,9 @@ impl Domain {
     /// extract, what its disclosure control did.
     pub fn review_queue(&self, actor: &str) -> Result<Vec<serde_json::Value>, DomainError> {
         self.require(actor, Role::Reviewer, "read the review queue")?;
-        struct Row {
-            output: String,
-            name: String,
-            kind: String,
-            job: String,
-            grant: String,
-        }
-        let rows: Vec<Row> = {
-            let db = lock(&self.db);
-            let mut stmt = db.prepare(
-                "SELECT o.id, o.name, o.kind, o.job_id, j.grant_id
-                 FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.status = 'quarantined' ORDER BY o.created_at, o.rowid",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(Row {
-                    output: r.get(0)?,
-                    name: r.get(1)?,
-                    kind: r.get(2)?,
-                    job: r.get(3)?,
-                    grant: r.get(4)?,
-                })
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let rows = store::review::quarantined(&lock(&self.db))?;
         let mut queue = Vec::with_capacity(rows.len());
-        for Row {
+        for store::review::Quarantined {
             output,
             name,
             kind,
@@ -200,24 +172,13 @@ impl Domain {
         } in rows
         {
             let (_, _, table) = self.output(&output)?;
-            let earlier: Option<(String, Vec<u8>)> = lock(&self.db)
-                .query_row(
-                    "SELECT o.id, o.data FROM outputs o JOIN jobs j ON j.id = o.job_id
-                     WHERE j.grant_id = ?1 AND o.name = ?2 AND o.kind = ?3 AND o.status = 'approved' ORDER BY o.created_at DESC LIMIT 1",
-                    params![grant, name, kind],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
+            let earlier = store::review::latest_approved(&lock(&self.db), &grant, &name, &kind)?;
             let diff = earlier.and_then(|(id, bytes)| {
                 udf_sdk::abi::decode_table(&bytes)
                     .ok()
                     .map(|before| crate::releases::table_diff(&id, &before, &table))
             });
-            let approvals: i64 = lock(&self.db).query_row(
-                "SELECT COUNT(*) FROM reviews WHERE output_id = ?1 AND decision = 'approved'",
-                [&output],
-                |r| r.get(0),
-            )?;
+            let approvals = store::review::approvals(&lock(&self.db), &output)?;
             let required = self.grant(&grant)?.approvals_required;
             let view = self.job(actor, &job)?;
             let (_, disclosure) = self.output_details(&output)?;
@@ -236,14 +197,8 @@ impl Domain {
 
     /// Reads a quarantined or released output.
     pub fn output(&self, id: &str) -> Result<(String, String, udf_sdk::Table), DomainError> {
-        let (name, status, data): (String, String, Vec<u8>) = lock(&self.db)
-            .query_row(
-                "SELECT name, status, data FROM outputs WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?
-            .ok_or_else(|| DomainError::NotFound {
+        let (name, status, data) =
+            store::review::output(&lock(&self.db), id)?.ok_or_else(|| DomainError::NotFound {
                 what: "output",
                 id: id.to_string(),
                 list: "review list",
@@ -278,24 +233,17 @@ impl Domain {
                 status: "being decided by another reviewer right now".into(),
             }
         })?;
-        type ReviewRow = (
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            String,
-            String,
-        );
-        let row: Option<ReviewRow> = lock(&self.db)
-            .query_row(
-                "SELECT o.status, o.job_id, j.submitter, o.sha256, j.module, j.sql, j.grant_id, o.name FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?1",
-                [output_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
-            )
-            .optional()?;
-        let Some((status, job, submitter, output_sha, module_sha, job_sql, grant_id, name)) = row
+        let row = store::review::to_review(&lock(&self.db), output_id)?;
+        let Some(store::review::ToReview {
+            status,
+            job,
+            submitter,
+            output_sha256: output_sha,
+            module: module_sha,
+            sql: job_sql,
+            grant: grant_id,
+            name,
+        }) = row
         else {
             return Err(DomainError::NotFound {
                 what: "output",
@@ -359,14 +307,7 @@ impl Domain {
         // Checked and written under one lock and transaction, so two
         // reviewers approving at once are counted exactly.
         let (approvers, complete, review_index) = if resuming {
-            let approvers: Vec<String> = {
-                let db = lock(&self.db);
-                let mut stmt = db.prepare(
-                    "SELECT reviewer FROM reviews WHERE output_id = ?1 AND decision = 'approved' ORDER BY id",
-                )?;
-                let rows = stmt.query_map([output_id], |r| r.get(0))?;
-                rows.collect::<Result<_, _>>()?
-            };
+            let approvers = store::review::approvers(&lock(&self.db), output_id)?;
             let index = self.record(
                 reviewer,
                 "review.release_resumed",
@@ -397,14 +338,7 @@ impl Domain {
     }
 
     pub(crate) fn has_release(&self, output_id: &str) -> Result<bool, DomainError> {
-        Ok(lock(&self.db)
-            .query_row(
-                "SELECT 1 FROM releases WHERE output_id = ?1",
-                [output_id],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
+        Ok(store::review::has_release(&lock(&self.db), output_id)?)
     }
 
     /// Records one reviewer's decision under one lock and transaction, so
@@ -424,24 +358,14 @@ impl Domain {
         let decision = if approve { "approved" } else { "rejected" };
         let ((approvers, complete), review_index) =
             self.commit_recorded(reviewer, &format!("review.{decision}"), |tx| {
-            let status: String = tx.query_row(
-                "SELECT status FROM outputs WHERE id = ?1",
-                [output_id],
-                |r| r.get(0),
-            )?;
+            let status = store::review::status(tx, output_id)?;
             if status != "quarantined" {
                 return Err(DomainError::NotQuarantined {
                     output: output_id.to_string(),
                     status,
                 });
             }
-            let mut approvers: Vec<String> = {
-                let mut stmt = tx.prepare(
-                    "SELECT reviewer FROM reviews WHERE output_id = ?1 AND decision = 'approved' ORDER BY id",
-                )?;
-                let rows = stmt.query_map([output_id], |r| r.get(0))?;
-                rows.collect::<Result<_, _>>()?
-            };
+            let mut approvers = store::review::approvers(tx, output_id)?;
             if approve && approvers.iter().any(|a| a == reviewer) {
                 return Err(DomainError::AlreadyApproved {
                     reviewer: reviewer.to_string(),
@@ -454,15 +378,9 @@ impl Domain {
             }
             let complete = !approve || approvers.len() >= required as usize;
             if complete {
-                tx.execute(
-                    "UPDATE outputs SET status = ?2 WHERE id = ?1",
-                    params![output_id, decision],
-                )?;
+                store::review::set_status(tx, output_id, decision)?;
             }
-            tx.execute(
-                "INSERT INTO reviews(output_id, reviewer, decision, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![output_id, reviewer, decision, reason, at],
-            )?;
+            store::review::insert_review(tx, output_id, reviewer, decision, reason, at)?;
             Ok(Change::Record(
                 json!({"output": output_id, "job": job, "reason": reason, "approvals": approvers.len(), "approvals_required": required}),
                 (approvers, complete),

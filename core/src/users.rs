@@ -40,8 +40,7 @@ impl Domain {
         role: Role,
         org: &str,
     ) -> Result<String, DomainError> {
-        let count: i64 =
-            lock(&self.db).query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+        let count = store::users::count(&lock(&self.db))?;
         let actor = match actor {
             Some(a) => {
                 self.require(a, Role::Admin, "add users")?;
@@ -66,11 +65,9 @@ impl Domain {
             return Err(DomainError::BadUserId { id: id.to_string() });
         }
         self.commit_recorded(&actor, "user.created", |tx| {
-            let inserted = tx.execute(
-                "INSERT OR IGNORE INTO users(id, name, role, org, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, name, role.as_str(), org, self.now_rfc3339()],
-            )?;
-            if inserted == 0 {
+            let inserted =
+                store::users::insert(tx, id, name, role.as_str(), org, &self.now_rfc3339())?;
+            if !inserted {
                 return Err(DomainError::Exists {
                     what: "user",
                     id: id.to_string(),

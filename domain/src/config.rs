@@ -28,6 +28,9 @@
 //! cert = "/etc/unseen/tls/cert.pem"   # unless insecure_listen = true
 //! key = "/etc/unseen/tls/key.pem"
 //!
+//! [logs]
+//! retention_days = 183      # at least; serve then clears older job logs daily
+//!
 //! [witness]
 //! url = "https://witness.audit.example"
 //! key = "witness.audit.example+..."
@@ -61,6 +64,7 @@ pub struct ServeConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub insecure_listen: Option<bool>,
+    pub log_retention_days: Option<u64>,
 }
 
 /// Every mistake in a configuration file, one per line.
@@ -105,6 +109,13 @@ const NUMBERS: &[(&str, &str, u64, u64, Slot)] = &[
         &mut c.timing_quantum_ms
     }),
     ("witness", "every", 1, 86_400, |c| &mut c.witness_every),
+    (
+        "logs",
+        "retention_days",
+        unseen_core::jobs::MIN_LOG_RETENTION_DAYS as u64,
+        36_500,
+        |c| &mut c.log_retention_days,
+    ),
 ];
 
 /// Keys of text: (section, key).
@@ -144,7 +155,7 @@ impl ServeConfig {
         };
         for (key, value) in &table {
             match value {
-                Value::Table(inner) if matches!(key.as_str(), "limits" | "witness" | "tls") => {
+                Value::Table(inner) if matches!(key.as_str(), "limits" | "logs" | "witness" | "tls") => {
                     for inner_key in inner.keys() {
                         if !known(key, inner_key) {
                             mistakes.push(format!(
@@ -155,7 +166,7 @@ impl ServeConfig {
                 }
                 _ if known("", key) || key == "insecure_listen" => {}
                 _ => mistakes.push(format!(
-                    "`{key}` is not a setting (settings: data_dir, listen, log_format, engine, insecure_listen, [limits], [witness], [tls])"
+                    "`{key}` is not a setting (settings: data_dir, listen, log_format, engine, insecure_listen, [limits], [logs], [witness], [tls])"
                 )),
             }
         }

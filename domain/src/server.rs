@@ -64,6 +64,12 @@ pub struct ServerOptions {
     /// TLS for every connection (see [`crate::tls::acceptor`]); plain
     /// HTTP without it.
     pub tls: Option<crate::tls::Tls>,
+    /// Days job logs are kept; when set, the server clears older ones at
+    /// start and then once a day (see [`Domain::prune_expired_job_logs`]).
+    pub log_retention_days: Option<u32>,
+    /// Request metrics and the access log. Always on in `serve`; off only
+    /// in `unseen bench service`, to measure what they cost.
+    pub observe: bool,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +80,8 @@ impl Default for ServerOptions {
             query: crate::data::QueryLimits::default(),
             grace_period: std::time::Duration::from_secs(DEFAULT_GRACE_SECONDS),
             tls: None,
+            log_retention_days: None,
+            observe: true,
         }
     }
 }
@@ -403,7 +411,7 @@ fn body<T: serde::de::DeserializeOwned>(raw: Result<Bytes, BytesRejection>) -> R
 
 /// Builds the router over a domain.
 pub fn router(domain: Arc<Domain>, options: &ServerOptions) -> Router {
-    routes(AppState::new(domain, options))
+    routes(AppState::new(domain, options), options.observe)
 }
 
 impl AppState {
@@ -707,7 +715,7 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
-fn routes(state: AppState) -> Router {
+fn routes(state: AppState, observe: bool) -> Router {
     // One method router per path, holding every method the table gives it.
     let mut by_path: BTreeMap<&'static str, axum::routing::MethodRouter<AppState>> =
         BTreeMap::new();
@@ -719,7 +727,7 @@ fn routes(state: AppState) -> Router {
         };
         by_path.insert(route.path, merged);
     }
-    by_path
+    let router = by_path
         .into_iter()
         .fold(Router::new(), |router, (path, methods)| {
             router.route(path, methods)
@@ -728,7 +736,11 @@ fn routes(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::map_response(json_errors));
+    if !observe {
+        return router.with_state(state);
+    }
+    router
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_request,
@@ -869,8 +881,19 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     domain.set_query_limits(options.query);
+    let pruner = match options.log_retention_days {
+        Some(days) => {
+            domain
+                .set_log_retention_days(days)
+                .map_err(std::io::Error::other)?;
+            Some(tokio::spawn(clear_expired_logs(Arc::clone(&domain))))
+        }
+        None => None,
+    };
+    // The pruner holds the domain: it stops with the server.
+    let _pruner = pruner.map(AbortOnDrop);
     let state = AppState::new(Arc::clone(&domain), &options);
-    let app = routes(state.clone());
+    let app = routes(state.clone(), options.observe);
     let grace = options.grace_period;
     let allowance = cancel_allowance(grace);
     let deadline = Arc::new(std::sync::OnceLock::new());
@@ -935,6 +958,32 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Clears job logs older than the retention period now and then once a
+/// day; a failure is logged and tried again the next day.
+async fn clear_expired_logs(domain: Arc<Domain>) {
+    let mut daily = tokio::time::interval(std::time::Duration::from_secs(86_400));
+    loop {
+        daily.tick().await;
+        let domain = Arc::clone(&domain);
+        match tokio::task::spawn_blocking(move || domain.prune_expired_job_logs()).await {
+            Ok(Ok(jobs)) => tracing::info!(jobs, "job logs past their retention cleared"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not clear job logs past their retention")
+            }
+            Err(e) => tracing::warn!(error = %e, "the log pruner stopped"),
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The end of a grace period kept for cancelled work to stop and answer:

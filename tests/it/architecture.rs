@@ -1,7 +1,9 @@
-//! The crate boundaries `ARCHITECTURE.md` promises, read from `Cargo.lock`:
-//! the service core links no command-line parser, HTTP server or client.
+//! The boundaries `ARCHITECTURE.md` promises: read from `Cargo.lock`, the
+//! service core links no command-line parser, HTTP server or client; read
+//! from its sources, its SQL is written in its store module only.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 const LOCK: &str = include_str!("../../Cargo.lock");
 
@@ -79,4 +81,43 @@ fn the_adapters_do_link_them_so_the_check_above_can_fail() {
             "`unseen` should link `{adapter}`"
         );
     }
+}
+
+/// Calls that run SQL on a rusqlite connection or statement.
+const SQL_CALLS: [&str; 6] = [
+    ".execute(",
+    ".execute_batch(",
+    ".prepare(",
+    ".prepare_cached(",
+    ".query_row(",
+    ".query_map(",
+];
+
+/// The core's SQL lives in `core/src/store/` only: the topic modules call
+/// its typed functions. A statement written anywhere else in the core
+/// fails here with its file and line.
+#[test]
+fn the_cores_sql_is_written_only_in_its_store_module() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/src");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if SQL_CALLS.iter().any(|call| line.contains(call)) {
+                found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "SQL outside core/src/store/:\n{}",
+        found.join("\n")
+    );
+    // The check sees the store's own statements, so it can fail.
+    let store = std::fs::read_to_string(src.join("store/jobs.rs")).unwrap();
+    assert!(SQL_CALLS.iter().any(|call| store.contains(call)));
 }

@@ -30,6 +30,17 @@ fn bench_service_udf_and_policy_report_against_their_baselines() {
     ]);
     assert!(service[0]["name"].as_str().unwrap().contains("over HTTP"));
     assert!(service[0]["value"].as_f64().unwrap() > 0.0);
+    let observed = service
+        .iter()
+        .find(|m| {
+            m["name"]
+                .as_str()
+                .unwrap()
+                .contains("metrics and access log")
+        })
+        .expect("the cost of observation is measured");
+    assert_eq!(observed["target"], ">= 0.97", "{observed}");
+    assert!(observed["value"].as_f64().unwrap() > 0.0, "{observed}");
     let sandbox = measures(&[
         "bench",
         "sandbox",

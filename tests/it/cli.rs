@@ -299,17 +299,93 @@ fn example_parses(example: &str) -> Result<(), String> {
         .iter()
         .position(|w| w == ">" || w == "&&" || w == "|")
         .unwrap_or(words.len());
-    <unseen::cli::Cli as clap::Parser>::try_parse_from(&words[..end])
+    unseen::cli::definition()
+        .try_get_matches_from(&words[..end])
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
 #[test]
 fn every_command_has_an_example_every_argument_help_and_json_output() {
-    let cli = <unseen::cli::Cli as clap::CommandFactory>::command();
+    let cli = unseen::cli::definition();
     let mut missing = Vec::new();
     conventions_missing(&cli, "unseen", &mut missing);
     assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+/// `--server` and `--ca-cert` show in the help of commands that can reach
+/// a server only; `--token` also where it says who acts on a data
+/// directory. Where hidden, a command that runs on local files still
+/// accepts them, and one that needs the data directory refuses `--server`
+/// with a sentence, not a usage error.
+#[test]
+fn connection_flags_show_only_where_they_apply() {
+    let help = |path: &[&str]| {
+        let mut args = path.to_vec();
+        args.push("--help");
+        crate::support::ok(&args)
+    };
+    let shows = |text: &str, flag: &str| text.lines().any(|l| l.trim_start().starts_with(flag));
+    for path in [
+        &["grant", "list"][..],
+        &["query"],
+        &["ledger", "verify"],
+        &["release", "download"],
+    ] {
+        let text = help(path);
+        for flag in ["--server", "--ca-cert", "--token"] {
+            assert!(shows(&text, flag), "{path:?} should show {flag}:\n{text}");
+        }
+    }
+    for path in [&["serve"][..], &["logs", "prune"], &["ledger", "export"]] {
+        let text = help(path);
+        assert!(shows(&text, "--token"), "{path:?}:\n{text}");
+        for flag in ["--server", "--ca-cert"] {
+            assert!(!shows(&text, flag), "{path:?} should hide {flag}:\n{text}");
+        }
+    }
+    for path in [
+        &["dataset", "generate"][..],
+        &["dataset", "manifest"],
+        &["completions"],
+        &["config", "check"],
+        &["release", "verify"],
+        &["witness", "init"],
+    ] {
+        let text = help(path);
+        for flag in ["--server", "--ca-cert", "--token"] {
+            assert!(!shows(&text, flag), "{path:?} should hide {flag}:\n{text}");
+        }
+    }
+    let manifest = crate::support::ok(&[
+        "dataset",
+        "manifest",
+        "residents",
+        "--server",
+        "http://127.0.0.1:9",
+        "--token",
+        "unused",
+    ]);
+    assert!(manifest.contains("residents"), "{manifest}");
+    let dir = tempfile::tempdir().unwrap();
+    let refused = crate::support::fails(&[
+        "ledger",
+        "export",
+        "--from",
+        "0",
+        "--to",
+        "1",
+        "--out",
+        dir.path().join("s.json").to_str().unwrap(),
+        "--server",
+        "http://127.0.0.1:9",
+        "--token",
+        "t",
+    ]);
+    assert!(
+        refused.contains("not available over --server") && !refused.contains("Usage:"),
+        "{refused}"
+    );
 }
 
 /// Commands that act (revoke, disable, set, export) print, with `--json`,

@@ -252,7 +252,7 @@ fn a_configuration_file_is_checked_whole_and_flags_override_it() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "listen = \"nowhere\"\n[limits]\nmax_jobs = 0\nspeed = 3\n",
+        "listen = \"nowhere\"\n[limits]\nmax_jobs = 0\nspeed = 3\n[logs]\nretention_days = 30\n",
     )
     .unwrap();
     let (ok, text) = crate::support::unseen_exact(&["config", "check", bad.to_str().unwrap()]);
@@ -261,13 +261,14 @@ fn a_configuration_file_is_checked_whole_and_flags_override_it() {
         "`listen` is `nowhere`",
         "`limits.max_jobs` is 0",
         "`limits.speed`",
+        "`logs.retention_days` is 30",
     ] {
         assert!(text.contains(mistake), "{mistake}: {text}");
     }
     let (_, json) =
         crate::support::unseen_exact(&["config", "check", bad.to_str().unwrap(), "--json"]);
     let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
-    assert_eq!(first["mistakes"].as_array().unwrap().len(), 3, "{first}");
+    assert_eq!(first["mistakes"].as_array().unwrap().len(), 4, "{first}");
     let (_data_dir, data) = residents_dir("100");
     let refused = crate::support::unseen_exact(&[
         "serve",
@@ -277,7 +278,7 @@ fn a_configuration_file_is_checked_whole_and_flags_override_it() {
         &data,
     ]);
     assert!(
-        !refused.0 && refused.1.contains("3 mistake(s)"),
+        !refused.0 && refused.1.contains("4 mistake(s)"),
         "{}",
         refused.1
     );
@@ -285,7 +286,9 @@ fn a_configuration_file_is_checked_whole_and_flags_override_it() {
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,
-        format!("data_dir = \"{data}\"\nlisten = \"127.0.0.1:1\"\n[limits]\nmax_jobs = 2\n"),
+        format!(
+            "data_dir = \"{data}\"\nlisten = \"127.0.0.1:1\"\n[limits]\nmax_jobs = 2\n[logs]\nretention_days = 200\n"
+        ),
     )
     .unwrap();
     assert!(crate::support::unseen_exact(&["config", "check", good.to_str().unwrap()]).0);

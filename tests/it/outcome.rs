@@ -506,3 +506,77 @@ fn pruned_logs_leave_unapproved_outcomes() {
     );
     ok(&["ledger", "verify", "--data-dir", &data]);
 }
+
+/// A server given a log retention clears the guest logs of jobs that ended
+/// before it, on its own at start (recorded as `system`), keeps younger
+/// ones, and refuses a retention shorter than six months.
+#[test]
+fn a_server_with_a_retention_clears_expired_logs_itself() {
+    let (dir, data) = residents_dir("300");
+    let grant = issue_grant(&data, "5", &[]);
+    let module = dir.path().join("district_income.wasm");
+    std::fs::write(&module, unseen::guests::DISTRICT_INCOME).unwrap();
+    let submit = || -> String {
+        let done: Value = serde_json::from_str(&ok(&[
+            "job",
+            "submit",
+            "--grant",
+            &grant,
+            "--module",
+            module.to_str().unwrap(),
+            "--json",
+            "--as",
+            "dev",
+            "--data-dir",
+            &data,
+        ]))
+        .unwrap();
+        done["job"].as_str().unwrap().to_string()
+    };
+    let (old, young) = (submit(), submit());
+    let store =
+        || rusqlite::Connection::open(std::path::Path::new(&data).join("unseen.db")).unwrap();
+    store()
+        .execute(
+            "UPDATE jobs SET ended_at = '2020-01-01T00:00:00Z' WHERE id = ?1",
+            [&old],
+        )
+        .unwrap();
+    let logs_of = |job: &str| -> String {
+        store()
+            .query_row("SELECT logs FROM jobs WHERE id = ?1", [job], |r| r.get(0))
+            .unwrap()
+    };
+    assert_ne!(logs_of(&old), "[]");
+    let refused =
+        crate::support::fails(&["serve", "--log-retention-days", "30", "--data-dir", &data]);
+    assert!(refused.contains("183..=36500"), "{refused}");
+    let domain = unseen::Domain::open(std::path::Path::new(&data)).unwrap();
+    let short = domain.set_log_retention_days(30).unwrap_err().to_string();
+    assert!(short.contains("at least 183 days"), "{short}");
+    drop(domain);
+    let server = crate::support::TestServer::start_with(
+        &data,
+        unseen::server::ServerOptions {
+            log_retention_days: Some(200),
+            ..Default::default()
+        },
+    );
+    let entries = std::path::Path::new(&data).join("ledger/entries.jsonl");
+    let pruned = || {
+        std::fs::read_to_string(&entries)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("\"kind\":\"logs.pruned\"") && l.contains("\"actor\":\"system\""))
+    };
+    let mut waited = 0;
+    while !pruned() {
+        assert!(waited < 600, "no logs.pruned entry by the service");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+    }
+    assert_eq!(logs_of(&old), "[]");
+    assert_ne!(logs_of(&young), "[]", "younger logs are kept");
+    drop(server);
+    ok(&["ledger", "verify", "--data-dir", &data]);
+}

@@ -1,4 +1,24 @@
 //! The metadata store: SQLite in WAL mode under the data directory.
+//!
+//! Every SQL statement on the store is written in this module, one
+//! submodule per topic; the rest of the core calls typed functions that
+//! take the connection (or a transaction, which derefs to it). Locking,
+//! transactions and the ledger records that go with a change stay with the
+//! callers.
+
+pub(crate) mod access;
+pub(crate) mod budget;
+pub(crate) mod charges;
+pub(crate) mod datasets;
+pub(crate) mod grants;
+pub(crate) mod jobs;
+pub(crate) mod metrics;
+pub(crate) mod reconcile;
+pub(crate) mod records;
+pub(crate) mod recovery;
+pub(crate) mod releases;
+pub(crate) mod review;
+pub(crate) mod users;
 
 use std::path::Path;
 

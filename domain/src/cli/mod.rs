@@ -44,7 +44,8 @@ pub struct Remote {
     /// Server URL, like http://127.0.0.1:8787 (then --token says who you are).
     #[arg(long, global = true, env = "UNSEEN_SERVER")]
     pub server: Option<String>,
-    /// Bearer token for --server.
+    /// Your token, which says who you are: to --server, or to a local data
+    /// directory (everyone but its operator's admin).
     #[arg(long, global = true, env = "UNSEEN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// CA certificates (PEM) an https --server's certificate chains to,
@@ -122,6 +123,76 @@ fn write_table(
 
 /// Writes the page of `command` and of each subcommand below it into
 /// `dir` (`unseen.1`, `unseen-grant-issue.1`, ...); returns how many.
+/// Commands that only read or write local files: `--server`, `--ca-cert`
+/// and `--token` do not apply there and are hidden from their help (given
+/// anyway, they are ignored, as `over_server` says).
+const LOCAL_FILE_COMMANDS: &[&[&str]] = &[
+    &["completions"],
+    &["man"],
+    &["config"],
+    &["demo"],
+    &["dev"],
+    &["bench"],
+    &["dataset", "generate"],
+    &["dataset", "manifest"],
+    &["witness"],
+    &["ledger", "check-proof"],
+    &["ledger", "verify-segment"],
+    &["release", "verify"],
+];
+
+/// Commands that need the data directory itself: `--token` says who acts,
+/// `--server` and `--ca-cert` do not apply (given, they are refused).
+const DATA_DIR_COMMANDS: &[&[&str]] = &[
+    &["serve"],
+    &["logs"],
+    &["ledger", "proof"],
+    &["ledger", "export"],
+    &["ledger", "recover"],
+    &["ledger", "witness"],
+];
+
+/// The command line's definition: the derived one, with the global
+/// connection flags hidden where they do not apply.
+pub fn definition() -> clap::Command {
+    let root = <Cli as clap::CommandFactory>::command();
+    let global = |id: &str| {
+        root.get_arguments()
+            .find(|a| a.get_id() == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("the command line has no global `{id}`"))
+    };
+    let remote = [global("server"), global("ca_cert")];
+    let token = global("token");
+    let mut command = root.clone();
+    for path in LOCAL_FILE_COMMANDS {
+        let all = [remote[0].clone(), remote[1].clone(), token.clone()];
+        command = hide_in(command, path, &all);
+    }
+    for path in DATA_DIR_COMMANDS {
+        command = hide_in(command, path, &remote);
+    }
+    command
+}
+
+/// Gives the subcommand at `path` (and so its own subcommands) hidden
+/// copies of the global `args`: clap then keeps them from being propagated
+/// there visibly, and still accepts them.
+fn hide_in(command: clap::Command, path: &[&str], args: &[clap::Arg]) -> clap::Command {
+    match path {
+        [] => args
+            .iter()
+            .fold(command, |c, arg| c.arg(arg.clone().hide(true))),
+        [name, rest @ ..] => {
+            assert!(
+                command.find_subcommand(name).is_some(),
+                "no subcommand `{name}` to hide flags in"
+            );
+            command.mut_subcommand(*name, |sub| hide_in(sub, rest, args))
+        }
+    }
+}
+
 fn write_man_pages(command: &clap::Command, dir: &Path) -> Result<usize> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the directory {}", dir.display()))?;
@@ -381,6 +452,11 @@ pub struct ServeArgs {
     /// and lets developers time their queries).
     #[arg(long, env = "UNSEEN_TIMING_QUANTUM_MS", value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub timing_quantum_ms: Option<u64>,
+    /// Days job logs are kept (at least 183, six months); when given, the
+    /// server clears older guest logs at start and once a day, recorded in
+    /// the ledger (without it, only `unseen logs prune` clears them).
+    #[arg(long, env = "UNSEEN_LOG_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(183..=36_500))]
+    pub log_retention_days: Option<u32>,
     #[command(flatten)]
     pub dir: DataDir,
 }
@@ -623,11 +699,14 @@ pub enum BenchCommand {
         json: bool,
     },
     /// End-to-end small jobs over HTTP on the loopback (submit, run,
-    /// quarantine) with p50/p99 latency, against the same jobs in-process.
+    /// quarantine) with p50/p99 latency, against the same jobs in-process,
+    /// and the cost of the server's metrics and access log (three rounds
+    /// with and without them).
     ///
     /// Example: `unseen bench service --jobs 500 --clients 8`
     Service {
-        /// Jobs submitted over HTTP.
+        /// Jobs submitted over HTTP in each run (six runs: three rounds of
+        /// a bare and an observed server).
         #[arg(long, default_value_t = 2000)]
         jobs: usize,
         /// HTTP clients submitting at once.
@@ -1439,7 +1518,10 @@ pub fn failure(error: &anyhow::Error) -> (u8, Option<String>) {
 /// Parses `args` (including the program name) and runs the command, writing
 /// everything a user reads to `out`.
 pub fn run(args: &[String], out: &mut dyn Write) -> Result<()> {
-    let cli = match Cli::try_parse_from(args) {
+    let parsed = definition()
+        .try_get_matches_from(args)
+        .and_then(|matches| <Cli as clap::FromArgMatches>::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e)
             if matches!(
@@ -1747,14 +1829,13 @@ fn execute(command: Command, session: &Session, out: &mut dyn Write) -> Result<(
             // Into memory first: the generator panics on a failed write
             // (a closed pipe); `out` reports it as an error instead.
             let mut script = Vec::new();
-            let mut cli = <Cli as clap::CommandFactory>::command();
+            let mut cli = definition();
             clap_complete::generate(shell, &mut cli, "unseen", &mut script);
             out.write_all(&script)?;
             Ok(())
         }
         Command::Man { out: dir } => {
-            let cli = <Cli as clap::CommandFactory>::command();
-            let written = write_man_pages(&cli, &dir)?;
+            let written = write_man_pages(&definition(), &dir)?;
             writeln!(
                 out,
                 "wrote {written} manual pages to {}; read one with `man -l {}`",

@@ -44,6 +44,11 @@ pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> 
         .timing_quantum_ms
         .or(file.timing_quantum_ms)
         .unwrap_or(500);
+    let log_retention_days = args
+        .log_retention_days
+        .map(u64::from)
+        .or(file.log_retention_days)
+        .map(|days| u32::try_from(days).unwrap_or(u32::MAX));
     let dir = DataDir {
         data_dir: args.dir.data_dir.or(file.data_dir),
     };
@@ -108,6 +113,8 @@ pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> 
             },
             grace_period: std::time::Duration::from_secs(grace_period),
             tls,
+            log_retention_days,
+            observe: true,
         };
         crate::server::serve(domain, listener, options, shutdown_signal()).await?;
         Ok::<_, anyhow::Error>(())
