@@ -98,21 +98,28 @@ pub fn print_table(out: &mut dyn Write, table: &udf_sdk::Table) -> std::io::Resu
     Ok(())
 }
 
+/// A fresh directory for a demo run without `--data-dir`: owner-only from
+/// the start, whatever the umask, because `Domain::open` refuses a data
+/// directory others may read.
+pub fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix("unseen-demo-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+}
+
 /// Runs the demo end to end, writing the narration to `out`.
 pub fn run(
     options: DemoOptions,
     runtime: &tokio::runtime::Runtime,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let (dir, _keep) = match &options.data_dir {
-        Some(d) => (d.clone(), None),
-        None => {
-            let t = tempfile::Builder::new().prefix("unseen-demo-").tempdir()?;
-            (t.path().to_path_buf(), Some(t))
-        }
+    let dir = match &options.data_dir {
+        Some(d) => d.clone(),
+        // Kept after exit so the user can inspect and verify it.
+        None => scratch_dir()?.keep(),
     };
-    // Keep the temporary directory after exit so the user can inspect and verify it.
-    let _ = _keep.map(tempfile::TempDir::keep);
     writeln!(out, "Unseen demo — data directory {}", dir.display())?;
     writeln!(out)?;
 

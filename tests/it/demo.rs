@@ -105,3 +105,14 @@ fn generate_is_deterministic_through_the_cli() {
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
 }
+
+/// `unseen demo` without `--data-dir` must start under a usual umask (022):
+/// its scratch directory is owner-only, as `Domain::open` requires.
+#[test]
+fn the_demos_own_directory_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = unseen::demo::scratch_dir().unwrap();
+    let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "demo directory has mode {mode:o}");
+    unseen::Domain::open(dir.path()).expect("the demo's directory opens");
+}
