@@ -45,6 +45,60 @@ pub struct Me {
     pub role: crate::Role,
 }
 
+/// What a running `unseen` was built from, and the SHA-256 of its binary:
+/// recorded in the ledger when the service starts and in every release
+/// document it signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildRecord {
+    /// SHA-256 of the executable file, read when the process measured itself.
+    pub binary_sha256: String,
+    pub version: String,
+    /// The git commit it was built from (`unknown` outside a checkout);
+    /// uncommitted changes are not marked, the binary's hash is what
+    /// identifies the code.
+    pub git_commit: String,
+    /// SHA-256 of `Cargo.lock`: every dependency's exact version.
+    pub cargo_lock_sha256: String,
+    pub wasmtime: String,
+    pub datafusion: String,
+    pub opendp: String,
+}
+
+/// The format every attestation carries.
+pub const ATTESTATION_FORMAT: &str = "unseen-attestation/1";
+
+/// `GET /v1/attestation`: a statement of the running build, signed by the
+/// ledger key (`unseen attest`; verified offline by `unseen attest verify`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attestation {
+    /// Always [`ATTESTATION_FORMAT`].
+    pub format: String,
+    pub statement: AttestationStatement,
+    /// Base64 Ed25519 signature by the ledger key of `unseen attestation
+    /// v1\n` followed by the statement as compact JSON, fields in order.
+    pub signature: String,
+}
+
+/// What an [`Attestation`] states.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationStatement {
+    pub build: BuildRecord,
+    /// The ledger entry (`service.started`) that recorded this build when
+    /// the process started; `None` for a command run on the data directory.
+    pub started_entry: Option<u64>,
+    /// When the statement was made (RFC 3339).
+    pub at: String,
+    /// The ledger's size then.
+    pub ledger_size: u64,
+    /// The ledger key that signed it (hex, as in `ledger.pub`).
+    pub public_key: String,
+    /// The caller's challenge, so an old statement cannot be replayed.
+    pub nonce: Option<String>,
+}
+
 /// A user and a new token of theirs (shown once; only its hash is kept).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UserToken {

@@ -291,6 +291,14 @@ pub struct ReleaseProof {
     pub reviewer: String,
     /// Everyone whose approval released it.
     pub approvers: Vec<String>,
+    /// The build that signed it; `None` for a release signed before builds
+    /// were recorded.
+    pub build: Option<unseen_api::BuildRecord>,
+}
+
+/// The build a release document records, if it records one.
+pub(crate) fn document_build(document: &Value) -> Option<unseen_api::BuildRecord> {
+    serde_json::from_value(document.get("build")?.clone()).ok()
 }
 
 /// Proves a downloaded release end to end against a verified ledger: the
@@ -344,6 +352,7 @@ pub fn verify_release(
         "policy_version",
         "epsilon_spent",
         "reviewer",
+        "build",
     ] {
         if entry.body.get(k) != document.get(k) {
             return Err(unverified(format!(
@@ -386,6 +395,7 @@ pub fn verify_release(
                     .collect()
             })
             .unwrap_or_default(),
+        build: document_build(document),
     })
 }
 

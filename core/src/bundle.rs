@@ -212,6 +212,7 @@ pub fn verify_bundle(text: &str, key: &PublicKey) -> Result<ReleaseProof, Domain
         ("policy_version", "policy"),
         ("epsilon_spent", "spend"),
         ("reviewer", "reviewer"),
+        ("build", "build"),
     ] {
         if signed.body.get(k) != document.get(k) {
             return Err(broken(
@@ -253,6 +254,7 @@ pub fn verify_bundle(text: &str, key: &PublicKey) -> Result<ReleaseProof, Domain
         epsilon_spent: field("epsilon_spent").as_f64().unwrap_or(0.0),
         reviewer: field("reviewer").as_str().unwrap_or_default().to_string(),
         approvers,
+        build: crate::audit::document_build(document),
     })
 }
 

@@ -104,6 +104,21 @@ impl Domain {
         Ok(ingested)
     }
 
+    /// A registered dataset's manifest: its columns with their classes,
+    /// types, bounds and masks (any signed-in user: it describes the data,
+    /// never holds any of it, and developers need it to write queries).
+    pub fn dataset_manifest(&self, actor: &str, name: &str) -> Result<Manifest, DomainError> {
+        self.role_of(actor)?;
+        let stored = store::datasets::stored(&lock(&self.db), name)?.ok_or_else(|| {
+            DomainError::NotFound {
+                what: "dataset",
+                id: name.to_string(),
+                list: "dataset list",
+            }
+        })?;
+        Manifest::parse(&stored.manifest).map_err(DomainError::Manifest)
+    }
+
     /// Opens a registered dataset for the engine (unwraps its key).
     pub(crate) fn open_dataset(&self, name: &str) -> Result<OpenDataset, DomainError> {
         let row = store::datasets::stored(&lock(&self.db), name)?;

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod attest;
 pub mod audit;
 mod budget;
 pub mod bundle;
@@ -192,6 +193,11 @@ pub enum DomainError {
     BadSample(String),
     #[error("release verification FAILED: {0}")]
     ReleaseUnverified(String),
+    /// This process could not measure itself.
+    #[error("the running build cannot be attested: {0}")]
+    Unattested(String),
+    #[error("attestation verification FAILED: {0}")]
+    AttestationUnverified(String),
     #[error("{0}")]
     BadRole(String),
     #[error("{0}")]
@@ -606,6 +612,8 @@ pub struct Domain {
     timing_quantum_ms: std::sync::atomic::AtomicU64,
     /// Days job logs are kept at least (see [`Domain::prune_job_logs`]).
     log_retention_days: std::sync::atomic::AtomicU32,
+    /// The `service.started` entry of this process (see [`Domain::record_start`]).
+    started_entry: std::sync::OnceLock<u64>,
 }
 
 /// Stack of the threads that plan and run analysts' queries (the engine's,
@@ -850,6 +858,7 @@ impl Domain {
                 u64::try_from(jobs::timing_quantum_from_env()?.as_millis()).unwrap_or(u64::MAX),
             ),
             log_retention_days: std::sync::atomic::AtomicU32::new(jobs::log_retention_days()),
+            started_entry: std::sync::OnceLock::new(),
         };
         domain.recover_interrupted_jobs()?;
         domain.quarantine_lost_outcomes()?;

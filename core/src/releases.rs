@@ -85,6 +85,9 @@ impl Domain {
         let job_epsilon = store::releases::job_epsilon(&lock(&self.db), job)?;
         let (_, _, table) = self.output(output_id)?;
         let release_id = new_id("rel");
+        // Which code handled the data: signed in the document and recorded
+        // in the entry, so a bundle proves it offline.
+        let build = crate::attest::running_build()?;
         let document = json!({
             "release": release_id,
             "output": output_id,
@@ -105,6 +108,7 @@ impl Domain {
             "derived_reuse": grant.derived_reuse,
             "review_entry": review_index,
             "approved_at": at,
+            "build": build,
             "table": table_json(&table),
         });
         let canonical =
@@ -122,6 +126,7 @@ impl Domain {
             "document_sha256": sha256_hex(&canonical), "module_sha256": module_sha, "sql": job_sql,
             "input_snapshot": snapshot,
             "policy_version": POLICY_VERSION, "epsilon_spent": job_epsilon, "reviewer": reviewer,
+            "build": build,
         });
         self.commit_recorded(reviewer, "release.signed", |tx| {
             store::releases::insert(

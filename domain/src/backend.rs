@@ -87,6 +87,10 @@ pub fn developer_outcome(o: &JobOutcome) -> unseen_api::DeveloperOutcome {
 
 /// The operations of the service, as one user.
 pub trait Backend {
+    /// A signed statement of the running build (the server's, or this
+    /// process's on a data directory).
+    fn attest(&self, nonce: Option<&str>) -> Result<api::Attestation>;
+
     fn add_user(&self, user: &api::NewUser) -> Result<api::UserToken>;
     fn users(&self) -> Result<api::Users>;
     fn disable_user(&self, id: &str, reason: &str) -> Result<api::UserDisabled>;
@@ -206,6 +210,11 @@ pub fn decision_status(release: bool, approve: bool) -> &'static str {
 }
 
 impl Backend for Local {
+    fn attest(&self, nonce: Option<&str>) -> Result<api::Attestation> {
+        self.actor()?;
+        Ok(self.domain.attest(nonce)?)
+    }
+
     fn add_user(&self, user: &api::NewUser) -> Result<api::UserToken> {
         let role = Role::parse(&user.role).map_err(DomainError::BadRole)?;
         // The first admin of a new directory adds itself without a token.
@@ -509,6 +518,13 @@ fn segment(s: &str) -> String {
 }
 
 impl Backend for Remote {
+    fn attest(&self, nonce: Option<&str>) -> Result<api::Attestation> {
+        match nonce {
+            Some(n) => self.get(&format!("/v1/attestation?nonce={}", segment(n))),
+            None => self.get("/v1/attestation"),
+        }
+    }
+
     fn add_user(&self, user: &api::NewUser) -> Result<api::UserToken> {
         self.post("/v1/users", user)
     }

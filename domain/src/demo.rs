@@ -147,6 +147,20 @@ pub fn run(
         "   verify again any time: unseen ledger verify --data-dir {}",
         dir.display()
     )?;
+    // Which code handled the data: a signed statement, checked offline
+    // against the key and the binary file itself.
+    let attestation = serde_json::to_string(&domain.attest(Some("demo"))?)?;
+    let key = crate::audit::read_public_key(&dir, None)?;
+    let binary = std::env::current_exe()?;
+    let verified =
+        crate::attest::verify_attestation(&attestation, &key, Some(&binary), Some("demo"))?;
+    writeln!(
+        out,
+        "   build attested: binary sha256 {} (commit {}), the file {} matches; see `unseen attest`",
+        verified.statement.build.binary_sha256,
+        verified.statement.build.git_commit,
+        binary.display()
+    )?;
     Ok(())
 }
 
@@ -163,6 +177,13 @@ fn set_up(
         .tempdir()?;
     writeln!(out, "1. Platform admin 王敏 sets up the domain")?;
     let domain = Arc::new(Domain::open(dir)?);
+    let started = domain.record_start("demo")?;
+    let build = crate::attest::running_build()?;
+    writeln!(
+        out,
+        "   the running build is in ledger entry {started}: binary sha256 {}, wasmtime {}, DataFusion {}, OpenDP {}",
+        build.binary_sha256, build.wasmtime, build.datafusion, build.opendp
+    )?;
     domain.add_user(
         None,
         "wang.min",

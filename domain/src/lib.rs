@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conns;
+pub mod console;
 pub mod demo;
 pub mod logging;
 pub mod server;

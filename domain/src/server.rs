@@ -87,8 +87,8 @@ impl Default for ServerOptions {
 }
 
 #[derive(Clone)]
-struct AppState {
-    domain: Arc<Domain>,
+pub(crate) struct AppState {
+    pub(crate) domain: Arc<Domain>,
     /// Permits for running jobs, queries, dry runs and extracts. Closed
     /// when the server stops: nothing new starts, what waits is refused.
     jobs: Arc<Semaphore>,
@@ -98,6 +98,8 @@ struct AppState {
     /// How many jobs may run at once (the permits of `jobs`).
     slots: usize,
     http: HttpMetrics,
+    /// Whether the console's session cookie is marked `Secure` (served over TLS).
+    pub(crate) secure_cookies: bool,
 }
 
 /// A latency histogram: 1 ms to about 65 s.
@@ -229,6 +231,16 @@ impl ApiError {
 
     /// A [`Backend`] error: the core's own errors keep their status;
     /// anything else is the service's fault, logged and not detailed.
+    /// The HTTP status this error answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong and what to do, as the API says it.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     fn from_backend(error: anyhow::Error) -> Self {
         match error.downcast::<DomainError>() {
             Ok(e) => e.into(),
@@ -283,8 +295,11 @@ impl From<DomainError> for ApiError {
             | DomainError::BudgetShort { .. } => StatusCode::CONFLICT,
             DomainError::LedgerUnverified(_)
             | DomainError::ReleaseUnverified(_)
+            | DomainError::AttestationUnverified(_)
             | DomainError::BundleBroken { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            DomainError::StoreVersion { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            DomainError::StoreVersion { .. } | DomainError::Unattested(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             DomainError::UserDisabled { .. }
             | DomainError::LastAdmin { .. }
             | DomainError::JobEnded { .. }
@@ -319,9 +334,9 @@ fn ok<T: serde::Serialize>(body: T) -> ApiResult {
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
-struct Actor {
-    id: String,
-    role: Role,
+pub(crate) struct Actor {
+    pub(crate) id: String,
+    pub(crate) role: Role,
 }
 
 impl Actor {
@@ -365,7 +380,7 @@ impl FromRequestParts<AppState> for Actor {
 }
 
 /// Runs a domain call on a blocking thread.
-async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Arc<Domain>) -> Result<T, DomainError> + Send + 'static,
@@ -380,7 +395,7 @@ where
 /// Runs one of the service's operations as `actor`, through the same
 /// [`Local`] backend the command line uses on a data directory: what the
 /// API answers and what `unseen` prints locally are built once.
-async fn as_user<T, F>(state: &AppState, actor: Actor, f: F) -> Result<T, ApiError>
+pub(crate) async fn as_user<T, F>(state: &AppState, actor: Actor, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Local) -> anyhow::Result<T> + Send + 'static,
@@ -422,6 +437,7 @@ impl AppState {
             waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             slots: options.max_running_jobs.max(1),
             http: HttpMetrics::new(),
+            secure_cookies: options.tls.is_some(),
         }
     }
 }
@@ -479,6 +495,10 @@ fn endpoints() -> Vec<Endpoint> {
         (route("GET", "/v1/openapi.json", Anyone, O::OpenApi), || {
             get(openapi)
         }),
+        (
+            route("GET", "/v1/attestation", Roles(ALL), O::Attestation),
+            || get(attestation),
+        ),
         (route("GET", "/v1/me", Roles(ALL), O::Me), || get(me)),
         (
             route("GET", "/v1/users", Roles(OVERSIGHT), O::ListUsers),
@@ -678,6 +698,18 @@ fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
+/// Whether `role` may call the route doing `operation` (the console shows
+/// a page only to those the API would answer).
+pub(crate) fn permits(role: Role, operation: Operation) -> bool {
+    endpoints()
+        .iter()
+        .filter(|(route, _)| route.operation == operation)
+        .any(|(route, _)| match route.access {
+            Access::Anyone => true,
+            Access::Roles(roles) => roles.contains(&role),
+        })
+}
+
 /// Every route the API serves, with who may call it.
 pub fn route_table() -> Vec<Route> {
     endpoints().into_iter().map(|(route, _)| route).collect()
@@ -732,6 +764,7 @@ fn routes(state: AppState, observe: bool) -> Router {
         .fold(Router::new(), |router, (path, methods)| {
             router.route(path, methods)
         })
+        .merge(crate::console::routes())
         .route_layer(axum::middleware::from_fn(name_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -844,7 +877,10 @@ async fn json_errors(response: Response) -> Response {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        .is_some_and(|v| {
+            // The console's pages explain their own errors.
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
@@ -881,6 +917,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     domain.set_query_limits(options.query);
+    // Which code is about to handle the data, in the ledger before any request.
+    let starting = Arc::clone(&domain);
+    tokio::task::spawn_blocking(move || starting.record_start("serve"))
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
     let pruner = match options.log_retention_days {
         Some(days) => {
             domain
@@ -1045,6 +1087,23 @@ async fn ready(State(state): State<AppState>) -> ApiResult {
         StatusCode::SERVICE_UNAVAILABLE
     };
     Ok((status, Json(body)).into_response())
+}
+
+/// `?nonce=` of `GET /v1/attestation`.
+#[derive(Debug, serde::Deserialize)]
+struct AttestationQuery {
+    nonce: Option<String>,
+}
+
+/// Needs a token although it names no data: the ledger size it states
+/// grows with every query (see [`health`]).
+async fn attestation(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(query): Query<AttestationQuery>,
+) -> ApiResult {
+    actor.require(ALL, "read the attestation")?;
+    ok(as_user(&state, actor, move |b| b.attest(query.nonce.as_deref())).await?)
 }
 
 async fn me(actor: Actor) -> ApiResult {
@@ -1587,7 +1646,9 @@ async fn download_release(
 }
 
 /// The ledger directory, settled for reading, and its public key.
-fn ledger_key(domain: &Domain) -> Result<(PathBuf, unseen_ledger::PublicKey), DomainError> {
+pub(crate) fn ledger_key(
+    domain: &Domain,
+) -> Result<(PathBuf, unseen_ledger::PublicKey), DomainError> {
     domain.settle_ledger()?;
     let key = crate::audit::read_public_key(domain.dir(), None)?;
     Ok((domain.dir().join("ledger"), key))

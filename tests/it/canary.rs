@@ -12,10 +12,10 @@ use unseen_datasets::{DatasetKind, GenerateOptions};
 
 use crate::support::{all_files, capture_logs, contains, fails, logs, ok, unseen};
 
-const CANARY_NAME: &str = "金丝雀测";
-const CANARY_PHONE: &str = "19900001234";
+pub(crate) const CANARY_NAME: &str = "金丝雀测";
+pub(crate) const CANARY_PHONE: &str = "19900001234";
 
-fn canary_id() -> String {
+pub(crate) fn canary_id() -> String {
     let first17 = "11010519770707951";
     format!(
         "{first17}{}",
@@ -24,7 +24,7 @@ fn canary_id() -> String {
 }
 
 /// Writes `residents` with the canaries planted in row 0 of every prohibited text column.
-fn planted_residents(path: &Path, rows: u64) {
+pub(crate) fn planted_residents(path: &Path, rows: u64) {
     let clean = path.with_extension("clean.parquet");
     unseen_datasets::generate_to_path(
         DatasetKind::Residents,

@@ -3,6 +3,7 @@
 
 mod api;
 mod architecture;
+mod attest;
 mod audit;
 mod bench;
 mod boundary;
@@ -11,6 +12,7 @@ mod canary;
 mod cli;
 mod cli_errors;
 mod clock;
+mod console;
 mod demo;
 mod dev;
 mod extract;

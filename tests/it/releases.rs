@@ -366,6 +366,10 @@ fn a_downloaded_bundle_verifies_with_only_the_public_key() {
     ]);
     assert!(text.contains(&format!("release {release} OK")), "{text}");
     assert!(text.contains("approved by rev, rev2"), "{text}");
+    assert!(text.contains("signed by this build"), "{text}");
+    // The release was signed in this process: its build is this binary.
+    let own = unseen::attest::sha256_file(&std::env::current_exe().unwrap()).unwrap();
+    assert_eq!(proof["build"]["binary_sha256"], own.as_str());
     // Another ledger's key proves nothing.
     let (_other_dir, other) = residents_dir("200");
     let other_key = empty.path().join("other.pub");
@@ -443,6 +447,8 @@ fn every_tampered_field_of_a_bundle_is_detected_and_named() {
         ("/document/reviewer", "the release signature"),
         ("/document/approvers/0", "the release signature"),
         ("/document/output_sha256", "the release signature"),
+        ("/document/build/binary_sha256", "the release signature"),
+        ("/document/build/git_commit", "the release signature"),
         (
             "/document/table/columns/1/values/0/value",
             "the release signature",

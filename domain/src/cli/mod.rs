@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::backend::{Backend, Local, ModuleKind, Submitted};
 use crate::{Domain, Role, demo};
 
+mod attest;
 mod bench;
 mod budget;
 mod data;
@@ -26,7 +27,7 @@ mod users;
 
 /// Unseen: public data that is usable but invisible.
 #[derive(Debug, Parser)]
-#[command(name = "unseen", version, long_version = LONG_VERSION, about, long_about = None)]
+#[command(name = "unseen", version, long_version = unseen_build_info::LONG_VERSION, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     pub remote: Remote,
@@ -76,20 +77,6 @@ fn default_data_dir() -> PathBuf {
         None => PathBuf::from(".unseen"),
     }
 }
-
-/// `unseen --version`: the version, the commit and the engines it was
-/// built with (read from git and `Cargo.lock` when it was built).
-const LONG_VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("UNSEEN_GIT_COMMIT"),
-    ")\nwasmtime ",
-    env!("UNSEEN_WASMTIME_VERSION"),
-    ", DataFusion ",
-    env!("UNSEEN_DATAFUSION_VERSION"),
-    ", OpenDP ",
-    env!("UNSEEN_OPENDP_VERSION"),
-);
 
 /// Writes `rows` under `headers` as columns aligned by display width (CJK
 /// characters count two), the `numeric` columns right-aligned, without
@@ -317,6 +304,12 @@ pub enum Command {
     /// Verify downloaded releases.
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// Print a statement of the running build (binary SHA-256, git commit,
+    /// Cargo.lock hash, engine versions) signed by the ledger key: the
+    /// server's with --server, else this binary's; `attest verify` checks one.
+    ///
+    /// Example: `unseen attest --nonce 7f3a --out build.json --token "$UNSEEN_TOKEN"`
+    Attest(AttestArgs),
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -609,6 +602,50 @@ pub enum ReleaseCommand {
         #[arg(long)]
         public_key: Option<PathBuf>,
         /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AttestArgs {
+    #[command(subcommand)]
+    pub verify: Option<AttestVerify>,
+    /// A challenge echoed in the signed statement, so it cannot be an old one.
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// Write the attestation here (default: print it).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Act as this user: an admin operating this data directory, or the owner of --token.
+    #[arg(long = "as")]
+    pub actor: Option<String>,
+    #[command(flatten)]
+    pub dir: DataDir,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttestVerify {
+    /// Check an attestation offline with the ledger's public key, and
+    /// optionally that a binary is the one it names.
+    ///
+    /// Example: `unseen attest verify build.json --public-key ledger.pub --binary /usr/local/bin/unseen --nonce 7f3a`
+    Verify {
+        /// The attestation (as `unseen attest --out` wrote it).
+        file: PathBuf,
+        /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Also check that this file hashes to the attested binary.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Also check that the statement answers this challenge.
+        #[arg(long)]
+        nonce: Option<String>,
+        /// Print the attestation as JSON once verified.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -1652,6 +1689,7 @@ fn over_server(command: &Command) -> OverServer {
         | Command::Budget(_)
         | Command::Review(_)
         | Command::Release(ReleaseCommand::Download { .. })
+        | Command::Attest(AttestArgs { verify: None, .. })
         | Command::Ledger(LedgerCommand::Reconcile { .. }) => OverServer::Backend,
         Command::Ledger(
             LedgerCommand::Checkpoint { .. }
@@ -1669,7 +1707,10 @@ fn over_server(command: &Command) -> OverServer {
         | Command::Dataset(DatasetCommand::Generate { .. } | DatasetCommand::Manifest { .. })
         | Command::Witness(_)
         | Command::Ledger(LedgerCommand::CheckProof { .. } | LedgerCommand::VerifySegment { .. })
-        | Command::Release(ReleaseCommand::Verify { .. }) => OverServer::LocalFiles,
+        | Command::Release(ReleaseCommand::Verify { .. })
+        | Command::Attest(AttestArgs {
+            verify: Some(_), ..
+        }) => OverServer::LocalFiles,
         _ => OverServer::No,
     }
 }
@@ -1871,6 +1912,7 @@ fn execute(command: Command, session: &Session, out: &mut dyn Write) -> Result<(
         Command::Logs(command) => jobs::logs(command, session, out),
         Command::Review(command) => review::run(command, session, out),
         Command::Release(command) => review::release(command, session, out),
+        Command::Attest(args) => attest::run(args, session, out),
         Command::Report(command) => review::report(command, out),
         Command::Budget(command) => budget::run(command, session, out),
         Command::Ledger(command) => ledger::run(command, session, out),

@@ -255,6 +255,13 @@ pub(super) fn release(
                     "  included under the signed checkpoint of size {} with root {}",
                     proof.tree_size, proof.root
                 )?;
+                match &proof.build {
+                    Some(build) => {
+                        writeln!(out, "  signed by this build:")?;
+                        super::attest::write_build(out, build)?;
+                    }
+                    None => writeln!(out, "  (signed before builds were recorded)")?,
+                }
             }
             Ok(())
         }
