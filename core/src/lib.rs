@@ -39,6 +39,7 @@ mod extract;
 pub mod grants;
 mod host;
 pub mod jobs;
+pub mod keyrelease;
 pub mod keys;
 pub mod marginals;
 pub mod metrics;
