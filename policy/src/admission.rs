@@ -450,13 +450,20 @@ fn admit_aggregate(
         no_prohibited_refs(expr, input, manifests)?;
     }
     let mut keys = Vec::new();
+    let mut binned = Vec::new();
     for expr in &aggregate.group_expr {
+        if let Some(bin) = bin_of(expr, input) {
+            let (key, projected) = bin_key(bin, keys.len(), input, manifests)?;
+            binned.push((key.input.name.clone(), projected));
+            keys.push(key);
+            continue;
+        }
         let Expr::Column(c) = expr else {
             return Err(Refusal::new(
                 "group-key-expression",
                 None,
                 format!(
-                    "GROUP BY `{expr}` is an expression; group only by a declared group-key column with a public domain"
+                    "GROUP BY `{expr}` is an expression; group by a declared group-key column with a public domain, or bin a column with manifest bounds: `x - x % 10` or `FLOOR(x / 10) * 10`"
                 ),
             ));
         };
@@ -492,6 +499,7 @@ fn admit_aggregate(
         computed.push(value);
     }
     let bounded_input = project_computed(input, &mut aggregates, computed)?;
+    let bounded_input = project_bins(&bounded_input, binned)?;
 
     // Map every output column to a key or an aggregate of the Aggregate node.
     let agg_schema = aggregate.schema.as_ref();
@@ -1160,6 +1168,233 @@ fn explicitly_bounded(arg: &Expr, input: &LogicalPlan) -> Result<Option<Computed
         bounds: (lo, hi),
         display,
     }))
+}
+
+/// How SQL rounds `value / width` in the bin expression as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rounding {
+    /// `FLOOR(x / w) * w` over a non-integer division.
+    Floor,
+    /// `x - x % w`, and `FLOOR(x / w) * w` where `x / w` is integer
+    /// division (which truncates before FLOOR sees it).
+    Trunc,
+}
+
+/// A GROUP BY that bins a numeric column: `x - x % w` or `FLOOR(x / w) * w`.
+#[derive(Debug)]
+struct Bin {
+    column: Column,
+    width: f64,
+    rounding: Rounding,
+    display: String,
+}
+
+/// The expression without the aliases and casts the analyser added.
+fn uncast(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => uncast(&a.expr),
+        Expr::Cast(c) => uncast(&c.expr),
+        Expr::TryCast(c) => uncast(&c.expr),
+        other => other,
+    }
+}
+
+/// `expr` as a bin of a column, when it has one of the two shapes.
+fn bin_of(expr: &Expr, input: &LogicalPlan) -> Option<Bin> {
+    use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
+    let column = |e: &Expr| match uncast(e) {
+        Expr::Column(c) => Some(c.clone()),
+        _ => None,
+    };
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = uncast(expr) else {
+        return None;
+    };
+    let display = format!("{}", strip_alias(expr));
+    match op {
+        Operator::Minus => {
+            let x = column(left)?;
+            let Expr::BinaryExpr(BinaryExpr {
+                left: dividend,
+                op: Operator::Modulo,
+                right: width,
+            }) = uncast(right)
+            else {
+                return None;
+            };
+            (column(dividend)? == x).then_some(())?;
+            Some(Bin {
+                column: x,
+                width: literal_f64(width)?,
+                rounding: Rounding::Trunc,
+                display,
+            })
+        }
+        Operator::Multiply => {
+            let width = literal_f64(right)?;
+            let Expr::ScalarFunction(f) = uncast(left) else {
+                return None;
+            };
+            if !f.func.name().eq_ignore_ascii_case("floor") || f.args.len() != 1 {
+                return None;
+            }
+            let division = uncast(&f.args[0]);
+            let Expr::BinaryExpr(BinaryExpr {
+                left: dividend,
+                op: Operator::Divide,
+                right: divisor,
+            }) = division
+            else {
+                return None;
+            };
+            let x = column(dividend)?;
+            (literal_f64(divisor)? == width).then_some(())?;
+            let integer = division
+                .get_type(input.schema())
+                .is_ok_and(|t| t.is_integer());
+            Some(Bin {
+                column: x,
+                width,
+                rounding: if integer {
+                    Rounding::Trunc
+                } else {
+                    Rounding::Floor
+                },
+                display,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Which bin `value` falls in, exactly as the projected key computes it.
+fn bin_value(value: f64, width: f64, rounding: Rounding) -> i64 {
+    let q = value / width;
+    let rounded = match rounding {
+        Rounding::Floor => q.floor(),
+        Rounding::Trunc => q.trunc(),
+    };
+    // Integral and within the bounds' range (checked by the caller).
+    (rounded * width) as i64
+}
+
+/// The group key of a bin: its public domain is every bin between the
+/// bins of the column's manifest bounds, and the value it groups by is the
+/// column clamped to those bounds and binned (so every row falls in a
+/// public bin, and the groups depend on no data). Also the projected
+/// expression, named as the key's input column.
+fn bin_key(
+    bin: Bin,
+    index: usize,
+    input: &LogicalPlan,
+    manifests: &BTreeMap<String, Manifest>,
+) -> Result<(GroupKey, Expr), Refusal> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{Cast, lit, when};
+    let (table, src) = resolve(input, &bin.column)?;
+    let at = Some(format!("{table}.{src}"));
+    let spec = manifests[&table]
+        .column(&src)
+        .ok_or_else(|| conditional_raw(&table, &src))?;
+    if spec.class == Class::Prohibited {
+        return Err(prohibited(&table, &src, &manifests[&table]));
+    }
+    let Some((lo, hi)) = spec.bounds.filter(|_| spec.ty != ColumnType::Utf8) else {
+        return Err(Refusal::new(
+            "bin-without-bounds",
+            at,
+            format!(
+                "GROUP BY `{}` bins column `{src}` of `{table}`, which has no bounds in the manifest, so its bins are not public; bin a numeric column with bounds",
+                bin.display
+            ),
+        ));
+    };
+    let width = bin.width;
+    if !(width >= 1.0 && width.fract() == 0.0 && width <= 1e15) {
+        return Err(Refusal::new(
+            "bin-width",
+            at,
+            format!(
+                "GROUP BY `{}` bins by {width}; use a positive whole number as the bin width",
+                bin.display
+            ),
+        ));
+    }
+    // Bins of width 1 over whole numbers are the raw values, which the
+    // manifest does not let this column be grouped by.
+    if spec.class == Class::Conditional
+        && !spec.group_key
+        && spec.ty == ColumnType::Int64
+        && width == 1.0
+    {
+        return Err(Refusal::new(
+            "not-a-group-key",
+            at,
+            format!(
+                "GROUP BY `{}` groups by the raw values of `{src}`, which the manifest does not allow as a group key; use bins wider than 1",
+                bin.display
+            ),
+        ));
+    }
+    let (first, last) = (
+        bin_value(lo, width, bin.rounding),
+        bin_value(hi, width, bin.rounding),
+    );
+    let count = (last - first) / width as i64 + 1;
+    if count > crate::dp::MAX_CELLS as i64 {
+        return Err(Refusal::new(
+            "too-many-bins",
+            at,
+            format!(
+                "GROUP BY `{}` makes {count} bins over the bounds [{lo}, {hi}] of `{src}`; use a wider bin (at most {} bins)",
+                bin.display,
+                crate::dp::MAX_CELLS
+            ),
+        ));
+    }
+    let domain = (0..count)
+        .map(|k| (first + k * width as i64).to_string())
+        .collect();
+    let value = Expr::Cast(Cast::new(
+        Box::new(Expr::Column(bin.column.clone())),
+        DataType::Float64,
+    ));
+    let clamped = when(value.clone().lt(lit(lo)), lit(lo))
+        .when(value.clone().gt(lit(hi)), lit(hi))
+        .otherwise(value)
+        .map_err(|e| Refusal::new("sql-error", None, e.strip_backtrace()))?;
+    let quotient = clamped / lit(width);
+    let rounded = match bin.rounding {
+        Rounding::Floor => datafusion::functions::math::expr_fn::floor(quotient),
+        Rounding::Trunc => datafusion::functions::math::expr_fn::trunc(vec![quotient]),
+    };
+    let key = Expr::Cast(Cast::new(Box::new(rounded * lit(width)), DataType::Int64));
+    let name = format!("__unseen_bin{index}");
+    Ok((
+        GroupKey {
+            input: Column::new_unqualified(&name),
+            source: src,
+            domain: Some(domain),
+        },
+        key,
+    ))
+}
+
+/// `input` with one more column per binned group key.
+fn project_bins(input: &LogicalPlan, bins: Vec<(String, Expr)>) -> Result<LogicalPlan, Refusal> {
+    if bins.is_empty() {
+        return Ok(input.clone());
+    }
+    let mut exprs: Vec<Expr> = input
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    exprs.extend(bins.into_iter().map(|(name, e)| e.alias(name)));
+    datafusion::logical_expr::LogicalPlanBuilder::from(input.clone())
+        .project(exprs)
+        .and_then(|b| b.build())
+        .map_err(|e| Refusal::new("sql-error", None, e.strip_backtrace()))
 }
 
 /// A literal number, possibly behind casts the analyser added.

@@ -460,3 +460,61 @@ fn an_abandoned_job_is_ended_failed_with_its_reason() {
     drop(domain);
     ok(&["ledger", "verify", "--data-dir", &data]);
 }
+
+/// Bins of a column with manifest bounds (`x - x % w`, `FLOOR(x / w) * w`)
+/// go through the service's own session rules and release every bin
+/// between the bounds; a bin of a prohibited column is refused by name.
+#[test]
+fn bins_of_a_bounded_column_are_released_as_public_groups() {
+    let (_dir, data, grant) = setup();
+    let sql = "SELECT birth_year - birth_year % 10 AS decade, COUNT(*) AS n, AVG(annual_income) AS income \
+               FROM residents GROUP BY birth_year - birth_year % 10 ORDER BY decade";
+    let out = ok(&[
+        "query",
+        "--grant",
+        &grant,
+        "--json",
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+        sql,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let output = v["outputs"][0].as_str().unwrap_or_else(|| panic!("{v}"));
+    let shown = ok(&["review", "show", output, "--as", "rev", "--data-dir", &data]);
+    for decade in ["1940", "1950", "1960", "1970", "1980", "1990", "2000"] {
+        assert!(shown.contains(decade), "bin {decade} in {shown}");
+    }
+    assert!(
+        !shown.contains("1930") && !shown.contains("2010"),
+        "{shown}"
+    );
+    let refused = fails(&[
+        "query",
+        "--grant",
+        &grant,
+        "--dry-run",
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+        "SELECT person_id - person_id % 10 AS b, COUNT(*) FROM residents GROUP BY person_id - person_id % 10",
+    ]);
+    assert!(
+        refused.contains("`person_id`") && refused.contains("prohibited"),
+        "{refused}"
+    );
+    let refused = fails(&[
+        "query",
+        "--grant",
+        &grant,
+        "--dry-run",
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+        "SELECT FLOOR(annual_income / 2) * 2 AS b, COUNT(*) FROM residents GROUP BY FLOOR(annual_income / 2) * 2",
+    ]);
+    assert!(refused.contains("use a wider bin"), "{refused}");
+}

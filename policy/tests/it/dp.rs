@@ -220,3 +220,78 @@ domain = ["a", "b"]
         n[0].value
     );
 }
+
+/// The exact counts DataFusion gives for `key_sql` (the analyst's own
+/// expression), as (bin, count) text pairs.
+async fn exact_counts(
+    ctx: &datafusion::prelude::SessionContext,
+    key_sql: &str,
+) -> Vec<(String, i64)> {
+    let batches = ctx
+        .sql(&format!(
+            "SELECT CAST({key_sql} AS BIGINT) AS k, COUNT(*) AS n FROM residents GROUP BY 1 ORDER BY 1"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        let k = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        let n = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        for i in 0..b.num_rows() {
+            out.push((k.value(i).to_string(), n.value(i)));
+        }
+    }
+    out
+}
+
+/// Bins of a column with manifest bounds are public groups: every bin
+/// between the bounds' bins is released, each with its own noise, and
+/// (at a huge epsilon) the counts are the exact ones of the expression as
+/// the analyst wrote it, in both shapes.
+#[tokio::test]
+async fn bins_of_a_bounded_column_release_every_bin_with_the_expressions_own_meaning() {
+    let (ctx, manifests) = session(3_000);
+    for (key_sql, bins) in [
+        ("birth_year - birth_year % 10", 7),
+        ("FLOOR(birth_year / 10) * 10", 7),
+        ("FLOOR(annual_income / 100000) * 100000", 11),
+    ] {
+        let sql = format!(
+            "SELECT {key_sql} AS band, COUNT(*) AS n FROM residents GROUP BY {key_sql} ORDER BY band"
+        );
+        let Admitted::Aggregate(q) = plan_query(&ctx, &sql, &manifests).await.unwrap() else {
+            panic!("{sql} is not an aggregate")
+        };
+        let plan = charged(plan_release(&q, 1e7, |_: &str| true).unwrap());
+        let release = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
+        let t = &release.result.table;
+        assert_eq!(t.rows(), bins, "{sql}: every public bin");
+        let ColumnValues::Text(bands) = t.column("band").unwrap() else {
+            panic!("{sql}: bins are group keys")
+        };
+        let ColumnValues::Estimate(n) = t.column("n").unwrap() else {
+            panic!()
+        };
+        let released: std::collections::BTreeMap<&str, i64> = bands
+            .iter()
+            .map(String::as_str)
+            .zip(n.iter().map(|e| e.value.round() as i64))
+            .collect();
+        for (bin, count) in exact_counts(&ctx, key_sql).await {
+            assert_eq!(released.get(bin.as_str()), Some(&count), "{sql}: bin {bin}");
+        }
+        let total: i64 = released.values().sum();
+        assert_eq!(total, 3_000, "{sql}: every row in a bin");
+    }
+}
