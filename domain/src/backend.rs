@@ -130,7 +130,14 @@ pub trait Backend {
     fn review(&self, id: &str, approve: bool, reason: &str) -> Result<api::ReviewDecision>;
     /// The release file; written durably to `destination` (when given)
     /// before the service counts the download where it can.
-    fn download_release(&self, id: &str, destination: Option<Destination>) -> Result<String>;
+    /// Downloads a release (counted once `destination` is written), as its
+    /// bundle or, with `format`, its table in that format.
+    fn download_release(
+        &self,
+        id: &str,
+        destination: Option<Destination>,
+        format: Option<crate::export::TableFormat>,
+    ) -> Result<String>;
     fn reconcile(&self) -> Result<Reconciliation>;
 }
 
@@ -457,12 +464,22 @@ impl Backend for Local {
         })
     }
 
-    fn download_release(&self, id: &str, destination: Option<Destination>) -> Result<String> {
+    fn download_release(
+        &self,
+        id: &str,
+        destination: Option<Destination>,
+        format: Option<crate::export::TableFormat>,
+    ) -> Result<String> {
         let mut destination = destination;
+        // Converted before the write that counts it: a failure costs nothing.
         Ok(self
             .domain
             .download_release_into(self.actor()?, id, |text| match destination.take() {
-                Some(d) => d.commit(text.as_bytes()).map_err(DomainError::CannotWrite),
+                Some(d) => {
+                    let bytes = crate::export::release_file_bytes(text, format)
+                        .map_err(|e| DomainError::CannotWrite(format!("{e:#}")))?;
+                    d.commit(&bytes).map_err(DomainError::CannotWrite)
+                }
                 None => Ok(()),
             })?)
     }
@@ -656,11 +673,17 @@ impl Backend for Remote {
         self.post(&path, &Self::reason(reason))
     }
 
-    fn download_release(&self, id: &str, destination: Option<Destination>) -> Result<String> {
+    fn download_release(
+        &self,
+        id: &str,
+        destination: Option<Destination>,
+        format: Option<crate::export::TableFormat>,
+    ) -> Result<String> {
         let file = self.client.get(&format!("/v1/releases/{}", segment(id)))?;
         let text = serde_json::to_string_pretty(&file)?;
         if let Some(d) = destination {
-            d.commit(text.as_bytes()).map_err(anyhow::Error::msg)?;
+            let bytes = crate::export::release_file_bytes(&text, format)?;
+            d.commit(&bytes).map_err(anyhow::Error::msg)?;
         }
         Ok(text)
     }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod conns;
 pub mod console;
 pub mod demo;
+pub mod export;
 pub mod logging;
 pub mod server;
 pub mod tls;

@@ -603,3 +603,123 @@ fn ledger_checkpoint_prints_the_signed_checkpoint_locally_and_over_the_server() 
 fn unseen_ledger_origin() -> &'static str {
     "unseen.local/ledger"
 }
+
+/// A release as data: `release export` writes a verified bundle's table as
+/// CSV, JSON lines or Parquet with each estimate's bounds as columns, and
+/// refuses a tampered bundle; `release download --format` writes the table
+/// directly and counts as a download.
+#[test]
+fn a_release_exports_as_csv_json_and_parquet_with_its_bounds() {
+    let (_dir, empty, release, bundle, key) = bundle_in_empty_dir();
+    let document: Value = serde_json::from_str(&std::fs::read_to_string(&bundle).unwrap()).unwrap();
+    let first_n = document["document"]["table"]["columns"][1]["values"][0].clone();
+    let nowhere = empty.path().join("no-data-dir");
+    let export = |format: &str, file: &str| {
+        let out = empty.path().join(file);
+        let text = ok(&[
+            "release",
+            "export",
+            bundle.to_str().unwrap(),
+            "--format",
+            format,
+            "--out",
+            out.to_str().unwrap(),
+            "--public-key",
+            key.to_str().unwrap(),
+            "--data-dir",
+            nowhere.to_str().unwrap(),
+        ]);
+        assert!(
+            text.contains(&format!("release {release} verified")),
+            "{text}"
+        );
+        out
+    };
+    let csv = std::fs::read_to_string(export("csv", "r.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("district,n,n_lower,n_upper"));
+    assert_eq!(lines.count(), 12, "{csv}");
+    let json = std::fs::read_to_string(export("json", "r.jsonl")).unwrap();
+    let row: Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(row["n"], first_n["value"]);
+    assert_eq!(row["n_lower"], first_n["lower"]);
+    assert_eq!(row["n_upper"], first_n["upper"]);
+    let parquet = std::fs::File::open(export("parquet", "r.parquet")).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(parquet).unwrap();
+    let names: Vec<String> = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["district", "n", "n_lower", "n_upper"]);
+    let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 12);
+    // A changed estimate is refused before anything is written.
+    let tampered_bundle = empty.path().join("tampered.json");
+    std::fs::write(
+        &tampered_bundle,
+        tampered(&document, "/document/table/columns/1/values/0/value", alter),
+    )
+    .unwrap();
+    let refused = fails(&[
+        "release",
+        "export",
+        tampered_bundle.to_str().unwrap(),
+        "--format",
+        "csv",
+        "--out",
+        empty.path().join("t.csv").to_str().unwrap(),
+        "--public-key",
+        key.to_str().unwrap(),
+        "--data-dir",
+        nowhere.to_str().unwrap(),
+    ]);
+    assert!(
+        refused.contains("FAILED at the release signature"),
+        "{refused}"
+    );
+    assert!(!empty.path().join("t.csv").exists());
+}
+
+#[test]
+fn a_download_as_data_is_counted_like_a_bundle() {
+    let (dir, data) = residents_dir("500");
+    let grant = issue_grant(&data, "5", &["--max-downloads", "1"]);
+    let release = approved_release(&data, &grant, &["rev"]);
+    let csv = dir.path().join("r.csv");
+    let text = ok(&[
+        "release",
+        "download",
+        &release,
+        "--out",
+        csv.to_str().unwrap(),
+        "--format",
+        "csv",
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(text.contains("downloaded release"), "{text}");
+    let written = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        written.starts_with("district,n,n_lower,n_upper\n"),
+        "{written}"
+    );
+    assert_eq!(counted(&data, &grant), (1, 1));
+    // The limit holds whatever the format.
+    let again = fails(&[
+        "release",
+        "download",
+        &release,
+        "--out",
+        dir.path().join("again.json").to_str().unwrap(),
+        "--as",
+        "dev",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(again.contains("download"), "{again}");
+}

@@ -581,12 +581,38 @@ pub enum ReleaseCommand {
         /// Replace the --out file if it exists.
         #[arg(long, requires = "out")]
         force: bool,
+        /// Write the release's table as data instead of the bundle: each
+        /// estimate as `x`, `x_lower`, `x_upper` (not verifiable offline;
+        /// keep the bundle for that, and `release export` it later).
+        #[arg(long, value_enum, requires = "out")]
+        format: Option<crate::export::TableFormat>,
         /// Act as this user: an admin operating this data directory, or the owner of --token.
         #[arg(long = "as")]
         actor: Option<String>,
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Verify a downloaded bundle with the public key, then write its table
+    /// as CSV, JSON lines or Parquet, each estimate as `x`, `x_lower`, `x_upper`.
+    ///
+    /// Example: `unseen release export release.json --format parquet --out release.parquet --public-key ledger.pub`
+    Export {
+        /// The bundle (as `release download` wrote it).
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        format: crate::export::TableFormat,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace the --out file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
         #[command(flatten)]
         dir: DataDir,
     },
@@ -1707,7 +1733,7 @@ fn over_server(command: &Command) -> OverServer {
         | Command::Dataset(DatasetCommand::Generate { .. } | DatasetCommand::Manifest { .. })
         | Command::Witness(_)
         | Command::Ledger(LedgerCommand::CheckProof { .. } | LedgerCommand::VerifySegment { .. })
-        | Command::Release(ReleaseCommand::Verify { .. })
+        | Command::Release(ReleaseCommand::Verify { .. } | ReleaseCommand::Export { .. })
         | Command::Attest(AttestArgs {
             verify: Some(_), ..
         }) => OverServer::LocalFiles,

@@ -265,10 +265,35 @@ pub(super) fn release(
             }
             Ok(())
         }
+        ReleaseCommand::Export {
+            file,
+            format,
+            out: path,
+            force,
+            public_key,
+            dir,
+        } => {
+            let text = read_text(&file)?;
+            let key = self::public_key(&dir.path(), public_key.as_deref())?;
+            // Only a table the ledger proves is written out.
+            let proof = crate::bundle::verify_bundle(&text, &key)?;
+            let bytes = crate::export::release_file_bytes(&text, Some(format))?;
+            crate::util::Destination::prepare(&path, force)
+                .and_then(|d| d.commit(&bytes))
+                .map_err(anyhow::Error::msg)?;
+            writeln!(
+                out,
+                "release {} verified; its table written to {}",
+                proof.release,
+                path.display()
+            )?;
+            Ok(())
+        }
         ReleaseCommand::Download {
             id,
             out: path,
             force,
+            format,
             actor,
             json,
             dir,
@@ -276,7 +301,7 @@ pub(super) fn release(
             let backend = session.backend(&dir, actor)?;
             // The destination is made ready before the download, which counts.
             let destination = prepare_download(path.as_deref(), force)?;
-            let file = backend.download_release(&id, destination)?;
+            let file = backend.download_release(&id, destination, format)?;
             match &path {
                 Some(p) => say(
                     out,
