@@ -17,6 +17,7 @@ pub mod conns;
 pub mod console;
 pub mod demo;
 pub mod export;
+pub mod import;
 pub mod logging;
 pub mod server;
 pub mod tls;

@@ -499,7 +499,7 @@ fn admit_aggregate(
         computed.push(value);
     }
     let bounded_input = project_computed(input, &mut aggregates, computed)?;
-    let bounded_input = project_bins(&bounded_input, binned)?;
+    let bounded_input = with_columns(&bounded_input, binned)?;
 
     // Map every output column to a key or an aggregate of the Aggregate node.
     let agg_schema = aggregate.schema.as_ref();
@@ -1379,9 +1379,9 @@ fn bin_key(
     ))
 }
 
-/// `input` with one more column per binned group key.
-fn project_bins(input: &LogicalPlan, bins: Vec<(String, Expr)>) -> Result<LogicalPlan, Refusal> {
-    if bins.is_empty() {
+/// `input` with its columns and `extra` named columns after them.
+fn with_columns(input: &LogicalPlan, extra: Vec<(String, Expr)>) -> Result<LogicalPlan, Refusal> {
+    if extra.is_empty() {
         return Ok(input.clone());
     }
     let mut exprs: Vec<Expr> = input
@@ -1390,7 +1390,7 @@ fn project_bins(input: &LogicalPlan, bins: Vec<(String, Expr)>) -> Result<Logica
         .into_iter()
         .map(Expr::Column)
         .collect();
-    exprs.extend(bins.into_iter().map(|(name, e)| e.alias(name)));
+    exprs.extend(extra.into_iter().map(|(name, e)| e.alias(name)));
     datafusion::logical_expr::LogicalPlanBuilder::from(input.clone())
         .project(exprs)
         .and_then(|b| b.build())
@@ -1421,24 +1421,13 @@ fn project_computed(
     aggregates: &mut [DpAggregate],
     computed: Vec<Option<Computed>>,
 ) -> Result<LogicalPlan, Refusal> {
-    if computed.iter().all(Option::is_none) {
-        return Ok(input.clone());
-    }
-    let mut exprs: Vec<Expr> = input
-        .schema()
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
+    let mut extra = Vec::new();
     for (i, (agg, c)) in aggregates.iter_mut().zip(computed).enumerate() {
         let Some(c) = c else { continue };
         let name = format!("__unseen_computed{i}");
-        exprs.push(c.expr.alias(&name));
         agg.input = Some(Column::new_unqualified(&name));
         agg.source = Some((String::new(), c.display, c.ty, c.bounds));
+        extra.push((name, c.expr));
     }
-    datafusion::logical_expr::LogicalPlanBuilder::from(input.clone())
-        .project(exprs)
-        .and_then(|b| b.build())
-        .map_err(|e| Refusal::new("sql-error", None, e.strip_backtrace()))
+    with_columns(input, extra)
 }

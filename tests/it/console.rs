@@ -364,7 +364,12 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// Stops chromedriver and the browsers it started (its process group),
+    /// also when a test failed before closing its session.
     fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -376,8 +381,11 @@ fn start_driver(chromedriver: &Path) -> Driver {
         .local_addr()
         .unwrap()
         .port();
+    use std::os::unix::process::CommandExt;
     let child = std::process::Command::new(chromedriver)
         .arg(format!("--port={port}"))
+        // Its own process group, so dropping the driver stops its browsers too.
+        .process_group(0)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -17,6 +17,7 @@ mod demo;
 mod dev;
 mod extract;
 mod flights;
+mod import;
 mod joins;
 mod ledger_integrity;
 mod limits;

@@ -32,15 +32,36 @@ pub(super) fn run(command: DatasetCommand, session: &Session, out: &mut dyn Writ
         DatasetCommand::Register {
             name,
             parquet,
+            csv,
+            arrow,
             manifest,
             actor,
             json,
             dir,
         } => {
             let text = read_text(&manifest)?;
-            let done = session
-                .backend(&dir, actor)?
-                .register_dataset(&name, &parquet, &text)?;
+            let backend = session.backend(&dir, actor)?;
+            // CSV and Arrow become Parquet in a private scratch directory
+            // first, read with the manifest's types.
+            let staging = tempfile::Builder::new()
+                .prefix("unseen-import-")
+                .tempdir()?;
+            let checked = || {
+                unseen_policy::manifest::Manifest::parse(&text).map_err(|e| {
+                    anyhow::anyhow!("{}: manifest has mistakes:\n{e}", manifest.display())
+                })
+            };
+            let parquet = match (parquet, csv, arrow) {
+                (Some(p), _, _) => p,
+                (None, Some(c), _) => {
+                    crate::import::csv_to_parquet(&c, &checked()?, staging.path())?
+                }
+                (None, None, Some(a)) => {
+                    crate::import::arrow_to_parquet(&a, &checked()?, staging.path())?
+                }
+                (None, None, None) => bail!("name the data file: --parquet, --csv or --arrow"),
+            };
+            let done = backend.register_dataset(&name, &parquet, &text)?;
             say(
                 out,
                 json,

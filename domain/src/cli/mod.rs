@@ -838,13 +838,23 @@ pub enum DatasetCommand {
     /// Register a Parquet file with its manifest; stored encrypted.
     ///
     /// Example: `unseen dataset register --name residents --parquet residents.parquet --manifest residents.toml --as wang.min`
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["parquet", "csv", "arrow"])))]
     Register {
         /// Name to register the dataset under (used in SQL and in grants).
         #[arg(long)]
         name: String,
         /// The Parquet file to register.
         #[arg(long)]
-        parquet: PathBuf,
+        parquet: Option<PathBuf>,
+        /// A CSV file to register instead: a header line naming the
+        /// manifest's columns in order, values read with its types (a
+        /// mistake names the line and column, never the value).
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// An Arrow IPC file to register instead, with the manifest's
+        /// columns and types.
+        #[arg(long)]
+        arrow: Option<PathBuf>,
         /// Its manifest: column classes, types and bounds, in TOML (see `dataset manifest`).
         #[arg(long)]
         manifest: PathBuf,
