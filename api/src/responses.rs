@@ -89,10 +89,9 @@ pub struct AttestationStatement {
     /// The ledger entry (`service.started`) that recorded this build when
     /// the process started; `None` for a command run on the data directory.
     pub started_entry: Option<u64>,
-    /// When the statement was made (RFC 3339).
+    /// When the statement was made (RFC 3339). (No ledger size: it grows
+    /// with every query, and developers may read this.)
     pub at: String,
-    /// The ledger's size then.
-    pub ledger_size: u64,
     /// The ledger key that signed it (hex, as in `ledger.pub`).
     pub public_key: String,
     /// The caller's challenge, so an old statement cannot be replayed.

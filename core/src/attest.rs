@@ -121,7 +121,6 @@ impl Domain {
             build: running_build()?,
             started_entry: self.started_entry.get().copied(),
             at: self.now_rfc3339(),
-            ledger_size: self.ledger_head()?.size,
             public_key: self.ledger.public_key()?.to_hex(),
             nonce: nonce.map(str::to_string),
         };

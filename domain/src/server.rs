@@ -1095,8 +1095,9 @@ struct AttestationQuery {
     nonce: Option<String>,
 }
 
-/// Needs a token although it names no data: the ledger size it states
-/// grows with every query (see [`health`]).
+/// For every signed-in role: which code handles the data is theirs to know.
+/// It states nothing that changes while jobs run (no ledger size; see
+/// [`health`]).
 async fn attestation(
     State(state): State<AppState>,
     actor: Actor,

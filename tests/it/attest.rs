@@ -108,6 +108,18 @@ fn a_server_records_its_build_at_start_and_signs_statements_checked_offline() {
         attestation["statement"]["started_entry"], started[0].index,
         "the statement points at the start entry"
     );
+    // Nothing in it moves while jobs run (no ledger size): developers read it.
+    let mut fields: Vec<&str> = attestation["statement"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["at", "build", "nonce", "public_key", "started_entry"]
+    );
 
     // An old statement replayed against a new challenge.
     let (passed, text) = verify(&statement, &["--nonce", "n-2"]);

@@ -602,6 +602,7 @@ pub enum ReleaseCommand {
     Export {
         /// The bundle (as `release download` wrote it).
         file: PathBuf,
+        /// The data format: csv, json (one object per line) or parquet.
         #[arg(long, value_enum)]
         format: crate::export::TableFormat,
         /// The file to write.
@@ -613,6 +614,9 @@ pub enum ReleaseCommand {
         /// Public key file (default: `DATA_DIR/ledger/ledger.pub`).
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         dir: DataDir,
     },

@@ -271,6 +271,7 @@ pub(super) fn release(
             out: path,
             force,
             public_key,
+            json,
             dir,
         } => {
             let text = read_text(&file)?;
@@ -281,13 +282,16 @@ pub(super) fn release(
             crate::util::Destination::prepare(&path, force)
                 .and_then(|d| d.commit(&bytes))
                 .map_err(anyhow::Error::msg)?;
-            writeln!(
+            say(
                 out,
-                "release {} verified; its table written to {}",
-                proof.release,
-                path.display()
-            )?;
-            Ok(())
+                json,
+                &json!({"release": proof.release, "path": path, "format": format!("{format:?}").to_lowercase()}),
+                format_args!(
+                    "release {} verified; its table written to {}",
+                    proof.release,
+                    path.display()
+                ),
+            )
         }
         ReleaseCommand::Download {
             id,
