@@ -81,6 +81,9 @@ pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> 
         ),
     };
     let domain = open(&dir)?;
+    // Measured (the executable hashed) before it says it listens, so the
+    // first requests do not wait for it; `serve` records it in the ledger.
+    crate::attest::running_build()?;
     if let Some((url, key)) = witness {
         runtime.spawn(crate::witness::keep_witnessed(
             Arc::clone(&domain),
