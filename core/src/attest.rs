@@ -43,12 +43,8 @@ pub fn running_build() -> Result<BuildRecord, DomainError> {
 fn measure() -> Result<BuildRecord, String> {
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find this process's executable: {e}"))?;
-    let binary_sha256 = sha256_file(&exe).map_err(|e| {
-        format!(
-            "cannot read this process's executable {}: {e}",
-            exe.display()
-        )
-    })?;
+    let binary_sha256 = crate::data::file_sha256(&exe)
+        .map_err(|e| format!("cannot read this process's executable: {e}"))?;
     Ok(BuildRecord {
         binary_sha256,
         version: unseen_build_info::VERSION.to_string(),
@@ -58,21 +54,6 @@ fn measure() -> Result<BuildRecord, String> {
         datafusion: unseen_build_info::DATAFUSION.to_string(),
         opendp: unseen_build_info::OPENDP.to_string(),
     })
-}
-
-/// SHA-256 of a file, streamed.
-pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hex::encode(context.finish()));
-        }
-        context.update(&buffer[..n]);
-    }
 }
 
 /// A caller's challenge: short, and plain enough to echo anywhere.
@@ -181,8 +162,7 @@ pub fn verify_attestation(
         )));
     }
     if let Some(path) = binary {
-        let actual =
-            sha256_file(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+        let actual = crate::data::file_sha256(path).map_err(|e| fail(e.to_string()))?;
         if actual != statement.build.binary_sha256 {
             return Err(fail(format!(
                 "{} hashes to {actual}, but the attested binary is {}",

@@ -254,13 +254,7 @@ impl KeyBroker {
                 request.evidence.measurement.clone(),
             ));
         }
-        let private = EphemeralPrivateKey::generate(&X25519, &self.rng)
-            .map_err(|_| KeyReleaseError::Platform("cannot make a key pair".into()))?;
-        let broker_public_key = private
-            .compute_public_key()
-            .map_err(|_| KeyReleaseError::Platform("cannot make a key pair".into()))?
-            .as_ref()
-            .to_vec();
+        let (private, broker_public_key) = ephemeral_key(&self.rng)?;
         let key = shared_key(private, &request.public_key, &request.challenge)?;
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
@@ -280,6 +274,18 @@ impl KeyBroker {
             sealed: out,
         })
     }
+}
+
+/// A fresh X25519 key pair: the private half and the public key's bytes.
+fn ephemeral_key(rng: &SystemRandom) -> Result<(EphemeralPrivateKey, Vec<u8>), KeyReleaseError> {
+    let failed = |_| KeyReleaseError::Platform("cannot make a key pair".into());
+    let private = EphemeralPrivateKey::generate(&X25519, rng).map_err(failed)?;
+    let public_key = private
+        .compute_public_key()
+        .map_err(failed)?
+        .as_ref()
+        .to_vec();
+    Ok((private, public_key))
 }
 
 /// The AES-256-GCM key both sides derive from the X25519 agreement.
@@ -323,14 +329,7 @@ pub fn obtain_key(
     attester: &dyn Attester,
     broker: &dyn Broker,
 ) -> Result<[u8; 32], KeyReleaseError> {
-    let rng = SystemRandom::new();
-    let private = EphemeralPrivateKey::generate(&X25519, &rng)
-        .map_err(|_| KeyReleaseError::Platform("cannot make a key pair".into()))?;
-    let public_key = private
-        .compute_public_key()
-        .map_err(|_| KeyReleaseError::Platform("cannot make a key pair".into()))?
-        .as_ref()
-        .to_vec();
+    let (private, public_key) = ephemeral_key(&SystemRandom::new())?;
     let challenge = broker.challenge()?;
     let evidence = attester.report(&binding(&challenge, &public_key))?;
     let wrapped = broker.release(&KeyRequest {
@@ -404,8 +403,7 @@ mod tests {
         let platform = SoftwareAttester::new("aa11").unwrap();
         let broker = broker_for(&platform, "aa11");
         let rng = SystemRandom::new();
-        let private = EphemeralPrivateKey::generate(&X25519, &rng).unwrap();
-        let public_key = private.compute_public_key().unwrap().as_ref().to_vec();
+        let (private, public_key) = ephemeral_key(&rng).unwrap();
         let challenge = broker.challenge().unwrap();
         let request = KeyRequest {
             challenge,
@@ -420,12 +418,12 @@ mod tests {
             Err(KeyReleaseError::StaleChallenge)
         );
         // Relay: the genuine evidence with the attacker's key on a new challenge.
-        let attacker = EphemeralPrivateKey::generate(&X25519, &rng).unwrap();
+        let (_attacker, attacker_public_key) = ephemeral_key(&rng).unwrap();
         let fresh = broker.challenge().unwrap();
         let relayed = KeyRequest {
             challenge: fresh,
             evidence: request.evidence.clone(),
-            public_key: attacker.compute_public_key().unwrap().as_ref().to_vec(),
+            public_key: attacker_public_key,
         };
         assert_eq!(broker.release(&relayed), Err(KeyReleaseError::WrongBinding));
     }
@@ -434,9 +432,7 @@ mod tests {
     fn an_altered_wrapped_key_does_not_open() {
         let platform = SoftwareAttester::new("aa11").unwrap();
         let broker = broker_for(&platform, "aa11");
-        let rng = SystemRandom::new();
-        let private = EphemeralPrivateKey::generate(&X25519, &rng).unwrap();
-        let public_key = private.compute_public_key().unwrap().as_ref().to_vec();
+        let (private, public_key) = ephemeral_key(&SystemRandom::new()).unwrap();
         let challenge = broker.challenge().unwrap();
         let mut wrapped = broker
             .release(&KeyRequest {

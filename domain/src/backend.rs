@@ -128,10 +128,9 @@ pub trait Backend {
     fn review_queue(&self) -> Result<api::ReviewQueue>;
     fn output(&self, id: &str) -> Result<api::OutputShown>;
     fn review(&self, id: &str, approve: bool, reason: &str) -> Result<api::ReviewDecision>;
-    /// The release file; written durably to `destination` (when given)
-    /// before the service counts the download where it can.
-    /// Downloads a release (counted once `destination` is written), as its
-    /// bundle or, with `format`, its table in that format.
+    /// The release file; written durably to `destination` (when given),
+    /// as the bundle or with `format` as its table in that format, before
+    /// the service counts the download where it can.
     fn download_release(
         &self,
         id: &str,

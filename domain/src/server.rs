@@ -229,8 +229,6 @@ impl ApiError {
         )
     }
 
-    /// A [`Backend`] error: the core's own errors keep their status;
-    /// anything else is the service's fault, logged and not detailed.
     /// The HTTP status this error answers with.
     pub(crate) fn status(&self) -> StatusCode {
         self.status
@@ -241,6 +239,8 @@ impl ApiError {
         &self.message
     }
 
+    /// A [`Backend`] error: the core's own errors keep their status;
+    /// anything else is the service's fault, logged and not detailed.
     fn from_backend(error: anyhow::Error) -> Self {
         match error.downcast::<DomainError>() {
             Ok(e) => e.into(),

@@ -15,7 +15,7 @@ use crate::support::*;
 /// SHA-256 of this test process's executable: the code that runs the
 /// service in these tests, and so what it must attest.
 fn own_binary_sha256() -> String {
-    unseen::attest::sha256_file(&std::env::current_exe().unwrap()).unwrap()
+    unseen::data::file_sha256(&std::env::current_exe().unwrap()).unwrap()
 }
 
 fn head_commit() -> Option<String> {
@@ -50,7 +50,7 @@ fn a_server_records_its_build_at_start_and_signs_statements_checked_offline() {
     let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
     assert_eq!(
         build["cargo_lock_sha256"],
-        unseen::attest::sha256_file(&lock).unwrap().as_str()
+        unseen::data::file_sha256(&lock).unwrap().as_str()
     );
     // Built from the checkout under test (a commit made since the build
     // would differ, but the suite builds before it runs).

@@ -368,7 +368,7 @@ fn a_downloaded_bundle_verifies_with_only_the_public_key() {
     assert!(text.contains("approved by rev, rev2"), "{text}");
     assert!(text.contains("signed by this build"), "{text}");
     // The release was signed in this process: its build is this binary.
-    let own = unseen::attest::sha256_file(&std::env::current_exe().unwrap()).unwrap();
+    let own = unseen::data::file_sha256(&std::env::current_exe().unwrap()).unwrap();
     assert_eq!(proof["build"]["binary_sha256"], own.as_str());
     // Another ledger's key proves nothing.
     let (_other_dir, other) = residents_dir("200");

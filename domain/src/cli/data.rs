@@ -1,6 +1,7 @@
 //! Datasets: generate, register, list, summarise and destroy.
 
 use super::*;
+use unseen_policy::manifest::Manifest;
 
 pub(super) fn run(command: DatasetCommand, session: &Session, out: &mut dyn Write) -> Result<()> {
     match command {
@@ -42,23 +43,24 @@ pub(super) fn run(command: DatasetCommand, session: &Session, out: &mut dyn Writ
             let text = read_text(&manifest)?;
             let backend = session.backend(&dir, actor)?;
             // CSV and Arrow become Parquet in a private scratch directory
-            // first, read with the manifest's types.
-            let staging = tempfile::Builder::new()
-                .prefix("unseen-import-")
-                .tempdir()?;
-            let checked = || {
-                unseen_policy::manifest::Manifest::parse(&text).map_err(|e| {
+            // first (kept until registered), read with the manifest's types.
+            let mut staging = None;
+            let mut convert = |read: fn(&Path, &Manifest, &Path) -> Result<PathBuf>,
+                               file: &Path| {
+                let checked = Manifest::parse(&text).map_err(|e| {
                     anyhow::anyhow!("{}: manifest has mistakes:\n{e}", manifest.display())
-                })
+                })?;
+                let dir = staging.insert(
+                    tempfile::Builder::new()
+                        .prefix("unseen-import-")
+                        .tempdir()?,
+                );
+                read(file, &checked, dir.path())
             };
             let parquet = match (parquet, csv, arrow) {
                 (Some(p), _, _) => p,
-                (None, Some(c), _) => {
-                    crate::import::csv_to_parquet(&c, &checked()?, staging.path())?
-                }
-                (None, None, Some(a)) => {
-                    crate::import::arrow_to_parquet(&a, &checked()?, staging.path())?
-                }
+                (None, Some(c), _) => convert(crate::import::csv_to_parquet, &c)?,
+                (None, None, Some(a)) => convert(crate::import::arrow_to_parquet, &a)?,
                 (None, None, None) => bail!("name the data file: --parquet, --csv or --arrow"),
             };
             let done = backend.register_dataset(&name, &parquet, &text)?;

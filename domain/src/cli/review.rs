@@ -285,7 +285,7 @@ pub(super) fn release(
             say(
                 out,
                 json,
-                &json!({"release": proof.release, "path": path, "format": format!("{format:?}").to_lowercase()}),
+                &json!({"release": proof.release, "path": path, "format": clap::ValueEnum::to_possible_value(&format).map(|v| v.get_name().to_string())}),
                 format_args!(
                     "release {} verified; its table written to {}",
                     proof.release,
