@@ -454,19 +454,29 @@ async fn output_page(
     Query(paging): Query<Paging>,
 ) -> Page {
     viewer.require(Operation::ShowOutput, "read quarantined outputs")?;
+    output_page_of(&state, &viewer, id, paging.page, None).await
+}
+
+/// The page of output `id` with its queue entry, after a decision or not.
+async fn output_page_of(
+    state: &AppState,
+    viewer: &Viewer,
+    id: String,
+    page_number: Option<usize>,
+    decided: Option<&unseen_api::ReviewDecision>,
+) -> Page {
     let wanted = id.clone();
     let (shown, queue) = viewer
-        .call(&state, move |b| Ok((b.output(&wanted)?, b.review_queue()?)))
+        .call(state, move |b| Ok((b.output(&wanted)?, b.review_queue()?)))
         .await?;
     let item = queue
         .outputs
         .iter()
-        .find(|o| o["output"].as_str() == Some(id.as_str()))
-        .cloned();
-    let body = output_body(&viewer, &id, &shown, item.as_ref(), paging.page, None);
+        .find(|o| o["output"].as_str() == Some(id.as_str()));
+    let body = output_body(viewer, &id, &shown, item, page_number, decided);
     Ok(respond(
         StatusCode::OK,
-        page(&format!("Output {id}"), Some(&viewer), body),
+        page(&format!("Output {id}"), Some(viewer), body),
     ))
 }
 
@@ -581,20 +591,7 @@ async fn decide(
     let decision = viewer
         .call(&state, move |b| b.review(&wanted, approve, &reason))
         .await?;
-    let wanted = id.clone();
-    let (shown, queue) = viewer
-        .call(&state, move |b| Ok((b.output(&wanted)?, b.review_queue()?)))
-        .await?;
-    let item = queue
-        .outputs
-        .iter()
-        .find(|o| o["output"].as_str() == Some(id.as_str()))
-        .cloned();
-    let body = output_body(&viewer, &id, &shown, item.as_ref(), None, Some(&decision));
-    Ok(respond(
-        StatusCode::OK,
-        page(&format!("Output {id}"), Some(&viewer), body),
-    ))
+    output_page_of(&state, &viewer, id, None, Some(&decision)).await
 }
 
 // ---- Auditor ----
