@@ -12,11 +12,13 @@
 //! never depend on the service core, so that a client links nothing of it.
 #![forbid(unsafe_code)]
 
+pub mod applications;
 pub mod openapi;
 pub mod requests;
 pub mod responses;
 pub mod views;
 
+pub use applications::*;
 pub use requests::*;
 pub use responses::*;
 pub use views::*;

@@ -19,7 +19,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{OpenApiBuilder, PathsBuilder, RefOr, Required};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::{requests as rq, responses as rs};
+use crate::{applications as ap, requests as rq, responses as rs};
 
 /// One route as the server serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,14 @@ pub enum Operation {
     RevokeGrant,
     GrantBudget,
     GrantUsage,
+    ListApplications,
+    Apply,
+    ShowApplication,
+    AmendApplication,
+    WithdrawApplication,
+    PreReviewApplication,
+    DecideApplication,
+    ApplicationFeedback,
     UploadModule,
     ListJobs,
     SubmitJob,
@@ -102,6 +110,11 @@ pub enum BodyType {
     MarginalsRequest,
     BudgetRequest,
     GrantRequest,
+    PreReview,
+    ApplicationDecision,
+    ApplicationFeedback,
+    Applications,
+    ApplicationShown,
     JobRequest,
     QueryRequest,
     ExtractRequest,
@@ -295,6 +308,54 @@ impl Operation {
                 200,
                 Body::of(T::Usage),
             ),
+            O::ListApplications => c(
+                "Grant applications: an admin's or auditor's all, a developer's own.",
+                Body::Nothing,
+                200,
+                Body::of(T::Applications),
+            ),
+            O::Apply => c(
+                "Apply for a grant for one scenario (the caller is the applicant and the grant's developer; leave `developer` empty).",
+                Body::of(T::GrantRequest),
+                201,
+                Body::of(T::ApplicationShown),
+            ),
+            O::ShowApplication => c(
+                "One application with its history.",
+                Body::Nothing,
+                200,
+                Body::of(T::ApplicationShown),
+            ),
+            O::AmendApplication => c(
+                "Amend a returned application; it is submitted again.",
+                Body::of(T::GrantRequest),
+                200,
+                Body::of(T::ApplicationShown),
+            ),
+            O::WithdrawApplication => c(
+                "Withdraw an application before its decision.",
+                Body::of(T::Reason),
+                200,
+                Body::of(T::ApplicationShown),
+            ),
+            O::PreReviewApplication => c(
+                "Pre-review (completeness): send it to review, or return it with what is missing.",
+                Body::of(T::PreReview),
+                200,
+                Body::of(T::ApplicationShown),
+            ),
+            O::DecideApplication => c(
+                "Decide an application in review: approve (possibly narrowed; the grant is issued as approved) or reject, with reasons.",
+                Body::of(T::ApplicationDecision),
+                200,
+                Body::of(T::ApplicationShown),
+            ),
+            O::ApplicationFeedback => c(
+                "Feedback on an approved application's grant, by its applicant.",
+                Body::of(T::ApplicationFeedback),
+                200,
+                Body::of(T::ApplicationShown),
+            ),
             O::UploadModule => Contract {
                 query: Some(QueryString::Upload),
                 ..c(
@@ -446,6 +507,11 @@ impl BodyType {
             T::MarginalsRequest => register::<rq::MarginalsRequest>(c),
             T::BudgetRequest => register::<rq::BudgetRequest>(c),
             T::GrantRequest => register::<rq::GrantRequest>(c),
+            T::PreReview => register::<ap::PreReview>(c),
+            T::ApplicationDecision => register::<ap::ApplicationDecision>(c),
+            T::ApplicationFeedback => register::<ap::ApplicationFeedback>(c),
+            T::Applications => register::<ap::Applications>(c),
+            T::ApplicationShown => register::<ap::ApplicationShown>(c),
             T::JobRequest => register::<rq::JobRequest>(c),
             T::QueryRequest => register::<rq::QueryRequest>(c),
             T::ExtractRequest => register::<rq::ExtractRequest>(c),

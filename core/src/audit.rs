@@ -188,6 +188,8 @@ pub async fn query(entries: &[Entry], sql: &str) -> Result<Vec<RecordBatch>, Dom
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct GrantDisclosure {
     pub grant: String,
+    /// The application whose approval issued it, if any.
+    pub application: Option<String>,
     pub dataset: String,
     pub developer: String,
     pub purpose: String,
@@ -203,8 +205,127 @@ pub struct GrantDisclosure {
     pub releases: u64,
 }
 
-/// The disclosure report: every grant issued and its use.
-pub fn disclosure(entries: &[Entry]) -> Vec<GrantDisclosure> {
+/// One grant application and its steps, from the ledger alone.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ApplicationDisclosure {
+    pub application: String,
+    pub applicant: String,
+    pub dataset: String,
+    pub scenario: String,
+    pub purpose: String,
+    pub submitted_at: String,
+    /// `submitted`, `returned`, `in_review`, `approved`, `rejected` or
+    /// `withdrawn`.
+    pub status: String,
+    /// Epsilon asked for (in the last terms submitted).
+    pub epsilon_asked: f64,
+    /// The grant its approval issued, and that grant's epsilon.
+    pub grant: Option<String>,
+    pub epsilon_granted: Option<f64>,
+    /// Who decided it (approved or rejected), and why.
+    pub decided_by: Option<String>,
+    pub reason: String,
+    /// Every step's name and actor, in order: `submitted by dev-1`, ...
+    pub steps: Vec<String>,
+    /// The applicant's ratings of the grant's use (1 to 5).
+    pub ratings: Vec<u64>,
+}
+
+/// The disclosure report: every grant issued and its use, and every grant
+/// application and what became of it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Disclosure {
+    pub grants: Vec<GrantDisclosure>,
+    pub applications: Vec<ApplicationDisclosure>,
+}
+
+/// The disclosure report, from the ledger's entries.
+pub fn disclosure(entries: &[Entry]) -> Disclosure {
+    Disclosure {
+        grants: grant_disclosure(entries),
+        applications: application_disclosure(entries),
+    }
+}
+
+/// Every grant application and its steps.
+fn application_disclosure(entries: &[Entry]) -> Vec<ApplicationDisclosure> {
+    let mut applications: BTreeMap<String, ApplicationDisclosure> = BTreeMap::new();
+    for e in entries {
+        let text = |k: &str| {
+            e.body
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let Some(kind) = e
+            .kind
+            .strip_prefix("application.")
+            .or(
+                (e.kind == "grant.issued" && e.body.get("application").is_some())
+                    .then_some("approved"),
+            )
+        else {
+            continue;
+        };
+        let id = text("application");
+        if kind == "submitted" {
+            applications.insert(
+                id.clone(),
+                ApplicationDisclosure {
+                    application: id.clone(),
+                    applicant: e.actor.clone(),
+                    submitted_at: e.time.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+        let Some(a) = applications.get_mut(&id) else {
+            continue;
+        };
+        let step = match kind {
+            "submitted" | "amended" => {
+                let terms = &e.body["terms"];
+                let field = |k: &str| terms[k].as_str().unwrap_or_default().to_string();
+                a.dataset = field("dataset");
+                a.scenario = field("scenario");
+                a.purpose = field("purpose");
+                a.epsilon_asked = terms["epsilon_total"].as_f64().unwrap_or(0.0);
+                a.status = "submitted".into();
+                kind
+            }
+            "pre_reviewed" => {
+                let complete = e.body["complete"].as_bool().unwrap_or(false);
+                a.status = if complete { "in_review" } else { "returned" }.into();
+                if complete { "pre_reviewed" } else { "returned" }
+            }
+            "approved" | "rejected" => {
+                a.status = kind.into();
+                a.decided_by = Some(e.actor.clone());
+                a.reason = text("reason");
+                if kind == "approved" {
+                    a.grant = Some(text("grant"));
+                    a.epsilon_granted = e.body["epsilon_total"].as_f64();
+                }
+                kind
+            }
+            "withdrawn" => {
+                a.status = "withdrawn".into();
+                kind
+            }
+            "feedback" => {
+                a.ratings.extend(e.body["rating"].as_u64());
+                kind
+            }
+            _ => continue,
+        };
+        a.steps.push(format!("{step} by {}", e.actor));
+    }
+    applications.into_values().collect()
+}
+
+/// Every grant issued and its use.
+fn grant_disclosure(entries: &[Entry]) -> Vec<GrantDisclosure> {
     let text = |e: &Entry, k: &str| {
         e.body
             .get(k)
@@ -228,6 +349,11 @@ pub fn disclosure(entries: &[Entry]) -> Vec<GrantDisclosure> {
                         developer: text(e, "developer"),
                         purpose: text(e, "purpose"),
                         issued_by: e.actor.clone(),
+                        application: e
+                            .body
+                            .get("application")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
                         issued_at: e.time.clone(),
                         expires_at: text(e, "expires_at"),
                         epsilon_total: e
@@ -451,6 +577,6 @@ pub fn kinds(entries: &[Entry]) -> BTreeSet<String> {
 }
 
 /// Renders the disclosure report as JSON.
-pub fn disclosure_json(report: &[GrantDisclosure]) -> Value {
-    json!({"grants": report})
+pub fn disclosure_json(report: &Disclosure) -> Value {
+    json!({"grants": report.grants, "applications": report.applications})
 }

@@ -63,7 +63,12 @@ impl Domain {
     /// and the usage controls of the authorization agreement.
     pub fn issue_grant(&self, actor: &str, request: &GrantRequest) -> Result<String, DomainError> {
         self.require(actor, Role::Admin, "issue grants")?;
-        let r = request;
+        self.issue_checked(actor, request, None)
+    }
+
+    /// Checks that `r` could be issued as a grant now: its users, datasets,
+    /// columns, budget, term and controls.
+    pub(crate) fn check_grant_request(&self, r: &GrantRequest) -> Result<(), DomainError> {
         if self.role_of(&r.developer)? != Role::Developer {
             return Err(GrantProblem::NotADeveloper(r.developer.clone()).into());
         }
@@ -172,10 +177,22 @@ impl Domain {
         if !(r.allow_modules || r.allow_sql || r.allow_extracts) {
             return Err(GrantProblem::NoOperation.into());
         }
+        Ok(())
+    }
+
+    /// Issues the grant `r` after checking it; with `approval`, in the same
+    /// commit (and ledger entry) as that application's approval.
+    pub(crate) fn issue_checked(
+        &self,
+        actor: &str,
+        r: &GrantRequest,
+        approval: Option<&applications::Approval<'_>>,
+    ) -> Result<String, DomainError> {
+        self.check_grant_request(r)?;
         let id = new_id("grant");
         let now = self.unix_now();
         let expires_at = util::rfc3339(now + u64::from(r.valid_days) * 86_400);
-        let body = json!({
+        let mut body = json!({
             "grant": id, "dataset": r.dataset, "join_datasets": r.join_datasets, "developer": r.developer, "scenario": r.scenario, "purpose": r.purpose,
             "epsilon_total": r.epsilon_total, "query_epsilon": r.query_epsilon, "expires_at": expires_at,
             "allow_modules": r.allow_modules, "allow_sql": r.allow_sql, "allow_extracts": r.allow_extracts,
@@ -185,6 +202,11 @@ impl Domain {
             "delta_total": r.delta_total, "query_delta": if r.delta_total > 0.0 { r.query_delta } else { 0.0 },
             "max_open_queries": r.max_open_queries, "open_query_window": r.open_query_window,
         });
+        if let Some(a) = approval {
+            body["application"] = json!(a.application);
+            body["reason"] = json!(a.reason);
+        }
+        let issued_at = self.now_rfc3339();
         self.commit_recorded(actor, "grant.issued", |tx| {
             store::grants::insert(
                 tx,
@@ -192,7 +214,7 @@ impl Domain {
                 &store::grants::Issued {
                     id: &id,
                     issued_by: actor,
-                    issued_at: &self.now_rfc3339(),
+                    issued_at: &issued_at,
                     expires_at: &expires_at,
                     query_delta: if r.delta_total > 0.0 {
                         r.query_delta
@@ -201,6 +223,9 @@ impl Domain {
                     },
                 },
             )?;
+            if let Some(a) = approval {
+                a.record(tx, actor, r, &id, &issued_at)?;
+            }
             Ok(Change::Record(body, ()))
         })?;
         Ok(id)

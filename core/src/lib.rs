@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod applications;
 pub mod attest;
 pub mod audit;
 mod budget;
@@ -207,6 +208,21 @@ pub enum DomainError {
     BadReleaseTable { name: String, detail: String },
     #[error("invalid grant: {0}")]
     BadGrant(#[from] grants::GrantProblem),
+    #[error("{0}")]
+    BadApplication(#[from] applications::ApplicationProblem),
+    #[error(
+        "application `{application}` is {status}; only an application that is {expected} can {action}"
+    )]
+    ApplicationState {
+        application: String,
+        status: unseen_api::ApplicationStatus,
+        action: &'static str,
+        expected: String,
+    },
+    #[error(
+        "user `{user}` applied with application `{application}` and may not review it; another admin must"
+    )]
+    OwnApplication { user: String, application: String },
     #[error("{action} needs a reason{examples}")]
     ReasonRequired {
         action: &'static str,

@@ -115,6 +115,31 @@ pub trait Backend {
     fn revoke_grant(&self, id: &str, reason: &str) -> Result<api::GrantRevoked>;
     fn grant_usage(&self, id: &str) -> Result<api::Usage>;
 
+    fn apply(&self, request: &api::GrantRequest) -> Result<api::ApplicationShown>;
+    fn applications(&self) -> Result<api::Applications>;
+    fn application(&self, id: &str) -> Result<api::ApplicationShown>;
+    fn amend_application(
+        &self,
+        id: &str,
+        request: &api::GrantRequest,
+    ) -> Result<api::ApplicationShown>;
+    fn withdraw_application(&self, id: &str, reason: &str) -> Result<api::ApplicationShown>;
+    fn pre_review_application(
+        &self,
+        id: &str,
+        pre_review: &api::PreReview,
+    ) -> Result<api::ApplicationShown>;
+    fn decide_application(
+        &self,
+        id: &str,
+        decision: &api::ApplicationDecision,
+    ) -> Result<api::ApplicationShown>;
+    fn application_feedback(
+        &self,
+        id: &str,
+        feedback: &api::ApplicationFeedback,
+    ) -> Result<api::ApplicationShown>;
+
     /// Stores a module; its id (SHA-256).
     fn upload_module(&self, bytes: &[u8], kind: ModuleKind) -> Result<String>;
     fn submit_job(&self, request: &api::JobRequest) -> Result<Submitted>;
@@ -356,6 +381,66 @@ impl Backend for Local {
     fn grant_usage(&self, id: &str) -> Result<api::Usage> {
         let usage = self.domain.grant_usage(self.actor()?, id)?;
         Ok(api::Usage { usage })
+    }
+
+    fn apply(&self, request: &api::GrantRequest) -> Result<api::ApplicationShown> {
+        let id = self.domain.apply(self.actor()?, request)?;
+        self.application(&id)
+    }
+
+    fn applications(&self) -> Result<api::Applications> {
+        let applications = self.domain.applications(self.actor()?)?;
+        Ok(api::Applications { applications })
+    }
+
+    fn application(&self, id: &str) -> Result<api::ApplicationShown> {
+        let application = self.domain.application(self.actor()?, id)?;
+        Ok(api::ApplicationShown { application })
+    }
+
+    fn amend_application(
+        &self,
+        id: &str,
+        request: &api::GrantRequest,
+    ) -> Result<api::ApplicationShown> {
+        self.domain.amend_application(self.actor()?, id, request)?;
+        self.application(id)
+    }
+
+    fn withdraw_application(&self, id: &str, reason: &str) -> Result<api::ApplicationShown> {
+        self.domain
+            .withdraw_application(self.actor()?, id, reason)?;
+        self.application(id)
+    }
+
+    fn pre_review_application(
+        &self,
+        id: &str,
+        pre_review: &api::PreReview,
+    ) -> Result<api::ApplicationShown> {
+        self.domain
+            .pre_review_application(self.actor()?, id, pre_review)?;
+        self.application(id)
+    }
+
+    fn decide_application(
+        &self,
+        id: &str,
+        decision: &api::ApplicationDecision,
+    ) -> Result<api::ApplicationShown> {
+        self.domain
+            .decide_application(self.actor()?, id, decision)?;
+        self.application(id)
+    }
+
+    fn application_feedback(
+        &self,
+        id: &str,
+        feedback: &api::ApplicationFeedback,
+    ) -> Result<api::ApplicationShown> {
+        self.domain
+            .application_feedback(self.actor()?, id, feedback)?;
+        self.application(id)
     }
 
     fn upload_module(&self, bytes: &[u8], kind: ModuleKind) -> Result<String> {
@@ -620,6 +705,58 @@ impl Backend for Remote {
 
     fn grant_usage(&self, id: &str) -> Result<api::Usage> {
         self.get(&format!("/v1/grants/{}/usage", segment(id)))
+    }
+
+    fn apply(&self, request: &api::GrantRequest) -> Result<api::ApplicationShown> {
+        self.post("/v1/applications", request)
+    }
+
+    fn applications(&self) -> Result<api::Applications> {
+        self.get("/v1/applications")
+    }
+
+    fn application(&self, id: &str) -> Result<api::ApplicationShown> {
+        self.get(&format!("/v1/applications/{}", segment(id)))
+    }
+
+    fn amend_application(
+        &self,
+        id: &str,
+        request: &api::GrantRequest,
+    ) -> Result<api::ApplicationShown> {
+        self.post(&format!("/v1/applications/{}/amend", segment(id)), request)
+    }
+
+    fn withdraw_application(&self, id: &str, reason: &str) -> Result<api::ApplicationShown> {
+        let path = format!("/v1/applications/{}/withdraw", segment(id));
+        self.post(&path, &Self::reason(reason))
+    }
+
+    fn pre_review_application(
+        &self,
+        id: &str,
+        pre_review: &api::PreReview,
+    ) -> Result<api::ApplicationShown> {
+        let path = format!("/v1/applications/{}/pre-review", segment(id));
+        self.post(&path, pre_review)
+    }
+
+    fn decide_application(
+        &self,
+        id: &str,
+        decision: &api::ApplicationDecision,
+    ) -> Result<api::ApplicationShown> {
+        let path = format!("/v1/applications/{}/decision", segment(id));
+        self.post(&path, decision)
+    }
+
+    fn application_feedback(
+        &self,
+        id: &str,
+        feedback: &api::ApplicationFeedback,
+    ) -> Result<api::ApplicationShown> {
+        let path = format!("/v1/applications/{}/feedback", segment(id));
+        self.post(&path, feedback)
     }
 
     fn upload_module(&self, bytes: &[u8], kind: ModuleKind) -> Result<String> {

@@ -35,6 +35,8 @@ use crate::backend::Backend;
 use crate::server::{Actor, ApiError, AppState, as_user, blocking, ledger_key, permits};
 use crate::{DomainError, Role};
 
+mod applications;
+
 /// The session cookie: the user's token.
 const COOKIE: &str = "unseen_session";
 /// Rows of a table or entries of the ledger shown on one page.
@@ -60,6 +62,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/console/grants/{id}", get(grant))
         .route("/console/jobs", get(jobs))
         .route("/console/jobs/{id}", get(job))
+        .merge(applications::routes())
 }
 
 type Page = Result<Response, Response>;
@@ -272,6 +275,11 @@ const NAVIGATION: &[(Operation, &str, &str)] = &[
     ),
     (Operation::ListDatasets, "/console/datasets", "Datasets"),
     (Operation::ListGrants, "/console/grants", "Grants"),
+    (
+        Operation::ListApplications,
+        "/console/applications",
+        "Applications",
+    ),
     (Operation::ListJobs, "/console/jobs", "Jobs"),
 ];
 
@@ -868,12 +876,29 @@ async fn disclosure(State(state): State<AppState>, viewer: Viewer) -> Page {
                 th.num { "Refused" } th.num { "Outputs" } th.num { "Releases" }
             } }
             tbody {
-                @for g in &report {
+                @for g in &report.grants {
                     tr {
                         td { (g.grant) } td { (g.dataset) } td { (g.developer) } td { (g.purpose) } td { (g.issued_by) }
                         td.num { (format!("{:.3} / {:.3}", g.epsilon_spent, g.epsilon_total)) }
                         td.num { (g.jobs) } td.num { (g.queries_admitted) } td.num { (g.queries_refused) }
                         td.num { (g.outputs) } td.num { (g.releases) }
+                    }
+                }
+            }
+        }
+        h2 { "Grant applications" }
+        table #application-disclosure {
+            thead { tr {
+                th { "Application" } th { "Applicant" } th { "Dataset" } th { "Scenario" } th { "Purpose" }
+                th { "Status" } th.num { "ε asked" } th { "Grant" } th { "Decided by" } th { "Reason" } th { "Steps" }
+            } }
+            tbody {
+                @for a in &report.applications {
+                    tr {
+                        td { (a.application) } td { (a.applicant) } td { (a.dataset) } td { (a.scenario) } td { (a.purpose) }
+                        td { (a.status) } td.num { (a.epsilon_asked) }
+                        td { (a.grant.clone().unwrap_or_default()) } td { (a.decided_by.clone().unwrap_or_default()) }
+                        td { (a.reason) } td { (a.steps.join(", ")) }
                     }
                 }
             }

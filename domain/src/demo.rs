@@ -512,8 +512,9 @@ fn sme_credit_risk(
             "   registered `{name}`: {rows} rows (credit_code prohibited)"
         )?;
     }
-    let grant = domain.issue_grant(
-        "wang.min",
+    // The agency applies; the provider pre-reviews, narrows and approves.
+    let application = domain.apply(
+        "li.qiang",
         &crate::GrantRequest {
             scenario: "SME credit risk".into(),
             join_datasets: vec!["tax_records".into(), "utility_usage".into()],
@@ -521,15 +522,41 @@ fn sme_credit_risk(
             allow_udfs: true,
             ..crate::GrantRequest::new(
                 "enterprises",
-                "li.qiang",
+                "",
                 "Credit risk of small and medium enterprises by industry",
-                2.0,
+                4.0,
             )
         },
     )?;
     writeln!(
         out,
-        "   issued grant {grant}: enterprises joined to tax_records and utility_usage on credit_code, UDFs allowed, epsilon 2.0"
+        "   li.qiang applies ({application}): enterprises joined to tax_records and utility_usage on credit_code, UDFs, epsilon 4.0"
+    )?;
+    domain.pre_review_application(
+        "wang.min",
+        &application,
+        &unseen_api::PreReview {
+            complete: true,
+            reason: String::new(),
+        },
+    )?;
+    let grant = domain
+        .decide_application(
+            "wang.min",
+            &application,
+            &unseen_api::ApplicationDecision {
+                approve: true,
+                reason: "one DP release per industry needs epsilon 2 at most".into(),
+                narrowing: unseen_api::Narrowing {
+                    epsilon_total: Some(2.0),
+                    ..Default::default()
+                },
+            },
+        )?
+        .context("an approval issues a grant")?;
+    writeln!(
+        out,
+        "   wang.min pre-reviews it (complete) and approves it narrowed to epsilon 2.0: grant {grant} issued exactly as reviewed"
     )?;
     let (udf, functions) = domain.upload_udf_module("li.qiang", guests::UDF_SME_SCORE)?;
     writeln!(
@@ -560,7 +587,20 @@ fn sme_credit_risk(
         &output,
         "DP means over public industries; scores never left the engine",
         out,
-    )
+    )?;
+    domain.application_feedback(
+        "li.qiang",
+        &application,
+        &unseen_api::ApplicationFeedback {
+            rating: 4,
+            text: "industry means answered the question; months would help".into(),
+        },
+    )?;
+    writeln!(
+        out,
+        "   li.qiang rates the grant's use 4 of 5; every step is in the ledger and the disclosure report"
+    )?;
+    Ok(())
 }
 
 /// The job's first output, or an error naming the job and how it ended.

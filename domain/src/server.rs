@@ -265,9 +265,11 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
             DomainError::Exists { .. }
             | DomainError::NotQuarantined { .. }
-            | DomainError::Blocked { .. } => StatusCode::CONFLICT,
+            | DomainError::Blocked { .. }
+            | DomainError::ApplicationState { .. } => StatusCode::CONFLICT,
             DomainError::Forbidden { .. }
             | DomainError::SelfReview { .. }
+            | DomainError::OwnApplication { .. }
             | DomainError::Grant { .. } => StatusCode::FORBIDDEN,
             DomainError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             DomainError::OutOfRange { .. }
@@ -288,7 +290,8 @@ impl From<DomainError> for ApiError {
             | DomainError::BadRole(_)
             | DomainError::Parquet(_)
             | DomainError::ReasonRequired { .. }
-            | DomainError::BadGrant(_) => StatusCode::BAD_REQUEST,
+            | DomainError::BadGrant(_)
+            | DomainError::BadApplication(_) => StatusCode::BAD_REQUEST,
             DomainError::UdfShadowsBuiltin { .. }
             | DomainError::UdfDeclaredTwice { .. }
             | DomainError::ModuleKindConflict { .. }
@@ -578,6 +581,73 @@ fn endpoints() -> Vec<Endpoint> {
         (
             route("GET", "/v1/grants/{id}/usage", Roles(ALL), O::GrantUsage),
             || get(grant_usage),
+        ),
+        (
+            route(
+                "GET",
+                "/v1/applications",
+                Roles(APPLICATION_READERS),
+                O::ListApplications,
+            ),
+            || get(list_applications),
+        ),
+        (
+            route("POST", "/v1/applications", Roles(DEVELOPER), O::Apply),
+            || post(apply),
+        ),
+        (
+            route(
+                "GET",
+                "/v1/applications/{id}",
+                Roles(APPLICATION_READERS),
+                O::ShowApplication,
+            ),
+            || get(show_application),
+        ),
+        (
+            route(
+                "POST",
+                "/v1/applications/{id}/amend",
+                Roles(DEVELOPER),
+                O::AmendApplication,
+            ),
+            || post(amend_application),
+        ),
+        (
+            route(
+                "POST",
+                "/v1/applications/{id}/withdraw",
+                Roles(DEVELOPER),
+                O::WithdrawApplication,
+            ),
+            || post(withdraw_application),
+        ),
+        (
+            route(
+                "POST",
+                "/v1/applications/{id}/pre-review",
+                Roles(ADMIN),
+                O::PreReviewApplication,
+            ),
+            || post(pre_review_application),
+        ),
+        (
+            route(
+                "POST",
+                "/v1/applications/{id}/decision",
+                Roles(ADMIN),
+                O::DecideApplication,
+            ),
+            || post(decide_application),
+        ),
+        (
+            route(
+                "POST",
+                "/v1/applications/{id}/feedback",
+                Roles(DEVELOPER),
+                O::ApplicationFeedback,
+            ),
+            || post(application_feedback),
         ),
         (
             route("POST", "/v1/modules", Roles(DEVELOPER), O::UploadModule),
@@ -1119,6 +1189,9 @@ const ADMIN: &[Role] = &[Role::Admin];
 const DEVELOPER: &[Role] = &[Role::Developer];
 const REVIEWER: &[Role] = &[Role::Reviewer];
 const OVERSIGHT: &[Role] = &[Role::Admin, Role::Auditor];
+/// Who reads grant applications: the provider and auditors all of them,
+/// developers their own.
+const APPLICATION_READERS: &[Role] = &[Role::Admin, Role::Developer, Role::Auditor];
 const OVERSEERS: &[Role] = &[Role::Admin, Role::Reviewer, Role::Auditor];
 
 async fn add_user(
@@ -1306,6 +1379,95 @@ async fn revoke_grant(
     actor.require(ADMIN, "revoke grants")?;
     let reason: Reason = body(raw)?;
     ok(as_user(&state, actor, move |b| b.revoke_grant(&id, &reason.reason)).await?)
+}
+
+async fn list_applications(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(APPLICATION_READERS, "read grant applications")?;
+    ok(as_user(&state, actor, |b| b.applications()).await?)
+}
+
+async fn apply(
+    State(state): State<AppState>,
+    actor: Actor,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(DEVELOPER, "apply for grants")?;
+    let request: GrantRequest = body(raw)?;
+    let shown = as_user(&state, actor, move |b| b.apply(&request)).await?;
+    Ok((StatusCode::CREATED, Json(shown)).into_response())
+}
+
+async fn show_application(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult {
+    actor.require(APPLICATION_READERS, "read grant applications")?;
+    ok(as_user(&state, actor, move |b| b.application(&id)).await?)
+}
+
+async fn amend_application(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(DEVELOPER, "amend grant applications")?;
+    let request: GrantRequest = body(raw)?;
+    ok(as_user(&state, actor, move |b| b.amend_application(&id, &request)).await?)
+}
+
+async fn withdraw_application(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(DEVELOPER, "withdraw grant applications")?;
+    let reason: Reason = body(raw)?;
+    ok(as_user(&state, actor, move |b| {
+        b.withdraw_application(&id, &reason.reason)
+    })
+    .await?)
+}
+
+async fn pre_review_application(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(ADMIN, "pre-review grant applications")?;
+    let pre_review: unseen_api::PreReview = body(raw)?;
+    ok(as_user(&state, actor, move |b| {
+        b.pre_review_application(&id, &pre_review)
+    })
+    .await?)
+}
+
+async fn decide_application(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(ADMIN, "decide grant applications")?;
+    let decision: unseen_api::ApplicationDecision = body(raw)?;
+    ok(as_user(&state, actor, move |b| b.decide_application(&id, &decision)).await?)
+}
+
+async fn application_feedback(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(DEVELOPER, "give feedback on grants")?;
+    let feedback: unseen_api::ApplicationFeedback = body(raw)?;
+    ok(as_user(&state, actor, move |b| {
+        b.application_feedback(&id, &feedback)
+    })
+    .await?)
 }
 
 async fn grant_budget(

@@ -664,3 +664,121 @@ async fn browse(scene: &Scene, base: &str, driver: &str, chromium: &Path, shots:
     shoot("tampered").await;
     browser.close().await.unwrap();
 }
+
+/// A developer applies, the provider pre-reviews and approves with a
+/// narrower budget, the developer rates the grant: all through forms.
+#[test]
+fn grant_applications_are_made_and_decided_through_forms() {
+    let (_dir, data) = crate::support::residents_dir("200");
+    let server = TestServer::start(&data, 2);
+    let base = server.base.as_str();
+    let (dev, admin, rev) = (
+        token_of(&data, "dev"),
+        token_of(&data, "admin"),
+        token_of(&data, "rev"),
+    );
+    let (status, _, page) = get(base, Some(&rev), "/console/applications");
+    assert_eq!(status, 403, "reviewers read no applications: {page}");
+    let (status, _, page) = get(base, Some(&admin), "/console/applications");
+    assert_eq!(status, 200);
+    assert!(!page.contains("id=\"apply\""), "only developers apply");
+    let (status, _, page) = get(base, Some(&dev), "/console/applications");
+    assert_eq!(status, 200);
+    let key = form_key(&page);
+    let apply_form = [
+        ("dataset", "residents"),
+        ("scenario", "district services"),
+        ("purpose", "District counts"),
+        ("columns", "district"),
+        ("epsilon", "3"),
+        ("query_epsilon", "1"),
+        ("days", "60"),
+        ("allow_sql", "on"),
+    ];
+    let (status, _) = post(
+        base,
+        Some(&dev),
+        "/console/applications",
+        &[&apply_form[..], &[("form_key", "0".repeat(32).as_str())]].concat(),
+    );
+    assert_eq!(status, 403, "a form from elsewhere is refused");
+    let (status, page) = post(
+        base,
+        Some(&dev),
+        "/console/applications",
+        &[&apply_form[..], &[("form_key", key.as_str())]].concat(),
+    );
+    assert_eq!(status, 303, "{page}");
+    let (_, _, page) = get(base, Some(&dev), "/console/applications");
+    let at = page.find("/console/applications/app-").expect("listed") + 22;
+    let id = page[at..].split('"').next().unwrap().to_string();
+    let path = format!("/console/applications/{id}");
+
+    let (_, _, page) = get(base, Some(&admin), &path);
+    assert!(page.contains("id=\"complete\""), "{page}");
+    let admin_key = form_key(&page);
+    let (status, page) = post(
+        base,
+        Some(&admin),
+        &format!("{path}/pre-review"),
+        &[
+            ("form_key", &admin_key),
+            ("complete", "yes"),
+            ("reason", ""),
+        ],
+    );
+    assert_eq!(status, 303, "{page}");
+    let (status, page) = post(
+        base,
+        Some(&admin),
+        &format!("{path}/decision"),
+        &[
+            ("form_key", &admin_key),
+            ("decision", "approve"),
+            ("reason", "fits the scenario"),
+            ("epsilon", "9"),
+        ],
+    );
+    assert_eq!(status, 400, "widening is refused: {page}");
+    assert!(page.contains("may only narrow"), "{page}");
+    let (status, page) = post(
+        base,
+        Some(&admin),
+        &format!("{path}/decision"),
+        &[
+            ("form_key", &admin_key),
+            ("decision", "approve"),
+            ("reason", "fits the scenario"),
+            ("epsilon", "2"),
+        ],
+    );
+    assert_eq!(status, 303, "{page}");
+
+    let (_, _, page) = get(base, Some(&dev), &path);
+    assert!(
+        page.contains("<dd id=\"application-status\">approved</dd>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("fits the scenario"),
+        "the applicant is told why"
+    );
+    assert!(page.contains("id=\"application-grant\""), "{page}");
+    let (status, page) = post(
+        base,
+        Some(&dev),
+        &format!("{path}/feedback"),
+        &[
+            ("form_key", &key),
+            ("rating", "5"),
+            ("text", "clear answers"),
+        ],
+    );
+    assert_eq!(status, 303, "{page}");
+    let (_, _, page) = get(base, Some(&dev), &path);
+    assert!(page.contains("rating 5"), "{page}");
+    let grants = server.domain.grants("admin").unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].epsilon_total, 2.0);
+    assert_eq!(grants[0].columns, ["district"]);
+}

@@ -23,6 +23,8 @@ fn demo_runs_every_step_and_its_ledger_verifies() {
         "per_1000_residents",
         "declares industry_risk(Utf8) -> Float64, sme_score(Float64, Float64) -> Float64",
         "risk_adjusted_score",
+        "approves it narrowed to epsilon 2.0",
+        "rates the grant's use 4 of 5",
         "ledger OK",
     ] {
         assert!(
@@ -44,6 +46,9 @@ fn demo_runs_every_step_and_its_ledger_verifies() {
         "review.approved",
         "release.signed",
         "job.ended",
+        "application.submitted",
+        "application.pre_reviewed",
+        "application.feedback",
     ] {
         assert!(
             entries.contains(&format!("\"kind\":\"{kind}\"")),

@@ -2,6 +2,7 @@
 //! what a user would read.
 
 mod api;
+mod applications;
 mod architecture;
 mod attest;
 mod audit;

@@ -1,7 +1,7 @@
 //! The README's command-line walkthrough, run as written: every line of its
 //! first `sh` block under "The command line", then the download and offline
-//! verification of the release it made. Placeholders (GRANT, DEV_TOKEN,
-//! OUTPUT, REL, DATA_DIR) are filled from what earlier commands printed;
+//! verification of the release it made, and the block under "Applying for a
+//! grant". Placeholders (GRANT, DEV_TOKEN, OUTPUT, REL, APP, DATA_DIR) are filled from what earlier commands printed;
 //! the only change is fewer generated rows.
 
 use std::path::Path;
@@ -83,6 +83,8 @@ fn child_runs_the_readme() {
     ] {
         lines.push(more.iter().find(|l| l.starts_with(prefix)).unwrap());
     }
+    // Then a grant applied for, returned, amended and approved.
+    lines.extend(block_after("### Applying for a grant"));
     let mut known: Vec<(&str, String)> = Vec::new();
     for line in lines {
         let (argv, redirect) = words(&line.replace("[--public-key ledger.pub]", ""));
@@ -116,6 +118,9 @@ fn child_runs_the_readme() {
                 known.push(("REV_TOKEN", after(&text, "keep it secret)").into()))
             }
             ["grant", "issue", ..] => known.push(("GRANT", after(&text, "issued grant").into())),
+            ["application", "apply", ..] => {
+                known.push(("APP", after(&text, "applied: application").into()))
+            }
             // The oldest output awaiting review, the query's: the first
             // row under the table's header.
             ["review", "list", ..] => {

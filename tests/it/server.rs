@@ -126,6 +126,29 @@ fn role_matrix_every_route_every_role() {
                 (path.replace("{id}", &grant), None)
             }
             ("POST", "/v1/grants/{id}/revoke") => (nope(path), Some(json!({"reason": "r"}))),
+            ("POST", "/v1/applications") => (
+                path.into(),
+                Some(
+                    json!({"dataset": "nope", "developer": "", "purpose": "p", "epsilon_total": 1.0}),
+                ),
+            ),
+            ("GET", "/v1/applications/{id}") => (nope(path), None),
+            ("POST", "/v1/applications/{id}/amend") => (
+                nope(path),
+                Some(
+                    json!({"dataset": "nope", "developer": "", "purpose": "p", "epsilon_total": 1.0}),
+                ),
+            ),
+            ("POST", "/v1/applications/{id}/withdraw") => (nope(path), Some(json!({}))),
+            ("POST", "/v1/applications/{id}/pre-review") => {
+                (nope(path), Some(json!({"complete": true})))
+            }
+            ("POST", "/v1/applications/{id}/decision") => {
+                (nope(path), Some(json!({"approve": false, "reason": "r"})))
+            }
+            ("POST", "/v1/applications/{id}/feedback") => {
+                (nope(path), Some(json!({"rating": 3, "text": "t"})))
+            }
             ("POST", "/v1/modules") => (path.into(), Some(json!("not wasm"))),
             ("POST", "/v1/jobs") => (
                 path.into(),

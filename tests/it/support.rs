@@ -134,7 +134,7 @@ pub fn unseen_exact(args: &[&str]) -> (bool, String) {
     let ok = match result {
         Ok(()) => true,
         Err(e) => {
-            text.push_str(&format!("error: {e:#}\n"));
+            text.push_str(&format!("error: {}\n", unseen::cli::said_once(&e)));
             false
         }
     };

@@ -7,6 +7,7 @@
 //! callers.
 
 pub(crate) mod access;
+pub(crate) mod applications;
 pub(crate) mod budget;
 pub(crate) mod charges;
 pub(crate) mod datasets;
@@ -183,6 +184,27 @@ CREATE TABLE IF NOT EXISTS downloads(
     user_id TEXT NOT NULL REFERENCES users(id),
     at TEXT NOT NULL
 );
+-- Grant applications: the terms asked for and, once approved, the terms
+-- the grant was issued with; each step taken on them, oldest first.
+CREATE TABLE IF NOT EXISTS applications(
+    id TEXT PRIMARY KEY,
+    applicant TEXT NOT NULL REFERENCES users(id),
+    status TEXT NOT NULL CHECK (status IN ('submitted', 'returned', 'in_review', 'approved', 'rejected', 'withdrawn')),
+    request TEXT NOT NULL,
+    granted TEXT,
+    grant_id TEXT REFERENCES grants(id),
+    submitted_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS application_steps(
+    seq INTEGER PRIMARY KEY,
+    application TEXT NOT NULL REFERENCES applications(id),
+    step TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    at TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    rating INTEGER CHECK (rating IS NULL OR rating BETWEEN 1 AND 5)
+);
 CREATE TABLE IF NOT EXISTS pending_records(
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -193,6 +215,7 @@ CREATE TABLE IF NOT EXISTS pending_records(
     ledger_from INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_grant ON jobs(grant_id);
+CREATE INDEX IF NOT EXISTS steps_by_application ON application_steps(application, seq);
 CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
 -- The output checks read a grant's approved outputs, and job views sum a
 -- job's spends, once per job: without these both scan what every earlier
@@ -203,7 +226,7 @@ CREATE INDEX IF NOT EXISTS open_queries_by_grant ON open_queries(grant_id, at);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 14;
+pub const SCHEMA_VERSION: i64 = 15;
 
 /// How a store of an earlier version becomes the current one, in the same
 /// transaction as the version bump: `(from, statements)`.
@@ -255,6 +278,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
      ALTER TABLE jobs ADD COLUMN shown_end_ms INTEGER;
      ALTER TABLE spends ADD COLUMN datasets TEXT NOT NULL DEFAULT '[]';",
     ),
+    // Version 15 adds grant applications, which the schema creates.
+    (14, ""),
 ];
 
 /// Opens (creating on first run) the store in WAL mode. The store and its

@@ -12,7 +12,9 @@ use serde_json::json;
 
 use crate::backend::{Backend, Local, ModuleKind, Submitted};
 use crate::{Domain, Role, demo};
+pub use applications::ApplicationCommand;
 
+mod applications;
 mod attest;
 mod bench;
 mod budget;
@@ -289,6 +291,9 @@ pub enum Command {
     /// Issue and show grants.
     #[command(subcommand)]
     Grant(GrantCommand),
+    /// Apply for grants, and pre-review and decide applications.
+    #[command(subcommand)]
+    Application(ApplicationCommand),
     /// Upload and run jobs.
     #[command(subcommand)]
     Job(JobCommand),
@@ -1072,6 +1077,24 @@ pub enum GrantCommand {
 /// `unseen grant issue`: the authorization agreement's terms.
 #[derive(Debug, clap::Args)]
 pub struct GrantIssue {
+    /// The developer the grant is for.
+    #[arg(long)]
+    developer: String,
+    #[command(flatten)]
+    terms: GrantTerms,
+    /// Act as this user: an admin operating this data directory, or the owner of --token.
+    #[arg(long = "as")]
+    actor: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    dir: DataDir,
+}
+
+/// The terms of a grant, as issued or applied for.
+#[derive(Debug, clap::Args)]
+pub struct GrantTerms {
     /// The dataset the grant covers.
     #[arg(long)]
     dataset: String,
@@ -1079,9 +1102,6 @@ pub struct GrantIssue {
     /// join to `--dataset` on that unit (repeatable).
     #[arg(long = "join")]
     join_datasets: Vec<String>,
-    /// The developer the grant is for.
-    #[arg(long)]
-    developer: String,
     /// The purpose, shown to reviewers and in the disclosure report.
     #[arg(long)]
     purpose: String,
@@ -1155,14 +1175,6 @@ pub struct GrantIssue {
     /// The window of --max-open-queries, in seconds (at most 31 days).
     #[arg(long, default_value_t = crate::DEFAULT_OPEN_QUERY_WINDOW)]
     open_query_window: u32,
-    /// Act as this user: an admin operating this data directory, or the owner of --token.
-    #[arg(long = "as")]
-    actor: Option<String>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    dir: DataDir,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1589,7 +1601,24 @@ pub fn failure(error: &anyhow::Error) -> (u8, Option<String>) {
     if closed_pipe {
         return (0, None);
     }
-    (1, Some(format!("error: {error:#}")))
+    (1, Some(format!("error: {}", said_once(error))))
+}
+
+/// An error with its causes, each said once: a cause whose text its
+/// outer error already includes (`invalid grant: {0}`) is not repeated.
+pub fn said_once(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 /// Parses `args` (including the program name) and runs the command, writing
@@ -1726,6 +1755,7 @@ fn over_server(command: &Command) -> OverServer {
         )
         | Command::User(_)
         | Command::Grant(_)
+        | Command::Application(_)
         | Command::Budget(_)
         | Command::Review(_)
         | Command::Release(ReleaseCommand::Download { .. })
@@ -1760,10 +1790,18 @@ fn over_server(command: &Command) -> OverServer {
 impl GrantIssue {
     /// The grant asked for, locally or over HTTP.
     fn request(&self) -> crate::GrantRequest {
+        self.terms.request(&self.developer)
+    }
+}
+
+impl GrantTerms {
+    /// The terms as a grant request for `developer` (empty in an
+    /// application: the applicant).
+    fn request(&self, developer: &str) -> crate::GrantRequest {
         crate::GrantRequest {
             dataset: self.dataset.clone(),
             join_datasets: self.join_datasets.clone(),
-            developer: self.developer.clone(),
+            developer: developer.to_string(),
             scenario: self.scenario.clone(),
             purpose: self.purpose.clone(),
             epsilon_total: self.epsilon,
@@ -1948,6 +1986,7 @@ fn execute(command: Command, session: &Session, out: &mut dyn Write) -> Result<(
         Command::Dataset(command) => data::run(command, session, out),
         Command::User(command) => users::run(command, session, out),
         Command::Grant(command) => grants::run(command, session, out),
+        Command::Application(command) => applications::run(command, session, out),
         Command::Job(command) => jobs::run(command, session, out),
         Command::Logs(command) => jobs::logs(command, session, out),
         Command::Review(command) => review::run(command, session, out),

@@ -178,11 +178,12 @@ pub(super) fn report(command: ReportCommand, out: &mut dyn Write) -> Result<()> 
             }
             writeln!(
                 out,
-                "Disclosure report: {} grants (ledger verified, {} entries)",
-                report.len(),
+                "Disclosure report: {} grants, {} applications (ledger verified, {} entries)",
+                report.grants.len(),
+                report.applications.len(),
                 ledger.entries.len()
             )?;
-            for g in &report {
+            for g in &report.grants {
                 writeln!(
                     out,
                     "- grant {} on `{}` to {} for: {}",
@@ -204,6 +205,36 @@ pub(super) fn report(command: ReportCommand, out: &mut dyn Write) -> Result<()> 
                     g.epsilon_spent,
                     g.epsilon_total
                 )?;
+                if let Some(application) = &g.application {
+                    writeln!(out, "  issued on approving application {application}")?;
+                }
+            }
+            for a in &report.applications {
+                writeln!(
+                    out,
+                    "- application {} by {} for `{}` ({}): {}",
+                    a.application, a.applicant, a.dataset, a.scenario, a.purpose
+                )?;
+                let granted = match (&a.grant, a.epsilon_granted) {
+                    (Some(grant), Some(epsilon)) => {
+                        format!(", grant {grant} with epsilon {epsilon}")
+                    }
+                    _ => String::new(),
+                };
+                writeln!(
+                    out,
+                    "  {}: epsilon {} asked{granted}; {}",
+                    a.status,
+                    a.epsilon_asked,
+                    a.steps.join(", ")
+                )?;
+                if let Some(by) = &a.decided_by {
+                    writeln!(out, "  decided by {by}: {}", a.reason)?;
+                }
+                if !a.ratings.is_empty() {
+                    let ratings: Vec<String> = a.ratings.iter().map(u64::to_string).collect();
+                    writeln!(out, "  feedback ratings: {}", ratings.join(", "))?;
+                }
             }
             Ok(())
         }
