@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
-use ring::rand::SecureRandom;
 use serde_json::json;
 use unseen_policy::manifest::ColumnSpec;
 use unseen_policy::mask::{self, ExtractPlan};
 
 use crate::jobs::Ending;
+use crate::trace::{Candidate, Counts, Fingerprint, Sources, TextTable, Verdict};
 use crate::{Domain, DomainError, JobBody, JobOutcome, data};
 
 /// Most rows an extract may sample.
@@ -84,7 +84,19 @@ impl Domain {
         crate::lock(&log).read_protected = true;
         let pseudonyms = data::ValueHasher::pseudonyms(&dataset.key);
         let pseudonym = |v: &str| pseudonyms.pseudonym(v);
-        let scan = runtime.block_on(scan(&dataset, &specs, fraction, &pseudonym))?;
+        let fingerprint = Fingerprint::new(&crate::random_bytes::<32>());
+        let identifying: Vec<usize> = specs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| plan.identifying.contains(&s.name))
+            .map(|(i, _)| i)
+            .collect();
+        let selection = Selection::Keyed {
+            fingerprint: &fingerprint,
+            fraction,
+            identifying: &identifying,
+        };
+        let scan = runtime.block_on(scan(&dataset, &specs, selection, &pseudonym))?;
         if let Err(refusal) = mask::refuse_nearly_unique(manifest, &scan.uniqueness) {
             // Counts and column names for the ledger; the developer reads
             // only which columns and why.
@@ -105,6 +117,7 @@ impl Domain {
                 "classes_under_k": report.classes_under_k, "rows_under_k": report.rows_under_k,
                 "classes_under_l": report.classes_under_l, "rows_under_l": report.rows_under_l,
                 "column_uniqueness": scan.uniqueness,
+                "fingerprint_sha256": fingerprint.commitment(), "keep_shares": crate::trace::KEEP_SHARES,
             }),
         )?;
         if let Some(reason) = job_host.cancel.reason() {
@@ -149,6 +162,132 @@ impl Domain {
     }
 }
 
+/// Which people a scan keeps.
+enum Selection<'a> {
+    /// An extract's: chosen by its fingerprint among `fraction` of people
+    /// (`identifying` are the positions of the class's columns).
+    Keyed {
+        fingerprint: &'a Fingerprint,
+        fraction: f64,
+        identifying: &'a [usize],
+    },
+    /// Everyone, up to no limit: the population a leaked file is tested
+    /// against.
+    Everyone,
+}
+
+impl Domain {
+    /// Names the extract a leaked file came from — its grant and user, with
+    /// a confidence — or says it is unknown (see [`crate::trace`]). Admins
+    /// and auditors trace; the verdict is recorded (the file's hash, its
+    /// size and columns, the source), never a value of it.
+    pub fn trace(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        actor: &str,
+        leaked: &TextTable,
+        file_sha256: &str,
+    ) -> Result<Verdict, DomainError> {
+        self.require_any(
+            actor,
+            &[crate::Role::Admin, crate::Role::Auditor],
+            "trace leaked files",
+        )?;
+        let outputs = crate::store::review::extract_outputs(&crate::lock(&self.db))?;
+        let mut candidates = Vec::new();
+        for o in outputs {
+            let Ok(table) = udf_sdk::abi::decode_table(&o.data) else {
+                continue;
+            };
+            let text = TextTable {
+                columns: table.columns.iter().map(|c| c.name.clone()).collect(),
+                rows: (0..table.rows())
+                    .map(|r| {
+                        table
+                            .columns
+                            .iter()
+                            .map(|c| cell_text(&c.values, r))
+                            .collect()
+                    })
+                    .collect(),
+            };
+            let candidate = Candidate {
+                output: o.output,
+                job: o.job,
+                grant: o.grant,
+                user: o.user,
+                downloaded_by: o.downloaded_by,
+                dataset: o.dataset,
+                status: o.status,
+            };
+            candidates.push((candidate, text));
+        }
+        let mut populations: std::collections::HashMap<String, Option<Counts>> = Default::default();
+        for (candidate, table) in &candidates {
+            if populations.contains_key(&candidate.dataset)
+                || table.counts(&leaked.columns).is_none()
+            {
+                continue;
+            }
+            let counts = self.population(runtime, &candidate.dataset, &leaked.columns)?;
+            populations.insert(candidate.dataset.clone(), counts);
+        }
+        let sources = Sources::new(&leaked.columns, candidates, &|dataset| {
+            populations.get(dataset).cloned().flatten()
+        });
+        let verdict = sources.attribute(leaked);
+        let source = verdict.source.as_ref();
+        self.record(
+            actor,
+            "extract.traced",
+            json!({
+                "file_sha256": file_sha256, "rows": verdict.rows, "columns": verdict.columns,
+                "output": source.map(|s| &s.output), "grant": source.map(|s| &s.grant),
+                "user": source.map(|s| &s.user), "confidence": verdict.confidence,
+                "threshold": verdict.threshold,
+            }),
+        )?;
+        Ok(verdict)
+    }
+
+    /// Every person's row of `dataset` masked as an extract of `columns`,
+    /// counted; `None` when such an extract could not be made.
+    fn population(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        dataset: &str,
+        columns: &[String],
+    ) -> Result<Option<Counts>, DomainError> {
+        let opened = self.open_dataset(dataset)?;
+        let Ok(specs) = mask::plan_extract(&opened.manifest, columns) else {
+            return Ok(None);
+        };
+        let pseudonyms = data::ValueHasher::pseudonyms(&opened.key);
+        let pseudonym = |v: &str| pseudonyms.pseudonym(v);
+        let scanned = runtime.block_on(scan(&opened, &specs, Selection::Everyone, &pseudonym))?;
+        let masked = TextTable {
+            columns: columns.to_vec(),
+            rows: scanned
+                .sample
+                .iter()
+                .map(|(_, row)| mask::mask_row(&specs, row, &pseudonym))
+                .collect(),
+        };
+        Ok(masked.counts(columns))
+    }
+}
+
+/// A cell as text, as a file of the table would show it.
+fn cell_text(values: &udf_sdk::ColumnValues, row: usize) -> String {
+    use udf_sdk::ColumnValues as V;
+    match values {
+        V::Text(v) => v[row].clone(),
+        V::Int(v) => v[row].to_string(),
+        V::Float(v) => v[row].to_string(),
+        V::Estimate(v) => v[row].value.to_string(),
+    }
+}
+
 /// What one pass over a dataset found: the sampled rows (privacy unit and
 /// the text of each column) and how unique each identifying column is.
 struct Scan {
@@ -159,12 +298,12 @@ struct Scan {
 /// Reads the privacy unit and the columns of `specs` inside the engine, in
 /// one pass: every row counts for how unique each identifying column is
 /// after masking (over the whole dataset, so the answer does not depend on
-/// the sample), and each row is kept with probability `fraction` (secure
-/// randomness), up to [`MAX_EXTRACT_ROWS`].
+/// the sample), and each person is kept as `selection` says, up to
+/// [`MAX_EXTRACT_ROWS`] rows for an extract.
 async fn scan(
     dataset: &data::OpenDataset,
     specs: &[&ColumnSpec],
-    fraction: f64,
+    selection: Selection<'_>,
     pseudonym: &dyn Fn(&str) -> String,
 ) -> Result<Scan, DomainError> {
     let (ctx, _) = data::session(std::slice::from_ref(dataset), &[], &[]).await?;
@@ -186,8 +325,6 @@ async fn scan(
         .collect()
         .await
         .map_err(withheld)?;
-    let rng = ring::rand::SystemRandom::new();
-    let threshold = (fraction * f64::from(u32::MAX)) as u64;
     let mut uniqueness = mask::Uniqueness::new(specs, dataset.manifest.min_group_size);
     let mut sample = Vec::new();
     for batch in batches {
@@ -207,16 +344,24 @@ async fn scan(
         for r in 0..batch.num_rows() {
             let unit = value(&text[0], r);
             let row: Vec<String> = text[1..].iter().map(|c| value(c, r)).collect();
+            let Selection::Keyed {
+                fingerprint,
+                fraction,
+                identifying,
+            } = &selection
+            else {
+                sample.push((unit, row));
+                continue;
+            };
+            let masked = mask::mask_row(specs, &row, pseudonym);
             if !uniqueness.is_empty() {
-                uniqueness.add(&unit, &mask::mask_row(specs, &row, pseudonym));
+                uniqueness.add(&unit, &masked);
             }
             if sample.len() >= MAX_EXTRACT_ROWS {
                 continue;
             }
-            let mut draw = [0u8; 4];
-            rng.fill(&mut draw)
-                .map_err(|_| DomainError::Internal("no secure randomness".into()))?;
-            if u64::from(u32::from_le_bytes(draw)) <= threshold {
+            let class: Vec<String> = identifying.iter().map(|&i| masked[i].clone()).collect();
+            if fingerprint.keeps(&unit, &class, *fraction) {
                 sample.push((unit, row));
             }
         }

@@ -50,6 +50,7 @@ pub mod records;
 mod releases;
 mod review;
 pub mod store;
+pub mod trace;
 mod users;
 pub mod util;
 

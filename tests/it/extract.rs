@@ -116,7 +116,12 @@ fn extracts_are_k_anonymous_over_every_identifying_column_and_l_diverse() {
     assert_eq!(shown["kind"], "extract", "{shown}");
     let report = &shown["disclosure"]["report"];
     let sampled = report["rows_sampled"].as_u64().unwrap();
-    assert_eq!(sampled, 20000, "{report}");
+    // At most 90% of anyone's class, 80% on average: the 20% left out,
+    // chosen by the extract's key, is its fingerprint.
+    assert!(
+        (13_600..=18_400).contains(&sampled),
+        "sampled {sampled} of 20000: {report}"
+    );
     // Measured: the share of sampled records whose masked identifying
     // columns fewer than k people share. Most of them, here.
     let under_k = report["rows_under_k"].as_u64().unwrap();

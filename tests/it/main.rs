@@ -33,5 +33,6 @@ mod reuse;
 mod server;
 mod support;
 mod timing;
+mod trace;
 mod udfs;
 mod witness;

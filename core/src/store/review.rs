@@ -211,3 +211,39 @@ pub(crate) fn insert_review(
     )?;
     Ok(())
 }
+
+/// An extract output as a candidate source of a leaked file.
+pub(crate) struct ExtractOutput {
+    pub(crate) output: String,
+    pub(crate) job: String,
+    pub(crate) grant: String,
+    pub(crate) user: String,
+    pub(crate) dataset: String,
+    pub(crate) status: String,
+    pub(crate) downloaded_by: Vec<String>,
+    pub(crate) data: Vec<u8>,
+}
+
+/// Every extract output, oldest first, with who downloaded its release.
+pub(crate) fn extract_outputs(db: &Connection) -> rusqlite::Result<Vec<ExtractOutput>> {
+    let mut stmt = db.prepare(
+        "SELECT o.id, j.id, j.grant_id, j.submitter, g.dataset, o.status, o.data,
+                (SELECT json_group_array(d.user_id) FROM downloads d JOIN releases r ON r.id = d.release_id WHERE r.output_id = o.id)
+         FROM outputs o JOIN jobs j ON j.id = o.job_id JOIN grants g ON g.id = j.grant_id
+         WHERE o.kind = 'extract' ORDER BY o.created_at, o.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let downloads: String = r.get(7)?;
+        Ok(ExtractOutput {
+            output: r.get(0)?,
+            job: r.get(1)?,
+            grant: r.get(2)?,
+            user: r.get(3)?,
+            dataset: r.get(4)?,
+            status: r.get(5)?,
+            data: r.get(6)?,
+            downloaded_by: serde_json::from_str(&downloads).unwrap_or_default(),
+        })
+    })?;
+    rows.collect()
+}

@@ -315,6 +315,24 @@ pub enum Command {
     ///
     /// Example: `unseen attest --nonce 7f3a --out build.json --token "$UNSEEN_TOKEN"`
     Attest(AttestArgs),
+    /// Name the extract a leaked file came from — its grant and the user who
+    /// ran it, with a confidence — or say it was never released. Reads CSV,
+    /// JSON lines, Parquet or a release bundle; rows may be missing,
+    /// reordered or columns dropped.
+    ///
+    /// Example: `unseen trace found_on_a_share.csv --as wang.min`
+    Trace {
+        /// The leaked file.
+        file: PathBuf,
+        /// Act as this user: an admin or auditor operating this data directory, or the owner of --token.
+        #[arg(long = "as")]
+        actor: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -1983,6 +2001,12 @@ fn execute(command: Command, session: &Session, out: &mut dyn Write) -> Result<(
             serve::check_config(&file, json, out)
         }
         Command::Witness(command) => crate::witness::run_command(command, runtime, out),
+        Command::Trace {
+            file,
+            actor,
+            json,
+            dir,
+        } => review::trace(&file, actor, json, &dir, session, out),
         Command::Dataset(command) => data::run(command, session, out),
         Command::User(command) => users::run(command, session, out),
         Command::Grant(command) => grants::run(command, session, out),

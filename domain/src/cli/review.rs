@@ -350,3 +350,70 @@ pub(super) fn release(
         }
     }
 }
+
+pub(super) fn trace(
+    file: &Path,
+    actor: Option<String>,
+    json: bool,
+    dir: &DataDir,
+    session: &Session,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let leaked = crate::export::read_table_file(&bytes)
+        .with_context(|| format!("{} is not a table Unseen can read", file.display()))?;
+    let (domain, actor) = session.open_as(dir, actor)?;
+    let sha = crate::util::sha256_hex(&bytes);
+    let verdict = domain.trace(session.runtime.handle(), &actor, &leaked, &sha)?;
+    if json {
+        return print_json(out, &verdict);
+    }
+    match &verdict.source {
+        Some(source) => {
+            let downloads = if source.downloaded_by.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; its release was downloaded by {}",
+                    source.downloaded_by.join(", ")
+                )
+            };
+            writeln!(
+                out,
+                "{} traced to extract {} (job {}) under grant {}, run by {} ({}), confidence {:.6}{downloads}",
+                file.display(),
+                source.output,
+                source.job,
+                source.grant,
+                source.user,
+                source.status,
+                verdict.confidence
+            )?;
+        }
+        None => writeln!(
+            out,
+            "{}: unknown — no released extract explains its {} rows over ({}) beyond chance",
+            file.display(),
+            verdict.rows,
+            verdict.columns.join(", ")
+        )?,
+    }
+    for score in verdict.scores.iter().take(5) {
+        let c = &score.candidate;
+        writeln!(
+            out,
+            "  {} grant {} user {}: {}",
+            c.output,
+            c.grant,
+            c.user,
+            match score.log_ratio {
+                Some(r) => format!(
+                    "log likelihood ratio {r:.1} nats (threshold {:.1})",
+                    verdict.threshold
+                ),
+                None => "cannot be its source".to_string(),
+            }
+        )?;
+    }
+    Ok(())
+}
