@@ -13,12 +13,14 @@
 #![forbid(unsafe_code)]
 
 pub mod applications;
+pub mod imports;
 pub mod openapi;
 pub mod requests;
 pub mod responses;
 pub mod views;
 
 pub use applications::*;
+pub use imports::*;
 pub use requests::*;
 pub use responses::*;
 pub use views::*;

@@ -19,7 +19,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{OpenApiBuilder, PathsBuilder, RefOr, Required};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::{applications as ap, requests as rq, responses as rs};
+use crate::{applications as ap, imports as im, requests as rq, responses as rs};
 
 /// One route as the server serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,9 @@ pub enum Operation {
     PreReviewApplication,
     DecideApplication,
     ApplicationFeedback,
+    ListImports,
+    ProposeImport,
+    DecideImport,
     UploadModule,
     ListJobs,
     SubmitJob,
@@ -115,6 +118,10 @@ pub enum BodyType {
     ApplicationFeedback,
     Applications,
     ApplicationShown,
+    ImportRequest,
+    ImportDecision,
+    Imports,
+    ImportShown,
     JobRequest,
     QueryRequest,
     ExtractRequest,
@@ -356,6 +363,24 @@ impl Operation {
                 200,
                 Body::of(T::ApplicationShown),
             ),
+            O::ListImports => c(
+                "Outside data proposed for grants: an admin's or auditor's all, a developer's own.",
+                Body::Nothing,
+                200,
+                Body::of(T::Imports),
+            ),
+            O::ProposeImport => c(
+                "Propose a file of outside data for one of your grants: quarantined and checked (schema, key format and check characters, duplicate keys, size), registered only when a data provider approves it.",
+                Body::of(T::ImportRequest),
+                201,
+                Body::of(T::ImportShown),
+            ),
+            O::DecideImport => c(
+                "Approve a proposed import (registering it, encrypted, joined to its grant, with its own epsilon budget) or reject it, with reasons.",
+                Body::of(T::ImportDecision),
+                200,
+                Body::of(T::ImportShown),
+            ),
             O::UploadModule => Contract {
                 query: Some(QueryString::Upload),
                 ..c(
@@ -512,6 +537,10 @@ impl BodyType {
             T::ApplicationFeedback => register::<ap::ApplicationFeedback>(c),
             T::Applications => register::<ap::Applications>(c),
             T::ApplicationShown => register::<ap::ApplicationShown>(c),
+            T::ImportRequest => register::<im::ImportRequest>(c),
+            T::ImportDecision => register::<im::ImportDecision>(c),
+            T::Imports => register::<im::Imports>(c),
+            T::ImportShown => register::<im::ImportShown>(c),
             T::JobRequest => register::<rq::JobRequest>(c),
             T::QueryRequest => register::<rq::QueryRequest>(c),
             T::ExtractRequest => register::<rq::ExtractRequest>(c),

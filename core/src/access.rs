@@ -214,6 +214,19 @@ impl Domain {
         reason: &str,
     ) -> Result<(), DomainError> {
         self.require(actor, Role::Admin, "destroy datasets")?;
+        self.destroy_dataset_as(actor, name, reason, true)
+    }
+
+    /// Destroys a dataset for `actor`, whose right to was checked (an
+    /// admin's, or the service's own when an import's grant has ended, which
+    /// revokes nothing: the import's one grant is over already).
+    pub(crate) fn destroy_dataset_as(
+        &self,
+        actor: &str,
+        name: &str,
+        reason: &str,
+        revoke_grants: bool,
+    ) -> Result<(), DomainError> {
         if reason.trim().is_empty() {
             return Err(DomainError::ReasonRequired {
                 action: "destroying a dataset",
@@ -233,7 +246,11 @@ impl Domain {
                 at,
             });
         }
-        let grants = store::access::live_grants_covering(&lock(&self.db), name)?;
+        let grants = if revoke_grants {
+            store::access::live_grants_covering(&lock(&self.db), name)?
+        } else {
+            Vec::new()
+        };
         for grant in &grants {
             self.revoke_grant(
                 actor,
@@ -243,6 +260,7 @@ impl Domain {
         }
         self.commit_recorded(actor, "dataset.destroyed", |tx| {
             store::access::destroy_key(tx, name, &self.now_rfc3339())?;
+            store::imports::mark_destroyed(tx, name)?;
             store::access::forget_cached_releases(tx, name)?;
             // Removed before the commit, so the entry never claims a
             // deletion that failed (a failure rolls the key's removal

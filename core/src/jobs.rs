@@ -1213,6 +1213,8 @@ impl Domain {
                 stopped += 1;
             }
         }
+        // Outside data imported for the grant goes with it.
+        self.destroy_ended_imports(actor)?;
         Ok(stopped)
     }
 

@@ -39,6 +39,7 @@ pub mod dev;
 mod extract;
 pub mod grants;
 mod host;
+pub mod imports;
 pub mod jobs;
 pub mod keyrelease;
 pub mod keys;
@@ -219,6 +220,13 @@ pub enum DomainError {
         status: unseen_api::ApplicationStatus,
         action: &'static str,
         expected: String,
+    },
+    #[error("invalid import: {0}")]
+    BadImport(#[from] imports::ImportProblem),
+    #[error("import `{import}` is {status}; only a proposed import can be decided")]
+    ImportState {
+        import: String,
+        status: unseen_api::ImportStatus,
     },
     #[error(
         "user `{user}` applied with application `{application}` and may not review it; another admin must"

@@ -192,7 +192,11 @@ fn implied<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str, &'a Value)>)
                     .disabled = true;
             }
             "dataset.registered" => {
-                s.datasets.entry(text(body, "dataset").into()).or_default();
+                let dataset = s.datasets.entry(text(body, "dataset").into()).or_default();
+                // An approved import sets its own budget layer as it registers.
+                if let Some(total) = body.get("epsilon_total").and_then(Value::as_f64) {
+                    dataset.epsilon_total = Some(total);
+                }
             }
             "dataset.destroyed" => {
                 s.datasets

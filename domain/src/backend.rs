@@ -105,6 +105,16 @@ pub trait Backend {
     ) -> Result<api::DatasetRegistered>;
     fn destroy_dataset(&self, name: &str, reason: &str) -> Result<api::DatasetDestroyed>;
     fn publish_marginals(&self, name: &str, epsilon: f64) -> Result<api::Marginals>;
+    /// Proposes the Parquet file `parquet` as dataset `name` for `grant`.
+    fn propose_import(
+        &self,
+        grant: &str,
+        name: &str,
+        parquet: &Path,
+        manifest: &str,
+    ) -> Result<api::ImportShown>;
+    fn imports(&self) -> Result<api::Imports>;
+    fn decide_import(&self, id: &str, decision: &api::ImportDecision) -> Result<api::ImportShown>;
 
     fn set_budget(&self, request: &api::BudgetRequest) -> Result<api::BudgetSet>;
     fn grant_budget(&self, grant: &str) -> Result<api::GrantBudget>;
@@ -299,6 +309,34 @@ impl Backend for Local {
             dataset: name.into(),
             rows: ingested.rows,
         })
+    }
+
+    fn propose_import(
+        &self,
+        grant: &str,
+        name: &str,
+        parquet: &Path,
+        manifest: &str,
+    ) -> Result<api::ImportShown> {
+        let actor = self.actor()?;
+        let id = self
+            .domain
+            .propose_import(actor, grant, name, parquet, manifest)?;
+        let import = self.domain.import(actor, &id)?;
+        Ok(api::ImportShown { import })
+    }
+
+    fn imports(&self) -> Result<api::Imports> {
+        let imports = self.domain.imports(self.actor()?)?;
+        Ok(api::Imports { imports })
+    }
+
+    fn decide_import(&self, id: &str, decision: &api::ImportDecision) -> Result<api::ImportShown> {
+        let actor = self.actor()?;
+        self.runtime
+            .block_on(self.domain.decide_import(actor, id, decision))?;
+        let import = self.domain.import(actor, id)?;
+        Ok(api::ImportShown { import })
     }
 
     fn destroy_dataset(&self, name: &str, reason: &str) -> Result<api::DatasetDestroyed> {
@@ -665,6 +703,35 @@ impl Backend for Remote {
                 parquet_base64: encoded,
             },
         )
+    }
+
+    fn propose_import(
+        &self,
+        grant: &str,
+        name: &str,
+        parquet: &Path,
+        manifest: &str,
+    ) -> Result<api::ImportShown> {
+        let bytes =
+            std::fs::read(parquet).with_context(|| format!("cannot read {}", parquet.display()))?;
+        let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+        self.post(
+            "/v1/imports",
+            &api::ImportRequest {
+                grant: grant.into(),
+                name: name.into(),
+                manifest: manifest.into(),
+                parquet_base64: encoded,
+            },
+        )
+    }
+
+    fn imports(&self) -> Result<api::Imports> {
+        self.get("/v1/imports")
+    }
+
+    fn decide_import(&self, id: &str, decision: &api::ImportDecision) -> Result<api::ImportShown> {
+        self.post(&format!("/v1/imports/{}/decision", segment(id)), decision)
     }
 
     fn destroy_dataset(&self, name: &str, reason: &str) -> Result<api::DatasetDestroyed> {

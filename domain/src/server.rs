@@ -266,7 +266,8 @@ impl From<DomainError> for ApiError {
             DomainError::Exists { .. }
             | DomainError::NotQuarantined { .. }
             | DomainError::Blocked { .. }
-            | DomainError::ApplicationState { .. } => StatusCode::CONFLICT,
+            | DomainError::ApplicationState { .. }
+            | DomainError::ImportState { .. } => StatusCode::CONFLICT,
             DomainError::Forbidden { .. }
             | DomainError::SelfReview { .. }
             | DomainError::OwnApplication { .. }
@@ -291,7 +292,8 @@ impl From<DomainError> for ApiError {
             | DomainError::Parquet(_)
             | DomainError::ReasonRequired { .. }
             | DomainError::BadGrant(_)
-            | DomainError::BadApplication(_) => StatusCode::BAD_REQUEST,
+            | DomainError::BadApplication(_)
+            | DomainError::BadImport(_) => StatusCode::BAD_REQUEST,
             DomainError::UdfShadowsBuiltin { .. }
             | DomainError::UdfDeclaredTwice { .. }
             | DomainError::ModuleKindConflict { .. }
@@ -650,6 +652,28 @@ fn endpoints() -> Vec<Endpoint> {
             || post(application_feedback),
         ),
         (
+            route(
+                "GET",
+                "/v1/imports",
+                Roles(APPLICATION_READERS),
+                O::ListImports,
+            ),
+            || get(list_imports),
+        ),
+        (
+            route("POST", "/v1/imports", Roles(DEVELOPER), O::ProposeImport),
+            || post(propose_import).layer(DefaultBodyLimit::max(DATASET_LIMIT)),
+        ),
+        (
+            route(
+                "POST",
+                "/v1/imports/{id}/decision",
+                Roles(ADMIN),
+                O::DecideImport,
+            ),
+            || post(decide_import),
+        ),
+        (
             route("POST", "/v1/modules", Roles(DEVELOPER), O::UploadModule),
             || post(upload_module).layer(DefaultBodyLimit::max(MODULE_LIMIT)),
         ),
@@ -1004,6 +1028,7 @@ pub async fn serve(
     };
     // The pruner holds the domain: it stops with the server.
     let _pruner = pruner.map(AbortOnDrop);
+    let _imports = AbortOnDrop(tokio::spawn(destroy_ended_imports(Arc::clone(&domain))));
     let state = AppState::new(Arc::clone(&domain), &options);
     let app = routes(state.clone(), options.observe);
     let grace = options.grace_period;
@@ -1085,6 +1110,24 @@ async fn clear_expired_logs(domain: Arc<Domain>) {
                 tracing::warn!(error = %e, "could not clear job logs past their retention")
             }
             Err(e) => tracing::warn!(error = %e, "the log pruner stopped"),
+        }
+    }
+}
+
+/// Destroys outside data whose grant has ended, at start and then hourly
+/// (a revocation destroys it at once).
+async fn destroy_ended_imports(domain: Arc<Domain>) {
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3_600));
+    loop {
+        hourly.tick().await;
+        let domain = Arc::clone(&domain);
+        match tokio::task::spawn_blocking(move || domain.destroy_ended_imports("system")).await {
+            Ok(Ok(destroyed)) if !destroyed.is_empty() => {
+                tracing::info!(datasets = ?destroyed, "imports of ended grants destroyed")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not destroy imports of ended grants"),
+            Err(e) => tracing::warn!(error = %e, "the import sweeper stopped"),
         }
     }
 }
@@ -1305,6 +1348,64 @@ async fn register_dataset(
         }),
     )
         .into_response())
+}
+
+async fn list_imports(State(state): State<AppState>, actor: Actor) -> ApiResult {
+    actor.require(APPLICATION_READERS, "read imports")?;
+    ok(as_user(&state, actor, |b| b.imports()).await?)
+}
+
+async fn propose_import(
+    State(state): State<AppState>,
+    actor: Actor,
+    raw: axum::body::Body,
+) -> ApiResult {
+    actor.require(DEVELOPER, "propose imports")?;
+    let bytes = read_large(raw, DATASET_LIMIT).await?;
+    let (request, parquet) = tokio::task::spawn_blocking(move || {
+        let request: unseen_api::ImportRequest = body(Ok(bytes))?;
+        let parquet = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            request.parquet_base64.as_bytes(),
+        )
+        .map_err(|e| ApiError::bad_request(format!("`parquet_base64` is not base64: {e}")))?;
+        Ok::<_, ApiError>((request, parquet))
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error while reading the upload",
+        )
+    })??;
+    let shown = as_user(&state, actor, move |b| {
+        let data = b.domain().dir().join("data");
+        let staging = tempfile::Builder::new()
+            .prefix("import-")
+            .suffix(".parquet")
+            .tempfile_in(&data)
+            .map_err(|e| DomainError::io(&data, e))?;
+        std::fs::write(staging.path(), &parquet).map_err(|e| DomainError::io(staging.path(), e))?;
+        b.propose_import(
+            &request.grant,
+            &request.name,
+            staging.path(),
+            &request.manifest,
+        )
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(shown)).into_response())
+}
+
+async fn decide_import(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    actor.require(ADMIN, "decide imports")?;
+    let decision: unseen_api::ImportDecision = body(raw)?;
+    ok(as_user(&state, actor, move |b| b.decide_import(&id, &decision)).await?)
 }
 
 async fn destroy_dataset(

@@ -25,6 +25,9 @@ fn demo_runs_every_step_and_its_ledger_verifies() {
         "risk_adjusted_score",
         "approves it narrowed to epsilon 2.0",
         "rates the grant's use 4 of 5",
+        "credit codes checked (GB 32100-2015 check characters, no repeats)",
+        "`bank_loans` registered encrypted",
+        "default_rate",
         "ledger OK",
     ] {
         assert!(
@@ -49,6 +52,7 @@ fn demo_runs_every_step_and_its_ledger_verifies() {
         "application.submitted",
         "application.pre_reviewed",
         "application.feedback",
+        "import.proposed",
     ] {
         assert!(
             entries.contains(&format!("\"kind\":\"{kind}\"")),

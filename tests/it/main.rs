@@ -19,6 +19,7 @@ mod dev;
 mod extract;
 mod flights;
 mod import;
+mod imports;
 mod joins;
 mod ledger_integrity;
 mod limits;

@@ -126,6 +126,13 @@ fn role_matrix_every_route_every_role() {
                 (path.replace("{id}", &grant), None)
             }
             ("POST", "/v1/grants/{id}/revoke") => (nope(path), Some(json!({"reason": "r"}))),
+            ("POST", "/v1/imports") => (
+                path.into(),
+                Some(json!({"grant": "nope", "name": "n", "manifest": "", "parquet_base64": ""})),
+            ),
+            ("POST", "/v1/imports/{id}/decision") => {
+                (nope(path), Some(json!({"approve": false, "reason": "r"})))
+            }
             ("POST", "/v1/applications") => (
                 path.into(),
                 Some(

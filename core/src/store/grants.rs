@@ -98,3 +98,24 @@ pub(crate) fn insert(
     )?;
     Ok(())
 }
+
+/// Joins `dataset` to a grant: its queries may join it on the privacy
+/// unit; a grant with a column scope gets the dataset's `columns` added to it.
+pub(crate) fn join_dataset(
+    db: &Connection,
+    grant: &str,
+    dataset: &str,
+    columns: &[String],
+) -> rusqlite::Result<()> {
+    db.execute(
+        "UPDATE grants SET join_datasets = json_insert(join_datasets, '$[#]', ?2) WHERE id = ?1",
+        rusqlite::params![grant, dataset],
+    )?;
+    for column in columns {
+        db.execute(
+            "UPDATE grants SET columns = json_insert(columns, '$[#]', ?2) WHERE id = ?1 AND json_array_length(columns) > 0",
+            rusqlite::params![grant, format!("{dataset}.{column}")],
+        )?;
+    }
+    Ok(())
+}

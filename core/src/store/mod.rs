@@ -12,6 +12,7 @@ pub(crate) mod budget;
 pub(crate) mod charges;
 pub(crate) mod datasets;
 pub(crate) mod grants;
+pub(crate) mod imports;
 pub(crate) mod jobs;
 pub(crate) mod metrics;
 pub(crate) mod reconcile;
@@ -205,6 +206,24 @@ CREATE TABLE IF NOT EXISTS application_steps(
     reason TEXT NOT NULL,
     rating INTEGER CHECK (rating IS NULL OR rating BETWEEN 1 AND 5)
 );
+-- Outside data proposed for a grant: quarantined (encrypted under
+-- `imports/`) until a data provider decides; approved ones are datasets.
+CREATE TABLE IF NOT EXISTS imports(
+    id TEXT PRIMARY KEY,
+    dataset TEXT NOT NULL,
+    grant_id TEXT NOT NULL REFERENCES grants(id),
+    proposed_by TEXT NOT NULL REFERENCES users(id),
+    status TEXT NOT NULL CHECK (status IN ('proposed', 'approved', 'rejected', 'destroyed')),
+    manifest TEXT NOT NULL,
+    wrapped_key BLOB,
+    source_sha256 TEXT NOT NULL,
+    checks TEXT NOT NULL,
+    proposed_at TEXT NOT NULL,
+    decided_by TEXT,
+    decided_at TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    epsilon_total REAL CHECK (epsilon_total IS NULL OR epsilon_total > 0)
+);
 CREATE TABLE IF NOT EXISTS pending_records(
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -278,7 +297,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
      ALTER TABLE jobs ADD COLUMN shown_end_ms INTEGER;
      ALTER TABLE spends ADD COLUMN datasets TEXT NOT NULL DEFAULT '[]';",
     ),
-    // Version 15 adds grant applications, which the schema creates.
+    // Version 15 adds grant applications and imports, which the schema creates.
     (14, ""),
 ];
 

@@ -24,6 +24,99 @@ pub(super) fn run(command: DatasetCommand, session: &Session, out: &mut dyn Writ
                 ),
             )
         }
+        DatasetCommand::Import {
+            grant,
+            name,
+            file,
+            manifest,
+            actor,
+            json,
+            dir,
+        } => {
+            let text = read_text(&manifest)?;
+            let backend = session.backend(&dir, actor)?;
+            let (parquet, _staging) = file.parquet(&text, &manifest)?;
+            let shown = backend.propose_import(&grant, &name, &parquet, &text)?;
+            let i = &shown.import;
+            say(
+                out,
+                json,
+                &shown,
+                format_args!(
+                    "proposed import {} of `{name}` for grant {grant}: {} rows, keys checked ({}), quarantined encrypted until a data provider decides",
+                    i.id, i.checks.rows, i.checks.key_format
+                ),
+            )
+        }
+        DatasetCommand::Imports { actor, json, dir } => {
+            let listed = session.backend(&dir, actor)?.imports()?;
+            if json {
+                return print_json(out, &listed);
+            }
+            let rows = listed
+                .imports
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.id.clone(),
+                        i.dataset.clone(),
+                        i.grant.clone(),
+                        i.proposed_by.clone(),
+                        i.checks.rows.to_string(),
+                        i.status.to_string(),
+                        i.epsilon_total.map_or(String::new(), |e| e.to_string()),
+                        i.reason.clone(),
+                    ]
+                })
+                .collect();
+            write_table(
+                out,
+                &[
+                    "IMPORT",
+                    "DATASET",
+                    "GRANT",
+                    "PROPOSED BY",
+                    "ROWS",
+                    "STATUS",
+                    "EPSILON",
+                    "REASON",
+                ],
+                &[4, 6],
+                rows,
+            )
+        }
+        DatasetCommand::DecideImport {
+            id,
+            approve,
+            reject: _,
+            reason,
+            epsilon,
+            actor,
+            json,
+            dir,
+        } => {
+            let decision = unseen_api::ImportDecision {
+                approve,
+                reason,
+                epsilon,
+            };
+            let shown = session
+                .backend(&dir, actor)?
+                .decide_import(&id, &decision)?;
+            let i = &shown.import;
+            let said = if approve {
+                format!(
+                    "approved import {id}: registered `{}` ({} rows, encrypted), joined to grant {} with its own budget of epsilon {}",
+                    i.dataset,
+                    i.checks.rows,
+                    i.grant,
+                    i.epsilon_total.unwrap_or_default()
+                )
+            } else {
+                format!("rejected import {id}; its quarantined file is deleted")
+            };
+            say(out, json, &shown, said)
+        }
         DatasetCommand::Manifest { name } => {
             let kind: unseen_datasets::DatasetKind =
                 name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -32,9 +125,7 @@ pub(super) fn run(command: DatasetCommand, session: &Session, out: &mut dyn Writ
         }
         DatasetCommand::Register {
             name,
-            parquet,
-            csv,
-            arrow,
+            file,
             manifest,
             actor,
             json,
@@ -42,27 +133,7 @@ pub(super) fn run(command: DatasetCommand, session: &Session, out: &mut dyn Writ
         } => {
             let text = read_text(&manifest)?;
             let backend = session.backend(&dir, actor)?;
-            // CSV and Arrow become Parquet in a private scratch directory
-            // first (kept until registered), read with the manifest's types.
-            let mut staging = None;
-            let mut convert = |read: fn(&Path, &Manifest, &Path) -> Result<PathBuf>,
-                               file: &Path| {
-                let checked = Manifest::parse(&text).map_err(|e| {
-                    anyhow::anyhow!("{}: manifest has mistakes:\n{e}", manifest.display())
-                })?;
-                let dir = staging.insert(
-                    tempfile::Builder::new()
-                        .prefix("unseen-import-")
-                        .tempdir()?,
-                );
-                read(file, &checked, dir.path())
-            };
-            let parquet = match (parquet, csv, arrow) {
-                (Some(p), _, _) => p,
-                (None, Some(c), _) => convert(crate::import::csv_to_parquet, &c)?,
-                (None, None, Some(a)) => convert(crate::import::arrow_to_parquet, &a)?,
-                (None, None, None) => bail!("name the data file: --parquet, --csv or --arrow"),
-            };
+            let (parquet, _staging) = file.parquet(&text, &manifest)?;
             let done = backend.register_dataset(&name, &parquet, &text)?;
             say(
                 out,
@@ -129,6 +200,34 @@ pub(super) fn run(command: DatasetCommand, session: &Session, out: &mut dyn Writ
                     "destroyed the data key of `{name}`: its data is unreadable and its grants are revoked; the ledger keeps the record"
                 ),
             )
+        }
+    }
+}
+
+impl DataFile {
+    /// The file as Parquet: itself, or CSV or Arrow converted with the
+    /// manifest's types into a private scratch directory (returned, to be
+    /// kept until the file is used).
+    fn parquet(
+        &self,
+        manifest_text: &str,
+        manifest_path: &Path,
+    ) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+        let convert = |read: fn(&Path, &Manifest, &Path) -> Result<PathBuf>, file: &Path| {
+            let checked = Manifest::parse(manifest_text).map_err(|e| {
+                anyhow::anyhow!("{}: manifest has mistakes:\n{e}", manifest_path.display())
+            })?;
+            let dir = tempfile::Builder::new()
+                .prefix("unseen-import-")
+                .tempdir()?;
+            let parquet = read(file, &checked, dir.path())?;
+            Ok::<_, anyhow::Error>((parquet, Some(dir)))
+        };
+        match (&self.parquet, &self.csv, &self.arrow) {
+            (Some(p), _, _) => Ok((p.clone(), None)),
+            (None, Some(c), _) => convert(crate::import::csv_to_parquet, c),
+            (None, None, Some(a)) => convert(crate::import::arrow_to_parquet, a),
+            (None, None, None) => bail!("name the data file: --parquet, --csv or --arrow"),
         }
     }
 }

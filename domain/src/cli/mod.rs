@@ -57,6 +57,22 @@ pub struct Remote {
     pub ca_cert: Option<PathBuf>,
 }
 
+/// A data file: Parquet, or CSV or Arrow IPC read with the manifest's types.
+#[derive(Debug, Args, Clone)]
+pub struct DataFile {
+    /// The Parquet file.
+    #[arg(long)]
+    parquet: Option<PathBuf>,
+    /// A CSV file instead: a header line naming the manifest's columns in
+    /// order, values read with its types (a mistake names the line and
+    /// column, never the value).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// An Arrow IPC file instead, with the manifest's columns and types.
+    #[arg(long)]
+    arrow: Option<PathBuf>,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct DataDir {
     /// Data directory (store, ledger, keys, encrypted data). Default: a per-user directory.
@@ -870,18 +886,8 @@ pub enum DatasetCommand {
         /// Name to register the dataset under (used in SQL and in grants).
         #[arg(long)]
         name: String,
-        /// The Parquet file to register.
-        #[arg(long)]
-        parquet: Option<PathBuf>,
-        /// A CSV file to register instead: a header line naming the
-        /// manifest's columns in order, values read with its types (a
-        /// mistake names the line and column, never the value).
-        #[arg(long)]
-        csv: Option<PathBuf>,
-        /// An Arrow IPC file to register instead, with the manifest's
-        /// columns and types.
-        #[arg(long)]
-        arrow: Option<PathBuf>,
+        #[command(flatten)]
+        file: DataFile,
         /// Its manifest: column classes, types and bounds, in TOML (see `dataset manifest`).
         #[arg(long)]
         manifest: PathBuf,
@@ -921,6 +927,77 @@ pub enum DatasetCommand {
         #[arg(long = "as")]
         actor: Option<String>,
         /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Propose outside data (a bank's enterprise list, a hospital's
+    /// cohort) for one of your grants: it is checked — schema, key format
+    /// and check characters, duplicate keys, size — and quarantined
+    /// encrypted until a data provider approves it; then queries under the
+    /// grant may join it on the privacy unit, below a DP aggregate only.
+    ///
+    /// Example: `unseen dataset import --grant grant-5e1f0a9c3b --name bank_loans --csv loans.csv --manifest loans.toml --token "$UNSEEN_TOKEN"`
+    Import {
+        /// The grant the data is for (it is destroyed with the grant).
+        #[arg(long)]
+        grant: String,
+        /// The dataset it would become (its manifest's `name`).
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        file: DataFile,
+        /// Its manifest: the privacy unit is the key it joins on, declared
+        /// prohibited; no column may be open.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
+        #[arg(long = "as")]
+        actor: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// List proposed imports: an admin's or auditor's all, a developer's own.
+    ///
+    /// Example: `unseen dataset imports --as wang.min`
+    Imports {
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
+        #[arg(long = "as")]
+        actor: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Approve a proposed import — registering it encrypted, joined to its
+    /// grant, with its own epsilon budget — or reject it, with reasons.
+    ///
+    /// Example: `unseen dataset decide-import imp-4c1d2e3f5a --approve --epsilon 1 --reason "loan outcomes for the SME scenario" --as wang.min`
+    #[command(group = clap::ArgGroup::new("decision").required(true).args(["approve", "reject"]))]
+    DecideImport {
+        /// The import to decide.
+        id: String,
+        /// Approve it (with --epsilon).
+        #[arg(long)]
+        approve: bool,
+        /// Reject it: the quarantined file is deleted.
+        #[arg(long)]
+        reject: bool,
+        /// Why (told to the proposer, kept in the ledger).
+        #[arg(long)]
+        reason: String,
+        /// Its own budget layer: total epsilon queries reading it may spend.
+        #[arg(long)]
+        epsilon: Option<f64>,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
+        #[arg(long = "as")]
+        actor: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -1767,6 +1844,9 @@ fn over_server(command: &Command) -> OverServer {
         | Command::Job(_)
         | Command::Dataset(
             DatasetCommand::Register { .. }
+            | DatasetCommand::Import { .. }
+            | DatasetCommand::Imports { .. }
+            | DatasetCommand::DecideImport { .. }
             | DatasetCommand::List { .. }
             | DatasetCommand::Destroy { .. }
             | DatasetCommand::Marginals { .. },
