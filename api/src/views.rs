@@ -276,6 +276,10 @@ pub struct JobView {
     /// decided them or approved the job's outcome: how many outputs a
     /// guest emits is its own choice.
     pub outputs: Vec<String>,
+    /// The releases of its approved outputs, which its grant's designated
+    /// developers download (`release download`); shown with the outputs.
+    #[serde(default)]
+    pub releases: Vec<String>,
     /// How the run ended (the job record's; withheld from a developer
     /// until reviewed).
     pub ending: Option<RunEnding>,

@@ -390,6 +390,7 @@ fn hide_unshown_end(view: &mut JobView, now_ms: i64) -> bool {
     view.error = None;
     view.ended_at = None;
     view.outputs.clear();
+    view.releases.clear();
     view.epsilon_spent = 0.0;
     true
 }
@@ -1226,6 +1227,7 @@ impl Domain {
             list: "job list",
         })?;
         view.outputs = store::jobs::output_ids(&db, job_id)?;
+        view.releases = store::jobs::release_ids(&db, job_id)?;
         Ok(view)
     }
 
@@ -1471,6 +1473,7 @@ mod tests {
             run_ms: Some(1_234),
             epsilon_spent: 0.5,
             outputs: vec!["out-1".into()],
+            releases: Vec::new(),
             logs: vec!["guest text".into()],
             refusals: Vec::new(),
             shown_end_ms: Some(shown_end_ms),

@@ -723,3 +723,147 @@ fn a_download_as_data_is_counted_like_a_bundle() {
     ]);
     assert!(again.contains("download"), "{again}");
 }
+
+/// `query --format csv --out FILE --wait N` writes the released table once
+/// a reviewer approves it, with each estimate's interval as columns; the
+/// job's status names its release; without a review in time it says how
+/// to fetch it later and writes nothing.
+#[test]
+fn query_format_writes_the_released_table_once_it_is_approved() {
+    let (dir, data) = residents_dir("500");
+    let grant = issue_grant(&data, "5", &[]);
+    // A data directory is one process's: the developer and the reviewer
+    // meet on a server.
+    let server = TestServer::start(&data, 2);
+    let (dev, rev) = (token_of(&data, "dev"), token_of(&data, "rev"));
+    let file = dir.path().join("counts.csv");
+    let waited = {
+        let (base, dev, grant, file) = (
+            server.base.clone(),
+            dev.clone(),
+            grant.clone(),
+            file.clone(),
+        );
+        std::thread::spawn(move || {
+            unseen(&[
+                "query",
+                "--grant",
+                &grant,
+                "--format",
+                "csv",
+                "--out",
+                file.to_str().unwrap(),
+                "--wait",
+                "120",
+                "--json",
+                "--server",
+                &base,
+                "--token",
+                &dev,
+                SQL,
+            ])
+        })
+    };
+    // The reviewer approves the output as soon as it is in the queue.
+    let mut output = None;
+    for _ in 0..1200 {
+        let queue: Value = serde_json::from_str(&ok(&[
+            "review",
+            "list",
+            "--json",
+            "--server",
+            &server.base,
+            "--token",
+            &rev,
+        ]))
+        .unwrap();
+        if let Some(o) = queue["outputs"].as_array().and_then(|a| a.first()) {
+            output = Some(o["output"].as_str().unwrap().to_string());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let output = output.expect("the query's output reached the review queue");
+    ok(&[
+        "review",
+        "approve",
+        &output,
+        "--reason",
+        "DP counts",
+        "--server",
+        &server.base,
+        "--token",
+        &rev,
+    ]);
+    let (done, text) = waited.join().unwrap();
+    assert!(done, "{text}");
+    let answer: Value = serde_json::from_str(text.trim()).unwrap();
+    let release = answer["release"].as_str().unwrap();
+    let csv = std::fs::read_to_string(&file).unwrap();
+    assert!(csv.starts_with("district,n,n_lower,n_upper"), "{csv}");
+    assert!(csv.lines().count() > 10, "a row per district: {csv}");
+    let job: Value = serde_json::from_str(&ok(&[
+        "job",
+        "status",
+        answer["job"].as_str().unwrap(),
+        "--json",
+        "--server",
+        &server.base,
+        "--token",
+        &dev,
+    ]))
+    .unwrap();
+    assert_eq!(job["job"]["releases"][0], release, "{job}");
+
+    // Not reviewed in time: nothing is written, and it says what to do.
+    let later = dir.path().join("later.parquet");
+    let text = ok(&[
+        "query",
+        "--grant",
+        &grant,
+        "--format",
+        "parquet",
+        "--out",
+        later.to_str().unwrap(),
+        "--server",
+        &server.base,
+        "--token",
+        &dev,
+        "SELECT gender, COUNT(*) AS n FROM residents GROUP BY gender",
+    ]);
+    assert!(
+        text.contains("not released within 0 s")
+            && text.contains("release download REL --format parquet"),
+        "{text}"
+    );
+    assert!(!later.exists());
+    // --format needs --out, and an existing file is not replaced.
+    let refused = fails(&[
+        "query",
+        "--grant",
+        &grant,
+        "--format",
+        "csv",
+        "--server",
+        &server.base,
+        "--token",
+        &dev,
+        SQL,
+    ]);
+    assert!(refused.contains("--out"), "{refused}");
+    let refused = fails(&[
+        "query",
+        "--grant",
+        &grant,
+        "--format",
+        "csv",
+        "--out",
+        file.to_str().unwrap(),
+        "--server",
+        &server.base,
+        "--token",
+        &dev,
+        SQL,
+    ]);
+    assert!(refused.contains("already exists"), "{refused}");
+}

@@ -359,6 +359,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
         submitted_at: r.get(7)?,
         epsilon_spent: r.get(14)?,
         outputs: Vec::new(),
+        releases: Vec::new(),
         ending: RunEnding::parse(&status),
         error: r.get(6)?,
         started_at: r.get(8)?,
@@ -500,6 +501,16 @@ pub(crate) fn clear_logs_before(db: &Connection, cutoff: &str) -> rusqlite::Resu
         "UPDATE jobs SET logs = '[]' WHERE ended_at IS NOT NULL AND ended_at < ?1 AND logs != '[]'",
         [cutoff],
     )
+}
+
+/// The releases of a job's outputs other than its outcome, in the order
+/// the outputs were made.
+pub(crate) fn release_ids(db: &Connection, id: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = db.prepare(
+        "SELECT r.id FROM releases r JOIN outputs o ON o.id = r.output_id WHERE o.job_id = ?1 AND o.kind != 'outcome' ORDER BY o.created_at, o.rowid",
+    )?;
+    let rows = stmt.query_map([id], |r| r.get(0))?;
+    rows.collect()
 }
 
 #[cfg(test)]

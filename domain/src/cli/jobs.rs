@@ -143,10 +143,19 @@ pub(super) fn query(args: QueryArgs, session: &Session, out: &mut dyn Write) -> 
         dry_run,
         udfs,
         inputs,
+        format,
+        out: table_path,
+        force,
+        wait,
         actor,
         json,
         dir,
     } = args;
+    // Checked before anything is spent.
+    let destination = match (&format, &table_path) {
+        (Some(_), Some(path)) if !dry_run => Some(prepare_download(Some(path), force)?),
+        _ => None,
+    };
     let backend = session.backend(&dir, actor)?;
     let request = unseen_api::QueryRequest {
         grant: grant.clone(),
@@ -190,8 +199,56 @@ pub(super) fn query(args: QueryArgs, session: &Session, out: &mut dyn Write) -> 
         return Ok(());
     }
     let outcome = backend.query(&request)?;
-    print_developer_outcome(out, &*backend, &grant, &outcome, json)?;
-    ended_or_fail("query", &outcome)
+    let (Some(format), Some(path), Some(destination)) = (format, table_path, destination) else {
+        print_developer_outcome(out, &*backend, &grant, &outcome, json)?;
+        return ended_or_fail("query", &outcome);
+    };
+    if !json {
+        print_developer_outcome(out, &*backend, &grant, &outcome, false)?;
+    }
+    ended_or_fail("query", &outcome)?;
+    let release = wait_for_release(&*backend, &outcome.job, wait)?;
+    let written = match &release {
+        Some(release) => {
+            backend.download_release(release, destination, Some(format))?;
+            true
+        }
+        None => false,
+    };
+    let format_name = format!("{format:?}").to_lowercase();
+    let said = match &release {
+        Some(release) => format!(
+            "release {release} written to {} as {format_name}",
+            path.display()
+        ),
+        None => format!(
+            "not released within {wait} s; once a reviewer approves it, `unseen job status {}` names its release and `unseen release download REL --format {format_name} --out {}` writes it",
+            outcome.job,
+            path.display()
+        ),
+    };
+    say(
+        out,
+        json,
+        &json!({"job": outcome.job, "outputs": outcome.outputs, "epsilon_spent": outcome.epsilon_spent, "release": release, "path": written.then_some(&path), "format": format_name}),
+        said,
+    )
+}
+
+/// The first release of `job`, polling its status for up to `wait`
+/// seconds (once when 0).
+fn wait_for_release(backend: &dyn Backend, job: &str, wait: u64) -> Result<Option<String>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        let shown = backend.job(job)?;
+        if let Some(release) = shown.job.releases.first() {
+            return Ok(Some(release.clone()));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
 
 pub(super) fn extract(args: ExtractArgs, session: &Session, out: &mut dyn Write) -> Result<()> {

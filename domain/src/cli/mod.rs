@@ -380,6 +380,21 @@ pub struct QueryArgs {
     /// its grant must allow derived reuse.
     #[arg(long = "input")]
     pub inputs: Vec<String>,
+    /// Once a reviewer releases the result, write its table to --out in
+    /// this format, each estimate as `x`, `x_lower`, `x_upper` (waiting up
+    /// to --wait seconds; this counts as a download).
+    #[arg(long, value_enum, requires = "out")]
+    pub format: Option<crate::export::TableFormat>,
+    /// Where --format writes the released table.
+    #[arg(long, requires = "format")]
+    pub out: Option<PathBuf>,
+    /// Replace an existing --out file.
+    #[arg(long, requires = "out")]
+    pub force: bool,
+    /// Seconds to wait for the review with --format (0: do not wait; the
+    /// release can be downloaded later with `release download --format`).
+    #[arg(long, default_value_t = 0, requires = "format")]
+    pub wait: u64,
     /// Act as this user: an admin operating this data directory, or the owner of --token.
     #[arg(long = "as")]
     pub actor: Option<String>,
