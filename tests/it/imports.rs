@@ -186,6 +186,16 @@ fn an_import_is_checked_quarantined_approved_joined_below_dp_charged_and_destroy
     let (answered, text) =
         query_as_dev(&s.data, &s.grant, &[], "SELECT credit_code FROM bank_loans");
     assert!(!answered, "{text}");
+    let (answered, text) = query_as_dev(
+        &s.data,
+        &s.grant,
+        &[],
+        "SELECT e.industry, COUNT(*) AS n FROM enterprises e JOIN bank_loans b ON e.registered_capital = b.loan_amount GROUP BY e.industry",
+    );
+    assert!(
+        !answered && text.contains("shared privacy unit"),
+        "a join on another key is refused: {text}"
+    );
     // Its own budget layer was charged.
     let budget = json_of(&ok(&[
         "budget",
@@ -280,6 +290,11 @@ fn a_wrong_file_or_manifest_or_proposer_is_refused_with_what_to_fix() {
         text.contains("1 of 1000 keys") && text.contains("check") && text.contains("data row 3"),
         "{text}"
     );
+    // A file whose columns are not the manifest's.
+    let renamed = csv.replacen("defaulted", "default_flag", 1);
+    std::fs::write(s.path("renamed.csv"), renamed).unwrap();
+    let (done, text) = s.propose("dev", "renamed.csv", "loans.toml");
+    assert!(!done && text.contains("defaulted"), "{text}");
     // A repeated key.
     let mut twice = lines.clone();
     twice.push(lines[1]);
