@@ -815,6 +815,64 @@ fn query_format_writes_the_released_table_once_it_is_approved() {
     .unwrap();
     assert_eq!(job["job"]["releases"][0], release, "{job}");
 
+    // `--wait` alone prints the released values with their intervals.
+    let printing = {
+        let (base, dev, grant) = (server.base.clone(), dev.clone(), grant.clone());
+        std::thread::spawn(move || {
+            unseen(&[
+                "query",
+                "--grant",
+                &grant,
+                "--wait",
+                "120",
+                "--json",
+                "--server",
+                &base,
+                "--token",
+                &dev,
+                "SELECT district, AVG(annual_income) AS n FROM residents GROUP BY district",
+            ])
+        })
+    };
+    let mut approved = false;
+    for _ in 0..1200 {
+        let queue: Value = serde_json::from_str(&ok(&[
+            "review",
+            "list",
+            "--json",
+            "--server",
+            &server.base,
+            "--token",
+            &rev,
+        ]))
+        .unwrap();
+        if let Some(o) = queue["outputs"].as_array().and_then(|a| a.first()) {
+            ok(&[
+                "review",
+                "approve",
+                o["output"].as_str().unwrap(),
+                "--reason",
+                "DP counts",
+                "--server",
+                &server.base,
+                "--token",
+                &rev,
+            ]);
+            approved = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (done, text) = printing.join().unwrap();
+    assert!(approved, "the second query reached the queue: {text}");
+    assert!(done, "{text}");
+    let answer: Value = serde_json::from_str(text.trim()).unwrap();
+    let n = &answer["table"]["columns"][1];
+    assert_eq!(n["name"], "n", "{answer}");
+    assert!(
+        n["values"][0]["lower"].is_number(),
+        "values carry their intervals: {answer}"
+    );
     // Not reviewed in time: nothing is written, and it says what to do.
     let later = dir.path().join("later.parquet");
     let text = ok(&[
@@ -829,7 +887,7 @@ fn query_format_writes_the_released_table_once_it_is_approved() {
         &server.base,
         "--token",
         &dev,
-        "SELECT gender, COUNT(*) AS n FROM residents GROUP BY gender",
+        "SELECT birth_year - birth_year % 10 AS decade, COUNT(*) AS n FROM residents GROUP BY birth_year - birth_year % 10",
     ]);
     assert!(
         text.contains("not released within 0 s")

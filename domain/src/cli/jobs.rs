@@ -200,6 +200,9 @@ pub(super) fn query(args: QueryArgs, session: &Session, out: &mut dyn Write) -> 
     }
     let outcome = backend.query(&request)?;
     let (Some(format), Some(path), Some(destination)) = (format, table_path, destination) else {
+        if wait > 0 {
+            return print_release_when_approved(out, &*backend, &grant, &outcome, wait, json);
+        }
         print_developer_outcome(out, &*backend, &grant, &outcome, json)?;
         return ended_or_fail("query", &outcome);
     };
@@ -233,6 +236,52 @@ pub(super) fn query(args: QueryArgs, session: &Session, out: &mut dyn Write) -> 
         &json!({"job": outcome.job, "outputs": outcome.outputs, "epsilon_spent": outcome.epsilon_spent, "release": release, "path": written.then_some(&path), "format": format_name}),
         said,
     )
+}
+
+/// `query --wait N` without `--format`: the outcome, then the released
+/// table with each estimate's interval once a reviewer approves it (a
+/// download of the release), or how to fetch it later.
+fn print_release_when_approved(
+    out: &mut dyn Write,
+    backend: &dyn Backend,
+    grant: &str,
+    outcome: &unseen_api::DeveloperOutcome,
+    wait: u64,
+    json: bool,
+) -> Result<()> {
+    if !json {
+        print_developer_outcome(out, backend, grant, outcome, false)?;
+    }
+    ended_or_fail("query", outcome)?;
+    let release = wait_for_release(backend, &outcome.job, wait)?;
+    let table = match &release {
+        Some(release) => {
+            let file: serde_json::Value =
+                serde_json::from_str(&backend.download_release(release, None, None)?)
+                    .context("the release file is not JSON")?;
+            Some(file["document"]["table"].clone())
+        }
+        None => None,
+    };
+    if json {
+        return print_json(
+            out,
+            &json!({"job": outcome.job, "outputs": outcome.outputs, "epsilon_spent": outcome.epsilon_spent, "release": release, "table": table}),
+        );
+    }
+    match (&release, &table) {
+        (Some(release), Some(table)) => {
+            writeln!(out, "released as {release}:")?;
+            let table = crate::audit::table_from_json(table)?;
+            crate::demo::print_table(out, &table)?;
+        }
+        _ => writeln!(
+            out,
+            "not released within {wait} s; once a reviewer approves it, `unseen job status {}` names its release",
+            outcome.job
+        )?,
+    }
+    Ok(())
 }
 
 /// The first release of `job`, polling its status for up to `wait`

@@ -391,9 +391,10 @@ pub struct QueryArgs {
     /// Replace an existing --out file.
     #[arg(long, requires = "out")]
     pub force: bool,
-    /// Seconds to wait for the review with --format (0: do not wait; the
-    /// release can be downloaded later with `release download --format`).
-    #[arg(long, default_value_t = 0, requires = "format")]
+    /// Seconds to wait for a reviewer to release the result, then print
+    /// its values with their intervals (or write them with --format); 0
+    /// does not wait (`job status` names the release later).
+    #[arg(long, default_value_t = 0)]
     pub wait: u64,
     /// Act as this user: an admin operating this data directory, or the owner of --token.
     #[arg(long = "as")]
