@@ -259,7 +259,10 @@ impl Domain {
             )?;
         }
         self.commit_recorded(actor, "dataset.destroyed", |tx| {
-            store::access::destroy_key(tx, name, &self.now_rfc3339())?;
+            if !store::access::destroy_key(tx, name, &self.now_rfc3339())? {
+                // Destroyed meanwhile (a revocation's sweep): recorded there.
+                return Ok(Change::Abandon(()));
+            }
             store::imports::mark_destroyed(tx, name)?;
             store::access::forget_cached_releases(tx, name)?;
             // Removed before the commit, so the entry never claims a

@@ -2,6 +2,30 @@
 
 use super::*;
 
+/// The names of a manifest's columns of `class`.
+pub(crate) fn columns_of_class(manifest: &Manifest, class: unseen_policy::Class) -> Vec<String> {
+    manifest
+        .columns
+        .iter()
+        .filter(|c| c.class == class)
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// The prohibited text columns, whose values registration indexes (keyed
+/// hashes) so that no output can carry one.
+pub(crate) fn prohibited_text_columns(manifest: &Manifest) -> Vec<String> {
+    manifest
+        .columns
+        .iter()
+        .filter(|c| {
+            c.class == unseen_policy::Class::Prohibited
+                && c.ty == unseen_policy::manifest::ColumnType::Utf8
+        })
+        .map(|c| c.name.clone())
+        .collect()
+}
+
 impl Domain {
     /// Registers a Parquet file under a manifest: validates, encrypts at rest
     /// with a fresh data key, records the registration.
@@ -29,15 +53,7 @@ impl Domain {
         data::check_file(parquet, &manifest)?;
         let key = random_bytes::<32>();
         let file = format!("data/{name}.parquet");
-        let prohibited_text: Vec<String> = manifest
-            .columns
-            .iter()
-            .filter(|c| {
-                c.class == unseen_policy::Class::Prohibited
-                    && c.ty == unseen_policy::manifest::ColumnType::Utf8
-            })
-            .map(|c| c.name.clone())
-            .collect();
+        let prohibited_text = prohibited_text_columns(&manifest);
         let ingested = data::ingest(parquet, &self.dir.join(&file), &key, name, &prohibited_text)?;
         data::write_index(
             &self.dir.join(format!("data/{name}.prohibited")),
@@ -60,14 +76,7 @@ impl Domain {
         } = data::registration_facts(&open).await?;
         let within_json = serde_json::to_string(&within_bounds).unwrap_or_else(|_| "[]".into());
         let wrapped = self.master.wrap(name, &key);
-        let by_class = |class: unseen_policy::Class| {
-            manifest
-                .columns
-                .iter()
-                .filter(|c| c.class == class)
-                .map(|c| c.name.clone())
-                .collect::<Vec<_>>()
-        };
+        let by_class = |class| columns_of_class(&manifest, class);
         let body = json!({
                 "dataset": name,
                 "manifest_version": manifest.version,

@@ -188,14 +188,13 @@ impl Domain {
         leaked: &TextTable,
         file_sha256: &str,
     ) -> Result<Verdict, DomainError> {
-        self.require_any(
-            actor,
-            &[crate::Role::Admin, crate::Role::Auditor],
-            "trace leaked files",
-        )?;
+        // The data provider's: a verdict still depends on the population's
+        // exact counts (one bit per file), which auditors may not learn.
+        self.require(actor, crate::Role::Admin, "trace leaked files")?;
         let outputs = crate::store::review::extract_outputs(&crate::lock(&self.db))?;
         let mut candidates = Vec::new();
-        for o in outputs {
+        // Only what left can leak: released extracts.
+        for o in outputs.into_iter().filter(|o| o.status == "approved") {
             let Ok(table) = udf_sdk::abi::decode_table(&o.data) else {
                 continue;
             };
@@ -222,6 +221,14 @@ impl Domain {
             };
             candidates.push((candidate, text));
         }
+        // Columns no extract has (an index a spreadsheet added) are left out.
+        let known: Vec<String> = leaked
+            .columns
+            .iter()
+            .filter(|c| candidates.iter().any(|(_, t)| t.columns.contains(c)))
+            .cloned()
+            .collect();
+        let leaked = &leaked.project(&known);
         let mut populations: std::collections::HashMap<String, Option<Counts>> = Default::default();
         for (candidate, table) in &candidates {
             if populations.contains_key(&candidate.dataset)
@@ -258,7 +265,10 @@ impl Domain {
         dataset: &str,
         columns: &[String],
     ) -> Result<Option<Counts>, DomainError> {
-        let opened = self.open_dataset(dataset)?;
+        // A destroyed dataset has no population to compare with.
+        let Ok(opened) = self.open_dataset(dataset) else {
+            return Ok(None);
+        };
         let Ok(specs) = mask::plan_extract(&opened.manifest, columns) else {
             return Ok(None);
         };

@@ -56,6 +56,10 @@ pub enum GrantProblem {
     UdfCapWithoutUdfs,
     #[error("the grant allows no operation; allow modules, SQL or extracts")]
     NoOperation,
+    #[error(
+        "dataset `{0}` was imported for another grant and belongs to it alone; propose the data again for this one (`dataset import`)"
+    )]
+    ImportedElsewhere(String),
 }
 
 impl Domain {
@@ -75,6 +79,11 @@ impl Domain {
         for user in &r.designated {
             if self.role_of(user)? != Role::Developer {
                 return Err(GrantProblem::DesignatedNotADeveloper(user.clone()).into());
+            }
+        }
+        for name in std::iter::once(&r.dataset).chain(&r.join_datasets) {
+            if store::imports::is_imported(&lock(&self.db), name)? {
+                return Err(GrantProblem::ImportedElsewhere(name.clone()).into());
             }
         }
         let primary = self.open_dataset(&r.dataset)?;

@@ -233,27 +233,12 @@ impl Domain {
         std::fs::create_dir_all(self.dir.join("imports"))
             .map_err(|e| DomainError::io(&self.dir.join("imports"), e))?;
         let key = random_bytes::<32>();
-        let prohibited_text: Vec<String> = manifest
-            .columns
-            .iter()
-            .filter(|c| {
-                c.class == unseen_policy::Class::Prohibited
-                    && c.ty == unseen_policy::manifest::ColumnType::Utf8
-            })
-            .map(|c| c.name.clone())
-            .collect();
+        let prohibited_text = datasets::prohibited_text_columns(&manifest);
         let file = self.dir.join(quarantined_file(&id));
         let ingested = data::ingest(parquet, &file, &key, name, &prohibited_text)?;
         data::write_index(&self.dir.join(quarantined_index(&id)), &ingested.prohibited)?;
         let wrapped = self.master.wrap(name, &key);
-        let by_class = |class: unseen_policy::Class| {
-            manifest
-                .columns
-                .iter()
-                .filter(|c| c.class == class)
-                .map(|c| c.name.clone())
-                .collect::<Vec<_>>()
-        };
+        let by_class = |class| datasets::columns_of_class(&manifest, class);
         let body = json!({
             "import": id, "dataset": name, "grant": grant_id,
             "manifest_sha256": sha256_hex(manifest_text.as_bytes()),
@@ -263,7 +248,7 @@ impl Domain {
             "conditional": by_class(unseen_policy::Class::Conditional),
         });
         let at = self.now_rfc3339();
-        self.commit_recorded(actor, "import.proposed", |tx| {
+        let proposed = self.commit_recorded(actor, "import.proposed", |tx| {
             store::imports::insert(
                 tx,
                 &store::imports::NewImport {
@@ -279,7 +264,14 @@ impl Domain {
                 },
             )?;
             Ok(Change::Record(body, ()))
-        })?;
+        });
+        if let Err(e) = proposed {
+            // Nothing recorded: nothing kept.
+            for path in [&file, &self.dir.join(quarantined_index(&id))] {
+                let _ = remove_if_there(path);
+            }
+            return Err(e);
+        }
         Ok(id)
     }
 
@@ -306,6 +298,24 @@ impl Domain {
                 status: import.status,
             });
         }
+        let grant = self.grant(&import.grant)?;
+        if decision.approve
+            && (grant.revoked_at.is_some()
+                || grant.expires_at.as_str() <= self.now_rfc3339().as_str())
+        {
+            return Err(ImportProblem::GrantEnded(import.grant.clone()).into());
+        }
+        // Another decision that won the race: its status.
+        let lost = |tx: &rusqlite::Transaction<'_>| -> DomainError {
+            match store::imports::status(tx, id) {
+                Ok(Some(status)) => DomainError::ImportState {
+                    import: id.to_string(),
+                    status,
+                },
+                Ok(None) => not_found(id),
+                Err(e) => e.into(),
+            }
+        };
         let at = self.now_rfc3339();
         let quarantined = self.dir.join(quarantined_file(id));
         let index = self.dir.join(quarantined_index(id));
@@ -320,19 +330,20 @@ impl Domain {
                     &decision.reason,
                     None,
                 )? {
-                    return Err(DomainError::ImportState {
-                        import: id.to_string(),
-                        status: ImportStatus::Rejected,
-                    });
-                }
-                for path in [&quarantined, &index] {
-                    remove_if_there(path)?;
+                    return Err(lost(tx));
                 }
                 Ok(Change::Record(
                     json!({"import": id, "dataset": import.dataset, "reason": decision.reason}),
                     (),
                 ))
             })?;
+            // Deleted once the rejection is recorded; a file left by a
+            // failure here is encrypted, its key in the store only.
+            for path in [&quarantined, &index] {
+                if let Err(e) = remove_if_there(path) {
+                    tracing::error!(error = %e, import = id, "could not delete a rejected import's file");
+                }
+            }
             return Ok(());
         }
         let epsilon = decision
@@ -372,7 +383,14 @@ impl Domain {
             "within_bounds": within_bounds,
             "encryption": "parquet modular encryption, AES-256-GCM, per-dataset key wrapped by the master key",
         });
-        self.commit_recorded(actor, "dataset.registered", |tx| {
+        let moves = [
+            (quarantined.clone(), self.dir.join(&file)),
+            (
+                index.clone(),
+                self.dir.join(format!("data/{name}.prohibited")),
+            ),
+        ];
+        let registered = self.commit_recorded(actor, "dataset.registered", |tx| {
             if !store::imports::decide(
                 tx,
                 id,
@@ -382,10 +400,7 @@ impl Domain {
                 &decision.reason,
                 Some(epsilon),
             )? {
-                return Err(DomainError::ImportState {
-                    import: id.to_string(),
-                    status: ImportStatus::Approved,
-                });
+                return Err(lost(tx));
             }
             store::datasets::insert(
                 tx,
@@ -406,16 +421,29 @@ impl Domain {
             store::budget::set_total(tx, BudgetLayer::Dataset, &name, epsilon)?;
             store::grants::join_dataset(tx, &import.grant, &name, &columns)?;
             // Moved last: a failure before rolls everything back with the
-            // file still in quarantine.
-            for (from, to) in [
-                (&quarantined, self.dir.join(&file)),
-                (&index, self.dir.join(format!("data/{name}.prohibited"))),
-            ] {
-                std::fs::rename(from, &to).map_err(|e| DomainError::io(&to, e))?;
+            // file still in quarantine, and one after is undone below.
+            for (from, to) in &moves {
+                std::fs::rename(from, to).map_err(|e| DomainError::io(to, e))?;
             }
             Ok(Change::Record(body, ()))
-        })?;
-        Ok(())
+        });
+        let still_proposed = || {
+            matches!(
+                store::imports::status(&lock(&self.db), id),
+                Ok(Some(ImportStatus::Proposed))
+            )
+        };
+        // Not registered (a failure after the store's commit, while the
+        // ledger appends, leaves it registered and repaired at the next
+        // open): the files go back to quarantine, to be decided again.
+        if registered.is_err() && still_proposed() {
+            for (from, to) in &moves {
+                if to.exists() && !from.exists() {
+                    let _ = std::fs::rename(to, from);
+                }
+            }
+        }
+        registered.map(|_| ())
     }
 
     /// Imports `actor` may read: an admin's or auditor's all, a developer's

@@ -15,21 +15,25 @@
 //!
 //! **Tracing is a likelihood-ratio test on class counts**, the only trace
 //! masked rows keep of who is in them. A leaked file `L` (any subset of an
-//! extract's rows, in any order, in any format, with columns dropped) is
-//! compared with every extract `E` the service released, projected on
-//! `L`'s columns: under "L is a sample of E's rows" the class counts of `L`
-//! are multivariate hypergeometric, `P(L | E) = Π C(e_t, l_t) / C(|E|, |L|)`.
-//! The null hypothesis is that `L` was drawn from the whole dataset `D`
-//! (masked the same way) and never released. The file is attributed to
-//! the `E` of highest likelihood when `ln P(L|E) − ln P(L|D)` is at least
-//! `τ = ln(1000 · candidates)`: for a file drawn under the null, the chance
-//! that a likelihood ratio reaches `e^τ` is at most `e^−τ` (Markov's
-//! inequality on the ratio, whose mean under the null is 1), so at most one
-//! file in a thousand that was never released is attributed to anyone.
-//! The confidence is the posterior of `E` among all candidates and the null
-//! with equal priors. Rows of `L` that no candidate holds (edited or
-//! invented) are tolerated up to [`MAX_FOREIGN_SHARE`], each costing
-//! `ln 1000`.
+//! extract's rows, in any order, in any format, with columns dropped or
+//! added) is compared with every extract `E` the service released,
+//! projected on the columns they share: under "L is a sample of E's rows"
+//! the class counts of `L` are multivariate hypergeometric,
+//! `P(L | E) = Π C(e_t, l_t) / C(|E|, |L|)`, and a file with a row `E`
+//! does not hold cannot come from it. The null hypothesis is that `L` was
+//! drawn from the whole dataset `D` (masked the same way) and never
+//! released. The file is attributed to the `E` of highest likelihood when
+//! `ln P(L|E) − ln P(L|D)` is at least `τ = ln(1000 · candidates)`: both
+//! are probability distributions over files, so under the null the ratio
+//! has mean at most 1 and reaches `e^τ` with probability at most `e^−τ`
+//! (Markov's inequality), and by the union bound at most one file in a
+//! thousand that was never released is attributed to anyone. Without a
+//! population to compare with (a destroyed dataset, columns no extract of
+//! it could have) the file is unknown. The confidence is the posterior of
+//! `E` among all candidates and the null with equal priors.
+//!
+//! The verdict is all that is shown: per-candidate scores are computed
+//! from exact counts of the population, so they stay inside.
 //!
 //! Nothing here reads a file or the store: the core's `Domain::trace`
 //! gathers the candidates and the population and records the verdict.
@@ -39,13 +43,6 @@ use std::collections::HashMap;
 /// The share of a class's people an extract may hold, one chosen per class
 /// by the extract's key.
 pub const KEEP_SHARES: [f64; 2] = [0.7, 0.9];
-
-/// Rows of a leaked file that its source does not hold (edited, invented)
-/// tolerated, as a share of the file's rows.
-pub const MAX_FOREIGN_SHARE: f64 = 0.02;
-
-/// What a row its source does not hold costs, in nats.
-const FOREIGN_ROW_NATS: f64 = 6.907_755_278_982_137; // ln 1000
 
 /// False attributions allowed per file that was never released, before
 /// dividing among candidates: the threshold is `ln(1000 · candidates)`.
@@ -75,8 +72,9 @@ impl Fingerprint {
         }
     }
 
-    /// SHA-256 of the key: recorded in the ledger, so a key shown later can
-    /// be proven to be the one the extract was drawn with.
+    /// SHA-256 of the key, recorded in the ledger with the extract. The key
+    /// itself is not kept: tracing compares a file with the stored
+    /// extract, which is what the key chose.
     pub fn commitment(&self) -> &str {
         &self.commitment
     }
@@ -128,6 +126,21 @@ pub struct Counts {
 }
 
 impl TextTable {
+    /// The table with only those of its columns that `keep` names.
+    pub fn project(&self, keep: &[String]) -> TextTable {
+        let at: Vec<usize> = (0..self.columns.len())
+            .filter(|&i| keep.contains(&self.columns[i]))
+            .collect();
+        TextTable {
+            columns: at.iter().map(|&i| self.columns[i].clone()).collect(),
+            rows: self
+                .rows
+                .iter()
+                .map(|r| at.iter().map(|&i| r[i].clone()).collect())
+                .collect(),
+        }
+    }
+
     /// The rows counted by their values in `columns`; `None` when the table
     /// lacks one of them.
     pub fn counts(&self, columns: &[String]) -> Option<Counts> {
@@ -160,26 +173,20 @@ fn ln_choose(n: u64, k: u64) -> f64 {
 }
 
 /// `ln P(leaked | drawn from source)` under sampling rows without
-/// replacement, rows the source does not hold each costing
-/// [`FOREIGN_ROW_NATS`]; `None` when more than [`MAX_FOREIGN_SHARE`] of
-/// the rows are foreign.
+/// replacement; `None` when the source does not hold every row.
 pub fn log_likelihood(leaked: &Counts, source: &Counts) -> Option<f64> {
-    let mut foreign = 0u64;
+    if leaked.total > source.total {
+        return None;
+    }
     let mut sum = 0.0;
     for (row, &l) in &leaked.by_row {
         let e = source.by_row.get(row).copied().unwrap_or(0);
-        let held = l.min(e);
-        foreign += l - held;
-        sum += ln_choose(e, held);
+        if l > e {
+            return None;
+        }
+        sum += ln_choose(e, l);
     }
-    if foreign as f64 > MAX_FOREIGN_SHARE * leaked.total as f64 {
-        return None;
-    }
-    let drawn = leaked.total - foreign;
-    if drawn > source.total {
-        return None;
-    }
-    Some(sum - ln_choose(source.total, drawn) - foreign as f64 * FOREIGN_ROW_NATS)
+    Some(sum - ln_choose(source.total, leaked.total))
 }
 
 /// An extract that could be the source of a leaked file.
@@ -218,7 +225,9 @@ pub struct Verdict {
     /// Rows and columns of the file.
     pub rows: u64,
     pub columns: Vec<String>,
-    /// Every candidate with its score, best first.
+    /// Every candidate with its score, best first: for the service only
+    /// (the scores are computed from the population's exact counts).
+    #[serde(skip)]
     pub scores: Vec<Score>,
 }
 
@@ -279,14 +288,11 @@ impl Sources {
                 let log_source = counts
                     .as_ref()
                     .and_then(|s| log_likelihood(&leaked_counts, s));
-                // A file its dataset's population cannot explain is not
-                // drawn from it: the source alone must explain it.
-                let null = nulls
-                    .get(candidate.dataset.as_str())
-                    .copied()
-                    .flatten()
-                    .unwrap_or(f64::NEG_INFINITY);
-                let log_ratio = log_source.map(|ls| ls - null);
+                // Without the population's likelihood there is no test:
+                // the candidate is not named (a file the population cannot
+                // explain is explained by no extract of it either).
+                let null = nulls.get(candidate.dataset.as_str()).copied().flatten();
+                let log_ratio = log_source.zip(null).map(|(ls, n)| ls - n);
                 let score = Score {
                     candidate: candidate.clone(),
                     log_ratio,
@@ -350,7 +356,7 @@ mod tests {
         };
         let from_source = log_likelihood(&leaked, &source).unwrap();
         let from_other = log_likelihood(&leaked, &other);
-        assert!(from_other.is_none(), "3 of 4 rows are foreign to it");
+        assert!(from_other.is_none(), "it holds one of the four rows only");
         assert!(from_source > -1.0, "{from_source}");
     }
 }

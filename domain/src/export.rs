@@ -109,7 +109,9 @@ pub fn read_table_file(bytes: &[u8]) -> Result<crate::trace::TextTable> {
     let text = std::str::from_utf8(bytes).context("the file is neither Parquet nor UTF-8 text")?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        if let Ok(file) = serde_json::from_str::<serde_json::Value>(text) {
+        if let Ok(file) = serde_json::from_str::<serde_json::Value>(text)
+            && file.get("document").is_some()
+        {
             let table = crate::audit::table_from_json(&file["document"]["table"])
                 .map_err(|e| anyhow::anyhow!("a JSON file that is not a release bundle: {e}"))?;
             let batch = table_batch(&table)?;

@@ -173,6 +173,26 @@ fn an_import_is_checked_quarantined_approved_joined_below_dp_charged_and_destroy
     let (done, text) = s.decide(&id, &["--reject", "--reason", "again"]);
     assert!(!done && text.contains("only a proposed import"), "{text}");
 
+    // It belongs to its grant alone.
+    let refused = fails(&[
+        "grant",
+        "issue",
+        "--dataset",
+        "enterprises",
+        "--join",
+        "bank_loans",
+        "--developer",
+        "dev2",
+        "--purpose",
+        "p",
+        "--epsilon",
+        "1",
+        "--as",
+        "admin",
+        "--data-dir",
+        &s.data,
+    ]);
+    assert!(refused.contains("imported for another grant"), "{refused}");
     // Joinable on the privacy unit below a DP aggregate, and nothing else.
     let (answered, text) = query_as_dev(&s.data, &s.grant, &[], JOIN_SQL);
     assert!(answered, "{text}");

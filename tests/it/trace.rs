@@ -271,6 +271,16 @@ fn a_leaked_extract_is_traced_to_its_grant_and_user_and_a_stranger_file_is_unkno
             write_csv(&path, &drop_column(&half, "gender"));
             path
         }),
+        ("half its rows with an index column added", {
+            let path = dir.path().join("indexed.csv");
+            let mut indexed = half.clone();
+            indexed.columns.insert(0, "row".into());
+            for (i, r) in indexed.rows.iter_mut().enumerate() {
+                r.insert(0, i.to_string());
+            }
+            write_csv(&path, &indexed);
+            path
+        }),
         ("half its rows as JSON lines", {
             let path = dir.path().join("half.jsonl");
             let lines: Vec<String> = half

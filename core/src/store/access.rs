@@ -121,13 +121,14 @@ pub(crate) fn live_grants_covering(
     rows.collect()
 }
 
-/// Drops a dataset's wrapped data key and marks it destroyed.
-pub(crate) fn destroy_key(db: &Connection, name: &str, at: &str) -> rusqlite::Result<()> {
-    db.execute(
-        "UPDATE datasets SET wrapped_key = NULL, destroyed_at = ?2 WHERE name = ?1",
+/// Drops a dataset's wrapped data key and marks it destroyed; false when
+/// it was destroyed already (by a concurrent destruction).
+pub(crate) fn destroy_key(db: &Connection, name: &str, at: &str) -> rusqlite::Result<bool> {
+    let changed = db.execute(
+        "UPDATE datasets SET wrapped_key = NULL, destroyed_at = ?2 WHERE name = ?1 AND destroyed_at IS NULL",
         params![name, at],
     )?;
-    Ok(())
+    Ok(changed == 1)
 }
 
 /// Forgets the cached releases of every grant covering a dataset.

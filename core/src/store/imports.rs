@@ -136,3 +136,22 @@ pub(crate) fn list(db: &Connection, proposer: Option<&str>) -> rusqlite::Result<
     let rows = stmt.query_map([proposer], read)?;
     rows.collect()
 }
+
+/// Whether `dataset` came in as an import (it belongs to its grant alone).
+pub(crate) fn is_imported(db: &Connection, dataset: &str) -> rusqlite::Result<bool> {
+    db.query_row(
+        "SELECT EXISTS(SELECT 1 FROM imports WHERE dataset = ?1 AND status IN ('approved', 'destroyed'))",
+        [dataset],
+        |r| r.get(0),
+    )
+}
+
+/// The current status of an import, if it exists.
+pub(crate) fn status(db: &Connection, id: &str) -> rusqlite::Result<Option<ImportStatus>> {
+    let status: Option<String> = db
+        .query_row("SELECT status FROM imports WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(status.and_then(|s| ImportStatus::parse(&s)))
+}

@@ -398,22 +398,5 @@ pub(super) fn trace(
             verdict.columns.join(", ")
         )?,
     }
-    for score in verdict.scores.iter().take(5) {
-        let c = &score.candidate;
-        writeln!(
-            out,
-            "  {} grant {} user {}: {}",
-            c.output,
-            c.grant,
-            c.user,
-            match score.log_ratio {
-                Some(r) => format!(
-                    "log likelihood ratio {r:.1} nats (threshold {:.1})",
-                    verdict.threshold
-                ),
-                None => "cannot be its source".to_string(),
-            }
-        )?;
-    }
     Ok(())
 }
