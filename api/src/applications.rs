@@ -154,6 +154,18 @@ pub struct Narrowing {
     pub max_runs: Option<u32>,
     #[serde(default)]
     pub max_downloads: Option<u32>,
+    /// Distinct approvals each release needs (at least as many as asked).
+    #[serde(default)]
+    pub approvals_required: Option<u32>,
+    /// The time windows granted (of those asked; any when none were asked).
+    #[serde(default)]
+    pub windows: Option<Vec<String>>,
+    /// The joined datasets granted (a subset of those asked).
+    #[serde(default)]
+    pub join_datasets: Option<Vec<String>>,
+    /// Releases may not be read back by later queries although asked for.
+    #[serde(default)]
+    pub deny_derived_reuse: bool,
     /// Operations turned off although asked for.
     #[serde(default)]
     pub deny_modules: bool,

@@ -49,6 +49,10 @@ pub enum ApplicationProblem {
         value: String,
         asked: String,
     },
+    #[error(
+        "approval may only narrow the terms asked for: {given} approvals per release is fewer than the {asked} asked for"
+    )]
+    FewerApprovals { asked: u32, given: u32 },
     #[error("a rejection grants nothing: leave the narrowing out")]
     NarrowedRejection,
     #[error("the rating is {0}; rate the grant's use from 1 (poor) to 5 (good)")]
@@ -188,6 +192,36 @@ pub fn narrow(asked: &GrantRequest, n: &Narrowing) -> Result<GrantRequest, Appli
     if let Some(designated) = &n.designated {
         subset("designated user", designated, &asked.designated)?;
         granted.designated = designated.clone();
+    }
+    if let Some(joins) = &n.join_datasets {
+        subset("joined dataset", joins, &asked.join_datasets)?;
+        granted.join_datasets = joins.clone();
+    }
+    if let Some(windows) = &n.windows {
+        // No window asked means any time: any window narrows that.
+        if !asked.windows.is_empty() {
+            if windows.is_empty() {
+                return Err(ApplicationProblem::NotAsked {
+                    what: "time window",
+                    value: "(any time)".into(),
+                    asked: asked.windows.join(", "),
+                });
+            }
+            subset("time window", windows, &asked.windows)?;
+        }
+        granted.windows = windows.clone();
+    }
+    if let Some(approvals) = n.approvals_required {
+        if approvals < asked.approvals_required {
+            return Err(ApplicationProblem::FewerApprovals {
+                asked: asked.approvals_required,
+                given: approvals,
+            });
+        }
+        granted.approvals_required = approvals;
+    }
+    if n.deny_derived_reuse {
+        granted.derived_reuse = false;
     }
     if n.deny_modules {
         granted.allow_modules = false;

@@ -471,12 +471,41 @@ impl Domain {
     }
 
     /// Destroys every imported dataset whose grant is revoked or has
-    /// expired (its data key is destroyed, as `dataset destroy` does);
-    /// the datasets destroyed.
+    /// expired (its data key is destroyed, as `dataset destroy` does), and
+    /// rejects the proposals still waiting for such a grant; the datasets
+    /// destroyed.
     pub fn destroy_ended_imports(&self, actor: &str) -> Result<Vec<String>, DomainError> {
-        let ended = store::imports::of_ended_grants(&lock(&self.db), &self.now_rfc3339())?;
+        let now = self.now_rfc3339();
+        let waiting =
+            store::imports::of_ended_grants(&lock(&self.db), ImportStatus::Proposed, &now)?;
+        for (id, dataset, grant) in waiting {
+            let reason = format!("grant `{grant}` ended before a decision");
+            self.commit_recorded(actor, "import.rejected", |tx| {
+                if !store::imports::decide(
+                    tx,
+                    &id,
+                    ImportStatus::Rejected,
+                    actor,
+                    &now,
+                    &reason,
+                    None,
+                )? {
+                    return Ok(Change::Abandon(()));
+                }
+                Ok(Change::Record(
+                    json!({"import": id, "dataset": dataset, "reason": reason}),
+                    (),
+                ))
+            })?;
+            for path in [quarantined_file(&id), quarantined_index(&id)] {
+                if let Err(e) = remove_if_there(&self.dir.join(path)) {
+                    tracing::error!(error = %e, import = id, "could not delete a rejected import's file");
+                }
+            }
+        }
+        let ended = store::imports::of_ended_grants(&lock(&self.db), ImportStatus::Approved, &now)?;
         let mut destroyed = Vec::new();
-        for (dataset, grant) in ended {
+        for (_, dataset, grant) in ended {
             self.destroy_dataset_as(
                 actor,
                 &dataset,

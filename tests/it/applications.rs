@@ -172,6 +172,14 @@ fn an_application_is_pre_reviewed_returned_amended_narrowed_approved_and_rated()
             vec!["--designate", "rev"],
             "designated user `rev` was not asked for",
         ),
+        (
+            vec!["--join", "residents"],
+            "joined dataset `residents` was not asked for",
+        ),
+        (
+            vec!["--approvals", "0"],
+            "0 approvals per release is fewer than the 1",
+        ),
     ] {
         let mut args = vec![
             "application",
@@ -205,6 +213,10 @@ fn an_application_is_pre_reviewed_returned_amended_narrowed_approved_and_rated()
         "30",
         "--columns",
         "district,annual_income",
+        "--window",
+        "00:00-23:59",
+        "--approvals",
+        "2",
         "--reason",
         "birth years are not needed for district totals",
         "--json",
@@ -235,6 +247,8 @@ fn an_application_is_pre_reviewed_returned_amended_narrowed_approved_and_rated()
     assert_eq!(grant["scenario"], "district services");
     assert_eq!(grant["purpose"], "District income statistics by age band");
     assert_eq!(decided["granted"]["valid_days"], 30);
+    assert_eq!(grant["windows"], json!(["00:00-23:59"]));
+    assert_eq!(grant["approvals_required"], 2);
     // The grant works, and only on the granted columns.
     let (answered, text) = query_as_dev(
         &data,

@@ -40,8 +40,9 @@ fn ledger_query_counts_kinds_and_names_refused_columns() {
             .map(|r| r["n"].as_i64().unwrap())
     };
     assert_eq!(count("query.refused"), Some(2));
-    // district-income, chronic-disease and sme-credit-risk
-    assert_eq!(count("release.signed"), Some(3));
+    // district-income, chronic-disease, sme-credit-risk and the default
+    // rates over the imported bank loans
+    assert_eq!(count("release.signed"), Some(4));
     let out = ok(&[
         "ledger",
         "query",
@@ -62,10 +63,10 @@ fn ledger_query_counts_kinds_and_names_refused_columns() {
         &data,
     ]);
     // 1 for district-income, 2 for chronic-disease's two queries, 1 for
-    // sme-credit-risk
+    // sme-credit-risk, 1 for the default rates over the imported loans
     let rows: serde_json::Value = serde_json::from_str(epsilon.trim()).unwrap();
     let spent = rows[0]["spent"].as_f64().unwrap();
-    assert!((spent - 4.0).abs() < 1e-9, "{epsilon}");
+    assert!((spent - 5.0).abs() < 1e-9, "{epsilon}");
 }
 
 #[test]

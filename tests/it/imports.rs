@@ -472,6 +472,12 @@ fn an_import_is_destroyed_when_its_grant_expires() {
             },
         ))
         .unwrap();
+    // A second proposal still waits for a decision when the grant ends.
+    let waiting_manifest =
+        BANK_LOANS_MANIFEST.replace("name = \"bank_loans\"", "name = \"bank_loans_2\"");
+    let waiting = domain
+        .propose_import("dev", &grant, "bank_loans_2", &parquet, &waiting_manifest)
+        .unwrap();
     assert_eq!(
         domain.destroy_ended_imports("system").unwrap(),
         Vec::<String>::new()
@@ -486,4 +492,16 @@ fn an_import_is_destroyed_when_its_grant_expires() {
         unseen_api::ImportStatus::Destroyed
     );
     assert!(!Path::new(&s.data).join("data/bank_loans.parquet").exists());
+    let rejected = domain.import("admin", &waiting).unwrap();
+    assert_eq!(rejected.status, unseen_api::ImportStatus::Rejected);
+    assert!(
+        rejected.reason.contains("ended before a decision"),
+        "{}",
+        rejected.reason
+    );
+    assert!(
+        !Path::new(&s.data)
+            .join(format!("imports/{waiting}.parquet"))
+            .exists()
+    );
 }

@@ -84,17 +84,20 @@ pub(crate) fn key_and_manifest(
     .optional()
 }
 
-/// Datasets imported for grants that are revoked or ended before `now`
-/// (RFC 3339) and not destroyed yet.
+/// Imports in `status` for grants that are revoked or ended before `now`
+/// (RFC 3339): `(import, dataset, grant)`.
 pub(crate) fn of_ended_grants(
     db: &Connection,
+    status: ImportStatus,
     now: &str,
-) -> rusqlite::Result<Vec<(String, String)>> {
+) -> rusqlite::Result<Vec<(String, String, String)>> {
     let mut stmt = db.prepare(
-        "SELECT i.dataset, g.id FROM imports i JOIN grants g ON g.id = i.grant_id
-         WHERE i.status = 'approved' AND (g.revoked_at IS NOT NULL OR g.expires_at <= ?1)",
+        "SELECT i.id, i.dataset, g.id FROM imports i JOIN grants g ON g.id = i.grant_id
+         WHERE i.status = ?1 AND (g.revoked_at IS NOT NULL OR g.expires_at <= ?2)",
     )?;
-    let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![status.as_str(), now], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
     rows.collect()
 }
 

@@ -178,6 +178,19 @@ pub struct ApplicationDecide {
     /// Grant only these of the further users asked (repeatable).
     #[arg(long = "designate")]
     designated: Option<Vec<String>>,
+    /// Grant only these of the joined datasets asked (repeatable).
+    #[arg(long = "join")]
+    join_datasets: Option<Vec<String>>,
+    /// Grant only these UTC time windows HH:MM-HH:MM (repeatable; of those
+    /// asked, or any when none were).
+    #[arg(long = "window")]
+    windows: Option<Vec<String>>,
+    /// Require this many distinct approvals per release (at least as many as asked).
+    #[arg(long)]
+    approvals: Option<u32>,
+    /// Releases may not be read back by later queries although asked for.
+    #[arg(long)]
+    deny_derived_reuse: bool,
     /// Allow at most this many runs.
     #[arg(long)]
     max_runs: Option<u32>,
@@ -219,6 +232,10 @@ impl ApplicationDecide {
                 designated: self.designated.clone(),
                 max_runs: self.max_runs,
                 max_downloads: self.max_downloads,
+                approvals_required: self.approvals,
+                windows: self.windows.clone(),
+                join_datasets: self.join_datasets.clone(),
+                deny_derived_reuse: self.deny_derived_reuse,
                 deny_modules: self.deny_modules,
                 deny_sql: self.deny_sql,
                 deny_extracts: self.deny_extracts,
