@@ -231,9 +231,7 @@ impl Domain {
         let leaked = &leaked.project(&known);
         let mut populations: std::collections::HashMap<String, Option<Counts>> = Default::default();
         for (candidate, table) in &candidates {
-            if populations.contains_key(&candidate.dataset)
-                || table.counts(&leaked.columns).is_none()
-            {
+            if populations.contains_key(&candidate.dataset) || !table.has_columns(&leaked.columns) {
                 continue;
             }
             let counts = self.population(runtime, &candidate.dataset, &leaked.columns)?;

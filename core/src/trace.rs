@@ -126,6 +126,11 @@ pub struct Counts {
 }
 
 impl TextTable {
+    /// Whether the table has every one of `columns`.
+    pub fn has_columns(&self, columns: &[String]) -> bool {
+        columns.iter().all(|c| self.columns.contains(c))
+    }
+
     /// The table with only those of its columns that `keep` names.
     pub fn project(&self, keep: &[String]) -> TextTable {
         let at: Vec<usize> = (0..self.columns.len())

@@ -765,36 +765,8 @@ fn query_format_writes_the_released_table_once_it_is_approved() {
         })
     };
     // The reviewer approves the output as soon as it is in the queue.
-    let mut output = None;
-    for _ in 0..1200 {
-        let queue: Value = serde_json::from_str(&ok(&[
-            "review",
-            "list",
-            "--json",
-            "--server",
-            &server.base,
-            "--token",
-            &rev,
-        ]))
-        .unwrap();
-        if let Some(o) = queue["outputs"].as_array().and_then(|a| a.first()) {
-            output = Some(o["output"].as_str().unwrap().to_string());
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let output = output.expect("the query's output reached the review queue");
-    ok(&[
-        "review",
-        "approve",
-        &output,
-        "--reason",
-        "DP counts",
-        "--server",
-        &server.base,
-        "--token",
-        &rev,
-    ]);
+    let approved = approve_when_queued(&server.base, &rev);
+    assert!(approved, "the query's output reached the review queue");
     let (done, text) = waited.join().unwrap();
     assert!(done, "{text}");
     let answer: Value = serde_json::from_str(text.trim()).unwrap();
@@ -834,35 +806,7 @@ fn query_format_writes_the_released_table_once_it_is_approved() {
             ])
         })
     };
-    let mut approved = false;
-    for _ in 0..1200 {
-        let queue: Value = serde_json::from_str(&ok(&[
-            "review",
-            "list",
-            "--json",
-            "--server",
-            &server.base,
-            "--token",
-            &rev,
-        ]))
-        .unwrap();
-        if let Some(o) = queue["outputs"].as_array().and_then(|a| a.first()) {
-            ok(&[
-                "review",
-                "approve",
-                o["output"].as_str().unwrap(),
-                "--reason",
-                "DP counts",
-                "--server",
-                &server.base,
-                "--token",
-                &rev,
-            ]);
-            approved = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let approved = approve_when_queued(&server.base, &rev);
     let (done, text) = printing.join().unwrap();
     assert!(approved, "the second query reached the queue: {text}");
     assert!(done, "{text}");
@@ -924,4 +868,32 @@ fn query_format_writes_the_released_table_once_it_is_approved() {
         SQL,
     ]);
     assert!(refused.contains("already exists"), "{refused}");
+}
+
+/// Approves, as the reviewer with `token` on the server at `base`, the
+/// first output to reach the review queue within two minutes; whether one
+/// did.
+fn approve_when_queued(base: &str, token: &str) -> bool {
+    for _ in 0..1200 {
+        let queue: Value = serde_json::from_str(&ok(&[
+            "review", "list", "--json", "--server", base, "--token", token,
+        ]))
+        .unwrap();
+        if let Some(o) = queue["outputs"].as_array().and_then(|a| a.first()) {
+            ok(&[
+                "review",
+                "approve",
+                o["output"].as_str().unwrap(),
+                "--reason",
+                "DP counts",
+                "--server",
+                base,
+                "--token",
+                token,
+            ]);
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
 }
