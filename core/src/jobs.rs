@@ -826,7 +826,10 @@ impl Domain {
             },
             &outcome_table(&view),
         )?;
-        store::jobs::set_outcome_output(&lock(&self.db), job_id, &id)?;
+        let ((), ticket) = self.wal.unflushed(&mut lock(&self.db), |db| {
+            store::jobs::set_outcome_output(db, job_id, &id)
+        })?;
+        self.sync_store(ticket)?;
         Ok(id)
     }
 

@@ -609,6 +609,8 @@ pub struct Domain {
     clock: Arc<dyn clock::Clock>,
     metrics: metrics::CoreMetrics,
     db: Mutex<Connection>,
+    /// Flushes the store's log for recorded changes outside `db`'s lock.
+    wal: store::durability::WalSync,
     /// Group-committed: concurrent appends share one fsync and one checkpoint.
     ledger: SharedLedger,
     master: MasterKey,
@@ -868,6 +870,7 @@ impl Domain {
             clock,
             metrics: metrics::CoreMetrics::new(),
             db: Mutex::new(db),
+            wal: store::durability::WalSync::new(&dir.join("unseen.db")),
             ledger,
             master,
             sandbox,

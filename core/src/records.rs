@@ -86,36 +86,45 @@ impl Domain {
     ) -> Result<(T, Option<u64>), DomainError> {
         let record = new_id("rec");
         let time = self.now_rfc3339();
-        let (body, value) = {
+        let (committed, ticket) = {
             let mut db = lock(&self.db);
-            let tx = db.transaction()?;
-            let (mut body, value) = match change(&tx)? {
-                // Dropping the transaction rolls it back.
-                Change::Abandon(value) => return Ok((value, None)),
-                Change::Record(body, value) => (body, value),
-            };
-            let Some(fields) = body.as_object_mut() else {
-                return Err(DomainError::Internal(format!(
-                    "the `{kind}` entry's body is not a JSON object; nothing was changed"
-                )));
-            };
-            fields.insert(RECORD_FIELD.to_string(), Value::String(record.clone()));
-            // The rows of records written since the last commit go in this
-            // one: deleting them costs no commit (and no fsync) of its own.
-            let written = std::mem::take(&mut *lock(&self.written));
-            let committed = commit_with_pending(
-                tx,
-                &written,
-                [&record, kind, actor, &time, &body.to_string()],
-                self.ledger_floor(),
-            );
-            if committed.is_err() {
-                // Rolled back: those rows are still there.
-                lock(&self.written).extend(written);
-            }
-            committed?;
-            (body, value)
+            self.wal.unflushed(&mut db, |db| {
+                let tx = db.transaction()?;
+                let (mut body, value) = match change(&tx)? {
+                    // Dropping the transaction rolls it back.
+                    Change::Abandon(value) => return Ok(Err(value)),
+                    Change::Record(body, value) => (body, value),
+                };
+                let Some(fields) = body.as_object_mut() else {
+                    return Err(DomainError::Internal(format!(
+                        "the `{kind}` entry's body is not a JSON object; nothing was changed"
+                    )));
+                };
+                fields.insert(RECORD_FIELD.to_string(), Value::String(record.clone()));
+                // The rows of records written since the last commit go in
+                // this one: deleting them costs no commit of its own.
+                let written = std::mem::take(&mut *lock(&self.written));
+                let committed = commit_with_pending(
+                    tx,
+                    &written,
+                    [&record, kind, actor, &time, &body.to_string()],
+                    self.ledger_floor(),
+                );
+                if committed.is_err() {
+                    // Rolled back: those rows are still there.
+                    lock(&self.written).extend(written);
+                }
+                committed?;
+                Ok(Ok((body, value)))
+            })?
         };
+        let (body, value) = match committed {
+            Ok(recorded) => recorded,
+            Err(abandoned) => return Ok((abandoned, None)),
+        };
+        // Durable before its entry is appended (see `store::durability`);
+        // the flush is shared with the commits of other requests.
+        self.sync_store(ticket)?;
         crash_point(kind, "after-commit");
         let index = self.append(actor, kind, time, body)?;
         crash_point(kind, "after-append");
@@ -123,6 +132,16 @@ impl Domain {
         // stops, the next open finds the entry and drops the row.
         lock(&self.written).push(record);
         Ok((value, Some(index)))
+    }
+}
+
+impl Domain {
+    /// Returns once the store's commits up to `ticket` (from
+    /// `WalSync::unflushed`) are on the disk.
+    pub(crate) fn sync_store(&self, ticket: u64) -> Result<(), DomainError> {
+        self.wal
+            .sync_through(ticket)
+            .map_err(|e| DomainError::io(&self.dir.join("unseen.db-wal"), e))
     }
 }
 

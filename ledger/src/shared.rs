@@ -7,8 +7,9 @@
 //! ([`Ledger::append_prepared`]), hands every caller in the group its
 //! receipt and wakes them. Syncing the entries file and writing the
 //! checkpoint file are left to a thread of its own ([`CheckpointWriter`]),
-//! which works beside the next groups and writes only the newest
-//! checkpoint, so an append waits for one device flush. Callers that arrive while a leader writes wait; when it is
+//! which works beside the next groups, syncs the entries at once and
+//! replaces the checkpoint file with the newest checkpoint at most every
+//! 50 ms, so an append waits for one device flush. Callers that arrive while a leader writes wait; when it is
 //! done, one of them leads the next group, which holds everything that
 //! queued up meanwhile. So the busier the ledger, the larger the groups, and an
 //! append still returns only after its entry is on disk.
@@ -32,6 +33,11 @@ use std::time::{Duration, Instant};
 const LINGER_SLICE: Duration = Duration::from_micros(40);
 /// The most a leader lingers in all: a fraction of one `fdatasync`.
 const MAX_LINGER: Duration = Duration::from_micros(400);
+/// How often at most the checkpoint file is replaced while appends go on.
+/// Durability does not need it (each group's signed intent proves every
+/// entry up to its own, see `Intent::proves`), and replacing a file costs
+/// a new inode and a flush; readers of the files call `settle` first.
+const CHECKPOINT_FILE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A [`Ledger`] that any number of threads may append to at the same time
 /// (share it with `Arc<SharedLedger>`). Entries are written in groups: one
@@ -70,6 +76,9 @@ struct WriterSlot {
     /// Whether the writer is writing one now.
     busy: bool,
     closing: bool,
+    /// Callers of [`CheckpointWriter::settle`] waiting now: the file is
+    /// written at once for them.
+    settling: usize,
     /// Size of the checkpoint last written.
     written: u64,
     /// The first write that failed: appends are refused from then on.
@@ -81,22 +90,50 @@ impl WriterState {
         self.slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes what is handed in until closed and nothing is left.
+    /// Writes what is handed in until closed and nothing is left: the
+    /// entries each checkpoint covers are synced at once (the next groups'
+    /// intents wait for them), the checkpoint file at most once per
+    /// [`CHECKPOINT_FILE_INTERVAL`], unless someone settles or closes.
     fn run(&self) {
         let mut slot = self.lock();
+        let mut last_file: Option<Instant> = None;
         loop {
             if let Some(job) = slot.pending.take() {
+                let wait = last_file
+                    .map(|at| CHECKPOINT_FILE_INTERVAL.saturating_sub(at.elapsed()))
+                    .unwrap_or_default();
+                let due = slot.closing || slot.settling > 0 || wait.is_zero();
                 slot.busy = true;
                 let mut written = slot.written;
                 drop(slot);
-                let outcome = job.write(&mut written);
+                let (outcome, later) = if due {
+                    (job.write(&mut written), None)
+                } else {
+                    (job.sync_entries(), Some(job))
+                };
                 slot = self.lock();
                 slot.busy = false;
                 slot.written = slot.written.max(written);
+                if due {
+                    last_file = Some(Instant::now());
+                }
                 if let Err(e) = outcome {
                     slot.failed.get_or_insert_with(|| Arc::new(e));
+                } else if let Some(job) = later
+                    && slot.pending.as_ref().is_none_or(|p| p.size() < job.size())
+                {
+                    slot.pending = Some(job);
                 }
                 self.changed.notify_all();
+                if !due && slot.failed.is_none() {
+                    // Until the file is due, or a newer group, a settle or
+                    // the close arrives.
+                    slot = self
+                        .changed
+                        .wait_timeout(slot, wait)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
             } else if slot.closing {
                 return;
             } else {
@@ -158,13 +195,16 @@ impl CheckpointWriter {
     /// Waits until every checkpoint handed over is written.
     fn settle(&self) -> Result<(), LedgerError> {
         let mut slot = self.state.lock();
-        while slot.pending.is_some() || slot.busy {
+        slot.settling += 1;
+        self.state.changed.notify_all();
+        while (slot.pending.is_some() || slot.busy) && slot.failed.is_none() {
             slot = self
                 .state
                 .changed
                 .wait(slot)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        slot.settling -= 1;
         match &slot.failed {
             Some(e) => Err(LedgerError::Group(Arc::clone(e))),
             None => Ok(()),

@@ -1221,7 +1221,7 @@ impl CheckpointWrite {
 
     /// Syncs the entries file up to the end of the entries this checkpoint
     /// covers (held until now by their group's intent). Needs no lock.
-    fn sync_entries(&self) -> Result<(), LedgerError> {
+    pub(crate) fn sync_entries(&self) -> Result<(), LedgerError> {
         self.entries.through(self.entries_len).map_err(|e| {
             let path = self.path.with_file_name(ENTRIES_FILE);
             self.not_written(io_err("sync", &path)(e))

@@ -17,10 +17,9 @@ pub(crate) fn set_token(
     token_sha256: &str,
     issued_at: &str,
 ) -> rusqlite::Result<bool> {
-    let changed = db.execute(
-        "UPDATE users SET token_sha256 = ?2, token_issued_at = ?3 WHERE id = ?1",
-        params![user, token_sha256, issued_at],
-    )?;
+    let changed = db
+        .prepare_cached("UPDATE users SET token_sha256 = ?2, token_issued_at = ?3 WHERE id = ?1")?
+        .execute(params![user, token_sha256, issued_at])?;
     Ok(changed == 1)
 }
 
@@ -29,17 +28,14 @@ pub(crate) fn user_by_token(
     db: &Connection,
     token_sha256: &str,
 ) -> rusqlite::Result<Option<(String, String, i64)>> {
-    db.query_row(
-        "SELECT id, role, disabled FROM users WHERE token_sha256 = ?1",
-        [token_sha256],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .optional()
+    db.prepare_cached("SELECT id, role, disabled FROM users WHERE token_sha256 = ?1")?
+        .query_row([token_sha256], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
 }
 
 /// Every user, by id.
 pub(crate) fn users(db: &Connection) -> rusqlite::Result<Vec<UserView>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT id, name, role, org, created_at, disabled, token_issued_at FROM users ORDER BY id",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -68,9 +64,9 @@ pub(crate) fn users(db: &Connection) -> rusqlite::Result<Vec<UserView>> {
 /// Disables an enabled user and voids their token, unless they are the
 /// last enabled admin; false when nothing changed.
 pub(crate) fn disable_user(db: &Connection, user: &str) -> rusqlite::Result<bool> {
-    let disabled = db.execute(
+    let disabled = db.prepare_cached(
         "UPDATE users SET disabled = 1, token_sha256 = NULL WHERE id = ?1 AND disabled = 0
-                 AND (role != 'admin' OR (SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0) > 1)",
+                 AND (role != 'admin' OR (SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0) > 1)")?.execute(
         [user],
     )?;
     Ok(disabled == 1)
@@ -78,7 +74,7 @@ pub(crate) fn disable_user(db: &Connection, user: &str) -> rusqlite::Result<bool
 
 /// Every registered dataset, by name.
 pub(crate) fn datasets(db: &Connection) -> rusqlite::Result<Vec<DatasetView>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT name, manifest_version, rows, registered_by, registered_at, epsilon_total, epsilon_spent, destroyed_at FROM datasets ORDER BY name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -101,12 +97,9 @@ pub(crate) fn dataset_file(
     db: &Connection,
     name: &str,
 ) -> rusqlite::Result<Option<(String, Option<String>)>> {
-    db.query_row(
-        "SELECT file, destroyed_at FROM datasets WHERE name = ?1",
-        [name],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()
+    db.prepare_cached("SELECT file, destroyed_at FROM datasets WHERE name = ?1")?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
 }
 
 /// The grants not revoked that cover a dataset (primary or joined).
@@ -114,7 +107,7 @@ pub(crate) fn live_grants_covering(
     db: &Connection,
     dataset: &str,
 ) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = db.prepare(&format!(
+    let mut stmt = db.prepare_cached(&format!(
         "SELECT id FROM grants WHERE {GRANT_COVERS_DATASET} AND revoked_at IS NULL"
     ))?;
     let rows = stmt.query_map([dataset], |r| r.get(0))?;
@@ -124,8 +117,8 @@ pub(crate) fn live_grants_covering(
 /// Drops a dataset's wrapped data key and marks it destroyed; false when
 /// it was destroyed already (by a concurrent destruction).
 pub(crate) fn destroy_key(db: &Connection, name: &str, at: &str) -> rusqlite::Result<bool> {
-    let changed = db.execute(
-        "UPDATE datasets SET wrapped_key = NULL, destroyed_at = ?2 WHERE name = ?1 AND destroyed_at IS NULL",
+    let changed = db.prepare_cached(
+        "UPDATE datasets SET wrapped_key = NULL, destroyed_at = ?2 WHERE name = ?1 AND destroyed_at IS NULL")?.execute(
         params![name, at],
     )?;
     Ok(changed == 1)
@@ -133,8 +126,8 @@ pub(crate) fn destroy_key(db: &Connection, name: &str, at: &str) -> rusqlite::Re
 
 /// Forgets the cached releases of every grant covering a dataset.
 pub(crate) fn forget_cached_releases(db: &Connection, dataset: &str) -> rusqlite::Result<()> {
-    db.execute(
-        &format!("DELETE FROM release_cache WHERE grant_id IN (SELECT id FROM grants WHERE {GRANT_COVERS_DATASET})"),
+    db.prepare_cached(
+        &format!("DELETE FROM release_cache WHERE grant_id IN (SELECT id FROM grants WHERE {GRANT_COVERS_DATASET})"))?.execute(
         [dataset],
     )?;
     Ok(())
@@ -143,7 +136,8 @@ pub(crate) fn forget_cached_releases(db: &Connection, dataset: &str) -> rusqlite
 /// Moves every page in the WAL into the store and truncates the WAL, so
 /// old page images survive nowhere.
 pub(crate) fn checkpoint_wal(db: &Connection) -> rusqlite::Result<()> {
-    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    db.prepare_cached("PRAGMA wal_checkpoint(TRUNCATE)")?
+        .query_row([], |_| Ok(()))
 }
 
 /// A release's signature and the grant it was released under.
@@ -151,8 +145,8 @@ pub(crate) fn release_signature_and_grant(
     db: &Connection,
     release: &str,
 ) -> rusqlite::Result<Option<(String, String)>> {
-    db.query_row(
-        "SELECT r.signature, j.grant_id FROM releases r JOIN outputs o ON o.id = r.output_id JOIN jobs j ON j.id = o.job_id WHERE r.id = ?1",
+    db.prepare_cached(
+        "SELECT r.signature, j.grant_id FROM releases r JOIN outputs o ON o.id = r.output_id JOIN jobs j ON j.id = o.job_id WHERE r.id = ?1")?.query_row(
         [release],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
@@ -164,8 +158,8 @@ pub(crate) fn release_output_and_grant(
     db: &Connection,
     release: &str,
 ) -> rusqlite::Result<Option<(String, String)>> {
-    db.query_row(
-        "SELECT r.output_id, j.grant_id FROM releases r JOIN outputs o ON o.id = r.output_id JOIN jobs j ON j.id = o.job_id WHERE r.id = ?1",
+    db.prepare_cached(
+        "SELECT r.output_id, j.grant_id FROM releases r JOIN outputs o ON o.id = r.output_id JOIN jobs j ON j.id = o.job_id WHERE r.id = ?1")?.query_row(
         [release],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
@@ -175,8 +169,8 @@ pub(crate) fn release_output_and_grant(
 /// Counts one download against a grant if it has downloads left; false
 /// when it has none.
 pub(crate) fn count_download(db: &Connection, grant: &str) -> rusqlite::Result<bool> {
-    let counted = db.execute(
-        "UPDATE grants SET downloads = downloads + 1 WHERE id = ?1 AND (max_downloads IS NULL OR downloads < max_downloads)",
+    let counted = db.prepare_cached(
+        "UPDATE grants SET downloads = downloads + 1 WHERE id = ?1 AND (max_downloads IS NULL OR downloads < max_downloads)")?.execute(
         [grant],
     )?;
     Ok(counted == 1)
@@ -189,16 +183,13 @@ pub(crate) fn insert_download(
     user: &str,
     at: &str,
 ) -> rusqlite::Result<()> {
-    db.execute(
-        "INSERT INTO downloads(release_id, user_id, at) VALUES (?1, ?2, ?3)",
-        params![release, user, at],
-    )?;
+    db.prepare_cached("INSERT INTO downloads(release_id, user_id, at) VALUES (?1, ?2, ?3)")?
+        .execute(params![release, user, at])?;
     Ok(())
 }
 
 /// How many downloads a grant has counted.
 pub(crate) fn downloads(db: &Connection, grant: &str) -> rusqlite::Result<u32> {
-    db.query_row("SELECT downloads FROM grants WHERE id = ?1", [grant], |r| {
-        r.get(0)
-    })
+    db.prepare_cached("SELECT downloads FROM grants WHERE id = ?1")?
+        .query_row([grant], |r| r.get(0))
 }

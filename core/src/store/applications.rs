@@ -25,8 +25,8 @@ pub(crate) fn insert(
     at: &str,
 ) -> rusqlite::Result<()> {
     let terms = serde_json::to_string(request).map_err(|e| corrupt("terms", e))?;
-    db.execute(
-        "INSERT INTO applications(id, applicant, status, request, submitted_at, updated_at) VALUES (?1, ?2, 'submitted', ?3, ?4, ?4)",
+    db.prepare_cached(
+        "INSERT INTO applications(id, applicant, status, request, submitted_at, updated_at) VALUES (?1, ?2, 'submitted', ?3, ?4, ?4)")?.execute(
         params![id, applicant, terms, at],
     )?;
     Ok(())
@@ -43,8 +43,8 @@ pub(crate) fn advance(
 ) -> rusqlite::Result<bool> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let from = serde_json::to_string(&from).map_err(|e| corrupt("status", e))?;
-    let changed = db.execute(
-        "UPDATE applications SET status = ?1, updated_at = ?2 WHERE id = ?3 AND status IN (SELECT value FROM json_each(?4))",
+    let changed = db.prepare_cached(
+        "UPDATE applications SET status = ?1, updated_at = ?2 WHERE id = ?3 AND status IN (SELECT value FROM json_each(?4))")?.execute(
         params![to.as_str(), at, id, from],
     )?;
     Ok(changed == 1)
@@ -57,10 +57,8 @@ pub(crate) fn set_request(
     request: &GrantRequest,
 ) -> rusqlite::Result<()> {
     let terms = serde_json::to_string(request).map_err(|e| corrupt("terms", e))?;
-    db.execute(
-        "UPDATE applications SET request = ?1 WHERE id = ?2",
-        params![terms, id],
-    )?;
+    db.prepare_cached("UPDATE applications SET request = ?1 WHERE id = ?2")?
+        .execute(params![terms, id])?;
     Ok(())
 }
 
@@ -72,17 +70,15 @@ pub(crate) fn set_granted(
     grant: &str,
 ) -> rusqlite::Result<()> {
     let terms = serde_json::to_string(granted).map_err(|e| corrupt("terms", e))?;
-    db.execute(
-        "UPDATE applications SET granted = ?1, grant_id = ?2 WHERE id = ?3",
-        params![terms, grant, id],
-    )?;
+    db.prepare_cached("UPDATE applications SET granted = ?1, grant_id = ?2 WHERE id = ?3")?
+        .execute(params![terms, grant, id])?;
     Ok(())
 }
 
 /// Adds a step to an application's history.
 pub(crate) fn add_step(db: &Connection, id: &str, step: &ApplicationStep) -> rusqlite::Result<()> {
-    db.execute(
-        "INSERT INTO application_steps(application, step, actor, at, reason, rating) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    db.prepare_cached(
+        "INSERT INTO application_steps(application, step, actor, at, reason, rating) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
         params![id, step.step, step.actor, step.at, step.reason, step.rating],
     )?;
     Ok(())
@@ -126,12 +122,9 @@ fn read(db: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Result<Application>
 
 /// One application with its history.
 pub(crate) fn by_id(db: &Connection, id: &str) -> rusqlite::Result<Option<Application>> {
-    db.query_row(
-        &format!("SELECT {COLUMNS} FROM applications WHERE id = ?1"),
-        [id],
-        |r| read(db, r),
-    )
-    .optional()
+    db.prepare_cached(&format!("SELECT {COLUMNS} FROM applications WHERE id = ?1"))?
+        .query_row([id], |r| read(db, r))
+        .optional()
 }
 
 /// Applications, newest first: all, or one applicant's.

@@ -7,8 +7,8 @@ use rusqlite::{Connection, params};
 
 /// Adds `epsilon` to a live grant's spend if it stays within its total.
 pub(crate) fn grant_epsilon(db: &Connection, grant: &str, epsilon: f64) -> rusqlite::Result<bool> {
-    let changed = db.execute(
-        "UPDATE grants SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND epsilon_spent + ?2 <= epsilon_total + 1e-9 AND revoked_at IS NULL",
+    let changed = db.prepare_cached(
+        "UPDATE grants SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND epsilon_spent + ?2 <= epsilon_total + 1e-9 AND revoked_at IS NULL")?.execute(
         params![grant, epsilon],
     )?;
     Ok(changed == 1)
@@ -20,8 +20,8 @@ pub(crate) fn dataset_epsilon(
     dataset: &str,
     epsilon: f64,
 ) -> rusqlite::Result<bool> {
-    let changed = db.execute(
-        "UPDATE datasets SET epsilon_spent = epsilon_spent + ?2 WHERE name = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
+    let changed = db.prepare_cached(
+        "UPDATE datasets SET epsilon_spent = epsilon_spent + ?2 WHERE name = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)")?.execute(
         params![dataset, epsilon],
     )?;
     Ok(changed == 1)
@@ -33,8 +33,8 @@ pub(crate) fn developer_epsilon(
     developer: &str,
     epsilon: f64,
 ) -> rusqlite::Result<bool> {
-    let changed = db.execute(
-        "UPDATE users SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)",
+    let changed = db.prepare_cached(
+        "UPDATE users SET epsilon_spent = epsilon_spent + ?2 WHERE id = ?1 AND (epsilon_total IS NULL OR epsilon_spent + ?2 <= epsilon_total + 1e-9)")?.execute(
         params![developer, epsilon],
     )?;
     Ok(changed == 1)
@@ -42,8 +42,8 @@ pub(crate) fn developer_epsilon(
 
 /// Adds `delta` to a grant's delta spend if it stays within its total.
 pub(crate) fn grant_delta(db: &Connection, grant: &str, delta: f64) -> rusqlite::Result<bool> {
-    let changed = db.execute(
-        "UPDATE grants SET delta_spent = delta_spent + ?2 WHERE id = ?1 AND delta_spent + ?2 <= delta_total * (1 + 1e-9)",
+    let changed = db.prepare_cached(
+        "UPDATE grants SET delta_spent = delta_spent + ?2 WHERE id = ?1 AND delta_spent + ?2 <= delta_total * (1 + 1e-9)")?.execute(
         params![grant, delta],
     )?;
     Ok(changed == 1)
@@ -51,9 +51,8 @@ pub(crate) fn grant_delta(db: &Connection, grant: &str, delta: f64) -> rusqlite:
 
 /// The developer a grant was issued to.
 pub(crate) fn grant_developer(db: &Connection, grant: &str) -> rusqlite::Result<String> {
-    db.query_row("SELECT developer FROM grants WHERE id = ?1", [grant], |r| {
-        r.get(0)
-    })
+    db.prepare_cached("SELECT developer FROM grants WHERE id = ?1")?
+        .query_row([grant], |r| r.get(0))
 }
 
 /// One charged spend, as `spends` records it.
@@ -70,8 +69,8 @@ pub(crate) struct SpendRow<'a> {
 
 /// Records a charged spend.
 pub(crate) fn record_spend(db: &Connection, spend: &SpendRow<'_>) -> rusqlite::Result<()> {
-    db.execute(
-        "INSERT INTO spends(job_id, grant_id, epsilon, delta, query_sha256, at, datasets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    db.prepare_cached(
+        "INSERT INTO spends(job_id, grant_id, epsilon, delta, query_sha256, at, datasets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(
         params![spend.job, spend.grant, spend.epsilon, spend.delta, spend.query_sha256, spend.at, spend.datasets],
     )?;
     Ok(())

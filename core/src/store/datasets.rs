@@ -6,9 +6,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// their names are not reused).
 pub(crate) fn exists(db: &Connection, name: &str) -> rusqlite::Result<bool> {
     let found: Option<String> = db
-        .query_row("SELECT name FROM datasets WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT name FROM datasets WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
         .optional()?;
     Ok(found.is_some())
 }
@@ -32,9 +31,9 @@ pub(crate) struct NewDataset<'a> {
 
 /// Registers a dataset.
 pub(crate) fn insert(db: &Connection, d: &NewDataset<'_>) -> rusqlite::Result<()> {
-    db.execute(
+    db.prepare_cached(
         "INSERT INTO datasets(name, manifest, manifest_version, file, wrapped_key, rows, unit_unique, source_sha256, registered_by, registered_at, within_bounds)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")?.execute(
         params![d.name, d.manifest, d.manifest_version, d.file, d.wrapped_key, d.rows as i64, d.unit_unique, d.source_sha256, d.registered_by, d.registered_at, d.within_bounds],
     )?;
     Ok(())
@@ -54,8 +53,8 @@ pub(crate) struct Stored {
 
 /// A registered dataset's stored row.
 pub(crate) fn stored(db: &Connection, name: &str) -> rusqlite::Result<Option<Stored>> {
-    db.query_row(
-        "SELECT manifest, file, wrapped_key, unit_unique, rows, within_bounds FROM datasets WHERE name = ?1",
+    db.prepare_cached(
+        "SELECT manifest, file, wrapped_key, unit_unique, rows, within_bounds FROM datasets WHERE name = ?1")?.query_row(
         [name],
         |r| {
             Ok(Stored {

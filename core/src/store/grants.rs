@@ -52,17 +52,14 @@ pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
 
 /// A grant by id.
 pub(crate) fn by_id(db: &Connection, id: &str) -> rusqlite::Result<Option<Grant>> {
-    db.query_row(
-        &format!("SELECT {COLUMNS} FROM grants WHERE id = ?1"),
-        [id],
-        from_row,
-    )
-    .optional()
+    db.prepare_cached(&format!("SELECT {COLUMNS} FROM grants WHERE id = ?1"))?
+        .query_row([id], from_row)
+        .optional()
 }
 
 /// Every grant, oldest first.
 pub(crate) fn all(db: &Connection) -> rusqlite::Result<Vec<Grant>> {
-    let mut stmt = db.prepare(&format!(
+    let mut stmt = db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM grants ORDER BY issued_at, id"
     ))?;
     let rows = stmt.query_map([], from_row)?;
@@ -86,11 +83,11 @@ pub(crate) fn insert(
     issued: &Issued<'_>,
 ) -> rusqlite::Result<()> {
     let json = |list: &[String]| serde_json::to_string(list).unwrap_or_else(|_| "[]".into());
-    db.execute(
+    db.prepare_cached(
         "INSERT INTO grants(id, dataset, developer, purpose, epsilon_total, query_epsilon, allow_extracts, issued_by, issued_at, expires_at,
             scenario, allow_modules, allow_sql, windows, designated, max_runs, max_downloads, derived_reuse, approvals_required, columns, join_datasets, delta_total, query_delta, allow_udfs,
             max_open_queries, open_query_window, udf_row_instructions)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)")?.execute(
         params![issued.id, r.dataset, r.developer, r.purpose, r.epsilon_total, r.query_epsilon, r.allow_extracts, issued.issued_by, issued.issued_at, issued.expires_at,
             r.scenario, r.allow_modules, r.allow_sql, json(&r.windows), json(&r.designated), r.max_runs, r.max_downloads, r.derived_reuse, r.approvals_required, json(&r.columns), json(&r.join_datasets),
             r.delta_total, issued.query_delta, r.allow_udfs,
@@ -107,13 +104,13 @@ pub(crate) fn join_dataset(
     dataset: &str,
     columns: &[String],
 ) -> rusqlite::Result<()> {
-    db.execute(
+    db.prepare_cached(
         "UPDATE grants SET join_datasets = json_insert(join_datasets, '$[#]', ?2) WHERE id = ?1",
-        rusqlite::params![grant, dataset],
-    )?;
+    )?
+    .execute(rusqlite::params![grant, dataset])?;
     for column in columns {
-        db.execute(
-            "UPDATE grants SET columns = json_insert(columns, '$[#]', ?2) WHERE id = ?1 AND json_array_length(columns) > 0",
+        db.prepare_cached(
+            "UPDATE grants SET columns = json_insert(columns, '$[#]', ?2) WHERE id = ?1 AND json_array_length(columns) > 0")?.execute(
             rusqlite::params![grant, format!("{dataset}.{column}")],
         )?;
     }

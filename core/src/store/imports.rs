@@ -26,9 +26,9 @@ pub(crate) struct NewImport<'a> {
 
 pub(crate) fn insert(db: &Connection, i: &NewImport<'_>) -> rusqlite::Result<()> {
     let checks = serde_json::to_string(i.checks).map_err(corrupt)?;
-    db.execute(
+    db.prepare_cached(
         "INSERT INTO imports(id, dataset, grant_id, proposed_by, status, manifest, wrapped_key, source_sha256, checks, proposed_at)
-         VALUES (?1, ?2, ?3, ?4, 'proposed', ?5, ?6, ?7, ?8, ?9)",
+         VALUES (?1, ?2, ?3, ?4, 'proposed', ?5, ?6, ?7, ?8, ?9)")?.execute(
         params![i.id, i.dataset, i.grant, i.proposed_by, i.manifest, i.wrapped_key, i.source_sha256, checks, i.at],
     )?;
     Ok(())
@@ -36,11 +36,10 @@ pub(crate) fn insert(db: &Connection, i: &NewImport<'_>) -> rusqlite::Result<()>
 
 /// Whether a proposal waiting for a decision would become `dataset`.
 pub(crate) fn pending_named(db: &Connection, dataset: &str) -> rusqlite::Result<bool> {
-    db.query_row(
+    db.prepare_cached(
         "SELECT EXISTS(SELECT 1 FROM imports WHERE dataset = ?1 AND status = 'proposed')",
-        [dataset],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([dataset], |r| r.get(0))
 }
 
 /// Records a decision on a proposal; false (nothing changed) when it was
@@ -54,9 +53,9 @@ pub(crate) fn decide(
     reason: &str,
     epsilon_total: Option<f64>,
 ) -> rusqlite::Result<bool> {
-    let changed = db.execute(
+    let changed = db.prepare_cached(
         "UPDATE imports SET status = ?2, decided_by = ?3, decided_at = ?4, reason = ?5, epsilon_total = ?6
-         WHERE id = ?1 AND status = 'proposed'",
+         WHERE id = ?1 AND status = 'proposed'")?.execute(
         params![id, to.as_str(), by, at, reason, epsilon_total],
     )?;
     Ok(changed == 1)
@@ -64,8 +63,8 @@ pub(crate) fn decide(
 
 /// Marks the approved import that became `dataset` destroyed.
 pub(crate) fn mark_destroyed(db: &Connection, dataset: &str) -> rusqlite::Result<()> {
-    db.execute(
-        "UPDATE imports SET status = 'destroyed', wrapped_key = NULL WHERE dataset = ?1 AND status = 'approved'",
+    db.prepare_cached(
+        "UPDATE imports SET status = 'destroyed', wrapped_key = NULL WHERE dataset = ?1 AND status = 'approved'")?.execute(
         [dataset],
     )?;
     Ok(())
@@ -76,11 +75,10 @@ pub(crate) fn key_and_manifest(
     db: &Connection,
     id: &str,
 ) -> rusqlite::Result<Option<(Vec<u8>, String)>> {
-    db.query_row(
+    db.prepare_cached(
         "SELECT wrapped_key, manifest FROM imports WHERE id = ?1 AND wrapped_key IS NOT NULL",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    )?
+    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
     .optional()
 }
 
@@ -91,7 +89,7 @@ pub(crate) fn of_ended_grants(
     status: ImportStatus,
     now: &str,
 ) -> rusqlite::Result<Vec<(String, String, String)>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT i.id, i.dataset, g.id FROM imports i JOIN grants g ON g.id = i.grant_id
          WHERE i.status = ?1 AND (g.revoked_at IS NOT NULL OR g.expires_at <= ?2)",
     )?;
@@ -123,17 +121,14 @@ fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Import> {
 }
 
 pub(crate) fn by_id(db: &Connection, id: &str) -> rusqlite::Result<Option<Import>> {
-    db.query_row(
-        &format!("SELECT {COLUMNS} FROM imports WHERE id = ?1"),
-        [id],
-        read,
-    )
-    .optional()
+    db.prepare_cached(&format!("SELECT {COLUMNS} FROM imports WHERE id = ?1"))?
+        .query_row([id], read)
+        .optional()
 }
 
 /// Imports, newest first: all, or one proposer's.
 pub(crate) fn list(db: &Connection, proposer: Option<&str>) -> rusqlite::Result<Vec<Import>> {
-    let mut stmt = db.prepare(&format!(
+    let mut stmt = db.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM imports WHERE ?1 IS NULL OR proposed_by = ?1 ORDER BY proposed_at DESC, id"
     ))?;
     let rows = stmt.query_map([proposer], read)?;
@@ -142,8 +137,8 @@ pub(crate) fn list(db: &Connection, proposer: Option<&str>) -> rusqlite::Result<
 
 /// Whether `dataset` came in as an import (it belongs to its grant alone).
 pub(crate) fn is_imported(db: &Connection, dataset: &str) -> rusqlite::Result<bool> {
-    db.query_row(
-        "SELECT EXISTS(SELECT 1 FROM imports WHERE dataset = ?1 AND status IN ('approved', 'destroyed'))",
+    db.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM imports WHERE dataset = ?1 AND status IN ('approved', 'destroyed'))")?.query_row(
         [dataset],
         |r| r.get(0),
     )
@@ -152,9 +147,8 @@ pub(crate) fn is_imported(db: &Connection, dataset: &str) -> rusqlite::Result<bo
 /// The current status of an import, if it exists.
 pub(crate) fn status(db: &Connection, id: &str) -> rusqlite::Result<Option<ImportStatus>> {
     let status: Option<String> = db
-        .query_row("SELECT status FROM imports WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT status FROM imports WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
         .optional()?;
     Ok(status.and_then(|s| ImportStatus::parse(&s)))
 }

@@ -16,8 +16,8 @@ pub(crate) fn insert_module(
     kind: &str,
     functions: &str,
 ) -> rusqlite::Result<()> {
-    db.execute(
-        "INSERT OR IGNORE INTO modules(sha256, bytes, uploaded_by, uploaded_at, kind, functions) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    db.prepare_cached(
+        "INSERT OR IGNORE INTO modules(sha256, bytes, uploaded_by, uploaded_at, kind, functions) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
         params![sha256, bytes, uploaded_by, uploaded_at, kind, functions],
     )?;
     Ok(())
@@ -25,22 +25,16 @@ pub(crate) fn insert_module(
 
 /// The kind (`job` or `udf`) of the module stored under `sha256`, if any.
 pub(crate) fn module_kind(db: &Connection, sha256: &str) -> rusqlite::Result<Option<String>> {
-    db.query_row(
-        "SELECT kind FROM modules WHERE sha256 = ?1",
-        [sha256],
-        |r| r.get(0),
-    )
-    .optional()
+    db.prepare_cached("SELECT kind FROM modules WHERE sha256 = ?1")?
+        .query_row([sha256], |r| r.get(0))
+        .optional()
 }
 
 /// Whether a job module is stored under `sha256`.
 pub(crate) fn has_job_module(db: &Connection, sha256: &str) -> rusqlite::Result<bool> {
     let known: Option<i64> = db
-        .query_row(
-            "SELECT 1 FROM modules WHERE sha256 = ?1 AND kind = 'job'",
-            [sha256],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT 1 FROM modules WHERE sha256 = ?1 AND kind = 'job'")?
+        .query_row([sha256], |r| r.get(0))
         .optional()?;
     Ok(known.is_some())
 }
@@ -48,39 +42,30 @@ pub(crate) fn has_job_module(db: &Connection, sha256: &str) -> rusqlite::Result<
 /// The declared functions (a JSON array) of the UDF module stored under
 /// `sha256`, if there is one.
 pub(crate) fn udf_functions(db: &Connection, sha256: &str) -> rusqlite::Result<Option<String>> {
-    db.query_row(
-        "SELECT functions FROM modules WHERE sha256 = ?1 AND kind = 'udf'",
-        [sha256],
-        |r| r.get(0),
-    )
-    .optional()
+    db.prepare_cached("SELECT functions FROM modules WHERE sha256 = ?1 AND kind = 'udf'")?
+        .query_row([sha256], |r| r.get(0))
+        .optional()
 }
 
 /// The bytes of the UDF module stored under `sha256`, if there is one.
 pub(crate) fn udf_module_bytes(db: &Connection, sha256: &str) -> rusqlite::Result<Option<Vec<u8>>> {
-    db.query_row(
-        "SELECT bytes FROM modules WHERE sha256 = ?1 AND kind = 'udf'",
-        [sha256],
-        |r| r.get(0),
-    )
-    .optional()
+    db.prepare_cached("SELECT bytes FROM modules WHERE sha256 = ?1 AND kind = 'udf'")?
+        .query_row([sha256], |r| r.get(0))
+        .optional()
 }
 
 /// The bytes of the module stored under `sha256`, whatever its kind.
 pub(crate) fn module_bytes(db: &Connection, sha256: &str) -> rusqlite::Result<Vec<u8>> {
-    db.query_row(
-        "SELECT bytes FROM modules WHERE sha256 = ?1",
-        [sha256],
-        |r| r.get(0),
-    )
+    db.prepare_cached("SELECT bytes FROM modules WHERE sha256 = ?1")?
+        .query_row([sha256], |r| r.get(0))
 }
 
 // Admission.
 
 /// Counts a run against a grant if it has runs left; false when it has none.
 pub(crate) fn count_run(db: &Connection, grant: &str) -> rusqlite::Result<bool> {
-    let counted = db.execute(
-        "UPDATE grants SET runs = runs + 1 WHERE id = ?1 AND (max_runs IS NULL OR runs < max_runs)",
+    let counted = db.prepare_cached(
+        "UPDATE grants SET runs = runs + 1 WHERE id = ?1 AND (max_runs IS NULL OR runs < max_runs)")?.execute(
         [grant],
     )?;
     Ok(counted == 1)
@@ -104,8 +89,8 @@ pub(crate) struct NewJob<'a> {
 
 /// Records an admitted job as queued.
 pub(crate) fn insert_queued(db: &Connection, job: &NewJob<'_>) -> rusqlite::Result<()> {
-    db.execute(
-        "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at, params, udf_modules, inputs) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9)",
+    db.prepare_cached(
+        "INSERT INTO jobs(id, grant_id, module, sql, submitter, status, submitted_at, params, udf_modules, inputs) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9)")?.execute(
         params![job.id, job.grant, job.module, job.sql, job.submitter, job.submitted_at, job.params, job.udf_modules, job.inputs],
     )?;
     Ok(())
@@ -125,27 +110,26 @@ pub(crate) struct ToStart {
 
 /// What starting the job `id` needs, if there is such a job.
 pub(crate) fn to_start(db: &Connection, id: &str) -> rusqlite::Result<Option<ToStart>> {
-    db.query_row(
+    db.prepare_cached(
         "SELECT grant_id, submitter, status, params, udf_modules, inputs FROM jobs WHERE id = ?1",
-        [id],
-        |r| {
-            Ok(ToStart {
-                grant: r.get(0)?,
-                submitter: r.get(1)?,
-                status: r.get(2)?,
-                params: r.get(3)?,
-                udf_modules: r.get(4)?,
-                inputs: r.get(5)?,
-            })
-        },
-    )
+    )?
+    .query_row([id], |r| {
+        Ok(ToStart {
+            grant: r.get(0)?,
+            submitter: r.get(1)?,
+            status: r.get(2)?,
+            params: r.get(3)?,
+            udf_modules: r.get(4)?,
+            inputs: r.get(5)?,
+        })
+    })
     .optional()
 }
 
 /// Moves a queued job to running; false when it is no longer queued.
 pub(crate) fn set_running(db: &Connection, id: &str, started_at: &str) -> rusqlite::Result<bool> {
-    let moved = db.execute(
-        "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'",
+    let moved = db.prepare_cached(
+        "UPDATE jobs SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'queued'")?.execute(
         params![id, started_at],
     )?;
     Ok(moved == 1)
@@ -153,17 +137,15 @@ pub(crate) fn set_running(db: &Connection, id: &str, started_at: &str) -> rusqli
 
 /// Whether the job `id` runs a module (a guest), not SQL or an extract.
 pub(crate) fn has_module(db: &Connection, id: &str) -> rusqlite::Result<bool> {
-    db.query_row(
-        "SELECT module IS NOT NULL FROM jobs WHERE id = ?1",
-        [id],
-        |r| r.get(0),
-    )
+    db.prepare_cached("SELECT module IS NOT NULL FROM jobs WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
 }
 
 /// The module the job `id` runs: `None` when there is no such job or it
 /// runs none.
 pub(crate) fn module_of(db: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
-    db.query_row("SELECT module FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+    db.prepare_cached("SELECT module FROM jobs WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
         .optional()
         .map(Option::flatten)
 }
@@ -192,10 +174,10 @@ pub(crate) struct RunEnd<'a> {
 /// Records how a queued or running job ended; false when it had ended
 /// already.
 pub(crate) fn set_ended(db: &Connection, end: &RunEnd<'_>) -> rusqlite::Result<bool> {
-    let ended = db.execute(
+    let ended = db.prepare_cached(
         "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, fuel = ?5, queries = ?6, run_ms = ?7, rows_scanned = ?8, epsilon = ?9, logs = ?10,
              refusals = ?11, visible = ?12, stopped_by = ?13, reason = ?14, shown_end_ms = ?15
-         WHERE id = ?1 AND status IN ('queued', 'running')",
+         WHERE id = ?1 AND status IN ('queued', 'running')")?.execute(
         params![end.id, end.status, end.error, end.ended_at, end.fuel, end.queries, end.run_ms, end.rows_scanned, end.epsilon, end.logs,
             end.refusals, end.visible, end.stopped_by, end.reason, end.shown_end_ms],
     )?;
@@ -213,9 +195,9 @@ pub(crate) fn set_stopped(
     stopped_by: &str,
     reason: &str,
 ) -> rusqlite::Result<bool> {
-    let ended = db.execute(
+    let ended = db.prepare_cached(
         "UPDATE jobs SET status = ?2, error = ?3, ended_at = ?4, visible = 'stopped', stopped_by = ?5, reason = ?6
-         WHERE id = ?1 AND status IN ('queued', 'running')",
+         WHERE id = ?1 AND status IN ('queued', 'running')")?.execute(
         params![id, status, error, ended_at, stopped_by, reason],
     )?;
     Ok(ended == 1)
@@ -223,17 +205,15 @@ pub(crate) fn set_stopped(
 
 /// Links a job to its outcome output.
 pub(crate) fn set_outcome_output(db: &Connection, id: &str, output: &str) -> rusqlite::Result<()> {
-    db.execute(
-        "UPDATE jobs SET outcome_output = ?2 WHERE id = ?1",
-        params![id, output],
-    )?;
+    db.prepare_cached("UPDATE jobs SET outcome_output = ?2 WHERE id = ?1")?
+        .execute(params![id, output])?;
     Ok(())
 }
 
 /// Jobs whose guest ran and whose end is recorded but whose outcome output
 /// is not, as `(id, submitter)`.
 pub(crate) fn without_outcome(db: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT id, submitter FROM jobs
          WHERE module IS NOT NULL AND outcome_output IS NULL AND shown_end_ms IS NOT NULL
            AND visible IN ('finished', 'stopped')
@@ -254,9 +234,9 @@ pub(crate) fn cancel_queued(
     ended_at: &str,
     stopped_by: Option<&str>,
 ) -> rusqlite::Result<bool> {
-    let cancelled = db.execute(
+    let cancelled = db.prepare_cached(
         "UPDATE jobs SET status = 'cancelled', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = ?4, reason = ?2
-         WHERE id = ?1 AND status = 'queued'",
+         WHERE id = ?1 AND status = 'queued'")?.execute(
         params![id, reason, ended_at, stopped_by],
     )?;
     Ok(cancelled == 1)
@@ -272,9 +252,9 @@ pub(crate) fn cancel_unshown(
     reason: &str,
     now_ms: i64,
 ) -> rusqlite::Result<bool> {
-    let cancelled = db.execute(
+    let cancelled = db.prepare_cached(
         "UPDATE jobs SET status = 'cancelled', error = ?2, visible = 'stopped', stopped_by = ?3, reason = ?4
-         WHERE id = ?1 AND status IN ('succeeded', 'failed', 'trapped') AND shown_end_ms > ?5",
+         WHERE id = ?1 AND status IN ('succeeded', 'failed', 'trapped') AND shown_end_ms > ?5")?.execute(
         params![id, error, stopped_by, reason, now_ms],
     )?;
     Ok(cancelled == 1)
@@ -282,24 +262,24 @@ pub(crate) fn cancel_unshown(
 
 /// Jobs queued or running, anywhere.
 pub(crate) fn unfinished(db: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = db.prepare("SELECT id FROM jobs WHERE status IN ('queued', 'running')")?;
+    let mut stmt =
+        db.prepare_cached("SELECT id FROM jobs WHERE status IN ('queued', 'running')")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     rows.collect()
 }
 
 /// Marks a grant revoked.
 pub(crate) fn revoke_grant(db: &Connection, grant: &str, at: &str) -> rusqlite::Result<()> {
-    db.execute(
-        "UPDATE grants SET revoked_at = ?2 WHERE id = ?1",
-        params![grant, at],
-    )?;
+    db.prepare_cached("UPDATE grants SET revoked_at = ?2 WHERE id = ?1")?
+        .execute(params![grant, at])?;
     Ok(())
 }
 
 /// Jobs queued or running under a grant.
 pub(crate) fn unfinished_under(db: &Connection, grant: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt =
-        db.prepare("SELECT id FROM jobs WHERE grant_id = ?1 AND status IN ('queued', 'running')")?;
+    let mut stmt = db.prepare_cached(
+        "SELECT id FROM jobs WHERE grant_id = ?1 AND status IN ('queued', 'running')",
+    )?;
     let rows = stmt.query_map([grant], |r| r.get(0))?;
     rows.collect()
 }
@@ -376,17 +356,14 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobView> {
 
 /// The full record of the job `id` (without its outputs), if there is one.
 pub(crate) fn view(db: &Connection, id: &str) -> rusqlite::Result<Option<JobView>> {
-    db.query_row(
-        &format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?1"),
-        [id],
-        job_from_row,
-    )
-    .optional()
+    db.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?1"))?
+        .query_row([id], job_from_row)
+        .optional()
 }
 
 /// A job's outputs other than its outcome, in the order it made them.
 pub(crate) fn output_ids(db: &Connection, id: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT id FROM outputs WHERE job_id = ?1 AND kind != 'outcome' ORDER BY created_at, rowid",
     )?;
     stmt.query_map([id], |r| r.get(0))?.collect()
@@ -395,7 +372,7 @@ pub(crate) fn output_ids(db: &Connection, id: &str) -> rusqlite::Result<Vec<Stri
 /// A job's outputs other than its outcome that a reviewer decided
 /// (approved or rejected), in the order it made them.
 pub(crate) fn decided_output_ids(db: &Connection, id: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT id FROM outputs WHERE job_id = ?1 AND kind != 'outcome' AND status IN ('approved', 'rejected') ORDER BY created_at, rowid",
     )?;
     let rows = stmt.query_map([id], |r| r.get(0))?;
@@ -409,7 +386,7 @@ pub(crate) fn ids(
     submitter: Option<&str>,
     grant: Option<&str>,
 ) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT id FROM jobs WHERE (?1 IS NULL OR submitter = ?1) AND (?2 IS NULL OR grant_id = ?2) ORDER BY submitted_at DESC, id LIMIT 1000",
     )?;
     let rows = stmt.query_map(params![submitter, grant], |r| r.get(0))?;
@@ -427,7 +404,7 @@ pub(crate) fn count_shown_by_status(
 ) -> rusqlite::Result<Vec<(String, i64)>> {
     // By what everyone sees (a guest chooses whether it fails); a
     // developer sees a job running until its end is shown.
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT CASE WHEN ?2 AND status IN ('succeeded', 'failed', 'trapped', 'cancelled') AND COALESCE(shown_end_ms, 0) > ?3 THEN 'running' ELSE COALESCE(visible, status) END AS shown, COUNT(*)
          FROM jobs WHERE grant_id = ?1 GROUP BY shown",
     )?;
@@ -439,8 +416,8 @@ pub(crate) fn count_shown_by_status(
 
 /// What a grant's jobs used in all: `(queries, fuel, rows read, run ms)`.
 pub(crate) fn metering(db: &Connection, grant: &str) -> rusqlite::Result<(i64, i64, i64, i64)> {
-    db.query_row(
-        "SELECT COALESCE(SUM(queries), 0), COALESCE(SUM(fuel), 0), COALESCE(SUM(rows_scanned), 0), COALESCE(SUM(run_ms), 0) FROM jobs WHERE grant_id = ?1",
+    db.prepare_cached(
+        "SELECT COALESCE(SUM(queries), 0), COALESCE(SUM(fuel), 0), COALESCE(SUM(rows_scanned), 0), COALESCE(SUM(run_ms), 0) FROM jobs WHERE grant_id = ?1")?.query_row(
         [grant],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )
@@ -449,8 +426,8 @@ pub(crate) fn metering(db: &Connection, grant: &str) -> rusqlite::Result<(i64, i
 /// How many outputs a grant's jobs made and how many of them were
 /// released: `(outputs, releases)`.
 pub(crate) fn outputs_and_releases(db: &Connection, grant: &str) -> rusqlite::Result<(i64, i64)> {
-    db.query_row(
-        "SELECT COUNT(o.id), COUNT(r.id) FROM outputs o JOIN jobs j ON j.id = o.job_id LEFT JOIN releases r ON r.output_id = o.id WHERE j.grant_id = ?1",
+    db.prepare_cached(
+        "SELECT COUNT(o.id), COUNT(r.id) FROM outputs o JOIN jobs j ON j.id = o.job_id LEFT JOIN releases r ON r.output_id = o.id WHERE j.grant_id = ?1")?.query_row(
         [grant],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
@@ -458,7 +435,8 @@ pub(crate) fn outputs_and_releases(db: &Connection, grant: &str) -> rusqlite::Re
 
 /// Jobs by status as recorded, for the metrics: `(status, count)`.
 pub(crate) fn count_by_status(db: &Connection) -> rusqlite::Result<Vec<(String, f64)>> {
-    let mut stmt = db.prepare("SELECT status, CAST(COUNT(*) AS REAL) FROM jobs GROUP BY status")?;
+    let mut stmt =
+        db.prepare_cached("SELECT status, CAST(COUNT(*) AS REAL) FROM jobs GROUP BY status")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))?;
     rows.collect()
 }
@@ -471,7 +449,7 @@ pub(crate) fn outcomes_with_logs_before(
     db: &Connection,
     cutoff: &str,
 ) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT o.id, o.data FROM outputs o JOIN jobs j ON j.outcome_output = o.id
          WHERE j.ended_at IS NOT NULL AND j.ended_at < ?1 AND j.logs != '[]' AND o.status IN ('quarantined', 'rejected')",
     )?;
@@ -487,8 +465,8 @@ pub(crate) fn prune_outcome(
     data: &[u8],
     sha256: &str,
 ) -> rusqlite::Result<()> {
-    db.execute(
-        "UPDATE outputs SET data = ?2, sha256 = ?3, status = 'pruned' WHERE id = ?1 AND status IN ('quarantined', 'rejected')",
+    db.prepare_cached(
+        "UPDATE outputs SET data = ?2, sha256 = ?3, status = 'pruned' WHERE id = ?1 AND status IN ('quarantined', 'rejected')")?.execute(
         params![output, data, sha256],
     )?;
     Ok(())
@@ -497,16 +475,16 @@ pub(crate) fn prune_outcome(
 /// Clears the logs of jobs that ended before `cutoff`; returns how many
 /// jobs had some.
 pub(crate) fn clear_logs_before(db: &Connection, cutoff: &str) -> rusqlite::Result<usize> {
-    db.execute(
+    db.prepare_cached(
         "UPDATE jobs SET logs = '[]' WHERE ended_at IS NOT NULL AND ended_at < ?1 AND logs != '[]'",
-        [cutoff],
-    )
+    )?
+    .execute([cutoff])
 }
 
 /// The releases of a job's outputs other than its outcome, in the order
 /// the outputs were made.
 pub(crate) fn release_ids(db: &Connection, id: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT r.id FROM releases r JOIN outputs o ON o.id = r.output_id WHERE o.job_id = ?1 AND o.kind != 'outcome' ORDER BY o.created_at, o.rowid",
     )?;
     let rows = stmt.query_map([id], |r| r.get(0))?;

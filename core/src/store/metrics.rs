@@ -5,7 +5,7 @@ use rusqlite::Connection;
 
 /// `(key, epsilon_spent)` of every row of a two-column query.
 fn spent(db: &Connection, sql: &str) -> rusqlite::Result<Vec<(String, f64)>> {
-    let mut stmt = db.prepare(sql)?;
+    let mut stmt = db.prepare_cached(sql)?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))?;
     rows.collect()
 }

@@ -11,6 +11,7 @@ pub(crate) mod applications;
 pub(crate) mod budget;
 pub(crate) mod charges;
 pub(crate) mod datasets;
+pub(crate) mod durability;
 pub(crate) mod grants;
 pub(crate) mod imports;
 pub(crate) mod jobs;
@@ -325,12 +326,14 @@ pub fn open(path: &Path) -> Result<Connection, DomainError> {
     // Deleted content (a destroyed data key) is overwritten, not left in free pages.
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    let tables: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
-        [],
-        |r| r.get(0),
-    )?;
-    let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    // Every statement is prepared once per connection (see `prepare_cached`).
+    conn.set_prepared_statement_cache_capacity(256);
+    let tables: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")?
+        .query_row([], |r| r.get(0))?;
+    let mut version: i64 = conn
+        .prepare_cached("PRAGMA user_version")?
+        .query_row([], |r| r.get(0))?;
     let tx = conn.unchecked_transaction()?;
     if tables > 0 {
         for (from, statements) in MIGRATIONS {

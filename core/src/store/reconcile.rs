@@ -10,7 +10,7 @@ use crate::reconcile::{DatasetState, GrantState, State, UserState, review_key};
 pub(crate) fn state(db: &Connection) -> rusqlite::Result<State> {
     let mut s = State::default();
     {
-        let mut stmt = db.prepare(
+        let mut stmt = db.prepare_cached(
             "SELECT id, epsilon_total, epsilon_spent, delta_spent, runs, downloads, revoked_at IS NOT NULL FROM grants",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -29,7 +29,7 @@ pub(crate) fn state(db: &Connection) -> rusqlite::Result<State> {
         s.grants = rows.collect::<Result<_, _>>()?;
     }
     {
-        let mut stmt = db.prepare(
+        let mut stmt = db.prepare_cached(
             "SELECT name, epsilon_total, epsilon_spent, destroyed_at IS NOT NULL FROM datasets",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -46,7 +46,7 @@ pub(crate) fn state(db: &Connection) -> rusqlite::Result<State> {
     }
     {
         let mut stmt =
-            db.prepare("SELECT id, epsilon_total, epsilon_spent, disabled FROM users")?;
+            db.prepare_cached("SELECT id, epsilon_total, epsilon_spent, disabled FROM users")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -60,19 +60,19 @@ pub(crate) fn state(db: &Connection) -> rusqlite::Result<State> {
         s.users = rows.collect::<Result<_, _>>()?;
     }
     let pairs = |sql: &str| -> rusqlite::Result<BTreeMap<String, String>> {
-        let mut stmt = db.prepare(sql)?;
+        let mut stmt = db.prepare_cached(sql)?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect()
     };
     s.jobs = pairs("SELECT id, status FROM jobs")?;
     s.outputs = pairs("SELECT id, status FROM outputs")?;
     let counts = |sql: &str| -> rusqlite::Result<BTreeMap<String, i64>> {
-        let mut stmt = db.prepare(sql)?;
+        let mut stmt = db.prepare_cached(sql)?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect()
     };
     {
-        let mut stmt = db.prepare(
+        let mut stmt = db.prepare_cached(
             "SELECT output_id, reviewer, decision, COUNT(*) FROM reviews GROUP BY output_id, reviewer, decision",
         )?;
         let rows = stmt.query_map([], |r| {

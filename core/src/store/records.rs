@@ -5,7 +5,8 @@ use rusqlite::{Connection, params};
 
 /// Forgets a pending record whose entry is written.
 pub(crate) fn delete(db: &Connection, id: &str) -> rusqlite::Result<()> {
-    db.execute("DELETE FROM pending_records WHERE id = ?1", [id])?;
+    db.prepare_cached("DELETE FROM pending_records WHERE id = ?1")?
+        .execute([id])?;
     Ok(())
 }
 
@@ -27,8 +28,8 @@ pub(crate) fn insert(
     [id, kind, actor, time, body]: [&str; 5],
     ledger_from: u64,
 ) -> rusqlite::Result<()> {
-    db.execute(
-        "INSERT INTO pending_records(id, kind, actor, time, body, ledger_from) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    db.prepare_cached(
+        "INSERT INTO pending_records(id, kind, actor, time, body, ledger_from) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
         params![id, kind, actor, time, body, ledger_from as i64],
     )?;
     Ok(())
@@ -36,7 +37,7 @@ pub(crate) fn insert(
 
 /// Every pending record, in commit order.
 pub(crate) fn all(db: &Connection) -> rusqlite::Result<Vec<PendingRow>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT id, kind, actor, time, body, ledger_from FROM pending_records ORDER BY seq",
     )?;
     let rows = stmt.query_map([], |r| {

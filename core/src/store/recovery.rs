@@ -4,8 +4,9 @@ use rusqlite::{Connection, params};
 
 /// Jobs left `running` or `queued`: (id, submitter, status).
 pub(crate) fn unfinished_jobs(db: &Connection) -> rusqlite::Result<Vec<(String, String, String)>> {
-    let mut stmt =
-        db.prepare("SELECT id, submitter, status FROM jobs WHERE status IN ('running', 'queued')")?;
+    let mut stmt = db.prepare_cached(
+        "SELECT id, submitter, status FROM jobs WHERE status IN ('running', 'queued')",
+    )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     rows.collect()
 }
@@ -17,8 +18,8 @@ pub(crate) fn fail_interrupted_job(
     reason: &str,
     ended_at: &str,
 ) -> rusqlite::Result<()> {
-    db.execute(
-        "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = 'service restart', reason = ?2 WHERE id = ?1",
+    db.prepare_cached(
+        "UPDATE jobs SET status = 'failed', error = ?2, ended_at = ?3, visible = 'stopped', stopped_by = 'service restart', reason = ?2 WHERE id = ?1")?.execute(
         params![job, reason, ended_at],
     )?;
     Ok(())

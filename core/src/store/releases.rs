@@ -8,12 +8,9 @@ pub(crate) fn cached(
     grant: &str,
     fingerprint: &str,
 ) -> rusqlite::Result<Option<Vec<u8>>> {
-    db.query_row(
-        "SELECT result FROM release_cache WHERE grant_id = ?1 AND fingerprint = ?2",
-        params![grant, fingerprint],
-        |r| r.get(0),
-    )
-    .optional()
+    db.prepare_cached("SELECT result FROM release_cache WHERE grant_id = ?1 AND fingerprint = ?2")?
+        .query_row(params![grant, fingerprint], |r| r.get(0))
+        .optional()
 }
 
 /// Caches a measurement's result under a grant; the first cached stays.
@@ -25,8 +22,8 @@ pub(crate) fn cache(
     epsilon: f64,
     created_at: &str,
 ) -> rusqlite::Result<()> {
-    db.execute(
-        "INSERT OR IGNORE INTO release_cache(grant_id, fingerprint, result, epsilon, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    db.prepare_cached(
+        "INSERT OR IGNORE INTO release_cache(grant_id, fingerprint, result, epsilon, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
         params![grant, fingerprint, result, epsilon, created_at],
     )?;
     Ok(())
@@ -35,20 +32,14 @@ pub(crate) fn cache(
 /// A dataset's source hash and manifest version, for a release's input
 /// snapshot.
 pub(crate) fn dataset_snapshot(db: &Connection, name: &str) -> rusqlite::Result<(String, i64)> {
-    db.query_row(
-        "SELECT source_sha256, manifest_version FROM datasets WHERE name = ?1",
-        [name],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
+    db.prepare_cached("SELECT source_sha256, manifest_version FROM datasets WHERE name = ?1")?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
 /// The epsilon a job spent in all.
 pub(crate) fn job_epsilon(db: &Connection, job: &str) -> rusqlite::Result<f64> {
-    db.query_row(
-        "SELECT COALESCE(SUM(epsilon), 0) FROM spends WHERE job_id = ?1",
-        [job],
-        |r| r.get(0),
-    )
+    db.prepare_cached("SELECT COALESCE(SUM(epsilon), 0) FROM spends WHERE job_id = ?1")?
+        .query_row([job], |r| r.get(0))
 }
 
 /// A signed release's row.
@@ -64,18 +55,15 @@ pub(crate) struct NewRelease<'a> {
 
 /// Adds a signed release.
 pub(crate) fn insert(db: &Connection, r: &NewRelease<'_>) -> rusqlite::Result<()> {
-    db.execute(
+    db.prepare_cached(
         "INSERT INTO releases(id, output_id, document, signature, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![r.id, r.output, r.document, r.signature, r.at],
-    )?;
+    )?
+    .execute(params![r.id, r.output, r.document, r.signature, r.at])?;
     Ok(())
 }
 
 /// A release's document, signature and output id.
 pub(crate) fn signed(db: &Connection, id: &str) -> rusqlite::Result<(String, String, String)> {
-    db.query_row(
-        "SELECT document, signature, output_id FROM releases WHERE id = ?1",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
+    db.prepare_cached("SELECT document, signature, output_id FROM releases WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }

@@ -20,8 +20,8 @@ pub(crate) struct NewOutput<'a> {
 
 /// Adds an output, quarantined.
 pub(crate) fn insert_output(db: &Connection, o: &NewOutput<'_>) -> rusqlite::Result<()> {
-    db.execute(
-        "INSERT INTO outputs(id, job_id, name, data, sha256, findings, created_at, kind, disclosure) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    db.prepare_cached(
+        "INSERT INTO outputs(id, job_id, name, data, sha256, findings, created_at, kind, disclosure) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?.execute(
         params![o.id, o.job, o.name, o.data, o.sha256, o.findings, o.created_at, o.kind, o.disclosure],
     )?;
     Ok(())
@@ -32,18 +32,15 @@ pub(crate) fn kind_and_disclosure(
     db: &Connection,
     output: &str,
 ) -> rusqlite::Result<Option<(String, Option<String>)>> {
-    db.query_row(
-        "SELECT kind, disclosure FROM outputs WHERE id = ?1",
-        [output],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()
+    db.prepare_cached("SELECT kind, disclosure FROM outputs WHERE id = ?1")?
+        .query_row([output], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
 }
 
 /// The encoded tables of a grant's approved outputs; rows that cannot be
 /// read are left out, as the checks compare against what can be.
 pub(crate) fn approved_tables(db: &Connection, grant: &str) -> rusqlite::Result<Vec<Vec<u8>>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT o.data FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE j.grant_id = ?1 AND o.status = 'approved'",
     )?;
     let rows = stmt.query_map([grant], |r| r.get::<_, Vec<u8>>(0))?;
@@ -52,12 +49,9 @@ pub(crate) fn approved_tables(db: &Connection, grant: &str) -> rusqlite::Result<
 
 /// An output's automatic findings, as a JSON array.
 pub(crate) fn findings(db: &Connection, output: &str) -> rusqlite::Result<Option<String>> {
-    db.query_row(
-        "SELECT findings FROM outputs WHERE id = ?1",
-        [output],
-        |r| r.get(0),
-    )
-    .optional()
+    db.prepare_cached("SELECT findings FROM outputs WHERE id = ?1")?
+        .query_row([output], |r| r.get(0))
+        .optional()
 }
 
 /// A quarantined output in the review queue.
@@ -71,7 +65,7 @@ pub(crate) struct Quarantined {
 
 /// Every quarantined output, oldest first.
 pub(crate) fn quarantined(db: &Connection) -> rusqlite::Result<Vec<Quarantined>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT o.id, o.name, o.kind, o.job_id, j.grant_id
                  FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.status = 'quarantined' ORDER BY o.created_at, o.rowid",
     )?;
@@ -95,9 +89,9 @@ pub(crate) fn latest_approved(
     name: &str,
     kind: &str,
 ) -> rusqlite::Result<Option<(String, Vec<u8>)>> {
-    db.query_row(
+    db.prepare_cached(
         "SELECT o.id, o.data FROM outputs o JOIN jobs j ON j.id = o.job_id
-                     WHERE j.grant_id = ?1 AND o.name = ?2 AND o.kind = ?3 AND o.status = 'approved' ORDER BY o.created_at DESC LIMIT 1",
+                     WHERE j.grant_id = ?1 AND o.name = ?2 AND o.kind = ?3 AND o.status = 'approved' ORDER BY o.created_at DESC LIMIT 1")?.query_row(
         params![grant, name, kind],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
@@ -106,11 +100,10 @@ pub(crate) fn latest_approved(
 
 /// How many approvals an output has.
 pub(crate) fn approvals(db: &Connection, output: &str) -> rusqlite::Result<i64> {
-    db.query_row(
+    db.prepare_cached(
         "SELECT COUNT(*) FROM reviews WHERE output_id = ?1 AND decision = 'approved'",
-        [output],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([output], |r| r.get(0))
 }
 
 /// An output's name, status and encoded table.
@@ -118,12 +111,9 @@ pub(crate) fn output(
     db: &Connection,
     id: &str,
 ) -> rusqlite::Result<Option<(String, String, Vec<u8>)>> {
-    db.query_row(
-        "SELECT name, status, data FROM outputs WHERE id = ?1",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .optional()
+    db.prepare_cached("SELECT name, status, data FROM outputs WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
 }
 
 /// What a review decides on: the output and the job that emitted it.
@@ -140,8 +130,8 @@ pub(crate) struct ToReview {
 
 /// An output with its job, for a review.
 pub(crate) fn to_review(db: &Connection, output: &str) -> rusqlite::Result<Option<ToReview>> {
-    db.query_row(
-        "SELECT o.status, o.job_id, j.submitter, o.sha256, j.module, j.sql, j.grant_id, o.name FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?1",
+    db.prepare_cached(
+        "SELECT o.status, o.job_id, j.submitter, o.sha256, j.module, j.sql, j.grant_id, o.name FROM outputs o JOIN jobs j ON j.id = o.job_id WHERE o.id = ?1")?.query_row(
         [output],
         |r| {
             Ok(ToReview {
@@ -162,25 +152,21 @@ pub(crate) fn to_review(db: &Connection, output: &str) -> rusqlite::Result<Optio
 /// Whether an output has a signed release.
 pub(crate) fn has_release(db: &Connection, output: &str) -> rusqlite::Result<bool> {
     Ok(db
-        .query_row(
-            "SELECT 1 FROM releases WHERE output_id = ?1",
-            [output],
-            |_| Ok(()),
-        )
+        .prepare_cached("SELECT 1 FROM releases WHERE output_id = ?1")?
+        .query_row([output], |_| Ok(()))
         .optional()?
         .is_some())
 }
 
 /// An output's status.
 pub(crate) fn status(db: &Connection, output: &str) -> rusqlite::Result<String> {
-    db.query_row("SELECT status FROM outputs WHERE id = ?1", [output], |r| {
-        r.get(0)
-    })
+    db.prepare_cached("SELECT status FROM outputs WHERE id = ?1")?
+        .query_row([output], |r| r.get(0))
 }
 
 /// Who approved an output so far, in order.
 pub(crate) fn approvers(db: &Connection, output: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT reviewer FROM reviews WHERE output_id = ?1 AND decision = 'approved' ORDER BY id",
     )?;
     let rows = stmt.query_map([output], |r| r.get(0))?;
@@ -189,10 +175,8 @@ pub(crate) fn approvers(db: &Connection, output: &str) -> rusqlite::Result<Vec<S
 
 /// Sets an output's status (`approved` or `rejected`).
 pub(crate) fn set_status(db: &Connection, output: &str, status: &str) -> rusqlite::Result<()> {
-    db.execute(
-        "UPDATE outputs SET status = ?2 WHERE id = ?1",
-        params![output, status],
-    )?;
+    db.prepare_cached("UPDATE outputs SET status = ?2 WHERE id = ?1")?
+        .execute(params![output, status])?;
     Ok(())
 }
 
@@ -205,8 +189,8 @@ pub(crate) fn insert_review(
     reason: &str,
     at: &str,
 ) -> rusqlite::Result<()> {
-    db.execute(
-        "INSERT INTO reviews(output_id, reviewer, decision, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    db.prepare_cached(
+        "INSERT INTO reviews(output_id, reviewer, decision, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
         params![output, reviewer, decision, reason, at],
     )?;
     Ok(())
@@ -226,7 +210,7 @@ pub(crate) struct ExtractOutput {
 
 /// Every extract output, oldest first, with who downloaded its release.
 pub(crate) fn extract_outputs(db: &Connection) -> rusqlite::Result<Vec<ExtractOutput>> {
-    let mut stmt = db.prepare(
+    let mut stmt = db.prepare_cached(
         "SELECT o.id, j.id, j.grant_id, j.submitter, g.dataset, o.status, o.data,
                 (SELECT json_group_array(d.user_id) FROM downloads d JOIN releases r ON r.id = d.release_id WHERE r.output_id = o.id)
          FROM outputs o JOIN jobs j ON j.id = o.job_id JOIN grants g ON g.id = j.grant_id
