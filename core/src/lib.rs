@@ -1084,8 +1084,11 @@ impl Domain {
         self.ledger_floor.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The ledger's current signed checkpoint (C2SP signed note).
+    /// The ledger's current signed checkpoint (C2SP signed note), once
+    /// the `checkpoint` file holds it too (the file is replaced at most
+    /// every 50 ms while appends go on), so both read the same.
     pub fn ledger_checkpoint(&self) -> Result<String, DomainError> {
+        self.ledger.settle()?;
         Ok(self.ledger.checkpoint_text()?)
     }
 
