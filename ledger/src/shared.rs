@@ -125,7 +125,7 @@ impl WriterState {
                     slot.pending = Some(job);
                 }
                 self.changed.notify_all();
-                if !due && slot.failed.is_none() {
+                if !due && slot.failed.is_none() && slot.settling == 0 && !slot.closing {
                     // Until the file is due, or a newer group, a settle or
                     // the close arrives.
                     slot = self
