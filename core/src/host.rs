@@ -85,6 +85,53 @@ impl Drop for Flight<'_> {
     }
 }
 
+/// An admitted aggregate whose release the release cache holds, kept so
+/// that asking it again skips the engine. Admission, the DP plan and the
+/// fingerprint are functions of what [`Host::plan_key`] digests (the
+/// grant's accounting, the SQL text and the datasets as the grant exposes
+/// them), so the remembered ones are the ones planning would give. Only
+/// cache hits are served from here, their DP plan made again from the
+/// query (no engine involved); a plan to charge is always planned afresh
+/// with its session.
+pub(crate) struct AdmittedRelease {
+    query: unseen_policy::admission::AggregateQuery,
+    fingerprint: String,
+}
+
+/// The most [`AdmittedRelease`]s remembered; past it the memory starts over.
+const MAX_ADMITTED: usize = 4096;
+
+/// Admitted releases by [`Host::plan_key`].
+#[derive(Default)]
+pub(crate) struct AdmittedReleases(Mutex<std::collections::HashMap<String, Arc<AdmittedRelease>>>);
+
+impl std::fmt::Debug for AdmittedReleases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmittedReleases").finish_non_exhaustive()
+    }
+}
+
+impl AdmittedReleases {
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<AdmittedRelease>>> {
+        // Whole entries are inserted or removed: a panic cannot leave one half-made.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<AdmittedRelease>> {
+        self.map().get(key).cloned()
+    }
+
+    fn remember(&self, key: String, admitted: AdmittedRelease) {
+        let mut map = self.map();
+        if map.len() >= MAX_ADMITTED {
+            map.clear();
+        }
+        map.insert(key, Arc::new(admitted));
+    }
+}
+
 /// What a run did, collected for the caller.
 #[derive(Debug, Default)]
 pub(crate) struct JobLog {
@@ -255,12 +302,89 @@ impl Host {
         }
     }
 
+    /// What admission and DP planning of `sql` depend on, digested; `None`
+    /// when the job brings UDFs or earlier releases (their sessions are
+    /// planned every time).
+    fn plan_key(&self, sql: &str) -> Option<String> {
+        if !self.udf_modules.is_empty() || !self.inputs.is_empty() {
+            return None;
+        }
+        let mut text = format!("{}\0{:?}\0{sql}", self.grant.id, self.accounting());
+        for d in &self.datasets {
+            text.push_str(&format!(
+                "\0{}\0{}\0{}\0{:?}\0{:?}\0{}\0{:?}",
+                d.name,
+                d.path.display(),
+                sha256_hex(&d.key),
+                d.manifest,
+                d.scope,
+                d.unit_unique,
+                d.within_bounds,
+            ));
+        }
+        Some(sha256_hex(text.as_bytes()))
+    }
+
+    /// The release cache's answer to an admitted aggregate, recorded, or
+    /// `None` when the cache does not hold it. Call inside its flight.
+    fn cached_answer(
+        &self,
+        sql_sha: &str,
+        sql: &str,
+        query: &unseen_policy::admission::AggregateQuery,
+        plan: &unseen_policy::DpPlan,
+        fingerprint: &str,
+    ) -> Result<Option<Result<Vec<u8>, String>>, DomainError> {
+        let Some(hit) = self.domain.cached_release(&self.grant.id, fingerprint)? else {
+            return Ok(None);
+        };
+        let mut cached = match hit {
+            crate::CachedRelease::Measured(m) => match unseen_policy::render(query, plan, &m) {
+                Ok(r) => r,
+                Err(e) => return Ok(Some(Err(self.refuse(sql_sha, sql, &e)?))),
+            },
+            crate::CachedRelease::Table(t) => t,
+        };
+        self.domain.record(
+            &self.submitter,
+            "query.cached",
+            json!({
+                "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
+                "fingerprint": fingerprint, "epsilon": 0.0,
+            }),
+        )?;
+        cached.cached = true;
+        cached.epsilon_spent = 0.0;
+        Ok(Some(Ok(udf_sdk::abi::encode_query_result(&cached))))
+    }
+
     async fn answer_query(&self, sql: &str) -> Result<Result<Vec<u8>, String>, DomainError> {
         let sql_sha = sha256_hex(sql.as_bytes());
         if let Some(reason) = self.cancel.reason() {
             return Ok(Err(stopped(&reason)));
         }
         self.job_log().queries += 1;
+        let plan_key = self.plan_key(sql);
+        if let Some(admitted) = plan_key.as_ref().and_then(|k| self.domain.admitted.get(k)) {
+            let _flight = self
+                .domain
+                .flights
+                .enter(&self.grant.id, &admitted.fingerprint)
+                .await;
+            let AdmittedRelease { query, fingerprint } = &*admitted;
+            let plan = unseen_policy::plan_release_with(
+                query,
+                self.accounting(),
+                data::Facts(&self.datasets),
+            );
+            if let Ok(plan) = plan
+                && let Some(answer) =
+                    self.cached_answer(&sql_sha, sql, query, &plan, fingerprint)?
+            {
+                return Ok(answer);
+            }
+            // No longer cached: planned and charged afresh below.
+        }
         let mut limits = self.domain.session_limits();
         let cancel = self.cancel.clone();
         limits.execution.stop = Some(unseen_policy::limits::StopCheck::new(move || {
@@ -314,23 +438,15 @@ impl Host {
                     .flights
                     .enter(&self.grant.id, &fingerprint)
                     .await;
-                if let Some(hit) = self.domain.cached_release(&self.grant.id, &fingerprint)? {
-                    let mut cached = match hit {
-                        crate::CachedRelease::Measured(m) => {
-                            match unseen_policy::render(&query, &plan, &m) {
-                                Ok(r) => r,
-                                Err(e) => return Ok(Err(self.refuse(&sql_sha, sql, &e)?)),
-                            }
-                        }
-                        crate::CachedRelease::Table(t) => t,
-                    };
-                    self.domain.record(&self.submitter, "query.cached", json!({
-                        "job": self.job_id, "grant": self.grant.id, "query_sha256": sql_sha, "sql": sql,
-                        "fingerprint": fingerprint, "epsilon": 0.0,
-                    }))?;
-                    cached.cached = true;
-                    cached.epsilon_spent = 0.0;
-                    return Ok(Ok(udf_sdk::abi::encode_query_result(&cached)));
+                if let Some(answer) =
+                    self.cached_answer(&sql_sha, sql, &query, &plan, &fingerprint)?
+                {
+                    if let Some(key) = plan_key {
+                        self.domain
+                            .admitted
+                            .remember(key, AdmittedRelease { query, fingerprint });
+                    }
+                    return Ok(answer);
                 }
                 let read: BTreeSet<String> = query.scans.iter().map(|s| s.table.clone()).collect();
                 let cost = plan.cost();

@@ -611,6 +611,9 @@ pub struct Domain {
     db: Mutex<Connection>,
     /// Flushes the store's log for recorded changes outside `db`'s lock.
     wal: store::durability::WalSync,
+    /// Copies the store's log into its database file outside `db`'s lock
+    /// (held for its thread, which dropping it stops).
+    _checkpoint: store::durability::BackgroundCheckpoint,
     /// Group-committed: concurrent appends share one fsync and one checkpoint.
     ledger: SharedLedger,
     master: MasterKey,
@@ -625,6 +628,9 @@ pub struct Domain {
     running: Mutex<std::collections::HashMap<String, (String, unseen_sandbox::Cancel)>>,
     /// Identical measurements being released now (single flight).
     flights: host::Flights,
+    /// Admitted aggregates whose releases are cached, so asking again
+    /// skips the engine.
+    admitted: host::AdmittedReleases,
     /// A lower bound of the ledger's size: the next entry's index is at
     /// least this. Pending records note it, so that finding their entries
     /// after a crash reads only the ledger's tail.
@@ -859,6 +865,8 @@ impl Domain {
                 records::RECONCILED_KIND
             );
         }
+        let checkpoint =
+            store::durability::BackgroundCheckpoint::start(&dir.join("unseen.db"), &db)?;
         let ledger_floor = std::sync::atomic::AtomicU64::new(ledger.size());
         let ledger = SharedLedger::new(ledger);
         let master = MasterKey::load_or_create(&dir.join("keys/master.key"))?;
@@ -871,6 +879,7 @@ impl Domain {
             metrics: metrics::CoreMetrics::new(),
             db: Mutex::new(db),
             wal: store::durability::WalSync::new(&dir.join("unseen.db")),
+            _checkpoint: checkpoint,
             ledger,
             master,
             sandbox,
@@ -879,6 +888,7 @@ impl Domain {
             indexes: Mutex::new(std::collections::HashMap::new()),
             reviewing: Arc::new(Mutex::new(std::collections::HashSet::new())),
             flights: host::Flights::default(),
+            admitted: host::AdmittedReleases::default(),
             ledger_floor,
             written: Mutex::new(Vec::new()),
             query_limits: std::sync::RwLock::new(data::QueryLimits::default()),

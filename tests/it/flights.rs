@@ -83,6 +83,63 @@ fn thirty_two_identical_queries_at_once_are_charged_once_and_answered_alike() {
     }
 }
 
+/// Asked again and again in one service, a query is answered from the
+/// release cache each time without planning it again, with the same
+/// answer; another grant asking the same SQL is charged on its own.
+#[test]
+fn a_query_asked_again_is_answered_from_the_cache_and_only_for_its_grant() {
+    let (_dir, data) = residents_dir("2000");
+    let first = issue_grant(&data, "1000", &[]);
+    let second = issue_grant(&data, "1000", &[]);
+    let server = TestServer::start(&data, 2);
+    let dev = server.domain.rotate_token("admin", "dev").unwrap();
+    let rev = server.domain.rotate_token("admin", "rev").unwrap();
+    let client = server.client(&dev);
+    let sql = "SELECT district, COUNT(*) AS n FROM residents GROUP BY district";
+    let ask = |grant: &str| {
+        let done = client
+            .post("/v1/queries", &json!({"grant": grant, "sql": sql}))
+            .unwrap();
+        assert_eq!(done["status"], "finished", "{done}");
+        done["outputs"][0].as_str().unwrap().to_string()
+    };
+    let outputs: Vec<String> = (0..4).map(|_| ask(&first)).collect();
+    let other = ask(&second);
+
+    let db = rusqlite::Connection::open(Path::new(&data).join("unseen.db")).unwrap();
+    let spent = |grant: &str| {
+        db.query_row(
+            "SELECT epsilon_spent FROM grants WHERE id = ?1",
+            [grant],
+            |r| r.get::<_, f64>(0),
+        )
+        .unwrap()
+    };
+    assert_eq!((spent(&first), spent(&second)), (1.0, 1.0));
+    let fingerprint: String = db
+        .query_row(
+            "SELECT fingerprint FROM release_cache WHERE grant_id = ?1",
+            [&first],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let kinds: Vec<String> = kinds_with(&data, &fingerprint);
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    // The second grant's release has the same fingerprint: admitted once
+    // for each grant, the first grant's three repeats from the cache.
+    assert_eq!(
+        (count("query.admitted"), count("query.cached")),
+        (2, 3),
+        "{kinds:?}"
+    );
+    let reviewer = server.client(&rev);
+    let table = |o: &str| reviewer.get(&format!("/v1/outputs/{o}")).unwrap()["table"].clone();
+    for o in &outputs[1..] {
+        assert_eq!(table(o), table(&outputs[0]));
+    }
+    assert!(table(&other).is_object() || table(&other).is_array());
+}
+
 /// A data directory with only an admin: enough for a server.
 fn bare_dir() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
