@@ -205,7 +205,7 @@ pub fn ledger(
             "full verification",
             verify.entries_per_sec,
             "entries/s",
-            1_000_000.0,
+            1_500_000.0,
         ),
         Measure::at_most(
             &format!("inclusion proof at {proof_size} entries"),
