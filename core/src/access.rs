@@ -288,6 +288,9 @@ impl Domain {
         // nowhere in the store's files.
         store::access::checkpoint_wal(&lock(&self.db))?;
         lock(&self.indexes).remove(name);
+        // Remembered plans hold the engine's table of each dataset, with
+        // its data key: none may outlive a destruction.
+        self.admitted.forget_all();
         Ok(())
     }
 

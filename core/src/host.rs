@@ -123,6 +123,17 @@ impl AdmittedReleases {
         self.map().get(key).cloned()
     }
 
+    /// Plans remembered now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Forgets every remembered plan (a data key was destroyed).
+    pub(crate) fn forget_all(&self) {
+        self.map().clear();
+    }
+
     fn remember(&self, key: String, admitted: AdmittedRelease) {
         let mut map = self.map();
         if map.len() >= MAX_ADMITTED {

@@ -1202,17 +1202,8 @@ mod tests {
     fn a_prohibited_value_in_an_output_blocks_approval() {
         use arrow::array::AsArray;
         let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let domain = Arc::new(Domain::open(&dir.path().join("d")).unwrap());
+        let (runtime, domain, grant) = residents_domain(dir.path());
         let source = dir.path().join("r.parquet");
-        let kind = unseen_datasets::DatasetKind::Residents;
-        unseen_datasets::generate_to_path(
-            kind,
-            &unseen_datasets::GenerateOptions::new(500, 5),
-            &source,
-            &mut |_| {},
-        )
-        .unwrap();
         let file = std::fs::File::open(&source).unwrap();
         let mut reader =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
@@ -1227,29 +1218,6 @@ mod tests {
             .value(0)
             .to_string();
 
-        domain
-            .add_user(None, "admin", "A", Role::Admin, "")
-            .unwrap();
-        domain
-            .add_user(Some("admin"), "dev", "D", Role::Developer, "")
-            .unwrap();
-        domain
-            .add_user(Some("admin"), "rev", "R", Role::Reviewer, "")
-            .unwrap();
-        runtime
-            .block_on(domain.register_dataset(
-                "admin",
-                "residents",
-                &source,
-                unseen_datasets::manifest_toml(kind),
-            ))
-            .unwrap();
-        let request = GrantRequest {
-            query_epsilon: 1.0,
-            valid_days: 10,
-            ..GrantRequest::new("residents", "dev", "t", 1.0)
-        };
-        let grant = domain.issue_grant("admin", &request).unwrap();
         let job = domain
             .run_sql(
                 runtime.handle(),
@@ -1292,5 +1260,74 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    /// A domain in `dir/d` with 500 generated residents (plaintext at
+    /// `dir/r.parquet`) registered, users `admin`, `dev` and `rev`, and a
+    /// grant to `dev` of epsilon 3, 1 per query.
+    fn residents_domain(dir: &Path) -> (tokio::runtime::Runtime, Arc<Domain>, String) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let domain = Arc::new(Domain::open(&dir.join("d")).unwrap());
+        let source = dir.join("r.parquet");
+        let kind = unseen_datasets::DatasetKind::Residents;
+        unseen_datasets::generate_to_path(
+            kind,
+            &unseen_datasets::GenerateOptions::new(500, 5),
+            &source,
+            &mut |_| {},
+        )
+        .unwrap();
+        domain
+            .add_user(None, "admin", "A", Role::Admin, "")
+            .unwrap();
+        domain
+            .add_user(Some("admin"), "dev", "D", Role::Developer, "")
+            .unwrap();
+        domain
+            .add_user(Some("admin"), "rev", "R", Role::Reviewer, "")
+            .unwrap();
+        runtime
+            .block_on(domain.register_dataset(
+                "admin",
+                "residents",
+                &source,
+                unseen_datasets::manifest_toml(kind),
+            ))
+            .unwrap();
+        let request = GrantRequest {
+            query_epsilon: 1.0,
+            valid_days: 10,
+            ..GrantRequest::new("residents", "dev", "t", 3.0)
+        };
+        let grant = domain.issue_grant("admin", &request).unwrap();
+        (runtime, domain, grant)
+    }
+
+    /// A repeated aggregate is remembered once its release is cached and
+    /// then answered alike without planning; destroying the dataset's key
+    /// forgets every remembered plan (they hold the engine's table, with
+    /// the key).
+    #[test]
+    fn remembered_plans_answer_repeats_and_go_with_a_destroyed_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (runtime, domain, grant) = residents_domain(dir.path());
+        let sql = "SELECT district, COUNT(*) AS n FROM residents GROUP BY district";
+        let mut released = Vec::new();
+        for round in 0..3 {
+            let job = domain
+                .run_sql(runtime.handle(), "dev", &grant, sql, &Default::default())
+                .unwrap();
+            assert!(job.succeeded(), "{job:?}");
+            assert_eq!(job.epsilon_spent, if round == 0 { 1.0 } else { 0.0 });
+            released.push(domain.output(&job.outputs[0]).unwrap().2);
+            // Remembered from the first answer the cache gave.
+            assert_eq!(domain.admitted.len(), usize::from(round > 0));
+        }
+        assert_eq!(released[1], released[0]);
+        assert_eq!(released[2], released[0]);
+        domain
+            .destroy_dataset("admin", "residents", "retention ended")
+            .unwrap();
+        assert_eq!(domain.admitted.len(), 0);
     }
 }
