@@ -141,6 +141,20 @@ enum Measure {
     },
 }
 
+impl Measure {
+    /// The least value the exact measure can take: 0 for counts and for
+    /// sums of a column whose lower bound is at least 0.
+    fn least_value(&self) -> f64 {
+        match self {
+            Measure::Count(_) => 0.0,
+            Measure::Sum {
+                bounds: (lo, _), ..
+            } if *lo >= 0.0 => 0.0,
+            _ => f64::NEG_INFINITY,
+        }
+    }
+}
+
 /// Which opendp noise a component draws.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Family {
@@ -1519,12 +1533,17 @@ fn estimates(
     Ok(match wire {
         Wire::Plain(ci) => {
             let acc = c[ci].accuracy(alpha)?;
+            // A count, or a sum of values bounded below by 0, is never
+            // negative: raising the estimate and its interval to 0 is
+            // post-processing (no privacy cost), and the interval still
+            // covers the true value whenever the raw one did.
+            let floor = c[ci].measure.least_value();
             noisy[ci]
                 .iter()
                 .map(|&v| Estimate {
-                    value: v,
-                    lower: v - acc,
-                    upper: v + acc,
+                    value: v.max(floor),
+                    lower: (v - acc).max(floor),
+                    upper: (v + acc).max(floor),
                 })
                 .collect()
         }

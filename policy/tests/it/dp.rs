@@ -131,6 +131,38 @@ async fn count_noise_matches_the_claimed_scale_and_coverage() {
     );
 }
 
+/// Counts of empty cells under heavy noise: no estimate or interval end
+/// is below 0, each interval holds its estimate, and the true count 0.
+#[tokio::test]
+async fn counts_are_never_released_below_zero() {
+    let (ctx, manifests) = session(500);
+    let sql = "SELECT district, COUNT(*) AS n FROM residents WHERE district = 'nowhere' GROUP BY district";
+    let Admitted::Aggregate(q) = plan_query(&ctx, sql, &manifests).await.unwrap() else {
+        panic!("not an aggregate")
+    };
+    // Epsilon 0.05: noise of scale 20, so about half the raw counts are negative.
+    let plan = charged(plan_release(&q, 0.05, |_: &str| true).unwrap());
+    let (mut cells, mut covered) = (0, 0);
+    for _ in 0..5 {
+        let r = release_aggregate(&ctx.state(), &q, &plan).await.unwrap();
+        let ColumnValues::Estimate(n) = r.result.table.column("n").unwrap() else {
+            panic!("not estimates")
+        };
+        for e in n {
+            assert!(e.lower >= 0.0 && e.value >= 0.0, "{e:?}");
+            assert!(e.lower <= e.value && e.value <= e.upper, "{e:?}");
+            covered += usize::from(e.lower == 0.0);
+            cells += 1;
+        }
+    }
+    assert!(cells >= 50, "{cells} cells");
+    // 95% intervals: the true count 0 is inside nearly all of them.
+    assert!(
+        covered * 10 >= cells * 8,
+        "0 covered in {covered} of {cells}"
+    );
+}
+
 /// One person with 100 rows counts at most `max_contributions` times.
 #[tokio::test]
 async fn contributions_per_person_are_bounded_before_aggregating() {
