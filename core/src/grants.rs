@@ -8,7 +8,7 @@ pub enum GrantProblem {
     #[error("user `{0}` is not a developer; grants go to developers")]
     NotADeveloper(String),
     #[error(
-        "designated user `{0}` is not a developer; only developers run jobs and download releases"
+        "designated user `{0}` is not an active developer; only developers run jobs and download releases"
     )]
     DesignatedNotADeveloper(String),
     #[error("dataset `{0}` is named twice; list each dataset of the grant once")]
@@ -77,8 +77,15 @@ impl Domain {
             return Err(GrantProblem::NotADeveloper(r.developer.clone()).into());
         }
         for user in &r.designated {
-            if self.role_of(user)? != Role::Developer {
-                return Err(GrantProblem::DesignatedNotADeveloper(user.clone()).into());
+            // One answer for an unknown, a disabled and a non-developer
+            // user: a developer applying must not learn who else exists
+            // or what role they hold.
+            match self.role_of(user) {
+                Ok(Role::Developer) => {}
+                Ok(_) | Err(DomainError::NotFound { .. } | DomainError::UserDisabled { .. }) => {
+                    return Err(GrantProblem::DesignatedNotADeveloper(user.clone()).into());
+                }
+                Err(e) => return Err(e),
             }
         }
         for name in std::iter::once(&r.dataset).chain(&r.join_datasets) {

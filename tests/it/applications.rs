@@ -755,3 +755,48 @@ fn over_the_api_two_simultaneous_approvals_issue_one_grant() {
     ]);
     assert!(listed.contains("approved by admin"), "{listed}");
 }
+
+/// Designating users in an application reveals nothing about who exists:
+/// an unknown id, a disabled developer and a reviewer get the same refusal.
+#[test]
+fn designating_users_does_not_tell_who_exists_or_their_role() {
+    let (_dir, data) = residents_dir("300");
+    add_user(&data, "gone", "developer");
+    ok(&[
+        "user",
+        "disable",
+        "gone",
+        "--reason",
+        "left",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    let refusal = |who: &str| {
+        let refused = fails(&[
+            "application",
+            "apply",
+            "--dataset",
+            "residents",
+            "--scenario",
+            "s",
+            "--purpose",
+            "p",
+            "--epsilon",
+            "1",
+            "--designate",
+            who,
+            "--as",
+            "dev",
+            "--data-dir",
+            &data,
+        ]);
+        refused.replace(who, "WHO")
+    };
+    let unknown = refusal("nobody");
+    assert!(unknown.contains("is not an active developer"), "{unknown}");
+    assert_eq!(refusal("gone"), unknown);
+    assert_eq!(refusal("rev"), unknown);
+    assert_eq!(refusal("admin"), unknown);
+}
