@@ -52,6 +52,26 @@ fn apply(data: &str, extra: &[&str]) -> Value {
     json_of(&ok(&args))["application"].clone()
 }
 
+/// `user` applies for a small grant on `residents` with `extra` flags,
+/// which must be refused; the refusal.
+fn apply_refused(data: &str, user: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "application",
+        "apply",
+        "--dataset",
+        "residents",
+        "--scenario",
+        "s",
+        "--purpose",
+        "p",
+        "--epsilon",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--as", user, "--data-dir", data]);
+    fails(&args)
+}
+
 fn status(data: &str, user: &str, id: &str) -> String {
     let shown = json_of(&ok(&[
         "application",
@@ -373,22 +393,7 @@ fn each_step_is_refused_to_the_wrong_person_and_in_the_wrong_state() {
 
     // Nobody but a developer applies, and only for themselves.
     for user in ["admin", "rev", "aud"] {
-        let refused = fails(&[
-            "application",
-            "apply",
-            "--dataset",
-            "residents",
-            "--scenario",
-            "s",
-            "--purpose",
-            "p",
-            "--epsilon",
-            "1",
-            "--as",
-            user,
-            "--data-dir",
-            &data,
-        ]);
+        let refused = apply_refused(&data, user, &[]);
         assert!(refused.contains("apply for grants"), "{user}: {refused}");
     }
     let refused = fails(&[
@@ -426,24 +431,7 @@ fn each_step_is_refused_to_the_wrong_person_and_in_the_wrong_state() {
         refused.contains("dataset `nope` does not exist"),
         "{refused}"
     );
-    let refused = fails(&[
-        "application",
-        "apply",
-        "--dataset",
-        "residents",
-        "--scenario",
-        "s",
-        "--purpose",
-        "p",
-        "--epsilon",
-        "1",
-        "--columns",
-        "salary",
-        "--as",
-        "dev",
-        "--data-dir",
-        &data,
-    ]);
+    let refused = apply_refused(&data, "dev", &["--columns", "salary"]);
     assert!(
         refused.contains("column `salary` is in no dataset"),
         "{refused}"
@@ -773,27 +761,8 @@ fn designating_users_does_not_tell_who_exists_or_their_role() {
         "--data-dir",
         &data,
     ]);
-    let refusal = |who: &str| {
-        let refused = fails(&[
-            "application",
-            "apply",
-            "--dataset",
-            "residents",
-            "--scenario",
-            "s",
-            "--purpose",
-            "p",
-            "--epsilon",
-            "1",
-            "--designate",
-            who,
-            "--as",
-            "dev",
-            "--data-dir",
-            &data,
-        ]);
-        refused.replace(who, "WHO")
-    };
+    let refusal =
+        |who: &str| apply_refused(&data, "dev", &["--designate", who]).replace(who, "WHO");
     let unknown = refusal("nobody");
     assert!(unknown.contains("is not an active developer"), "{unknown}");
     assert_eq!(refusal("gone"), unknown);
