@@ -846,7 +846,8 @@ impl Domain {
                 util::check_private(&path)?;
             }
         }
-        let mut db = store::open(&dir.join("unseen.db"))?;
+        let db_path = dir.join("unseen.db");
+        let mut db = store::open(&db_path)?;
         let mut ledger = unseen_ledger::Ledger::open(&dir.join("ledger"))?;
         // Before anything else reads either: changes a stopped process
         // committed but did not record are recorded now.
@@ -865,8 +866,7 @@ impl Domain {
                 records::RECONCILED_KIND
             );
         }
-        let checkpoint =
-            store::durability::BackgroundCheckpoint::start(&dir.join("unseen.db"), &db)?;
+        let checkpoint = store::durability::BackgroundCheckpoint::start(&db_path, &db)?;
         let ledger_floor = std::sync::atomic::AtomicU64::new(ledger.size());
         let ledger = SharedLedger::new(ledger);
         let master = MasterKey::load_or_create(&dir.join("keys/master.key"))?;
@@ -878,7 +878,7 @@ impl Domain {
             clock,
             metrics: metrics::CoreMetrics::new(),
             db: Mutex::new(db),
-            wal: store::durability::WalSync::new(&dir.join("unseen.db")),
+            wal: store::durability::WalSync::new(&db_path),
             _checkpoint: checkpoint,
             ledger,
             master,

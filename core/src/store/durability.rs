@@ -24,6 +24,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use rusqlite::Connection;
 
+use crate::DomainError;
+
 /// Flushes the store's write-ahead log for commits made without a flush.
 pub(crate) struct WalSync {
     wal: PathBuf,
@@ -140,7 +142,7 @@ impl BackgroundCheckpoint {
     /// Starts checkpointing the store at `db_path`, whose service
     /// connection `main` then checkpoints itself only past
     /// [`LOCKED_CHECKPOINT_FRAMES`].
-    pub(crate) fn start(db_path: &Path, main: &Connection) -> rusqlite::Result<Self> {
+    pub(crate) fn start(db_path: &Path, main: &Connection) -> Result<Self, DomainError> {
         use rusqlite::OpenFlags;
         let conn = Connection::open_with_flags(
             db_path,
@@ -153,7 +155,11 @@ impl BackgroundCheckpoint {
         let thread = std::thread::Builder::new()
             .name("unseen-store-checkpoint".into())
             .spawn(move || checkpoint_until_stopped(&conn, &signal))
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            .map_err(|e| {
+                DomainError::Internal(format!(
+                    "the store's checkpoint thread could not start: {e}"
+                ))
+            })?;
         Ok(BackgroundCheckpoint {
             stop,
             thread: Some(thread),
