@@ -15,15 +15,17 @@
 //! append still returns only after its entry is on disk.
 //!
 //! Every waiting caller sleeps until woken by name (`Thread::unpark`): the
-//! leader wakes the callers of its group and one caller of the next group,
-//! never all of them, because with many appenders on few cores a wake-all
-//! spends more time switching threads than writing.
+//! leader posts each caller's receipt in that caller's own slot, then wakes
+//! the callers of its group and one caller of the next group, never all of
+//! them, because with many appenders on few cores a wake-all spends more
+//! time switching threads than writing. A woken caller takes its receipt
+//! from its slot without the queue's lock, so a group's callers do not all
+//! contend for that lock on their way out.
 
 use crate::entry::{EntryDraft, Hash, PreparedDraft};
 use crate::keys::PublicKey;
 use crate::store::CheckpointWrite;
 use crate::store::{Head, Ledger, LedgerError, Receipt};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{JoinHandle, Thread};
@@ -236,37 +238,77 @@ impl Drop for CheckpointWriter {
 
 #[derive(Debug, Default)]
 struct Queue {
-    /// Drafts not yet taken by a leader, with their tickets.
-    waiting: Vec<(u64, PreparedDraft)>,
-    next_ticket: u64,
+    /// Drafts not yet taken by a leader, with the callers waiting on them.
+    waiting: Vec<(Arc<Waiter>, PreparedDraft)>,
     /// Whether a leader is writing a group now.
     leading: bool,
-    /// Outcomes of written groups, until their callers collect them.
-    results: HashMap<u64, Result<Receipt, LedgerError>>,
-    /// Callers asleep until a leader wakes them, by ticket.
-    sleeping: HashMap<u64, Thread>,
     stats: GroupStats,
     /// Entries in the last group written.
     last_group: u64,
 }
 
+/// Where a caller receives the outcome of its append. Each thread has one
+/// and reuses it for every append it makes (a thread makes one at a
+/// time), so waiting costs no allocation, and the leader posts each
+/// outcome without the queue's lock: woken callers return without all
+/// taking that lock at once.
+#[derive(Debug)]
+struct Waiter {
+    thread: Thread,
+    outcome: Mutex<Option<Result<Receipt, LedgerError>>>,
+}
+
+thread_local! {
+    static WAITER: Arc<Waiter> = Arc::new(Waiter {
+        thread: std::thread::current(),
+        outcome: Mutex::new(None),
+    });
+}
+
+impl Waiter {
+    /// This thread's waiter, emptied of anything an earlier append that
+    /// unwound may have left.
+    fn current() -> Arc<Waiter> {
+        let waiter = WAITER.with(Arc::clone);
+        waiter.take();
+        waiter
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Result<Receipt, LedgerError>>> {
+        self.outcome.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn post(&self, outcome: Result<Receipt, LedgerError>) {
+        *self.lock() = Some(outcome);
+    }
+
+    fn take(&self) -> Option<Result<Receipt, LedgerError>> {
+        self.lock().take()
+    }
+}
+
 impl Queue {
-    /// Ends the group of `tickets` (whose results are posted): wakes its
-    /// callers, and one caller still waiting to lead the next group.
-    fn finish_group(&mut self, tickets: &[u64]) {
+    /// Ends the group being written (whose outcomes are posted): no
+    /// one leads any more, and the first caller still waiting is returned,
+    /// to be woken to lead the next group.
+    fn finish_group(&mut self) -> Option<Thread> {
         self.leading = false;
-        for t in tickets {
-            if let Some(thread) = self.sleeping.remove(t) {
-                thread.unpark();
-            }
+        self.waiting.first().map(|(w, _)| w.thread.clone())
+    }
+}
+
+/// Wakes the callers of a finished group (but not its leader, who is
+/// awake), then the caller who is to lead the next, outside the queue's
+/// lock. A wake that comes before its caller parks makes the park return
+/// at once, so none is lost.
+fn wake(group: &[Arc<Waiter>], leader: &Arc<Waiter>, next: Option<Thread>) {
+    for waiter in group {
+        if !Arc::ptr_eq(waiter, leader) {
+            waiter.thread.unpark();
         }
-        if let Some(next) = self
-            .waiting
-            .iter()
-            .find_map(|(t, _)| self.sleeping.remove(t))
-        {
-            next.unpark();
-        }
+    }
+    if let Some(next) = next {
+        next.unpark();
     }
 }
 
@@ -295,7 +337,8 @@ impl GroupStats {
 /// Delivers an error to the group if the leader unwinds before finishing.
 struct LeaderGuard<'a> {
     shared: &'a SharedLedger,
-    tickets: Vec<u64>,
+    leader: Arc<Waiter>,
+    group: Vec<Arc<Waiter>>,
     finished: bool,
 }
 
@@ -304,11 +347,11 @@ impl Drop for LeaderGuard<'_> {
         if self.finished {
             return;
         }
-        let mut q = self.shared.lock_queue();
-        for &t in &self.tickets {
-            q.results.insert(t, Err(LedgerError::Poisoned));
+        for waiter in &self.group {
+            waiter.post(Err(LedgerError::Poisoned));
         }
-        q.finish_group(&self.tickets);
+        let next = self.shared.lock_queue().finish_group();
+        wake(&self.group, &self.leader, next);
     }
 }
 
@@ -364,66 +407,71 @@ impl SharedLedger {
             position: 0,
             source,
         })?;
+        let waiter = Waiter::current();
         let mut q = self.lock_queue();
-        let ticket = q.next_ticket;
-        q.next_ticket += 1;
-        q.waiting.push((ticket, prepared));
+        q.waiting.push((Arc::clone(&waiter), prepared));
         loop {
-            if let Some(outcome) = q.results.remove(&ticket) {
+            if let Some(outcome) = waiter.take() {
                 return outcome;
             }
             if q.leading {
-                q.sleeping.insert(ticket, std::thread::current());
                 drop(q);
-                // A wake that comes before this park makes it return at
-                // once, so none is lost; spurious ones loop back here.
+                // Spurious wakes, and wakes to lead, loop back here.
                 std::thread::park();
+                if let Some(outcome) = waiter.take() {
+                    return outcome;
+                }
                 q = self.lock_queue();
-                q.sleeping.remove(&ticket);
                 continue;
             }
-            // No leader and no result: this draft is still waiting (a
+            // No leader and no outcome: this draft is still waiting (a
             // leader takes drafts and sets `leading` under one lock, and
-            // posts results before clearing it). Lead the next group.
+            // posts outcomes before clearing it). Lead the next group.
             q.leading = true;
             if q.last_group > 1 {
                 q = self.linger(q);
             }
-            let group = std::mem::take(&mut q.waiting);
+            let taken = std::mem::take(&mut q.waiting);
             drop(q);
-            let (tickets, drafts): (Vec<u64>, Vec<PreparedDraft>) = group.into_iter().unzip();
+            let (group, drafts): (Vec<Arc<Waiter>>, Vec<PreparedDraft>) = taken.into_iter().unzip();
             let mut guard = LeaderGuard {
                 shared: self,
-                tickets,
+                leader: Arc::clone(&waiter),
+                group,
                 finished: false,
             };
             let outcome = self
                 .lock_ledger()
                 .and_then(|mut ledger| ledger.append_prepared_signed(&drafts));
+            let n = guard.group.len() as u64;
             let mut checkpoint = None;
-            q = self.lock_queue();
-            let n = guard.tickets.len() as u64;
-            match outcome {
+            let written = match outcome {
                 Ok((receipts, pending)) => {
                     checkpoint = pending;
-                    for (&t, r) in guard.tickets.iter().zip(receipts) {
-                        q.results.insert(t, Ok(r));
+                    for (w, r) in guard.group.iter().zip(receipts) {
+                        w.post(Ok(r));
                     }
-                    q.last_group = n;
-                    q.stats.groups += 1;
-                    q.stats.entries += n;
-                    q.stats.largest = q.stats.largest.max(n);
+                    true
                 }
                 Err(e) => {
                     let e = Arc::new(e);
-                    for &t in &guard.tickets {
-                        q.results.insert(t, Err(LedgerError::Group(Arc::clone(&e))));
+                    for w in &guard.group {
+                        w.post(Err(LedgerError::Group(Arc::clone(&e))));
                     }
+                    false
                 }
+            };
+            q = self.lock_queue();
+            if written {
+                q.last_group = n;
+                q.stats.groups += 1;
+                q.stats.entries += n;
+                q.stats.largest = q.stats.largest.max(n);
             }
-            q.finish_group(&guard.tickets);
-            guard.finished = true;
+            let next = q.finish_group();
             drop(q);
+            guard.finished = true;
+            wake(&guard.group, &waiter, next);
             // The group's entries are durable (its intent holds them) and
             // its checkpoint signed; its callers are already woken. The
             // entries file's own sync and the checkpoint file are the
@@ -431,7 +479,7 @@ impl SharedLedger {
             if let Some(pending) = checkpoint
                 && let Err(e) = self.checkpoints.submit(pending)
             {
-                self.lock_queue().results.remove(&ticket);
+                waiter.take();
                 return Err(e);
             }
             q = self.lock_queue();
@@ -497,5 +545,37 @@ impl SharedLedger {
     /// See [`Ledger::consistency_proof`].
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, LedgerError> {
         self.with(|l| l.consistency_proof(old, new))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(n: u64) -> EntryDraft {
+        EntryDraft {
+            kind: "test.entry".into(),
+            actor: "tester".into(),
+            time: "2025-03-01T10:00:00Z".into(),
+            body: serde_json::json!({ "n": n }),
+        }
+    }
+
+    #[test]
+    fn an_outcome_left_in_a_threads_slot_is_never_taken_for_a_later_append() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = SharedLedger::open(tmp.path()).unwrap();
+        // As a leader that unwound would leave it.
+        WAITER.with(|w| {
+            w.post(Ok(Receipt {
+                index: 99,
+                entry_hash_hex: "stale".into(),
+            }))
+        });
+        let receipt = shared.append(draft(0)).unwrap();
+        assert_eq!(receipt.index, 0);
+        assert_ne!(receipt.entry_hash_hex, "stale");
+        assert_eq!(shared.append(draft(1)).unwrap().index, 1);
+        assert!(WAITER.with(|w| w.take()).is_none());
     }
 }
