@@ -21,14 +21,17 @@ use parquet::file::properties::WriterProperties;
 use unseen_policy::{ExecutionLimits, Manifest};
 
 use crate::DomainError;
+use crate::sorted_hashes::{self, HashSorter};
 
 /// What registration learned about a file.
 #[derive(Debug, Clone)]
 pub struct Ingested {
     pub rows: u64,
     pub source_sha256: String,
-    /// Keyed hashes of every value of the prohibited text columns.
-    pub prohibited: unseen_policy::checks::ProhibitedIndex,
+    /// Distinct prohibited text values in the index written beside it.
+    pub prohibited_values: u64,
+    /// Whether every row has a privacy unit, each unit in one row only.
+    pub one_row_per_unit: bool,
 }
 
 /// The keyed hash under which prohibited values are indexed: HMAC-SHA256
@@ -72,27 +75,78 @@ impl ValueHasher {
     }
 }
 
-/// Reads a stored prohibited-value index.
-pub fn read_index(path: &Path) -> Result<unseen_policy::checks::ProhibitedIndex, DomainError> {
-    let bytes = std::fs::read(path).map_err(|e| DomainError::io(path, e))?;
-    let hashes = bytes
-        .chunks_exact(8)
-        .map(|c| {
-            let mut h = [0u8; 8];
-            h.copy_from_slice(c);
-            h
-        })
-        .collect();
-    Ok(unseen_policy::checks::ProhibitedIndex::from_hashes(hashes))
+/// A stored prohibited-value index (sorted 8-byte keyed hashes), looked up
+/// on disk: one hash in every [`INDEX_FENCE`] is held in memory (1/4096 of
+/// the file), which narrows a lookup to one block read with one `pread`.
+#[derive(Debug)]
+pub struct IndexFile {
+    path: PathBuf,
+    file: File,
+    /// Hashes in the file.
+    len: u64,
+    /// The first hash of each block of [`INDEX_FENCE`] hashes.
+    fences: Vec<[u8; 8]>,
 }
 
-/// Writes a prohibited-value index (sorted hashes, no plaintext).
-pub fn write_index(
-    path: &Path,
-    index: &unseen_policy::checks::ProhibitedIndex,
-) -> Result<(), DomainError> {
-    let bytes: Vec<u8> = index.hashes().iter().flatten().copied().collect();
-    crate::util::write_private(path, &bytes).map_err(|e| DomainError::io(path, e))
+/// Hashes per block of an [`IndexFile`] (32 KiB).
+pub const INDEX_FENCE: u64 = 4096;
+
+impl IndexFile {
+    /// Opens the index at `path` and reads its fences.
+    pub fn open(path: &Path) -> Result<IndexFile, DomainError> {
+        use std::os::unix::fs::FileExt;
+        let io = |e| DomainError::io(path, e);
+        let file = File::open(path).map_err(io)?;
+        let bytes = file.metadata().map_err(io)?.len();
+        if bytes % 8 != 0 {
+            return Err(DomainError::DatasetUnreadable {
+                dataset: path.display().to_string(),
+                reason: format!(
+                    "its prohibited-value index is {bytes} bytes, not a whole number of 8-byte hashes; register the dataset again"
+                ),
+            });
+        }
+        let len = bytes / 8;
+        let fences = (0..len)
+            .step_by(INDEX_FENCE as usize)
+            .map(|i| {
+                let mut hash = [0u8; 8];
+                file.read_exact_at(&mut hash, i * 8).map(|()| hash)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io)?;
+        Ok(IndexFile {
+            path: path.to_path_buf(),
+            file,
+            len,
+            fences,
+        })
+    }
+
+    fn lookup(&self, hash: &[u8; 8]) -> std::io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        // The block whose first hash is the last one not above `hash`.
+        let block = self.fences.partition_point(|f| f <= hash);
+        let Some(block) = block.checked_sub(1) else {
+            return Ok(false);
+        };
+        let start = block as u64 * INDEX_FENCE;
+        let end = (start + INDEX_FENCE).min(self.len);
+        let mut bytes = vec![0u8; ((end - start) * 8) as usize];
+        self.file.read_exact_at(&mut bytes, start * 8)?;
+        Ok(bytes.as_chunks::<8>().0.binary_search(hash).is_ok())
+    }
+}
+
+impl unseen_policy::checks::HashIndex for IndexFile {
+    fn contains(&self, hash: &[u8; 8]) -> bool {
+        self.lookup(hash).unwrap_or_else(|e| {
+            // Fail closed: the value is treated as prohibited, so the
+            // output cannot be approved until the index reads again.
+            tracing::error!(path = %self.path.display(), error = %e, "prohibited-value index unreadable");
+            true
+        })
+    }
 }
 
 fn parquet_err(path: &Path, e: impl std::fmt::Display) -> DomainError {
@@ -125,17 +179,49 @@ pub fn check_file(path: &Path, manifest: &Manifest) -> Result<(), DomainError> {
 }
 
 /// Copies `source` into `dest` as Parquet encrypted with `key` (footer and
-/// every column), streaming one row group at a time. Writes a temp file and
-/// renames it, so `dest` is never half-written.
+/// every column), streaming one batch at a time, and writes the sorted
+/// keyed hashes of the prohibited text values to `index`. Finds on the
+/// way whether each privacy unit has exactly one row. Memory stays
+/// bounded whatever the row count: one batch read, one row group being
+/// written, and [`sorted_hashes::DEFAULT_CAPACITY`] hashes for each of the
+/// index and the units (more spill to temporary files beside `dest`).
+/// Writes temp files and renames them, so neither `dest` nor `index` is
+/// ever half-written.
 pub fn ingest(
     source: &Path,
     dest: &Path,
+    index: &Path,
     key: &[u8; 32],
     dataset: &str,
-    prohibited_text: &[String],
+    manifest: &Manifest,
 ) -> Result<Ingested, DomainError> {
-    let hasher = ValueHasher::new(key);
-    let mut hashes: Vec<[u8; 8]> = Vec::new();
+    let target = IngestTarget { dest, index };
+    ingest_holding(
+        source,
+        target,
+        key,
+        dataset,
+        manifest,
+        sorted_hashes::DEFAULT_CAPACITY,
+    )
+}
+
+/// Where [`ingest`] writes.
+#[derive(Debug, Clone, Copy)]
+struct IngestTarget<'a> {
+    dest: &'a Path,
+    index: &'a Path,
+}
+
+/// [`ingest`], holding at most `capacity` hashes of each kind in memory.
+fn ingest_holding(
+    source: &Path,
+    IngestTarget { dest, index }: IngestTarget<'_>,
+    key: &[u8; 32],
+    dataset: &str,
+    manifest: &Manifest,
+    capacity: usize,
+) -> Result<Ingested, DomainError> {
     let source_sha256 = file_sha256(source)?;
     let file = File::open(source).map_err(|e| DomainError::io(source, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -152,47 +238,140 @@ pub fn ingest(
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .with_file_encryption_properties(encryption)
         .build();
+    let spill_dir = dest.parent().unwrap_or(Path::new("."));
+    let mut scan = RowScan {
+        prohibited_text: crate::datasets::prohibited_text_columns(manifest),
+        privacy_unit: manifest.privacy_unit.clone(),
+        hasher: ValueHasher::new(key),
+        prohibited: HashSorter::new(spill_dir, capacity),
+        units: HashSorter::new(spill_dir, capacity),
+        unit_hash: (std::hash::RandomState::new(), std::hash::RandomState::new()),
+        unit_missing: false,
+    };
     let tmp = dest.with_extension("parquet.tmp");
-    let out = crate::util::create_private(&tmp).map_err(|e| DomainError::io(&tmp, e))?;
+    let index_tmp = index.with_extension("prohibited.tmp");
     let result = (|| {
+        let out = crate::util::create_private(&tmp).map_err(|e| DomainError::io(&tmp, e))?;
         let mut writer =
             ArrowWriter::try_new(out, schema, Some(props)).map_err(|e| parquet_err(dest, e))?;
         let mut rows = 0u64;
         for batch in reader {
             let batch = batch.map_err(|e| parquet_err(source, e))?;
             rows += batch.num_rows() as u64;
-            for name in prohibited_text {
-                if let Some(column) = batch.column_by_name(name) {
-                    let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)
-                        .map_err(|e| parquet_err(source, e))?;
-                    use arrow::array::AsArray;
-                    hashes.extend(
-                        text.as_string::<i32>()
-                            .iter()
-                            .flatten()
-                            .map(|v| hasher.hash(v)),
-                    );
-                }
-            }
+            scan.batch(&batch)
+                .map_err(|e| scan_err(source, spill_dir, e))?;
             writer.write(&batch).map_err(|e| parquet_err(dest, e))?;
         }
         let file = writer.into_inner().map_err(|e| parquet_err(dest, e))?;
         file.sync_all().map_err(|e| DomainError::io(dest, e))?;
-        Ok(rows)
+        let (prohibited_values, one_row_per_unit) = scan.finish(&index_tmp)?;
+        Ok((rows, prohibited_values, one_row_per_unit))
     })();
     match result {
-        Ok(rows) => {
+        Ok((rows, prohibited_values, one_row_per_unit)) => {
             std::fs::rename(&tmp, dest).map_err(|e| DomainError::io(dest, e))?;
+            std::fs::rename(&index_tmp, index).map_err(|e| DomainError::io(index, e))?;
             Ok(Ingested {
                 rows,
                 source_sha256,
-                prohibited: unseen_policy::checks::ProhibitedIndex::from_hashes(hashes),
+                prohibited_values,
+                one_row_per_unit: one_row_per_unit && rows > 0,
             })
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&index_tmp);
             Err(e)
         }
+    }
+}
+
+fn scan_err(source: &Path, spill_dir: &Path, e: ScanError) -> DomainError {
+    match e {
+        ScanError::Arrow(e) => parquet_err(source, e),
+        ScanError::Spill(e) => DomainError::io(spill_dir, e),
+    }
+}
+
+#[derive(Debug)]
+enum ScanError {
+    Arrow(arrow::error::ArrowError),
+    Spill(std::io::Error),
+}
+
+/// What registration hashes from each batch on its way to the encrypted
+/// file: the prohibited text values (for the index) and the privacy unit
+/// (to learn whether it is unique).
+struct RowScan {
+    prohibited_text: Vec<String>,
+    privacy_unit: String,
+    hasher: ValueHasher,
+    prohibited: HashSorter<8>,
+    /// 128-bit hashes under two random SipHash keys, so that a collision
+    /// (which would only make the fact "one row per unit" false, never
+    /// wrongly true) is negligible at any row count. The keys live and die
+    /// with this registration: the spilled runs cannot be tested against
+    /// guessed identifiers.
+    units: HashSorter<16>,
+    unit_hash: (std::hash::RandomState, std::hash::RandomState),
+    /// Whether some row had no unit (or the column was absent or of a
+    /// type not compared here).
+    unit_missing: bool,
+}
+
+impl RowScan {
+    fn batch(&mut self, batch: &arrow::record_batch::RecordBatch) -> Result<(), ScanError> {
+        use arrow::array::AsArray;
+        use std::hash::BuildHasher;
+        for name in &self.prohibited_text {
+            if let Some(column) = batch.column_by_name(name) {
+                let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)
+                    .map_err(ScanError::Arrow)?;
+                for value in text.as_string::<i32>().iter().flatten() {
+                    self.prohibited
+                        .push(self.hasher.hash(value))
+                        .map_err(ScanError::Spill)?;
+                }
+            }
+        }
+        // Integers and text compare equal exactly when their text does;
+        // any other type (a float's -0 and 0) is never called unique.
+        let Some(unit) = batch
+            .column_by_name(&self.privacy_unit)
+            .filter(|c| c.data_type().is_integer() || c.data_type().is_string())
+        else {
+            self.unit_missing |= batch.num_rows() > 0;
+            return Ok(());
+        };
+        let text = arrow::compute::cast(unit, &arrow::datatypes::DataType::Utf8)
+            .map_err(ScanError::Arrow)?;
+        for value in text.as_string::<i32>().iter() {
+            let Some(value) = value else {
+                self.unit_missing = true;
+                continue;
+            };
+            let mut hash = [0u8; 16];
+            hash[..8].copy_from_slice(&self.unit_hash.0.hash_one(value).to_le_bytes());
+            hash[8..].copy_from_slice(&self.unit_hash.1.hash_one(value).to_le_bytes());
+            self.units.push(hash).map_err(ScanError::Spill)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the index to `index` (synced) and returns its size in values
+    /// and whether every row has a unit of its own.
+    fn finish(self, index: &Path) -> Result<(u64, bool), DomainError> {
+        let io = |e| DomainError::io(index, e);
+        let file = crate::util::create_private(index).map_err(io)?;
+        let mut out = std::io::BufWriter::new(file);
+        let sorted = self
+            .prohibited
+            .finish(|h| std::io::Write::write_all(&mut out, h))
+            .map_err(io)?;
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        let units = self.units.finish(|_| Ok(())).map_err(io)?;
+        Ok((sorted.distinct, !self.unit_missing && !units.repeated))
     }
 }
 
@@ -516,12 +695,211 @@ fn release_table(
 /// What registration finds in a dataset (see [`unseen_policy::TableFacts`]).
 pub async fn registration_facts(
     dataset: &OpenDataset,
+    one_row_per_unit: Option<bool>,
 ) -> Result<unseen_policy::TableFacts, DomainError> {
     let (ctx, _) = session(std::slice::from_ref(dataset), &[], &[]).await?;
-    unseen_policy::find_table_facts(&ctx, &dataset.name, &dataset.manifest)
-        .await
-        .map_err(|e| DomainError::Parquet(e.to_string()))
+    let facts = match one_row_per_unit {
+        // Found while ingesting, in bounded memory; only the bounds are
+        // left to the engine (MIN, MAX and COUNT stream).
+        Some(one_row_per_unit) => {
+            unseen_policy::find_bound_facts(&ctx, &dataset.name, &dataset.manifest)
+                .await
+                .map(|within_bounds| unseen_policy::TableFacts {
+                    table: dataset.name.clone(),
+                    one_row_per_unit,
+                    within_bounds,
+                })
+        }
+        None => unseen_policy::find_table_facts(&ctx, &dataset.name, &dataset.manifest).await,
+    };
+    facts.map_err(|e| DomainError::Parquet(e.to_string()))
 }
 
 /// Keeps an `Arc` of the open datasets handy for hosts.
 pub type SharedDatasets = Arc<Vec<OpenDataset>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unseen_datasets::{DatasetKind, GenerateOptions};
+
+    fn generated(dir: &Path, rows: u64) -> (PathBuf, Manifest) {
+        let source = dir.join("r.parquet");
+        let kind = DatasetKind::Residents;
+        unseen_datasets::generate_to_path(
+            kind,
+            &GenerateOptions::new(rows, 11),
+            &source,
+            &mut |_| {},
+        )
+        .unwrap();
+        (
+            source,
+            Manifest::parse(unseen_datasets::manifest_toml(kind)).unwrap(),
+        )
+    }
+
+    fn ingest_into(
+        dir: &Path,
+        tag: &str,
+        source: &Path,
+        manifest: &Manifest,
+        capacity: usize,
+    ) -> (Ingested, OpenDataset, Vec<u8>) {
+        let key = [7u8; 32];
+        let dest = dir.join(format!("{tag}.parquet"));
+        let index = dir.join(format!("{tag}.prohibited"));
+        let target = IngestTarget {
+            dest: &dest,
+            index: &index,
+        };
+        let ingested =
+            ingest_holding(source, target, &key, "residents", manifest, capacity).unwrap();
+        let open = OpenDataset {
+            name: "residents".into(),
+            path: dest,
+            key,
+            manifest: manifest.clone(),
+            scope: None,
+            rows: ingested.rows,
+            unit_unique: false,
+            within_bounds: Vec::new(),
+        };
+        (ingested, open, std::fs::read(&index).unwrap())
+    }
+
+    /// Every prohibited text value of `source`, hashed in memory the way
+    /// registration did before it streamed.
+    fn index_in_memory(source: &Path, manifest: &Manifest) -> Vec<u8> {
+        use arrow::array::AsArray;
+        let hasher = ValueHasher::new(&[7u8; 32]);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(source).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut hashes = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            for name in crate::datasets::prohibited_text_columns(manifest) {
+                let text = arrow::compute::cast(
+                    batch.column_by_name(&name).unwrap(),
+                    &arrow::datatypes::DataType::Utf8,
+                )
+                .unwrap();
+                hashes.extend(
+                    text.as_string::<i32>()
+                        .iter()
+                        .flatten()
+                        .map(|v| hasher.hash(v)),
+                );
+            }
+        }
+        let index = unseen_policy::checks::ProhibitedIndex::from_hashes(hashes);
+        index.hashes().iter().flatten().copied().collect()
+    }
+
+    #[test]
+    fn ingesting_in_small_runs_writes_the_same_index_and_finds_the_same_facts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, manifest) = generated(dir.path(), 3_000);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let expected = index_in_memory(&source, &manifest);
+        assert!(!expected.is_empty());
+        for capacity in [5, 1_000, sorted_hashes::DEFAULT_CAPACITY] {
+            let tag = format!("c{capacity}");
+            let (ingested, open, index) =
+                ingest_into(dir.path(), &tag, &source, &manifest, capacity);
+            assert_eq!(index, expected, "capacity {capacity}");
+            assert_eq!(ingested.prohibited_values * 8, expected.len() as u64);
+            assert_eq!(ingested.rows, 3_000);
+            assert!(ingested.one_row_per_unit, "capacity {capacity}");
+            // The engine's own COUNT(DISTINCT) agrees, and the bounds are
+            // found either way.
+            let by_sql = runtime.block_on(registration_facts(&open, None)).unwrap();
+            let streamed = runtime
+                .block_on(registration_facts(&open, Some(ingested.one_row_per_unit)))
+                .unwrap();
+            assert_eq!(by_sql, streamed);
+            assert!(!streamed.within_bounds.is_empty());
+        }
+        // Temporary files are gone, the outputs private.
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn the_index_file_answers_as_the_index_in_memory_and_fails_closed() {
+        use unseen_policy::checks::{HashIndex, ProhibitedIndex};
+        let dir = tempfile::tempdir().unwrap();
+        // Even numbers only, over several blocks: the odd ones are absent.
+        let present: Vec<[u8; 8]> = (0..10_000u64).map(|i| (i * 2 + 2).to_be_bytes()).collect();
+        let path = dir.path().join("x.prohibited");
+        std::fs::write(
+            &path,
+            present.iter().flatten().copied().collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        let file = IndexFile::open(&path).unwrap();
+        let memory = ProhibitedIndex::from_hashes(present.clone());
+        assert_eq!(file.fences.len(), 3);
+        for v in 0..20_004u64 {
+            let h = v.to_be_bytes();
+            assert_eq!(file.contains(&h), memory.contains(&h), "{v}");
+        }
+        assert!(file.contains(&present[4096]) && file.contains(&present[9_999]));
+        assert!(!file.contains(&[0; 8]) && !file.contains(&[0xff; 8]));
+
+        // Cut short after opening: what cannot be read counts as present.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(8 * 8_200)
+            .unwrap();
+        assert!(file.contains(&20_001u64.to_be_bytes()));
+        // A file that is not whole hashes is refused on open.
+        std::fs::write(&path, [1u8; 12]).unwrap();
+        let err = IndexFile::open(&path).unwrap_err();
+        assert!(err.to_string().contains("not a whole number"), "{err}");
+        // An empty index holds nothing.
+        std::fs::write(&path, []).unwrap();
+        assert!(!IndexFile::open(&path).unwrap().contains(&[0; 8]));
+    }
+
+    #[test]
+    fn a_unit_in_two_rows_is_found_however_the_runs_fall() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, manifest) = generated(dir.path(), 2_000);
+        // The same rows twice: every unit in two rows, the repeats in
+        // another run than the originals at a small capacity.
+        let twice = dir.path().join("twice.parquet");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&source).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<_> = reader.map(Result::unwrap).collect();
+        let mut writer =
+            ArrowWriter::try_new(File::create(&twice).unwrap(), batches[0].schema(), None).unwrap();
+        for batch in batches.iter().chain(&batches) {
+            writer.write(batch).unwrap();
+        }
+        writer.close().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        for capacity in [3, 1_999, 4_000, sorted_hashes::DEFAULT_CAPACITY] {
+            let (ingested, open, _) = ingest_into(
+                dir.path(),
+                &format!("t{capacity}"),
+                &twice,
+                &manifest,
+                capacity,
+            );
+            assert!(!ingested.one_row_per_unit, "capacity {capacity}");
+            let by_sql = runtime.block_on(registration_facts(&open, None)).unwrap();
+            assert!(!by_sql.one_row_per_unit);
+        }
+    }
+}

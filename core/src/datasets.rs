@@ -53,11 +53,13 @@ impl Domain {
         data::check_file(parquet, &manifest)?;
         let key = random_bytes::<32>();
         let file = format!("data/{name}.parquet");
-        let prohibited_text = prohibited_text_columns(&manifest);
-        let ingested = data::ingest(parquet, &self.dir.join(&file), &key, name, &prohibited_text)?;
-        data::write_index(
+        let ingested = data::ingest(
+            parquet,
+            &self.dir.join(&file),
             &self.dir.join(format!("data/{name}.prohibited")),
-            &ingested.prohibited,
+            &key,
+            name,
+            &manifest,
         )?;
         let open = OpenDataset {
             name: name.to_string(),
@@ -73,7 +75,7 @@ impl Domain {
             one_row_per_unit: unit_unique,
             within_bounds,
             ..
-        } = data::registration_facts(&open).await?;
+        } = data::registration_facts(&open, Some(ingested.one_row_per_unit)).await?;
         let within_json = serde_json::to_string(&within_bounds).unwrap_or_else(|_| "[]".into());
         let wrapped = self.master.wrap(name, &key);
         let by_class = |class| columns_of_class(&manifest, class);

@@ -233,10 +233,9 @@ impl Domain {
         std::fs::create_dir_all(self.dir.join("imports"))
             .map_err(|e| DomainError::io(&self.dir.join("imports"), e))?;
         let key = random_bytes::<32>();
-        let prohibited_text = datasets::prohibited_text_columns(&manifest);
         let file = self.dir.join(quarantined_file(&id));
-        let ingested = data::ingest(parquet, &file, &key, name, &prohibited_text)?;
-        data::write_index(&self.dir.join(quarantined_index(&id)), &ingested.prohibited)?;
+        let index = self.dir.join(quarantined_index(&id));
+        let ingested = data::ingest(parquet, &file, &index, &key, name, &manifest)?;
         let wrapped = self.master.wrap(name, &key);
         let by_class = |class| datasets::columns_of_class(&manifest, class);
         let body = json!({
@@ -369,7 +368,7 @@ impl Domain {
             one_row_per_unit: unit_unique,
             within_bounds,
             ..
-        } = data::registration_facts(&open).await?;
+        } = data::registration_facts(&open, None).await?;
         let within_json = serde_json::to_string(&within_bounds).unwrap_or_else(|_| "[]".into());
         let file = format!("data/{name}.parquet");
         let columns: Vec<String> = manifest.columns.iter().map(|c| c.name.clone()).collect();

@@ -50,6 +50,7 @@ pub mod reconcile;
 pub mod records;
 mod releases;
 mod review;
+mod sorted_hashes;
 pub mod store;
 pub mod trace;
 mod users;
@@ -620,8 +621,9 @@ pub struct Domain {
     sandbox: Sandbox,
     /// Compiled modules by SHA-256, so a module is compiled once per process.
     compiled: Mutex<std::collections::HashMap<String, unseen_sandbox::ValidatedModule>>,
-    /// Prohibited-value indexes by dataset, read once (they can be large).
-    indexes: Mutex<std::collections::HashMap<String, Arc<unseen_policy::checks::ProhibitedIndex>>>,
+    /// Prohibited-value indexes by dataset, opened once (their fences
+    /// read; the hashes stay on disk).
+    indexes: Mutex<std::collections::HashMap<String, Arc<data::IndexFile>>>,
     /// Outputs a reviewer is deciding right now (see [`ReviewClaim`]).
     reviewing: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Running jobs by id, with their grant and the handle that stops them.

@@ -106,7 +106,7 @@ impl Domain {
                 Some(index) => index,
                 None => {
                     let path = self.dir.join(format!("data/{}.prohibited", dataset.name));
-                    let index = Arc::new(data::read_index(&path)?);
+                    let index = Arc::new(data::IndexFile::open(&path)?);
                     lock(&self.indexes).insert(dataset.name.clone(), Arc::clone(&index));
                     index
                 }
@@ -126,7 +126,7 @@ impl Domain {
             prohibited: indexes
                 .iter()
                 .zip(&hashes)
-                .map(|((index, _), hash)| (index.as_ref(), hash as _))
+                .map(|((index, _), hash)| (index.as_ref() as _, hash as _))
                 .collect(),
             min_group_size: datasets
                 .iter()

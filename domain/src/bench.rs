@@ -242,6 +242,69 @@ fn residents_domain(
     )?)
 }
 
+/// The most memory registration may take, whole process, at any row
+/// count: the hashes it holds before spilling (32 MiB for the prohibited
+/// index, 64 MiB for the privacy units), one row group being encrypted,
+/// one batch read, and the engine's scan for the bounds.
+pub const REGISTER_PEAK_MB: f64 = 512.0;
+
+/// This process's peak resident memory so far, in MB (`VmHWM`).
+fn peak_memory_mb() -> Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .ok_or_else(|| anyhow::anyhow!("/proc/self/status has no VmHWM line"))
+}
+
+/// Generates `rows` residents and registers them in a new data directory,
+/// with the process's peak memory before and after registering.
+pub fn register(
+    scratch: &Path,
+    runtime: &tokio::runtime::Runtime,
+    rows: u64,
+) -> Result<Vec<Measure>> {
+    use std::time::Instant;
+    let kind = unseen_datasets::DatasetKind::Residents;
+    let parquet = scratch.join("residents.parquet");
+    let started = Instant::now();
+    unseen_datasets::generate_to_path(
+        kind,
+        &unseen_datasets::GenerateOptions::new(rows, 3),
+        &parquet,
+        &mut |_| {},
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let generated = started.elapsed().as_secs_f64();
+    let before = peak_memory_mb()?;
+    let domain = crate::Domain::open(&scratch.join("data"))?;
+    domain.add_user(None, "admin", "Admin", crate::Role::Admin, "")?;
+    let started = Instant::now();
+    let ingested = runtime.block_on(domain.register_dataset(
+        "admin",
+        "residents",
+        &parquet,
+        unseen_datasets::manifest_toml(kind),
+    ))?;
+    let registered = started.elapsed().as_secs_f64();
+    let peak = peak_memory_mb()?;
+    Ok(vec![
+        Measure::baseline("rows", ingested.rows as f64, "rows"),
+        Measure::baseline("generate (baseline)", generated, "s"),
+        Measure::baseline("register", registered, "s"),
+        Measure::baseline("register rate", ingested.rows as f64 / registered, "rows/s"),
+        Measure::baseline(
+            "distinct prohibited values indexed",
+            ingested.prohibited_values as f64,
+            "values",
+        ),
+        Measure::baseline("peak memory before registering", before, "MB"),
+        Measure::at_most("peak memory, whole process", peak, "MB", REGISTER_PEAK_MB),
+    ])
+}
+
 /// Latency percentiles of `samples` (seconds), in milliseconds.
 fn percentile_ms(samples: &mut [f64], p: f64) -> f64 {
     if samples.is_empty() {

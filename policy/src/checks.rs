@@ -67,7 +67,18 @@ impl ProhibitedIndex {
     pub fn hashes(&self) -> &[[u8; 8]] {
         &self.hashes
     }
+}
 
+/// A set of keyed hashes the checks look text values up in: a
+/// [`ProhibitedIndex`] in memory, or the service's sorted index file, read
+/// a block at a time so that its memory does not grow with the dataset.
+pub trait HashIndex: Send + Sync {
+    /// Whether `hash` is in the set. An index that cannot answer says yes:
+    /// a value it cannot clear is treated as prohibited.
+    fn contains(&self, hash: &[u8; 8]) -> bool;
+}
+
+impl HashIndex for ProhibitedIndex {
     fn contains(&self, hash: &[u8; 8]) -> bool {
         self.hashes.binary_search(hash).is_ok()
     }
@@ -80,7 +91,7 @@ pub type ValueHash<'a> = &'a dyn Fn(&str) -> [u8; 8];
 pub struct CheckContext<'a> {
     /// For each dataset involved, its prohibited-value index and the keyed
     /// hash used to build it.
-    pub prohibited: Vec<(&'a ProhibitedIndex, ValueHash<'a>)>,
+    pub prohibited: Vec<(&'a dyn HashIndex, ValueHash<'a>)>,
     /// Smallest cell a non-DP output may describe.
     pub min_group_size: u32,
     /// Earlier approved releases under the same grant.

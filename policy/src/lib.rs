@@ -31,7 +31,7 @@ pub use dp::{
     Accounting, Budget, Charged, Cost, DpPlan, Measured, Release, fingerprint, plan_release,
     plan_release_with, plan_release_zcdp, release_aggregate, render,
 };
-pub use facts::{DataFacts, TableFacts, find_table_facts};
+pub use facts::{DataFacts, TableFacts, find_bound_facts, find_table_facts};
 pub use limits::ExecutionLimits;
 pub use manifest::{Class, Manifest, ManifestError, ManifestErrors};
 pub use query::{MAX_OPERATORS, PolicyError, plan_query, release_open, sql_options};

@@ -71,3 +71,28 @@ fn bench_service_udf_and_policy_report_against_their_baselines() {
     ]);
     assert!(policy.iter().any(|m| m["target"] == "<= 1.05"));
 }
+
+/// Registration's peak memory is under its bound: at a small size always,
+/// and at thirty million rows with `UNSEEN_SLOW_TESTS=1` (in release:
+/// `UNSEEN_SLOW_TESTS=1 cargo test --release -p unseen-tests --test it
+/// bench::registration`).
+#[test]
+fn registration_memory_stays_under_its_bound_whatever_the_row_count() {
+    let rows = if std::env::var_os("UNSEEN_SLOW_TESTS").is_some() {
+        "30000000"
+    } else {
+        "20000"
+    };
+    let register = measures(&["bench", "register", "--rows", rows, "--json"]);
+    let peak = register
+        .iter()
+        .find(|m| m["name"] == "peak memory, whole process")
+        .expect("the peak is measured");
+    assert_eq!(peak["target"], "<= 512", "{peak}");
+    assert!(peak["value"].as_f64().unwrap() <= 512.0, "{peak}");
+    let counted = register.iter().find(|m| m["name"] == "rows").unwrap();
+    assert_eq!(
+        counted["value"].as_f64().unwrap(),
+        rows.parse::<f64>().unwrap()
+    );
+}

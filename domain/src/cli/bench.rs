@@ -56,6 +56,18 @@ pub(super) fn run(command: BenchCommand, session: &Session, out: &mut dyn Write)
             let command = format!("unseen bench udf --rows {rows}");
             report_bench(out, "udf", &command, dir.as_deref(), &measures, json)
         }
+        BenchCommand::Register {
+            rows,
+            out: dir,
+            json,
+        } => {
+            let scratch = tempfile::Builder::new()
+                .prefix("unseen-bench-register-")
+                .tempdir()?;
+            let measures = crate::bench::register(scratch.path(), runtime, rows)?;
+            let command = format!("unseen bench register --rows {rows}");
+            report_bench(out, "register", &command, dir.as_deref(), &measures, json)
+        }
         BenchCommand::Service {
             jobs,
             clients,

@@ -820,6 +820,22 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Registering a generated `residents` file (encrypt, index the
+    /// prohibited values, find the facts), and the process's peak memory,
+    /// which must not grow with the row count.
+    ///
+    /// Example: `unseen bench register --rows 30000000`
+    Register {
+        /// Rows of the generated residents file.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Write register.json and register.svg here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// End-to-end small jobs over HTTP on the loopback (submit, run,
     /// quarantine) with p50/p99 latency, against the same jobs in-process,
     /// and the cost of the server's metrics and access log (three rounds

@@ -2,7 +2,7 @@
 //! ordinary aggregates.
 
 use udf_sdk::{ColumnValues, Estimate, Table};
-use unseen_policy::checks::{CheckContext, FindingKind, ProhibitedIndex, check_output};
+use unseen_policy::checks::{CheckContext, FindingKind, HashIndex, ProhibitedIndex, check_output};
 
 fn ordinary() -> Table {
     Table::default()
@@ -48,7 +48,7 @@ fn ctx<'a>(
     earlier: &'a [Table],
 ) -> CheckContext<'a> {
     CheckContext {
-        prohibited: vec![(index, hasher)],
+        prohibited: vec![(index as &dyn HashIndex, hasher)],
         min_group_size: 8,
         earlier,
     }
