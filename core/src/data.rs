@@ -413,6 +413,27 @@ impl unseen_policy::DataFacts for Facts<'_> {
 }
 
 impl OpenDataset {
+    /// A dataset file just written, before registration has found its
+    /// facts (so none are assumed).
+    pub fn without_facts(
+        name: &str,
+        path: PathBuf,
+        key: [u8; 32],
+        manifest: &Manifest,
+        rows: u64,
+    ) -> OpenDataset {
+        OpenDataset {
+            name: name.to_string(),
+            path,
+            key,
+            manifest: manifest.clone(),
+            scope: None,
+            rows,
+            unit_unique: false,
+            within_bounds: Vec::new(),
+        }
+    }
+
     /// Restricts the dataset to a grant's column scope (empty: no
     /// restriction). A scope entry is `column` (that column of every
     /// dataset of the grant) or `dataset.column`.
@@ -755,16 +776,7 @@ mod tests {
         };
         let ingested =
             ingest_holding(source, target, &key, "residents", manifest, capacity).unwrap();
-        let open = OpenDataset {
-            name: "residents".into(),
-            path: dest,
-            key,
-            manifest: manifest.clone(),
-            scope: None,
-            rows: ingested.rows,
-            unit_unique: false,
-            within_bounds: Vec::new(),
-        };
+        let open = OpenDataset::without_facts("residents", dest, key, manifest, ingested.rows);
         (ingested, open, std::fs::read(&index).unwrap())
     }
 

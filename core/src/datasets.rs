@@ -61,16 +61,8 @@ impl Domain {
             name,
             &manifest,
         )?;
-        let open = OpenDataset {
-            name: name.to_string(),
-            path: self.dir.join(&file),
-            key,
-            manifest: manifest.clone(),
-            scope: None,
-            rows: ingested.rows,
-            unit_unique: false,
-            within_bounds: Vec::new(),
-        };
+        let open =
+            OpenDataset::without_facts(name, self.dir.join(&file), key, &manifest, ingested.rows);
         let unseen_policy::TableFacts {
             one_row_per_unit: unit_unique,
             within_bounds,

@@ -354,16 +354,13 @@ impl Domain {
         let name = import.dataset.clone();
         let manifest = Manifest::parse(&manifest_text).map_err(DomainError::Manifest)?;
         let key = self.master.unwrap(&name, &wrapped)?;
-        let open = OpenDataset {
-            name: name.clone(),
-            path: quarantined.clone(),
+        let open = OpenDataset::without_facts(
+            &name,
+            quarantined.clone(),
             key,
-            manifest: manifest.clone(),
-            scope: None,
-            rows: import.checks.rows,
-            unit_unique: false,
-            within_bounds: Vec::new(),
-        };
+            &manifest,
+            import.checks.rows,
+        );
         let unseen_policy::TableFacts {
             one_row_per_unit: unit_unique,
             within_bounds,
