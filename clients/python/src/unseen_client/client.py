@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import time
@@ -13,16 +14,20 @@ import httpx
 
 from .errors import JobWaitTimeout, Refused, TransportError, UnseenError, error_for_status
 from .models import (
+    Application,
     DryRun,
     Grant,
     GrantBudget,
+    GrantRequest,
     GrantUsage,
+    Import,
     JobCancelled,
     JobQueued,
     JobView,
     LedgerVerified,
     Me,
     ModuleUploaded,
+    Narrowing,
     Outcome,
     OutputShown,
     Ready,
@@ -201,6 +206,130 @@ class Client:
         """Runs, downloads and metering of ``grant``."""
         body = self._json("GET", f"/v1/grants/{self._seg(grant)}/usage")
         return GrantUsage.from_json(body.get("usage") or {})
+
+    # --- grant applications -------------------------------------------------------
+
+    def _application(self, method: str, path: str, **kwargs: Any) -> Application:
+        body = self._json(method, path, **kwargs)
+        return Application.from_json(body.get("application") or {})
+
+    def applications(self) -> List[Application]:
+        """Grant applications the caller may read: a developer their own,
+        admins and auditors all of them."""
+        body = self._json("GET", "/v1/applications")
+        return [Application.from_json(a) for a in body.get("applications", []) if isinstance(a, dict)]
+
+    def application(self, application: str) -> Application:
+        """One application with its history. Another developer's is
+        :class:`NotFound`."""
+        return self._application("GET", f"/v1/applications/{self._seg(application)}")
+
+    def apply(self, request: GrantRequest) -> Application:
+        """A developer applies for a grant with the terms ``request``,
+        naming its one ``scenario``. Leave ``request.developer`` empty: the
+        grant is for the applicant. The application is ``submitted``; an
+        admin pre-reviews it, then decides it."""
+        return self._application("POST", "/v1/applications", json=_terms(request))
+
+    def amend_application(self, application: str, request: GrantRequest) -> Application:
+        """The applicant amends a ``returned`` application with new terms;
+        it is ``submitted`` again. Any other status is :class:`Conflict`."""
+        return self._application(
+            "POST", f"/v1/applications/{self._seg(application)}/amend", json=_terms(request)
+        )
+
+    def withdraw_application(self, application: str, reason: str = "") -> Application:
+        """The applicant withdraws an application not yet decided."""
+        return self._application(
+            "POST", f"/v1/applications/{self._seg(application)}/withdraw", json={"reason": reason}
+        )
+
+    def pre_review_application(self, application: str, complete: bool, reason: str = "") -> Application:
+        """An admin's completeness check of a ``submitted`` application:
+        ``complete`` sends it to review (``in_review``); otherwise it is
+        ``returned`` to its applicant, and ``reason`` (then needed) says
+        what is missing."""
+        body = {"complete": bool(complete), "reason": reason}
+        return self._application("POST", f"/v1/applications/{self._seg(application)}/pre-review", json=body)
+
+    def decide_application(
+        self,
+        application: str,
+        approve: bool,
+        reason: str,
+        *,
+        narrowing: Optional[Narrowing] = None,
+    ) -> Application:
+        """An admin's decision on an application ``in_review``, with the
+        reasons its applicant is told (always needed). Approval issues the
+        grant (``Application.grant``) with the terms asked for, narrowed by
+        ``narrowing`` (``Application.granted``); a narrowing may only
+        narrow, and a rejection takes none (:class:`BadRequest`)."""
+        body: Dict[str, Any] = {"approve": bool(approve), "reason": reason}
+        if narrowing is not None:
+            body["narrowing"] = narrowing.to_json()
+        return self._application("POST", f"/v1/applications/{self._seg(application)}/decision", json=body)
+
+    def application_feedback(self, application: str, rating: int, text: str) -> Application:
+        """The applicant's feedback on the use of the grant an ``approved``
+        application obtained: ``rating`` from 1 (poor) to 5 (good) and a
+        text of 1 to 2000 characters."""
+        body = {"rating": rating, "text": text}
+        return self._application("POST", f"/v1/applications/{self._seg(application)}/feedback", json=body)
+
+    # --- imports ------------------------------------------------------------------
+
+    def imports(self) -> List[Import]:
+        """Imports the caller may read: a developer their own proposals,
+        admins and auditors all of them."""
+        body = self._json("GET", "/v1/imports")
+        return [Import.from_json(i) for i in body.get("imports", []) if isinstance(i, dict)]
+
+    def propose_import(
+        self,
+        grant: str,
+        name: str,
+        manifest: Union[str, "os.PathLike[str]"],
+        parquet: Union[bytes, str, "os.PathLike[str]"],
+    ) -> Import:
+        """A developer of ``grant`` proposes outside data for it: the
+        Parquet file ``parquet`` (its bytes or its path) as dataset
+        ``name``, described by ``manifest`` (the TOML text, or a path
+        object of the file; its ``name`` is ``name``). Its privacy unit
+        must be the grant's, its key column prohibited and no column open.
+        The keys are checked (format with check characters, no repeats)
+        and the file quarantined encrypted: the import is ``proposed``
+        until an admin decides it."""
+        manifest_text = Path(manifest).read_text(encoding="utf-8") if isinstance(manifest, os.PathLike) else manifest
+        if not isinstance(manifest_text, str):
+            raise TypeError("a manifest is its TOML text or the path of its file")
+        data = parquet if isinstance(parquet, (bytes, bytearray)) else Path(parquet).read_bytes()
+        body = {
+            "grant": grant,
+            "name": name,
+            "manifest": manifest_text,
+            "parquet_base64": base64.b64encode(bytes(data)).decode("ascii"),
+        }
+        raw = self._json("POST", "/v1/imports", json=body)
+        return Import.from_json(raw.get("import") or {})
+
+    def decide_import(
+        self,
+        import_id: str,
+        approve: bool,
+        reason: str,
+        *,
+        epsilon: Optional[float] = None,
+    ) -> Import:
+        """An admin's decision on a ``proposed`` import, with the reasons
+        (always needed). Approval registers it as a dataset joined to its
+        grant only, with its own budget layer of ``epsilon`` (needed to
+        approve); rejection deletes the quarantined file."""
+        body: Dict[str, Any] = {"approve": bool(approve), "reason": reason}
+        if epsilon is not None:
+            body["epsilon"] = epsilon
+        raw = self._json("POST", f"/v1/imports/{self._seg(import_id)}/decision", json=body)
+        return Import.from_json(raw.get("import") or {})
 
     # --- queries ------------------------------------------------------------------
 
@@ -454,3 +583,9 @@ class Client:
     def verify_ledger(self) -> LedgerVerified:
         """Has the service verify its whole ledger (admins and auditors)."""
         return LedgerVerified.from_json(self._json("GET", "/v1/ledger/verify"))
+
+
+def _terms(request: GrantRequest) -> Dict[str, Any]:
+    if not isinstance(request, GrantRequest):
+        raise TypeError("the terms are a GrantRequest")
+    return request.to_json()

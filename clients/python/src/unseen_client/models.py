@@ -33,6 +33,14 @@ __all__ = [
     "OutputShown",
     "ReviewDecision",
     "LedgerVerified",
+    "GrantRequest",
+    "ApplicationStatus",
+    "ApplicationStep",
+    "Application",
+    "Narrowing",
+    "ImportStatus",
+    "ImportChecks",
+    "Import",
     "column_named_in",
 ]
 
@@ -42,6 +50,16 @@ JobStatus = Literal["queued", "running", "finished", "stopped", "refused"]
 
 #: Statuses after which a job changes no more.
 ENDED = frozenset({"finished", "stopped", "refused"})
+
+#: Where a grant application stands: ``submitted``, then ``in_review`` or
+#: ``returned`` (amended back to ``submitted``), then ``approved`` or
+#: ``rejected``; ``withdrawn`` by its applicant before a decision.
+ApplicationStatus = Literal["submitted", "returned", "in_review", "approved", "rejected", "withdrawn"]
+
+#: Where a proposed import stands: ``proposed`` (quarantined, waiting for a
+#: data provider), ``approved`` (registered, joined to its grant),
+#: ``rejected`` or ``destroyed`` (with its grant).
+ImportStatus = Literal["proposed", "approved", "rejected", "destroyed"]
 
 _COLUMN_IN_REASON = re.compile(r"column `([^`]+)` of `([^`]+)`")
 
@@ -622,3 +640,294 @@ class LedgerVerified:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "LedgerVerified":
         return cls(ok=_bool(d, "ok"), entries=_int(d, "entries"), root=_str(d, "root"))
+
+
+# --- grant applications ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GrantRequest:
+    """The terms of a grant: what an application asks for (``requested``)
+    and what its approval issued (``granted``), and the body of
+    :meth:`Client.apply` and :meth:`Client.amend_application`.
+
+    Only ``dataset``, ``purpose`` and ``epsilon_total`` need a value; an
+    application also names its ``scenario``. The other fields default as
+    the service defaults them. ``developer`` left empty is the applicant
+    (an application is always for the developer who makes it).
+    ``max_open_queries`` ``None`` is no limit."""
+
+    dataset: str
+    purpose: str
+    epsilon_total: float
+    scenario: str = ""
+    developer: str = ""
+    join_datasets: Tuple[str, ...] = ()
+    query_epsilon: float = 0.5
+    valid_days: int = 365
+    extended_validity: bool = False
+    allow_modules: bool = True
+    allow_sql: bool = True
+    allow_extracts: bool = False
+    allow_udfs: bool = False
+    udf_row_instructions: int = 1_000_000
+    windows: Tuple[str, ...] = ()
+    designated: Tuple[str, ...] = ()
+    columns: Tuple[str, ...] = ()
+    max_runs: Optional[int] = None
+    max_downloads: Optional[int] = None
+    derived_reuse: bool = False
+    approvals_required: int = 1
+    delta_total: float = 0.0
+    query_delta: float = 1e-6
+    max_open_queries: Optional[int] = 1000
+    open_query_window: int = 3600
+
+    def to_json(self) -> Dict[str, Any]:
+        """The request body: every term, lists as JSON arrays."""
+        return {
+            "dataset": self.dataset,
+            "join_datasets": list(self.join_datasets),
+            "developer": self.developer,
+            "scenario": self.scenario,
+            "purpose": self.purpose,
+            "epsilon_total": self.epsilon_total,
+            "query_epsilon": self.query_epsilon,
+            "valid_days": self.valid_days,
+            "extended_validity": self.extended_validity,
+            "allow_modules": self.allow_modules,
+            "allow_sql": self.allow_sql,
+            "allow_extracts": self.allow_extracts,
+            "allow_udfs": self.allow_udfs,
+            "udf_row_instructions": self.udf_row_instructions,
+            "windows": list(self.windows),
+            "designated": list(self.designated),
+            "columns": list(self.columns),
+            "max_runs": self.max_runs,
+            "max_downloads": self.max_downloads,
+            "derived_reuse": self.derived_reuse,
+            "approvals_required": self.approvals_required,
+            "delta_total": self.delta_total,
+            "query_delta": self.query_delta,
+            "max_open_queries": self.max_open_queries,
+            "open_query_window": self.open_query_window,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "GrantRequest":
+        return cls(
+            dataset=_str(d, "dataset"),
+            purpose=_str(d, "purpose"),
+            epsilon_total=_float(d, "epsilon_total"),
+            scenario=_str(d, "scenario"),
+            developer=_str(d, "developer"),
+            join_datasets=_strs(d, "join_datasets"),
+            query_epsilon=_float(d, "query_epsilon", 0.5),
+            valid_days=_int(d, "valid_days", 365),
+            extended_validity=_bool(d, "extended_validity"),
+            allow_modules=_bool(d, "allow_modules", True),
+            allow_sql=_bool(d, "allow_sql", True),
+            allow_extracts=_bool(d, "allow_extracts"),
+            allow_udfs=_bool(d, "allow_udfs"),
+            udf_row_instructions=_int(d, "udf_row_instructions", 1_000_000),
+            windows=_strs(d, "windows"),
+            designated=_strs(d, "designated"),
+            columns=_strs(d, "columns"),
+            max_runs=_opt_int(d, "max_runs"),
+            max_downloads=_opt_int(d, "max_downloads"),
+            derived_reuse=_bool(d, "derived_reuse"),
+            approvals_required=_int(d, "approvals_required", 1),
+            delta_total=_float(d, "delta_total"),
+            query_delta=_float(d, "query_delta", 1e-6),
+            # Sent as null when there is no limit; absent, the default.
+            max_open_queries=_opt_int(d, "max_open_queries") if "max_open_queries" in d else 1000,
+            open_query_window=_int(d, "open_query_window", 3600),
+        )
+
+
+@dataclass(frozen=True)
+class ApplicationStep:
+    """One step of an application's history, what its applicant is
+    notified of: ``submitted``, ``amended``, ``pre_reviewed``,
+    ``returned``, ``approved``, ``rejected``, ``withdrawn`` or
+    ``feedback``. ``reason`` is the reasons given (the text, for
+    feedback); ``rating`` is set for feedback."""
+
+    step: str
+    actor: str
+    at: str
+    reason: str
+    rating: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ApplicationStep":
+        return cls(
+            step=_str(d, "step"),
+            actor=_str(d, "actor"),
+            at=_str(d, "at"),
+            reason=_str(d, "reason"),
+            rating=_opt_int(d, "rating"),
+        )
+
+
+@dataclass(frozen=True)
+class Application:
+    """A grant application as its applicant, the data provider and
+    auditors see it. ``requested`` holds the terms asked for (its
+    ``developer`` is the applicant); once approved, ``granted`` holds the
+    terms the grant ``grant`` was issued with."""
+
+    id: str
+    applicant: str
+    status: str
+    requested: GrantRequest
+    granted: Optional[GrantRequest]
+    grant: Optional[str]
+    submitted_at: str
+    updated_at: str
+    history: Tuple[ApplicationStep, ...]
+
+    @property
+    def decided(self) -> bool:
+        """Approved, rejected or withdrawn: only feedback may follow."""
+        return self.status in ("approved", "rejected", "withdrawn")
+
+    @property
+    def last_notice(self) -> Optional[ApplicationStep]:
+        """The last step someone other than the applicant took: what the
+        applicant was last notified of."""
+        for step in reversed(self.history):
+            if step.actor != self.applicant:
+                return step
+        return None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Application":
+        history = d.get("history")
+        return cls(
+            id=_str(d, "id"),
+            applicant=_str(d, "applicant"),
+            status=_str(d, "status"),
+            requested=GrantRequest.from_json(_obj(d, "requested")),
+            granted=GrantRequest.from_json(d["granted"]) if isinstance(d.get("granted"), dict) else None,
+            grant=_opt_str(d, "grant"),
+            submitted_at=_str(d, "submitted_at"),
+            updated_at=_str(d, "updated_at"),
+            history=tuple(ApplicationStep.from_json(s) for s in history if isinstance(s, dict))
+            if isinstance(history, list)
+            else (),
+        )
+
+
+@dataclass(frozen=True)
+class Narrowing:
+    """How the data provider narrows an application's terms when approving
+    it (:meth:`Client.decide_application`). Every field may only narrow
+    what was asked for: a smaller budget, a shorter term, fewer columns,
+    users, datasets, windows, runs or downloads, more approvals per
+    release, operations turned off. ``None`` and ``False`` leave a term as
+    asked."""
+
+    epsilon_total: Optional[float] = None
+    query_epsilon: Optional[float] = None
+    valid_days: Optional[int] = None
+    columns: Optional[Tuple[str, ...]] = None
+    designated: Optional[Tuple[str, ...]] = None
+    join_datasets: Optional[Tuple[str, ...]] = None
+    windows: Optional[Tuple[str, ...]] = None
+    approvals_required: Optional[int] = None
+    max_runs: Optional[int] = None
+    max_downloads: Optional[int] = None
+    deny_derived_reuse: bool = False
+    deny_modules: bool = False
+    deny_sql: bool = False
+    deny_extracts: bool = False
+    deny_udfs: bool = False
+
+    def to_json(self) -> Dict[str, Any]:
+        """The terms it changes; an empty object changes none."""
+        body: Dict[str, Any] = {}
+        for name in (
+            "epsilon_total",
+            "query_epsilon",
+            "valid_days",
+            "approvals_required",
+            "max_runs",
+            "max_downloads",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
+        for name in ("columns", "designated", "join_datasets", "windows"):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = list(value)
+        for name in ("deny_derived_reuse", "deny_modules", "deny_sql", "deny_extracts", "deny_udfs"):
+            if getattr(self, name):
+                body[name] = True
+        return body
+
+
+# --- imports ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportChecks:
+    """What the checks of a proposed file found (counts, never values):
+    its rows and bytes, its key column (the privacy unit it joins on) and
+    the format the keys were checked against (``GB 32100-2015 unified
+    social credit code``, ``GB 11643-1999 citizen identity number``, with
+    their check characters, or ``non-empty``)."""
+
+    rows: int
+    bytes: int
+    key: str
+    key_format: str
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ImportChecks":
+        return cls(
+            rows=_int(d, "rows"),
+            bytes=_int(d, "bytes"),
+            key=_str(d, "key"),
+            key_format=_str(d, "key_format"),
+        )
+
+
+@dataclass(frozen=True)
+class Import:
+    """Outside data proposed for one grant, as its proposer, the data
+    providers and auditors see it. ``dataset`` is the name it is
+    registered under when approved; ``source_sha256`` the SHA-256 of the
+    Parquet file as proposed; ``epsilon_total`` its own budget layer, set
+    at approval."""
+
+    id: str
+    dataset: str
+    grant: str
+    proposed_by: str
+    status: str
+    source_sha256: str
+    checks: ImportChecks
+    proposed_at: str
+    reason: str
+    decided_by: Optional[str] = None
+    decided_at: Optional[str] = None
+    epsilon_total: Optional[float] = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Import":
+        return cls(
+            id=_str(d, "id"),
+            dataset=_str(d, "dataset"),
+            grant=_str(d, "grant"),
+            proposed_by=_str(d, "proposed_by"),
+            status=_str(d, "status"),
+            source_sha256=_str(d, "source_sha256"),
+            checks=ImportChecks.from_json(_obj(d, "checks")),
+            proposed_at=_str(d, "proposed_at"),
+            reason=_str(d, "reason"),
+            decided_by=_opt_str(d, "decided_by"),
+            decided_at=_opt_str(d, "decided_at"),
+            epsilon_total=_opt_float(d, "epsilon_total"),
+        )
