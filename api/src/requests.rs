@@ -187,7 +187,9 @@ pub struct GrantRequest {
     /// `dataset` on that unit (for example `residents` to `health_visits`).
     #[serde(default)]
     pub join_datasets: Vec<String>,
-    /// The developer it is issued to.
+    /// The developer it is issued to (in an application, left empty: the
+    /// applicant).
+    #[serde(default)]
     pub developer: String,
     /// The one named scenario ("one scenario, one review").
     #[serde(default)]

@@ -1525,7 +1525,7 @@ async fn withdraw_application(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     actor.require(DEVELOPER, "withdraw grant applications")?;
-    let reason: Reason = body(raw)?;
+    let reason = optional_reason(raw)?;
     ok(as_user(&state, actor, move |b| {
         b.withdraw_application(&id, &reason.reason)
     })

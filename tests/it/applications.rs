@@ -744,6 +744,34 @@ fn over_the_api_two_simultaneous_approvals_issue_one_grant() {
     assert!(listed.contains("approved by admin"), "{listed}");
 }
 
+/// Over HTTP an application may leave `developer` out (the applicant is
+/// meant), and a withdrawal needs no body (its reason is optional), as
+/// `docs/api.md` says.
+#[test]
+fn over_the_api_an_application_omits_the_developer_and_a_withdrawal_its_body() {
+    let (_dir, data) = residents_dir("100");
+    let server = TestServer::start(&data, 2);
+    let dev = server.client(&token_of(&data, "dev"));
+    let applied = dev
+        .post(
+            "/v1/applications",
+            &json!({"dataset": "residents", "scenario": "s", "purpose": "p", "epsilon_total": 1.0}),
+        )
+        .unwrap();
+    assert_eq!(applied["application"]["requested"]["developer"], "dev");
+    let id = applied["application"]["id"].as_str().unwrap().to_string();
+    let answer = dev
+        .send(
+            "POST",
+            &format!("/v1/applications/{id}/withdraw"),
+            None,
+            "application/json",
+        )
+        .unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.body["application"]["status"], "withdrawn");
+}
+
 /// Designating users in an application reveals nothing about who exists:
 /// an unknown id, a disabled developer and a reviewer get the same refusal.
 #[test]
