@@ -36,6 +36,55 @@ use crate::server::{Actor, ApiError, AppState, as_user, blocking, ledger_key, pe
 use crate::{DomainError, Role};
 
 mod applications;
+mod imports;
+
+/// A posted form, or a page saying it was malformed.
+fn parse_form<T: serde::de::DeserializeOwned>(
+    viewer: &Viewer,
+    body: &Bytes,
+) -> Result<T, Response> {
+    serde_urlencoded::from_bytes(body).map_err(|_| {
+        viewer.error(
+            StatusCode::BAD_REQUEST,
+            "The form was malformed; open the page again.",
+        )
+    })
+}
+
+/// Which of a decision form's two buttons was pressed.
+fn approval(viewer: &Viewer, decision: &str) -> Result<bool, Response> {
+    match decision {
+        "approve" => Ok(true),
+        "reject" => Ok(false),
+        _ => Err(viewer.error(StatusCode::BAD_REQUEST, "Choose Approve or Reject.")),
+    }
+}
+
+/// A form field as a number, or a page saying which field is wrong.
+fn form_number<T: std::str::FromStr>(
+    viewer: &Viewer,
+    field: &str,
+    text: &str,
+) -> Result<T, Response> {
+    text.trim().parse().map_err(|_| {
+        viewer.error(
+            StatusCode::BAD_REQUEST,
+            &format!("{field} must be a number; go back and correct it."),
+        )
+    })
+}
+
+/// A form field as a number when it was filled in.
+fn optional<T: std::str::FromStr>(
+    viewer: &Viewer,
+    field: &str,
+    text: &str,
+) -> Result<Option<T>, Response> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    form_number(viewer, field, text).map(Some)
+}
 
 /// The session cookie: the user's token.
 const COOKIE: &str = "unseen_session";
@@ -63,6 +112,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/console/jobs", get(jobs))
         .route("/console/jobs/{id}", get(job))
         .merge(applications::routes())
+        .merge(imports::routes())
 }
 
 type Page = Result<Response, Response>;
@@ -280,6 +330,7 @@ const NAVIGATION: &[(Operation, &str, &str)] = &[
         "/console/applications",
         "Applications",
     ),
+    (Operation::ListImports, "/console/imports", "Imports"),
     (Operation::ListJobs, "/console/jobs", "Jobs"),
 ];
 
@@ -581,20 +632,9 @@ async fn decide(
     body: Bytes,
 ) -> Page {
     viewer.require(Operation::ApproveOutput, "review outputs")?;
-    let form: Decision = serde_urlencoded::from_bytes(&body).map_err(|_| {
-        viewer.error(
-            StatusCode::BAD_REQUEST,
-            "The decision form was malformed; open the output again.",
-        )
-    })?;
+    let form: Decision = parse_form(&viewer, &body)?;
     viewer.check_form(&form.form_key)?;
-    let approve = match form.decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        _ => {
-            return Err(viewer.error(StatusCode::BAD_REQUEST, "Choose Approve or Reject."));
-        }
-    };
+    let approve = approval(&viewer, &form.decision)?;
     let (wanted, reason) = (id.clone(), form.reason);
     let decision = viewer
         .call(&state, move |b| b.review(&wanted, approve, &reason))

@@ -87,7 +87,11 @@ fn agent() -> ureq::Agent {
 }
 
 /// GET `path` with `token`'s session: the status, headers and page.
-fn get(base: &str, token: Option<&str>, path: &str) -> (u16, ureq::http::HeaderMap, String) {
+pub(crate) fn get(
+    base: &str,
+    token: Option<&str>,
+    path: &str,
+) -> (u16, ureq::http::HeaderMap, String) {
     let mut request = agent().get(format!("{base}{path}"));
     if let Some(token) = token {
         request = request.header("Cookie", format!("unseen_session={token}"));
@@ -99,7 +103,12 @@ fn get(base: &str, token: Option<&str>, path: &str) -> (u16, ureq::http::HeaderM
     (status, headers, body)
 }
 
-fn post(base: &str, token: Option<&str>, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+pub(crate) fn post(
+    base: &str,
+    token: Option<&str>,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, String) {
     let mut request = agent().post(format!("{base}{path}"));
     if let Some(token) = token {
         request = request.header("Cookie", format!("unseen_session={token}"));
@@ -110,7 +119,7 @@ fn post(base: &str, token: Option<&str>, path: &str, form: &[(&str, &str)]) -> (
 }
 
 /// The value of the hidden form key on a page.
-fn form_key(page: &str) -> String {
+pub(crate) fn form_key(page: &str) -> String {
     let at = page
         .find("name=\"form_key\" value=\"")
         .expect("a form on the page")
@@ -149,6 +158,8 @@ fn every_page_follows_the_apis_role_rules_and_shows_no_planted_value() {
         "/console/grants".into(),
         format!("/console/grants/{}", scene.grant),
         "/console/jobs".into(),
+        "/console/applications".into(),
+        "/console/imports".into(),
     ];
     // Who may open what: the API's route table, read back page by page.
     let may = |role: &str, page: &str| -> bool {
@@ -162,6 +173,9 @@ fn every_page_follows_the_apis_role_rules_and_shows_no_planted_value() {
                 || p.starts_with("/console/disclosure") =>
             {
                 oversight
+            }
+            p if p.starts_with("/console/applications") || p.starts_with("/console/imports") => {
+                role != "reviewer"
             }
             _ => true,
         }

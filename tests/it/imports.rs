@@ -505,3 +505,72 @@ fn an_import_is_destroyed_when_its_grant_expires() {
             .exists()
     );
 }
+
+/// The console's imports page: the proposer sees their own import, a
+/// reviewer nothing, and the data provider decides it there, with the same
+/// rules as the command line (approval needs its own budget).
+#[test]
+fn an_import_is_listed_and_decided_in_the_console() {
+    use crate::console::{form_key, get, post};
+    let s = scene();
+    let (proposed, text) = s.propose("dev", "loans.csv", "loans.toml");
+    assert!(proposed, "{text}");
+    let id = json_of(&text)["import"]["id"].as_str().unwrap().to_string();
+    let server = TestServer::start(&s.data, 2);
+    let base = server.base.as_str();
+    let (dev, admin, rev) = (
+        token_of(&s.data, "dev"),
+        token_of(&s.data, "admin"),
+        token_of(&s.data, "rev"),
+    );
+    let (status, _, page) = get(base, Some(&rev), "/console/imports");
+    assert_eq!(status, 403, "reviewers read no imports: {page}");
+    let (status, _, page) = get(base, Some(&dev), "/console/imports");
+    assert_eq!(status, 200);
+    assert!(page.contains(&id) && page.contains(">proposed<"), "{page}");
+    assert!(!page.contains("/decision"), "only providers decide: {page}");
+    let dev_key = form_key(&page);
+    let decision = format!("/console/imports/{id}/decision");
+    let (status, _) = post(
+        base,
+        Some(&dev),
+        &decision,
+        &[
+            ("form_key", &dev_key),
+            ("decision", "approve"),
+            ("reason", "r"),
+            ("epsilon", "1"),
+        ],
+    );
+    assert_eq!(status, 403, "a developer decides nothing");
+
+    let (status, _, page) = get(base, Some(&admin), "/console/imports");
+    assert_eq!(status, 200);
+    assert!(page.contains(&decision), "{page}");
+    let key = form_key(&page);
+    let decide = |epsilon: &str| {
+        post(
+            base,
+            Some(&admin),
+            &decision,
+            &[
+                ("form_key", key.as_str()),
+                ("decision", "approve"),
+                ("reason", "loan outcomes"),
+                ("epsilon", epsilon),
+            ],
+        )
+    };
+    let (status, page) = decide("");
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("epsilon"), "{page}");
+    let (status, page) = decide("lots");
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("must be a number"), "{page}");
+    let (status, page) = decide("1");
+    assert_eq!(status, 303, "{page}");
+    let (_, _, page) = get(base, Some(&dev), "/console/imports");
+    assert!(page.contains(">approved<"), "{page}");
+    let (_, _, page) = get(base, Some(&admin), "/console/imports");
+    assert!(!page.contains(&decision), "decided: no form left: {page}");
+}

@@ -94,28 +94,6 @@ struct ApplyForm {
     allow_extracts: Option<String>,
 }
 
-/// A form field as a number, or a page saying which field is wrong.
-fn number<T: std::str::FromStr>(viewer: &Viewer, field: &str, text: &str) -> Result<T, Response> {
-    text.trim().parse().map_err(|_| {
-        viewer.error(
-            StatusCode::BAD_REQUEST,
-            &format!("{field} must be a number; go back and correct it."),
-        )
-    })
-}
-
-/// A form field as a number when it was filled in.
-fn optional<T: std::str::FromStr>(
-    viewer: &Viewer,
-    field: &str,
-    text: &str,
-) -> Result<Option<T>, Response> {
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    number(viewer, field, text).map(Some)
-}
-
 fn comma_list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
@@ -124,24 +102,15 @@ fn comma_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn form<T: serde::de::DeserializeOwned>(viewer: &Viewer, body: &Bytes) -> Result<T, Response> {
-    serde_urlencoded::from_bytes(body).map_err(|_| {
-        viewer.error(
-            StatusCode::BAD_REQUEST,
-            "The form was malformed; open the page again.",
-        )
-    })
-}
-
 async fn apply(State(state): State<AppState>, viewer: Viewer, body: Bytes) -> Page {
     viewer.require(Operation::Apply, "apply for grants")?;
-    let f: ApplyForm = form(&viewer, &body)?;
+    let f: ApplyForm = parse_form(&viewer, &body)?;
     viewer.check_form(&f.form_key)?;
     let mut request = GrantRequest::new(
         &f.dataset,
         "",
         &f.purpose,
-        number(&viewer, "Total ε", &f.epsilon)?,
+        form_number(&viewer, "Total ε", &f.epsilon)?,
     );
     request.scenario = f.scenario;
     request.columns = comma_list(&f.columns);
@@ -273,7 +242,7 @@ async fn pre_review(
     body: Bytes,
 ) -> Page {
     viewer.require(Operation::PreReviewApplication, "pre-review applications")?;
-    let f: PreReviewForm = form(&viewer, &body)?;
+    let f: PreReviewForm = parse_form(&viewer, &body)?;
     viewer.check_form(&f.form_key)?;
     let pre_review = PreReview {
         complete: f.complete == "yes",
@@ -311,13 +280,9 @@ async fn decide(
     body: Bytes,
 ) -> Page {
     viewer.require(Operation::DecideApplication, "decide applications")?;
-    let f: DecisionForm = form(&viewer, &body)?;
+    let f: DecisionForm = parse_form(&viewer, &body)?;
     viewer.check_form(&f.form_key)?;
-    let approve = match f.decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        _ => return Err(viewer.error(StatusCode::BAD_REQUEST, "Choose Approve or Reject.")),
-    };
+    let approve = approval(&viewer, &f.decision)?;
     let columns = comma_list(&f.columns);
     let decision = ApplicationDecision {
         approve,
@@ -351,7 +316,7 @@ async fn withdraw(
     body: Bytes,
 ) -> Page {
     viewer.require(Operation::WithdrawApplication, "withdraw applications")?;
-    let f: ReasonForm = form(&viewer, &body)?;
+    let f: ReasonForm = parse_form(&viewer, &body)?;
     viewer.check_form(&f.form_key)?;
     let wanted = id.clone();
     viewer
@@ -377,10 +342,10 @@ async fn feedback(
     body: Bytes,
 ) -> Page {
     viewer.require(Operation::ApplicationFeedback, "give feedback on grants")?;
-    let f: FeedbackForm = form(&viewer, &body)?;
+    let f: FeedbackForm = parse_form(&viewer, &body)?;
     viewer.check_form(&f.form_key)?;
     let feedback = ApplicationFeedback {
-        rating: number(&viewer, "Rating", &f.rating)?,
+        rating: form_number(&viewer, "Rating", &f.rating)?,
         text: f.text,
     };
     let wanted = id.clone();
