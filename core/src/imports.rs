@@ -81,15 +81,22 @@ fn key_format(key: &str) -> (&'static str, fn(&str) -> bool) {
     }
 }
 
-/// Reads the key column of a plaintext Parquet file and checks every value:
-/// the format, and that no key repeats. Counts and row numbers only.
-fn check_keys(path: &Path, key: &str) -> Result<ImportChecks, DomainError> {
+/// The size of a proposed file, refused over [`MAX_IMPORT_BYTES`] before
+/// any of it is read.
+fn check_size(path: &Path) -> Result<u64, DomainError> {
     let bytes = std::fs::metadata(path)
         .map_err(|e| DomainError::io(path, e))?
         .len();
     if bytes > MAX_IMPORT_BYTES {
         return Err(ImportProblem::TooLarge { bytes }.into());
     }
+    Ok(bytes)
+}
+
+/// Reads the key column of a plaintext Parquet file of `bytes` bytes and
+/// checks every value: the format, and that no key repeats. Counts and
+/// row numbers only.
+fn check_keys(path: &Path, key: &str, bytes: u64) -> Result<ImportChecks, DomainError> {
     let file = std::fs::File::open(path).map_err(|e| DomainError::io(path, e))?;
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| DomainError::Parquet(e.to_string()))?;
@@ -227,8 +234,9 @@ impl Domain {
         {
             return Err(ImportProblem::KeyNotProhibited(unit.clone()).into());
         }
+        let bytes = check_size(parquet)?;
         data::check_file(parquet, &manifest)?;
-        let checks = check_keys(parquet, unit)?;
+        let checks = check_keys(parquet, unit, bytes)?;
         let id = new_id("imp");
         std::fs::create_dir_all(self.dir.join("imports"))
             .map_err(|e| DomainError::io(&self.dir.join("imports"), e))?;

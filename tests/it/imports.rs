@@ -574,3 +574,40 @@ fn an_import_is_listed_and_decided_in_the_console() {
     let (_, _, page) = get(base, Some(&admin), "/console/imports");
     assert!(!page.contains(&decision), "decided: no form left: {page}");
 }
+
+/// A file over the import limit is refused for its size before any of it
+/// is read (a sparse file: its bytes are never written).
+#[test]
+fn a_file_over_the_import_limit_is_refused_for_its_size_before_it_is_read() {
+    let s = scene();
+    let big = s.path("big.parquet");
+    let limit = unseen::imports::MAX_IMPORT_BYTES;
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(limit + 1)
+        .unwrap();
+    let (proposed, text) = unseen(&[
+        "dataset",
+        "import",
+        "--grant",
+        &s.grant,
+        "--name",
+        "bank_loans",
+        "--parquet",
+        &big,
+        "--manifest",
+        &s.path("loans.toml"),
+        "--as",
+        "dev",
+        "--data-dir",
+        &s.data,
+    ]);
+    assert!(!proposed, "{text}");
+    assert!(
+        text.contains(&format!(
+            "the file has {} bytes; an import is at most {limit} bytes",
+            limit + 1
+        )),
+        "{text}"
+    );
+}
