@@ -195,10 +195,10 @@ pub fn ingest(
     dataset: &str,
     manifest: &Manifest,
 ) -> Result<Ingested, DomainError> {
-    let target = IngestTarget { dest, index };
     ingest_holding(
         source,
-        target,
+        dest,
+        index,
         key,
         dataset,
         manifest,
@@ -206,17 +206,11 @@ pub fn ingest(
     )
 }
 
-/// Where [`ingest`] writes.
-#[derive(Debug, Clone, Copy)]
-struct IngestTarget<'a> {
-    dest: &'a Path,
-    index: &'a Path,
-}
-
 /// [`ingest`], holding at most `capacity` hashes of each kind in memory.
 fn ingest_holding(
     source: &Path,
-    IngestTarget { dest, index }: IngestTarget<'_>,
+    dest: &Path,
+    index: &Path,
     key: &[u8; 32],
     dataset: &str,
     manifest: &Manifest,
@@ -770,12 +764,8 @@ mod tests {
         let key = [7u8; 32];
         let dest = dir.join(format!("{tag}.parquet"));
         let index = dir.join(format!("{tag}.prohibited"));
-        let target = IngestTarget {
-            dest: &dest,
-            index: &index,
-        };
         let ingested =
-            ingest_holding(source, target, &key, "residents", manifest, capacity).unwrap();
+            ingest_holding(source, &dest, &index, &key, "residents", manifest, capacity).unwrap();
         let open = OpenDataset::without_facts("residents", dest, key, manifest, ingested.rows);
         (ingested, open, std::fs::read(&index).unwrap())
     }
