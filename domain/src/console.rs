@@ -38,17 +38,23 @@ use crate::{DomainError, Role};
 mod applications;
 mod imports;
 
-/// A posted form, or a page saying it was malformed.
-fn parse_form<T: serde::de::DeserializeOwned>(
+/// A posted form that changes something: its fields, once it parsed (or a
+/// page saying it was malformed) and carried this session's form key (or a
+/// refusal), so no form handler can skip the check.
+fn posted_form<T: serde::de::DeserializeOwned>(
     viewer: &Viewer,
     body: &Bytes,
 ) -> Result<T, Response> {
-    serde_urlencoded::from_bytes(body).map_err(|_| {
+    let malformed = |_| {
         viewer.error(
             StatusCode::BAD_REQUEST,
             "The form was malformed; open the page again.",
         )
-    })
+    };
+    let fields = serde_urlencoded::from_bytes(body).map_err(malformed)?;
+    let key: FormKeyOnly = serde_urlencoded::from_bytes(body).map_err(malformed)?;
+    viewer.check_form(&key.form_key)?;
+    Ok(fields)
 }
 
 /// Which of a decision form's two buttons was pressed.
@@ -618,8 +624,6 @@ fn approver(value: &Value) -> String {
 #[derive(Deserialize)]
 struct Decision {
     #[serde(default)]
-    form_key: String,
-    #[serde(default)]
     decision: String,
     #[serde(default)]
     reason: String,
@@ -632,8 +636,7 @@ async fn decide(
     body: Bytes,
 ) -> Page {
     viewer.require(Operation::ApproveOutput, "review outputs")?;
-    let form: Decision = parse_form(&viewer, &body)?;
-    viewer.check_form(&form.form_key)?;
+    let form: Decision = posted_form(&viewer, &body)?;
     let approve = approval(&viewer, &form.decision)?;
     let (wanted, reason) = (id.clone(), form.reason);
     let decision = viewer

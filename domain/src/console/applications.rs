@@ -71,8 +71,6 @@ async fn list(State(state): State<AppState>, viewer: Viewer) -> Page {
 #[derive(Deserialize)]
 struct ApplyForm {
     #[serde(default)]
-    form_key: String,
-    #[serde(default)]
     dataset: String,
     #[serde(default)]
     scenario: String,
@@ -104,8 +102,7 @@ fn comma_list(text: &str) -> Vec<String> {
 
 async fn apply(State(state): State<AppState>, viewer: Viewer, body: Bytes) -> Page {
     viewer.require(Operation::Apply, "apply for grants")?;
-    let f: ApplyForm = parse_form(&viewer, &body)?;
-    viewer.check_form(&f.form_key)?;
+    let f: ApplyForm = posted_form(&viewer, &body)?;
     let mut request = GrantRequest::new(
         &f.dataset,
         "",
@@ -228,8 +225,6 @@ fn actions(viewer: &Viewer, a: &Application) -> Markup {
 #[derive(Deserialize)]
 struct PreReviewForm {
     #[serde(default)]
-    form_key: String,
-    #[serde(default)]
     complete: String,
     #[serde(default)]
     reason: String,
@@ -242,8 +237,7 @@ async fn pre_review(
     body: Bytes,
 ) -> Page {
     viewer.require(Operation::PreReviewApplication, "pre-review applications")?;
-    let f: PreReviewForm = parse_form(&viewer, &body)?;
-    viewer.check_form(&f.form_key)?;
+    let f: PreReviewForm = posted_form(&viewer, &body)?;
     let pre_review = PreReview {
         complete: f.complete == "yes",
         reason: f.reason,
@@ -259,8 +253,6 @@ async fn pre_review(
 
 #[derive(Deserialize)]
 struct DecisionForm {
-    #[serde(default)]
-    form_key: String,
     #[serde(default)]
     decision: String,
     #[serde(default)]
@@ -280,8 +272,7 @@ async fn decide(
     body: Bytes,
 ) -> Page {
     viewer.require(Operation::DecideApplication, "decide applications")?;
-    let f: DecisionForm = parse_form(&viewer, &body)?;
-    viewer.check_form(&f.form_key)?;
+    let f: DecisionForm = posted_form(&viewer, &body)?;
     let approve = approval(&viewer, &f.decision)?;
     let columns = comma_list(&f.columns);
     let decision = ApplicationDecision {
@@ -304,8 +295,6 @@ async fn decide(
 #[derive(Deserialize)]
 struct ReasonForm {
     #[serde(default)]
-    form_key: String,
-    #[serde(default)]
     reason: String,
 }
 
@@ -316,8 +305,7 @@ async fn withdraw(
     body: Bytes,
 ) -> Page {
     viewer.require(Operation::WithdrawApplication, "withdraw applications")?;
-    let f: ReasonForm = parse_form(&viewer, &body)?;
-    viewer.check_form(&f.form_key)?;
+    let f: ReasonForm = posted_form(&viewer, &body)?;
     let wanted = id.clone();
     viewer
         .call(&state, move |b| b.withdraw_application(&wanted, &f.reason))
@@ -327,8 +315,6 @@ async fn withdraw(
 
 #[derive(Deserialize)]
 struct FeedbackForm {
-    #[serde(default)]
-    form_key: String,
     #[serde(default)]
     rating: String,
     #[serde(default)]
@@ -342,8 +328,7 @@ async fn feedback(
     body: Bytes,
 ) -> Page {
     viewer.require(Operation::ApplicationFeedback, "give feedback on grants")?;
-    let f: FeedbackForm = parse_form(&viewer, &body)?;
-    viewer.check_form(&f.form_key)?;
+    let f: FeedbackForm = posted_form(&viewer, &body)?;
     let feedback = ApplicationFeedback {
         rating: form_number(&viewer, "Rating", &f.rating)?,
         text: f.text,

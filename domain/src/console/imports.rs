@@ -72,8 +72,6 @@ fn decision_form(viewer: &Viewer, i: &Import) -> Markup {
 #[derive(Deserialize)]
 struct DecisionForm {
     #[serde(default)]
-    form_key: String,
-    #[serde(default)]
     decision: String,
     #[serde(default)]
     reason: String,
@@ -88,8 +86,7 @@ async fn decide(
     body: Bytes,
 ) -> Page {
     viewer.require(Operation::DecideImport, "decide imports")?;
-    let f: DecisionForm = parse_form(&viewer, &body)?;
-    viewer.check_form(&f.form_key)?;
+    let f: DecisionForm = posted_form(&viewer, &body)?;
     let approve = approval(&viewer, &f.decision)?;
     let decision = ImportDecision {
         approve,
