@@ -120,7 +120,7 @@ fn metrics_agree_with_the_ledger_and_the_store_and_are_for_operators_only() {
     let (_dir, data) = residents_dir("500");
     let grant = issue_grant(&data, "5", &[]);
     let server = TestServer::start(&data, 2);
-    let size_at_start = server.domain.ledger_head().unwrap().size;
+    let size_at_start = server.ledger_at_open;
     let dev = server.client(&rotate(&server.domain, "dev"));
     let admin = rotate(&server.domain, "admin");
     let sql = |n: u32| {

@@ -380,6 +380,9 @@ pub fn guest(crate_name: &str) -> Vec<u8> {
 pub struct TestServer {
     pub base: String,
     pub domain: std::sync::Arc<unseen::Domain>,
+    /// The ledger's size once the domain was open, before the server
+    /// appended anything (its `service.started` entry first).
+    pub ledger_at_open: u64,
     _server: unseen::server::Background,
 }
 
@@ -397,11 +400,19 @@ impl TestServer {
     /// A server with these options (connection limits, job slots).
     pub fn start_with(data: &str, options: unseen::server::ServerOptions) -> TestServer {
         let domain = std::sync::Arc::new(unseen::Domain::open(Path::new(data)).unwrap());
+        let ledger_at_open = domain.ledger_head().unwrap().size;
         let server = unseen::server::Background::start(std::sync::Arc::clone(&domain), options)
             .expect("start the server");
+        let base = server.url();
+        // The port listens before the server records its start in the
+        // ledger and accepts; one answered request means both are done, so
+        // a test that reads the ledger next sees the `service.started` entry.
+        let health = unseen::client::Client::new(&base, None).get("/v1/health");
+        assert!(health.is_ok(), "the server does not answer: {health:?}");
         TestServer {
-            base: server.url(),
+            base,
             domain,
+            ledger_at_open,
             _server: server,
         }
     }
