@@ -466,11 +466,45 @@ pub fn in_scope(scope: &[String], dataset: &str, column: &str) -> bool {
 /// registration facts, marginals).
 #[derive(Debug, Clone, Default)]
 pub struct SessionLimits {
+    /// Where the session's plans execute when not in this process.
+    pub remote: Option<Remote>,
     pub memory: Option<usize>,
     /// Owner-only directory for spill files; `None` spills nothing (a
     /// query over its memory then fails as too large).
     pub spill_dir: Option<PathBuf>,
     pub execution: ExecutionLimits,
+}
+
+/// An engine that executes a session's plans elsewhere: a cluster of
+/// executors (`serve --engine ballista://`). Admission, charging, noise,
+/// output checks and the ledger stay in this process; the engine only runs
+/// the plans a session executes, and returns what running them here would.
+pub trait RemoteEngine: Send + Sync + std::fmt::Debug {
+    /// `state`, made to execute its plans on the engine, with the same
+    /// analyzer rules and functions.
+    fn distribute(
+        &self,
+        state: datafusion::execution::context::SessionState,
+    ) -> Result<datafusion::execution::context::SessionState, String>;
+
+    /// Dataset `dataset`'s encrypted file as a table the engine reads, with
+    /// only `columns` (every one if `None`). `key` never leaves this process
+    /// in clear: it is sealed for each of `executors`, and for no one else.
+    fn table(
+        &self,
+        dataset: &str,
+        path: &Path,
+        key: &[u8; 32],
+        columns: Option<&[String]>,
+        executors: &[crate::cluster::ExecutorSecret],
+    ) -> Result<Arc<dyn datafusion::datasource::TableProvider>, String>;
+}
+
+/// A remote engine and the executors enrolled when a session was made.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub engine: Arc<dyn RemoteEngine>,
+    pub executors: Vec<crate::cluster::ExecutorSecret>,
 }
 
 /// What one query may use, as the operator configures it (`unseen serve
@@ -507,6 +541,7 @@ impl QueryLimits {
     /// The limits of one session that spills into `spill_dir`.
     pub fn session(&self, spill_dir: PathBuf) -> SessionLimits {
         SessionLimits {
+            remote: None,
             memory: Some(self.memory),
             spill_dir: Some(spill_dir),
             execution: ExecutionLimits {
@@ -560,13 +595,43 @@ pub async fn session_with(
     let runtime = runtime
         .build_arc()
         .map_err(|e| DomainError::Internal(format!("the query engine could not start: {e}")))?;
-    let ctx = SessionContext::new_with_state(unseen_policy::limits::session_state(
-        config,
-        runtime,
-        limits.execution.clone(),
-    ));
+    let state = unseen_policy::limits::session_state(config, runtime, limits.execution.clone());
+    // UDF modules and released tables do not travel to a cluster: a session
+    // that has either runs here, which the service can always do.
+    let remote = limits
+        .remote
+        .as_ref()
+        .filter(|_| udfs.is_empty() && releases.is_empty());
+    let state = match remote {
+        Some(remote) => remote
+            .engine
+            .distribute(state)
+            .map_err(DomainError::Cluster)?,
+        None => state,
+    };
+    let ctx = SessionContext::new_with_state(state);
     let mut manifests = BTreeMap::new();
     for d in datasets {
+        if let Some(remote) = remote {
+            let table = remote
+                .engine
+                .table(
+                    &d.name,
+                    &d.path,
+                    &d.key,
+                    d.scope.as_deref(),
+                    &remote.executors,
+                )
+                .map_err(DomainError::Cluster)?;
+            ctx.register_table(d.name.as_str(), table).map_err(|e| {
+                DomainError::DatasetUnreadable {
+                    dataset: d.name.clone(),
+                    reason: e.strip_backtrace(),
+                }
+            })?;
+            manifests.insert(d.name.clone(), d.manifest.clone());
+            continue;
+        }
         let decryption = ConfigFileDecryptionProperties {
             footer_key_as_hex: hex::encode(d.key),
             aad_prefix_as_hex: hex::encode(d.name.as_bytes()),

@@ -396,7 +396,7 @@ impl Host {
             }
             // No longer cached: planned and charged afresh below.
         }
-        let mut limits = self.domain.session_limits();
+        let mut limits = self.domain.session_limits()?;
         let cancel = self.cancel.clone();
         limits.execution.stop = Some(unseen_policy::limits::StopCheck::new(move || {
             cancel.reason().is_some()
@@ -553,7 +553,7 @@ impl Host {
             &self.datasets,
             &self.query_udfs()?,
             &self.inputs,
-            &self.domain.session_limits(),
+            &self.domain.session_limits()?,
         )
         .await?;
         let verdict = match unseen_policy::plan_query(&ctx, sql, &manifests).await {

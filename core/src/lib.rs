@@ -33,6 +33,7 @@ pub mod audit;
 mod budget;
 pub mod bundle;
 pub mod clock;
+pub mod cluster;
 pub mod data;
 mod datasets;
 pub mod dev;
@@ -263,6 +264,12 @@ pub enum DomainError {
     Witness { url: String, reason: String },
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
+    #[error(
+        "executor name `{name}` is not valid: use 1 to 64 lowercase letters, digits, `-` or `_`"
+    )]
+    BadExecutorName { name: String },
+    #[error("the cluster engine: {0}")]
+    Cluster(String),
     #[error(
         "{path} has mode {mode:03o}: its group or others may read it, but the data directory holds keys and quarantined outputs for its owner alone; if nobody else has read it, run `chmod {fix} {path}` (or `chmod -R go-rwx` on the data directory)"
     )]
@@ -642,6 +649,8 @@ pub struct Domain {
     written: Mutex<Vec<String>>,
     /// What one query may use (memory, time, join rows).
     query_limits: std::sync::RwLock<data::QueryLimits>,
+    /// Where analysts' queries execute when not here (`serve --engine`).
+    remote_engine: std::sync::RwLock<Option<Arc<dyn data::RemoteEngine>>>,
     /// The threads analysts' queries run on (see [`Domain::engine`]).
     engine: EngineRuntime,
     /// Milliseconds of the quantum of shown end times (see `jobs`).
@@ -894,6 +903,7 @@ impl Domain {
             ledger_floor,
             written: Mutex::new(Vec::new()),
             query_limits: std::sync::RwLock::new(data::QueryLimits::default()),
+            remote_engine: std::sync::RwLock::new(None),
             engine: EngineRuntime::new()?,
             timing_quantum_ms: std::sync::atomic::AtomicU64::new(
                 u64::try_from(jobs::timing_quantum_from_env()?.as_millis()).unwrap_or(u64::MAX),
@@ -952,10 +962,32 @@ impl Domain {
         *self.query_limits.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Makes analysts' queries execute on `engine` from now on (the server
+    /// sets it from `serve --engine`).
+    pub fn set_remote_engine(&self, engine: Arc<dyn data::RemoteEngine>) {
+        *self
+            .remote_engine
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(engine);
+    }
+
     /// The limits of one analyst's session: the query limits, spilling
-    /// into the data directory's owner-only `spill/`.
-    pub(crate) fn session_limits(&self) -> data::SessionLimits {
-        self.query_limits().session(self.dir.join("spill"))
+    /// into the data directory's owner-only `spill/`, and the remote engine
+    /// with the executors enrolled now.
+    pub(crate) fn session_limits(&self) -> Result<data::SessionLimits, DomainError> {
+        let mut limits = self.query_limits().session(self.dir.join("spill"));
+        let engine = self
+            .remote_engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(engine) = engine {
+            limits.remote = Some(data::Remote {
+                engine,
+                executors: self.enrolled_secrets()?,
+            });
+        }
+        Ok(limits)
     }
 
     /// Deletes plaintext uploads (`data/upload-*`) a killed process left

@@ -760,3 +760,156 @@ pub fn sandbox(jobs: usize, rows: u64, repeats: usize) -> Result<Vec<Measure>> {
         Measure::at_most("DP job / native", dp / exact, "x", 1.10),
     ])
 }
+
+/// The same DP release's exact aggregation (the aggregate below the noise
+/// of [`unseen_policy::bench::AGGREGATE_QUERY`], over `rows` generated
+/// residents encrypted as registration stores them) in this process and on
+/// a local cluster of `executors` executors of `slots` tasks each, every
+/// one a process of `program` on loopback; alternating `runs` times after
+/// one warm-up each, checking every time that both computed the same values.
+pub fn cluster(
+    scratch: &Path,
+    program: &Path,
+    rows: u64,
+    runs: usize,
+    executors: usize,
+    slots: usize,
+) -> Result<Vec<Measure>> {
+    use std::time::Instant;
+
+    use crate::cluster::ExecutorSecret;
+    use crate::data::{Facts, OpenDataset, Remote, SessionLimits, session_with};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(crate::QUERY_THREAD_STACK)
+        .enable_all()
+        .build()?;
+    let kind = unseen_datasets::DatasetKind::Residents;
+    let plain = scratch.join("residents-plain.parquet");
+    unseen_datasets::generate_to_path(
+        kind,
+        &unseen_datasets::GenerateOptions::new(rows, 11),
+        &plain,
+        &mut |_| {},
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let manifest = unseen_policy::Manifest::parse(unseen_datasets::manifest_toml(kind))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = crate::util::random_bytes::<32>();
+    let path = scratch.join("residents.parquet");
+    let ingested = crate::data::ingest(
+        &plain,
+        &path,
+        &scratch.join("residents.index"),
+        &key,
+        "residents",
+        &manifest,
+    )?;
+    std::fs::remove_file(&plain)?;
+    let datasets = vec![OpenDataset {
+        name: "residents".into(),
+        path,
+        key,
+        manifest,
+        scope: None,
+        rows: ingested.rows,
+        unit_unique: ingested.one_row_per_unit,
+        within_bounds: Vec::new(),
+    }];
+    let secrets: Vec<ExecutorSecret> = (1..=executors.max(1))
+        .map(|i| ExecutorSecret {
+            name: format!("exec-{i}"),
+            secret: crate::util::random_bytes::<32>(),
+        })
+        .collect();
+    let cluster =
+        crate::cluster_engine::LocalCluster::start(program, scratch, &secrets, slots.max(1))?;
+    let local = SessionLimits::default();
+    let remote = SessionLimits {
+        remote: Some(Remote {
+            engine: cluster.engine(),
+            executors: secrets,
+        }),
+        ..Default::default()
+    };
+    let sql = unseen_policy::bench::AGGREGATE_QUERY;
+    let time = |limits: &SessionLimits| -> Result<(f64, Vec<Vec<Vec<f64>>>)> {
+        runtime.block_on(async {
+            let started = Instant::now();
+            let (ctx, manifests) = session_with(&datasets, &[], &[], limits).await?;
+            let values =
+                unseen_policy::bench::exact_release_values(&ctx, sql, &manifests, Facts(&datasets))
+                    .await?;
+            Ok((started.elapsed().as_secs_f64(), values))
+        })
+    };
+    time(&local)?;
+    time(&remote)?;
+    let (mut here, mut there) = (Vec::new(), Vec::new());
+    let mut agree = true;
+    for _ in 0..runs.max(1) {
+        let (t_here, v_here) = time(&local)?;
+        let (t_there, v_there) = time(&remote)?;
+        here.push(t_here);
+        there.push(t_there);
+        agree &= same_values(&v_here, &v_there);
+    }
+    let (here_ms, there_ms) = (
+        percentile_ms(&mut here, 50.0),
+        percentile_ms(&mut there, 50.0),
+    );
+    Ok(vec![
+        Measure::baseline("rows", ingested.rows as f64, "rows"),
+        Measure::baseline("executors", executors.max(1) as f64, "processes"),
+        Measure::baseline("task slots per executor", slots.max(1) as f64, "tasks"),
+        Measure::baseline(
+            "exact aggregate in process (baseline), median",
+            here_ms,
+            "ms",
+        ),
+        Measure::baseline(
+            "fastest in process",
+            here.first().copied().unwrap_or(0.0) * 1e3,
+            "ms",
+        ),
+        Measure::baseline(
+            "slowest in process",
+            here.last().copied().unwrap_or(0.0) * 1e3,
+            "ms",
+        ),
+        Measure::baseline("exact aggregate on the cluster, median", there_ms, "ms"),
+        Measure::baseline(
+            "fastest on the cluster",
+            there.first().copied().unwrap_or(0.0) * 1e3,
+            "ms",
+        ),
+        Measure::baseline(
+            "slowest on the cluster",
+            there.last().copied().unwrap_or(0.0) * 1e3,
+            "ms",
+        ),
+        Measure::baseline(
+            "cluster / in process",
+            there_ms / here_ms.max(f64::MIN_POSITIVE),
+            "x",
+        ),
+        Measure::at_least(
+            "runs whose exact values agree (1 = all)",
+            if agree { 1.0 } else { 0.0 },
+            "",
+            1.0,
+        ),
+    ])
+}
+
+/// The same exact values, but for float sums, whose order of addition
+/// differs between engines.
+fn same_values(a: &[Vec<Vec<f64>>], b: &[Vec<Vec<f64>>]) -> bool {
+    a.len() == b.len()
+        && a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(x, y)| (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0))
+        })
+}

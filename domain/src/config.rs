@@ -10,7 +10,7 @@
 //! data_dir = "/var/lib/unseen"
 //! listen = "127.0.0.1:8787"
 //! log_format = "json"        # text | json
-//! engine = "datafusion"
+//! engine = "datafusion"     # or "ballista://HOST:PORT", a cluster's scheduler
 //!
 //! [limits]
 //! max_jobs = 4
@@ -74,9 +74,6 @@ pub struct ConfigErrors {
     pub path: String,
     pub mistakes: Vec<String>,
 }
-
-/// The engines a service can run its queries on.
-pub const ENGINES: &[&str] = &["datafusion"];
 
 /// Where a whole number setting goes in [`ServeConfig`].
 type Slot = fn(&mut ServeConfig) -> &mut Option<u64>;
@@ -233,12 +230,9 @@ impl ServeConfig {
             mistakes.push(format!("`log_format` is `{format}`; use `text` or `json`"));
         }
         if let Some(engine) = &config.engine
-            && !ENGINES.contains(&engine.as_str())
+            && let Err(e) = crate::cluster_engine::Engine::parse(engine)
         {
-            mistakes.push(format!(
-                "`engine` is `{engine}`; this build runs queries on: {}",
-                ENGINES.join(", ")
-            ));
+            mistakes.push(format!("`engine`: {e}"));
         }
         if config.witness_url.is_some() != config.witness_key.is_some() {
             mistakes
@@ -347,7 +341,7 @@ mod tests {
         for expected in [
             "`listen` is `everywhere`",
             "`log_format` is `xml`",
-            "`engine` is `spark`",
+            "`engine`: `spark` is not an engine",
             "`colour` is not a setting",
             "`limits.max_jobs` is 0, outside 1..=1024",
             "`limits.header_timeout` is string, not a whole number",

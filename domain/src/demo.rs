@@ -22,6 +22,10 @@ pub struct DemoOptions {
     pub rows: u64,
     /// Generator seed.
     pub seed: u64,
+    /// Run the analysts' queries on a local Ballista cluster (a scheduler
+    /// and two enrolled executors, processes of this binary) instead of in
+    /// this process.
+    pub cluster: bool,
 }
 
 /// Generates a synthetic dataset with a progress bar; returns the rows written.
@@ -126,6 +130,15 @@ pub fn run(
     writeln!(out)?;
 
     let (domain, grant) = set_up(&dir, &options, runtime, out)?;
+    // Lives until the demo ends; its processes stop when it is dropped.
+    let cluster_dir = tempfile::Builder::new()
+        .prefix("unseen-cluster-")
+        .tempdir()?;
+    let _cluster = if options.cluster {
+        Some(start_cluster(&domain, cluster_dir.path(), out)?)
+    } else {
+        None
+    };
     let output = district_income(&domain, &grant, runtime, out)?;
     refusals(&domain, &grant, runtime, out)?;
     review_own_and_approve(&domain, &output, out)?;
@@ -164,6 +177,32 @@ pub fn run(
         binary.display()
     )?;
     Ok(())
+}
+
+/// The admin enrols two executors and starts a local cluster of them; the
+/// domain's queries run on it from then on.
+fn start_cluster(
+    domain: &Arc<Domain>,
+    dir: &Path,
+    out: &mut dyn Write,
+) -> Result<crate::cluster_engine::LocalCluster> {
+    let mut secrets = Vec::new();
+    for name in ["exec-1", "exec-2"] {
+        let enrolment = domain.enrol_executor("wang.min", name)?;
+        secrets.push(crate::cluster::ExecutorSecret {
+            name: name.to_string(),
+            secret: enrolment.secret,
+        });
+    }
+    let program = std::env::current_exe()?;
+    let cluster = crate::cluster_engine::LocalCluster::start(&program, dir, &secrets, 2)?;
+    domain.set_remote_engine(cluster.engine());
+    writeln!(
+        out,
+        "   queries run on a local Ballista cluster: scheduler {}, executors exec-1 and exec-2 (enrolled in the ledger; each opens only the data keys sealed to it)",
+        cluster.scheduler
+    )?;
+    Ok(cluster)
 }
 
 /// Step 1: the admin adds the users, registers the synthetic datasets and

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod cluster_engine;
 pub mod config;
 pub mod conns;
 pub mod console;

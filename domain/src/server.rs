@@ -293,7 +293,8 @@ impl From<DomainError> for ApiError {
             | DomainError::ReasonRequired { .. }
             | DomainError::BadGrant(_)
             | DomainError::BadApplication(_)
-            | DomainError::BadImport(_) => StatusCode::BAD_REQUEST,
+            | DomainError::BadImport(_)
+            | DomainError::BadExecutorName { .. } => StatusCode::BAD_REQUEST,
             DomainError::UdfShadowsBuiltin { .. }
             | DomainError::UdfDeclaredTwice { .. }
             | DomainError::ModuleKindConflict { .. }
@@ -302,9 +303,9 @@ impl From<DomainError> for ApiError {
             | DomainError::ReleaseUnverified(_)
             | DomainError::AttestationUnverified(_)
             | DomainError::BundleBroken { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            DomainError::StoreVersion { .. } | DomainError::Unattested(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            DomainError::StoreVersion { .. }
+            | DomainError::Unattested(_)
+            | DomainError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
             DomainError::UserDisabled { .. }
             | DomainError::LastAdmin { .. }
             | DomainError::JobEnded { .. }

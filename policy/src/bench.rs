@@ -203,3 +203,32 @@ impl crate::Budget for BenchBudget {
         Ok(())
     }
 }
+
+/// What a release of `sql` over `ctx` adds its noise to: for each plan
+/// component, the exact values of each public cell. Only for checking that
+/// two engines compute the same thing below the noise (`unseen bench
+/// cluster` and its test): it reads data without a budget or noise, so no
+/// service path calls it.
+pub async fn exact_release_values(
+    ctx: &SessionContext,
+    sql: &str,
+    manifests: &BTreeMap<String, crate::Manifest>,
+    facts: impl crate::DataFacts,
+) -> Result<Vec<Vec<Vec<f64>>>, PolicyError> {
+    let query = match plan_query(ctx, sql, manifests).await? {
+        Admitted::Aggregate(query) => query,
+        Admitted::Open(_) => {
+            return Err(PolicyError::Execution(format!(
+                "`{sql}` reads open columns only: it has no noise to look below"
+            )));
+        }
+    };
+    let plan = plan_release(&query, 1.0, facts)?;
+    let cells = plan.public_cells().ok_or_else(|| {
+        PolicyError::Execution(format!(
+            "`{sql}` groups by a key without a public domain: its cells are chosen behind noise"
+        ))
+    })?;
+    let exact = crate::dp::exact_values(&ctx.state(), &query, &plan, cells).await?;
+    Ok(exact.iter().map(crate::dp::Exact::numbers).collect())
+}

@@ -75,7 +75,46 @@ pub struct ClampedSum {
     signature: Signature,
 }
 
+/// What defines a [`ClampedSum`], so that another process (a cluster
+/// executor) rebuilds the same function: the bounds travel in it, not in the
+/// query's arguments.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClampedSumSpec {
+    pub squared_deviations: bool,
+    /// `Float64` input; otherwise `Int64`.
+    pub float: bool,
+    pub lower: f64,
+    pub upper: f64,
+    pub clamp: bool,
+}
+
 impl ClampedSum {
+    /// This function's definition.
+    pub fn spec(&self) -> ClampedSumSpec {
+        ClampedSumSpec {
+            squared_deviations: self.output == Output::SquaredDeviations,
+            float: self.ty == ColumnType::Float64,
+            lower: self.bounds.0,
+            upper: self.bounds.1,
+            clamp: self.clamp,
+        }
+    }
+
+    /// The function `spec` defines, checked as [`ClampedSum::new`] checks.
+    pub fn from_spec(spec: ClampedSumSpec) -> std::result::Result<Self, crate::PolicyError> {
+        let output = if spec.squared_deviations {
+            Output::SquaredDeviations
+        } else {
+            Output::Sum
+        };
+        let ty = if spec.float {
+            ColumnType::Float64
+        } else {
+            ColumnType::Int64
+        };
+        ClampedSum::new(output, ty, (spec.lower, spec.upper), spec.clamp)
+    }
+
     /// A clamped sum over a column of manifest type `ty` (`Int64` or
     /// `Float64`). `clamp: false` skips the clamp for present values (only
     /// for columns whose every value is known to be within bounds);

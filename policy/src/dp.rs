@@ -340,6 +340,16 @@ impl DpPlan {
     /// Charges this plan's cost to `budget`; the charged plan is what
     /// [`release_aggregate`] takes. A refusal charges nothing and gives the
     /// plan up: plan again to try another budget.
+    /// The cells of a plan whose keys all have public domains; none when
+    /// the data selects them (behind noise of its own).
+    #[cfg(feature = "bench")]
+    pub(crate) fn public_cells(&self) -> Option<&[Vec<String>]> {
+        match self.selection {
+            Some(_) => None,
+            None => Some(&self.cells),
+        }
+    }
+
     pub fn charge<B: Budget>(self, budget: &B) -> Result<Charged<DpPlan>, B::Refusal> {
         budget.charge(self.cost)?;
         Ok(Charged { plan: self })
@@ -1184,12 +1194,40 @@ pub fn fingerprint(
 
 /// Exact per-cell values of one component.
 #[derive(Debug, Clone, PartialEq)]
-enum Exact {
+pub(crate) enum Exact {
     Int(Vec<i64>),
     Float(Vec<f64>),
     /// Each cell's clamped values (quantiles).
     IntValues(Vec<Vec<i64>>),
     FloatValues(Vec<Vec<f64>>),
+}
+
+impl Exact {
+    /// The values as numbers, each cell's list of clamped values sorted (an
+    /// engine may read rows in any order).
+    #[cfg(feature = "bench")]
+    pub(crate) fn numbers(&self) -> Vec<Vec<f64>> {
+        match self {
+            Exact::Int(v) => vec![v.iter().map(|&x| x as f64).collect()],
+            Exact::Float(v) => vec![v.clone()],
+            Exact::IntValues(cells) => cells
+                .iter()
+                .map(|c| {
+                    let mut c = c.clone();
+                    c.sort_unstable();
+                    c.into_iter().map(|x| x as f64).collect()
+                })
+                .collect(),
+            Exact::FloatValues(cells) => cells
+                .iter()
+                .map(|c| {
+                    let mut c = c.clone();
+                    c.sort_by(f64::total_cmp);
+                    c
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The cell each row of `batch` belongs to (its first `n_keys` columns).
@@ -1294,7 +1332,7 @@ async fn exact_sums(
 }
 
 /// Exact per-cell values of every component, computed by DataFusion.
-async fn exact_values(
+pub(crate) async fn exact_values(
     state: &SessionState,
     query: &AggregateQuery,
     plan: &DpPlan,

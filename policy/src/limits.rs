@@ -214,14 +214,44 @@ pub fn session_state(
         time: limits.time,
         stop: limits.stop.clone(),
     };
-    let mut builder = datafusion::execution::SessionStateBuilder::new()
-        .with_config(config.with_extension(Arc::new(limits)))
-        .with_runtime_env(runtime)
-        .with_default_features();
+    let mut builder = query_functions(
+        datafusion::execution::SessionStateBuilder::new()
+            .with_config(config.with_extension(Arc::new(limits)))
+            .with_runtime_env(runtime)
+            .with_default_features(),
+    );
     if rule.join_rows.is_some() || rule.time.is_some() || rule.stop.is_some() {
         builder = builder.with_physical_optimizer_rule(Arc::new(rule));
     }
     builder.build()
+}
+
+/// Narrows DataFusion's defaults to the functions and syntax queries may
+/// use, the same whichever DataFusion features the build turned on: every
+/// scalar function of `datafusion-functions` (strings, dates, maths, regular
+/// expressions, hashes, encodings), and no nested types. Array functions and
+/// lambdas are left out even when another crate of the build enables
+/// DataFusion's `nested_expressions`: the work of `array_repeat` grows with a
+/// value, and admission's lineage rules do not look inside a lambda.
+pub fn query_functions(
+    mut builder: datafusion::execution::SessionStateBuilder,
+) -> datafusion::execution::SessionStateBuilder {
+    use datafusion::functions::core::planner::CoreFunctionPlanner;
+    use datafusion::functions::datetime::planner::DatetimeFunctionPlanner;
+    use datafusion::functions::unicode::planner::UnicodeFunctionPlanner;
+    use datafusion::functions_aggregate::planner::AggregateFunctionPlanner;
+    use datafusion::functions_window::planner::WindowFunctionPlanner;
+
+    *builder.scalar_functions() = Some(datafusion::functions::all_default_functions());
+    *builder.higher_order_functions() = Some(Vec::new());
+    *builder.expr_planners() = Some(vec![
+        Arc::new(CoreFunctionPlanner::default()),
+        Arc::new(DatetimeFunctionPlanner),
+        Arc::new(UnicodeFunctionPlanner),
+        Arc::new(AggregateFunctionPlanner),
+        Arc::new(WindowFunctionPlanner),
+    ]);
+    builder
 }
 
 /// Operators whose output can be larger than their inputs together: every

@@ -350,6 +350,21 @@ impl TotalFunction {
     pub fn new(inner: Arc<ScalarUDF>) -> Self {
         TotalFunction { inner }
     }
+
+    /// The built-in function this one makes total.
+    pub fn inner(&self) -> &Arc<ScalarUDF> {
+        &self.inner
+    }
+
+    /// The total form of the built-in scalar function `name` (a name or an
+    /// alias of a `datafusion-functions` function), as another process
+    /// rebuilds it from a plan.
+    pub fn of_builtin(name: &str) -> Option<Self> {
+        datafusion::functions::all_default_functions()
+            .into_iter()
+            .find(|f| f.name() == name || f.aliases().iter().any(|a| a == name))
+            .map(TotalFunction::new)
+    }
 }
 
 /// Makes total what an inner function's simplification produced.
@@ -435,6 +450,18 @@ impl TotalArithmetic {
             op,
             name,
             signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl TotalArithmetic {
+    /// `total_divide` or `total_modulo` by name, as another process rebuilds
+    /// it from a plan.
+    pub fn named(name: &str) -> Option<Self> {
+        match name {
+            "total_divide" => Some(TotalArithmetic::new(Operator::Divide)),
+            "total_modulo" => Some(TotalArithmetic::new(Operator::Modulo)),
+            _ => None,
         }
     }
 }

@@ -227,6 +227,8 @@ const NO_JSON_FLAG: &[&str] = &[
     "unseen demo",
     "unseen serve",
     "unseen witness serve",
+    "unseen cluster scheduler",
+    "unseen cluster executor",
     "unseen dataset manifest",
     "unseen dataset marginals",
     "unseen ledger proof",

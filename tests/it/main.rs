@@ -13,6 +13,7 @@ mod canary;
 mod cli;
 mod cli_errors;
 mod clock;
+mod cluster;
 mod console;
 mod demo;
 mod dev;

@@ -10,6 +10,7 @@ pub(crate) mod access;
 pub(crate) mod applications;
 pub(crate) mod budget;
 pub(crate) mod charges;
+pub(crate) mod cluster;
 pub(crate) mod datasets;
 pub(crate) mod durability;
 pub(crate) mod grants;
@@ -234,6 +235,16 @@ CREATE TABLE IF NOT EXISTS pending_records(
     body TEXT NOT NULL,
     ledger_from INTEGER NOT NULL
 );
+-- Executors enrolled to read data on a cluster (`cluster.rs`); a name
+-- enrolled again gets a new enrolment and secret.
+CREATE TABLE IF NOT EXISTS executors(
+    name TEXT PRIMARY KEY,
+    enrolment TEXT NOT NULL UNIQUE,
+    wrapped_secret BLOB NOT NULL,
+    enrolled_at TEXT NOT NULL,
+    enrolled_by TEXT NOT NULL,
+    revoked_at TEXT
+);
 CREATE INDEX IF NOT EXISTS jobs_by_grant ON jobs(grant_id);
 CREATE INDEX IF NOT EXISTS steps_by_application ON application_steps(application, seq);
 CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
@@ -246,7 +257,7 @@ CREATE INDEX IF NOT EXISTS open_queries_by_grant ON open_queries(grant_id, at);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 15;
+pub const SCHEMA_VERSION: i64 = 16;
 
 /// How a store of an earlier version becomes the current one, in the same
 /// transaction as the version bump: `(from, statements)`.
@@ -300,6 +311,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     // Version 15 adds grant applications and imports, which the schema creates.
     (14, ""),
+    // Version 16 adds enrolled cluster executors, which the schema creates.
+    (15, ""),
 ];
 
 /// Opens (creating on first run) the store in WAL mode. The store and its

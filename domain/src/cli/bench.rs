@@ -68,6 +68,25 @@ pub(super) fn run(command: BenchCommand, session: &Session, out: &mut dyn Write)
             let command = format!("unseen bench register --rows {rows}");
             report_bench(out, "register", &command, dir.as_deref(), &measures, json)
         }
+        BenchCommand::Cluster {
+            rows,
+            runs,
+            executors,
+            slots,
+            out: dir,
+            json,
+        } => {
+            let scratch = tempfile::Builder::new()
+                .prefix("unseen-bench-cluster-")
+                .tempdir()?;
+            let program = std::env::current_exe()?;
+            let measures =
+                crate::bench::cluster(scratch.path(), &program, rows, runs, executors, slots)?;
+            let command = format!(
+                "unseen bench cluster --rows {rows} --runs {runs} --executors {executors} --slots {slots}"
+            );
+            report_bench(out, "cluster", &command, dir.as_deref(), &measures, json)
+        }
         BenchCommand::Service {
             jobs,
             clients,

@@ -18,6 +18,7 @@ mod applications;
 mod attest;
 mod bench;
 mod budget;
+mod cluster;
 mod data;
 mod dev;
 mod grants;
@@ -277,6 +278,11 @@ pub enum Command {
         /// Seed of the generator.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Where the analysts' queries run: `datafusion` (this process) or
+        /// `ballista` (a local cluster: a scheduler and two enrolled
+        /// executors, processes of this binary on loopback).
+        #[arg(long, default_value = "datafusion", value_parser = ["datafusion", "ballista"])]
+        engine: String,
     },
     /// Run one SQL statement as a one-query job (admission, DP, quarantine,
     /// review), or with --dry-run only print the verdict, cost and accuracy.
@@ -359,6 +365,100 @@ pub enum Command {
     /// and refuses forks (C2SP tlog-witness).
     #[command(subcommand)]
     Witness(WitnessCommand),
+    /// Run queries on a cluster: its scheduler and executors, and the
+    /// executors enrolled to read data (`serve --engine ballista://`).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `unseen cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Enrol an executor under a name (admins): writes its secret, which the
+    /// executor starts with, to an owner-only file. A name enrolled again
+    /// gets a new secret; the old one then opens nothing.
+    ///
+    /// Example: `unseen cluster enrol exec-1 --secret-file exec-1.secret --as admin`
+    Enrol {
+        /// The executor's name (lowercase letters, digits, `-`, `_`).
+        name: String,
+        /// Where to write the secret (created owner-only; must not exist).
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
+        #[arg(long = "as")]
+        actor: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Revoke an executor's enrolment (admins): no query seals a key for it
+    /// from now on.
+    ///
+    /// Example: `unseen cluster revoke exec-1 --as admin`
+    Revoke {
+        /// The executor's name, as enrolled.
+        name: String,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
+        #[arg(long = "as")]
+        actor: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// List enrolled executors (admins, auditors).
+    ///
+    /// Example: `unseen cluster executors --as auditor`
+    Executors {
+        /// Act as this user: an admin or auditor operating this data directory, or the owner of --token.
+        #[arg(long = "as")]
+        actor: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Run a cluster's scheduler until stopped.
+    ///
+    /// Example: `unseen cluster scheduler --listen 127.0.0.1:50050`
+    Scheduler {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        listen: std::net::SocketAddr,
+        /// Seconds an executor may be silent before its tasks run elsewhere.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        executor_timeout: u64,
+    },
+    /// Run an enrolled executor until stopped (SIGINT or SIGTERM, after its
+    /// running tasks finish). It reads data files at the paths the service
+    /// registered them under, so it must see the same storage.
+    ///
+    /// Example: `unseen cluster executor --name exec-1 --secret-file exec-1.secret --scheduler 127.0.0.1:50050 --listen 127.0.0.1:50051 --work-dir /var/lib/unseen-exec-1`
+    Executor {
+        /// The name it was enrolled under.
+        #[arg(long)]
+        name: String,
+        /// The secret file `cluster enrol` wrote.
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// The scheduler's address.
+        #[arg(long)]
+        scheduler: std::net::SocketAddr,
+        /// Address to serve shuffle data on, to the other executors.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Owner-only directory for shuffle files (created if missing).
+        #[arg(long)]
+        work_dir: PathBuf,
+        /// Tasks to run at once [default: the number of CPUs].
+        #[arg(long)]
+        slots: Option<usize>,
+    },
 }
 
 /// Arguments of `unseen query`.
@@ -482,6 +582,11 @@ pub struct ServeArgs {
     /// [default: 512M].
     #[arg(long, env = "UNSEEN_QUERY_MEMORY", value_parser = parse_bytes)]
     pub query_memory: Option<usize>,
+    /// Where analysts' queries execute: `datafusion`, in this process, or
+    /// `ballista://HOST:PORT`, a cluster's scheduler whose executors are
+    /// enrolled with `unseen cluster enrol` [default: datafusion].
+    #[arg(long, env = "UNSEEN_ENGINE")]
+    pub engine: Option<String>,
     /// Seconds one query may run before it is stopped [default: 60].
     #[arg(long, env = "UNSEEN_QUERY_TIMEOUT", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub query_timeout: Option<u64>,
@@ -813,6 +918,31 @@ pub enum BenchCommand {
         /// Rows the UDFs are evaluated over.
         #[arg(long, default_value_t = 10_000_000)]
         rows: usize,
+        /// Also write the results as a report under this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The same DP release's exact aggregation in this process and on a
+    /// local cluster (a scheduler and executors, processes of this binary
+    /// on loopback), alternating; checks both compute the same values.
+    ///
+    /// Example: `unseen bench cluster --rows 10000000 --runs 3`
+    Cluster {
+        /// Rows of the generated residents file.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        /// Timed runs of each engine (after one warm-up each).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Executors in the local cluster.
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        /// Tasks each executor runs at once.
+        #[arg(long, default_value_t = 1)]
+        slots: usize,
         /// Also write the results as a report under this directory.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -1906,6 +2036,7 @@ fn over_server(command: &Command) -> OverServer {
         | Command::Bench(_)
         | Command::Dataset(DatasetCommand::Generate { .. } | DatasetCommand::Manifest { .. })
         | Command::Witness(_)
+        | Command::Cluster(ClusterCommand::Scheduler { .. } | ClusterCommand::Executor { .. })
         | Command::Ledger(LedgerCommand::CheckProof { .. } | LedgerCommand::VerifySegment { .. })
         | Command::Release(ReleaseCommand::Verify { .. } | ReleaseCommand::Export { .. })
         | Command::Attest(AttestArgs {
@@ -2097,11 +2228,13 @@ fn execute(command: Command, session: &Session, out: &mut dyn Write) -> Result<(
             data_dir,
             rows,
             seed,
+            engine,
         } => demo::run(
             demo::DemoOptions {
                 data_dir,
                 rows,
                 seed,
+                cluster: engine == "ballista",
             },
             runtime,
             out,
@@ -2133,6 +2266,7 @@ fn execute(command: Command, session: &Session, out: &mut dyn Write) -> Result<(
         Command::Ledger(command) => ledger::run(command, session, out),
         Command::Bench(command) => bench::run(command, session, out),
         Command::Dev(command) => dev::run(command, session, out),
+        Command::Cluster(command) => cluster::run(command, session, out),
     }
 }
 

@@ -80,7 +80,21 @@ pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> 
             "--witness and --witness-key go together (flags, environment or the configuration file); give both or neither"
         ),
     };
+    let engine = args
+        .engine
+        .or(file.engine)
+        .map(|e| {
+            crate::cluster_engine::Engine::parse(&e).map_err(|e| anyhow::anyhow!("--engine: {e}"))
+        })
+        .transpose()?
+        .unwrap_or(crate::cluster_engine::Engine::InProcess);
     let domain = open(&dir)?;
+    if let crate::cluster_engine::Engine::Ballista(scheduler) = &engine {
+        domain.set_remote_engine(Arc::new(crate::cluster_engine::BallistaEngine::new(
+            scheduler,
+        )));
+        tracing::info!(%scheduler, "queries run on a Ballista cluster");
+    }
     // Measured (the executable hashed) before it says it listens, so the
     // first requests do not wait for it; `serve` records it in the ledger.
     crate::attest::running_build()?;

@@ -313,3 +313,46 @@ async fn queries_too_large_to_plan_are_refused_from_their_tokens() {
         .unwrap();
     assert!(planned.is_ok(), "{planned:?}");
 }
+
+/// A build that links a crate turning on DataFusion's `nested_expressions`
+/// (the cluster engine's does) must not hand queries array functions, whose
+/// work grows with a value (`array_repeat(x, 1000000000)`), or lambdas, which
+/// admission's lineage rules do not look inside.
+#[tokio::test]
+async fn queries_get_no_array_functions_or_lambdas_whatever_datafusion_was_built_with() {
+    let ctx = limited(ExecutionLimits::default(), no_pool());
+    let state = ctx.state();
+    let allowed: std::collections::BTreeSet<String> =
+        datafusion::functions::all_default_functions()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+    for (key, function) in state.scalar_functions() {
+        assert!(
+            allowed.contains(function.name()),
+            "`{key}` ({}) is not one of datafusion-functions' own",
+            function.name()
+        );
+    }
+    assert!(state.higher_order_functions().is_empty());
+    for sql in [
+        "SELECT array_repeat(1, 3) AS a",
+        "SELECT make_array(1, 2) AS a",
+        "SELECT [1, 2] AS a",
+        "SELECT array_transform([1, 2], x -> x * 2) AS a",
+        "SELECT cardinality(string_to_array('a,b', ',')) AS a",
+    ] {
+        let planned = ctx.sql(sql).await;
+        assert!(planned.is_err(), "{sql} was planned");
+    }
+    // What queries do use is still there.
+    for sql in [
+        "SELECT upper('a') AS a",
+        "SELECT date_part('year', now()) AS a",
+        "SELECT sqrt(4.0) AS a",
+        "SELECT regexp_like('a', 'a') AS a",
+        "SELECT COUNT(*) AS a FROM (VALUES (1)) AS t(x)",
+    ] {
+        ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}

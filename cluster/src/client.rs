@@ -1,0 +1,113 @@
+//! The service's side: sessions whose plans run on the cluster, and the
+//! sealed tables they read.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ballista_core::extension::{SessionConfigExt, SessionStateExt};
+use datafusion::arrow::datatypes::Schema;
+use datafusion::datasource::TableProvider;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use datafusion::parquet::encryption::decrypt::FileDecryptionProperties;
+
+use crate::ClusterError;
+use crate::codec::UnseenLogicalCodec;
+use crate::scan::{SealedFile, SealedTable};
+use crate::seal::{Enrolled, KEY_LEN, seal_for_all};
+
+/// A cluster as the service uses it: its scheduler.
+#[derive(Debug, Clone)]
+pub struct ClusterClient {
+    scheduler_url: String,
+}
+
+impl ClusterClient {
+    /// A client of the scheduler at `scheduler` (`HOST:PORT`).
+    pub fn new(scheduler: &str) -> ClusterClient {
+        ClusterClient {
+            scheduler_url: format!("http://{scheduler}"),
+        }
+    }
+
+    /// `state`, made to send the plans it executes to the scheduler: the
+    /// same analyzer rules (so plans are total before they leave) and the
+    /// same narrowed functions, and Unseen's codec for what it carries.
+    pub fn distribute(&self, state: SessionState) -> Result<SessionState, ClusterError> {
+        let config = state
+            .config()
+            .clone()
+            .upgrade_for_ballista()
+            .with_ballista_logical_extension_codec(Arc::new(UnseenLogicalCodec::default()))
+            .with_ballista_job_name("unseen");
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_config(config)
+            .build()
+            .upgrade_for_ballista(self.scheduler_url.clone())
+            .map_err(|e| ClusterError::Process(format!("the cluster session: {e}")))?;
+        Ok(
+            unseen_policy::limits::query_functions(SessionStateBuilder::new_from_existing(state))
+                .build(),
+        )
+    }
+
+    /// Dataset `dataset`'s encrypted file at `path` as a table of a cluster
+    /// session, with only `columns` (all if `None`). Its key is sealed
+    /// afresh for each of the `enrolled` executors; with none, nothing could
+    /// read it, and that is an error here rather than on the cluster.
+    pub fn table(
+        &self,
+        dataset: &str,
+        path: &Path,
+        key: &[u8; KEY_LEN],
+        columns: Option<&[String]>,
+        enrolled: &[Enrolled],
+    ) -> Result<Arc<dyn TableProvider>, ClusterError> {
+        if enrolled.is_empty() {
+            return Err(ClusterError::NoExecutors);
+        }
+        let unreadable = |e: &dyn std::fmt::Display| ClusterError::Unreadable {
+            dataset: dataset.to_string(),
+            reason: e.to_string(),
+        };
+        let file = std::fs::File::open(path).map_err(|e| unreadable(&e))?;
+        let size = file.metadata().map_err(|e| unreadable(&e))?.len();
+        let decryption = FileDecryptionProperties::builder(key.to_vec())
+            .with_aad_prefix(dataset.as_bytes().to_vec())
+            .build()
+            .map_err(|e| unreadable(&e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            file,
+            ArrowReaderOptions::new().with_file_decryption_properties(decryption),
+        )
+        .map_err(|e| unreadable(&e))?;
+        let full = reader.schema();
+        let schema = match columns {
+            None => Arc::clone(full),
+            Some(columns) => Arc::new(Schema::new(
+                full.fields()
+                    .iter()
+                    .filter(|f| columns.contains(f.name()))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )),
+        };
+        let path = path
+            .to_str()
+            .ok_or_else(|| unreadable(&"its path is not UTF-8"))?
+            .to_string();
+        let sealed = seal_for_all(enrolled, dataset, key)?;
+        Ok(Arc::new(SealedTable::new(
+            SealedFile {
+                dataset: dataset.to_string(),
+                path,
+                size,
+                sealed,
+            },
+            schema,
+        )))
+    }
+}

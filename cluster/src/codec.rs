@@ -1,0 +1,299 @@
+//! How Unseen's plan parts cross the cluster: sealed datasets and the
+//! clamped-sum aggregate, on top of Ballista's own codecs (which carry its
+//! shuffle nodes and DataFusion's built-ins).
+//!
+//! Every encoding starts with a tag naming what it is, so a buffer of one
+//! kind is never read as another; anything not tagged goes to Ballista's
+//! codec unchanged.
+
+use std::sync::Arc;
+
+use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::TableReference;
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use serde::Serialize;
+use unseen_policy::clamped_sum::{ClampedSum, ClampedSumSpec};
+use unseen_policy::total::{TotalArithmetic, TotalFunction};
+
+use crate::scan::{SealedFile, SealedScanExec, SealedTable};
+use crate::seal::{self, ExecutorSecret};
+
+const SEALED_TABLE: &[u8] = b"unseen.sealed-table.v1\n";
+const SEALED_SCAN: &[u8] = b"unseen.sealed-scan.v1\n";
+const CLAMPED_SUM: &[u8] = b"unseen.clamped-sum.v1\n";
+const TOTAL_FUNCTION: &[u8] = b"unseen.total-function.v1\n";
+const TOTAL_ARITHMETIC: &[u8] = b"unseen.total-arithmetic.v1\n";
+
+fn decode_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("a cluster plan's {what} does not decode: {e}"))
+}
+
+fn tagged<'a>(buf: &'a [u8], tag: &[u8]) -> Option<&'a [u8]> {
+    buf.strip_prefix(tag)
+}
+
+fn encode_json(tag: &[u8], value: &impl Serialize, buf: &mut Vec<u8>) -> DfResult<()> {
+    buf.extend_from_slice(tag);
+    serde_json::to_writer(&mut *buf, value)
+        .map_err(|e| DataFusionError::Internal(format!("a cluster plan part: {e}")))
+}
+
+fn encode_clamped_sum(node: &AggregateUDF, buf: &mut Vec<u8>) -> DfResult<bool> {
+    match node.inner().downcast_ref::<ClampedSum>() {
+        Some(sum) => {
+            encode_json(CLAMPED_SUM, &sum.spec(), buf)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+fn decode_clamped_sum(body: &[u8]) -> DfResult<Arc<AggregateUDF>> {
+    let spec: ClampedSumSpec =
+        serde_json::from_slice(body).map_err(|e| decode_error("clamped sum", e))?;
+    let sum = ClampedSum::from_spec(spec).map_err(|e| decode_error("clamped sum", e))?;
+    Ok(Arc::new(AggregateUDF::new_from_impl(sum)))
+}
+
+/// The total forms of built-in functions (`policy::total`) travel as the
+/// built-in's name and are rebuilt total: by name alone the other side would
+/// find the plain built-in, which fails a query where the total one yields
+/// NULL. Any other scalar function travels by name (Ballista's way) and is
+/// found in the other side's registry, or the plan does not decode.
+fn encode_scalar(node: &ScalarUDF, buf: &mut Vec<u8>) -> bool {
+    if let Some(total) = node.inner().downcast_ref::<TotalFunction>() {
+        buf.extend_from_slice(TOTAL_FUNCTION);
+        buf.extend_from_slice(total.inner().name().as_bytes());
+        true
+    } else if node.inner().downcast_ref::<TotalArithmetic>().is_some() {
+        buf.extend_from_slice(TOTAL_ARITHMETIC);
+        buf.extend_from_slice(node.name().as_bytes());
+        true
+    } else {
+        false
+    }
+}
+
+fn decode_scalar(buf: &[u8]) -> Option<DfResult<Arc<ScalarUDF>>> {
+    let named = |body: &[u8]| {
+        std::str::from_utf8(body)
+            .map(str::to_string)
+            .map_err(|e| decode_error("function", e))
+    };
+    if let Some(body) = tagged(buf, TOTAL_FUNCTION) {
+        return Some(named(body).and_then(|name| {
+            TotalFunction::of_builtin(&name)
+                .map(|f| Arc::new(ScalarUDF::new_from_impl(f)))
+                .ok_or_else(|| decode_error("function", format!("no built-in {name}")))
+        }));
+    }
+    if let Some(body) = tagged(buf, TOTAL_ARITHMETIC) {
+        return Some(named(body).and_then(|name| {
+            TotalArithmetic::named(&name)
+                .map(|f| Arc::new(ScalarUDF::new_from_impl(f)))
+                .ok_or_else(|| decode_error("function", format!("no operation {name}")))
+        }));
+    }
+    None
+}
+
+/// The logical codec of the service, the scheduler and the executors.
+#[derive(Debug, Default)]
+pub struct UnseenLogicalCodec {
+    ballista: BallistaLogicalExtensionCodec,
+}
+
+impl LogicalExtensionCodec for UnseenLogicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[LogicalPlan],
+        ctx: &TaskContext,
+    ) -> DfResult<Extension> {
+        self.ballista.try_decode(buf, inputs, ctx)
+    }
+
+    fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> DfResult<()> {
+        self.ballista.try_encode(node, buf)
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        ctx: &TaskContext,
+    ) -> DfResult<Arc<dyn TableProvider>> {
+        match tagged(buf, SEALED_TABLE) {
+            Some(body) => {
+                let file: SealedFile =
+                    serde_json::from_slice(body).map_err(|e| decode_error("table", e))?;
+                Ok(Arc::new(SealedTable::new(file, schema)))
+            }
+            None => self
+                .ballista
+                .try_decode_table_provider(buf, table_ref, schema, ctx),
+        }
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> DfResult<()> {
+        match node.downcast_ref::<SealedTable>() {
+            Some(table) => encode_json(SEALED_TABLE, table.file(), buf),
+            None => self
+                .ballista
+                .try_encode_table_provider(table_ref, node, buf),
+        }
+    }
+
+    fn try_decode_file_format(
+        &self,
+        buf: &[u8],
+        ctx: &TaskContext,
+    ) -> DfResult<Arc<dyn FileFormatFactory>> {
+        self.ballista.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(
+        &self,
+        buf: &mut Vec<u8>,
+        node: Arc<dyn FileFormatFactory>,
+    ) -> DfResult<()> {
+        self.ballista.try_encode_file_format(buf, node)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
+        match decode_scalar(buf) {
+            Some(decoded) => decoded,
+            None => self.ballista.try_decode_udf(name, buf),
+        }
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+        if encode_scalar(node, buf) {
+            return Ok(());
+        }
+        self.ballista.try_encode_udf(node, buf)
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<AggregateUDF>> {
+        match tagged(buf, CLAMPED_SUM) {
+            Some(body) => decode_clamped_sum(body),
+            None => self.ballista.try_decode_udaf(name, buf),
+        }
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+        if encode_clamped_sum(node, buf)? {
+            return Ok(());
+        }
+        self.ballista.try_encode_udaf(node, buf)
+    }
+}
+
+/// Who decodes sealed scans: an executor opens its own sealed key; the
+/// scheduler, which only plans, opens nothing.
+#[derive(Debug, Clone)]
+pub enum Opener {
+    Scheduler,
+    Executor {
+        name: String,
+        secret: ExecutorSecret,
+    },
+}
+
+/// The physical codec of the scheduler (`Opener::Scheduler`) and of an
+/// executor (`Opener::Executor`).
+#[derive(Debug)]
+pub struct UnseenPhysicalCodec {
+    ballista: BallistaPhysicalExtensionCodec,
+    opener: Opener,
+}
+
+impl UnseenPhysicalCodec {
+    pub fn new(opener: Opener) -> UnseenPhysicalCodec {
+        UnseenPhysicalCodec {
+            ballista: BallistaPhysicalExtensionCodec::default(),
+            opener,
+        }
+    }
+}
+
+impl PhysicalExtensionCodec for UnseenPhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(body) = tagged(buf, SEALED_SCAN) else {
+            return self.ballista.try_decode(buf, inputs, ctx, proto_converter);
+        };
+        let file: SealedFile = serde_json::from_slice(body).map_err(|e| decode_error("scan", e))?;
+        let [input] = inputs else {
+            return Err(decode_error("scan", "it has no input"));
+        };
+        let scan = SealedScanExec::new(file, Arc::clone(input));
+        match &self.opener {
+            Opener::Scheduler => Ok(Arc::new(scan)),
+            Opener::Executor { name, secret } => {
+                let key = seal::open(&scan.file().sealed, name, secret, &scan.file().dataset)
+                    .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                Ok(Arc::new(scan.opened(key)?))
+            }
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<()> {
+        let Some(scan) = node.downcast_ref::<SealedScanExec>() else {
+            return self.ballista.try_encode(node, buf, proto_converter);
+        };
+        encode_json(SEALED_SCAN, scan.file(), buf)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
+        match decode_scalar(buf) {
+            Some(decoded) => decoded,
+            None => self.ballista.try_decode_udf(name, buf),
+        }
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+        if encode_scalar(node, buf) {
+            return Ok(());
+        }
+        self.ballista.try_encode_udf(node, buf)
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<AggregateUDF>> {
+        match tagged(buf, CLAMPED_SUM) {
+            Some(body) => decode_clamped_sum(body),
+            None => self.ballista.try_decode_udaf(name, buf),
+        }
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+        if encode_clamped_sum(node, buf)? {
+            return Ok(());
+        }
+        self.ballista.try_encode_udaf(node, buf)
+    }
+}

@@ -1,0 +1,135 @@
+//! The cluster's two processes, Ballista's scheduler and executor run
+//! in-process with Unseen's codecs and function set.
+//!
+//! Both use pull scheduling: an executor asks the scheduler for work, so no
+//! executor listens for the scheduler's calls (only for its shuffle
+//! fetches), and an executor that stops asking is dead to the scheduler
+//! after [`SchedulerOptions::executor_timeout`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
+use ballista_scheduler::scheduler_process::start_server;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::SessionConfig;
+
+use crate::ClusterError;
+use crate::codec::{Opener, UnseenLogicalCodec, UnseenPhysicalCodec};
+use crate::seal::ExecutorSecret;
+
+/// The state the scheduler plans with and whose functions an executor
+/// knows by name: DataFusion's defaults narrowed to what queries may use
+/// (`policy::limits::query_functions`), so a plan naming any other function
+/// does not decode on the cluster either.
+pub fn cluster_session(config: SessionConfig) -> DfResult<SessionState> {
+    let builder = SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config)
+        .with_runtime_env(Arc::new(RuntimeEnvBuilder::new().build()?))
+        .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules());
+    Ok(unseen_policy::limits::query_functions(builder).build())
+}
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    pub bind: SocketAddr,
+    /// How long an executor may be silent before its tasks run elsewhere.
+    pub executor_timeout: Duration,
+    /// How often a task is tried before its query fails.
+    pub task_attempts: usize,
+}
+
+impl SchedulerOptions {
+    pub fn new(bind: SocketAddr) -> SchedulerOptions {
+        SchedulerOptions {
+            bind,
+            executor_timeout: Duration::from_secs(30),
+            task_attempts: 4,
+        }
+    }
+}
+
+/// Runs a scheduler until its server fails (the caller ends it with the
+/// process).
+pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError> {
+    let mut config = SchedulerConfig::default()
+        .with_hostname(options.bind.ip().to_string())
+        .with_port(options.bind.port())
+        .with_scheduler_policy(TaskSchedulingPolicy::PullStaged)
+        .with_task_distribution(TaskDistributionPolicy::RoundRobin)
+        .with_override_session_builder(Arc::new(cluster_session));
+    config.bind_host = options.bind.ip().to_string();
+    config.override_logical_codec = Some(Arc::new(UnseenLogicalCodec::default()));
+    config.override_physical_codec = Some(Arc::new(UnseenPhysicalCodec::new(Opener::Scheduler)));
+    config.executor_timeout_seconds = options.executor_timeout.as_secs().max(1);
+    config.expire_dead_executor_interval_seconds = (options.executor_timeout.as_secs() / 4).max(1);
+    config.no_executors_grace_period_seconds = options.executor_timeout.as_secs().max(1);
+    config.task_max_failures = options.task_attempts;
+    config.stage_max_failures = options.task_attempts;
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(|e| ClusterError::Process(format!("the scheduler could not start: {e}")))?;
+    start_server(cluster, options.bind, Arc::new(config))
+        .await
+        .map_err(|e| ClusterError::Process(format!("the scheduler stopped: {e}")))
+}
+
+/// How an executor runs.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The name it was enrolled under.
+    pub name: String,
+    pub secret: ExecutorSecret,
+    pub scheduler: SocketAddr,
+    /// Where it serves its shuffle output.
+    pub bind: SocketAddr,
+    /// Owner-only directory for shuffle files.
+    pub work_dir: PathBuf,
+    /// Tasks it runs at once.
+    pub slots: usize,
+}
+
+/// Runs an executor until it is stopped (SIGINT or SIGTERM, after its
+/// running tasks finish) or its scheduler is lost.
+pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> {
+    let work_dir = options
+        .work_dir
+        .to_str()
+        .ok_or_else(|| ClusterError::Process("the work directory is not UTF-8".into()))?
+        .to_string();
+    let state = cluster_session(ballista_core::utils::default_config_producer())
+        .map_err(|e| ClusterError::Process(e.to_string()))?;
+    let config = ExecutorProcessConfig {
+        executor_id: options.name.clone(),
+        bind_host: options.bind.ip().to_string(),
+        external_host: Some(options.bind.ip().to_string()),
+        port: options.bind.port(),
+        scheduler_host: options.scheduler.ip().to_string(),
+        scheduler_port: options.scheduler.port(),
+        scheduler_connect_timeout_seconds: 30,
+        vcores: options.slots.max(1),
+        task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
+        work_dir: Some(work_dir),
+        override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(&state))),
+        override_logical_codec: Some(Arc::new(UnseenLogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(UnseenPhysicalCodec::new(Opener::Executor {
+            name: options.name.clone(),
+            secret: options.secret.clone(),
+        }))),
+        ..Default::default()
+    };
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(|e| ClusterError::Process(format!("executor {} stopped: {e}", options.name)))
+}

@@ -1,0 +1,169 @@
+//! Executors enrolled to read data on a cluster (`serve --engine
+//! ballista://`). An executor is enrolled under a name with a random 256-bit
+//! secret: the operator starts it with that secret, and the service keeps it
+//! wrapped by the master key. For each query the cluster engine seals the
+//! data keys for the executors enrolled at that moment (see
+//! [`crate::data::RemoteEngine`]), so one revoked or enrolled again reads
+//! nothing after. Enrolments and revocations are ledger entries that name
+//! the executor and its enrolment, never the secret.
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::records::Change;
+use crate::store::cluster::ExecutorRow;
+use crate::util::{new_id, random_bytes};
+use crate::{Domain, DomainError, Role, lock, store};
+
+/// An enrolled executor's secret, for sealing data keys to it. Never
+/// printed: `Debug` shows the name only.
+#[derive(Clone)]
+pub struct ExecutorSecret {
+    pub name: String,
+    pub secret: [u8; 32],
+}
+
+impl std::fmt::Debug for ExecutorSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorSecret")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An executor as admins and auditors see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ExecutorView {
+    pub name: String,
+    pub enrolment: String,
+    pub enrolled_at: String,
+    pub enrolled_by: String,
+    pub revoked_at: Option<String>,
+}
+
+/// A new enrolment: the secret to give the executor's operator, once.
+#[derive(Clone)]
+pub struct Enrolment {
+    pub name: String,
+    pub enrolment: String,
+    pub secret: [u8; 32],
+    /// Whether an earlier enrolment of the name was replaced.
+    pub replaced: bool,
+}
+
+impl std::fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolment")
+            .field("name", &self.name)
+            .field("enrolment", &self.enrolment)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the master key's AAD is for an executor's secret: no dataset name
+/// holds a `:`, so it never opens as a data key, nor a data key as this.
+fn secret_label(name: &str, enrolment: &str) -> String {
+    format!("executor:{name}:{enrolment}")
+}
+
+fn check_name(name: &str) -> Result<(), DomainError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::BadExecutorName {
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Domain {
+    /// Enrols executor `name` (admins), replacing an earlier enrolment of
+    /// the name; returns its new secret.
+    pub fn enrol_executor(&self, actor: &str, name: &str) -> Result<Enrolment, DomainError> {
+        self.require(actor, Role::Admin, "enrol cluster executors")?;
+        check_name(name)?;
+        let enrolment = new_id("enr");
+        let secret = random_bytes::<32>();
+        let row = ExecutorRow {
+            name: name.to_string(),
+            enrolment: enrolment.clone(),
+            wrapped_secret: self.master.wrap(&secret_label(name, &enrolment), &secret),
+            enrolled_at: self.now_rfc3339(),
+            enrolled_by: actor.to_string(),
+            revoked_at: None,
+        };
+        let (replaced, _) = self.commit_recorded(actor, "cluster.executor_enrolled", |tx| {
+            let replaced = store::cluster::enrol(tx, &row)?;
+            Ok(Change::Record(
+                json!({"executor": name, "enrolment": enrolment, "replaced": replaced}),
+                replaced,
+            ))
+        })?;
+        Ok(Enrolment {
+            name: name.to_string(),
+            enrolment,
+            secret,
+            replaced,
+        })
+    }
+
+    /// Revokes executor `name` (admins): from the next query on, no data
+    /// key is sealed for it.
+    pub fn revoke_executor(&self, actor: &str, name: &str) -> Result<(), DomainError> {
+        self.require(actor, Role::Admin, "revoke cluster executors")?;
+        let at = self.now_rfc3339();
+        self.commit_recorded(actor, "cluster.executor_revoked", |tx| {
+            if !store::cluster::revoke(tx, name, &at)? {
+                return Err(DomainError::NotFound {
+                    what: "enrolled executor",
+                    id: name.to_string(),
+                    list: "cluster executors",
+                });
+            }
+            Ok(Change::Record(json!({"executor": name}), ()))
+        })?;
+        Ok(())
+    }
+
+    /// Every executor enrolled, revoked ones included (admins, auditors).
+    pub fn executors(&self, actor: &str) -> Result<Vec<ExecutorView>, DomainError> {
+        self.require_any(
+            actor,
+            &[Role::Admin, Role::Auditor],
+            "list cluster executors",
+        )?;
+        Ok(store::cluster::all(&lock(&self.db))?
+            .into_iter()
+            .map(|r| ExecutorView {
+                name: r.name,
+                enrolment: r.enrolment,
+                enrolled_at: r.enrolled_at,
+                enrolled_by: r.enrolled_by,
+                revoked_at: r.revoked_at,
+            })
+            .collect())
+    }
+
+    /// The secrets of the executors enrolled now, for sealing one query's
+    /// data keys.
+    pub(crate) fn enrolled_secrets(&self) -> Result<Vec<ExecutorSecret>, DomainError> {
+        store::cluster::all(&lock(&self.db))?
+            .into_iter()
+            .filter(|r| r.revoked_at.is_none())
+            .map(|r| {
+                let secret = self
+                    .master
+                    .unwrap(&secret_label(&r.name, &r.enrolment), &r.wrapped_secret)?;
+                Ok(ExecutorSecret {
+                    name: r.name,
+                    secret,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,67 @@
+//! Executors enrolled to read data on a cluster.
+
+use rusqlite::{Connection, params};
+
+/// One enrolled executor's row; its secret stays wrapped by the master key.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecutorRow {
+    pub name: String,
+    pub enrolment: String,
+    pub wrapped_secret: Vec<u8>,
+    pub enrolled_at: String,
+    pub enrolled_by: String,
+    pub revoked_at: Option<String>,
+}
+
+/// Enrols `name`, replacing an earlier enrolment of that name (whose
+/// secret then opens nothing). Returns whether one was replaced.
+pub(crate) fn enrol(conn: &Connection, row: &ExecutorRow) -> rusqlite::Result<bool> {
+    let replaced: bool = conn
+        .prepare_cached("SELECT COUNT(*) > 0 FROM executors WHERE name = ?1")?
+        .query_row([&row.name], |r| r.get(0))?;
+    conn.prepare_cached(
+        "INSERT INTO executors(name, enrolment, wrapped_secret, enrolled_at, enrolled_by, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL)
+         ON CONFLICT(name) DO UPDATE SET enrolment = excluded.enrolment,
+           wrapped_secret = excluded.wrapped_secret, enrolled_at = excluded.enrolled_at,
+           enrolled_by = excluded.enrolled_by, revoked_at = NULL",
+    )?
+    .execute(params![
+        row.name,
+        row.enrolment,
+        row.wrapped_secret,
+        row.enrolled_at,
+        row.enrolled_by
+    ])?;
+    Ok(replaced)
+}
+
+/// Revokes `name`'s enrolment; false when it is not enrolled (or already
+/// revoked).
+pub(crate) fn revoke(conn: &Connection, name: &str, at: &str) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE executors SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+        )?
+        .execute(params![name, at])?;
+    Ok(changed == 1)
+}
+
+/// Every executor ever enrolled, by name.
+pub(crate) fn all(conn: &Connection) -> rusqlite::Result<Vec<ExecutorRow>> {
+    conn.prepare_cached(
+        "SELECT name, enrolment, wrapped_secret, enrolled_at, enrolled_by, revoked_at
+         FROM executors ORDER BY name",
+    )?
+    .query_map([], |r| {
+        Ok(ExecutorRow {
+            name: r.get(0)?,
+            enrolment: r.get(1)?,
+            wrapped_secret: r.get(2)?,
+            enrolled_at: r.get(3)?,
+            enrolled_by: r.get(4)?,
+            revoked_at: r.get(5)?,
+        })
+    })?
+    .collect()
+}

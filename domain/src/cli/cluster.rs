@@ -1,0 +1,175 @@
+//! `unseen cluster`: the scheduler and executors of the cluster engine, and
+//! the executors enrolled to read data.
+
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
+use unseen_cluster::process::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
+use unseen_cluster::seal::ExecutorSecret;
+
+use super::*;
+
+pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Write) -> Result<()> {
+    match command {
+        ClusterCommand::Enrol {
+            name,
+            secret_file,
+            actor,
+            json,
+            dir,
+        } => {
+            let (domain, actor) = session.open_as(&dir, actor)?;
+            // The file first: an enrolment whose secret could not be kept
+            // would leave an executor no one can start.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&secret_file)
+                .with_context(|| {
+                    format!(
+                        "cannot create the secret file {} (it must not exist yet)",
+                        secret_file.display()
+                    )
+                })?;
+            let enrolment = match domain.enrol_executor(&actor, &name) {
+                Ok(e) => e,
+                Err(e) => {
+                    drop(file);
+                    let _ = std::fs::remove_file(&secret_file);
+                    return Err(e.into());
+                }
+            };
+            file.write_all(format!("{}\n", hex::encode(enrolment.secret)).as_bytes())?;
+            file.sync_all()?;
+            let replaced = if enrolment.replaced {
+                "; its earlier secret no longer opens anything"
+            } else {
+                ""
+            };
+            say(
+                out,
+                json,
+                &json!({"executor": name, "enrolment": enrolment.enrolment, "replaced": enrolment.replaced, "secret_file": secret_file}),
+                format_args!(
+                    "enrolled executor `{name}` ({}){replaced}; start it with --secret-file {}",
+                    enrolment.enrolment,
+                    secret_file.display()
+                ),
+            )
+        }
+        ClusterCommand::Revoke {
+            name,
+            actor,
+            json,
+            dir,
+        } => {
+            let (domain, actor) = session.open_as(&dir, actor)?;
+            domain.revoke_executor(&actor, &name)?;
+            say(
+                out,
+                json,
+                &json!({"executor": name, "revoked": true}),
+                format_args!(
+                    "revoked executor `{name}`; no query seals a data key for it from now on"
+                ),
+            )
+        }
+        ClusterCommand::Executors { actor, json, dir } => {
+            let (domain, actor) = session.open_as(&dir, actor)?;
+            let executors = domain.executors(&actor)?;
+            if json {
+                return print_json(out, &json!({ "executors": executors }));
+            }
+            let rows = executors
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.name.clone(),
+                        e.enrolment.clone(),
+                        e.enrolled_at.clone(),
+                        e.enrolled_by.clone(),
+                        e.revoked_at
+                            .as_ref()
+                            .map_or_else(|| "enrolled".into(), |at| format!("revoked {at}")),
+                    ]
+                })
+                .collect();
+            write_table(
+                out,
+                &["EXECUTOR", "ENROLMENT", "ENROLLED", "BY", "STATE"],
+                &[],
+                rows,
+            )
+        }
+        ClusterCommand::Scheduler {
+            listen,
+            executor_timeout,
+        } => {
+            let mut options = SchedulerOptions::new(listen);
+            options.executor_timeout = std::time::Duration::from_secs(executor_timeout);
+            writeln!(out, "scheduler listening on {listen}")?;
+            out.flush()?;
+            session.runtime.block_on(async {
+                tokio::select! {
+                    served = run_scheduler(options) => served.map_err(anyhow::Error::from),
+                    () = shutdown_signal() => Ok(()),
+                }
+            })
+        }
+        ClusterCommand::Executor {
+            name,
+            secret_file,
+            scheduler,
+            listen,
+            work_dir,
+            slots,
+        } => {
+            let secret = read_secret(&secret_file)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&work_dir)
+                .with_context(|| {
+                    format!("cannot create the work directory {}", work_dir.display())
+                })?;
+            // Shuffle files hold intermediate rows: for the executor's user alone.
+            std::fs::set_permissions(&work_dir, std::fs::Permissions::from_mode(0o700))?;
+            let options = ExecutorOptions {
+                name: name.clone(),
+                secret,
+                scheduler,
+                bind: listen,
+                work_dir,
+                slots: slots
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            };
+            writeln!(
+                out,
+                "executor `{name}` serving on {listen}, scheduler {scheduler}"
+            )?;
+            out.flush()?;
+            session
+                .runtime
+                .block_on(run_executor(options))
+                .map_err(anyhow::Error::from)
+        }
+    }
+}
+
+/// An executor's secret from its file, which must be its owner's alone.
+fn read_secret(path: &Path) -> Result<ExecutorSecret> {
+    let metadata = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "the secret file {} has mode {mode:03o}: others may read it; run `chmod 600 {}` (and enrol the executor again if anyone did)",
+            path.display(),
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+    Ok(ExecutorSecret::from_hex(&text)?)
+}

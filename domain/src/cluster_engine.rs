@@ -1,0 +1,242 @@
+//! The cluster engine as the service sees it (`serve --engine
+//! ballista://HOST:PORT`): the core's [`RemoteEngine`] over
+//! `unseen-cluster`'s client.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::datasource::TableProvider;
+use datafusion::execution::context::SessionState;
+use unseen_cluster::client::ClusterClient;
+use unseen_cluster::seal::{Enrolled, ExecutorSecret};
+use unseen_core::cluster::ExecutorSecret as EnrolledSecret;
+use unseen_core::data::RemoteEngine;
+
+/// Where a service runs its queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Engine {
+    /// DataFusion in the service's own process.
+    InProcess,
+    /// A Ballista cluster, by its scheduler's `HOST:PORT`.
+    Ballista(String),
+}
+
+impl Engine {
+    /// Reads `datafusion` or `ballista://HOST:PORT`.
+    pub fn parse(text: &str) -> Result<Engine, String> {
+        if text == "datafusion" {
+            return Ok(Engine::InProcess);
+        }
+        match text.strip_prefix("ballista://") {
+            Some(address)
+                if !address.is_empty()
+                    && address.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                    }) =>
+            {
+                Ok(Engine::Ballista(address.to_string()))
+            }
+            _ => Err(format!(
+                "`{text}` is not an engine: use `datafusion` (in this process) or `ballista://HOST:PORT` (a cluster's scheduler)"
+            )),
+        }
+    }
+}
+
+/// A Ballista cluster behind the core's engine hook.
+#[derive(Debug)]
+pub struct BallistaEngine {
+    client: ClusterClient,
+}
+
+impl BallistaEngine {
+    pub fn new(scheduler: &str) -> BallistaEngine {
+        BallistaEngine {
+            client: ClusterClient::new(scheduler),
+        }
+    }
+}
+
+impl RemoteEngine for BallistaEngine {
+    fn distribute(&self, state: SessionState) -> Result<SessionState, String> {
+        self.client.distribute(state).map_err(|e| e.to_string())
+    }
+
+    fn table(
+        &self,
+        dataset: &str,
+        path: &Path,
+        key: &[u8; 32],
+        columns: Option<&[String]>,
+        executors: &[EnrolledSecret],
+    ) -> Result<Arc<dyn TableProvider>, String> {
+        let enrolled: Vec<Enrolled> = executors
+            .iter()
+            .map(|e| Enrolled {
+                name: e.name.clone(),
+                secret: ExecutorSecret::from_bytes(e.secret),
+            })
+            .collect();
+        self.client
+            .table(dataset, path, key, columns, &enrolled)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_parse_and_mistakes_say_what_to_write() {
+        assert_eq!(Engine::parse("datafusion"), Ok(Engine::InProcess));
+        assert_eq!(
+            Engine::parse("ballista://127.0.0.1:50050"),
+            Ok(Engine::Ballista("127.0.0.1:50050".into()))
+        );
+        for bad in [
+            "spark",
+            "ballista://",
+            "ballista://host",
+            "ballista://:1",
+            "ballista://h:0",
+        ] {
+            let e = Engine::parse(bad).unwrap_err();
+            assert!(e.contains("ballista://HOST:PORT"), "{bad}: {e}");
+        }
+    }
+}
+
+/// A scheduler and executors on loopback, each a process of `program`
+/// (`unseen cluster scheduler|executor`), for the demo and `unseen bench
+/// cluster`; stopped when dropped.
+#[derive(Debug)]
+pub struct LocalCluster {
+    pub scheduler: std::net::SocketAddr,
+    processes: Vec<std::process::Child>,
+}
+
+impl LocalCluster {
+    /// Starts a scheduler and one executor per entry of `executors`, whose
+    /// secrets are written to owner-only files under `dir` (with each
+    /// executor's work directory); returns once every process said it
+    /// serves and the executors had time to register.
+    pub fn start(
+        program: &Path,
+        dir: &Path,
+        executors: &[EnrolledSecret],
+        slots: usize,
+    ) -> anyhow::Result<LocalCluster> {
+        let scheduler = free_loopback_port()?;
+        let mut cluster = LocalCluster {
+            scheduler,
+            processes: Vec::new(),
+        };
+        cluster.spawn(
+            program,
+            &[
+                "cluster".into(),
+                "scheduler".into(),
+                "--listen".into(),
+                scheduler.to_string(),
+                "--executor-timeout".into(),
+                "5".into(),
+            ],
+            "scheduler listening",
+        )?;
+        for executor in executors {
+            let secret_file = dir.join(format!("{}.secret", executor.name));
+            {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&secret_file)?;
+                writeln!(
+                    file,
+                    "{}",
+                    ExecutorSecret::from_bytes(executor.secret).to_hex()
+                )?;
+            }
+            let work_dir = dir.join(format!("{}-work", executor.name));
+            cluster.spawn(
+                program,
+                &[
+                    "cluster".into(),
+                    "executor".into(),
+                    "--name".into(),
+                    executor.name.clone(),
+                    "--secret-file".into(),
+                    path_text(&secret_file)?,
+                    "--scheduler".into(),
+                    scheduler.to_string(),
+                    "--listen".into(),
+                    free_loopback_port()?.to_string(),
+                    "--work-dir".into(),
+                    path_text(&work_dir)?,
+                    "--slots".into(),
+                    slots.to_string(),
+                ],
+                "serving on",
+            )?;
+        }
+        // Executors register with their first poll for work.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        Ok(cluster)
+    }
+
+    /// This cluster as a service's engine.
+    pub fn engine(&self) -> Arc<BallistaEngine> {
+        Arc::new(BallistaEngine::new(&self.scheduler.to_string()))
+    }
+
+    fn spawn(&mut self, program: &Path, args: &[String], ready: &str) -> anyhow::Result<()> {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", program.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        self.processes.push(child);
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains(ready) => break,
+                Some(Ok(_)) => {}
+                _ => anyhow::bail!(
+                    "`{} {}` stopped before it was ready",
+                    program.display(),
+                    args.join(" ")
+                ),
+            }
+        }
+        // Keep reading, so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(())
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_loopback_port() -> anyhow::Result<std::net::SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn path_text(path: &Path) -> anyhow::Result<String> {
+    path.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", path.display()))
+}

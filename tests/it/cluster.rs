@@ -1,0 +1,416 @@
+//! The cluster engine across processes: a Ballista scheduler and two
+//! enrolled executors, each a process of its own on loopback, read the
+//! encrypted files of a data directory with data keys sealed to them. The
+//! exact aggregates below the noise equal the single-process ones; the
+//! service runs DP queries on the cluster end to end; an executor not
+//! enrolled reads nothing; and an executor killed mid-query costs neither a
+//! wrong answer nor a second charge.
+
+use std::io::BufRead;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Child;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use unseen::cluster::ExecutorSecret;
+use unseen::cluster_engine::BallistaEngine;
+use unseen::data::{Facts, OpenDataset, Remote, SessionLimits, session_with};
+use unseen_datasets::{DatasetKind, GenerateOptions};
+use unseen_policy::Manifest;
+
+use crate::support::{issue_grant_on, ok, register_generated, residents_dir};
+
+const ARGS_VAR: &str = "UNSEEN_CLUSTER_CHILD_ARGS";
+const SEPARATOR: char = '\u{1f}';
+
+/// Rows of `residents` (the issue's million with `UNSEEN_SLOW_TESTS=1`).
+fn residents_rows() -> u64 {
+    if std::env::var_os("UNSEEN_SLOW_TESTS").is_some() {
+        1_000_000
+    } else {
+        100_000
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Run by the tests below in processes of their own: `unseen ARGS...`.
+#[test]
+#[ignore = "run by the cluster tests as a scheduler or executor process"]
+fn child_runs_unseen() {
+    let Some(args) = std::env::var(ARGS_VAR).ok() else {
+        return;
+    };
+    let mut argv = vec!["unseen".to_string()];
+    argv.extend(args.split(SEPARATOR).map(str::to_string));
+    let mut out = std::io::stdout();
+    if let Err(e) = unseen::cli::run(&argv, &mut out) {
+        println!("error: {}", unseen::cli::said_once(&e));
+    }
+}
+
+/// `unseen ARGS...` in a process of its own, once it printed `ready`.
+fn spawn(args: &[String], ready: &str) -> Child {
+    let joined = args.join(&SEPARATOR.to_string());
+    let mut child =
+        crate::support::child_test("cluster::child_runs_unseen", ARGS_VAR, joined.as_ref());
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains(ready) => break,
+            Some(Ok(_)) => {}
+            other => panic!("`unseen {args:?}` ended before `{ready}`: {other:?}"),
+        }
+    }
+    // Keep reading so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+/// A scheduler and two enrolled executors, killed on drop.
+struct LocalCluster {
+    scheduler: SocketAddr,
+    processes: Vec<(String, Child)>,
+    secrets: Vec<ExecutorSecret>,
+}
+
+impl LocalCluster {
+    fn start(dir: &Path, data: &str) -> LocalCluster {
+        let scheduler = free_port();
+        let mut processes = vec![(
+            "scheduler".to_string(),
+            spawn(
+                &[
+                    "cluster".into(),
+                    "scheduler".into(),
+                    "--listen".into(),
+                    scheduler.to_string(),
+                    "--executor-timeout".into(),
+                    "5".into(),
+                ],
+                "scheduler listening",
+            ),
+        )];
+        let mut secrets = Vec::new();
+        for name in ["exec-1", "exec-2"] {
+            let secret_file = dir.join(format!("{name}.secret"));
+            ok(&[
+                "cluster",
+                "enrol",
+                name,
+                "--secret-file",
+                secret_file.to_str().unwrap(),
+                "--as",
+                "admin",
+                "--data-dir",
+                data,
+            ]);
+            let text = std::fs::read_to_string(&secret_file).unwrap();
+            let secret: [u8; 32] = hex_bytes(text.trim());
+            secrets.push(ExecutorSecret {
+                name: name.to_string(),
+                secret,
+            });
+            let child = spawn(
+                &[
+                    "cluster".into(),
+                    "executor".into(),
+                    "--name".into(),
+                    name.into(),
+                    "--secret-file".into(),
+                    secret_file.to_str().unwrap().into(),
+                    "--scheduler".into(),
+                    scheduler.to_string(),
+                    "--listen".into(),
+                    free_port().to_string(),
+                    "--work-dir".into(),
+                    dir.join(format!("{name}-work")).to_str().unwrap().into(),
+                    "--slots".into(),
+                    "2".into(),
+                ],
+                "serving on",
+            );
+            processes.push((name.to_string(), child));
+        }
+        // Executors register with their first poll for work.
+        std::thread::sleep(Duration::from_secs(2));
+        LocalCluster {
+            scheduler,
+            processes,
+            secrets,
+        }
+    }
+
+    fn engine(&self) -> Arc<BallistaEngine> {
+        Arc::new(BallistaEngine::new(&self.scheduler.to_string()))
+    }
+
+    /// Kills executor `name` as soon as it starts work on a job it had not
+    /// seen (a new job directory in its work directory), while `work` runs;
+    /// `work`'s result, and whether the kill came before it ended.
+    fn kill_mid_job<T: Send>(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        work: impl FnOnce() -> T + Send,
+    ) -> (T, bool) {
+        let work_dir = dir.join(format!("{name}-work"));
+        let jobs = || std::fs::read_dir(&work_dir).map_or(0, |d| d.count());
+        let seen = jobs();
+        std::thread::scope(|s| {
+            let running = s.spawn(work);
+            let mut killed_mid_job = false;
+            while !running.is_finished() {
+                if jobs() > seen {
+                    self.kill(name);
+                    killed_mid_job = !running.is_finished();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (running.join().unwrap(), killed_mid_job)
+        })
+    }
+
+    fn kill(&mut self, name: &str) {
+        let (_, child) = self.processes.iter_mut().find(|(n, _)| n == name).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn hex_bytes(text: &str) -> [u8; 32] {
+    let bytes: Vec<u8> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect();
+    bytes.try_into().unwrap()
+}
+
+/// `kind` generated and encrypted under `key` as registration does.
+fn encrypted(dir: &Path, kind: DatasetKind, name: &str, rows: u64, key: [u8; 32]) -> OpenDataset {
+    let plain = dir.join(format!("{name}-plain.parquet"));
+    let options = GenerateOptions {
+        rows,
+        seed: 7,
+        related_rows: Some(residents_rows()),
+    };
+    unseen_datasets::generate_to_path(kind, &options, &plain, &mut |_| {}).unwrap();
+    let manifest = Manifest::parse(unseen_datasets::manifest_toml(kind)).unwrap();
+    let path = dir.join(format!("{name}.parquet"));
+    let ingested = unseen::data::ingest(
+        &plain,
+        &path,
+        &dir.join(format!("{name}.index")),
+        &key,
+        name,
+        &manifest,
+    )
+    .unwrap();
+    OpenDataset {
+        name: name.to_string(),
+        path,
+        key,
+        manifest,
+        scope: None,
+        rows: ingested.rows,
+        unit_unique: ingested.one_row_per_unit,
+        within_bounds: Vec::new(),
+    }
+}
+
+/// Equal, but for float sums, whose order of addition differs by engine.
+fn assert_same(sql: &str, here: &[Vec<Vec<f64>>], there: &[Vec<Vec<f64>>]) {
+    assert_eq!(here.len(), there.len(), "{sql}");
+    for (a, b) in here.iter().flatten().zip(there.iter().flatten()) {
+        assert_eq!(a.len(), b.len(), "{sql}");
+        for (x, y) in a.iter().zip(b) {
+            let close = (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0);
+            assert!(close, "{sql}: {x} here, {y} on the cluster");
+        }
+    }
+}
+
+#[test]
+fn a_cluster_of_processes_computes_below_the_noise_what_one_process_computes() {
+    let (dir, data) = residents_dir("100");
+    let mut cluster = LocalCluster::start(dir.path(), &data);
+    let datasets = vec![
+        encrypted(
+            dir.path(),
+            DatasetKind::Residents,
+            "residents",
+            residents_rows(),
+            [5; 32],
+        ),
+        encrypted(
+            dir.path(),
+            DatasetKind::HealthVisits,
+            "health_visits",
+            residents_rows() * 2,
+            [6; 32],
+        ),
+    ];
+    let local = SessionLimits::default();
+    let remote = SessionLimits {
+        remote: Some(Remote {
+            engine: cluster.engine(),
+            executors: cluster.secrets.clone(),
+        }),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let queries = [
+        "SELECT district, COUNT(*) AS n FROM residents GROUP BY district",
+        "SELECT district, SUM(annual_income) AS total FROM residents GROUP BY district",
+        "SELECT gender, AVG(annual_income) AS mean_income FROM residents GROUP BY gender",
+        "SELECT r.district, COUNT(*) AS visits FROM health_visits h \
+         JOIN residents r ON h.person_id = r.person_id GROUP BY r.district",
+    ];
+    let exact = |limits: &SessionLimits, sql: &'static str| {
+        runtime.block_on(async {
+            let (ctx, manifests) = session_with(&datasets, &[], &[], limits).await.unwrap();
+            unseen_policy::bench::exact_release_values(&ctx, sql, &manifests, Facts(&datasets))
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    };
+    for sql in queries {
+        let here = exact(&local, sql);
+        let there = exact(&remote, sql);
+        assert!(here.iter().flatten().flatten().any(|v| *v != 0.0), "{sql}");
+        assert_same(sql, &here, &there);
+    }
+
+    // Keys sealed for executors that are not running open on none that is.
+    let strangers = SessionLimits {
+        remote: Some(Remote {
+            engine: cluster.engine(),
+            executors: vec![ExecutorSecret {
+                name: "exec-9".into(),
+                secret: [9; 32],
+            }],
+        }),
+        ..Default::default()
+    };
+    let refused = runtime.block_on(async {
+        let (ctx, manifests) = session_with(&datasets, &[], &[], &strangers).await.unwrap();
+        unseen_policy::bench::exact_release_values(&ctx, queries[0], &manifests, Facts(&datasets))
+            .await
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(refused.contains("not enrolled"), "{refused}");
+
+    // One executor killed mid-query: its tasks run again on the other,
+    // once the scheduler has missed it for its timeout (5 s here).
+    let sql = HEAVY;
+    let here = exact(&local, sql);
+    let (there, killed_mid_job) =
+        cluster.kill_mid_job(dir.path(), "exec-2", || exact(&remote, sql));
+    assert!(
+        killed_mid_job,
+        "the query ended before exec-2 could be killed"
+    );
+    assert_same(sql, &here, &there);
+    // And the next query runs on the executor left.
+    assert_same(
+        queries[0],
+        &exact(&local, queries[0]),
+        &exact(&remote, queries[0]),
+    );
+}
+
+/// A query that keeps both executors busy for a while.
+const HEAVY: &str = "SELECT district, gender, COUNT(*) AS n, SUM(annual_income) AS total, \
+     AVG(household_size) AS size FROM residents GROUP BY district, gender";
+
+#[test]
+fn the_service_runs_dp_queries_on_the_cluster_and_ledgers_its_executors() {
+    let (dir, data) = residents_dir("100000");
+    register_generated(dir.path(), &data, "health_visits", "200000", "100000");
+    let grant = issue_grant_on(&data, "health_visits", "10", &["--join", "residents"]);
+    let residents_grant = issue_grant_on(&data, "residents", "10", &[]);
+    let mut cluster = LocalCluster::start(dir.path(), &data);
+    let server = crate::support::TestServer::start(&data, 2);
+    server.domain.set_remote_engine(cluster.engine());
+    let dev = server.client(&crate::support::rotate(&server.domain, "dev"));
+    for sql in [
+        "SELECT diagnosis_code, COUNT(*) AS n FROM health_visits GROUP BY diagnosis_code",
+        "SELECT r.district, COUNT(*) AS visits FROM health_visits h \
+         JOIN residents r ON h.person_id = r.person_id GROUP BY r.district",
+    ] {
+        let run: Value = dev
+            .post("/v1/queries", &json!({"grant": grant, "sql": sql}))
+            .unwrap();
+        assert_eq!(run["status"], "finished", "{sql}: {run}");
+        assert_eq!(run["epsilon_spent"].as_f64(), Some(1.0), "{run}");
+    }
+    // An executor killed while the service's query runs: the query is
+    // answered (its tasks run again on the executor left), charged once,
+    // and recorded once.
+    let before = spent(&data, &residents_grant);
+    let (run, killed_mid_job): (Value, bool) = cluster.kill_mid_job(dir.path(), "exec-2", || {
+        dev.post(
+            "/v1/queries",
+            &json!({"grant": residents_grant, "sql": HEAVY}),
+        )
+        .unwrap()
+    });
+    assert!(
+        killed_mid_job,
+        "the query ended before exec-2 could be killed"
+    );
+    assert_eq!(run["status"], "finished", "{run}");
+    assert!((spent(&data, &residents_grant) - before - 1.0).abs() < 1e-9);
+    let entries = crate::support::entries(&Path::new(&data).join("ledger"));
+    let admitted = entries
+        .iter()
+        .filter(|e| e.kind == "query.admitted" && e.body["job"] == run["job"])
+        .count();
+    assert_eq!(admitted, 1);
+    let enrolled: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.kind == "cluster.executor_enrolled")
+        .map(|e| e.body["executor"].as_str().unwrap())
+        .collect();
+    assert_eq!(enrolled, ["exec-1", "exec-2"]);
+    // No secret is in the ledger.
+    let ledger = std::fs::read(Path::new(&data).join("ledger/entries.jsonl")).unwrap();
+    for secret in &cluster.secrets {
+        let hex: String = secret.secret.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!crate::support::contains(&ledger, hex.as_bytes()));
+    }
+    assert!(
+        !entries.iter().any(|e| e.kind == "query.defaulted"),
+        "a query fell back to defaults"
+    );
+}
+
+/// Epsilon spent on `grant`, from the store.
+fn spent(data: &str, grant: &str) -> f64 {
+    let db = rusqlite::Connection::open(Path::new(data).join("unseen.db")).unwrap();
+    db.query_row(
+        "SELECT epsilon_spent FROM grants WHERE id = ?1",
+        [grant],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
