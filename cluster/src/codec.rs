@@ -46,21 +46,28 @@ fn encode_json(tag: &[u8], value: &impl Serialize, buf: &mut Vec<u8>) -> DfResul
         .map_err(|e| DataFusionError::Internal(format!("a cluster plan part: {e}")))
 }
 
-fn encode_clamped_sum(node: &AggregateUDF, buf: &mut Vec<u8>) -> DfResult<bool> {
+/// The clamped sum travels with its bounds; any other aggregate as
+/// `otherwise` encodes it.
+fn encode_aggregate(
+    node: &AggregateUDF,
+    buf: &mut Vec<u8>,
+    otherwise: impl FnOnce(&mut Vec<u8>) -> DfResult<()>,
+) -> DfResult<()> {
     match node.inner().downcast_ref::<ClampedSum>() {
-        Some(sum) => {
-            encode_json(CLAMPED_SUM, &sum.spec(), buf)?;
-            Ok(true)
-        }
-        None => Ok(false),
+        Some(sum) => encode_json(CLAMPED_SUM, &sum.spec(), buf),
+        None => otherwise(buf),
     }
 }
 
-fn decode_clamped_sum(body: &[u8]) -> DfResult<Arc<AggregateUDF>> {
-    let spec: ClampedSumSpec =
-        serde_json::from_slice(body).map_err(|e| decode_error("clamped sum", e))?;
-    let sum = ClampedSum::from_spec(spec).map_err(|e| decode_error("clamped sum", e))?;
-    Ok(Arc::new(AggregateUDF::new_from_impl(sum)))
+/// A clamped sum, if `buf` holds one.
+fn decode_aggregate(buf: &[u8]) -> Option<DfResult<Arc<AggregateUDF>>> {
+    let body = tagged(buf, CLAMPED_SUM)?;
+    Some((|| {
+        let spec: ClampedSumSpec =
+            serde_json::from_slice(body).map_err(|e| decode_error("clamped sum", e))?;
+        let sum = ClampedSum::from_spec(spec).map_err(|e| decode_error("clamped sum", e))?;
+        Ok(Arc::new(AggregateUDF::new_from_impl(sum)))
+    })())
 }
 
 /// The total forms of built-in functions (`policy::total`) travel as the
@@ -68,17 +75,21 @@ fn decode_clamped_sum(body: &[u8]) -> DfResult<Arc<AggregateUDF>> {
 /// find the plain built-in, which fails a query where the total one yields
 /// NULL. Any other scalar function travels by name (Ballista's way) and is
 /// found in the other side's registry, or the plan does not decode.
-fn encode_scalar(node: &ScalarUDF, buf: &mut Vec<u8>) -> bool {
+fn encode_scalar(
+    node: &ScalarUDF,
+    buf: &mut Vec<u8>,
+    otherwise: impl FnOnce(&mut Vec<u8>) -> DfResult<()>,
+) -> DfResult<()> {
     if let Some(total) = node.inner().downcast_ref::<TotalFunction>() {
         buf.extend_from_slice(TOTAL_FUNCTION);
         buf.extend_from_slice(total.inner().name().as_bytes());
-        true
+        Ok(())
     } else if node.inner().downcast_ref::<TotalArithmetic>().is_some() {
         buf.extend_from_slice(TOTAL_ARITHMETIC);
         buf.extend_from_slice(node.name().as_bytes());
-        true
+        Ok(())
     } else {
-        false
+        otherwise(buf)
     }
 }
 
@@ -103,6 +114,28 @@ fn decode_scalar(buf: &[u8]) -> Option<DfResult<Arc<ScalarUDF>>> {
         }));
     }
     None
+}
+
+/// The function methods both codecs share: Unseen's functions first, the
+/// rest through Ballista's codec (`self.ballista`).
+macro_rules! unseen_functions {
+    () => {
+        fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
+            decode_scalar(buf).unwrap_or_else(|| self.ballista.try_decode_udf(name, buf))
+        }
+
+        fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+            encode_scalar(node, buf, |buf| self.ballista.try_encode_udf(node, buf))
+        }
+
+        fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<AggregateUDF>> {
+            decode_aggregate(buf).unwrap_or_else(|| self.ballista.try_decode_udaf(name, buf))
+        }
+
+        fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> DfResult<()> {
+            encode_aggregate(node, buf, |buf| self.ballista.try_encode_udaf(node, buf))
+        }
+    };
 }
 
 /// The logical codec of the service, the scheduler and the executors.
@@ -174,33 +207,7 @@ impl LogicalExtensionCodec for UnseenLogicalCodec {
         self.ballista.try_encode_file_format(buf, node)
     }
 
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
-        match decode_scalar(buf) {
-            Some(decoded) => decoded,
-            None => self.ballista.try_decode_udf(name, buf),
-        }
-    }
-
-    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        if encode_scalar(node, buf) {
-            return Ok(());
-        }
-        self.ballista.try_encode_udf(node, buf)
-    }
-
-    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<AggregateUDF>> {
-        match tagged(buf, CLAMPED_SUM) {
-            Some(body) => decode_clamped_sum(body),
-            None => self.ballista.try_decode_udaf(name, buf),
-        }
-    }
-
-    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        if encode_clamped_sum(node, buf)? {
-            return Ok(());
-        }
-        self.ballista.try_encode_udaf(node, buf)
-    }
+    unseen_functions!();
 }
 
 /// Who decodes sealed scans: an executor opens its own sealed key; the
@@ -269,31 +276,5 @@ impl PhysicalExtensionCodec for UnseenPhysicalCodec {
         encode_json(SEALED_SCAN, scan.file(), buf)
     }
 
-    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<ScalarUDF>> {
-        match decode_scalar(buf) {
-            Some(decoded) => decoded,
-            None => self.ballista.try_decode_udf(name, buf),
-        }
-    }
-
-    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        if encode_scalar(node, buf) {
-            return Ok(());
-        }
-        self.ballista.try_encode_udf(node, buf)
-    }
-
-    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> DfResult<Arc<AggregateUDF>> {
-        match tagged(buf, CLAMPED_SUM) {
-            Some(body) => decode_clamped_sum(body),
-            None => self.ballista.try_decode_udaf(name, buf),
-        }
-    }
-
-    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> DfResult<()> {
-        if encode_clamped_sum(node, buf)? {
-            return Ok(());
-        }
-        self.ballista.try_encode_udaf(node, buf)
-    }
+    unseen_functions!();
 }

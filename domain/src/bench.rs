@@ -904,7 +904,7 @@ pub fn cluster(
 
 /// The same exact values, but for float sums, whose order of addition
 /// differs between engines.
-fn same_values(a: &[Vec<Vec<f64>>], b: &[Vec<Vec<f64>>]) -> bool {
+pub fn same_values(a: &[Vec<Vec<f64>>], b: &[Vec<Vec<f64>>]) -> bool {
     a.len() == b.len()
         && a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| {
             x.len() == y.len()

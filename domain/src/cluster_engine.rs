@@ -46,19 +46,48 @@ impl Engine {
 /// A Ballista cluster behind the core's engine hook.
 #[derive(Debug)]
 pub struct BallistaEngine {
+    scheduler: String,
     client: ClusterClient,
 }
 
 impl BallistaEngine {
     pub fn new(scheduler: &str) -> BallistaEngine {
         BallistaEngine {
+            scheduler: scheduler.to_string(),
             client: ClusterClient::new(scheduler),
         }
     }
+
+    /// Whether the scheduler accepts a connection: asked before a session
+    /// is made, so a query on a cluster that is down is refused before
+    /// anything is charged (whether the cluster is up says nothing of the
+    /// data).
+    fn reachable(&self) -> Result<(), String> {
+        use std::net::ToSocketAddrs;
+        let not_answering = |e: &dyn std::fmt::Display| {
+            format!(
+                "the cluster's scheduler at {} does not answer ({e}); nothing was run or charged: start the scheduler, or serve with --engine datafusion",
+                self.scheduler
+            )
+        };
+        let address = self
+            .scheduler
+            .to_socket_addrs()
+            .map_err(|e| not_answering(&e))?
+            .next()
+            .ok_or_else(|| not_answering(&"no address"))?;
+        std::net::TcpStream::connect_timeout(&address, SCHEDULER_CONNECT_TIMEOUT)
+            .map(drop)
+            .map_err(|e| not_answering(&e))
+    }
 }
+
+/// How long a query waits for the scheduler to accept a connection.
+const SCHEDULER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl RemoteEngine for BallistaEngine {
     fn distribute(&self, state: SessionState) -> Result<SessionState, String> {
+        self.reachable()?;
         self.client.distribute(state).map_err(|e| e.to_string())
     }
 

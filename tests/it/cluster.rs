@@ -236,16 +236,11 @@ fn encrypted(dir: &Path, kind: DatasetKind, name: &str, rows: u64, key: [u8; 32]
     }
 }
 
-/// Equal, but for float sums, whose order of addition differs by engine.
 fn assert_same(sql: &str, here: &[Vec<Vec<f64>>], there: &[Vec<Vec<f64>>]) {
-    assert_eq!(here.len(), there.len(), "{sql}");
-    for (a, b) in here.iter().flatten().zip(there.iter().flatten()) {
-        assert_eq!(a.len(), b.len(), "{sql}");
-        for (x, y) in a.iter().zip(b) {
-            let close = (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0);
-            assert!(close, "{sql}: {x} here, {y} on the cluster");
-        }
-    }
+    assert!(
+        unseen::bench::same_values(here, there),
+        "{sql}: {here:?} here, {there:?} on the cluster"
+    );
 }
 
 #[test]
@@ -413,4 +408,31 @@ fn spent(data: &str, grant: &str) -> f64 {
         |r| r.get(0),
     )
     .unwrap()
+}
+
+#[test]
+fn a_cluster_that_does_not_answer_is_named_and_costs_nothing() {
+    let (_dir, data) = residents_dir("2000");
+    let grant = crate::support::issue_grant(&data, "10", &[]);
+    let server = crate::support::TestServer::start(&data, 1);
+    // Nothing listens there.
+    let nowhere = free_port();
+    server
+        .domain
+        .set_remote_engine(Arc::new(BallistaEngine::new(&nowhere.to_string())));
+    let dev = server.client(&crate::support::rotate(&server.domain, "dev"));
+    let sql = "SELECT district, COUNT(*) AS n FROM residents GROUP BY district";
+    let answer = dev
+        .post("/v1/queries", &json!({"grant": grant, "sql": sql}))
+        .unwrap();
+    assert_eq!(answer["status"], "refused", "{answer}");
+    let reason = answer["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("does not answer") && reason.contains(&nowhere.to_string()),
+        "{answer}"
+    );
+    assert_eq!(answer["epsilon_spent"].as_f64(), Some(0.0), "{answer}");
+    assert_eq!(spent(&data, &grant), 0.0);
+    let entries = crate::support::entries(&Path::new(&data).join("ledger"));
+    assert!(!entries.iter().any(|e| e.kind == "query.admitted"));
 }

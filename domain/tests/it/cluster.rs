@@ -3,31 +3,30 @@
 
 use std::process::Command;
 
-fn unseen() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_unseen"))
+/// `unseen ARGS...`'s standard output, once it exited successfully.
+fn unseen(args: &[&str], data_dir: Option<&std::path::Path>) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_unseen"));
+    command.args(args);
+    if let Some(dir) = data_dir {
+        command.arg("--data-dir").arg(dir);
+    }
+    let run = command.output().unwrap();
+    let said = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    said
 }
 
 #[test]
 fn the_demo_runs_on_a_local_cluster_and_its_ledger_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let run = unseen()
-        .args([
-            "demo",
-            "--engine",
-            "ballista",
-            "--rows",
-            "5000",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&run.stderr)
+    let said = unseen(
+        &["demo", "--engine", "ballista", "--rows", "5000"],
+        Some(&data),
     );
     assert!(
         said.contains("queries run on a local Ballista cluster"),
@@ -48,17 +47,11 @@ fn the_demo_runs_on_a_local_cluster_and_its_ledger_verifies() {
 
 #[test]
 fn the_cluster_benchmark_finds_both_engines_agree() {
-    let run = unseen()
-        .args([
+    let said = unseen(
+        &[
             "bench", "cluster", "--rows", "20000", "--runs", "1", "--json",
-        ])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
+        None,
     );
     let report: serde_json::Value = serde_json::from_str(&said).unwrap();
     let agree = report["measures"]
