@@ -22,6 +22,8 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use serde::Serialize;
 use unseen_policy::clamped_sum::{ClampedSum, ClampedSumSpec};
 use unseen_policy::total::{TotalArithmetic, TotalFunction};
+use unseen_sandbox::udf::{UdfModule, WasmScalarUdf};
+use unseen_sandbox::{Limits, ModuleKind, Sandbox};
 
 use crate::scan::{SealedFile, SealedScanExec, SealedTable};
 use crate::seal::{self, ExecutorSecret};
@@ -31,6 +33,7 @@ const SEALED_SCAN: &[u8] = b"unseen.sealed-scan.v1\n";
 const CLAMPED_SUM: &[u8] = b"unseen.clamped-sum.v1\n";
 const TOTAL_FUNCTION: &[u8] = b"unseen.total-function.v1\n";
 const TOTAL_ARITHMETIC: &[u8] = b"unseen.total-arithmetic.v1\n";
+const WASM_SCALAR: &[u8] = b"unseen.wasm-scalar.v1\n";
 
 fn decode_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Internal(format!("a cluster plan's {what} does not decode: {e}"))
@@ -70,17 +73,31 @@ fn decode_aggregate(buf: &[u8]) -> Option<DfResult<Arc<AggregateUDF>>> {
     })())
 }
 
-/// The total forms of built-in functions (`policy::total`) travel as the
-/// built-in's name and are rebuilt total: by name alone the other side would
-/// find the plain built-in, which fails a query where the total one yields
-/// NULL. Any other scalar function travels by name (Ballista's way) and is
-/// found in the other side's registry, or the plan does not decode.
+/// Wasm UDFs travel with their module, which the other side validates and
+/// rewrites for row independence again, as an upload is. The total forms of
+/// built-in functions (`policy::total`) travel as the built-in's name and
+/// are rebuilt total: by name alone the other side would find the plain
+/// built-in, which fails a query where the total one yields NULL. Any other
+/// scalar function travels by name (Ballista's way) and is found in the
+/// other side's registry, or the plan does not decode.
 fn encode_scalar(
     node: &ScalarUDF,
     buf: &mut Vec<u8>,
     otherwise: impl FnOnce(&mut Vec<u8>) -> DfResult<()>,
 ) -> DfResult<()> {
-    if let Some(total) = node.inner().downcast_ref::<TotalFunction>() {
+    if let Some(udf) = node.inner().downcast_ref::<WasmScalarUdf>() {
+        let module = udf.module();
+        encode_json(
+            WASM_SCALAR,
+            &WasmMessage {
+                sha256: module.sha256().to_string(),
+                module: hex::encode(module.source()),
+                function: udf.decl().name.clone(),
+                row_instructions: module.row_instructions(),
+            },
+            buf,
+        )
+    } else if let Some(total) = node.inner().downcast_ref::<TotalFunction>() {
         buf.extend_from_slice(TOTAL_FUNCTION);
         buf.extend_from_slice(total.inner().name().as_bytes());
         Ok(())
@@ -93,7 +110,79 @@ fn encode_scalar(
     }
 }
 
+/// A wasm scalar UDF on the wire: its module as uploaded, which the other
+/// side validates and rewrites again, the function, and the grant's cap on
+/// instructions per row.
+#[derive(Serialize, serde::Deserialize)]
+struct WasmMessage {
+    sha256: String,
+    /// The module's bytes, hex.
+    module: String,
+    function: String,
+    row_instructions: u64,
+}
+
+/// UDF modules validated in this process, by hash and cap: an executor
+/// compiles a module once, not once per task.
+static WASM_MODULES: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<(String, u64), UdfModule>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The sandbox UDF modules run in on this side of the cluster.
+static SANDBOX: std::sync::LazyLock<Result<Sandbox, String>> =
+    std::sync::LazyLock::new(|| Sandbox::new(Limits::default()).map_err(|e| e.to_string()));
+
+fn decode_wasm(body: &[u8]) -> DfResult<Arc<ScalarUDF>> {
+    let message: WasmMessage = serde_json::from_slice(body).map_err(|e| decode_error("UDF", e))?;
+    let bytes = hex::decode(&message.module).map_err(|e| decode_error("UDF module", e))?;
+    let key = (message.sha256.clone(), message.row_instructions);
+    let cached = WASM_MODULES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    let module = match cached {
+        Some(module) => module,
+        None => {
+            let sandbox = SANDBOX.as_ref().map_err(|e| decode_error("sandbox", e))?;
+            let validated = sandbox
+                .validate(&bytes, ModuleKind::Udf)
+                .map_err(|e| decode_error("UDF module", e))?;
+            if validated.sha256() != message.sha256 {
+                return Err(decode_error(
+                    "UDF module",
+                    "its bytes do not have the hash the plan names",
+                ));
+            }
+            let module = UdfModule::new(sandbox, &validated)
+                .map_err(|e| decode_error("UDF module", e))?
+                .with_row_instructions(message.row_instructions);
+            WASM_MODULES
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, module.clone());
+            module
+        }
+    };
+    let function = module
+        .for_query()
+        .declared()
+        .map_err(|e| decode_error("UDF module", e))?
+        .into_iter()
+        .find(|f| f.decl().name == message.function)
+        .ok_or_else(|| {
+            decode_error(
+                "UDF",
+                format!("module {} declares no {}", message.sha256, message.function),
+            )
+        })?;
+    Ok(Arc::new(ScalarUDF::from(function)))
+}
+
 fn decode_scalar(buf: &[u8]) -> Option<DfResult<Arc<ScalarUDF>>> {
+    if let Some(body) = tagged(buf, WASM_SCALAR) {
+        return Some(decode_wasm(body));
+    }
     let named = |body: &[u8]| {
         std::str::from_utf8(body)
             .map(str::to_string)

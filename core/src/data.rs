@@ -596,12 +596,14 @@ pub async fn session_with(
         .build_arc()
         .map_err(|e| DomainError::Internal(format!("the query engine could not start: {e}")))?;
     let state = unseen_policy::limits::session_state(config, runtime, limits.execution.clone());
-    // UDF modules and released tables do not travel to a cluster: a session
-    // that has either runs here, which the service can always do.
-    let remote = limits
-        .remote
-        .as_ref()
-        .filter(|_| udfs.is_empty() && releases.is_empty());
+    // Scalar UDFs travel to a cluster with their modules; aggregate UDFs
+    // and released tables do not: a session that has either runs here,
+    // which the service can always do.
+    let travels = udfs
+        .iter()
+        .all(|u| matches!(u, unseen_sandbox::WasmUdf::Scalar(_)))
+        && releases.is_empty();
+    let remote = limits.remote.as_ref().filter(|_| travels);
     let state = match remote {
         Some(remote) => remote
             .engine

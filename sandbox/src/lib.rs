@@ -228,6 +228,9 @@ pub struct ValidatedModule {
     /// The rewritten module its scalar functions run in, one row at a time
     /// (`None` for jobs and for modules without scalar functions).
     rows: Option<udf::RowsModule>,
+    /// The bytes as uploaded: what another host validates again before it
+    /// runs the module (a cluster executor).
+    source: Arc<[u8]>,
 }
 
 impl std::fmt::Debug for ValidatedModule {
@@ -454,6 +457,7 @@ impl Sandbox {
             functions,
             aggregates,
             rows,
+            source: Arc::from(bytes),
         })
     }
 

@@ -352,6 +352,8 @@ struct ModuleInner {
     pre: InstancePre<MemoryLimiter>,
     limits: Limits,
     sha256: String,
+    /// The module as uploaded, which a cluster executor validates again.
+    source: Arc<[u8]>,
     functions: Vec<ScalarUdfDecl>,
     aggregates: Vec<AggregateUdfDecl>,
     /// Row-at-a-time evaluation of the scalar functions, in the rewritten
@@ -413,6 +415,7 @@ impl UdfModule {
                 pre,
                 limits: sandbox.limits.clone(),
                 sha256: module.sha256.clone(),
+                source: Arc::clone(&module.source),
                 functions: module.functions.clone(),
                 aggregates: module.aggregates.clone(),
                 rows,
@@ -502,6 +505,12 @@ impl UdfModule {
             .rows
             .as_ref()
             .map_or(0, |r| r.evaluated.load(Ordering::Relaxed))
+    }
+
+    /// The module as uploaded (a cluster ships it to executors, which
+    /// validate it again).
+    pub fn source(&self) -> &Arc<[u8]> {
+        &self.inner.source
     }
 
     /// Hex SHA-256 of the module bytes.

@@ -278,10 +278,23 @@ fn a_cluster_of_processes_computes_below_the_noise_what_one_process_computes() {
         "SELECT gender, AVG(annual_income) AS mean_income FROM residents GROUP BY gender",
         "SELECT r.district, COUNT(*) AS visits FROM health_visits h \
          JOIN residents r ON h.person_id = r.person_id GROUP BY r.district",
+        "SELECT district, SUM(LEAST(GREATEST(gcd(annual_income, 1000), 0), 1000)) AS g \
+         FROM residents GROUP BY district",
     ];
+    // A scalar UDF module travels with the plan; executors validate it and
+    // run it row by row in their own sandbox.
+    let gcd = {
+        let sandbox = unseen_sandbox::Sandbox::new(Default::default()).unwrap();
+        let bytes = crate::support::guest("udf-gcd");
+        let validated = sandbox
+            .validate(&bytes, unseen_sandbox::ModuleKind::Udf)
+            .unwrap();
+        unseen_sandbox::UdfModule::new(&sandbox, &validated).unwrap()
+    };
     let exact = |limits: &SessionLimits, sql: &'static str| {
         runtime.block_on(async {
-            let (ctx, manifests) = session_with(&datasets, &[], &[], limits).await.unwrap();
+            let udfs = gcd.for_query().functions().unwrap();
+            let (ctx, manifests) = session_with(&datasets, &udfs, &[], limits).await.unwrap();
             unseen_policy::bench::exact_release_values(&ctx, sql, &manifests, Facts(&datasets))
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}"))
