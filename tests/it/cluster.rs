@@ -449,3 +449,106 @@ fn a_cluster_that_does_not_answer_is_named_and_costs_nothing() {
     let entries = crate::support::entries(&Path::new(&data).join("ledger"));
     assert!(!entries.iter().any(|e| e.kind == "query.admitted"));
 }
+
+#[test]
+fn enrolment_is_for_admins_names_are_checked_and_revocation_is_recorded() {
+    let (dir, data) = residents_dir("100");
+    let secret = |name: &str| dir.path().join(format!("{name}.secret"));
+    let enrol = |name: &str, actor: &str| {
+        crate::support::unseen(&[
+            "cluster",
+            "enrol",
+            name,
+            "--secret-file",
+            secret(name).to_str().unwrap(),
+            "--as",
+            actor,
+            "--data-dir",
+            &data,
+        ])
+    };
+    // Only admins enrol; a bad name says what a name may hold; neither
+    // leaves a secret file behind.
+    let (done, said) = enrol("exec-1", "dev");
+    assert!(!done && said.contains("admin"), "{said}");
+    assert!(!secret("exec-1").exists());
+    let (done, said) = enrol("Exec One", "admin");
+    assert!(!done && said.contains("lowercase letters"), "{said}");
+    assert!(!secret("Exec One").exists());
+
+    let (done, said) = enrol("exec-1", "admin");
+    assert!(done, "{said}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(secret("exec-1")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // The secret file is never overwritten.
+    let (done, said) = enrol("exec-1", "admin");
+    assert!(!done && said.contains("must not exist"), "{said}");
+
+    let listed = ok(&[
+        "cluster",
+        "executors",
+        "--json",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    let listed: Value = serde_json::from_str(listed.trim()).unwrap();
+    assert_eq!(listed["executors"][0]["name"], "exec-1", "{listed}");
+    assert_eq!(
+        listed["executors"][0]["revoked_at"],
+        Value::Null,
+        "{listed}"
+    );
+
+    ok(&[
+        "cluster",
+        "revoke",
+        "exec-1",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    let (done, said) = crate::support::unseen(&[
+        "cluster",
+        "revoke",
+        "exec-9",
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(!done && said.contains("exec-9"), "{said}");
+    let entries = crate::support::entries(&Path::new(&data).join("ledger"));
+    let kinds: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.kind.starts_with("cluster."))
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["cluster.executor_enrolled", "cluster.executor_revoked"]
+    );
+    // An executor refuses a secret file others may read.
+    let loose = dir.path().join("loose.secret");
+    std::fs::copy(secret("exec-1"), &loose).unwrap();
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let (done, said) = crate::support::unseen(&[
+        "cluster",
+        "executor",
+        "--name",
+        "exec-1",
+        "--secret-file",
+        loose.to_str().unwrap(),
+        "--scheduler",
+        "127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--work-dir",
+        dir.path().join("w").to_str().unwrap(),
+    ]);
+    assert!(!done && said.contains("chmod 600"), "{said}");
+}
