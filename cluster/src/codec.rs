@@ -98,6 +98,20 @@ fn encode_scalar(
             buf,
         )
     } else if let Some(total) = node.inner().downcast_ref::<TotalFunction>() {
+        // Rebuilt from the name, it must be the built-in of that name, never
+        // a UDF module's function that shadows one (the service refuses
+        // those at submission; this keeps a plan from changing meaning).
+        if total
+            .inner()
+            .inner()
+            .downcast_ref::<WasmScalarUdf>()
+            .is_some()
+        {
+            return Err(DataFusionError::Plan(format!(
+                "UDF `{}` is named like a built-in function and cannot run on the cluster; rename it",
+                total.inner().name()
+            )));
+        }
         buf.extend_from_slice(TOTAL_FUNCTION);
         buf.extend_from_slice(total.inner().name().as_bytes());
         Ok(())

@@ -526,7 +526,12 @@ impl Domain {
                 reason: "does not allow UDF modules; run without them, or ask the data provider for a grant that allows UDFs".into(),
             });
         }
-        let builtins = datafusion::prelude::SessionContext::new().state();
+        // The functions queries have, whatever DataFusion features the
+        // build turned on (`policy::limits::query_functions`).
+        let builtins = unseen_policy::limits::query_functions(
+            datafusion::execution::SessionStateBuilder::new().with_default_features(),
+        )
+        .build();
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for sha in udfs {
             let functions = store::jobs::udf_functions(&lock(&self.db), sha)?;
