@@ -778,44 +778,19 @@ pub fn cluster(
     use std::time::Instant;
 
     use crate::cluster::ExecutorSecret;
-    use crate::data::{Facts, OpenDataset, Remote, SessionLimits, session_with};
+    use crate::data::{Facts, Remote, SessionLimits, session_with};
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_stack_size(crate::QUERY_THREAD_STACK)
         .enable_all()
         .build()?;
-    let kind = unseen_datasets::DatasetKind::Residents;
-    let plain = scratch.join("residents-plain.parquet");
-    unseen_datasets::generate_to_path(
-        kind,
-        &unseen_datasets::GenerateOptions::new(rows, 11),
-        &plain,
-        &mut |_| {},
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let manifest = unseen_policy::Manifest::parse(unseen_datasets::manifest_toml(kind))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let key = crate::util::random_bytes::<32>();
-    let path = scratch.join("residents.parquet");
-    let ingested = crate::data::ingest(
-        &plain,
-        &path,
-        &scratch.join("residents.index"),
-        &key,
+    let datasets = vec![encrypted_dataset(
+        scratch,
+        unseen_datasets::DatasetKind::Residents,
         "residents",
-        &manifest,
-    )?;
-    std::fs::remove_file(&plain)?;
-    let datasets = vec![OpenDataset {
-        name: "residents".into(),
-        path,
-        key,
-        manifest,
-        scope: None,
-        rows: ingested.rows,
-        unit_unique: ingested.one_row_per_unit,
-        within_bounds: Vec::new(),
-    }];
+        &unseen_datasets::GenerateOptions::new(rows, 11),
+        crate::util::random_bytes::<32>(),
+    )?];
     let secrets: Vec<ExecutorSecret> = (1..=executors.max(1))
         .map(|i| ExecutorSecret {
             name: format!("exec-{i}"),
@@ -859,7 +834,7 @@ pub fn cluster(
         percentile_ms(&mut there, 50.0),
     );
     Ok(vec![
-        Measure::baseline("rows", ingested.rows as f64, "rows"),
+        Measure::baseline("rows", datasets[0].rows as f64, "rows"),
         Measure::baseline("executors", executors.max(1) as f64, "processes"),
         Measure::baseline("task slots per executor", slots.max(1) as f64, "tasks"),
         Measure::baseline(
@@ -900,6 +875,43 @@ pub fn cluster(
             1.0,
         ),
     ])
+}
+
+/// Dataset `kind` generated under `dir` and encrypted under `key` as
+/// registration stores it (the plain file removed), opened as a query
+/// would open it, for comparing engines on it.
+pub fn encrypted_dataset(
+    dir: &Path,
+    kind: unseen_datasets::DatasetKind,
+    name: &str,
+    options: &unseen_datasets::GenerateOptions,
+    key: [u8; 32],
+) -> Result<crate::data::OpenDataset> {
+    let plain = dir.join(format!("{name}-plain.parquet"));
+    unseen_datasets::generate_to_path(kind, options, &plain, &mut |_| {})
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let manifest = unseen_policy::Manifest::parse(unseen_datasets::manifest_toml(kind))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = dir.join(format!("{name}.parquet"));
+    let ingested = crate::data::ingest(
+        &plain,
+        &path,
+        &dir.join(format!("{name}.index")),
+        &key,
+        name,
+        &manifest,
+    )?;
+    std::fs::remove_file(&plain)?;
+    Ok(crate::data::OpenDataset {
+        name: name.to_string(),
+        path,
+        key,
+        manifest,
+        scope: None,
+        rows: ingested.rows,
+        unit_unique: ingested.one_row_per_unit,
+        within_bounds: Vec::new(),
+    })
 }
 
 /// The same exact values, but for float sums, whose order of addition

@@ -142,7 +142,8 @@ mod tests {
 #[derive(Debug)]
 pub struct LocalCluster {
     pub scheduler: std::net::SocketAddr,
-    processes: Vec<std::process::Child>,
+    /// Each process, by name (`scheduler`, or the executor's).
+    processes: Vec<(String, std::process::Child)>,
 }
 
 impl LocalCluster {
@@ -156,13 +157,31 @@ impl LocalCluster {
         executors: &[EnrolledSecret],
         slots: usize,
     ) -> anyhow::Result<LocalCluster> {
+        let launch = |args: &[String]| {
+            let mut command = std::process::Command::new(program);
+            command.args(args);
+            command
+        };
+        LocalCluster::start_with(&launch, dir, executors, slots)
+    }
+
+    /// [`LocalCluster::start`], each process made by `launch` from the
+    /// arguments of `unseen` it runs (a test runs them through its own
+    /// binary). An executor's work directory is `DIR/NAME-work`.
+    pub fn start_with(
+        launch: &dyn Fn(&[String]) -> std::process::Command,
+        dir: &Path,
+        executors: &[EnrolledSecret],
+        slots: usize,
+    ) -> anyhow::Result<LocalCluster> {
         let scheduler = free_loopback_port()?;
         let mut cluster = LocalCluster {
             scheduler,
             processes: Vec::new(),
         };
         cluster.spawn(
-            program,
+            launch,
+            "scheduler",
             &[
                 "cluster".into(),
                 "scheduler".into(),
@@ -192,7 +211,8 @@ impl LocalCluster {
             }
             let work_dir = dir.join(format!("{}-work", executor.name));
             cluster.spawn(
-                program,
+                launch,
+                &executor.name,
                 &[
                     "cluster".into(),
                     "executor".into(),
@@ -222,27 +242,36 @@ impl LocalCluster {
         Arc::new(BallistaEngine::new(&self.scheduler.to_string()))
     }
 
-    fn spawn(&mut self, program: &Path, args: &[String], ready: &str) -> anyhow::Result<()> {
+    /// Stops process `name` at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self, name: &str) {
+        for (_, child) in self.processes.iter_mut().filter(|(n, _)| n == name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        launch: &dyn Fn(&[String]) -> std::process::Command,
+        name: &str,
+        args: &[String],
+        ready: &str,
+    ) -> anyhow::Result<()> {
         use std::io::BufRead as _;
-        let mut child = std::process::Command::new(program)
-            .args(args)
+        let mut child = launch(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", program.display()))?;
+            .map_err(|e| anyhow::anyhow!("cannot start `unseen {}`: {e}", args.join(" ")))?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        self.processes.push(child);
+        self.processes.push((name.to_string(), child));
         let mut lines = std::io::BufReader::new(stdout).lines();
         loop {
             match lines.next() {
                 Some(Ok(line)) if line.contains(ready) => break,
                 Some(Ok(_)) => {}
-                _ => anyhow::bail!(
-                    "`{} {}` stopped before it was ready",
-                    program.display(),
-                    args.join(" ")
-                ),
+                _ => anyhow::bail!("`unseen {}` stopped before it was ready", args.join(" ")),
             }
         }
         // Keep reading, so the process never blocks on a full pipe.
@@ -253,7 +282,7 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for child in &mut self.processes {
+        for (_, child) in &mut self.processes {
             let _ = child.kill();
             let _ = child.wait();
         }

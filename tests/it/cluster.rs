@@ -6,19 +6,16 @@
 //! enrolled reads nothing; and an executor killed mid-query costs neither a
 //! wrong answer nor a second charge.
 
-use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use unseen::cluster::ExecutorSecret;
-use unseen::cluster_engine::BallistaEngine;
+use unseen::cluster_engine::{BallistaEngine, LocalCluster};
 use unseen::data::{Facts, OpenDataset, Remote, SessionLimits, session_with};
 use unseen_datasets::{DatasetKind, GenerateOptions};
-use unseen_policy::Manifest;
 
 use crate::support::{issue_grant_on, ok, register_generated, residents_dir};
 
@@ -56,51 +53,22 @@ fn child_runs_unseen() {
     }
 }
 
-/// `unseen ARGS...` in a process of its own, once it printed `ready`.
-fn spawn(args: &[String], ready: &str) -> Child {
-    let joined = args.join(&SEPARATOR.to_string());
-    let mut child =
-        crate::support::child_test("cluster::child_runs_unseen", ARGS_VAR, joined.as_ref());
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains(ready) => break,
-            Some(Ok(_)) => {}
-            other => panic!("`unseen {args:?}` ended before `{ready}`: {other:?}"),
-        }
-    }
-    // Keep reading so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    child
+/// `unseen ARGS...` as a process of its own: this test binary running
+/// [`child_runs_unseen`].
+fn child_unseen(args: &[String]) -> std::process::Command {
+    crate::support::child_test_command(
+        "cluster::child_runs_unseen",
+        ARGS_VAR,
+        args.join(&SEPARATOR.to_string()).as_ref(),
+    )
 }
 
-/// A scheduler and two enrolled executors, killed on drop.
-struct LocalCluster {
-    scheduler: SocketAddr,
-    processes: Vec<(String, Child)>,
-    secrets: Vec<ExecutorSecret>,
-}
-
-impl LocalCluster {
-    fn start(dir: &Path, data: &str) -> LocalCluster {
-        let scheduler = free_port();
-        let mut processes = vec![(
-            "scheduler".to_string(),
-            spawn(
-                &[
-                    "cluster".into(),
-                    "scheduler".into(),
-                    "--listen".into(),
-                    scheduler.to_string(),
-                    "--executor-timeout".into(),
-                    "5".into(),
-                ],
-                "scheduler listening",
-            ),
-        )];
-        let mut secrets = Vec::new();
-        for name in ["exec-1", "exec-2"] {
+/// A scheduler and two executors enrolled in `data` (their secrets written
+/// by `unseen cluster enrol`), each a process of its own; the secrets.
+fn start_cluster(dir: &Path, data: &str) -> (LocalCluster, Vec<ExecutorSecret>) {
+    let secrets: Vec<ExecutorSecret> = ["exec-1", "exec-2"]
+        .into_iter()
+        .map(|name| {
             let secret_file = dir.join(format!("{name}.secret"));
             ok(&[
                 "cluster",
@@ -114,126 +82,51 @@ impl LocalCluster {
                 data,
             ]);
             let text = std::fs::read_to_string(&secret_file).unwrap();
-            let secret: [u8; 32] = hex_bytes(text.trim());
-            secrets.push(ExecutorSecret {
+            ExecutorSecret {
                 name: name.to_string(),
-                secret,
-            });
-            let child = spawn(
-                &[
-                    "cluster".into(),
-                    "executor".into(),
-                    "--name".into(),
-                    name.into(),
-                    "--secret-file".into(),
-                    secret_file.to_str().unwrap().into(),
-                    "--scheduler".into(),
-                    scheduler.to_string(),
-                    "--listen".into(),
-                    free_port().to_string(),
-                    "--work-dir".into(),
-                    dir.join(format!("{name}-work")).to_str().unwrap().into(),
-                    "--slots".into(),
-                    "2".into(),
-                ],
-                "serving on",
-            );
-            processes.push((name.to_string(), child));
-        }
-        // Executors register with their first poll for work.
-        std::thread::sleep(Duration::from_secs(2));
-        LocalCluster {
-            scheduler,
-            processes,
-            secrets,
-        }
-    }
-
-    fn engine(&self) -> Arc<BallistaEngine> {
-        Arc::new(BallistaEngine::new(&self.scheduler.to_string()))
-    }
-
-    /// Kills executor `name` as soon as it starts work on a job it had not
-    /// seen (a new job directory in its work directory), while `work` runs;
-    /// `work`'s result, and whether the kill came before it ended.
-    fn kill_mid_job<T: Send>(
-        &mut self,
-        dir: &Path,
-        name: &str,
-        work: impl FnOnce() -> T + Send,
-    ) -> (T, bool) {
-        let work_dir = dir.join(format!("{name}-work"));
-        let jobs = || std::fs::read_dir(&work_dir).map_or(0, |d| d.count());
-        let seen = jobs();
-        std::thread::scope(|s| {
-            let running = s.spawn(work);
-            let mut killed_mid_job = false;
-            while !running.is_finished() {
-                if jobs() > seen {
-                    self.kill(name);
-                    killed_mid_job = !running.is_finished();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
+                secret: hex::decode(text.trim()).unwrap().try_into().unwrap(),
             }
-            (running.join().unwrap(), killed_mid_job)
         })
-    }
-
-    fn kill(&mut self, name: &str) {
-        let (_, child) = self.processes.iter_mut().find(|(n, _)| n == name).unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.processes {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn hex_bytes(text: &str) -> [u8; 32] {
-    let bytes: Vec<u8> = (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
         .collect();
-    bytes.try_into().unwrap()
+    let cluster = LocalCluster::start_with(&child_unseen, dir, &secrets, 2).unwrap();
+    (cluster, secrets)
+}
+
+/// Kills executor `name` of `cluster` as soon as it starts work on a job it
+/// had not seen (a new job directory in its work directory), while `work`
+/// runs; `work`'s result, and whether the kill came before it ended.
+fn kill_mid_job<T: Send>(
+    cluster: &mut LocalCluster,
+    dir: &Path,
+    name: &str,
+    work: impl FnOnce() -> T + Send,
+) -> (T, bool) {
+    let work_dir = dir.join(format!("{name}-work"));
+    let jobs = || std::fs::read_dir(&work_dir).map_or(0, |d| d.count());
+    let seen = jobs();
+    std::thread::scope(|s| {
+        let running = s.spawn(work);
+        let mut killed_mid_job = false;
+        while !running.is_finished() {
+            if jobs() > seen {
+                cluster.kill(name);
+                killed_mid_job = !running.is_finished();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (running.join().unwrap(), killed_mid_job)
+    })
 }
 
 /// `kind` generated and encrypted under `key` as registration does.
 fn encrypted(dir: &Path, kind: DatasetKind, name: &str, rows: u64, key: [u8; 32]) -> OpenDataset {
-    let plain = dir.join(format!("{name}-plain.parquet"));
     let options = GenerateOptions {
         rows,
         seed: 7,
         related_rows: Some(residents_rows()),
     };
-    unseen_datasets::generate_to_path(kind, &options, &plain, &mut |_| {}).unwrap();
-    let manifest = Manifest::parse(unseen_datasets::manifest_toml(kind)).unwrap();
-    let path = dir.join(format!("{name}.parquet"));
-    let ingested = unseen::data::ingest(
-        &plain,
-        &path,
-        &dir.join(format!("{name}.index")),
-        &key,
-        name,
-        &manifest,
-    )
-    .unwrap();
-    OpenDataset {
-        name: name.to_string(),
-        path,
-        key,
-        manifest,
-        scope: None,
-        rows: ingested.rows,
-        unit_unique: ingested.one_row_per_unit,
-        within_bounds: Vec::new(),
-    }
+    unseen::bench::encrypted_dataset(dir, kind, name, &options, key).unwrap()
 }
 
 fn assert_same(sql: &str, here: &[Vec<Vec<f64>>], there: &[Vec<Vec<f64>>]) {
@@ -246,7 +139,7 @@ fn assert_same(sql: &str, here: &[Vec<Vec<f64>>], there: &[Vec<Vec<f64>>]) {
 #[test]
 fn a_cluster_of_processes_computes_below_the_noise_what_one_process_computes() {
     let (dir, data) = residents_dir("100");
-    let mut cluster = LocalCluster::start(dir.path(), &data);
+    let (mut cluster, secrets) = start_cluster(dir.path(), &data);
     let datasets = vec![
         encrypted(
             dir.path(),
@@ -267,7 +160,7 @@ fn a_cluster_of_processes_computes_below_the_noise_what_one_process_computes() {
     let remote = SessionLimits {
         remote: Some(Remote {
             engine: cluster.engine(),
-            executors: cluster.secrets.clone(),
+            executors: secrets.clone(),
         }),
         ..Default::default()
     };
@@ -334,7 +227,7 @@ fn a_cluster_of_processes_computes_below_the_noise_what_one_process_computes() {
     let sql = HEAVY;
     let here = exact(&local, sql);
     let (there, killed_mid_job) =
-        cluster.kill_mid_job(dir.path(), "exec-2", || exact(&remote, sql));
+        kill_mid_job(&mut cluster, dir.path(), "exec-2", || exact(&remote, sql));
     assert!(
         killed_mid_job,
         "the query ended before exec-2 could be killed"
@@ -358,7 +251,7 @@ fn the_service_runs_dp_queries_on_the_cluster_and_ledgers_its_executors() {
     register_generated(dir.path(), &data, "health_visits", "200000", "100000");
     let grant = issue_grant_on(&data, "health_visits", "10", &["--join", "residents"]);
     let residents_grant = issue_grant_on(&data, "residents", "10", &[]);
-    let mut cluster = LocalCluster::start(dir.path(), &data);
+    let (mut cluster, secrets) = start_cluster(dir.path(), &data);
     let server = crate::support::TestServer::start(&data, 2);
     server.domain.set_remote_engine(cluster.engine());
     let dev = server.client(&crate::support::rotate(&server.domain, "dev"));
@@ -377,13 +270,14 @@ fn the_service_runs_dp_queries_on_the_cluster_and_ledgers_its_executors() {
     // answered (its tasks run again on the executor left), charged once,
     // and recorded once.
     let before = spent(&data, &residents_grant);
-    let (run, killed_mid_job): (Value, bool) = cluster.kill_mid_job(dir.path(), "exec-2", || {
-        dev.post(
-            "/v1/queries",
-            &json!({"grant": residents_grant, "sql": HEAVY}),
-        )
-        .unwrap()
-    });
+    let (run, killed_mid_job): (Value, bool) =
+        kill_mid_job(&mut cluster, dir.path(), "exec-2", || {
+            dev.post(
+                "/v1/queries",
+                &json!({"grant": residents_grant, "sql": HEAVY}),
+            )
+            .unwrap()
+        });
     assert!(
         killed_mid_job,
         "the query ended before exec-2 could be killed"
@@ -404,8 +298,8 @@ fn the_service_runs_dp_queries_on_the_cluster_and_ledgers_its_executors() {
     assert_eq!(enrolled, ["exec-1", "exec-2"]);
     // No secret is in the ledger.
     let ledger = std::fs::read(Path::new(&data).join("ledger/entries.jsonl")).unwrap();
-    for secret in &cluster.secrets {
-        let hex: String = secret.secret.iter().map(|b| format!("{b:02x}")).collect();
+    for secret in &secrets {
+        let hex = hex::encode(secret.secret);
         assert!(!crate::support::contains(&ledger, hex.as_bytes()));
     }
     assert!(

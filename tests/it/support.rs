@@ -463,7 +463,17 @@ pub fn rechained(
 /// Runs the ignored test `name` of this binary in a process of its own,
 /// with `var` set to `value`; its stdout is piped, its stderr dropped.
 pub fn child_test(name: &str, var: &str, value: &std::ffi::OsStr) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().unwrap())
+    child_test_command(name, var, value)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The command [`child_test`] runs, for a caller that spawns it itself.
+pub fn child_test_command(name: &str, var: &str, value: &std::ffi::OsStr) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
         .args([
             "--exact",
             name,
@@ -472,9 +482,6 @@ pub fn child_test(name: &str, var: &str, value: &std::ffi::OsStr) -> std::proces
             "--test-threads",
             "1",
         ])
-        .env(var, value)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+        .env(var, value);
+    command
 }
