@@ -15,6 +15,7 @@ use datafusion::parquet::arrow::arrow_reader::{
 use datafusion::parquet::encryption::decrypt::FileDecryptionProperties;
 
 use crate::ClusterError;
+use crate::cancel::CancellingPlanner;
 use crate::codec::UnseenLogicalCodec;
 use crate::scan::{SealedFile, SealedTable};
 use crate::seal::{Enrolled, KEY_LEN, seal_for_all};
@@ -26,6 +27,11 @@ pub struct ClusterClient {
 }
 
 impl ClusterClient {
+    /// The scheduler's URL.
+    pub fn scheduler_url(&self) -> &str {
+        &self.scheduler_url
+    }
+
     /// A client of the scheduler at `scheduler` (`HOST:PORT`).
     pub fn new(scheduler: &str) -> ClusterClient {
         ClusterClient {
@@ -35,23 +41,34 @@ impl ClusterClient {
 
     /// `state`, made to send the plans it executes to the scheduler: the
     /// same analyzer rules (so plans are total before they leave) and the
-    /// same narrowed functions, and Unseen's codec for what it carries.
+    /// same narrowed functions, Unseen's codec for what it carries, and
+    /// jobs cancelled when their answer is no longer read
+    /// ([`crate::cancel`]).
     pub fn distribute(&self, state: SessionState) -> Result<SessionState, ClusterError> {
         let config = state
             .config()
             .clone()
             .upgrade_for_ballista()
             .with_ballista_logical_extension_codec(Arc::new(UnseenLogicalCodec::default()))
-            .with_ballista_job_name("unseen");
+            .with_ballista_job_name("unseen")
+            // Pull tracking learns the job's id as soon as the scheduler
+            // accepts it (push tracking only with its first status change),
+            // so a query stopped early can always cancel its job; the price
+            // is up to 50 ms between polls of its status.
+            .set_bool(ballista_core::config::BALLISTA_CLIENT_PULL, true);
         let state = SessionStateBuilder::new_from_existing(state)
             .with_config(config)
             .build()
             .upgrade_for_ballista(self.scheduler_url.clone())
             .map_err(|e| ClusterError::Process(format!("the cluster session: {e}")))?;
-        Ok(
-            unseen_policy::limits::query_functions(SessionStateBuilder::new_from_existing(state))
-                .build(),
+        let planner = CancellingPlanner {
+            inner: Arc::clone(state.query_planner()),
+            scheduler_url: self.scheduler_url.clone(),
+        };
+        Ok(unseen_policy::limits::query_functions(
+            SessionStateBuilder::new_from_existing(state).with_query_planner(Arc::new(planner)),
         )
+        .build())
     }
 
     /// Dataset `dataset`'s encrypted file at `path` as a table of a cluster

@@ -1,6 +1,7 @@
-//! How Unseen's plan parts cross the cluster: sealed datasets and the
-//! clamped-sum aggregate, on top of Ballista's own codecs (which carry its
-//! shuffle nodes and DataFusion's built-ins).
+//! How Unseen's plan parts cross the cluster: sealed datasets, released
+//! tables, the clamped-sum aggregate, the total forms of built-ins and wasm
+//! UDFs (scalar and aggregate), on top of Ballista's own codecs (which carry
+//! its shuffle nodes and DataFusion's built-ins).
 //!
 //! Every encoding starts with a tag naming what it is, so a buffer of one
 //! kind is never read as another; anything not tagged goes to Ballista's
@@ -10,9 +11,11 @@ use std::sync::Arc;
 
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::common::TableReference;
-use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF};
@@ -22,7 +25,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use serde::Serialize;
 use unseen_policy::clamped_sum::{ClampedSum, ClampedSumSpec};
 use unseen_policy::total::{TotalArithmetic, TotalFunction};
-use unseen_sandbox::udf::{UdfModule, WasmScalarUdf};
+use unseen_sandbox::udf::{UdfModule, WasmAggregateUdf, WasmScalarUdf};
 use unseen_sandbox::{Limits, ModuleKind, Sandbox};
 
 use crate::scan::{SealedFile, SealedScanExec, SealedTable};
@@ -34,6 +37,8 @@ const CLAMPED_SUM: &[u8] = b"unseen.clamped-sum.v1\n";
 const TOTAL_FUNCTION: &[u8] = b"unseen.total-function.v1\n";
 const TOTAL_ARITHMETIC: &[u8] = b"unseen.total-arithmetic.v1\n";
 const WASM_SCALAR: &[u8] = b"unseen.wasm-scalar.v1\n";
+const WASM_AGGREGATE: &[u8] = b"unseen.wasm-aggregate.v1\n";
+const RELEASED_TABLE: &[u8] = b"unseen.released-table.v1\n";
 
 fn decode_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Internal(format!("a cluster plan's {what} does not decode: {e}"))
@@ -49,21 +54,42 @@ fn encode_json(tag: &[u8], value: &impl Serialize, buf: &mut Vec<u8>) -> DfResul
         .map_err(|e| DataFusionError::Internal(format!("a cluster plan part: {e}")))
 }
 
-/// The clamped sum travels with its bounds; any other aggregate as
-/// `otherwise` encodes it.
+/// The clamped sum travels with its bounds, a wasm aggregate with its
+/// module (as a scalar UDF does); any other aggregate as `otherwise`
+/// encodes it.
 fn encode_aggregate(
     node: &AggregateUDF,
     buf: &mut Vec<u8>,
     otherwise: impl FnOnce(&mut Vec<u8>) -> DfResult<()>,
 ) -> DfResult<()> {
-    match node.inner().downcast_ref::<ClampedSum>() {
-        Some(sum) => encode_json(CLAMPED_SUM, &sum.spec(), buf),
-        None => otherwise(buf),
+    if let Some(sum) = node.inner().downcast_ref::<ClampedSum>() {
+        encode_json(CLAMPED_SUM, &sum.spec(), buf)
+    } else if let Some(udf) = node.inner().downcast_ref::<WasmAggregateUdf>() {
+        encode_json(
+            WASM_AGGREGATE,
+            &WasmMessage::of(udf.module(), &udf.decl().function.name),
+            buf,
+        )
+    } else {
+        otherwise(buf)
     }
 }
 
-/// A clamped sum, if `buf` holds one.
+/// A clamped sum or a wasm aggregate, if `buf` holds one.
 fn decode_aggregate(buf: &[u8]) -> Option<DfResult<Arc<AggregateUDF>>> {
+    if let Some(body) = tagged(buf, WASM_AGGREGATE) {
+        return Some((|| {
+            let (module, function) = wasm_module(body)?;
+            let aggregate = module
+                .for_query()
+                .declared_aggregates()
+                .map_err(|e| decode_error("UDF module", e))?
+                .into_iter()
+                .find(|f| f.decl().function.name == function)
+                .ok_or_else(|| no_such_function(&module, &function))?;
+            Ok(Arc::new(AggregateUDF::from(aggregate)))
+        })());
+    }
     let body = tagged(buf, CLAMPED_SUM)?;
     Some((|| {
         let spec: ClampedSumSpec =
@@ -86,15 +112,9 @@ fn encode_scalar(
     otherwise: impl FnOnce(&mut Vec<u8>) -> DfResult<()>,
 ) -> DfResult<()> {
     if let Some(udf) = node.inner().downcast_ref::<WasmScalarUdf>() {
-        let module = udf.module();
         encode_json(
             WASM_SCALAR,
-            &WasmMessage {
-                sha256: module.sha256().to_string(),
-                module: hex::encode(module.source()),
-                function: udf.decl().name.clone(),
-                row_instructions: module.row_instructions(),
-            },
+            &WasmMessage::of(udf.module(), &udf.decl().name),
             buf,
         )
     } else if let Some(total) = node.inner().downcast_ref::<TotalFunction>() {
@@ -124,8 +144,8 @@ fn encode_scalar(
     }
 }
 
-/// A wasm scalar UDF on the wire: its module as uploaded, which the other
-/// side validates and rewrites again, the function, and the grant's cap on
+/// A wasm UDF on the wire: its module as uploaded, which the other side
+/// validates and rewrites again, the function, and the grant's cap on
 /// instructions per row.
 #[derive(Serialize, serde::Deserialize)]
 struct WasmMessage {
@@ -134,6 +154,17 @@ struct WasmMessage {
     module: String,
     function: String,
     row_instructions: u64,
+}
+
+impl WasmMessage {
+    fn of(module: &UdfModule, function: &str) -> WasmMessage {
+        WasmMessage {
+            sha256: module.sha256().to_string(),
+            module: hex::encode(module.source()),
+            function: function.to_string(),
+            row_instructions: module.row_instructions(),
+        }
+    }
 }
 
 /// UDF modules validated in this process, by hash and cap: an executor
@@ -146,7 +177,9 @@ static WASM_MODULES: std::sync::LazyLock<
 static SANDBOX: std::sync::LazyLock<Result<Sandbox, String>> =
     std::sync::LazyLock::new(|| Sandbox::new(Limits::default()).map_err(|e| e.to_string()));
 
-fn decode_wasm(body: &[u8]) -> DfResult<Arc<ScalarUDF>> {
+/// The module a wasm UDF message carries, validated here (or found among
+/// those already validated, by hash and cap), and the function it names.
+fn wasm_module(body: &[u8]) -> DfResult<(UdfModule, String)> {
     let message: WasmMessage = serde_json::from_slice(body).map_err(|e| decode_error("UDF", e))?;
     let bytes = hex::decode(&message.module).map_err(|e| decode_error("UDF module", e))?;
     let key = (message.sha256.clone(), message.row_instructions);
@@ -178,19 +211,52 @@ fn decode_wasm(body: &[u8]) -> DfResult<Arc<ScalarUDF>> {
             module
         }
     };
-    let function = module
+    Ok((module, message.function))
+}
+
+fn no_such_function(module: &UdfModule, function: &str) -> DataFusionError {
+    decode_error(
+        "UDF",
+        format!("module {} declares no {function}", module.sha256()),
+    )
+}
+
+fn decode_wasm(body: &[u8]) -> DfResult<Arc<ScalarUDF>> {
+    let (module, function) = wasm_module(body)?;
+    let scalar = module
         .for_query()
         .declared()
         .map_err(|e| decode_error("UDF module", e))?
         .into_iter()
-        .find(|f| f.decl().name == message.function)
-        .ok_or_else(|| {
-            decode_error(
-                "UDF",
-                format!("module {} declares no {}", message.sha256, message.function),
-            )
+        .find(|f| f.decl().name == function)
+        .ok_or_else(|| no_such_function(&module, &function))?;
+    Ok(Arc::new(ScalarUDF::from(scalar)))
+}
+
+/// A released table travels as its rows (Arrow IPC): released values are
+/// public once approved, so they may cross the network in clear.
+fn encode_released(table: &MemTable, buf: &mut Vec<u8>) -> DfResult<()> {
+    buf.extend_from_slice(RELEASED_TABLE);
+    let mut writer = StreamWriter::try_new(&mut *buf, &table.schema())?;
+    for partition in &table.batches {
+        let batches = partition.try_read().map_err(|_| {
+            DataFusionError::Internal("a released table is being written to".into())
         })?;
-    Ok(Arc::new(ScalarUDF::from(function)))
+        for batch in batches.iter() {
+            writer.write(batch)?;
+        }
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+fn decode_released(body: &[u8], schema: SchemaRef) -> DfResult<Arc<dyn TableProvider>> {
+    let reader =
+        StreamReader::try_new(body, None).map_err(|e| decode_error("released table", e))?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| decode_error("released table", e))?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![batches])?))
 }
 
 fn decode_scalar(buf: &[u8]) -> Option<DfResult<Arc<ScalarUDF>>> {
@@ -268,16 +334,16 @@ impl LogicalExtensionCodec for UnseenLogicalCodec {
         schema: SchemaRef,
         ctx: &TaskContext,
     ) -> DfResult<Arc<dyn TableProvider>> {
-        match tagged(buf, SEALED_TABLE) {
-            Some(body) => {
-                let file: SealedFile =
-                    serde_json::from_slice(body).map_err(|e| decode_error("table", e))?;
-                Ok(Arc::new(SealedTable::new(file, schema)))
-            }
-            None => self
-                .ballista
-                .try_decode_table_provider(buf, table_ref, schema, ctx),
+        if let Some(body) = tagged(buf, SEALED_TABLE) {
+            let file: SealedFile =
+                serde_json::from_slice(body).map_err(|e| decode_error("table", e))?;
+            return Ok(Arc::new(SealedTable::new(file, schema)));
         }
+        if let Some(body) = tagged(buf, RELEASED_TABLE) {
+            return decode_released(body, schema);
+        }
+        self.ballista
+            .try_decode_table_provider(buf, table_ref, schema, ctx)
     }
 
     fn try_encode_table_provider(
@@ -286,12 +352,14 @@ impl LogicalExtensionCodec for UnseenLogicalCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> DfResult<()> {
-        match node.downcast_ref::<SealedTable>() {
-            Some(table) => encode_json(SEALED_TABLE, table.file(), buf),
-            None => self
-                .ballista
-                .try_encode_table_provider(table_ref, node, buf),
+        if let Some(table) = node.downcast_ref::<SealedTable>() {
+            return encode_json(SEALED_TABLE, table.file(), buf);
         }
+        if let Some(table) = node.downcast_ref::<MemTable>() {
+            return encode_released(table, buf);
+        }
+        self.ballista
+            .try_encode_table_provider(table_ref, node, buf)
     }
 
     fn try_decode_file_format(
@@ -362,6 +430,11 @@ impl PhysicalExtensionCodec for UnseenPhysicalCodec {
             Opener::Executor { name, secret } => {
                 let key = seal::open(&scan.file().sealed, name, secret, &scan.file().dataset)
                     .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                tracing::debug!(
+                    executor = %name,
+                    dataset = %scan.file().dataset,
+                    "opened the data key sealed for this executor, for one task"
+                );
                 Ok(Arc::new(scan.opened(key)?))
             }
         }

@@ -3,6 +3,7 @@
 //! checks and the ledger stay on the service.
 #![forbid(unsafe_code)]
 
+pub mod cancel;
 pub mod client;
 pub mod codec;
 pub mod process;
@@ -28,6 +29,21 @@ pub enum ClusterError {
     Unreadable { dataset: String, reason: String },
     #[error("{0}")]
     Process(String),
+}
+
+/// The one input of a single-input plan node, from `children` as
+/// DataFusion hands them to `replace_children`.
+pub(crate) fn only_child(
+    node: &str,
+    mut children: Vec<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+) -> datafusion::error::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    if children.len() != 1 {
+        return Err(datafusion::error::DataFusionError::Internal(format!(
+            "{node} takes one input, not {}",
+            children.len()
+        )));
+    }
+    Ok(children.swap_remove(0))
 }
 
 #[cfg(test)]

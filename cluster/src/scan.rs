@@ -228,18 +228,12 @@ impl ExecutionPlan for SealedScanExec {
 
     fn replace_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal(format!(
-                "SealedScanExec takes one input, not {}",
-                children.len()
-            )));
-        }
         Ok(Arc::new(SealedScanExec::new(
             self.file.clone(),
-            children.swap_remove(0),
+            crate::only_child("SealedScanExec", children)?,
         )))
     }
 

@@ -596,14 +596,10 @@ pub async fn session_with(
         .build_arc()
         .map_err(|e| DomainError::Internal(format!("the query engine could not start: {e}")))?;
     let state = unseen_policy::limits::session_state(config, runtime, limits.execution.clone());
-    // Scalar UDFs travel to a cluster with their modules; aggregate UDFs
-    // and released tables do not: a session that has either runs here,
-    // which the service can always do.
-    let travels = udfs
-        .iter()
-        .all(|u| matches!(u, unseen_sandbox::WasmUdf::Scalar(_)))
-        && releases.is_empty();
-    let remote = limits.remote.as_ref().filter(|_| travels);
+    // Wasm UDFs travel to a cluster with their modules and released tables
+    // with their rows (`unseen-cluster`'s codec), so every session can run
+    // there.
+    let remote = limits.remote.as_ref();
     let state = match remote {
         Some(remote) => remote
             .engine

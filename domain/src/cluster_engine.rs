@@ -58,36 +58,50 @@ impl BallistaEngine {
         }
     }
 
-    /// Whether the scheduler accepts a connection: asked before a session
-    /// is made, so a query on a cluster that is down is refused before
-    /// anything is charged (whether the cluster is up says nothing of the
-    /// data).
-    fn reachable(&self) -> Result<(), String> {
-        use std::net::ToSocketAddrs;
-        let not_answering = |e: &dyn std::fmt::Display| {
-            format!(
-                "the cluster's scheduler at {} does not answer ({e}); nothing was run or charged: start the scheduler, or serve with --engine datafusion",
-                self.scheduler
-            )
-        };
-        let address = self
-            .scheduler
-            .to_socket_addrs()
-            .map_err(|e| not_answering(&e))?
-            .next()
-            .ok_or_else(|| not_answering(&"no address"))?;
-        std::net::TcpStream::connect_timeout(&address, SCHEDULER_CONNECT_TIMEOUT)
-            .map(drop)
-            .map_err(|e| not_answering(&e))
+    /// Whether the cluster can run a query now: its scheduler answers, and
+    /// says at least one executor is alive (`GET /readyz`). Asked before a
+    /// session is made, so a query on a cluster that is down, or has no
+    /// executor left, is refused before anything is charged rather than
+    /// released as noise over defaults. Whether the cluster is up says
+    /// nothing of the data.
+    fn ready(&self) -> Result<(), String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(SCHEDULER_TIMEOUT))
+            .build()
+            .into();
+        let mut answer = agent
+            .get(format!("http://{}/readyz", self.scheduler))
+            .call()
+            .map_err(|e| {
+                format!(
+                    "the cluster's scheduler at {} does not answer ({e}); nothing was run or charged: start the scheduler, or serve with --engine datafusion",
+                    self.scheduler
+                )
+            })?;
+        if answer.status() == ureq::http::StatusCode::OK {
+            return Ok(());
+        }
+        let said = answer
+            .body_mut()
+            .with_config()
+            .limit(1024)
+            .read_to_string()
+            .unwrap_or_default();
+        Err(format!(
+            "the cluster at {} has no executor alive to run the query (its scheduler says: {}); nothing was run or charged: start an enrolled executor (`unseen cluster executor`), or serve with --engine datafusion",
+            self.scheduler,
+            said.trim()
+        ))
     }
 }
 
-/// How long a query waits for the scheduler to accept a connection.
-const SCHEDULER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a query waits for the scheduler to say whether it is ready.
+const SCHEDULER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl RemoteEngine for BallistaEngine {
     fn distribute(&self, state: SessionState) -> Result<SessionState, String> {
-        self.reachable()?;
+        self.ready()?;
         self.client.distribute(state).map_err(|e| e.to_string())
     }
 
@@ -142,6 +156,8 @@ mod tests {
 #[derive(Debug)]
 pub struct LocalCluster {
     pub scheduler: std::net::SocketAddr,
+    /// Where each process's log goes (`NAME.log`).
+    dir: std::path::PathBuf,
     /// Each process, by name (`scheduler`, or the executor's).
     processes: Vec<(String, std::process::Child)>,
 }
@@ -149,8 +165,9 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts a scheduler and one executor per entry of `executors`, whose
     /// secrets are written to owner-only files under `dir` (with each
-    /// executor's work directory); returns once every process said it
-    /// serves and the executors had time to register.
+    /// executor's work directory, and each process's log, `NAME.log`);
+    /// returns once every process said it
+    /// serves and the scheduler counts every executor alive.
     pub fn start(
         program: &Path,
         dir: &Path,
@@ -177,6 +194,7 @@ impl LocalCluster {
         let scheduler = free_loopback_port()?;
         let mut cluster = LocalCluster {
             scheduler,
+            dir: dir.to_path_buf(),
             processes: Vec::new(),
         };
         cluster.spawn(
@@ -232,9 +250,36 @@ impl LocalCluster {
                 "serving on",
             )?;
         }
-        // Executors register with their first poll for work.
-        std::thread::sleep(std::time::Duration::from_secs(2));
+        if !executors.is_empty() {
+            cluster.wait_until_ready(executors.len())?;
+        }
         Ok(cluster)
+    }
+
+    /// Waits until the scheduler counts `executors` alive (each registers
+    /// with its first poll for work).
+    fn wait_until_ready(&self, executors: usize) -> anyhow::Result<()> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(SCHEDULER_TIMEOUT))
+            .build()
+            .into();
+        let url = format!("http://{}/readyz", self.scheduler);
+        let expected = format!("ready: {executors} executors");
+        let mut said = String::new();
+        for _ in 0..300 {
+            if let Ok(mut answer) = agent.get(&url).call() {
+                said = answer.body_mut().read_to_string().unwrap_or_default();
+                if said.starts_with(&expected) {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        anyhow::bail!(
+            "the local cluster's executors did not all register within 30 s (its scheduler says: {})",
+            said.trim()
+        )
     }
 
     /// This cluster as a service's engine.
@@ -258,10 +303,13 @@ impl LocalCluster {
         ready: &str,
     ) -> anyhow::Result<()> {
         use std::io::BufRead as _;
+        let log = self.dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", log.display()))?;
         let mut child = launch(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start `unseen {}`: {e}", args.join(" ")))?;
         let stdout = child.stdout.take().expect("stdout is piped");

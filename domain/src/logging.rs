@@ -16,6 +16,7 @@ use tracing_subscriber::fmt::MakeWriter;
 const OWN_TARGETS: &[&str] = &[
     "unseen",
     "unseen_core",
+    "unseen_cluster",
     "unseen_policy",
     "unseen_sandbox",
     "unseen_ledger",

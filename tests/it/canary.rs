@@ -170,28 +170,12 @@ fn served_answers(data: &str, grant: &str, output: &str) -> String {
     answers
 }
 
-#[test]
-fn planted_prohibited_values_appear_in_no_output_log_ledger_or_stored_file() {
-    capture_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let staging = dir.path().join("staging");
-    std::fs::create_dir(&staging).unwrap();
-    let source = staging.join("residents.parquet");
-    planted_residents(&source, 4_000);
-    let canaries = [
-        canary_id(),
-        CANARY_NAME.to_string(),
-        CANARY_PHONE.to_string(),
-    ];
-    let source_bytes = std::fs::read(&source).unwrap();
-    for c in &canaries {
-        assert!(
-            contains(&source_bytes, c.as_bytes()),
-            "positive control: `{c}` is in the plaintext source"
-        );
-    }
-
-    let data = dir.path().join("data");
+/// A data directory at `dir/data` with users `admin`, `dev` and `rev` and
+/// `residents` registered from `source` (planted); a grant of `dev` on it,
+/// and what the commands printed.
+fn planted_data_dir(dir: &Path, source: &Path) -> (std::path::PathBuf, String, String) {
+    let staging = source.parent().unwrap();
+    let data = dir.join("data");
     let d = data.to_str().unwrap();
     let manifest = staging.join("residents.toml");
     std::fs::write(&manifest, ok(&["dataset", "manifest", "residents"])).unwrap();
@@ -274,6 +258,38 @@ fn planted_prohibited_values_appear_in_no_output_log_ledger_or_stored_file() {
         .as_str()
         .unwrap()
         .to_string();
+    (data, grant, printed)
+}
+
+/// The canaries, each of which the plaintext `source` holds (the positive
+/// control: a search that finds nothing proves nothing otherwise).
+fn canaries_in(source: &Path) -> [String; 3] {
+    let canaries = [
+        canary_id(),
+        CANARY_NAME.to_string(),
+        CANARY_PHONE.to_string(),
+    ];
+    let source_bytes = std::fs::read(source).unwrap();
+    for c in &canaries {
+        assert!(
+            contains(&source_bytes, c.as_bytes()),
+            "positive control: `{c}` is in the plaintext source"
+        );
+    }
+    canaries
+}
+
+#[test]
+fn planted_prohibited_values_appear_in_no_output_log_ledger_or_stored_file() {
+    capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let source = staging.join("residents.parquet");
+    planted_residents(&source, 4_000);
+    let canaries = canaries_in(&source);
+    let (data, grant, mut printed) = planted_data_dir(dir.path(), &source);
+    let d = data.to_str().unwrap();
 
     let mut outputs = Vec::new();
     for (name, bytes) in [
@@ -373,6 +389,87 @@ fn planted_prohibited_values_appear_in_no_output_log_ledger_or_stored_file() {
         );
         assert!(!contains(&log_text, needle), "`{c}` was logged");
         for (path, bytes) in &stored {
+            assert!(
+                !contains(bytes, needle),
+                "`{c}` is stored in plaintext in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// The same canaries, with the service's queries run on a cluster of
+/// executor processes: no answer, no log of the service or of the cluster's
+/// processes, and no file of the data directory or of the executors' work
+/// directories holds one.
+#[test]
+fn planted_prohibited_values_reach_nothing_through_a_cluster() {
+    capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let source = staging.join("residents.parquet");
+    planted_residents(&source, 4_000);
+    let canaries = canaries_in(&source);
+    let (data, grant, mut answers) = planted_data_dir(dir.path(), &source);
+    let d = data.to_str().unwrap();
+    let cluster_dir = dir.path().join("cluster");
+    std::fs::create_dir(&cluster_dir).unwrap();
+    let (cluster, _secrets) = crate::cluster::start_cluster(&cluster_dir, d);
+    let server = crate::support::TestServer::start(d, 2);
+    server.domain.set_remote_engine(cluster.engine());
+    let dev = server.client(&crate::support::rotate(&server.domain, "dev"));
+    let mut finished = 0;
+    for sql in [
+        "SELECT id_number FROM residents",
+        "SELECT name, COUNT(*) FROM residents GROUP BY name",
+        "SELECT district, COUNT(*) AS n FROM residents WHERE phone LIKE '199%' GROUP BY district",
+        "SELECT district, COUNT(*) AS n FROM residents GROUP BY district",
+        "SELECT gender, AVG(annual_income) AS mean_income FROM residents GROUP BY gender",
+        "SELECT district, SUM(household_size) AS people FROM residents GROUP BY district",
+    ] {
+        let answer: serde_json::Value = dev
+            .post(
+                "/v1/queries",
+                &serde_json::json!({"grant": grant, "sql": sql}),
+            )
+            .unwrap();
+        finished += usize::from(answer["status"] == "finished");
+        answers += &answer.to_string();
+    }
+    assert_eq!(finished, 3, "{answers}");
+    assert!(answers.contains("prohibited"), "{answers}");
+    // Positive control: the executors did the work (each job leaves a
+    // directory in an executor's work directory).
+    let jobs: usize = ["exec-1", "exec-2"]
+        .iter()
+        .map(|name| {
+            std::fs::read_dir(cluster_dir.join(format!("{name}-work"))).map_or(0, |d| d.count())
+        })
+        .sum();
+    assert!(jobs > 0, "no executor ran a job");
+    drop(server);
+    drop(cluster);
+
+    let log_text = logs();
+    let stored = all_files(dir.path());
+    let executor_log = stored
+        .iter()
+        .find(|(p, _)| p.ends_with("exec-1.log"))
+        .map(|(_, bytes)| String::from_utf8_lossy(bytes).to_string())
+        .unwrap_or_default();
+    assert!(
+        executor_log.contains("unseen"),
+        "the executors' logs are searched: {executor_log}"
+    );
+    for c in &canaries {
+        let needle = c.as_bytes();
+        assert!(
+            !contains(answers.as_bytes(), needle),
+            "`{c}` was answered:\n{answers}"
+        );
+        assert!(!contains(&log_text, needle), "`{c}` was logged");
+        for (path, bytes) in stored.iter().filter(|(p, _)| *p != source) {
             assert!(
                 !contains(bytes, needle),
                 "`{c}` is stored in plaintext in {}",

@@ -4,7 +4,9 @@
 //! exact aggregates below the noise equal the single-process ones; the
 //! service runs DP queries on the cluster end to end; an executor not
 //! enrolled reads nothing; and an executor killed mid-query costs neither a
-//! wrong answer nor a second charge.
+//! wrong answer nor a second charge. Wasm aggregates and released tables
+//! travel; a cluster without a live executor costs nothing; a query whose
+//! answer is no longer read is cancelled on the scheduler.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -47,6 +49,22 @@ fn child_runs_unseen() {
     };
     let mut argv = vec!["unseen".to_string()];
     argv.extend(args.split(SEPARATOR).map(str::to_string));
+    // Logged as the binary logs, at every level Unseen's own crates have,
+    // so the canary tests search all they could write.
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(unseen::logging::layer(
+                unseen::logging::LogFormat::Text,
+                false,
+                std::io::stderr,
+            ))
+            .with(unseen::logging::filter(
+                tracing_subscriber::filter::LevelFilter::TRACE,
+            ))
+            .init();
+    }
     let mut out = std::io::stdout();
     if let Err(e) = unseen::cli::run(&argv, &mut out) {
         println!("error: {}", unseen::cli::said_once(&e));
@@ -65,7 +83,7 @@ fn child_unseen(args: &[String]) -> std::process::Command {
 
 /// A scheduler and two executors enrolled in `data` (their secrets written
 /// by `unseen cluster enrol`), each a process of its own; the secrets.
-fn start_cluster(dir: &Path, data: &str) -> (LocalCluster, Vec<ExecutorSecret>) {
+pub(crate) fn start_cluster(dir: &Path, data: &str) -> (LocalCluster, Vec<ExecutorSecret>) {
     let secrets: Vec<ExecutorSecret> = ["exec-1", "exec-2"]
         .into_iter()
         .map(|name| {
@@ -178,14 +196,7 @@ fn a_cluster_of_processes_computes_below_the_noise_what_one_process_computes() {
     // run it row by row in their own sandbox.
     // (`light` is no built-in's name: an executor without the module would
     // not find it.)
-    let light = {
-        let sandbox = unseen_sandbox::Sandbox::new(Default::default()).unwrap();
-        let bytes = crate::support::guest("udf-light");
-        let validated = sandbox
-            .validate(&bytes, unseen_sandbox::ModuleKind::Udf)
-            .unwrap();
-        unseen_sandbox::UdfModule::new(&sandbox, &validated).unwrap()
-    };
+    let light = udf_module("udf-light");
     let exact = |limits: &SessionLimits, sql: &'static str| {
         runtime.block_on(async {
             let udfs = light.for_query().functions().unwrap();
@@ -200,6 +211,63 @@ fn a_cluster_of_processes_computes_below_the_noise_what_one_process_computes() {
         let there = exact(&remote, sql);
         assert!(here.iter().flatten().flatten().any(|v| *v != 0.0), "{sql}");
         assert_same(sql, &here, &there);
+    }
+
+    // Where exact answers are allowed (open columns, released tables), a
+    // session with wasm aggregates and released tables runs on the cluster
+    // too: the aggregates travel with their module, released tables with
+    // their rows.
+    let stats = udf_module("udf-stats");
+    let districts = runtime.block_on(async {
+        let (ctx, _) = session_with(&datasets, &[], &[], &local).await.unwrap();
+        rows(
+            &ctx,
+            "SELECT DISTINCT district FROM residents ORDER BY district",
+        )
+        .await
+    });
+    let released = udf_sdk::Table {
+        columns: vec![
+            udf_sdk::Column {
+                name: "district".into(),
+                values: udf_sdk::ColumnValues::Text(
+                    districts.iter().map(|row| row[0].clone()).collect(),
+                ),
+            },
+            udf_sdk::Column {
+                name: "weight".into(),
+                values: udf_sdk::ColumnValues::Float(
+                    (0..districts.len()).map(|i| 1.5 + i as f64).collect(),
+                ),
+            },
+        ],
+    };
+    let releases = [("release_weights".to_string(), released)];
+    let exact_rows = |limits: &SessionLimits, sql: &'static str| {
+        runtime.block_on(async {
+            let udfs = stats.for_query().functions().unwrap();
+            let (ctx, _) = session_with(&datasets, &udfs, &releases, limits)
+                .await
+                .unwrap();
+            let (physical, rows) = plan_and_rows(&ctx, sql).await;
+            (physical.contains("CancelOnDropExec"), rows)
+        })
+    };
+    for sql in [
+        "SELECT district, geo_mean(annual_income) AS g, \
+         weighted_mean(annual_income, household_size) AS w FROM residents GROUP BY district",
+        "SELECT geo_mean(weight) AS g, COUNT(*) AS n FROM release_weights",
+        "SELECT r.district, SUM(w.weight) AS s, COUNT(*) AS n FROM residents r \
+         JOIN release_weights w ON r.district = w.district GROUP BY r.district",
+    ] {
+        let (here_remote, here) = exact_rows(&local, sql);
+        let (there_remote, there) = exact_rows(&remote, sql);
+        assert!(
+            !here_remote && there_remote,
+            "{sql} did not run on the cluster"
+        );
+        assert!(!here.is_empty(), "{sql}");
+        assert_same_rows(sql, &here, &there);
     }
 
     // Keys sealed for executors that are not running open on none that is.
@@ -238,6 +306,69 @@ fn a_cluster_of_processes_computes_below_the_noise_what_one_process_computes() {
         queries[0],
         &exact(&local, queries[0]),
         &exact(&remote, queries[0]),
+    );
+}
+
+/// A validated UDF module of guest `crate_name`.
+fn udf_module(crate_name: &str) -> unseen_sandbox::UdfModule {
+    let sandbox = unseen_sandbox::Sandbox::new(Default::default()).unwrap();
+    let bytes = crate::support::guest(crate_name);
+    let validated = sandbox
+        .validate(&bytes, unseen_sandbox::ModuleKind::Udf)
+        .unwrap();
+    unseen_sandbox::UdfModule::new(&sandbox, &validated).unwrap()
+}
+
+/// `sql`'s rows in `ctx`, each value as text, sorted.
+async fn rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<Vec<String>> {
+    plan_and_rows(ctx, sql).await.1
+}
+
+/// `sql`'s physical plan as text, and its rows as [`rows`] gives them.
+async fn plan_and_rows(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> (String, Vec<Vec<String>>) {
+    use datafusion::arrow::util::display::array_value_to_string;
+    let frame = ctx.sql(sql).await.unwrap();
+    let plan = frame.clone().create_physical_plan().await.unwrap();
+    let shown = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string();
+    let batches = frame
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut rows: Vec<Vec<String>> = batches
+        .iter()
+        .flat_map(|batch| {
+            (0..batch.num_rows()).map(move |i| {
+                batch
+                    .columns()
+                    .iter()
+                    .map(|column| array_value_to_string(column, i).unwrap())
+                    .collect()
+            })
+        })
+        .collect();
+    rows.sort();
+    (shown, rows)
+}
+
+/// Rows equal value by value; numbers to a relative 1e-9 (partial states
+/// merge in another order on a cluster).
+fn assert_same_rows(sql: &str, here: &[Vec<String>], there: &[Vec<String>]) {
+    let same = |a: &String, b: &String| match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+        _ => a == b,
+    };
+    assert!(
+        here.len() == there.len()
+            && here
+                .iter()
+                .zip(there)
+                .all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))),
+        "{sql}: {here:?} here, {there:?} on the cluster"
     );
 }
 
@@ -321,7 +452,7 @@ fn spent(data: &str, grant: &str) -> f64 {
 
 #[test]
 fn a_cluster_that_does_not_answer_is_named_and_costs_nothing() {
-    let (_dir, data) = residents_dir("2000");
+    let (dir, data) = residents_dir("2000");
     let grant = crate::support::issue_grant(&data, "10", &[]);
     let server = crate::support::TestServer::start(&data, 1);
     // Nothing listens there.
@@ -342,8 +473,103 @@ fn a_cluster_that_does_not_answer_is_named_and_costs_nothing() {
     );
     assert_eq!(answer["epsilon_spent"].as_f64(), Some(0.0), "{answer}");
     assert_eq!(spent(&data, &grant), 0.0);
+
+    // A scheduler without a live executor: refused the same way, rather
+    // than admitted, charged and released as noise over defaults.
+    let cluster = LocalCluster::start_with(&child_unseen, dir.path(), &[], 1).unwrap();
+    server.domain.set_remote_engine(cluster.engine());
+    let answer = dev
+        .post("/v1/queries", &json!({"grant": grant, "sql": sql}))
+        .unwrap();
+    assert_eq!(answer["status"], "refused", "{answer}");
+    let reason = answer["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no executor alive") && reason.contains("0/1 executors"),
+        "{answer}"
+    );
+    assert_eq!(spent(&data, &grant), 0.0);
     let entries = crate::support::entries(&Path::new(&data).join("ledger"));
     assert!(!entries.iter().any(|e| e.kind == "query.admitted"));
+}
+
+/// A query whose answer the service stops reading (its deadline passed,
+/// its client left) is cancelled on the scheduler, rather than left to keep
+/// the executors busy for nobody.
+#[test]
+fn a_query_whose_answer_is_not_read_is_cancelled_on_the_cluster() {
+    use futures::StreamExt as _;
+    use unseen_cluster::cancel::{CancelOnDropExec, JobState, job_state};
+
+    let (dir, data) = residents_dir("100");
+    let (cluster, secrets) = start_cluster(dir.path(), &data);
+    let datasets = vec![encrypted(
+        dir.path(),
+        DatasetKind::Residents,
+        "residents",
+        residents_rows(),
+        [5; 32],
+    )];
+    let remote = SessionLimits {
+        remote: Some(Remote {
+            engine: cluster.engine(),
+            executors: secrets,
+        }),
+        ..Default::default()
+    };
+    let scheduler = format!("http://{}", cluster.scheduler);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (ctx, _) = session_with(&datasets, &[], &[], &remote).await.unwrap();
+        // Every pair of residents of one district: far more work than this
+        // test waits for.
+        let plan = ctx
+            .sql("SELECT COUNT(*) FROM residents a JOIN residents b ON a.district = b.district")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let mut stream = plan.execute(0, ctx.task_ctx()).unwrap();
+        let reading = tokio::spawn(async move { stream.next().await.map(|b| b.is_ok()) });
+        let wrapper = plan
+            .downcast_ref::<CancelOnDropExec>()
+            .expect("a cluster plan is cancellable");
+        let mut job = None;
+        for _ in 0..600 {
+            job = wrapper.job_id();
+            if job.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if job.is_none() && reading.is_finished() {
+            panic!("the query ended: {:?}", reading.await);
+        }
+        let job = job.expect("the scheduler accepted the job");
+        let before = job_state(&scheduler, &job).await.unwrap();
+        assert!(
+            matches!(
+                before,
+                JobState::Queued | JobState::Running | JobState::Unknown
+            ),
+            "{before:?}"
+        );
+        // The reader goes away, as a query past its deadline does.
+        reading.abort();
+        assert!(reading.await.unwrap_err().is_cancelled());
+        let mut state = before;
+        for _ in 0..600 {
+            state = job_state(&scheduler, &job).await.unwrap();
+            if matches!(state, JobState::Failed(_) | JobState::Succeeded) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        match state {
+            JobState::Failed(reason) => assert!(reason.contains("ancel"), "{reason}"),
+            other => panic!("job {job} was not cancelled: {other:?}"),
+        }
+    });
 }
 
 #[test]

@@ -145,6 +145,11 @@ impl WasmAggregateUdf {
         &self.decl
     }
 
+    /// The module serving it.
+    pub fn module(&self) -> &UdfModule {
+        &self.module
+    }
+
     fn name_str(&self) -> &str {
         &self.decl.function.name
     }
