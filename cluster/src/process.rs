@@ -94,10 +94,40 @@ pub struct ExecutorOptions {
     pub scheduler: SocketAddr,
     /// Where it serves its shuffle output.
     pub bind: SocketAddr,
-    /// Owner-only directory for shuffle files.
+    /// Owner-only directory for shuffle files and spills, checked by
+    /// [`check_work_dir`].
     pub work_dir: PathBuf,
     /// Tasks it runs at once.
     pub slots: usize,
+}
+
+/// Whether `dir` is on a memory-backed file system (tmpfs or ramfs), whose
+/// files never reach a disk except through swap.
+pub fn memory_backed(dir: &std::path::Path) -> Result<bool, ClusterError> {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    let stat = rustix::fs::statfs(dir).map_err(|e| ClusterError::WorkDirUnknown {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    // `f_type`'s integer type differs between platforms; magic numbers are
+    // 32-bit.
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    let kind = (stat.f_type as i64 as u64) & 0xffff_ffff;
+    Ok(kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
+}
+
+/// Refuses an executor's work directory on disk unless `on_disk_allowed`
+/// (`--work-dir-on-disk`, for an encrypted disk): decrypted rows leave an
+/// executor's memory only there (shuffle files, and spills, which Ballista
+/// puts in the same directory).
+pub fn check_work_dir(dir: &std::path::Path, on_disk_allowed: bool) -> Result<(), ClusterError> {
+    if on_disk_allowed || memory_backed(dir)? {
+        return Ok(());
+    }
+    Err(ClusterError::WorkDirOnDisk {
+        dir: dir.display().to_string(),
+    })
 }
 
 /// Runs an executor until it is stopped (SIGINT or SIGTERM, after its

@@ -158,6 +158,9 @@ pub struct LocalCluster {
     pub scheduler: std::net::SocketAddr,
     /// Where each process's log goes (`NAME.log`).
     dir: std::path::PathBuf,
+    /// Where the executors' work directories are (`NAME-work`): on
+    /// /dev/shm, memory-backed, where the machine has it.
+    work: WorkRoot,
     /// Each process, by name (`scheduler`, or the executor's).
     processes: Vec<(String, std::process::Child)>,
 }
@@ -165,7 +168,8 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts a scheduler and one executor per entry of `executors`, whose
     /// secrets are written to owner-only files under `dir` (with each
-    /// executor's work directory, and each process's log, `NAME.log`);
+    /// process's log, `NAME.log`; work directories are on /dev/shm, see
+    /// [`LocalCluster::work_dir`]);
     /// returns once every process said it
     /// serves and the scheduler counts every executor alive.
     pub fn start(
@@ -184,7 +188,7 @@ impl LocalCluster {
 
     /// [`LocalCluster::start`], each process made by `launch` from the
     /// arguments of `unseen` it runs (a test runs them through its own
-    /// binary). An executor's work directory is `DIR/NAME-work`.
+    /// binary).
     pub fn start_with(
         launch: &dyn Fn(&[String]) -> std::process::Command,
         dir: &Path,
@@ -195,6 +199,7 @@ impl LocalCluster {
         let mut cluster = LocalCluster {
             scheduler,
             dir: dir.to_path_buf(),
+            work: WorkRoot::new(dir)?,
             processes: Vec::new(),
         };
         cluster.spawn(
@@ -227,28 +232,27 @@ impl LocalCluster {
                     ExecutorSecret::from_bytes(executor.secret).to_hex()
                 )?;
             }
-            let work_dir = dir.join(format!("{}-work", executor.name));
-            cluster.spawn(
-                launch,
-                &executor.name,
-                &[
-                    "cluster".into(),
-                    "executor".into(),
-                    "--name".into(),
-                    executor.name.clone(),
-                    "--secret-file".into(),
-                    path_text(&secret_file)?,
-                    "--scheduler".into(),
-                    scheduler.to_string(),
-                    "--listen".into(),
-                    free_loopback_port()?.to_string(),
-                    "--work-dir".into(),
-                    path_text(&work_dir)?,
-                    "--slots".into(),
-                    slots.to_string(),
-                ],
-                "serving on",
-            )?;
+            let work_dir = cluster.work_dir(&executor.name);
+            let mut args: Vec<String> = vec![
+                "cluster".into(),
+                "executor".into(),
+                "--name".into(),
+                executor.name.clone(),
+                "--secret-file".into(),
+                path_text(&secret_file)?,
+                "--scheduler".into(),
+                scheduler.to_string(),
+                "--listen".into(),
+                free_loopback_port()?.to_string(),
+                "--work-dir".into(),
+                path_text(&work_dir)?,
+                "--slots".into(),
+                slots.to_string(),
+            ];
+            if let WorkRoot::Disk(_) = cluster.work {
+                args.push("--work-dir-on-disk".into());
+            }
+            cluster.spawn(launch, &executor.name, &args, "serving on")?;
         }
         if !executors.is_empty() {
             cluster.wait_until_ready(executors.len())?;
@@ -280,6 +284,15 @@ impl LocalCluster {
             "the local cluster's executors did not all register within 30 s (its scheduler says: {})",
             said.trim()
         )
+    }
+
+    /// Executor `name`'s work directory.
+    pub fn work_dir(&self, name: &str) -> std::path::PathBuf {
+        let root = match &self.work {
+            WorkRoot::Memory(dir) => dir.path(),
+            WorkRoot::Disk(dir) => dir.as_path(),
+        };
+        root.join(format!("{name}-work"))
     }
 
     /// This cluster as a service's engine.
@@ -334,6 +347,33 @@ impl Drop for LocalCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Where a local cluster's executors keep their work directories.
+#[derive(Debug)]
+enum WorkRoot {
+    /// A directory of its own on /dev/shm, removed with the cluster.
+    Memory(tempfile::TempDir),
+    /// The cluster's directory, on a machine without a memory-backed
+    /// /dev/shm (the executors are then started with --work-dir-on-disk).
+    Disk(std::path::PathBuf),
+}
+
+impl WorkRoot {
+    fn new(dir: &Path) -> anyhow::Result<WorkRoot> {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() && unseen_cluster::process::memory_backed(shm).unwrap_or(false) {
+            let root = tempfile::Builder::new()
+                .prefix("unseen-cluster-")
+                .tempdir_in(shm)?;
+            return Ok(WorkRoot::Memory(root));
+        }
+        tracing::warn!(
+            "no memory-backed /dev/shm: the local cluster's executors keep shuffle files on disk, in {}",
+            dir.display()
+        );
+        Ok(WorkRoot::Disk(dir.to_path_buf()))
     }
 }
 

@@ -443,16 +443,17 @@ fn planted_prohibited_values_reach_nothing_through_a_cluster() {
     // directory in an executor's work directory).
     let jobs: usize = ["exec-1", "exec-2"]
         .iter()
-        .map(|name| {
-            std::fs::read_dir(cluster_dir.join(format!("{name}-work"))).map_or(0, |d| d.count())
-        })
+        .map(|name| std::fs::read_dir(cluster.work_dir(name)).map_or(0, |d| d.count()))
         .sum();
     assert!(jobs > 0, "no executor ran a job");
     drop(server);
+    let mut stored = all_files(dir.path());
+    for name in ["exec-1", "exec-2"] {
+        stored.extend(all_files(&cluster.work_dir(name)));
+    }
     drop(cluster);
 
     let log_text = logs();
-    let stored = all_files(dir.path());
     let executor_log = stored
         .iter()
         .find(|(p, _)| p.ends_with("exec-1.log"))

@@ -115,11 +115,10 @@ pub(crate) fn start_cluster(dir: &Path, data: &str) -> (LocalCluster, Vec<Execut
 /// runs; `work`'s result, and whether the kill came before it ended.
 fn kill_mid_job<T: Send>(
     cluster: &mut LocalCluster,
-    dir: &Path,
     name: &str,
     work: impl FnOnce() -> T + Send,
 ) -> (T, bool) {
-    let work_dir = dir.join(format!("{name}-work"));
+    let work_dir = cluster.work_dir(name);
     let jobs = || std::fs::read_dir(&work_dir).map_or(0, |d| d.count());
     let seen = jobs();
     std::thread::scope(|s| {
@@ -294,8 +293,7 @@ fn a_cluster_of_processes_computes_below_the_noise_what_one_process_computes() {
     // once the scheduler has missed it for its timeout (5 s here).
     let sql = HEAVY;
     let here = exact(&local, sql);
-    let (there, killed_mid_job) =
-        kill_mid_job(&mut cluster, dir.path(), "exec-2", || exact(&remote, sql));
+    let (there, killed_mid_job) = kill_mid_job(&mut cluster, "exec-2", || exact(&remote, sql));
     assert!(
         killed_mid_job,
         "the query ended before exec-2 could be killed"
@@ -401,14 +399,13 @@ fn the_service_runs_dp_queries_on_the_cluster_and_ledgers_its_executors() {
     // answered (its tasks run again on the executor left), charged once,
     // and recorded once.
     let before = spent(&data, &residents_grant);
-    let (run, killed_mid_job): (Value, bool) =
-        kill_mid_job(&mut cluster, dir.path(), "exec-2", || {
-            dev.post(
-                "/v1/queries",
-                &json!({"grant": residents_grant, "sql": HEAVY}),
-            )
-            .unwrap()
-        });
+    let (run, killed_mid_job): (Value, bool) = kill_mid_job(&mut cluster, "exec-2", || {
+        dev.post(
+            "/v1/queries",
+            &json!({"grant": residents_grant, "sql": HEAVY}),
+        )
+        .unwrap()
+    });
     assert!(
         killed_mid_job,
         "the query ended before exec-2 could be killed"
@@ -673,4 +670,26 @@ fn enrolment_is_for_admins_names_are_checked_and_revocation_is_recorded() {
         dir.path().join("w").to_str().unwrap(),
     ]);
     assert!(!done && said.contains("chmod 600"), "{said}");
+    // And a work directory on disk: shuffle files and spills hold
+    // decrypted rows. (The test's directory is on disk, as a checkout is.)
+    let on_disk = Path::new(env!("CARGO_MANIFEST_DIR")).join("target-work-dir-test");
+    let (done, said) = crate::support::unseen(&[
+        "cluster",
+        "executor",
+        "--name",
+        "exec-1",
+        "--secret-file",
+        secret("exec-1").to_str().unwrap(),
+        "--scheduler",
+        "127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--work-dir",
+        on_disk.to_str().unwrap(),
+    ]);
+    assert!(!on_disk.exists(), "a refused work directory is left behind");
+    assert!(
+        !done && said.contains("is on disk") && said.contains("--work-dir-on-disk"),
+        "{said}"
+    );
 }

@@ -123,9 +123,11 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
             scheduler,
             listen,
             work_dir,
+            work_dir_on_disk,
             slots,
         } => {
             let secret = read_secret(&secret_file)?;
+            let existed = work_dir.exists();
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -135,6 +137,18 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                 })?;
             // Shuffle files hold intermediate rows: for the executor's user alone.
             std::fs::set_permissions(&work_dir, std::fs::Permissions::from_mode(0o700))?;
+            if let Err(e) = unseen_cluster::process::check_work_dir(&work_dir, work_dir_on_disk) {
+                if !existed {
+                    let _ = std::fs::remove_dir(&work_dir);
+                }
+                return Err(e.into());
+            }
+            if work_dir_on_disk && !unseen_cluster::process::memory_backed(&work_dir)? {
+                tracing::warn!(
+                    work_dir = %work_dir.display(),
+                    "the work directory is on disk: shuffle files and spills there hold decrypted rows"
+                );
+            }
             let options = ExecutorOptions {
                 name: name.clone(),
                 secret,

@@ -438,7 +438,7 @@ pub enum ClusterCommand {
     /// running tasks finish). It reads data files at the paths the service
     /// registered them under, so it must see the same storage.
     ///
-    /// Example: `unseen cluster executor --name exec-1 --secret-file exec-1.secret --scheduler 127.0.0.1:50050 --listen 127.0.0.1:50051 --work-dir /var/lib/unseen-exec-1`
+    /// Example: `unseen cluster executor --name exec-1 --secret-file exec-1.secret --scheduler 127.0.0.1:50050 --listen 127.0.0.1:50051 --work-dir /dev/shm/unseen-exec-1`
     Executor {
         /// The name it was enrolled under.
         #[arg(long)]
@@ -452,9 +452,14 @@ pub enum ClusterCommand {
         /// Address to serve shuffle data on, to the other executors.
         #[arg(long)]
         listen: std::net::SocketAddr,
-        /// Owner-only directory for shuffle files (created if missing).
+        /// Owner-only directory for shuffle files and spills, which hold
+        /// decrypted rows (created if missing). It must be on a
+        /// memory-backed file system (tmpfs, for example under /dev/shm).
         #[arg(long)]
         work_dir: PathBuf,
+        /// Accept a work directory on disk: only if that disk is encrypted.
+        #[arg(long)]
+        work_dir_on_disk: bool,
         /// Tasks to run at once [default: the number of CPUs].
         #[arg(long)]
         slots: Option<usize>,
