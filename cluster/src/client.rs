@@ -17,6 +17,7 @@ use datafusion::parquet::encryption::decrypt::FileDecryptionProperties;
 use crate::ClusterError;
 use crate::cancel::CancellingPlanner;
 use crate::codec::UnseenLogicalCodec;
+use crate::limits::ClusterLimits;
 use crate::scan::{SealedFile, SealedTable};
 use crate::seal::{Enrolled, KEY_LEN, seal_for_all};
 
@@ -41,13 +42,16 @@ impl ClusterClient {
 
     /// `state`, made to send the plans it executes to the scheduler: the
     /// same analyzer rules (so plans are total before they leave) and the
-    /// same narrowed functions, Unseen's codec for what it carries, and
+    /// same narrowed functions, the join row cap (`crate::limits`), Unseen's
+    /// codec for what it carries, and
     /// jobs cancelled when their answer is no longer read
     /// ([`crate::cancel`]).
     pub fn distribute(&self, state: SessionState) -> Result<SessionState, ClusterError> {
+        let join_rows = unseen_policy::ExecutionLimits::of(&state).join_rows;
         let config = state
             .config()
             .clone()
+            .with_option_extension(ClusterLimits::with_join_rows(join_rows))
             .upgrade_for_ballista()
             .with_ballista_logical_extension_codec(Arc::new(UnseenLogicalCodec::default()))
             .with_ballista_job_name("unseen")

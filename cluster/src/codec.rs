@@ -1,5 +1,5 @@
 //! How Unseen's plan parts cross the cluster: sealed datasets, released
-//! tables, the clamped-sum aggregate, the total forms of built-ins and wasm
+//! tables, the clamped-sum aggregate, the total forms of built-ins, wasm
 //! UDFs (scalar and aggregate), on top of Ballista's own codecs (which carry
 //! its shuffle nodes and DataFusion's built-ins).
 //!
@@ -418,7 +418,14 @@ impl PhysicalExtensionCodec for UnseenPhysicalCodec {
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let Some(body) = tagged(buf, SEALED_SCAN) else {
-            return self.ballista.try_decode(buf, inputs, ctx, proto_converter);
+            // Every stage plan an executor runs is a Ballista node (its
+            // shuffle writer) over the rest: its inputs get the job's join
+            // row cap here (`crate::limits`).
+            let inputs = match &self.opener {
+                Opener::Executor { .. } => crate::limits::capped(inputs, ctx)?,
+                Opener::Scheduler => inputs.to_vec(),
+            };
+            return self.ballista.try_decode(buf, &inputs, ctx, proto_converter);
         };
         let file: SealedFile = serde_json::from_slice(body).map_err(|e| decode_error("scan", e))?;
         let [input] = inputs else {

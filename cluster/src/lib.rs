@@ -6,6 +6,7 @@
 pub mod cancel;
 pub mod client;
 pub mod codec;
+pub mod limits;
 pub mod process;
 pub mod scan;
 pub mod seal;

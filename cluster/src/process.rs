@@ -25,6 +25,7 @@ use datafusion::prelude::SessionConfig;
 
 use crate::ClusterError;
 use crate::codec::{Opener, UnseenLogicalCodec, UnseenPhysicalCodec};
+use crate::limits::ClusterLimits;
 use crate::seal::ExecutorSecret;
 
 /// The state the scheduler plans with and whose functions an executor
@@ -38,6 +39,13 @@ pub fn cluster_session(config: SessionConfig) -> DfResult<SessionState> {
         .with_runtime_env(Arc::new(RuntimeEnvBuilder::new().build()?))
         .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules());
     Ok(unseen_policy::limits::query_functions(builder).build())
+}
+
+/// The configuration a job's settings are applied to, on the scheduler and
+/// on executors: Ballista's, knowing Unseen's `unseen.*` settings (so the
+/// scheduler hands them on to the job's tasks).
+pub(crate) fn cluster_config() -> SessionConfig {
+    ballista_core::utils::default_config_producer().with_option_extension(ClusterLimits::default())
 }
 
 /// How the scheduler runs.
@@ -68,7 +76,8 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError
         .with_port(options.bind.port())
         .with_scheduler_policy(TaskSchedulingPolicy::PullStaged)
         .with_task_distribution(TaskDistributionPolicy::RoundRobin)
-        .with_override_session_builder(Arc::new(cluster_session));
+        .with_override_session_builder(Arc::new(cluster_session))
+        .with_override_config_producer(Arc::new(cluster_config));
     config.bind_host = options.bind.ip().to_string();
     config.override_logical_codec = Some(Arc::new(UnseenLogicalCodec::default()));
     config.override_physical_codec = Some(Arc::new(UnseenPhysicalCodec::new(Opener::Scheduler)));
@@ -138,8 +147,8 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         .to_str()
         .ok_or_else(|| ClusterError::Process("the work directory is not UTF-8".into()))?
         .to_string();
-    let state = cluster_session(ballista_core::utils::default_config_producer())
-        .map_err(|e| ClusterError::Process(e.to_string()))?;
+    let state =
+        cluster_session(cluster_config()).map_err(|e| ClusterError::Process(e.to_string()))?;
     let config = ExecutorProcessConfig {
         executor_id: options.name.clone(),
         bind_host: options.bind.ip().to_string(),
@@ -152,6 +161,7 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
         work_dir: Some(work_dir),
         override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(&state))),
+        override_config_producer: Some(Arc::new(cluster_config)),
         override_logical_codec: Some(Arc::new(UnseenLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(UnseenPhysicalCodec::new(Opener::Executor {
             name: options.name.clone(),

@@ -227,3 +227,51 @@ fn work_directories_on_disk_are_refused_and_memory_backed_ones_pass() {
         "{missing}"
     );
 }
+
+#[test]
+fn a_jobs_join_cap_travels_in_its_settings_and_caps_the_joins_of_a_stage() {
+    use ballista_core::extension::SessionConfigHelperExt as _;
+    use datafusion::physical_plan::displayable;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // The service's side: a session carrying a cap, made for the cluster.
+        let limits = unseen_policy::ExecutionLimits {
+            join_rows: Some(10),
+            ..Default::default()
+        };
+        let service = unseen_policy::limits::session_state(
+            SessionConfig::new(),
+            Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
+            limits,
+        );
+        let client = ClusterClient::new(&free_port().to_string());
+        let distributed = client.distribute(service).unwrap();
+        // The job's settings, as the scheduler and then an executor apply
+        // them to their own configuration.
+        let settings = distributed.config().to_key_value_pairs();
+        let on_scheduler = crate::process::cluster_config().update_from_key_value_pair(&settings);
+        let on_executor = crate::process::cluster_config()
+            .update_from_key_value_pair(&on_scheduler.to_key_value_pairs())
+            // Only so the test can name a table; a cluster's come in the plan.
+            .with_create_default_catalog_and_schema(true);
+        let executor = SessionContext::new_with_config(on_executor);
+        let table = MemTable::try_new(rows().schema(), vec![vec![rows()]]).unwrap();
+        executor
+            .register_table("residents", Arc::new(table))
+            .unwrap();
+        let stage = executor
+            .sql("SELECT COUNT(*) FROM residents a JOIN residents b ON a.district = b.district")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let capped = crate::limits::capped(&[stage], &executor.task_ctx()).unwrap();
+        let shown = displayable(capped[0].as_ref()).indent(false).to_string();
+        assert!(shown.contains("LimitExec: rows=Some(10)"), "{shown}");
+        // Capped once, however often it is decoded.
+        let again = crate::limits::capped(&capped, &executor.task_ctx()).unwrap();
+        let shown_again = displayable(again[0].as_ref()).indent(false).to_string();
+        assert_eq!(shown_again.matches("LimitExec").count(), 1, "{shown_again}");
+    });
+}

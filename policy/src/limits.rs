@@ -92,8 +92,12 @@ impl ExecutionLimits {
 
 /// The error a limit hit becomes, for the caller to show or hide.
 pub(crate) fn too_large(e: &DataFusionError, limits: &ExecutionLimits) -> Option<PolicyError> {
-    let DataFusionError::ResourcesExhausted(message) = e.find_root() else {
-        return None;
+    let message = match e.find_root() {
+        DataFusionError::ResourcesExhausted(message) => message.as_str(),
+        // A cluster's executor hit the cap: the scheduler reports the task's
+        // error inside its own text.
+        root if root.to_string().contains(JOIN_CAP_MARK) => JOIN_CAP_MARK,
+        _ => return None,
     };
     Some(PolicyError::TooLarge(
         if message.starts_with(JOIN_CAP_MARK) {
@@ -254,6 +258,37 @@ pub fn query_functions(
     builder
 }
 
+/// `plan` with every operator that combines two inputs capped at `cap`
+/// rows, as [`LimitRule`] caps them, for a plan made elsewhere (a cluster's
+/// executor caps the stage plans it receives). A [`LimitExec`]'s subtree
+/// was capped when it was made and is left as it is.
+pub fn cap_joins(plan: Arc<dyn ExecutionPlan>, cap: u64) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if plan.name() == LimitExec::NAME {
+        return Ok(plan);
+    }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    let plan = if children.is_empty() {
+        plan
+    } else {
+        let capped = children
+            .iter()
+            .map(|child| cap_joins(Arc::clone(child), cap))
+            .collect::<DfResult<Vec<_>>>()?;
+        if capped.iter().zip(&children).all(|(a, b)| Arc::ptr_eq(a, b)) {
+            plan
+        } else {
+            plan.replace_children(
+                capped,
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )?
+        }
+    };
+    if multiplies_rows(plan.as_ref()) {
+        return Ok(Arc::new(LimitExec::new(plan, Some(cap), None, None)));
+    }
+    Ok(plan)
+}
+
 /// Operators whose output can be larger than their inputs together: every
 /// one with two inputs but a union (a union only appends them).
 fn multiplies_rows(plan: &dyn ExecutionPlan) -> bool {
@@ -393,5 +428,27 @@ impl ExecutionPlan for LimitExec {
             Ok(batch)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, limited)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_cap_hit_on_a_cluster_is_named_like_one_hit_here() {
+        let limits = ExecutionLimits {
+            join_rows: Some(10),
+            ..Default::default()
+        };
+        let remote = DataFusionError::Execution(format!(
+            "Job 42 failed: Task failed: ResourcesExhausted(\"{JOIN_CAP_MARK}11 rows\")"
+        ));
+        let Some(PolicyError::TooLarge(message)) = too_large(&remote, &limits) else {
+            panic!("not named as the join cap");
+        };
+        assert!(message.contains("more than 10 rows"), "{message}");
+        let other = DataFusionError::Execution("Job 42 failed: a task failed".into());
+        assert!(too_large(&other, &limits).is_none());
     }
 }

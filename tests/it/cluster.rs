@@ -693,3 +693,49 @@ fn enrolment_is_for_admins_names_are_checked_and_revocation_is_recorded() {
         "{said}"
     );
 }
+
+/// The service's join row cap holds on the cluster: the scheduler plans
+/// with it and executors enforce it, so a many-to-many join fails there as
+/// it does here rather than keeping the executors busy.
+#[test]
+fn a_join_past_the_row_cap_fails_on_the_cluster_as_it_does_here() {
+    let (dir, data) = residents_dir("100");
+    let (cluster, secrets) = start_cluster(dir.path(), &data);
+    let datasets = vec![encrypted(
+        dir.path(),
+        DatasetKind::Residents,
+        "residents",
+        residents_rows(),
+        [5; 32],
+    )];
+    let capped = |remote: Option<Remote>| SessionLimits {
+        remote,
+        execution: unseen_policy::ExecutionLimits {
+            join_rows: Some(10_000),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let here = capped(None);
+    let there = capped(Some(Remote {
+        engine: cluster.engine(),
+        executors: secrets,
+    }));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let failed = |limits: &SessionLimits| {
+        runtime.block_on(async {
+            let (ctx, _) = session_with(&datasets, &[], &[], limits).await.unwrap();
+            ctx.sql("SELECT COUNT(*) FROM residents a JOIN residents b ON a.district = b.district")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .expect_err("the join passed the cap")
+                .to_string()
+        })
+    };
+    for (engine, limits) in [("here", &here), ("on the cluster", &there)] {
+        let error = failed(limits);
+        assert!(error.contains("unseen join row cap"), "{engine}: {error}");
+    }
+}
