@@ -6,33 +6,30 @@
 //! an answer nobody reads (and a query the deadline stopped for being too
 //! heavy would keep the cluster busy for the next ones). Every plan a
 //! cluster session runs is therefore wrapped in a [`CancelOnDropExec`],
-//! whose stream cancels the scheduler's job when it is dropped before its
-//! end.
+//! which cancels the scheduler's job when its stream is dropped before the
+//! job's end, even while the job is being submitted.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use ballista_core::execution_plans::DistributedQueryExec;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::{CancelJobParams, GetJobStatusParams, job_status};
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, RecordBatchStream,
-    SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 use datafusion_proto::protobuf::LogicalPlanNode;
-use futures::Stream;
+use futures::StreamExt;
 
 use crate::ClusterError;
 
@@ -138,72 +135,82 @@ impl ExecutionPlan for CancelOnDropExec {
         )
     }
 
+    /// Reads the job in a task of its own, which hands its batches on to
+    /// the stream returned. When that stream is dropped before the job's
+    /// end, the task goes on until the scheduler has accepted the job (had
+    /// the submission itself been dropped, a job accepted anyway would run
+    /// with no one to cancel it), then cancels it.
     fn execute(
         &self,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        Ok(Box::pin(CancelOnDrop {
-            stream: self.input.execute(partition, context)?,
-            plan: Arc::clone(&self.input),
-            scheduler_url: self.scheduler_url.clone(),
-            ended: false,
-        }))
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            DataFusionError::Execution("a cluster query runs inside a tokio runtime".into())
+        })?;
+        let stream = self.input.execute(partition, context)?;
+        let schema = stream.schema();
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        runtime.spawn(read_job(
+            stream,
+            sender,
+            Arc::clone(&self.input),
+            self.scheduler_url.clone(),
+        ));
+        let batches = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|batch| (batch, receiver))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 }
 
-/// The stream of a [`CancelOnDropExec`].
-struct CancelOnDrop {
-    stream: SendableRecordBatchStream,
+/// Hands the job's batches on to `sender` until the job ends or no one
+/// reads them any more; in the second case, cancels the job once the
+/// scheduler has accepted it.
+async fn read_job(
+    mut stream: SendableRecordBatchStream,
+    sender: tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
     plan: Arc<dyn ExecutionPlan>,
     scheduler_url: String,
-    ended: bool,
-}
-
-impl Stream for CancelOnDrop {
-    type Item = DfResult<RecordBatch>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let next = self.stream.as_mut().poll_next(cx);
-        // An error ends the job on the scheduler too.
-        if let Poll::Ready(None | Some(Err(_))) = next {
-            self.ended = true;
-        }
-        next
-    }
-}
-
-impl RecordBatchStream for CancelOnDrop {
-    fn schema(&self) -> SchemaRef {
-        self.stream.schema()
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if self.ended {
-            return;
-        }
-        let Some(job) = job_of(&self.plan) else {
-            // Not accepted yet: dropping the stream dropped the submission.
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                job,
-                "cluster job left running: no runtime to cancel it from"
-            );
-            return;
-        };
-        let scheduler_url = self.scheduler_url.clone();
-        runtime.spawn(async move {
-            match cancel_job(&scheduler_url, &job).await {
-                Ok(()) => tracing::info!(job, "cluster job cancelled: its answer was not read"),
-                Err(e) => tracing::warn!(job, error = %e, "cluster job could not be cancelled"),
+) {
+    loop {
+        tokio::select! {
+            next = stream.next() => {
+                let Some(batch) = next else { return };
+                // An error ends the job on the scheduler too.
+                let failed = batch.is_err();
+                if sender.send(batch).await.is_err() {
+                    break;
+                }
+                if failed {
+                    return;
+                }
             }
-        });
+            () = sender.closed() => break,
+        }
+    }
+    // No one reads the answer. Until the scheduler has said which job it
+    // is, the submission must go on (its answer names the job).
+    let job = loop {
+        if let Some(job) = job_of(&plan) {
+            break job;
+        }
+        // The job ended (or failed) before its id was read: nothing runs.
+        if let Ok(None | Some(Err(_))) = tokio::time::timeout(ACCEPTANCE_POLL, stream.next()).await
+        {
+            return;
+        }
+    };
+    drop(stream);
+    match cancel_job(&scheduler_url, &job).await {
+        Ok(()) => tracing::info!(job, "cluster job cancelled: its answer was not read"),
+        Err(e) => tracing::warn!(job, error = %e, "cluster job could not be cancelled"),
     }
 }
+
+/// How often a job whose answer is not read is checked for the id the
+/// scheduler gave it.
+const ACCEPTANCE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 async fn scheduler(
     scheduler_url: &str,

@@ -578,7 +578,40 @@ fn a_query_whose_answer_is_not_read_is_cancelled_on_the_cluster() {
             JobState::Failed(reason) => assert!(reason.contains("ancel"), "{reason}"),
             other => panic!("job {job} was not cancelled: {other:?}"),
         }
+
+        // Dropped before the scheduler even said which job it is: the
+        // submission goes on, and the job is cancelled once it has an id.
+        let plan = ctx
+            .sql("SELECT COUNT(*) FROM residents a JOIN residents b ON a.gender = b.gender")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let wrapper = plan.downcast_ref::<CancelOnDropExec>().unwrap();
+        drop(plan.execute(0, ctx.task_ctx()).unwrap());
+        let job = until(|| async { wrapper.job_id() }).await;
+        let cancelled = until(|| async {
+            match job_state(&scheduler, &job).await.unwrap() {
+                JobState::Failed(reason) => Some(reason),
+                JobState::Succeeded => panic!("job {job} ran to its end"),
+                _ => None,
+            }
+        })
+        .await;
+        assert!(cancelled.contains("ancel"), "{cancelled}");
     });
+}
+
+/// The first `Some` `check` gives, asked every 100 ms for a minute at most.
+async fn until<T, F: std::future::Future<Output = Option<T>>>(check: impl Fn() -> F) -> T {
+    for _ in 0..600 {
+        if let Some(found) = check().await {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not within a minute");
 }
 
 #[test]
