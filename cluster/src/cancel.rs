@@ -202,15 +202,40 @@ async fn read_job(
         }
     };
     drop(stream);
-    match cancel_job(&scheduler_url, &job).await {
-        Ok(()) => tracing::info!(job, "cluster job cancelled: its answer was not read"),
-        Err(e) => tracing::warn!(job, error = %e, "cluster job could not be cancelled"),
+    // A job cancelled while the scheduler is still planning it is not yet
+    // among its active jobs, so the cancel does nothing and the job runs
+    // once planned: cancel until the scheduler says it has ended.
+    for _ in 0..CANCEL_ATTEMPTS {
+        if let Err(e) = cancel_job(&scheduler_url, &job).await {
+            tracing::warn!(job, error = %e, "cluster job could not be cancelled");
+            return;
+        }
+        tokio::time::sleep(CANCEL_CHECK).await;
+        match job_state(&scheduler_url, &job).await {
+            Ok(JobState::Failed(_) | JobState::Succeeded) => {
+                tracing::info!(job, "cluster job cancelled: its answer was not read");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(job, error = %e, "cluster job's state after cancelling it");
+                return;
+            }
+        }
     }
+    tracing::warn!(
+        job,
+        "cluster job still runs after being cancelled repeatedly"
+    );
 }
 
 /// How often a job whose answer is not read is checked for the id the
 /// scheduler gave it.
 const ACCEPTANCE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long after cancelling a job its state is checked, and how often it
+/// is cancelled at most (a minute in all).
+const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+const CANCEL_ATTEMPTS: usize = 120;
 
 async fn scheduler(
     scheduler_url: &str,

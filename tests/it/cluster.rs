@@ -598,8 +598,8 @@ fn a_query_whose_answer_is_not_read_is_cancelled_on_the_cluster() {
             .unwrap();
         let wrapper = plan.downcast_ref::<CancelOnDropExec>().unwrap();
         drop(plan.execute(0, ctx.task_ctx()).unwrap());
-        let job = until(|| async { wrapper.job_id() }).await;
-        let cancelled = until(|| async {
+        let job = until("the scheduler names the job", || async { wrapper.job_id() }).await;
+        let cancelled = until("the job ends cancelled", || async {
             match job_state(&scheduler, &job).await.unwrap() {
                 JobState::Failed(reason) => Some(reason),
                 JobState::Succeeded => panic!("job {job} ran to its end"),
@@ -611,15 +611,19 @@ fn a_query_whose_answer_is_not_read_is_cancelled_on_the_cluster() {
     });
 }
 
-/// The first `Some` `check` gives, asked every 100 ms for a minute at most.
-async fn until<T, F: std::future::Future<Output = Option<T>>>(check: impl Fn() -> F) -> T {
-    for _ in 0..600 {
+/// The first `Some` `check` gives, asked every 100 ms for two minutes at
+/// most (`what` names it if it never comes).
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    check: impl Fn() -> F,
+) -> T {
+    for _ in 0..1200 {
         if let Some(found) = check().await {
             return found;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("not within a minute");
+    panic!("{what}: not within two minutes");
 }
 
 #[test]
