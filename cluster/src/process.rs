@@ -129,10 +129,12 @@ pub fn memory_backed(dir: &std::path::Path) -> Result<bool, ClusterError> {
 /// Refuses an executor's work directory on disk unless `on_disk_allowed`
 /// (`--work-dir-on-disk`, for an encrypted disk): decrypted rows leave an
 /// executor's memory only there (shuffle files, and spills, which Ballista
-/// puts in the same directory).
-pub fn check_work_dir(dir: &std::path::Path, on_disk_allowed: bool) -> Result<(), ClusterError> {
-    if on_disk_allowed || memory_backed(dir)? {
-        return Ok(());
+/// puts in the same directory). Says whether the directory is
+/// memory-backed.
+pub fn check_work_dir(dir: &std::path::Path, on_disk_allowed: bool) -> Result<bool, ClusterError> {
+    let in_memory = memory_backed(dir)?;
+    if in_memory || on_disk_allowed {
+        return Ok(in_memory);
     }
     Err(ClusterError::WorkDirOnDisk {
         dir: dir.display().to_string(),

@@ -429,6 +429,18 @@ pub fn service(scratch: &Path, jobs: usize, clients: usize, rows: u64) -> Result
 const OBSERVATION_ROUNDS: usize = 3;
 
 /// The median of `values` (which it sorts).
+/// The shortest of `sorted` times in seconds, in ms, named for `engine`.
+fn fastest(engine: &str, sorted: &[f64]) -> Measure {
+    let seconds = sorted.first().copied().unwrap_or(0.0);
+    Measure::baseline(&format!("fastest {engine}"), seconds * 1e3, "ms")
+}
+
+/// The longest of `sorted` times in seconds, in ms, named for `engine`.
+fn slowest(engine: &str, sorted: &[f64]) -> Measure {
+    let seconds = sorted.last().copied().unwrap_or(0.0);
+    Measure::baseline(&format!("slowest {engine}"), seconds * 1e3, "ms")
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
@@ -842,27 +854,11 @@ pub fn cluster(
             here_ms,
             "ms",
         ),
-        Measure::baseline(
-            "fastest in process",
-            here.first().copied().unwrap_or(0.0) * 1e3,
-            "ms",
-        ),
-        Measure::baseline(
-            "slowest in process",
-            here.last().copied().unwrap_or(0.0) * 1e3,
-            "ms",
-        ),
+        fastest("in process", &here),
+        slowest("in process", &here),
         Measure::baseline("exact aggregate on the cluster, median", there_ms, "ms"),
-        Measure::baseline(
-            "fastest on the cluster",
-            there.first().copied().unwrap_or(0.0) * 1e3,
-            "ms",
-        ),
-        Measure::baseline(
-            "slowest on the cluster",
-            there.last().copied().unwrap_or(0.0) * 1e3,
-            "ms",
-        ),
+        fastest("on the cluster", &there),
+        slowest("on the cluster", &there),
         Measure::baseline(
             "cluster / in process",
             there_ms / here_ms.max(f64::MIN_POSITIVE),

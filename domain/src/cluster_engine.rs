@@ -48,6 +48,8 @@ impl Engine {
 pub struct BallistaEngine {
     scheduler: String,
     client: ClusterClient,
+    /// Asks the scheduler whether it is ready, before each query.
+    agent: ureq::Agent,
 }
 
 impl BallistaEngine {
@@ -55,6 +57,7 @@ impl BallistaEngine {
         BallistaEngine {
             scheduler: scheduler.to_string(),
             client: ClusterClient::new(scheduler),
+            agent: readyz_agent(),
         }
     }
 
@@ -65,35 +68,45 @@ impl BallistaEngine {
     /// released as noise over defaults. Whether the cluster is up says
     /// nothing of the data.
     fn ready(&self) -> Result<(), String> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(SCHEDULER_TIMEOUT))
-            .build()
-            .into();
-        let mut answer = agent
-            .get(format!("http://{}/readyz", self.scheduler))
-            .call()
-            .map_err(|e| {
-                format!(
-                    "the cluster's scheduler at {} does not answer ({e}); nothing was run or charged: start the scheduler, or serve with --engine datafusion",
-                    self.scheduler
-                )
-            })?;
-        if answer.status() == ureq::http::StatusCode::OK {
+        let (ready, said) = readyz(&self.agent, &self.scheduler).map_err(|e| {
+            format!(
+                "the cluster's scheduler at {} does not answer ({e}); nothing was run or charged: start the scheduler, or serve with --engine datafusion",
+                self.scheduler
+            )
+        })?;
+        if ready {
             return Ok(());
         }
-        let said = answer
-            .body_mut()
-            .with_config()
-            .limit(1024)
-            .read_to_string()
-            .unwrap_or_default();
         Err(format!(
             "the cluster at {} has no executor alive to run the query (its scheduler says: {}); nothing was run or charged: start an enrolled executor (`unseen cluster executor`), or serve with --engine datafusion",
             self.scheduler,
             said.trim()
         ))
     }
+}
+
+/// What the scheduler at `scheduler` says of itself (`GET /readyz`):
+/// whether it counts enough live executors to run a query, and its words
+/// (at most 1 KiB of them).
+fn readyz(agent: &ureq::Agent, scheduler: &str) -> Result<(bool, String), ureq::Error> {
+    let mut answer = agent.get(format!("http://{scheduler}/readyz")).call()?;
+    let said = answer
+        .body_mut()
+        .with_config()
+        .limit(1024)
+        .read_to_string()
+        .unwrap_or_default();
+    Ok((answer.status() == ureq::http::StatusCode::OK, said))
+}
+
+/// A client for [`readyz`]: any status is an answer, and none takes longer
+/// than [`SCHEDULER_TIMEOUT`].
+fn readyz_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(SCHEDULER_TIMEOUT))
+        .build()
+        .into()
 }
 
 /// How long a query waits for the scheduler to say whether it is ready.
@@ -263,17 +276,13 @@ impl LocalCluster {
     /// Waits until the scheduler counts `executors` alive (each registers
     /// with its first poll for work).
     fn wait_until_ready(&self, executors: usize) -> anyhow::Result<()> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(SCHEDULER_TIMEOUT))
-            .build()
-            .into();
-        let url = format!("http://{}/readyz", self.scheduler);
+        let agent = readyz_agent();
+        let scheduler = self.scheduler.to_string();
         let expected = format!("ready: {executors} executors");
         let mut said = String::new();
         for _ in 0..300 {
-            if let Ok(mut answer) = agent.get(&url).call() {
-                said = answer.body_mut().read_to_string().unwrap_or_default();
+            if let Ok((_, now)) = readyz(&agent, &scheduler) {
+                said = now;
                 if said.starts_with(&expected) {
                     return Ok(());
                 }

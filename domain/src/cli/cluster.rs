@@ -137,13 +137,17 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                 })?;
             // Shuffle files hold intermediate rows: for the executor's user alone.
             std::fs::set_permissions(&work_dir, std::fs::Permissions::from_mode(0o700))?;
-            if let Err(e) = unseen_cluster::process::check_work_dir(&work_dir, work_dir_on_disk) {
-                if !existed {
-                    let _ = std::fs::remove_dir(&work_dir);
-                }
-                return Err(e.into());
-            }
-            if work_dir_on_disk && !unseen_cluster::process::memory_backed(&work_dir)? {
+            let in_memory =
+                match unseen_cluster::process::check_work_dir(&work_dir, work_dir_on_disk) {
+                    Ok(in_memory) => in_memory,
+                    Err(e) => {
+                        if !existed {
+                            let _ = std::fs::remove_dir(&work_dir);
+                        }
+                        return Err(e.into());
+                    }
+                };
+            if !in_memory {
                 tracing::warn!(
                     work_dir = %work_dir.display(),
                     "the work directory is on disk: shuffle files and spills there hold decrypted rows"
