@@ -88,10 +88,16 @@ fn a_developer_is_shown_a_protected_jobs_end_only_at_its_shown_end() {
 
     // A queued job, watched by its developer and by a reviewer: while the
     // job has ended but its end is not shown yet, the developer sees it
-    // running. The window is a uniform draw from [0, 1.5 s): poll until it
-    // is seen. On a quiet machine one job almost always shows it; under
-    // load each poll is slow and a job can slip through, so up to twelve
-    // jobs are tried, stopping at the first that shows it.
+    // running. The window is a uniform draw from [0, quantum) after the
+    // end, less the time the end takes to commit, which under a loaded
+    // disk can be seconds: a longer quantum here keeps the window open
+    // long enough to be polled. On a quiet machine one job almost always
+    // shows it; under load each poll is slow and a job can slip through,
+    // so up to twelve jobs are tried, stopping at the first that shows it.
+    server
+        .domain
+        .set_timing_quantum(Duration::from_secs(6))
+        .unwrap();
     let module = dev
         .post_bytes("/v1/modules", &guest("district-income"), "application/wasm")
         .unwrap()["module"]
