@@ -38,7 +38,7 @@ use crate::ClusterError;
 #[derive(Debug)]
 pub(crate) struct CancellingPlanner {
     pub(crate) inner: Arc<dyn QueryPlanner + Send + Sync>,
-    pub(crate) scheduler_url: String,
+    pub(crate) scheduler: SchedulerLink,
 }
 
 #[async_trait]
@@ -61,7 +61,7 @@ impl QueryPlanner for CancellingPlanner {
         }
         Ok(Arc::new(CancelOnDropExec {
             input: plan,
-            scheduler_url: self.scheduler_url.clone(),
+            scheduler: self.scheduler.clone(),
         }))
     }
 }
@@ -72,7 +72,7 @@ impl QueryPlanner for CancellingPlanner {
 #[derive(Debug)]
 pub struct CancelOnDropExec {
     input: Arc<dyn ExecutionPlan>,
-    scheduler_url: String,
+    scheduler: SchedulerLink,
 }
 
 impl CancelOnDropExec {
@@ -90,7 +90,7 @@ fn job_of(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
 
 impl DisplayAs for CancelOnDropExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CancelOnDropExec: scheduler={}", self.scheduler_url)
+        write!(f, "CancelOnDropExec: scheduler={}", self.scheduler.url)
     }
 }
 
@@ -121,7 +121,7 @@ impl ExecutionPlan for CancelOnDropExec {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(CancelOnDropExec {
             input: crate::only_child("CancelOnDropExec", children)?,
-            scheduler_url: self.scheduler_url.clone(),
+            scheduler: self.scheduler.clone(),
         }))
     }
 
@@ -155,7 +155,7 @@ impl ExecutionPlan for CancelOnDropExec {
             stream,
             sender,
             Arc::clone(&self.input),
-            self.scheduler_url.clone(),
+            self.scheduler.clone(),
         ));
         let batches = futures::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|batch| (batch, receiver))
@@ -171,7 +171,7 @@ async fn read_job(
     mut stream: SendableRecordBatchStream,
     sender: tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
     plan: Arc<dyn ExecutionPlan>,
-    scheduler_url: String,
+    scheduler: SchedulerLink,
 ) {
     loop {
         tokio::select! {
@@ -206,12 +206,12 @@ async fn read_job(
     // among its active jobs, so the cancel does nothing and the job runs
     // once planned: cancel until the scheduler says it has ended.
     for _ in 0..CANCEL_ATTEMPTS {
-        if let Err(e) = cancel_job(&scheduler_url, &job).await {
+        if let Err(e) = cancel_job(&scheduler, &job).await {
             tracing::warn!(job, error = %e, "cluster job could not be cancelled");
             return;
         }
         tokio::time::sleep(CANCEL_CHECK).await;
-        match job_state(&scheduler_url, &job).await {
+        match job_state(&scheduler, &job).await {
             Ok(JobState::Failed(_) | JobState::Succeeded) => {
                 tracing::info!(job, "cluster job cancelled: its answer was not read");
                 return;
@@ -237,16 +237,46 @@ const ACCEPTANCE_POLL: std::time::Duration = std::time::Duration::from_millis(20
 const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 const CANCEL_ATTEMPTS: usize = 120;
 
-async fn scheduler(
-    scheduler_url: &str,
-) -> Result<SchedulerGrpcClient<tonic::transport::Channel>, ClusterError> {
-    SchedulerGrpcClient::connect(scheduler_url.to_string())
-        .await
-        .map_err(|e| ClusterError::Process(format!("the scheduler at {scheduler_url}: {e}")))
+/// The way to a cluster's scheduler: its URL, and what makes each
+/// connection to it (TLS with the service's identity).
+#[derive(Clone)]
+pub struct SchedulerLink {
+    pub url: String,
+    endpoint: ballista_core::extension::EndpointOverrideFn,
 }
 
-async fn cancel_job(scheduler_url: &str, job: &str) -> Result<(), ClusterError> {
-    scheduler(scheduler_url)
+impl std::fmt::Debug for SchedulerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SchedulerLink({})", self.url)
+    }
+}
+
+impl SchedulerLink {
+    /// The scheduler at `url`, reached with `identity`.
+    pub fn new(url: &str, identity: &crate::tls::Identity) -> SchedulerLink {
+        SchedulerLink {
+            url: url.to_string(),
+            endpoint: identity.endpoint_override(),
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> Result<SchedulerGrpcClient<tonic::transport::Channel>, ClusterError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            ClusterError::Process(format!("the scheduler at {}: {e}", self.url))
+        };
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(self.url.clone()).map_err(|e| failed(&e))?;
+        let endpoint = (self.endpoint)(endpoint).map_err(|e| failed(&e))?;
+        let channel = endpoint.connect().await.map_err(|e| failed(&e))?;
+        Ok(SchedulerGrpcClient::new(channel))
+    }
+}
+
+async fn cancel_job(scheduler: &SchedulerLink, job: &str) -> Result<(), ClusterError> {
+    scheduler
+        .connect()
         .await?
         .cancel_job(CancelJobParams {
             job_id: job.to_string(),
@@ -268,9 +298,10 @@ pub enum JobState {
     Unknown,
 }
 
-/// Where job `job` stands on the scheduler at `scheduler_url`.
-pub async fn job_state(scheduler_url: &str, job: &str) -> Result<JobState, ClusterError> {
-    let status = scheduler(scheduler_url)
+/// Where job `job` stands on `scheduler`.
+pub async fn job_state(scheduler: &SchedulerLink, job: &str) -> Result<JobState, ClusterError> {
+    let status = scheduler
+        .connect()
         .await?
         .get_job_status(GetJobStatusParams {
             job_id: job.to_string(),

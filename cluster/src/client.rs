@@ -15,29 +15,40 @@ use datafusion::parquet::arrow::arrow_reader::{
 use datafusion::parquet::encryption::decrypt::FileDecryptionProperties;
 
 use crate::ClusterError;
-use crate::cancel::CancellingPlanner;
+use crate::cancel::{CancellingPlanner, SchedulerLink};
 use crate::codec::UnseenLogicalCodec;
 use crate::limits::ClusterLimits;
 use crate::scan::{SealedFile, SealedTable};
 use crate::seal::{Enrolled, KEY_LEN, seal_for_all};
+use crate::tls::Identity;
 
-/// A cluster as the service uses it: its scheduler.
+/// A cluster as the service uses it: its scheduler, reached (like every
+/// executor it fetches results from) over mutual TLS with the service's
+/// identity.
 #[derive(Debug, Clone)]
 pub struct ClusterClient {
-    scheduler_url: String,
+    scheduler: SchedulerLink,
+    identity: Identity,
 }
 
 impl ClusterClient {
-    /// The scheduler's URL.
-    pub fn scheduler_url(&self) -> &str {
-        &self.scheduler_url
+    /// The way to the scheduler.
+    pub fn scheduler(&self) -> &SchedulerLink {
+        &self.scheduler
     }
 
-    /// A client of the scheduler at `scheduler` (`HOST:PORT`).
-    pub fn new(scheduler: &str) -> ClusterClient {
+    /// A client of the scheduler at `scheduler` (`HOST:PORT`), as the
+    /// member `identity` names.
+    pub fn new(scheduler: &str, identity: Identity) -> ClusterClient {
         ClusterClient {
-            scheduler_url: format!("http://{scheduler}"),
+            scheduler: SchedulerLink::new(&format!("https://{scheduler}"), &identity),
+            identity,
         }
+    }
+
+    /// What the service shows the cluster's members.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// `state`, made to send the plans it executes to the scheduler: the
@@ -59,15 +70,17 @@ impl ClusterClient {
             // accepts it (push tracking only with its first status change),
             // so a query stopped early can always cancel its job; the price
             // is up to 50 ms between polls of its status.
-            .set_bool(ballista_core::config::BALLISTA_CLIENT_PULL, true);
+            .set_bool(ballista_core::config::BALLISTA_CLIENT_PULL, true)
+            .with_ballista_use_tls(true)
+            .with_ballista_override_create_grpc_client_endpoint(self.identity.endpoint_override());
         let state = SessionStateBuilder::new_from_existing(state)
             .with_config(config)
             .build()
-            .upgrade_for_ballista(self.scheduler_url.clone())
+            .upgrade_for_ballista(self.scheduler.url.clone())
             .map_err(|e| ClusterError::Process(format!("the cluster session: {e}")))?;
         let planner = CancellingPlanner {
             inner: Arc::clone(state.query_planner()),
-            scheduler_url: self.scheduler_url.clone(),
+            scheduler: self.scheduler.clone(),
         };
         Ok(unseen_policy::limits::query_functions(
             SessionStateBuilder::new_from_existing(state).with_query_planner(Arc::new(planner)),

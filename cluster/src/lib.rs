@@ -10,6 +10,7 @@ pub mod limits;
 pub mod process;
 pub mod scan;
 pub mod seal;
+pub mod tls;
 
 /// Why the cluster engine could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,14 @@ pub enum ClusterError {
     WorkDirOnDisk { dir: String },
     #[error("cannot tell what file system the work directory {dir} is on: {reason}")]
     WorkDirUnknown { dir: String, reason: String },
+    #[error(
+        "the cluster identity could not be read ({0}): give the file `unseen cluster enrol` or `unseen cluster identity` wrote"
+    )]
+    BadIdentity(String),
+    #[error("cluster TLS: {0}")]
+    Tls(String),
+    #[error("the cluster member at {address} does not answer: {reason}")]
+    Unreachable { address: String, reason: String },
     #[error("{0}")]
     Process(String),
 }

@@ -5,6 +5,12 @@
 //! executor listens for the scheduler's calls (only for its shuffle
 //! fetches), and an executor that stops asking is dead to the scheduler
 //! after [`SchedulerOptions::executor_timeout`].
+//!
+//! Every connection between them, and from the service, is mutual TLS
+//! ([`crate::tls`]): the scheduler serves Ballista on loopback behind a TLS
+//! front on its public address; an executor serves its Flight (shuffle)
+//! service with TLS itself, and reaches the scheduler and other executors
+//! with its identity.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::extension::SessionConfigExt as _;
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
@@ -27,6 +34,7 @@ use crate::ClusterError;
 use crate::codec::{Opener, UnseenLogicalCodec, UnseenPhysicalCodec};
 use crate::limits::ClusterLimits;
 use crate::seal::ExecutorSecret;
+use crate::tls::Identity;
 
 /// The state the scheduler plans with and whose functions an executor
 /// knows by name: DataFusion's defaults narrowed to what queries may use
@@ -56,12 +64,15 @@ pub struct SchedulerOptions {
     pub executor_timeout: Duration,
     /// How often a task is tried before its query fails.
     pub task_attempts: usize,
+    /// What it shows its peers, and checks theirs against.
+    pub identity: Identity,
 }
 
 impl SchedulerOptions {
-    pub fn new(bind: SocketAddr) -> SchedulerOptions {
+    pub fn new(bind: SocketAddr, identity: Identity) -> SchedulerOptions {
         SchedulerOptions {
             bind,
+            identity,
             executor_timeout: Duration::from_secs(30),
             task_attempts: 4,
         }
@@ -69,8 +80,17 @@ impl SchedulerOptions {
 }
 
 /// Runs a scheduler until its server fails (the caller ends it with the
-/// process).
+/// process). Ballista's server listens on a loopback port of its own; the
+/// public address is a TLS front that lets through only peers with an
+/// identity from the cluster's authority.
 pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError> {
+    let acceptor = options.identity.acceptor()?;
+    let front = tokio::net::TcpListener::bind(options.bind)
+        .await
+        .map_err(|e| ClusterError::Process(format!("cannot listen on {}: {e}", options.bind)))?;
+    let inner = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map_err(|e| ClusterError::Process(format!("no loopback port for the scheduler: {e}")))?;
     let mut config = SchedulerConfig::default()
         .with_hostname(options.bind.ip().to_string())
         .with_port(options.bind.port())
@@ -89,9 +109,11 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<(), ClusterError
     let cluster = BallistaCluster::new_from_config(&config)
         .await
         .map_err(|e| ClusterError::Process(format!("the scheduler could not start: {e}")))?;
-    start_server(cluster, options.bind, Arc::new(config))
-        .await
-        .map_err(|e| ClusterError::Process(format!("the scheduler stopped: {e}")))
+    tokio::select! {
+        served = start_server(cluster, inner, Arc::new(config)) => served
+            .map_err(|e| ClusterError::Process(format!("the scheduler stopped: {e}"))),
+        fronted = crate::tls::serve_front(front, inner, acceptor) => fronted,
+    }
 }
 
 /// How an executor runs.
@@ -108,6 +130,9 @@ pub struct ExecutorOptions {
     pub work_dir: PathBuf,
     /// Tasks it runs at once.
     pub slots: usize,
+    /// What it shows its peers (the scheduler, other executors, the
+    /// service fetching results), and checks theirs against.
+    pub identity: Identity,
 }
 
 /// Whether `dir` is on a memory-backed file system (tmpfs or ramfs), whose
@@ -149,8 +174,45 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         .to_str()
         .ok_or_else(|| ClusterError::Process("the work directory is not UTF-8".into()))?
         .to_string();
+    crate::tls::install_ring_provider();
     let state =
         cluster_session(cluster_config()).map_err(|e| ClusterError::Process(e.to_string()))?;
+    let endpoint = options.identity.endpoint_override();
+    // Every task's configuration: shuffle fetches from other executors go
+    // over TLS with this identity.
+    let task_config = {
+        let endpoint = Arc::clone(&endpoint);
+        move || {
+            cluster_config()
+                .with_ballista_use_tls(true)
+                .with_ballista_override_create_grpc_client_endpoint(Arc::clone(&endpoint))
+        }
+    };
+    let server_tls = options.identity.server_tls();
+    let flight: Arc<ballista_executor::ArrowFlightServerProvider> = Arc::new(
+        move |work_dir: String,
+              address: SocketAddr,
+              mut shutdown: ballista_executor::shutdown::Shutdown,
+              _: ballista_core::utils::GrpcServerConfig| {
+            let server_tls = server_tls.clone();
+            tokio::spawn(async move {
+                let limit = 16 * 1024 * 1024;
+                tonic::transport::Server::builder()
+                    .tls_config(server_tls)
+                    .map_err(ballista_core::error::BallistaError::TonicError)?
+                    .add_service(
+                        arrow_flight::flight_service_server::FlightServiceServer::new(
+                            ballista_executor::flight_service::BallistaFlightService::new(work_dir),
+                        )
+                        .max_decoding_message_size(limit)
+                        .max_encoding_message_size(limit),
+                    )
+                    .serve_with_shutdown(address, shutdown.recv())
+                    .await
+                    .map_err(ballista_core::error::BallistaError::TonicError)
+            })
+        },
+    );
     let config = ExecutorProcessConfig {
         executor_id: options.name.clone(),
         bind_host: options.bind.ip().to_string(),
@@ -163,7 +225,9 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
         work_dir: Some(work_dir),
         override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(&state))),
-        override_config_producer: Some(Arc::new(cluster_config)),
+        override_config_producer: Some(Arc::new(task_config)),
+        override_arrow_flight_service: Some(flight),
+        override_create_grpc_client_endpoint: Some(endpoint),
         override_logical_codec: Some(Arc::new(UnseenLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(UnseenPhysicalCodec::new(Opener::Executor {
             name: options.name.clone(),

@@ -19,12 +19,29 @@ use unseen_policy::manifest::ColumnType;
 use crate::client::ClusterClient;
 use crate::process::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
 use crate::seal::{Enrolled, ExecutorSecret};
+use crate::tls::{ClusterAuthority, Identity};
 
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// Whether `address` answers HTTP/2 without TLS: its first frame to a
+/// client's preface is SETTINGS (type 4), where a TLS server answers with
+/// an alert or closes.
+fn speaks_plain_http2(address: SocketAddr) -> bool {
+    use std::io::{Read as _, Write as _};
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let mut head = [0u8; 9];
+    socket.read_exact(&mut head).is_ok() && head[3] == 0x04
 }
 
 fn rows() -> RecordBatch {
@@ -92,20 +109,29 @@ fn a_cluster_computes_what_one_process_computes_reading_only_sealed_keys() {
             secret: ExecutorSecret::from_bytes([seed; 32]),
         })
         .collect();
+    let authority = ClusterAuthority::generate().unwrap();
+    let scheduler_identity = authority.issue("scheduler").unwrap();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime
-            .block_on(run_scheduler(SchedulerOptions::new(scheduler)))
+            .block_on(run_scheduler(SchedulerOptions::new(
+                scheduler,
+                scheduler_identity,
+            )))
             .unwrap();
     });
+    let mut executors = Vec::new();
     for executor in &enrolled {
+        let bind = free_port();
+        executors.push(bind);
         let options = ExecutorOptions {
             name: executor.name.clone(),
             secret: executor.secret.clone(),
             scheduler,
-            bind: free_port(),
+            bind,
             work_dir: dir.path().join(&executor.name),
             slots: 2,
+            identity: authority.issue(&executor.name).unwrap(),
         };
         std::fs::create_dir_all(&options.work_dir).unwrap();
         std::thread::spawn(move || {
@@ -117,7 +143,8 @@ fn a_cluster_computes_what_one_process_computes_reading_only_sealed_keys() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let client = ClusterClient::new(&scheduler.to_string());
+        let client =
+            ClusterClient::new(&scheduler.to_string(), authority.issue("service").unwrap());
         let local = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
         local
             .register_table(
@@ -201,6 +228,75 @@ fn a_cluster_computes_what_one_process_computes_reading_only_sealed_keys() {
             .unwrap_err()
             .to_string();
         assert!(failed.contains("not enrolled"), "{failed}");
+
+        // Only members of this cluster get through: a client with an
+        // identity from another authority, or none, is refused by the
+        // scheduler's front and by an executor's Flight server alike.
+        let member = authority.issue("service").unwrap();
+        let (status, said) = member
+            .get(
+                &scheduler.to_string(),
+                "/readyz",
+                Duration::from_secs(5),
+                1024,
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{said}");
+        let stranger = ClusterAuthority::generate()
+            .unwrap()
+            .issue("service")
+            .unwrap();
+        let refused = stranger
+            .get(
+                &scheduler.to_string(),
+                "/readyz",
+                Duration::from_secs(5),
+                1024,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(refused, crate::ClusterError::Unreachable { .. }),
+            "{refused}"
+        );
+        // A stranger who knows the authority's certificate (it is no
+        // secret) still has no identity the members accept.
+        let stranger = stranger.trusting(&member);
+        for address in [scheduler, executors[0]] {
+            assert!(
+                !speaks_plain_http2(address),
+                "{address} answered without TLS"
+            );
+            let foreign = stranger.endpoint_override()(
+                tonic::transport::Endpoint::from_shared(format!("http://{address}")).unwrap(),
+            )
+            .unwrap()
+            .connect()
+            .await;
+            let refused = match foreign {
+                Err(_) => true,
+                // TLS 1.3 servers check the client's certificate after the
+                // client's side of the handshake ended: the first call fails.
+                Ok(channel) => {
+                    ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient::new(
+                        channel,
+                    )
+                    .get_job_status(ballista_core::serde::protobuf::GetJobStatusParams {
+                        job_id: "any".into(),
+                    })
+                    .await
+                    .is_err_and(|e| {
+                        // The connection is closed, not the call answered.
+                        matches!(
+                            e.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::Unknown
+                                | tonic::Code::Cancelled
+                        )
+                    })
+                }
+            };
+            assert!(refused, "{address} accepted another authority's identity");
+        }
     });
 }
 
@@ -244,7 +340,11 @@ fn a_jobs_join_cap_travels_in_its_settings_and_caps_the_joins_of_a_stage() {
             Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
             limits,
         );
-        let client = ClusterClient::new(&free_port().to_string());
+        let authority = ClusterAuthority::generate().unwrap();
+        let client = ClusterClient::new(
+            &free_port().to_string(),
+            authority.issue("service").unwrap(),
+        );
         let distributed = client.distribute(service).unwrap();
         // The job's settings, as the scheduler and then an executor apply
         // them to their own configuration.
@@ -274,4 +374,56 @@ fn a_jobs_join_cap_travels_in_its_settings_and_caps_the_joins_of_a_stage() {
         let shown_again = displayable(again[0].as_ref()).indent(false).to_string();
         assert_eq!(shown_again.matches("LimitExec").count(), 1, "{shown_again}");
     });
+}
+
+#[test]
+fn identities_read_back_and_an_authority_read_back_issues_for_the_same_cluster() {
+    let authority = ClusterAuthority::generate().unwrap();
+    let identity = authority.issue("exec-1").unwrap();
+    let text = identity.to_pem();
+    assert!(!format!("{identity:?}").contains("PRIVATE"));
+    let read = Identity::from_pem(&text).unwrap();
+    assert_eq!(read.to_pem(), text);
+    // The service keeps the authority as its certificate and key; one read
+    // back issues identities that its first certificate verifies.
+    let again =
+        ClusterAuthority::from_pem(authority.certificate_pem(), &authority.key_pem()).unwrap();
+    let later = again.issue("exec-2").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let inner = backend.local_addr().unwrap();
+        tokio::spawn(crate::tls::serve_front(
+            listener,
+            inner,
+            identity.acceptor().unwrap(),
+        ));
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            loop {
+                let (mut socket, _) = backend.accept().await.unwrap();
+                let _ = socket
+                    .write_all(b"HTTP/1.0 200 OK\r\n\r\nready: 2 executors")
+                    .await;
+            }
+        });
+        let probe = move |who: Identity| {
+            tokio::task::spawn_blocking(move || {
+                who.get(&address.to_string(), "/readyz", Duration::from_secs(5), 64)
+            })
+        };
+        let (status, body) = probe(later).await.unwrap().unwrap();
+        assert_eq!((status, body.as_str()), (200, "ready: 2 executors"));
+        let stranger = ClusterAuthority::generate()
+            .unwrap()
+            .issue("exec-1")
+            .unwrap();
+        assert!(probe(stranger).await.unwrap().is_err());
+    });
+    for wrong in ["", "not pem", authority.certificate_pem()] {
+        let refused = Identity::from_pem(wrong).unwrap_err().to_string();
+        assert!(refused.contains("unseen cluster"), "{refused}");
+    }
 }

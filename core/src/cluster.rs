@@ -6,13 +6,19 @@
 //! [`crate::data::RemoteEngine`]), so one revoked or enrolled again reads
 //! nothing after. Enrolments and revocations are ledger entries that name
 //! the executor and its enrolment, never the secret.
+//!
+//! The service is also the cluster's certificate authority: every member
+//! (the service, the scheduler, each executor) talks to the others over
+//! mutual TLS with an identity it issued. Its key is kept sealed by the
+//! master key and never leaves the service; the ledger records when it was
+//! made and every identity issued, by their certificates' SHA-256.
 
 use serde::Serialize;
 use serde_json::json;
 
 use crate::records::Change;
 use crate::store::cluster::ExecutorRow;
-use crate::util::{new_id, random_bytes};
+use crate::util::{new_id, random_bytes, sha256_hex};
 use crate::{Domain, DomainError, Role, lock, store};
 
 /// An enrolled executor's secret, for sealing data keys to it. Never
@@ -59,6 +65,25 @@ impl std::fmt::Debug for Enrolment {
             .finish_non_exhaustive()
     }
 }
+
+/// The cluster authority as the service keeps it: its certificate, and
+/// its private key (PEM), which never leaves the service. `Debug` shows
+/// neither.
+#[derive(Clone)]
+pub struct AuthorityPem {
+    pub certificate: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for AuthorityPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthorityPem(..)")
+    }
+}
+
+/// What the master key's AAD is for the authority's key: no dataset name
+/// holds a `:`.
+const AUTHORITY_LABEL: &str = "cluster:authority";
 
 /// What the master key's AAD is for an executor's secret: no dataset name
 /// holds a `:`, so it never opens as a data key, nor a data key as this.
@@ -147,6 +172,68 @@ impl Domain {
                 revoked_at: r.revoked_at,
             })
             .collect())
+    }
+
+    /// The cluster's certificate authority, made by `generate` the first
+    /// time it is asked for (a `cluster.authority_created` entry naming its
+    /// certificate's SHA-256).
+    pub fn cluster_authority(
+        &self,
+        generate: impl FnOnce() -> Result<AuthorityPem, String>,
+    ) -> Result<AuthorityPem, DomainError> {
+        if let Some(kept) = self.kept_authority()? {
+            return Ok(kept);
+        }
+        let made = generate().map_err(DomainError::Cluster)?;
+        let sealed = self.master.seal(AUTHORITY_LABEL, made.key.as_bytes());
+        let at = self.now_rfc3339();
+        let (kept, _) = self.commit_recorded("system", "cluster.authority_created", |tx| {
+            if !store::cluster::keep_authority(tx, &made.certificate, &sealed, &at)? {
+                return Ok(Change::Abandon(false));
+            }
+            Ok(Change::Record(
+                json!({"certificate_sha256": sha256_hex(made.certificate.as_bytes())}),
+                true,
+            ))
+        })?;
+        if kept {
+            return Ok(made);
+        }
+        // Another request made one first: that one is the cluster's.
+        self.kept_authority()?.ok_or_else(|| {
+            DomainError::Internal("the cluster authority was kept and is gone".into())
+        })
+    }
+
+    fn kept_authority(&self) -> Result<Option<AuthorityPem>, DomainError> {
+        let Some((certificate, sealed)) = store::cluster::authority(&lock(&self.db))? else {
+            return Ok(None);
+        };
+        let key = String::from_utf8(self.master.open(AUTHORITY_LABEL, &sealed)?).map_err(|_| {
+            DomainError::Damaged {
+                what: "the cluster authority's key".into(),
+                detail: "it is not PEM text".into(),
+            }
+        })?;
+        Ok(Some(AuthorityPem { certificate, key }))
+    }
+
+    /// Records that `actor` (an admin) issued a cluster identity to
+    /// `member`, by its certificate's SHA-256.
+    pub fn record_cluster_identity(
+        &self,
+        actor: &str,
+        member: &str,
+        certificate: &str,
+    ) -> Result<(), DomainError> {
+        self.require(actor, Role::Admin, "issue cluster identities")?;
+        self.commit_recorded(actor, "cluster.identity_issued", |_| {
+            Ok(Change::Record(
+                json!({"member": member, "certificate_sha256": sha256_hex(certificate.as_bytes())}),
+                (),
+            ))
+        })?;
+        Ok(())
     }
 
     /// The secrets of the executors enrolled now, for sealing one query's

@@ -58,36 +58,50 @@ impl MasterKey {
 
     /// Wraps a dataset key: `nonce || ciphertext || tag`.
     pub fn wrap(&self, dataset: &str, key: &[u8; 32]) -> Vec<u8> {
+        self.seal(dataset, key)
+    }
+
+    /// Unwraps a dataset key.
+    pub fn unwrap(&self, dataset: &str, wrapped: &[u8]) -> Result<[u8; 32], KeyError> {
+        let plain = self.open(dataset, wrapped)?;
+        plain.try_into().map_err(|_| KeyError::Unwrap {
+            dataset: dataset.to_string(),
+        })
+    }
+
+    /// Seals any secret under `label` (its associated data, so it opens
+    /// under that label only): `nonce || ciphertext || tag`.
+    pub fn seal(&self, label: &str, secret: &[u8]) -> Vec<u8> {
         let nonce = random_bytes::<NONCE_LEN>();
-        let mut buf = key.to_vec();
+        let mut buf = secret.to_vec();
         self.0
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(dataset.as_bytes()),
+                Aad::from(label.as_bytes()),
                 &mut buf,
             )
-            .expect("sealing 32 bytes cannot exceed AES-GCM limits");
+            .expect("a secret held in memory cannot exceed AES-GCM limits");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
         out
     }
 
-    /// Unwraps a dataset key.
-    pub fn unwrap(&self, dataset: &str, wrapped: &[u8]) -> Result<[u8; 32], KeyError> {
+    /// Opens what [`MasterKey::seal`] sealed under `label`.
+    pub fn open(&self, label: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
         let err = || KeyError::Unwrap {
-            dataset: dataset.to_string(),
+            dataset: label.to_string(),
         };
-        if wrapped.len() != NONCE_LEN + 32 + AES_256_GCM.tag_len() {
+        if sealed.len() < NONCE_LEN + AES_256_GCM.tag_len() {
             return Err(err());
         }
-        let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
+        let (nonce, sealed) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| err())?;
         let mut buf = sealed.to_vec();
         let plain = self
             .0
-            .open_in_place(nonce, Aad::from(dataset.as_bytes()), &mut buf)
+            .open_in_place(nonce, Aad::from(label.as_bytes()), &mut buf)
             .map_err(|_| err())?;
-        plain.try_into().map_err(|_| err())
+        Ok(plain.to_vec())
     }
 }
 

@@ -809,8 +809,15 @@ pub fn cluster(
             secret: crate::util::random_bytes::<32>(),
         })
         .collect();
-    let cluster =
-        crate::cluster_engine::LocalCluster::start(program, scratch, &secrets, slots.max(1))?;
+    // A cluster authority of the bench's own: no service keeps it.
+    let authority = unseen_cluster::tls::ClusterAuthority::generate()?;
+    let cluster = crate::cluster_engine::LocalCluster::start(
+        program,
+        scratch,
+        &authority,
+        &secrets,
+        slots.max(1),
+    )?;
     let local = SessionLimits::default();
     let remote = SessionLimits {
         remote: Some(Remote {

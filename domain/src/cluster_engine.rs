@@ -9,8 +9,23 @@ use datafusion::datasource::TableProvider;
 use datafusion::execution::context::SessionState;
 use unseen_cluster::client::ClusterClient;
 use unseen_cluster::seal::{Enrolled, ExecutorSecret};
-use unseen_core::cluster::ExecutorSecret as EnrolledSecret;
+use unseen_cluster::tls::{ClusterAuthority, Identity};
+use unseen_core::Domain;
+use unseen_core::cluster::{AuthorityPem, ExecutorSecret as EnrolledSecret};
 use unseen_core::data::RemoteEngine;
+
+/// The cluster authority of `domain`'s service, made (and recorded in the
+/// ledger) the first time it is needed.
+pub fn authority(domain: &Domain) -> anyhow::Result<ClusterAuthority> {
+    let kept = domain.cluster_authority(|| {
+        let made = ClusterAuthority::generate().map_err(|e| e.to_string())?;
+        Ok(AuthorityPem {
+            certificate: made.certificate_pem().to_string(),
+            key: made.key_pem(),
+        })
+    })?;
+    Ok(ClusterAuthority::from_pem(&kept.certificate, &kept.key)?)
+}
 
 /// Where a service runs its queries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,16 +63,15 @@ impl Engine {
 pub struct BallistaEngine {
     scheduler: String,
     client: ClusterClient,
-    /// Asks the scheduler whether it is ready, before each query.
-    agent: ureq::Agent,
 }
 
 impl BallistaEngine {
-    pub fn new(scheduler: &str) -> BallistaEngine {
+    /// The cluster whose scheduler is at `scheduler` (`HOST:PORT`),
+    /// reached with the service's `identity` from the cluster authority.
+    pub fn new(scheduler: &str, identity: Identity) -> BallistaEngine {
         BallistaEngine {
             scheduler: scheduler.to_string(),
-            client: ClusterClient::new(scheduler),
-            agent: readyz_agent(),
+            client: ClusterClient::new(scheduler, identity),
         }
     }
 
@@ -68,7 +82,7 @@ impl BallistaEngine {
     /// released as noise over defaults. Whether the cluster is up says
     /// nothing of the data.
     fn ready(&self) -> Result<(), String> {
-        let (ready, said) = readyz(&self.agent, &self.scheduler).map_err(|e| {
+        let (ready, said) = readyz(self.client.identity(), &self.scheduler).map_err(|e| {
             format!(
                 "the cluster's scheduler at {} does not answer ({e}); nothing was run or charged: start the scheduler, or serve with --engine datafusion",
                 self.scheduler
@@ -85,28 +99,16 @@ impl BallistaEngine {
     }
 }
 
-/// What the scheduler at `scheduler` says of itself (`GET /readyz`):
-/// whether it counts enough live executors to run a query, and its words
-/// (at most 1 KiB of them).
-fn readyz(agent: &ureq::Agent, scheduler: &str) -> Result<(bool, String), ureq::Error> {
-    let mut answer = agent.get(format!("http://{scheduler}/readyz")).call()?;
-    let said = answer
-        .body_mut()
-        .with_config()
-        .limit(1024)
-        .read_to_string()
-        .unwrap_or_default();
-    Ok((answer.status() == ureq::http::StatusCode::OK, said))
-}
-
-/// A client for [`readyz`]: any status is an answer, and none takes longer
-/// than [`SCHEDULER_TIMEOUT`].
-fn readyz_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(SCHEDULER_TIMEOUT))
-        .build()
-        .into()
+/// What the scheduler at `scheduler` says of itself (`GET /readyz`, over
+/// the cluster's mutual TLS as `identity`): whether it counts enough live
+/// executors to run a query, and its words (at most 1 KiB of them), within
+/// [`SCHEDULER_TIMEOUT`].
+fn readyz(
+    identity: &Identity,
+    scheduler: &str,
+) -> Result<(bool, String), unseen_cluster::ClusterError> {
+    let (status, said) = identity.get(scheduler, "/readyz", SCHEDULER_TIMEOUT, 1024)?;
+    Ok((status == 200, said))
 }
 
 /// How long a query waits for the scheduler to say whether it is ready.
@@ -163,6 +165,17 @@ mod tests {
     }
 }
 
+/// The members of a local cluster, by the files their operators have.
+#[derive(Debug)]
+pub struct Members<'a> {
+    /// The scheduler's identity file.
+    pub scheduler: &'a Path,
+    /// Each executor's name and secret file.
+    pub executors: &'a [(String, std::path::PathBuf)],
+    /// What the service shows them.
+    pub service: Identity,
+}
+
 /// A scheduler and executors on loopback, each a process of `program`
 /// (`unseen cluster scheduler|executor`), for the demo and `unseen bench
 /// cluster`; stopped when dropped.
@@ -176,18 +189,21 @@ pub struct LocalCluster {
     work: WorkRoot,
     /// Each process, by name (`scheduler`, or the executor's).
     processes: Vec<(String, std::process::Child)>,
+    /// What the service shows the cluster.
+    service: Identity,
 }
 
 impl LocalCluster {
-    /// Starts a scheduler and one executor per entry of `executors`, whose
-    /// secrets are written to owner-only files under `dir` (with each
-    /// process's log, `NAME.log`; work directories are on /dev/shm, see
-    /// [`LocalCluster::work_dir`]);
-    /// returns once every process said it
+    /// Starts a scheduler and one executor per entry of `executors`, each
+    /// with an identity from `authority`; their secrets and identities are
+    /// written to owner-only files under `dir` (with each process's log,
+    /// `NAME.log`; work directories are on /dev/shm, see
+    /// [`LocalCluster::work_dir`]); returns once every process said it
     /// serves and the scheduler counts every executor alive.
     pub fn start(
         program: &Path,
         dir: &Path,
+        authority: &ClusterAuthority,
         executors: &[EnrolledSecret],
         slots: usize,
     ) -> anyhow::Result<LocalCluster> {
@@ -196,7 +212,7 @@ impl LocalCluster {
             command.args(args);
             command
         };
-        LocalCluster::start_with(&launch, dir, executors, slots)
+        LocalCluster::start_with(&launch, dir, authority, executors, slots)
     }
 
     /// [`LocalCluster::start`], each process made by `launch` from the
@@ -205,7 +221,41 @@ impl LocalCluster {
     pub fn start_with(
         launch: &dyn Fn(&[String]) -> std::process::Command,
         dir: &Path,
+        authority: &ClusterAuthority,
         executors: &[EnrolledSecret],
+        slots: usize,
+    ) -> anyhow::Result<LocalCluster> {
+        let identity_file = dir.join("scheduler.identity");
+        write_private(&identity_file, &authority.issue("scheduler")?.to_pem())?;
+        let mut secret_files = Vec::new();
+        for executor in executors {
+            let secret_file = dir.join(format!("{}.secret", executor.name));
+            write_private(
+                &secret_file,
+                &secret_file_text(
+                    &ExecutorSecret::from_bytes(executor.secret),
+                    &authority.issue(&executor.name)?,
+                ),
+            )?;
+            secret_files.push((executor.name.clone(), secret_file));
+        }
+        let members = Members {
+            scheduler: &identity_file,
+            executors: &secret_files,
+            service: authority.issue("service")?,
+        };
+        LocalCluster::start_members(launch, dir, members, slots)
+    }
+
+    /// A scheduler and executors started from the files an operator has
+    /// (`cluster scheduler-identity`, `cluster enrol`), each process made
+    /// by `launch`; the service reaches them as `members.service`. Returns
+    /// once every process said it serves and the scheduler counts every
+    /// executor alive.
+    pub fn start_members(
+        launch: &dyn Fn(&[String]) -> std::process::Command,
+        dir: &Path,
+        members: Members<'_>,
         slots: usize,
     ) -> anyhow::Result<LocalCluster> {
         let scheduler = free_loopback_port()?;
@@ -214,6 +264,7 @@ impl LocalCluster {
             dir: dir.to_path_buf(),
             work: WorkRoot::new(dir)?,
             processes: Vec::new(),
+            service: members.service,
         };
         cluster.spawn(
             launch,
@@ -223,36 +274,22 @@ impl LocalCluster {
                 "scheduler".into(),
                 "--listen".into(),
                 scheduler.to_string(),
+                "--identity-file".into(),
+                path_text(members.scheduler)?,
                 "--executor-timeout".into(),
                 "5".into(),
             ],
             "scheduler listening",
         )?;
-        for executor in executors {
-            let secret_file = dir.join(format!("{}.secret", executor.name));
-            {
-                use std::io::Write as _;
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&secret_file)?;
-                writeln!(
-                    file,
-                    "{}",
-                    ExecutorSecret::from_bytes(executor.secret).to_hex()
-                )?;
-            }
-            let work_dir = cluster.work_dir(&executor.name);
+        for (name, secret_file) in members.executors {
+            let work_dir = cluster.work_dir(name);
             let mut args: Vec<String> = vec![
                 "cluster".into(),
                 "executor".into(),
                 "--name".into(),
-                executor.name.clone(),
+                name.clone(),
                 "--secret-file".into(),
-                path_text(&secret_file)?,
+                path_text(secret_file)?,
                 "--scheduler".into(),
                 scheduler.to_string(),
                 "--listen".into(),
@@ -265,23 +302,27 @@ impl LocalCluster {
             if let WorkRoot::Disk(_) = cluster.work {
                 args.push("--work-dir-on-disk".into());
             }
-            cluster.spawn(launch, &executor.name, &args, "serving on")?;
+            cluster.spawn(launch, name, &args, "serving on")?;
         }
-        if !executors.is_empty() {
-            cluster.wait_until_ready(executors.len())?;
+        if !members.executors.is_empty() {
+            cluster.wait_until_ready(members.executors.len())?;
         }
         Ok(cluster)
+    }
+
+    /// What the scheduler at this cluster says of itself (`/readyz`).
+    pub fn readiness(&self) -> anyhow::Result<String> {
+        Ok(readyz(&self.service, &self.scheduler.to_string())?.1)
     }
 
     /// Waits until the scheduler counts `executors` alive (each registers
     /// with its first poll for work).
     fn wait_until_ready(&self, executors: usize) -> anyhow::Result<()> {
-        let agent = readyz_agent();
         let scheduler = self.scheduler.to_string();
         let expected = format!("ready: {executors} executors");
         let mut said = String::new();
         for _ in 0..300 {
-            if let Ok((_, now)) = readyz(&agent, &scheduler) {
+            if let Ok((_, now)) = readyz(&self.service, &scheduler) {
                 said = now;
                 if said.starts_with(&expected) {
                     return Ok(());
@@ -306,7 +347,18 @@ impl LocalCluster {
 
     /// This cluster as a service's engine.
     pub fn engine(&self) -> Arc<BallistaEngine> {
-        Arc::new(BallistaEngine::new(&self.scheduler.to_string()))
+        Arc::new(BallistaEngine::new(
+            &self.scheduler.to_string(),
+            self.service.clone(),
+        ))
+    }
+
+    /// The way to this cluster's scheduler, as the service reaches it.
+    pub fn scheduler_link(&self) -> unseen_cluster::cancel::SchedulerLink {
+        unseen_cluster::cancel::SchedulerLink::new(
+            &format!("https://{}", self.scheduler),
+            &self.service,
+        )
     }
 
     /// Stops process `name` at once (SIGKILL), as a crash would.
@@ -384,6 +436,39 @@ impl WorkRoot {
         );
         Ok(WorkRoot::Disk(dir.to_path_buf()))
     }
+}
+
+/// What an executor's secret file holds: its secret (64 hex digits) on the
+/// first line, then its cluster identity (PEM).
+pub fn secret_file_text(secret: &ExecutorSecret, identity: &Identity) -> String {
+    format!("{}\n{}", secret.to_hex(), identity.to_pem())
+}
+
+/// Reads what [`secret_file_text`] wrote.
+pub fn read_secret_file_text(text: &str) -> anyhow::Result<(ExecutorSecret, Identity)> {
+    let (secret, identity) = text.trim_start().split_once('\n').unwrap_or((text, ""));
+    let secret = ExecutorSecret::from_hex(secret)?;
+    if !identity.contains("-----BEGIN") {
+        anyhow::bail!(
+            "the secret file holds no cluster identity (it was written before the cluster's members used mutual TLS): enrol the executor again with `unseen cluster enrol`"
+        );
+    }
+    Ok((secret, Identity::from_pem(identity)?))
+}
+
+/// Writes `text` to a new owner-only file at `path` (replacing one there).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn free_loopback_port() -> anyhow::Result<std::net::SocketAddr> {

@@ -195,11 +195,13 @@ fn start_cluster(
         });
     }
     let program = std::env::current_exe()?;
-    let cluster = crate::cluster_engine::LocalCluster::start(&program, dir, &secrets, 2)?;
+    let authority = crate::cluster_engine::authority(domain)?;
+    let cluster =
+        crate::cluster_engine::LocalCluster::start(&program, dir, &authority, &secrets, 2)?;
     domain.set_remote_engine(cluster.engine());
     writeln!(
         out,
-        "   queries run on a local Ballista cluster: scheduler {}, executors exec-1 and exec-2 (enrolled in the ledger; each opens only the data keys sealed to it)",
+        "   queries run on a local Ballista cluster: scheduler {}, executors exec-1 and exec-2 (enrolled in the ledger; each opens only the data keys sealed to it, and every connection between them and the service is mutual TLS with identities from the service's cluster authority)",
         cluster.scheduler
     )?;
     Ok(cluster)

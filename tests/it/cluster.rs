@@ -96,14 +96,22 @@ pub(crate) fn start_cluster(dir: &Path, data: &str) -> (LocalCluster, Vec<Execut
                 data,
             ]);
             let text = std::fs::read_to_string(&secret_file).unwrap();
+            let (secret, _identity) = unseen::cluster_engine::read_secret_file_text(&text).unwrap();
             ExecutorSecret {
                 name: name.to_string(),
-                secret: hex::decode(text.trim()).unwrap().try_into().unwrap(),
+                secret: hex::decode(secret.to_hex()).unwrap().try_into().unwrap(),
             }
         })
         .collect();
-    let cluster = LocalCluster::start_with(&child_unseen, dir, &secrets, 2).unwrap();
+    let cluster =
+        LocalCluster::start_with(&child_unseen, dir, &authority_of(data), &secrets, 2).unwrap();
     (cluster, secrets)
+}
+
+/// The cluster authority of the service of data directory `data`.
+pub(crate) fn authority_of(data: &str) -> unseen_cluster::tls::ClusterAuthority {
+    let domain = unseen::Domain::open(Path::new(data)).unwrap();
+    unseen::cluster_engine::authority(&domain).unwrap()
 }
 
 /// Kills whichever executor of `cluster` first starts work on a job it
@@ -480,9 +488,16 @@ fn a_cluster_that_does_not_answer_is_named_and_costs_nothing() {
     let server = crate::support::TestServer::start(&data, 1);
     // Nothing listens there.
     let nowhere = free_port();
+    let identity = unseen::cluster_engine::authority(&server.domain)
+        .unwrap()
+        .issue("service")
+        .unwrap();
     server
         .domain
-        .set_remote_engine(Arc::new(BallistaEngine::new(&nowhere.to_string())));
+        .set_remote_engine(Arc::new(BallistaEngine::new(
+            &nowhere.to_string(),
+            identity,
+        )));
     let dev = server.client(&crate::support::rotate(&server.domain, "dev"));
     // The query is refused for a reason that says all of `said`, and
     // nothing is spent.
@@ -498,10 +513,11 @@ fn a_cluster_that_does_not_answer_is_named_and_costs_nothing() {
         assert_eq!(spent(&data, &grant), 0.0);
     };
     refused_saying(&["does not answer", &nowhere.to_string()]);
+    let authority = unseen::cluster_engine::authority(&server.domain).unwrap();
 
     // A scheduler without a live executor: refused the same way, rather
     // than admitted, charged and released as noise over defaults.
-    let cluster = LocalCluster::start_with(&child_unseen, dir.path(), &[], 1).unwrap();
+    let cluster = LocalCluster::start_with(&child_unseen, dir.path(), &authority, &[], 1).unwrap();
     server.domain.set_remote_engine(cluster.engine());
     refused_saying(&["no executor alive", "0/1 executors"]);
     let entries = crate::support::entries(&Path::new(&data).join("ledger"));
@@ -526,7 +542,7 @@ fn a_query_whose_answer_is_not_read_is_cancelled_on_the_cluster() {
         }),
         ..Default::default()
     };
-    let scheduler = format!("http://{}", cluster.scheduler);
+    let scheduler = cluster.scheduler_link();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let (ctx, _) = session_with(&datasets, &[], &[], &remote).await.unwrap();
@@ -699,8 +715,71 @@ fn enrolment_is_for_admins_names_are_checked_and_revocation_is_recorded() {
         .collect();
     assert_eq!(
         kinds,
-        ["cluster.executor_enrolled", "cluster.executor_revoked"]
+        [
+            "cluster.authority_created",
+            "cluster.executor_enrolled",
+            "cluster.identity_issued",
+            "cluster.executor_revoked"
+        ]
     );
+    // The secret file holds the executor's cluster identity, whose
+    // certificate the ledger names by its hash (never its key).
+    let text = std::fs::read_to_string(secret("exec-1")).unwrap();
+    let (_, identity) = unseen::cluster_engine::read_secret_file_text(&text).unwrap();
+    let issued = entries
+        .iter()
+        .find(|e| e.kind == "cluster.identity_issued")
+        .unwrap();
+    assert_eq!(issued.body["member"], "exec-1");
+    assert_eq!(
+        issued.body["certificate_sha256"],
+        unseen::util::sha256_hex(identity.certificate_pem().as_bytes())
+    );
+    let ledger = std::fs::read_to_string(Path::new(&data).join("ledger/entries.jsonl")).unwrap();
+    assert!(!ledger.contains("PRIVATE KEY"));
+    // A secret file without an identity (written before the cluster used
+    // mutual TLS) is refused with what to do.
+    let old = dir.path().join("old.secret");
+    std::fs::write(&old, format!("{}\n", text.lines().next().unwrap())).unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (done, said) = crate::support::unseen(&[
+        "cluster",
+        "executor",
+        "--name",
+        "exec-1",
+        "--secret-file",
+        old.to_str().unwrap(),
+        "--scheduler",
+        "127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--work-dir",
+        dir.path().join("w").to_str().unwrap(),
+    ]);
+    assert!(!done && said.contains("enrol the executor again"), "{said}");
+    // The scheduler's identity: admins only, owner-only, never overwritten.
+    let scheduler_identity = dir.path().join("scheduler.identity");
+    let issue = |actor: &str| {
+        crate::support::unseen(&[
+            "cluster",
+            "scheduler-identity",
+            "--file",
+            scheduler_identity.to_str().unwrap(),
+            "--as",
+            actor,
+            "--data-dir",
+            &data,
+        ])
+    };
+    let (done, said) = issue("dev");
+    assert!(!done && said.contains("admin"), "{said}");
+    assert!(!scheduler_identity.exists());
+    let (done, said) = issue("admin");
+    assert!(done, "{said}");
+    let (done, said) = issue("admin");
+    assert!(!done && said.contains("must not exist"), "{said}");
+    unseen_cluster::tls::Identity::from_pem(&std::fs::read_to_string(&scheduler_identity).unwrap())
+        .unwrap();
     // An executor refuses a secret file others may read.
     let loose = dir.path().join("loose.secret");
     std::fs::copy(secret("exec-1"), &loose).unwrap();
@@ -782,4 +861,138 @@ fn a_join_past_the_row_cap_fails_on_the_cluster_as_it_does_here() {
         let error = failed(limits);
         assert!(error.contains("unseen join row cap"), "{engine}: {error}");
     }
+}
+
+/// The deployment the README and `deploy/README.md` describe, from the
+/// files an operator holds: the scheduler's identity and each executor's
+/// secret file as the CLI wrote them, `serve --engine ballista://` in a
+/// process of its own, and a developer's query over HTTP. Every connection
+/// is mutual TLS: an executor with an identity from another authority
+/// never joins (the scheduler refuses its handshake and still counts two
+/// executors).
+#[test]
+fn the_documented_deployment_runs_over_mutual_tls_and_strangers_never_join() {
+    let (dir, data) = residents_dir("2000");
+    let grant = crate::support::issue_grant(&data, "10", &[]);
+    let file = |name: &str| dir.path().join(name);
+    let scheduler_identity = file("scheduler.identity");
+    ok(&[
+        "cluster",
+        "scheduler-identity",
+        "--file",
+        scheduler_identity.to_str().unwrap(),
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    let executors: Vec<(String, std::path::PathBuf)> = ["exec-1", "exec-2"]
+        .into_iter()
+        .map(|name| {
+            let secret_file = file(&format!("{name}.secret"));
+            ok(&[
+                "cluster",
+                "enrol",
+                name,
+                "--secret-file",
+                secret_file.to_str().unwrap(),
+                "--as",
+                "admin",
+                "--data-dir",
+                &data,
+            ]);
+            (name.to_string(), secret_file)
+        })
+        .collect();
+    // A stranger: a well-formed secret file, with an identity from an
+    // authority of its own.
+    let stranger_file = file("stranger.secret");
+    let stranger_identity = unseen_cluster::tls::ClusterAuthority::generate()
+        .unwrap()
+        .issue("exec-3")
+        .unwrap();
+    std::fs::write(
+        &stranger_file,
+        unseen::cluster_engine::secret_file_text(
+            &unseen_cluster::seal::ExecutorSecret::from_bytes([7; 32]),
+            &stranger_identity,
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &stranger_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let (service, dev_token) = {
+        let domain = unseen::Domain::open(Path::new(&data)).unwrap();
+        (
+            unseen::cluster_engine::authority(&domain)
+                .unwrap()
+                .issue("service")
+                .unwrap(),
+            crate::support::rotate(&domain, "dev"),
+        )
+    };
+    let cluster_dir = file("cluster");
+    std::fs::create_dir(&cluster_dir).unwrap();
+    let members = unseen::cluster_engine::Members {
+        scheduler: &scheduler_identity,
+        executors: &executors,
+        service,
+    };
+    let cluster = LocalCluster::start_members(&child_unseen, &cluster_dir, members, 2).unwrap();
+    let stranger_log = std::fs::File::create(cluster_dir.join("stranger.log")).unwrap();
+    let mut stranger = child_unseen(&[
+        "cluster".into(),
+        "executor".into(),
+        "--name".into(),
+        "exec-3".into(),
+        "--secret-file".into(),
+        stranger_file.to_str().unwrap().into(),
+        "--scheduler".into(),
+        cluster.scheduler.to_string(),
+        "--listen".into(),
+        free_port().to_string(),
+        "--work-dir".into(),
+        cluster.work_dir("exec-3").to_str().unwrap().into(),
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(stranger_log)
+    .spawn()
+    .unwrap();
+
+    let mut server = crate::limits::Child::serve(
+        &data,
+        &["--engine", &format!("ballista://{}", cluster.scheduler)],
+    );
+    let dev = unseen::client::Client::new(&server.base, Some(&dev_token));
+    let answer: Value = dev
+        .post(
+            "/v1/queries",
+            &json!({"grant": grant, "sql": "SELECT district, COUNT(*) AS n FROM residents GROUP BY district"}),
+        )
+        .unwrap();
+    assert_eq!(answer["status"], "finished", "{answer}");
+    let readiness = cluster.readiness().unwrap();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    let _ = server.process.kill();
+    let _ = server.process.wait();
+
+    let log =
+        |name: &str| std::fs::read_to_string(cluster_dir.join(format!("{name}.log"))).unwrap();
+    // The query ran on the executors: one opened its sealed key.
+    assert!(
+        log("exec-1").contains("opened the data key")
+            || log("exec-2").contains("opened the data key"),
+        "no executor ran the query"
+    );
+    // The stranger never joined.
+    assert!(readiness.starts_with("ready: 2 executors"), "{readiness}");
+    assert!(
+        log("scheduler").contains("refused a connection"),
+        "the scheduler's log names no refused handshake"
+    );
+    assert!(!log("stranger").contains("opened the data key"));
 }

@@ -65,3 +65,28 @@ pub(crate) fn all(conn: &Connection) -> rusqlite::Result<Vec<ExecutorRow>> {
     })?
     .collect()
 }
+
+/// The cluster authority's certificate and sealed key, once made.
+pub(crate) fn authority(conn: &Connection) -> rusqlite::Result<Option<(String, Vec<u8>)>> {
+    use rusqlite::OptionalExtension as _;
+    conn.prepare_cached("SELECT certificate, sealed_key FROM cluster_authority WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
+/// Keeps the cluster authority; false when one was kept first (the caller
+/// then uses that one).
+pub(crate) fn keep_authority(
+    conn: &Connection,
+    certificate: &str,
+    sealed_key: &[u8],
+    at: &str,
+) -> rusqlite::Result<bool> {
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO cluster_authority(id, certificate, sealed_key, created_at)
+             VALUES (1, ?1, ?2, ?3) ON CONFLICT(id) DO NOTHING",
+        )?
+        .execute(params![certificate, sealed_key, at])?;
+    Ok(added == 1)
+}

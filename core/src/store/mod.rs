@@ -245,6 +245,14 @@ CREATE TABLE IF NOT EXISTS executors(
     enrolled_by TEXT NOT NULL,
     revoked_at TEXT
 );
+-- The cluster's certificate authority (`cluster.rs`): one row, its key
+-- sealed by the master key.
+CREATE TABLE IF NOT EXISTS cluster_authority(
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    certificate TEXT NOT NULL,
+    sealed_key BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS jobs_by_grant ON jobs(grant_id);
 CREATE INDEX IF NOT EXISTS steps_by_application ON application_steps(application, seq);
 CREATE INDEX IF NOT EXISTS outputs_by_job ON outputs(job_id);
@@ -257,7 +265,7 @@ CREATE INDEX IF NOT EXISTS open_queries_by_grant ON open_queries(grant_id, at);
 "#;
 
 /// Version of [`SCHEMA`], kept in SQLite's `user_version`.
-pub const SCHEMA_VERSION: i64 = 16;
+pub const SCHEMA_VERSION: i64 = 17;
 
 /// How a store of an earlier version becomes the current one, in the same
 /// transaction as the version bump: `(from, statements)`.
@@ -313,6 +321,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (14, ""),
     // Version 16 adds enrolled cluster executors, which the schema creates.
     (15, ""),
+    // Version 17 adds the cluster's certificate authority, which the schema
+    // creates.
+    (16, ""),
 ];
 
 /// Opens (creating on first run) the store in WAL mode. The store and its

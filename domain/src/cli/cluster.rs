@@ -21,17 +21,20 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
             let (domain, actor) = session.open_as(&dir, actor)?;
             // The file first: an enrolment whose secret could not be kept
             // would leave an executor no one can start.
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&secret_file)
-                .with_context(|| {
-                    format!(
-                        "cannot create the secret file {} (it must not exist yet)",
-                        secret_file.display()
-                    )
-                })?;
+            let mut file = create_private(&secret_file, "secret file")?;
+            let issued = domain
+                .require(&actor, unseen_core::Role::Admin, "enrol cluster executors")
+                .map_err(anyhow::Error::from)
+                .and_then(|()| crate::cluster_engine::authority(&domain))
+                .and_then(|authority| Ok(authority.issue(&name)?));
+            let identity = match issued {
+                Ok(identity) => identity,
+                Err(e) => {
+                    drop(file);
+                    let _ = std::fs::remove_file(&secret_file);
+                    return Err(e);
+                }
+            };
             let enrolment = match domain.enrol_executor(&actor, &name) {
                 Ok(e) => e,
                 Err(e) => {
@@ -40,8 +43,15 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                     return Err(e.into());
                 }
             };
-            file.write_all(format!("{}\n", hex::encode(enrolment.secret)).as_bytes())?;
+            file.write_all(
+                crate::cluster_engine::secret_file_text(
+                    &ExecutorSecret::from_bytes(enrolment.secret),
+                    &identity,
+                )
+                .as_bytes(),
+            )?;
             file.sync_all()?;
+            domain.record_cluster_identity(&actor, &name, identity.certificate_pem())?;
             let replaced = if enrolment.replaced {
                 "; its earlier secret no longer opens anything"
             } else {
@@ -102,11 +112,49 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                 rows,
             )
         }
+        ClusterCommand::SchedulerIdentity {
+            file: path,
+            actor,
+            json,
+            dir,
+        } => {
+            let (domain, actor) = session.open_as(&dir, actor)?;
+            domain.require(&actor, unseen_core::Role::Admin, "issue cluster identities")?;
+            let mut file = create_private(&path, "identity file")?;
+            let issued = crate::cluster_engine::authority(&domain)
+                .and_then(|authority| Ok(authority.issue("scheduler")?))
+                .and_then(|identity| {
+                    file.write_all(identity.to_pem().as_bytes())?;
+                    file.sync_all()?;
+                    Ok(identity)
+                });
+            let identity = match issued {
+                Ok(identity) => identity,
+                Err(e) => {
+                    drop(file);
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            };
+            domain.record_cluster_identity(&actor, "scheduler", identity.certificate_pem())?;
+            say(
+                out,
+                json,
+                &json!({"member": "scheduler", "identity_file": path}),
+                format_args!(
+                    "wrote the scheduler's cluster identity; start it with --identity-file {}",
+                    path.display()
+                ),
+            )
+        }
         ClusterCommand::Scheduler {
             listen,
+            identity_file,
             executor_timeout,
         } => {
-            let mut options = SchedulerOptions::new(listen);
+            let text = read_private(&identity_file, "identity file")?;
+            let identity = unseen_cluster::tls::Identity::from_pem(&text)?;
+            let mut options = SchedulerOptions::new(listen, identity);
             options.executor_timeout = std::time::Duration::from_secs(executor_timeout);
             writeln!(out, "scheduler listening on {listen}")?;
             out.flush()?;
@@ -126,7 +174,11 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
             work_dir_on_disk,
             slots,
         } => {
-            let secret = read_secret(&secret_file)?;
+            let (secret, identity) = crate::cluster_engine::read_secret_file_text(&read_private(
+                &secret_file,
+                "secret file",
+            )?)
+            .with_context(|| format!("the secret file {}", secret_file.display()))?;
             let existed = work_dir.exists();
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -161,6 +213,7 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                 work_dir,
                 slots: slots
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                identity,
             };
             writeln!(
                 out,
@@ -175,19 +228,33 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
     }
 }
 
-/// An executor's secret from its file, which must be its owner's alone.
-fn read_secret(path: &Path) -> Result<ExecutorSecret> {
+/// A new owner-only file at `path`, which must not exist yet.
+fn create_private(path: &Path, what: &str) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot create the {what} {} (it must not exist yet)",
+                path.display()
+            )
+        })
+}
+
+/// The text of a secret or identity file, which must be its owner's alone.
+fn read_private(path: &Path, what: &str) -> Result<String> {
     let metadata = std::fs::metadata(path)
-        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+        .with_context(|| format!("cannot read the {what} {}", path.display()))?;
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         bail!(
-            "the secret file {} has mode {mode:03o}: others may read it; run `chmod 600 {}` (and enrol the executor again if anyone did)",
+            "the {what} {} has mode {mode:03o}: others may read it; run `chmod 600 {}` (and issue it again if anyone did)",
             path.display(),
             path.display()
         );
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the secret file {}", path.display()))?;
-    Ok(ExecutorSecret::from_hex(&text)?)
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the {what} {}", path.display()))
 }

@@ -374,9 +374,11 @@ pub enum Command {
 /// `unseen cluster ...`
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Enrol an executor under a name (admins): writes its secret, which the
-    /// executor starts with, to an owner-only file. A name enrolled again
-    /// gets a new secret; the old one then opens nothing.
+    /// Enrol an executor under a name (admins): writes its secret and its
+    /// cluster identity (a certificate from the service's cluster
+    /// authority, for mutual TLS), which the executor starts with, to an
+    /// owner-only file. A name enrolled again gets a new secret; the old
+    /// one then opens nothing.
     ///
     /// Example: `unseen cluster enrol exec-1 --secret-file exec-1.secret --as admin`
     Enrol {
@@ -423,13 +425,35 @@ pub enum ClusterCommand {
         #[command(flatten)]
         dir: DataDir,
     },
-    /// Run a cluster's scheduler until stopped.
+    /// Write the scheduler's cluster identity (admins): a certificate from
+    /// the service's cluster authority and its key, to an owner-only file
+    /// the scheduler starts with.
     ///
-    /// Example: `unseen cluster scheduler --listen 127.0.0.1:50050`
+    /// Example: `unseen cluster scheduler-identity --file scheduler.identity --as admin`
+    SchedulerIdentity {
+        /// Where to write the identity (created owner-only; must not exist).
+        #[arg(long)]
+        file: PathBuf,
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
+        #[arg(long = "as")]
+        actor: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Run a cluster's scheduler until stopped. It lets through only peers
+    /// with an identity from the same cluster authority (mutual TLS).
+    ///
+    /// Example: `unseen cluster scheduler --listen 127.0.0.1:50050 --identity-file scheduler.identity`
     Scheduler {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50050")]
         listen: std::net::SocketAddr,
+        /// The identity file `cluster scheduler-identity` wrote.
+        #[arg(long)]
+        identity_file: PathBuf,
         /// Seconds an executor may be silent before its tasks run elsewhere.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
         executor_timeout: u64,
@@ -443,7 +467,8 @@ pub enum ClusterCommand {
         /// The name it was enrolled under.
         #[arg(long)]
         name: String,
-        /// The secret file `cluster enrol` wrote.
+        /// The secret file `cluster enrol` wrote (its secret and its
+        /// cluster identity).
         #[arg(long)]
         secret_file: PathBuf,
         /// The scheduler's address.

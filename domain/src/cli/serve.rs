@@ -90,8 +90,11 @@ pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> 
         .unwrap_or(crate::cluster_engine::Engine::InProcess);
     let domain = open(&dir)?;
     if let crate::cluster_engine::Engine::Ballista(scheduler) = &engine {
+        // The service's own identity for the cluster's mutual TLS, issued
+        // afresh at each start and held only in memory.
+        let identity = crate::cluster_engine::authority(&domain)?.issue("service")?;
         domain.set_remote_engine(Arc::new(crate::cluster_engine::BallistaEngine::new(
-            scheduler,
+            scheduler, identity,
         )));
         tracing::info!(%scheduler, "queries run on a Ballista cluster");
     }
