@@ -133,6 +133,11 @@ pub struct ExecutorOptions {
     /// What it shows its peers (the scheduler, other executors, the
     /// service fetching results), and checks theirs against.
     pub identity: Identity,
+    /// Bytes all its tasks together may hold (split evenly between its
+    /// slots; beyond it a task spills to the work directory where it can,
+    /// else fails). `None` is Ballista's default: a share of the host's or
+    /// cgroup's memory.
+    pub memory: Option<u64>,
 }
 
 /// Whether `dir` is on a memory-backed file system (tmpfs or ramfs), whose
@@ -222,6 +227,7 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
         scheduler_port: options.scheduler.port(),
         scheduler_connect_timeout_seconds: 30,
         vcores: options.slots.max(1),
+        memory_pool_size: options.memory,
         task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
         work_dir: Some(work_dir),
         override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(&state))),

@@ -132,6 +132,7 @@ fn a_cluster_computes_what_one_process_computes_reading_only_sealed_keys() {
             work_dir: dir.path().join(&executor.name),
             slots: 2,
             identity: authority.issue(&executor.name).unwrap(),
+            memory: Some(256 << 20),
         };
         std::fs::create_dir_all(&options.work_dir).unwrap();
         std::thread::spawn(move || {

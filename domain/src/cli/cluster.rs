@@ -173,6 +173,7 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
             work_dir,
             work_dir_on_disk,
             slots,
+            memory,
         } => {
             let (secret, identity) = crate::cluster_engine::read_secret_file_text(&read_private(
                 &secret_file,
@@ -214,6 +215,7 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                 slots: slots
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 identity,
+                memory: memory.map(|bytes| bytes as u64),
             };
             writeln!(
                 out,

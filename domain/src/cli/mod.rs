@@ -488,6 +488,12 @@ pub enum ClusterCommand {
         /// Tasks to run at once [default: the number of CPUs].
         #[arg(long)]
         slots: Option<usize>,
+        /// Memory all its tasks together may hold, like 2G, shared evenly
+        /// between its slots; beyond it a task spills to the work
+        /// directory where it can, else fails [default: 70% of the host's
+        /// or cgroup's memory].
+        #[arg(long, value_parser = parse_bytes)]
+        memory: Option<usize>,
     },
 }
 
