@@ -77,24 +77,31 @@ fn child_unseen(args: &[String]) -> std::process::Command {
     )
 }
 
+/// Enrols executor `name` in `data` with `unseen cluster enrol`; the secret
+/// file it wrote, in `dir`.
+fn enrol_by_cli(dir: &Path, data: &str, name: &str) -> std::path::PathBuf {
+    let secret_file = dir.join(format!("{name}.secret"));
+    ok(&[
+        "cluster",
+        "enrol",
+        name,
+        "--secret-file",
+        secret_file.to_str().unwrap(),
+        "--as",
+        "admin",
+        "--data-dir",
+        data,
+    ]);
+    secret_file
+}
+
 /// A scheduler and two executors enrolled in `data` (their secrets written
 /// by `unseen cluster enrol`), each a process of its own; the secrets.
 pub(crate) fn start_cluster(dir: &Path, data: &str) -> (LocalCluster, Vec<ExecutorSecret>) {
     let secrets: Vec<ExecutorSecret> = ["exec-1", "exec-2"]
         .into_iter()
         .map(|name| {
-            let secret_file = dir.join(format!("{name}.secret"));
-            ok(&[
-                "cluster",
-                "enrol",
-                name,
-                "--secret-file",
-                secret_file.to_str().unwrap(),
-                "--as",
-                "admin",
-                "--data-dir",
-                data,
-            ]);
+            let secret_file = enrol_by_cli(dir, data, name);
             let text = std::fs::read_to_string(&secret_file).unwrap();
             let (secret, _identity) = unseen::cluster_engine::read_secret_file_text(&text).unwrap();
             ExecutorSecret {
@@ -888,21 +895,7 @@ fn the_documented_deployment_runs_over_mutual_tls_and_strangers_never_join() {
     ]);
     let executors: Vec<(String, std::path::PathBuf)> = ["exec-1", "exec-2"]
         .into_iter()
-        .map(|name| {
-            let secret_file = file(&format!("{name}.secret"));
-            ok(&[
-                "cluster",
-                "enrol",
-                name,
-                "--secret-file",
-                secret_file.to_str().unwrap(),
-                "--as",
-                "admin",
-                "--data-dir",
-                &data,
-            ]);
-            (name.to_string(), secret_file)
-        })
+        .map(|name| (name.to_string(), enrol_by_cli(dir.path(), &data, name)))
         .collect();
     // A stranger: a well-formed secret file, with an identity from an
     // authority of its own.

@@ -22,35 +22,24 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
             // The file first: an enrolment whose secret could not be kept
             // would leave an executor no one can start.
             let mut file = create_private(&secret_file, "secret file")?;
-            let issued = domain
+            let made = domain
                 .require(&actor, unseen_core::Role::Admin, "enrol cluster executors")
                 .map_err(anyhow::Error::from)
                 .and_then(|()| crate::cluster_engine::authority(&domain))
-                .and_then(|authority| Ok(authority.issue(&name)?));
-            let identity = match issued {
-                Ok(identity) => identity,
-                Err(e) => {
-                    drop(file);
-                    let _ = std::fs::remove_file(&secret_file);
-                    return Err(e);
-                }
-            };
-            let enrolment = match domain.enrol_executor(&actor, &name) {
-                Ok(e) => e,
-                Err(e) => {
-                    drop(file);
-                    let _ = std::fs::remove_file(&secret_file);
-                    return Err(e.into());
-                }
-            };
-            file.write_all(
-                crate::cluster_engine::secret_file_text(
-                    &ExecutorSecret::from_bytes(enrolment.secret),
-                    &identity,
-                )
-                .as_bytes(),
-            )?;
-            file.sync_all()?;
+                .and_then(|authority| Ok(authority.issue(&name)?))
+                .and_then(|identity| Ok((identity, domain.enrol_executor(&actor, &name)?)))
+                .and_then(|(identity, enrolment)| {
+                    file.write_all(
+                        crate::cluster_engine::secret_file_text(
+                            &ExecutorSecret::from_bytes(enrolment.secret),
+                            &identity,
+                        )
+                        .as_bytes(),
+                    )?;
+                    file.sync_all()?;
+                    Ok((identity, enrolment))
+                });
+            let (identity, enrolment) = kept_or_removed(made, &secret_file)?;
             domain.record_cluster_identity(&actor, &name, identity.certificate_pem())?;
             let replaced = if enrolment.replaced {
                 "; its earlier secret no longer opens anything"
@@ -128,14 +117,7 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                     file.sync_all()?;
                     Ok(identity)
                 });
-            let identity = match issued {
-                Ok(identity) => identity,
-                Err(e) => {
-                    drop(file);
-                    let _ = std::fs::remove_file(&path);
-                    return Err(e);
-                }
-            };
+            let identity = kept_or_removed(issued, &path)?;
             domain.record_cluster_identity(&actor, "scheduler", identity.certificate_pem())?;
             say(
                 out,
@@ -228,6 +210,16 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                 .map_err(anyhow::Error::from)
         }
     }
+}
+
+/// `made`, or its error once the file at `path` made for it is removed:
+/// a failed command leaves no file an executor or scheduler could be
+/// started with.
+fn kept_or_removed<T>(made: Result<T>, path: &Path) -> Result<T> {
+    if made.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    made
 }
 
 /// A new owner-only file at `path`, which must not exist yet.
