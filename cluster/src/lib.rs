@@ -41,6 +41,10 @@ pub enum ClusterError {
     BadIdentity(String),
     #[error("cluster TLS: {0}")]
     Tls(String),
+    #[error(
+        "the cluster member at {address} and this one do not accept each other's identity ({reason}): every member's identity must come from the cluster authority of the service that runs the queries (`unseen cluster enrol` for an executor, `unseen cluster scheduler-identity` for the scheduler, both on that service)"
+    )]
+    IdentityRefused { address: String, reason: String },
     #[error("the cluster member at {address} does not answer: {reason}")]
     Unreachable { address: String, reason: String },
     #[error("{0}")]

@@ -383,9 +383,21 @@ impl Identity {
         let mut stream = rustls::StreamOwned::new(connection, socket);
         // HTTP/1.0: the server closes the connection after its answer, so
         // the answer is whatever arrives before the end.
+        // The handshake happens on the first write or read: a TLS error
+        // there means one side refused the other's identity.
+        let failed = |e: std::io::Error| match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(tls) => ClusterError::IdentityRefused {
+                address: address.to_string(),
+                reason: tls.to_string(),
+            },
+            None => unreachable(&e),
+        };
         write!(stream, "GET {path} HTTP/1.0\r\nHost: {SERVER_NAME}\r\n\r\n")
             .and_then(|()| stream.flush())
-            .map_err(|e| unreachable(&e))?;
+            .map_err(failed)?;
         let mut answer = Vec::new();
         let read = std::io::Read::by_ref(&mut stream)
             .take((limit + 4096) as u64)
@@ -393,7 +405,7 @@ impl Identity {
         if let Err(e) = read
             && answer.is_empty()
         {
-            return Err(unreachable(&e));
+            return Err(failed(e));
         }
         let text = String::from_utf8_lossy(&answer);
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));

@@ -83,6 +83,9 @@ impl BallistaEngine {
     /// nothing of the data.
     fn ready(&self) -> Result<(), String> {
         let (ready, said) = readyz(self.client.identity(), &self.scheduler).map_err(|e| {
+            if let unseen_cluster::ClusterError::IdentityRefused { .. } = e {
+                return format!("{e}; nothing was run or charged");
+            }
             format!(
                 "the cluster's scheduler at {} does not answer ({e}); nothing was run or charged: start the scheduler, or serve with --engine datafusion",
                 self.scheduler

@@ -527,6 +527,19 @@ fn a_cluster_that_does_not_answer_is_named_and_costs_nothing() {
     let cluster = LocalCluster::start_with(&child_unseen, dir.path(), &authority, &[], 1).unwrap();
     server.domain.set_remote_engine(cluster.engine());
     refused_saying(&["no executor alive", "0/1 executors"]);
+    // A scheduler whose identity another service issued (or a service it
+    // does not know): refused, saying so.
+    let foreign = unseen_cluster::tls::ClusterAuthority::generate()
+        .unwrap()
+        .issue("service")
+        .unwrap();
+    server
+        .domain
+        .set_remote_engine(Arc::new(BallistaEngine::new(
+            &cluster.scheduler.to_string(),
+            foreign,
+        )));
+    refused_saying(&["do not accept each other's identity", "scheduler-identity"]);
     let entries = crate::support::entries(&Path::new(&data).join("ledger"));
     assert!(!entries.iter().any(|e| e.kind == "query.admitted"));
 }
@@ -950,7 +963,7 @@ fn the_documented_deployment_runs_over_mutual_tls_and_strangers_never_join() {
         "--work-dir".into(),
         cluster.work_dir("exec-3").to_str().unwrap().into(),
     ])
-    .stdout(std::process::Stdio::null())
+    .stdout(std::fs::File::create(cluster_dir.join("stranger.out")).unwrap())
     .stderr(stranger_log)
     .spawn()
     .unwrap();
@@ -968,8 +981,20 @@ fn the_documented_deployment_runs_over_mutual_tls_and_strangers_never_join() {
         .unwrap();
     assert_eq!(answer["status"], "finished", "{answer}");
     let readiness = cluster.readiness().unwrap();
-    let _ = stranger.kill();
-    let _ = stranger.wait();
+    // The stranger gives up at once, saying why.
+    let started = std::time::Instant::now();
+    while stranger.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the stranger still runs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let said = std::fs::read_to_string(cluster_dir.join("stranger.out")).unwrap();
+    assert!(
+        said.contains("do not accept each other's identity") && said.contains("cluster enrol"),
+        "{said}"
+    );
     let _ = server.process.kill();
     let _ = server.process.wait();
 

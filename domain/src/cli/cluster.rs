@@ -199,6 +199,18 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                 identity,
                 memory: memory.map(|bytes| bytes as u64),
             };
+            // A scheduler that refuses this executor's identity would only
+            // make Ballista retry for half a minute and then fail without
+            // saying why; one that is not up yet is waited for.
+            let probe = options.identity.get(
+                &scheduler.to_string(),
+                "/readyz",
+                std::time::Duration::from_secs(5),
+                64,
+            );
+            if let Err(refused @ unseen_cluster::ClusterError::IdentityRefused { .. }) = probe {
+                return Err(refused.into());
+            }
             writeln!(
                 out,
                 "executor `{name}` serving on {listen}, scheduler {scheduler}"
