@@ -91,8 +91,13 @@ fn secret_label(name: &str, enrolment: &str) -> String {
     format!("executor:{name}:{enrolment}")
 }
 
+/// Members of a cluster that are not executors: their identities carry
+/// these names, which no executor may take.
+const OTHER_MEMBERS: [&str; 2] = ["service", "scheduler"];
+
 fn check_name(name: &str) -> Result<(), DomainError> {
     let ok = !name.is_empty()
+        && !OTHER_MEMBERS.contains(&name)
         && name.len() <= 64
         && name
             .bytes()
@@ -203,6 +208,35 @@ impl Domain {
         self.kept_authority()?.ok_or_else(|| {
             DomainError::Internal("the cluster authority was kept and is gone".into())
         })
+    }
+
+    /// Replaces the cluster's certificate authority with one `generate`
+    /// makes (admins; `cluster.authority_replaced` names both
+    /// certificates' SHA-256). Every identity the old one issued is refused
+    /// from then on: the remedy for an identity that must stop working
+    /// before it expires (a revoked executor's, a lost file's). Every
+    /// member then needs a new identity, and the service a restart.
+    pub fn replace_cluster_authority(
+        &self,
+        actor: &str,
+        generate: impl FnOnce() -> Result<AuthorityPem, String>,
+    ) -> Result<(), DomainError> {
+        self.require(actor, Role::Admin, "replace the cluster authority")?;
+        let previous = self.kept_authority()?;
+        let made = generate().map_err(DomainError::Cluster)?;
+        let sealed = self.master.seal(AUTHORITY_LABEL, made.key.as_bytes());
+        let at = self.now_rfc3339();
+        self.commit_recorded(actor, "cluster.authority_replaced", |tx| {
+            store::cluster::replace_authority(tx, &made.certificate, &sealed, &at)?;
+            Ok(Change::Record(
+                json!({
+                    "previous_sha256": previous.map(|p| sha256_hex(p.certificate.as_bytes())),
+                    "certificate_sha256": sha256_hex(made.certificate.as_bytes()),
+                }),
+                (),
+            ))
+        })?;
+        Ok(())
     }
 
     fn kept_authority(&self) -> Result<Option<AuthorityPem>, DomainError> {

@@ -265,7 +265,7 @@ pub enum DomainError {
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
     #[error(
-        "executor name `{name}` is not valid: use 1 to 64 lowercase letters, digits, `-` or `_`"
+        "executor name `{name}` is not valid: use 1 to 64 lowercase letters, digits, `-` or `_`, other than `service` and `scheduler` (the names of the cluster's other members)"
     )]
     BadExecutorName { name: String },
     #[error("the cluster engine: {0}")]

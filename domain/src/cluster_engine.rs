@@ -17,14 +17,17 @@ use unseen_core::data::RemoteEngine;
 /// The cluster authority of `domain`'s service, made (and recorded in the
 /// ledger) the first time it is needed.
 pub fn authority(domain: &Domain) -> anyhow::Result<ClusterAuthority> {
-    let kept = domain.cluster_authority(|| {
-        let made = ClusterAuthority::generate().map_err(|e| e.to_string())?;
-        Ok(AuthorityPem {
-            certificate: made.certificate_pem().to_string(),
-            key: made.key_pem(),
-        })
-    })?;
+    let kept = domain.cluster_authority(new_authority)?;
     Ok(ClusterAuthority::from_pem(&kept.certificate, &kept.key)?)
+}
+
+/// A new cluster authority, as the service keeps it.
+pub fn new_authority() -> Result<AuthorityPem, String> {
+    let made = ClusterAuthority::generate().map_err(|e| e.to_string())?;
+    Ok(AuthorityPem {
+        certificate: made.certificate_pem().to_string(),
+        key: made.key_pem(),
+    })
 }
 
 /// Where a service runs its queries.

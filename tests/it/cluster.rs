@@ -800,6 +800,74 @@ fn enrolment_is_for_admins_names_are_checked_and_revocation_is_recorded() {
     assert!(!done && said.contains("must not exist"), "{said}");
     unseen_cluster::tls::Identity::from_pem(&std::fs::read_to_string(&scheduler_identity).unwrap())
         .unwrap();
+    // The other members' names are not executors'.
+    let (done, said) = enrol("service", "admin");
+    assert!(!done && said.contains("other than `service`"), "{said}");
+
+    // A new authority: every identity the old one issued stops working.
+    let replace = |actor: &str| {
+        crate::support::unseen(&[
+            "cluster",
+            "new-authority",
+            "--as",
+            actor,
+            "--data-dir",
+            &data,
+        ])
+    };
+    let (done, said) = replace("dev");
+    assert!(!done && said.contains("admin"), "{said}");
+    let (done, said) = replace("admin");
+    assert!(
+        done && said.contains("enrol every executor again"),
+        "{said}"
+    );
+    let renewed = dir.path().join("renewed.identity");
+    ok(&[
+        "cluster",
+        "scheduler-identity",
+        "--file",
+        renewed.to_str().unwrap(),
+        "--as",
+        "admin",
+        "--data-dir",
+        &data,
+    ]);
+    let cluster_dir = dir.path().join("renewed");
+    std::fs::create_dir(&cluster_dir).unwrap();
+    let members = unseen::cluster_engine::Members {
+        scheduler: &renewed,
+        executors: &[],
+        service: authority_of(&data).issue("service").unwrap(),
+    };
+    let cluster = LocalCluster::start_members(&child_unseen, &cluster_dir, members, 1).unwrap();
+    let (done, said) = crate::support::unseen(&[
+        "cluster",
+        "executor",
+        "--name",
+        "exec-1",
+        "--secret-file",
+        secret("exec-1").to_str().unwrap(),
+        "--scheduler",
+        &cluster.scheduler.to_string(),
+        "--listen",
+        &free_port().to_string(),
+        "--work-dir",
+        cluster.work_dir("exec-1").to_str().unwrap(),
+    ]);
+    assert!(
+        !done && said.contains("do not accept each other's identity"),
+        "{said}"
+    );
+    let entries = crate::support::entries(&Path::new(&data).join("ledger"));
+    let replaced = entries
+        .iter()
+        .find(|e| e.kind == "cluster.authority_replaced")
+        .unwrap();
+    assert_ne!(
+        replaced.body["previous_sha256"],
+        replaced.body["certificate_sha256"]
+    );
     // An executor refuses a secret file others may read.
     let loose = dir.path().join("loose.secret");
     std::fs::copy(secret("exec-1"), &loose).unwrap();

@@ -90,3 +90,20 @@ pub(crate) fn keep_authority(
         .execute(params![certificate, sealed_key, at])?;
     Ok(added == 1)
 }
+
+/// Keeps `certificate` and its sealed key as the cluster authority, in place
+/// of any kept before.
+pub(crate) fn replace_authority(
+    conn: &Connection,
+    certificate: &str,
+    sealed_key: &[u8],
+    at: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO cluster_authority(id, certificate, sealed_key, created_at)
+         VALUES (1, ?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET certificate = excluded.certificate,
+           sealed_key = excluded.sealed_key, created_at = excluded.created_at",
+    )?
+    .execute(params![certificate, sealed_key, at])?;
+    Ok(())
+}

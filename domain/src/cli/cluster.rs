@@ -129,6 +129,18 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                 ),
             )
         }
+        ClusterCommand::NewAuthority { actor, json, dir } => {
+            let (domain, actor) = session.open_as(&dir, actor)?;
+            domain.replace_cluster_authority(&actor, crate::cluster_engine::new_authority)?;
+            say(
+                out,
+                json,
+                &json!({"replaced": true}),
+                format_args!(
+                    "replaced the cluster authority: every identity the old one issued is refused from now on; issue the scheduler's again (`unseen cluster scheduler-identity`), enrol every executor again (`unseen cluster enrol`), and restart the service"
+                ),
+            )
+        }
         ClusterCommand::Scheduler {
             listen,
             identity_file,

@@ -443,6 +443,23 @@ pub enum ClusterCommand {
         #[command(flatten)]
         dir: DataDir,
     },
+    /// Replace the service's cluster authority (admins): every identity
+    /// the old one issued is refused from then on, so an identity that
+    /// must stop working before it expires (a revoked executor's, a lost
+    /// file's) does. Then issue the scheduler's identity again, enrol every
+    /// executor again, and restart the service.
+    ///
+    /// Example: `unseen cluster new-authority --as admin`
+    NewAuthority {
+        /// Act as this user: an admin operating this data directory, or the owner of --token.
+        #[arg(long = "as")]
+        actor: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: DataDir,
+    },
     /// Run a cluster's scheduler until stopped. It lets through only peers
     /// with an identity from the same cluster authority (mutual TLS).
     ///
