@@ -30,12 +30,6 @@ pub enum ClusterError {
     #[error("dataset {dataset} could not be read for the cluster: {reason}")]
     Unreadable { dataset: String, reason: String },
     #[error(
-        "the work directory {dir} is on disk, and an executor's shuffle files and spills there hold decrypted rows, which must stay in memory: put it on a memory-backed file system (tmpfs, for example under /dev/shm), or pass --work-dir-on-disk if that disk is encrypted"
-    )]
-    WorkDirOnDisk { dir: String },
-    #[error("cannot tell what file system the work directory {dir} is on: {reason}")]
-    WorkDirUnknown { dir: String, reason: String },
-    #[error(
         "the cluster identity could not be read ({0}): give the file `unseen cluster enrol` or `unseen cluster identity` wrote"
     )]
     BadIdentity(String),

@@ -125,8 +125,9 @@ pub struct ExecutorOptions {
     pub scheduler: SocketAddr,
     /// Where it serves its shuffle output.
     pub bind: SocketAddr,
-    /// Owner-only directory for shuffle files and spills, checked by
-    /// [`check_work_dir`].
+    /// Owner-only directory for shuffle files and spills, which hold
+    /// decrypted rows: the `unseen cluster executor` command refuses one on
+    /// disk unless told the disk is encrypted.
     pub work_dir: PathBuf,
     /// Tasks it runs at once.
     pub slots: usize,
@@ -138,37 +139,6 @@ pub struct ExecutorOptions {
     /// else fails). `None` is Ballista's default: a share of the host's or
     /// cgroup's memory.
     pub memory: Option<u64>,
-}
-
-/// Whether `dir` is on a memory-backed file system (tmpfs or ramfs), whose
-/// files never reach a disk except through swap.
-pub fn memory_backed(dir: &std::path::Path) -> Result<bool, ClusterError> {
-    const TMPFS_MAGIC: u64 = 0x0102_1994;
-    const RAMFS_MAGIC: u64 = 0x8584_58f6;
-    let stat = rustix::fs::statfs(dir).map_err(|e| ClusterError::WorkDirUnknown {
-        dir: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    // `f_type`'s integer type differs between platforms; magic numbers are
-    // 32-bit.
-    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
-    let kind = (stat.f_type as i64 as u64) & 0xffff_ffff;
-    Ok(kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
-}
-
-/// Refuses an executor's work directory on disk unless `on_disk_allowed`
-/// (`--work-dir-on-disk`, for an encrypted disk): decrypted rows leave an
-/// executor's memory only there (shuffle files, and spills, which Ballista
-/// puts in the same directory). Says whether the directory is
-/// memory-backed.
-pub fn check_work_dir(dir: &std::path::Path, on_disk_allowed: bool) -> Result<bool, ClusterError> {
-    let in_memory = memory_backed(dir)?;
-    if in_memory || on_disk_allowed {
-        return Ok(in_memory);
-    }
-    Err(ClusterError::WorkDirOnDisk {
-        dir: dir.display().to_string(),
-    })
 }
 
 /// Runs an executor until it is stopped (SIGINT or SIGTERM, after its
@@ -201,6 +171,7 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<(), ClusterError> 
               _: ballista_core::utils::GrpcServerConfig| {
             let server_tls = server_tls.clone();
             tokio::spawn(async move {
+                // Ballista's own message size limits.
                 let limit = 16 * 1024 * 1024;
                 tonic::transport::Server::builder()
                     .tls_config(server_tls)

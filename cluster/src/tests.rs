@@ -302,30 +302,6 @@ fn a_cluster_computes_what_one_process_computes_reading_only_sealed_keys() {
 }
 
 #[test]
-fn work_directories_on_disk_are_refused_and_memory_backed_ones_pass() {
-    use crate::process::{check_work_dir, memory_backed};
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() {
-        assert!(memory_backed(shm).unwrap());
-        assert!(check_work_dir(shm, false).unwrap());
-    }
-    // This crate's sources are in a checkout on disk.
-    let disk = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(!memory_backed(disk).unwrap());
-    let refused = check_work_dir(disk, false).unwrap_err().to_string();
-    assert!(
-        refused.contains("tmpfs") && refused.contains("--work-dir-on-disk"),
-        "{refused}"
-    );
-    assert!(!check_work_dir(disk, true).unwrap());
-    let missing = memory_backed(&disk.join("no-such-directory")).unwrap_err();
-    assert!(
-        missing.to_string().contains("no-such-directory"),
-        "{missing}"
-    );
-}
-
-#[test]
 fn a_jobs_join_cap_travels_in_its_settings_and_caps_the_joins_of_a_stage() {
     use ballista_core::extension::SessionConfigHelperExt as _;
     use datafusion::physical_plan::displayable;

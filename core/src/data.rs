@@ -539,11 +539,13 @@ impl Default for QueryLimits {
 
 impl QueryLimits {
     /// The limits of one session that spills into `spill_dir`.
-    pub fn session(&self, spill_dir: PathBuf) -> SessionLimits {
+    /// The limits of one session that spills to `spill_dir` (`None`: a
+    /// query that outgrows its memory fails).
+    pub fn session(&self, spill_dir: Option<PathBuf>) -> SessionLimits {
         SessionLimits {
             remote: None,
             memory: Some(self.memory),
-            spill_dir: Some(spill_dir),
+            spill_dir,
             execution: ExecutionLimits {
                 time: Some(self.time),
                 join_rows: Some(self.join_rows),

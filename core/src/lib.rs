@@ -610,6 +610,45 @@ pub struct ReleaseRecord {
     pub document: serde_json::Value,
 }
 
+/// Where queries set decrypted rows aside when they outgrow their memory.
+/// DataFusion's spill files are plaintext Arrow IPC of decrypted rows, so
+/// they go only to memory-backed storage (which reaches a disk only
+/// through swap), unless the operator says the disk is encrypted.
+#[derive(Debug)]
+enum Spill {
+    /// The data directory's owner-only `spill/`: memory-backed, or allowed
+    /// on disk.
+    DataDir(PathBuf),
+    /// A directory of the process's own on /dev/shm, removed with it.
+    Shm(tempfile::TempDir),
+    /// Nowhere: a query that outgrows its memory fails (a DP release is
+    /// then computed on fixed defaults).
+    Disabled,
+}
+
+impl Spill {
+    fn choose(data_spill: &Path) -> Result<Spill, DomainError> {
+        if util::memory_backed(data_spill)? {
+            return Ok(Spill::DataDir(data_spill.to_path_buf()));
+        }
+        if let Some(dir) = util::shm_dir("unseen-spill-") {
+            return Ok(Spill::Shm(dir));
+        }
+        tracing::warn!(
+            "no memory-backed /dev/shm and the data directory is on disk: queries that outgrow their memory fail rather than spill decrypted rows to disk (`serve --spill-on-disk` allows it, for an encrypted disk)"
+        );
+        Ok(Spill::Disabled)
+    }
+
+    fn dir(&self) -> Option<PathBuf> {
+        match self {
+            Spill::DataDir(dir) => Some(dir.clone()),
+            Spill::Shm(dir) => Some(dir.path().to_path_buf()),
+            Spill::Disabled => None,
+        }
+    }
+}
+
 /// One data directory: store, ledger, keys, data files and the sandbox.
 pub struct Domain {
     dir: PathBuf,
@@ -651,6 +690,9 @@ pub struct Domain {
     query_limits: std::sync::RwLock<data::QueryLimits>,
     /// Where analysts' queries execute when not here (`serve --engine`).
     remote_engine: std::sync::RwLock<Option<Arc<dyn data::RemoteEngine>>>,
+    /// Where queries set decrypted rows aside when they outgrow their
+    /// memory (see [`Spill`]).
+    spill: std::sync::RwLock<Spill>,
     /// The threads analysts' queries run on (see [`Domain::engine`]).
     engine: EngineRuntime,
     /// Milliseconds of the quantum of shown end times (see `jobs`).
@@ -904,6 +946,7 @@ impl Domain {
             written: Mutex::new(Vec::new()),
             query_limits: std::sync::RwLock::new(data::QueryLimits::default()),
             remote_engine: std::sync::RwLock::new(None),
+            spill: std::sync::RwLock::new(Spill::choose(&dir.join("spill"))?),
             engine: EngineRuntime::new()?,
             timing_quantum_ms: std::sync::atomic::AtomicU64::new(
                 u64::try_from(jobs::timing_quantum_from_env()?.as_millis()).unwrap_or(u64::MAX),
@@ -971,11 +1014,24 @@ impl Domain {
             .unwrap_or_else(|p| p.into_inner()) = Some(engine);
     }
 
+    /// Lets queries spill into the data directory's `spill/` although it
+    /// is on disk (`serve --spill-on-disk`: only for an encrypted disk).
+    pub fn allow_spill_on_disk(&self) {
+        *self.spill.write().unwrap_or_else(|p| p.into_inner()) =
+            Spill::DataDir(self.dir.join("spill"));
+    }
+
+    /// Where queries spill now, if anywhere.
+    pub fn spill_dir(&self) -> Option<PathBuf> {
+        self.spill.read().unwrap_or_else(|p| p.into_inner()).dir()
+    }
+
     /// The limits of one analyst's session: the query limits, spilling
-    /// into the data directory's owner-only `spill/`, and the remote engine
-    /// with the executors enrolled now.
+    /// where [`Spill`] says, and the remote engine with the executors
+    /// enrolled now.
     pub(crate) fn session_limits(&self) -> Result<data::SessionLimits, DomainError> {
-        let mut limits = self.query_limits().session(self.dir.join("spill"));
+        let spill = self.spill.read().unwrap_or_else(|p| p.into_inner()).dir();
+        let mut limits = self.query_limits().session(spill);
         let engine = self
             .remote_engine
             .read()

@@ -139,6 +139,59 @@ pub fn private_dir(path: &Path) -> Result<(), crate::DomainError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)
 }
 
+/// Whether `dir` is on a memory-backed file system (tmpfs or ramfs), whose
+/// files never reach a disk except through swap: where decrypted rows may
+/// be set aside (spills, shuffle files).
+pub fn memory_backed(dir: &Path) -> Result<bool, crate::DomainError> {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    let stat = rustix::fs::statfs(dir)
+        .map_err(|e| crate::DomainError::io(dir, std::io::Error::from(e)))?;
+    // `f_type`'s integer type differs between platforms; magic numbers are
+    // 32-bit.
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    let kind = (stat.f_type as i64 as u64) & 0xffff_ffff;
+    Ok(kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
+}
+
+/// A new owner-only directory under /dev/shm (memory-backed), named
+/// `PREFIX<pid>-<random>`, for decrypted rows set aside; first removes the
+/// directories of that prefix whose process is gone (killed before it
+/// could remove its own). `None` where /dev/shm is missing or on disk.
+pub fn shm_dir(prefix: &str) -> Option<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() || !memory_backed(shm).unwrap_or(false) {
+        return None;
+    }
+    remove_orphan_dirs(shm, prefix);
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}{}-", std::process::id()))
+        .tempdir_in(shm)
+        .ok()
+}
+
+/// Removes the directories in `parent` named `PREFIX<pid>-...` whose
+/// process no longer runs.
+pub fn remove_orphan_dirs(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Refuses a file or directory that its group or others may access: the
 /// data directory holds keys and quarantined outputs, so only the account
 /// that runs the service may read it.
@@ -222,6 +275,41 @@ impl Destination {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn memory_backed_directories_are_told_from_ones_on_disk() {
+        let shm = std::path::Path::new("/dev/shm");
+        if shm.is_dir() {
+            assert!(super::memory_backed(shm).unwrap());
+        }
+        // This crate's sources are in a checkout on disk.
+        let disk = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert!(!super::memory_backed(disk).unwrap());
+        let missing = super::memory_backed(&disk.join("no-such-directory")).unwrap_err();
+        assert!(
+            missing.to_string().contains("no-such-directory"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn directories_of_gone_processes_are_removed_and_no_other() {
+        let parent = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let dir = parent.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("spill.arrow"), b"rows").unwrap();
+            dir
+        };
+        // No process has an id above the kernel's limit of 2^22.
+        let orphan = make("unseen-x-999999999-abc");
+        let ours = make(&format!("unseen-x-{}-abc", std::process::id()));
+        let unnamed = make("unseen-x-abc");
+        let other = make("someone-else-1-abc");
+        super::remove_orphan_dirs(parent.path(), "unseen-x-");
+        assert!(!orphan.exists());
+        assert!(ours.exists() && unnamed.exists() && other.exists());
+    }
+
     #[test]
     fn formats_known_instants() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

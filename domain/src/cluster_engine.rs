@@ -160,25 +160,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn work_directories_of_gone_programs_are_removed_and_no_other() {
-        let shm = tempfile::tempdir().unwrap();
-        let make = |name: &str| {
-            let dir = shm.path().join(name);
-            std::fs::create_dir(&dir).unwrap();
-            std::fs::write(dir.join("shuffle.arrow"), b"rows").unwrap();
-            dir
-        };
-        // No process has an id above the kernel's limit of 2^22.
-        let orphan = make(&format!("{WORK_PREFIX}999999999-abc"));
-        let ours = make(&format!("{WORK_PREFIX}{}-abc", std::process::id()));
-        let unnamed = make(&format!("{WORK_PREFIX}abc"));
-        let other = make("someone-else-1-abc");
-        super::remove_orphans(shm.path());
-        assert!(!orphan.exists());
-        assert!(ours.exists() && unnamed.exists() && other.exists());
-    }
-
-    #[test]
     fn engines_parse_and_mistakes_say_what_to_write() {
         assert_eq!(Engine::parse("datafusion"), Ok(Engine::InProcess));
         assert_eq!(
@@ -456,12 +437,7 @@ enum WorkRoot {
 
 impl WorkRoot {
     fn new(dir: &Path) -> anyhow::Result<WorkRoot> {
-        let shm = Path::new("/dev/shm");
-        if shm.is_dir() && unseen_cluster::process::memory_backed(shm).unwrap_or(false) {
-            remove_orphans(shm);
-            let root = tempfile::Builder::new()
-                .prefix(&format!("{WORK_PREFIX}{}-", std::process::id()))
-                .tempdir_in(shm)?;
+        if let Some(root) = unseen_core::util::shm_dir("unseen-cluster-") {
             return Ok(WorkRoot::Memory(root));
         }
         tracing::warn!(
@@ -503,33 +479,6 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     file.write_all(text.as_bytes())?;
     Ok(())
-}
-
-/// How a local cluster's work directory on /dev/shm begins; the process
-/// id of the program that made it follows.
-const WORK_PREFIX: &str = "unseen-cluster-";
-
-/// Removes the work directories of local clusters whose program is gone
-/// (killed before it could remove them): they hold decrypted shuffle rows,
-/// in memory, until removed.
-fn remove_orphans(shm: &Path) {
-    let Ok(entries) = std::fs::read_dir(shm) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(WORK_PREFIX))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 fn free_loopback_port() -> anyhow::Result<std::net::SocketAddr> {

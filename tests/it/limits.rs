@@ -748,3 +748,35 @@ fn a_deep_expression_is_refused_and_the_server_stays_up() {
     let health = Client::new(&s.base, None).get("/v1/health").unwrap();
     assert_eq!(health["ok"], true, "{health}");
 }
+
+/// Spill files are plaintext Arrow IPC of decrypted rows: the service sets
+/// them aside only on memory-backed storage (the data directory when it is
+/// on tmpfs, else a directory of its own on /dev/shm, removed with it), or
+/// nowhere; on disk only when the operator says the disk is encrypted.
+#[test]
+fn queries_spill_decrypted_rows_only_to_memory_unless_told_otherwise() {
+    let (_dir, data) = residents_dir("100");
+    let data_spill = Path::new(&data).join("spill");
+    let spill = {
+        let domain = unseen::Domain::open(Path::new(&data)).unwrap();
+        let spill = domain.spill_dir();
+        match &spill {
+            Some(dir) => {
+                assert!(
+                    unseen::util::memory_backed(dir).unwrap(),
+                    "{}",
+                    dir.display()
+                );
+                assert!(dir.is_dir());
+            }
+            None => assert!(!unseen::util::memory_backed(Path::new("/dev/shm")).unwrap_or(false)),
+        }
+        domain.allow_spill_on_disk();
+        assert_eq!(domain.spill_dir(), Some(data_spill.clone()));
+        spill
+    };
+    // A directory of its own is removed with the domain.
+    if let Some(dir) = spill.filter(|d| *d != data_spill) {
+        assert!(!dir.exists(), "{} is left behind", dir.display());
+    }
+}

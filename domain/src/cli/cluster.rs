@@ -184,16 +184,15 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                 })?;
             // Shuffle files hold intermediate rows: for the executor's user alone.
             std::fs::set_permissions(&work_dir, std::fs::Permissions::from_mode(0o700))?;
-            let in_memory =
-                match unseen_cluster::process::check_work_dir(&work_dir, work_dir_on_disk) {
-                    Ok(in_memory) => in_memory,
-                    Err(e) => {
-                        if !existed {
-                            let _ = std::fs::remove_dir(&work_dir);
-                        }
-                        return Err(e.into());
+            let in_memory = match check_work_dir(&work_dir, work_dir_on_disk) {
+                Ok(in_memory) => in_memory,
+                Err(e) => {
+                    if !existed {
+                        let _ = std::fs::remove_dir(&work_dir);
                     }
-                };
+                    return Err(e);
+                }
+            };
             if !in_memory {
                 tracing::warn!(
                     work_dir = %work_dir.display(),
@@ -234,6 +233,22 @@ pub(super) fn run(command: ClusterCommand, session: &Session, out: &mut dyn Writ
                 .map_err(anyhow::Error::from)
         }
     }
+}
+
+/// Refuses an executor's work directory on disk unless `on_disk_allowed`
+/// (`--work-dir-on-disk`, for an encrypted disk): decrypted rows leave an
+/// executor's memory only there (shuffle files, and spills, which Ballista
+/// puts in the same directory). Says whether the directory is
+/// memory-backed.
+fn check_work_dir(dir: &Path, on_disk_allowed: bool) -> Result<bool> {
+    let in_memory = unseen_core::util::memory_backed(dir)?;
+    if !in_memory && !on_disk_allowed {
+        bail!(
+            "the work directory {} is on disk, and an executor's shuffle files and spills there hold decrypted rows, which must stay in memory: put it on a memory-backed file system (tmpfs, for example under /dev/shm), or pass --work-dir-on-disk if that disk is encrypted",
+            dir.display()
+        );
+    }
+    Ok(in_memory)
 }
 
 /// `made`, or its error once the file at `path` made for it is removed:

@@ -635,6 +635,13 @@ pub struct ServeArgs {
     /// [default: 512M].
     #[arg(long, env = "UNSEEN_QUERY_MEMORY", value_parser = parse_bytes)]
     pub query_memory: Option<usize>,
+    /// Let queries spill into the data directory's `spill/` although it is
+    /// on disk. Spills are decrypted rows, so by default they go only to
+    /// memory-backed storage (the data directory on tmpfs, else /dev/shm;
+    /// with neither, a query that outgrows --query-memory fails): only for
+    /// a disk encrypted at the block layer.
+    #[arg(long)]
+    pub spill_on_disk: bool,
     /// Where analysts' queries execute: `datafusion`, in this process, or
     /// `ballista://HOST:PORT`, a cluster's scheduler whose executors are
     /// enrolled with `unseen cluster enrol` [default: datafusion].

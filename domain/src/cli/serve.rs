@@ -89,6 +89,10 @@ pub(super) fn serve(args: ServeArgs, session: &Session, out: &mut dyn Write) -> 
         .transpose()?
         .unwrap_or(crate::cluster_engine::Engine::InProcess);
     let domain = open(&dir)?;
+    if args.spill_on_disk {
+        domain.allow_spill_on_disk();
+        tracing::warn!("queries may spill decrypted rows to the data directory's spill/ on disk");
+    }
     if let crate::cluster_engine::Engine::Ballista(scheduler) = &engine {
         // The service's own identity for the cluster's mutual TLS, issued
         // afresh at each start and held only in memory.
