@@ -62,6 +62,7 @@ impl QueryPlanner for CancellingPlanner {
         Ok(Arc::new(CancelOnDropExec {
             input: plan,
             scheduler: self.scheduler.clone(),
+            udf_modules: Arc::new(crate::udf_rows::logical_modules(logical_plan)?),
         }))
     }
 }
@@ -73,6 +74,9 @@ impl QueryPlanner for CancellingPlanner {
 pub struct CancelOnDropExec {
     input: Arc<dyn ExecutionPlan>,
     scheduler: SchedulerLink,
+    /// The wasm UDF modules the plan calls, credited with the rows the
+    /// executors ran them on (`crate::udf_rows`).
+    udf_modules: Arc<Vec<unseen_sandbox::udf::UdfModule>>,
 }
 
 impl CancelOnDropExec {
@@ -122,6 +126,7 @@ impl ExecutionPlan for CancelOnDropExec {
         Ok(Arc::new(CancelOnDropExec {
             input: crate::only_child("CancelOnDropExec", children)?,
             scheduler: self.scheduler.clone(),
+            udf_modules: Arc::clone(&self.udf_modules),
         }))
     }
 
@@ -156,6 +161,7 @@ impl ExecutionPlan for CancelOnDropExec {
             sender,
             Arc::clone(&self.input),
             self.scheduler.clone(),
+            Arc::clone(&self.udf_modules),
         ));
         let batches = futures::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|batch| (batch, receiver))
@@ -172,11 +178,17 @@ async fn read_job(
     sender: tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
     plan: Arc<dyn ExecutionPlan>,
     scheduler: SchedulerLink,
+    udf_modules: Arc<Vec<unseen_sandbox::udf::UdfModule>>,
 ) {
     loop {
         tokio::select! {
             next = stream.next() => {
-                let Some(batch) = next else { return };
+                let Some(batch) = next else {
+                    // The answer ends only once the service's records
+                    // count the rows the executors ran its UDFs on.
+                    credit_udf_rows(&plan, &scheduler, &udf_modules).await;
+                    return;
+                };
                 // An error ends the job on the scheduler too.
                 let failed = batch.is_err();
                 if sender.send(batch).await.is_err() {
@@ -229,6 +241,31 @@ async fn read_job(
     );
 }
 
+/// Credits `modules` with the rows the executors ran them on in `plan`'s
+/// job. A job whose metrics cannot be read credits nothing, and says so.
+async fn credit_udf_rows(
+    plan: &Arc<dyn ExecutionPlan>,
+    scheduler: &SchedulerLink,
+    modules: &[unseen_sandbox::udf::UdfModule],
+) {
+    if modules.is_empty() {
+        return;
+    }
+    let Some(job) = job_of(plan) else { return };
+    match crate::udf_rows::job_rows(scheduler, &job).await {
+        Ok(rows) => {
+            for module in modules {
+                if let Some(&(evaluated, failed)) = rows.get(module.sha256()) {
+                    module.credit_rows(evaluated, failed);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(job, error = %e, "the rows the cluster ran UDFs on are not counted");
+        }
+    }
+}
+
 /// How often a job whose answer is not read is checked for the id the
 /// scheduler gave it.
 const ACCEPTANCE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
@@ -260,7 +297,7 @@ impl SchedulerLink {
         }
     }
 
-    async fn connect(
+    pub(crate) async fn connect(
         &self,
     ) -> Result<SchedulerGrpcClient<tonic::transport::Channel>, ClusterError> {
         let failed = |e: &dyn std::fmt::Display| {

@@ -420,9 +420,12 @@ impl PhysicalExtensionCodec for UnseenPhysicalCodec {
         let Some(body) = tagged(buf, SEALED_SCAN) else {
             // Every stage plan an executor runs is a Ballista node (its
             // shuffle writer) over the rest: its inputs get the job's join
-            // row cap here (`crate::limits`).
+            // row cap here (`crate::limits`), and count the rows their wasm
+            // UDFs run on (`crate::udf_rows`).
             let inputs = match &self.opener {
-                Opener::Executor { .. } => crate::limits::capped(inputs, ctx)?,
+                Opener::Executor { .. } => {
+                    crate::udf_rows::counted(&crate::limits::capped(inputs, ctx)?)?
+                }
                 Opener::Scheduler => inputs.to_vec(),
             };
             return self.ballista.try_decode(buf, &inputs, ctx, proto_converter);

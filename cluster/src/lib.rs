@@ -11,6 +11,7 @@ pub mod process;
 pub mod scan;
 pub mod seal;
 pub mod tls;
+pub mod udf_rows;
 
 /// Why the cluster engine could not do what was asked.
 #[derive(Debug, thiserror::Error)]

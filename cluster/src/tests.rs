@@ -256,7 +256,7 @@ fn a_cluster_computes_what_one_process_computes_reading_only_sealed_keys() {
             )
             .unwrap_err();
         assert!(
-            matches!(refused, crate::ClusterError::Unreachable { .. }),
+            matches!(refused, crate::ClusterError::IdentityRefused { .. }),
             "{refused}"
         );
         // A stranger who knows the authority's certificate (it is no

@@ -345,6 +345,8 @@ struct Pools {
     aggregates: Mutex<Vec<UdfInstance>>,
     /// Of the rewritten module (scalar functions, one row at a time).
     rows: Mutex<Vec<rows::RowInstance>>,
+    /// Rows this query's scalar functions ran on, and failed on.
+    counts: rows::RowCounts,
 }
 
 struct ModuleInner {
@@ -492,19 +494,35 @@ impl UdfModule {
     /// service's records (the ledger, the provider): never for whoever
     /// wrote the query, since how many rows failed can depend on the data.
     pub fn rows_failed(&self) -> u64 {
-        self.inner
-            .rows
-            .as_ref()
-            .map_or(0, |r| r.failed.load(Ordering::Relaxed))
+        self.inner.rows.as_ref().map_or(0, |r| r.counts.get().1)
     }
 
     /// Rows the scalar functions of this module were called on (failed
     /// ones included); for the service's records, as [`Self::rows_failed`].
     pub fn rows_evaluated(&self) -> u64 {
-        self.inner
-            .rows
-            .as_ref()
-            .map_or(0, |r| r.evaluated.load(Ordering::Relaxed))
+        self.inner.rows.as_ref().map_or(0, |r| r.counts.get().0)
+    }
+
+    /// Rows this query handle's scalar functions (those taken from it, or
+    /// from its clones) ran on, and failed on: what a cluster executor
+    /// reports of one task.
+    pub fn query_rows(&self) -> (u64, u64) {
+        self.pools.counts.get()
+    }
+
+    /// Whether `other` is this query handle or a clone of it (sharing its
+    /// instances and counts).
+    pub fn same_query(&self, other: &UdfModule) -> bool {
+        Arc::ptr_eq(&self.pools, &other.pools)
+    }
+
+    /// Counts rows the module's scalar functions ran on, and failed on,
+    /// somewhere else (a cluster's executors) as its own, so
+    /// [`Self::rows_evaluated`] and [`Self::rows_failed`] cover them.
+    pub fn credit_rows(&self, evaluated: u64, failed: u64) {
+        if let Some(rows) = &self.inner.rows {
+            rows.counts.add(evaluated, failed);
+        }
     }
 
     /// The module as uploaded (a cluster ships it to executors, which
@@ -780,6 +798,7 @@ impl WasmScalarUdf {
                     rows,
                     self.module.row_instructions,
                     &inner.limits,
+                    &self.module.pools.counts,
                 )
             },
         )

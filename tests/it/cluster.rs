@@ -246,11 +246,26 @@ fn a_cluster_of_processes_computes_below_the_noise_what_one_process_computes() {
                 .unwrap_or_else(|e| panic!("{sql}: {e}"))
         })
     };
+    // The rows the UDF ran on, and failed on, as the service's records
+    // count them: on the cluster the executors report theirs back.
+    let counted = || (light.rows_evaluated(), light.rows_failed());
     for sql in queries {
+        let before = counted();
         let here = exact(&local, sql);
+        let after_here = counted();
         let there = exact(&remote, sql);
+        let after_there = counted();
         assert!(here.iter().flatten().flatten().any(|v| *v != 0.0), "{sql}");
         assert_same(sql, &here, &there);
+        let ran = |from: (u64, u64), to: (u64, u64)| (to.0 - from.0, to.1 - from.1);
+        assert_eq!(
+            ran(before, after_here),
+            ran(after_here, after_there),
+            "{sql}: UDF rows (evaluated, failed) here and on the cluster"
+        );
+        if sql.contains("light(") {
+            assert!(ran(before, after_here).0 > 0, "{sql}");
+        }
     }
 
     // Where exact answers are allowed (open columns, released tables), a

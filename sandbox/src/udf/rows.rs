@@ -49,11 +49,31 @@ pub(crate) struct Rows {
     pub(crate) pre: InstancePre<MemoryLimiter>,
     snapshot_bytes: usize,
     scratch_bytes: usize,
-    /// Rows that trapped or returned an invalid value, for the service's
-    /// records only: never shown to whoever wrote the query.
-    pub(crate) failed: AtomicU64,
-    /// Rows the functions were called on, for the same records.
+    /// Over every query of the module.
+    pub(crate) counts: RowCounts,
+}
+
+/// Rows scalar functions were called on, and those that trapped or
+/// returned an invalid value: for the service's records only, never shown
+/// to whoever wrote the query.
+#[derive(Debug, Default)]
+pub(crate) struct RowCounts {
     pub(crate) evaluated: AtomicU64,
+    pub(crate) failed: AtomicU64,
+}
+
+impl RowCounts {
+    pub(crate) fn add(&self, evaluated: u64, failed: u64) {
+        self.evaluated.fetch_add(evaluated, Ordering::Relaxed);
+        self.failed.fetch_add(failed, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> (u64, u64) {
+        (
+            self.evaluated.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// One instance of the rewritten module.
@@ -78,8 +98,7 @@ impl Rows {
             pre,
             snapshot_bytes: module.snapshot_bytes,
             scratch_bytes: module.scratch_bytes,
-            failed: AtomicU64::new(0),
-            evaluated: AtomicU64::new(0),
+            counts: RowCounts::default(),
         }
     }
 
@@ -195,6 +214,7 @@ impl Rows {
         rows: usize,
         cap: u64,
         limits: &Limits,
+        query: &RowCounts,
     ) -> Result<ArrayRef, UdfError> {
         let mut values: Vec<u8> = Vec::with_capacity(rows * 8);
         let mut valid: Vec<u8> = Vec::with_capacity(rows);
@@ -202,7 +222,7 @@ impl Rows {
         while from < rows {
             let to = self.chunk_end(arrays, types, from, rows);
             let batch = self.lay_out(inst, udf, arrays, types, from, to)?;
-            self.run_chunk(inst, udf, export, &batch, to - from, cap, limits)?;
+            self.run_chunk(inst, udf, export, &batch, to - from, cap, limits, query)?;
             let data = inst.batch.data(&inst.store);
             let n = to - from;
             values.extend_from_slice(&data[batch.out..batch.out + n * 8]);
@@ -398,6 +418,7 @@ impl Rows {
         n: usize,
         cap: u64,
         limits: &Limits,
+        query: &RowCounts,
     ) -> Result<(), UdfError> {
         let func = inst
             .instance
@@ -419,6 +440,7 @@ impl Rows {
         params.extend(batch.args.iter().map(|&a| Val::I32(a)));
         let mut result = [Val::I32(0)];
         let mut start = 0usize;
+        let mut failed = 0u64;
         while start < n {
             params[0] = Val::I32(start as i32);
             let Err(e) = func.call(&mut inst.store, &params, &mut result) else {
@@ -440,10 +462,12 @@ impl Rows {
                 });
             }
             inst.batch.data_mut(&mut inst.store)[batch.valid + row] = 0;
-            self.failed.fetch_add(1, Ordering::Relaxed);
+            failed += 1;
             start = row + 1;
         }
-        self.evaluated.fetch_add(n as u64, Ordering::Relaxed);
+        for counts in [&self.counts, query] {
+            counts.add(n as u64, failed);
+        }
         Ok(())
     }
 }
