@@ -95,6 +95,25 @@ fn enrol_by_cli(dir: &Path, data: &str, name: &str) -> std::path::PathBuf {
     secret_file
 }
 
+/// `unseen cluster executor` as `exec-1`, run to its end (the tests start
+/// it only where it must refuse to start).
+fn executor_cli(secret_file: &str, scheduler: &str, work_dir: &str) -> (bool, String) {
+    crate::support::unseen(&[
+        "cluster",
+        "executor",
+        "--name",
+        "exec-1",
+        "--secret-file",
+        secret_file,
+        "--scheduler",
+        scheduler,
+        "--listen",
+        "127.0.0.1:0",
+        "--work-dir",
+        work_dir,
+    ])
+}
+
 /// A scheduler and two executors enrolled in `data` (their secrets written
 /// by `unseen cluster enrol`), each a process of its own; the secrets.
 pub(crate) fn start_cluster(dir: &Path, data: &str) -> (LocalCluster, Vec<ExecutorSecret>) {
@@ -777,20 +796,11 @@ fn enrolment_is_for_admins_names_are_checked_and_revocation_is_recorded() {
     let old = dir.path().join("old.secret");
     std::fs::write(&old, format!("{}\n", text.lines().next().unwrap())).unwrap();
     std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let (done, said) = crate::support::unseen(&[
-        "cluster",
-        "executor",
-        "--name",
-        "exec-1",
-        "--secret-file",
+    let (done, said) = executor_cli(
         old.to_str().unwrap(),
-        "--scheduler",
         "127.0.0.1:1",
-        "--listen",
-        "127.0.0.1:0",
-        "--work-dir",
         dir.path().join("w").to_str().unwrap(),
-    ]);
+    );
     assert!(!done && said.contains("enrol the executor again"), "{said}");
     // The scheduler's identity: admins only, owner-only, never overwritten.
     let scheduler_identity = dir.path().join("scheduler.identity");
@@ -856,20 +866,11 @@ fn enrolment_is_for_admins_names_are_checked_and_revocation_is_recorded() {
         service: authority_of(&data).issue("service").unwrap(),
     };
     let cluster = LocalCluster::start_members(&child_unseen, &cluster_dir, members, 1).unwrap();
-    let (done, said) = crate::support::unseen(&[
-        "cluster",
-        "executor",
-        "--name",
-        "exec-1",
-        "--secret-file",
+    let (done, said) = executor_cli(
         secret("exec-1").to_str().unwrap(),
-        "--scheduler",
         &cluster.scheduler.to_string(),
-        "--listen",
-        &free_port().to_string(),
-        "--work-dir",
         cluster.work_dir("exec-1").to_str().unwrap(),
-    ]);
+    );
     assert!(
         !done && said.contains("do not accept each other's identity"),
         "{said}"
@@ -887,38 +888,20 @@ fn enrolment_is_for_admins_names_are_checked_and_revocation_is_recorded() {
     let loose = dir.path().join("loose.secret");
     std::fs::copy(secret("exec-1"), &loose).unwrap();
     std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let (done, said) = crate::support::unseen(&[
-        "cluster",
-        "executor",
-        "--name",
-        "exec-1",
-        "--secret-file",
+    let (done, said) = executor_cli(
         loose.to_str().unwrap(),
-        "--scheduler",
         "127.0.0.1:1",
-        "--listen",
-        "127.0.0.1:0",
-        "--work-dir",
         dir.path().join("w").to_str().unwrap(),
-    ]);
+    );
     assert!(!done && said.contains("chmod 600"), "{said}");
     // And a work directory on disk: shuffle files and spills hold
     // decrypted rows. (The test's directory is on disk, as a checkout is.)
     let on_disk = Path::new(env!("CARGO_MANIFEST_DIR")).join("target-work-dir-test");
-    let (done, said) = crate::support::unseen(&[
-        "cluster",
-        "executor",
-        "--name",
-        "exec-1",
-        "--secret-file",
+    let (done, said) = executor_cli(
         secret("exec-1").to_str().unwrap(),
-        "--scheduler",
         "127.0.0.1:1",
-        "--listen",
-        "127.0.0.1:0",
-        "--work-dir",
         on_disk.to_str().unwrap(),
-    ]);
+    );
     assert!(!on_disk.exists(), "a refused work directory is left behind");
     assert!(
         !done && said.contains("is on disk") && said.contains("--work-dir-on-disk"),
