@@ -200,13 +200,9 @@ impl Viewer {
 
     /// Checks the form key of a posted form.
     fn check_form(&self, given: &str) -> Result<(), Response> {
-        // Compared in full whatever differs, so timing says nothing of it.
-        let (given, expected) = (given.as_bytes(), self.form_key.as_bytes());
-        let differs = given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if given.len() == expected.len() && differs == 0 {
+        // In constant time, so timing says nothing of where they differ.
+        use subtle::ConstantTimeEq as _;
+        if bool::from(given.as_bytes().ct_eq(self.form_key.as_bytes())) {
             return Ok(());
         }
         Err(self.error(
