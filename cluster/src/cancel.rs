@@ -289,12 +289,19 @@ impl std::fmt::Debug for SchedulerLink {
 }
 
 impl SchedulerLink {
-    /// The scheduler at `url`, reached with `identity`.
-    pub fn new(url: &str, identity: &crate::tls::Identity) -> SchedulerLink {
+    /// The scheduler at `scheduler` (`HOST:PORT`), reached over TLS with
+    /// `identity`.
+    pub fn new(scheduler: &str, identity: &crate::tls::Identity) -> SchedulerLink {
         SchedulerLink {
-            url: url.to_string(),
+            url: format!("https://{scheduler}"),
             endpoint: identity.endpoint_override(),
         }
+    }
+
+    /// What makes each connection to a cluster member: TLS with the
+    /// identity this link was made with.
+    pub(crate) fn endpoint(&self) -> ballista_core::extension::EndpointOverrideFn {
+        Arc::clone(&self.endpoint)
     }
 
     pub(crate) async fn connect(

@@ -41,7 +41,7 @@ impl ClusterClient {
     /// member `identity` names.
     pub fn new(scheduler: &str, identity: Identity) -> ClusterClient {
         ClusterClient {
-            scheduler: SchedulerLink::new(&format!("https://{scheduler}"), &identity),
+            scheduler: SchedulerLink::new(scheduler, &identity),
             identity,
         }
     }
@@ -72,7 +72,7 @@ impl ClusterClient {
             // is up to 50 ms between polls of its status.
             .set_bool(ballista_core::config::BALLISTA_CLIENT_PULL, true)
             .with_ballista_use_tls(true)
-            .with_ballista_override_create_grpc_client_endpoint(self.identity.endpoint_override());
+            .with_ballista_override_create_grpc_client_endpoint(self.scheduler.endpoint());
         let state = SessionStateBuilder::new_from_existing(state)
             .with_config(config)
             .build()

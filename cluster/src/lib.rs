@@ -31,7 +31,7 @@ pub enum ClusterError {
     #[error("dataset {dataset} could not be read for the cluster: {reason}")]
     Unreadable { dataset: String, reason: String },
     #[error(
-        "the cluster identity could not be read ({0}): give the file `unseen cluster enrol` or `unseen cluster identity` wrote"
+        "the cluster identity could not be read ({0}): give the file `unseen cluster enrol` or `unseen cluster scheduler-identity` wrote"
     )]
     BadIdentity(String),
     #[error("cluster TLS: {0}")]

@@ -64,7 +64,7 @@ pub fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Makes *ring* the process's rustls provider, for the servers (tonic's)
 /// that take the process default. Harmless when one is installed.
 pub fn install_ring_provider() {
-    let _ = (*ring_provider()).clone().install_default();
+    let _ = Arc::unwrap_or_clone(ring_provider()).install_default();
 }
 
 fn tls_error(what: &str, e: impl std::fmt::Display) -> ClusterError {
@@ -73,19 +73,7 @@ fn tls_error(what: &str, e: impl std::fmt::Display) -> ClusterError {
 
 /// The year now, in UTC (for certificates' validity, to the year).
 fn this_year() -> i32 {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // Days to a civil year (Howard Hinnant's algorithm, year part only).
-    let days = (seconds / 86_400) as i64 + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let year = year_of_era + era * 400 + i64::from(month_index >= 10);
-    i32::try_from(year).unwrap_or(i32::MAX)
+    time::OffsetDateTime::now_utc().year()
 }
 
 /// The cluster authority: the CA that issues every member's identity. The
@@ -187,6 +175,7 @@ impl ClusterAuthority {
             authority: self.certificate_pem.clone(),
             certificate: certificate.pem(),
             key: key.serialize_pem(),
+            probe: Arc::default(),
         })
     }
 }
@@ -198,6 +187,9 @@ pub struct Identity {
     authority: String,
     certificate: String,
     key: String,
+    /// The client settings of [`Identity::get`], made on its first call
+    /// (the service probes the scheduler before every query).
+    probe: Arc<std::sync::OnceLock<Arc<rustls::ClientConfig>>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -238,6 +230,7 @@ impl Identity {
             authority,
             certificate,
             key: key.ok_or_else(|| bad("it holds no private key"))?,
+            probe: Arc::default(),
         };
         identity.chain().map_err(|e| bad(&e.to_string()))?;
         identity.private_key().map_err(|e| bad(&e.to_string()))?;
@@ -251,6 +244,7 @@ impl Identity {
     pub(crate) fn trusting(self, other: &Identity) -> Identity {
         Identity {
             authority: other.authority.clone(),
+            probe: Arc::default(),
             ..self
         }
     }
@@ -344,6 +338,20 @@ impl Identity {
         })
     }
 
+    /// The client settings [`Identity::get`] connects with.
+    fn probe_config(&self) -> Result<Arc<rustls::ClientConfig>, ClusterError> {
+        if let Some(config) = self.probe.get() {
+            return Ok(Arc::clone(config));
+        }
+        let config = rustls::ClientConfig::builder_with_provider(ring_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error("TLS versions", e))?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(self.chain()?, self.private_key()?)
+            .map_err(|e| tls_error("the member's certificate and key", e))?;
+        Ok(Arc::clone(self.probe.get_or_init(|| Arc::new(config))))
+    }
+
     /// A blocking HTTPS `GET` of `path` from the member at `address`
     /// (`HOST:PORT`), over this identity, within `timeout`: the status
     /// code and at most `limit` bytes of the body. For the scheduler's
@@ -359,12 +367,7 @@ impl Identity {
             address: address.to_string(),
             reason: e.to_string(),
         };
-        let config = rustls::ClientConfig::builder_with_provider(ring_provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| tls_error("TLS versions", e))?
-            .with_root_certificates(self.roots()?)
-            .with_client_auth_cert(self.chain()?, self.private_key()?)
-            .map_err(|e| tls_error("the member's certificate and key", e))?;
+        let config = self.probe_config()?;
         let target: SocketAddr = address
             .to_socket_addrs()
             .map_err(|e| unreachable(&e))?
@@ -376,7 +379,7 @@ impl Identity {
             .and_then(|()| socket.set_write_timeout(Some(timeout)))
             .map_err(|e| unreachable(&e))?;
         let connection = rustls::ClientConnection::new(
-            Arc::new(config),
+            config,
             ServerName::try_from(SERVER_NAME).map_err(|e| tls_error("the server name", e))?,
         )
         .map_err(|e| tls_error("a TLS connection", e))?;

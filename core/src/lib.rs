@@ -691,8 +691,9 @@ pub struct Domain {
     /// Where analysts' queries execute when not here (`serve --engine`).
     remote_engine: std::sync::RwLock<Option<Arc<dyn data::RemoteEngine>>>,
     /// Where queries set decrypted rows aside when they outgrow their
-    /// memory (see [`Spill`]).
-    spill: std::sync::RwLock<Spill>,
+    /// memory (see [`Spill`]), chosen when the first query needs it rather
+    /// than at every open.
+    spill: std::sync::RwLock<Option<Spill>>,
     /// The threads analysts' queries run on (see [`Domain::engine`]).
     engine: EngineRuntime,
     /// Milliseconds of the quantum of shown end times (see `jobs`).
@@ -946,7 +947,7 @@ impl Domain {
             written: Mutex::new(Vec::new()),
             query_limits: std::sync::RwLock::new(data::QueryLimits::default()),
             remote_engine: std::sync::RwLock::new(None),
-            spill: std::sync::RwLock::new(Spill::choose(&dir.join("spill"))?),
+            spill: std::sync::RwLock::new(None),
             engine: EngineRuntime::new()?,
             timing_quantum_ms: std::sync::atomic::AtomicU64::new(
                 u64::try_from(jobs::timing_quantum_from_env()?.as_millis()).unwrap_or(u64::MAX),
@@ -1018,20 +1019,27 @@ impl Domain {
     /// is on disk (`serve --spill-on-disk`: only for an encrypted disk).
     pub fn allow_spill_on_disk(&self) {
         *self.spill.write().unwrap_or_else(|p| p.into_inner()) =
-            Spill::DataDir(self.dir.join("spill"));
+            Some(Spill::DataDir(self.dir.join("spill")));
     }
 
-    /// Where queries spill now, if anywhere.
-    pub fn spill_dir(&self) -> Option<PathBuf> {
-        self.spill.read().unwrap_or_else(|p| p.into_inner()).dir()
+    /// Where queries spill now, if anywhere (chosen on first use).
+    pub fn spill_dir(&self) -> Result<Option<PathBuf>, DomainError> {
+        if let Some(chosen) = &*self.spill.read().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(chosen.dir());
+        }
+        let mut spill = self.spill.write().unwrap_or_else(|p| p.into_inner());
+        let chosen = match spill.take() {
+            Some(chosen) => chosen,
+            None => Spill::choose(&self.dir.join("spill"))?,
+        };
+        Ok(spill.insert(chosen).dir())
     }
 
     /// The limits of one analyst's session: the query limits, spilling
     /// where [`Spill`] says, and the remote engine with the executors
     /// enrolled now.
     pub(crate) fn session_limits(&self) -> Result<data::SessionLimits, DomainError> {
-        let spill = self.spill.read().unwrap_or_else(|p| p.into_inner()).dir();
-        let mut limits = self.query_limits().session(spill);
+        let mut limits = self.query_limits().session(self.spill_dir()?);
         let engine = self
             .remote_engine
             .read()

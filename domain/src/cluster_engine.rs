@@ -240,16 +240,20 @@ impl LocalCluster {
         slots: usize,
     ) -> anyhow::Result<LocalCluster> {
         let identity_file = dir.join("scheduler.identity");
-        write_private(&identity_file, &authority.issue("scheduler")?.to_pem())?;
+        unseen_core::util::write_private(
+            &identity_file,
+            authority.issue("scheduler")?.to_pem().as_bytes(),
+        )?;
         let mut secret_files = Vec::new();
         for executor in executors {
             let secret_file = dir.join(format!("{}.secret", executor.name));
-            write_private(
+            unseen_core::util::write_private(
                 &secret_file,
-                &secret_file_text(
+                secret_file_text(
                     &ExecutorSecret::from_bytes(executor.secret),
                     &authority.issue(&executor.name)?,
-                ),
+                )
+                .as_bytes(),
             )?;
             secret_files.push((executor.name.clone(), secret_file));
         }
@@ -369,10 +373,7 @@ impl LocalCluster {
 
     /// The way to this cluster's scheduler, as the service reaches it.
     pub fn scheduler_link(&self) -> unseen_cluster::cancel::SchedulerLink {
-        unseen_cluster::cancel::SchedulerLink::new(
-            &format!("https://{}", self.scheduler),
-            &self.service,
-        )
+        unseen_cluster::cancel::SchedulerLink::new(&self.scheduler.to_string(), &self.service)
     }
 
     /// Stops process `name` at once (SIGKILL), as a crash would.
@@ -464,21 +465,6 @@ pub fn read_secret_file_text(text: &str) -> anyhow::Result<(ExecutorSecret, Iden
         );
     }
     Ok((secret, Identity::from_pem(identity)?))
-}
-
-/// Writes `text` to a new owner-only file at `path` (replacing one there).
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 fn free_loopback_port() -> anyhow::Result<std::net::SocketAddr> {

@@ -28,14 +28,8 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-/// rustls over *ring*, the crypto library of the rest of the service.
-/// (rustls marks it deprecated because its key exchange is not
-/// post-quantum; that needs aws-lc-rs, a second crypto library built from
-/// C, which the project does not take on.)
-#[allow(deprecated)]
-pub fn ring_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
-}
+/// rustls over *ring*, as the cluster's members use it too.
+pub use unseen_cluster::tls::ring_provider;
 
 /// An acceptor for connections with the certificate chain in `cert` and
 /// its private key in `key` (both PEM).
@@ -52,7 +46,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
         return Err(pem(cert, "holds no certificate".into()));
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem(key, e.to_string()))?;
-    let provider = Arc::new(ring_provider());
+    let provider = ring_provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

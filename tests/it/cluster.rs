@@ -95,6 +95,20 @@ fn enrol_by_cli(dir: &Path, data: &str, name: &str) -> std::path::PathBuf {
     secret_file
 }
 
+/// `unseen cluster scheduler-identity --file FILE --as ACTOR` in `data`.
+fn scheduler_identity_cli(data: &str, file: &Path, actor: &str) -> (bool, String) {
+    crate::support::unseen(&[
+        "cluster",
+        "scheduler-identity",
+        "--file",
+        file.to_str().unwrap(),
+        "--as",
+        actor,
+        "--data-dir",
+        data,
+    ])
+}
+
 /// `unseen cluster executor` as `exec-1`, run to its end (the tests start
 /// it only where it must refuse to start).
 fn executor_cli(secret_file: &str, scheduler: &str, work_dir: &str) -> (bool, String) {
@@ -804,18 +818,7 @@ fn enrolment_is_for_admins_names_are_checked_and_revocation_is_recorded() {
     assert!(!done && said.contains("enrol the executor again"), "{said}");
     // The scheduler's identity: admins only, owner-only, never overwritten.
     let scheduler_identity = dir.path().join("scheduler.identity");
-    let issue = |actor: &str| {
-        crate::support::unseen(&[
-            "cluster",
-            "scheduler-identity",
-            "--file",
-            scheduler_identity.to_str().unwrap(),
-            "--as",
-            actor,
-            "--data-dir",
-            &data,
-        ])
-    };
+    let issue = |actor: &str| scheduler_identity_cli(&data, &scheduler_identity, actor);
     let (done, said) = issue("dev");
     assert!(!done && said.contains("admin"), "{said}");
     assert!(!scheduler_identity.exists());
@@ -848,16 +851,8 @@ fn enrolment_is_for_admins_names_are_checked_and_revocation_is_recorded() {
         "{said}"
     );
     let renewed = dir.path().join("renewed.identity");
-    ok(&[
-        "cluster",
-        "scheduler-identity",
-        "--file",
-        renewed.to_str().unwrap(),
-        "--as",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
+    let (done, said) = scheduler_identity_cli(&data, &renewed, "admin");
+    assert!(done, "{said}");
     let cluster_dir = dir.path().join("renewed");
     std::fs::create_dir(&cluster_dir).unwrap();
     let members = unseen::cluster_engine::Members {
@@ -962,16 +957,8 @@ fn the_documented_deployment_runs_over_mutual_tls_and_strangers_never_join() {
     let grant = crate::support::issue_grant(&data, "10", &[]);
     let file = |name: &str| dir.path().join(name);
     let scheduler_identity = file("scheduler.identity");
-    ok(&[
-        "cluster",
-        "scheduler-identity",
-        "--file",
-        scheduler_identity.to_str().unwrap(),
-        "--as",
-        "admin",
-        "--data-dir",
-        &data,
-    ]);
+    let (done, said) = scheduler_identity_cli(&data, &scheduler_identity, "admin");
+    assert!(done, "{said}");
     let executors: Vec<(String, std::path::PathBuf)> = ["exec-1", "exec-2"]
         .into_iter()
         .map(|name| (name.to_string(), enrol_by_cli(dir.path(), &data, name)))

@@ -759,7 +759,7 @@ fn queries_spill_decrypted_rows_only_to_memory_unless_told_otherwise() {
     let data_spill = Path::new(&data).join("spill");
     let spill = {
         let domain = unseen::Domain::open(Path::new(&data)).unwrap();
-        let spill = domain.spill_dir();
+        let spill = domain.spill_dir().unwrap();
         match &spill {
             Some(dir) => {
                 assert!(
@@ -772,7 +772,7 @@ fn queries_spill_decrypted_rows_only_to_memory_unless_told_otherwise() {
             None => assert!(!unseen::util::memory_backed(Path::new("/dev/shm")).unwrap_or(false)),
         }
         domain.allow_spill_on_disk();
-        assert_eq!(domain.spill_dir(), Some(data_spill.clone()));
+        assert_eq!(domain.spill_dir().unwrap(), Some(data_spill.clone()));
         spill
     };
     // A directory of its own is removed with the domain.
